@@ -1,0 +1,27 @@
+//! # boveda-engine: the data plane
+//!
+//! Sources become recovery points and points become files again. This
+//! crate reads and writes the file system and calls the vault layer
+//! (`boveda-vault`) for everything stored; it knows nothing of items,
+//! policies or jobs, which live in the control plane above it.
+//!
+//! - [`backup_files`]: a file tree into a root tree id, with stats and
+//!   warnings (unreadable, vanished or changing files never stop a backup).
+//! - [`restore_files`]: a root tree, or chosen paths of it, into a target
+//!   folder, never writing outside it.
+//! - [`list_point_path`]: browse a point.
+
+mod error;
+mod exclude;
+mod file_backup;
+mod file_restore;
+mod metadata;
+mod point_path;
+mod progress;
+
+pub use error::{EngineError, Result};
+pub use exclude::Excludes;
+pub use file_backup::{FileBackupOptions, FileBackupOutcome, backup_files};
+pub use file_restore::{RestoreOptions, RestoreOutcome, restore_files};
+pub use point_path::{list_point_path, split_point_path};
+pub use progress::{BackupProgress, NoProgress, RestoreProgress};

@@ -1,0 +1,27 @@
+//! # boveda-service: the control plane
+//!
+//! Vaults, items, recovery points and (in later issues) policies, jobs and
+//! the scheduler. The CLI and the server are thin layers over these
+//! functions: each takes an open [`boveda_vault::Vault`] and plain request
+//! values, and returns plain results that serialize to JSON.
+//!
+//! Everything lives in the vault's own store (catalog records and point
+//! manifests); the user's registry of known vaults is a convenience only.
+
+mod error;
+mod item;
+mod names;
+mod protection;
+mod recovery;
+mod registry;
+mod vault_admin;
+
+pub use error::{Result, ServiceError, ServiceErrorKind};
+pub use item::{Item, ItemSource, add_files_item, find_item, list_items};
+pub use names::{ITEM_NAME_RULE, VAULT_NAME_RULE, validate_item_name, validate_vault_name};
+pub use protection::{BackupRequest, DEFAULT_AD_HOC_RETENTION_DAYS, backup_now};
+pub use recovery::{browse, find_point, list_item_points, restore};
+pub use registry::{KnownVault, Registry, config_dir};
+pub use vault_admin::{
+    NewVault, VaultSummary, create_vault, hostname, open_vault, resolve_vault, summarize,
+};

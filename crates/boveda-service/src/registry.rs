@@ -1,0 +1,94 @@
+//! The user's list of known vaults (name -> store URL). A cache of
+//! convenience only: a vault is complete in its store (DESIGN principle 1).
+
+use std::fs;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, ServiceError};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownVault {
+    pub name: String,
+    pub store: String,
+    pub id: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Registry {
+    #[serde(default)]
+    pub vaults: Vec<KnownVault>,
+    #[serde(skip)]
+    path: PathBuf,
+}
+
+/// `$BOVEDA_CONFIG_DIR`, else `$XDG_CONFIG_HOME/boveda`, else `~/.config/boveda`.
+pub fn config_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("BOVEDA_CONFIG_DIR") {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_CONFIG_HOME") {
+        return PathBuf::from(d).join("boveda");
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    home.join(".config").join("boveda")
+}
+
+impl Registry {
+    /// Loads the registry; a missing file is an empty registry.
+    ///
+    /// # Errors
+    /// `Config` when the file exists but cannot be read or parsed.
+    pub fn load() -> Result<Self> {
+        let path = config_dir().join("vaults.json");
+        let err = |reason: String| ServiceError::Config {
+            path: path.display().to_string(),
+            reason,
+        };
+        let mut reg: Registry = match fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| err(e.to_string()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Registry::default(),
+            Err(e) => return Err(err(e.to_string())),
+        };
+        reg.path = path;
+        Ok(reg)
+    }
+
+    pub fn find(&self, name: &str) -> Option<&KnownVault> {
+        self.vaults
+            .iter()
+            .find(|v| v.name.eq_ignore_ascii_case(name))
+    }
+
+    /// Adds a vault; names are unique, ignoring case.
+    ///
+    /// # Errors
+    /// `Conflict` when the name is taken; `Config` when the file cannot be written.
+    pub fn add(&mut self, vault: KnownVault) -> Result<()> {
+        if self.find(&vault.name).is_some() {
+            return Err(ServiceError::Conflict(format!(
+                "a vault named {:?} is already known (vault names are unique among the vaults this user's configuration knows)",
+                vault.name
+            )));
+        }
+        self.vaults.push(vault);
+        self.save()
+    }
+
+    fn save(&self) -> Result<()> {
+        let err = |reason: String| ServiceError::Config {
+            path: self.path.display().to_string(),
+            reason,
+        };
+        let dir = self.path.parent().map(PathBuf::from).unwrap_or_default();
+        fs::create_dir_all(&dir).map_err(|e| err(e.to_string()))?;
+        let tmp = dir.join(format!(".vaults.json.{}", std::process::id()));
+        let body = serde_json::to_vec_pretty(self).map_err(|e| err(e.to_string()))?;
+        fs::write(&tmp, body)
+            .and_then(|()| fs::rename(&tmp, &self.path))
+            .map_err(|e| err(e.to_string()))
+    }
+}

@@ -1,0 +1,214 @@
+//! Creating, opening and describing vaults.
+
+use boveda_store::open_store;
+use boveda_vault::{ChunkerParams, CreateOptions, KdfParams, Vault, VaultSettings};
+use serde::Serialize;
+
+use crate::error::{Result, ServiceError};
+use crate::item::list_items;
+use crate::names::validate_vault_name;
+use crate::registry::{KnownVault, Registry};
+
+pub struct NewVault {
+    pub name: String,
+    pub store: String,
+    pub location: String,
+    pub redundancy: String,
+    pub secondary: Option<String>,
+    pub pack_size_mib: u32,
+    pub compression_level: i32,
+    pub kdf: KdfParams,
+}
+
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Creates a vault and records it in the user's registry.
+///
+/// # Errors
+/// `Invalid` for a bad name, redundancy or store; `Conflict` for a name
+/// already known; vault errors for a non-empty location.
+pub fn create_vault(req: &NewVault, passphrase: &[u8]) -> Result<Vault> {
+    validate_vault_name(&req.name)?;
+    match (req.redundancy.as_str(), &req.secondary) {
+        ("lrs", None) | ("grs", Some(_)) => {}
+        ("lrs", Some(_)) => {
+            return Err(ServiceError::Invalid(
+                "--secondary is only for --redundancy grs".into(),
+            ));
+        }
+        ("grs", None) => {
+            return Err(ServiceError::Invalid(
+                "--redundancy grs needs --secondary URL".into(),
+            ));
+        }
+        (other, _) => {
+            return Err(ServiceError::Invalid(format!(
+                "redundancy {other:?} is not lrs or grs"
+            )));
+        }
+    }
+    if !(1..=1024).contains(&req.pack_size_mib) {
+        return Err(ServiceError::Invalid(
+            "pack size must be 1 to 1024 MiB".into(),
+        ));
+    }
+    if !(0..=19).contains(&req.compression_level) {
+        return Err(ServiceError::Invalid(
+            "compression level must be 0 (off) to 19".into(),
+        ));
+    }
+    if passphrase.is_empty() {
+        return Err(ServiceError::Invalid(
+            "the passphrase must not be empty".into(),
+        ));
+    }
+    let mut registry = Registry::load()?;
+    if registry.find(&req.name).is_some() {
+        return Err(ServiceError::Conflict(format!(
+            "a vault named {:?} is already known (vault names are unique among the vaults this user's configuration knows)",
+            req.name
+        )));
+    }
+    let store_url = normalize_store(&req.store)?;
+    let store = open_store(&store_url).map_err(|e| ServiceError::Invalid(e.to_string()))?;
+    let settings = VaultSettings {
+        name: req.name.clone(),
+        location: req.location.clone(),
+        redundancy: req.redundancy.clone(),
+        secondary: req.secondary.clone(),
+        pack_size: req.pack_size_mib << 20,
+        compression_level: req.compression_level,
+    };
+    let opts = CreateOptions {
+        settings,
+        kdf: req.kdf,
+        chunker: ChunkerParams::DEFAULT,
+        hostname: hostname(),
+    };
+    let vault = Vault::create(store, passphrase, opts)?;
+    registry.add(KnownVault {
+        name: req.name.clone(),
+        store: store_url,
+        id: vault.config().id.to_hex(),
+    })?;
+    Ok(vault)
+}
+
+/// Local paths are made absolute so the registry works from any folder.
+fn normalize_store(url: &str) -> Result<String> {
+    if url.contains("://") {
+        return Ok(url.to_string());
+    }
+    let p = std::path::Path::new(url);
+    if p.is_absolute() {
+        return Ok(url.to_string());
+    }
+    let cwd = std::env::current_dir()
+        .map_err(|e| ServiceError::Invalid(format!("cannot resolve {url}: {e}")))?;
+    Ok(cwd.join(p).display().to_string())
+}
+
+/// Resolves `--vault`: a known name, else a store URL or path. With no
+/// selector, the only known vault.
+///
+/// # Errors
+/// `Invalid` when nothing selects a vault.
+pub fn resolve_vault(selector: Option<&str>) -> Result<String> {
+    let registry = Registry::load()?;
+    match selector {
+        Some(s) => Ok(registry
+            .find(s)
+            .map(|v| v.store.clone())
+            .unwrap_or_else(|| s.to_string())),
+        None => match registry.vaults.as_slice() {
+            [only] => Ok(only.store.clone()),
+            [] => Err(ServiceError::Invalid(
+                "no vault given: create one with `boveda vault create`, or pass --vault NAME|PATH"
+                    .into(),
+            )),
+            _ => Err(ServiceError::Invalid(
+                "several vaults are known: choose one with --vault NAME or BOVEDA_VAULT".into(),
+            )),
+        },
+    }
+}
+
+/// Opens the vault a selector names.
+///
+/// # Errors
+/// As [`resolve_vault`] and [`Vault::open`].
+pub fn open_vault(selector: Option<&str>, passphrase: &[u8]) -> Result<Vault> {
+    let url = resolve_vault(selector)?;
+    let store = open_store(&url).map_err(|e| ServiceError::Invalid(e.to_string()))?;
+    Ok(Vault::open(store, passphrase)?)
+}
+
+#[derive(Debug, Serialize)]
+pub struct VaultSummary {
+    pub name: String,
+    pub id: String,
+    pub store: String,
+    pub location: String,
+    pub redundancy: String,
+    pub secondary: Option<String>,
+    pub format_version: u16,
+    pub created: String,
+    pub pack_size: u32,
+    pub compression_level: i32,
+    pub chunk_sizes: ChunkerParams,
+    pub items: usize,
+    pub recovery_points: usize,
+    pub packs: usize,
+    pub chunks: usize,
+    pub stored_bytes: u64,
+    pub protected_bytes: u64,
+}
+
+/// Settings and totals of a vault.
+///
+/// # Errors
+/// A store error or damaged object.
+pub fn summarize(vault: &Vault) -> Result<VaultSummary> {
+    let index = vault.load_index()?;
+    let points = vault.list_points()?;
+    let items = list_items(vault)?;
+    let stored_bytes = vault
+        .store()
+        .list("")
+        .map_err(boveda_vault::VaultError::from)?
+        .iter()
+        .map(|o| o.size)
+        .sum();
+    let mut protected_bytes = 0;
+    for item in &items {
+        if let Some(p) = points.iter().rev().find(|p| p.item_id == item.id) {
+            protected_bytes += p.stats.bytes;
+        }
+    }
+    let s = vault.settings();
+    Ok(VaultSummary {
+        name: s.name.clone(),
+        id: vault.config().id.to_hex(),
+        store: vault.location(),
+        location: s.location.clone(),
+        redundancy: s.redundancy.clone(),
+        secondary: s.secondary.clone(),
+        format_version: boveda_vault::FORMAT_VERSION,
+        created: vault.config().created.to_string(),
+        pack_size: s.pack_size,
+        compression_level: s.compression_level,
+        chunk_sizes: vault.config().chunker,
+        items: items.len(),
+        recovery_points: points.len(),
+        packs: index.packs().count(),
+        chunks: index.len(),
+        stored_bytes,
+        protected_bytes,
+    })
+}

@@ -1,0 +1,245 @@
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::store::check_name;
+use crate::{ObjectInfo, Store, StoreError, StoreErrorKind};
+
+/// A vault's objects as files below one folder: the embedded default store.
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+impl LocalStore {
+    pub fn new(root: PathBuf) -> Self {
+        Self { root }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+}
+
+fn temp_name() -> String {
+    let mut raw = [0u8; 12];
+    // A weak name only risks a create_new collision, which is retried by the caller.
+    let _ = getrandom::fill(&mut raw);
+    let mut s = String::from(".tmp-");
+    for b in raw {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Moves `from` to `to` unless `to` exists; atomic on every Linux file system
+/// that supports `RENAME_NOREPLACE`, and through `link` + `unlink` elsewhere.
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(()),
+        Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOSYS => {
+            fs::hard_link(from, to)?;
+            fs::remove_file(from)
+        }
+        Err(e) => Err(io::Error::from(e)),
+    }
+}
+
+impl Store for LocalStore {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn get(&self, name: &str) -> Result<Vec<u8>, StoreError> {
+        check_name("read", name)?;
+        fs::read(self.path(name)).map_err(|e| StoreError::from_io("read", name, e))
+    }
+
+    fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>, StoreError> {
+        check_name("read", name)?;
+        let file = File::open(self.path(name)).map_err(|e| StoreError::from_io("read", name, e))?;
+        let len = usize::try_from(len)
+            .map_err(|_| StoreError::new(StoreErrorKind::Other, "read", name))?;
+        let mut buf = vec![0u8; len];
+        file.read_exact_at(&mut buf, offset).map_err(|e| {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                StoreError::from_io(
+                    "read",
+                    name,
+                    io::Error::other(format!("range {offset}+{len} runs past the end")),
+                )
+            } else {
+                StoreError::from_io("read", name, e)
+            }
+        })?;
+        Ok(buf)
+    }
+
+    fn put(&self, name: &str, data: &[u8]) -> Result<(), StoreError> {
+        check_name("write", name)?;
+        let dest = self.path(name);
+        let dir = dest.parent().unwrap_or(&self.root).to_path_buf();
+        let io_err = |e| StoreError::from_io("write", name, e);
+        if dest.exists() {
+            return Err(StoreError::new(
+                StoreErrorKind::AlreadyExists,
+                "write",
+                name,
+            ));
+        }
+        fs::create_dir_all(&dir).map_err(io_err)?;
+        let tmp = dir.join(temp_name());
+        let result = (|| {
+            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            f.write_all(data)?;
+            f.sync_all()?;
+            drop(f);
+            rename_noreplace(&tmp, &dest)?;
+            sync_dir(&dir)
+        })();
+        if let Err(e) = result {
+            let _ = fs::remove_file(&tmp);
+            return Err(io_err(e));
+        }
+        Ok(())
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        let mut out = Vec::new();
+        let start = self.path(prefix);
+        let mut stack = vec![(start, prefix.to_string())];
+        while let Some((dir, rel)) = stack.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(StoreError::from_io("list", &rel, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| StoreError::from_io("list", &rel, e))?;
+                let Ok(fname) = entry.file_name().into_string() else {
+                    continue;
+                };
+                if fname.starts_with(".tmp-") {
+                    continue;
+                }
+                let child = if rel.is_empty() {
+                    fname.clone()
+                } else {
+                    format!("{rel}/{fname}")
+                };
+                let meta = entry
+                    .metadata()
+                    .map_err(|e| StoreError::from_io("list", &child, e))?;
+                if meta.is_dir() {
+                    stack.push((entry.path(), child));
+                } else {
+                    out.push(ObjectInfo {
+                        name: child,
+                        size: meta.len(),
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    fn stat(&self, name: &str) -> Result<ObjectInfo, StoreError> {
+        check_name("stat", name)?;
+        let meta =
+            fs::metadata(self.path(name)).map_err(|e| StoreError::from_io("stat", name, e))?;
+        Ok(ObjectInfo {
+            name: name.to_string(),
+            size: meta.len(),
+        })
+    }
+
+    fn delete(&self, name: &str) -> Result<(), StoreError> {
+        check_name("delete", name)?;
+        match fs::remove_file(self.path(name)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StoreError::from_io("delete", name, e)),
+        }
+    }
+}
+
+#[cfg(test)]
+fn read_tail(path: &Path, n: u64) -> io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = File::open(path)?;
+    let len = f.metadata()?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(n)))?;
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, LocalStore) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = LocalStore::new(dir.path().join("vault"));
+        (dir, s)
+    }
+
+    #[test]
+    fn put_get_list_stat_delete() {
+        let (_d, s) = store();
+        s.put("packs/ab/abcd", b"hello").expect("put");
+        s.put("index/1", b"x").expect("put");
+        assert_eq!(s.get("packs/ab/abcd").expect("get"), b"hello");
+        assert_eq!(s.get_range("packs/ab/abcd", 1, 3).expect("range"), b"ell");
+        assert!(s.get_range("packs/ab/abcd", 3, 3).is_err());
+        let names: Vec<_> = s
+            .list("packs")
+            .expect("list")
+            .into_iter()
+            .map(|o| o.name)
+            .collect();
+        assert_eq!(names, vec!["packs/ab/abcd"]);
+        assert_eq!(s.stat("index/1").expect("stat").size, 1);
+        s.delete("index/1").expect("delete");
+        assert_eq!(
+            s.get("index/1").map_err(|e| e.kind()).err(),
+            Some(StoreErrorKind::NotFound)
+        );
+        assert!(s.list("nothing").expect("list").is_empty());
+    }
+
+    #[test]
+    fn put_never_replaces() {
+        let (_d, s) = store();
+        s.put("a/b", b"one").expect("put");
+        let err = s.put("a/b", b"two").expect_err("second put must fail");
+        assert_eq!(err.kind(), StoreErrorKind::AlreadyExists);
+        assert_eq!(s.get("a/b").expect("get"), b"one");
+    }
+
+    #[test]
+    fn temp_files_are_not_listed_and_names_are_checked() {
+        let (_d, s) = store();
+        s.put("a/b", b"one").expect("put");
+        fs::write(s.root().join("a/.tmp-123"), b"partial").expect("write");
+        assert_eq!(s.list("a").expect("list").len(), 1);
+        for bad in ["", "/abs", "a/../b", "a//b", "a/.tmp-1"] {
+            assert_eq!(
+                s.put(bad, b"x").expect_err(bad).kind(),
+                StoreErrorKind::InvalidName
+            );
+        }
+        assert_eq!(read_tail(&s.root().join("a/b"), 2).expect("tail"), b"ne");
+    }
+}

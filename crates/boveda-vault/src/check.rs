@@ -1,0 +1,409 @@
+//! `vault check`: verifies a vault's structure and, with `read_data`, every
+//! byte of every pack. Every problem names the object at fault and the items,
+//! recovery points and paths it affects.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::blob::BlobKind;
+use crate::error::Result;
+use crate::index::{ChunkIndex, IndexObject};
+use crate::key_slot::KeySlot;
+use crate::object::{ObjectKind, open_json};
+use crate::pack::{pack_name, parse_pack_name, read_footer};
+use crate::point::RecoveryPoint;
+use crate::tree::{NodeKind, Piece, Tree};
+use crate::vault::Vault;
+use crate::{ChunkId, PackId};
+
+/// How many affected paths a problem lists before it only counts them.
+const MAX_AFFECTED_LISTED: usize = 20;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CheckOptions {
+    pub read_data: bool,
+}
+
+/// One place a damaged or missing object is used.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Affected {
+    pub item: String,
+    pub point: String,
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    /// The object at fault, e.g. `packs/data/ab/ab12…` or `index/…`.
+    pub object: String,
+    pub problem: String,
+    pub affects: Vec<Affected>,
+    /// Uses beyond those listed in `affects`.
+    pub more_affected: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct CheckReport {
+    pub problems: Vec<Problem>,
+    pub notes: Vec<String>,
+    pub key_slots: usize,
+    pub index_objects: usize,
+    pub packs: usize,
+    pub points: usize,
+    pub trees: usize,
+    pub chunks_read: u64,
+    pub bytes_read: u64,
+}
+
+impl CheckReport {
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+#[derive(Default)]
+struct Findings {
+    /// (object, problem) -> affected uses
+    problems: BTreeMap<(String, String), (Vec<Affected>, usize)>,
+    /// chunk -> (object, problem) for chunks found bad or missing
+    bad_chunks: HashMap<ChunkId, (String, String)>,
+}
+
+impl Findings {
+    fn add(&mut self, object: String, problem: String) {
+        self.problems.entry((object, problem)).or_default();
+    }
+
+    fn affect(&mut self, key: (String, String), a: Affected) {
+        let entry = self.problems.entry(key).or_default();
+        if entry.0.len() < MAX_AFFECTED_LISTED {
+            entry.0.push(a);
+        } else {
+            entry.1 += 1;
+        }
+    }
+}
+
+/// Runs the check.
+///
+/// # Errors
+/// Only when the store cannot be listed at all; damage is reported in the
+/// returned [`CheckReport`].
+pub fn check(
+    vault: &Vault,
+    opts: CheckOptions,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<CheckReport> {
+    let store = vault.store();
+    let mut report = CheckReport::default();
+    let mut f = Findings::default();
+
+    progress("key slots");
+    for info in store.list("keys")? {
+        report.key_slots += 1;
+        if let Err(e) = store
+            .get(&info.name)
+            .map_err(Into::into)
+            .and_then(|b| KeySlot::from_bytes(&info.name, &b))
+        {
+            f.add(info.name.clone(), e.to_string());
+        }
+    }
+
+    progress("index objects");
+    let index_names = store.list("index")?;
+    report.index_objects = index_names.len();
+    let opened: Vec<_> = index_names
+        .par_iter()
+        .map(|info| {
+            (
+                info.name.clone(),
+                store
+                    .get(&info.name)
+                    .map_err(Into::into)
+                    .and_then(|b| IndexObject::open(vault.key(), &info.name, &b)),
+            )
+        })
+        .collect();
+    let mut index = ChunkIndex::default();
+    let mut pack_entries: HashMap<PackId, (BlobKind, u64, Vec<crate::pack::PackEntry>)> =
+        HashMap::new();
+    for (name, result) in opened {
+        match result {
+            Ok(obj) => {
+                for p in &obj.packs {
+                    index.add_pack(p);
+                    pack_entries
+                        .entry(p.id)
+                        .or_insert_with(|| (p.kind, p.size, p.entries.clone()));
+                }
+            }
+            Err(e) => f.add(name, format!("cannot be read: {e}")),
+        }
+    }
+
+    progress("packs");
+    let mut present: HashMap<PackId, u64> = HashMap::new();
+    for info in store.list("packs")? {
+        match parse_pack_name(&info.name) {
+            Some((_, id)) => {
+                present.insert(id, info.size);
+            }
+            None => report
+                .notes
+                .push(format!("{}: not a pack name; ignored", info.name)),
+        }
+    }
+    report.packs = present.len();
+    let unindexed = present
+        .keys()
+        .filter(|id| !pack_entries.contains_key(id))
+        .count();
+    if unindexed > 0 {
+        report.notes.push(format!(
+            "{unindexed} pack(s) are listed by no index (left by an interrupted backup); they hold nothing any recovery point uses"
+        ));
+    }
+    let mut readable = Vec::new();
+    for (id, (kind, size, entries)) in &pack_entries {
+        let name = pack_name(*kind, id);
+        match present.get(id) {
+            None => {
+                let why = "is missing".to_string();
+                f.add(name.clone(), why.clone());
+                for e in entries {
+                    f.bad_chunks
+                        .entry(e.id)
+                        .or_insert((name.clone(), why.clone()));
+                }
+            }
+            Some(actual) if actual != size => {
+                let why = format!("has {actual} bytes where the index says {size}");
+                f.add(name.clone(), why.clone());
+                for e in entries {
+                    f.bad_chunks
+                        .entry(e.id)
+                        .or_insert((name.clone(), why.clone()));
+                }
+            }
+            Some(_) => readable.push((*id, *kind, entries)),
+        }
+    }
+
+    if opts.read_data {
+        progress("reading packs");
+        let results: Vec<_> = readable
+            .par_iter()
+            .map(|(id, kind, entries)| read_pack(vault, id, *kind, entries))
+            .collect();
+        for r in results {
+            report.chunks_read += r.chunks;
+            report.bytes_read += r.bytes;
+            for (object, why) in r.pack_problems {
+                f.add(object, why);
+            }
+            for (chunk, object, why) in r.bad_chunks {
+                f.add(object.clone(), why.clone());
+                f.bad_chunks.entry(chunk).or_insert((object, why));
+            }
+        }
+    }
+
+    progress("recovery points and trees");
+    let mut points = Vec::new();
+    for info in store.list("points")? {
+        match store.get(&info.name).map_err(Into::into).and_then(|b| {
+            open_json::<RecoveryPoint>(vault.key(), &info.name, &b, ObjectKind::Point)
+        }) {
+            Ok(p) => points.push(p),
+            Err(e) => f.add(info.name.clone(), format!("cannot be read: {e}")),
+        }
+    }
+    report.points = points.len();
+    let mut good_trees = HashSet::new();
+    for p in &points {
+        let mut walker = Walker {
+            vault,
+            index: &index,
+            point: p,
+            good_trees: &mut good_trees,
+            f: &mut f,
+            trees: 0,
+        };
+        walker.walk(&p.tree, String::new());
+        report.trees += walker.trees;
+    }
+
+    report.problems = f
+        .problems
+        .into_iter()
+        .map(|((object, problem), (affects, more))| Problem {
+            object,
+            problem,
+            affects,
+            more_affected: more,
+        })
+        .collect();
+    Ok(report)
+}
+
+struct PackResult {
+    chunks: u64,
+    bytes: u64,
+    pack_problems: Vec<(String, String)>,
+    bad_chunks: Vec<(ChunkId, String, String)>,
+}
+
+fn read_pack(
+    vault: &Vault,
+    id: &PackId,
+    kind: BlobKind,
+    entries: &[crate::pack::PackEntry],
+) -> PackResult {
+    let name = pack_name(kind, id);
+    let mut r = PackResult {
+        chunks: 0,
+        bytes: 0,
+        pack_problems: Vec::new(),
+        bad_chunks: Vec::new(),
+    };
+    let bytes = match vault.store().get(&name) {
+        Ok(b) => b,
+        Err(e) => {
+            r.pack_problems
+                .push((name.clone(), format!("cannot be read: {e}")));
+            for e in entries {
+                r.bad_chunks
+                    .push((e.id, name.clone(), "pack cannot be read".into()));
+            }
+            return r;
+        }
+    };
+    r.bytes = bytes.len() as u64;
+    if blake3::hash(&bytes).as_bytes() != &id.0 {
+        r.pack_problems.push((
+            name.clone(),
+            "content does not match its name (the file was altered)".into(),
+        ));
+    }
+    match read_footer(vault.key(), &name, &bytes) {
+        Ok(footer) if footer.entries.as_slice() != entries => {
+            r.pack_problems
+                .push((name.clone(), "footer and index disagree".into()));
+        }
+        Ok(_) => {}
+        Err(e) => r.pack_problems.push((name.clone(), e.to_string())),
+    }
+    for e in entries {
+        r.chunks += 1;
+        let range = e.offset as usize..(e.offset as usize + e.length as usize);
+        let Some(sealed) = bytes.get(range) else {
+            r.bad_chunks.push((
+                e.id,
+                name.clone(),
+                format!("chunk {} runs past the end", e.id),
+            ));
+            continue;
+        };
+        if let Err(err) = crate::blob::decode_blob(vault.key(), sealed, e.raw_len as usize, &e.id) {
+            r.bad_chunks
+                .push((e.id, name.clone(), format!("chunk {}: {err}", e.id)));
+        }
+    }
+    r
+}
+
+struct Walker<'a> {
+    vault: &'a Vault,
+    index: &'a ChunkIndex,
+    point: &'a RecoveryPoint,
+    good_trees: &'a mut HashSet<ChunkId>,
+    f: &'a mut Findings,
+    trees: usize,
+}
+
+impl Walker<'_> {
+    fn affected(&self, path: &str) -> Affected {
+        Affected {
+            item: self.point.item_name.clone(),
+            point: self.point.id.short(),
+            path: if path.is_empty() {
+                "/".into()
+            } else {
+                path.to_string()
+            },
+        }
+    }
+
+    fn chunk_problem(&self, id: &ChunkId, what: &str) -> Option<(String, String)> {
+        if let Some(bad) = self.f.bad_chunks.get(id) {
+            return Some(bad.clone());
+        }
+        if !self.index.contains(id) {
+            return Some((
+                format!("chunk {id}"),
+                format!("{what} is referenced but listed by no index"),
+            ));
+        }
+        None
+    }
+
+    /// Returns whether the tree and everything below it is sound.
+    fn walk(&mut self, id: &ChunkId, path: String) -> bool {
+        if self.good_trees.contains(id) {
+            return true;
+        }
+        if let Some(key) = self.chunk_problem(id, "tree") {
+            let a = self.affected(&path);
+            self.f.affect(key, a);
+            return false;
+        }
+        self.trees += 1;
+        let tree: Tree = match self.vault.load_tree(self.index, id) {
+            Ok(t) => t,
+            Err(e) => {
+                let a = self.affected(&path);
+                self.f.affect((format!("tree {id}"), e.to_string()), a);
+                return false;
+            }
+        };
+        let mut ok = true;
+        for node in &tree.nodes {
+            let child = format!("{path}/{}", node.name_lossy());
+            match node.kind {
+                NodeKind::Dir => match &node.subtree {
+                    Some(sub) => ok &= self.walk(sub, child),
+                    None => {
+                        let a = self.affected(&child);
+                        self.f.affect(
+                            (
+                                format!("tree {id}"),
+                                "directory entry without a subtree".into(),
+                            ),
+                            a,
+                        );
+                        ok = false;
+                    }
+                },
+                NodeKind::File => {
+                    for piece in &node.content {
+                        if let Piece::Data { id: cid, .. } = piece
+                            && let Some(key) = self.chunk_problem(cid, "data chunk")
+                        {
+                            let a = self.affected(&child);
+                            self.f.affect(key, a);
+                            ok = false;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if ok {
+            self.good_trees.insert(*id);
+        }
+        ok
+    }
+}

@@ -1,0 +1,122 @@
+//! Key slots: `keys/<slot id>`, each wrapping the master key under a key
+//! derived from one passphrase with Argon2id. Several may exist; any one
+//! opens the vault. Slots are stored in the clear (header + JSON): they are
+//! the minimum needed to open a vault, and hold nothing but ciphertext and
+//! KDF parameters.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::RecordId;
+use crate::crypto::{KdfParams, MasterKey, Sealer};
+use crate::error::{Result, VaultError};
+use crate::ids::random_bytes;
+use crate::object::{ObjectKind, header, parse_header};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeySlot {
+    pub id: RecordId,
+    pub created: Timestamp,
+    pub hostname: String,
+    pub label: String,
+    pub kdf: KdfParams,
+    salt: String,
+    wrapped: String,
+}
+
+/// What `vault key list` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeySlotInfo {
+    pub id: RecordId,
+    pub created: Timestamp,
+    pub hostname: String,
+    pub label: String,
+    pub current: bool,
+}
+
+fn aad(id: &RecordId) -> Vec<u8> {
+    let mut a = header(ObjectKind::KeySlot).to_vec();
+    a.extend_from_slice(&id.0);
+    a
+}
+
+impl KeySlot {
+    pub fn name(id: &RecordId) -> String {
+        format!("keys/{}", id.to_hex())
+    }
+
+    /// Wraps `master` under `passphrase`.
+    ///
+    /// # Errors
+    /// When the KDF parameters are invalid.
+    pub fn create(
+        master: &MasterKey,
+        passphrase: &[u8],
+        kdf: KdfParams,
+        label: &str,
+        hostname: &str,
+    ) -> Result<Self> {
+        let id = RecordId::random();
+        let salt: [u8; 16] = random_bytes();
+        let kek = kdf.derive(passphrase, &salt).map_err(VaultError::Invalid)?;
+        let wrapped = Sealer::new(&kek).seal(&aad(&id), master.as_bytes());
+        Ok(Self {
+            id,
+            created: Timestamp::now(),
+            hostname: hostname.to_string(),
+            label: label.to_string(),
+            kdf,
+            salt: hex::encode(salt),
+            wrapped: hex::encode(wrapped),
+        })
+    }
+
+    /// Returns the master key when `passphrase` is this slot's, else `None`.
+    ///
+    /// # Errors
+    /// `Damaged` when the slot itself does not parse.
+    pub fn unlock(&self, passphrase: &[u8]) -> Result<Option<MasterKey>> {
+        let name = Self::name(&self.id);
+        let salt = hex::decode(&self.salt).map_err(|e| VaultError::damaged(&name, e))?;
+        let wrapped = hex::decode(&self.wrapped).map_err(|e| VaultError::damaged(&name, e))?;
+        let kek = self
+            .kdf
+            .derive(passphrase, &salt)
+            .map_err(|e| VaultError::damaged(&name, e))?;
+        let Ok(raw) = Sealer::new(&kek).open(&aad(&self.id), &wrapped) else {
+            return Ok(None);
+        };
+        let raw: [u8; MasterKey::LEN] = raw
+            .try_into()
+            .map_err(|_| VaultError::damaged(&name, "wrapped key has the wrong length"))?;
+        Ok(Some(MasterKey::from_bytes(raw)))
+    }
+
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let mut out = header(ObjectKind::KeySlot).to_vec();
+        serde_json::to_writer(&mut out, self).map_err(|e| VaultError::Invalid(e.to_string()))?;
+        Ok(out)
+    }
+
+    pub fn from_bytes(name: &str, bytes: &[u8]) -> Result<Self> {
+        let body = parse_header(name, bytes, ObjectKind::KeySlot)?;
+        serde_json::from_slice(body).map_err(|e| VaultError::damaged(name, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_unlocks_only_with_its_passphrase() {
+        let master = MasterKey::generate();
+        let slot =
+            KeySlot::create(&master, b"right", KdfParams::TESTING, "main", "host").expect("slot");
+        let bytes = slot.to_bytes().expect("bytes");
+        let back = KeySlot::from_bytes("keys/x", &bytes).expect("parse");
+        let key = back.unlock(b"right").expect("unlock").expect("opens");
+        assert_eq!(key.as_bytes(), master.as_bytes());
+        assert!(back.unlock(b"wrong").expect("unlock").is_none());
+    }
+}

@@ -1,0 +1,62 @@
+//! # boveda-vault: the vault format
+//!
+//! A vault is a set of immutable objects in a store ([`boveda_store::Store`]).
+//! This crate defines every object, seals and opens them, and checks them.
+//! The full format is written down in `docs/FORMAT.md`; in short:
+//!
+//! | object | name | contents |
+//! |---|---|---|
+//! | config | `config` | clear: vault id, chunker sizes; its presence makes a vault |
+//! | key slot | `keys/<id>` | clear: Argon2id parameters, salt, master key sealed under the derived key |
+//! | pack | `packs/<data\|tree>/<xx>/<id>` | sealed blobs, then a sealed footer listing them |
+//! | index | `index/<hash>` | sealed: which pack holds which blob |
+//! | recovery point | `points/<id>` | sealed: item, time, root tree, stats, warnings |
+//! | catalog record | `catalog/<kind>/<id>/<revision>` | sealed: items, settings; newest revision wins |
+//!
+//! ## Invariants
+//! - **Never modify, only add.** Every object is written once, atomically,
+//!   create-only. Two writers never replace each other's objects.
+//! - **Order of durability.** Pack, then its index object; all packs of a
+//!   backup, then the point manifest. A crash at any instant leaves only
+//!   objects no point refers to, and indexed packs the next backup reuses.
+//! - **Everything authenticated.** Blobs are checked against their keyed
+//!   hash on every read; objects bind their header as associated data.
+//!
+//! ## Concurrency and space reclamation
+//!
+//! | operation | takes | may run beside |
+//! |---|---|---|
+//! | backup | nothing (adds objects only) | backups, restores, check |
+//! | restore, ls, check | nothing (reads only) | everything |
+//! | prune (later) | two-phase: mark unreferenced packs with a time, delete only after a safety margin and only packs no newer index or point refers to | backups |
+
+mod blob;
+mod blob_writer;
+mod catalog;
+mod check;
+mod chunker;
+mod crypto;
+mod error;
+mod ids;
+mod index;
+mod key_slot;
+mod object;
+mod pack;
+mod point;
+mod tree;
+mod vault;
+
+pub use blob::{BlobKind, decode_blob, encode_blob};
+pub use blob_writer::{BlobWriter, WriterStats};
+pub use check::{Affected, CheckOptions, CheckReport, Problem, check};
+pub use chunker::{Chunker, ChunkerParams};
+pub use crypto::{KdfParams, MasterKey};
+pub use error::{Result, VaultError, VaultErrorKind};
+pub use ids::{ChunkId, PackId, PointId, RecordId};
+pub use index::{BlobRef, ChunkIndex};
+pub use key_slot::KeySlotInfo;
+pub use object::FORMAT_VERSION;
+pub use pack::{pack_name, parse_pack_name};
+pub use point::{Consistency, PointStats, RecoveryPoint, point_name};
+pub use tree::{Node, NodeKind, Piece, Tree, is_safe_name};
+pub use vault::{CreateOptions, Vault, VaultConfig, VaultSettings};

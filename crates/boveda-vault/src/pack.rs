@@ -1,0 +1,182 @@
+//! Pack files: many sealed blobs in one object, with a sealed footer that
+//! lists them, so an index can be rebuilt from the packs alone.
+//!
+//! ```text
+//! header (8 bytes, kind Pack)
+//! blob 0 | blob 1 | ... | blob n-1        each nonce || ciphertext || tag
+//! footer: sealed postcard(PackFooter), associated data = header
+//! footer length: u32 little-endian
+//! ```
+//! A pack's id is the BLAKE3 hash of all its bytes, so `check` can verify a
+//! pack file against its name without the key.
+
+use serde::{Deserialize, Serialize};
+
+use crate::blob::BlobKind;
+use crate::crypto::MasterKey;
+use crate::error::{Result, VaultError};
+use crate::object::{HEADER_LEN, ObjectKind, header, parse_header};
+use crate::{ChunkId, PackId};
+
+/// Where one blob sits inside a pack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackEntry {
+    pub id: ChunkId,
+    pub offset: u32,
+    pub length: u32,
+    pub raw_len: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackFooter {
+    pub kind: BlobKind,
+    pub entries: Vec<PackEntry>,
+}
+
+/// A pack being filled in memory.
+pub struct PackBuilder {
+    kind: BlobKind,
+    buf: Vec<u8>,
+    entries: Vec<PackEntry>,
+}
+
+/// A pack ready to be stored.
+pub struct FinishedPack {
+    pub id: PackId,
+    pub kind: BlobKind,
+    pub bytes: Vec<u8>,
+    pub entries: Vec<PackEntry>,
+}
+
+impl PackBuilder {
+    pub fn new(kind: BlobKind) -> Self {
+        Self {
+            kind,
+            buf: header(ObjectKind::Pack).to_vec(),
+            entries: Vec::new(),
+        }
+    }
+
+    pub fn add(&mut self, id: ChunkId, raw_len: u32, sealed: &[u8]) {
+        self.entries.push(PackEntry {
+            id,
+            offset: self.buf.len() as u32,
+            length: sealed.len() as u32,
+            raw_len,
+        });
+        self.buf.extend_from_slice(sealed);
+    }
+
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn finish(self, key: &MasterKey) -> Result<FinishedPack> {
+        let footer = PackFooter {
+            kind: self.kind,
+            entries: self.entries,
+        };
+        let plain = postcard::to_stdvec(&footer).map_err(|e| VaultError::Invalid(e.to_string()))?;
+        let mut bytes = self.buf;
+        let before = bytes.len();
+        key.sealer()
+            .seal_into(&header(ObjectKind::Pack), &plain, &mut bytes);
+        let footer_len = (bytes.len() - before) as u32;
+        bytes.extend_from_slice(&footer_len.to_le_bytes());
+        let id = PackId(*blake3::hash(&bytes).as_bytes());
+        Ok(FinishedPack {
+            id,
+            kind: footer.kind,
+            bytes,
+            entries: footer.entries,
+        })
+    }
+}
+
+/// `packs/<data|tree>/<first two hex digits>/<pack id>`
+pub fn pack_name(kind: BlobKind, id: &PackId) -> String {
+    let hex = id.to_hex();
+    format!("packs/{}/{}/{}", kind.folder(), &hex[..2], hex)
+}
+
+/// The inverse of [`pack_name`].
+pub fn parse_pack_name(name: &str) -> Option<(BlobKind, PackId)> {
+    let mut parts = name.split('/');
+    if parts.next()? != "packs" {
+        return None;
+    }
+    let kind = match parts.next()? {
+        "data" => BlobKind::Data,
+        "tree" => BlobKind::Tree,
+        _ => return None,
+    };
+    let _fanout = parts.next()?;
+    let id = PackId::from_hex(parts.next()?)?;
+    parts.next().is_none().then_some((kind, id))
+}
+
+/// Reads and authenticates the footer of a whole pack file.
+///
+/// # Errors
+/// `Damaged` naming the pack when the footer is unreadable.
+pub fn read_footer(key: &MasterKey, name: &str, bytes: &[u8]) -> Result<PackFooter> {
+    parse_header(name, bytes, ObjectKind::Pack)?;
+    let damaged = |why: &str| VaultError::damaged(name, why);
+    if bytes.len() < HEADER_LEN + 4 {
+        return Err(damaged("too short for a pack"));
+    }
+    let (rest, len_bytes) = bytes.split_at(bytes.len() - 4);
+    let footer_len =
+        u32::from_le_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]) as usize;
+    if footer_len > rest.len() - HEADER_LEN {
+        return Err(damaged("footer length runs past the start"));
+    }
+    let sealed = &rest[rest.len() - footer_len..];
+    let plain = key
+        .sealer()
+        .open(&bytes[..HEADER_LEN], sealed)
+        .map_err(|_| damaged("pack footer fails authentication"))?;
+    postcard::from_bytes(&plain).map_err(|e| damaged(&format!("pack footer does not parse: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blob::{decode_blob, encode_blob};
+
+    #[test]
+    fn pack_round_trip() {
+        let key = MasterKey::generate();
+        let mut b = PackBuilder::new(BlobKind::Data);
+        let blobs: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 1000 + i as usize]).collect();
+        for blob in &blobs {
+            b.add(
+                key.chunk_id(blob),
+                blob.len() as u32,
+                &encode_blob(&key, blob, 3),
+            );
+        }
+        let p = b.finish(&key).expect("finish");
+        assert_eq!(PackId(*blake3::hash(&p.bytes).as_bytes()), p.id);
+        let name = pack_name(p.kind, &p.id);
+        assert_eq!(parse_pack_name(&name), Some((BlobKind::Data, p.id)));
+        let footer = read_footer(&key, &name, &p.bytes).expect("footer");
+        assert_eq!(footer.entries, p.entries);
+        for (e, blob) in footer.entries.iter().zip(&blobs) {
+            let sealed = &p.bytes[e.offset as usize..(e.offset + e.length) as usize];
+            assert_eq!(
+                &decode_blob(&key, sealed, e.raw_len as usize, &e.id).expect("blob"),
+                blob
+            );
+        }
+        let mut bad = p.bytes.clone();
+        let n = bad.len();
+        bad[n - 10] ^= 1;
+        assert!(read_footer(&key, &name, &bad).is_err());
+        assert!(parse_pack_name("packs/data/ab").is_none());
+    }
+}
