@@ -12,10 +12,7 @@ pub enum EngineError {
     #[error("source path {} must be absolute", .0.display())]
     SourceNotAbsolute(PathBuf),
     #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("invalid exclude pattern {pattern:?}: {reason}")]
     Exclude { pattern: String, reason: String },
     #[error("the operation was cancelled")]
@@ -30,10 +27,7 @@ pub enum EngineError {
 
 impl EngineError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        EngineError::Io {
-            path: path.into(),
-            source,
-        }
+        EngineError::Io { path: path.into(), source }
     }
 
     /// The vault-level kind, when the failure came from the vault.

@@ -20,10 +20,8 @@ impl Excludes {
         let mut by_path = GlobSetBuilder::new();
         let mut by_name = GlobSetBuilder::new();
         for p in patterns {
-            let glob = Glob::new(p.trim_end_matches('/')).map_err(|e| EngineError::Exclude {
-                pattern: p.clone(),
-                reason: e.kind().to_string(),
-            })?;
+            let glob = Glob::new(p.trim_end_matches('/'))
+                .map_err(|e| EngineError::Exclude { pattern: p.clone(), reason: e.kind().to_string() })?;
             if p.trim_end_matches('/').contains('/') {
                 by_path.add(glob);
             } else {
@@ -31,21 +29,13 @@ impl Excludes {
             }
         }
         let build = |b: GlobSetBuilder| {
-            b.build().map_err(|e| EngineError::Exclude {
-                pattern: patterns.join(" "),
-                reason: e.to_string(),
-            })
+            b.build().map_err(|e| EngineError::Exclude { pattern: patterns.join(" "), reason: e.to_string() })
         };
-        Ok(Self {
-            by_path: build(by_path)?,
-            by_name: build(by_name)?,
-        })
+        Ok(Self { by_path: build(by_path)?, by_name: build(by_name)? })
     }
 
     pub fn is_excluded(&self, path: &Path, name: &[u8]) -> bool {
-        self.by_name
-            .is_match(Path::new(std::ffi::OsStr::from_bytes(name)))
-            || self.by_path.is_match(path)
+        self.by_name.is_match(Path::new(std::ffi::OsStr::from_bytes(name))) || self.by_path.is_match(path)
     }
 }
 
@@ -55,12 +45,7 @@ mod tests {
 
     #[test]
     fn name_and_path_patterns() {
-        let ex = Excludes::new(&[
-            "*.tmp".into(),
-            "/data/*/cache".into(),
-            "**/node_modules".into(),
-        ])
-        .expect("ok");
+        let ex = Excludes::new(&["*.tmp".into(), "/data/*/cache".into(), "**/node_modules".into()]).expect("ok");
         assert!(ex.is_excluded(Path::new("/x/a.tmp"), b"a.tmp"));
         assert!(ex.is_excluded(Path::new("/data/u/cache"), b"cache"));
         assert!(!ex.is_excluded(Path::new("/data/u/v/cache"), b"cache"));

@@ -23,8 +23,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use boveda_vault::{
-    BlobKind, BlobWriter, ChunkId, ChunkIndex, Chunker, Node, NodeKind, Piece, PointStats, Tree,
-    Vault, VaultError,
+    BlobKind, BlobWriter, ChunkId, ChunkIndex, Chunker, Node, NodeKind, Piece, PointStats, Tree, Vault, VaultError,
 };
 use rayon::prelude::*;
 
@@ -34,7 +33,7 @@ use crate::metadata::{node_from_meta, read_xattrs, unchanged};
 use crate::progress::BackupProgress;
 
 /// Chunks of one file sealed in parallel at once.
-const CHUNK_BATCH: usize = 8;
+const CHUNK_BATCH: usize = 4;
 
 /// What to back up.
 pub struct FileBackupOptions<'a> {
@@ -93,9 +92,7 @@ fn build_trie(paths: &[PathBuf]) -> Result<Trie> {
         for c in p.components() {
             match c {
                 Component::RootDir => {}
-                Component::Normal(name) => {
-                    node = node.children.entry(name.as_bytes().to_vec()).or_default()
-                }
+                Component::Normal(name) => node = node.children.entry(name.as_bytes().to_vec()).or_default(),
                 _ => return Err(EngineError::SourceNotAbsolute(p.clone())),
             }
         }
@@ -103,10 +100,7 @@ fn build_trie(paths: &[PathBuf]) -> Result<Trie> {
     }
     if root.selected {
         // "/" itself was selected
-        return Ok(Trie {
-            selected: true,
-            children: BTreeMap::new(),
-        });
+        return Ok(Trie { selected: true, children: BTreeMap::new() });
     }
     Ok(root)
 }
@@ -140,7 +134,7 @@ pub fn backup_files(
         unchanged: AtomicU64::new(0),
     };
     let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(std::thread::available_parallelism().map_or(2, |n| n.get()) + 1)
+        .num_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
         .stack_size(32 << 20)
         .build()
         .map_err(|e| EngineError::io("thread pool", io::Error::other(e)))?;
@@ -168,11 +162,7 @@ pub fn backup_files(
         packs_written: w.packs_written,
     };
     let warnings = ctx.warnings.into_inner().unwrap_or_default();
-    Ok(FileBackupOutcome {
-        tree,
-        stats,
-        warnings,
-    })
+    Ok(FileBackupOutcome { tree, stats, warnings })
 }
 
 /// Why reading one file stopped.
@@ -206,9 +196,7 @@ impl Ctx<'_> {
         match self.vault.load_tree(self.index, id) {
             Ok(t) => Some(t),
             Err(e) => {
-                self.warn(format!(
-                    "parent tree unreadable, files below it are read again: {e}"
-                ));
+                self.warn(format!("parent tree unreadable, files below it are read again: {e}"));
                 None
             }
         }
@@ -234,9 +222,7 @@ impl Ctx<'_> {
                 let meta = fs::symlink_metadata(&p).map_err(|e| EngineError::io(&p, e))?;
                 let mut node = node_from_meta(name.clone(), &meta);
                 node.kind = NodeKind::Dir;
-                let sub_parent = old
-                    .and_then(|o| o.subtree)
-                    .and_then(|id| self.load_parent(&id));
+                let sub_parent = old.and_then(|o| o.subtree).and_then(|id| self.load_parent(&id));
                 node.subtree = Some(self.trie_dir(&p, child, sub_parent)?);
                 Ok(Some(node))
             })
@@ -279,10 +265,7 @@ impl Ctx<'_> {
         let meta = match fs::symlink_metadata(path) {
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                self.warn(format!(
-                    "{}: vanished before it could be read",
-                    path.display()
-                ));
+                self.warn(format!("{}: vanished before it could be read", path.display()));
                 return Ok(None);
             }
             Err(e) => {
@@ -293,10 +276,7 @@ impl Ctx<'_> {
         let mut node = node_from_meta(name.to_vec(), &meta);
         match read_xattrs(path) {
             Ok(x) => node.xattrs = x,
-            Err(e) => self.warn(format!(
-                "{}: cannot read extended attributes: {e}",
-                path.display()
-            )),
+            Err(e) => self.warn(format!("{}: cannot read extended attributes: {e}", path.display())),
         }
         match node.kind {
             NodeKind::Dir => {
@@ -354,11 +334,7 @@ impl Ctx<'_> {
     }
 
     fn take_chunker(&self) -> Chunker {
-        self.chunkers
-            .lock()
-            .ok()
-            .and_then(|mut c| c.pop())
-            .unwrap_or_else(|| self.vault.chunker())
+        self.chunkers.lock().ok().and_then(|mut c| c.pop()).unwrap_or_else(|| self.vault.chunker())
     }
 
     fn give_chunker(&self, c: Chunker) {
@@ -369,11 +345,7 @@ impl Ctx<'_> {
 
     fn add_batch(&self, batch: &mut Vec<Vec<u8>>, pieces: &mut Vec<Piece>) -> Result<(), ReadFail> {
         let ids: Vec<ChunkId> = if batch.len() == 1 {
-            vec![
-                self.writer
-                    .add(BlobKind::Data, &batch[0])
-                    .map_err(ReadFail::Vault)?,
-            ]
+            vec![self.writer.add(BlobKind::Data, &batch[0]).map_err(ReadFail::Vault)?]
         } else {
             batch
                 .par_iter()
@@ -382,10 +354,7 @@ impl Ctx<'_> {
                 .map_err(ReadFail::Vault)?
         };
         for (id, c) in ids.into_iter().zip(batch.drain(..)) {
-            pieces.push(Piece::Data {
-                id,
-                len: c.len() as u32,
-            });
+            pieces.push(Piece::Data { id, len: c.len() as u32 });
         }
         Ok(())
     }
@@ -444,9 +413,7 @@ impl Ctx<'_> {
         result?;
         let after = file.metadata()?;
         if pos < before.len() && after.len() >= before.len() {
-            pieces.push(Piece::Hole {
-                len: before.len() - pos,
-            });
+            pieces.push(Piece::Hole { len: before.len() - pos });
             pos = before.len();
         }
         if after.mtime() != before.mtime()
@@ -454,10 +421,7 @@ impl Ctx<'_> {
             || after.len() != before.len()
             || after.ctime_nsec() != before.ctime_nsec()
         {
-            self.warn(format!(
-                "{}: changed while being read; the point holds the bytes as read",
-                path.display()
-            ));
+            self.warn(format!("{}: changed while being read; the point holds the bytes as read", path.display()));
         }
         node.size = pos;
         node.content = pieces;
@@ -469,9 +433,7 @@ fn open_for_backup(path: &Path) -> io::Result<File> {
     let open = |flags| OpenOptions::new().read(true).custom_flags(flags).open(path);
     match open(libc_flags::O_NOFOLLOW | libc_flags::O_NOATIME) {
         // O_NOATIME is refused for files the caller does not own
-        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) => {
-            open(libc_flags::O_NOFOLLOW)
-        }
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) => open(libc_flags::O_NOFOLLOW),
         other => other,
     }
 }
@@ -503,9 +465,7 @@ fn data_extents(file: &File, meta: &fs::Metadata) -> Vec<(u64, u64)> {
         if data >= len {
             break;
         }
-        let hole = rustix::fs::seek(file, rustix::fs::SeekFrom::Hole(data))
-            .unwrap_or(len)
-            .min(len);
+        let hole = rustix::fs::seek(file, rustix::fs::SeekFrom::Hole(data)).unwrap_or(len).min(len);
         out.push((data, hole - data));
         pos = hole;
     }

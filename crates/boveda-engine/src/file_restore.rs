@@ -79,8 +79,7 @@ impl Planner<'_> {
             let child_sel: Option<Vec<Vec<Vec<u8>>>> = match sel {
                 None => None,
                 Some(sel) => {
-                    let matching: Vec<&Vec<Vec<u8>>> =
-                        sel.iter().filter(|p| p[0] == node.name).collect();
+                    let matching: Vec<&Vec<Vec<u8>>> = sel.iter().filter(|p| p[0] == node.name).collect();
                     if matching.is_empty() {
                         continue;
                     }
@@ -143,14 +142,7 @@ fn clear_path(path: &Path) -> io::Result<()> {
 }
 
 fn create_sized(path: &Path, size: u64) -> io::Result<()> {
-    let open = || {
-        OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .custom_flags(nofollow())
-            .open(path)
-    };
+    let open = || OpenOptions::new().write(true).create(true).truncate(true).custom_flags(nofollow()).open(path);
     let file = match open() {
         Ok(f) => f,
         Err(_) => {
@@ -165,10 +157,7 @@ fn is_complete(path: &Path, node: &Node) -> bool {
     fs::symlink_metadata(path).is_ok_and(|m| {
         m.is_file()
             && m.len() == node.size
-            && m.mtime()
-                .saturating_mul(1_000_000_000)
-                .saturating_add(m.mtime_nsec())
-                == node.mtime_ns
+            && m.mtime().saturating_mul(1_000_000_000).saturating_add(m.mtime_nsec()) == node.mtime_ns
     })
 }
 
@@ -184,40 +173,23 @@ pub fn restore_files(
     opts: &RestoreOptions<'_>,
     progress: &dyn RestoreProgress,
 ) -> Result<RestoreOutcome> {
-    let selectors: Vec<Vec<Vec<u8>>> = opts
-        .paths
-        .iter()
-        .map(|p| split_point_path(p))
-        .collect::<Result<_>>()?;
+    let selectors: Vec<Vec<Vec<u8>>> = opts.paths.iter().map(|p| split_point_path(p)).collect::<Result<_>>()?;
     for (sel, raw) in selectors.iter().zip(&opts.paths) {
         if sel.is_empty() {
             continue;
         }
         crate::point_path::list_point_path(vault, index, root, raw)?;
     }
-    let sel = if selectors.iter().any(|s| s.is_empty()) || selectors.is_empty() {
-        None
-    } else {
-        Some(selectors.as_slice())
-    };
-    let mut planner = Planner {
-        vault,
-        index,
-        plan: Plan::default(),
-    };
+    let sel =
+        if selectors.iter().any(|s| s.is_empty()) || selectors.is_empty() { None } else { Some(selectors.as_slice()) };
+    let mut planner = Planner { vault, index, plan: Plan::default() };
     planner.dir(root, Path::new(""), sel)?;
     let plan = planner.plan;
 
     let target = &opts.target;
-    fs::create_dir_all(target).map_err(|e| EngineError::Target {
-        path: target.clone(),
-        reason: e.to_string(),
-    })?;
+    fs::create_dir_all(target).map_err(|e| EngineError::Target { path: target.clone(), reason: e.to_string() })?;
     if !fs::metadata(target).is_ok_and(|m| m.is_dir()) {
-        return Err(EngineError::Target {
-            path: target.clone(),
-            reason: "is not a directory".into(),
-        });
+        return Err(EngineError::Target { path: target.clone(), reason: "is not a directory".into() });
     }
     let mut out = RestoreOutcome::default();
     let is_root = rustix::process::geteuid().is_root();
@@ -309,10 +281,7 @@ pub fn restore_files(
             let run = &blobs[start..end];
             let (first, _) = run[0];
             let name = pack_name(first.kind, &first.pack);
-            match vault
-                .store()
-                .get_range(&name, run_start, run_end - run_start)
-            {
+            match vault.store().get_range(&name, run_start, run_end - run_start) {
                 Ok(bytes) => {
                     let mut open: HashMap<usize, File> = HashMap::new();
                     for (r, id) in run {
@@ -327,18 +296,15 @@ pub fn restore_files(
                                         std::collections::hash_map::Entry::Occupied(f) => {
                                             f.get().write_all_at(&plain, at)
                                         }
-                                        std::collections::hash_map::Entry::Vacant(v) => {
-                                            OpenOptions::new()
-                                                .write(true)
-                                                .custom_flags(nofollow())
-                                                .open(&path)
-                                                .and_then(|f| v.insert(f).write_all_at(&plain, at))
-                                        }
+                                        std::collections::hash_map::Entry::Vacant(v) => OpenOptions::new()
+                                            .write(true)
+                                            .custom_flags(nofollow())
+                                            .open(&path)
+                                            .and_then(|f| v.insert(f).write_all_at(&plain, at)),
                                     };
                                     match res {
                                         Ok(()) => {
-                                            written
-                                                .fetch_add(plain.len() as u64, Ordering::Relaxed);
+                                            written.fetch_add(plain.len() as u64, Ordering::Relaxed);
                                             progress.bytes_written(plain.len() as u64);
                                         }
                                         Err(e) => fail(i, format!("cannot write: {e}")),
@@ -371,27 +337,20 @@ pub fn restore_files(
     let failed = failed.into_inner().unwrap_or_default();
 
     for (leader, member) in hard_links {
-        let (lp, mp) = (
-            target.join(&plan.files[leader].0),
-            target.join(&plan.files[member].0),
-        );
+        let (lp, mp) = (target.join(&plan.files[leader].0), target.join(&plan.files[member].0));
         if failed.contains_key(&leader) {
             continue;
         }
         if let Err(e) = clear_path(&mp).and_then(|()| fs::hard_link(&lp, &mp)) {
-            out.warnings
-                .push(format!("{}: cannot create hard link: {e}", mp.display()));
+            out.warnings.push(format!("{}: cannot create hard link: {e}", mp.display()));
         }
     }
     for (rel, node) in &plan.links {
         let p = target.join(rel);
-        let res = clear_path(&p)
-            .and_then(|()| std::os::unix::fs::symlink(OsStr::from_bytes(&node.link_target), &p));
+        let res = clear_path(&p).and_then(|()| std::os::unix::fs::symlink(OsStr::from_bytes(&node.link_target), &p));
         match res {
             Ok(()) => out.other += 1,
-            Err(e) => out
-                .warnings
-                .push(format!("{}: cannot create symlink: {e}", p.display())),
+            Err(e) => out.warnings.push(format!("{}: cannot create symlink: {e}", p.display())),
         }
     }
     for (rel, node) in &plan.specials {
@@ -399,9 +358,7 @@ pub fn restore_files(
         match make_special(&p, node) {
             Ok(true) => out.other += 1,
             Ok(false) => {}
-            Err(e) => out
-                .warnings
-                .push(format!("{}: cannot create special file: {e}", p.display())),
+            Err(e) => out.warnings.push(format!("{}: cannot create special file: {e}", p.display())),
         }
     }
 
@@ -421,8 +378,7 @@ pub fn restore_files(
         }
     }
     for (rel, node) in plan.dirs.iter().rev() {
-        out.warnings
-            .extend(apply_metadata(&target.join(rel), node, is_root));
+        out.warnings.extend(apply_metadata(&target.join(rel), node, is_root));
     }
     out.errors.sort();
     Ok(out)
@@ -437,13 +393,6 @@ fn make_special(path: &Path, node: &Node) -> io::Result<bool> {
         _ => return Ok(false), // sockets are recreated by their programs
     };
     clear_path(path)?;
-    mknodat(
-        CWD,
-        path,
-        ft,
-        Mode::from_raw_mode(node.mode & 0o7777),
-        node.rdev as _,
-    )
-    .map_err(io::Error::from)?;
+    mknodat(CWD, path, ft, Mode::from_raw_mode(node.mode & 0o7777), node.rdev as _).map_err(io::Error::from)?;
     Ok(true)
 }

@@ -35,11 +35,7 @@ pub fn node_from_meta(name: Vec<u8>, meta: &Metadata) -> Node {
     n.mode = meta.mode();
     n.uid = meta.uid();
     n.gid = meta.gid();
-    n.size = if n.kind == NodeKind::File {
-        meta.size()
-    } else {
-        0
-    };
+    n.size = if n.kind == NodeKind::File { meta.size() } else { 0 };
     n.mtime_ns = ns(meta.mtime(), meta.mtime_nsec());
     n.ctime_ns = ns(meta.ctime(), meta.ctime_nsec());
     n.inode = meta.ino();
@@ -50,7 +46,10 @@ pub fn node_from_meta(name: Vec<u8>, meta: &Metadata) -> Node {
 }
 
 /// Reads extended attributes; a file system without them yields none.
-pub fn read_xattrs(path: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>, std::io::Error> {
+/// Extended attributes as (name, value) pairs.
+pub type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
+pub fn read_xattrs(path: &Path) -> Result<Xattrs, std::io::Error> {
     use std::os::unix::ffi::OsStrExt;
     let names = match xattr::list(path) {
         Ok(n) => n,
@@ -85,9 +84,8 @@ pub fn unchanged(old: &Node, new: &Node) -> bool {
 /// Each failure is returned as a warning; the others still apply.
 pub fn apply_metadata(path: &Path, node: &Node, is_root: bool) -> Vec<String> {
     let mut warnings = Vec::new();
-    let mut warn = |what: &str, e: std::io::Error| {
-        warnings.push(format!("{}: cannot restore {what}: {e}", path.display()))
-    };
+    let mut warn =
+        |what: &str, e: std::io::Error| warnings.push(format!("{}: cannot restore {what}: {e}", path.display()));
     if is_root && let Err(e) = std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid)) {
         warn("ownership", e);
     }
@@ -106,16 +104,8 @@ pub fn apply_metadata(path: &Path, node: &Node, is_root: bool) -> Vec<String> {
         tv_sec: node.mtime_ns.div_euclid(1_000_000_000),
         tv_nsec: node.mtime_ns.rem_euclid(1_000_000_000) as _,
     };
-    let times = rustix::fs::Timestamps {
-        last_access: mtime,
-        last_modification: mtime,
-    };
-    if let Err(e) = rustix::fs::utimensat(
-        rustix::fs::CWD,
-        path,
-        &times,
-        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-    ) {
+    let times = rustix::fs::Timestamps { last_access: mtime, last_modification: mtime };
+    if let Err(e) = rustix::fs::utimensat(rustix::fs::CWD, path, &times, rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
         warn("times", e.into());
     }
     warnings

@@ -25,19 +25,11 @@ pub fn split_point_path(path: &str) -> Result<Vec<Vec<u8>>> {
 ///
 /// # Errors
 /// `NotInPoint` when the path does not exist there; vault errors.
-pub fn list_point_path(
-    vault: &Vault,
-    index: &ChunkIndex,
-    root: &ChunkId,
-    path: &str,
-) -> Result<Vec<Node>> {
+pub fn list_point_path(vault: &Vault, index: &ChunkIndex, root: &ChunkId, path: &str) -> Result<Vec<Node>> {
     let parts = split_point_path(path)?;
     let mut tree = vault.load_tree(index, root)?;
     for (i, part) in parts.iter().enumerate() {
-        let node = tree
-            .find(part)
-            .cloned()
-            .ok_or_else(|| EngineError::NotInPoint(path.to_string()))?;
+        let node = tree.find(part).cloned().ok_or_else(|| EngineError::NotInPoint(path.to_string()))?;
         match (node.kind, node.subtree) {
             (NodeKind::Dir, Some(sub)) => tree = vault.load_tree(index, &sub)?,
             _ if i + 1 == parts.len() => return Ok(vec![node]),

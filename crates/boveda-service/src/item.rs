@@ -15,10 +15,7 @@ const ITEMS: &str = "items";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum ItemSource {
-    Files {
-        paths: Vec<PathBuf>,
-        excludes: Vec<String>,
-    },
+    Files { paths: Vec<PathBuf>, excludes: Vec<String> },
 }
 
 impl ItemSource {
@@ -42,11 +39,7 @@ pub struct Item {
 /// # Errors
 /// A store error or a damaged record.
 pub fn list_items(vault: &Vault) -> Result<Vec<Item>> {
-    let mut items: Vec<Item> = vault
-        .catalog_list::<Item>(ITEMS)?
-        .into_iter()
-        .map(|(_, i)| i)
-        .collect();
+    let mut items: Vec<Item> = vault.catalog_list::<Item>(ITEMS)?.into_iter().map(|(_, i)| i).collect();
     items.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(items)
 }
@@ -57,21 +50,16 @@ pub fn list_items(vault: &Vault) -> Result<Vec<Item>> {
 /// `NotFound` naming the item.
 pub fn find_item(vault: &Vault, name_or_id: &str) -> Result<Item> {
     let items = list_items(vault)?;
-    if let Some(i) = items
-        .iter()
-        .find(|i| i.name.eq_ignore_ascii_case(name_or_id))
-    {
+    if let Some(i) = items.iter().find(|i| i.name.eq_ignore_ascii_case(name_or_id)) {
         return Ok(i.clone());
     }
-    let by_id: Vec<_> = items
-        .iter()
-        .filter(|i| name_or_id.len() >= 4 && i.id.to_hex().starts_with(name_or_id))
-        .collect();
+    let by_id: Vec<_> =
+        items.iter().filter(|i| name_or_id.len() >= 4 && i.id.to_hex().starts_with(name_or_id)).collect();
     match by_id.as_slice() {
         [one] => Ok((*one).clone()),
-        _ => Err(ServiceError::NotFound(format!(
-            "no item named {name_or_id:?} in this vault (see `boveda item list`)"
-        ))),
+        _ => {
+            Err(ServiceError::NotFound(format!("no item named {name_or_id:?} in this vault (see `boveda item list`)")))
+        }
     }
 }
 
@@ -90,14 +78,10 @@ fn absolute(p: &Path) -> Result<PathBuf> {
         (Some(parent), Some(name)) => std::fs::canonicalize(parent).map(|p| p.join(name)),
         _ => std::fs::canonicalize(&abs),
     };
-    let resolved = resolved.map_err(|_| {
-        ServiceError::Invalid(format!("source path {} does not exist", p.display()))
-    })?;
+    let resolved =
+        resolved.map_err(|_| ServiceError::Invalid(format!("source path {} does not exist", p.display())))?;
     if std::fs::symlink_metadata(&resolved).is_err() {
-        return Err(ServiceError::Invalid(format!(
-            "source path {} does not exist",
-            p.display()
-        )));
+        return Err(ServiceError::Invalid(format!("source path {} does not exist", p.display())));
     }
     Ok(resolved)
 }
@@ -107,40 +91,22 @@ fn absolute(p: &Path) -> Result<PathBuf> {
 /// # Errors
 /// `Invalid` for a bad name, no path, a missing path or a bad exclude;
 /// `Conflict` when the name is taken.
-pub fn add_files_item(
-    vault: &Vault,
-    name: &str,
-    paths: &[PathBuf],
-    excludes: &[String],
-) -> Result<Item> {
+pub fn add_files_item(vault: &Vault, name: &str, paths: &[PathBuf], excludes: &[String]) -> Result<Item> {
     validate_item_name(name)?;
     if paths.is_empty() {
-        return Err(ServiceError::Invalid(
-            "a files item needs at least one --path".into(),
-        ));
+        return Err(ServiceError::Invalid("a files item needs at least one --path".into()));
     }
     boveda_engine::Excludes::new(excludes)?;
-    if list_items(vault)?
-        .iter()
-        .any(|i| i.name.eq_ignore_ascii_case(name))
-    {
-        return Err(ServiceError::Conflict(format!(
-            "an item named {name:?} already exists in this vault"
-        )));
+    if list_items(vault)?.iter().any(|i| i.name.eq_ignore_ascii_case(name)) {
+        return Err(ServiceError::Conflict(format!("an item named {name:?} already exists in this vault")));
     }
-    let mut abs = paths
-        .iter()
-        .map(|p| absolute(p))
-        .collect::<Result<Vec<_>>>()?;
+    let mut abs = paths.iter().map(|p| absolute(p)).collect::<Result<Vec<_>>>()?;
     abs.sort();
     abs.dedup();
     let item = Item {
         id: RecordId::random(),
         name: name.to_string(),
-        source: ItemSource::Files {
-            paths: abs,
-            excludes: excludes.to_vec(),
-        },
+        source: ItemSource::Files { paths: abs, excludes: excludes.to_vec() },
         created: Timestamp::now(),
     };
     vault.catalog_put(ITEMS, &item.id, Some(&item))?;

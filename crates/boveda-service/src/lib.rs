@@ -22,6 +22,4 @@ pub use names::{ITEM_NAME_RULE, VAULT_NAME_RULE, validate_item_name, validate_va
 pub use protection::{BackupRequest, DEFAULT_AD_HOC_RETENTION_DAYS, backup_now};
 pub use recovery::{browse, find_point, list_item_points, restore};
 pub use registry::{KnownVault, Registry, config_dir};
-pub use vault_admin::{
-    NewVault, VaultSummary, create_vault, hostname, open_vault, resolve_vault, summarize,
-};
+pub use vault_admin::{NewVault, VaultSummary, create_vault, hostname, open_vault, resolve_vault, summarize};

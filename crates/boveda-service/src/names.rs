@@ -2,7 +2,8 @@
 
 use crate::error::{Result, ServiceError};
 
-pub const VAULT_NAME_RULE: &str = "a vault name has 2 to 50 characters, begins with a letter, and holds only letters, digits and hyphens";
+pub const VAULT_NAME_RULE: &str =
+    "a vault name has 2 to 50 characters, begins with a letter, and holds only letters, digits and hyphens";
 pub const ITEM_NAME_RULE: &str = "an item name has 1 to 100 characters, begins with a letter or digit, and holds only letters, digits, hyphens, underscores and dots";
 
 /// # Errors
@@ -11,33 +12,16 @@ pub fn validate_vault_name(name: &str) -> Result<()> {
     let ok = (2..=50).contains(&name.chars().count())
         && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
-    if ok {
-        Ok(())
-    } else {
-        Err(ServiceError::Invalid(format!(
-            "invalid vault name {name:?}: {VAULT_NAME_RULE}"
-        )))
-    }
+    if ok { Ok(()) } else { Err(ServiceError::Invalid(format!("invalid vault name {name:?}: {VAULT_NAME_RULE}"))) }
 }
 
 /// # Errors
 /// `Invalid` quoting the rule.
 pub fn validate_item_name(name: &str) -> Result<()> {
     let ok = (1..=100).contains(&name.chars().count())
-        && name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ServiceError::Invalid(format!(
-            "invalid item name {name:?}: {ITEM_NAME_RULE}"
-        )))
-    }
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok { Ok(()) } else { Err(ServiceError::Invalid(format!("invalid item name {name:?}: {ITEM_NAME_RULE}"))) }
 }
 
 #[cfg(test)]
@@ -46,24 +30,12 @@ mod tests {
 
     #[test]
     fn vault_names_follow_azure_rules() {
-        for good in ["ab", "vault-1", "A", "a-b-c"]
-            .iter()
-            .filter(|n| n.len() >= 2)
-        {
+        for good in ["ab", "vault-1", "A", "a-b-c"].iter().filter(|n| n.len() >= 2) {
             assert!(validate_vault_name(good).is_ok(), "{good}");
         }
         let fifty = "a".repeat(50);
         assert!(validate_vault_name(&fifty).is_ok());
-        for bad in [
-            "a",
-            "1vault",
-            "-ab",
-            "my_vault",
-            "vault.x",
-            "vault x",
-            "",
-            &"a".repeat(51),
-        ] {
+        for bad in ["a", "1vault", "-ab", "my_vault", "vault.x", "vault x", "", &"a".repeat(51)] {
             let err = validate_vault_name(bad).expect_err(bad).to_string();
             assert!(err.contains("2 to 50 characters"), "{err}");
         }

@@ -35,19 +35,13 @@ pub fn backup_now(
 ) -> Result<RecoveryPoint> {
     let retain_until = match req.retain_until {
         Some(t) if t <= req.now => {
-            return Err(ServiceError::Invalid(format!(
-                "retain-until date {t} is not in the future"
-            )));
+            return Err(ServiceError::Invalid(format!("retain-until date {t} is not in the future")));
         }
         Some(t) => t,
         None => req.now + SignedDuration::from_hours(24 * DEFAULT_AD_HOC_RETENTION_DAYS),
     };
     let index = vault.load_index()?;
-    let parent = vault
-        .list_points()?
-        .into_iter()
-        .filter(|p| p.item_id == item.id)
-        .next_back();
+    let parent = vault.list_points()?.into_iter().rfind(|p| p.item_id == item.id);
     let ItemSource::Files { paths, excludes } = &item.source;
     let opts = FileBackupOptions {
         paths: paths.clone(),

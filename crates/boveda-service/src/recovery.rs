@@ -3,9 +3,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
-use boveda_engine::{
-    RestoreOptions, RestoreOutcome, RestoreProgress, list_point_path, restore_files,
-};
+use boveda_engine::{RestoreOptions, RestoreOutcome, RestoreProgress, list_point_path, restore_files};
 use boveda_vault::{Node, RecoveryPoint, Vault};
 
 use crate::error::{Result, ServiceError};
@@ -16,11 +14,7 @@ use crate::item::Item;
 /// # Errors
 /// A store error or a damaged manifest.
 pub fn list_item_points(vault: &Vault, item: &Item) -> Result<Vec<RecoveryPoint>> {
-    Ok(vault
-        .list_points()?
-        .into_iter()
-        .filter(|p| p.item_id == item.id)
-        .collect())
+    Ok(vault.list_points()?.into_iter().filter(|p| p.item_id == item.id).collect())
 }
 
 /// Resolves `latest` or a point id prefix (at least 4 hex digits).
@@ -30,27 +24,17 @@ pub fn list_item_points(vault: &Vault, item: &Item) -> Result<Vec<RecoveryPoint>
 pub fn find_point(vault: &Vault, item: &Item, selector: &str) -> Result<RecoveryPoint> {
     let points = list_item_points(vault, item)?;
     if selector == "latest" {
-        return points.into_iter().next_back().ok_or_else(|| {
-            ServiceError::NotFound(format!("item {} has no recovery point yet", item.name))
-        });
+        return points
+            .into_iter()
+            .next_back()
+            .ok_or_else(|| ServiceError::NotFound(format!("item {} has no recovery point yet", item.name)));
     }
     let sel = selector.to_ascii_lowercase();
-    let found: Vec<_> = points
-        .into_iter()
-        .filter(|p| sel.len() >= 4 && p.id.to_hex().starts_with(&sel))
-        .collect();
+    let found: Vec<_> = points.into_iter().filter(|p| sel.len() >= 4 && p.id.to_hex().starts_with(&sel)).collect();
     match found.len() {
-        1 => Ok(found
-            .into_iter()
-            .next()
-            .ok_or_else(|| ServiceError::NotFound(selector.into()))?),
-        0 => Err(ServiceError::NotFound(format!(
-            "item {} has no recovery point {selector:?}",
-            item.name
-        ))),
-        _ => Err(ServiceError::Invalid(format!(
-            "recovery point prefix {selector:?} is ambiguous; give more digits"
-        ))),
+        1 => Ok(found.into_iter().next().ok_or_else(|| ServiceError::NotFound(selector.into()))?),
+        0 => Err(ServiceError::NotFound(format!("item {} has no recovery point {selector:?}", item.name))),
+        _ => Err(ServiceError::Invalid(format!("recovery point prefix {selector:?} is ambiguous; give more digits"))),
     }
 }
 
@@ -76,10 +60,6 @@ pub fn restore(
     progress: &dyn RestoreProgress,
 ) -> Result<RestoreOutcome> {
     let index = vault.load_index()?;
-    let opts = RestoreOptions {
-        target,
-        paths,
-        cancel,
-    };
+    let opts = RestoreOptions { target, paths, cancel };
     Ok(restore_files(vault, &index, &point.tree, &opts, progress)?)
 }

@@ -31,9 +31,7 @@ pub fn config_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("XDG_CONFIG_HOME") {
         return PathBuf::from(d).join("boveda");
     }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
     home.join(".config").join("boveda")
 }
 
@@ -44,10 +42,7 @@ impl Registry {
     /// `Config` when the file exists but cannot be read or parsed.
     pub fn load() -> Result<Self> {
         let path = config_dir().join("vaults.json");
-        let err = |reason: String| ServiceError::Config {
-            path: path.display().to_string(),
-            reason,
-        };
+        let err = |reason: String| ServiceError::Config { path: path.display().to_string(), reason };
         let mut reg: Registry = match fs::read(&path) {
             Ok(b) => serde_json::from_slice(&b).map_err(|e| err(e.to_string()))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Registry::default(),
@@ -58,9 +53,7 @@ impl Registry {
     }
 
     pub fn find(&self, name: &str) -> Option<&KnownVault> {
-        self.vaults
-            .iter()
-            .find(|v| v.name.eq_ignore_ascii_case(name))
+        self.vaults.iter().find(|v| v.name.eq_ignore_ascii_case(name))
     }
 
     /// Adds a vault; names are unique, ignoring case.
@@ -79,16 +72,11 @@ impl Registry {
     }
 
     fn save(&self) -> Result<()> {
-        let err = |reason: String| ServiceError::Config {
-            path: self.path.display().to_string(),
-            reason,
-        };
+        let err = |reason: String| ServiceError::Config { path: self.path.display().to_string(), reason };
         let dir = self.path.parent().map(PathBuf::from).unwrap_or_default();
         fs::create_dir_all(&dir).map_err(|e| err(e.to_string()))?;
         let tmp = dir.join(format!(".vaults.json.{}", std::process::id()));
         let body = serde_json::to_vec_pretty(self).map_err(|e| err(e.to_string()))?;
-        fs::write(&tmp, body)
-            .and_then(|()| fs::rename(&tmp, &self.path))
-            .map_err(|e| err(e.to_string()))
+        fs::write(&tmp, body).and_then(|()| fs::rename(&tmp, &self.path)).map_err(|e| err(e.to_string()))
     }
 }

@@ -38,35 +38,23 @@ pub fn create_vault(req: &NewVault, passphrase: &[u8]) -> Result<Vault> {
     match (req.redundancy.as_str(), &req.secondary) {
         ("lrs", None) | ("grs", Some(_)) => {}
         ("lrs", Some(_)) => {
-            return Err(ServiceError::Invalid(
-                "--secondary is only for --redundancy grs".into(),
-            ));
+            return Err(ServiceError::Invalid("--secondary is only for --redundancy grs".into()));
         }
         ("grs", None) => {
-            return Err(ServiceError::Invalid(
-                "--redundancy grs needs --secondary URL".into(),
-            ));
+            return Err(ServiceError::Invalid("--redundancy grs needs --secondary URL".into()));
         }
         (other, _) => {
-            return Err(ServiceError::Invalid(format!(
-                "redundancy {other:?} is not lrs or grs"
-            )));
+            return Err(ServiceError::Invalid(format!("redundancy {other:?} is not lrs or grs")));
         }
     }
     if !(1..=1024).contains(&req.pack_size_mib) {
-        return Err(ServiceError::Invalid(
-            "pack size must be 1 to 1024 MiB".into(),
-        ));
+        return Err(ServiceError::Invalid("pack size must be 1 to 1024 MiB".into()));
     }
     if !(0..=19).contains(&req.compression_level) {
-        return Err(ServiceError::Invalid(
-            "compression level must be 0 (off) to 19".into(),
-        ));
+        return Err(ServiceError::Invalid("compression level must be 0 (off) to 19".into()));
     }
     if passphrase.is_empty() {
-        return Err(ServiceError::Invalid(
-            "the passphrase must not be empty".into(),
-        ));
+        return Err(ServiceError::Invalid("the passphrase must not be empty".into()));
     }
     let mut registry = Registry::load()?;
     if registry.find(&req.name).is_some() {
@@ -85,18 +73,9 @@ pub fn create_vault(req: &NewVault, passphrase: &[u8]) -> Result<Vault> {
         pack_size: req.pack_size_mib << 20,
         compression_level: req.compression_level,
     };
-    let opts = CreateOptions {
-        settings,
-        kdf: req.kdf,
-        chunker: ChunkerParams::DEFAULT,
-        hostname: hostname(),
-    };
+    let opts = CreateOptions { settings, kdf: req.kdf, chunker: ChunkerParams::DEFAULT, hostname: hostname() };
     let vault = Vault::create(store, passphrase, opts)?;
-    registry.add(KnownVault {
-        name: req.name.clone(),
-        store: store_url,
-        id: vault.config().id.to_hex(),
-    })?;
+    registry.add(KnownVault { name: req.name.clone(), store: store_url, id: vault.config().id.to_hex() })?;
     Ok(vault)
 }
 
@@ -109,8 +88,7 @@ fn normalize_store(url: &str) -> Result<String> {
     if p.is_absolute() {
         return Ok(url.to_string());
     }
-    let cwd = std::env::current_dir()
-        .map_err(|e| ServiceError::Invalid(format!("cannot resolve {url}: {e}")))?;
+    let cwd = std::env::current_dir().map_err(|e| ServiceError::Invalid(format!("cannot resolve {url}: {e}")))?;
     Ok(cwd.join(p).display().to_string())
 }
 
@@ -122,15 +100,11 @@ fn normalize_store(url: &str) -> Result<String> {
 pub fn resolve_vault(selector: Option<&str>) -> Result<String> {
     let registry = Registry::load()?;
     match selector {
-        Some(s) => Ok(registry
-            .find(s)
-            .map(|v| v.store.clone())
-            .unwrap_or_else(|| s.to_string())),
+        Some(s) => Ok(registry.find(s).map(|v| v.store.clone()).unwrap_or_else(|| s.to_string())),
         None => match registry.vaults.as_slice() {
             [only] => Ok(only.store.clone()),
             [] => Err(ServiceError::Invalid(
-                "no vault given: create one with `boveda vault create`, or pass --vault NAME|PATH"
-                    .into(),
+                "no vault given: create one with `boveda vault create`, or pass --vault NAME|PATH".into(),
             )),
             _ => Err(ServiceError::Invalid(
                 "several vaults are known: choose one with --vault NAME or BOVEDA_VAULT".into(),
@@ -178,13 +152,7 @@ pub fn summarize(vault: &Vault) -> Result<VaultSummary> {
     let index = vault.load_index()?;
     let points = vault.list_points()?;
     let items = list_items(vault)?;
-    let stored_bytes = vault
-        .store()
-        .list("")
-        .map_err(boveda_vault::VaultError::from)?
-        .iter()
-        .map(|o| o.size)
-        .sum();
+    let stored_bytes = vault.store().list("").map_err(boveda_vault::VaultError::from)?.iter().map(|o| o.size).sum();
     let mut protected_bytes = 0;
     for item in &items {
         if let Some(p) = points.iter().rev().find(|p| p.item_id == item.id) {

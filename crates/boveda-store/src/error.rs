@@ -29,12 +29,7 @@ pub struct StoreError {
 
 impl StoreError {
     pub fn new(kind: StoreErrorKind, operation: &'static str, object: &str) -> Self {
-        Self {
-            kind,
-            operation,
-            object: object.to_string(),
-            source: None,
-        }
+        Self { kind, operation, object: object.to_string(), source: None }
     }
 
     pub fn from_io(operation: &'static str, object: &str, err: io::Error) -> Self {
@@ -45,12 +40,7 @@ impl StoreError {
             io::ErrorKind::PermissionDenied => StoreErrorKind::PermissionDenied,
             _ => StoreErrorKind::Other,
         };
-        Self {
-            kind,
-            operation,
-            object: object.to_string(),
-            source: Some(err),
-        }
+        Self { kind, operation, object: object.to_string(), source: Some(err) }
     }
 
     pub fn kind(&self) -> StoreErrorKind {
@@ -66,12 +56,7 @@ impl StoreError {
     pub fn is_retryable(&self) -> bool {
         matches!(self.kind, StoreErrorKind::Other)
             && self.source.as_ref().is_some_and(|e| {
-                matches!(
-                    e.kind(),
-                    io::ErrorKind::Interrupted
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::WouldBlock
-                )
+                matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock)
             })
     }
 }
@@ -88,10 +73,7 @@ impl fmt::Display for StoreError {
         };
         write!(f, "{} of object {}: {what}", self.operation, self.object)?;
         if let Some(src) = &self.source
-            && !matches!(
-                self.kind,
-                StoreErrorKind::NotFound | StoreErrorKind::AlreadyExists
-            )
+            && !matches!(self.kind, StoreErrorKind::NotFound | StoreErrorKind::AlreadyExists)
         {
             write!(f, " ({src})")?;
         }

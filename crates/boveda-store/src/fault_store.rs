@@ -12,10 +12,7 @@ pub struct FaultStore {
 
 impl FaultStore {
     pub fn new(inner: Arc<dyn Store>, put_budget_bytes: u64) -> Self {
-        Self {
-            inner,
-            budget: AtomicU64::new(put_budget_bytes),
-        }
+        Self { inner, budget: AtomicU64::new(put_budget_bytes) }
     }
 
     /// Gives the store more room, as when a user frees disk space.
@@ -36,9 +33,7 @@ impl Store for FaultStore {
     }
     fn put(&self, name: &str, data: &[u8]) -> Result<(), StoreError> {
         let need = data.len() as u64;
-        let took = self
-            .budget
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| b.checked_sub(need));
+        let took = self.budget.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| b.checked_sub(need));
         if took.is_err() {
             return Err(StoreError::new(StoreErrorKind::NoSpace, "write", name));
         }

@@ -68,16 +68,11 @@ impl Store for LocalStore {
     fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>, StoreError> {
         check_name("read", name)?;
         let file = File::open(self.path(name)).map_err(|e| StoreError::from_io("read", name, e))?;
-        let len = usize::try_from(len)
-            .map_err(|_| StoreError::new(StoreErrorKind::Other, "read", name))?;
+        let len = usize::try_from(len).map_err(|_| StoreError::new(StoreErrorKind::Other, "read", name))?;
         let mut buf = vec![0u8; len];
         file.read_exact_at(&mut buf, offset).map_err(|e| {
             if e.kind() == io::ErrorKind::UnexpectedEof {
-                StoreError::from_io(
-                    "read",
-                    name,
-                    io::Error::other(format!("range {offset}+{len} runs past the end")),
-                )
+                StoreError::from_io("read", name, io::Error::other(format!("range {offset}+{len} runs past the end")))
             } else {
                 StoreError::from_io("read", name, e)
             }
@@ -91,11 +86,7 @@ impl Store for LocalStore {
         let dir = dest.parent().unwrap_or(&self.root).to_path_buf();
         let io_err = |e| StoreError::from_io("write", name, e);
         if dest.exists() {
-            return Err(StoreError::new(
-                StoreErrorKind::AlreadyExists,
-                "write",
-                name,
-            ));
+            return Err(StoreError::new(StoreErrorKind::AlreadyExists, "write", name));
         }
         fs::create_dir_all(&dir).map_err(io_err)?;
         let tmp = dir.join(temp_name());
@@ -132,21 +123,12 @@ impl Store for LocalStore {
                 if fname.starts_with(".tmp-") {
                     continue;
                 }
-                let child = if rel.is_empty() {
-                    fname.clone()
-                } else {
-                    format!("{rel}/{fname}")
-                };
-                let meta = entry
-                    .metadata()
-                    .map_err(|e| StoreError::from_io("list", &child, e))?;
+                let child = if rel.is_empty() { fname.clone() } else { format!("{rel}/{fname}") };
+                let meta = entry.metadata().map_err(|e| StoreError::from_io("list", &child, e))?;
                 if meta.is_dir() {
                     stack.push((entry.path(), child));
                 } else {
-                    out.push(ObjectInfo {
-                        name: child,
-                        size: meta.len(),
-                    });
+                    out.push(ObjectInfo { name: child, size: meta.len() });
                 }
             }
         }
@@ -156,12 +138,8 @@ impl Store for LocalStore {
 
     fn stat(&self, name: &str) -> Result<ObjectInfo, StoreError> {
         check_name("stat", name)?;
-        let meta =
-            fs::metadata(self.path(name)).map_err(|e| StoreError::from_io("stat", name, e))?;
-        Ok(ObjectInfo {
-            name: name.to_string(),
-            size: meta.len(),
-        })
+        let meta = fs::metadata(self.path(name)).map_err(|e| StoreError::from_io("stat", name, e))?;
+        Ok(ObjectInfo { name: name.to_string(), size: meta.len() })
     }
 
     fn delete(&self, name: &str) -> Result<(), StoreError> {
@@ -203,19 +181,11 @@ mod tests {
         assert_eq!(s.get("packs/ab/abcd").expect("get"), b"hello");
         assert_eq!(s.get_range("packs/ab/abcd", 1, 3).expect("range"), b"ell");
         assert!(s.get_range("packs/ab/abcd", 3, 3).is_err());
-        let names: Vec<_> = s
-            .list("packs")
-            .expect("list")
-            .into_iter()
-            .map(|o| o.name)
-            .collect();
+        let names: Vec<_> = s.list("packs").expect("list").into_iter().map(|o| o.name).collect();
         assert_eq!(names, vec!["packs/ab/abcd"]);
         assert_eq!(s.stat("index/1").expect("stat").size, 1);
         s.delete("index/1").expect("delete");
-        assert_eq!(
-            s.get("index/1").map_err(|e| e.kind()).err(),
-            Some(StoreErrorKind::NotFound)
-        );
+        assert_eq!(s.get("index/1").map_err(|e| e.kind()).err(), Some(StoreErrorKind::NotFound));
         assert!(s.list("nothing").expect("list").is_empty());
     }
 
@@ -235,10 +205,7 @@ mod tests {
         fs::write(s.root().join("a/.tmp-123"), b"partial").expect("write");
         assert_eq!(s.list("a").expect("list").len(), 1);
         for bad in ["", "/abs", "a/../b", "a//b", "a/.tmp-1"] {
-            assert_eq!(
-                s.put(bad, b"x").expect_err(bad).kind(),
-                StoreErrorKind::InvalidName
-            );
+            assert_eq!(s.put(bad, b"x").expect_err(bad).kind(), StoreErrorKind::InvalidName);
         }
         assert_eq!(read_tail(&s.root().join("a/b"), 2).expect("tail"), b"ne");
     }

@@ -75,15 +75,9 @@ pub fn open_store(url: &str) -> Result<Arc<dyn Store>, StoreError> {
 pub(crate) fn check_name(operation: &'static str, name: &str) -> Result<(), StoreError> {
     let bad = name.is_empty()
         || name.starts_with('/')
-        || name
-            .split('/')
-            .any(|p| p.is_empty() || p == "." || p == ".." || p.starts_with(".tmp-"));
+        || name.split('/').any(|p| p.is_empty() || p == "." || p == ".." || p.starts_with(".tmp-"));
     if bad {
-        return Err(StoreError::new(
-            StoreErrorKind::InvalidName,
-            operation,
-            name,
-        ));
+        return Err(StoreError::new(StoreErrorKind::InvalidName, operation, name));
     }
     Ok(())
 }

@@ -6,7 +6,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::crypto::{AuthError, MasterKey};
+use std::cell::RefCell;
+
+use crate::crypto::{AuthError, MasterKey, NONCE_LEN, TAG_LEN};
 
 /// What a blob holds. Values are part of the format: do not change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -42,27 +44,64 @@ pub enum BlobError {
     IdMismatch,
 }
 
+thread_local! {
+    // zstd contexts hold megabytes of tables: one per thread, reused.
+    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
+/// Compresses `plaintext` into `out` after its current end; returns false
+/// when compression fails or does not shrink it.
+fn compress_into(plaintext: &[u8], level: i32, out: &mut Vec<u8>) -> bool {
+    let start = out.len();
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
+            *slot = zstd::bulk::Compressor::new(level).ok().map(|c| (level, c));
+        }
+        let Some((_, c)) = slot.as_mut() else { return false };
+        let mut cursor = std::io::Cursor::new(&mut *out);
+        cursor.set_position(start as u64);
+        match c.compress_to_buffer(plaintext, &mut cursor) {
+            Ok(n) if n < plaintext.len() => {
+                out.truncate(start + n);
+                true
+            }
+            _ => {
+                out.truncate(start);
+                false
+            }
+        }
+    })
+}
+
 /// Compresses (when that shrinks it) and seals a plaintext.
 pub fn encode_blob(key: &MasterKey, plaintext: &[u8], zstd_level: i32) -> Vec<u8> {
-    let mut framed = Vec::with_capacity(plaintext.len() + 1);
-    let compressed = if zstd_level > 0 && plaintext.len() > 64 {
-        zstd::bulk::compress(plaintext, zstd_level)
-            .ok()
-            .filter(|c| c.len() < plaintext.len())
-    } else {
-        None
-    };
-    match compressed {
-        Some(c) => {
-            framed.push(MODE_ZSTD);
-            framed.extend_from_slice(&c);
-        }
-        None => {
-            framed.push(MODE_RAW);
-            framed.extend_from_slice(plaintext);
-        }
+    let bound = zstd::zstd_safe::compress_bound(plaintext.len()).max(plaintext.len());
+    let mut out = Vec::with_capacity(NONCE_LEN + 1 + bound + TAG_LEN);
+    out.resize(NONCE_LEN, 0);
+    out.push(MODE_ZSTD);
+    let compressed = zstd_level > 0 && plaintext.len() > 64 && compress_into(plaintext, zstd_level, &mut out);
+    if !compressed {
+        out.truncate(NONCE_LEN);
+        out.push(MODE_RAW);
+        out.extend_from_slice(plaintext);
     }
-    key.sealer().seal(b"", &framed)
+    key.sealer().seal_in_place(b"", &mut out);
+    out
+}
+
+fn decompress(payload: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new()?);
+        }
+        match slot.as_mut() {
+            Some(d) => d.decompress(payload, raw_len),
+            None => zstd::bulk::decompress(payload, raw_len),
+        }
+    })
 }
 
 /// Opens, decompresses and verifies a blob against its expected id.
@@ -75,14 +114,17 @@ pub fn decode_blob(
     raw_len: usize,
     expected: &crate::ChunkId,
 ) -> Result<Vec<u8>, BlobError> {
-    let framed = key.sealer().open(b"", sealed)?;
-    let (&mode, payload) = framed.split_first().ok_or(BlobError::Mode(255))?;
+    let mut framed = key.sealer().open(b"", sealed)?;
+    let mode = *framed.first().ok_or(BlobError::Mode(255))?;
     let plain = match mode {
-        MODE_RAW => payload.to_vec(),
-        MODE_ZSTD => zstd::bulk::decompress(payload, raw_len).map_err(BlobError::Decompress)?,
+        MODE_RAW => {
+            framed.remove(0);
+            framed
+        }
+        MODE_ZSTD => decompress(&framed[1..], raw_len).map_err(BlobError::Decompress)?,
         m => return Err(BlobError::Mode(m)),
     };
-    if &key.chunk_id(&plain) != expected {
+    if plain.len() != raw_len || &key.chunk_id(&plain) != expected {
         return Err(BlobError::IdMismatch);
     }
     Ok(plain)
@@ -112,9 +154,6 @@ mod tests {
         let sealed = encode_blob(&key, &plain, 3);
         assert!(sealed.len() < 1000);
         let other = key.chunk_id(b"other");
-        assert!(matches!(
-            decode_blob(&key, &sealed, plain.len(), &other),
-            Err(BlobError::IdMismatch)
-        ));
+        assert!(matches!(decode_blob(&key, &sealed, plain.len(), &other), Err(BlobError::IdMismatch)));
     }
 }

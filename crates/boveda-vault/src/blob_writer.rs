@@ -20,6 +20,8 @@ use crate::vault::Vault;
 
 /// Tree packs are flushed at this size: trees are small and read often.
 const TREE_PACK_SIZE: usize = 4 << 20;
+/// Room past the target size for the last blob (at most a maximal chunk) and the footer.
+const PACK_SLACK: usize = 9 << 20;
 
 /// What a writer added to the store.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -75,20 +77,18 @@ impl<'a> BlobWriter<'a> {
         if self.index.contains(&id) || !self.seen.lock().map_err(|_| poisoned())?.insert(id) {
             return Ok(id);
         }
-        let sealed = encode_blob(
-            self.vault.key(),
-            plaintext,
-            self.vault.settings().compression_level,
-        );
+        let sealed = encode_blob(self.vault.key(), plaintext, self.vault.settings().compression_level);
         self.chunks_new.fetch_add(1, Ordering::Relaxed);
-        self.bytes_new
-            .fetch_add(plaintext.len() as u64, Ordering::Relaxed);
+        self.bytes_new.fetch_add(plaintext.len() as u64, Ordering::Relaxed);
         let (lock, limit) = match kind {
             BlobKind::Data => (&self.data, self.vault.settings().pack_size as usize),
             BlobKind::Tree => (&self.tree, TREE_PACK_SIZE),
         };
         let full = {
             let mut pack = lock.lock().map_err(|_| poisoned())?;
+            if pack.is_empty() {
+                pack.reserve(limit + PACK_SLACK);
+            }
             pack.add(id, plaintext.len() as u32, &sealed);
             (pack.len() >= limit).then(|| std::mem::replace(&mut *pack, PackBuilder::new(kind)))
         };
@@ -115,10 +115,7 @@ impl<'a> BlobWriter<'a> {
         };
         let (name, bytes) = index.seal(self.vault.key())?;
         store.put(&name, &bytes)?;
-        self.bytes_stored.fetch_add(
-            (finished.bytes.len() + bytes.len()) as u64,
-            Ordering::Relaxed,
-        );
+        self.bytes_stored.fetch_add((finished.bytes.len() + bytes.len()) as u64, Ordering::Relaxed);
         self.packs_written.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -129,10 +126,7 @@ impl<'a> BlobWriter<'a> {
     /// A store error.
     pub fn flush(&self) -> Result<()> {
         for (lock, kind) in [(&self.data, BlobKind::Data), (&self.tree, BlobKind::Tree)] {
-            let pack = std::mem::replace(
-                &mut *lock.lock().map_err(|_| poisoned())?,
-                PackBuilder::new(kind),
-            );
+            let pack = std::mem::replace(&mut *lock.lock().map_err(|_| poisoned())?, PackBuilder::new(kind));
             self.write_pack(pack)?;
         }
         Ok(())

@@ -23,18 +23,11 @@ pub struct CatalogRecord<T> {
 pub(crate) fn revision_name(kind: &str, id: &RecordId, at: Timestamp) -> String {
     let nanos = at.as_nanosecond().max(0);
     let suffix: [u8; 4] = crate::ids::random_bytes();
-    format!(
-        "catalog/{kind}/{}/{nanos:024}-{}",
-        id.to_hex(),
-        hex::encode(suffix)
-    )
+    format!("catalog/{kind}/{}/{nanos:024}-{}", id.to_hex(), hex::encode(suffix))
 }
 
 /// Groups listed names by entity and keeps each entity's newest revision.
-pub(crate) fn newest_revisions(
-    kind: &str,
-    names: impl IntoIterator<Item = String>,
-) -> Vec<(RecordId, String)> {
+pub(crate) fn newest_revisions(kind: &str, names: impl IntoIterator<Item = String>) -> Vec<(RecordId, String)> {
     let prefix = format!("catalog/{kind}/");
     let mut newest: std::collections::BTreeMap<RecordId, String> = Default::default();
     for name in names {

@@ -91,11 +91,7 @@ impl Findings {
 /// # Errors
 /// Only when the store cannot be listed at all; damage is reported in the
 /// returned [`CheckReport`].
-pub fn check(
-    vault: &Vault,
-    opts: CheckOptions,
-    progress: &(dyn Fn(&str) + Sync),
-) -> Result<CheckReport> {
+pub fn check(vault: &Vault, opts: CheckOptions, progress: &(dyn Fn(&str) + Sync)) -> Result<CheckReport> {
     let store = vault.store();
     let mut report = CheckReport::default();
     let mut f = Findings::default();
@@ -103,11 +99,7 @@ pub fn check(
     progress("key slots");
     for info in store.list("keys")? {
         report.key_slots += 1;
-        if let Err(e) = store
-            .get(&info.name)
-            .map_err(Into::into)
-            .and_then(|b| KeySlot::from_bytes(&info.name, &b))
-        {
+        if let Err(e) = store.get(&info.name).map_err(Into::into).and_then(|b| KeySlot::from_bytes(&info.name, &b)) {
             f.add(info.name.clone(), e.to_string());
         }
     }
@@ -120,24 +112,18 @@ pub fn check(
         .map(|info| {
             (
                 info.name.clone(),
-                store
-                    .get(&info.name)
-                    .map_err(Into::into)
-                    .and_then(|b| IndexObject::open(vault.key(), &info.name, &b)),
+                store.get(&info.name).map_err(Into::into).and_then(|b| IndexObject::open(vault.key(), &info.name, &b)),
             )
         })
         .collect();
     let mut index = ChunkIndex::default();
-    let mut pack_entries: HashMap<PackId, (BlobKind, u64, Vec<crate::pack::PackEntry>)> =
-        HashMap::new();
+    let mut pack_entries: HashMap<PackId, (BlobKind, u64, Vec<crate::pack::PackEntry>)> = HashMap::new();
     for (name, result) in opened {
         match result {
             Ok(obj) => {
                 for p in &obj.packs {
                     index.add_pack(p);
-                    pack_entries
-                        .entry(p.id)
-                        .or_insert_with(|| (p.kind, p.size, p.entries.clone()));
+                    pack_entries.entry(p.id).or_insert_with(|| (p.kind, p.size, p.entries.clone()));
                 }
             }
             Err(e) => f.add(name, format!("cannot be read: {e}")),
@@ -151,16 +137,11 @@ pub fn check(
             Some((_, id)) => {
                 present.insert(id, info.size);
             }
-            None => report
-                .notes
-                .push(format!("{}: not a pack name; ignored", info.name)),
+            None => report.notes.push(format!("{}: not a pack name; ignored", info.name)),
         }
     }
     report.packs = present.len();
-    let unindexed = present
-        .keys()
-        .filter(|id| !pack_entries.contains_key(id))
-        .count();
+    let unindexed = present.keys().filter(|id| !pack_entries.contains_key(id)).count();
     if unindexed > 0 {
         report.notes.push(format!(
             "{unindexed} pack(s) are listed by no index (left by an interrupted backup); they hold nothing any recovery point uses"
@@ -174,18 +155,14 @@ pub fn check(
                 let why = "is missing".to_string();
                 f.add(name.clone(), why.clone());
                 for e in entries {
-                    f.bad_chunks
-                        .entry(e.id)
-                        .or_insert((name.clone(), why.clone()));
+                    f.bad_chunks.entry(e.id).or_insert((name.clone(), why.clone()));
                 }
             }
             Some(actual) if actual != size => {
                 let why = format!("has {actual} bytes where the index says {size}");
                 f.add(name.clone(), why.clone());
                 for e in entries {
-                    f.bad_chunks
-                        .entry(e.id)
-                        .or_insert((name.clone(), why.clone()));
+                    f.bad_chunks.entry(e.id).or_insert((name.clone(), why.clone()));
                 }
             }
             Some(_) => readable.push((*id, *kind, entries)),
@@ -194,10 +171,8 @@ pub fn check(
 
     if opts.read_data {
         progress("reading packs");
-        let results: Vec<_> = readable
-            .par_iter()
-            .map(|(id, kind, entries)| read_pack(vault, id, *kind, entries))
-            .collect();
+        let results: Vec<_> =
+            readable.par_iter().map(|(id, kind, entries)| read_pack(vault, id, *kind, entries)).collect();
         for r in results {
             report.chunks_read += r.chunks;
             report.bytes_read += r.bytes;
@@ -214,9 +189,11 @@ pub fn check(
     progress("recovery points and trees");
     let mut points = Vec::new();
     for info in store.list("points")? {
-        match store.get(&info.name).map_err(Into::into).and_then(|b| {
-            open_json::<RecoveryPoint>(vault.key(), &info.name, &b, ObjectKind::Point)
-        }) {
+        match store
+            .get(&info.name)
+            .map_err(Into::into)
+            .and_then(|b| open_json::<RecoveryPoint>(vault.key(), &info.name, &b, ObjectKind::Point))
+        {
             Ok(p) => points.push(p),
             Err(e) => f.add(info.name.clone(), format!("cannot be read: {e}")),
         }
@@ -224,14 +201,7 @@ pub fn check(
     report.points = points.len();
     let mut good_trees = HashSet::new();
     for p in &points {
-        let mut walker = Walker {
-            vault,
-            index: &index,
-            point: p,
-            good_trees: &mut good_trees,
-            f: &mut f,
-            trees: 0,
-        };
+        let mut walker = Walker { vault, index: &index, point: p, good_trees: &mut good_trees, f: &mut f, trees: 0 };
         walker.walk(&p.tree, String::new());
         report.trees += walker.trees;
     }
@@ -239,12 +209,7 @@ pub fn check(
     report.problems = f
         .problems
         .into_iter()
-        .map(|((object, problem), (affects, more))| Problem {
-            object,
-            problem,
-            affects,
-            more_affected: more,
-        })
+        .map(|((object, problem), (affects, more))| Problem { object, problem, affects, more_affected: more })
         .collect();
     Ok(report)
 }
@@ -256,42 +221,26 @@ struct PackResult {
     bad_chunks: Vec<(ChunkId, String, String)>,
 }
 
-fn read_pack(
-    vault: &Vault,
-    id: &PackId,
-    kind: BlobKind,
-    entries: &[crate::pack::PackEntry],
-) -> PackResult {
+fn read_pack(vault: &Vault, id: &PackId, kind: BlobKind, entries: &[crate::pack::PackEntry]) -> PackResult {
     let name = pack_name(kind, id);
-    let mut r = PackResult {
-        chunks: 0,
-        bytes: 0,
-        pack_problems: Vec::new(),
-        bad_chunks: Vec::new(),
-    };
+    let mut r = PackResult { chunks: 0, bytes: 0, pack_problems: Vec::new(), bad_chunks: Vec::new() };
     let bytes = match vault.store().get(&name) {
         Ok(b) => b,
         Err(e) => {
-            r.pack_problems
-                .push((name.clone(), format!("cannot be read: {e}")));
+            r.pack_problems.push((name.clone(), format!("cannot be read: {e}")));
             for e in entries {
-                r.bad_chunks
-                    .push((e.id, name.clone(), "pack cannot be read".into()));
+                r.bad_chunks.push((e.id, name.clone(), "pack cannot be read".into()));
             }
             return r;
         }
     };
     r.bytes = bytes.len() as u64;
     if blake3::hash(&bytes).as_bytes() != &id.0 {
-        r.pack_problems.push((
-            name.clone(),
-            "content does not match its name (the file was altered)".into(),
-        ));
+        r.pack_problems.push((name.clone(), "content does not match its name (the file was altered)".into()));
     }
     match read_footer(vault.key(), &name, &bytes) {
         Ok(footer) if footer.entries.as_slice() != entries => {
-            r.pack_problems
-                .push((name.clone(), "footer and index disagree".into()));
+            r.pack_problems.push((name.clone(), "footer and index disagree".into()));
         }
         Ok(_) => {}
         Err(e) => r.pack_problems.push((name.clone(), e.to_string())),
@@ -300,16 +249,11 @@ fn read_pack(
         r.chunks += 1;
         let range = e.offset as usize..(e.offset as usize + e.length as usize);
         let Some(sealed) = bytes.get(range) else {
-            r.bad_chunks.push((
-                e.id,
-                name.clone(),
-                format!("chunk {} runs past the end", e.id),
-            ));
+            r.bad_chunks.push((e.id, name.clone(), format!("chunk {} runs past the end", e.id)));
             continue;
         };
         if let Err(err) = crate::blob::decode_blob(vault.key(), sealed, e.raw_len as usize, &e.id) {
-            r.bad_chunks
-                .push((e.id, name.clone(), format!("chunk {}: {err}", e.id)));
+            r.bad_chunks.push((e.id, name.clone(), format!("chunk {}: {err}", e.id)));
         }
     }
     r
@@ -329,11 +273,7 @@ impl Walker<'_> {
         Affected {
             item: self.point.item_name.clone(),
             point: self.point.id.short(),
-            path: if path.is_empty() {
-                "/".into()
-            } else {
-                path.to_string()
-            },
+            path: if path.is_empty() { "/".into() } else { path.to_string() },
         }
     }
 
@@ -342,10 +282,7 @@ impl Walker<'_> {
             return Some(bad.clone());
         }
         if !self.index.contains(id) {
-            return Some((
-                format!("chunk {id}"),
-                format!("{what} is referenced but listed by no index"),
-            ));
+            return Some((format!("chunk {id}"), format!("{what} is referenced but listed by no index")));
         }
         None
     }
@@ -377,13 +314,7 @@ impl Walker<'_> {
                     Some(sub) => ok &= self.walk(sub, child),
                     None => {
                         let a = self.affected(&child);
-                        self.f.affect(
-                            (
-                                format!("tree {id}"),
-                                "directory entry without a subtree".into(),
-                            ),
-                            a,
-                        );
+                        self.f.affect((format!("tree {id}"), "directory entry without a subtree".into()), a);
                         ok = false;
                     }
                 },

@@ -17,21 +17,11 @@ pub struct ChunkerParams {
 
 impl ChunkerParams {
     /// 512 KiB / 1 MiB / 8 MiB: see docs/FORMAT.md for the measurement.
-    pub const DEFAULT: Self = Self {
-        min_size: 512 << 10,
-        avg_size: 1 << 20,
-        max_size: 8 << 20,
-    };
+    pub const DEFAULT: Self = Self { min_size: 512 << 10, avg_size: 1 << 20, max_size: 8 << 20 };
 
     pub fn is_valid(&self) -> bool {
-        use fastcdc::v2020::{
-            AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MAX, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN,
-        };
-        let (min, avg, max) = (
-            self.min_size as usize,
-            self.avg_size as usize,
-            self.max_size as usize,
-        );
+        use fastcdc::v2020::{AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MAX, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN};
+        let (min, avg, max) = (self.min_size as usize, self.avg_size as usize, self.max_size as usize);
         (MINIMUM_MIN..=MINIMUM_MAX).contains(&min)
             && (AVERAGE_MIN..=AVERAGE_MAX).contains(&avg)
             && (MAXIMUM_MIN..=MAXIMUM_MAX).contains(&max)
@@ -57,13 +47,7 @@ impl Chunker {
     pub fn new(params: ChunkerParams, seed: u64) -> Self {
         let masks = select_masks(params.avg_size as usize, Normalization::Level1);
         let (gear, gear_ls) = get_gear_with_seed(seed);
-        Self {
-            params,
-            masks,
-            gear,
-            gear_ls,
-            buf: Vec::new(),
-        }
+        Self { params, masks, gear, gear_ls, buf: Vec::new() }
     }
 
     fn next_cut(&self, data: &[u8]) -> usize {
@@ -145,11 +129,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn small() -> ChunkerParams {
-        ChunkerParams {
-            min_size: 1024,
-            avg_size: 4096,
-            max_size: 16384,
-        }
+        ChunkerParams { min_size: 1024, avg_size: 4096, max_size: 16384 }
     }
 
     fn cuts(data: &[u8], seed: u64) -> Vec<Vec<u8>> {
@@ -191,19 +171,8 @@ mod tests {
         let a = cuts(&data, 7);
         let b = cuts(&edited, 7);
         let common = b.iter().filter(|c| a.contains(c)).count();
-        assert!(
-            common + 3 >= b.len(),
-            "{common} of {} chunks shared",
-            b.len()
-        );
+        assert!(common + 3 >= b.len(), "{common} of {} chunks shared", b.len());
         assert!(ChunkerParams::DEFAULT.is_valid());
-        assert!(
-            !ChunkerParams {
-                min_size: 10,
-                avg_size: 5,
-                max_size: 1
-            }
-            .is_valid()
-        );
+        assert!(!ChunkerParams { min_size: 10, avg_size: 5, max_size: 1 }.is_valid());
     }
 }

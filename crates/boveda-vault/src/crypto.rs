@@ -30,9 +30,7 @@ pub struct Sealer {
 
 impl Sealer {
     pub fn new(key: &[u8; 32]) -> Self {
-        Self {
-            cipher: XChaCha20Poly1305::new(&Key::from(*key)),
-        }
+        Self { cipher: XChaCha20Poly1305::new(&Key::from(*key)) }
     }
 
     /// Seals `plaintext` into `nonce || ciphertext || tag`.
@@ -56,6 +54,18 @@ impl Sealer {
         out.extend_from_slice(&tag);
     }
 
+    /// Seals in place: `buf` holds `NONCE_LEN` bytes of room, then the
+    /// plaintext; the nonce is filled in and the tag appended.
+    pub fn seal_in_place(&self, aad: &[u8], buf: &mut Vec<u8>) {
+        let nonce_bytes: [u8; NONCE_LEN] = random_bytes();
+        buf[..NONCE_LEN].copy_from_slice(&nonce_bytes);
+        let tag = self
+            .cipher
+            .encrypt_inout_detached(&XNonce::from(nonce_bytes), aad, (&mut buf[NONCE_LEN..]).into())
+            .unwrap_or_else(|_| unreachable_len());
+        buf.extend_from_slice(&tag);
+    }
+
     /// Opens what [`Sealer::seal`] made.
     ///
     /// # Errors
@@ -67,12 +77,9 @@ impl Sealer {
         let (nonce, rest) = sealed.split_at(NONCE_LEN);
         let (ct, tag) = rest.split_at(rest.len() - TAG_LEN);
         let nonce = XNonce::try_from(nonce).map_err(|_| AuthError)?;
-        let tag = chacha20poly1305::aead::Tag::<XChaCha20Poly1305>::try_from(tag)
-            .map_err(|_| AuthError)?;
+        let tag = chacha20poly1305::aead::Tag::<XChaCha20Poly1305>::try_from(tag).map_err(|_| AuthError)?;
         let mut buf = ct.to_vec();
-        self.cipher
-            .decrypt_inout_detached(&nonce, aad, (&mut buf[..]).into(), &tag)
-            .map_err(|_| AuthError)?;
+        self.cipher.decrypt_inout_detached(&nonce, aad, (&mut buf[..]).into(), &tag).map_err(|_| AuthError)?;
         Ok(buf)
     }
 }
@@ -107,12 +114,7 @@ impl MasterKey {
         let seed_bytes = blake3::derive_key("boveda 2026 chunker gear seed", &id_key);
         let mut seed = [0u8; 8];
         seed.copy_from_slice(&seed_bytes[..8]);
-        Self {
-            raw,
-            sealer: Sealer::new(&enc),
-            id_key,
-            chunker_seed: u64::from_le_bytes(seed),
-        }
+        Self { raw, sealer: Sealer::new(&enc), id_key, chunker_seed: u64::from_le_bytes(seed) }
     }
 
     pub fn as_bytes(&self) -> &[u8; 64] {
@@ -145,17 +147,9 @@ pub struct KdfParams {
 impl KdfParams {
     /// 64 MiB and 3 passes: about a quarter of a second here, and well above
     /// the OWASP minimum for Argon2id.
-    pub const DEFAULT: Self = Self {
-        memory_kib: 64 * 1024,
-        iterations: 3,
-        parallelism: 1,
-    };
+    pub const DEFAULT: Self = Self { memory_kib: 64 * 1024, iterations: 3, parallelism: 1 };
     /// For tests only: the minimum the algorithm allows.
-    pub const TESTING: Self = Self {
-        memory_kib: 64,
-        iterations: 1,
-        parallelism: 1,
-    };
+    pub const TESTING: Self = Self { memory_kib: 64, iterations: 1, parallelism: 1 };
 
     /// Derives a 32-byte key from a passphrase.
     ///

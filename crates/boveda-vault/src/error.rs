@@ -33,11 +33,7 @@ pub enum VaultError {
     #[error(
         "the vault at {location} uses format version {found}, newer than this boveda supports ({supported}); upgrade boveda to open it"
     )]
-    NewerFormat {
-        location: String,
-        found: u16,
-        supported: u16,
-    },
+    NewerFormat { location: String, found: u16, supported: u16 },
     #[error("wrong passphrase for the vault at {location} (no key slot of {slots} opens with it)")]
     WrongPassphrase { location: String, slots: usize },
     #[error("object {object} is damaged: {reason}")]
@@ -66,10 +62,7 @@ impl VaultError {
     }
 
     pub(crate) fn damaged(object: impl Into<String>, reason: impl ToString) -> Self {
-        VaultError::Damaged {
-            object: object.into(),
-            reason: reason.to_string(),
-        }
+        VaultError::Damaged { object: object.into(), reason: reason.to_string() }
     }
 }
 

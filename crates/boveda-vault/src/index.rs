@@ -74,25 +74,14 @@ impl ChunkIndex {
             (self.packs.len() - 1) as u32
         });
         for e in &pack.entries {
-            self.blobs.entry(e.id).or_insert(Loc {
-                pack: pos,
-                offset: e.offset,
-                length: e.length,
-                raw_len: e.raw_len,
-            });
+            self.blobs.entry(e.id).or_insert(Loc { pack: pos, offset: e.offset, length: e.length, raw_len: e.raw_len });
         }
     }
 
     pub fn get(&self, id: &ChunkId) -> Option<BlobRef> {
         let loc = self.blobs.get(id)?;
         let (pack, kind, _) = self.packs[loc.pack as usize];
-        Some(BlobRef {
-            pack,
-            kind,
-            offset: loc.offset,
-            length: loc.length,
-            raw_len: loc.raw_len,
-        })
+        Some(BlobRef { pack, kind, offset: loc.offset, length: loc.length, raw_len: loc.raw_len })
     }
 
     pub fn contains(&self, id: &ChunkId) -> bool {
@@ -134,25 +123,10 @@ mod tests {
 
     #[test]
     fn first_location_wins() {
-        let e = PackEntry {
-            id: ChunkId([1; 32]),
-            offset: 8,
-            length: 5,
-            raw_len: 5,
-        };
+        let e = PackEntry { id: ChunkId([1; 32]), offset: 8, length: 5, raw_len: 5 };
         let mut idx = ChunkIndex::default();
-        idx.add_pack(&IndexPack {
-            id: PackId([1; 32]),
-            kind: BlobKind::Data,
-            size: 1,
-            entries: vec![e],
-        });
-        idx.add_pack(&IndexPack {
-            id: PackId([2; 32]),
-            kind: BlobKind::Data,
-            size: 1,
-            entries: vec![e],
-        });
+        idx.add_pack(&IndexPack { id: PackId([1; 32]), kind: BlobKind::Data, size: 1, entries: vec![e] });
+        idx.add_pack(&IndexPack { id: PackId([2; 32]), kind: BlobKind::Data, size: 1, entries: vec![e] });
         assert_eq!(idx.get(&e.id).map(|r| r.pack), Some(PackId([1; 32])));
         assert_eq!(idx.len(), 1);
         assert_eq!(idx.packs().count(), 2);

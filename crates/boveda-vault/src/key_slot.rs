@@ -49,13 +49,7 @@ impl KeySlot {
     ///
     /// # Errors
     /// When the KDF parameters are invalid.
-    pub fn create(
-        master: &MasterKey,
-        passphrase: &[u8],
-        kdf: KdfParams,
-        label: &str,
-        hostname: &str,
-    ) -> Result<Self> {
+    pub fn create(master: &MasterKey, passphrase: &[u8], kdf: KdfParams, label: &str, hostname: &str) -> Result<Self> {
         let id = RecordId::random();
         let salt: [u8; 16] = random_bytes();
         let kek = kdf.derive(passphrase, &salt).map_err(VaultError::Invalid)?;
@@ -79,16 +73,12 @@ impl KeySlot {
         let name = Self::name(&self.id);
         let salt = hex::decode(&self.salt).map_err(|e| VaultError::damaged(&name, e))?;
         let wrapped = hex::decode(&self.wrapped).map_err(|e| VaultError::damaged(&name, e))?;
-        let kek = self
-            .kdf
-            .derive(passphrase, &salt)
-            .map_err(|e| VaultError::damaged(&name, e))?;
+        let kek = self.kdf.derive(passphrase, &salt).map_err(|e| VaultError::damaged(&name, e))?;
         let Ok(raw) = Sealer::new(&kek).open(&aad(&self.id), &wrapped) else {
             return Ok(None);
         };
-        let raw: [u8; MasterKey::LEN] = raw
-            .try_into()
-            .map_err(|_| VaultError::damaged(&name, "wrapped key has the wrong length"))?;
+        let raw: [u8; MasterKey::LEN] =
+            raw.try_into().map_err(|_| VaultError::damaged(&name, "wrapped key has the wrong length"))?;
         Ok(Some(MasterKey::from_bytes(raw)))
     }
 
@@ -111,8 +101,7 @@ mod tests {
     #[test]
     fn slot_unlocks_only_with_its_passphrase() {
         let master = MasterKey::generate();
-        let slot =
-            KeySlot::create(&master, b"right", KdfParams::TESTING, "main", "host").expect("slot");
+        let slot = KeySlot::create(&master, b"right", KdfParams::TESTING, "main", "host").expect("slot");
         let bytes = slot.to_bytes().expect("bytes");
         let back = KeySlot::from_bytes("keys/x", &bytes).expect("parse");
         let key = back.unlock(b"right").expect("unlock").expect("opens");

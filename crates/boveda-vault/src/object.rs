@@ -36,9 +36,7 @@ pub enum ObjectKind {
 
 pub fn header(kind: ObjectKind) -> [u8; HEADER_LEN] {
     let v = FORMAT_VERSION.to_le_bytes();
-    [
-        MAGIC[0], MAGIC[1], MAGIC[2], MAGIC[3], v[0], v[1], kind as u8, 0,
-    ]
+    [MAGIC[0], MAGIC[1], MAGIC[2], MAGIC[3], v[0], v[1], kind as u8, 0]
 }
 
 /// Checks an object's header and returns its body.
@@ -47,24 +45,14 @@ pub fn header(kind: ObjectKind) -> [u8; HEADER_LEN] {
 /// `Damaged` for bad magic or kind, `NewerFormat` for a newer version.
 pub fn parse_header<'a>(name: &str, bytes: &'a [u8], kind: ObjectKind) -> Result<&'a [u8]> {
     if bytes.len() < HEADER_LEN || bytes[..4] != MAGIC {
-        return Err(VaultError::damaged(
-            name,
-            "not a boveda object (bad magic bytes)",
-        ));
+        return Err(VaultError::damaged(name, "not a boveda object (bad magic bytes)"));
     }
     let version = u16::from_le_bytes([bytes[4], bytes[5]]);
     if version > FORMAT_VERSION {
-        return Err(VaultError::NewerFormat {
-            location: name.to_string(),
-            found: version,
-            supported: FORMAT_VERSION,
-        });
+        return Err(VaultError::NewerFormat { location: name.to_string(), found: version, supported: FORMAT_VERSION });
     }
     if bytes[6] != kind as u8 {
-        return Err(VaultError::damaged(
-            name,
-            format!("object kind {} where {:?} was expected", bytes[6], kind),
-        ));
+        return Err(VaultError::damaged(name, format!("object kind {} where {:?} was expected", bytes[6], kind)));
     }
     Ok(&bytes[HEADER_LEN..])
 }
@@ -89,17 +77,10 @@ pub fn seal_bytes(key: &MasterKey, kind: ObjectKind, payload: &[u8]) -> Vec<u8> 
 /// `Damaged` when authentication fails, `NewerFormat` for a newer version.
 pub fn open_bytes(key: &MasterKey, name: &str, bytes: &[u8], kind: ObjectKind) -> Result<Vec<u8>> {
     let body = parse_header(name, bytes, kind)?;
-    key.sealer()
-        .open(&bytes[..HEADER_LEN], body)
-        .map_err(|e| VaultError::damaged(name, e))
+    key.sealer().open(&bytes[..HEADER_LEN], body).map_err(|e| VaultError::damaged(name, e))
 }
 
-pub fn open_json<T: DeserializeOwned>(
-    key: &MasterKey,
-    name: &str,
-    bytes: &[u8],
-    kind: ObjectKind,
-) -> Result<T> {
+pub fn open_json<T: DeserializeOwned>(key: &MasterKey, name: &str, bytes: &[u8], kind: ObjectKind) -> Result<T> {
     let payload = open_bytes(key, name, bytes, kind)?;
     serde_json::from_slice(&payload).map_err(|e| VaultError::damaged(name, e))
 }

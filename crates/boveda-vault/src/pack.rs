@@ -50,20 +50,16 @@ pub struct FinishedPack {
 
 impl PackBuilder {
     pub fn new(kind: BlobKind) -> Self {
-        Self {
-            kind,
-            buf: header(ObjectKind::Pack).to_vec(),
-            entries: Vec::new(),
-        }
+        Self { kind, buf: header(ObjectKind::Pack).to_vec(), entries: Vec::new() }
+    }
+
+    /// Reserves room for `bytes` more, so a filling pack never doubles its buffer.
+    pub fn reserve(&mut self, bytes: usize) {
+        self.buf.reserve_exact(bytes);
     }
 
     pub fn add(&mut self, id: ChunkId, raw_len: u32, sealed: &[u8]) {
-        self.entries.push(PackEntry {
-            id,
-            offset: self.buf.len() as u32,
-            length: sealed.len() as u32,
-            raw_len,
-        });
+        self.entries.push(PackEntry { id, offset: self.buf.len() as u32, length: sealed.len() as u32, raw_len });
         self.buf.extend_from_slice(sealed);
     }
 
@@ -76,24 +72,15 @@ impl PackBuilder {
     }
 
     pub fn finish(self, key: &MasterKey) -> Result<FinishedPack> {
-        let footer = PackFooter {
-            kind: self.kind,
-            entries: self.entries,
-        };
+        let footer = PackFooter { kind: self.kind, entries: self.entries };
         let plain = postcard::to_stdvec(&footer).map_err(|e| VaultError::Invalid(e.to_string()))?;
         let mut bytes = self.buf;
         let before = bytes.len();
-        key.sealer()
-            .seal_into(&header(ObjectKind::Pack), &plain, &mut bytes);
+        key.sealer().seal_into(&header(ObjectKind::Pack), &plain, &mut bytes);
         let footer_len = (bytes.len() - before) as u32;
         bytes.extend_from_slice(&footer_len.to_le_bytes());
         let id = PackId(*blake3::hash(&bytes).as_bytes());
-        Ok(FinishedPack {
-            id,
-            kind: footer.kind,
-            bytes,
-            entries: footer.entries,
-        })
+        Ok(FinishedPack { id, kind: footer.kind, bytes, entries: footer.entries })
     }
 }
 
@@ -130,16 +117,13 @@ pub fn read_footer(key: &MasterKey, name: &str, bytes: &[u8]) -> Result<PackFoot
         return Err(damaged("too short for a pack"));
     }
     let (rest, len_bytes) = bytes.split_at(bytes.len() - 4);
-    let footer_len =
-        u32::from_le_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]) as usize;
+    let footer_len = u32::from_le_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]) as usize;
     if footer_len > rest.len() - HEADER_LEN {
         return Err(damaged("footer length runs past the start"));
     }
     let sealed = &rest[rest.len() - footer_len..];
-    let plain = key
-        .sealer()
-        .open(&bytes[..HEADER_LEN], sealed)
-        .map_err(|_| damaged("pack footer fails authentication"))?;
+    let plain =
+        key.sealer().open(&bytes[..HEADER_LEN], sealed).map_err(|_| damaged("pack footer fails authentication"))?;
     postcard::from_bytes(&plain).map_err(|e| damaged(&format!("pack footer does not parse: {e}")))
 }
 
@@ -154,11 +138,7 @@ mod tests {
         let mut b = PackBuilder::new(BlobKind::Data);
         let blobs: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 1000 + i as usize]).collect();
         for blob in &blobs {
-            b.add(
-                key.chunk_id(blob),
-                blob.len() as u32,
-                &encode_blob(&key, blob, 3),
-            );
+            b.add(key.chunk_id(blob), blob.len() as u32, &encode_blob(&key, blob, 3));
         }
         let p = b.finish(&key).expect("finish");
         assert_eq!(PackId(*blake3::hash(&p.bytes).as_bytes()), p.id);
@@ -168,10 +148,7 @@ mod tests {
         assert_eq!(footer.entries, p.entries);
         for (e, blob) in footer.entries.iter().zip(&blobs) {
             let sealed = &p.bytes[e.offset as usize..(e.offset + e.length) as usize];
-            assert_eq!(
-                &decode_blob(&key, sealed, e.raw_len as usize, &e.id).expect("blob"),
-                blob
-            );
+            assert_eq!(&decode_blob(&key, sealed, e.raw_len as usize, &e.id).expect("blob"), blob);
         }
         let mut bad = p.bytes.clone();
         let n = bad.len();

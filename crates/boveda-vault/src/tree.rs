@@ -105,10 +105,7 @@ pub struct Tree {
 impl Tree {
     pub fn new(mut nodes: Vec<Node>) -> Self {
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
-        Self {
-            version: TREE_VERSION,
-            nodes,
-        }
+        Self { version: TREE_VERSION, nodes }
     }
 
     pub fn encode(&self) -> Result<Vec<u8>> {
@@ -124,33 +121,21 @@ impl Tree {
         let what = || format!("tree {id}");
         let tree: Tree = postcard::from_bytes(bytes).map_err(|e| VaultError::damaged(what(), e))?;
         if tree.version > TREE_VERSION {
-            return Err(VaultError::damaged(
-                what(),
-                format!("tree version {} is newer than supported", tree.version),
-            ));
+            return Err(VaultError::damaged(what(), format!("tree version {} is newer than supported", tree.version)));
         }
         for (i, n) in tree.nodes.iter().enumerate() {
             if !is_safe_name(&n.name) {
-                return Err(VaultError::damaged(
-                    what(),
-                    format!("unsafe entry name {:?}", n.name_lossy()),
-                ));
+                return Err(VaultError::damaged(what(), format!("unsafe entry name {:?}", n.name_lossy())));
             }
             if i > 0 && tree.nodes[i - 1].name >= n.name {
-                return Err(VaultError::damaged(
-                    what(),
-                    "entries are not sorted and unique",
-                ));
+                return Err(VaultError::damaged(what(), "entries are not sorted and unique"));
             }
         }
         Ok(tree)
     }
 
     pub fn find(&self, name: &[u8]) -> Option<&Node> {
-        self.nodes
-            .binary_search_by(|n| n.name.as_slice().cmp(name))
-            .ok()
-            .map(|i| &self.nodes[i])
+        self.nodes.binary_search_by(|n| n.name.as_slice().cmp(name)).ok().map(|i| &self.nodes[i])
     }
 }
 
@@ -177,13 +162,7 @@ mod tests {
                 n.mode = mode;
                 n.mtime_ns = mtime;
                 n.link_target = target;
-                n.content = vec![
-                    Piece::Data {
-                        id: ChunkId([3; 32]),
-                        len: 7,
-                    },
-                    Piece::Hole { len: 4096 },
-                ];
+                n.content = vec![Piece::Data { id: ChunkId([3; 32]), len: 7 }, Piece::Hole { len: 4096 }];
                 n.xattrs = vec![(b"user.a".to_vec(), vec![1, 2])];
                 n
             })
@@ -204,17 +183,11 @@ mod tests {
     #[test]
     fn unsafe_names_are_refused() {
         for bad in [&b".."[..], b".", b"", b"a/b", b"a\0"] {
-            let t = Tree {
-                version: TREE_VERSION,
-                nodes: vec![Node::new(bad.to_vec(), NodeKind::File)],
-            };
+            let t = Tree { version: TREE_VERSION, nodes: vec![Node::new(bad.to_vec(), NodeKind::File)] };
             let bytes = t.encode().expect("encode");
             assert!(Tree::decode(&ChunkId([0; 32]), &bytes).is_err(), "{bad:?}");
         }
-        let dup = Tree {
-            version: TREE_VERSION,
-            nodes: vec![Node::new(b"a".to_vec(), NodeKind::File); 2],
-        };
+        let dup = Tree { version: TREE_VERSION, nodes: vec![Node::new(b"a".to_vec(), NodeKind::File); 2] };
         assert!(Tree::decode(&ChunkId([0; 32]), &dup.encode().expect("encode")).is_err());
     }
 }

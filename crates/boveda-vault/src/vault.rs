@@ -79,9 +79,7 @@ impl Vault {
         let location = store.location();
         match store.get("config") {
             Ok(_) => {
-                return Err(VaultError::Invalid(format!(
-                    "{location} already holds a vault"
-                )));
+                return Err(VaultError::Invalid(format!("{location} already holds a vault")));
             }
             Err(e) if e.kind() == StoreErrorKind::NotFound => {}
             Err(e) => return Err(e.into()),
@@ -97,23 +95,12 @@ impl Vault {
         let key = MasterKey::generate();
         let slot = KeySlot::create(&key, passphrase, opts.kdf, "initial", &opts.hostname)?;
         store.put(&KeySlot::name(&slot.id), &slot.to_bytes()?)?;
-        let config = VaultConfig {
-            id: RecordId::random(),
-            created: Timestamp::now(),
-            chunker: opts.chunker,
-        };
-        let vault = Vault {
-            store,
-            key,
-            config,
-            settings: opts.settings.clone(),
-            slot: slot.id,
-        };
+        let config = VaultConfig { id: RecordId::random(), created: Timestamp::now(), chunker: opts.chunker };
+        let vault = Vault { store, key, config, settings: opts.settings.clone(), slot: slot.id };
         vault.catalog_put(SETTINGS_KIND, &SETTINGS_ID, Some(&opts.settings))?;
         // The config object is written last: its presence is what makes a vault.
         let mut cfg = header(ObjectKind::Config).to_vec();
-        serde_json::to_writer(&mut cfg, &vault.config)
-            .map_err(|e| VaultError::Invalid(e.to_string()))?;
+        serde_json::to_writer(&mut cfg, &vault.config).map_err(|e| VaultError::Invalid(e.to_string()))?;
         vault.store.put("config", &cfg)?;
         Ok(vault)
     }
@@ -132,17 +119,12 @@ impl Vault {
             Err(e) => return Err(e.into()),
         };
         let body = parse_header("config", &cfg_bytes, ObjectKind::Config).map_err(|e| match e {
-            VaultError::NewerFormat {
-                found, supported, ..
-            } => VaultError::NewerFormat {
-                location: location.clone(),
-                found,
-                supported,
-            },
+            VaultError::NewerFormat { found, supported, .. } => {
+                VaultError::NewerFormat { location: location.clone(), found, supported }
+            }
             other => other,
         })?;
-        let config: VaultConfig =
-            serde_json::from_slice(body).map_err(|e| VaultError::damaged("config", e))?;
+        let config: VaultConfig = serde_json::from_slice(body).map_err(|e| VaultError::damaged("config", e))?;
         let slots = store.list("keys")?;
         for info in &slots {
             let slot = KeySlot::from_bytes(&info.name, &store.get(&info.name)?)?;
@@ -168,10 +150,7 @@ impl Vault {
                 return Ok(vault);
             }
         }
-        Err(VaultError::WrongPassphrase {
-            location,
-            slots: slots.len(),
-        })
+        Err(VaultError::WrongPassphrase { location, slots: slots.len() })
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -215,16 +194,9 @@ impl Vault {
     ///
     /// # Errors
     /// A store error.
-    pub fn add_key(
-        &self,
-        passphrase: &[u8],
-        label: &str,
-        kdf: KdfParams,
-        hostname: &str,
-    ) -> Result<RecordId> {
+    pub fn add_key(&self, passphrase: &[u8], label: &str, kdf: KdfParams, hostname: &str) -> Result<RecordId> {
         let slot = KeySlot::create(&self.key, passphrase, kdf, label, hostname)?;
-        self.store
-            .put(&KeySlot::name(&slot.id), &slot.to_bytes()?)?;
+        self.store.put(&KeySlot::name(&slot.id), &slot.to_bytes()?)?;
         Ok(slot.id)
     }
 
@@ -254,23 +226,16 @@ impl Vault {
     /// `NotFound` or `Invalid` with the reason.
     pub fn remove_key(&self, id_prefix: &str) -> Result<RecordId> {
         let keys = self.list_keys()?;
-        let matches: Vec<_> = keys
-            .iter()
-            .filter(|k| k.id.to_hex().starts_with(id_prefix))
-            .collect();
+        let matches: Vec<_> = keys.iter().filter(|k| k.id.to_hex().starts_with(id_prefix)).collect();
         let slot = match matches.as_slice() {
             [one] => *one,
             [] => return Err(VaultError::NotFound(format!("key slot {id_prefix}"))),
             _ => {
-                return Err(VaultError::Invalid(format!(
-                    "key slot prefix {id_prefix} is ambiguous"
-                )));
+                return Err(VaultError::Invalid(format!("key slot prefix {id_prefix} is ambiguous")));
             }
         };
         if keys.len() == 1 {
-            return Err(VaultError::Invalid(
-                "cannot remove the vault's last key slot".into(),
-            ));
+            return Err(VaultError::Invalid("cannot remove the vault's last key slot".into()));
         }
         if slot.current {
             return Err(VaultError::Invalid(
@@ -307,13 +272,9 @@ impl Vault {
     /// # Errors
     /// `MissingChunk` when no index lists it; `Damaged` naming the pack.
     pub fn read_blob(&self, index: &ChunkIndex, id: &ChunkId) -> Result<Vec<u8>> {
-        let r = index
-            .get(id)
-            .ok_or(VaultError::MissingChunk { chunk: *id })?;
+        let r = index.get(id).ok_or(VaultError::MissingChunk { chunk: *id })?;
         let name = pack_name(r.kind, &r.pack);
-        let sealed = self
-            .store
-            .get_range(&name, u64::from(r.offset), u64::from(r.length))?;
+        let sealed = self.store.get_range(&name, u64::from(r.offset), u64::from(r.length))?;
         self.decode_blob_at(&r, id, &sealed)
     }
 
@@ -322,9 +283,8 @@ impl Vault {
     /// # Errors
     /// `Damaged` naming the pack and chunk.
     pub fn decode_blob_at(&self, r: &BlobRef, id: &ChunkId, sealed: &[u8]) -> Result<Vec<u8>> {
-        decode_blob(&self.key, sealed, r.raw_len as usize, id).map_err(|e| {
-            VaultError::damaged(pack_name(r.kind, &r.pack), format!("chunk {id}: {e}"))
-        })
+        decode_blob(&self.key, sealed, r.raw_len as usize, id)
+            .map_err(|e| VaultError::damaged(pack_name(r.kind, &r.pack), format!("chunk {id}: {e}")))
     }
 
     /// Reads and decodes one tree.
@@ -355,14 +315,7 @@ impl Vault {
         let names = self.store.list("points")?;
         let mut points: Vec<RecoveryPoint> = names
             .par_iter()
-            .map(|info| {
-                open_json(
-                    &self.key,
-                    &info.name,
-                    &self.store.get(&info.name)?,
-                    ObjectKind::Point,
-                )
-            })
+            .map(|info| open_json(&self.key, &info.name, &self.store.get(&info.name)?, ObjectKind::Point))
             .collect::<Result<_>>()?;
         points.sort_by(|a, b| a.time.cmp(&b.time).then(a.id.cmp(&b.id)));
         Ok(points)
@@ -387,18 +340,9 @@ impl Vault {
     ///
     /// # Errors
     /// A store error.
-    pub fn catalog_put<T: Serialize>(
-        &self,
-        kind: &str,
-        id: &RecordId,
-        body: Option<&T>,
-    ) -> Result<()> {
+    pub fn catalog_put<T: Serialize>(&self, kind: &str, id: &RecordId, body: Option<&T>) -> Result<()> {
         let now = Timestamp::now();
-        let rec = CatalogRecord {
-            id: *id,
-            revision: now,
-            body,
-        };
+        let rec = CatalogRecord { id: *id, revision: now, body };
         let bytes = seal_json(&self.key, ObjectKind::Catalog, &rec)?;
         self.store.put(&revision_name(kind, id, now), &bytes)?;
         Ok(())
@@ -408,26 +352,13 @@ impl Vault {
     ///
     /// # Errors
     /// A store error or a damaged record (named).
-    pub fn catalog_list<T: DeserializeOwned + Send>(
-        &self,
-        kind: &str,
-    ) -> Result<Vec<(RecordId, T)>> {
-        let names = self
-            .store
-            .list(&format!("catalog/{kind}"))?
-            .into_iter()
-            .map(|o| o.name);
+    pub fn catalog_list<T: DeserializeOwned + Send>(&self, kind: &str) -> Result<Vec<(RecordId, T)>> {
+        let names = self.store.list(&format!("catalog/{kind}"))?.into_iter().map(|o| o.name);
         let newest = newest_revisions(kind, names);
         let records: Vec<CatalogRecord<T>> = newest
             .par_iter()
-            .map(|(_, name)| {
-                open_json(&self.key, name, &self.store.get(name)?, ObjectKind::Catalog)
-            })
+            .map(|(_, name)| open_json(&self.key, name, &self.store.get(name)?, ObjectKind::Catalog))
             .collect::<Result<_>>()?;
-        Ok(records
-            .into_iter()
-            .filter(is_live)
-            .filter_map(|r| r.body.map(|b| (r.id, b)))
-            .collect())
+        Ok(records.into_iter().filter(is_live).filter_map(|r| r.body.map(|b| (r.id, b))).collect())
     }
 }

@@ -1,0 +1,170 @@
+//! The command line, following `az backup` nouns and verbs.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "boveda", version, about = "Encrypted, deduplicating backup vaults of recovery points")]
+pub struct Cli {
+    /// The vault: a name this user's configuration knows, or a store path/URL.
+    #[arg(long, global = true, env = "BOVEDA_VAULT")]
+    pub vault: Option<String>,
+    /// File holding the vault passphrase (else BOVEDA_PASSWORD, else a prompt).
+    #[arg(long, global = true, env = "BOVEDA_PASSWORD_FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value = "table")]
+    pub output: Output,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Create, list, show and check vaults; manage their passphrases.
+    #[command(subcommand)]
+    Vault(VaultCmd),
+    /// Register and list protected items.
+    #[command(subcommand)]
+    Item(ItemCmd),
+    /// Back up protected items.
+    #[command(subcommand)]
+    Protection(ProtectionCmd),
+    /// List, show and browse recovery points.
+    #[command(subcommand)]
+    Recoverypoint(PointCmd),
+    /// Restore a recovery point, or chosen paths of it, into a folder.
+    Restore(RestoreArgs),
+}
+
+#[derive(Subcommand)]
+pub enum VaultCmd {
+    /// Create a vault in a store (a local folder by default).
+    Create(CreateArgs),
+    /// List the vaults this user's configuration knows.
+    List,
+    /// Show a vault's settings and totals.
+    Show,
+    /// Verify the vault's structure; --read-data also reads every chunk.
+    Check {
+        #[arg(long)]
+        read_data: bool,
+    },
+    /// Manage the passphrases (key slots) that open the vault.
+    #[command(subcommand)]
+    Key(KeyCmd),
+}
+
+#[derive(Args)]
+pub struct CreateArgs {
+    /// 2-50 characters: letters, digits and hyphens, starting with a letter.
+    pub name: String,
+    /// Where the vault's objects live: a folder path or file://PATH.
+    #[arg(long)]
+    pub store: String,
+    /// A free-form location label.
+    #[arg(long, default_value = "local")]
+    pub location: String,
+    #[arg(long, value_parser = ["lrs", "grs"], default_value = "lrs")]
+    pub redundancy: String,
+    /// The secondary store for grs redundancy.
+    #[arg(long)]
+    pub secondary: Option<String>,
+    /// Target size of data packs, in MiB.
+    #[arg(long, default_value_t = 16)]
+    pub pack_size_mib: u32,
+    /// zstd level for chunks (0 = off).
+    #[arg(long, default_value_t = 3)]
+    pub compression: i32,
+    /// Use minimal key-derivation cost (tests only: weakens the passphrase).
+    #[arg(long, hide = true)]
+    pub insecure_fast_kdf: bool,
+}
+
+#[derive(Subcommand)]
+pub enum KeyCmd {
+    /// Add a passphrase (from --new-password-file, BOVEDA_NEW_PASSWORD or a prompt).
+    Add {
+        #[arg(long)]
+        new_password_file: Option<PathBuf>,
+        #[arg(long, default_value = "")]
+        label: String,
+        #[arg(long, hide = true)]
+        insecure_fast_kdf: bool,
+    },
+    /// List key slots.
+    List,
+    /// Remove a key slot by id (prefix).
+    Remove { id: String },
+}
+
+#[derive(Subcommand)]
+pub enum ItemCmd {
+    /// Register an item.
+    #[command(subcommand)]
+    Add(ItemAdd),
+    /// List items.
+    List,
+    /// Show one item.
+    Show { item: String },
+}
+
+#[derive(Subcommand)]
+pub enum ItemAdd {
+    /// A file tree: one or more paths, minus excluded globs.
+    Files {
+        name: String,
+        #[arg(long = "path", required = true)]
+        paths: Vec<PathBuf>,
+        /// A glob; with a `/` it matches whole paths, else entry names.
+        #[arg(long = "exclude")]
+        excludes: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ProtectionCmd {
+    /// Take an ad-hoc recovery point now.
+    BackupNow {
+        item: String,
+        /// Keep the point until this date (YYYY-MM-DD or RFC 3339); default 30 days.
+        #[arg(long)]
+        retain_until: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum PointCmd {
+    /// An item's recovery points.
+    List { item: String },
+    /// One recovery point in full.
+    Show { item: String, point: String },
+    /// Browse a recovery point's files.
+    Ls {
+        item: String,
+        point: String,
+        #[arg(default_value = "/")]
+        path: String,
+    },
+}
+
+#[derive(Args)]
+pub struct RestoreArgs {
+    pub item: String,
+    /// A point id (prefix) or `latest`.
+    #[arg(long, default_value = "latest")]
+    pub point: String,
+    /// The folder to restore into; paths are recreated below it.
+    #[arg(long)]
+    pub target: PathBuf,
+    /// Only these paths of the point (repeatable).
+    #[arg(long = "path")]
+    pub paths: Vec<String>,
+}

@@ -1,0 +1,78 @@
+use anyhow::Result;
+use boveda_service::{ItemSource, add_files_item, find_item, list_item_points, list_items};
+
+use super::Ctx;
+use crate::Outcome;
+use crate::args::{ItemAdd, ItemCmd};
+use crate::output::{print_table, size, time};
+
+pub fn run(ctx: &Ctx, cmd: ItemCmd) -> Result<Outcome> {
+    let vault = ctx.open()?;
+    match cmd {
+        ItemCmd::Add(ItemAdd::Files { name, paths, excludes }) => {
+            let item = add_files_item(&vault, &name, &paths, &excludes)?;
+            if ctx.json() {
+                ctx.print_json(&item)?;
+            } else {
+                println!("added item {} ({}); status: Warning (initial backup pending)", item.name, item.id.short());
+            }
+        }
+        ItemCmd::List => {
+            let items = list_items(&vault)?;
+            let points = vault.list_points()?;
+            if ctx.json() {
+                ctx.print_json(&items)?;
+            } else {
+                let rows: Vec<_> = items
+                    .iter()
+                    .map(|i| {
+                        let last = points.iter().rev().find(|p| p.item_id == i.id);
+                        let status = match last {
+                            None => "Warning (initial backup pending)".to_string(),
+                            Some(p) if !p.warnings.is_empty() => "Completed with warnings".into(),
+                            Some(_) => "Healthy".into(),
+                        };
+                        vec![
+                            i.name.clone(),
+                            i.source.type_name().into(),
+                            status,
+                            last.map(|p| time(p.time)).unwrap_or_else(|| "-".into()),
+                            points.iter().filter(|p| p.item_id == i.id).count().to_string(),
+                        ]
+                    })
+                    .collect();
+                print_table(&["NAME", "TYPE", "STATUS", "LAST BACKUP", "POINTS"], &rows);
+            }
+        }
+        ItemCmd::Show { item } => {
+            let item = find_item(&vault, &item)?;
+            let points = list_item_points(&vault, &item)?;
+            if ctx.json() {
+                ctx.print_json(&serde_json::json!({ "item": item, "recovery_points": points.len() }))?;
+            } else {
+                let ItemSource::Files { paths, excludes } = &item.source;
+                let mut rows = vec![
+                    vec!["name".into(), item.name.clone()],
+                    vec!["id".into(), item.id.to_hex()],
+                    vec!["type".into(), item.source.type_name().into()],
+                    vec!["created".into(), time(item.created)],
+                ];
+                for p in paths {
+                    rows.push(vec!["path".into(), p.display().to_string()]);
+                }
+                for e in excludes {
+                    rows.push(vec!["exclude".into(), e.clone()]);
+                }
+                rows.push(vec!["recovery points".into(), points.len().to_string()]);
+                if let Some(p) = points.last() {
+                    rows.push(vec![
+                        "last backup".into(),
+                        format!("{} ({}, {})", time(p.time), p.id.short(), size(p.stats.bytes)),
+                    ]);
+                }
+                print_table(&["FIELD", "VALUE"], &rows);
+            }
+        }
+    }
+    Ok(Outcome::Ok)
+}

@@ -1,0 +1,205 @@
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use boveda_service::{BackupRequest, backup_now, browse, find_item, find_point, hostname, list_item_points};
+use boveda_vault::{Node, NodeKind};
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+
+use super::Ctx;
+use crate::Outcome;
+use crate::args::{PointCmd, ProtectionCmd, RestoreArgs};
+use crate::output::{BackupBar, RestoreBar, opt_time, print_table, size, time};
+
+/// `YYYY-MM-DD` (kept to the end of that day, local time) or RFC 3339.
+fn parse_date(s: &str) -> Result<Timestamp> {
+    if let Ok(t) = s.parse::<Timestamp>() {
+        return Ok(t);
+    }
+    let date: jiff::civil::Date =
+        s.parse().with_context(|| format!("invalid date {s:?}: use YYYY-MM-DD or an RFC 3339 time"))?;
+    Ok(date.at(23, 59, 59, 0).to_zoned(TimeZone::system())?.timestamp())
+}
+
+pub fn protection(ctx: &Ctx, cmd: ProtectionCmd) -> Result<Outcome> {
+    let ProtectionCmd::BackupNow { item, retain_until } = cmd;
+    let retain_until = retain_until.as_deref().map(parse_date).transpose()?;
+    let vault = ctx.open()?;
+    let item = find_item(&vault, &item)?;
+    let started = Instant::now();
+    let bar = BackupBar::new();
+    let req = BackupRequest { retain_until, now: Timestamp::now(), cancel: None, hostname: hostname() };
+    let result = backup_now(&vault, &item, &req, &bar);
+    bar.finish();
+    let point = result?;
+    if ctx.json() {
+        ctx.print_json(&point)?;
+    } else {
+        let s = &point.stats;
+        println!(
+            "recovery point {} of item {}: {} files, {} dirs, {}; read {} ({} files unchanged); added {} to the vault ({} new chunks) in {:.1}s",
+            point.id.short(),
+            item.name,
+            s.files,
+            s.dirs,
+            size(s.bytes),
+            size(s.bytes_read),
+            s.files_unchanged,
+            size(s.bytes_stored),
+            s.chunks_new,
+            started.elapsed().as_secs_f64()
+        );
+        if !point.warnings.is_empty() {
+            println!("completed with {} warning(s)", point.warnings.len());
+        }
+    }
+    Ok(if point.warnings.is_empty() { Outcome::Ok } else { Outcome::Warnings })
+}
+
+fn mode_string(n: &Node) -> String {
+    let t = match n.kind {
+        NodeKind::Dir => 'd',
+        NodeKind::Symlink => 'l',
+        NodeKind::Fifo => 'p',
+        NodeKind::CharDevice => 'c',
+        NodeKind::BlockDevice => 'b',
+        NodeKind::Socket => 's',
+        NodeKind::File => '-',
+    };
+    let mut s = String::from(t);
+    for shift in [6, 3, 0] {
+        let bits = (n.mode >> shift) & 7;
+        s.push(if bits & 4 != 0 { 'r' } else { '-' });
+        s.push(if bits & 2 != 0 { 'w' } else { '-' });
+        s.push(if bits & 1 != 0 { 'x' } else { '-' });
+    }
+    s
+}
+
+pub fn points(ctx: &Ctx, cmd: PointCmd) -> Result<Outcome> {
+    let vault = ctx.open()?;
+    match cmd {
+        PointCmd::List { item } => {
+            let item = find_item(&vault, &item)?;
+            let points = list_item_points(&vault, &item)?;
+            if ctx.json() {
+                ctx.print_json(&points)?;
+            } else {
+                let rows: Vec<_> = points
+                    .iter()
+                    .map(|p| {
+                        vec![
+                            p.id.short(),
+                            time(p.time),
+                            p.consistency.as_str().into(),
+                            size(p.stats.bytes),
+                            p.stats.files.to_string(),
+                            opt_time(p.retain_until),
+                            if p.warnings.is_empty() {
+                                "Completed".into()
+                            } else {
+                                format!("CompletedWithWarnings ({})", p.warnings.len())
+                            },
+                        ]
+                    })
+                    .collect();
+                print_table(&["ID", "TIME", "CONSISTENCY", "SIZE", "FILES", "EXPIRES", "STATUS"], &rows);
+            }
+        }
+        PointCmd::Show { item, point } => {
+            let item = find_item(&vault, &item)?;
+            let p = find_point(&vault, &item, &point)?;
+            if ctx.json() {
+                ctx.print_json(&p)?;
+            } else {
+                let s = &p.stats;
+                let mut rows = vec![
+                    vec!["id".into(), p.id.to_hex()],
+                    vec!["item".into(), p.item_name.clone()],
+                    vec!["time".into(), time(p.time)],
+                    vec!["started".into(), time(p.started)],
+                    vec!["host".into(), p.hostname.clone()],
+                    vec!["consistency".into(), p.consistency.as_str().into()],
+                    vec!["expires".into(), opt_time(p.retain_until)],
+                    vec!["kept by".into(), p.kept_by.clone()],
+                    vec!["parent".into(), p.parent.map(|x| x.short()).unwrap_or_else(|| "-".into())],
+                    vec!["sources".into(), p.sources.join(", ")],
+                    vec!["files / dirs / other".into(), format!("{} / {} / {}", s.files, s.dirs, s.other_nodes)],
+                    vec!["size".into(), size(s.bytes)],
+                    vec!["read".into(), format!("{} ({} files unchanged)", size(s.bytes_read), s.files_unchanged)],
+                    vec![
+                        "added to vault".into(),
+                        format!("{} ({} new chunks, {} packs)", size(s.bytes_stored), s.chunks_new, s.packs_written),
+                    ],
+                ];
+                for w in &p.warnings {
+                    rows.push(vec!["warning".into(), w.clone()]);
+                }
+                print_table(&["FIELD", "VALUE"], &rows);
+            }
+        }
+        PointCmd::Ls { item, point, path } => {
+            let item = find_item(&vault, &item)?;
+            let p = find_point(&vault, &item, &point)?;
+            let nodes = browse(&vault, &p, &path)?;
+            if ctx.json() {
+                let list: Vec<_> = nodes
+                    .iter()
+                    .map(|n| serde_json::json!({"name": n.name_lossy(), "kind": format!("{:?}", n.kind), "mode": n.mode & 0o7777, "size": n.size, "uid": n.uid, "gid": n.gid, "mtime_ns": n.mtime_ns}))
+                    .collect();
+                ctx.print_json(&list)?;
+            } else {
+                for n in &nodes {
+                    let mtime = Timestamp::from_nanosecond(i128::from(n.mtime_ns)).map(time).unwrap_or_default();
+                    let mut name = n.name_lossy();
+                    if n.kind == NodeKind::Symlink {
+                        name = format!("{name} -> {}", String::from_utf8_lossy(&n.link_target));
+                    }
+                    println!("{} {:>5} {:>5} {:>12} {} {}", mode_string(n), n.uid, n.gid, n.size, mtime, name);
+                }
+            }
+        }
+    }
+    Ok(Outcome::Ok)
+}
+
+pub fn restore(ctx: &Ctx, args: RestoreArgs) -> Result<Outcome> {
+    let vault = ctx.open()?;
+    let item = find_item(&vault, &args.item)?;
+    let point = find_point(&vault, &item, &args.point)?;
+    let started = Instant::now();
+    let bar = RestoreBar::new();
+    let result = boveda_service::restore(&vault, &point, args.target.clone(), args.paths, None, &bar);
+    bar.finish();
+    let out = result?;
+    for w in &out.warnings {
+        eprintln!("warning: {w}");
+    }
+    for e in &out.errors {
+        eprintln!("error: {e}");
+    }
+    if ctx.json() {
+        ctx.print_json(&serde_json::json!({
+            "point": point.id.to_hex(), "files": out.files, "dirs": out.dirs, "other": out.other,
+            "bytes_written": out.bytes_written, "files_skipped": out.files_skipped,
+            "warnings": out.warnings, "errors": out.errors,
+        }))?;
+    } else {
+        println!(
+            "restored point {} of item {} into {}: {} files ({} already complete), {} dirs, {} other, {} written in {:.1}s",
+            point.id.short(),
+            item.name,
+            args.target.display(),
+            out.files,
+            out.files_skipped,
+            out.dirs,
+            out.other,
+            size(out.bytes_written),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    if !out.errors.is_empty() {
+        bail!("{} file(s) could not be restored", out.errors.len());
+    }
+    Ok(if out.warnings.is_empty() { Outcome::Ok } else { Outcome::Warnings })
+}

@@ -1,0 +1,179 @@
+use anyhow::Result;
+use boveda_service::{NewVault, Registry, create_vault, summarize};
+use boveda_vault::{CheckOptions, KdfParams, check};
+
+use super::Ctx;
+use crate::Outcome;
+use crate::args::{KeyCmd, VaultCmd};
+use crate::output::{print_table, size, time};
+use crate::passphrase::{new_passphrase, passphrase};
+
+fn kdf(fast: bool) -> KdfParams {
+    if fast { KdfParams::TESTING } else { KdfParams::DEFAULT }
+}
+
+pub fn run(ctx: &Ctx, cmd: VaultCmd) -> Result<Outcome> {
+    match cmd {
+        VaultCmd::Create(a) => {
+            let pass = passphrase(ctx.password_file.as_deref(), true)?;
+            let req = NewVault {
+                name: a.name,
+                store: a.store,
+                location: a.location,
+                redundancy: a.redundancy,
+                secondary: a.secondary,
+                pack_size_mib: a.pack_size_mib,
+                compression_level: a.compression,
+                kdf: kdf(a.insecure_fast_kdf),
+            };
+            let vault = create_vault(&req, &pass)?;
+            if ctx.json() {
+                ctx.print_json(&summarize(&vault)?)?;
+            } else {
+                println!("created vault {} ({}) at {}", req.name, vault.config().id.short(), vault.location());
+            }
+        }
+        VaultCmd::List => {
+            let reg = Registry::load()?;
+            if ctx.json() {
+                ctx.print_json(&reg.vaults)?;
+            } else {
+                let rows: Vec<_> = reg
+                    .vaults
+                    .iter()
+                    .map(|v| vec![v.name.clone(), v.store.clone(), v.id[..8.min(v.id.len())].to_string()])
+                    .collect();
+                print_table(&["NAME", "STORE", "ID"], &rows);
+            }
+        }
+        VaultCmd::Show => {
+            let vault = ctx.open()?;
+            let s = summarize(&vault)?;
+            if ctx.json() {
+                ctx.print_json(&s)?;
+            } else {
+                let rows = vec![
+                    vec!["name".into(), s.name.clone()],
+                    vec!["id".into(), s.id.clone()],
+                    vec!["store".into(), s.store.clone()],
+                    vec!["location".into(), s.location.clone()],
+                    vec!["redundancy".into(), s.redundancy.clone()],
+                    vec!["secondary".into(), s.secondary.clone().unwrap_or_else(|| "-".into())],
+                    vec!["format version".into(), s.format_version.to_string()],
+                    vec!["created".into(), s.created.clone()],
+                    vec!["pack size".into(), size(u64::from(s.pack_size))],
+                    vec!["compression".into(), format!("zstd level {}", s.compression_level)],
+                    vec![
+                        "chunk sizes".into(),
+                        format!(
+                            "{} / {} / {}",
+                            size(s.chunk_sizes.min_size.into()),
+                            size(s.chunk_sizes.avg_size.into()),
+                            size(s.chunk_sizes.max_size.into())
+                        ),
+                    ],
+                    vec!["items".into(), s.items.to_string()],
+                    vec!["recovery points".into(), s.recovery_points.to_string()],
+                    vec!["packs".into(), s.packs.to_string()],
+                    vec!["chunks".into(), s.chunks.to_string()],
+                    vec!["protected size".into(), size(s.protected_bytes)],
+                    vec!["stored size".into(), size(s.stored_bytes)],
+                ];
+                print_table(&["SETTING", "VALUE"], &rows);
+            }
+        }
+        VaultCmd::Check { read_data } => {
+            let vault = ctx.open()?;
+            let quiet = ctx.json();
+            let report = check(&vault, CheckOptions { read_data }, &|step| {
+                if !quiet {
+                    eprintln!("checking {step}");
+                }
+            })?;
+            if ctx.json() {
+                ctx.print_json(&report)?;
+            } else {
+                for note in &report.notes {
+                    println!("note: {note}");
+                }
+                for p in &report.problems {
+                    println!("error: {} {}", p.object, p.problem);
+                    for a in &p.affects {
+                        println!("  affects item {} point {}: {}", a.item, a.point, a.path);
+                    }
+                    if p.more_affected > 0 {
+                        println!("  ... and {} more", p.more_affected);
+                    }
+                }
+                println!(
+                    "checked {} key slot(s), {} index object(s), {} pack(s), {} recovery point(s), {} tree(s){}",
+                    report.key_slots,
+                    report.index_objects,
+                    report.packs,
+                    report.points,
+                    report.trees,
+                    if read_data {
+                        format!(", read {} chunk(s), {}", report.chunks_read, size(report.bytes_read))
+                    } else {
+                        String::new()
+                    }
+                );
+                if report.is_ok() {
+                    println!("no problems found");
+                } else {
+                    println!("{} problem(s) found", report.problems.len());
+                }
+            }
+            if !report.is_ok() {
+                return Ok(Outcome::Failed);
+            }
+        }
+        VaultCmd::Key(k) => return key(ctx, k),
+    }
+    Ok(Outcome::Ok)
+}
+
+fn key(ctx: &Ctx, cmd: KeyCmd) -> Result<Outcome> {
+    let vault = ctx.open()?;
+    match cmd {
+        KeyCmd::Add { new_password_file, label, insecure_fast_kdf } => {
+            let pass = new_passphrase(new_password_file.as_deref())?;
+            if pass.is_empty() {
+                anyhow::bail!("the new passphrase must not be empty");
+            }
+            let id = vault.add_key(&pass, &label, kdf(insecure_fast_kdf), &boveda_service::hostname())?;
+            if ctx.json() {
+                ctx.print_json(&serde_json::json!({ "id": id.to_hex() }))?;
+            } else {
+                println!("added key slot {}", id.short());
+            }
+        }
+        KeyCmd::List => {
+            let keys = vault.list_keys()?;
+            if ctx.json() {
+                ctx.print_json(&keys)?;
+            } else {
+                let rows: Vec<_> = keys
+                    .iter()
+                    .map(|k| {
+                        vec![
+                            if k.current { "*".into() } else { String::new() },
+                            k.id.short(),
+                            k.label.clone(),
+                            k.hostname.clone(),
+                            time(k.created),
+                        ]
+                    })
+                    .collect();
+                print_table(&["", "ID", "LABEL", "HOST", "CREATED"], &rows);
+            }
+        }
+        KeyCmd::Remove { id } => {
+            let removed = vault.remove_key(&id)?;
+            if !ctx.json() {
+                println!("removed key slot {}", removed.short());
+            }
+        }
+    }
+    Ok(Outcome::Ok)
+}
