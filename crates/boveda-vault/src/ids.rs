@@ -3,13 +3,31 @@
 
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 macro_rules! hex_id {
     ($(#[$doc:meta])* $name:ident, $len:expr) => {
         $(#[$doc])*
-        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub struct $name(pub [u8; $len]);
+
+        // Hex in JSON (what people read), raw bytes in binary encodings.
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                if s.is_human_readable() { s.serialize_str(&self.to_hex()) } else { self.0.serialize(s) }
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                if d.is_human_readable() {
+                    let s = String::deserialize(d)?;
+                    Self::from_hex(&s).ok_or_else(|| serde::de::Error::custom(format!("invalid {} {s:?}", stringify!($name))))
+                } else {
+                    <[u8; $len]>::deserialize(d).map(Self)
+                }
+            }
+        }
 
         impl $name {
             pub const LEN: usize = $len;
@@ -82,5 +100,22 @@ impl PointId {
 impl RecordId {
     pub fn random() -> Self {
         Self(random_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_hex_in_json_and_bytes_in_postcard() {
+        let id = PointId([0xab; 16]);
+        let json = serde_json::to_string(&id).expect("json");
+        assert_eq!(json, format!("\"{}\"", "ab".repeat(16)));
+        assert_eq!(serde_json::from_str::<PointId>(&json).expect("back"), id);
+        let bin = postcard::to_stdvec(&id).expect("postcard");
+        assert_eq!(bin.len(), 16);
+        assert_eq!(postcard::from_bytes::<PointId>(&bin).expect("back"), id);
+        assert!(serde_json::from_str::<PointId>("\"zz\"").is_err());
     }
 }

@@ -1,0 +1,307 @@
+//! Helpers for end-to-end tests: a private config dir and vault per test,
+//! the real `boveda` binary, generated trees, and a tree comparison.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub vault: PathBuf,
+}
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_boveda"))
+}
+
+impl Env {
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new().prefix("boveda-e2e").tempdir().expect("tempdir");
+        let vault = dir.path().join("vault");
+        Env { dir, vault }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.args(args)
+            .env("BOVEDA_CONFIG_DIR", self.path("config"))
+            .env("BOVEDA_PASSWORD", "correct horse")
+            .env_remove("BOVEDA_VAULT")
+            .env_remove("BOVEDA_PASSWORD_FILE");
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("run boveda")
+    }
+
+    /// Runs and requires the given exit code; returns stdout.
+    pub fn expect(&self, code: i32, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "boveda {args:?}\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        self.expect(0, args)
+    }
+
+    /// Fails with exit code 1; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "boveda {args:?} should fail\nstdout: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    pub fn create_vault(&self) {
+        let v = self.vault.to_str().expect("utf8");
+        self.ok(&["vault", "create", "test-vault", "--store", v, "--insecure-fast-kdf", "--pack-size-mib", "1"]);
+    }
+
+    /// `backup-now` as JSON; returns the point.
+    pub fn backup(&self, item: &str, code: i32) -> serde_json::Value {
+        let out = self.expect(code, &["--output", "json", "protection", "backup-now", item]);
+        serde_json::from_str(&out).expect("point json")
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+pub fn set_mtime(path: &Path, secs: i64, nsec: i64) {
+    let t = rustix_times(secs, nsec);
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("cstring");
+    // SAFETY: c is a valid C string and t a valid timespec pair.
+    let rc = unsafe { libc_utimensat(c.as_ptr(), t.as_ptr()) };
+    assert_eq!(rc, 0, "utimensat {}", path.display());
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Timespec {
+    sec: i64,
+    nsec: i64,
+}
+
+fn rustix_times(secs: i64, nsec: i64) -> [Timespec; 2] {
+    [Timespec { sec: secs, nsec }, Timespec { sec: secs, nsec }]
+}
+
+unsafe extern "C" {
+    fn utimensat(dirfd: i32, path: *const std::ffi::c_char, times: *const Timespec, flags: i32) -> i32;
+}
+
+unsafe fn libc_utimensat(path: *const std::ffi::c_char, t: *const Timespec) -> i32 {
+    const AT_FDCWD: i32 = -100;
+    const AT_SYMLINK_NOFOLLOW: i32 = 0x100;
+    // SAFETY: forwarded from the caller.
+    unsafe { utimensat(AT_FDCWD, path, t, AT_SYMLINK_NOFOLLOW) }
+}
+
+pub fn is_root() -> bool {
+    fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+}
+
+/// A tree holding every case a file backup must keep.
+pub fn make_full_tree(root: &Path) {
+    fs::create_dir_all(root.join("docs/nested/deeper")).expect("mkdir");
+    fs::write(root.join("docs/readme.txt"), b"hello boveda\n".repeat(1000)).expect("write");
+    fs::write(root.join("docs/nested/random.bin"), noise(1, 3_500_000)).expect("write");
+    fs::write(root.join("docs/nested/deeper/small.txt"), b"x").expect("write");
+    fs::write(root.join("empty-file"), b"").expect("write");
+    fs::create_dir(root.join("empty-dir")).expect("mkdir");
+    // symlinks: relative, absolute pointing outside, dangling; never followed
+    symlink("docs/readme.txt", root.join("link-rel")).expect("symlink");
+    symlink("/etc/hostname", root.join("link-abs")).expect("symlink");
+    symlink("does-not-exist", root.join("link-dangling")).expect("symlink");
+    // hard links
+    fs::write(root.join("hard-a"), noise(2, 10_000)).expect("write");
+    fs::hard_link(root.join("hard-a"), root.join("docs/hard-b")).expect("link");
+    // permissions
+    fs::write(root.join("script.sh"), b"#!/bin/sh\necho hi\n").expect("write");
+    fs::set_permissions(root.join("script.sh"), fs::Permissions::from_mode(0o750)).expect("chmod");
+    fs::write(root.join("private"), b"secret").expect("write");
+    fs::set_permissions(root.join("private"), fs::Permissions::from_mode(0o600)).expect("chmod");
+    fs::write(root.join("setgid-file"), b"g").expect("write");
+    fs::set_permissions(root.join("setgid-file"), fs::Permissions::from_mode(0o2755)).expect("chmod");
+    // ownership (as root only)
+    if is_root() {
+        std::os::unix::fs::lchown(root.join("private"), Some(1234), Some(5678)).expect("chown");
+        std::os::unix::fs::lchown(root.join("link-rel"), Some(4321), Some(8765)).expect("lchown");
+    }
+    // xattrs
+    let _ = xattr_set(&root.join("docs/readme.txt"), "user.boveda.test", b"value-1");
+    // a sparse file: 64 MiB with data at two places
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = fs::File::create(root.join("sparse.img")).expect("create");
+        f.seek(SeekFrom::Start(10 << 20)).expect("seek");
+        f.write_all(&noise(3, 100_000)).expect("write");
+        f.seek(SeekFrom::Start(40 << 20)).expect("seek");
+        f.write_all(b"middle").expect("write");
+        f.set_len(64 << 20).expect("set_len");
+    }
+    // non-UTF-8 names
+    let bad = OsStr::from_bytes(b"caf\xe9-latin1.txt");
+    fs::write(root.join(bad), b"latin-1 name").expect("write");
+    fs::create_dir(root.join(OsStr::from_bytes(b"dir-\xff\xfe"))).expect("mkdir");
+    fs::write(root.join(OsStr::from_bytes(b"dir-\xff\xfe")).join("inner"), b"inner").expect("write");
+    // a very long path (about 3000 bytes)
+    let mut long = root.join("long");
+    for i in 0..12 {
+        long = long.join(format!("{i:02}-{}", "d".repeat(240)));
+    }
+    fs::create_dir_all(&long).expect("mkdir long");
+    fs::write(long.join("leaf.txt"), b"deep").expect("write");
+    // many small files
+    fs::create_dir(root.join("many")).expect("mkdir");
+    for i in 0..1500 {
+        fs::write(root.join(format!("many/f{i:05}")), format!("file {i}\n").repeat(i % 7 + 1)).expect("write");
+    }
+    // a fifo
+    let fifo = std::ffi::CString::new(root.join("fifo").as_os_str().as_bytes()).expect("cstring");
+    // SAFETY: a valid C string path.
+    assert_eq!(unsafe { mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    // fixed mtimes, including before 1970 and with nanoseconds
+    set_mtime(&root.join("docs/readme.txt"), 1_600_000_000, 123_456_789);
+    set_mtime(&root.join("empty-file"), -86_400, 0);
+    set_mtime(&root.join("link-rel"), 1_500_000_000, 0);
+    set_mtime(&root.join("docs/nested"), 1_400_000_000, 5);
+}
+
+unsafe extern "C" {
+    fn mkfifo(path: *const std::ffi::c_char, mode: u32) -> i32;
+}
+
+pub fn xattr_set(path: &Path, name: &str, value: &[u8]) -> std::io::Result<()> {
+    xattr::set(path, name, value)
+}
+
+fn xattrs_of(path: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<_> = xattr::list(path)
+        .map(|names| {
+            names
+                .filter_map(|n| {
+                    let v = xattr::get(path, &n).ok().flatten()?;
+                    Some((n.to_string_lossy().into_owned(), v))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// Everything a restore must reproduce about one entry.
+#[derive(Debug, PartialEq)]
+struct Entry {
+    kind: String,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    size: u64,
+    mtime: Option<(i64, i64)>,
+    content: Option<[u8; 32]>,
+    target: Option<PathBuf>,
+    xattrs: Vec<(String, Vec<u8>)>,
+    link_group: Option<usize>,
+}
+
+fn describe(root: &Path) -> BTreeMap<PathBuf, Entry> {
+    let mut out = BTreeMap::new();
+    let mut inodes: BTreeMap<u64, usize> = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let mut entries: Vec<_> = fs::read_dir(&dir).expect("read_dir").map(|e| e.expect("entry").path()).collect();
+        entries.sort();
+        for p in entries {
+            let m = fs::symlink_metadata(&p).expect("lstat");
+            let ft = m.file_type();
+            let kind = if ft.is_dir() {
+                stack.push(p.clone());
+                "dir"
+            } else if ft.is_symlink() {
+                "symlink"
+            } else if ft.is_file() {
+                "file"
+            } else {
+                "other"
+            };
+            let content = ft.is_file().then(|| hash_file(&p));
+            let link_group = (ft.is_file() && m.nlink() > 1).then(|| {
+                let n = inodes.len();
+                *inodes.entry(m.ino()).or_insert(n)
+            });
+            out.insert(
+                p.strip_prefix(root).expect("prefix").to_path_buf(),
+                Entry {
+                    kind: kind.into(),
+                    mode: if ft.is_symlink() { 0 } else { m.mode() },
+                    uid: m.uid(),
+                    gid: m.gid(),
+                    size: if ft.is_file() { m.len() } else { 0 },
+                    // directory mtimes are compared too (set after their content)
+                    mtime: Some((m.mtime(), m.mtime_nsec())),
+                    content,
+                    target: ft.is_symlink().then(|| fs::read_link(&p).expect("readlink")),
+                    xattrs: xattrs_of(&p),
+                    link_group,
+                },
+            );
+        }
+    }
+    out
+}
+
+fn hash_file(p: &Path) -> [u8; 32] {
+    *blake3::hash(&fs::read(p).expect("read")).as_bytes()
+}
+
+/// Asserts that two trees hold the same entries, bytes and metadata.
+pub fn assert_same_tree(original: &Path, restored: &Path) {
+    let a = describe(original);
+    let b = describe(restored);
+    let names_a: Vec<_> = a.keys().collect();
+    let names_b: Vec<_> = b.keys().collect();
+    assert_eq!(names_a, names_b, "entry names differ");
+    for (path, ea) in &a {
+        let eb = &b[path];
+        assert_eq!(ea, eb, "entry {} differs", path.display());
+    }
+}
+
+/// Allocated bytes of a file.
+pub fn allocated(p: &Path) -> u64 {
+    fs::metadata(p).expect("stat").blocks() * 512
+}
