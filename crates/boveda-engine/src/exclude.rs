@@ -1,7 +1,7 @@
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
 use crate::error::{EngineError, Result};
 
@@ -20,7 +20,10 @@ impl Excludes {
         let mut by_path = GlobSetBuilder::new();
         let mut by_name = GlobSetBuilder::new();
         for p in patterns {
-            let glob = Glob::new(p.trim_end_matches('/'))
+            // `*` stays within one path component; `**` crosses them
+            let glob = GlobBuilder::new(p.trim_end_matches('/'))
+                .literal_separator(true)
+                .build()
                 .map_err(|e| EngineError::Exclude { pattern: p.clone(), reason: e.kind().to_string() })?;
             if p.trim_end_matches('/').contains('/') {
                 by_path.add(glob);

@@ -21,7 +21,7 @@ use crate::vault::Vault;
 /// Tree packs are flushed at this size: trees are small and read often.
 const TREE_PACK_SIZE: usize = 4 << 20;
 /// Room past the target size for the last blob (at most a maximal chunk) and the footer.
-const PACK_SLACK: usize = 9 << 20;
+const PACK_SLACK: usize = 5 << 20;
 
 /// What a writer added to the store.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

@@ -16,8 +16,8 @@ pub struct ChunkerParams {
 }
 
 impl ChunkerParams {
-    /// 512 KiB / 1 MiB / 8 MiB: see docs/FORMAT.md for the measurement.
-    pub const DEFAULT: Self = Self { min_size: 512 << 10, avg_size: 1 << 20, max_size: 8 << 20 };
+    /// 512 KiB / 1 MiB / 4 MiB: see docs/FORMAT.md for the measurement.
+    pub const DEFAULT: Self = Self { min_size: 512 << 10, avg_size: 1 << 20, max_size: 4 << 20 };
 
     pub fn is_valid(&self) -> bool {
         use fastcdc::v2020::{AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MAX, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN};

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Compare boveda with restic and borg (Debian's packages) on the shared
+# corpus, in one run: initial backup, unchanged re-backup, backup after the
+# ~1% change of mutate.py, and full restore. Reports wall time, peak RSS and
+# repository size, and checks that every restore equals the source.
+#
+#   bench/compare.sh [WORK_DIR] [SCALE]      (defaults: /tmp/boveda-bench 1)
+#
+# Every phase starts with the source in the page cache (it is read once
+# before), so tools are compared on their own work, not on the disk.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/.." && pwd)
+shared=${SHARED_DIR:-$repo/../shared}
+work=${1:-/tmp/boveda-bench}
+scale=${2:-1}
+
+need() { command -v "$1" >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; }; }
+need restic restic
+need borg borgbackup
+[ -x /usr/bin/time ] || need /usr/bin/time time
+
+(cd "$repo" && cargo build --release -q)
+boveda=$repo/target/release/boveda
+
+mkdir -p "$work"
+bash "$shared/bench/make_corpus.sh" "$work/corpus" "$scale" >/dev/null
+rm -rf "$work/run" && mkdir -p "$work/run"
+run=$work/run
+cp -a "$work/corpus/tree" "$run/tree"   # mutate.py changes it; the corpus stays pristine
+src=$run/tree
+
+export BOVEDA_CONFIG_DIR=$run/boveda-config BOVEDA_PASSWORD=bench
+export RESTIC_PASSWORD=bench RESTIC_REPOSITORY=$run/restic-repo
+export BORG_PASSPHRASE=bench BORG_REPO=$run/borg-repo BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
+export BORG_RELOCATED_REPO_ACCESS_IS_OK=yes BORG_BASE_DIR=$run/borg-base
+
+results=$run/results.tsv
+: > "$results"
+warm() { find "$src" -type f -print0 | xargs -0 cat > /dev/null; }
+measure() { # tool phase command...
+  local tool=$1 phase=$2; shift 2
+  /usr/bin/time -f "%e %M" -o "$run/time.txt" "$@" > "$run/$tool-$phase.log" 2>&1 \
+    || { echo "$tool $phase failed:"; cat "$run/$tool-$phase.log"; exit 1; }
+  read -r secs kb < "$run/time.txt"
+  printf '%s\t%s\t%s\t%s\n' "$tool" "$phase" "$secs" "$kb" >> "$results"
+  printf '%-7s %-10s %8.2f s %8d MB\n' "$tool" "$phase" "$secs" "$((kb / 1024))"
+}
+
+"$boveda" vault create bench --store "$run/boveda-vault" >/dev/null
+"$boveda" item add files tree --path "$src" >/dev/null
+restic init -q >/dev/null
+borg init -e repokey >/dev/null 2>&1
+
+backup() { # phase
+  warm; measure boveda "$1" "$boveda" protection backup-now tree
+  warm; measure restic "$1" restic backup -q "$src"
+  warm; measure borg "$1" borg create "::$1" "$src"
+}
+backup initial
+backup unchanged
+python3 "$shared/bench/mutate.py" "$run" 1
+backup changed
+
+for t in boveda restic borg; do rm -rf "$run/restore-$t"; mkdir -p "$run/restore-$t"; done
+measure boveda restore "$boveda" restore tree --target "$run/restore-boveda"
+measure restic restore restic restore latest --target "$run/restore-restic"
+measure borg restore sh -c "cd '$run/restore-borg' && borg extract ::changed"
+
+for t in boveda restic borg; do
+  if diff -r --no-dereference "$src" "$run/restore-$t/${src#/}" > /dev/null; then ok=yes; else ok=NO; fi
+  echo "$t restore equals source: $ok"
+  printf '%s\tidentical\t%s\t0\n' "$t" "$ok" >> "$results"
+done
+for d in boveda-vault restic-repo borg-repo; do
+  size=$(du -sb "$run/$d" | cut -f1)
+  echo "$d: $((size / 1048576)) MiB"
+  printf '%s\tsize\t%s\t0\n' "${d%%-*}" "$size" >> "$results"
+done
+echo "raw results: $results"
