@@ -7,7 +7,8 @@
 #   bench/compare.sh [WORK_DIR] [SCALE]      (defaults: /tmp/boveda-bench 1)
 #
 # Every phase starts with the source in the page cache (it is read once
-# before), so tools are compared on their own work, not on the disk.
+# before) and no dirty pages (sync), so tools are compared on their own
+# work, not on the disk or on each other's writeback.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
@@ -40,6 +41,7 @@ results=$run/results.tsv
 warm() { find "$src" -type f -print0 | xargs -0 cat > /dev/null; }
 measure() { # tool phase command...
   local tool=$1 phase=$2; shift 2
+  sync   # no tool pays for another's dirty pages
   /usr/bin/time -f "%e %M" -o "$run/time.txt" "$@" > "$run/$tool-$phase.log" 2>&1 \
     || { echo "$tool $phase failed:"; cat "$run/$tool-$phase.log"; exit 1; }
   read -r secs kb < "$run/time.txt"

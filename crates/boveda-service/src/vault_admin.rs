@@ -85,11 +85,14 @@ fn normalize_store(url: &str) -> Result<String> {
         return Ok(url.to_string());
     }
     let p = std::path::Path::new(url);
-    if p.is_absolute() {
-        return Ok(url.to_string());
-    }
-    let cwd = std::env::current_dir().map_err(|e| ServiceError::Invalid(format!("cannot resolve {url}: {e}")))?;
-    Ok(cwd.join(p).display().to_string())
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().map_err(|e| ServiceError::Invalid(format!("cannot resolve {url}: {e}")))?.join(p)
+    };
+    // drop `.` components; `..` is kept as given (it may cross a symlink)
+    let clean: std::path::PathBuf = abs.components().filter(|c| !matches!(c, std::path::Component::CurDir)).collect();
+    Ok(clean.display().to_string())
 }
 
 /// Resolves `--vault`: a known name, else a store URL or path. With no

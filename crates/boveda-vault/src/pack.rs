@@ -132,6 +132,25 @@ mod tests {
     use super::*;
     use crate::blob::{decode_blob, encode_blob};
 
+    proptest::proptest! {
+        #[test]
+        fn any_pack_round_trips(blobs in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..3000), 0..12)) {
+            let key = MasterKey::generate();
+            let mut b = PackBuilder::new(BlobKind::Tree);
+            for blob in &blobs {
+                b.add(key.chunk_id(blob), blob.len() as u32, &encode_blob(&key, blob, 1));
+            }
+            let p = b.finish(&key).expect("finish");
+            let footer = read_footer(&key, "p", &p.bytes).expect("footer");
+            proptest::prop_assert_eq!(footer.kind, BlobKind::Tree);
+            proptest::prop_assert_eq!(footer.entries.len(), blobs.len());
+            for (e, blob) in footer.entries.iter().zip(&blobs) {
+                let sealed = &p.bytes[e.offset as usize..(e.offset + e.length) as usize];
+                proptest::prop_assert_eq!(&decode_blob(&key, sealed, e.raw_len as usize, &e.id).expect("blob"), blob);
+            }
+        }
+    }
+
     #[test]
     fn pack_round_trip() {
         let key = MasterKey::generate();

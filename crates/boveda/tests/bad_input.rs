@@ -163,3 +163,59 @@ fn key_slots_add_list_remove() {
         .expect("run");
     assert!(String::from_utf8_lossy(&out.stderr).contains("last key slot"));
 }
+
+#[test]
+fn redundancy_is_checked_stored_and_shown() {
+    let env = Env::new();
+    let v = env.path("v");
+    let err = env.fails(&[
+        "vault",
+        "create",
+        "geo",
+        "--store",
+        v.to_str().expect("utf8"),
+        "--redundancy",
+        "grs",
+        "--insecure-fast-kdf",
+    ]);
+    assert!(err.contains("needs --secondary"), "{err}");
+    let err = env.fails(&[
+        "vault",
+        "create",
+        "geo",
+        "--store",
+        v.to_str().expect("utf8"),
+        "--secondary",
+        "/x",
+        "--insecure-fast-kdf",
+    ]);
+    assert!(err.contains("only for --redundancy grs"), "{err}");
+    let second = env.path("second");
+    env.ok(&[
+        "vault",
+        "create",
+        "geo",
+        "--store",
+        v.to_str().expect("utf8"),
+        "--redundancy",
+        "grs",
+        "--secondary",
+        second.to_str().expect("utf8"),
+        "--location",
+        "west-rack",
+        "--insecure-fast-kdf",
+    ]);
+    let shown: serde_json::Value =
+        serde_json::from_str(&env.ok(&["--output", "json", "--vault", "geo", "vault", "show"])).expect("json");
+    assert_eq!(shown["redundancy"], "grs");
+    assert_eq!(shown["secondary"], second.to_str().expect("utf8"));
+    assert_eq!(shown["location"], "west-rack");
+    assert_eq!(shown["name"], "geo");
+    // the vault is complete in its store: opening it by path needs no registry
+    let out = env
+        .cmd(&["--output", "json", "--vault", v.to_str().expect("utf8"), "vault", "show"])
+        .env("BOVEDA_CONFIG_DIR", env.path("elsewhere"))
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0));
+}

@@ -24,11 +24,18 @@ fn chunks_in_vault(env: &Env) -> u64 {
     v["chunks"].as_u64().expect("chunks")
 }
 
+unsafe extern "C" {
+    fn kill(pid: i32, sig: i32) -> i32;
+}
+
 fn interrupt_backup(env: &Env, signal: &str, after: Duration) -> bool {
     let mut child = env.cmd(&["protection", "backup-now", "t"]).spawn().expect("spawn");
     sleep(after);
-    let pid = child.id().to_string();
-    let _ = Command::new("kill").args([signal, &pid]).status();
+    let sig = if signal == "-KILL" { 9 } else { 2 };
+    // SAFETY: sends a signal to our own child, which has not been reaped yet.
+    unsafe {
+        kill(child.id() as i32, sig);
+    }
     let status = child.wait().expect("wait");
     status.code().is_none() // true when the signal ended it mid-way
 }
