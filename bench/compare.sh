@@ -26,7 +26,15 @@ boveda=$repo/target/release/boveda
 
 mkdir -p "$work"
 bash "$shared/bench/make_corpus.sh" "$work/corpus" "$scale" >/dev/null
-rm -rf "$work/run" && mkdir -p "$work/run"
+if [ -e "$work/run" ]; then
+  # deleting an earlier run's trees (hundreds of thousands of files) keeps
+  # the file system busy for a while; measured right after, every tool's
+  # restore ran two to three times slower
+  rm -rf "$work/run"
+  sync
+  sleep 60
+fi
+mkdir -p "$work/run"
 run=$work/run
 cp -a "$work/corpus/tree" "$run/tree"   # mutate.py changes it; the corpus stays pristine
 src=$run/tree
