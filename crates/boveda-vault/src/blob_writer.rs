@@ -1,27 +1,37 @@
 //! Adds blobs to a vault from many threads at once.
 //!
 //! A blob already in the index, or already added in this session, is not
-//! stored again. New blobs are sealed outside any lock, appended to the open
-//! pack of their kind (data and trees never share a pack), and a full pack is
-//! written, then its index object, outside the lock. [`BlobWriter::flush`]
-//! writes the partial packs; only after it returns may a point manifest
-//! refer to the blobs.
+//! stored again. New blobs are sealed outside any lock and appended to the
+//! open pack of their kind (data and trees never share a pack). A full pack
+//! is handed to one upload thread through a rendezvous channel, which
+//! writes the pack and then its index object: the compute threads never wait
+//! on the store unless two packs are already in flight, which also bounds
+//! memory. [`BlobWriter::flush`] writes the partial packs and waits for the
+//! uploads; only after it returns may a point manifest refer to the blobs.
 
 use std::collections::HashSet;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use boveda_store::Store;
 
 use crate::ChunkId;
 use crate::blob::{BlobKind, encode_blob};
+use crate::crypto::MasterKey;
 use crate::error::{Result, VaultError};
 use crate::index::{ChunkIndex, IndexObject, IndexPack};
-use crate::pack::{PackBuilder, pack_name};
+use crate::pack::{FinishedPack, PackBuilder, pack_name};
 use crate::vault::Vault;
 
 /// Tree packs are flushed at this size: trees are small and read often.
 const TREE_PACK_SIZE: usize = 4 << 20;
 /// Room past the target size for the last blob (at most a maximal chunk) and the footer.
 const PACK_SLACK: usize = 5 << 20;
+/// Packs waiting for the upload thread besides the one it writes: none, so a
+/// full pack waits until the previous upload ends (two packs in memory at most).
+const UPLOAD_QUEUE: usize = 0;
 
 /// What a writer added to the store.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +42,23 @@ pub struct WriterStats {
     pub packs_written: u64,
 }
 
+/// Pack buffers kept for reuse once uploaded: allocating a fresh 16 MiB
+/// buffer per pack cost a page fault for every 4 KiB of it.
+const RECYCLED_BUFFERS: usize = 2;
+
+#[derive(Default)]
+struct UploadState {
+    bytes_stored: AtomicU64,
+    packs_written: AtomicU64,
+    error: Mutex<Option<VaultError>>,
+    buffers: Mutex<Vec<Vec<u8>>>,
+}
+
+struct Uploader {
+    sender: Option<SyncSender<FinishedPack>>,
+    thread: Option<JoinHandle<()>>,
+}
+
 pub struct BlobWriter<'a> {
     vault: &'a Vault,
     index: &'a ChunkIndex,
@@ -40,16 +67,56 @@ pub struct BlobWriter<'a> {
     tree: Mutex<PackBuilder>,
     chunks_new: AtomicU64,
     bytes_new: AtomicU64,
-    bytes_stored: AtomicU64,
-    packs_written: AtomicU64,
+    uploads: Arc<UploadState>,
+    uploader: Mutex<Uploader>,
 }
 
 fn poisoned() -> VaultError {
     VaultError::Invalid("a backup thread panicked".into())
 }
 
+fn upload(store: &dyn Store, key: &MasterKey, pack: FinishedPack, state: &UploadState) -> Result<()> {
+    store.put(&pack_name(pack.kind, &pack.id), &pack.bytes)?;
+    let index = IndexObject {
+        packs: vec![IndexPack { id: pack.id, kind: pack.kind, size: pack.bytes.len() as u64, entries: pack.entries }],
+    };
+    let (name, bytes) = index.seal(key)?;
+    store.put(&name, &bytes)?;
+    state.bytes_stored.fetch_add((pack.bytes.len() + bytes.len()) as u64, Ordering::Relaxed);
+    state.packs_written.fetch_add(1, Ordering::Relaxed);
+    if let Ok(mut pool) = state.buffers.lock()
+        && pool.len() < RECYCLED_BUFFERS
+    {
+        pool.push(pack.bytes);
+    }
+    Ok(())
+}
+
 impl<'a> BlobWriter<'a> {
     pub fn new(vault: &'a Vault, index: &'a ChunkIndex) -> Self {
+        let uploads = Arc::new(UploadState::default());
+        let (sender, receiver) = sync_channel::<FinishedPack>(UPLOAD_QUEUE);
+        let (store, key, state) = (vault.store().clone(), vault.key().clone(), uploads.clone());
+        let thread = std::thread::Builder::new().name("pack-upload".into()).spawn(move || {
+            // On the first error the thread stops; senders then see a closed channel.
+            for pack in receiver {
+                if let Err(e) = upload(store.as_ref(), &key, pack, &state) {
+                    if let Ok(mut slot) = state.error.lock() {
+                        *slot = Some(e);
+                    }
+                    return;
+                }
+            }
+        });
+        let (sender, thread) = match thread {
+            Ok(t) => (Some(sender), Some(t)),
+            Err(e) => {
+                if let Ok(mut slot) = uploads.error.lock() {
+                    *slot = Some(VaultError::Invalid(format!("cannot start the upload thread: {e}")));
+                }
+                (None, None)
+            }
+        };
         Self {
             vault,
             index,
@@ -58,8 +125,8 @@ impl<'a> BlobWriter<'a> {
             tree: Mutex::new(PackBuilder::new(BlobKind::Tree)),
             chunks_new: AtomicU64::new(0),
             bytes_new: AtomicU64::new(0),
-            bytes_stored: AtomicU64::new(0),
-            packs_written: AtomicU64::new(0),
+            uploads,
+            uploader: Mutex::new(Uploader { sender, thread }),
         }
     }
 
@@ -71,7 +138,7 @@ impl<'a> BlobWriter<'a> {
     /// Adds a blob; returns its id. Stores nothing when it exists.
     ///
     /// # Errors
-    /// A store error when a full pack cannot be written.
+    /// A store error from an earlier pack upload (such as a full disk).
     pub fn add(&self, kind: BlobKind, plaintext: &[u8]) -> Result<ChunkId> {
         let id = self.vault.key().chunk_id(plaintext);
         if self.index.contains(&id) || !self.seen.lock().map_err(|_| poisoned())?.insert(id) {
@@ -87,57 +154,87 @@ impl<'a> BlobWriter<'a> {
         let full = {
             let mut pack = lock.lock().map_err(|_| poisoned())?;
             if pack.is_empty() {
+                let recycled = self.uploads.buffers.lock().ok().and_then(|mut b| b.pop());
+                if let Some(buf) = recycled {
+                    *pack = PackBuilder::with_buffer(kind, buf);
+                }
                 pack.reserve(limit + PACK_SLACK);
             }
             pack.add(id, plaintext.len() as u32, &sealed);
             (pack.len() >= limit).then(|| std::mem::replace(&mut *pack, PackBuilder::new(kind)))
         };
         if let Some(pack) = full {
-            self.write_pack(pack)?;
+            self.send(pack)?;
         }
         Ok(id)
     }
 
-    fn write_pack(&self, pack: PackBuilder) -> Result<()> {
+    fn upload_error(&self) -> VaultError {
+        self.uploads
+            .error
+            .lock()
+            .ok()
+            .and_then(|mut e| e.take())
+            .unwrap_or_else(|| VaultError::Invalid("the upload thread stopped".into()))
+    }
+
+    fn send(&self, pack: PackBuilder) -> Result<()> {
         if pack.is_empty() {
             return Ok(());
         }
         let finished = pack.finish(self.vault.key())?;
-        let store = self.vault.store();
-        store.put(&pack_name(finished.kind, &finished.id), &finished.bytes)?;
-        let index = IndexObject {
-            packs: vec![IndexPack {
-                id: finished.id,
-                kind: finished.kind,
-                size: finished.bytes.len() as u64,
-                entries: finished.entries,
-            }],
-        };
-        let (name, bytes) = index.seal(self.vault.key())?;
-        store.put(&name, &bytes)?;
-        self.bytes_stored.fetch_add((finished.bytes.len() + bytes.len()) as u64, Ordering::Relaxed);
-        self.packs_written.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        let sender = self.uploader.lock().map_err(|_| poisoned())?.sender.clone();
+        match sender {
+            Some(s) if s.send(finished).is_ok() => Ok(()),
+            _ => Err(self.upload_error()),
+        }
     }
 
-    /// Writes the partial packs; afterwards every added blob is durable.
+    /// Writes the partial packs and waits for every upload; afterwards every
+    /// added blob is durable. The writer accepts no blobs after this.
     ///
     /// # Errors
-    /// A store error.
+    /// The first store error of any upload.
     pub fn flush(&self) -> Result<()> {
         for (lock, kind) in [(&self.data, BlobKind::Data), (&self.tree, BlobKind::Tree)] {
             let pack = std::mem::replace(&mut *lock.lock().map_err(|_| poisoned())?, PackBuilder::new(kind));
-            self.write_pack(pack)?;
+            self.send(pack)?;
         }
-        Ok(())
+        let thread = {
+            let mut up = self.uploader.lock().map_err(|_| poisoned())?;
+            up.sender = None; // closing the channel ends the thread once it is drained
+            up.thread.take()
+        };
+        if let Some(t) = thread
+            && t.join().is_err()
+        {
+            return Err(poisoned());
+        }
+        match self.uploads.error.lock().ok().and_then(|mut e| e.take()) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     pub fn stats(&self) -> WriterStats {
         WriterStats {
             chunks_new: self.chunks_new.load(Ordering::Relaxed),
             bytes_new: self.bytes_new.load(Ordering::Relaxed),
-            bytes_stored: self.bytes_stored.load(Ordering::Relaxed),
-            packs_written: self.packs_written.load(Ordering::Relaxed),
+            bytes_stored: self.uploads.bytes_stored.load(Ordering::Relaxed),
+            packs_written: self.uploads.packs_written.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Drop for BlobWriter<'_> {
+    /// A writer dropped without `flush` (a failed or cancelled backup) still
+    /// waits for the packs already queued, so none is left half-written.
+    fn drop(&mut self) {
+        if let Ok(mut up) = self.uploader.lock() {
+            up.sender = None;
+            if let Some(t) = up.thread.take() {
+                let _ = t.join();
+            }
         }
     }
 }

@@ -53,9 +53,16 @@ impl PackBuilder {
         Self { kind, buf: header(ObjectKind::Pack).to_vec(), entries: Vec::new() }
     }
 
+    /// A pack that fills a recycled buffer (its capacity is kept).
+    pub fn with_buffer(kind: BlobKind, mut buf: Vec<u8>) -> Self {
+        buf.clear();
+        buf.extend_from_slice(&header(ObjectKind::Pack));
+        Self { kind, buf, entries: Vec::new() }
+    }
+
     /// Reserves room for `bytes` more, so a filling pack never doubles its buffer.
     pub fn reserve(&mut self, bytes: usize) {
-        self.buf.reserve_exact(bytes);
+        self.buf.reserve_exact(bytes.saturating_sub(self.buf.capacity() - self.buf.len()));
     }
 
     pub fn add(&mut self, id: ChunkId, raw_len: u32, sealed: &[u8]) {

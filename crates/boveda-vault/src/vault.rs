@@ -47,7 +47,7 @@ impl VaultSettings {
     /// 16 MiB data packs: few enough objects for an object store, small
     /// enough that two packs in flight keep memory low (docs/FORMAT.md).
     pub const DEFAULT_PACK_SIZE: u32 = 16 << 20;
-    pub const DEFAULT_COMPRESSION: i32 = 3;
+    pub const DEFAULT_COMPRESSION: i32 = 2;
 }
 
 /// Options for [`Vault::create`].

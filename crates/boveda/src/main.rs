@@ -17,10 +17,17 @@ pub enum Outcome {
     Failed,
 }
 
-/// glibc gives each thread its own malloc arena by default (8 per core);
-/// the pipeline's threads pass buffers between each other, so many arenas
-/// only fragment memory. Two keep peak RSS low with no contention measured.
-fn limit_malloc_arenas() {
+/// Tunes glibc's allocator for the backup pipeline, which passes
+/// megabyte-sized buffers between threads:
+/// - two arenas instead of eight per core, which only fragment;
+/// - a fixed mmap threshold of 8 MiB. By default glibc raises the threshold
+///   to the largest block freed, so after the first 16 MiB pack buffer every
+///   chunk buffer came from the heap and freed memory stayed resident: peak
+///   RSS of the corpus backup was 137-150 MB with a live heap of about 72 MB.
+///   With the threshold fixed, pack buffers are mapped and unmapped, chunk
+///   buffers are reused from the heap, and the peak is 72-79 MB.
+fn tune_allocator() {
+    const M_MMAP_THRESHOLD: i32 = -3;
     const M_ARENA_MAX: i32 = -8;
     unsafe extern "C" {
         fn mallopt(param: i32, value: i32) -> i32;
@@ -28,11 +35,12 @@ fn limit_malloc_arenas() {
     // SAFETY: mallopt only adjusts allocator tuning; called before any thread starts.
     unsafe {
         mallopt(M_ARENA_MAX, 2);
+        mallopt(M_MMAP_THRESHOLD, 8 << 20);
     }
 }
 
 fn main() -> ExitCode {
-    limit_malloc_arenas();
+    tune_allocator();
     let cli = args::Cli::parse();
     match commands::run(cli) {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
