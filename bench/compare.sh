@@ -72,13 +72,18 @@ backup unchanged
 python3 "$shared/bench/mutate.py" "$run" 1
 backup changed
 
-for t in boveda restic borg; do rm -rf "$run/restore-$t"; mkdir -p "$run/restore-$t"; done
-measure boveda restore "$boveda" restore tree --target "$run/restore-boveda"
-measure restic restore restic restore latest --target "$run/restore-restic"
-measure borg restore sh -c "cd '$run/restore-borg' && borg extract ::changed"
+# Restore times on this machine vary by up to 2x from one run to the next
+# (every tool alike), so each tool restores three times, interleaved, into
+# fresh targets, and the median counts.
+for round in 1 2 3; do
+  measure boveda "restore$round" "$boveda" restore tree --target "$run/restore-boveda-$round"
+  measure restic "restore$round" restic restore latest --target "$run/restore-restic-$round"
+  mkdir -p "$run/restore-borg-$round"
+  measure borg "restore$round" sh -c "cd '$run/restore-borg-$round' && borg extract ::changed"
+done
 
 for t in boveda restic borg; do
-  if diff -r --no-dereference "$src" "$run/restore-$t/${src#/}" > /dev/null; then ok=yes; else ok=NO; fi
+  if diff -r --no-dereference "$src" "$run/restore-$t-1/${src#/}" > /dev/null; then ok=yes; else ok=NO; fi
   echo "$t restore equals source: $ok"
   printf '%s\tidentical\t%s\t0\n' "$t" "$ok" >> "$results"
 done
@@ -88,3 +93,19 @@ for d in boveda-vault restic-repo borg-repo; do
   printf '%s\tsize\t%s\t0\n' "${d%%-*}" "$size" >> "$results"
 done
 echo "raw results: $results"
+python3 - "$results" <<'PY'
+import statistics, sys
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
+def val(tool, phase, col):
+    xs = [float(r[col]) for r in rows if r[0] == tool and (r[1] == phase or (phase == "restore" and r[1].startswith("restore")))]
+    return statistics.median(xs) if xs else float("nan")
+tools = ["boveda", "restic", "borg"]
+print("\n| phase | " + " | ".join(f"{t} s" for t in tools) + " | " + " | ".join(f"{t} MB" for t in tools) + " |")
+print("|---" * (1 + 2 * len(tools)) + "|")
+for phase in ["initial", "unchanged", "changed", "restore"]:
+    secs = " | ".join(f"{val(t, phase, 2):.2f}" for t in tools)
+    mb = " | ".join(f"{val(t, phase, 3) / 1024:.0f}" for t in tools)
+    print(f"| {phase} | {secs} | {mb} |")
+sizes = {r[0]: int(r[2]) for r in rows if r[1] == "size"}
+print("| repository MiB | " + " | ".join(str(sizes.get(t, 0) // 1048576) for t in tools) + " | | | |")
+PY
