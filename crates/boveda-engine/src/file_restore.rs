@@ -24,18 +24,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use boveda_vault::{BlobRef, ChunkId, ChunkIndex, Node, NodeKind, PackId, Piece, Vault, pack_name};
+use boveda_vault::{ChunkId, ChunkIndex, Node, NodeKind, Piece, Vault};
 use rayon::prelude::*;
 
+use crate::chunk_fetch::{ChunkSink, fetch_chunks};
 use crate::error::{EngineError, Result};
 use crate::metadata::apply_metadata;
 use crate::point_path::split_point_path;
 use crate::progress::RestoreProgress;
-
-/// Reads of one pack are merged when the gap between needed blobs is below this.
-const MAX_READ_GAP: u64 = 1 << 20;
-/// And one merged read holds at most this much.
-const MAX_READ: u64 = 32 << 20;
 
 pub struct RestoreOptions<'a> {
     pub target: PathBuf,
@@ -272,96 +268,9 @@ pub fn restore_files(
             offset += piece.len();
         }
     }
-    let mut by_pack: HashMap<PackId, Vec<(BlobRef, ChunkId)>> = HashMap::new();
-    for (id, uses) in &targets {
-        match index.get(id) {
-            Some(r) => by_pack.entry(r.pack).or_default().push((r, *id)),
-            None => {
-                for (i, _) in uses {
-                    fail(*i, format!("chunk {id} is listed by no index"));
-                }
-            }
-        }
-    }
     let written = AtomicU64::new(0);
-    let cancelled = AtomicBool::new(false);
-    let packs: Vec<_> = by_pack.into_iter().collect();
-    packs.par_iter().for_each(|(_, blobs)| {
-        if opts.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
-            cancelled.store(true, Ordering::Relaxed);
-            return;
-        }
-        let mut blobs = blobs.clone();
-        blobs.sort_by_key(|(r, _)| r.offset);
-        let mut start = 0;
-        while start < blobs.len() {
-            let mut end = start + 1;
-            let run_start = u64::from(blobs[start].0.offset);
-            let mut run_end = run_start + u64::from(blobs[start].0.length);
-            while end < blobs.len() {
-                let (r, _) = &blobs[end];
-                let (o, l) = (u64::from(r.offset), u64::from(r.length));
-                if o > run_end + MAX_READ_GAP || o + l - run_start > MAX_READ {
-                    break;
-                }
-                run_end = run_end.max(o + l);
-                end += 1;
-            }
-            let run = &blobs[start..end];
-            let (first, _) = run[0];
-            let name = pack_name(first.kind, &first.pack);
-            match vault.store().get_range(&name, run_start, run_end - run_start) {
-                Ok(bytes) => {
-                    let mut open: HashMap<usize, File> = HashMap::new();
-                    for (r, id) in run {
-                        let off = (u64::from(r.offset) - run_start) as usize;
-                        let sealed = &bytes[off..off + r.length as usize];
-                        let uses = targets.get(id).map(Vec::as_slice).unwrap_or_default();
-                        match vault.decode_blob_at(r, id, sealed) {
-                            Ok(plain) => {
-                                for &(i, at) in uses {
-                                    let path = target.join(&plan.files[i].0);
-                                    let res = match open.entry(i) {
-                                        std::collections::hash_map::Entry::Occupied(f) => {
-                                            f.get().write_all_at(&plain, at)
-                                        }
-                                        std::collections::hash_map::Entry::Vacant(v) => OpenOptions::new()
-                                            .write(true)
-                                            .custom_flags(nofollow())
-                                            .open(&path)
-                                            .and_then(|f| v.insert(f).write_all_at(&plain, at)),
-                                    };
-                                    match res {
-                                        Ok(()) => {
-                                            written.fetch_add(plain.len() as u64, Ordering::Relaxed);
-                                            progress.bytes_written(plain.len() as u64);
-                                        }
-                                        Err(e) => fail(i, format!("cannot write: {e}")),
-                                    }
-                                }
-                            }
-                            Err(e) => {
-                                for &(i, _) in uses {
-                                    fail(i, e.to_string());
-                                }
-                            }
-                        }
-                    }
-                }
-                Err(e) => {
-                    for (_, id) in run {
-                        for &(i, _) in targets.get(id).map(Vec::as_slice).unwrap_or_default() {
-                            fail(i, e.to_string());
-                        }
-                    }
-                }
-            }
-            start = end;
-        }
-    });
-    if cancelled.into_inner() {
-        return Err(EngineError::Cancelled);
-    }
+    let sink = FileSink { target, plan: &plan, written: &written, progress, failed: &failed };
+    fetch_chunks(vault, index, &targets, opts.cancel, &sink)?;
     out.bytes_written = written.into_inner();
     let failed = failed.into_inner().unwrap_or_default();
 
@@ -416,6 +325,44 @@ pub fn restore_files(
     }
     out.errors.sort();
     Ok(out)
+}
+
+/// Writes fetched chunks into the restored files at their offsets.
+struct FileSink<'a> {
+    target: &'a Path,
+    plan: &'a Plan,
+    written: &'a AtomicU64,
+    progress: &'a dyn RestoreProgress,
+    failed: &'a Mutex<HashMap<usize, String>>,
+}
+
+impl ChunkSink<(usize, u64)> for FileSink<'_> {
+    /// Files opened during one merged read.
+    type State = HashMap<usize, File>;
+
+    fn deliver(&self, open: &mut Self::State, &(i, at): &(usize, u64), plain: &[u8]) {
+        let res = match open.entry(i) {
+            std::collections::hash_map::Entry::Occupied(f) => f.get().write_all_at(plain, at),
+            std::collections::hash_map::Entry::Vacant(v) => OpenOptions::new()
+                .write(true)
+                .custom_flags(nofollow())
+                .open(self.target.join(&self.plan.files[i].0))
+                .and_then(|f| v.insert(f).write_all_at(plain, at)),
+        };
+        match res {
+            Ok(()) => {
+                self.written.fetch_add(plain.len() as u64, Ordering::Relaxed);
+                self.progress.bytes_written(plain.len() as u64);
+            }
+            Err(e) => self.fail(&(i, at), format!("cannot write: {e}")),
+        }
+    }
+
+    fn fail(&self, &(i, _): &(usize, u64), why: String) {
+        if let Ok(mut f) = self.failed.lock() {
+            f.entry(i).or_insert(why);
+        }
+    }
 }
 
 fn make_special(path: &Path, node: &Node) -> io::Result<bool> {

@@ -11,6 +11,7 @@
 //!   folder, never writing outside it.
 //! - [`list_point_path`]: browse a point.
 
+mod chunk_fetch;
 mod error;
 mod exclude;
 mod file_backup;
