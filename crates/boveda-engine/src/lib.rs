@@ -9,9 +9,14 @@
 //!   warnings (unreadable, vanished or changing files never stop a backup).
 //! - [`restore_files`]: a root tree, or chosen paths of it, into a target
 //!   folder, never writing outside it.
+//! - [`backup_disk`] / [`restore_disk`]: raw, qcow2 and block-device disk
+//!   images in fixed-size chunks, reading only allocated data.
 //! - [`list_point_path`]: browse a point.
 
 mod chunk_fetch;
+mod disk_backup;
+mod disk_image;
+mod disk_restore;
 mod error;
 mod exclude;
 mod file_backup;
@@ -20,6 +25,9 @@ mod metadata;
 mod point_path;
 mod progress;
 
+pub use disk_backup::{DISK_CHUNK, DISK_NODE, DiskBackupOptions, backup_disk};
+pub use disk_image::{DiskFormat, DiskImage};
+pub use disk_restore::{DiskOutputFormat, restore_disk};
 pub use error::{EngineError, Result};
 pub use exclude::Excludes;
 pub use file_backup::{FileBackupOptions, FileBackupOutcome, backup_files};

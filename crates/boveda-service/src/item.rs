@@ -15,13 +15,21 @@ const ITEMS: &str = "items";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum ItemSource {
-    Files { paths: Vec<PathBuf>, excludes: Vec<String> },
+    Files {
+        paths: Vec<PathBuf>,
+        excludes: Vec<String>,
+    },
+    /// A raw or qcow2 image file, or a block device.
+    Disk {
+        path: PathBuf,
+    },
 }
 
 impl ItemSource {
     pub fn type_name(&self) -> &'static str {
         match self {
             ItemSource::Files { .. } => "files",
+            ItemSource::Disk { .. } => "disk",
         }
     }
 }
@@ -86,29 +94,45 @@ fn absolute(p: &Path) -> Result<PathBuf> {
     Ok(resolved)
 }
 
+fn check_new_name(vault: &Vault, name: &str) -> Result<()> {
+    validate_item_name(name)?;
+    if list_items(vault)?.iter().any(|i| i.name.eq_ignore_ascii_case(name)) {
+        return Err(ServiceError::Conflict(format!("an item named {name:?} already exists in this vault")));
+    }
+    Ok(())
+}
+
+fn save_new(vault: &Vault, name: &str, source: ItemSource) -> Result<Item> {
+    let item = Item { id: RecordId::random(), name: name.to_string(), source, created: Timestamp::now() };
+    vault.catalog_put(ITEMS, &item.id, Some(&item))?;
+    Ok(item)
+}
+
+/// Registers a disk item: a raw or qcow2 image file, or a block device.
+///
+/// # Errors
+/// `Invalid` for a bad name or an image that is missing, unreadable or an
+/// unsupported qcow2; `Conflict` when the name is taken.
+pub fn add_disk_item(vault: &Vault, name: &str, path: &Path) -> Result<Item> {
+    check_new_name(vault, name)?;
+    let abs = absolute(path)?;
+    boveda_engine::DiskImage::open(&abs)?;
+    save_new(vault, name, ItemSource::Disk { path: abs })
+}
+
 /// Registers a file-tree item.
 ///
 /// # Errors
 /// `Invalid` for a bad name, no path, a missing path or a bad exclude;
 /// `Conflict` when the name is taken.
 pub fn add_files_item(vault: &Vault, name: &str, paths: &[PathBuf], excludes: &[String]) -> Result<Item> {
-    validate_item_name(name)?;
+    check_new_name(vault, name)?;
     if paths.is_empty() {
         return Err(ServiceError::Invalid("a files item needs at least one --path".into()));
     }
     boveda_engine::Excludes::new(excludes)?;
-    if list_items(vault)?.iter().any(|i| i.name.eq_ignore_ascii_case(name)) {
-        return Err(ServiceError::Conflict(format!("an item named {name:?} already exists in this vault")));
-    }
     let mut abs = paths.iter().map(|p| absolute(p)).collect::<Result<Vec<_>>>()?;
     abs.sort();
     abs.dedup();
-    let item = Item {
-        id: RecordId::random(),
-        name: name.to_string(),
-        source: ItemSource::Files { paths: abs, excludes: excludes.to_vec() },
-        created: Timestamp::now(),
-    };
-    vault.catalog_put(ITEMS, &item.id, Some(&item))?;
-    Ok(item)
+    save_new(vault, name, ItemSource::Files { paths: abs, excludes: excludes.to_vec() })
 }

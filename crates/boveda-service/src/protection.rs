@@ -2,7 +2,7 @@
 
 use std::sync::atomic::AtomicBool;
 
-use boveda_engine::{BackupProgress, FileBackupOptions, backup_files};
+use boveda_engine::{BackupProgress, DiskBackupOptions, FileBackupOptions, backup_disk, backup_files};
 use boveda_vault::{Consistency, PointId, RecoveryPoint, Vault};
 use jiff::{SignedDuration, Timestamp};
 
@@ -42,14 +42,18 @@ pub fn backup_now(
     };
     let index = vault.load_index()?;
     let parent = vault.list_points()?.into_iter().rfind(|p| p.item_id == item.id);
-    let ItemSource::Files { paths, excludes } = &item.source;
-    let opts = FileBackupOptions {
-        paths: paths.clone(),
-        excludes: excludes.clone(),
-        parent_tree: parent.as_ref().map(|p| p.tree),
-        cancel: req.cancel,
+    let parent_tree = parent.as_ref().map(|p| p.tree);
+    let (outcome, sources) = match &item.source {
+        ItemSource::Files { paths, excludes } => {
+            let opts =
+                FileBackupOptions { paths: paths.clone(), excludes: excludes.clone(), parent_tree, cancel: req.cancel };
+            (backup_files(vault, &index, &opts, progress)?, paths.clone())
+        }
+        ItemSource::Disk { path } => {
+            let opts = DiskBackupOptions { path: path.clone(), parent_tree, cancel: req.cancel };
+            (backup_disk(vault, &index, &opts, progress)?, vec![path.clone()])
+        }
     };
-    let outcome = backup_files(vault, &index, &opts, progress)?;
     let point = RecoveryPoint {
         id: PointId::random(),
         item_id: item.id,
@@ -59,7 +63,7 @@ pub fn backup_now(
         tree: outcome.tree,
         parent: parent.map(|p| p.id),
         hostname: req.hostname.clone(),
-        sources: paths.iter().map(|p| p.display().to_string()).collect(),
+        sources: sources.iter().map(|p| p.display().to_string()).collect(),
         consistency: Consistency::CrashConsistent,
         retain_until: Some(retain_until),
         kept_by: "ad-hoc".into(),

@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
-use boveda_engine::{RestoreOptions, RestoreOutcome, RestoreProgress, list_point_path, restore_files};
+use boveda_engine::{
+    DiskOutputFormat, RestoreOptions, RestoreOutcome, RestoreProgress, list_point_path, restore_files,
+};
 use boveda_vault::{Node, RecoveryPoint, Vault};
 
 use crate::error::{Result, ServiceError};
@@ -45,6 +47,22 @@ pub fn find_point(vault: &Vault, item: &Item, selector: &str) -> Result<Recovery
 pub fn browse(vault: &Vault, point: &RecoveryPoint, path: &str) -> Result<Vec<Node>> {
     let index = vault.load_index()?;
     Ok(list_point_path(vault, &index, &point.tree, path)?)
+}
+
+/// Restores the disk of a disk point to an image file or block device.
+///
+/// # Errors
+/// `Invalid` for a point that holds no disk; target and qemu-img errors.
+pub fn restore_disk_image(
+    vault: &Vault,
+    point: &RecoveryPoint,
+    target: PathBuf,
+    format: DiskOutputFormat,
+    cancel: Option<&AtomicBool>,
+    progress: &dyn RestoreProgress,
+) -> Result<RestoreOutcome> {
+    let index = vault.load_index()?;
+    Ok(boveda_engine::restore_disk(vault, &index, &point.tree, &target, format, cancel, progress)?)
 }
 
 /// Restores a point (or chosen paths of it) into `target`.

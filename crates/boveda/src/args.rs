@@ -118,6 +118,12 @@ pub enum ItemCmd {
 
 #[derive(Subcommand)]
 pub enum ItemAdd {
+    /// A disk: a raw or qcow2 image file, or a block device.
+    Disk {
+        name: String,
+        #[arg(long)]
+        path: PathBuf,
+    },
     /// A file tree: one or more paths, minus excluded globs.
     Files {
         name: String,
@@ -161,10 +167,20 @@ pub struct RestoreArgs {
     /// A point id (prefix) or `latest`.
     #[arg(long, default_value = "latest")]
     pub point: String,
-    /// The folder to restore into; paths are recreated below it.
+    /// File items: the folder to restore into (paths are recreated below
+    /// it). Disk items: the image file or block device to write.
     #[arg(long)]
     pub target: PathBuf,
-    /// Only these paths of the point (repeatable).
+    /// Only these paths of the point (repeatable; file items).
     #[arg(long = "path")]
     pub paths: Vec<String>,
+    /// For disk items: the image format to write at --target.
+    #[arg(long, value_enum, default_value = "raw")]
+    pub format: ImageFormat,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ImageFormat {
+    Raw,
+    Qcow2,
 }

@@ -1,5 +1,5 @@
 use anyhow::Result;
-use boveda_service::{ItemSource, add_files_item, find_item, list_item_points, list_items};
+use boveda_service::{ItemSource, add_disk_item, add_files_item, find_item, list_item_points, list_items};
 
 use super::Ctx;
 use crate::Outcome;
@@ -9,8 +9,11 @@ use crate::output::{print_table, size, time};
 pub fn run(ctx: &Ctx, cmd: ItemCmd) -> Result<Outcome> {
     let vault = ctx.open()?;
     match cmd {
-        ItemCmd::Add(ItemAdd::Files { name, paths, excludes }) => {
-            let item = add_files_item(&vault, &name, &paths, &excludes)?;
+        ItemCmd::Add(add) => {
+            let item = match add {
+                ItemAdd::Files { name, paths, excludes } => add_files_item(&vault, &name, &paths, &excludes)?,
+                ItemAdd::Disk { name, path } => add_disk_item(&vault, &name, &path)?,
+            };
             if ctx.json() {
                 ctx.print_json(&item)?;
             } else {
@@ -50,18 +53,22 @@ pub fn run(ctx: &Ctx, cmd: ItemCmd) -> Result<Outcome> {
             if ctx.json() {
                 ctx.print_json(&serde_json::json!({ "item": item, "recovery_points": points.len() }))?;
             } else {
-                let ItemSource::Files { paths, excludes } = &item.source;
                 let mut rows = vec![
                     vec!["name".into(), item.name.clone()],
                     vec!["id".into(), item.id.to_hex()],
                     vec!["type".into(), item.source.type_name().into()],
                     vec!["created".into(), time(item.created)],
                 ];
-                for p in paths {
-                    rows.push(vec!["path".into(), p.display().to_string()]);
-                }
-                for e in excludes {
-                    rows.push(vec!["exclude".into(), e.clone()]);
+                match &item.source {
+                    ItemSource::Files { paths, excludes } => {
+                        for p in paths {
+                            rows.push(vec!["path".into(), p.display().to_string()]);
+                        }
+                        for e in excludes {
+                            rows.push(vec!["exclude".into(), e.clone()]);
+                        }
+                    }
+                    ItemSource::Disk { path } => rows.push(vec!["path".into(), path.display().to_string()]),
                 }
                 rows.push(vec!["recovery points".into(), points.len().to_string()]);
                 if let Some(p) = points.last() {

@@ -1,14 +1,16 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use boveda_service::{BackupRequest, backup_now, browse, find_item, find_point, hostname, list_item_points};
+use boveda_service::{
+    BackupRequest, DiskOutputFormat, ItemSource, backup_now, browse, find_item, find_point, hostname, list_item_points,
+};
 use boveda_vault::{Node, NodeKind};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
 use super::Ctx;
 use crate::Outcome;
-use crate::args::{PointCmd, ProtectionCmd, RestoreArgs};
+use crate::args::{ImageFormat, PointCmd, ProtectionCmd, RestoreArgs};
 use crate::output::{BackupBar, RestoreBar, opt_time, print_table, size, time};
 
 /// `YYYY-MM-DD` (kept to the end of that day, local time) or RFC 3339.
@@ -169,7 +171,22 @@ pub fn restore(ctx: &Ctx, args: RestoreArgs) -> Result<Outcome> {
     let point = find_point(&vault, &item, &args.point)?;
     let started = Instant::now();
     let bar = RestoreBar::new();
-    let result = boveda_service::restore(&vault, &point, args.target.clone(), args.paths, None, &bar);
+    let result = match &item.source {
+        ItemSource::Files { .. } => {
+            boveda_service::restore(&vault, &point, args.target.clone(), args.paths, None, &bar)
+        }
+        ItemSource::Disk { .. } => {
+            if !args.paths.is_empty() {
+                bar.finish();
+                bail!("--path (file-level restore) is not supported for disk items yet; restore the whole disk");
+            }
+            let format = match args.format {
+                ImageFormat::Raw => DiskOutputFormat::Raw,
+                ImageFormat::Qcow2 => DiskOutputFormat::Qcow2,
+            };
+            boveda_service::restore_disk_image(&vault, &point, args.target.clone(), format, None, &bar)
+        }
+    };
     bar.finish();
     let out = result?;
     for w in &out.warnings {

@@ -1,0 +1,185 @@
+//! Restoring disk images: to a sparse raw file (holes stay holes), to a
+//! block device (holes written as zeros), or to qcow2 through `qemu-img
+//! convert`. Never touches anything but the target.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use boveda_vault::{ChunkId, ChunkIndex, Node, Piece, Vault};
+
+use crate::chunk_fetch::{ChunkSink, fetch_chunks};
+use crate::disk_backup::DISK_NODE;
+use crate::error::{EngineError, Result};
+use crate::file_restore::RestoreOutcome;
+use crate::progress::RestoreProgress;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskOutputFormat {
+    Raw,
+    Qcow2,
+}
+
+fn target_err(path: &Path, reason: impl Into<String>) -> EngineError {
+    EngineError::Target { path: path.to_path_buf(), reason: reason.into() }
+}
+
+struct DiskSink<'a> {
+    file: &'a File,
+    written: &'a AtomicU64,
+    progress: &'a dyn RestoreProgress,
+    errors: &'a Mutex<Vec<String>>,
+}
+
+impl ChunkSink<u64> for DiskSink<'_> {
+    type State = ();
+
+    fn deliver(&self, _: &mut (), &at: &u64, plain: &[u8]) {
+        match self.file.write_all_at(plain, at) {
+            Ok(()) => {
+                self.written.fetch_add(plain.len() as u64, Ordering::Relaxed);
+                self.progress.bytes_written(plain.len() as u64);
+            }
+            Err(e) => self.fail(&at, format!("cannot write: {e}")),
+        }
+    }
+
+    fn fail(&self, &at: &u64, why: String) {
+        if let Ok(mut e) = self.errors.lock() {
+            e.push(format!("guest offset {at}: {why}"));
+        }
+    }
+}
+
+/// Restores the disk of a disk point to `target`.
+///
+/// # Errors
+/// `NotInPoint` when the point holds no disk; `Target` when the target is
+/// too small or unusable; `Disk` when qemu-img fails.
+pub fn restore_disk(
+    vault: &Vault,
+    index: &ChunkIndex,
+    root: &ChunkId,
+    target: &Path,
+    format: DiskOutputFormat,
+    cancel: Option<&AtomicBool>,
+    progress: &dyn RestoreProgress,
+) -> Result<RestoreOutcome> {
+    let tree = vault.load_tree(index, root)?;
+    let node = tree.find(DISK_NODE).ok_or_else(|| EngineError::NotInPoint("disk".into()))?;
+    match format {
+        DiskOutputFormat::Raw => write_raw(vault, index, node, target, cancel, progress),
+        DiskOutputFormat::Qcow2 => {
+            let mut tmp = target.as_os_str().to_owned();
+            tmp.push(".boveda-raw.tmp");
+            let tmp = PathBuf::from(tmp);
+            let out = write_raw(vault, index, node, &tmp, cancel, progress);
+            let out = out.and_then(|o| {
+                if !o.errors.is_empty() {
+                    return Ok(o);
+                }
+                let status = Command::new("qemu-img")
+                    .args(["convert", "-f", "raw", "-O", "qcow2"])
+                    .arg(&tmp)
+                    .arg(target)
+                    .output()
+                    .map_err(|e| EngineError::Disk {
+                        path: target.to_path_buf(),
+                        reason: format!("cannot run qemu-img: {e}"),
+                    })?;
+                if !status.status.success() {
+                    let why = String::from_utf8_lossy(&status.stderr).trim().to_string();
+                    return Err(EngineError::Disk {
+                        path: target.to_path_buf(),
+                        reason: format!("qemu-img convert failed: {why}"),
+                    });
+                }
+                Ok(o)
+            });
+            let _ = fs::remove_file(&tmp);
+            out
+        }
+    }
+}
+
+fn write_raw(
+    vault: &Vault,
+    index: &ChunkIndex,
+    node: &Node,
+    target: &Path,
+    cancel: Option<&AtomicBool>,
+    progress: &dyn RestoreProgress,
+) -> Result<RestoreOutcome> {
+    let data_bytes: u64 = node.content.iter().filter(|p| matches!(p, Piece::Data { .. })).map(Piece::len).sum();
+    let is_device = fs::metadata(target).is_ok_and(|m| m.file_type().is_block_device());
+    let file = if is_device {
+        let f = OpenOptions::new().write(true).open(target).map_err(|e| target_err(target, e.to_string()))?;
+        let size = rustix::fs::seek(&f, rustix::fs::SeekFrom::End(0)).map_err(|e| target_err(target, e.to_string()))?;
+        if size < node.size {
+            return Err(target_err(
+                target,
+                format!("is too small: the disk has {} bytes, the device {size}", node.size),
+            ));
+        }
+        f
+    } else {
+        if fs::symlink_metadata(target).is_ok_and(|m| m.is_dir()) {
+            return Err(target_err(target, "is a directory; give the path of the image file to write"));
+        }
+        let dir = target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let free =
+            rustix::fs::statvfs(dir).map(|s| s.f_bavail * s.f_frsize).map_err(|e| target_err(target, e.to_string()))?;
+        if free < data_bytes {
+            return Err(target_err(
+                target,
+                format!("is too small: the disk holds {data_bytes} bytes of data, {free} bytes are free there"),
+            ));
+        }
+        let f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(target)
+            .map_err(|e| target_err(target, e.to_string()))?;
+        f.set_len(node.size).map_err(|e| target_err(target, e.to_string()))?;
+        f
+    };
+    progress.planned(1, data_bytes);
+    let mut wanted: HashMap<ChunkId, Vec<u64>> = HashMap::new();
+    let mut offset = 0;
+    let zeros = vec![0u8; 1 << 20];
+    for piece in &node.content {
+        match piece {
+            Piece::Data { id, .. } => wanted.entry(*id).or_default().push(offset),
+            Piece::Hole { len } if is_device => {
+                // a device keeps old bytes where the image has holes
+                let mut done = 0;
+                while done < *len {
+                    let n = (*len - done).min(zeros.len() as u64) as usize;
+                    file.write_all_at(&zeros[..n], offset + done).map_err(|e| target_err(target, e.to_string()))?;
+                    done += n as u64;
+                }
+            }
+            Piece::Hole { .. } => {}
+        }
+        offset += piece.len();
+    }
+    let written = AtomicU64::new(0);
+    let errors = Mutex::new(Vec::new());
+    let sink = DiskSink { file: &file, written: &written, progress, errors: &errors };
+    fetch_chunks(vault, index, &wanted, cancel, &sink)?;
+    file.sync_all().map_err(|e| target_err(target, e.to_string()))?;
+    let mut errors = errors.into_inner().unwrap_or_default();
+    errors.sort();
+    Ok(RestoreOutcome {
+        files: u64::from(errors.is_empty()),
+        bytes_written: written.into_inner(),
+        errors,
+        ..RestoreOutcome::default()
+    })
+}
