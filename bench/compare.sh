@@ -37,7 +37,9 @@ fi
 mkdir -p "$work/run"
 run=$work/run
 cp -a "$work/corpus/tree" "$run/tree"   # mutate.py changes it; the corpus stays pristine
+cp --sparse=always "$work/corpus/vm.img" "$run/vm.img"
 src=$run/tree
+img=$run/vm.img
 
 export BOVEDA_CONFIG_DIR=$run/boveda-config BOVEDA_PASSWORD=bench
 export RESTIC_PASSWORD=bench RESTIC_REPOSITORY=$run/restic-repo
@@ -59,6 +61,7 @@ measure() { # tool phase command...
 
 "$boveda" vault create bench --store "$run/boveda-vault" >/dev/null
 "$boveda" item add files tree --path "$src" >/dev/null
+"$boveda" item add disk vm --path "$img" >/dev/null
 restic init -q >/dev/null
 borg init -e repokey >/dev/null 2>&1
 
@@ -67,10 +70,26 @@ backup() { # phase
   warm; measure restic "$1" restic backup -q "$src"
   warm; measure borg "$1" borg create "::$1" "$src"
 }
+backup_disk() { # phase: the 4 GiB sparse vm.img (about 950 MiB allocated)
+  cat "$img" > /dev/null
+  measure boveda "disk-$1" "$boveda" protection backup-now vm
+  measure restic "disk-$1" restic backup -q "$img"
+  measure borg "disk-$1" borg create "::disk-$1" "$img"
+}
+disk_size() { du -sb "$run/boveda-vault" "$run/restic-repo" "$run/borg-repo" | cut -f1 | tr '\n' ' '; }
+
 backup initial
 backup unchanged
-python3 "$shared/bench/mutate.py" "$run" 1
+backup_disk initial
+python3 "$shared/bench/mutate.py" "$run" 1   # ~1% of the tree, 40 MiB of vm.img
 backup changed
+before_disk=$(disk_size)
+backup_disk changed
+after_disk=$(disk_size)
+read -r -a b <<< "$before_disk"; read -r -a a <<< "$after_disk"
+echo "vault growth from the disk change (40 MiB written): boveda $(( (a[0]-b[0]) / 1048576 )) MiB, restic $(( (a[1]-b[1]) / 1048576 )) MiB, borg $(( (a[2]-b[2]) / 1048576 )) MiB"
+printf 'boveda\tdisk-growth\t%s\t0\nrestic\tdisk-growth\t%s\t0\nborg\tdisk-growth\t%s\t0\n' "$((a[0]-b[0]))" "$((a[1]-b[1]))" "$((a[2]-b[2]))" >> "$results"
+echo "boveda bytes read for the disk backups: $(grep -o 'read [0-9.]* [KMG]iB' "$run/boveda-disk-initial.log") (initial), $(grep -o 'read [0-9.]* [KMG]iB' "$run/boveda-disk-changed.log") (changed)"
 
 # Restore times on this machine vary by up to 2x from one run to the next
 # (every tool alike), so each tool restores three times, interleaved, into
@@ -80,6 +99,17 @@ for round in 1 2 3; do
   measure restic "restore$round" restic restore latest --target "$run/restore-restic-$round"
   mkdir -p "$run/restore-borg-$round"
   measure borg "restore$round" sh -c "cd '$run/restore-borg-$round' && borg extract ::changed"
+done
+
+# disk restores: to a sparse image file each
+measure boveda disk-restore "$boveda" restore vm --target "$run/vm-boveda.img"
+measure restic disk-restore restic restore latest --path "$img" --target "$run/vm-restic"
+mkdir -p "$run/vm-borg"
+measure borg disk-restore sh -c "cd '$run/vm-borg' && borg extract --sparse ::disk-changed"
+for pair in "boveda:$run/vm-boveda.img" "restic:$run/vm-restic/${img#/}" "borg:$run/vm-borg/${img#/}"; do
+  t=${pair%%:*}; f=${pair#*:}
+  if qemu-img compare -q "$img" "$f"; then same=yes; else same=NO; fi
+  echo "$t disk restore equals source: $same; allocated $(du -k "$f" | cut -f1) KiB (source $(du -k "$img" | cut -f1) KiB)"
 done
 
 for t in boveda restic borg; do
@@ -97,12 +127,12 @@ python3 - "$results" <<'PY'
 import statistics, sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
 def val(tool, phase, col):
-    xs = [float(r[col]) for r in rows if r[0] == tool and (r[1] == phase or (phase == "restore" and r[1].startswith("restore")))]
+    xs = [float(r[col]) for r in rows if r[0] == tool and (r[1] == phase or (phase == "restore" and r[1].startswith("restore") and r[1] != "restore"))]
     return statistics.median(xs) if xs else float("nan")
 tools = ["boveda", "restic", "borg"]
 print("\n| phase | " + " | ".join(f"{t} s" for t in tools) + " | " + " | ".join(f"{t} MB" for t in tools) + " |")
 print("|---" * (1 + 2 * len(tools)) + "|")
-for phase in ["initial", "unchanged", "changed", "restore"]:
+for phase in ["initial", "unchanged", "changed", "restore", "disk-initial", "disk-changed", "disk-restore"]:
     secs = " | ".join(f"{val(t, phase, 2):.2f}" for t in tools)
     mb = " | ".join(f"{val(t, phase, 3) / 1024:.0f}" for t in tools)
     print(f"| {phase} | {secs} | {mb} |")
