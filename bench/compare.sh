@@ -96,7 +96,7 @@ echo "boveda bytes read for the disk backups: $(grep -o 'read [0-9.]* [KMG]iB' "
 # fresh targets, and the median counts.
 for round in 1 2 3; do
   measure boveda "restore$round" "$boveda" restore tree --target "$run/restore-boveda-$round"
-  measure restic "restore$round" restic restore latest --target "$run/restore-restic-$round"
+  measure restic "restore$round" restic restore latest --path "$src" --target "$run/restore-restic-$round"
   mkdir -p "$run/restore-borg-$round"
   measure borg "restore$round" sh -c "cd '$run/restore-borg-$round' && borg extract ::changed"
 done

@@ -10,6 +10,7 @@
 //! running VMs comes later).
 
 use std::path::PathBuf;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use boveda_vault::{BlobKind, BlobWriter, ChunkId, ChunkIndex, NodeKind, Piece, PointStats, Tree, Vault};
@@ -27,12 +28,21 @@ use crate::progress::BackupProgress;
 pub const DISK_CHUNK: u64 = 256 << 10;
 
 /// The name of the node holding the guest image in a disk point's tree.
-pub const DISK_NODE: &[u8] = b"disk";
+pub const DISK_NODE: &str = "disk";
 
 pub struct DiskBackupOptions<'a> {
-    pub path: PathBuf,
+    /// The disks, each under its node name in the point (`disk` for a disk
+    /// item, the guest device such as `vda` for a VM).
+    pub disks: Vec<(String, PathBuf)>,
+    /// Small files kept beside the disks, such as a VM's definition.
+    pub extra_files: Vec<(String, Vec<u8>)>,
     pub parent_tree: Option<ChunkId>,
     pub cancel: Option<&'a AtomicBool>,
+}
+
+/// A node name safe for a disk or extra file: a plain name.
+pub fn is_safe_disk_name(name: &str) -> bool {
+    boveda_vault::is_safe_name(name.as_bytes())
 }
 
 /// Guest windows that hold allocated data, in order.
@@ -50,56 +60,74 @@ fn data_windows(extents: &[Extent]) -> Vec<u64> {
     out
 }
 
-/// Backs up one disk image into a root tree.
+/// Backs up disk images (and small extra files) into one root tree, taken
+/// together: one point holds every disk of a VM.
 ///
 /// # Errors
-/// `Disk` for an unreadable or unsupported image; store errors; `Cancelled`.
+/// `Disk` for an unreadable or unsupported image (all are opened before any
+/// is read); store errors; `Cancelled`.
 pub fn backup_disk(
     vault: &Vault,
     index: &ChunkIndex,
     opts: &DiskBackupOptions<'_>,
     progress: &dyn BackupProgress,
 ) -> Result<FileBackupOutcome> {
-    let image = DiskImage::open(&opts.path)?;
-    let writer = BlobWriter::new(vault, index);
-    let mut node = node_from_meta(DISK_NODE.to_vec(), &image.meta);
-    node.kind = NodeKind::File;
-    node.mode = 0o100600;
-    node.size = image.size;
+    let images: Vec<(String, DiskImage)> =
+        opts.disks.iter().map(|(name, path)| Ok((name.clone(), DiskImage::open(path)?))).collect::<Result<_>>()?;
     let parent = match opts.parent_tree {
-        Some(id) => vault.load_tree(index, &id)?.find(DISK_NODE).cloned(),
+        Some(id) => Some(vault.load_tree(index, &id)?),
         None => None,
     };
-    let reusable = parent.filter(|p| {
-        image.unchanged_since(p.size, p.mtime_ns, p.ctime_ns, p.inode)
-            && p.content.iter().all(|piece| match piece {
-                Piece::Data { id, .. } => writer.contains(id),
-                Piece::Hole { .. } => true,
-            })
-    });
+    let writer = BlobWriter::new(vault, index);
     let bytes_read = AtomicU64::new(0);
-    progress.file_started(&opts.path);
-    node.content = match reusable {
-        Some(p) => p.content,
-        None => read_image(&image, &writer, opts.cancel, progress, &bytes_read)?,
-    };
-    progress.file_done(&opts.path, image.size, bytes_read.load(Ordering::Relaxed) == 0);
-    let tree = Tree::new(vec![node]);
+    let mut nodes = Vec::new();
+    let mut stats = PointStats::default();
+    for (name, image) in &images {
+        let mut node = node_from_meta(name.as_bytes().to_vec(), &image.meta);
+        node.kind = NodeKind::File;
+        node.mode = 0o100600;
+        node.size = image.size;
+        let old = parent.as_ref().and_then(|t| t.find(name.as_bytes())).cloned();
+        let reusable = old.filter(|p| {
+            image.unchanged_since(p.size, p.mtime_ns, p.ctime_ns, p.inode)
+                && p.content.iter().all(|piece| match piece {
+                    Piece::Data { id, .. } => writer.contains(id),
+                    Piece::Hole { .. } => true,
+                })
+        });
+        progress.file_started(&image.path);
+        let before = bytes_read.load(Ordering::Relaxed);
+        node.content = match reusable {
+            Some(p) => {
+                stats.files_unchanged += 1;
+                p.content
+            }
+            None => read_image(image, &writer, opts.cancel, progress, &bytes_read)?,
+        };
+        progress.file_done(&image.path, image.size, bytes_read.load(Ordering::Relaxed) == before);
+        stats.files += 1;
+        stats.bytes += image.size;
+        nodes.push(node);
+    }
+    for (name, bytes) in &opts.extra_files {
+        let mut node = boveda_vault::Node::new(name.as_bytes().to_vec(), NodeKind::File);
+        node.mode = 0o100644;
+        node.size = bytes.len() as u64;
+        if !bytes.is_empty() {
+            node.content = vec![Piece::Data { id: writer.add(BlobKind::Data, bytes)?, len: bytes.len() as u32 }];
+        }
+        stats.other_nodes += 1;
+        nodes.push(node);
+    }
+    let tree = Tree::new(nodes);
     let root = writer.add(BlobKind::Tree, &tree.encode()?)?;
     writer.flush()?;
     let w = writer.stats();
-    let read = bytes_read.into_inner();
-    let stats = PointStats {
-        files: 1,
-        bytes: image.size,
-        bytes_read: read,
-        files_unchanged: u64::from(read == 0 && image.allocated() > 0),
-        bytes_new: w.bytes_new,
-        bytes_stored: w.bytes_stored,
-        chunks_new: w.chunks_new,
-        packs_written: w.packs_written,
-        ..PointStats::default()
-    };
+    stats.bytes_read = bytes_read.into_inner();
+    stats.bytes_new = w.bytes_new;
+    stats.bytes_stored = w.bytes_stored;
+    stats.chunks_new = w.chunks_new;
+    stats.packs_written = w.packs_written;
     Ok(FileBackupOutcome { tree: root, stats, warnings: Vec::new() })
 }
 

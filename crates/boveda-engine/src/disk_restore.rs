@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use boveda_vault::{ChunkId, ChunkIndex, Node, Piece, Vault};
 
 use crate::chunk_fetch::{ChunkSink, fetch_chunks};
-use crate::disk_backup::DISK_NODE;
 use crate::error::{EngineError, Result};
 use crate::file_restore::RestoreOutcome;
 use crate::progress::RestoreProgress;
@@ -28,8 +27,14 @@ fn target_err(path: &Path, reason: impl Into<String>) -> EngineError {
     EngineError::Target { path: path.to_path_buf(), reason: reason.into() }
 }
 
+/// Blocks of this size that are all zeros are not written to a sparse
+/// target, so a restored image is no more allocated than its source.
+const SPARSE_BLOCK: usize = 4096;
+
 struct DiskSink<'a> {
     file: &'a File,
+    /// A sparse file (skip zero blocks) rather than a device (write all).
+    sparse: bool,
     written: &'a AtomicU64,
     progress: &'a dyn RestoreProgress,
     errors: &'a Mutex<Vec<String>>,
@@ -39,7 +44,8 @@ impl ChunkSink<u64> for DiskSink<'_> {
     type State = ();
 
     fn deliver(&self, _: &mut (), &at: &u64, plain: &[u8]) {
-        match self.file.write_all_at(plain, at) {
+        let res = if self.sparse { write_sparse(self.file, plain, at) } else { self.file.write_all_at(plain, at) };
+        match res {
             Ok(()) => {
                 self.written.fetch_add(plain.len() as u64, Ordering::Relaxed);
                 self.progress.bytes_written(plain.len() as u64);
@@ -55,23 +61,53 @@ impl ChunkSink<u64> for DiskSink<'_> {
     }
 }
 
-/// Restores the disk of a disk point to `target`.
+/// Writes the runs of `data` that are not all-zero blocks.
+fn write_sparse(file: &File, data: &[u8], at: u64) -> std::io::Result<()> {
+    let is_zero = |b: &[u8]| b.iter().all(|&x| x == 0);
+    let blocks: Vec<&[u8]> = data.chunks(SPARSE_BLOCK).collect();
+    let mut i = 0;
+    while i < blocks.len() {
+        if is_zero(blocks[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < blocks.len() && !is_zero(blocks[i]) {
+            i += 1;
+        }
+        let from = start * SPARSE_BLOCK;
+        let to = (i * SPARSE_BLOCK).min(data.len());
+        file.write_all_at(&data[from..to], at + from as u64)?;
+    }
+    Ok(())
+}
+
+/// Which disk of a point to restore, where, and how.
+pub struct DiskRestoreRequest<'a> {
+    /// `disk` for a disk item, a guest device such as `vda` for a VM.
+    pub disk: &'a str,
+    /// The image file or block device to write.
+    pub target: &'a Path,
+    pub format: DiskOutputFormat,
+    pub cancel: Option<&'a AtomicBool>,
+}
+
+/// Restores one disk of a point.
 ///
 /// # Errors
-/// `NotInPoint` when the point holds no disk; `Target` when the target is
-/// too small or unusable; `Disk` when qemu-img fails.
+/// `NotInPoint` when the point holds no such disk; `Target` when the target
+/// is too small or unusable; `Disk` when qemu-img fails.
 pub fn restore_disk(
     vault: &Vault,
     index: &ChunkIndex,
     root: &ChunkId,
-    target: &Path,
-    format: DiskOutputFormat,
-    cancel: Option<&AtomicBool>,
+    req: &DiskRestoreRequest<'_>,
     progress: &dyn RestoreProgress,
 ) -> Result<RestoreOutcome> {
+    let (target, cancel) = (req.target, req.cancel);
     let tree = vault.load_tree(index, root)?;
-    let node = tree.find(DISK_NODE).ok_or_else(|| EngineError::NotInPoint("disk".into()))?;
-    match format {
+    let node = tree.find(req.disk.as_bytes()).ok_or_else(|| EngineError::NotInPoint(req.disk.to_string()))?;
+    match req.format {
         DiskOutputFormat::Raw => write_raw(vault, index, node, target, cancel, progress),
         DiskOutputFormat::Qcow2 => {
             let mut tmp = target.as_os_str().to_owned();
@@ -171,9 +207,13 @@ fn write_raw(
     }
     let written = AtomicU64::new(0);
     let errors = Mutex::new(Vec::new());
-    let sink = DiskSink { file: &file, written: &written, progress, errors: &errors };
+    let sink = DiskSink { file: &file, sparse: !is_device, written: &written, progress, errors: &errors };
     fetch_chunks(vault, index, &wanted, cancel, &sink)?;
-    file.sync_all().map_err(|e| target_err(target, e.to_string()))?;
+    if is_device {
+        // a device has no page cache of its own to trust; files are left to
+        // the kernel like every other restored file
+        file.sync_all().map_err(|e| target_err(target, e.to_string()))?;
+    }
     let mut errors = errors.into_inner().unwrap_or_default();
     errors.sort();
     Ok(RestoreOutcome {
@@ -182,4 +222,21 @@ fn write_raw(
         errors,
         ..RestoreOutcome::default()
     })
+}
+
+/// Reads a small file kept in a disk point (a VM's definition).
+///
+/// # Errors
+/// `NotInPoint` when the point has no such file; vault errors.
+pub fn read_point_file(vault: &Vault, index: &ChunkIndex, root: &ChunkId, name: &str) -> Result<Vec<u8>> {
+    let tree = vault.load_tree(index, root)?;
+    let node = tree.find(name.as_bytes()).ok_or_else(|| EngineError::NotInPoint(name.to_string()))?;
+    let mut out = Vec::with_capacity(node.size as usize);
+    for piece in &node.content {
+        match piece {
+            Piece::Data { id, .. } => out.extend(vault.read_blob(index, id)?),
+            Piece::Hole { len } => out.resize(out.len() + *len as usize, 0),
+        }
+    }
+    Ok(out)
 }

@@ -21,6 +21,8 @@ pub enum EngineError {
     NotInPoint(String),
     #[error("invalid path {0:?}: it must not contain `..` or `.` components")]
     BadPointPath(String),
+    #[error("domain definition {}: {reason}", path.display())]
+    Domain { path: PathBuf, reason: String },
     #[error("disk {}: {reason}", path.display())]
     Disk { path: PathBuf, reason: String },
     #[error("restore target {}: {reason}", path.display())]

@@ -23,6 +23,12 @@ pub enum ItemSource {
     Disk {
         path: PathBuf,
     },
+    /// A libvirt domain: its definition file and every disk it names.
+    Vm {
+        domain_xml: PathBuf,
+        domain: String,
+        disks: Vec<(String, PathBuf)>,
+    },
 }
 
 impl ItemSource {
@@ -30,6 +36,7 @@ impl ItemSource {
         match self {
             ItemSource::Files { .. } => "files",
             ItemSource::Disk { .. } => "disk",
+            ItemSource::Vm { .. } => "vm",
         }
     }
 }
@@ -118,6 +125,90 @@ pub fn add_disk_item(vault: &Vault, name: &str, path: &Path) -> Result<Item> {
     let abs = absolute(path)?;
     boveda_engine::DiskImage::open(&abs)?;
     save_new(vault, name, ItemSource::Disk { path: abs })
+}
+
+/// A domain's disks, each checked to be a readable image.
+///
+/// # Errors
+/// `Invalid` naming the domain file or the missing disk.
+pub fn domain_disks(domain: &boveda_engine::Domain, file: &Path) -> Result<Vec<(String, PathBuf)>> {
+    if domain.disks.is_empty() {
+        return Err(ServiceError::Invalid(format!(
+            "domain {} in {} names no file or block disk",
+            domain.name,
+            file.display()
+        )));
+    }
+    let mut out = Vec::new();
+    for d in &domain.disks {
+        boveda_engine::DiskImage::open(&d.path).map_err(|e| {
+            ServiceError::Invalid(format!("domain {} ({}), disk {}: {e}", domain.name, file.display(), d.target))
+        })?;
+        out.push((d.target.clone(), d.path.clone()));
+    }
+    Ok(out)
+}
+
+/// Registers a VM item from its libvirt domain definition.
+///
+/// # Errors
+/// `Invalid` for a malformed definition or a disk that is missing or
+/// unreadable; `Conflict` when the name is taken.
+pub fn add_vm_item(vault: &Vault, name: &str, domain_xml: &Path) -> Result<Item> {
+    check_new_name(vault, name)?;
+    let file = absolute(domain_xml)?;
+    let domain = boveda_engine::Domain::load(&file)?;
+    let disks = domain_disks(&domain, &file)?;
+    save_new(vault, name, ItemSource::Vm { domain_xml: file, domain: domain.name.clone(), disks })
+}
+
+/// One domain found by `item discover`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DiscoveredVm {
+    pub domain: String,
+    pub definition: PathBuf,
+    pub disks: Vec<(String, PathBuf)>,
+    /// The item protecting it, if any.
+    pub item: Option<String>,
+    /// Why it cannot be protected as it is, if so.
+    pub problem: Option<String>,
+}
+
+/// Lists the libvirt domains defined in a folder (`*.xml`).
+///
+/// # Errors
+/// `Invalid` when the folder cannot be read.
+pub fn discover_vms(vault: &Vault, dir: &Path) -> Result<Vec<DiscoveredVm>> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| ServiceError::Invalid(format!("cannot read libvirt folder {}: {e}", dir.display())))?;
+    let items = list_items(vault)?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "xml"))
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for file in files {
+        let found = match boveda_engine::Domain::load(&file) {
+            Ok(d) => {
+                let disks: Vec<(String, PathBuf)> =
+                    d.disks.iter().map(|x| (x.target.clone(), x.path.clone())).collect();
+                let problem = domain_disks(&d, &file).err().map(|e| e.to_string());
+                DiscoveredVm { domain: d.name.clone(), definition: file.clone(), disks, item: None, problem }
+            }
+            Err(e) => DiscoveredVm {
+                domain: String::new(),
+                definition: file.clone(),
+                disks: vec![],
+                item: None,
+                problem: Some(e.to_string()),
+            },
+        };
+        let item = items.iter().find(|i| matches!(&i.source, ItemSource::Vm { domain_xml, .. } if *domain_xml == file));
+        out.push(DiscoveredVm { item: item.map(|i| i.name.clone()), ..found });
+    }
+    Ok(out)
 }
 
 /// Registers a file-tree item.

@@ -18,9 +18,11 @@ mod vault_admin;
 
 pub use boveda_engine::DiskOutputFormat;
 pub use error::{Result, ServiceError, ServiceErrorKind};
-pub use item::{Item, ItemSource, add_disk_item, add_files_item, find_item, list_items};
+pub use item::{
+    DiscoveredVm, Item, ItemSource, add_disk_item, add_files_item, add_vm_item, discover_vms, find_item, list_items,
+};
 pub use names::{ITEM_NAME_RULE, VAULT_NAME_RULE, validate_item_name, validate_vault_name};
-pub use protection::{BackupRequest, DEFAULT_AD_HOC_RETENTION_DAYS, backup_now};
-pub use recovery::{browse, find_point, list_item_points, restore, restore_disk_image};
+pub use protection::{BackupRequest, DEFAULT_AD_HOC_RETENTION_DAYS, VM_DEFINITION, backup_now};
+pub use recovery::{VmRestore, browse, find_point, list_item_points, restore, restore_disk_image, restore_vm};
 pub use registry::{KnownVault, Registry, config_dir};
 pub use vault_admin::{NewVault, VaultSummary, create_vault, hostname, open_vault, resolve_vault, summarize};

@@ -2,12 +2,17 @@
 
 use std::sync::atomic::AtomicBool;
 
-use boveda_engine::{BackupProgress, DiskBackupOptions, FileBackupOptions, backup_disk, backup_files};
+use boveda_engine::{
+    BackupProgress, DISK_NODE, DiskBackupOptions, Domain, FileBackupOptions, backup_disk, backup_files,
+};
 use boveda_vault::{Consistency, PointId, RecoveryPoint, Vault};
 use jiff::{SignedDuration, Timestamp};
 
 use crate::error::{Result, ServiceError};
-use crate::item::{Item, ItemSource};
+use crate::item::{Item, ItemSource, domain_disks};
+
+/// The name of a VM's definition inside its points.
+pub const VM_DEFINITION: &str = "domain.xml";
 
 /// How long an ad-hoc point is kept when no date is given.
 pub const DEFAULT_AD_HOC_RETENTION_DAYS: i64 = 30;
@@ -50,8 +55,26 @@ pub fn backup_now(
             (backup_files(vault, &index, &opts, progress)?, paths.clone())
         }
         ItemSource::Disk { path } => {
-            let opts = DiskBackupOptions { path: path.clone(), parent_tree, cancel: req.cancel };
+            let opts = DiskBackupOptions {
+                disks: vec![(DISK_NODE.to_string(), path.clone())],
+                extra_files: vec![],
+                parent_tree,
+                cancel: req.cancel,
+            };
             (backup_disk(vault, &index, &opts, progress)?, vec![path.clone()])
+        }
+        ItemSource::Vm { domain_xml, .. } => {
+            // the definition as it is now: disks may have been added or moved
+            let domain = Domain::load(domain_xml)?;
+            let disks = domain_disks(&domain, domain_xml)?;
+            let sources = disks.iter().map(|(_, p)| p.clone()).chain([domain_xml.clone()]).collect();
+            let opts = DiskBackupOptions {
+                disks,
+                extra_files: vec![(VM_DEFINITION.to_string(), domain.xml().as_bytes().to_vec())],
+                parent_tree,
+                cancel: req.cancel,
+            };
+            (backup_disk(vault, &index, &opts, progress)?, sources)
         }
     };
     let point = RecoveryPoint {

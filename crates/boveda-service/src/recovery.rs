@@ -4,12 +4,15 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
 use boveda_engine::{
-    DiskOutputFormat, RestoreOptions, RestoreOutcome, RestoreProgress, list_point_path, restore_files,
+    DISK_NODE, DiskOutputFormat, DiskRestoreRequest, Domain, RestoreOptions, RestoreOutcome, RestoreProgress,
+    list_point_path, restore_files,
 };
 use boveda_vault::{Node, RecoveryPoint, Vault};
+use serde::Serialize;
 
 use crate::error::{Result, ServiceError};
 use crate::item::Item;
+use crate::protection::VM_DEFINITION;
 
 /// An item's points, oldest first.
 ///
@@ -62,7 +65,59 @@ pub fn restore_disk_image(
     progress: &dyn RestoreProgress,
 ) -> Result<RestoreOutcome> {
     let index = vault.load_index()?;
-    Ok(boveda_engine::restore_disk(vault, &index, &point.tree, &target, format, cancel, progress)?)
+    let req = DiskRestoreRequest { disk: DISK_NODE, target: &target, format, cancel };
+    Ok(boveda_engine::restore_disk(vault, &index, &point.tree, &req, progress)?)
+}
+
+/// What restoring a VM wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct VmRestore {
+    pub domain: String,
+    pub definition: PathBuf,
+    pub disks: Vec<(String, PathBuf)>,
+    #[serde(skip)]
+    pub outcome: RestoreOutcome,
+}
+
+/// Restores a VM point as a new VM in `target_dir`: every disk as an image
+/// file and a definition named `<domain>-restored` whose disks point at
+/// them. The original VM and its disks are not touched.
+///
+/// # Errors
+/// `Invalid` for a point without a definition; target and qemu-img errors.
+pub fn restore_vm(
+    vault: &Vault,
+    point: &RecoveryPoint,
+    target_dir: PathBuf,
+    format: DiskOutputFormat,
+    cancel: Option<&AtomicBool>,
+    progress: &dyn RestoreProgress,
+) -> Result<VmRestore> {
+    let index = vault.load_index()?;
+    let xml = boveda_engine::read_point_file(vault, &index, &point.tree, VM_DEFINITION)?;
+    let xml = String::from_utf8(xml)
+        .map_err(|_| ServiceError::Invalid("the stored domain definition is not UTF-8".into()))?;
+    let domain = Domain::parse(std::path::Path::new(VM_DEFINITION), xml)?;
+    std::fs::create_dir_all(&target_dir)
+        .map_err(|e| ServiceError::Invalid(format!("cannot create {}: {e}", target_dir.display())))?;
+    let new_name = format!("{}-restored", domain.name);
+    let ext = if format == DiskOutputFormat::Qcow2 { "qcow2" } else { "img" };
+    let mut outcome = RestoreOutcome::default();
+    let mut disks = Vec::new();
+    for d in &domain.disks {
+        let path = target_dir.join(format!("{new_name}-{}.{ext}", d.target));
+        let req = DiskRestoreRequest { disk: &d.target, target: &path, format, cancel };
+        let o = boveda_engine::restore_disk(vault, &index, &point.tree, &req, progress)?;
+        outcome.files += o.files;
+        outcome.bytes_written += o.bytes_written;
+        outcome.errors.extend(o.errors);
+        disks.push((d.target.clone(), path));
+    }
+    let definition = target_dir.join(format!("{new_name}.xml"));
+    std::fs::write(&definition, domain.rewritten(&new_name, &disks))
+        .map_err(|e| ServiceError::Invalid(format!("cannot write {}: {e}", definition.display())))?;
+    outcome.other += 1;
+    Ok(VmRestore { domain: new_name, definition, disks, outcome })
 }
 
 /// Restores a point (or chosen paths of it) into `target`.

@@ -114,10 +114,22 @@ pub enum ItemCmd {
     List,
     /// Show one item.
     Show { item: String },
+    /// List the libvirt domains defined in a folder, with their disks and
+    /// whether each is protected.
+    Discover {
+        #[arg(long, default_value = "/etc/libvirt/qemu")]
+        libvirt_dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
 pub enum ItemAdd {
+    /// A virtual machine: a libvirt domain definition and every disk it names.
+    Vm {
+        name: String,
+        #[arg(long)]
+        domain_xml: PathBuf,
+    },
     /// A disk: a raw or qcow2 image file, or a block device.
     Disk {
         name: String,
@@ -168,13 +180,14 @@ pub struct RestoreArgs {
     #[arg(long, default_value = "latest")]
     pub point: String,
     /// File items: the folder to restore into (paths are recreated below
-    /// it). Disk items: the image file or block device to write.
+    /// it). Disk items: the image file or block device to write. VM items:
+    /// the folder for the disks and the new definition.
     #[arg(long)]
     pub target: PathBuf,
     /// Only these paths of the point (repeatable; file items).
     #[arg(long = "path")]
     pub paths: Vec<String>,
-    /// For disk items: the image format to write at --target.
+    /// For disk and VM items: the image format of the restored disks.
     #[arg(long, value_enum, default_value = "raw")]
     pub format: ImageFormat,
 }

@@ -1,5 +1,7 @@
 use anyhow::Result;
-use boveda_service::{ItemSource, add_disk_item, add_files_item, find_item, list_item_points, list_items};
+use boveda_service::{
+    ItemSource, add_disk_item, add_files_item, add_vm_item, discover_vms, find_item, list_item_points, list_items,
+};
 
 use super::Ctx;
 use crate::Outcome;
@@ -13,6 +15,7 @@ pub fn run(ctx: &Ctx, cmd: ItemCmd) -> Result<Outcome> {
             let item = match add {
                 ItemAdd::Files { name, paths, excludes } => add_files_item(&vault, &name, &paths, &excludes)?,
                 ItemAdd::Disk { name, path } => add_disk_item(&vault, &name, &path)?,
+                ItemAdd::Vm { name, domain_xml } => add_vm_item(&vault, &name, &domain_xml)?,
             };
             if ctx.json() {
                 ctx.print_json(&item)?;
@@ -47,6 +50,26 @@ pub fn run(ctx: &Ctx, cmd: ItemCmd) -> Result<Outcome> {
                 print_table(&["NAME", "TYPE", "STATUS", "LAST BACKUP", "POINTS"], &rows);
             }
         }
+        ItemCmd::Discover { libvirt_dir } => {
+            let found = discover_vms(&vault, &libvirt_dir)?;
+            if ctx.json() {
+                ctx.print_json(&found)?;
+            } else {
+                let rows: Vec<_> = found
+                    .iter()
+                    .map(|d| {
+                        let disks: Vec<String> = d.disks.iter().map(|(t, p)| format!("{t}={}", p.display())).collect();
+                        let status = match (&d.item, &d.problem) {
+                            (Some(i), _) => format!("protected by {i}"),
+                            (None, Some(p)) => format!("cannot protect: {p}"),
+                            (None, None) => "not protected".into(),
+                        };
+                        vec![d.domain.clone(), d.definition.display().to_string(), disks.join(" "), status]
+                    })
+                    .collect();
+                print_table(&["DOMAIN", "DEFINITION", "DISKS", "STATUS"], &rows);
+            }
+        }
         ItemCmd::Show { item } => {
             let item = find_item(&vault, &item)?;
             let points = list_item_points(&vault, &item)?;
@@ -69,6 +92,13 @@ pub fn run(ctx: &Ctx, cmd: ItemCmd) -> Result<Outcome> {
                         }
                     }
                     ItemSource::Disk { path } => rows.push(vec!["path".into(), path.display().to_string()]),
+                    ItemSource::Vm { domain_xml, domain, disks } => {
+                        rows.push(vec!["domain".into(), domain.clone()]);
+                        rows.push(vec!["definition".into(), domain_xml.display().to_string()]);
+                        for (dev, p) in disks {
+                            rows.push(vec![format!("disk {dev}"), p.display().to_string()]);
+                        }
+                    }
                 }
                 rows.push(vec!["recovery points".into(), points.len().to_string()]);
                 if let Some(p) = points.last() {

@@ -175,15 +175,39 @@ pub fn restore(ctx: &Ctx, args: RestoreArgs) -> Result<Outcome> {
         ItemSource::Files { .. } => {
             boveda_service::restore(&vault, &point, args.target.clone(), args.paths, None, &bar)
         }
-        ItemSource::Disk { .. } => {
+        ItemSource::Disk { .. } | ItemSource::Vm { .. } => {
             if !args.paths.is_empty() {
                 bar.finish();
-                bail!("--path (file-level restore) is not supported for disk items yet; restore the whole disk");
+                bail!("--path (file-level restore) is not supported for disk and VM items yet; restore whole disks");
             }
             let format = match args.format {
                 ImageFormat::Raw => DiskOutputFormat::Raw,
                 ImageFormat::Qcow2 => DiskOutputFormat::Qcow2,
             };
+            if let ItemSource::Vm { .. } = item.source {
+                let vm = boveda_service::restore_vm(&vault, &point, args.target.clone(), format, None, &bar);
+                bar.finish();
+                let vm = vm?;
+                if !ctx.json() {
+                    for (dev, p) in &vm.disks {
+                        println!("disk {dev}: {}", p.display());
+                    }
+                    println!(
+                        "new VM {} defined in {} (define it with `virsh define`)",
+                        vm.domain,
+                        vm.definition.display()
+                    );
+                } else {
+                    ctx.print_json(&vm)?;
+                }
+                for e in &vm.outcome.errors {
+                    eprintln!("error: {e}");
+                }
+                if !vm.outcome.errors.is_empty() {
+                    bail!("{} disk range(s) could not be restored", vm.outcome.errors.len());
+                }
+                return Ok(Outcome::Ok);
+            }
             boveda_service::restore_disk_image(&vault, &point, args.target.clone(), format, None, &bar)
         }
     };

@@ -1,0 +1,176 @@
+//! libvirt domain definitions: the disks a VM uses, and the definition of a
+//! restored copy that points at restored disks ("create new VM").
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use crate::error::{EngineError, Result};
+
+/// One disk of a domain: the guest device name and its backing file or device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainDisk {
+    /// The guest device, such as `vda`.
+    pub target: String,
+    pub path: PathBuf,
+    /// Where the path sits in the XML text, to rewrite it on restore.
+    source_range: Range<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Domain {
+    pub name: String,
+    pub disks: Vec<DomainDisk>,
+    xml: String,
+    name_range: Range<usize>,
+    uuid_range: Option<Range<usize>>,
+}
+
+fn child<'a, 'i>(n: roxmltree::Node<'a, 'i>, tag: &str) -> Option<roxmltree::Node<'a, 'i>> {
+    n.children().find(|c| c.has_tag_name(tag))
+}
+
+fn malformed(file: &Path, why: impl std::fmt::Display) -> EngineError {
+    EngineError::Domain { path: file.to_path_buf(), reason: format!("malformed domain XML: {why}") }
+}
+
+impl Domain {
+    /// Parses a domain definition. Only `<disk device='disk'>` entries of
+    /// type `file` or `block` count; CD-ROMs and network disks are skipped.
+    ///
+    /// # Errors
+    /// `Domain` for XML that does not parse or is not a libvirt domain.
+    pub fn parse(file: &Path, xml: String) -> Result<Self> {
+        let (name, name_range, uuid_range, disks) = {
+            let doc = roxmltree::Document::parse(&xml).map_err(|e| malformed(file, e))?;
+            let root = doc.root_element();
+            if root.tag_name().name() != "domain" {
+                return Err(malformed(file, format!("root element is <{}>, not <domain>", root.tag_name().name())));
+            }
+            let name_node = child(root, "name").ok_or_else(|| malformed(file, "no <name>"))?;
+            let text =
+                name_node.first_child().filter(|t| t.is_text()).ok_or_else(|| malformed(file, "empty <name>"))?;
+            let name = text.text().unwrap_or_default().trim().to_string();
+            let uuid_range = child(root, "uuid").map(|u| u.range());
+            let mut disks = Vec::new();
+            if let Some(devices) = child(root, "devices") {
+                for disk in devices.children().filter(|c| c.has_tag_name("disk")) {
+                    if disk.attribute("device").unwrap_or("disk") != "disk" {
+                        continue;
+                    }
+                    let attr = match disk.attribute("type") {
+                        Some("file") => "file",
+                        Some("block") => "dev",
+                        _ => continue,
+                    };
+                    let target = child(disk, "target")
+                        .and_then(|t| t.attribute("dev"))
+                        .ok_or_else(|| malformed(file, "a disk without <target dev=...>"))?;
+                    let Some(source) = child(disk, "source") else { continue };
+                    let Some(a) = source.attribute_node(attr) else { continue };
+                    disks.push(DomainDisk {
+                        target: target.to_string(),
+                        path: PathBuf::from(a.value()),
+                        source_range: a.range_value(),
+                    });
+                }
+            }
+            (name, text.range(), uuid_range, disks)
+        };
+        if name.is_empty() {
+            return Err(malformed(file, "empty <name>"));
+        }
+        if disks.iter().any(|d| !crate::disk_backup::is_safe_disk_name(&d.target)) {
+            return Err(malformed(file, "a disk target is not a plain device name"));
+        }
+        Ok(Self { name, disks, xml, name_range, uuid_range })
+    }
+
+    /// Reads and parses a definition file.
+    ///
+    /// # Errors
+    /// `Domain` when the file cannot be read or parsed.
+    pub fn load(file: &Path) -> Result<Self> {
+        let xml = std::fs::read_to_string(file)
+            .map_err(|e| EngineError::Domain { path: file.to_path_buf(), reason: format!("cannot be read: {e}") })?;
+        Self::parse(file, xml)
+    }
+
+    pub fn xml(&self) -> &str {
+        &self.xml
+    }
+
+    /// The definition of a new domain: another name, no UUID (libvirt makes
+    /// one), and each disk's source replaced by its restored path.
+    pub fn rewritten(&self, new_name: &str, new_paths: &[(String, PathBuf)]) -> String {
+        let mut edits: Vec<(Range<usize>, String)> = vec![(self.name_range.clone(), xml_escape(new_name))];
+        if let Some(u) = &self.uuid_range {
+            edits.push((u.clone(), String::new()));
+        }
+        for d in &self.disks {
+            if let Some((_, p)) = new_paths.iter().find(|(t, _)| *t == d.target) {
+                edits.push((d.source_range.clone(), xml_escape(&p.display().to_string())));
+            }
+        }
+        edits.sort_by_key(|(r, _)| std::cmp::Reverse(r.start));
+        let mut out = self.xml.clone();
+        for (r, text) in edits {
+            out.replace_range(r, &text);
+        }
+        out
+    }
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('\'', "&apos;").replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const XML: &str = r#"<domain type='kvm'>
+  <name>web</name>
+  <uuid>8f7e6d5c-0000-4000-8000-000000000001</uuid>
+  <devices>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file='/var/lib/libvirt/images/web.qcow2'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <disk type='file' device='cdrom'>
+      <source file='/iso/install.iso'/>
+      <target dev='sda' bus='sata'/>
+    </disk>
+    <disk type="block" device="disk">
+      <source dev="/dev/vg0/data"/>
+      <target dev="vdb"/>
+    </disk>
+  </devices>
+</domain>"#;
+
+    #[test]
+    fn parses_disks_and_rewrites_a_new_definition() {
+        let d = Domain::parse(Path::new("web.xml"), XML.to_string()).expect("parse");
+        assert_eq!(d.name, "web");
+        let found: Vec<_> = d.disks.iter().map(|x| (x.target.as_str(), x.path.to_str().expect("utf8"))).collect();
+        assert_eq!(found, vec![("vda", "/var/lib/libvirt/images/web.qcow2"), ("vdb", "/dev/vg0/data")]);
+        let new = d.rewritten(
+            "web-restored",
+            &[("vda".into(), PathBuf::from("/r/web-vda.img")), ("vdb".into(), PathBuf::from("/r/web-vdb.img"))],
+        );
+        let again = Domain::parse(Path::new("new.xml"), new.clone()).expect("parse rewritten");
+        assert_eq!(again.name, "web-restored");
+        assert_eq!(again.disks[0].path, PathBuf::from("/r/web-vda.img"));
+        assert_eq!(again.disks[1].path, PathBuf::from("/r/web-vdb.img"));
+        assert!(!new.contains("<uuid>"));
+        assert!(new.contains("/iso/install.iso"), "other devices are kept");
+    }
+
+    #[test]
+    fn malformed_definitions_are_named() {
+        for bad in ["<domain><name>x</name>", "<pool><name>x</name></pool>", "<domain><devices/></domain>"] {
+            let err = Domain::parse(Path::new("bad.xml"), bad.to_string()).expect_err(bad).to_string();
+            assert!(err.contains("bad.xml") && err.contains("malformed domain XML"), "{err}");
+        }
+    }
+}
