@@ -6,6 +6,7 @@ use boveda_vault::{RecordId, Vault};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::consistency::ConsistencyConfig;
 use crate::error::{Result, ServiceError};
 use crate::names::validate_item_name;
 
@@ -47,6 +48,9 @@ pub struct Item {
     pub name: String,
     pub source: ItemSource,
     pub created: Timestamp,
+    /// Pre/post snapshot scripts (disk and VM items).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistency: Option<ConsistencyConfig>,
 }
 
 /// Every item of the vault, by name.
@@ -110,7 +114,16 @@ fn check_new_name(vault: &Vault, name: &str) -> Result<()> {
 }
 
 fn save_new(vault: &Vault, name: &str, source: ItemSource) -> Result<Item> {
-    let item = Item { id: RecordId::random(), name: name.to_string(), source, created: Timestamp::now() };
+    save_new_with(vault, name, source, None)
+}
+
+fn save_new_with(
+    vault: &Vault,
+    name: &str,
+    source: ItemSource,
+    consistency: Option<ConsistencyConfig>,
+) -> Result<Item> {
+    let item = Item { id: RecordId::random(), name: name.to_string(), source, created: Timestamp::now(), consistency };
     vault.catalog_put(ITEMS, &item.id, Some(&item))?;
     Ok(item)
 }
@@ -120,11 +133,11 @@ fn save_new(vault: &Vault, name: &str, source: ItemSource) -> Result<Item> {
 /// # Errors
 /// `Invalid` for a bad name or an image that is missing, unreadable or an
 /// unsupported qcow2; `Conflict` when the name is taken.
-pub fn add_disk_item(vault: &Vault, name: &str, path: &Path) -> Result<Item> {
+pub fn add_disk_item(vault: &Vault, name: &str, path: &Path, consistency: Option<ConsistencyConfig>) -> Result<Item> {
     check_new_name(vault, name)?;
     let abs = absolute(path)?;
     boveda_engine::DiskImage::open(&abs)?;
-    save_new(vault, name, ItemSource::Disk { path: abs })
+    save_new_with(vault, name, ItemSource::Disk { path: abs }, consistency)
 }
 
 /// A domain's disks, each checked to be a readable image.
@@ -154,12 +167,17 @@ pub fn domain_disks(domain: &boveda_engine::Domain, file: &Path) -> Result<Vec<(
 /// # Errors
 /// `Invalid` for a malformed definition or a disk that is missing or
 /// unreadable; `Conflict` when the name is taken.
-pub fn add_vm_item(vault: &Vault, name: &str, domain_xml: &Path) -> Result<Item> {
+pub fn add_vm_item(
+    vault: &Vault,
+    name: &str,
+    domain_xml: &Path,
+    consistency: Option<ConsistencyConfig>,
+) -> Result<Item> {
     check_new_name(vault, name)?;
     let file = absolute(domain_xml)?;
     let domain = boveda_engine::Domain::load(&file)?;
     let disks = domain_disks(&domain, &file)?;
-    save_new(vault, name, ItemSource::Vm { domain_xml: file, domain: domain.name.clone(), disks })
+    save_new_with(vault, name, ItemSource::Vm { domain_xml: file, domain: domain.name.clone(), disks }, consistency)
 }
 
 /// One domain found by `item discover`.

@@ -8,6 +8,7 @@
 //! Everything lives in the vault's own store (catalog records and point
 //! manifests); the user's registry of known vaults is a convenience only.
 
+mod consistency;
 mod error;
 mod item;
 mod names;
@@ -17,6 +18,7 @@ mod registry;
 mod vault_admin;
 
 pub use boveda_engine::DiskOutputFormat;
+pub use consistency::{ConsistencyConfig, MAX_SCRIPT_TIMEOUT_SECS, ScriptResult, run_script};
 pub use error::{Result, ServiceError, ServiceErrorKind};
 pub use item::{
     DiscoveredVm, Item, ItemSource, add_disk_item, add_files_item, add_vm_item, discover_vms, find_item, list_items,

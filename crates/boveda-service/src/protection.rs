@@ -5,7 +5,12 @@ use std::sync::atomic::AtomicBool;
 use boveda_engine::{
     BackupProgress, DISK_NODE, DiskBackupOptions, Domain, FileBackupOptions, backup_disk, backup_files,
 };
-use boveda_vault::{Consistency, PointId, RecoveryPoint, Vault};
+use std::path::PathBuf;
+
+use boveda_engine::FileBackupOutcome;
+use boveda_vault::{PointId, RecoveryPoint, Vault};
+
+use crate::consistency::with_consistency;
 use jiff::{SignedDuration, Timestamp};
 
 use crate::error::{Result, ServiceError};
@@ -48,35 +53,48 @@ pub fn backup_now(
     let index = vault.load_index()?;
     let parent = vault.list_points()?.into_iter().rfind(|p| p.item_id == item.id);
     let parent_tree = parent.as_ref().map(|p| p.tree);
-    let (outcome, sources) = match &item.source {
-        ItemSource::Files { paths, excludes } => {
-            let opts =
-                FileBackupOptions { paths: paths.clone(), excludes: excludes.clone(), parent_tree, cancel: req.cancel };
-            (backup_files(vault, &index, &opts, progress)?, paths.clone())
-        }
-        ItemSource::Disk { path } => {
-            let opts = DiskBackupOptions {
-                disks: vec![(DISK_NODE.to_string(), path.clone())],
-                extra_files: vec![],
-                parent_tree,
-                cancel: req.cancel,
-            };
-            (backup_disk(vault, &index, &opts, progress)?, vec![path.clone()])
-        }
-        ItemSource::Vm { domain_xml, .. } => {
-            // the definition as it is now: disks may have been added or moved
-            let domain = Domain::load(domain_xml)?;
-            let disks = domain_disks(&domain, domain_xml)?;
-            let sources = disks.iter().map(|(_, p)| p.clone()).chain([domain_xml.clone()]).collect();
-            let opts = DiskBackupOptions {
-                disks,
-                extra_files: vec![(VM_DEFINITION.to_string(), domain.xml().as_bytes().to_vec())],
-                parent_tree,
-                cancel: req.cancel,
-            };
-            (backup_disk(vault, &index, &opts, progress)?, sources)
-        }
+    let run = || -> Result<(FileBackupOutcome, Vec<PathBuf>)> {
+        Ok(match &item.source {
+            ItemSource::Files { paths, excludes } => {
+                let opts = FileBackupOptions {
+                    paths: paths.clone(),
+                    excludes: excludes.clone(),
+                    parent_tree,
+                    cancel: req.cancel,
+                };
+                (backup_files(vault, &index, &opts, progress)?, paths.clone())
+            }
+            ItemSource::Disk { path } => {
+                let opts = DiskBackupOptions {
+                    disks: vec![(DISK_NODE.to_string(), path.clone())],
+                    extra_files: vec![],
+                    parent_tree,
+                    cancel: req.cancel,
+                };
+                (backup_disk(vault, &index, &opts, progress)?, vec![path.clone()])
+            }
+            ItemSource::Vm { domain_xml, .. } => {
+                // the definition as it is now: disks may have been added or moved
+                let domain = Domain::load(domain_xml)?;
+                let disks = domain_disks(&domain, domain_xml)?;
+                let sources = disks.iter().map(|(_, p)| p.clone()).chain([domain_xml.clone()]).collect();
+                let opts = DiskBackupOptions {
+                    disks,
+                    extra_files: vec![(VM_DEFINITION.to_string(), domain.xml().as_bytes().to_vec())],
+                    parent_tree,
+                    cancel: req.cancel,
+                };
+                (backup_disk(vault, &index, &opts, progress)?, sources)
+            }
+        })
     };
+    // scripts apply to disks and VMs; a file backup reads files, not a disk snapshot
+    let cfg = match item.source {
+        ItemSource::Files { .. } => None,
+        _ => item.consistency.as_ref(),
+    };
+    let ((mut outcome, sources), consistency, script_warnings) = with_consistency(cfg, run)?;
+    outcome.warnings.extend(script_warnings);
     let point = RecoveryPoint {
         id: PointId::random(),
         item_id: item.id,
@@ -87,7 +105,7 @@ pub fn backup_now(
         parent: parent.map(|p| p.id),
         hostname: req.hostname.clone(),
         sources: sources.iter().map(|p| p.display().to_string()).collect(),
-        consistency: Consistency::CrashConsistent,
+        consistency,
         retain_until: Some(retain_until),
         kept_by: "ad-hoc".into(),
         stats: outcome.stats,

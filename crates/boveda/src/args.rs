@@ -129,12 +129,18 @@ pub enum ItemAdd {
         name: String,
         #[arg(long)]
         domain_xml: PathBuf,
+        /// Pre/post snapshot scripts (JSON, see docs/CONSISTENCY.md).
+        #[arg(long)]
+        consistency_config: Option<PathBuf>,
     },
     /// A disk: a raw or qcow2 image file, or a block device.
     Disk {
         name: String,
         #[arg(long)]
         path: PathBuf,
+        /// Pre/post snapshot scripts (JSON, see docs/CONSISTENCY.md).
+        #[arg(long)]
+        consistency_config: Option<PathBuf>,
     },
     /// A file tree: one or more paths, minus excluded globs.
     Files {

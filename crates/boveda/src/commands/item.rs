@@ -1,6 +1,7 @@
 use anyhow::Result;
 use boveda_service::{
-    ItemSource, add_disk_item, add_files_item, add_vm_item, discover_vms, find_item, list_item_points, list_items,
+    ConsistencyConfig, ItemSource, add_disk_item, add_files_item, add_vm_item, discover_vms, find_item,
+    list_item_points, list_items,
 };
 
 use super::Ctx;
@@ -14,8 +15,14 @@ pub fn run(ctx: &Ctx, cmd: ItemCmd) -> Result<Outcome> {
         ItemCmd::Add(add) => {
             let item = match add {
                 ItemAdd::Files { name, paths, excludes } => add_files_item(&vault, &name, &paths, &excludes)?,
-                ItemAdd::Disk { name, path } => add_disk_item(&vault, &name, &path)?,
-                ItemAdd::Vm { name, domain_xml } => add_vm_item(&vault, &name, &domain_xml)?,
+                ItemAdd::Disk { name, path, consistency_config } => {
+                    let cfg = consistency_config.as_deref().map(ConsistencyConfig::load).transpose()?;
+                    add_disk_item(&vault, &name, &path, cfg)?
+                }
+                ItemAdd::Vm { name, domain_xml, consistency_config } => {
+                    let cfg = consistency_config.as_deref().map(ConsistencyConfig::load).transpose()?;
+                    add_vm_item(&vault, &name, &domain_xml, cfg)?
+                }
             };
             if ctx.json() {
                 ctx.print_json(&item)?;
