@@ -15,6 +15,7 @@
 
 mod chunk_fetch;
 mod disk_backup;
+mod disk_files;
 mod disk_image;
 mod disk_restore;
 mod error;
@@ -27,6 +28,7 @@ mod point_path;
 mod progress;
 
 pub use disk_backup::{DISK_CHUNK, DISK_NODE, DiskBackupOptions, backup_disk, is_safe_disk_name};
+pub use disk_files::{DiskEntry, MaterializedDisk, materialize_disk};
 pub use disk_image::{DiskFormat, DiskImage};
 pub use disk_restore::{DiskOutputFormat, DiskRestoreRequest, read_point_file, restore_disk};
 pub use error::{EngineError, Result};

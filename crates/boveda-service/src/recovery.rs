@@ -4,14 +4,14 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
 use boveda_engine::{
-    DISK_NODE, DiskOutputFormat, DiskRestoreRequest, Domain, RestoreOptions, RestoreOutcome, RestoreProgress,
-    list_point_path, restore_files,
+    DISK_NODE, DiskEntry, DiskOutputFormat, DiskRestoreRequest, Domain, RestoreOptions, RestoreOutcome,
+    RestoreProgress, list_point_path, restore_files,
 };
 use boveda_vault::{Node, RecoveryPoint, Vault};
 use serde::Serialize;
 
 use crate::error::{Result, ServiceError};
-use crate::item::Item;
+use crate::item::{Item, ItemSource};
 use crate::protection::VM_DEFINITION;
 
 /// An item's points, oldest first.
@@ -135,4 +135,84 @@ pub fn restore(
     let index = vault.load_index()?;
     let opts = RestoreOptions { target, paths, cancel };
     Ok(restore_files(vault, &index, &point.tree, &opts, progress)?)
+}
+
+/// Splits a path inside a disk or VM point into the disk it names and the
+/// path within that disk's file system: `/etc/hosts` for a disk item,
+/// `/vda/etc/hosts` for a VM.
+fn disk_and_path(item: &Item, path: &str) -> Result<(String, String)> {
+    match &item.source {
+        ItemSource::Disk { .. } => Ok((DISK_NODE.to_string(), path.to_string())),
+        ItemSource::Vm { .. } => {
+            let trimmed = path.trim_start_matches('/');
+            let (dev, rest) = trimmed.split_once('/').unwrap_or((trimmed, ""));
+            if dev.is_empty() {
+                return Err(ServiceError::Invalid("give the disk first, such as /vda/etc/hosts".into()));
+            }
+            Ok((dev.to_string(), format!("/{rest}")))
+        }
+        ItemSource::Files { .. } => Err(ServiceError::Invalid("not a disk or VM item".into())),
+    }
+}
+
+/// Lists files inside the ext2/3/4 file system of a disk or VM point.
+/// For a VM, `/` lists its disks.
+///
+/// # Errors
+/// `Invalid` for a disk without an ext file system; `NotFound` for a path
+/// that is not there.
+pub fn browse_disk(vault: &Vault, item: &Item, point: &RecoveryPoint, path: &str) -> Result<Vec<DiskEntry>> {
+    let index = vault.load_index()?;
+    if let ItemSource::Vm { .. } = item.source
+        && path.trim_matches('/').is_empty()
+    {
+        let nodes = list_point_path(vault, &index, &point.tree, "/")?;
+        return Ok(nodes
+            .iter()
+            .map(|n| DiskEntry {
+                name: n.name_lossy(),
+                mode: if n.name == VM_DEFINITION.as_bytes() { 0o100644 } else { 0o040755 },
+                uid: 0,
+                gid: 0,
+                size: n.size,
+                is_dir: n.name != VM_DEFINITION.as_bytes(),
+            })
+            .collect());
+    }
+    let (disk, inner) = disk_and_path(item, path)?;
+    let m = boveda_engine::materialize_disk(vault, &index, &point.tree, &disk)?;
+    Ok(m.list(&inner)?)
+}
+
+/// Extracts paths from the file system inside a disk or VM point.
+///
+/// # Errors
+/// As [`browse_disk`]; I/O errors writing the target.
+pub fn restore_disk_files(
+    vault: &Vault,
+    item: &Item,
+    point: &RecoveryPoint,
+    paths: &[String],
+    target: &std::path::Path,
+) -> Result<()> {
+    let index = vault.load_index()?;
+    let mut by_disk: Vec<(String, Vec<String>)> = Vec::new();
+    for p in paths {
+        let (disk, inner) = disk_and_path(item, p)?;
+        match by_disk.iter_mut().find(|(d, _)| *d == disk) {
+            Some((_, v)) => v.push(inner),
+            None => by_disk.push((disk, vec![inner])),
+        }
+    }
+    for (disk, inner_paths) in by_disk {
+        let m = boveda_engine::materialize_disk(vault, &index, &point.tree, &disk)?;
+        let dest = match item.source {
+            ItemSource::Vm { .. } => target.join(&disk),
+            _ => target.to_path_buf(),
+        };
+        for p in &inner_paths {
+            m.extract(p, &dest)?;
+        }
+    }
+    Ok(())
 }

@@ -157,7 +157,7 @@ fn bad_disk_input_gets_a_clear_error() {
     let err = env.fails(&["restore", "ok", "--target", env.dir.path().to_str().expect("utf8")]);
     assert!(err.contains("is a directory"), "{err}");
     let err = env.fails(&["restore", "ok", "--path", "/etc", "--target", env.path("x.img").to_str().expect("utf8")]);
-    assert!(err.contains("not supported for disk"), "{err}");
+    assert!(err.contains("not in the recovery point"), "{err}");
 }
 
 #[test]

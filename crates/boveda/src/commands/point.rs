@@ -143,6 +143,24 @@ pub fn points(ctx: &Ctx, cmd: PointCmd) -> Result<Outcome> {
         PointCmd::Ls { item, point, path } => {
             let item = find_item(&vault, &item)?;
             let p = find_point(&vault, &item, &point)?;
+            if !matches!(item.source, ItemSource::Files { .. }) {
+                let entries = boveda_service::browse_disk(&vault, &item, &p, &path)?;
+                if ctx.json() {
+                    let list: Vec<_> = entries
+                        .iter()
+                        .map(|e| serde_json::json!({"name": e.name, "dir": e.is_dir, "mode": e.mode & 0o7777, "size": e.size, "uid": e.uid, "gid": e.gid}))
+                        .collect();
+                    ctx.print_json(&list)?;
+                } else {
+                    for e in &entries {
+                        let kind = if e.is_dir { NodeKind::Dir } else { NodeKind::File };
+                        let mut n = boveda_vault::Node::new(e.name.clone().into_bytes(), kind);
+                        n.mode = e.mode;
+                        println!("{} {:>5} {:>5} {:>12} {}", mode_string(&n), e.uid, e.gid, e.size, e.name);
+                    }
+                }
+                return Ok(Outcome::Ok);
+            }
             let nodes = browse(&vault, &p, &path)?;
             if ctx.json() {
                 let list: Vec<_> = nodes
@@ -178,7 +196,17 @@ pub fn restore(ctx: &Ctx, args: RestoreArgs) -> Result<Outcome> {
         ItemSource::Disk { .. } | ItemSource::Vm { .. } => {
             if !args.paths.is_empty() {
                 bar.finish();
-                bail!("--path (file-level restore) is not supported for disk and VM items yet; restore whole disks");
+                boveda_service::restore_disk_files(&vault, &item, &point, &args.paths, &args.target)?;
+                if !ctx.json() {
+                    println!(
+                        "restored {} path(s) of point {} of item {} into {}",
+                        args.paths.len(),
+                        point.id.short(),
+                        item.name,
+                        args.target.display()
+                    );
+                }
+                return Ok(Outcome::Ok);
             }
             let format = match args.format {
                 ImageFormat::Raw => DiskOutputFormat::Raw,

@@ -1,0 +1,199 @@
+//! File-level access to the ext2/3/4 file system inside a disk point.
+//!
+//! The disk is first written from the point to a temporary sparse image
+//! (only its data chunks are read), then e2fsprogs' `debugfs` reads the file
+//! system in user space: `ls -p` to browse, `rdump` to extract. An MBR or
+//! GPT partition table is read here to find the file system's offset, which
+//! `debugfs` takes as `image?offset=N`. Only ext2, ext3 and ext4 are
+//! supported; anything else is refused by name.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use boveda_vault::{ChunkId, ChunkIndex, Vault};
+
+use crate::disk_restore::{DiskOutputFormat, DiskRestoreRequest, restore_disk};
+use crate::error::{EngineError, Result};
+use crate::point_path::split_point_path;
+use crate::progress::NoProgress;
+
+const SECTOR: u64 = 512;
+const EXT_MAGIC_OFFSET: u64 = 1024 + 56;
+
+/// One entry listed inside a disk's file system.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskEntry {
+    pub name: String,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub is_dir: bool,
+}
+
+/// A disk of a point written to a temporary image, removed when dropped.
+pub struct MaterializedDisk {
+    dir: PathBuf,
+    image: PathBuf,
+    /// Byte offset of the ext file system in the image.
+    offset: u64,
+}
+
+impl Drop for MaterializedDisk {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn unsupported(disk: &str, why: String) -> EngineError {
+    EngineError::Disk { path: PathBuf::from(disk), reason: why }
+}
+
+fn is_ext(file: &File, offset: u64) -> bool {
+    let mut magic = [0u8; 2];
+    file.read_exact_at(&mut magic, offset + EXT_MAGIC_OFFSET).is_ok() && magic == [0x53, 0xEF]
+}
+
+/// Offsets of the partitions an MBR or GPT lists; `[0]` without a table.
+fn partition_offsets(file: &File) -> Vec<u64> {
+    let mut mbr = [0u8; 512];
+    if file.read_exact_at(&mut mbr, 0).is_err() || mbr[510..512] != [0x55, 0xAA] {
+        return vec![0];
+    }
+    let entries: Vec<(u8, u64)> = (0..4)
+        .map(|i| {
+            let e = &mbr[446 + i * 16..446 + (i + 1) * 16];
+            (e[4], u64::from(u32::from_le_bytes([e[8], e[9], e[10], e[11]])))
+        })
+        .filter(|(kind, _)| *kind != 0)
+        .collect();
+    if entries.iter().any(|(kind, _)| *kind == 0xEE) {
+        return gpt_offsets(file);
+    }
+    let found: Vec<u64> = entries.iter().map(|(_, lba)| lba * SECTOR).collect();
+    if found.is_empty() { vec![0] } else { found }
+}
+
+fn gpt_offsets(file: &File) -> Vec<u64> {
+    let mut hdr = [0u8; 92];
+    if file.read_exact_at(&mut hdr, SECTOR).is_err() || &hdr[..8] != b"EFI PART" {
+        return Vec::new();
+    }
+    let u64_at = |b: &[u8], i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
+    let u32_at = |b: &[u8], i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap_or([0; 4]));
+    let table = u64_at(&hdr, 72) * SECTOR;
+    let (count, size) = (u32_at(&hdr, 80).min(256) as u64, u32_at(&hdr, 84).clamp(128, 4096) as u64);
+    let mut out = Vec::new();
+    for i in 0..count {
+        let mut e = vec![0u8; size as usize];
+        if file.read_exact_at(&mut e, table + i * size).is_err() {
+            break;
+        }
+        if e[..16].iter().any(|&b| b != 0) {
+            out.push(u64_at(&e, 32) * SECTOR);
+        }
+    }
+    out
+}
+
+/// Writes disk `disk` of a point to a temporary image and finds its ext
+/// file system.
+///
+/// # Errors
+/// `Disk` when no ext2/3/4 file system is found; restore errors.
+pub fn materialize_disk(vault: &Vault, index: &ChunkIndex, root: &ChunkId, disk: &str) -> Result<MaterializedDisk> {
+    let base = std::env::temp_dir().join(format!("boveda-disk-{}-{}", std::process::id(), disk));
+    std::fs::create_dir_all(&base).map_err(|e| EngineError::io(&base, e))?;
+    let image = base.join("disk.img");
+    let mut m = MaterializedDisk { dir: base, image, offset: 0 };
+    let req = DiskRestoreRequest { disk, target: &m.image, format: DiskOutputFormat::Raw, cancel: None };
+    let out = restore_disk(vault, index, root, &req, &NoProgress)?;
+    if let Some(e) = out.errors.first() {
+        return Err(unsupported(disk, format!("cannot be read from the vault: {e}")));
+    }
+    let file = File::open(&m.image).map_err(|e| EngineError::io(&m.image, e))?;
+    let offsets = partition_offsets(&file);
+    m.offset = offsets.iter().copied().find(|&o| is_ext(&file, o)).ok_or_else(|| {
+        unsupported(
+            disk,
+            format!(
+                "holds no ext2/3/4 file system ({} partition(s) looked at); file-level restore supports only ext2, ext3 and ext4",
+                offsets.len()
+            ),
+        )
+    })?;
+    Ok(m)
+}
+
+impl MaterializedDisk {
+    fn debugfs(&self, request: &str) -> Result<String> {
+        let device = format!("{}?offset={}", self.image.display(), self.offset);
+        let out = Command::new("debugfs")
+            .args(["-R", request, &device])
+            .output()
+            .map_err(|e| unsupported("debugfs", format!("cannot run debugfs (install e2fsprogs): {e}")))?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        // debugfs reports a bad path on stderr and still exits 0
+        if let Some(line) = err.lines().find(|l| !l.starts_with("debugfs ") && !l.trim().is_empty()) {
+            return Err(unsupported("file system", line.trim().to_string()));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn fs_path(path: &str) -> Result<String> {
+        let parts = split_point_path(path)?;
+        let parts: Vec<String> = parts.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect();
+        Ok(format!("/{}", parts.join("/")))
+    }
+
+    /// Lists a directory (or one file) of the file system.
+    ///
+    /// # Errors
+    /// `NotInPoint` when the path does not exist there.
+    pub fn list(&self, path: &str) -> Result<Vec<DiskEntry>> {
+        let p = Self::fs_path(path)?;
+        let text = self.debugfs(&format!("ls -p \"{p}\"")).map_err(|_| EngineError::NotInPoint(path.to_string()))?;
+        let mut out = Vec::new();
+        for line in text.lines() {
+            // /inode/mode/uid/gid/name/size/
+            let f: Vec<&str> = line.split('/').collect();
+            if f.len() < 7 || f[5] == "." || f[5] == ".." {
+                continue;
+            }
+            let mode = u32::from_str_radix(f[2], 8).unwrap_or(0);
+            out.push(DiskEntry {
+                name: f[5].to_string(),
+                mode,
+                uid: f[3].parse().unwrap_or(0),
+                gid: f[4].parse().unwrap_or(0),
+                size: f[6].parse().unwrap_or(0),
+                is_dir: mode & 0o170000 == 0o040000,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Extracts a file or directory tree to `target`, keeping its path
+    /// below the target (`/etc/hosts` becomes `TARGET/etc/hosts`).
+    ///
+    /// # Errors
+    /// `NotInPoint` for a missing path; I/O errors.
+    pub fn extract(&self, path: &str, target: &Path) -> Result<()> {
+        let p = Self::fs_path(path)?;
+        if p == "/" {
+            return Err(EngineError::BadPointPath("give a path below / to extract from a disk".into()));
+        }
+        let parent = Path::new(&p).parent().unwrap_or(Path::new("/"));
+        let dest = target.join(parent.strip_prefix("/").unwrap_or(parent));
+        std::fs::create_dir_all(&dest).map_err(|e| EngineError::io(&dest, e))?;
+        self.debugfs(&format!("rdump \"{p}\" \"{}\"", dest.display())).map_err(|e| match e {
+            EngineError::Disk { reason, .. } if reason.contains("not found") => {
+                EngineError::NotInPoint(path.to_string())
+            }
+            other => other,
+        })?;
+        Ok(())
+    }
+}
