@@ -1,27 +1,13 @@
 //! Files that vanish or change while a backup reads them become warnings;
 //! the backup goes on and the point holds what was read.
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use boveda_engine::{BackupProgress, FileBackupOptions, NoProgress, RestoreOptions, backup_files, restore_files};
-use boveda_store::LocalStore;
-use boveda_vault::{ChunkerParams, CreateOptions, KdfParams, Vault, VaultSettings};
-
-fn vault(dir: &Path) -> Vault {
-    let settings = VaultSettings {
-        name: "t".into(),
-        location: "test".into(),
-        redundancy: "lrs".into(),
-        secondary: None,
-        pack_size: 1 << 20,
-        compression_level: 3,
-    };
-    let opts =
-        CreateOptions { settings, kdf: KdfParams::TESTING, chunker: ChunkerParams::DEFAULT, hostname: "h".into() };
-    Vault::create(Arc::new(LocalStore::new(dir.join("vault"))), b"pw", opts).expect("create")
-}
 
 /// Deletes one file just before it is opened, and appends to another
 /// once its first bytes have been read.
@@ -59,7 +45,7 @@ fn vanished_and_changing_files_are_warnings() {
     fs::write(src.join("gone"), b"soon gone").expect("write");
     let original: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
     fs::write(src.join("growing"), &original).expect("write");
-    let v = vault(dir.path());
+    let v = common::local_vault(dir.path());
     let index = v.load_index().expect("index");
     let sab = Saboteur { vanish: src.join("gone"), grow: src.join("growing"), armed: Mutex::new(false) };
     let opts = FileBackupOptions { paths: vec![src.clone()], excludes: vec![], parent_tree: None, cancel: None };
@@ -86,7 +72,7 @@ fn a_cancelled_backup_stops_and_writes_no_point() {
     let src = dir.path().join("src");
     fs::create_dir_all(&src).expect("mkdir");
     fs::write(src.join("a"), b"a").expect("write");
-    let v = vault(dir.path());
+    let v = common::local_vault(dir.path());
     let index = v.load_index().expect("index");
     let cancel = std::sync::atomic::AtomicBool::new(true);
     let opts = FileBackupOptions { paths: vec![src], excludes: vec![], parent_tree: None, cancel: Some(&cancel) };

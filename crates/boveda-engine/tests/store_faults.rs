@@ -3,14 +3,14 @@
 //! backup completes and restores byte for byte. (The end-to-end test does
 //! the same on a real tmpfs; this one runs without root.)
 
+mod common;
+
 use std::fs;
 use std::sync::Arc;
 
 use boveda_engine::{FileBackupOptions, NoProgress, RestoreOptions, backup_files, restore_files};
 use boveda_store::{FaultStore, LocalStore, Store};
-use boveda_vault::{
-    CheckOptions, ChunkerParams, CreateOptions, KdfParams, Vault, VaultErrorKind, VaultSettings, check,
-};
+use boveda_vault::{CheckOptions, VaultErrorKind, check};
 
 #[test]
 fn a_full_store_fails_the_backup_and_leaves_a_valid_vault() {
@@ -23,17 +23,7 @@ fn a_full_store_fails_the_backup_and_leaves_a_valid_vault() {
     }
     let local: Arc<dyn Store> = Arc::new(LocalStore::new(dir.path().join("vault")));
     let faulty = Arc::new(FaultStore::new(local, u64::MAX));
-    let settings = VaultSettings {
-        name: "t".into(),
-        location: "test".into(),
-        redundancy: "lrs".into(),
-        secondary: None,
-        pack_size: 1 << 20,
-        compression_level: 0,
-    };
-    let opts =
-        CreateOptions { settings, kdf: KdfParams::TESTING, chunker: ChunkerParams::DEFAULT, hostname: "h".into() };
-    let vault = Vault::create(faulty.clone(), b"pw", opts).expect("create");
+    let vault = common::test_vault(faulty.clone(), 0);
 
     faulty.refill(4 << 20); // room for a few packs, not for 12 MB
     let index = vault.load_index().expect("index");
