@@ -24,6 +24,7 @@ mod file_backup;
 mod file_restore;
 mod libvirt_domain;
 mod metadata;
+mod point_mount;
 mod point_path;
 mod progress;
 
@@ -36,5 +37,6 @@ pub use exclude::Excludes;
 pub use file_backup::{FileBackupOptions, FileBackupOutcome, backup_files};
 pub use file_restore::{RestoreOptions, RestoreOutcome, restore_files};
 pub use libvirt_domain::{Domain, DomainDisk};
+pub use point_mount::{MountedPoint, mount_points};
 pub use point_path::{list_point_path, split_point_path};
 pub use progress::{BackupProgress, NoProgress, RestoreProgress};

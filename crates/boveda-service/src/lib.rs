@@ -27,8 +27,8 @@ pub use item::{
 pub use names::{ITEM_NAME_RULE, VAULT_NAME_RULE, validate_item_name, validate_vault_name};
 pub use protection::{BackupRequest, DEFAULT_AD_HOC_RETENTION_DAYS, VM_DEFINITION, backup_now};
 pub use recovery::{
-    VmRestore, browse, browse_disk, find_point, list_item_points, restore, restore_disk_files, restore_disk_image,
-    restore_vm,
+    VmRestore, browse, browse_disk, find_point, list_item_points, mount, restore, restore_disk_files,
+    restore_disk_image, restore_vm,
 };
 pub use registry::{KnownVault, Registry, config_dir};
 pub use vault_admin::{NewVault, VaultSummary, create_vault, hostname, open_vault, resolve_vault, summarize};

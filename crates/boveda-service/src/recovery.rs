@@ -216,3 +216,27 @@ pub fn restore_disk_files(
     }
     Ok(())
 }
+
+/// Mounts an item's points (or one of them) read-only at `dir` and serves
+/// until the folder is unmounted.
+///
+/// # Errors
+/// `NotFound` without points; mount errors (no FUSE, busy folder).
+pub fn mount(vault: Vault, item: &Item, point: Option<&str>, dir: &std::path::Path) -> Result<()> {
+    let points = match point {
+        Some(sel) => vec![find_point(&vault, item, sel)?],
+        None => list_item_points(&vault, item)?,
+    };
+    if points.is_empty() {
+        return Err(ServiceError::NotFound(format!("item {} has no recovery point yet", item.name)));
+    }
+    let mounted = points
+        .iter()
+        .map(|p| boveda_engine::MountedPoint {
+            name: p.id.short(),
+            tree: p.tree,
+            time: std::time::UNIX_EPOCH + std::time::Duration::from_secs(p.time.as_second().max(0) as u64),
+        })
+        .collect();
+    Ok(boveda_engine::mount_points(vault, mounted, dir, point.is_some())?)
+}

@@ -42,6 +42,15 @@ pub enum Command {
     Recoverypoint(PointCmd),
     /// Restore a recovery point, or chosen paths of it, into a folder.
     Restore(RestoreArgs),
+    /// Show an item's recovery points read-only through FUSE, until the
+    /// folder is unmounted (`fusermount -u DIR`).
+    Mount {
+        item: String,
+        /// Only this point (id prefix or `latest`), as the folder's root.
+        #[arg(long)]
+        point: Option<String>,
+        dir: std::path::PathBuf,
+    },
 }
 
 #[derive(Subcommand)]

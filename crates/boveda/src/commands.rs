@@ -44,5 +44,6 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Protection(cmd) => point::protection(&ctx, cmd),
         Command::Recoverypoint(cmd) => point::points(&ctx, cmd),
         Command::Restore(args) => point::restore(&ctx, args),
+        Command::Mount { item, point, dir } => point::mount(&ctx, &item, point.as_deref(), &dir),
     }
 }

@@ -272,3 +272,16 @@ pub fn restore(ctx: &Ctx, args: RestoreArgs) -> Result<Outcome> {
     }
     Ok(if out.warnings.is_empty() { Outcome::Ok } else { Outcome::Warnings })
 }
+
+pub fn mount(ctx: &Ctx, item: &str, point: Option<&str>, dir: &std::path::Path) -> Result<Outcome> {
+    let vault = ctx.open()?;
+    let item = find_item(&vault, item)?;
+    eprintln!(
+        "serving the recovery points of item {} read-only at {}; unmount with `fusermount -u {}`",
+        item.name,
+        dir.display(),
+        dir.display()
+    );
+    boveda_service::mount(vault, &item, point, dir)?;
+    Ok(Outcome::Ok)
+}
