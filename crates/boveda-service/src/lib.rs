@@ -12,6 +12,7 @@ mod consistency;
 mod error;
 mod item;
 mod names;
+mod policy;
 mod protection;
 mod recovery;
 mod registry;
@@ -25,6 +26,10 @@ pub use item::{
     DiscoveredVm, Item, ItemSource, add_disk_item, add_files_item, add_vm_item, discover_vms, find_item, list_items,
 };
 pub use names::{ITEM_NAME_RULE, VAULT_NAME_RULE, validate_item_name, validate_vault_name};
+pub use policy::{
+    DEFAULT_POLICY, DaySpec, Frequency, MonthlyRule, Policy, Retention, Schedule, Weekday, WeeklyRule, YearlyRule,
+    create_policy, delete_policy, find_policy, list_policies, parse_weekday,
+};
 pub use protection::{BackupRequest, DEFAULT_AD_HOC_RETENTION_DAYS, VM_DEFINITION, backup_now};
 pub use recovery::{
     VmRestore, browse, browse_disk, find_point, list_item_points, mount, restore, restore_disk_files,

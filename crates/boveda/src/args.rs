@@ -34,6 +34,9 @@ pub enum Command {
     /// Register and list protected items.
     #[command(subcommand)]
     Item(ItemCmd),
+    /// Backup policies: schedule and retention.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
     /// Back up protected items.
     #[command(subcommand)]
     Protection(ProtectionCmd),
@@ -211,4 +214,56 @@ pub struct RestoreArgs {
 pub enum ImageFormat {
     Raw,
     Qcow2,
+}
+
+#[derive(Subcommand)]
+pub enum PolicyCmd {
+    /// Create a policy.
+    Create(Box<PolicyArgs>),
+    /// List policies.
+    List,
+    /// Show one policy.
+    Show { name: String },
+    /// Delete a policy.
+    Delete { name: String },
+}
+
+#[derive(Args)]
+pub struct PolicyArgs {
+    pub name: String,
+    #[arg(long, value_parser = ["daily", "weekly"], default_value = "daily")]
+    pub schedule: String,
+    /// Days of a weekly schedule (repeatable): mon, tue, ...
+    #[arg(long = "day")]
+    pub days: Vec<String>,
+    /// Times of day, HH:MM (repeatable).
+    #[arg(long = "time")]
+    pub times: Vec<String>,
+    /// IANA time zone of the times (default: this machine's).
+    #[arg(long)]
+    pub time_zone: Option<String>,
+    /// Keep daily points this many days (1-9999).
+    #[arg(long)]
+    pub daily_keep: Option<u32>,
+    /// Keep weekly points this many weeks (1-5163).
+    #[arg(long)]
+    pub weekly_keep: Option<u32>,
+    /// The day(s) whose point is kept weekly (repeatable).
+    #[arg(long)]
+    pub weekly_on: Vec<String>,
+    /// Keep monthly points this many months (1-1188).
+    #[arg(long)]
+    pub monthly_keep: Option<u32>,
+    /// The day kept monthly: 1-28, last, first-<day> or last-<day>.
+    #[arg(long)]
+    pub monthly_on: Option<String>,
+    /// Keep yearly points this many years (1-99).
+    #[arg(long)]
+    pub yearly_keep: Option<u32>,
+    /// The month of the yearly point (1-12).
+    #[arg(long)]
+    pub yearly_month: Option<u8>,
+    /// The day kept yearly in that month: 1-28, last, first-<day> or last-<day>.
+    #[arg(long)]
+    pub yearly_on: Option<String>,
 }

@@ -2,6 +2,7 @@
 
 mod item;
 mod point;
+mod policy;
 mod vault;
 
 use anyhow::Result;
@@ -41,6 +42,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
     match cli.command {
         Command::Vault(cmd) => vault::run(&ctx, cmd),
         Command::Item(cmd) => item::run(&ctx, cmd),
+        Command::Policy(cmd) => policy::run(&ctx, cmd),
         Command::Protection(cmd) => point::protection(&ctx, cmd),
         Command::Recoverypoint(cmd) => point::points(&ctx, cmd),
         Command::Restore(args) => point::restore(&ctx, args),

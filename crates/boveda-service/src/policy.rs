@@ -1,0 +1,349 @@
+//! Backup policies: a schedule and grandfather-father-son retention, as in
+//! Azure Backup, stored as catalog records (`catalog/policies/...`).
+//!
+//! This module holds the model and its validation (limits as Azure's:
+//! daily up to 9999 days, weekly 5163 weeks, monthly 1188 months, yearly 99
+//! years). Applying retention to points and running schedules come with the
+//! scheduler.
+
+use boveda_vault::{RecordId, Vault};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, ServiceError};
+use crate::names::validate_item_name;
+
+const POLICIES: &str = "policies";
+/// The policy every vault starts with: daily at 02:00, kept 30 days.
+pub const DEFAULT_POLICY: &str = "DefaultPolicy";
+
+pub const MAX_DAILY_DAYS: u32 = 9999;
+pub const MAX_WEEKLY_WEEKS: u32 = 5163;
+pub const MAX_MONTHLY_MONTHS: u32 = 1188;
+pub const MAX_YEARLY_YEARS: u32 = 99;
+
+/// A day of the week, as policies store it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Weekday {
+    Monday,
+    Tuesday,
+    Wednesday,
+    Thursday,
+    Friday,
+    Saturday,
+    Sunday,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Frequency {
+    Daily,
+    Weekly,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Schedule {
+    pub frequency: Frequency,
+    /// Days of a weekly schedule.
+    #[serde(default)]
+    pub days: Vec<Weekday>,
+    /// Times of day, `HH:MM`.
+    pub times: Vec<String>,
+    /// An IANA time zone, such as `Europe/Madrid`.
+    pub time_zone: String,
+}
+
+/// Which day of a month (or of a year's month) keeps a point: `1` to `28`,
+/// `last`, or `first-<weekday>` / `last-<weekday>` such as `last-fri`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaySpec(pub String);
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WeeklyRule {
+    pub days: Vec<Weekday>,
+    pub weeks: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonthlyRule {
+    pub on: DaySpec,
+    pub months: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct YearlyRule {
+    pub month: u8,
+    pub on: DaySpec,
+    pub years: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Retention {
+    pub daily_days: Option<u32>,
+    pub weekly: Option<WeeklyRule>,
+    pub monthly: Option<MonthlyRule>,
+    pub yearly: Option<YearlyRule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    pub id: RecordId,
+    pub name: String,
+    pub schedule: Schedule,
+    pub retention: Retention,
+    pub created: Timestamp,
+}
+
+fn field(name: &str, why: impl std::fmt::Display) -> ServiceError {
+    ServiceError::Invalid(format!("policy field {name}: {why}"))
+}
+
+fn in_range(name: &str, value: u32, max: u32) -> Result<()> {
+    if (1..=max).contains(&value) { Ok(()) } else { Err(field(name, format!("must be 1 to {max}, not {value}"))) }
+}
+
+/// Parses a weekday: `mon`, `monday`, `Mon`...
+///
+/// # Errors
+/// `Invalid` naming the value.
+pub fn parse_weekday(s: &str) -> Result<Weekday> {
+    let l = s.to_ascii_lowercase();
+    let days = [
+        ("mon", Weekday::Monday),
+        ("tue", Weekday::Tuesday),
+        ("wed", Weekday::Wednesday),
+        ("thu", Weekday::Thursday),
+        ("fri", Weekday::Friday),
+        ("sat", Weekday::Saturday),
+        ("sun", Weekday::Sunday),
+    ];
+    days.iter()
+        .find(|(short, _)| l.len() >= 3 && short.starts_with(&l[..3]) && l.chars().all(|c| c.is_ascii_alphabetic()))
+        .map(|(_, d)| *d)
+        .ok_or_else(|| ServiceError::Invalid(format!("{s:?} is not a day of the week")))
+}
+
+fn check_day_spec(name: &str, spec: &DaySpec) -> Result<()> {
+    let s = spec.0.as_str();
+    if s == "last" {
+        return Ok(());
+    }
+    if let Ok(n) = s.parse::<u32>() {
+        return if (1..=28).contains(&n) {
+            Ok(())
+        } else {
+            Err(field(name, "a day of the month is 1 to 28, or `last` (the 29th to 31st do not exist in every month)"))
+        };
+    }
+    match s.split_once('-') {
+        Some(("first" | "last", day)) if parse_weekday(day).is_ok() => Ok(()),
+        _ => Err(field(name, format!("{s:?} is not 1-28, `last`, `first-<day>` or `last-<day>`"))),
+    }
+}
+
+impl Policy {
+    /// Checks every field, naming the first one at fault.
+    ///
+    /// # Errors
+    /// `Invalid` with the field and the rule.
+    pub fn validate(&self) -> Result<()> {
+        validate_item_name(&self.name).map_err(|e| field("name", e))?;
+        let s = &self.schedule;
+        if s.times.is_empty() {
+            return Err(field("--time", "a schedule needs at least one time of day"));
+        }
+        for t in &s.times {
+            let parsed: std::result::Result<jiff::civil::Time, _> = t.parse();
+            if parsed.is_err() || t.len() != 5 {
+                return Err(field("--time", format!("{t:?} is not a time of day as HH:MM")));
+            }
+        }
+        jiff::tz::TimeZone::get(&s.time_zone)
+            .map_err(|_| field("--time-zone", format!("{:?} is not a known time zone", s.time_zone)))?;
+        match s.frequency {
+            Frequency::Weekly if s.days.is_empty() => {
+                return Err(field("--day", "a weekly schedule needs at least one day"));
+            }
+            Frequency::Daily if !s.days.is_empty() => {
+                return Err(field("--day", "a daily schedule runs every day; give days only with --schedule weekly"));
+            }
+            _ => {}
+        }
+        let r = &self.retention;
+        if r.daily_days.is_none() && r.weekly.is_none() && r.monthly.is_none() && r.yearly.is_none() {
+            return Err(field(
+                "retention",
+                "keep points by at least one rule (--daily-keep, --weekly-keep, --monthly-keep or --yearly-keep)",
+            ));
+        }
+        if let Some(d) = r.daily_days {
+            in_range("--daily-keep", d, MAX_DAILY_DAYS)?;
+            if s.frequency == Frequency::Weekly {
+                return Err(field("--daily-keep", "a weekly schedule takes no daily points; use --weekly-keep"));
+            }
+        }
+        if let Some(w) = &r.weekly {
+            in_range("--weekly-keep", w.weeks, MAX_WEEKLY_WEEKS)?;
+            if w.days.is_empty() {
+                return Err(field("--weekly-on", "give the day whose point is kept weekly"));
+            }
+            if s.frequency == Frequency::Weekly
+                && let Some(d) = w.days.iter().find(|d| !s.days.contains(d))
+            {
+                return Err(field("--weekly-on", format!("the schedule takes no point on {d:?}")));
+            }
+        }
+        if let Some(m) = &r.monthly {
+            in_range("--monthly-keep", m.months, MAX_MONTHLY_MONTHS)?;
+            check_day_spec("--monthly-on", &m.on)?;
+        }
+        if let Some(y) = &r.yearly {
+            in_range("--yearly-keep", y.years, MAX_YEARLY_YEARS)?;
+            if !(1..=12).contains(&y.month) {
+                return Err(field("--yearly-month", format!("must be 1 to 12, not {}", y.month)));
+            }
+            check_day_spec("--yearly-on", &y.on)?;
+        }
+        Ok(())
+    }
+
+    /// The policy every vault starts with.
+    pub fn default_policy() -> Self {
+        Policy {
+            id: RecordId::random(),
+            name: DEFAULT_POLICY.into(),
+            schedule: Schedule {
+                frequency: Frequency::Daily,
+                days: Vec::new(),
+                times: vec!["02:00".into()],
+                time_zone: jiff::tz::TimeZone::system().iana_name().unwrap_or("UTC").to_string(),
+            },
+            retention: Retention { daily_days: Some(30), ..Retention::default() },
+            created: Timestamp::now(),
+        }
+    }
+}
+
+/// Every policy of the vault, by name.
+///
+/// # Errors
+/// A store error or a damaged record.
+pub fn list_policies(vault: &Vault) -> Result<Vec<Policy>> {
+    let mut all: Vec<Policy> = vault.catalog_list::<Policy>(POLICIES)?.into_iter().map(|(_, p)| p).collect();
+    all.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(all)
+}
+
+/// Finds a policy by name (case-insensitive).
+///
+/// # Errors
+/// `NotFound`.
+pub fn find_policy(vault: &Vault, name: &str) -> Result<Policy> {
+    list_policies(vault)?.into_iter().find(|p| p.name.eq_ignore_ascii_case(name)).ok_or_else(|| {
+        ServiceError::NotFound(format!("no policy named {name:?} in this vault (see `boveda policy list`)"))
+    })
+}
+
+/// Validates and stores a new policy.
+///
+/// # Errors
+/// `Invalid` naming the field; `Conflict` when the name is taken.
+pub fn create_policy(vault: &Vault, policy: &Policy) -> Result<()> {
+    policy.validate()?;
+    if list_policies(vault)?.iter().any(|p| p.name.eq_ignore_ascii_case(&policy.name)) {
+        return Err(ServiceError::Conflict(format!("a policy named {:?} already exists", policy.name)));
+    }
+    vault.catalog_put(POLICIES, &policy.id, Some(policy))?;
+    Ok(())
+}
+
+/// Deletes a policy (a tombstone revision).
+///
+/// # Errors
+/// `NotFound`.
+pub fn delete_policy(vault: &Vault, name: &str) -> Result<Policy> {
+    let p = find_policy(vault, name)?;
+    vault.catalog_put::<Policy>(POLICIES, &p.id, None)?;
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn weekly() -> Policy {
+        let mut p = Policy::default_policy();
+        p.name = "weekly".into();
+        p.schedule.frequency = Frequency::Weekly;
+        p.schedule.days = vec![Weekday::Sunday, Weekday::Wednesday];
+        p.retention = Retention {
+            daily_days: None,
+            weekly: Some(WeeklyRule { days: vec![Weekday::Sunday], weeks: 12 }),
+            monthly: Some(MonthlyRule { on: DaySpec("first-sun".into()), months: 12 }),
+            yearly: Some(YearlyRule { month: 12, on: DaySpec("last".into()), years: 10 }),
+        };
+        p
+    }
+
+    fn err(p: &Policy) -> String {
+        p.validate().expect_err("invalid").to_string()
+    }
+
+    #[test]
+    fn valid_policies_pass() {
+        Policy::default_policy().validate().expect("default");
+        weekly().validate().expect("weekly");
+    }
+
+    #[test]
+    fn limits_and_rules_name_the_field() {
+        let mut p = Policy::default_policy();
+        p.retention.daily_days = Some(10_000);
+        assert!(err(&p).contains("--daily-keep: must be 1 to 9999"));
+        let mut p = weekly();
+        p.retention.weekly = Some(WeeklyRule { days: vec![Weekday::Sunday], weeks: 5164 });
+        assert!(err(&p).contains("--weekly-keep: must be 1 to 5163"));
+        let mut p = weekly();
+        p.retention.monthly = Some(MonthlyRule { on: DaySpec("1".into()), months: 1189 });
+        assert!(err(&p).contains("--monthly-keep: must be 1 to 1188"));
+        let mut p = weekly();
+        p.retention.yearly = Some(YearlyRule { month: 1, on: DaySpec("1".into()), years: 100 });
+        assert!(err(&p).contains("--yearly-keep: must be 1 to 99"));
+        let mut p = weekly();
+        p.retention.daily_days = Some(7);
+        assert!(err(&p).contains("--daily-keep: a weekly schedule takes no daily points"));
+        let mut p = weekly();
+        p.retention.weekly = Some(WeeklyRule { days: vec![Weekday::Monday], weeks: 4 });
+        assert!(err(&p).contains("--weekly-on"));
+        let mut p = weekly();
+        p.schedule.days.clear();
+        assert!(err(&p).contains("--day: a weekly schedule needs at least one day"));
+        let mut p = Policy::default_policy();
+        p.schedule.times.clear();
+        assert!(err(&p).contains("--time"));
+        let mut p = Policy::default_policy();
+        p.schedule.times = vec!["25:00".into()];
+        assert!(err(&p).contains("--time"));
+        let mut p = Policy::default_policy();
+        p.schedule.time_zone = "Mars/Olympus".into();
+        assert!(err(&p).contains("--time-zone"));
+        let mut p = Policy::default_policy();
+        p.retention = Retention::default();
+        assert!(err(&p).contains("retention"));
+        let mut p = weekly();
+        p.retention.monthly = Some(MonthlyRule { on: DaySpec("31".into()), months: 3 });
+        assert!(err(&p).contains("--monthly-on"));
+        let mut p = weekly();
+        p.retention.yearly = Some(YearlyRule { month: 13, on: DaySpec("last".into()), years: 3 });
+        assert!(err(&p).contains("--yearly-month"));
+    }
+
+    #[test]
+    fn weekdays_parse() {
+        assert_eq!(parse_weekday("Sun").expect("sun"), Weekday::Sunday);
+        assert_eq!(parse_weekday("wednesday").expect("wed"), Weekday::Wednesday);
+        assert!(parse_weekday("xyz").is_err());
+        assert!(parse_weekday("su").is_err());
+    }
+}
