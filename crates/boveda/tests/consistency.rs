@@ -34,6 +34,22 @@ fn disk(env: &Env) -> PathBuf {
     img
 }
 
+/// Creates the vault and protects a small disk `d` with the given config.
+fn protect(env: &Env, cfg: &Path) {
+    let img = disk(env);
+    env.create_vault();
+    env.ok(&[
+        "item",
+        "add",
+        "disk",
+        "d",
+        "--path",
+        img.to_str().expect("utf8"),
+        "--consistency-config",
+        cfg.to_str().expect("utf8"),
+    ]);
+}
+
 fn points(env: &Env, item: &str) -> Vec<serde_json::Value> {
     serde_json::from_str::<serde_json::Value>(&env.ok(&["--output", "json", "recoverypoint", "list", item]))
         .expect("json")
@@ -49,18 +65,7 @@ fn a_successful_pre_script_makes_an_app_consistent_point() {
     let pre = script(&env, "pre.sh", &format!("echo \"pre $*\" >> {}", marks.display()));
     let post = script(&env, "post.sh", &format!("echo post >> {}", marks.display()));
     let cfg = config(&env, "c.json", &pre, &post, 30, false);
-    let img = disk(&env);
-    env.create_vault();
-    env.ok(&[
-        "item",
-        "add",
-        "disk",
-        "d",
-        "--path",
-        img.to_str().expect("utf8"),
-        "--consistency-config",
-        cfg.to_str().expect("utf8"),
-    ]);
+    protect(&env, &cfg);
     let p = env.backup("d", 0);
     assert_eq!(p["consistency"], "app-consistent");
     assert_eq!(fs::read_to_string(&marks).expect("marks"), "pre --app db\npost\n");
@@ -75,18 +80,7 @@ fn a_failing_pre_script_fails_the_backup_and_still_runs_post() {
     let pre = script(&env, "pre.sh", "echo 'database would not quiesce' >&2; exit 7");
     let post = script(&env, "post.sh", &format!("echo post >> {}", marks.display()));
     let cfg = config(&env, "c.json", &pre, &post, 30, false);
-    let img = disk(&env);
-    env.create_vault();
-    env.ok(&[
-        "item",
-        "add",
-        "disk",
-        "d",
-        "--path",
-        img.to_str().expect("utf8"),
-        "--consistency-config",
-        cfg.to_str().expect("utf8"),
-    ]);
+    protect(&env, &cfg);
     let packs_before = fs::read_dir(env.vault.join("packs")).map(|d| d.count()).unwrap_or(0);
     let err = env.fails(&["protection", "backup-now", "d"]);
     assert!(
@@ -104,18 +98,7 @@ fn continue_on_failure_takes_a_crash_consistent_point_with_a_warning() {
     let pre = script(&env, "pre.sh", "exit 1");
     let post = script(&env, "post.sh", "exit 0");
     let cfg = config(&env, "c.json", &pre, &post, 30, true);
-    let img = disk(&env);
-    env.create_vault();
-    env.ok(&[
-        "item",
-        "add",
-        "disk",
-        "d",
-        "--path",
-        img.to_str().expect("utf8"),
-        "--consistency-config",
-        cfg.to_str().expect("utf8"),
-    ]);
+    protect(&env, &cfg);
     let p = env.backup("d", 3);
     assert_eq!(p["consistency"], "crash-consistent");
     assert!(p["warnings"].to_string().contains("pre-snapshot script"), "{p}");
@@ -128,18 +111,7 @@ fn a_hanging_pre_script_is_killed_with_its_children() {
     let pre = script(&env, "pre.sh", &format!("sleep 300 & echo $! > {}; sleep 300", child_pid.display()));
     let post = script(&env, "post.sh", "exit 0");
     let cfg = config(&env, "c.json", &pre, &post, 1, true);
-    let img = disk(&env);
-    env.create_vault();
-    env.ok(&[
-        "item",
-        "add",
-        "disk",
-        "d",
-        "--path",
-        img.to_str().expect("utf8"),
-        "--consistency-config",
-        cfg.to_str().expect("utf8"),
-    ]);
+    protect(&env, &cfg);
     let started = std::time::Instant::now();
     let p = env.backup("d", 3);
     assert!(started.elapsed().as_secs() < 30, "the timeout was not enforced");
@@ -157,22 +129,12 @@ fn a_script_printing_megabytes_does_not_block_and_bad_configs_are_named() {
     let pre = script(&env, "pre.sh", "head -c 5000000 /dev/zero | tr '\\0' 'x'; echo; echo last-line >&2; exit 2");
     let post = script(&env, "post.sh", "exit 0");
     let cfg = config(&env, "c.json", &pre, &post, 60, false);
-    let img = disk(&env);
-    env.create_vault();
-    env.ok(&[
-        "item",
-        "add",
-        "disk",
-        "d",
-        "--path",
-        img.to_str().expect("utf8"),
-        "--consistency-config",
-        cfg.to_str().expect("utf8"),
-    ]);
+    protect(&env, &cfg);
     let err = env.fails(&["protection", "backup-now", "d"]);
     assert!(err.len() < 10_000, "the output is cut to its tail ({} bytes)", err.len());
     assert!(err.contains("exit 2"), "{err}");
 
+    let img = env.path("d.img");
     let bad = config(&env, "bad.json", &pre, &post, 4000, false);
     let err = env.fails(&[
         "item",
@@ -211,18 +173,7 @@ fn freeze_and_thaw_without_scripts_make_a_file_system_consistent_point() {
         "fsFreezeCommand": [freeze, "-f", "/srv"], "fsThawCommand": [thaw, "-u", "/srv"], "timeoutInSeconds": 10,
     });
     fs::write(&cfg, body.to_string()).expect("write");
-    let img = disk(&env);
-    env.create_vault();
-    env.ok(&[
-        "item",
-        "add",
-        "disk",
-        "d",
-        "--path",
-        img.to_str().expect("utf8"),
-        "--consistency-config",
-        cfg.to_str().expect("utf8"),
-    ]);
+    protect(&env, &cfg);
     let p = env.backup("d", 0);
     assert_eq!(p["consistency"], "file-system-consistent");
     assert_eq!(fs::read_to_string(&marks).expect("marks"), "freeze -f /srv\nthaw -u /srv\n");
