@@ -50,6 +50,20 @@ fn protect(env: &Env, cfg: &Path) {
     ]);
 }
 
+/// Tries to protect `img` as item `e` with a config; returns the error.
+fn add_with(env: &Env, img: &Path, cfg: &Path) -> String {
+    env.fails(&[
+        "item",
+        "add",
+        "disk",
+        "e",
+        "--path",
+        img.to_str().expect("utf8"),
+        "--consistency-config",
+        cfg.to_str().expect("utf8"),
+    ])
+}
+
 fn points(env: &Env, item: &str) -> Vec<serde_json::Value> {
     serde_json::from_str::<serde_json::Value>(&env.ok(&["--output", "json", "recoverypoint", "list", item]))
         .expect("json")
@@ -136,29 +150,11 @@ fn a_script_printing_megabytes_does_not_block_and_bad_configs_are_named() {
 
     let img = env.path("d.img");
     let bad = config(&env, "bad.json", &pre, &post, 4000, false);
-    let err = env.fails(&[
-        "item",
-        "add",
-        "disk",
-        "e",
-        "--path",
-        img.to_str().expect("utf8"),
-        "--consistency-config",
-        bad.to_str().expect("utf8"),
-    ]);
+    let err = add_with(&env, &img, &bad);
     assert!(err.contains("timeoutInSeconds must be 1 to 1800"), "{err}");
     let typo = env.path("typo.json");
     fs::write(&typo, r#"{"preScriptLocaton": "/x"}"#).expect("write");
-    let err = env.fails(&[
-        "item",
-        "add",
-        "disk",
-        "e",
-        "--path",
-        img.to_str().expect("utf8"),
-        "--consistency-config",
-        typo.to_str().expect("utf8"),
-    ]);
+    let err = add_with(&env, &img, &typo);
     assert!(err.contains("preScriptLocaton"), "{err}");
 }
 
