@@ -42,6 +42,44 @@ impl ItemSource {
     }
 }
 
+/// Where an item stands, in Azure Backup's words.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProtectionState {
+    /// Registered, no policy: backups only on demand.
+    #[default]
+    NotProtected,
+    /// A policy schedules its backups and keeps its points.
+    Protected,
+    /// No more backups; every point is kept until deleted.
+    Stopped,
+    /// Backup data deleted: recoverable with `protection undelete` until
+    /// the purge time, then purged by prune.
+    SoftDeleted,
+}
+
+impl ProtectionState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ProtectionState::NotProtected => "Not protected",
+            ProtectionState::Protected => "Protected",
+            ProtectionState::Stopped => "Protection stopped, data retained",
+            ProtectionState::SoftDeleted => "Soft deleted",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Protection {
+    pub state: ProtectionState,
+    /// The policy, while protected (and kept when stopped, for `resume`).
+    pub policy: Option<RecordId>,
+    /// When the current protection began: no scheduled slot before it runs.
+    pub since: Option<Timestamp>,
+    pub deleted_at: Option<Timestamp>,
+    pub purge_after: Option<Timestamp>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Item {
     pub id: RecordId,
@@ -51,6 +89,26 @@ pub struct Item {
     /// Pre/post snapshot scripts (disk and VM items).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consistency: Option<ConsistencyConfig>,
+    #[serde(default)]
+    pub protection: Protection,
+}
+
+/// Writes an item's new revision.
+///
+/// # Errors
+/// A store error.
+pub fn save_item(vault: &Vault, item: &Item) -> Result<()> {
+    vault.catalog_put(ITEMS, &item.id, Some(item))?;
+    Ok(())
+}
+
+/// Removes an item's record (a tombstone): purge only.
+///
+/// # Errors
+/// A store error.
+pub(crate) fn remove_item(vault: &Vault, item: &Item) -> Result<()> {
+    vault.catalog_put::<Item>(ITEMS, &item.id, None)?;
+    Ok(())
 }
 
 /// Every item of the vault, by name.
@@ -123,8 +181,15 @@ fn save_new_with(
     source: ItemSource,
     consistency: Option<ConsistencyConfig>,
 ) -> Result<Item> {
-    let item = Item { id: RecordId::random(), name: name.to_string(), source, created: Timestamp::now(), consistency };
-    vault.catalog_put(ITEMS, &item.id, Some(&item))?;
+    let item = Item {
+        id: RecordId::random(),
+        name: name.to_string(),
+        source,
+        created: Timestamp::now(),
+        consistency,
+        protection: Protection::default(),
+    };
+    save_item(vault, &item)?;
     Ok(item)
 }
 

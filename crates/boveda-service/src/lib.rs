@@ -1,39 +1,63 @@
 //! # boveda-service: the control plane
 //!
-//! Vaults, items, recovery points and (in later issues) policies, jobs and
-//! the scheduler. The CLI and the server are thin layers over these
+//! Vaults, items, recovery points, policies and retention, protection,
+//! jobs, alerts, prune, usage and the scheduler (`agent`). The CLI and the server are thin layers over these
 //! functions: each takes an open [`boveda_vault::Vault`] and plain request
 //! values, and returns plain results that serialize to JSON.
 //!
 //! Everything lives in the vault's own store (catalog records and point
 //! manifests); the user's registry of known vaults is a convenience only.
 
+mod agent;
+mod alert;
+mod clock;
 mod consistency;
 mod error;
 mod item;
+mod job;
 mod names;
 mod policy;
 mod protection;
+mod prune;
 mod recovery;
 mod registry;
+mod retention;
+mod schedule;
+mod usage;
 mod vault_admin;
 
+pub use agent::{AgentOptions, AgentReport, run_agent};
+pub use alert::{Alert, Severity, list_alerts, retry_alerts};
 pub use boveda_engine::DiskEntry;
 pub use boveda_engine::DiskOutputFormat;
+pub use clock::{Clock, FakeClock, SystemClock, clock_from_env};
 pub use consistency::{ConsistencyConfig, MAX_SCRIPT_TIMEOUT_SECS, ScriptResult, run_script};
 pub use error::{Result, ServiceError, ServiceErrorKind};
 pub use item::{
-    DiscoveredVm, Item, ItemSource, add_disk_item, add_files_item, add_vm_item, discover_vms, find_item, list_items,
+    DiscoveredVm, Item, ItemSource, Protection, ProtectionState, add_disk_item, add_files_item, add_vm_item,
+    discover_vms, find_item, list_items, save_item,
+};
+pub use job::{
+    DEFAULT_HEARTBEAT, Job, JobCtx, JobDone, JobFilter, JobProgress, JobSpec, JobState, Observers, Operation, find_job,
+    list_jobs, run_job, stop_job, wait_job,
 };
 pub use names::{ITEM_NAME_RULE, VAULT_NAME_RULE, validate_item_name, validate_vault_name};
 pub use policy::{
-    DEFAULT_POLICY, DaySpec, Frequency, MonthlyRule, Policy, Retention, Schedule, Weekday, WeeklyRule, YearlyRule,
-    create_policy, delete_policy, find_policy, list_policies, parse_weekday,
+    DEFAULT_POLICY, DaySpec, ExpiryChange, Frequency, MonthlyRule, Policy, PolicyUpdate, Retention, Schedule, Weekday,
+    WeeklyRule, YearlyRule, apply_policy_update, create_policy, delete_policy, find_policy, list_policies,
+    parse_weekday, plan_policy_update,
 };
-pub use protection::{BackupRequest, DEFAULT_AD_HOC_RETENTION_DAYS, VM_DEFINITION, backup_now};
+pub use protection::{
+    BackupRequest, DEFAULT_AD_HOC_RETENTION_DAYS, JobEnv, VM_DEFINITION, backup_job, backup_now, disable_protection,
+    enable_protection, resume_protection, undelete_protection,
+};
+pub use prune::{ExpiredPoint, PrunePlan, plan_prune, prune_job};
 pub use recovery::{
     VmRestore, browse, browse_disk, find_point, list_item_points, mount, restore, restore_disk_files,
     restore_disk_image, restore_vm,
 };
 pub use registry::{KnownVault, Registry, config_dir};
+pub use retention::{PointExpiry, evaluate as evaluate_retention};
+pub use schedule::{latest_slot, next_slot};
+pub use usage::{ItemUsage, PriceTable, Usage, instance_band, usage};
 pub use vault_admin::{NewVault, VaultSummary, create_vault, hostname, open_vault, resolve_vault, summarize};

@@ -11,6 +11,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, ServiceError};
+use crate::item::ProtectionState;
 use crate::names::validate_item_name;
 
 const POLICIES: &str = "policies";
@@ -258,14 +259,91 @@ pub fn create_policy(vault: &Vault, policy: &Policy) -> Result<()> {
     Ok(())
 }
 
-/// Deletes a policy (a tombstone revision).
+/// Deletes a policy (a tombstone revision); refused while it protects an
+/// item.
 ///
 /// # Errors
-/// `NotFound`.
+/// `NotFound`; `Conflict` naming the items it protects.
 pub fn delete_policy(vault: &Vault, name: &str) -> Result<Policy> {
     let p = find_policy(vault, name)?;
+    let users: Vec<String> = crate::item::list_items(vault)?
+        .into_iter()
+        .filter(|i| i.protection.policy == Some(p.id) && i.protection.state == ProtectionState::Protected)
+        .map(|i| i.name)
+        .collect();
+    if !users.is_empty() {
+        return Err(ServiceError::Conflict(format!(
+            "policy {} protects {}: stop their protection or move them to another policy first",
+            p.name,
+            users.join(", ")
+        )));
+    }
     vault.catalog_put::<Policy>(POLICIES, &p.id, None)?;
     Ok(p)
+}
+
+/// One point whose expiry a policy change moves.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExpiryChange {
+    pub item: String,
+    pub point: boveda_vault::PointId,
+    pub time: Timestamp,
+    pub before: Option<Timestamp>,
+    pub after: Option<Timestamp>,
+    pub kept_by: String,
+}
+
+/// What updating a policy changes for existing points.
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyUpdate {
+    pub policy: Policy,
+    /// Points the new rules let expire now: the next prune deletes them.
+    pub deleted: Vec<ExpiryChange>,
+    /// Points kept, with a new expiry.
+    pub changed: Vec<ExpiryChange>,
+}
+
+/// Works out what replacing a policy's schedule and retention would do to
+/// the points of the items it protects. Reads only.
+///
+/// # Errors
+/// `Invalid` naming the field; `NotFound` for the policy.
+pub fn plan_policy_update(vault: &Vault, name: &str, new: &Policy, now: Timestamp) -> Result<PolicyUpdate> {
+    let old = find_policy(vault, name)?;
+    let updated = Policy { id: old.id, name: old.name.clone(), created: old.created, ..new.clone() };
+    updated.validate()?;
+    let points = vault.list_points()?;
+    let mut deleted = Vec::new();
+    let mut changed = Vec::new();
+    for item in crate::item::list_items(vault)?.iter().filter(|i| i.protection.policy == Some(old.id)) {
+        let mine: Vec<&boveda_vault::RecoveryPoint> = points.iter().filter(|p| p.item_id == item.id).collect();
+        let before = crate::retention::evaluate(item, Some(&old), &mine, now);
+        let after = crate::retention::evaluate(item, Some(&updated), &mine, now);
+        for ((b, a), p) in before.iter().zip(&after).zip(&mine) {
+            if b.expires == a.expires {
+                continue;
+            }
+            let change = ExpiryChange {
+                item: item.name.clone(),
+                point: p.id,
+                time: p.time,
+                before: b.expires,
+                after: a.expires,
+                kept_by: a.kept_by.clone(),
+            };
+            if a.is_expired(now) && !b.is_expired(now) { deleted.push(change) } else { changed.push(change) }
+        }
+    }
+    Ok(PolicyUpdate { policy: updated, deleted, changed })
+}
+
+/// Stores an updated policy (from [`plan_policy_update`]).
+///
+/// # Errors
+/// A store error.
+pub fn apply_policy_update(vault: &Vault, update: &PolicyUpdate) -> Result<()> {
+    vault.catalog_put(POLICIES, &update.policy.id, Some(&update.policy))?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! Taking recovery points.
+//! Protection: taking recovery points, and the life of an item's
+//! protection (enable, stop, delete data, undelete, resume), each a job.
 
 use std::sync::atomic::AtomicBool;
 
@@ -10,11 +11,15 @@ use std::path::PathBuf;
 use boveda_engine::FileBackupOutcome;
 use boveda_vault::{PointId, RecoveryPoint, Vault};
 
+use crate::clock::Clock;
 use crate::consistency::with_consistency;
 use jiff::{SignedDuration, Timestamp};
+use std::time::Duration;
 
 use crate::error::{Result, ServiceError};
-use crate::item::{Item, ItemSource, domain_disks};
+use crate::item::{Item, ItemSource, Protection, ProtectionState, domain_disks, save_item};
+use crate::job::{Job, JobDone, JobSpec, Observers, Operation, run_job};
+use crate::policy::{find_policy, list_policies};
 
 /// The name of a VM's definition inside its points.
 pub const VM_DEFINITION: &str = "domain.xml";
@@ -27,6 +32,8 @@ pub struct BackupRequest<'a> {
     pub now: Timestamp,
     pub cancel: Option<&'a AtomicBool>,
     pub hostname: String,
+    /// The policy slot of a scheduled backup; `None` for "backup now".
+    pub scheduled_for: Option<Timestamp>,
 }
 
 /// Takes an ad-hoc recovery point of an item ("backup now").
@@ -43,14 +50,18 @@ pub fn backup_now(
     req: &BackupRequest<'_>,
     progress: &dyn BackupProgress,
 ) -> Result<RecoveryPoint> {
-    let retain_until = match req.retain_until {
-        Some(t) if t <= req.now => {
+    check_can_back_up(item)?;
+    let retain_until = match (req.retain_until, req.scheduled_for) {
+        (Some(t), _) if t <= req.now => {
             return Err(ServiceError::Invalid(format!("retain-until date {t} is not in the future")));
         }
-        Some(t) => t,
-        None => req.now + SignedDuration::from_hours(24 * DEFAULT_AD_HOC_RETENTION_DAYS),
+        (Some(t), _) => Some(t),
+        (None, Some(_)) => None,
+        (None, None) => Some(req.now + SignedDuration::from_hours(24 * DEFAULT_AD_HOC_RETENTION_DAYS)),
     };
-    let index = vault.load_index()?;
+    // packs marked for deletion are not deduplicated against (docs/FORMAT.md)
+    let index = vault.load_index_without(&boveda_vault::marked_packs(vault)?)?;
+    let clock_start = std::time::Instant::now();
     let parent = vault.list_points()?.into_iter().rfind(|p| p.item_id == item.id);
     let parent_tree = parent.as_ref().map(|p| p.tree);
     let run = || -> Result<(FileBackupOutcome, Vec<PathBuf>)> {
@@ -100,17 +111,234 @@ pub fn backup_now(
         item_id: item.id,
         item_name: item.name.clone(),
         started: req.now,
-        time: Timestamp::now().max(req.now),
+        time: req.now + SignedDuration::try_from(clock_start.elapsed()).unwrap_or_default(),
         tree: outcome.tree,
         parent: parent.map(|p| p.id),
         hostname: req.hostname.clone(),
         sources: sources.iter().map(|p| p.display().to_string()).collect(),
         consistency,
-        retain_until: Some(retain_until),
-        kept_by: "ad-hoc".into(),
+        retain_until,
+        scheduled_for: req.scheduled_for,
+        kept_by: if req.scheduled_for.is_some() { "scheduled" } else { "ad-hoc" }.into(),
         stats: outcome.stats,
         warnings: outcome.warnings,
     };
     vault.save_point(&point)?;
     Ok(point)
+}
+
+fn check_can_back_up(item: &Item) -> Result<()> {
+    match item.protection.state {
+        ProtectionState::NotProtected | ProtectionState::Protected => Ok(()),
+        ProtectionState::Stopped => Err(ServiceError::Conflict(format!(
+            "protection of item {} is stopped: `boveda protection resume {} --policy NAME` first",
+            item.name, item.name
+        ))),
+        ProtectionState::SoftDeleted => Err(ServiceError::Conflict(format!(
+            "the backup data of item {} is soft deleted: `boveda protection undelete {}` first",
+            item.name, item.name
+        ))),
+    }
+}
+
+/// What every job of a command or of the agent shares.
+pub struct JobEnv<'a> {
+    pub clock: &'a dyn Clock,
+    pub heartbeat: Duration,
+    pub hostname: String,
+}
+
+impl JobEnv<'_> {
+    fn spec<'i>(&self, operation: Operation, item: &'i Item, scheduled_for: Option<Timestamp>) -> JobSpec<'i> {
+        JobSpec {
+            operation,
+            item: Some((item.name.as_str(), item.id)),
+            scheduled_for,
+            heartbeat: self.heartbeat,
+            hostname: self.hostname.clone(),
+        }
+    }
+}
+
+/// Takes a recovery point as a `Backup` job: ad-hoc ("backup now", kept
+/// until `retain_until`) or for a policy slot.
+///
+/// # Errors
+/// A store error recording the job; the backup's own error is in the
+/// second value (and the job is `Failed` or `Cancelled`).
+pub fn backup_job(
+    vault: &Vault,
+    env: &JobEnv<'_>,
+    item: &Item,
+    retain_until: Option<Timestamp>,
+    scheduled_for: Option<Timestamp>,
+    progress: &dyn BackupProgress,
+) -> Result<(Job, Result<RecoveryPoint>)> {
+    let spec = env.spec(Operation::Backup, item, scheduled_for);
+    let observers = Observers { backup: Some(progress), restore: None };
+    run_job(vault, env.clock, &spec, observers, |ctx| {
+        ctx.set_phase("backing up");
+        let req = BackupRequest {
+            retain_until,
+            now: env.clock.now(),
+            cancel: Some(&ctx.cancel),
+            hostname: env.hostname.clone(),
+            scheduled_for,
+        };
+        let point = backup_now(vault, item, &req, ctx)?;
+        let done = JobDone { warnings: point.warnings.clone(), details: vec![], point: Some(point.id) };
+        Ok((point, done))
+    })
+}
+
+fn simple_job(
+    vault: &Vault,
+    env: &JobEnv<'_>,
+    operation: Operation,
+    item: &Item,
+    detail: String,
+    change: impl FnOnce(&mut Item),
+) -> Result<Item> {
+    let mut updated = item.clone();
+    change(&mut updated);
+    let (job, result) = run_job(vault, env.clock, &env.spec(operation, item, None), Observers::default(), |_| {
+        save_item(vault, &updated)?;
+        Ok(((), JobDone { details: vec![detail], ..JobDone::default() }))
+    })?;
+    result?;
+    let _ = job;
+    Ok(updated)
+}
+
+/// `protection enable`: protects an item with a policy (a
+/// `ConfigureBackup` job). Its first backup runs at the policy's next slot.
+///
+/// # Errors
+/// `Conflict` when the item is already protected, stopped or soft deleted;
+/// `NotFound` for the policy.
+pub fn enable_protection(vault: &Vault, env: &JobEnv<'_>, item: &Item, policy: &str) -> Result<Item> {
+    let policy = find_policy(vault, policy)?;
+    match item.protection.state {
+        ProtectionState::NotProtected => {}
+        ProtectionState::Protected => {
+            let current = list_policies(vault)?
+                .into_iter()
+                .find(|p| Some(p.id) == item.protection.policy)
+                .map(|p| p.name)
+                .unwrap_or_else(|| "a deleted policy".into());
+            return Err(ServiceError::Conflict(format!(
+                "item {} is already protected by policy {current}; an item is protected by one policy at a time",
+                item.name
+            )));
+        }
+        ProtectionState::Stopped => {
+            return Err(ServiceError::Conflict(format!(
+                "protection of item {} is stopped: use `boveda protection resume {} --policy {}`",
+                item.name, item.name, policy.name
+            )));
+        }
+        ProtectionState::SoftDeleted => check_can_back_up(item)?,
+    }
+    let now = env.clock.now();
+    let detail = format!("protected with policy {}", policy.name);
+    simple_job(vault, env, Operation::ConfigureBackup, item, detail, |i| {
+        i.protection = Protection {
+            state: ProtectionState::Protected,
+            policy: Some(policy.id),
+            since: Some(now),
+            ..Protection::default()
+        };
+    })
+}
+
+/// `protection resume`: protects a stopped item again (a
+/// `ConfigureBackup` job); its points fall under the policy's retention.
+///
+/// # Errors
+/// `Conflict` unless protection is stopped; `NotFound` for the policy.
+pub fn resume_protection(vault: &Vault, env: &JobEnv<'_>, item: &Item, policy: &str) -> Result<Item> {
+    let policy = find_policy(vault, policy)?;
+    if item.protection.state != ProtectionState::Stopped {
+        check_can_back_up(item)?;
+        return Err(ServiceError::Conflict(format!(
+            "item {} is {}: resume applies to stopped protection (use `protection enable`)",
+            item.name,
+            item.protection.state.as_str()
+        )));
+    }
+    let now = env.clock.now();
+    let detail = format!("protection resumed with policy {}", policy.name);
+    simple_job(vault, env, Operation::ConfigureBackup, item, detail, |i| {
+        i.protection = Protection {
+            state: ProtectionState::Protected,
+            policy: Some(policy.id),
+            since: Some(now),
+            ..Protection::default()
+        };
+    })
+}
+
+/// `protection disable`: stops backups and keeps every point
+/// (`DisableBackup`), or with `delete_data` soft-deletes the backup data
+/// (`DeleteBackupData`, which raises an alert): the points stay
+/// recoverable with `protection undelete` for the vault's soft-delete days.
+///
+/// # Errors
+/// `Conflict` when there is nothing to stop or the data is already deleted.
+pub fn disable_protection(vault: &Vault, env: &JobEnv<'_>, item: &Item, delete_data: bool) -> Result<Item> {
+    let now = env.clock.now();
+    if item.protection.state == ProtectionState::SoftDeleted {
+        return Err(ServiceError::Conflict(format!(
+            "the backup data of item {} is already soft deleted (purged after {})",
+            item.name,
+            item.protection.purge_after.map(|t| t.to_string()).unwrap_or_default()
+        )));
+    }
+    if delete_data {
+        let days = vault.settings().soft_delete_days;
+        let purge = now + SignedDuration::from_hours(24 * i64::from(days));
+        let detail = format!("backup data soft deleted; recoverable with `protection undelete` until {purge}");
+        return simple_job(vault, env, Operation::DeleteBackupData, item, detail, |i| {
+            i.protection.state = ProtectionState::SoftDeleted;
+            i.protection.deleted_at = Some(now);
+            i.protection.purge_after = Some(purge);
+        });
+    }
+    if item.protection.state != ProtectionState::Protected {
+        return Err(ServiceError::Conflict(format!(
+            "item {} is {}: there is no protection to stop",
+            item.name,
+            item.protection.state.as_str()
+        )));
+    }
+    simple_job(vault, env, Operation::DisableBackup, item, "protection stopped, data retained".into(), |i| {
+        i.protection.state = ProtectionState::Stopped;
+    })
+}
+
+/// `protection undelete`: brings soft-deleted backup data back (an
+/// `Undelete` job); the item's protection is then stopped, data retained.
+///
+/// # Errors
+/// `Conflict` unless the item's data is soft deleted.
+pub fn undelete_protection(vault: &Vault, env: &JobEnv<'_>, item: &Item) -> Result<Item> {
+    if item.protection.state != ProtectionState::SoftDeleted {
+        return Err(ServiceError::Conflict(format!(
+            "item {} is {}: only soft-deleted backup data can be undeleted",
+            item.name,
+            item.protection.state.as_str()
+        )));
+    }
+    simple_job(
+        vault,
+        env,
+        Operation::Undelete,
+        item,
+        "backup data undeleted; protection stopped, data retained".into(),
+        |i| {
+            i.protection.state = ProtectionState::Stopped;
+            i.protection.deleted_at = None;
+            i.protection.purge_after = None;
+        },
+    )
 }

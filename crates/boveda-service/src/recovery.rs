@@ -25,8 +25,17 @@ pub fn list_item_points(vault: &Vault, item: &Item) -> Result<Vec<RecoveryPoint>
 /// Resolves `latest` or a point id prefix (at least 4 hex digits).
 ///
 /// # Errors
-/// `NotFound` or `Invalid` (ambiguous prefix).
+/// `NotFound` or `Invalid` (ambiguous prefix); `Conflict` when the item's
+/// data is soft deleted.
 pub fn find_point(vault: &Vault, item: &Item, selector: &str) -> Result<RecoveryPoint> {
+    if item.protection.state == crate::item::ProtectionState::SoftDeleted {
+        return Err(ServiceError::Conflict(format!(
+            "the backup data of item {} is soft deleted: `boveda protection undelete {}` to restore from it (it is purged after {})",
+            item.name,
+            item.name,
+            item.protection.purge_after.map(|t| t.to_string()).unwrap_or_default()
+        )));
+    }
     let points = list_item_points(vault, item)?;
     if selector == "latest" {
         return points

@@ -72,6 +72,8 @@ pub fn create_vault(req: &NewVault, passphrase: &[u8]) -> Result<Vault> {
         secondary: req.secondary.clone(),
         pack_size: req.pack_size_mib << 20,
         compression_level: req.compression_level,
+        soft_delete_days: VaultSettings::DEFAULT_SOFT_DELETE_DAYS,
+        webhook: None,
     };
     let opts = CreateOptions { settings, kdf: req.kdf, chunker: ChunkerParams::DEFAULT, hostname: hostname() };
     let vault = Vault::create(store, passphrase, opts)?;
@@ -146,6 +148,8 @@ pub struct VaultSummary {
     pub chunks: usize,
     pub stored_bytes: u64,
     pub protected_bytes: u64,
+    pub soft_delete_days: u32,
+    pub webhook: Option<String>,
 }
 
 /// Settings and totals of a vault.
@@ -182,5 +186,7 @@ pub fn summarize(vault: &Vault) -> Result<VaultSummary> {
         chunks: index.len(),
         stored_bytes,
         protected_bytes,
+        soft_delete_days: s.soft_delete_days,
+        webhook: s.webhook.clone(),
     })
 }

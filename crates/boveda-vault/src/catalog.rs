@@ -26,6 +26,13 @@ pub(crate) fn revision_name(kind: &str, id: &RecordId, at: Timestamp) -> String 
     format!("catalog/{kind}/{}/{nanos:024}-{}", id.to_hex(), hex::encode(suffix))
 }
 
+/// The time a revision was written, from its name.
+pub(crate) fn revision_time(name: &str) -> Option<Timestamp> {
+    let (_, rev) = name.rsplit_once('/')?;
+    let nanos: i128 = rev.split_once('-')?.0.parse().ok()?;
+    Timestamp::from_nanosecond(nanos).ok()
+}
+
 /// Groups listed names by entity and keeps each entity's newest revision.
 pub(crate) fn newest_revisions(kind: &str, names: impl IntoIterator<Item = String>) -> Vec<(RecordId, String)> {
     let prefix = format!("catalog/{kind}/");

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use boveda_store::StoreErrorKind::NotFound;
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -118,10 +119,12 @@ pub fn check(vault: &Vault, opts: CheckOptions, progress: &(dyn Fn(&str) + Sync)
         .collect();
     let mut index = ChunkIndex::default();
     let mut pack_entries: HashMap<PackId, (BlobKind, u64, Vec<crate::pack::PackEntry>)> = HashMap::new();
+    let mut index_of: HashMap<PackId, String> = HashMap::new();
     for (name, result) in opened {
         match result {
             Ok(obj) => {
                 for p in &obj.packs {
+                    index_of.insert(p.id, name.clone());
                     index.add_pack(p);
                     pack_entries.entry(p.id).or_insert_with(|| (p.kind, p.size, p.entries.clone()));
                 }
@@ -150,7 +153,13 @@ pub fn check(vault: &Vault, opts: CheckOptions, progress: &(dyn Fn(&str) + Sync)
     let mut readable = Vec::new();
     for (id, (kind, size, entries)) in &pack_entries {
         let name = pack_name(*kind, id);
+        // prune deletes a pack's index object before the pack: both gone
+        // means a concurrent prune collected it, not damage
+        let swept = || index_of.get(id).is_some_and(|n| store.stat(n).is_err_and(|e| e.kind() == NotFound));
         match present.get(id) {
+            None if swept() => {
+                report.notes.push(format!("{name} was collected by a prune while checking"));
+            }
             None => {
                 let why = "is missing".to_string();
                 f.add(name.clone(), why.clone());
@@ -189,8 +198,11 @@ pub fn check(vault: &Vault, opts: CheckOptions, progress: &(dyn Fn(&str) + Sync)
     progress("recovery points and trees");
     let mut points = Vec::new();
     for info in store.list("points")? {
-        match store
-            .get(&info.name)
+        let bytes = match store.get(&info.name) {
+            Err(e) if e.kind() == NotFound => continue, // deleted by a concurrent prune
+            other => other,
+        };
+        match bytes
             .map_err(Into::into)
             .and_then(|b| open_json::<RecoveryPoint>(vault.key(), &info.name, &b, ObjectKind::Point))
         {

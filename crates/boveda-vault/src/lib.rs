@@ -28,7 +28,7 @@
 //! |---|---|---|
 //! | backup | nothing (adds objects only) | backups, restores, check |
 //! | restore, ls, check | nothing (reads only) | everything |
-//! | prune (later) | two-phase: mark unreferenced packs with a time, delete only after a safety margin and only packs no newer index or point refers to | backups |
+//! | prune | two-phase (`gc`): mark unused packs with a time; delete them only after a safety margin, once no writer that predates the mark still runs, and only if no point has come to need them | backups, restores, check |
 
 mod blob;
 mod blob_writer;
@@ -37,6 +37,7 @@ mod check;
 mod chunker;
 mod crypto;
 mod error;
+mod gc;
 mod ids;
 mod index;
 mod key_slot;
@@ -52,6 +53,10 @@ pub use check::{Affected, CheckOptions, CheckReport, Problem, check};
 pub use chunker::{Chunker, ChunkerParams};
 pub use crypto::{KdfParams, MasterKey};
 pub use error::{Result, VaultError, VaultErrorKind};
+pub use gc::{
+    DEFAULT_SAFETY_MARGIN, Deletion, GcPlan, GcRequest, MIN_WRITER_SLACK, PlannedPack, WaitingMark, deletions,
+    execute as gc_execute, marked_packs, plan as gc_plan, referenced_chunks,
+};
 pub use ids::{ChunkId, PackId, PointId, RecordId};
 pub use index::{BlobRef, ChunkIndex};
 pub use key_slot::KeySlotInfo;

@@ -60,6 +60,10 @@ pub struct RecoveryPoint {
     pub consistency: Consistency,
     /// The point is kept at least until then (ad-hoc points), if set.
     pub retain_until: Option<Timestamp>,
+    /// The policy's slot a scheduled point was taken for; its retention
+    /// rules (daily, weekly, monthly, yearly) are matched on this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_for: Option<Timestamp>,
     /// Which rule keeps the point, such as "ad-hoc".
     pub kept_by: String,
     pub stats: PointStats,

@@ -41,6 +41,16 @@ pub struct VaultSettings {
     pub pack_size: u32,
     /// zstd level; 0 stores chunks uncompressed.
     pub compression_level: i32,
+    /// Days deleted backup data stays recoverable (`protection undelete`).
+    #[serde(default = "default_soft_delete_days")]
+    pub soft_delete_days: u32,
+    /// Where alerts are POSTed as JSON, if anywhere.
+    #[serde(default)]
+    pub webhook: Option<String>,
+}
+
+fn default_soft_delete_days() -> u32 {
+    VaultSettings::DEFAULT_SOFT_DELETE_DAYS
 }
 
 impl VaultSettings {
@@ -48,6 +58,8 @@ impl VaultSettings {
     /// enough that two packs in flight keep memory low (docs/FORMAT.md).
     pub const DEFAULT_PACK_SIZE: u32 = 16 << 20;
     pub const DEFAULT_COMPRESSION: i32 = 2;
+    /// As Azure Backup's soft delete.
+    pub const DEFAULT_SOFT_DELETE_DAYS: u32 = 14;
 }
 
 /// Options for [`Vault::create`].
@@ -140,6 +152,8 @@ impl Vault {
                         secondary: None,
                         pack_size: VaultSettings::DEFAULT_PACK_SIZE,
                         compression_level: VaultSettings::DEFAULT_COMPRESSION,
+                        soft_delete_days: VaultSettings::DEFAULT_SOFT_DELETE_DAYS,
+                        webhook: None,
                     },
                     slot: slot.id,
                 };
@@ -253,6 +267,15 @@ impl Vault {
     /// # Errors
     /// A store error, or `Damaged` naming an index object.
     pub fn load_index(&self) -> Result<ChunkIndex> {
+        self.load_index_without(&std::collections::HashSet::new())
+    }
+
+    /// Reads every index object but those of the given packs: what a backup
+    /// deduplicates against, leaving out packs marked for deletion.
+    ///
+    /// # Errors
+    /// As [`Vault::load_index`].
+    pub fn load_index_without(&self, skip: &std::collections::HashSet<crate::PackId>) -> Result<ChunkIndex> {
         let names = self.store.list("index")?;
         let objects: Vec<IndexObject> = names
             .par_iter()
@@ -260,7 +283,7 @@ impl Vault {
             .collect::<Result<_>>()?;
         let mut index = ChunkIndex::default();
         for obj in &objects {
-            for pack in &obj.packs {
+            for pack in obj.packs.iter().filter(|p| !skip.contains(&p.id)) {
                 index.add_pack(pack);
             }
         }
@@ -321,6 +344,15 @@ impl Vault {
         Ok(points)
     }
 
+    /// Deletes a point's manifest (prune and purge only).
+    ///
+    /// # Errors
+    /// A store error.
+    pub fn delete_point(&self, id: &PointId) -> Result<()> {
+        self.store.delete(&point_name(id))?;
+        Ok(())
+    }
+
     /// Reads one point.
     ///
     /// # Errors
@@ -340,12 +372,72 @@ impl Vault {
     ///
     /// # Errors
     /// A store error.
-    pub fn catalog_put<T: Serialize>(&self, kind: &str, id: &RecordId, body: Option<&T>) -> Result<()> {
+    pub fn catalog_put<T: Serialize>(&self, kind: &str, id: &RecordId, body: Option<&T>) -> Result<String> {
         let now = Timestamp::now();
         let rec = CatalogRecord { id: *id, revision: now, body };
         let bytes = seal_json(&self.key, ObjectKind::Catalog, &rec)?;
-        self.store.put(&revision_name(kind, id, now), &bytes)?;
+        let name = revision_name(kind, id, now);
+        self.store.put(&name, &bytes)?;
+        Ok(name)
+    }
+
+    /// Removes one revision this process wrote and has since superseded
+    /// (a job's earlier heartbeats).
+    ///
+    /// # Errors
+    /// A store error.
+    pub fn catalog_drop_revision(&self, name: &str) -> Result<()> {
+        self.store.delete(name)?;
         Ok(())
+    }
+
+    /// The newest live revision of one entity, if any.
+    ///
+    /// # Errors
+    /// A store error or a damaged record (named).
+    pub fn catalog_get<T: DeserializeOwned>(&self, kind: &str, id: &RecordId) -> Result<Option<T>> {
+        let names = self.store.list(&format!("catalog/{kind}/{}", id.to_hex()))?.into_iter().map(|o| o.name);
+        let Some((_, name)) = newest_revisions(kind, names).into_iter().next() else {
+            return Ok(None);
+        };
+        let rec: CatalogRecord<T> = open_json(&self.key, &name, &self.store.get(&name)?, ObjectKind::Catalog)?;
+        Ok(rec.body)
+    }
+
+    /// Deletes catalog revisions superseded before `before`: every revision
+    /// but an entity's newest, and whole entities whose newest is a
+    /// tombstone (older revisions first). Returns how many were deleted.
+    ///
+    /// # Errors
+    /// A store error.
+    pub fn catalog_compact(&self, before: Timestamp) -> Result<usize> {
+        let names: Vec<String> = self.store.list("catalog")?.into_iter().map(|o| o.name).collect();
+        let mut entities: std::collections::BTreeMap<&str, Vec<&String>> = Default::default();
+        for name in &names {
+            if let Some((entity, _)) = name.rsplit_once('/') {
+                entities.entry(entity).or_default().push(name);
+            }
+        }
+        let mut deleted = 0;
+        for (_, mut revisions) in entities {
+            revisions.sort();
+            let Some(newest) = revisions.pop() else { continue };
+            for old in revisions {
+                if crate::catalog::revision_time(old).is_some_and(|t| t < before) {
+                    self.store.delete(old)?;
+                    deleted += 1;
+                }
+            }
+            if crate::catalog::revision_time(newest).is_some_and(|t| t < before) {
+                let rec: CatalogRecord<serde::de::IgnoredAny> =
+                    open_json(&self.key, newest, &self.store.get(newest)?, ObjectKind::Catalog)?;
+                if rec.body.is_none() {
+                    self.store.delete(newest)?;
+                    deleted += 1;
+                }
+            }
+        }
+        Ok(deleted)
     }
 
     /// The newest live revision of every entity of a kind.

@@ -45,6 +45,32 @@ pub enum Command {
     Recoverypoint(PointCmd),
     /// Restore a recovery point, or chosen paths of it, into a folder.
     Restore(RestoreArgs),
+    /// Jobs: every operation, with state and progress.
+    #[command(subcommand)]
+    Job(JobCmd),
+    /// Alerts raised by failed backups and restores and by deleted data.
+    #[command(subcommand)]
+    Alert(AlertCmd),
+    /// Delete expired recovery points and reclaim the space nothing uses.
+    Prune {
+        /// Print the plan and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// How long marked packs wait before deletion (e.g. 24h, 90m, 0s).
+        #[arg(long, default_value = "24h")]
+        safety_margin: String,
+    },
+    /// Per item: front-end size, protected instances, stored bytes and an
+    /// estimated monthly cost.
+    Usage {
+        /// A price table (JSON); default `prices.json` in the configuration
+        /// folder if present, else the documented defaults.
+        #[arg(long)]
+        prices: Option<PathBuf>,
+    },
+    /// Run the scheduler in the foreground: back up protected items when
+    /// their policies say, then apply retention.
+    Agent(AgentArgs),
     /// Show an item's recovery points read-only through FUSE, until the
     /// folder is unmounted (`fusermount -u DIR`).
     Mount {
@@ -56,6 +82,60 @@ pub enum Command {
     },
 }
 
+#[derive(Args)]
+pub struct AgentArgs {
+    /// Vaults to serve (names or paths); default: every vault this user's
+    /// configuration knows, or --vault. One passphrase opens them all.
+    pub vaults: Vec<String>,
+    /// Backups running at once.
+    #[arg(long, default_value_t = 2)]
+    pub max_jobs: usize,
+    /// How long pruned packs wait before deletion.
+    #[arg(long, default_value = "24h")]
+    pub safety_margin: String,
+    /// Seconds between reads of the vaults' items and policies.
+    #[arg(long, default_value_t = 30)]
+    pub poll_secs: u64,
+    /// Stop when the clock reaches this time (RFC 3339; with BOVEDA_FAKE_NOW
+    /// the clock is simulated and runs there at once).
+    #[arg(long, hide = true)]
+    pub until: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum JobCmd {
+    /// List jobs, oldest first.
+    List {
+        /// InProgress, Completed, CompletedWithWarnings, Failed, Cancelling, Cancelled.
+        #[arg(long)]
+        status: Option<String>,
+        /// ConfigureBackup, Backup, Restore, DisableBackup, DeleteBackupData, Undelete, Prune, Verify.
+        #[arg(long)]
+        operation: Option<String>,
+        #[arg(long)]
+        item: Option<String>,
+        /// Jobs started at or after this time (YYYY-MM-DD or RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+    },
+    /// One job in full, with its progress.
+    Show { id: String },
+    /// Wait for a job to end; the exit code is its outcome (0, 3, 1).
+    Wait { id: String },
+    /// Ask the process running a job to cancel it.
+    Stop { id: String },
+}
+
+#[derive(Subcommand)]
+pub enum AlertCmd {
+    /// List alerts, newest first.
+    List {
+        /// POST undelivered alerts to the webhook again first.
+        #[arg(long)]
+        retry: bool,
+    },
+}
+
 #[derive(Subcommand)]
 pub enum VaultCmd {
     /// Create a vault in a store (a local folder by default).
@@ -64,6 +144,18 @@ pub enum VaultCmd {
     List,
     /// Show a vault's settings and totals.
     Show,
+    /// Change a vault's alert webhook or soft-delete window.
+    Update {
+        /// POST alerts as JSON to this http(s) URL.
+        #[arg(long, conflicts_with = "no_webhook")]
+        webhook: Option<String>,
+        /// Stop posting alerts.
+        #[arg(long)]
+        no_webhook: bool,
+        /// Days deleted backup data stays recoverable (14 to 180).
+        #[arg(long)]
+        soft_delete_days: Option<u32>,
+    },
     /// Verify the vault's structure; --read-data also reads every chunk.
     Check {
         #[arg(long)]
@@ -167,6 +259,28 @@ pub enum ItemAdd {
 
 #[derive(Subcommand)]
 pub enum ProtectionCmd {
+    /// Protect an item with a policy (a ConfigureBackup job).
+    Enable {
+        item: String,
+        #[arg(long)]
+        policy: String,
+    },
+    /// Stop protection and keep the data; --delete-data soft-deletes it.
+    Disable {
+        item: String,
+        /// Delete the backup data (recoverable with `undelete` for the
+        /// vault's soft-delete days, then purged).
+        #[arg(long)]
+        delete_data: bool,
+    },
+    /// Bring soft-deleted backup data back (protection stays stopped).
+    Undelete { item: String },
+    /// Protect a stopped item again.
+    Resume {
+        item: String,
+        #[arg(long)]
+        policy: String,
+    },
     /// Take an ad-hoc recovery point now.
     BackupNow {
         item: String,
@@ -224,6 +338,15 @@ pub enum PolicyCmd {
     List,
     /// Show one policy.
     Show { name: String },
+    /// Change a policy's schedule or retention (flags as for create; those
+    /// left out keep their values). Existing points are re-evaluated.
+    Update {
+        #[command(flatten)]
+        args: Box<PolicyArgs>,
+        /// Proceed even if points would be deleted, without asking.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Delete a policy.
     Delete { name: String },
 }
@@ -231,8 +354,9 @@ pub enum PolicyCmd {
 #[derive(Args)]
 pub struct PolicyArgs {
     pub name: String,
-    #[arg(long, value_parser = ["daily", "weekly"], default_value = "daily")]
-    pub schedule: String,
+    /// daily (the default) or weekly.
+    #[arg(long, value_parser = ["daily", "weekly"])]
+    pub schedule: Option<String>,
     /// Days of a weekly schedule (repeatable): mon, tue, ...
     #[arg(long = "day")]
     pub days: Vec<String>,
@@ -266,4 +390,7 @@ pub struct PolicyArgs {
     /// The day kept yearly in that month: 1-28, last, first-<day> or last-<day>.
     #[arg(long)]
     pub yearly_on: Option<String>,
+    /// (update) Remove a retention rule: daily, weekly, monthly or yearly.
+    #[arg(long, value_parser = ["daily", "weekly", "monthly", "yearly"])]
+    pub drop_rule: Vec<String>,
 }

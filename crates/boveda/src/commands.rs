@@ -1,12 +1,16 @@
 //! One function per command; each opens what it needs and prints.
 
 mod item;
+mod jobs;
 mod point;
 mod policy;
 mod vault;
 
 use anyhow::Result;
-use boveda_service::open_vault;
+use std::sync::Arc;
+use std::time::Duration;
+
+use boveda_service::{Clock, DEFAULT_HEARTBEAT, JobEnv, clock_from_env, hostname, open_vault};
 use boveda_vault::Vault;
 use serde::Serialize;
 
@@ -25,6 +29,24 @@ impl Ctx {
     pub fn open(&self) -> Result<Vault> {
         let pass = passphrase(self.password_file.as_deref(), false)?;
         Ok(open_vault(self.vault.as_deref(), &pass)?)
+    }
+
+    /// The clock: the system's, or BOVEDA_FAKE_NOW's (tests).
+    pub fn clock(&self) -> Result<Arc<dyn Clock>> {
+        Ok(clock_from_env()?)
+    }
+
+    /// How often jobs write their progress (BOVEDA_JOB_HEARTBEAT_MS, for
+    /// tests, else 10 s).
+    pub fn heartbeat(&self) -> Duration {
+        std::env::var("BOVEDA_JOB_HEARTBEAT_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map_or(DEFAULT_HEARTBEAT, Duration::from_millis)
+    }
+
+    pub fn job_env<'c>(&self, clock: &'c dyn Clock) -> JobEnv<'c> {
+        JobEnv { clock, heartbeat: self.heartbeat(), hostname: hostname() }
     }
 
     pub fn json(&self) -> bool {
@@ -46,6 +68,11 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Protection(cmd) => point::protection(&ctx, cmd),
         Command::Recoverypoint(cmd) => point::points(&ctx, cmd),
         Command::Restore(args) => point::restore(&ctx, args),
+        Command::Job(cmd) => jobs::job(&ctx, cmd),
+        Command::Alert(cmd) => jobs::alert(&ctx, cmd),
+        Command::Prune { dry_run, safety_margin } => jobs::prune(&ctx, dry_run, &safety_margin),
+        Command::Usage { prices } => jobs::usage(&ctx, prices.as_deref()),
+        Command::Agent(args) => jobs::agent(&ctx, args),
         Command::Mount { item, point, dir } => point::mount(&ctx, &item, point.as_deref(), &dir),
     }
 }

@@ -41,6 +41,10 @@ fn tune_allocator() {
 
 fn main() -> ExitCode {
     tune_allocator();
+    // SAFETY: restores the default action, so `boveda ... | head` ends quietly.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = args::Cli::parse();
     match commands::run(cli) {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,

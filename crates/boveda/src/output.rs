@@ -123,3 +123,17 @@ impl RestoreProgress for RestoreBar {
         self.bar.inc(n);
     }
 }
+
+/// Asks a yes/no question on a terminal; `false` when not on one.
+///
+/// # Errors
+/// Reading the answer failed.
+pub fn confirm(question: &str) -> anyhow::Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        return Ok(false);
+    }
+    eprint!("{question} [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}

@@ -15,6 +15,8 @@ pub fn test_vault(store: Arc<dyn Store>, compression_level: i32) -> Vault {
         secondary: None,
         pack_size: 1 << 20,
         compression_level,
+        soft_delete_days: VaultSettings::DEFAULT_SOFT_DELETE_DAYS,
+        webhook: None,
     };
     let opts =
         CreateOptions { settings, kdf: KdfParams::TESTING, chunker: ChunkerParams::DEFAULT, hostname: "h".into() };

@@ -1,13 +1,13 @@
 use anyhow::Result;
 use boveda_service::{
-    ConsistencyConfig, ItemSource, add_disk_item, add_files_item, add_vm_item, discover_vms, find_item,
-    list_item_points, list_items,
+    ConsistencyConfig, ItemSource, JobFilter, Operation, ProtectionState, add_disk_item, add_files_item, add_vm_item,
+    discover_vms, find_item, list_item_points, list_items, list_jobs, list_policies, next_slot,
 };
 
 use super::Ctx;
 use crate::Outcome;
 use crate::args::{ItemAdd, ItemCmd};
-use crate::output::{print_table, size, time};
+use crate::output::{opt_time, print_table, size, time};
 
 pub fn run(ctx: &Ctx, cmd: ItemCmd) -> Result<Outcome> {
     let vault = ctx.open()?;
@@ -31,30 +31,38 @@ pub fn run(ctx: &Ctx, cmd: ItemCmd) -> Result<Outcome> {
             }
         }
         ItemCmd::List => {
-            let items = list_items(&vault)?;
-            let points = vault.list_points()?;
+            let rows = item_rows(ctx, &vault)?;
             if ctx.json() {
-                ctx.print_json(&items)?;
+                ctx.print_json(&rows)?;
             } else {
-                let rows: Vec<_> = items
+                let table: Vec<_> = rows
                     .iter()
-                    .map(|i| {
-                        let last = points.iter().rev().find(|p| p.item_id == i.id);
-                        let status = match last {
-                            None => "Warning (initial backup pending)".to_string(),
-                            Some(p) if !p.warnings.is_empty() => "Completed with warnings".into(),
-                            Some(_) => "Healthy".into(),
-                        };
+                    .map(|r| {
                         vec![
-                            i.name.clone(),
-                            i.source.type_name().into(),
-                            status,
-                            last.map(|p| time(p.time)).unwrap_or_else(|| "-".into()),
-                            points.iter().filter(|p| p.item_id == i.id).count().to_string(),
+                            r.name.clone(),
+                            r.kind.clone(),
+                            r.protection.clone(),
+                            r.policy.clone().unwrap_or_else(|| "-".into()),
+                            r.last_backup_status.clone(),
+                            opt_time(r.last_backup),
+                            opt_time(r.next_backup),
+                            r.recovery_points.to_string(),
                         ]
                     })
                     .collect();
-                print_table(&["NAME", "TYPE", "STATUS", "LAST BACKUP", "POINTS"], &rows);
+                print_table(
+                    &[
+                        "NAME",
+                        "TYPE",
+                        "PROTECTION",
+                        "POLICY",
+                        "LAST BACKUP STATUS",
+                        "LAST BACKUP",
+                        "NEXT BACKUP",
+                        "POINTS",
+                    ],
+                    &table,
+                );
             }
         }
         ItemCmd::Discover { libvirt_dir } => {
@@ -88,7 +96,15 @@ pub fn run(ctx: &Ctx, cmd: ItemCmd) -> Result<Outcome> {
                     vec!["id".into(), item.id.to_hex()],
                     vec!["type".into(), item.source.type_name().into()],
                     vec!["created".into(), time(item.created)],
+                    vec!["protection".into(), item.protection.state.as_str().into()],
                 ];
+                let policies = list_policies(&vault)?;
+                if let Some(p) = policies.iter().find(|p| Some(p.id) == item.protection.policy) {
+                    rows.push(vec!["policy".into(), p.name.clone()]);
+                }
+                if let Some(t) = item.protection.purge_after {
+                    rows.push(vec!["purged after".into(), time(t)]);
+                }
                 match &item.source {
                     ItemSource::Files { paths, excludes } => {
                         for p in paths {
@@ -119,4 +135,60 @@ pub fn run(ctx: &Ctx, cmd: ItemCmd) -> Result<Outcome> {
         }
     }
     Ok(Outcome::Ok)
+}
+
+#[derive(serde::Serialize)]
+struct ItemRow {
+    name: String,
+    kind: String,
+    protection: String,
+    policy: Option<String>,
+    last_backup_status: String,
+    last_backup: Option<jiff::Timestamp>,
+    next_backup: Option<jiff::Timestamp>,
+    recovery_points: usize,
+    item: boveda_service::Item,
+}
+
+fn item_rows(ctx: &Ctx, vault: &boveda_vault::Vault) -> Result<Vec<ItemRow>> {
+    let items = list_items(vault)?;
+    let points = vault.list_points()?;
+    let policies = list_policies(vault)?;
+    let jobs = list_jobs(vault, &JobFilter { operation: Some(Operation::Backup), ..JobFilter::default() })?;
+    let now = ctx.clock()?.now();
+    Ok(items
+        .into_iter()
+        .map(|i| {
+            let last_point = points.iter().rev().find(|p| p.item_id == i.id);
+            let last_job = jobs.iter().rev().find(|j| j.item_id == Some(i.id));
+            let policy = policies.iter().find(|p| Some(p.id) == i.protection.policy);
+            let status = match (last_job, last_point) {
+                (Some(j), _) => j.state.as_str().to_string(),
+                (None, Some(p)) if !p.warnings.is_empty() => "CompletedWithWarnings".into(),
+                (None, Some(_)) => "Completed".into(),
+                (None, None) => "-".into(),
+            };
+            let protection = match (i.protection.state, last_point) {
+                (ProtectionState::NotProtected | ProtectionState::Protected, None) => {
+                    format!("{} - Warning (initial backup pending)", i.protection.state.as_str())
+                }
+                (state, _) => state.as_str().to_string(),
+            };
+            let next = match (i.protection.state, policy) {
+                (ProtectionState::Protected, Some(p)) => next_slot(p, now),
+                _ => None,
+            };
+            ItemRow {
+                name: i.name.clone(),
+                kind: i.source.type_name().into(),
+                protection,
+                policy: policy.map(|p| p.name.clone()),
+                last_backup_status: status,
+                last_backup: last_job.map(|j| j.start).or(last_point.map(|p| p.time)),
+                next_backup: next,
+                recovery_points: points.iter().filter(|p| p.item_id == i.id).count(),
+                item: i,
+            }
+        })
+        .collect())
 }

@@ -2,7 +2,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use boveda_service::{
-    BackupRequest, DiskOutputFormat, ItemSource, backup_now, browse, find_item, find_point, hostname, list_item_points,
+    DiskOutputFormat, ItemSource, JobDone, JobEnv, JobSpec, Observers, Operation, ServiceError, backup_job, browse,
+    disable_protection, enable_protection, evaluate_retention, find_item, find_point, list_item_points, list_policies,
+    resume_protection, run_job, undelete_protection,
 };
 use boveda_vault::{Node, NodeKind};
 use jiff::Timestamp;
@@ -14,7 +16,7 @@ use crate::args::{ImageFormat, PointCmd, ProtectionCmd, RestoreArgs};
 use crate::output::{BackupBar, RestoreBar, opt_time, print_table, size, time};
 
 /// `YYYY-MM-DD` (kept to the end of that day, local time) or RFC 3339.
-fn parse_date(s: &str) -> Result<Timestamp> {
+pub(super) fn parse_date(s: &str) -> Result<Timestamp> {
     if let Ok(t) = s.parse::<Timestamp>() {
         return Ok(t);
     }
@@ -24,22 +26,70 @@ fn parse_date(s: &str) -> Result<Timestamp> {
 }
 
 pub fn protection(ctx: &Ctx, cmd: ProtectionCmd) -> Result<Outcome> {
-    let ProtectionCmd::BackupNow { item, retain_until } = cmd;
-    let retain_until = retain_until.as_deref().map(parse_date).transpose()?;
     let vault = ctx.open()?;
-    let item = find_item(&vault, &item)?;
+    let clock = ctx.clock()?;
+    let env = ctx.job_env(clock.as_ref());
+    let (item, verb) = match cmd {
+        ProtectionCmd::BackupNow { item, retain_until } => {
+            return backup_now_cmd(ctx, &vault, &env, &item, retain_until);
+        }
+        ProtectionCmd::Enable { item, policy } => {
+            let item = find_item(&vault, &item)?;
+            (enable_protection(&vault, &env, &item, &policy)?, format!("protected with policy {policy}"))
+        }
+        ProtectionCmd::Resume { item, policy } => {
+            let item = find_item(&vault, &item)?;
+            (resume_protection(&vault, &env, &item, &policy)?, format!("protection resumed with policy {policy}"))
+        }
+        ProtectionCmd::Disable { item, delete_data } => {
+            let item = find_item(&vault, &item)?;
+            let updated = disable_protection(&vault, &env, &item, delete_data)?;
+            let verb = match updated.protection.purge_after {
+                Some(t) if delete_data => format!(
+                    "backup data soft deleted; `boveda protection undelete {}` brings it back until {}, then it is purged",
+                    item.name,
+                    time(t)
+                ),
+                _ => "protection stopped, data retained".into(),
+            };
+            (updated, verb)
+        }
+        ProtectionCmd::Undelete { item } => {
+            let item = find_item(&vault, &item)?;
+            (
+                undelete_protection(&vault, &env, &item)?,
+                "backup data undeleted; protection stopped, data retained".into(),
+            )
+        }
+    };
+    if ctx.json() {
+        ctx.print_json(&item)?;
+    } else {
+        println!("item {}: {verb}", item.name);
+    }
+    Ok(Outcome::Ok)
+}
+
+fn backup_now_cmd(
+    ctx: &Ctx,
+    vault: &boveda_vault::Vault,
+    env: &JobEnv<'_>,
+    item: &str,
+    retain_until: Option<String>,
+) -> Result<Outcome> {
+    let retain_until = retain_until.as_deref().map(parse_date).transpose()?;
+    let item = find_item(vault, item)?;
     let started = Instant::now();
     let bar = BackupBar::new();
-    let req = BackupRequest { retain_until, now: Timestamp::now(), cancel: None, hostname: hostname() };
-    let result = backup_now(&vault, &item, &req, &bar);
+    let (job, result) = backup_job(vault, env, &item, retain_until, None, &bar)?;
     bar.finish();
-    let point = result?;
+    let point = result.with_context(|| format!("backup job {} {}", job.id.short(), job.state.as_str()))?;
     if ctx.json() {
         ctx.print_json(&point)?;
     } else {
         let s = &point.stats;
         println!(
-            "recovery point {} of item {}: {} files, {} dirs, {}; read {} ({} files unchanged); added {} to the vault ({} new chunks) in {:.1}s",
+            "recovery point {} of item {}: {} files, {} dirs, {}; read {} ({} files unchanged); added {} to the vault ({} new chunks) in {:.1}s (job {})",
             point.id.short(),
             item.name,
             s.files,
@@ -49,7 +99,8 @@ pub fn protection(ctx: &Ctx, cmd: ProtectionCmd) -> Result<Outcome> {
             s.files_unchanged,
             size(s.bytes_stored),
             s.chunks_new,
-            started.elapsed().as_secs_f64()
+            started.elapsed().as_secs_f64(),
+            job.id.short()
         );
         if !point.warnings.is_empty() {
             println!("completed with {} warning(s)", point.warnings.len());
@@ -84,19 +135,30 @@ pub fn points(ctx: &Ctx, cmd: PointCmd) -> Result<Outcome> {
         PointCmd::List { item } => {
             let item = find_item(&vault, &item)?;
             let points = list_item_points(&vault, &item)?;
+            let policies = list_policies(&vault)?;
+            let policy = policies.iter().find(|p| Some(p.id) == item.protection.policy);
+            let refs: Vec<_> = points.iter().collect();
+            let expiries = evaluate_retention(&item, policy, &refs, ctx.clock()?.now());
             if ctx.json() {
-                ctx.print_json(&points)?;
+                let list: Vec<_> = points
+                    .iter()
+                    .zip(&expiries)
+                    .map(|(p, e)| serde_json::json!({"point": p, "expires": e.expires, "kept_by": e.kept_by}))
+                    .collect();
+                ctx.print_json(&list)?;
             } else {
                 let rows: Vec<_> = points
                     .iter()
-                    .map(|p| {
+                    .zip(&expiries)
+                    .map(|(p, e)| {
                         vec![
                             p.id.short(),
                             time(p.time),
                             p.consistency.as_str().into(),
                             size(p.stats.bytes),
                             p.stats.files.to_string(),
-                            opt_time(p.retain_until),
+                            opt_time(e.expires),
+                            e.kept_by.clone(),
                             if p.warnings.is_empty() {
                                 "Completed".into()
                             } else {
@@ -105,7 +167,7 @@ pub fn points(ctx: &Ctx, cmd: PointCmd) -> Result<Outcome> {
                         ]
                     })
                     .collect();
-                print_table(&["ID", "TIME", "CONSISTENCY", "SIZE", "FILES", "EXPIRES", "STATUS"], &rows);
+                print_table(&["ID", "TIME", "CONSISTENCY", "SIZE", "FILES", "EXPIRES", "KEPT BY", "STATUS"], &rows);
             }
         }
         PointCmd::Show { item, point } => {
@@ -187,16 +249,48 @@ pub fn restore(ctx: &Ctx, args: RestoreArgs) -> Result<Outcome> {
     let vault = ctx.open()?;
     let item = find_item(&vault, &args.item)?;
     let point = find_point(&vault, &item, &args.point)?;
-    let started = Instant::now();
+    let clock = ctx.clock()?;
+    let env = ctx.job_env(clock.as_ref());
+    let spec = JobSpec {
+        operation: Operation::Restore,
+        item: Some((item.name.as_str(), item.id)),
+        scheduled_for: None,
+        heartbeat: env.heartbeat,
+        hostname: env.hostname.clone(),
+    };
     let bar = RestoreBar::new();
+    let observers = Observers { backup: None, restore: Some(&bar) };
+    let (job, result) = run_job(&vault, clock.as_ref(), &spec, observers, |jctx| {
+        let outcome = restore_in_job(ctx, &vault, &item, &point, args, jctx)
+            .map_err(|e| ServiceError::Invalid(format!("{e:#}")))?;
+        let warnings =
+            if matches!(outcome, Outcome::Warnings) { vec!["restore completed with warnings".into()] } else { vec![] };
+        Ok((
+            outcome,
+            JobDone { warnings, details: vec![format!("restored point {}", point.id.short())], point: Some(point.id) },
+        ))
+    })?;
+    bar.finish();
+    result.with_context(|| format!("restore job {} {}", job.id.short(), job.state.as_str()))
+}
+
+fn restore_in_job(
+    ctx: &Ctx,
+    vault: &boveda_vault::Vault,
+    item: &boveda_service::Item,
+    point: &boveda_vault::RecoveryPoint,
+    args: RestoreArgs,
+    bar: &boveda_service::JobCtx<'_>,
+) -> Result<Outcome> {
+    let (vault, item, point) = (vault, item, point);
+    let started = Instant::now();
     let result = match &item.source {
         ItemSource::Files { .. } => {
-            boveda_service::restore(&vault, &point, args.target.clone(), args.paths, None, &bar)
+            boveda_service::restore(vault, point, args.target.clone(), args.paths, Some(&bar.cancel), bar)
         }
         ItemSource::Disk { .. } | ItemSource::Vm { .. } => {
             if !args.paths.is_empty() {
-                bar.finish();
-                boveda_service::restore_disk_files(&vault, &item, &point, &args.paths, &args.target)?;
+                boveda_service::restore_disk_files(vault, item, point, &args.paths, &args.target)?;
                 if !ctx.json() {
                     println!(
                         "restored {} path(s) of point {} of item {} into {}",
@@ -213,9 +307,7 @@ pub fn restore(ctx: &Ctx, args: RestoreArgs) -> Result<Outcome> {
                 ImageFormat::Qcow2 => DiskOutputFormat::Qcow2,
             };
             if let ItemSource::Vm { .. } = item.source {
-                let vm = boveda_service::restore_vm(&vault, &point, args.target.clone(), format, None, &bar);
-                bar.finish();
-                let vm = vm?;
+                let vm = boveda_service::restore_vm(vault, point, args.target.clone(), format, Some(&bar.cancel), bar)?;
                 if !ctx.json() {
                     for (dev, p) in &vm.disks {
                         println!("disk {dev}: {}", p.display());
@@ -236,10 +328,9 @@ pub fn restore(ctx: &Ctx, args: RestoreArgs) -> Result<Outcome> {
                 }
                 return Ok(Outcome::Ok);
             }
-            boveda_service::restore_disk_image(&vault, &point, args.target.clone(), format, None, &bar)
+            boveda_service::restore_disk_image(vault, point, args.target.clone(), format, Some(&bar.cancel), bar)
         }
     };
-    bar.finish();
     let out = result?;
     for w in &out.warnings {
         eprintln!("warning: {w}");

@@ -1,4 +1,5 @@
 use anyhow::Result;
+use boveda_service::{JobDone, JobSpec, Observers, Operation, ServiceError, run_job};
 use boveda_service::{NewVault, Registry, create_vault, summarize};
 use boveda_vault::{CheckOptions, KdfParams, check};
 
@@ -78,18 +79,74 @@ pub fn run(ctx: &Ctx, cmd: VaultCmd) -> Result<Outcome> {
                     vec!["chunks".into(), s.chunks.to_string()],
                     vec!["protected size".into(), size(s.protected_bytes)],
                     vec!["stored size".into(), size(s.stored_bytes)],
+                    vec!["soft delete".into(), format!("{} days", s.soft_delete_days)],
+                    vec!["alerts webhook".into(), s.webhook.clone().unwrap_or_else(|| "-".into())],
                 ];
                 print_table(&["SETTING", "VALUE"], &rows);
+            }
+        }
+        VaultCmd::Update { webhook, no_webhook, soft_delete_days } => {
+            let mut vault = ctx.open()?;
+            let mut settings = vault.settings().clone();
+            if let Some(url) = webhook {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    anyhow::bail!("--webhook {url:?}: give an http:// or https:// URL");
+                }
+                settings.webhook = Some(url);
+            }
+            if no_webhook {
+                settings.webhook = None;
+            }
+            if let Some(days) = soft_delete_days {
+                if !(14..=180).contains(&days) {
+                    anyhow::bail!("--soft-delete-days must be 14 to 180, not {days}");
+                }
+                settings.soft_delete_days = days;
+            }
+            vault.update_settings(settings)?;
+            let s = vault.settings();
+            if ctx.json() {
+                ctx.print_json(&summarize(&vault)?)?;
+            } else {
+                println!(
+                    "vault {}: alerts webhook {}; deleted backup data kept {} days",
+                    s.name,
+                    s.webhook.as_deref().unwrap_or("none"),
+                    s.soft_delete_days
+                );
             }
         }
         VaultCmd::Check { read_data } => {
             let vault = ctx.open()?;
             let quiet = ctx.json();
-            let report = check(&vault, CheckOptions { read_data }, &|step| {
-                if !quiet {
-                    eprintln!("checking {step}");
+            let clock = ctx.clock()?;
+            let env = ctx.job_env(clock.as_ref());
+            let spec = JobSpec {
+                operation: Operation::Verify,
+                item: None,
+                scheduled_for: None,
+                heartbeat: env.heartbeat,
+                hostname: env.hostname.clone(),
+            };
+            let mut saved = None;
+            let (_job, result) = run_job(&vault, clock.as_ref(), &spec, Observers::default(), |jctx| {
+                let report = check(&vault, CheckOptions { read_data }, &|step| {
+                    jctx.set_phase(step);
+                    if !quiet {
+                        eprintln!("checking {step}");
+                    }
+                })?;
+                let problems = report.problems.len();
+                let first = report.problems.first().map(|p| format!("{} {}", p.object, p.problem));
+                saved = Some(report);
+                match first {
+                    None => Ok(((), JobDone { details: vec!["no problems found".into()], ..JobDone::default() })),
+                    Some(first) => Err(ServiceError::Invalid(format!("{problems} problem(s) found, first: {first}"))),
                 }
             })?;
+            let Some(report) = saved else {
+                return Err(result.err().map_or_else(|| anyhow::anyhow!("check did not run"), Into::into));
+            };
             if ctx.json() {
                 ctx.print_json(&report)?;
             } else {

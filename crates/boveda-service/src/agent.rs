@@ -1,0 +1,262 @@
+//! The scheduler (`boveda agent`): takes every protected item's backups
+//! when its policy says, for all the vaults it is given, at most
+//! `max_jobs` at once, then applies retention (a `Prune` job).
+//!
+//! - Each item's last handled slot comes from the vault (its newest
+//!   scheduled point or scheduled `Backup` job), so a restarted agent
+//!   neither repeats nor forgets a slot. After downtime an item gets one
+//!   catch-up backup for its latest missed slot, not one per slot.
+//! - A failed backup raises an alert (through its job) and is retried at
+//!   the item's next slot.
+//! - Time comes from a [`Clock`]: with a simulated clock the agent waits
+//!   for the jobs of a slot before moving time on, so tests run a year of
+//!   schedules in seconds.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use boveda_engine::NoProgress;
+use boveda_vault::{RecordId, Vault};
+use jiff::{SignedDuration, Timestamp};
+use serde::Serialize;
+
+use crate::alert::retry_alerts;
+use crate::clock::Clock;
+use crate::error::Result;
+use crate::item::{Item, ProtectionState, list_items};
+use crate::job::{JobFilter, JobState, Operation, list_jobs};
+use crate::policy::{Policy, list_policies};
+use crate::protection::{JobEnv, backup_job};
+use crate::prune::prune_job;
+use crate::schedule::{latest_slot, next_slot};
+
+pub struct AgentOptions {
+    /// Backups running at once, over all vaults.
+    pub max_jobs: usize,
+    pub heartbeat: Duration,
+    pub safety_margin: SignedDuration,
+    /// Stop when the clock reaches this time (tests and simulations).
+    pub until: Option<Timestamp>,
+    /// How often the catalog is read again for new items and policies.
+    pub poll: Duration,
+    pub hostname: String,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct AgentReport {
+    pub backups: usize,
+    pub failed: usize,
+    pub cancelled: usize,
+    pub prunes: usize,
+    /// The most backups that ran at once.
+    pub peak_jobs: usize,
+}
+
+struct Task {
+    vault: usize,
+    item: Item,
+    slot: Timestamp,
+}
+
+struct Done {
+    vault: usize,
+    item: RecordId,
+    state: JobState,
+}
+
+type Key = (usize, RecordId);
+
+fn handle(d: Done, running: &mut HashSet<Key>, dirty: &mut HashSet<usize>, r: &mut AgentReport) {
+    running.remove(&(d.vault, d.item));
+    dirty.insert(d.vault);
+    r.backups += 1;
+    match d.state {
+        JobState::Failed => r.failed += 1,
+        JobState::Cancelled => r.cancelled += 1,
+        _ => {}
+    }
+}
+
+/// The slot each item last had a backup for, from points and jobs.
+fn last_slots(vaults: &[Vault]) -> Result<HashMap<Key, Timestamp>> {
+    let mut last: HashMap<Key, Timestamp> = HashMap::new();
+    let mut note = |k: Key, t: Timestamp| {
+        let e = last.entry(k).or_insert(t);
+        *e = (*e).max(t);
+    };
+    for (vi, v) in vaults.iter().enumerate() {
+        for p in v.list_points()? {
+            if let Some(t) = p.scheduled_for {
+                note((vi, p.item_id), t);
+            }
+        }
+        for j in list_jobs(v, &JobFilter { operation: Some(Operation::Backup), ..JobFilter::default() })? {
+            if let (Some(t), Some(item)) = (j.scheduled_for, j.item_id) {
+                note((vi, item), t);
+            }
+        }
+    }
+    Ok(last)
+}
+
+fn protected(v: &Vault) -> Result<Vec<(Item, Policy)>> {
+    let policies = list_policies(v)?;
+    Ok(list_items(v)?
+        .into_iter()
+        .filter(|i| i.protection.state == ProtectionState::Protected)
+        .filter_map(|i| {
+            let p = policies.iter().find(|p| Some(p.id) == i.protection.policy)?.clone();
+            Some((i, p))
+        })
+        .collect())
+}
+
+/// Runs the scheduler until `stop` is set or the clock reaches
+/// `opts.until`.
+///
+/// # Errors
+/// A store error reading a vault's catalog; a job's own failure is not
+/// an error of the agent.
+pub fn run_agent(
+    vaults: &[Vault],
+    clock: &dyn Clock,
+    opts: &AgentOptions,
+    stop: &AtomicBool,
+    log: &(dyn Fn(&str) + Sync),
+) -> Result<AgentReport> {
+    let mut last = last_slots(vaults)?;
+    let mut report = AgentReport::default();
+    let active = AtomicUsize::new(0);
+    let peak = AtomicUsize::new(0);
+    let (task_tx, task_rx) = crossbeam_channel::unbounded::<Task>();
+    let (done_tx, done_rx) = crossbeam_channel::unbounded::<Done>();
+    let env = JobEnv { clock, heartbeat: opts.heartbeat, hostname: opts.hostname.clone() };
+
+    let result = std::thread::scope(|s| -> Result<()> {
+        for _ in 0..opts.max_jobs.max(1) {
+            let task_rx = task_rx.clone();
+            let done_tx = done_tx.clone();
+            let (env, active, peak) = (&env, &active, &peak);
+            s.spawn(move || {
+                for t in task_rx {
+                    let now_active = active.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(now_active, Ordering::SeqCst);
+                    let vault = &vaults[t.vault];
+                    let state = match backup_job(vault, env, &t.item, None, Some(t.slot), &NoProgress) {
+                        Ok((job, result)) => {
+                            let what = match &result {
+                                Ok(p) => format!("point {}", p.id.short()),
+                                Err(e) => e.to_string(),
+                            };
+                            log(&format!(
+                                "{}: backup of {} for {}: {} ({what})",
+                                vault.settings().name,
+                                t.item.name,
+                                t.slot,
+                                job.state.as_str()
+                            ));
+                            job.state
+                        }
+                        Err(e) => {
+                            log(&format!("{}: backup of {} could not start: {e}", vault.settings().name, t.item.name));
+                            JobState::Failed
+                        }
+                    };
+                    active.fetch_sub(1, Ordering::SeqCst);
+                    if done_tx.send(Done { vault: t.vault, item: t.item.id, state }).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(done_tx);
+
+        let mut running: HashSet<Key> = HashSet::new();
+        let mut dirty: HashSet<usize> = HashSet::new();
+        let mut catalog: Vec<Vec<(Item, Policy)>> = Vec::new();
+        let mut refresh_at = clock.now();
+        loop {
+            let now = clock.now();
+            if stop.load(Ordering::Relaxed) || opts.until.is_some_and(|u| now >= u) {
+                break;
+            }
+            if clock.is_simulated() || now >= refresh_at || catalog.is_empty() {
+                catalog = vaults.iter().map(protected).collect::<Result<_>>()?;
+                refresh_at = now + SignedDuration::try_from(opts.poll).unwrap_or(SignedDuration::from_secs(30));
+            }
+            let mut next_wake: Option<Timestamp> = None;
+            for (vi, protected) in catalog.iter().enumerate() {
+                for (item, policy) in protected {
+                    let key = (vi, item.id);
+                    let since = item.protection.since.unwrap_or(now);
+                    let after = last.get(&key).copied().map_or(since, |l| l.max(since));
+                    if !running.contains(&key)
+                        && let Some(slot) = latest_slot(policy, now, after)
+                    {
+                        running.insert(key);
+                        last.insert(key, slot);
+                        let _ = task_tx.send(Task { vault: vi, item: item.clone(), slot });
+                    }
+                    if let Some(n) = next_slot(policy, now) {
+                        next_wake = Some(next_wake.map_or(n, |w: Timestamp| w.min(n)));
+                    }
+                }
+            }
+            if clock.is_simulated() {
+                while !running.is_empty() {
+                    match done_rx.recv() {
+                        Ok(d) => handle(d, &mut running, &mut dirty, &mut report),
+                        Err(_) => break,
+                    }
+                }
+            }
+            while let Ok(d) = done_rx.try_recv() {
+                handle(d, &mut running, &mut dirty, &mut report);
+            }
+            for vi in std::mem::take(&mut dirty) {
+                let v = &vaults[vi];
+                match prune_job(v, &env, opts.safety_margin) {
+                    Ok((job, _)) => {
+                        report.prunes += 1;
+                        log(&format!(
+                            "{}: prune: {} {}",
+                            v.settings().name,
+                            job.state.as_str(),
+                            job.details.join("; ")
+                        ));
+                    }
+                    Err(e) => log(&format!("{}: prune could not start: {e}", v.settings().name)),
+                }
+                if let Err(e) = retry_alerts(v) {
+                    log(&format!("{}: alerts: {e}", v.settings().name));
+                }
+            }
+            if clock.is_simulated() {
+                match next_wake {
+                    Some(t) => clock.sleep_until(opts.until.map_or(t, |u| u.min(t)), stop),
+                    None => break,
+                }
+            } else {
+                let wake = next_wake.map_or(refresh_at, |t| t.min(refresh_at));
+                // wake early when a job ends, to prune and free its slot
+                let left = Duration::try_from(wake.duration_since(clock.now())).unwrap_or_default();
+                match done_rx.recv_timeout(left.min(Duration::from_millis(500))) {
+                    Ok(d) => handle(d, &mut running, &mut dirty, &mut report),
+                    Err(_) if clock.now() < wake && !stop.load(Ordering::Relaxed) => {
+                        clock.sleep_until(clock.now().min(wake), stop);
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+        drop(task_tx);
+        for d in done_rx.iter() {
+            handle(d, &mut running, &mut dirty, &mut report);
+        }
+        Ok(())
+    });
+    result?;
+    report.peak_jobs = peak.load(Ordering::SeqCst);
+    Ok(report)
+}

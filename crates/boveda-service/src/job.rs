@@ -1,0 +1,516 @@
+//! Jobs: every operation on a vault is recorded in the vault itself
+//! (`catalog/jobs/<id>/<revision>`) with its state and live progress.
+//!
+//! The process running a job writes a revision when it starts, one per
+//! heartbeat with the progress so far (deleting its own previous one), and
+//! a last one with the outcome. `job stop` writes a stop request
+//! (`catalog/job-stops/<id>`) that the running process sees at its next
+//! heartbeat. A job whose heartbeat is older than three intervals is shown
+//! as `Failed`: the process that ran it died.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+use boveda_engine::{BackupProgress, RestoreProgress};
+use boveda_vault::{PointId, RecordId, Vault};
+use jiff::{SignedDuration, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use crate::alert::{Severity, raise_alert};
+use crate::clock::Clock;
+use crate::error::{Result, ServiceError, ServiceErrorKind};
+
+const JOBS: &str = "jobs";
+const STOPS: &str = "job-stops";
+
+/// The heartbeat interval of jobs run from the command line.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Operation {
+    ConfigureBackup,
+    Backup,
+    Restore,
+    DisableBackup,
+    DeleteBackupData,
+    Undelete,
+    Prune,
+    Verify,
+}
+
+impl Operation {
+    pub const ALL: [Operation; 8] = [
+        Operation::ConfigureBackup,
+        Operation::Backup,
+        Operation::Restore,
+        Operation::DisableBackup,
+        Operation::DeleteBackupData,
+        Operation::Undelete,
+        Operation::Prune,
+        Operation::Verify,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Operation::ConfigureBackup => "ConfigureBackup",
+            Operation::Backup => "Backup",
+            Operation::Restore => "Restore",
+            Operation::DisableBackup => "DisableBackup",
+            Operation::DeleteBackupData => "DeleteBackupData",
+            Operation::Undelete => "Undelete",
+            Operation::Prune => "Prune",
+            Operation::Verify => "Verify",
+        }
+    }
+
+    /// Parses an operation name, case-insensitively.
+    ///
+    /// # Errors
+    /// `Invalid` listing the names.
+    pub fn parse(s: &str) -> Result<Self> {
+        Self::ALL.into_iter().find(|o| o.as_str().eq_ignore_ascii_case(s)).ok_or_else(|| {
+            let names: Vec<_> = Self::ALL.iter().map(|o| o.as_str()).collect();
+            ServiceError::Invalid(format!("unknown operation {s:?}: one of {}", names.join(", ")))
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobState {
+    InProgress,
+    Completed,
+    CompletedWithWarnings,
+    Failed,
+    Cancelling,
+    Cancelled,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 6] = [
+        JobState::InProgress,
+        JobState::Completed,
+        JobState::CompletedWithWarnings,
+        JobState::Failed,
+        JobState::Cancelling,
+        JobState::Cancelled,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            JobState::InProgress => "InProgress",
+            JobState::Completed => "Completed",
+            JobState::CompletedWithWarnings => "CompletedWithWarnings",
+            JobState::Failed => "Failed",
+            JobState::Cancelling => "Cancelling",
+            JobState::Cancelled => "Cancelled",
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        matches!(self, JobState::InProgress | JobState::Cancelling)
+    }
+
+    /// Parses a state name, case-insensitively.
+    ///
+    /// # Errors
+    /// `Invalid` listing the names.
+    pub fn parse(s: &str) -> Result<Self> {
+        Self::ALL.into_iter().find(|o| o.as_str().eq_ignore_ascii_case(s)).ok_or_else(|| {
+            let names: Vec<_> = Self::ALL.iter().map(|o| o.as_str()).collect();
+            ServiceError::Invalid(format!("unknown job status {s:?}: one of {}", names.join(", ")))
+        })
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobProgress {
+    pub phase: String,
+    pub files: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    /// What the job expects to process, when it knows.
+    pub bytes_total: Option<u64>,
+    pub files_total: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: RecordId,
+    pub operation: Operation,
+    pub item: Option<String>,
+    pub item_id: Option<RecordId>,
+    pub state: JobState,
+    pub start: Timestamp,
+    pub end: Option<Timestamp>,
+    pub progress: JobProgress,
+    pub warnings: Vec<String>,
+    pub error: Option<String>,
+    /// What the job did, in a few lines ("deleted 3 expired points").
+    pub details: Vec<String>,
+    pub point: Option<PointId>,
+    /// The policy slot of a scheduled backup.
+    pub scheduled_for: Option<Timestamp>,
+    pub host: String,
+    pub pid: u32,
+    /// Wall-clock time of the last heartbeat, and the interval promised.
+    pub heartbeat: Timestamp,
+    pub heartbeat_secs: f64,
+}
+
+impl Job {
+    pub fn duration(&self) -> Option<SignedDuration> {
+        self.end.map(|e| e.duration_since(self.start))
+    }
+
+    /// Whether the process running it stopped beating.
+    pub fn is_stale(&self, wall_now: Timestamp) -> bool {
+        let allowed = SignedDuration::from_secs_f64(self.heartbeat_secs * 3.0 + 5.0);
+        self.state.is_running() && wall_now.duration_since(self.heartbeat) > allowed
+    }
+
+    /// The job as a reader should see it: a stale running job is `Failed`.
+    fn settle(mut self, wall_now: Timestamp, stop_requested: bool) -> Self {
+        if self.is_stale(wall_now) {
+            self.state = JobState::Failed;
+            self.error = Some(format!(
+                "the process running it (pid {} on {}) stopped: no heartbeat since {}",
+                self.pid, self.host, self.heartbeat
+            ));
+        } else if self.state == JobState::InProgress && stop_requested {
+            self.state = JobState::Cancelling;
+        }
+        self
+    }
+}
+
+/// What a job's body reports when it succeeds.
+#[derive(Debug, Default)]
+pub struct JobDone {
+    pub warnings: Vec<String>,
+    pub details: Vec<String>,
+    pub point: Option<PointId>,
+}
+
+/// What a new job is.
+pub struct JobSpec<'a> {
+    pub operation: Operation,
+    pub item: Option<(&'a str, RecordId)>,
+    pub scheduled_for: Option<Timestamp>,
+    pub heartbeat: Duration,
+    pub hostname: String,
+}
+
+/// The live side of a running job: its progress counters and cancel flag.
+/// Implements the engine's progress traits, forwarding to an inner
+/// observer (a progress bar).
+pub struct JobCtx<'a> {
+    pub cancel: AtomicBool,
+    files: AtomicU64,
+    bytes_read: AtomicU64,
+    bytes_written: AtomicU64,
+    bytes_total: AtomicU64,
+    files_total: AtomicU64,
+    phase: Mutex<String>,
+    backup_inner: Option<&'a dyn BackupProgress>,
+    restore_inner: Option<&'a dyn RestoreProgress>,
+}
+
+impl<'a> JobCtx<'a> {
+    fn new(backup_inner: Option<&'a dyn BackupProgress>, restore_inner: Option<&'a dyn RestoreProgress>) -> Self {
+        JobCtx {
+            cancel: AtomicBool::new(false),
+            files: AtomicU64::new(0),
+            bytes_read: AtomicU64::new(0),
+            bytes_written: AtomicU64::new(0),
+            bytes_total: AtomicU64::new(u64::MAX),
+            files_total: AtomicU64::new(u64::MAX),
+            phase: Mutex::new(String::new()),
+            backup_inner,
+            restore_inner,
+        }
+    }
+
+    pub fn set_phase(&self, phase: &str) {
+        if let Ok(mut p) = self.phase.lock() {
+            *p = phase.to_string();
+        }
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+
+    fn snapshot(&self) -> JobProgress {
+        let opt = |v: u64| (v != u64::MAX).then_some(v);
+        JobProgress {
+            phase: self.phase.lock().map(|p| p.clone()).unwrap_or_default(),
+            files: self.files.load(Ordering::Relaxed),
+            bytes_read: self.bytes_read.load(Ordering::Relaxed),
+            bytes_written: self.bytes_written.load(Ordering::Relaxed),
+            bytes_total: opt(self.bytes_total.load(Ordering::Relaxed)),
+            files_total: opt(self.files_total.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+impl BackupProgress for JobCtx<'_> {
+    fn file_started(&self, path: &std::path::Path) {
+        if let Some(i) = self.backup_inner {
+            i.file_started(path);
+        }
+    }
+    fn file_done(&self, path: &std::path::Path, size: u64, reused: bool) {
+        self.files.fetch_add(1, Ordering::Relaxed);
+        if let Some(i) = self.backup_inner {
+            i.file_done(path, size, reused);
+        }
+    }
+    fn bytes_read(&self, n: u64) {
+        self.bytes_read.fetch_add(n, Ordering::Relaxed);
+        if let Some(i) = self.backup_inner {
+            i.bytes_read(n);
+        }
+    }
+    fn warning(&self, message: &str) {
+        if let Some(i) = self.backup_inner {
+            i.warning(message);
+        }
+    }
+}
+
+impl RestoreProgress for JobCtx<'_> {
+    fn planned(&self, files: u64, bytes: u64) {
+        self.files_total.store(files, Ordering::Relaxed);
+        self.bytes_total.store(bytes, Ordering::Relaxed);
+        if let Some(i) = self.restore_inner {
+            i.planned(files, bytes);
+        }
+    }
+    fn bytes_written(&self, n: u64) {
+        self.bytes_written.fetch_add(n, Ordering::Relaxed);
+        if let Some(i) = self.restore_inner {
+            i.bytes_written(n);
+        }
+    }
+}
+
+/// Observers a job forwards progress to.
+#[derive(Default, Clone, Copy)]
+pub struct Observers<'a> {
+    pub backup: Option<&'a dyn BackupProgress>,
+    pub restore: Option<&'a dyn RestoreProgress>,
+}
+
+/// Runs `body` as a job: records it, beats while it runs, honours stop
+/// requests through [`JobCtx::cancel`], records the outcome, and raises an
+/// alert for a failed backup or restore and for every deletion of backup
+/// data. Returns the final job and the body's result.
+///
+/// # Errors
+/// A store error writing the first record (the body does not run then).
+pub fn run_job<T>(
+    vault: &Vault,
+    clock: &dyn Clock,
+    spec: &JobSpec<'_>,
+    observers: Observers<'_>,
+    body: impl FnOnce(&JobCtx<'_>) -> Result<(T, JobDone)>,
+) -> Result<(Job, Result<T>)> {
+    let start = clock.now();
+    let wall_start = std::time::Instant::now();
+    let mut job = Job {
+        id: RecordId::random(),
+        operation: spec.operation,
+        item: spec.item.map(|(n, _)| n.to_string()),
+        item_id: spec.item.map(|(_, id)| id),
+        state: JobState::InProgress,
+        start,
+        end: None,
+        progress: JobProgress::default(),
+        warnings: Vec::new(),
+        error: None,
+        details: Vec::new(),
+        point: None,
+        scheduled_for: spec.scheduled_for,
+        host: spec.hostname.clone(),
+        pid: std::process::id(),
+        heartbeat: Timestamp::now(),
+        heartbeat_secs: spec.heartbeat.as_secs_f64(),
+    };
+    let first = vault.catalog_put(JOBS, &job.id, Some(&job))?;
+    let ctx = JobCtx::new(observers.backup, observers.restore);
+    let last_name = Mutex::new(first);
+    let finished = (Mutex::new(false), Condvar::new());
+
+    let result = std::thread::scope(|s| {
+        s.spawn(|| {
+            let (lock, cv) = &finished;
+            let Ok(mut done) = lock.lock() else { return };
+            loop {
+                let next = cv.wait_timeout(done, spec.heartbeat);
+                let Ok((guard, _)) = next else { return };
+                done = guard;
+                if *done {
+                    return;
+                }
+                if !ctx.is_cancelled() && stop_requested(vault, &job.id) {
+                    ctx.cancel.store(true, Ordering::Relaxed);
+                }
+                let mut beat = job.clone();
+                beat.progress = ctx.snapshot();
+                beat.heartbeat = Timestamp::now();
+                if ctx.is_cancelled() {
+                    beat.state = JobState::Cancelling;
+                }
+                // a failed heartbeat is retried at the next one; the job goes on
+                if let Ok(name) = vault.catalog_put(JOBS, &beat.id, Some(&beat))
+                    && let Ok(mut last) = last_name.lock()
+                {
+                    let old = std::mem::replace(&mut *last, name);
+                    let _ = vault.catalog_drop_revision(&old);
+                }
+            }
+        });
+        let result = body(&ctx);
+        let (lock, cv) = &finished;
+        if let Ok(mut done) = lock.lock() {
+            *done = true;
+        }
+        cv.notify_all();
+        result
+    });
+
+    job.progress = ctx.snapshot();
+    job.end = Some(start + SignedDuration::try_from(wall_start.elapsed()).unwrap_or_default());
+    job.heartbeat = Timestamp::now();
+    let outcome = match result {
+        Ok((value, done)) => {
+            job.state = if done.warnings.is_empty() { JobState::Completed } else { JobState::CompletedWithWarnings };
+            job.warnings = done.warnings;
+            job.details = done.details;
+            job.point = done.point;
+            Ok(value)
+        }
+        Err(e) => {
+            job.state = if e.kind() == ServiceErrorKind::Cancelled { JobState::Cancelled } else { JobState::Failed };
+            job.error = Some(e.to_string());
+            Err(e)
+        }
+    };
+    let name = vault.catalog_put(JOBS, &job.id, Some(&job))?;
+    if let Ok(last) = last_name.lock()
+        && *last != name
+    {
+        let _ = vault.catalog_drop_revision(&last);
+    }
+    let alert = match (job.operation, job.state) {
+        (Operation::Backup | Operation::Restore, JobState::Failed) => {
+            Some((Severity::Critical, job.error.clone().unwrap_or_default()))
+        }
+        (Operation::DeleteBackupData, JobState::Completed | JobState::CompletedWithWarnings) => {
+            Some((Severity::Warning, "backup data was deleted (soft delete: recoverable until purged)".to_string()))
+        }
+        _ => None,
+    };
+    if let Some((severity, reason)) = alert {
+        // an alert that cannot be stored is reported by the job itself
+        let _ = raise_alert(vault, &job, severity, &reason, job.end.unwrap_or(start));
+    }
+    Ok((job, outcome))
+}
+
+fn stop_requested(vault: &Vault, id: &RecordId) -> bool {
+    matches!(vault.catalog_get::<StopRequest>(STOPS, id), Ok(Some(_)))
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StopRequest {
+    requested: Timestamp,
+    host: String,
+}
+
+/// Filters of `job list`.
+#[derive(Debug, Default, Clone)]
+pub struct JobFilter {
+    pub state: Option<JobState>,
+    pub operation: Option<Operation>,
+    pub item: Option<String>,
+    pub since: Option<Timestamp>,
+}
+
+/// Every job of the vault, oldest first, as readers should see them.
+///
+/// # Errors
+/// A store error or a damaged record.
+pub fn list_jobs(vault: &Vault, filter: &JobFilter) -> Result<Vec<Job>> {
+    let stops: std::collections::HashSet<RecordId> =
+        vault.catalog_list::<StopRequest>(STOPS)?.into_iter().map(|(id, _)| id).collect();
+    let now = Timestamp::now();
+    let mut jobs: Vec<Job> = vault
+        .catalog_list::<Job>(JOBS)?
+        .into_iter()
+        .map(|(_, j)| {
+            let stop = stops.contains(&j.id);
+            j.settle(now, stop)
+        })
+        .filter(|j| filter.state.is_none_or(|s| j.state == s))
+        .filter(|j| filter.operation.is_none_or(|o| j.operation == o))
+        .filter(|j| filter.item.as_ref().is_none_or(|i| j.item.as_ref().is_some_and(|n| n.eq_ignore_ascii_case(i))))
+        .filter(|j| filter.since.is_none_or(|t| j.start >= t))
+        .collect();
+    jobs.sort_by(|a, b| a.start.cmp(&b.start).then(a.id.cmp(&b.id)));
+    Ok(jobs)
+}
+
+/// Finds a job by id or unique id prefix.
+///
+/// # Errors
+/// `NotFound` naming the id; `Invalid` for an ambiguous prefix.
+pub fn find_job(vault: &Vault, id: &str) -> Result<Job> {
+    let jobs = list_jobs(vault, &JobFilter::default())?;
+    let matches: Vec<&Job> = jobs.iter().filter(|j| !id.is_empty() && j.id.to_hex().starts_with(id)).collect();
+    match matches.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => Err(ServiceError::NotFound(format!("no job with id {id:?} in this vault (see `boveda job list`)"))),
+        _ => {
+            Err(ServiceError::Invalid(format!("job id prefix {id:?} matches {} jobs; give more of it", matches.len())))
+        }
+    }
+}
+
+/// Asks the process running a job to stop it.
+///
+/// # Errors
+/// `NotFound`; `Conflict` when the job is not running.
+pub fn stop_job(vault: &Vault, id: &str, hostname: &str) -> Result<Job> {
+    let job = find_job(vault, id)?;
+    if !job.state.is_running() {
+        return Err(ServiceError::Conflict(format!("job {} is {}, not running", job.id.short(), job.state.as_str())));
+    }
+    let req = StopRequest { requested: Timestamp::now(), host: hostname.to_string() };
+    vault.catalog_put(STOPS, &job.id, Some(&req))?;
+    find_job(vault, &job.id.to_hex())
+}
+
+/// Waits until a job is no longer running and returns it.
+///
+/// # Errors
+/// As [`find_job`].
+pub fn wait_job(vault: &Vault, id: &str, poll: Duration) -> Result<Job> {
+    loop {
+        let job = find_job(vault, id)?;
+        if !job.state.is_running() {
+            return Ok(job);
+        }
+        std::thread::sleep(poll);
+    }
+}
+
+/// When the oldest backup still running started (for prune's sweep).
+///
+/// # Errors
+/// As [`list_jobs`].
+pub fn oldest_running_writer(vault: &Vault) -> Result<Option<Timestamp>> {
+    let jobs = list_jobs(vault, &JobFilter { operation: Some(Operation::Backup), ..JobFilter::default() })?;
+    Ok(jobs.iter().filter(|j| j.state.is_running()).map(|j| j.start).min())
+}

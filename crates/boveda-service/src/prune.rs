@@ -1,0 +1,129 @@
+//! `Prune` jobs: delete the points whose retention has run out, purge items
+//! whose soft-delete window has passed, then reclaim the space no point
+//! uses, in two phases (`boveda_vault::gc`), never blocking backups.
+
+use boveda_vault::{GcPlan, GcRequest, PointId, RecoveryPoint, Vault, gc_execute, gc_plan};
+use jiff::{SignedDuration, Timestamp};
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::item::{ProtectionState, list_items, remove_item};
+use crate::job::{Job, JobDone, Observers, Operation, oldest_running_writer, run_job};
+use crate::policy::list_policies;
+use crate::protection::JobEnv;
+use crate::retention::evaluate;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ExpiredPoint {
+    pub item: String,
+    pub point: PointId,
+    pub time: Timestamp,
+    pub expired: Option<Timestamp>,
+    pub kept_by: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PrunePlan {
+    pub now: Timestamp,
+    pub safety_margin: String,
+    pub expired: Vec<ExpiredPoint>,
+    /// Soft-deleted items whose window has passed: record and points go.
+    pub purged_items: Vec<String>,
+    pub points_kept: usize,
+    pub packs: GcPlan,
+    /// Superseded catalog revisions deleted (after the run).
+    pub catalog_revisions_deleted: usize,
+}
+
+/// Works out what a prune at `now` does. Reads only.
+///
+/// # Errors
+/// A store error or a damaged object.
+pub fn plan_prune(vault: &Vault, now: Timestamp, margin: SignedDuration) -> Result<PrunePlan> {
+    let items = list_items(vault)?;
+    let policies = list_policies(vault)?;
+    let points = vault.list_points()?;
+    let mut expired = Vec::new();
+    let mut purged_items = Vec::new();
+    for item in &items {
+        let mine: Vec<&RecoveryPoint> = points.iter().filter(|p| p.item_id == item.id).collect();
+        let policy = policies.iter().find(|p| Some(p.id) == item.protection.policy);
+        for e in evaluate(item, policy, &mine, now) {
+            if e.is_expired(now)
+                && let Some(p) = mine.iter().find(|p| p.id == e.point)
+            {
+                expired.push(ExpiredPoint {
+                    item: item.name.clone(),
+                    point: p.id,
+                    time: p.time,
+                    expired: e.expires,
+                    kept_by: e.kept_by,
+                });
+            }
+        }
+        let purge = item.protection.state == ProtectionState::SoftDeleted
+            && item.protection.purge_after.is_some_and(|t| t <= now);
+        if purge {
+            purged_items.push(item.name.clone());
+        }
+    }
+    let gone: std::collections::HashSet<PointId> = expired.iter().map(|e| e.point).collect();
+    let remaining: Vec<RecoveryPoint> = points.into_iter().filter(|p| !gone.contains(&p.id)).collect();
+    let req = GcRequest { now, margin, points: &remaining, oldest_running_writer: oldest_running_writer(vault)? };
+    let packs = gc_plan(vault, &req)?;
+    Ok(PrunePlan {
+        now,
+        safety_margin: format!("{margin:#}"),
+        expired,
+        purged_items,
+        points_kept: remaining.len(),
+        packs,
+        catalog_revisions_deleted: 0,
+    })
+}
+
+/// Runs a prune as a `Prune` job.
+///
+/// # Errors
+/// A store error recording the job; the prune's own error is in the second
+/// value. What a failed prune did stays done; the next one continues.
+pub fn prune_job(vault: &Vault, env: &JobEnv<'_>, margin: SignedDuration) -> Result<(Job, Result<PrunePlan>)> {
+    let spec = crate::job::JobSpec {
+        operation: Operation::Prune,
+        item: None,
+        scheduled_for: None,
+        heartbeat: env.heartbeat,
+        hostname: env.hostname.clone(),
+    };
+    run_job(vault, env.clock, &spec, Observers::default(), |ctx| {
+        ctx.set_phase("planning");
+        let now = env.clock.now();
+        let mut plan = plan_prune(vault, now, margin)?;
+        ctx.set_phase("deleting expired points");
+        for e in &plan.expired {
+            vault.delete_point(&e.point)?;
+        }
+        let items = list_items(vault)?;
+        for name in &plan.purged_items {
+            if let Some(item) = items.iter().find(|i| &i.name == name) {
+                remove_item(vault, item)?;
+            }
+        }
+        ctx.set_phase("reclaiming space");
+        gc_execute(vault, &plan.packs, now)?;
+        plan.catalog_revisions_deleted = vault.catalog_compact(Timestamp::now() - margin)?;
+        let details = vec![
+            format!("{} expired point(s) deleted, {} kept", plan.expired.len(), plan.points_kept),
+            format!("{} item(s) purged after their soft-delete window", plan.purged_items.len()),
+            format!(
+                "{} pack(s) deleted ({} bytes), {} marked ({} bytes), {} mark(s) waiting",
+                plan.packs.sweep.len(),
+                plan.packs.sweep_bytes(),
+                plan.packs.mark.len(),
+                plan.packs.mark_bytes(),
+                plan.packs.waiting.len()
+            ),
+        ];
+        Ok((plan, JobDone { details, ..JobDone::default() }))
+    })
+}

@@ -1,0 +1,256 @@
+//! Reclaiming space while others write: the two-phase pack collection that
+//! prune runs (docs/FORMAT.md, "Concurrency and reclaiming space").
+//!
+//! 1. **Mark.** Packs that no remaining recovery point uses are listed in a
+//!    deletion record (`catalog/deletions/<id>`) with the time of marking.
+//!    From then on backups leave these packs out of their deduplication
+//!    index, storing such chunks again if they meet them.
+//! 2. **Sweep**, at a later prune, once the safety margin has passed since
+//!    the mark *and* no writer that started before the mark is still
+//!    running: each marked pack that the points of that moment still do not
+//!    need is deleted (its index object first, then the pack). A marked pack
+//!    a point has come to need (a backup that loaded its index before the
+//!    mark) is kept and simply unmarked.
+
+use std::collections::{HashMap, HashSet};
+
+use jiff::{SignedDuration, Timestamp};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::blob::BlobKind;
+use crate::error::Result;
+use crate::index::IndexObject;
+use crate::pack::{pack_name, parse_pack_name};
+use crate::point::RecoveryPoint;
+use crate::tree::{NodeKind, Piece};
+use crate::vault::Vault;
+use crate::{ChunkId, PackId, RecordId};
+
+const DELETIONS: &str = "deletions";
+
+/// The default time between marking a pack and deleting it: longer than
+/// any backup is expected to run with an index it loaded before the mark.
+pub const DEFAULT_SAFETY_MARGIN: SignedDuration = SignedDuration::from_hours(24);
+
+/// However short the margin, a sweep waits for writers that started less
+/// than this after a mark: for clocks that differ between machines, and for
+/// the moment a mark takes to be seen by a backup that is starting.
+pub const MIN_WRITER_SLACK: SignedDuration = SignedDuration::from_mins(10);
+
+/// A deletion record: packs marked unused at a time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deletion {
+    pub marked_at: Timestamp,
+    pub packs: Vec<PackId>,
+}
+
+/// One pack in a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlannedPack {
+    pub pack: PackId,
+    pub kind: BlobKind,
+    pub size: u64,
+}
+
+/// Marks whose time has not come, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct WaitingMark {
+    pub record: RecordId,
+    pub marked_at: Timestamp,
+    pub packs: usize,
+    pub bytes: u64,
+    pub reason: String,
+}
+
+/// What one prune does to packs.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GcPlan {
+    /// Marked packs to delete now.
+    pub sweep: Vec<PlannedPack>,
+    /// Marked packs a point has come to need: unmarked, kept.
+    pub unmark: Vec<PackId>,
+    /// Deletion records consumed by this sweep.
+    pub records_done: Vec<RecordId>,
+    /// Deletion records still waiting for the margin or a writer.
+    pub waiting: Vec<WaitingMark>,
+    /// Packs no remaining point uses, to mark now.
+    pub mark: Vec<PlannedPack>,
+    /// Index object names by pack, for deletion.
+    #[serde(skip)]
+    index_objects: HashMap<PackId, Vec<String>>,
+}
+
+impl GcPlan {
+    pub fn sweep_bytes(&self) -> u64 {
+        self.sweep.iter().map(|p| p.size).sum()
+    }
+
+    pub fn mark_bytes(&self) -> u64 {
+        self.mark.iter().map(|p| p.size).sum()
+    }
+}
+
+/// Every live deletion record.
+///
+/// # Errors
+/// A store error or a damaged record.
+pub fn deletions(vault: &Vault) -> Result<Vec<(RecordId, Deletion)>> {
+    vault.catalog_list::<Deletion>(DELETIONS)
+}
+
+/// The packs currently marked for deletion, which backups must not
+/// deduplicate against.
+///
+/// # Errors
+/// As [`deletions`].
+pub fn marked_packs(vault: &Vault) -> Result<HashSet<PackId>> {
+    Ok(deletions(vault)?.into_iter().flat_map(|(_, d)| d.packs).collect())
+}
+
+/// Every chunk (data and tree) the given points use.
+///
+/// # Errors
+/// A missing or damaged tree, named.
+pub fn referenced_chunks(vault: &Vault, points: &[RecoveryPoint]) -> Result<HashSet<ChunkId>> {
+    let index = vault.load_index()?;
+    let mut seen: HashSet<ChunkId> = HashSet::new();
+    let mut stack: Vec<ChunkId> = points.iter().map(|p| p.tree).collect();
+    while let Some(id) = stack.pop() {
+        if !seen.insert(id) {
+            continue;
+        }
+        let tree = vault.load_tree(&index, &id)?;
+        for node in &tree.nodes {
+            match node.kind {
+                NodeKind::Dir => stack.extend(node.subtree.iter().filter(|s| !seen.contains(*s))),
+                NodeKind::File => {
+                    for piece in &node.content {
+                        if let Piece::Data { id, .. } = piece {
+                            seen.insert(*id);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(seen)
+}
+
+/// Inputs of a plan.
+pub struct GcRequest<'a> {
+    pub now: Timestamp,
+    pub margin: SignedDuration,
+    /// The points that remain after this prune.
+    pub points: &'a [RecoveryPoint],
+    /// When the oldest writer still running started, if any.
+    pub oldest_running_writer: Option<Timestamp>,
+}
+
+/// Works out which packs to sweep, unmark and mark. Reads only.
+///
+/// # Errors
+/// A store error, or a damaged tree of a remaining point.
+pub fn plan(vault: &Vault, req: &GcRequest<'_>) -> Result<GcPlan> {
+    let store = vault.store();
+    let referenced = referenced_chunks(vault, req.points)?;
+    let names = store.list("index")?;
+    let objects: Vec<(String, IndexObject)> = names
+        .par_iter()
+        .map(|info| Ok((info.name.clone(), IndexObject::open(vault.key(), &info.name, &store.get(&info.name)?)?)))
+        .collect::<Result<_>>()?;
+    let records = deletions(vault)?;
+    let marked: HashSet<PackId> = records.iter().flat_map(|(_, d)| d.packs.iter().copied()).collect();
+
+    let mut out = GcPlan::default();
+    // pack -> (kind, size, chunks it holds that a point uses)
+    let mut packs: HashMap<PackId, (BlobKind, u64, Vec<ChunkId>)> = HashMap::new();
+    let mut in_unmarked: HashSet<ChunkId> = HashSet::new();
+    for (name, obj) in &objects {
+        for p in &obj.packs {
+            out.index_objects.entry(p.id).or_default().push(name.clone());
+            let used: Vec<ChunkId> = p.entries.iter().map(|e| e.id).filter(|id| referenced.contains(id)).collect();
+            if !marked.contains(&p.id) {
+                in_unmarked.extend(used.iter().copied());
+            }
+            let entry = packs.entry(p.id).or_insert((p.kind, p.size, Vec::new()));
+            entry.2.extend(used);
+        }
+    }
+    let mut present: HashMap<PackId, (BlobKind, u64)> = HashMap::new();
+    for info in store.list("packs")? {
+        if let Some((kind, id)) = parse_pack_name(&info.name) {
+            present.insert(id, (kind, info.size));
+        }
+    }
+
+    // Sweep: marks whose margin has passed and that no running writer predates.
+    let mut swept_or_kept: HashSet<PackId> = HashSet::new();
+    for (rid, d) in &records {
+        let due = d.marked_at + req.margin;
+        let reason = if due > req.now {
+            Some(format!("safety margin until {due}"))
+        } else {
+            let writers_until = d.marked_at + req.margin.max(MIN_WRITER_SLACK);
+            req.oldest_running_writer
+                .filter(|w| *w < writers_until)
+                .map(|w| format!("a backup that started at {w}, near or before the mark, is still running"))
+        };
+        if let Some(reason) = reason {
+            let bytes = d.packs.iter().filter_map(|p| present.get(p)).map(|(_, s)| s).sum();
+            out.waiting.push(WaitingMark { record: *rid, marked_at: d.marked_at, packs: d.packs.len(), bytes, reason });
+            continue;
+        }
+        out.records_done.push(*rid);
+        for id in &d.packs {
+            if !swept_or_kept.insert(*id) {
+                continue;
+            }
+            let needed = packs.get(id).is_some_and(|(_, _, used)| used.iter().any(|c| !in_unmarked.contains(c)));
+            if needed {
+                out.unmark.push(*id);
+            } else if let Some((kind, size)) = present.get(id) {
+                out.sweep.push(PlannedPack { pack: *id, kind: *kind, size: *size });
+            }
+        }
+    }
+
+    // Mark: packs (indexed or not) that no remaining point uses.
+    for (id, (kind, size)) in &present {
+        if marked.contains(id) {
+            continue;
+        }
+        let used = packs.get(id).is_some_and(|(_, _, used)| !used.is_empty());
+        if !used {
+            out.mark.push(PlannedPack { pack: *id, kind: *kind, size: *size });
+        }
+    }
+    out.mark.sort_by_key(|p| p.pack);
+    out.sweep.sort_by_key(|p| p.pack);
+    Ok(out)
+}
+
+/// Carries out a plan: deletes swept packs (index objects first), drops the
+/// consumed deletion records and writes the new mark.
+///
+/// # Errors
+/// A store error; what was done stays done and the next prune continues.
+pub fn execute(vault: &Vault, plan: &GcPlan, now: Timestamp) -> Result<()> {
+    let store = vault.store();
+    plan.sweep.par_iter().try_for_each(|p| -> Result<()> {
+        for name in plan.index_objects.get(&p.pack).into_iter().flatten() {
+            store.delete(name)?;
+        }
+        store.delete(&pack_name(p.kind, &p.pack))?;
+        Ok(())
+    })?;
+    for rid in &plan.records_done {
+        vault.catalog_put::<Deletion>(DELETIONS, rid, None)?;
+    }
+    if !plan.mark.is_empty() {
+        let d = Deletion { marked_at: now, packs: plan.mark.iter().map(|p| p.pack).collect() };
+        vault.catalog_put(DELETIONS, &RecordId::random(), Some(&d))?;
+    }
+    Ok(())
+}
