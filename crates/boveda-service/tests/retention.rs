@@ -21,12 +21,8 @@ fn at(local: &str) -> Timestamp {
 fn policy(frequency: Frequency, days: Vec<Weekday>, times: &[&str], retention: Retention) -> Policy {
     let mut p = Policy::default_policy();
     p.name = "p".into();
-    p.schedule = Schedule {
-        frequency,
-        days,
-        times: times.iter().map(|t| t.to_string()).collect(),
-        time_zone: ZONE.into(),
-    };
+    p.schedule =
+        Schedule { frequency, days, times: times.iter().map(|t| t.to_string()).collect(), time_zone: ZONE.into() };
     p.retention = retention;
     p.validate().expect("valid policy");
     p
@@ -125,7 +121,16 @@ fn daily_schedule_with_weekly_monthly_and_yearly_rules() {
     // daily too); monthly keeps month ends after Oct 10 (Oct 31, Nov 30,
     // Dec 31); yearly keeps Dec 31 2025 and 2026.
     let mut expected = vec!["2025-12-31", "2026-10-31", "2026-11-30", "2026-12-20", "2026-12-27", "2026-12-31"];
-    let jan = ["2027-01-03", "2027-01-04", "2027-01-05", "2027-01-06", "2027-01-07", "2027-01-08", "2027-01-09", "2027-01-10"];
+    let jan = [
+        "2027-01-03",
+        "2027-01-04",
+        "2027-01-05",
+        "2027-01-06",
+        "2027-01-07",
+        "2027-01-08",
+        "2027-01-09",
+        "2027-01-10",
+    ];
     expected.extend(jan);
     let expected: Vec<String> = expected.iter().map(|d| format!("{d} 02:00")).collect();
     assert_eq!(dates(&s), expected);
@@ -158,8 +163,19 @@ fn weekly_schedule_with_first_saturday_monthly_rule() {
     // end exactly now). First Saturdays kept 3 months: after Oct 9, so Nov 7
     // (Dec 5 and Jan 2 are kept weekly anyway).
     let expected = [
-        "2026-11-07", "2026-12-02", "2026-12-05", "2026-12-09", "2026-12-12", "2026-12-16", "2026-12-19", "2026-12-23",
-        "2026-12-26", "2026-12-30", "2027-01-02", "2027-01-06", "2027-01-09",
+        "2026-11-07",
+        "2026-12-02",
+        "2026-12-05",
+        "2026-12-09",
+        "2026-12-12",
+        "2026-12-16",
+        "2026-12-19",
+        "2026-12-23",
+        "2026-12-26",
+        "2026-12-30",
+        "2027-01-02",
+        "2027-01-06",
+        "2027-01-09",
     ];
     let expected: Vec<String> = expected.iter().map(|d| format!("{d} 22:30")).collect();
     assert_eq!(dates(&s), expected);

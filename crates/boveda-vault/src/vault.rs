@@ -277,9 +277,13 @@ impl Vault {
     /// As [`Vault::load_index`].
     pub fn load_index_without(&self, skip: &std::collections::HashSet<crate::PackId>) -> Result<ChunkIndex> {
         let names = self.store.list("index")?;
+        // an index object listed and then deleted was swept by a concurrent prune
         let objects: Vec<IndexObject> = names
             .par_iter()
-            .map(|info| IndexObject::open(&self.key, &info.name, &self.store.get(&info.name)?))
+            .filter_map(|info| match self.store.get(&info.name) {
+                Err(e) if e.kind() == StoreErrorKind::NotFound => None,
+                got => Some(got.map_err(VaultError::from).and_then(|b| IndexObject::open(&self.key, &info.name, &b))),
+            })
             .collect::<Result<_>>()?;
         let mut index = ChunkIndex::default();
         for obj in &objects {
@@ -336,9 +340,15 @@ impl Vault {
     /// A store error or a damaged manifest (named).
     pub fn list_points(&self) -> Result<Vec<RecoveryPoint>> {
         let names = self.store.list("points")?;
+        // a manifest listed and then deleted was expired by a concurrent prune
         let mut points: Vec<RecoveryPoint> = names
             .par_iter()
-            .map(|info| open_json(&self.key, &info.name, &self.store.get(&info.name)?, ObjectKind::Point))
+            .filter_map(|info| match self.store.get(&info.name) {
+                Err(e) if e.kind() == StoreErrorKind::NotFound => None,
+                got => Some(
+                    got.map_err(VaultError::from).and_then(|b| open_json(&self.key, &info.name, &b, ObjectKind::Point)),
+                ),
+            })
             .collect::<Result<_>>()?;
         points.sort_by(|a, b| a.time.cmp(&b.time).then(a.id.cmp(&b.id)));
         Ok(points)
@@ -396,12 +406,37 @@ impl Vault {
     /// # Errors
     /// A store error or a damaged record (named).
     pub fn catalog_get<T: DeserializeOwned>(&self, kind: &str, id: &RecordId) -> Result<Option<T>> {
-        let names = self.store.list(&format!("catalog/{kind}/{}", id.to_hex()))?.into_iter().map(|o| o.name);
-        let Some((_, name)) = newest_revisions(kind, names).into_iter().next() else {
-            return Ok(None);
-        };
-        let rec: CatalogRecord<T> = open_json(&self.key, &name, &self.store.get(&name)?, ObjectKind::Catalog)?;
-        Ok(rec.body)
+        Ok(self.catalog_read_newest::<T>(kind, id, None)?.and_then(|r| r.body))
+    }
+
+    /// Reads an entity's newest revision. A writer may supersede and
+    /// delete the revision a listing named (a job's heartbeat) or prune may
+    /// compact it: then the entity is listed again.
+    fn catalog_read_newest<T: DeserializeOwned>(
+        &self,
+        kind: &str,
+        id: &RecordId,
+        listed: Option<&str>,
+    ) -> Result<Option<CatalogRecord<T>>> {
+        let mut name = listed.map(str::to_string);
+        for _ in 0..8 {
+            let current = match name.take() {
+                Some(n) => n,
+                None => {
+                    let names = self.store.list(&format!("catalog/{kind}/{}", id.to_hex()))?;
+                    match newest_revisions(kind, names.into_iter().map(|o| o.name)).into_iter().next() {
+                        Some((_, n)) => n,
+                        None => return Ok(None),
+                    }
+                }
+            };
+            match self.store.get(&current) {
+                Ok(bytes) => return open_json(&self.key, &current, &bytes, ObjectKind::Catalog).map(Some),
+                Err(e) if e.kind() == StoreErrorKind::NotFound => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(VaultError::Invalid(format!("catalog/{kind}/{id} keeps changing while being read")))
     }
 
     /// Deletes catalog revisions superseded before `before`: every revision
@@ -447,10 +482,10 @@ impl Vault {
     pub fn catalog_list<T: DeserializeOwned + Send>(&self, kind: &str) -> Result<Vec<(RecordId, T)>> {
         let names = self.store.list(&format!("catalog/{kind}"))?.into_iter().map(|o| o.name);
         let newest = newest_revisions(kind, names);
-        let records: Vec<CatalogRecord<T>> = newest
+        let records: Vec<Option<CatalogRecord<T>>> = newest
             .par_iter()
-            .map(|(_, name)| open_json(&self.key, name, &self.store.get(name)?, ObjectKind::Catalog))
+            .map(|(id, name)| self.catalog_read_newest(kind, id, Some(name)))
             .collect::<Result<_>>()?;
-        Ok(records.into_iter().filter(is_live).filter_map(|r| r.body.map(|b| (r.id, b))).collect())
+        Ok(records.into_iter().flatten().filter(is_live).filter_map(|r| r.body.map(|b| (r.id, b))).collect())
     }
 }
