@@ -27,6 +27,14 @@ const STOPS: &str = "job-stops";
 /// The heartbeat interval of jobs run from the command line.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
 
+/// Finds a value by its name, case-insensitively, or lists the names.
+fn parse_name<T: Copy>(s: &str, all: &[T], name: fn(&T) -> &'static str, what: &str) -> Result<T> {
+    all.iter().find(|v| name(v).eq_ignore_ascii_case(s)).copied().ok_or_else(|| {
+        let names: Vec<_> = all.iter().map(name).collect();
+        ServiceError::Invalid(format!("unknown {what} {s:?}: one of {}", names.join(", ")))
+    })
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Operation {
     ConfigureBackup,
@@ -69,10 +77,7 @@ impl Operation {
     /// # Errors
     /// `Invalid` listing the names.
     pub fn parse(s: &str) -> Result<Self> {
-        Self::ALL.into_iter().find(|o| o.as_str().eq_ignore_ascii_case(s)).ok_or_else(|| {
-            let names: Vec<_> = Self::ALL.iter().map(|o| o.as_str()).collect();
-            ServiceError::Invalid(format!("unknown operation {s:?}: one of {}", names.join(", ")))
-        })
+        parse_name(s, &Self::ALL, Self::as_str, "operation")
     }
 }
 
@@ -116,10 +121,7 @@ impl JobState {
     /// # Errors
     /// `Invalid` listing the names.
     pub fn parse(s: &str) -> Result<Self> {
-        Self::ALL.into_iter().find(|o| o.as_str().eq_ignore_ascii_case(s)).ok_or_else(|| {
-            let names: Vec<_> = Self::ALL.iter().map(|o| o.as_str()).collect();
-            ServiceError::Invalid(format!("unknown job status {s:?}: one of {}", names.join(", ")))
-        })
+        parse_name(s, &Self::ALL, Self::as_str, "job status")
     }
 }
 

@@ -19,7 +19,7 @@ use std::time::Duration;
 use crate::error::{Result, ServiceError};
 use crate::item::{Item, ItemSource, Protection, ProtectionState, domain_disks, save_item};
 use crate::job::{Job, JobDone, JobSpec, Observers, Operation, run_job};
-use crate::policy::{find_policy, list_policies};
+use crate::policy::{Policy, find_policy, list_policies};
 
 /// The name of a VM's definition inside its points.
 pub const VM_DEFINITION: &str = "domain.xml";
@@ -239,8 +239,13 @@ pub fn enable_protection(vault: &Vault, env: &JobEnv<'_>, item: &Item, policy: &
         }
         ProtectionState::SoftDeleted => check_can_back_up(item)?,
     }
+    protect(vault, env, item, &policy, format!("protected with policy {}", policy.name))
+}
+
+/// The `ConfigureBackup` job of enable and resume: from now on the
+/// policy's slots apply.
+fn protect(vault: &Vault, env: &JobEnv<'_>, item: &Item, policy: &Policy, detail: String) -> Result<Item> {
     let now = env.clock.now();
-    let detail = format!("protected with policy {}", policy.name);
     simple_job(vault, env, Operation::ConfigureBackup, item, detail, |i| {
         i.protection = Protection {
             state: ProtectionState::Protected,
@@ -266,16 +271,7 @@ pub fn resume_protection(vault: &Vault, env: &JobEnv<'_>, item: &Item, policy: &
             item.protection.state.as_str()
         )));
     }
-    let now = env.clock.now();
-    let detail = format!("protection resumed with policy {}", policy.name);
-    simple_job(vault, env, Operation::ConfigureBackup, item, detail, |i| {
-        i.protection = Protection {
-            state: ProtectionState::Protected,
-            policy: Some(policy.id),
-            since: Some(now),
-            ..Protection::default()
-        };
-    })
+    protect(vault, env, item, &policy, format!("protection resumed with policy {}", policy.name))
 }
 
 /// `protection disable`: stops backups and keeps every point

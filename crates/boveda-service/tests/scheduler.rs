@@ -1,6 +1,8 @@
 //! The scheduler, jobs, alerts, soft delete and prune on real vaults in
 //! local folders, with a fake clock: a year of backups runs in seconds.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -172,23 +174,8 @@ fn a_year_of_scheduled_backups_keeps_what_the_policy_says_and_every_survivor_res
     let points = boveda_service::list_item_points(&vault, &item).expect("points");
     let survivors: Vec<String> =
         points.iter().map(|p| p.time.to_zoned(tz.clone()).strftime("%Y-%m-%d").to_string()).collect();
-    // the same survivors as worked out by hand in tests/retention.rs
-    let expected = [
-        "2025-12-31",
-        "2026-10-31",
-        "2026-11-30",
-        "2026-12-20",
-        "2026-12-27",
-        "2026-12-31",
-        "2027-01-03",
-        "2027-01-04",
-        "2027-01-05",
-        "2027-01-06",
-        "2027-01-07",
-        "2027-01-08",
-        "2027-01-09",
-        "2027-01-10",
-    ];
+    // the same survivors as worked out by hand (tests/common/mod.rs)
+    let expected = common::GFS_SURVIVORS;
     assert_eq!(survivors, expected);
 
     // every survivor restores the tree as it was in its month

@@ -1,0 +1,26 @@
+//! What the service's integration tests share.
+#![allow(dead_code)]
+
+/// The local dates (Europe/Madrid) of the points that survive daily slots at
+/// 02:00 from 2025-12-01 to 2027-01-10 under daily 7 days, weekly (Sunday)
+/// 4 weeks, monthly (last day) 3 months and yearly (December, last day) 2
+/// years, worked out by hand at 2027-01-10 02:00: daily keeps Jan 4-10
+/// (Jan 3 + 7 days is now); weekly keeps the Sundays after Dec 13 (Dec 20,
+/// 27, Jan 3; Jan 10 too); monthly keeps the month ends after Oct 10 (Oct
+/// 31, Nov 30, Dec 31); yearly keeps Dec 31 2025 and 2026.
+pub const GFS_SURVIVORS: [&str; 14] = [
+    "2025-12-31",
+    "2026-10-31",
+    "2026-11-30",
+    "2026-12-20",
+    "2026-12-27",
+    "2026-12-31",
+    "2027-01-03",
+    "2027-01-04",
+    "2027-01-05",
+    "2027-01-06",
+    "2027-01-07",
+    "2027-01-08",
+    "2027-01-09",
+    "2027-01-10",
+];
