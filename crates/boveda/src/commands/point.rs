@@ -173,8 +173,16 @@ pub fn points(ctx: &Ctx, cmd: PointCmd) -> Result<Outcome> {
         PointCmd::Show { item, point } => {
             let item = find_item(&vault, &item)?;
             let p = find_point(&vault, &item, &point)?;
+            let all = list_item_points(&vault, &item)?;
+            let policies = list_policies(&vault)?;
+            let policy = policies.iter().find(|x| Some(x.id) == item.protection.policy);
+            let refs: Vec<_> = all.iter().collect();
+            let expiry = evaluate_retention(&item, policy, &refs, ctx.clock()?.now())
+                .into_iter()
+                .find(|e| e.point == p.id)
+                .ok_or_else(|| anyhow::anyhow!("point {} vanished while being read", p.id.short()))?;
             if ctx.json() {
-                ctx.print_json(&p)?;
+                ctx.print_json(&serde_json::json!({"point": p, "expires": expiry.expires, "kept_by": expiry.kept_by}))?;
             } else {
                 let s = &p.stats;
                 let mut rows = vec![
@@ -184,8 +192,9 @@ pub fn points(ctx: &Ctx, cmd: PointCmd) -> Result<Outcome> {
                     vec!["started".into(), time(p.started)],
                     vec!["host".into(), p.hostname.clone()],
                     vec!["consistency".into(), p.consistency.as_str().into()],
-                    vec!["expires".into(), opt_time(p.retain_until)],
-                    vec!["kept by".into(), p.kept_by.clone()],
+                    vec!["scheduled for".into(), opt_time(p.scheduled_for)],
+                    vec!["expires".into(), opt_time(expiry.expires)],
+                    vec!["kept by".into(), expiry.kept_by.clone()],
                     vec!["parent".into(), p.parent.map(|x| x.short()).unwrap_or_else(|| "-".into())],
                     vec!["sources".into(), p.sources.join(", ")],
                     vec!["files / dirs / other".into(), format!("{} / {} / {}", s.files, s.dirs, s.other_nodes)],
