@@ -47,7 +47,7 @@ fn write_round(dir: &Path, round: u64, seed: u64) {
     if round >= 2 {
         std::fs::remove_file(dir.join(format!("new{}", round - 2))).expect("remove");
     }
-    if round % 2 == 0 {
+    if round.is_multiple_of(2) {
         // the same content in both items: deduplicated across them
         std::fs::write(dir.join("common"), noise(7_000 + round, 800_000)).expect("write");
     }
