@@ -241,12 +241,9 @@ pub fn run_agent(
                 let wake = next_wake.map_or(refresh_at, |t| t.min(refresh_at));
                 // wake early when a job ends, to prune and free its slot
                 let left = Duration::try_from(wake.duration_since(clock.now())).unwrap_or_default();
-                match done_rx.recv_timeout(left.min(Duration::from_millis(500))) {
-                    Ok(d) => handle(d, &mut running, &mut dirty, &mut report),
-                    Err(_) if clock.now() < wake && !stop.load(Ordering::Relaxed) => {
-                        clock.sleep_until(clock.now().min(wake), stop);
-                    }
-                    Err(_) => {}
+                // in steps of at most 500 ms, so a stop request is seen soon
+                if let Ok(d) = done_rx.recv_timeout(left.min(Duration::from_millis(500))) {
+                    handle(d, &mut running, &mut dirty, &mut report);
                 }
             }
         }
