@@ -427,3 +427,39 @@ fn soft_deleted_data_can_be_undeleted_in_the_window_and_is_purged_after_it() {
     assert_check_passes(&vault);
     let _ = deleted;
 }
+
+#[test]
+fn a_mostly_unused_pack_is_repacked_and_its_space_reclaimed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).expect("mkdir");
+    std::fs::write(src.join("keep"), noise(1, 200_000)).expect("write");
+    std::fs::write(src.join("drop"), noise(2, 600_000)).expect("write");
+    let vault = new_vault(dir.path());
+    let item = add_files_item(&vault, "docs", std::slice::from_ref(&src), &[]).expect("item");
+    let clock = FakeClock::new(at("2026-03-01T12:00"));
+    let e = env(&clock);
+    let soon = Some(at("2026-03-01T13:00"));
+    backup_job(&vault, &e, &item, soon, None, &NoProgress).expect("job").1.expect("first point");
+    std::fs::remove_file(src.join("drop")).expect("remove");
+    let (_, second) = backup_job(&vault, &e, &item, Some(at("2026-06-01T00:00")), None, &NoProgress).expect("job");
+    let second = second.expect("second point");
+    let stored = |v: &Vault| -> u64 { v.store().list("packs").expect("list").iter().map(|o| o.size).sum() };
+    let before = stored(&vault);
+
+    // the first point expires: the pack holding both files is three quarters unused
+    clock.set(at("2026-03-02T12:00"));
+    let plan = prune_job(&vault, &e, SignedDuration::from_hours(24)).expect("prune").1.expect("plan");
+    assert_eq!(plan.expired.len(), 1);
+    assert!(!plan.packs.repack.is_empty(), "{:?}", plan.packs);
+    let copied = plan.packs.repack_copy_bytes;
+    assert!((150_000..300_000).contains(&copied), "copies only the kept file's chunks: {copied}");
+    clock.set(at("2026-03-03T13:00"));
+    let plan = prune_job(&vault, &e, SignedDuration::from_hours(24)).expect("prune").1.expect("plan");
+    assert!(plan.packs.sweep.iter().any(|p| p.kind == boveda_vault::BlobKind::Data));
+    let after = stored(&vault);
+    assert!(after + 500_000 < before, "the dropped file's bytes are reclaimed: {before} -> {after}");
+    let got = restored_digest(&vault, &item, &second.id.to_hex(), &src, &dir.path().join("r"));
+    assert_eq!(got, digest(&src));
+    assert_check_passes(&vault);
+}

@@ -38,6 +38,10 @@ pub const DEFAULT_SAFETY_MARGIN: SignedDuration = SignedDuration::from_hours(24)
 /// the moment a mark takes to be seen by a backup that is starting.
 pub const MIN_WRITER_SLACK: SignedDuration = SignedDuration::from_mins(10);
 
+/// A pack at least this unused (by bytes) is repacked: the chunks points
+/// still use are written to new packs and the old pack is marked.
+pub const REPACK_UNUSED_PERCENT: u64 = 50;
+
 /// A deletion record: packs marked unused at a time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Deletion {
@@ -76,9 +80,17 @@ pub struct GcPlan {
     pub waiting: Vec<WaitingMark>,
     /// Packs no remaining point uses, to mark now.
     pub mark: Vec<PlannedPack>,
+    /// Packs mostly unused: their used chunks are copied to new packs and
+    /// they are marked with the others.
+    pub repack: Vec<PlannedPack>,
+    /// Bytes of the chunks repacking copies.
+    pub repack_copy_bytes: u64,
     /// Index object names by pack, for deletion.
     #[serde(skip)]
     index_objects: HashMap<PackId, Vec<String>>,
+    /// The used chunks of the packs to repack.
+    #[serde(skip)]
+    repack_chunks: Vec<ChunkId>,
 }
 
 impl GcPlan {
@@ -88,6 +100,10 @@ impl GcPlan {
 
     pub fn mark_bytes(&self) -> u64 {
         self.mark.iter().map(|p| p.size).sum()
+    }
+
+    pub fn repack_bytes(&self) -> u64 {
+        self.repack.iter().map(|p| p.size).sum()
     }
 }
 
@@ -166,11 +182,14 @@ pub fn plan(vault: &Vault, req: &GcRequest<'_>) -> Result<GcPlan> {
     let mut out = GcPlan::default();
     // pack -> (kind, size, chunks it holds that a point uses)
     let mut packs: HashMap<PackId, (BlobKind, u64, Vec<ChunkId>)> = HashMap::new();
+    let mut used_bytes: HashMap<PackId, u64> = HashMap::new();
     let mut in_unmarked: HashSet<ChunkId> = HashSet::new();
     for (name, obj) in &objects {
         for p in &obj.packs {
             out.index_objects.entry(p.id).or_default().push(name.clone());
             let used: Vec<ChunkId> = p.entries.iter().map(|e| e.id).filter(|id| referenced.contains(id)).collect();
+            let bytes: u64 = p.entries.iter().filter(|e| referenced.contains(&e.id)).map(|e| u64::from(e.length)).sum();
+            *used_bytes.entry(p.id).or_default() += bytes;
             if !marked.contains(&p.id) {
                 in_unmarked.extend(used.iter().copied());
             }
@@ -224,8 +243,16 @@ pub fn plan(vault: &Vault, req: &GcRequest<'_>) -> Result<GcPlan> {
         let used = packs.get(id).is_some_and(|(_, _, used)| !used.is_empty());
         if !used {
             out.mark.push(PlannedPack { pack: *id, kind: *kind, size: *size });
+            continue;
+        }
+        let in_use = used_bytes.get(id).copied().unwrap_or(*size);
+        if in_use * 100 <= size * (100 - REPACK_UNUSED_PERCENT) {
+            out.repack.push(PlannedPack { pack: *id, kind: *kind, size: *size });
+            out.repack_copy_bytes += in_use;
+            out.repack_chunks.extend(packs.get(id).map(|(_, _, used)| used.clone()).unwrap_or_default());
         }
     }
+    out.repack.sort_by_key(|p| p.pack);
     out.mark.sort_by_key(|p| p.pack);
     out.sweep.sort_by_key(|p| p.pack);
     Ok(out)
@@ -248,8 +275,23 @@ pub fn execute(vault: &Vault, plan: &GcPlan, now: Timestamp) -> Result<()> {
     for rid in &plan.records_done {
         vault.catalog_put::<Deletion>(DELETIONS, rid, None)?;
     }
-    if !plan.mark.is_empty() {
-        let d = Deletion { marked_at: now, packs: plan.mark.iter().map(|p| p.pack).collect() };
+    if !plan.repack.is_empty() {
+        // copy the used chunks to new packs: the writer's index leaves out
+        // the packs being repacked (and marked ones), so it stores them anew
+        let full = vault.load_index()?;
+        let mut skip = marked_packs(vault)?;
+        skip.extend(plan.repack.iter().map(|p| p.pack));
+        let rest = vault.load_index_without(&skip)?;
+        let writer = crate::BlobWriter::new(vault, &rest);
+        for id in &plan.repack_chunks {
+            let kind = full.get(id).map_or(BlobKind::Data, |r| r.kind);
+            writer.add(kind, &vault.read_blob(&full, id)?)?;
+        }
+        writer.flush()?;
+    }
+    let to_mark: Vec<PackId> = plan.mark.iter().chain(&plan.repack).map(|p| p.pack).collect();
+    if !to_mark.is_empty() {
+        let d = Deletion { marked_at: now, packs: to_mark };
         vault.catalog_put(DELETIONS, &RecordId::random(), Some(&d))?;
     }
     Ok(())

@@ -248,6 +248,15 @@ pub fn prune(ctx: &Ctx, dry_run: bool, margin: &str) -> Result<Outcome> {
         size(g.mark_bytes()),
         plan.safety_margin
     );
+    if !g.repack.is_empty() {
+        let verb_repack = if dry_run { "would repack" } else { "repacked" };
+        println!(
+            "{verb_repack} {} mostly unused pack(s) ({}), copying {} still in use; they are marked too",
+            g.repack.len(),
+            size(g.repack_bytes()),
+            size(g.repack_copy_bytes)
+        );
+    }
     for w in &g.waiting {
         println!("waiting: {} pack(s) ({}) marked at {}: {}", w.packs, size(w.bytes), time(w.marked_at), w.reason);
     }
