@@ -7,7 +7,7 @@ mod common;
 
 use boveda_service::{
     DaySpec, Frequency, Item, ItemSource, MonthlyRule, Policy, Protection, ProtectionState, Retention, Schedule,
-    Weekday, WeeklyRule, YearlyRule, evaluate_retention, next_slot,
+    Weekday, WeeklyRule, evaluate_retention, next_slot,
 };
 use boveda_vault::{ChunkId, Consistency, PointId, RecordId, RecoveryPoint};
 use jiff::Timestamp;
@@ -106,17 +106,7 @@ fn rule_of<'a>(survivors: &'a [(String, String)], date: &str) -> &'a str {
 
 #[test]
 fn daily_schedule_with_weekly_monthly_and_yearly_rules() {
-    let p = policy(
-        Frequency::Daily,
-        vec![],
-        &["02:00"],
-        Retention {
-            daily_days: Some(7),
-            weekly: Some(WeeklyRule { days: vec![Weekday::Sunday], weeks: 4 }),
-            monthly: Some(MonthlyRule { on: DaySpec("last".into()), months: 3 }),
-            yearly: Some(YearlyRule { month: 12, on: DaySpec("last".into()), years: 2 }),
-        },
-    );
+    let p = policy(Frequency::Daily, vec![], &["02:00"], common::gfs_retention());
     let s = simulate(&p);
     let expected: Vec<String> = common::GFS_SURVIVORS.iter().map(|d| format!("{d} 02:00")).collect();
     assert_eq!(dates(&s), expected);

@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use boveda_engine::NoProgress;
 use boveda_service::{
-    AgentOptions, AgentReport, Clock, DaySpec, FakeClock, Frequency, Item, JobEnv, JobFilter, JobState, MonthlyRule,
-    Operation, Policy, Retention, Schedule, ServiceErrorKind, Severity, Weekday, WeeklyRule, YearlyRule,
-    add_files_item, backup_job, create_policy, disable_protection, enable_protection, find_item, find_point,
-    list_alerts, list_jobs, plan_prune, prune_job, restore, retry_alerts, run_agent, stop_job, undelete_protection,
+    AgentOptions, AgentReport, Clock, FakeClock, Frequency, Item, JobEnv, JobFilter, JobState, Operation, Policy,
+    Retention, Schedule, ServiceErrorKind, Severity, add_files_item, backup_job, create_policy, disable_protection,
+    enable_protection, find_item, find_point, list_alerts, list_jobs, plan_prune, prune_job, restore, retry_alerts,
+    run_agent, stop_job, undelete_protection,
 };
 use boveda_store::LocalStore;
 use boveda_vault::{CheckOptions, ChunkerParams, CreateOptions, KdfParams, Vault, VaultSettings, check};
@@ -132,17 +132,7 @@ fn a_year_of_scheduled_backups_keeps_what_the_policy_says_and_every_survivor_res
     let src = dir.path().join("src");
     std::fs::create_dir(&src).expect("mkdir");
     let vault = new_vault(dir.path());
-    daily_policy(
-        &vault,
-        "gfs",
-        &["02:00"],
-        Retention {
-            daily_days: Some(7),
-            weekly: Some(WeeklyRule { days: vec![Weekday::Sunday], weeks: 4 }),
-            monthly: Some(MonthlyRule { on: DaySpec("last".into()), months: 3 }),
-            yearly: Some(YearlyRule { month: 12, on: DaySpec("last".into()), years: 2 }),
-        },
-    );
+    daily_policy(&vault, "gfs", &["02:00"], common::gfs_retention());
     let item = add_files_item(&vault, "docs", std::slice::from_ref(&src), &[]).expect("item");
     let clock = FakeClock::new(at("2025-11-30T12:00"));
     enable_protection(&vault, &env(&clock), &item, "gfs").expect("enable");

@@ -1,6 +1,19 @@
 //! What the service's integration tests share.
 #![allow(dead_code)]
 
+use boveda_service::{DaySpec, MonthlyRule, Retention, Weekday, WeeklyRule, YearlyRule};
+
+/// Daily 7 days, weekly (Sunday) 4 weeks, monthly (last day) 3 months,
+/// yearly (December, last day) 2 years: the rules behind [`GFS_SURVIVORS`].
+pub fn gfs_retention() -> Retention {
+    Retention {
+        daily_days: Some(7),
+        weekly: Some(WeeklyRule { days: vec![Weekday::Sunday], weeks: 4 }),
+        monthly: Some(MonthlyRule { on: DaySpec("last".into()), months: 3 }),
+        yearly: Some(YearlyRule { month: 12, on: DaySpec("last".into()), years: 2 }),
+    }
+}
+
 /// The local dates (Europe/Madrid) of the points that survive daily slots at
 /// 02:00 from 2025-12-01 to 2027-01-10 under daily 7 days, weekly (Sunday)
 /// 4 weeks, monthly (last day) 3 months and yearly (December, last day) 2
