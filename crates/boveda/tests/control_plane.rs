@@ -165,14 +165,14 @@ fn the_agent_with_a_fake_clock_and_a_policy_update_that_deletes_points() {
     env.ok(&["vault", "check", "--read-data"]);
 }
 
-fn wait_for_running_job(env: &Env) -> String {
+fn wait_for_running_job(env: &Env, operation: &str) -> String {
     let start = Instant::now();
     loop {
-        let running = jobs(env, &["--status", "InProgress", "--operation", "Backup"]);
+        let running = jobs(env, &["--status", "InProgress", "--operation", operation]);
         if let Some(j) = running.first() {
             return j["id"].as_str().expect("id").to_string();
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "no running backup job appeared");
+        assert!(start.elapsed() < Duration::from_secs(30), "no running {operation} job appeared");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -192,7 +192,7 @@ fn job_stop_cancels_a_running_backup_and_a_killed_one_shows_failed() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
-    let id = wait_for_running_job(&env);
+    let id = wait_for_running_job(&env, "Backup");
     env.ok(&["job", "stop", &id]);
     let status = child.wait().expect("wait");
     assert_eq!(status.code(), Some(1));
@@ -209,7 +209,7 @@ fn job_stop_cancels_a_running_backup_and_a_killed_one_shows_failed() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
-    let id = wait_for_running_job(&env);
+    let id = wait_for_running_job(&env, "Backup");
     child.kill().expect("kill");
     child.wait().expect("reap");
     std::thread::sleep(Duration::from_millis(5_400));
@@ -220,6 +220,19 @@ fn job_stop_cancels_a_running_backup_and_a_killed_one_shows_failed() {
     // the vault is reusable: a full backup and restore
     env.backup("docs", 0);
     let target = env.path("r");
+    // a restore can be stopped too, and is recorded as Cancelled
+    let stopped = env.path("stopped");
+    let child = env
+        .cmd(&["restore", "docs", "--target", stopped.to_str().expect("utf8")])
+        .env("BOVEDA_JOB_HEARTBEAT_MS", "50")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let id = wait_for_running_job(&env, "Restore");
+    env.ok(&["job", "stop", &id]);
+    assert_eq!(child.wait_with_output().expect("wait").status.code(), Some(1));
+    assert_eq!(json(&env, &["job", "show", &id])["state"], "Cancelled");
     env.ok(&["restore", "docs", "--target", target.to_str().expect("utf8")]);
     common::assert_same_tree(&env.path("src"), &target.join(env.path("src").strip_prefix("/").expect("abs")));
 }

@@ -271,7 +271,8 @@ pub fn restore(ctx: &Ctx, args: RestoreArgs) -> Result<Outcome> {
     let observers = Observers { backup: None, restore: Some(&bar) };
     let (job, result) = run_job(&vault, clock.as_ref(), &spec, observers, |jctx| {
         let outcome = restore_in_job(ctx, &vault, &item, &point, args, jctx)
-            .map_err(|e| ServiceError::Invalid(format!("{e:#}")))?;
+            // keep the service's own error (and its kind: a stopped restore is Cancelled)
+            .map_err(|e| e.downcast::<ServiceError>().unwrap_or_else(|e| ServiceError::Invalid(format!("{e:#}"))))?;
         let warnings =
             if matches!(outcome, Outcome::Warnings) { vec!["restore completed with warnings".into()] } else { vec![] };
         Ok((
