@@ -9,10 +9,15 @@
 //! 4. Hard links, symlinks and special files, then metadata (files first,
 //!    directories deepest first so their times stick).
 //!
-//! Files are opened with `O_NOFOLLOW` and tree names are validated when
-//! decoded, so nothing is ever written outside the target. A file whose size
-//! and mtime already match is skipped: re-running an interrupted restore
-//! completes it (a file's mtime is set only after all its data is written).
+//! Every file is written as a new inode under a temporary name in its
+//! directory and renamed into place once its data and metadata are written:
+//! a restore never writes into an inode it did not create, and a restored
+//! path holds either the point's whole file or what was there before. Tree
+//! names are validated when decoded, so nothing is written outside the
+//! target. Re-running an interrupted restore keeps a file already at its path
+//! only when its content is verified equal to the point (chunk by chunk,
+//! against the keyed ids) and it has no other hard link; everything else is
+//! written again.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -22,7 +27,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use boveda_vault::{ChunkId, ChunkIndex, Node, NodeKind, Piece, Vault};
 use rayon::prelude::*;
@@ -51,6 +56,9 @@ pub struct RestoreOutcome {
     pub warnings: Vec<String>,
     /// Files that could not be restored, each with the reason.
     pub errors: Vec<String>,
+    /// How many files failed for each reason (one full disk fails
+    /// thousands of files for one reason: say it once, with the count).
+    pub failure_reasons: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Default)]
@@ -128,6 +136,7 @@ fn ensure_dir(path: &Path) -> io::Result<()> {
 }
 
 /// Removes whatever non-directory is at `path`, so a new entry can be made.
+/// Unlinking never writes into the inode, even one linked from elsewhere.
 fn clear_path(path: &Path) -> io::Result<()> {
     match fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => Err(io::Error::other("a directory is in the way")),
@@ -137,27 +146,88 @@ fn clear_path(path: &Path) -> io::Result<()> {
     }
 }
 
-fn create_sized(path: &Path, size: u64) -> io::Result<()> {
-    let open = || OpenOptions::new().write(true).create(true).truncate(true).custom_flags(nofollow()).open(path);
+/// Prefix of the temporary names files are written under before they are
+/// renamed into place. A re-run removes its own leftovers by name.
+pub const RESTORE_TEMP_PREFIX: &str = ".boveda-restore-";
+
+/// The temporary name a file is written under: in the same directory (so
+/// the rename is atomic), of fixed length (so long names still fit), and the
+/// same on every run (so a re-run finds what an interrupted one left).
+fn temp_path(vault: &Vault, final_path: &Path) -> PathBuf {
+    let tag = vault.key().chunk_id(final_path.as_os_str().as_bytes());
+    let name = format!("{RESTORE_TEMP_PREFIX}{}", &tag.to_hex()[..24]);
+    final_path.parent().unwrap_or(Path::new("")).join(name)
+}
+
+/// Creates a new, empty file of `size` bytes under its temporary name:
+/// always a new inode (`O_EXCL`), never a file that was already there.
+fn create_temp(temp: &Path, size: u64) -> io::Result<()> {
+    let open = || OpenOptions::new().write(true).create_new(true).custom_flags(nofollow()).mode(0o600).open(temp);
     let file = match open() {
         Ok(f) => f,
-        Err(_) => {
-            clear_path(path)?;
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            clear_path(temp)?; // left by an interrupted run
             open()?
         }
+        Err(e) => return Err(e),
     };
     file.set_len(size)
 }
 
-fn is_complete(path: &Path, node: &Node) -> bool {
-    fs::symlink_metadata(path).is_ok_and(|m| {
-        m.is_file()
-            && m.len() == node.size
-            && m.mtime().saturating_mul(1_000_000_000).saturating_add(m.mtime_nsec()) == node.mtime_ns
-    })
+/// Whether the file at `path` already is exactly the point's file: a plain
+/// file with no other link (so nothing outside the target shares it), of
+/// the right size, whose every chunk hashes to the id the point records and
+/// whose holes read as zeros. Only such a file is left in place by a re-run.
+fn is_complete(vault: &Vault, path: &Path, node: &Node) -> bool {
+    let Ok(meta) = fs::symlink_metadata(path) else { return false };
+    if !meta.is_file() || meta.nlink() != 1 || meta.len() != node.size {
+        return false;
+    }
+    let Ok(file) = OpenOptions::new().read(true).custom_flags(nofollow()).open(path) else { return false };
+    let mut buf = Vec::new();
+    let mut at = 0u64;
+    for piece in &node.content {
+        let len = piece.len();
+        let Ok(n) = usize::try_from(len) else { return false };
+        buf.resize(n.min(1 << 20), 0);
+        match piece {
+            Piece::Data { id, .. } => {
+                buf.resize(n, 0);
+                if file.read_exact_at(&mut buf, at).is_err() || vault.key().chunk_id(&buf) != *id {
+                    return false;
+                }
+            }
+            Piece::Hole { .. } => {
+                let mut done = 0u64;
+                while done < len {
+                    let step = (len - done).min(buf.len() as u64) as usize;
+                    if file.read_exact_at(&mut buf[..step], at + done).is_err() || buf[..step].iter().any(|&b| b != 0) {
+                        return false;
+                    }
+                    done += step as u64;
+                }
+            }
+        }
+        at += len;
+    }
+    at == node.size
+}
+
+/// Per file being written: how many chunk uses are still to come, and
+/// whether it has been renamed into place.
+struct FileState {
+    remaining: AtomicUsize,
+    done: AtomicBool,
 }
 
 /// Restores a point's tree (or chosen paths of it) below `opts.target`.
+///
+/// Every file is written under a temporary name as a new inode and renamed
+/// over its final path only once all its data and metadata are in place, so
+/// a restore never writes into a file it did not create (a hard link to a
+/// file outside the target is replaced, never written through) and a
+/// restored path is either complete or absent. A file already at its path
+/// is kept only when [`is_complete`] proves its content equal to the point.
 ///
 /// # Errors
 /// An unusable target, a path not in the point, cancellation, or a damaged
@@ -199,7 +269,6 @@ pub fn restore_files(
     // Hard links: the first path of each inode is written, the others linked to it.
     let mut leaders: HashMap<(u64, u64), usize> = HashMap::new();
     let mut hard_links: Vec<(usize, usize)> = Vec::new();
-    let mut to_write: Vec<usize> = Vec::new();
     let mut candidates: Vec<usize> = Vec::new();
     for (i, (_, node)) in plan.files.iter().enumerate() {
         if node.nlink > 1 {
@@ -212,10 +281,13 @@ pub fn restore_files(
         candidates.push(i);
     }
     let complete: Vec<bool> =
-        candidates.par_iter().map(|&i| is_complete(&target.join(&plan.files[i].0), &plan.files[i].1)).collect();
+        candidates.par_iter().map(|&i| is_complete(vault, &target.join(&plan.files[i].0), &plan.files[i].1)).collect();
+    let mut to_write: Vec<usize> = Vec::new();
+    let mut kept: Vec<usize> = Vec::new();
     for (&i, done) in candidates.iter().zip(complete) {
         if done {
             out.files_skipped += 1;
+            kept.push(i);
         } else {
             to_write.push(i);
         }
@@ -229,7 +301,27 @@ pub fn restore_files(
             f.entry(i).or_insert(why);
         }
     };
-    // where each needed chunk goes, grouped by pack
+    let states: Vec<FileState> = plan
+        .files
+        .iter()
+        .map(|(_, node)| FileState {
+            remaining: AtomicUsize::new(node.content.iter().filter(|p| matches!(p, Piece::Data { .. })).count()),
+            done: AtomicBool::new(false),
+        })
+        .collect();
+    let temps: Vec<PathBuf> = plan.files.iter().map(|(rel, _)| temp_path(vault, &target.join(rel))).collect();
+    let sink = FileSink {
+        target,
+        plan: &plan,
+        temps: &temps,
+        states: &states,
+        written: AtomicU64::new(0),
+        progress,
+        failed: &failed,
+        is_root,
+        warnings: Mutex::new(Vec::new()),
+    };
+
     // Files are created in parallel, one directory per task: two threads
     // creating entries in one directory contend on its lock (measured: three
     // times the system time), threads in different directories do not.
@@ -242,14 +334,16 @@ pub fn restore_files(
         .collect::<Vec<_>>()
         .par_iter()
         .flat_map_iter(|group| {
-            group.iter().map(|&i| {
-                let (rel, node) = &plan.files[i];
-                match create_sized(&target.join(rel), node.size) {
-                    Ok(()) => (i, true),
-                    Err(e) => {
-                        fail(i, format!("cannot create: {e}"));
-                        (i, false)
+            group.iter().map(|&i| match create_temp(&temps[i], plan.files[i].1.size) {
+                Ok(()) => {
+                    if states[i].remaining.load(Ordering::Relaxed) == 0 {
+                        sink.finish(i); // empty or all holes: nothing to fetch
                     }
+                    (i, true)
+                }
+                Err(e) => {
+                    fail(i, format!("cannot create: {e}"));
+                    (i, false)
                 }
             })
         })
@@ -268,15 +362,23 @@ pub fn restore_files(
             offset += piece.len();
         }
     }
-    let written = AtomicU64::new(0);
-    let sink = FileSink { target, plan: &plan, written: &written, progress, failed: &failed };
-    fetch_chunks(vault, index, &targets, opts.cancel, &sink)?;
-    out.bytes_written = written.into_inner();
+    let fetched = fetch_chunks(vault, index, &targets, opts.cancel, &sink);
+    // whatever was not renamed into place (failed, or cancelled) leaves no
+    // temporary file behind
+    for &i in &to_write {
+        if !states[i].done.load(Ordering::Relaxed) {
+            let _ = fs::remove_file(&temps[i]);
+        }
+    }
+    fetched?;
+    out.bytes_written = sink.written.load(Ordering::Relaxed);
+    out.warnings.extend(sink.warnings.into_inner().unwrap_or_default());
     let failed = failed.into_inner().unwrap_or_default();
 
     for (leader, member) in hard_links {
         let (lp, mp) = (target.join(&plan.files[leader].0), target.join(&plan.files[member].0));
         if failed.contains_key(&leader) {
+            fail_member(&mut out, &mp);
             continue;
         }
         if let Err(e) = clear_path(&mp).and_then(|()| fs::hard_link(&lp, &mp)) {
@@ -303,50 +405,109 @@ pub fn restore_files(
     for (i, (rel, _)) in plan.files.iter().enumerate() {
         if let Some(why) = failed.get(&i) {
             out.errors.push(format!("{}: {why}", target.join(rel).display()));
+            *out.failure_reasons.entry(why.clone()).or_default() += 1;
         }
     }
-    let file_warnings: Vec<Vec<String>> = plan
-        .files
+    // files kept from an earlier run get their metadata again; written
+    // files got theirs before the rename
+    let kept_warnings: Vec<Vec<String>> = kept
         .par_iter()
-        .enumerate()
-        .filter(|(i, _)| !failed.contains_key(i))
-        .map(|(_, (rel, node))| apply_metadata(&target.join(rel), node, is_root))
+        .map(|&i| {
+            let p = target.join(&plan.files[i].0);
+            apply_metadata(&p, &p, &plan.files[i].1, is_root)
+        })
         .collect();
     out.files += (plan.files.len() - failed.len()) as u64;
-    out.warnings.extend(file_warnings.into_iter().flatten());
+    out.warnings.extend(kept_warnings.into_iter().flatten());
     for (rel, node) in plan.links.iter().chain(&plan.specials) {
         let p = target.join(rel);
         if fs::symlink_metadata(&p).is_ok() {
-            out.warnings.extend(apply_metadata(&p, node, is_root));
+            out.warnings.extend(apply_metadata(&p, &p, node, is_root));
         }
     }
     for (rel, node) in plan.dirs.iter().rev() {
-        out.warnings.extend(apply_metadata(&target.join(rel), node, is_root));
+        let p = target.join(rel);
+        out.warnings.extend(apply_metadata(&p, &p, node, is_root));
     }
     out.errors.sort();
     Ok(out)
 }
 
-/// Writes fetched chunks into the restored files at their offsets.
+/// A hard link whose leader could not be restored is not restored either.
+fn fail_member(out: &mut RestoreOutcome, path: &Path) {
+    let why = "not restored: the file it is a hard link of could not be restored".to_string();
+    out.errors.push(format!("{}: {why}", path.display()));
+    *out.failure_reasons.entry(why).or_default() += 1;
+    out.files = out.files.saturating_sub(1);
+}
+
+/// How many files one merged read keeps open at most: small files are
+/// closed as soon as they are complete, and a read over many large files
+/// reopens the ones it dropped. Keeps restore within any open-file limit.
+const MAX_OPEN_PER_READ: usize = 16;
+
+/// Writes fetched chunks into the restored files at their offsets, and
+/// renames each file into place when its last chunk is written.
 struct FileSink<'a> {
     target: &'a Path,
     plan: &'a Plan,
-    written: &'a AtomicU64,
+    temps: &'a [PathBuf],
+    states: &'a [FileState],
+    written: AtomicU64,
     progress: &'a dyn RestoreProgress,
     failed: &'a Mutex<HashMap<usize, String>>,
+    is_root: bool,
+    warnings: Mutex<Vec<String>>,
+}
+
+impl FileSink<'_> {
+    fn has_failed(&self, i: usize) -> bool {
+        self.failed.lock().is_ok_and(|f| f.contains_key(&i))
+    }
+
+    /// All data of file `i` is written: metadata onto the new inode, then
+    /// the rename that makes it appear at its path.
+    fn finish(&self, i: usize) {
+        if self.has_failed(i) {
+            return;
+        }
+        let (rel, node) = &self.plan.files[i];
+        let (temp, dest) = (&self.temps[i], self.target.join(rel));
+        let warnings = apply_metadata(temp, &dest, node, self.is_root);
+        let renamed = match fs::rename(temp, &dest) {
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::ISDIR.raw_os_error()) => {
+                Err(io::Error::other("a directory is in the way"))
+            }
+            other => other,
+        };
+        match renamed {
+            Ok(()) => {
+                self.states[i].done.store(true, Ordering::Relaxed);
+                if !warnings.is_empty()
+                    && let Ok(mut w) = self.warnings.lock()
+                {
+                    w.extend(warnings);
+                }
+            }
+            Err(e) => self.fail(&(i, 0), format!("cannot move into place: {e}")),
+        }
+    }
 }
 
 impl ChunkSink<(usize, u64)> for FileSink<'_> {
-    /// Files opened during one merged read.
+    /// Files opened during one merged read, at most [`MAX_OPEN_PER_READ`].
     type State = HashMap<usize, File>;
 
     fn deliver(&self, open: &mut Self::State, &(i, at): &(usize, u64), plain: &[u8]) {
+        if !open.contains_key(&i) && open.len() >= MAX_OPEN_PER_READ {
+            open.clear();
+        }
         let res = match open.entry(i) {
             std::collections::hash_map::Entry::Occupied(f) => f.get().write_all_at(plain, at),
             std::collections::hash_map::Entry::Vacant(v) => OpenOptions::new()
                 .write(true)
                 .custom_flags(nofollow())
-                .open(self.target.join(&self.plan.files[i].0))
+                .open(&self.temps[i])
                 .and_then(|f| v.insert(f).write_all_at(plain, at)),
         };
         match res {
@@ -355,6 +516,10 @@ impl ChunkSink<(usize, u64)> for FileSink<'_> {
                 self.progress.bytes_written(plain.len() as u64);
             }
             Err(e) => self.fail(&(i, at), format!("cannot write: {e}")),
+        }
+        if self.states[i].remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            open.remove(&i); // closed before the rename
+            self.finish(i);
         }
     }
 

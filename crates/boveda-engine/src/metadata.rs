@@ -80,12 +80,14 @@ pub fn unchanged(old: &Node, new: &Node) -> bool {
         && old.content.iter().map(|p| p.len()).sum::<u64>() == old.size
 }
 
-/// Applies ownership, permissions, xattrs and times to a restored entry.
-/// Each failure is returned as a warning; the others still apply.
-pub fn apply_metadata(path: &Path, node: &Node, is_root: bool) -> Vec<String> {
+/// Applies ownership, permissions, xattrs and times to a restored entry at
+/// `path`; warnings name it as `shown` (its final path when `path` is the
+/// temporary name it is written under). Each failure is returned as a
+/// warning; the others still apply.
+pub fn apply_metadata(path: &Path, shown: &Path, node: &Node, is_root: bool) -> Vec<String> {
     let mut warnings = Vec::new();
     let mut warn =
-        |what: &str, e: std::io::Error| warnings.push(format!("{}: cannot restore {what}: {e}", path.display()));
+        |what: &str, e: std::io::Error| warnings.push(format!("{}: cannot restore {what}: {e}", shown.display()));
     if is_root && let Err(e) = std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid)) {
         warn("ownership", e);
     }

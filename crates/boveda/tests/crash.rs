@@ -8,7 +8,7 @@ use std::process::Command;
 use std::thread::sleep;
 use std::time::Duration;
 
-use common::{Env, assert_same_tree, is_root, noise};
+use common::{Env, Tmpfs, assert_same_tree, is_root, noise};
 
 fn big_source(env: &Env) -> std::path::PathBuf {
     let src = env.path("src");
@@ -103,14 +103,6 @@ fn every_interruption_point_passes_check() {
     env.ok(&["vault", "check", "--read-data"]);
 }
 
-struct Tmpfs(std::path::PathBuf);
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn a_full_disk_fails_cleanly_and_the_next_backup_works() {
     if !is_root() {
@@ -123,10 +115,7 @@ fn a_full_disk_fails_cleanly_and_the_next_backup_works() {
     let src = big_source(&env);
     let mnt = env.path("small-disk");
     fs::create_dir_all(&mnt).expect("mkdir");
-    let status =
-        Command::new("mount").args(["-t", "tmpfs", "-o", "size=12m", "tmpfs"]).arg(&mnt).status().expect("mount");
-    assert!(status.success(), "mounting a tmpfs failed");
-    let _guard = Tmpfs(mnt.clone());
+    let _guard = Tmpfs::mount(&mnt, "12m");
     let vault = mnt.join("vault");
     env.ok(&[
         "vault",

@@ -345,9 +345,7 @@ fn restore_in_job(
     for w in &out.warnings {
         eprintln!("warning: {w}");
     }
-    for e in &out.errors {
-        eprintln!("error: {e}");
-    }
+    print_restore_errors(&out);
     if ctx.json() {
         ctx.print_json(&serde_json::json!({
             "point": point.id.to_hex(), "files": out.files, "dirs": out.dirs, "other": out.other,
@@ -369,9 +367,33 @@ fn restore_in_job(
         );
     }
     if !out.errors.is_empty() {
-        bail!("{} file(s) could not be restored", out.errors.len());
+        let reasons: Vec<String> = out.failure_reasons.iter().map(|(why, n)| format!("{why}: {n}")).collect();
+        bail!(
+            "{} of {} file(s) were not restored ({}); the other {} are restored complete",
+            out.errors.len(),
+            out.files + out.errors.len() as u64,
+            reasons.join("; "),
+            out.files
+        );
     }
     Ok(if out.warnings.is_empty() { Outcome::Ok } else { Outcome::Warnings })
+}
+
+/// How many failed files are named one by one before only counts are given.
+const ERRORS_LISTED: usize = 10;
+
+/// A few failures by name; past that, one line per reason with its count
+/// (a full disk fails every remaining file for the same reason).
+fn print_restore_errors(out: &boveda_engine::RestoreOutcome) {
+    for e in out.errors.iter().take(ERRORS_LISTED) {
+        eprintln!("error: {e}");
+    }
+    if out.errors.len() > ERRORS_LISTED {
+        eprintln!(
+            "error: ... and {} more file(s) not restored (`--output json` lists them all)",
+            out.errors.len() - ERRORS_LISTED
+        );
+    }
 }
 
 pub fn mount(ctx: &Ctx, item: &str, point: Option<&str>, dir: &std::path::Path) -> Result<Outcome> {
