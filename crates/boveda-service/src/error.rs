@@ -17,6 +17,9 @@ pub enum ServiceError {
     Conflict(String),
     #[error("user configuration {path}: {reason}")]
     Config { path: String, reason: String },
+    /// A bug: a panic caught inside a job.
+    #[error("{0}")]
+    Internal(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +54,7 @@ impl ServiceError {
             ServiceError::Invalid(_) | ServiceError::Config { .. } => ServiceErrorKind::Invalid,
             ServiceError::NotFound(_) => ServiceErrorKind::NotFound,
             ServiceError::Conflict(_) => ServiceErrorKind::Conflict,
+            ServiceError::Internal(_) => ServiceErrorKind::Other,
         }
     }
 }

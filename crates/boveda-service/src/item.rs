@@ -10,7 +10,7 @@ use crate::consistency::ConsistencyConfig;
 use crate::error::{Result, ServiceError};
 use crate::names::validate_item_name;
 
-const ITEMS: &str = "items";
+const ITEMS: &str = boveda_vault::ITEMS_KIND;
 
 /// What an item protects.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -304,6 +304,16 @@ pub struct Observers<'a> {
     pub restore: Option<&'a dyn RestoreProgress>,
 }
 
+/// The message a panic carried.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into());
+    format!("internal error (a bug in boveda, please report it): {what}")
+}
+
 /// Runs `body` as a job: records it, beats while it runs, honours stop
 /// requests through [`JobCtx::cancel`], records the outcome, and raises an
 /// alert for a failed backup or restore and for every deletion of backup
@@ -349,7 +359,9 @@ pub fn run_job<T>(
             let (lock, cv) = &finished;
             let Ok(mut done) = lock.lock() else { return };
             loop {
-                let next = cv.wait_timeout(done, spec.heartbeat);
+                // the flag is tested before every wait: a body that ended
+                // before this thread first waited must not cost a heartbeat
+                let next = cv.wait_timeout_while(done, spec.heartbeat, |done| !*done);
                 let Ok((guard, _)) = next else { return };
                 done = guard;
                 if *done {
@@ -373,10 +385,14 @@ pub fn run_job<T>(
                 }
             }
         });
-        let result = body(&ctx);
+        // the heartbeat is told to stop however the body ends: a panic is
+        // caught and recorded as the job's failure, never left beating
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&ctx)))
+            .unwrap_or_else(|panic| Err(ServiceError::Internal(panic_message(panic.as_ref()))));
         let (lock, cv) = &finished;
-        if let Ok(mut done) = lock.lock() {
-            *done = true;
+        match lock.lock() {
+            Ok(mut done) => *done = true,
+            Err(poisoned) => *poisoned.into_inner() = true,
         }
         cv.notify_all();
         result

@@ -23,6 +23,7 @@ mod recovery;
 mod registry;
 mod retention;
 mod schedule;
+mod time_input;
 mod usage;
 mod vault_admin;
 
@@ -59,5 +60,6 @@ pub use recovery::{
 pub use registry::{KnownVault, Registry, config_dir};
 pub use retention::{PointExpiry, evaluate as evaluate_retention};
 pub use schedule::{latest_slot, next_slot};
+pub use time_input::{DayBound, MAX_RETAIN_YEARS, TIME_FORMS, check_retain_until, parse_retain_until, parse_time};
 pub use usage::{ItemUsage, PriceTable, Usage, instance_band, usage};
 pub use vault_admin::{NewVault, VaultSummary, create_vault, hostname, open_vault, resolve_vault, summarize};

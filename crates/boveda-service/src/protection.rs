@@ -52,10 +52,10 @@ pub fn backup_now(
 ) -> Result<RecoveryPoint> {
     check_can_back_up(item)?;
     let retain_until = match (req.retain_until, req.scheduled_for) {
-        (Some(t), _) if t <= req.now => {
-            return Err(ServiceError::Invalid(format!("retain-until date {t} is not in the future")));
+        (Some(t), _) => {
+            crate::time_input::check_retain_until(t, req.now)?;
+            Some(t)
         }
-        (Some(t), _) => Some(t),
         (None, Some(_)) => None,
         (None, None) => Some(req.now + SignedDuration::from_hours(24 * DEFAULT_AD_HOC_RETENTION_DAYS)),
     };
@@ -164,8 +164,10 @@ impl JobEnv<'_> {
 /// until `retain_until`) or for a policy slot.
 ///
 /// # Errors
-/// A store error recording the job; the backup's own error is in the
-/// second value (and the job is `Failed` or `Cancelled`).
+/// `Invalid` before any job is recorded for a retain-until time not in the
+/// future or an item that cannot be backed up; a store error recording the
+/// job; the backup's own error is in the second value (and the job is
+/// `Failed` or `Cancelled`).
 pub fn backup_job(
     vault: &Vault,
     env: &JobEnv<'_>,
@@ -174,6 +176,11 @@ pub fn backup_job(
     scheduled_for: Option<Timestamp>,
     progress: &dyn BackupProgress,
 ) -> Result<(Job, Result<RecoveryPoint>)> {
+    // what can be refused at once is refused before a job is recorded
+    check_can_back_up(item)?;
+    if let Some(t) = retain_until {
+        crate::time_input::check_retain_until(t, env.clock.now())?;
+    }
     let spec = env.spec(Operation::Backup, item, scheduled_for);
     let observers = Observers { backup: Some(progress), restore: None };
     run_job(vault, env.clock, &spec, observers, |ctx| {

@@ -7,6 +7,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
 use crate::error::Result;
+use crate::error::ServiceError;
 use crate::item::{ProtectionState, list_items, remove_item};
 use crate::job::{Job, JobDone, Observers, Operation, oldest_running_writer, run_job};
 use crate::policy::list_policies;
@@ -71,6 +72,14 @@ pub fn plan_prune(vault: &Vault, now: Timestamp, margin: SignedDuration) -> Resu
     let remaining: Vec<RecoveryPoint> = points.into_iter().filter(|p| !gone.contains(&p.id)).collect();
     let req = GcRequest { now, margin, points: &remaining, oldest_running_writer: oldest_running_writer(vault)? };
     let packs = gc_plan(vault, &req)?;
+    // Reads skip damaged objects so that the rest of a vault stays usable;
+    // a prune must not: a point it cannot read would have its data
+    // collected, a job it cannot read would not hold back a sweep.
+    if let Some((object, why)) = vault.damage().entries().into_iter().next() {
+        return Err(ServiceError::Invalid(format!(
+            "prune deletes nothing while an object it must read is damaged: {object} ({why}); `boveda vault check` names what it affects"
+        )));
+    }
     Ok(PrunePlan {
         now,
         safety_margin: format!("{margin:#}"),
@@ -122,6 +131,11 @@ pub fn prune_job(vault: &Vault, env: &JobEnv<'_>, margin: SignedDuration) -> Res
                 plan.packs.mark.len(),
                 plan.packs.mark_bytes(),
                 plan.packs.waiting.len()
+            ),
+            format!(
+                "{} abandoned upload(s) of interrupted writers removed ({} bytes)",
+                plan.packs.abandoned.len(),
+                plan.packs.abandoned_bytes()
             ),
         ];
         Ok((plan, JobDone { details, ..JobDone::default() }))

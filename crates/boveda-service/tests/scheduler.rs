@@ -3,10 +3,11 @@
 
 mod common;
 
+use common::new_vault;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
@@ -17,8 +18,7 @@ use boveda_service::{
     enable_protection, find_item, find_point, list_alerts, list_jobs, plan_prune, prune_job, restore, retry_alerts,
     run_agent, stop_job, undelete_protection,
 };
-use boveda_store::LocalStore;
-use boveda_vault::{CheckOptions, ChunkerParams, CreateOptions, KdfParams, Vault, VaultSettings, check};
+use boveda_vault::{CheckOptions, Vault, check};
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 
@@ -28,22 +28,6 @@ const HEARTBEAT: Duration = Duration::from_millis(20);
 fn at(local: &str) -> Timestamp {
     let dt: jiff::civil::DateTime = local.parse().expect("local time");
     dt.to_zoned(TimeZone::get(ZONE).expect("zone")).expect("zoned").timestamp()
-}
-
-fn new_vault(dir: &Path) -> Vault {
-    let settings = VaultSettings {
-        name: "sched".into(),
-        location: "test".into(),
-        redundancy: "lrs".into(),
-        secondary: None,
-        pack_size: 1 << 20,
-        compression_level: 1,
-        soft_delete_days: VaultSettings::DEFAULT_SOFT_DELETE_DAYS,
-        webhook: None,
-    };
-    let opts =
-        CreateOptions { settings, kdf: KdfParams::TESTING, chunker: ChunkerParams::DEFAULT, hostname: "h".into() };
-    Vault::create(Arc::new(LocalStore::new(dir.join("vault"))), b"pw", opts).expect("create vault")
 }
 
 fn daily_policy(vault: &Vault, name: &str, times: &[&str], retention: Retention) -> Policy {

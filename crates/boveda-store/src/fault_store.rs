@@ -1,7 +1,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::{ObjectInfo, Store, StoreError, StoreErrorKind};
+use crate::{AbandonedUpload, ObjectInfo, Store, StoreError, StoreErrorKind};
 
 /// A wrapper that makes `put` fail with `NoSpace` once a byte budget is
 /// spent: fault injection for tests, on top of a real store.
@@ -47,5 +47,11 @@ impl Store for FaultStore {
     }
     fn delete(&self, name: &str) -> Result<(), StoreError> {
         self.inner.delete(name)
+    }
+    fn abandoned_uploads(&self, before: std::time::SystemTime) -> Result<Vec<AbandonedUpload>, StoreError> {
+        self.inner.abandoned_uploads(before)
+    }
+    fn discard_upload(&self, upload: &AbandonedUpload) -> Result<(), StoreError> {
+        self.inner.discard_upload(upload)
     }
 }

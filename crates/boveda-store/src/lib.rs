@@ -13,7 +13,8 @@
 //!
 //! Object names are relative, `/`-separated paths such as
 //! `packs/3f/3f9a…`. Names starting with `.tmp-` are a backend's own
-//! in-flight files and never listed.
+//! in-flight files and never listed; those a killed writer left behind are
+//! found with [`Store::abandoned_uploads`] and reclaimed by prune.
 //!
 //! Cross-cutting behaviour (retries, replication to a secondary store, fault
 //! injection) is written as a wrapper implementing [`Store`] around another
@@ -27,4 +28,4 @@ mod store;
 pub use error::{StoreError, StoreErrorKind};
 pub use fault_store::FaultStore;
 pub use local_store::LocalStore;
-pub use store::{ObjectInfo, Store, open_store};
+pub use store::{AbandonedUpload, ObjectInfo, Store, open_store};

@@ -4,7 +4,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::store::check_name;
-use crate::{ObjectInfo, Store, StoreError, StoreErrorKind};
+use crate::{AbandonedUpload, ObjectInfo, Store, StoreError, StoreErrorKind};
 
 /// A vault's objects as files below one folder: the embedded default store.
 #[derive(Debug, Clone)]
@@ -26,11 +26,14 @@ impl LocalStore {
     }
 }
 
+/// What an unfinished `put`'s file is called before its rename.
+const TEMP_PREFIX: &str = ".tmp-";
+
 fn temp_name() -> String {
     let mut raw = [0u8; 12];
     // A weak name only risks a create_new collision, which is retried by the caller.
     let _ = getrandom::fill(&mut raw);
-    let mut s = String::from(".tmp-");
+    let mut s = String::from(TEMP_PREFIX);
     for b in raw {
         s.push_str(&format!("{b:02x}"));
     }
@@ -107,6 +110,59 @@ impl Store for LocalStore {
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
         let mut out = Vec::new();
+        self.walk(prefix, &mut |child, meta, is_temp| {
+            if !is_temp {
+                out.push(ObjectInfo { name: child, size: meta.len() });
+            }
+        })?;
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    fn stat(&self, name: &str) -> Result<ObjectInfo, StoreError> {
+        check_name("stat", name)?;
+        let meta = fs::metadata(self.path(name)).map_err(|e| StoreError::from_io("stat", name, e))?;
+        Ok(ObjectInfo { name: name.to_string(), size: meta.len() })
+    }
+
+    fn delete(&self, name: &str) -> Result<(), StoreError> {
+        check_name("delete", name)?;
+        remove_if_present(&self.path(name)).map_err(|e| StoreError::from_io("delete", name, e))
+    }
+
+    fn abandoned_uploads(&self, before: std::time::SystemTime) -> Result<Vec<AbandonedUpload>, StoreError> {
+        let mut out = Vec::new();
+        self.walk("", &mut |child, meta, is_temp| {
+            let modified = meta.modified().unwrap_or(std::time::SystemTime::UNIX_EPOCH);
+            if is_temp && modified < before {
+                out.push(AbandonedUpload { name: child, size: meta.len(), modified });
+            }
+        })?;
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    fn discard_upload(&self, upload: &AbandonedUpload) -> Result<(), StoreError> {
+        let is_temp = upload.name.rsplit('/').next().is_some_and(|f| f.starts_with(TEMP_PREFIX));
+        let parent_ok = upload.name.rsplit_once('/').is_none_or(|(dir, _)| check_name("discard", dir).is_ok());
+        if !is_temp || !parent_ok || upload.name.starts_with('/') {
+            return Err(StoreError::new(StoreErrorKind::InvalidName, "discard", &upload.name));
+        }
+        remove_if_present(&self.path(&upload.name)).map_err(|e| StoreError::from_io("discard", &upload.name, e))
+    }
+}
+
+fn remove_if_present(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+impl LocalStore {
+    /// Visits every file below `prefix` with its name, metadata and whether
+    /// it is a temporary file of an unfinished `put`.
+    fn walk(&self, prefix: &str, visit: &mut dyn FnMut(String, fs::Metadata, bool)) -> Result<(), StoreError> {
         let start = self.path(prefix);
         let mut stack = vec![(start, prefix.to_string())];
         while let Some((dir, rel)) = stack.pop() {
@@ -120,35 +176,19 @@ impl Store for LocalStore {
                 let Ok(fname) = entry.file_name().into_string() else {
                     continue;
                 };
-                if fname.starts_with(".tmp-") {
-                    continue;
-                }
                 let child = if rel.is_empty() { fname.clone() } else { format!("{rel}/{fname}") };
-                let meta = entry.metadata().map_err(|e| StoreError::from_io("list", &child, e))?;
+                let meta = match entry.metadata() {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // renamed or removed meanwhile
+                    other => other.map_err(|e| StoreError::from_io("list", &child, e))?,
+                };
                 if meta.is_dir() {
                     stack.push((entry.path(), child));
                 } else {
-                    out.push(ObjectInfo { name: child, size: meta.len() });
+                    visit(child, meta, fname.starts_with(TEMP_PREFIX));
                 }
             }
         }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(out)
-    }
-
-    fn stat(&self, name: &str) -> Result<ObjectInfo, StoreError> {
-        check_name("stat", name)?;
-        let meta = fs::metadata(self.path(name)).map_err(|e| StoreError::from_io("stat", name, e))?;
-        Ok(ObjectInfo { name: name.to_string(), size: meta.len() })
-    }
-
-    fn delete(&self, name: &str) -> Result<(), StoreError> {
-        check_name("delete", name)?;
-        match fs::remove_file(self.path(name)) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(StoreError::from_io("delete", name, e)),
-        }
+        Ok(())
     }
 }
 
@@ -208,5 +248,22 @@ mod tests {
             assert_eq!(s.put(bad, b"x").expect_err(bad).kind(), StoreErrorKind::InvalidName);
         }
         assert_eq!(read_tail(&s.root().join("a/b"), 2).expect("tail"), b"ne");
+    }
+
+    #[test]
+    fn abandoned_uploads_are_found_by_age_and_discarded() {
+        let (_d, s) = store();
+        s.put("a/b", b"one").expect("put");
+        fs::write(s.root().join("a/.tmp-123"), b"partial").expect("write");
+        let now = std::time::SystemTime::now();
+        assert!(s.abandoned_uploads(now - std::time::Duration::from_secs(60)).expect("list").is_empty(), "fresh");
+        let found = s.abandoned_uploads(now + std::time::Duration::from_secs(60)).expect("list");
+        assert_eq!(found.len(), 1);
+        assert_eq!((found[0].name.as_str(), found[0].size), ("a/.tmp-123", 7));
+        s.discard_upload(&found[0]).expect("discard");
+        assert!(s.abandoned_uploads(now + std::time::Duration::from_secs(60)).expect("list").is_empty());
+        assert_eq!(s.get("a/b").expect("object kept"), b"one");
+        let not_an_upload = AbandonedUpload { name: "a/b".into(), size: 3, modified: now };
+        assert_eq!(s.discard_upload(&not_an_upload).expect_err("an object").kind(), StoreErrorKind::InvalidName);
     }
 }

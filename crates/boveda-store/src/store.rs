@@ -10,6 +10,18 @@ pub struct ObjectInfo {
     pub size: u64,
 }
 
+/// What a writer began and never finished: a local folder's temporary file,
+/// an object store's incomplete upload. Never listed as an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AbandonedUpload {
+    /// The backend's own name for it (for a local folder, its path below
+    /// the store's root).
+    pub name: String,
+    pub size: u64,
+    /// When it was last written to.
+    pub modified: std::time::SystemTime,
+}
+
 /// The storage contract every backend fulfils (see the crate docs).
 pub trait Store: Send + Sync {
     /// A human-readable location, such as the folder path or URL.
@@ -51,6 +63,20 @@ pub trait Store: Send + Sync {
     /// # Errors
     /// `Other` on I/O failure.
     fn delete(&self, name: &str) -> Result<(), StoreError>;
+
+    /// Uploads begun and not finished, last written before `before`: what
+    /// writers killed mid-`put` left behind. A live `put` keeps writing to
+    /// its upload, so one untouched for long has no owner.
+    ///
+    /// # Errors
+    /// `Other` on I/O failure.
+    fn abandoned_uploads(&self, before: std::time::SystemTime) -> Result<Vec<AbandonedUpload>, StoreError>;
+
+    /// Removes an abandoned upload. Removing one already gone succeeds.
+    ///
+    /// # Errors
+    /// `InvalidName` for a name that is no upload; `Other` on I/O failure.
+    fn discard_upload(&self, upload: &AbandonedUpload) -> Result<(), StoreError>;
 }
 
 /// Opens a store from a URL: a plain path or `file://PATH` for a local folder.

@@ -13,6 +13,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::RecordId;
 
+/// Where catalog records live.
+pub const CATALOG_FOLDER: &str = "catalog";
+/// The kind of the items' records: check matches points to their item.
+pub const ITEMS_KIND: &str = "items";
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CatalogRecord<T> {
     pub id: RecordId,

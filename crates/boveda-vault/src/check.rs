@@ -9,6 +9,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::blob::BlobKind;
+use crate::catalog::{CATALOG_FOLDER, CatalogRecord, ITEMS_KIND};
 use crate::error::Result;
 use crate::index::{ChunkIndex, IndexObject};
 use crate::key_slot::KeySlot;
@@ -17,7 +18,7 @@ use crate::pack::{pack_name, parse_pack_name, read_footer};
 use crate::point::RecoveryPoint;
 use crate::tree::{NodeKind, Piece, Tree};
 use crate::vault::Vault;
-use crate::{ChunkId, PackId};
+use crate::{ChunkId, PackId, RecordId};
 
 /// How many affected paths a problem lists before it only counts them.
 const MAX_AFFECTED_LISTED: usize = 20;
@@ -50,6 +51,8 @@ pub struct CheckReport {
     pub problems: Vec<Problem>,
     pub notes: Vec<String>,
     pub key_slots: usize,
+    pub catalog_records: usize,
+    pub abandoned_uploads: usize,
     pub index_objects: usize,
     pub packs: usize,
     pub points: usize,
@@ -101,9 +104,35 @@ pub fn check(vault: &Vault, opts: CheckOptions, progress: &(dyn Fn(&str) + Sync)
     for info in store.list("keys")? {
         report.key_slots += 1;
         if let Err(e) = store.get(&info.name).map_err(Into::into).and_then(|b| KeySlot::from_bytes(&info.name, &b)) {
-            f.add(info.name.clone(), e.to_string());
+            f.add(
+                info.name.clone(),
+                format!("{e}; the passphrase of this slot no longer opens the vault (other slots still do)"),
+            );
         }
     }
+
+    // Points are listed first: a point's manifest is written only after its
+    // packs and index objects are durable, so every point listed here finds
+    // its index objects in the listing below, while a backup still writing
+    // has no manifest yet and is not mistaken for damage.
+    progress("recovery points");
+    let mut points = Vec::new();
+    for info in store.list("points")? {
+        let bytes = match store.get(&info.name) {
+            Err(e) if e.kind() == NotFound => continue, // deleted by a concurrent prune
+            other => other,
+        };
+        match bytes
+            .map_err(Into::into)
+            .and_then(|b| open_json::<RecoveryPoint>(vault.key(), &info.name, &b, ObjectKind::Point))
+        {
+            Ok(p) => points.push(p),
+            Err(e) => f.add(info.name.clone(), format!("cannot be read: {e}")),
+        }
+    }
+
+    progress("catalog records");
+    check_catalog(vault, &points, &mut report, &mut f)?;
 
     progress("index objects");
     let index_names = store.list("index")?;
@@ -195,21 +224,19 @@ pub fn check(vault: &Vault, opts: CheckOptions, progress: &(dyn Fn(&str) + Sync)
         }
     }
 
-    progress("recovery points and trees");
-    let mut points = Vec::new();
-    for info in store.list("points")? {
-        let bytes = match store.get(&info.name) {
-            Err(e) if e.kind() == NotFound => continue, // deleted by a concurrent prune
-            other => other,
-        };
-        match bytes
-            .map_err(Into::into)
-            .and_then(|b| open_json::<RecoveryPoint>(vault.key(), &info.name, &b, ObjectKind::Point))
-        {
-            Ok(p) => points.push(p),
-            Err(e) => f.add(info.name.clone(), format!("cannot be read: {e}")),
-        }
+    progress("abandoned uploads");
+    let abandoned = crate::gc::abandoned_uploads(vault, jiff::SignedDuration::ZERO)?;
+    if !abandoned.is_empty() {
+        let bytes: u64 = abandoned.iter().map(|u| u.size).sum();
+        report.notes.push(format!(
+            "{} unfinished upload(s) of {bytes} bytes left by interrupted writers (e.g. {}); `boveda prune` reclaims them",
+            abandoned.len(),
+            abandoned[0].name
+        ));
     }
+    report.abandoned_uploads = abandoned.len();
+
+    progress("trees");
     report.points = points.len();
     let mut good_trees = HashSet::new();
     for p in &points {
@@ -349,4 +376,74 @@ impl Walker<'_> {
         }
         ok
     }
+}
+
+/// Reads and authenticates every catalog record (every revision of every
+/// item, policy, job, alert and the settings), and finds points whose item
+/// has no record left.
+fn check_catalog(vault: &Vault, points: &[RecoveryPoint], report: &mut CheckReport, f: &mut Findings) -> Result<()> {
+    let names = vault.store().list(CATALOG_FOLDER)?;
+    let opened: Vec<_> = names
+        .par_iter()
+        .map(|info| {
+            let read = vault.store().get(&info.name);
+            let r = match read {
+                Err(e) if e.kind() == NotFound => None, // compacted or superseded meanwhile
+                other => Some(other.map_err(Into::into).and_then(|b| {
+                    open_json::<CatalogRecord<serde::de::IgnoredAny>>(vault.key(), &info.name, &b, ObjectKind::Catalog)
+                })),
+            };
+            (info.name.clone(), r)
+        })
+        .collect();
+    let mut items_with_records = HashSet::new();
+    for (name, result) in opened {
+        let Some(result) = result else { continue };
+        report.catalog_records += 1;
+        let entity = parse_entity(&name);
+        if let Some((kind, id)) = &entity
+            && kind == ITEMS_KIND
+        {
+            items_with_records.insert(*id);
+        }
+        let Err(e) = result else { continue };
+        let what = match &entity {
+            Some((kind, id)) if kind == ITEMS_KIND => {
+                let item = item_label(points, id);
+                let key = (
+                    name.clone(),
+                    format!("cannot be read: {e}; item {item} is skipped by every command until it is repaired"),
+                );
+                for p in points.iter().filter(|p| p.item_id == *id) {
+                    f.affect(key.clone(), Affected { item: item.clone(), point: p.id.short(), path: "/".into() });
+                }
+                f.add(key.0, key.1);
+                continue;
+            }
+            Some((kind, id)) => format!("the {} record {}", kind.trim_end_matches('s'), id.short()),
+            None => "an unrecognised catalog name".into(),
+        };
+        f.add(name, format!("cannot be read: {e}; {what} is skipped by every command until it is repaired"));
+    }
+    for p in points.iter().filter(|p| !items_with_records.contains(&p.item_id)) {
+        let key = (
+            format!("{CATALOG_FOLDER}/{ITEMS_KIND}/{}", p.item_id.to_hex()),
+            format!("is missing: item {} has recovery points but no record", p.item_name),
+        );
+        f.affect(key, Affected { item: p.item_name.clone(), point: p.id.short(), path: "/".into() });
+    }
+    Ok(())
+}
+
+/// `catalog/<kind>/<id>/<revision>` into kind and id.
+fn parse_entity(name: &str) -> Option<(String, RecordId)> {
+    let mut parts = name.strip_prefix(CATALOG_FOLDER)?.strip_prefix('/')?.split('/');
+    let kind = parts.next()?;
+    let id = RecordId::from_hex(parts.next()?)?;
+    Some((kind.to_string(), id))
+}
+
+/// An item's name as its points recorded it, else its id.
+fn item_label(points: &[RecoveryPoint], id: &RecordId) -> String {
+    points.iter().find(|p| p.item_id == *id).map_or_else(|| id.short(), |p| p.item_name.clone())
 }

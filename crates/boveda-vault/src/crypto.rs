@@ -130,6 +130,14 @@ impl MasterKey {
         ChunkId(*blake3::keyed_hash(&self.id_key, plaintext).as_bytes())
     }
 
+    /// Authenticates the clear-text config with a key derived from the
+    /// master key: whoever cannot open the vault cannot change its chunker
+    /// sizes or id unnoticed.
+    pub fn config_mac(&self, config_bytes: &[u8]) -> [u8; 32] {
+        let mac_key = blake3::derive_key("boveda 2026 config authentication", &self.raw);
+        *blake3::keyed_hash(&mac_key, config_bytes).as_bytes()
+    }
+
     /// The secret seed of the content-defined chunker's gear table.
     pub fn chunker_seed(&self) -> u64 {
         self.chunker_seed
@@ -151,11 +159,43 @@ impl KdfParams {
     /// For tests only: the minimum the algorithm allows.
     pub const TESTING: Self = Self { memory_kib: 64, iterations: 1, parallelism: 1 };
 
+    /// The most memory a key slot may ask for: 4 GiB. A slot's parameters
+    /// are read in the clear, so they are bounded before any is used: a
+    /// slot claiming terabytes would exhaust memory, and millions of passes
+    /// would hang every command.
+    pub const MAX_MEMORY_KIB: u32 = 4 * 1024 * 1024;
+    pub const MAX_ITERATIONS: u32 = 64;
+    pub const MAX_PARALLELISM: u32 = 64;
+
+    /// Checks the parameters against the bounds above and Argon2's own.
+    ///
+    /// # Errors
+    /// The first parameter out of bounds, named.
+    pub fn check_bounds(&self) -> Result<(), String> {
+        if !(1..=Self::MAX_PARALLELISM).contains(&self.parallelism) {
+            return Err(format!("parallelism {} is outside 1..={}", self.parallelism, Self::MAX_PARALLELISM));
+        }
+        if !(1..=Self::MAX_ITERATIONS).contains(&self.iterations) {
+            return Err(format!("iterations {} is outside 1..={}", self.iterations, Self::MAX_ITERATIONS));
+        }
+        let min_memory = 8 * self.parallelism;
+        if !(min_memory..=Self::MAX_MEMORY_KIB).contains(&self.memory_kib) {
+            return Err(format!(
+                "memory {} KiB is outside {min_memory}..={} KiB",
+                self.memory_kib,
+                Self::MAX_MEMORY_KIB
+            ));
+        }
+        Ok(())
+    }
+
     /// Derives a 32-byte key from a passphrase.
     ///
     /// # Errors
-    /// When the stored parameters are outside Argon2's limits.
+    /// When the stored parameters are outside the bounds of
+    /// [`KdfParams::check_bounds`].
     pub fn derive(&self, passphrase: &[u8], salt: &[u8]) -> Result<[u8; 32], String> {
+        self.check_bounds()?;
         use argon2::{Algorithm, Argon2, Params, Version};
         let params = Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
             .map_err(|e| format!("invalid key derivation parameters: {e}"))?;
@@ -208,6 +248,18 @@ mod tests {
         assert_eq!(a.chunk_id(b"data"), a.chunk_id(b"data"));
         assert_ne!(a.chunk_id(b"data"), b.chunk_id(b"data"));
         assert_ne!(a.chunker_seed(), b.chunker_seed());
+    }
+
+    #[test]
+    fn kdf_parameters_out_of_bounds_are_refused_before_use() {
+        let huge_memory = KdfParams { memory_kib: u32::MAX, ..KdfParams::TESTING };
+        let no_lanes = KdfParams { parallelism: 0, ..KdfParams::TESTING };
+        let endless = KdfParams { iterations: 10_000_000, ..KdfParams::TESTING };
+        for bad in [huge_memory, no_lanes, endless] {
+            let err = bad.derive(b"pw", b"saltsaltsaltsalt").expect_err("out of bounds");
+            assert!(err.contains("outside"), "{err}");
+        }
+        assert!(KdfParams::DEFAULT.check_bounds().is_ok());
     }
 
     #[test]

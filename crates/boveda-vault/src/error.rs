@@ -34,8 +34,8 @@ pub enum VaultError {
         "the vault at {location} uses format version {found}, newer than this boveda supports ({supported}); upgrade boveda to open it"
     )]
     NewerFormat { location: String, found: u16, supported: u16 },
-    #[error("wrong passphrase for the vault at {location} (no key slot of {slots} opens with it)")]
-    WrongPassphrase { location: String, slots: usize },
+    #[error("wrong passphrase for the vault at {location} (no key slot of {slots} opens with it{})", skipped_slots(.damaged))]
+    WrongPassphrase { location: String, slots: usize, damaged: Vec<(String, String)> },
     #[error("object {object} is damaged: {reason}")]
     Damaged { object: String, reason: String },
     #[error("chunk {chunk} is not in any index of the vault")]
@@ -64,6 +64,10 @@ impl VaultError {
     pub(crate) fn damaged(object: impl Into<String>, reason: impl ToString) -> Self {
         VaultError::Damaged { object: object.into(), reason: reason.to_string() }
     }
+}
+
+fn skipped_slots(damaged: &[(String, String)]) -> String {
+    damaged.iter().map(|(name, why)| format!("; {name} skipped: damaged, {why}")).collect()
 }
 
 pub type Result<T, E = VaultError> = std::result::Result<T, E>;

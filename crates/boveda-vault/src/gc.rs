@@ -85,6 +85,10 @@ pub struct GcPlan {
     pub repack: Vec<PlannedPack>,
     /// Bytes of the chunks repacking copies.
     pub repack_copy_bytes: u64,
+    /// Uploads killed writers left unfinished, untouched for longer than
+    /// the margin (and at least [`MIN_WRITER_SLACK`]): no live writer owns them.
+    #[serde(serialize_with = "abandoned_summary")]
+    pub abandoned: Vec<boveda_store::AbandonedUpload>,
     /// Index object names by pack, for deletion.
     #[serde(skip)]
     index_objects: HashMap<PackId, Vec<String>>,
@@ -93,7 +97,35 @@ pub struct GcPlan {
     repack_chunks: Vec<ChunkId>,
 }
 
+fn abandoned_summary<S: serde::Serializer>(
+    uploads: &[boveda_store::AbandonedUpload],
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq;
+    let mut seq = s.serialize_seq(Some(uploads.len()))?;
+    for u in uploads {
+        seq.serialize_element(&serde_json::json!({ "name": u.name, "size": u.size }))?;
+    }
+    seq.end()
+}
+
+/// Uploads no live writer can own: untouched for longer than `margin`, and
+/// at least [`MIN_WRITER_SLACK`]. Measured on the store's own clock (file
+/// times), never on an injected one.
+///
+/// # Errors
+/// A store error.
+pub fn abandoned_uploads(vault: &Vault, margin: SignedDuration) -> Result<Vec<boveda_store::AbandonedUpload>> {
+    let age = margin.max(MIN_WRITER_SLACK).unsigned_abs();
+    let before = std::time::SystemTime::now().checked_sub(age).unwrap_or(std::time::UNIX_EPOCH);
+    Ok(vault.store().abandoned_uploads(before)?)
+}
+
 impl GcPlan {
+    pub fn abandoned_bytes(&self) -> u64 {
+        self.abandoned.iter().map(|u| u.size).sum()
+    }
+
     pub fn sweep_bytes(&self) -> u64 {
         self.sweep.iter().map(|p| p.size).sum()
     }
@@ -252,6 +284,7 @@ pub fn plan(vault: &Vault, req: &GcRequest<'_>) -> Result<GcPlan> {
             out.repack_chunks.extend(packs.get(id).map(|(_, _, used)| used.clone()).unwrap_or_default());
         }
     }
+    out.abandoned = abandoned_uploads(vault, req.margin)?;
     out.repack.sort_by_key(|p| p.pack);
     out.mark.sort_by_key(|p| p.pack);
     out.sweep.sort_by_key(|p| p.pack);
@@ -274,6 +307,9 @@ pub fn execute(vault: &Vault, plan: &GcPlan, now: Timestamp) -> Result<()> {
     })?;
     for rid in &plan.records_done {
         vault.catalog_put::<Deletion>(DELETIONS, rid, None)?;
+    }
+    for upload in &plan.abandoned {
+        store.discard_upload(upload)?;
     }
     if !plan.repack.is_empty() {
         // copy the used chunks to new packs: the writer's index leaves out

@@ -14,6 +14,9 @@ use crate::object::{ObjectKind, open_bytes, seal_bytes};
 use crate::pack::PackEntry;
 use crate::{ChunkId, PackId};
 
+/// Where index objects live; also what they are bound to when sealed.
+const INDEX_FOLDER: &str = "index";
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IndexPack {
     pub id: PackId,
@@ -31,12 +34,26 @@ impl IndexObject {
     /// Seals the index and names it after the hash of its bytes.
     pub fn seal(&self, key: &MasterKey) -> Result<(String, Vec<u8>)> {
         let plain = postcard::to_stdvec(self).map_err(|e| VaultError::Invalid(e.to_string()))?;
-        let bytes = seal_bytes(key, ObjectKind::Index, &plain);
-        Ok((format!("index/{}", blake3::hash(&bytes).to_hex()), bytes))
+        let bytes = seal_bytes(key, ObjectKind::Index, INDEX_FOLDER, &plain);
+        Ok((format!("{INDEX_FOLDER}/{}", blake3::hash(&bytes).to_hex()), bytes))
     }
 
+    /// Opens an index object, which is named after the hash of its bytes:
+    /// a copy under another name is detected as surely as an altered byte.
+    ///
+    /// # Errors
+    /// `Damaged` when the name does not match the content, authentication
+    /// fails or the content does not parse.
     pub fn open(key: &MasterKey, name: &str, bytes: &[u8]) -> Result<Self> {
-        let plain = open_bytes(key, name, bytes, ObjectKind::Index)?;
+        if name.strip_prefix(INDEX_FOLDER).and_then(|n| n.strip_prefix('/'))
+            != Some(blake3::hash(bytes).to_hex().as_str())
+        {
+            return Err(VaultError::damaged(
+                name,
+                "content does not match its name (altered, or a copy of another index object)",
+            ));
+        }
+        let plain = open_bytes(key, name, INDEX_FOLDER, bytes, ObjectKind::Index)?;
         postcard::from_bytes(&plain).map_err(|e| VaultError::damaged(name, e))
     }
 }
@@ -60,14 +77,22 @@ struct Loc {
 }
 
 /// All index objects merged: about 60 bytes a blob in memory.
+/// Where every chunk of a vault is. Packs marked for deletion can be added
+/// as *readable only*: their chunks are found by [`ChunkIndex::get`] (a
+/// backup still reads its parent's trees from them) but are not
+/// [`ChunkIndex::contains`]ed, so nothing new comes to depend on them.
 #[derive(Default)]
 pub struct ChunkIndex {
     packs: Vec<(PackId, BlobKind, u64)>,
     pack_pos: HashMap<PackId, u32>,
     blobs: HashMap<ChunkId, Loc>,
+    /// Positions of the readable-only packs.
+    read_only: std::collections::HashSet<u32>,
 }
 
 impl ChunkIndex {
+    /// Adds a pack. A chunk already located keeps its first location, so
+    /// packs added readable-only after the others never shadow them.
     pub fn add_pack(&mut self, pack: &IndexPack) {
         let pos = *self.pack_pos.entry(pack.id).or_insert_with(|| {
             self.packs.push((pack.id, pack.kind, pack.size));
@@ -78,14 +103,27 @@ impl ChunkIndex {
         }
     }
 
+    /// Adds a pack marked for deletion: readable, never deduplicated against.
+    pub fn add_read_only_pack(&mut self, pack: &IndexPack) {
+        let before = self.packs.len();
+        self.add_pack(pack);
+        if let Some(&pos) = self.pack_pos.get(&pack.id)
+            && pos as usize >= before
+        {
+            self.read_only.insert(pos);
+        }
+    }
+
     pub fn get(&self, id: &ChunkId) -> Option<BlobRef> {
         let loc = self.blobs.get(id)?;
         let (pack, kind, _) = self.packs[loc.pack as usize];
         Some(BlobRef { pack, kind, offset: loc.offset, length: loc.length, raw_len: loc.raw_len })
     }
 
+    /// Whether the chunk is stored in a pack new data may depend on (not
+    /// one marked for deletion): what deduplication asks.
     pub fn contains(&self, id: &ChunkId) -> bool {
-        self.blobs.contains_key(id)
+        self.blobs.get(id).is_some_and(|loc| !self.read_only.contains(&loc.pack))
     }
 
     pub fn len(&self) -> usize {

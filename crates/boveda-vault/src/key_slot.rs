@@ -8,7 +8,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::RecordId;
-use crate::crypto::{KdfParams, MasterKey, Sealer};
+use crate::crypto::{KdfParams, MasterKey, SEAL_OVERHEAD, Sealer};
 use crate::error::{Result, VaultError};
 use crate::ids::random_bytes;
 use crate::object::{ObjectKind, header, parse_header};
@@ -34,6 +34,8 @@ pub struct KeySlotInfo {
     pub current: bool,
 }
 
+const SALT_LEN: usize = 16;
+
 fn aad(id: &RecordId) -> Vec<u8> {
     let mut a = header(ObjectKind::KeySlot).to_vec();
     a.extend_from_slice(&id.0);
@@ -51,7 +53,7 @@ impl KeySlot {
     /// When the KDF parameters are invalid.
     pub fn create(master: &MasterKey, passphrase: &[u8], kdf: KdfParams, label: &str, hostname: &str) -> Result<Self> {
         let id = RecordId::random();
-        let salt: [u8; 16] = random_bytes();
+        let salt: [u8; SALT_LEN] = random_bytes();
         let kek = kdf.derive(passphrase, &salt).map_err(VaultError::Invalid)?;
         let wrapped = Sealer::new(&kek).seal(&aad(&id), master.as_bytes());
         Ok(Self {
@@ -88,9 +90,23 @@ impl KeySlot {
         Ok(out)
     }
 
+    /// Parses a key slot read from `name`, refusing one whose id is not its
+    /// name's (a copy of another slot) or whose numbers are out of bounds.
+    ///
+    /// # Errors
+    /// `Damaged`, naming the slot and what is wrong.
     pub fn from_bytes(name: &str, bytes: &[u8]) -> Result<Self> {
         let body = parse_header(name, bytes, ObjectKind::KeySlot)?;
-        serde_json::from_slice(body).map_err(|e| VaultError::damaged(name, e))
+        let slot: KeySlot = serde_json::from_slice(body).map_err(|e| VaultError::damaged(name, e))?;
+        if Self::name(&slot.id) != name {
+            return Err(VaultError::damaged(name, format!("holds key slot {} (a copy of another slot)", slot.id)));
+        }
+        slot.kdf.check_bounds().map_err(|e| VaultError::damaged(name, format!("key derivation {e}")))?;
+        let hex_len = |s: &str| if s.bytes().all(|b| b.is_ascii_hexdigit()) { s.len() / 2 } else { 0 };
+        if hex_len(&slot.salt) != SALT_LEN || hex_len(&slot.wrapped) != MasterKey::LEN + SEAL_OVERHEAD {
+            return Err(VaultError::damaged(name, "salt or wrapped key has the wrong length"));
+        }
+        Ok(slot)
     }
 }
 
@@ -103,7 +119,11 @@ mod tests {
         let master = MasterKey::generate();
         let slot = KeySlot::create(&master, b"right", KdfParams::TESTING, "main", "host").expect("slot");
         let bytes = slot.to_bytes().expect("bytes");
-        let back = KeySlot::from_bytes("keys/x", &bytes).expect("parse");
+        let back = KeySlot::from_bytes(&KeySlot::name(&slot.id), &bytes).expect("parse");
+        assert!(
+            KeySlot::from_bytes("keys/00000000000000000000000000000000", &bytes).is_err(),
+            "a copy under another name"
+        );
         let key = back.unlock(b"right").expect("unlock").expect("opens");
         assert_eq!(key.as_bytes(), master.as_bytes());
         assert!(back.unlock(b"wrong").expect("unlock").is_none());

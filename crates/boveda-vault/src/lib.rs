@@ -49,13 +49,14 @@ mod vault;
 
 pub use blob::{BlobKind, decode_blob, encode_blob};
 pub use blob_writer::{BlobWriter, WriterStats};
+pub use catalog::ITEMS_KIND;
 pub use check::{Affected, CheckOptions, CheckReport, Problem, check};
 pub use chunker::{Chunker, ChunkerParams};
 pub use crypto::{KdfParams, MasterKey};
 pub use error::{Result, VaultError, VaultErrorKind};
 pub use gc::{
-    DEFAULT_SAFETY_MARGIN, Deletion, GcPlan, GcRequest, MIN_WRITER_SLACK, PlannedPack, WaitingMark, deletions,
-    execute as gc_execute, marked_packs, plan as gc_plan, referenced_chunks,
+    DEFAULT_SAFETY_MARGIN, Deletion, GcPlan, GcRequest, MIN_WRITER_SLACK, PlannedPack, WaitingMark, abandoned_uploads,
+    deletions, execute as gc_execute, marked_packs, plan as gc_plan, referenced_chunks,
 };
 pub use ids::{ChunkId, PackId, PointId, RecordId};
 pub use index::{BlobRef, ChunkIndex};
@@ -64,4 +65,4 @@ pub use object::FORMAT_VERSION;
 pub use pack::{pack_name, parse_pack_name};
 pub use point::{Consistency, PointStats, RecoveryPoint, point_name};
 pub use tree::{Node, NodeKind, Piece, Tree, is_safe_name};
-pub use vault::{CreateOptions, Vault, VaultConfig, VaultSettings};
+pub use vault::{CreateOptions, DamageLog, Vault, VaultConfig, VaultSettings};

@@ -29,6 +29,58 @@ pub struct VaultConfig {
     pub chunker: ChunkerParams,
 }
 
+/// The `config` object as stored: the config and its authentication code
+/// (keyed by the master key), checked once a key slot has opened.
+#[derive(Serialize, Deserialize)]
+struct StoredConfig {
+    #[serde(flatten)]
+    config: VaultConfig,
+    mac: String,
+}
+
+impl VaultConfig {
+    fn mac(&self, key: &MasterKey) -> Result<String> {
+        let mut bytes = header(ObjectKind::Config).to_vec();
+        serde_json::to_writer(&mut bytes, self).map_err(|e| VaultError::Invalid(e.to_string()))?;
+        Ok(hex::encode(key.config_mac(&bytes)))
+    }
+
+    /// Reads the clear-text config, bounding every number before use.
+    fn parse(location: &str, bytes: &[u8]) -> Result<StoredConfig> {
+        let body = parse_header("config", bytes, ObjectKind::Config).map_err(|e| match e {
+            VaultError::NewerFormat { found, supported, .. } => {
+                VaultError::NewerFormat { location: location.to_string(), found, supported }
+            }
+            other => other,
+        })?;
+        let stored: StoredConfig = serde_json::from_slice(body).map_err(|e| VaultError::damaged("config", e))?;
+        if !stored.config.chunker.is_valid() {
+            return Err(VaultError::damaged("config", "chunker sizes are out of bounds"));
+        }
+        Ok(stored)
+    }
+}
+
+/// Objects a read skipped because they are damaged, each with the reason:
+/// the rest of the vault stays usable, and the caller warns about these.
+#[derive(Debug, Default)]
+pub struct DamageLog(std::sync::Mutex<std::collections::BTreeMap<String, String>>);
+
+impl DamageLog {
+    pub(crate) fn note(&self, err: &VaultError) {
+        if let VaultError::Damaged { object, reason } = err
+            && let Ok(mut m) = self.0.lock()
+        {
+            m.entry(object.clone()).or_insert_with(|| reason.clone());
+        }
+    }
+
+    /// Every damaged object skipped so far, by name, with the reason.
+    pub fn entries(&self) -> Vec<(String, String)> {
+        self.0.lock().map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default()
+    }
+}
+
 /// Settings that may change over a vault's life (a catalog record).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VaultSettings {
@@ -80,6 +132,7 @@ pub struct Vault {
     config: VaultConfig,
     settings: VaultSettings,
     slot: RecordId,
+    damage: Arc<DamageLog>,
 }
 
 impl Vault {
@@ -108,11 +161,13 @@ impl Vault {
         let slot = KeySlot::create(&key, passphrase, opts.kdf, "initial", &opts.hostname)?;
         store.put(&KeySlot::name(&slot.id), &slot.to_bytes()?)?;
         let config = VaultConfig { id: RecordId::random(), created: Timestamp::now(), chunker: opts.chunker };
-        let vault = Vault { store, key, config, settings: opts.settings.clone(), slot: slot.id };
+        let vault =
+            Vault { store, key, config, settings: opts.settings.clone(), slot: slot.id, damage: Arc::default() };
         vault.catalog_put(SETTINGS_KIND, &SETTINGS_ID, Some(&opts.settings))?;
         // The config object is written last: its presence is what makes a vault.
+        let stored = StoredConfig { config: vault.config.clone(), mac: vault.config.mac(&vault.key)? };
         let mut cfg = header(ObjectKind::Config).to_vec();
-        serde_json::to_writer(&mut cfg, &vault.config).map_err(|e| VaultError::Invalid(e.to_string()))?;
+        serde_json::to_writer(&mut cfg, &stored).map_err(|e| VaultError::Invalid(e.to_string()))?;
         vault.store.put("config", &cfg)?;
         Ok(vault)
     }
@@ -130,41 +185,62 @@ impl Vault {
             }
             Err(e) => return Err(e.into()),
         };
-        let body = parse_header("config", &cfg_bytes, ObjectKind::Config).map_err(|e| match e {
-            VaultError::NewerFormat { found, supported, .. } => {
-                VaultError::NewerFormat { location: location.clone(), found, supported }
-            }
-            other => other,
-        })?;
-        let config: VaultConfig = serde_json::from_slice(body).map_err(|e| VaultError::damaged("config", e))?;
-        let slots = store.list("keys")?;
+        let stored = VaultConfig::parse(&location, &cfg_bytes)?;
+        let mut slots = store.list("keys")?;
+        slots.sort_by(|a, b| a.name.cmp(&b.name));
+        // A damaged slot, or one whose numbers are out of bounds, is skipped
+        // (and named): it must not lock out the passphrase of a good one.
+        let damage = Arc::new(DamageLog::default());
         for info in &slots {
-            let slot = KeySlot::from_bytes(&info.name, &store.get(&info.name)?)?;
-            if let Some(key) = slot.unlock(passphrase)? {
-                let mut vault = Vault {
-                    store,
-                    key,
-                    config,
-                    settings: VaultSettings {
-                        name: String::new(),
-                        location: String::new(),
-                        redundancy: "lrs".into(),
-                        secondary: None,
-                        pack_size: VaultSettings::DEFAULT_PACK_SIZE,
-                        compression_level: VaultSettings::DEFAULT_COMPRESSION,
-                        soft_delete_days: VaultSettings::DEFAULT_SOFT_DELETE_DAYS,
-                        webhook: None,
-                    },
-                    slot: slot.id,
-                };
-                let settings = vault.catalog_list::<VaultSettings>(SETTINGS_KIND)?;
-                if let Some((_, s)) = settings.into_iter().next() {
-                    vault.settings = s;
+            let unlocked = store
+                .get(&info.name)
+                .map_err(VaultError::from)
+                .and_then(|b| KeySlot::from_bytes(&info.name, &b))
+                .and_then(|slot| Ok((slot.id, slot.unlock(passphrase)?)));
+            let (slot, key) = match unlocked {
+                Ok((slot, Some(key))) => (slot, key),
+                Ok((_, None)) => continue,
+                Err(e @ VaultError::Damaged { .. }) => {
+                    damage.note(&e);
+                    continue;
                 }
-                return Ok(vault);
+                Err(e) => return Err(e),
+            };
+            if stored.config.mac(&key)? != stored.mac {
+                return Err(VaultError::damaged(
+                    "config",
+                    "fails authentication (its vault id or chunker sizes were changed)",
+                ));
             }
+            let mut vault = Vault {
+                store,
+                key,
+                config: stored.config,
+                settings: VaultSettings {
+                    name: String::new(),
+                    location: String::new(),
+                    redundancy: "lrs".into(),
+                    secondary: None,
+                    pack_size: VaultSettings::DEFAULT_PACK_SIZE,
+                    compression_level: VaultSettings::DEFAULT_COMPRESSION,
+                    soft_delete_days: VaultSettings::DEFAULT_SOFT_DELETE_DAYS,
+                    webhook: None,
+                },
+                slot,
+                damage,
+            };
+            let settings = vault.catalog_list::<VaultSettings>(SETTINGS_KIND)?;
+            if let Some((_, s)) = settings.into_iter().next() {
+                vault.settings = s;
+            }
+            return Ok(vault);
         }
-        Err(VaultError::WrongPassphrase { location, slots: slots.len() })
+        Err(VaultError::WrongPassphrase { location, slots: slots.len(), damaged: damage.entries() })
+    }
+
+    /// Damaged objects that reads of this vault skipped so far.
+    pub fn damage(&self) -> &Arc<DamageLog> {
+        &self.damage
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -221,7 +297,11 @@ impl Vault {
     pub fn list_keys(&self) -> Result<Vec<KeySlotInfo>> {
         let mut out = Vec::new();
         for info in self.store.list("keys")? {
-            let slot = KeySlot::from_bytes(&info.name, &self.store.get(&info.name)?)?;
+            let read = self.store.get(&info.name).map_err(VaultError::from);
+            let Some(slot) = self.skip_damaged(read.and_then(|b| KeySlot::from_bytes(&info.name, &b))).transpose()?
+            else {
+                continue;
+            };
             out.push(KeySlotInfo {
                 id: slot.id,
                 created: slot.created,
@@ -270,25 +350,34 @@ impl Vault {
         self.load_index_without(&std::collections::HashSet::new())
     }
 
-    /// Reads every index object but those of the given packs: what a backup
-    /// deduplicates against, leaving out packs marked for deletion.
+    /// Reads every index object; the packs in `skip` (marked for deletion)
+    /// are added readable-only and last: a backup reads its parent's trees
+    /// from them but never deduplicates against them.
     ///
     /// # Errors
     /// As [`Vault::load_index`].
     pub fn load_index_without(&self, skip: &std::collections::HashSet<crate::PackId>) -> Result<ChunkIndex> {
         let names = self.store.list("index")?;
         // an index object listed and then deleted was swept by a concurrent prune
+        // a damaged one is skipped and noted: only the chunks it lists are lost
         let objects: Vec<IndexObject> = names
             .par_iter()
             .filter_map(|info| match self.store.get(&info.name) {
                 Err(e) if e.kind() == StoreErrorKind::NotFound => None,
-                got => Some(got.map_err(VaultError::from).and_then(|b| IndexObject::open(&self.key, &info.name, &b))),
+                got => self.skip_damaged(
+                    got.map_err(VaultError::from).and_then(|b| IndexObject::open(&self.key, &info.name, &b)),
+                ),
             })
             .collect::<Result<_>>()?;
         let mut index = ChunkIndex::default();
         for obj in &objects {
             for pack in obj.packs.iter().filter(|p| !skip.contains(&p.id)) {
                 index.add_pack(pack);
+            }
+        }
+        for obj in &objects {
+            for pack in obj.packs.iter().filter(|p| skip.contains(&p.id)) {
+                index.add_read_only_pack(pack);
             }
         }
         Ok(index)
@@ -329,8 +418,9 @@ impl Vault {
     /// # Errors
     /// A store error.
     pub fn save_point(&self, point: &RecoveryPoint) -> Result<()> {
-        let bytes = seal_json(&self.key, ObjectKind::Point, point)?;
-        self.store.put(&point_name(&point.id), &bytes)?;
+        let name = point_name(&point.id);
+        let bytes = seal_json(&self.key, ObjectKind::Point, &name, point)?;
+        self.store.put(&name, &bytes)?;
         Ok(())
     }
 
@@ -341,11 +431,12 @@ impl Vault {
     pub fn list_points(&self) -> Result<Vec<RecoveryPoint>> {
         let names = self.store.list("points")?;
         // a manifest listed and then deleted was expired by a concurrent prune
+        // a damaged manifest is skipped and noted: the other points stay usable
         let mut points: Vec<RecoveryPoint> = names
             .par_iter()
             .filter_map(|info| match self.store.get(&info.name) {
                 Err(e) if e.kind() == StoreErrorKind::NotFound => None,
-                got => Some(
+                got => self.skip_damaged(
                     got.map_err(VaultError::from).and_then(|b| open_json(&self.key, &info.name, &b, ObjectKind::Point)),
                 ),
             })
@@ -385,8 +476,8 @@ impl Vault {
     pub fn catalog_put<T: Serialize>(&self, kind: &str, id: &RecordId, body: Option<&T>) -> Result<String> {
         let now = Timestamp::now();
         let rec = CatalogRecord { id: *id, revision: now, body };
-        let bytes = seal_json(&self.key, ObjectKind::Catalog, &rec)?;
         let name = revision_name(kind, id, now);
+        let bytes = seal_json(&self.key, ObjectKind::Catalog, &name, &rec)?;
         self.store.put(&name, &bytes)?;
         Ok(name)
     }
@@ -401,12 +492,25 @@ impl Vault {
         Ok(())
     }
 
-    /// The newest live revision of one entity, if any.
+    /// The newest live revision of one entity, if any; a damaged one is
+    /// noted and read as absent.
     ///
     /// # Errors
-    /// A store error or a damaged record (named).
+    /// A store error.
     pub fn catalog_get<T: DeserializeOwned>(&self, kind: &str, id: &RecordId) -> Result<Option<T>> {
-        Ok(self.catalog_read_newest::<T>(kind, id, None)?.and_then(|r| r.body))
+        Ok(self.skip_damaged(self.catalog_read_newest::<T>(kind, id, None)).transpose()?.flatten().and_then(|r| r.body))
+    }
+
+    /// `Ok` and other errors pass; `Damaged` is noted in the damage log and
+    /// dropped (`None`), so one damaged object never blocks the others.
+    fn skip_damaged<T>(&self, r: Result<T>) -> Option<Result<T>> {
+        match r {
+            Err(e @ VaultError::Damaged { .. }) => {
+                self.damage.note(&e);
+                None
+            }
+            other => Some(other),
+        }
     }
 
     /// Reads an entity's newest revision. A writer may supersede and
@@ -464,8 +568,16 @@ impl Vault {
                 }
             }
             if crate::catalog::revision_time(newest).is_some_and(|t| t < before) {
-                let rec: CatalogRecord<serde::de::IgnoredAny> =
-                    open_json(&self.key, newest, &self.store.get(newest)?, ObjectKind::Catalog)?;
+                // a revision superseded and dropped meanwhile (a job's heartbeat)
+                let bytes = match self.store.get(newest) {
+                    Err(e) if e.kind() == StoreErrorKind::NotFound => continue,
+                    other => other?,
+                };
+                let read = open_json(&self.key, newest, &bytes, ObjectKind::Catalog);
+                let Some(rec): Option<CatalogRecord<serde::de::IgnoredAny>> = self.skip_damaged(read).transpose()?
+                else {
+                    continue;
+                };
                 if rec.body.is_none() {
                     self.store.delete(newest)?;
                     deleted += 1;
@@ -482,9 +594,10 @@ impl Vault {
     pub fn catalog_list<T: DeserializeOwned + Send>(&self, kind: &str) -> Result<Vec<(RecordId, T)>> {
         let names = self.store.list(&format!("catalog/{kind}"))?.into_iter().map(|o| o.name);
         let newest = newest_revisions(kind, names);
+        // a damaged record is skipped and noted: the other entities stay usable
         let records: Vec<Option<CatalogRecord<T>>> = newest
             .par_iter()
-            .map(|(id, name)| self.catalog_read_newest(kind, id, Some(name)))
+            .filter_map(|(id, name)| self.skip_damaged(self.catalog_read_newest(kind, id, Some(name))))
             .collect::<Result<_>>()?;
         Ok(records.into_iter().flatten().filter(is_live).filter_map(|r| r.body.map(|b| (r.id, b))).collect())
     }

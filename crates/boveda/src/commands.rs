@@ -7,11 +7,11 @@ mod policy;
 mod vault;
 
 use anyhow::Result;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use boveda_service::{Clock, DEFAULT_HEARTBEAT, JobEnv, clock_from_env, hostname, open_vault};
-use boveda_vault::Vault;
+use boveda_vault::{DamageLog, Vault};
 use serde::Serialize;
 
 use crate::Outcome;
@@ -23,12 +23,27 @@ pub struct Ctx {
     pub vault: Option<String>,
     pub password_file: Option<std::path::PathBuf>,
     pub output: Output,
+    /// The damage logs of the vaults this command opened.
+    opened: Mutex<Vec<Arc<DamageLog>>>,
 }
 
 impl Ctx {
     pub fn open(&self) -> Result<Vault> {
         let pass = passphrase(self.password_file.as_deref(), false)?;
-        Ok(open_vault(self.vault.as_deref(), &pass)?)
+        let vault = open_vault(self.vault.as_deref(), &pass)?;
+        if let Ok(mut opened) = self.opened.lock() {
+            opened.push(vault.damage().clone());
+        }
+        Ok(vault)
+    }
+
+    /// Damaged objects the command's reads skipped, by name.
+    fn skipped_damage(&self) -> Vec<(String, String)> {
+        let opened = self.opened.lock().map(|o| o.clone()).unwrap_or_default();
+        let mut all: Vec<_> = opened.iter().flat_map(|log| log.entries()).collect();
+        all.sort();
+        all.dedup();
+        all
     }
 
     /// The clock: the system's, or BOVEDA_FAKE_NOW's (tests).
@@ -59,20 +74,34 @@ impl Ctx {
     }
 }
 
+/// Runs a command. Damaged objects its reads skipped are named after it,
+/// one line each, and turn a success into "completed with warnings".
 pub fn run(cli: Cli) -> Result<Outcome> {
-    let ctx = Ctx { vault: cli.vault, password_file: cli.password_file, output: cli.output };
-    match cli.command {
-        Command::Vault(cmd) => vault::run(&ctx, cmd),
-        Command::Item(cmd) => item::run(&ctx, cmd),
-        Command::Policy(cmd) => policy::run(&ctx, cmd),
-        Command::Protection(cmd) => point::protection(&ctx, cmd),
-        Command::Recoverypoint(cmd) => point::points(&ctx, cmd),
-        Command::Restore(args) => point::restore(&ctx, args),
-        Command::Job(cmd) => jobs::job(&ctx, cmd),
-        Command::Alert(cmd) => jobs::alert(&ctx, cmd),
-        Command::Prune { dry_run, safety_margin } => jobs::prune(&ctx, dry_run, &safety_margin),
-        Command::Usage { prices } => jobs::usage(&ctx, prices.as_deref()),
-        Command::Agent(args) => jobs::agent(&ctx, args),
-        Command::Mount { item, point, dir } => point::mount(&ctx, &item, point.as_deref(), &dir),
+    let ctx = Ctx { vault: cli.vault, password_file: cli.password_file, output: cli.output, opened: Mutex::default() };
+    let result = dispatch(&ctx, cli.command);
+    let damage = ctx.skipped_damage();
+    for (object, why) in &damage {
+        eprintln!("warning: skipped damaged object {object} ({why}); `boveda vault check` names what it affects");
+    }
+    match result {
+        Ok(Outcome::Ok) if !damage.is_empty() => Ok(Outcome::Warnings),
+        other => other,
+    }
+}
+
+fn dispatch(ctx: &Ctx, command: Command) -> Result<Outcome> {
+    match command {
+        Command::Vault(cmd) => vault::run(ctx, cmd),
+        Command::Item(cmd) => item::run(ctx, cmd),
+        Command::Policy(cmd) => policy::run(ctx, cmd),
+        Command::Protection(cmd) => point::protection(ctx, cmd),
+        Command::Recoverypoint(cmd) => point::points(ctx, cmd),
+        Command::Restore(args) => point::restore(ctx, args),
+        Command::Job(cmd) => jobs::job(ctx, cmd),
+        Command::Alert(cmd) => jobs::alert(ctx, cmd),
+        Command::Prune { dry_run, safety_margin } => jobs::prune(ctx, dry_run, &safety_margin),
+        Command::Usage { prices } => jobs::usage(ctx, prices.as_deref()),
+        Command::Agent(args) => jobs::agent(ctx, args),
+        Command::Mount { item, point, dir } => point::mount(ctx, &item, point.as_deref(), &dir),
     }
 }

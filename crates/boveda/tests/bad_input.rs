@@ -84,10 +84,18 @@ fn a_newer_format_is_refused_clearly() {
     env.create_vault();
     let cfg = env.vault.join("config");
     let mut bytes = fs::read(&cfg).expect("read");
-    bytes[4] = 2; // format version, little-endian
+    let original = bytes.clone();
+    bytes[4] = 3; // format version, little-endian
     fs::write(&cfg, &bytes).expect("write");
     let err = env.fails(&["vault", "show"]);
-    assert!(err.contains("format version 2, newer than this boveda supports (1)"), "{err}");
+    assert!(err.contains("format version 3, newer than this boveda supports (2)"), "{err}");
+    // version 1, of development builds, is refused by name too
+    bytes[4] = 1;
+    fs::write(&cfg, &bytes).expect("write");
+    let err = env.fails(&["vault", "show"]);
+    assert!(err.contains("format version 1, from a development build"), "{err}");
+    fs::write(&cfg, &original).expect("write");
+    env.ok(&["vault", "show"]);
 }
 
 #[test]

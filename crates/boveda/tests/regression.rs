@@ -159,3 +159,276 @@ fn restore_into_a_full_disk_prints_a_line_per_file() {
     }
     assert!(last.contains(&format!("the other {complete} are restored complete")), "{last}");
 }
+
+// ----- damage must be named, and must not spread -----
+
+/// Every object file below `dir`, sorted.
+fn objects(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&d) else { continue };
+        for e in entries {
+            let p = e.expect("entry").path();
+            if p.is_dir() { stack.push(p) } else { out.push(p) }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn flip_byte(path: &Path, at_from_end: usize) -> Vec<u8> {
+    let original = fs::read(path).expect("read");
+    let mut bytes = original.clone();
+    let i = bytes.len() - at_from_end;
+    bytes[i] ^= 0x01;
+    fs::write(path, &bytes).expect("write");
+    original
+}
+
+/// The vault-relative name of an object file.
+fn object_name(env: &Env, path: &Path) -> String {
+    path.strip_prefix(&env.vault).expect("in vault").to_str().expect("utf8").to_string()
+}
+
+/// Two items, `a` and `b`, each with two points; a policy; jobs.
+fn two_items(env: &Env) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (sa, sb) = (env.path("src-a"), env.path("src-b"));
+    for (dir, seed) in [(&sa, 1), (&sb, 2)] {
+        fs::create_dir_all(dir).expect("mkdir");
+        fs::write(dir.join("data.bin"), noise(seed, 200_000)).expect("write");
+    }
+    env.create_vault();
+    env.ok(&["policy", "create", "nightly", "--schedule", "daily", "--time", "01:00", "--daily-keep", "7"]);
+    env.ok(&["item", "add", "files", "a", "--path", s(&sa)]);
+    env.ok(&["item", "add", "files", "b", "--path", s(&sb)]);
+    for round in 0..2 {
+        fs::write(sa.join("round"), format!("a{round}")).expect("write");
+        fs::write(sb.join("round"), format!("b{round}")).expect("write");
+        env.backup("a", 0);
+        env.backup("b", 0);
+    }
+    (sa, sb)
+}
+
+fn item_id(env: &Env, name: &str) -> String {
+    let list: serde_json::Value = serde_json::from_str(&env.ok(&["--output", "json", "item", "list"])).expect("json");
+    let item = list.as_array().expect("array").iter().find(|i| i["name"] == name).expect("item listed");
+    item["item"]["id"].as_str().expect("id").to_string()
+}
+
+fn point_files_of(env: &Env, item: &str) -> Vec<std::path::PathBuf> {
+    let list: serde_json::Value =
+        serde_json::from_str(&env.ok(&["--output", "json", "recoverypoint", "list", item])).expect("json");
+    list.as_array()
+        .expect("array")
+        .iter()
+        .map(|p| env.vault.join("points").join(p["point"]["id"].as_str().expect("id")))
+        .collect()
+}
+
+/// `vault check --read-data` fails and its report names `object`.
+fn check_names(env: &Env, object: &str) -> String {
+    let out = env.run(&["vault", "check", "--read-data"]);
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "check must fail naming {object}:\n{all}");
+    assert!(all.contains(object), "check names {object}:\n{all}");
+    all
+}
+
+#[test]
+fn vault_check_passes_with_damaged_or_missing_catalog_records() {
+    let env = Env::new();
+    two_items(&env);
+    let a = item_id(&env, "a");
+    let records = [
+        objects(&env.vault.join("catalog/items").join(&a)),
+        objects(&env.vault.join("catalog/policies")),
+        objects(&env.vault.join("catalog/jobs")),
+    ];
+    for group in &records {
+        let victim = group.last().expect("a record");
+        let original = flip_byte(victim, 20);
+        check_names(&env, &object_name(&env, victim));
+        fs::write(victim, original).expect("repair");
+        env.ok(&["vault", "check", "--read-data"]);
+    }
+    // the item's record deleted outright: its points are orphans
+    let dir = env.vault.join("catalog/items").join(&a);
+    let saved = env.path("saved-item");
+    fs::rename(&dir, &saved).expect("move away");
+    let report = check_names(&env, &format!("catalog/items/{a}"));
+    assert!(report.contains("has recovery points but no record"), "{report}");
+    fs::rename(&saved, &dir).expect("move back");
+    env.ok(&["vault", "check", "--read-data"]);
+}
+
+#[test]
+fn one_damaged_object_of_item_a_blocks_item_b() {
+    let env = Env::new();
+    let (_, sb) = two_items(&env);
+    let a = item_id(&env, "a");
+    let index_before_c = objects(&env.vault.join("index"));
+    // a third item whose index objects we can tell apart
+    let sc = env.path("src-c");
+    fs::create_dir_all(&sc).expect("mkdir");
+    fs::write(sc.join("only-c.bin"), noise(3, 100_000)).expect("write");
+    env.ok(&["item", "add", "files", "c", "--path", s(&sc)]);
+    env.backup("c", 0);
+    let c_index: Vec<_> =
+        objects(&env.vault.join("index")).into_iter().filter(|p| !index_before_c.contains(p)).collect();
+    assert!(!c_index.is_empty());
+
+    let damaged = [
+        point_files_of(&env, "a")[0].clone(),
+        objects(&env.vault.join("catalog/items").join(&a)).pop().expect("record"),
+        objects(&env.vault.join("catalog/policies")).pop().expect("record"),
+        objects(&env.vault.join("catalog/jobs")).pop().expect("record"),
+        c_index[0].clone(),
+    ];
+    for victim in &damaged {
+        flip_byte(victim, 10);
+    }
+    let names: Vec<String> = damaged.iter().map(|p| object_name(&env, p)).collect();
+    let warned = |out: &std::process::Output, what: &str| {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{what} completes with warnings:\n{err}");
+        assert!(err.contains("skipped damaged object"), "{what} names what it skipped:\n{err}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let list = warned(&env.run(&["item", "list"]), "item list");
+    assert!(list.contains('b'), "{list}");
+    warned(&env.run(&["job", "list"]), "job list");
+    let points = warned(&env.run(&["--output", "json", "recoverypoint", "list", "b"]), "recoverypoint list b");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&points).expect("json").as_array().map(Vec::len), Some(2));
+    // a's own record is damaged: a cannot be found, and the reason is named
+    let out = env.run(&["recoverypoint", "list", "a"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&names[1]), "{}", String::from_utf8_lossy(&out.stderr));
+    let target = env.path("out-b");
+    let out = env.run(&["restore", "b", "--target", s(&target)]);
+    warned(&out, "restore b");
+    let err = String::from_utf8_lossy(&out.stderr);
+    for n in &names {
+        if !n.starts_with("catalog/items") {
+            continue;
+        }
+        assert!(err.contains(n), "restore b names the damaged record {n}:\n{err}");
+    }
+    assert_eq!(
+        fs::read(target.join(sb.strip_prefix("/").expect("abs")).join("data.bin")).expect("restored"),
+        noise(2, 200_000)
+    );
+    let report = env.run(&["vault", "check", "--read-data"]);
+    let all = String::from_utf8_lossy(&report.stdout);
+    for n in &names {
+        assert!(all.contains(n.as_str()), "check names {n}:\n{all}");
+    }
+}
+
+#[test]
+fn swapped_objects_go_unnoticed() {
+    let env = Env::new();
+    two_items(&env);
+    let pw2 = env.path("pw2");
+    fs::write(&pw2, "another passphrase").expect("write");
+    env.ok(&["vault", "key", "add", "--label", "second", "--new-password-file", s(&pw2), "--insecure-fast-kdf"]);
+    // a point manifest replaced by a copy of another point's
+    let pa = point_files_of(&env, "a");
+    let original = fs::read(&pa[0]).expect("read");
+    fs::copy(&pa[1], &pa[0]).expect("copy");
+    let out = env.run(&["--output", "json", "recoverypoint", "list", "a"]);
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "the copy is not listed as a second point: {listed}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&object_name(&env, &pa[0])));
+    check_names(&env, &object_name(&env, &pa[0]));
+    fs::write(&pa[0], original).expect("repair");
+    env.ok(&["vault", "check", "--read-data"]);
+
+    // a key slot replaced by another slot
+    let slots = objects(&env.vault.join("keys"));
+    assert_eq!(slots.len(), 2);
+    let original = fs::read(&slots[0]).expect("read");
+    fs::copy(&slots[1], &slots[0]).expect("copy");
+    check_names(&env, &object_name(&env, &slots[0]));
+    fs::write(&slots[0], original).expect("repair");
+
+    // an item record replaced by another item's record
+    let ra = objects(&env.vault.join("catalog/items").join(item_id(&env, "a"))).pop().expect("a");
+    let rb = objects(&env.vault.join("catalog/items").join(item_id(&env, "b"))).pop().expect("b");
+    fs::copy(&rb, &ra).expect("copy");
+    check_names(&env, &object_name(&env, &ra));
+}
+
+/// Rewrites the clear JSON of a key slot or the config (after its 8-byte header).
+fn edit_clear_object(path: &Path, edit: impl Fn(&mut serde_json::Value)) {
+    let bytes = fs::read(path).expect("read");
+    let mut v: serde_json::Value = serde_json::from_slice(&bytes[8..]).expect("clear json");
+    edit(&mut v);
+    let mut out = bytes[..8].to_vec();
+    out.extend(serde_json::to_vec(&v).expect("json"));
+    fs::write(path, out).expect("write");
+}
+
+#[test]
+fn a_damaged_key_slot_of_another_passphrase_locks_out_a_good_one() {
+    let env = Env::new();
+    two_items(&env);
+    let pw2 = env.path("pw2");
+    fs::write(&pw2, "another passphrase").expect("write");
+    env.ok(&["vault", "key", "add", "--label", "second", "--new-password-file", s(&pw2), "--insecure-fast-kdf"]);
+    let slots = objects(&env.vault.join("keys"));
+    // whichever slot sorts first is damaged: both passphrases are tried
+    let first = &slots[0];
+    let original = fs::read(first).expect("read");
+    for damage in [
+        Box::new(|v: &mut serde_json::Value| v["wrapped"] = "00".into()) as Box<dyn Fn(&mut serde_json::Value)>,
+        Box::new(|v: &mut serde_json::Value| *v = serde_json::json!({"id": "not a slot"})),
+        Box::new(|v: &mut serde_json::Value| v["kdf"]["memory_kib"] = (2u64 << 30).into()),
+        Box::new(|v: &mut serde_json::Value| v["kdf"]["parallelism"] = 0.into()),
+        Box::new(|v: &mut serde_json::Value| v["kdf"]["iterations"] = 10_000_000.into()),
+    ] {
+        edit_clear_object(first, damage);
+        let with_pw1 = env.run(&["item", "list"]);
+        let with_pw2 = env.cmd(&["--password-file", s(&pw2), "item", "list"]).output().expect("run");
+        // one of the two passphrases is the damaged slot's own: it fails,
+        // naming the slot; the other opens the vault with a warning
+        let (good, bad) = if with_pw1.status.code() == Some(3) { (with_pw1, with_pw2) } else { (with_pw2, with_pw1) };
+        let name = object_name(&env, first);
+        assert_eq!(good.status.code(), Some(3), "{}", String::from_utf8_lossy(&good.stderr));
+        assert!(String::from_utf8_lossy(&good.stderr).contains(&name));
+        assert_eq!(bad.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&bad.stderr);
+        assert!(err.contains("wrong passphrase") && err.contains(&name), "{err}");
+        check_names(&env, &name);
+        fs::write(first, &original).expect("repair");
+    }
+    env.ok(&["vault", "check", "--read-data"]);
+}
+
+#[test]
+fn config_numbers_are_trusted_unauthenticated() {
+    let env = Env::new();
+    let (sa, _) = two_items(&env);
+    let config = env.vault.join("config");
+    let original = fs::read(&config).expect("read");
+    // sizes of 0: a clear error naming the config, not a panic
+    edit_clear_object(&config, |v| v["chunker"] = serde_json::json!({"min_size": 0, "avg_size": 0, "max_size": 0}));
+    let err = env.fails(&["protection", "backup-now", "a"]);
+    assert!(err.contains("config") && err.contains("out of bounds"), "{err}");
+    // valid but changed sizes, or another vault id: refused, not used
+    for edit in [
+        Box::new(|v: &mut serde_json::Value| v["chunker"]["avg_size"] = (512 * 1024 + 2).into())
+            as Box<dyn Fn(&mut serde_json::Value)>,
+        Box::new(|v: &mut serde_json::Value| v["id"] = "00112233445566778899aabbccddeeff".into()),
+    ] {
+        fs::write(&config, &original).expect("repair");
+        edit_clear_object(&config, edit);
+        let err = env.fails(&["vault", "check"]);
+        assert!(err.contains("config") && err.contains("fails authentication"), "{err}");
+    }
+    fs::write(&config, &original).expect("repair");
+    fs::write(sa.join("round"), "after repair").expect("write");
+    env.backup("a", 0);
+    env.ok(&["vault", "check", "--read-data"]);
+}

@@ -1,7 +1,29 @@
 //! What the service's integration tests share.
 #![allow(dead_code)]
 
+use std::path::Path;
+use std::sync::Arc;
+
 use boveda_service::{DaySpec, MonthlyRule, Retention, Weekday, WeeklyRule, YearlyRule};
+use boveda_store::LocalStore;
+use boveda_vault::{ChunkerParams, CreateOptions, KdfParams, Vault, VaultSettings};
+
+/// A new vault in `dir/vault` with 1 MiB packs and the fastest KDF.
+pub fn new_vault(dir: &Path) -> Vault {
+    let settings = VaultSettings {
+        name: "sched".into(),
+        location: "test".into(),
+        redundancy: "lrs".into(),
+        secondary: None,
+        pack_size: 1 << 20,
+        compression_level: 1,
+        soft_delete_days: VaultSettings::DEFAULT_SOFT_DELETE_DAYS,
+        webhook: None,
+    };
+    let opts =
+        CreateOptions { settings, kdf: KdfParams::TESTING, chunker: ChunkerParams::DEFAULT, hostname: "h".into() };
+    Vault::create(Arc::new(LocalStore::new(dir.join("vault"))), b"pw", opts).expect("create vault")
+}
 
 /// Daily 7 days, weekly (Sunday) 4 weeks, monthly (last day) 3 months,
 /// yearly (December, last day) 2 years: the rules behind [`GFS_SURVIVORS`].

@@ -6,14 +6,14 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use boveda_service::{
-    AgentOptions, Job, JobFilter, JobState, Operation, PriceTable, Registry, config_dir, find_job, hostname,
-    list_alerts, list_jobs, open_vault, plan_prune, prune_job, retry_alerts, run_agent, stop_job, usage as usage_of,
-    wait_job,
+    AgentOptions, DayBound, Job, JobFilter, JobState, Operation, PriceTable, Registry, config_dir, find_job, hostname,
+    list_alerts, list_jobs, open_vault, parse_time, plan_prune, prune_job, retry_alerts, run_agent, stop_job,
+    usage as usage_of, wait_job,
 };
+use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 
 use super::Ctx;
-use super::point::parse_date;
 use crate::Outcome;
 use crate::args::{AgentArgs, AlertCmd, JobCmd};
 use crate::output::{opt_time, print_table, size, time};
@@ -103,7 +103,7 @@ pub fn job(ctx: &Ctx, cmd: JobCmd) -> Result<Outcome> {
                 state: status.as_deref().map(JobState::parse).transpose()?,
                 operation: operation.as_deref().map(Operation::parse).transpose()?,
                 item,
-                since: since.as_deref().map(parse_since).transpose()?,
+                since: since.as_deref().map(|t| parse_time(t, &TimeZone::system(), DayBound::Start)).transpose()?,
             };
             let jobs = list_jobs(&vault, &filter)?;
             if ctx.json() {
@@ -161,16 +161,6 @@ pub fn job(ctx: &Ctx, cmd: JobCmd) -> Result<Outcome> {
             Ok(Outcome::Ok)
         }
     }
-}
-
-/// `--since`: a date (its start, local time) or an RFC 3339 time.
-fn parse_since(s: &str) -> Result<Timestamp> {
-    if let Ok(t) = s.parse::<Timestamp>() {
-        return Ok(t);
-    }
-    let date: jiff::civil::Date =
-        s.parse().with_context(|| format!("invalid time {s:?}: use YYYY-MM-DD or RFC 3339"))?;
-    Ok(date.to_zoned(jiff::tz::TimeZone::system())?.timestamp())
 }
 
 pub fn alert(ctx: &Ctx, cmd: AlertCmd) -> Result<Outcome> {
@@ -260,6 +250,14 @@ pub fn prune(ctx: &Ctx, dry_run: bool, margin: &str) -> Result<Outcome> {
     for w in &g.waiting {
         println!("waiting: {} pack(s) ({}) marked at {}: {}", w.packs, size(w.bytes), time(w.marked_at), w.reason);
     }
+    if !g.abandoned.is_empty() {
+        let verb = if dry_run { "would remove" } else { "removed" };
+        println!(
+            "{verb} {} unfinished upload(s) ({}) left by interrupted writers",
+            g.abandoned.len(),
+            size(g.abandoned_bytes())
+        );
+    }
     Ok(Outcome::Ok)
 }
 
@@ -324,7 +322,7 @@ pub fn agent(ctx: &Ctx, args: AgentArgs) -> Result<Outcome> {
         .iter()
         .map(|s| open_vault(Some(s), &pass).with_context(|| format!("vault {s}")))
         .collect::<Result<Vec<_>>>()?;
-    let until = args.until.as_deref().map(parse_date).transpose()?;
+    let until = args.until.as_deref().map(|t| parse_time(t, &TimeZone::system(), DayBound::End)).transpose()?;
     let opts = AgentOptions {
         max_jobs: args.max_jobs,
         heartbeat: ctx.heartbeat(),

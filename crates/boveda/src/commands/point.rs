@@ -4,7 +4,7 @@ use anyhow::{Context, Result, bail};
 use boveda_service::{
     DiskOutputFormat, ItemSource, JobDone, JobEnv, JobSpec, Observers, Operation, ServiceError, backup_job, browse,
     disable_protection, enable_protection, evaluate_retention, find_item, find_point, list_item_points, list_policies,
-    resume_protection, run_job, undelete_protection,
+    parse_retain_until, resume_protection, run_job, undelete_protection,
 };
 use boveda_vault::{Node, NodeKind};
 use jiff::Timestamp;
@@ -14,16 +14,6 @@ use super::Ctx;
 use crate::Outcome;
 use crate::args::{ImageFormat, PointCmd, ProtectionCmd, RestoreArgs};
 use crate::output::{BackupBar, RestoreBar, opt_time, print_table, size, time};
-
-/// `YYYY-MM-DD` (kept to the end of that day, local time) or RFC 3339.
-pub(super) fn parse_date(s: &str) -> Result<Timestamp> {
-    if let Ok(t) = s.parse::<Timestamp>() {
-        return Ok(t);
-    }
-    let date: jiff::civil::Date =
-        s.parse().with_context(|| format!("invalid date {s:?}: use YYYY-MM-DD or an RFC 3339 time"))?;
-    Ok(date.at(23, 59, 59, 0).to_zoned(TimeZone::system())?.timestamp())
-}
 
 pub fn protection(ctx: &Ctx, cmd: ProtectionCmd) -> Result<Outcome> {
     let vault = ctx.open()?;
@@ -77,7 +67,8 @@ fn backup_now_cmd(
     item: &str,
     retain_until: Option<String>,
 ) -> Result<Outcome> {
-    let retain_until = retain_until.as_deref().map(parse_date).transpose()?;
+    let now = env.clock.now();
+    let retain_until = retain_until.as_deref().map(|t| parse_retain_until(t, now, &TimeZone::system())).transpose()?;
     let item = find_item(vault, item)?;
     let started = Instant::now();
     let bar = BackupBar::new();
