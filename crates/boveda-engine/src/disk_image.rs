@@ -144,6 +144,7 @@ impl DiskImage {
             _ => invalid(path, format!("cannot be read: {e}")),
         })?;
         let meta = file.metadata().map_err(|e| EngineError::io(path, e))?;
+        refuse_if_in_use(path, &file, &meta)?;
         let (format, size, extents) = if meta.file_type().is_block_device() {
             let size =
                 rustix::fs::seek(&file, rustix::fs::SeekFrom::End(0)).map_err(|e| EngineError::io(path, e.into()))?;
@@ -201,5 +202,79 @@ impl DiskImage {
             && self.meta.ino() == inode
             && self.meta.mtime() * 1_000_000_000 + self.meta.mtime_nsec() == mtime_ns
             && self.meta.ctime() * 1_000_000_000 + self.meta.ctime_nsec() == ctime_ns
+    }
+}
+
+/// Refuses an image a running QEMU holds open. QEMU (and qemu-nbd, and
+/// qemu-img while it writes) takes open-file-description locks on the
+/// images it uses; reading one while its VM runs gives a torn image (blocks
+/// from different instants), which must not be recorded as a point.
+fn refuse_if_in_use(path: &Path, file: &File, meta: &std::fs::Metadata) -> Result<()> {
+    if !held_by_another(file).map_err(|e| EngineError::io(path, e))? {
+        return Ok(());
+    }
+    let holder = match holders(meta).first() {
+        Some(h) => format!(" ({h})"),
+        None => String::new(),
+    };
+    Err(invalid(
+        path,
+        format!(
+            "is in use by a running VM{holder}: a backup now would read a torn image; shut the VM down first (live backup of running VMs is not available yet)"
+        ),
+    ))
+}
+
+/// Whether another open file description holds a lock on the file: what a
+/// write lock over the whole file would conflict with.
+fn held_by_another(file: &File) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `flock` is plain data; all-zero is a valid value.
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = libc::F_WRLCK as libc::c_short;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    // SAFETY: a valid descriptor and a valid `flock` for F_OFD_GETLK.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut lock) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(lock.l_type != libc::F_UNLCK as libc::c_short)
+}
+
+/// The processes that have the file open (OFD locks carry no owner), named
+/// as "QEMU pid 123, VM web" where the command line says so.
+fn holders(meta: &std::fs::Metadata) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let me = std::process::id().to_string();
+    let Ok(procs) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let mut out = Vec::new();
+    for entry in procs.flatten() {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) || pid == me {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else { continue };
+        let opens = fds.flatten().any(|fd| {
+            std::fs::metadata(fd.path()).is_ok_and(|m| m.dev() == meta.dev() && m.ino() == meta.ino())
+        });
+        if opens {
+            out.push(describe_process(&pid));
+        }
+    }
+    out
+}
+
+fn describe_process(pid: &str) -> String {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let args: Vec<String> = cmdline.split(|&b| b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+    let program = args.first().and_then(|a| a.rsplit('/').next()).unwrap_or("?").to_string();
+    // `-name web` or `-name guest=web,debug-threads=on`
+    let vm = args.iter().position(|a| a == "-name").and_then(|i| args.get(i + 1)).map(|v| {
+        let first = v.split(',').next().unwrap_or(v);
+        first.strip_prefix("guest=").unwrap_or(first).to_string()
+    });
+    match vm {
+        Some(vm) => format!("{program} pid {pid}, VM {vm}"),
+        None => format!("{program} pid {pid}"),
     }
 }

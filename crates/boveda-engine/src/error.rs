@@ -11,6 +11,8 @@ pub enum EngineError {
     SourceMissing(PathBuf),
     #[error("source path {} must be absolute", .0.display())]
     SourceNotAbsolute(PathBuf),
+    #[error("source path {} is a symlink that cannot be followed: {reason}", path.display())]
+    SourceLink { path: PathBuf, reason: String },
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
     #[error("invalid exclude pattern {pattern:?}: {reason}")]

@@ -82,11 +82,21 @@ fn build_trie(paths: &[PathBuf]) -> Result<Trie> {
         if !p.is_absolute() {
             return Err(EngineError::SourceNotAbsolute(p.clone()));
         }
-        if let Err(e) = fs::symlink_metadata(p) {
-            return Err(match e.kind() {
-                io::ErrorKind::NotFound => EngineError::SourceMissing(p.clone()),
-                _ => EngineError::io(p, e),
-            });
+        let link = match fs::symlink_metadata(p) {
+            Ok(m) => m.file_type().is_symlink(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(EngineError::SourceMissing(p.clone())),
+            Err(e) => return Err(EngineError::io(p, e)),
+        };
+        // A symlink named as a source is followed, as tar -h and restic do:
+        // the user named what it points to. One that leads nowhere is
+        // refused here rather than stored as an empty point.
+        if link && let Err(e) = fs::metadata(p) {
+            let reason = match e.raw_os_error() {
+                Some(code) if code == rustix::io::Errno::LOOP.raw_os_error() => "it is a symlink loop".to_string(),
+                _ if e.kind() == io::ErrorKind::NotFound => "its target does not exist".to_string(),
+                _ => e.to_string(),
+            };
+            return Err(EngineError::SourceLink { path: p.clone(), reason });
         }
         let mut node = &mut root;
         for c in p.components() {
@@ -103,6 +113,13 @@ fn build_trie(paths: &[PathBuf]) -> Result<Trie> {
         return Ok(Trie { selected: true, children: BTreeMap::new() });
     }
     Ok(root)
+}
+
+/// Whether a symlink is followed: only for the source paths themselves.
+#[derive(Clone, Copy)]
+enum Follow {
+    Yes,
+    No,
 }
 
 /// Backs up `opts.paths` into the vault and returns the root tree.
@@ -217,7 +234,7 @@ impl Ctx<'_> {
                 let p = path.join(std::ffi::OsStr::from_bytes(name));
                 let old = parent.as_ref().and_then(|t| t.find(name));
                 if child.selected {
-                    return self.backup_entry(&p, name, old);
+                    return self.backup_entry(&p, name, old, Follow::Yes);
                 }
                 let meta = fs::symlink_metadata(&p).map_err(|e| EngineError::io(&p, e))?;
                 let mut node = node_from_meta(name.clone(), &meta);
@@ -251,18 +268,22 @@ impl Ctx<'_> {
             .into_par_iter()
             .map(|name| {
                 let old = parent.as_ref().and_then(|t| t.find(name.as_bytes()));
-                self.backup_entry(&path.join(&name), &name.into_vec(), old)
+                self.backup_entry(&path.join(&name), &name.into_vec(), old, Follow::No)
             })
             .collect::<Result<_>>()?;
         self.store_tree(nodes.into_iter().flatten().collect())
     }
 
-    fn backup_entry(&self, path: &Path, name: &[u8], old: Option<&Node>) -> Result<Option<Node>> {
+    fn backup_entry(&self, path: &Path, name: &[u8], old: Option<&Node>, follow: Follow) -> Result<Option<Node>> {
         self.check_cancel()?;
         if self.excludes.is_excluded(path, name) {
             return Ok(None);
         }
-        let meta = match fs::symlink_metadata(path) {
+        let meta = match follow {
+            Follow::Yes => fs::metadata(path),
+            Follow::No => fs::symlink_metadata(path),
+        };
+        let meta = match meta {
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 self.warn(format!("{}: vanished before it could be read", path.display()));

@@ -432,3 +432,200 @@ fn config_numbers_are_trusted_unauthenticated() {
     env.backup("a", 0);
     env.ok(&["vault", "check", "--read-data"]);
 }
+
+// ----- jobs and crashes -----
+
+#[test]
+fn a_past_retain_until_is_recorded_as_a_failed_job_with_a_critical_alert() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    fs::write(src.join("f"), b"x").expect("write");
+    env.create_vault();
+    env.ok(&["item", "add", "files", "t", "--path", s(&src)]);
+    let err = env.fails(&["protection", "backup-now", "t", "--retain-until", "2001-01-01"]);
+    assert!(err.contains("not in the future"), "{err}");
+    assert_eq!(env.ok(&["--output", "json", "job", "list"]).trim(), "[]", "no job for a refused request");
+    assert_eq!(env.ok(&["--output", "json", "alert", "list"]).trim(), "[]", "no alert either");
+}
+
+/// Files whose name starts with `.tmp-` anywhere in the vault.
+fn temp_objects(env: &Env) -> Vec<std::path::PathBuf> {
+    objects(&env.vault)
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(".tmp-")))
+        .collect()
+}
+
+#[test]
+fn leftovers_of_killed_backups_are_never_reclaimed() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    fs::write(src.join("big.bin"), noise(11, 96 << 20)).expect("write");
+    env.ok(&["vault", "create", "tmp-test", "--store", s(&env.vault), "--insecure-fast-kdf", "--pack-size-mib", "32"]);
+    env.ok(&["item", "add", "files", "t", "--path", s(&src)]);
+    // kill -9 a backup while it writes a pack: a partial temporary file stays
+    let mut left = Vec::new();
+    for _ in 0..5 {
+        let mut child = env.cmd(&["protection", "backup-now", "t"]).spawn().expect("spawn");
+        let started = std::time::Instant::now();
+        while left.is_empty() && started.elapsed() < std::time::Duration::from_secs(60) {
+            if child.try_wait().expect("wait").is_some() {
+                break;
+            }
+            left = temp_objects(&env);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        left = temp_objects(&env);
+        if !left.is_empty() {
+            break;
+        }
+    }
+    assert!(!left.is_empty(), "no backup was caught writing a pack");
+    // a fresh one may belong to a live writer: left alone
+    env.ok(&["prune", "--safety-margin", "0s"]);
+    assert_eq!(temp_objects(&env), left);
+    // once untouched for longer than any writer takes, check names it and prune reclaims it
+    for p in &left {
+        set_mtime(p, std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("now").as_secs() as i64 - 3600, 0);
+    }
+    let report = env.ok(&["vault", "check", "--read-data"]);
+    assert!(report.contains("unfinished upload"), "{report}");
+    let out = env.ok(&["prune", "--safety-margin", "0s"]);
+    assert!(out.contains("unfinished upload"), "{out}");
+    assert!(temp_objects(&env).is_empty(), "reclaimed");
+    let report = env.ok(&["vault", "check", "--read-data"]);
+    assert!(!report.contains("unfinished upload"), "{report}");
+    env.backup("t", 0);
+}
+
+#[test]
+fn vault_check_beside_a_backup_reports_the_point_being_written_as_damaged() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    env.create_vault();
+    env.ok(&["item", "add", "files", "t", "--path", s(&src)]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let checker = {
+        let (stop, cmd) = (stop.clone(), env.cmd(&["vault", "check"]));
+        let (program, envs) = (cmd.get_program().to_owned(), cmd.get_envs().map(|(k, v)| (k.to_owned(), v.map(|v| v.to_owned()))).collect::<Vec<_>>());
+        std::thread::spawn(move || {
+            let mut runs = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut c = std::process::Command::new(&program);
+                c.arg("vault").arg("check");
+                for (k, v) in &envs {
+                    match v {
+                        Some(v) => c.env(k, v),
+                        None => c.env_remove(k),
+                    };
+                }
+                let out = c.output().expect("check");
+                assert!(out.status.success(), "check beside backups: {}", String::from_utf8_lossy(&out.stdout));
+                runs += 1;
+            }
+            runs
+        })
+    };
+    for round in 0..12 {
+        for f in 0..40 {
+            fs::write(src.join(format!("f{f}")), noise(round * 100 + f, 60_000)).expect("write");
+        }
+        env.backup("t", 0);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let runs = checker.join().expect("no false alarm");
+    assert!(runs > 0);
+}
+
+// ----- inputs -----
+
+#[test]
+fn a_symlink_given_as_path_makes_an_empty_point() {
+    let env = Env::new();
+    let real = env.path("real");
+    fs::create_dir_all(real.join("sub")).expect("mkdir");
+    fs::write(real.join("sub/a.txt"), b"through the link").expect("write");
+    let link = env.path("link");
+    std::os::unix::fs::symlink(&real, &link).expect("symlink");
+    env.create_vault();
+    env.ok(&["item", "add", "files", "t", "--path", s(&link)]);
+    let point = env.backup("t", 0);
+    assert_eq!(point["stats"]["files"], 1, "{point}");
+    let target = env.path("out");
+    env.ok(&["restore", "t", "--target", s(&target)]);
+    let restored = target.join(link.strip_prefix("/").expect("abs"));
+    assert!(fs::symlink_metadata(&restored).expect("restored").is_dir(), "the link's target, under the link's name");
+    assert_eq!(fs::read(restored.join("sub/a.txt")).expect("read"), b"through the link");
+
+    // a loop and a dangling link are refused with one line, and make no point
+    for (name, to) in [("loop", "loop"), ("dangling", "nowhere")] {
+        let p = env.path(name);
+        std::os::unix::fs::symlink(env.path(to), &p).expect("symlink");
+        env.ok(&["item", "add", "files", name, "--path", s(&p)]);
+        let err = env.fails(&["protection", "backup-now", name]);
+        assert!(err.contains("symlink") && err.trim().lines().count() == 1, "{err}");
+        assert_eq!(env.ok(&["--output", "json", "recoverypoint", "list", name]).trim(), "[]");
+    }
+}
+
+#[test]
+fn retain_until_with_a_time_is_stored_as_the_end_of_the_day() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    fs::write(src.join("f"), b"x").expect("write");
+    env.create_vault();
+    env.ok(&["item", "add", "files", "t", "--path", s(&src)]);
+    for (given, stored) in [
+        ("2031-01-01T12:00:00", "2031-01-01T11:00:00Z"),
+        ("2031-01-01 12:00", "2031-01-01T11:00:00Z"),
+        ("2031-07-01 12:00", "2031-07-01T10:00:00Z"),
+        ("2031-01-01", "2031-01-01T22:59:59Z"),
+        ("2031-01-01T12:00:00Z", "2031-01-01T12:00:00Z"),
+    ] {
+        let out = env
+            .cmd(&["--output", "json", "protection", "backup-now", "t", "--retain-until", given])
+            .env("TZ", "Europe/Madrid")
+            .output()
+            .expect("run");
+        assert!(out.status.success(), "{given}: {}", String::from_utf8_lossy(&out.stderr));
+        let p: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        let got: jiff::Timestamp = p["retain_until"].as_str().expect("retain_until").parse().expect("ts");
+        assert_eq!(got, stored.parse::<jiff::Timestamp>().expect("ts"), "{given}");
+    }
+    for bad in ["9999-12-31", "2031-02-30", "next week"] {
+        let err = env.fails(&["protection", "backup-now", "t", "--retain-until", bad]);
+        assert_eq!(err.trim().lines().count(), 1, "{bad}: {err}");
+        assert!(!err.contains("overflow") && !err.contains("panicked"), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn a_running_vms_disk_is_read_as_a_plain_file() {
+    let env = Env::new();
+    let img = env.path("web.qcow2");
+    let made = std::process::Command::new("qemu-img").args(["create", "-f", "qcow2", s(&img), "64M"]).output();
+    assert!(made.expect("qemu-img (qemu-utils) is needed").status.success());
+    env.create_vault();
+    env.ok(&["item", "add", "disk", "web", "--path", s(&img)]);
+    // QEMU's block layer holds the image as a running VM does (same locks)
+    let sock = env.path("nbd.sock");
+    let mut qemu = std::process::Command::new("qemu-nbd")
+        .args(["--persistent", "--socket", s(&sock), "--format", "qcow2", s(&img)])
+        .spawn()
+        .expect("qemu-nbd (qemu-utils)");
+    let started = std::time::Instant::now();
+    while !sock.exists() && started.elapsed() < std::time::Duration::from_secs(20) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let err = env.fails(&["protection", "backup-now", "web"]);
+    let _ = qemu.kill();
+    let _ = qemu.wait();
+    assert!(err.contains("in use by a running VM") && err.contains("qemu-nbd pid"), "{err}");
+    assert_eq!(env.ok(&["--output", "json", "recoverypoint", "list", "web"]).trim(), "[]", "no point");
+    env.backup("web", 0);
+}
