@@ -107,18 +107,20 @@ pub fn restore_disk(
     match req.format {
         DiskOutputFormat::Raw => write_raw(vault, index, node, target, cancel, progress),
         DiskOutputFormat::Qcow2 => {
-            let mut tmp = target.as_os_str().to_owned();
-            tmp.push(".boveda-raw.tmp");
-            let tmp = PathBuf::from(tmp);
+            let tmp = sibling(target, ".boveda-raw.tmp");
+            let converted = sibling(target, ".boveda-restore.tmp");
             let out = write_raw(vault, index, node, &tmp, cancel, progress);
             let out = out.and_then(|o| {
                 if !o.errors.is_empty() {
                     return Ok(o);
                 }
+                // converted beside the target, then renamed over it: never
+                // written into a file that was already there
+                remove_stale(&converted).map_err(|e| target_err(target, e.to_string()))?;
                 let status = Command::new("qemu-img")
                     .args(["convert", "-f", "raw", "-O", "qcow2"])
                     .arg(&tmp)
-                    .arg(target)
+                    .arg(&converted)
                     .output()
                     .map_err(|e| EngineError::Disk {
                         path: target.to_path_buf(),
@@ -131,9 +133,11 @@ pub fn restore_disk(
                         reason: format!("qemu-img convert failed: {why}"),
                     });
                 }
+                fs::rename(&converted, target).map_err(|e| target_err(target, e.to_string()))?;
                 Ok(o)
             });
             let _ = fs::remove_file(&tmp);
+            let _ = fs::remove_file(&converted);
             out
         }
     }
@@ -149,6 +153,7 @@ fn write_raw(
 ) -> Result<RestoreOutcome> {
     let data_bytes: u64 = node.content.iter().filter(|p| matches!(p, Piece::Data { .. })).map(Piece::len).sum();
     let is_device = fs::metadata(target).is_ok_and(|m| m.file_type().is_block_device());
+    let temp = sibling(target, ".boveda-restore.tmp");
     let file = if is_device {
         let f = OpenOptions::new().write(true).open(target).map_err(|e| target_err(target, e.to_string()))?;
         let size = rustix::fs::seek(&f, rustix::fs::SeekFrom::End(0)).map_err(|e| target_err(target, e.to_string()))?;
@@ -172,16 +177,59 @@ fn write_raw(
                 format!("is too small: the disk holds {data_bytes} bytes of data, {free} bytes are free there"),
             ));
         }
+        // a new file beside the target, renamed over it once complete: an
+        // existing file there (a hard link to another image, say) is
+        // replaced, never written through
+        remove_stale(&temp).map_err(|e| target_err(target, e.to_string()))?;
         let f = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(target)
+            .open(&temp)
             .map_err(|e| target_err(target, e.to_string()))?;
         f.set_len(node.size).map_err(|e| target_err(target, e.to_string()))?;
         f
     };
+    let result = fill_raw(vault, index, node, &file, is_device, target, cancel, progress);
+    if !is_device {
+        match &result {
+            Ok(o) if o.errors.is_empty() => fs::rename(&temp, target).map_err(|e| target_err(target, e.to_string()))?,
+            _ => {
+                let _ = fs::remove_file(&temp);
+            }
+        }
+    }
+    result
+}
+
+/// `path` with `suffix` appended to its name.
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// Removes what an interrupted restore left at a temporary name.
+fn remove_stale(path: &Path) -> std::io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// Writes the disk's data into `file` (the device, or the new image file).
+#[allow(clippy::too_many_arguments)]
+fn fill_raw(
+    vault: &Vault,
+    index: &ChunkIndex,
+    node: &Node,
+    file: &File,
+    is_device: bool,
+    target: &Path,
+    cancel: Option<&AtomicBool>,
+    progress: &dyn RestoreProgress,
+) -> Result<RestoreOutcome> {
+    let data_bytes: u64 = node.content.iter().filter(|p| matches!(p, Piece::Data { .. })).map(Piece::len).sum();
     progress.planned(1, data_bytes);
     let mut wanted: HashMap<ChunkId, Vec<u64>> = HashMap::new();
     let mut offset = 0;
@@ -207,7 +255,7 @@ fn write_raw(
     let (queue, chunks) = sync_channel::<(u64, Vec<u8>)>(WRITE_QUEUE);
     let fetched = std::thread::scope(|scope| {
         let writer_errors = errors.clone();
-        let (file, written) = (&file, &written);
+        let written = &written;
         scope.spawn(move || {
             for (at, data) in chunks {
                 let res = if is_device { file.write_all_at(&data, at) } else { write_sparse(file, &data, at) };

@@ -4,7 +4,7 @@
 
 use jiff::civil::{Date, DateTime};
 use jiff::tz::TimeZone;
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 
 use crate::error::{Result, ServiceError};
 
@@ -30,7 +30,9 @@ pub const TIME_FORMS: &str = "a date (2027-06-30), a local date and time (2027-0
 /// outside the range of dates boveda handles.
 pub fn parse_time(text: &str, zone: &TimeZone, bound: DayBound) -> Result<Timestamp> {
     let text = text.trim();
-    let out_of_range = |e: jiff::Error| ServiceError::Invalid(format!("time {text:?} is out of range: {e}"));
+    let out_of_range = |_: jiff::Error| {
+        ServiceError::Invalid(format!("time {text:?} is out of range: boveda handles times from year -9999 to 9999"))
+    };
     if let Ok(t) = text.parse::<Timestamp>() {
         return Ok(t);
     }
@@ -74,8 +76,8 @@ pub fn check_retain_until(t: Timestamp, now: Timestamp) -> Result<()> {
     if t <= now {
         return Err(ServiceError::Invalid(format!("retain-until time {t} is not in the future (now: {now})")));
     }
-    let limit = SignedDuration::from_hours(24 * 366 * MAX_RETAIN_YEARS);
-    if t.duration_since(now) > limit {
+    let limit = now.to_zoned(TimeZone::UTC).checked_add(jiff::Span::new().years(MAX_RETAIN_YEARS)).map(|z| z.timestamp());
+    if limit.is_ok_and(|limit| t > limit) {
         return Err(ServiceError::Invalid(format!("retain-until time {t} is more than {MAX_RETAIN_YEARS} years away")));
     }
     Ok(())

@@ -629,3 +629,30 @@ fn a_running_vms_disk_is_read_as_a_plain_file() {
     assert_eq!(env.ok(&["--output", "json", "recoverypoint", "list", "web"]).trim(), "[]", "no point");
     env.backup("web", 0);
 }
+
+#[test]
+fn disk_restore_writes_through_a_hard_link_to_an_image_outside_its_target() {
+    let env = Env::new();
+    let img = env.path("disk.img");
+    fs::write(&img, noise(21, 3 << 20)).expect("write");
+    env.create_vault();
+    env.ok(&["item", "add", "disk", "d", "--path", s(&img)]);
+    env.backup("d", 0);
+    for format in ["raw", "qcow2"] {
+        let other = env.path(&format!("other-vm-{format}.img"));
+        fs::write(&other, b"another VM's disk, which must not change").expect("write");
+        let target = env.path(&format!("restored-{format}.img"));
+        fs::hard_link(&other, &target).expect("hard link as the target");
+        env.ok(&["restore", "d", "--target", s(&target), "--format", format]);
+        assert_eq!(fs::read(&other).expect("read"), b"another VM's disk, which must not change", "{format}");
+        assert_eq!(fs::metadata(&target).expect("stat").nlink(), 1, "{format}: the link was replaced");
+        let leftovers: Vec<_> = fs::read_dir(env.dir.path())
+            .expect("read_dir")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains(".boveda-"))
+            .collect();
+        assert!(leftovers.is_empty(), "{format}: no temporary file left: {leftovers:?}");
+    }
+    let raw = env.path("restored-raw.img");
+    assert_eq!(fs::read(&raw).expect("read"), noise(21, 3 << 20));
+}
