@@ -254,9 +254,9 @@ fn holders(meta: &std::fs::Metadata) -> Vec<String> {
             continue;
         }
         let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else { continue };
-        let opens = fds.flatten().any(|fd| {
-            std::fs::metadata(fd.path()).is_ok_and(|m| m.dev() == meta.dev() && m.ino() == meta.ino())
-        });
+        let opens = fds
+            .flatten()
+            .any(|fd| std::fs::metadata(fd.path()).is_ok_and(|m| m.dev() == meta.dev() && m.ino() == meta.ino()));
         if opens {
             out.push(describe_process(&pid));
         }

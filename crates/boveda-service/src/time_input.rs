@@ -2,9 +2,9 @@
 //! end. One parser for every front end (CLI, server), so each accepts the
 //! same forms and says the same thing about the ones it refuses.
 
+use jiff::Timestamp;
 use jiff::civil::{Date, DateTime};
 use jiff::tz::TimeZone;
-use jiff::Timestamp;
 
 use crate::error::{Result, ServiceError};
 
@@ -76,7 +76,8 @@ pub fn check_retain_until(t: Timestamp, now: Timestamp) -> Result<()> {
     if t <= now {
         return Err(ServiceError::Invalid(format!("retain-until time {t} is not in the future (now: {now})")));
     }
-    let limit = now.to_zoned(TimeZone::UTC).checked_add(jiff::Span::new().years(MAX_RETAIN_YEARS)).map(|z| z.timestamp());
+    let limit =
+        now.to_zoned(TimeZone::UTC).checked_add(jiff::Span::new().years(MAX_RETAIN_YEARS)).map(|z| z.timestamp());
     if limit.is_ok_and(|limit| t > limit) {
         return Err(ServiceError::Invalid(format!("retain-until time {t} is more than {MAX_RETAIN_YEARS} years away")));
     }

@@ -435,14 +435,19 @@ fn config_numbers_are_trusted_unauthenticated() {
 
 // ----- jobs and crashes -----
 
-#[test]
-fn a_past_retain_until_is_recorded_as_a_failed_job_with_a_critical_alert() {
-    let env = Env::new();
+/// A vault with item `t`: a folder holding one small file.
+fn one_file_item(env: &Env) {
     let src = env.path("src");
     fs::create_dir_all(&src).expect("mkdir");
     fs::write(src.join("f"), b"x").expect("write");
     env.create_vault();
     env.ok(&["item", "add", "files", "t", "--path", s(&src)]);
+}
+
+#[test]
+fn a_past_retain_until_is_recorded_as_a_failed_job_with_a_critical_alert() {
+    let env = Env::new();
+    one_file_item(&env);
     let err = env.fails(&["protection", "backup-now", "t", "--retain-until", "2001-01-01"]);
     assert!(err.contains("not in the future"), "{err}");
     assert_eq!(env.ok(&["--output", "json", "job", "list"]).trim(), "[]", "no job for a refused request");
@@ -489,7 +494,11 @@ fn leftovers_of_killed_backups_are_never_reclaimed() {
     assert_eq!(temp_objects(&env), left);
     // once untouched for longer than any writer takes, check names it and prune reclaims it
     for p in &left {
-        set_mtime(p, std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("now").as_secs() as i64 - 3600, 0);
+        set_mtime(
+            p,
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("now").as_secs() as i64 - 3600,
+            0,
+        );
     }
     let report = env.ok(&["vault", "check", "--read-data"]);
     assert!(report.contains("unfinished upload"), "{report}");
@@ -511,7 +520,10 @@ fn vault_check_beside_a_backup_reports_the_point_being_written_as_damaged() {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let checker = {
         let (stop, cmd) = (stop.clone(), env.cmd(&["vault", "check"]));
-        let (program, envs) = (cmd.get_program().to_owned(), cmd.get_envs().map(|(k, v)| (k.to_owned(), v.map(|v| v.to_owned()))).collect::<Vec<_>>());
+        let (program, envs) = (
+            cmd.get_program().to_owned(),
+            cmd.get_envs().map(|(k, v)| (k.to_owned(), v.map(|v| v.to_owned()))).collect::<Vec<_>>(),
+        );
         std::thread::spawn(move || {
             let mut runs = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -575,11 +587,7 @@ fn a_symlink_given_as_path_makes_an_empty_point() {
 #[test]
 fn retain_until_with_a_time_is_stored_as_the_end_of_the_day() {
     let env = Env::new();
-    let src = env.path("src");
-    fs::create_dir_all(&src).expect("mkdir");
-    fs::write(src.join("f"), b"x").expect("write");
-    env.create_vault();
-    env.ok(&["item", "add", "files", "t", "--path", s(&src)]);
+    one_file_item(&env);
     for (given, stored) in [
         ("2031-01-01T12:00:00", "2031-01-01T11:00:00Z"),
         ("2031-01-01 12:00", "2031-01-01T11:00:00Z"),
