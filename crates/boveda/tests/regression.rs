@@ -21,17 +21,23 @@ fn vault_with(env: &Env, name: &str, src: &Path) {
     env.backup(name, 0);
 }
 
-/// `boveda ARGS` with the open-file limit lowered to `limit`.
-fn with_open_file_limit(env: &Env, limit: u32, args: &[&str]) -> std::process::Output {
-    let c = env.cmd(&[]);
-    let mut sh = std::process::Command::new("sh");
-    sh.arg("-c").arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\"")).arg(common::bin()).args(args);
-    for (k, v) in c.get_envs() {
+/// `program` with the environment `env.cmd` gives boveda (its config
+/// folder and passphrase), for commands built elsewhere than `env.cmd`.
+fn with_env_of(env: &Env, program: &str) -> std::process::Command {
+    let mut c = std::process::Command::new(program);
+    for (k, v) in env.cmd(&[]).get_envs() {
         match v {
-            Some(v) => sh.env(k, v),
-            None => sh.env_remove(k),
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
         };
     }
+    c
+}
+
+/// `boveda ARGS` with the open-file limit lowered to `limit`.
+fn with_open_file_limit(env: &Env, limit: u32, args: &[&str]) -> std::process::Output {
+    let mut sh = with_env_of(env, "sh");
+    sh.arg("-c").arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\"")).arg(common::bin()).args(args);
     sh.output().expect("run boveda")
 }
 
@@ -326,13 +332,19 @@ fn one_damaged_object_of_item_a_blocks_item_b() {
     }
 }
 
+/// Adds a second key slot; returns the file holding its passphrase.
+fn second_key(env: &Env) -> std::path::PathBuf {
+    let pw2 = env.path("pw2");
+    fs::write(&pw2, "another passphrase").expect("write");
+    env.ok(&["vault", "key", "add", "--label", "second", "--new-password-file", s(&pw2), "--insecure-fast-kdf"]);
+    pw2
+}
+
 #[test]
 fn swapped_objects_go_unnoticed() {
     let env = Env::new();
     two_items(&env);
-    let pw2 = env.path("pw2");
-    fs::write(&pw2, "another passphrase").expect("write");
-    env.ok(&["vault", "key", "add", "--label", "second", "--new-password-file", s(&pw2), "--insecure-fast-kdf"]);
+    second_key(&env);
     // a point manifest replaced by a copy of another point's
     let pa = point_files_of(&env, "a");
     let original = fs::read(&pa[0]).expect("read");
@@ -374,9 +386,7 @@ fn edit_clear_object(path: &Path, edit: impl Fn(&mut serde_json::Value)) {
 fn a_damaged_key_slot_of_another_passphrase_locks_out_a_good_one() {
     let env = Env::new();
     two_items(&env);
-    let pw2 = env.path("pw2");
-    fs::write(&pw2, "another passphrase").expect("write");
-    env.ok(&["vault", "key", "add", "--label", "second", "--new-password-file", s(&pw2), "--insecure-fast-kdf"]);
+    let pw2 = second_key(&env);
     let slots = objects(&env.vault.join("keys"));
     // whichever slot sorts first is damaged: both passphrases are tried
     let first = &slots[0];
@@ -519,23 +529,13 @@ fn vault_check_beside_a_backup_reports_the_point_being_written_as_damaged() {
     env.ok(&["item", "add", "files", "t", "--path", s(&src)]);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let checker = {
-        let (stop, cmd) = (stop.clone(), env.cmd(&["vault", "check"]));
-        let (program, envs) = (
-            cmd.get_program().to_owned(),
-            cmd.get_envs().map(|(k, v)| (k.to_owned(), v.map(|v| v.to_owned()))).collect::<Vec<_>>(),
-        );
+        let stop = stop.clone();
+        let mut check = with_env_of(&env, common::bin().to_str().expect("utf8"));
+        check.args(["vault", "check"]);
         std::thread::spawn(move || {
             let mut runs = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let mut c = std::process::Command::new(&program);
-                c.arg("vault").arg("check");
-                for (k, v) in &envs {
-                    match v {
-                        Some(v) => c.env(k, v),
-                        None => c.env_remove(k),
-                    };
-                }
-                let out = c.output().expect("check");
+                let out = check.output().expect("check");
                 assert!(out.status.success(), "check beside backups: {}", String::from_utf8_lossy(&out.stdout));
                 runs += 1;
             }
