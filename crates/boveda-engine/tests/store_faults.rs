@@ -22,7 +22,7 @@ fn a_full_store_fails_the_backup_and_leaves_a_valid_vault() {
         fs::write(src.join(format!("f{i}")), data).expect("write");
     }
     let local: Arc<dyn Store> = Arc::new(LocalStore::new(dir.path().join("vault")));
-    let faulty = Arc::new(FaultStore::new(local, u64::MAX));
+    let faulty = Arc::new(FaultStore::with_budget(local, u64::MAX));
     let vault = common::test_vault(faulty.clone(), 0);
 
     faulty.refill(4 << 20); // room for a few packs, not for 12 MB

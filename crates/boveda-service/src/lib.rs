@@ -31,6 +31,7 @@ pub use agent::{AgentOptions, AgentReport, run_agent};
 pub use alert::{Alert, Severity, list_alerts, retry_alerts};
 pub use boveda_engine::DiskEntry;
 pub use boveda_engine::DiskOutputFormat;
+pub use boveda_store::{MetricsSnapshot, StoreError, process_metrics as store_requests};
 pub use clock::{Clock, FakeClock, SystemClock, clock_from_env};
 pub use consistency::{ConsistencyConfig, MAX_SCRIPT_TIMEOUT_SECS, ScriptResult, run_script};
 pub use error::{Result, ServiceError, ServiceErrorKind};

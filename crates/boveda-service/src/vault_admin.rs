@@ -1,6 +1,6 @@
 //! Creating, opening and describing vaults.
 
-use boveda_store::open_store;
+use boveda_store::{StoreOptions, open_store, open_store_with};
 use boveda_vault::{ChunkerParams, CreateOptions, KdfParams, Vault, VaultSettings};
 use serde::Serialize;
 
@@ -18,6 +18,8 @@ pub struct NewVault {
     pub pack_size_mib: u32,
     pub compression_level: i32,
     pub kdf: KdfParams,
+    /// Create the store's container or bucket when it is missing.
+    pub create_container: bool,
 }
 
 pub fn hostname() -> String {
@@ -64,7 +66,8 @@ pub fn create_vault(req: &NewVault, passphrase: &[u8]) -> Result<Vault> {
         )));
     }
     let store_url = normalize_store(&req.store)?;
-    let store = open_store(&store_url).map_err(|e| ServiceError::Invalid(e.to_string()))?;
+    let opts = StoreOptions { create_container: req.create_container, ..StoreOptions::default() };
+    let store = open_store_with(&store_url, &opts).map_err(boveda_vault::VaultError::from)?;
     let settings = VaultSettings {
         name: req.name.clone(),
         location: req.location.clone(),
@@ -125,7 +128,7 @@ pub fn resolve_vault(selector: Option<&str>) -> Result<String> {
 /// As [`resolve_vault`] and [`Vault::open`].
 pub fn open_vault(selector: Option<&str>, passphrase: &[u8]) -> Result<Vault> {
     let url = resolve_vault(selector)?;
-    let store = open_store(&url).map_err(|e| ServiceError::Invalid(e.to_string()))?;
+    let store = open_store(&url).map_err(boveda_vault::VaultError::from)?;
     Ok(Vault::open(store, passphrase)?)
 }
 
@@ -160,7 +163,7 @@ pub fn summarize(vault: &Vault) -> Result<VaultSummary> {
     let index = vault.load_index()?;
     let points = vault.list_points()?;
     let items = list_items(vault)?;
-    let stored_bytes = vault.store().list("").map_err(boveda_vault::VaultError::from)?.iter().map(|o| o.size).sum();
+    let stored_bytes = vault.stored_bytes()?;
     let mut protected_bytes = 0;
     for item in &items {
         if let Some(p) = points.iter().rev().find(|p| p.item_id == item.id) {

@@ -3,8 +3,10 @@ use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use crate::store::check_name;
-use crate::{AbandonedUpload, ObjectInfo, Store, StoreError, StoreErrorKind};
+use std::ops::ControlFlow;
+
+use crate::store::{LIST_PAGE, check_name, check_prefix};
+use crate::{AbandonedUpload, Capabilities, ObjectInfo, PutMode, Store, StoreError, StoreErrorKind};
 
 /// A vault's objects as files below one folder: the embedded default store.
 #[derive(Debug, Clone)]
@@ -58,9 +60,87 @@ fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     }
 }
 
+/// A local file's version tag: its inode, change time and size, which a
+/// replace (a new inode renamed into place) always changes.
+fn local_etag(meta: &fs::Metadata) -> String {
+    use std::os::unix::fs::MetadataExt;
+    format!("{:x}-{:x}.{:x}-{:x}", meta.ino(), meta.ctime(), meta.ctime_nsec(), meta.len())
+}
+
+fn local_info(name: &str, meta: &fs::Metadata) -> ObjectInfo {
+    ObjectInfo {
+        name: name.to_string(),
+        size: meta.len(),
+        etag: Some(local_etag(meta)),
+        modified: meta.modified().ok(),
+    }
+}
+
+impl LocalStore {
+    /// Writes `data` to a new temporary file beside `dest` and moves it into
+    /// place with `install` (create-only or replacing); the folder is synced.
+    fn write_through_temp(
+        &self,
+        dest: &Path,
+        data: &[u8],
+        install: impl FnOnce(&Path, &Path) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let dir = dest.parent().unwrap_or(&self.root).to_path_buf();
+        fs::create_dir_all(&dir)?;
+        let tmp = dir.join(temp_name());
+        let result = (|| {
+            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            f.write_all(data)?;
+            f.sync_all()?;
+            drop(f);
+            install(&tmp, dest)?;
+            sync_dir(&dir)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    /// Replaces `dest` only while its version tag is `etag`. Writers of the
+    /// same object serialize on an exclusive lock of the current file; one
+    /// that locked a file already replaced tries again on the new one.
+    fn replace_if_match(&self, name: &str, dest: &Path, data: &[u8], etag: &str) -> Result<ObjectInfo, StoreError> {
+        use std::os::unix::fs::MetadataExt;
+        let io_err = |e| StoreError::from_io("replace", name, e);
+        let changed = || StoreError::new(StoreErrorKind::ConditionNotMet, "replace", name);
+        loop {
+            let current = match File::open(dest) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(changed()),
+                Err(e) => return Err(io_err(e)),
+            };
+            rustix::fs::flock(&current, rustix::fs::FlockOperation::LockExclusive)
+                .map_err(|e| io_err(io::Error::from(e)))?;
+            let locked = current.metadata().map_err(io_err)?;
+            match fs::metadata(dest) {
+                Ok(now) if now.ino() == locked.ino() => {}
+                Ok(_) => continue, // replaced while we waited for the lock
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(changed()),
+                Err(e) => return Err(io_err(e)),
+            }
+            if local_etag(&locked) != etag {
+                return Err(changed());
+            }
+            self.write_through_temp(dest, data, |tmp, to| fs::rename(tmp, to)).map_err(io_err)?;
+            let meta = fs::metadata(dest).map_err(io_err)?;
+            return Ok(local_info(name, &meta));
+        }
+    }
+}
+
 impl Store for LocalStore {
     fn location(&self) -> String {
         self.root.display().to_string()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { conditional_replace: true, parallel_requests: 2 }
     }
 
     fn get(&self, name: &str) -> Result<Vec<u8>, StoreError> {
@@ -83,46 +163,40 @@ impl Store for LocalStore {
         Ok(buf)
     }
 
-    fn put(&self, name: &str, data: &[u8]) -> Result<(), StoreError> {
+    fn put(&self, name: &str, data: &[u8], mode: PutMode) -> Result<ObjectInfo, StoreError> {
         check_name("write", name)?;
         let dest = self.path(name);
-        let dir = dest.parent().unwrap_or(&self.root).to_path_buf();
-        let io_err = |e| StoreError::from_io("write", name, e);
-        if dest.exists() {
-            return Err(StoreError::new(StoreErrorKind::AlreadyExists, "write", name));
+        match mode {
+            PutMode::Create => {
+                if dest.exists() {
+                    return Err(StoreError::new(StoreErrorKind::AlreadyExists, "write", name));
+                }
+                self.write_through_temp(&dest, data, rename_noreplace)
+                    .map_err(|e| StoreError::from_io("write", name, e))?;
+                self.stat(name)
+            }
+            PutMode::ReplaceIfMatch(etag) => self.replace_if_match(name, &dest, data, &etag),
         }
-        fs::create_dir_all(&dir).map_err(io_err)?;
-        let tmp = dir.join(temp_name());
-        let result = (|| {
-            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-            f.write_all(data)?;
-            f.sync_all()?;
-            drop(f);
-            rename_noreplace(&tmp, &dest)?;
-            sync_dir(&dir)
-        })();
-        if let Err(e) = result {
-            let _ = fs::remove_file(&tmp);
-            return Err(io_err(e));
-        }
-        Ok(())
     }
 
-    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
-        let mut out = Vec::new();
-        self.walk(prefix, &mut |child, meta, is_temp| {
-            if !is_temp {
-                out.push(ObjectInfo { name: child, size: meta.len() });
-            }
-        })?;
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(out)
+    fn list_pages(
+        &self,
+        prefix: &str,
+        visit: &mut dyn FnMut(Vec<ObjectInfo>) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        check_prefix(prefix)?;
+        let mut page = Vec::with_capacity(LIST_PAGE);
+        let flow = self.walk_sorted(&self.path(prefix), prefix, &mut page, visit)?;
+        if flow.is_continue() && !page.is_empty() {
+            let _ = visit(page);
+        }
+        Ok(())
     }
 
     fn stat(&self, name: &str) -> Result<ObjectInfo, StoreError> {
         check_name("stat", name)?;
         let meta = fs::metadata(self.path(name)).map_err(|e| StoreError::from_io("stat", name, e))?;
-        Ok(ObjectInfo { name: name.to_string(), size: meta.len() })
+        Ok(local_info(name, &meta))
     }
 
     fn delete(&self, name: &str) -> Result<(), StoreError> {
@@ -160,6 +234,55 @@ fn remove_if_present(path: &Path) -> io::Result<()> {
 }
 
 impl LocalStore {
+    /// Lists the objects below `dir` (named `rel`) in ascending byte order
+    /// of their names, handing `visit` a page whenever one fills. Sorting
+    /// siblings by name, with a folder's name followed by `/`, gives the
+    /// byte order of whole names.
+    fn walk_sorted(
+        &self,
+        dir: &Path,
+        rel: &str,
+        page: &mut Vec<ObjectInfo>,
+        visit: &mut dyn FnMut(Vec<ObjectInfo>) -> ControlFlow<()>,
+    ) -> Result<ControlFlow<()>, StoreError> {
+        let entries = match fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {
+                return Ok(ControlFlow::Continue(()));
+            }
+            Err(e) => return Err(StoreError::from_io("list", rel, e)),
+        };
+        let mut children = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| StoreError::from_io("list", rel, e))?;
+            let Ok(fname) = entry.file_name().into_string() else { continue };
+            if fname.starts_with(TEMP_PREFIX) {
+                continue;
+            }
+            let meta = match entry.metadata() {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // renamed or removed meanwhile
+                other => other.map_err(|e| StoreError::from_io("list", &fname, e))?,
+            };
+            let key = if meta.is_dir() { format!("{fname}/") } else { fname };
+            children.push((key, meta));
+        }
+        children.sort_by(|a, b| a.0.cmp(&b.0));
+        for (key, meta) in children {
+            let child = if rel.is_empty() { key.clone() } else { format!("{rel}/{key}") };
+            if let Some(sub) = child.strip_suffix('/') {
+                if self.walk_sorted(&self.path(sub), sub, page, visit)?.is_break() {
+                    return Ok(ControlFlow::Break(()));
+                }
+            } else {
+                page.push(local_info(&child, &meta));
+                if page.len() >= LIST_PAGE && visit(std::mem::take(page)).is_break() {
+                    return Ok(ControlFlow::Break(()));
+                }
+            }
+        }
+        Ok(ControlFlow::Continue(()))
+    }
+
     /// Visits every file below `prefix` with its name, metadata and whether
     /// it is a temporary file of an unfinished `put`.
     fn walk(&self, prefix: &str, visit: &mut dyn FnMut(String, fs::Metadata, bool)) -> Result<(), StoreError> {
@@ -216,8 +339,8 @@ mod tests {
     #[test]
     fn put_get_list_stat_delete() {
         let (_d, s) = store();
-        s.put("packs/ab/abcd", b"hello").expect("put");
-        s.put("index/1", b"x").expect("put");
+        s.put_new("packs/ab/abcd", b"hello").expect("put");
+        s.put_new("index/1", b"x").expect("put");
         assert_eq!(s.get("packs/ab/abcd").expect("get"), b"hello");
         assert_eq!(s.get_range("packs/ab/abcd", 1, 3).expect("range"), b"ell");
         assert!(s.get_range("packs/ab/abcd", 3, 3).is_err());
@@ -232,8 +355,8 @@ mod tests {
     #[test]
     fn put_never_replaces() {
         let (_d, s) = store();
-        s.put("a/b", b"one").expect("put");
-        let err = s.put("a/b", b"two").expect_err("second put must fail");
+        s.put_new("a/b", b"one").expect("put");
+        let err = s.put_new("a/b", b"two").expect_err("second put must fail");
         assert_eq!(err.kind(), StoreErrorKind::AlreadyExists);
         assert_eq!(s.get("a/b").expect("get"), b"one");
     }
@@ -241,11 +364,11 @@ mod tests {
     #[test]
     fn temp_files_are_not_listed_and_names_are_checked() {
         let (_d, s) = store();
-        s.put("a/b", b"one").expect("put");
+        s.put_new("a/b", b"one").expect("put");
         fs::write(s.root().join("a/.tmp-123"), b"partial").expect("write");
         assert_eq!(s.list("a").expect("list").len(), 1);
         for bad in ["", "/abs", "a/../b", "a//b", "a/.tmp-1"] {
-            assert_eq!(s.put(bad, b"x").expect_err(bad).kind(), StoreErrorKind::InvalidName);
+            assert_eq!(s.put_new(bad, b"x").expect_err(bad).kind(), StoreErrorKind::InvalidName);
         }
         assert_eq!(read_tail(&s.root().join("a/b"), 2).expect("tail"), b"ne");
     }
@@ -253,7 +376,7 @@ mod tests {
     #[test]
     fn abandoned_uploads_are_found_by_age_and_discarded() {
         let (_d, s) = store();
-        s.put("a/b", b"one").expect("put");
+        s.put_new("a/b", b"one").expect("put");
         fs::write(s.root().join("a/.tmp-123"), b"partial").expect("write");
         let now = std::time::SystemTime::now();
         assert!(s.abandoned_uploads(now - std::time::Duration::from_secs(60)).expect("list").is_empty(), "fresh");

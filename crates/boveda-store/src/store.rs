@@ -1,13 +1,46 @@
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::ops::ControlFlow;
+use std::time::SystemTime;
 
-use crate::{LocalStore, StoreError, StoreErrorKind};
+use crate::{StoreError, StoreErrorKind};
 
-/// One object as listed by a store.
+/// One object as a store describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectInfo {
     pub name: String,
     pub size: u64,
+    /// The store's version tag of these bytes (an object store's ETag; for a
+    /// local folder, one derived from the file's identity and change time).
+    /// What a conditional replace names.
+    pub etag: Option<String>,
+    pub modified: Option<SystemTime>,
+}
+
+impl ObjectInfo {
+    pub fn new(name: &str, size: u64) -> Self {
+        Self { name: name.to_string(), size, etag: None, modified: None }
+    }
+}
+
+/// What a `put` may find at its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutMode {
+    /// Create-only (`If-None-Match: *`): fails with `AlreadyExists` when
+    /// the name is taken. Every vault object is written this way.
+    Create,
+    /// Replace-only-if-unchanged (`If-Match`): replaces the object only
+    /// while its version tag is still this one; fails with
+    /// `ConditionNotMet` when it changed or is gone.
+    ReplaceIfMatch(String),
+}
+
+/// Optional operations a store offers (the required ones are in [`Store`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// [`PutMode::ReplaceIfMatch`] works.
+    pub conditional_replace: bool,
+    /// Requests this kind of store serves well at once: the default for a
+    /// vault's parallel uploads and downloads.
+    pub parallel_requests: usize,
 }
 
 /// What a writer began and never finished: a local folder's temporary file,
@@ -19,18 +52,25 @@ pub struct AbandonedUpload {
     pub name: String,
     pub size: u64,
     /// When it was last written to.
-    pub modified: std::time::SystemTime,
+    pub modified: SystemTime,
 }
 
-/// The storage contract every backend fulfils (see the crate docs).
+/// Objects a listing hands over at once, at most.
+pub const LIST_PAGE: usize = 1000;
+
+/// The storage contract every backend and every layer fulfils (see the
+/// crate docs for the promises the vault format relies on).
 pub trait Store: Send + Sync {
     /// A human-readable location, such as the folder path or URL.
     fn location(&self) -> String;
 
+    /// What this store offers beyond the required operations.
+    fn capabilities(&self) -> Capabilities;
+
     /// Reads a whole object.
     ///
     /// # Errors
-    /// `NotFound` when the object is absent; `Other` on I/O failure.
+    /// `NotFound` when the object is absent.
     fn get(&self, name: &str) -> Result<Vec<u8>, StoreError>;
 
     /// Reads `len` bytes at `offset`. A short object is an error.
@@ -39,20 +79,35 @@ pub trait Store: Send + Sync {
     /// As [`Store::get`]; `Other` when the range runs past the end.
     fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>, StoreError>;
 
-    /// Writes a new object atomically; never replaces one.
+    /// Writes an object atomically (readers see all of it or none) under
+    /// the condition `mode` names, and describes what was stored.
+    ///
+    /// A create-only put that was retried after an answer was lost may find
+    /// its own first attempt already landed: the retry layer reads the
+    /// object back, and identical bytes count as success (vault objects are
+    /// content-addressed or unique by name, so equal bytes mean the same
+    /// write).
     ///
     /// # Errors
-    /// `AlreadyExists` when the name is taken, `NoSpace` when the store is full.
-    fn put(&self, name: &str, data: &[u8]) -> Result<(), StoreError>;
+    /// `AlreadyExists` (create-only, name taken), `ConditionNotMet`
+    /// (replace, version changed), `Unsupported` (replace on a store
+    /// without it), `NoSpace`.
+    fn put(&self, name: &str, data: &[u8], mode: PutMode) -> Result<ObjectInfo, StoreError>;
 
-    /// Lists every object whose name starts with `prefix` followed by `/`,
-    /// at any depth. An absent prefix lists nothing.
+    /// Streams every object whose name starts with `prefix` followed by
+    /// `/`, at any depth (or every object, for an empty prefix), in
+    /// ascending byte order of names, a page at a time; `visit` may stop
+    /// the listing early. An absent prefix lists nothing.
     ///
     /// # Errors
-    /// `Other` on I/O failure.
-    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError>;
+    /// A store error; pages already visited stay visited.
+    fn list_pages(
+        &self,
+        prefix: &str,
+        visit: &mut dyn FnMut(Vec<ObjectInfo>) -> ControlFlow<()>,
+    ) -> Result<(), StoreError>;
 
-    /// Size of one object.
+    /// Describes one object.
     ///
     /// # Errors
     /// `NotFound` when the object is absent.
@@ -61,43 +116,61 @@ pub trait Store: Send + Sync {
     /// Removes an object. Removing an absent object succeeds.
     ///
     /// # Errors
-    /// `Other` on I/O failure.
+    /// A store error.
     fn delete(&self, name: &str) -> Result<(), StoreError>;
 
     /// Uploads begun and not finished, last written before `before`: what
     /// writers killed mid-`put` left behind. A live `put` keeps writing to
-    /// its upload, so one untouched for long has no owner.
+    /// its upload, so one untouched for long has no owner. Stores whose
+    /// every put is a single request have none.
     ///
     /// # Errors
-    /// `Other` on I/O failure.
-    fn abandoned_uploads(&self, before: std::time::SystemTime) -> Result<Vec<AbandonedUpload>, StoreError>;
+    /// A store error.
+    fn abandoned_uploads(&self, before: SystemTime) -> Result<Vec<AbandonedUpload>, StoreError>;
 
     /// Removes an abandoned upload. Removing one already gone succeeds.
     ///
     /// # Errors
-    /// `InvalidName` for a name that is no upload; `Other` on I/O failure.
+    /// `InvalidName` for a name that is no upload.
     fn discard_upload(&self, upload: &AbandonedUpload) -> Result<(), StoreError>;
+
+    /// Writes a new object; never replaces one (create-only).
+    ///
+    /// # Errors
+    /// As [`Store::put`].
+    fn put_new(&self, name: &str, data: &[u8]) -> Result<ObjectInfo, StoreError> {
+        self.put(name, data, PutMode::Create)
+    }
+
+    /// Every object below `prefix` (see [`Store::list_pages`]).
+    ///
+    /// # Errors
+    /// A store error.
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        let mut out = Vec::new();
+        self.list_pages(prefix, &mut |page| {
+            out.extend(page);
+            ControlFlow::Continue(())
+        })?;
+        Ok(out)
+    }
+
+    /// Whether no object lies below `prefix`; reads one page at most.
+    ///
+    /// # Errors
+    /// A store error.
+    fn is_empty_below(&self, prefix: &str) -> Result<bool, StoreError> {
+        let mut empty = true;
+        self.list_pages(prefix, &mut |page| {
+            empty = page.is_empty();
+            if empty { ControlFlow::Continue(()) } else { ControlFlow::Break(()) }
+        })?;
+        Ok(empty)
+    }
 }
 
-/// Opens a store from a URL: a plain path or `file://PATH` for a local folder.
-///
-/// # Errors
-/// `InvalidName` for a scheme this build does not know.
-pub fn open_store(url: &str) -> Result<Arc<dyn Store>, StoreError> {
-    if let Some(path) = url.strip_prefix("file://") {
-        return Ok(Arc::new(LocalStore::new(PathBuf::from(path))));
-    }
-    if let Some((scheme, _)) = url.split_once("://") {
-        return Err(StoreError::new(
-            StoreErrorKind::InvalidName,
-            "open store",
-            &format!("{url} (the {scheme}:// store is not supported yet: use a local folder path)"),
-        ));
-    }
-    Ok(Arc::new(LocalStore::new(PathBuf::from(url))))
-}
-
-/// Checks an object name: relative, `/`-separated, no empty, `.` or `..` parts.
+/// Checks an object name: relative, `/`-separated, no empty, `.` or `..`
+/// parts, no part that starts with `.tmp-` (a backend's in-flight files).
 pub(crate) fn check_name(operation: &'static str, name: &str) -> Result<(), StoreError> {
     let bad = name.is_empty()
         || name.starts_with('/')
@@ -106,4 +179,9 @@ pub(crate) fn check_name(operation: &'static str, name: &str) -> Result<(), Stor
         return Err(StoreError::new(StoreErrorKind::InvalidName, operation, name));
     }
     Ok(())
+}
+
+/// Checks a listing prefix: empty, or a valid name.
+pub(crate) fn check_prefix(prefix: &str) -> Result<(), StoreError> {
+    if prefix.is_empty() { Ok(()) } else { check_name("list", prefix) }
 }

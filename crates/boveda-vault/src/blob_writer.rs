@@ -76,12 +76,12 @@ fn poisoned() -> VaultError {
 }
 
 fn upload(store: &dyn Store, key: &MasterKey, pack: FinishedPack, state: &UploadState) -> Result<()> {
-    store.put(&pack_name(pack.kind, &pack.id), &pack.bytes)?;
+    store.put_new(&pack_name(pack.kind, &pack.id), &pack.bytes)?;
     let index = IndexObject {
         packs: vec![IndexPack { id: pack.id, kind: pack.kind, size: pack.bytes.len() as u64, entries: pack.entries }],
     };
     let (name, bytes) = index.seal(key)?;
-    store.put(&name, &bytes)?;
+    store.put_new(&name, &bytes)?;
     state.bytes_stored.fetch_add((pack.bytes.len() + bytes.len()) as u64, Ordering::Relaxed);
     state.packs_written.fetch_add(1, Ordering::Relaxed);
     if let Ok(mut pool) = state.buffers.lock()

@@ -149,7 +149,7 @@ impl Vault {
             Err(e) if e.kind() == StoreErrorKind::NotFound => {}
             Err(e) => return Err(e.into()),
         }
-        if !store.list("")?.is_empty() {
+        if !store.is_empty_below("")? {
             return Err(VaultError::Invalid(format!(
                 "{location} is not empty and holds no vault: choose a new or empty folder"
             )));
@@ -159,7 +159,7 @@ impl Vault {
         }
         let key = MasterKey::generate();
         let slot = KeySlot::create(&key, passphrase, opts.kdf, "initial", &opts.hostname)?;
-        store.put(&KeySlot::name(&slot.id), &slot.to_bytes()?)?;
+        store.put_new(&KeySlot::name(&slot.id), &slot.to_bytes()?)?;
         let config = VaultConfig { id: RecordId::random(), created: Timestamp::now(), chunker: opts.chunker };
         let vault =
             Vault { store, key, config, settings: opts.settings.clone(), slot: slot.id, damage: Arc::default() };
@@ -168,7 +168,7 @@ impl Vault {
         let stored = StoredConfig { config: vault.config.clone(), mac: vault.config.mac(&vault.key)? };
         let mut cfg = header(ObjectKind::Config).to_vec();
         serde_json::to_writer(&mut cfg, &stored).map_err(|e| VaultError::Invalid(e.to_string()))?;
-        vault.store.put("config", &cfg)?;
+        vault.store.put_new("config", &cfg)?;
         Ok(vault)
     }
 
@@ -263,6 +263,25 @@ impl Vault {
         self.store.location()
     }
 
+    /// Bytes the vault's objects take in its store, listed folder by folder
+    /// (never the whole store: a prefix may hold other data beside it).
+    ///
+    /// # Errors
+    /// A store error.
+    pub fn stored_bytes(&self) -> Result<u64> {
+        let mut total = self.store.stat("config")?.size;
+        for folder in Self::FOLDERS {
+            self.store.list_pages(folder, &mut |page| {
+                total += page.iter().map(|o| o.size).sum::<u64>();
+                std::ops::ControlFlow::Continue(())
+            })?;
+        }
+        Ok(total)
+    }
+
+    /// The folders a vault's objects live in, besides its `config`.
+    pub const FOLDERS: [&str; 5] = ["keys", "catalog", "points", "index", "packs"];
+
     /// A chunker with this vault's sizes and secret gear table.
     pub fn chunker(&self) -> Chunker {
         Chunker::new(self.config.chunker, self.key.chunker_seed())
@@ -286,7 +305,7 @@ impl Vault {
     /// A store error.
     pub fn add_key(&self, passphrase: &[u8], label: &str, kdf: KdfParams, hostname: &str) -> Result<RecordId> {
         let slot = KeySlot::create(&self.key, passphrase, kdf, label, hostname)?;
-        self.store.put(&KeySlot::name(&slot.id), &slot.to_bytes()?)?;
+        self.store.put_new(&KeySlot::name(&slot.id), &slot.to_bytes()?)?;
         Ok(slot.id)
     }
 
@@ -420,7 +439,7 @@ impl Vault {
     pub fn save_point(&self, point: &RecoveryPoint) -> Result<()> {
         let name = point_name(&point.id);
         let bytes = seal_json(&self.key, ObjectKind::Point, &name, point)?;
-        self.store.put(&name, &bytes)?;
+        self.store.put_new(&name, &bytes)?;
         Ok(())
     }
 
@@ -478,7 +497,7 @@ impl Vault {
         let rec = CatalogRecord { id: *id, revision: now, body };
         let name = revision_name(kind, id, now);
         let bytes = seal_json(&self.key, ObjectKind::Catalog, &name, &rec)?;
-        self.store.put(&name, &bytes)?;
+        self.store.put_new(&name, &bytes)?;
         Ok(name)
     }
 

@@ -170,9 +170,14 @@ pub enum VaultCmd {
 pub struct CreateArgs {
     /// 2-50 characters: letters, digits and hyphens, starting with a letter.
     pub name: String,
-    /// Where the vault's objects live: a folder path or file://PATH.
+    /// Where the vault's objects live: a folder path, file://PATH,
+    /// azblob://CONTAINER/PREFIX or s3://BUCKET/PREFIX (credentials come
+    /// from the cloud's usual environment variables; see docs/STORES.md).
     #[arg(long)]
     pub store: String,
+    /// Create the container or bucket when it does not exist.
+    #[arg(long)]
+    pub create_container: bool,
     /// A free-form location label.
     #[arg(long, default_value = "local")]
     pub location: String,

@@ -39,6 +39,26 @@ fn tune_allocator() {
     }
 }
 
+/// The error and its causes on one line, as `{:#}` shows them, but ending
+/// at a store error: it already says in one line what the store answered,
+/// and the protocol library's full text below it is for debugging.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !line.ends_with(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+        if cause.downcast_ref::<boveda_service::StoreError>().is_some() {
+            break;
+        }
+    }
+    line
+}
+
 fn main() -> ExitCode {
     tune_allocator();
     // SAFETY: restores the default action, so `boveda ... | head` ends quietly.
@@ -51,7 +71,7 @@ fn main() -> ExitCode {
         Ok(Outcome::Warnings) => ExitCode::from(3),
         Ok(Outcome::Failed) => ExitCode::from(1),
         Err(e) => {
-            eprintln!("boveda: error: {e:#}");
+            eprintln!("boveda: error: {}", one_line(&e));
             ExitCode::from(1)
         }
     }

@@ -26,6 +26,7 @@ pub fn run(ctx: &Ctx, cmd: VaultCmd) -> Result<Outcome> {
                 pack_size_mib: a.pack_size_mib,
                 compression_level: a.compression,
                 kdf: kdf(a.insecure_fast_kdf),
+                create_container: a.create_container,
             };
             let vault = create_vault(&req, &pass)?;
             if ctx.json() {
