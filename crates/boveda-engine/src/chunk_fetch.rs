@@ -48,28 +48,37 @@ pub(crate) fn fetch_chunks<U: Sync, S: ChunkSink<U>>(
     }
     let cancelled = AtomicBool::new(false);
     let packs: Vec<_> = by_pack.into_values().collect();
-    packs.into_par_iter().for_each(|mut blobs| {
-        if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
-            cancelled.store(true, Ordering::Relaxed);
-            return;
-        }
-        blobs.sort_by_key(|(r, _)| r.offset);
-        let mut start = 0;
-        while start < blobs.len() {
-            let run_start = u64::from(blobs[start].0.offset);
-            let mut run_end = run_start + u64::from(blobs[start].0.length);
-            let mut end = start + 1;
-            while let Some((r, _)) = blobs.get(end) {
-                let (o, l) = (u64::from(r.offset), u64::from(r.length));
-                if o > run_end + MAX_READ_GAP || o + l - run_start > MAX_READ {
-                    break;
-                }
-                run_end = run_end.max(o + l);
-                end += 1;
+    // as many reads at once as the vault's store serves well: on a store
+    // with latency, threads wait on the network more than they compute
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(vault.parallel_requests())
+        .thread_name(|n| format!("pack-read-{n}"))
+        .build()
+        .map_err(|e| EngineError::Vault(boveda_vault::VaultError::Invalid(format!("cannot start readers: {e}"))))?;
+    pool.install(|| {
+        packs.into_par_iter().for_each(|mut blobs| {
+            if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                cancelled.store(true, Ordering::Relaxed);
+                return;
             }
-            read_run(vault, &blobs[start..end], run_start, run_end, wanted, sink);
-            start = end;
-        }
+            blobs.sort_by_key(|(r, _)| r.offset);
+            let mut start = 0;
+            while start < blobs.len() {
+                let run_start = u64::from(blobs[start].0.offset);
+                let mut run_end = run_start + u64::from(blobs[start].0.length);
+                let mut end = start + 1;
+                while let Some((r, _)) = blobs.get(end) {
+                    let (o, l) = (u64::from(r.offset), u64::from(r.length));
+                    if o > run_end + MAX_READ_GAP || o + l - run_start > MAX_READ {
+                        break;
+                    }
+                    run_end = run_end.max(o + l);
+                    end += 1;
+                }
+                read_run(vault, &blobs[start..end], run_start, run_end, wanted, sink);
+                start = end;
+            }
+        })
     });
     if cancelled.into_inner() {
         return Err(EngineError::Cancelled);

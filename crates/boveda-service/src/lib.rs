@@ -63,4 +63,7 @@ pub use retention::{PointExpiry, evaluate as evaluate_retention};
 pub use schedule::{latest_slot, next_slot};
 pub use time_input::{DayBound, MAX_RETAIN_YEARS, TIME_FORMS, check_retain_until, parse_retain_until, parse_time};
 pub use usage::{ItemUsage, PriceTable, Usage, instance_band, usage};
-pub use vault_admin::{NewVault, VaultSummary, create_vault, hostname, open_vault, resolve_vault, summarize};
+pub use vault_admin::{
+    NewVault, VaultSummary, VaultUpdate, create_vault, hostname, open_vault, resolve_vault, retry_policy, summarize,
+    update_vault,
+};

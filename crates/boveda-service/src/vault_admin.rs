@@ -1,7 +1,8 @@
 //! Creating, opening and describing vaults.
 
-use boveda_store::{StoreOptions, open_store, open_store_with};
+use boveda_store::{RetryPolicy, StoreOptions, faults_from_env, layer, open_backend, open_store_with};
 use boveda_vault::{ChunkerParams, CreateOptions, KdfParams, Vault, VaultSettings};
+use boveda_vault::{StoreSettings, VaultError};
 use serde::Serialize;
 
 use crate::error::{Result, ServiceError};
@@ -77,6 +78,7 @@ pub fn create_vault(req: &NewVault, passphrase: &[u8]) -> Result<Vault> {
         compression_level: req.compression_level,
         soft_delete_days: VaultSettings::DEFAULT_SOFT_DELETE_DAYS,
         webhook: None,
+        store: boveda_vault::StoreSettings::default(),
     };
     let opts = CreateOptions { settings, kdf: req.kdf, chunker: ChunkerParams::DEFAULT, hostname: hostname() };
     let vault = Vault::create(store, passphrase, opts)?;
@@ -128,8 +130,80 @@ pub fn resolve_vault(selector: Option<&str>) -> Result<String> {
 /// As [`resolve_vault`] and [`Vault::open`].
 pub fn open_vault(selector: Option<&str>, passphrase: &[u8]) -> Result<Vault> {
     let url = resolve_vault(selector)?;
-    let store = open_store(&url).map_err(boveda_vault::VaultError::from)?;
-    Ok(Vault::open(store, passphrase)?)
+    let backend = open_backend(&url, false).map_err(VaultError::from)?;
+    let faults = faults_from_env().map_err(VaultError::from)?;
+    let mut vault = Vault::open(layer(backend.clone(), RetryPolicy::default(), faults.clone()), passphrase)?;
+    let policy = retry_policy(&vault.settings().store);
+    if policy != RetryPolicy::default() {
+        vault.set_store(layer(backend, policy, faults));
+    }
+    Ok(vault)
+}
+
+/// The retry policy a vault's settings ask for.
+pub fn retry_policy(settings: &StoreSettings) -> RetryPolicy {
+    let default = RetryPolicy::default();
+    RetryPolicy {
+        attempts: settings.retries.unwrap_or(default.attempts),
+        max_delay: settings
+            .retry_max_wait_secs
+            .map_or(default.max_delay, |s| std::time::Duration::from_secs(u64::from(s))),
+        ..default
+    }
+}
+
+/// Changes to a vault's settings; `None` leaves a setting as it is.
+#[derive(Debug, Default, Clone)]
+pub struct VaultUpdate {
+    /// `Some(None)` stops posting alerts.
+    pub webhook: Option<Option<String>>,
+    pub soft_delete_days: Option<u32>,
+    pub store_retries: Option<u32>,
+    pub store_retry_max_wait_secs: Option<u32>,
+    pub parallel_requests: Option<u32>,
+}
+
+/// Checks and applies changes to a vault's settings; nothing changes when
+/// one is invalid.
+///
+/// # Errors
+/// `Invalid` naming the setting and its bounds; a store error.
+pub fn update_vault(vault: &mut Vault, update: &VaultUpdate) -> Result<()> {
+    let mut settings = vault.settings().clone();
+    let within = |what: &str, v: Option<u32>, range: std::ops::RangeInclusive<u32>| match v {
+        Some(n) if !range.contains(&n) => {
+            Err(ServiceError::Invalid(format!("{what} must be {} to {}, not {n}", range.start(), range.end())))
+        }
+        _ => Ok(v),
+    };
+    if let Some(webhook) = &update.webhook {
+        if let Some(url) = webhook
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(ServiceError::Invalid(format!("webhook {url:?}: give an http:// or https:// URL")));
+        }
+        settings.webhook = webhook.clone();
+    }
+    if let Some(days) = within("the soft-delete window (days)", update.soft_delete_days, 14..=180)? {
+        settings.soft_delete_days = days;
+    }
+    let store = &mut settings.store;
+    if let Some(n) = within("store tries", update.store_retries, StoreSettings::RETRIES)? {
+        store.retries = Some(n);
+    }
+    let wait = within(
+        "the longest wait between store tries (seconds)",
+        update.store_retry_max_wait_secs,
+        StoreSettings::RETRY_MAX_WAIT_SECS,
+    )?;
+    if let Some(secs) = wait {
+        store.retry_max_wait_secs = Some(secs);
+    }
+    if let Some(n) = within("parallel requests", update.parallel_requests, StoreSettings::PARALLEL_REQUESTS)? {
+        store.parallel_requests = Some(n);
+    }
+    vault.update_settings(settings)?;
+    Ok(())
 }
 
 #[derive(Debug, Serialize)]
@@ -153,6 +227,11 @@ pub struct VaultSummary {
     pub protected_bytes: u64,
     pub soft_delete_days: u32,
     pub webhook: Option<String>,
+    /// Tries of a failing store call, the longest wait between them, and
+    /// requests at once, as in effect (the vault's settings, else defaults).
+    pub store_retries: u32,
+    pub store_retry_max_wait_secs: u64,
+    pub parallel_requests: usize,
 }
 
 /// Settings and totals of a vault.
@@ -191,5 +270,8 @@ pub fn summarize(vault: &Vault) -> Result<VaultSummary> {
         protected_bytes,
         soft_delete_days: s.soft_delete_days,
         webhook: s.webhook.clone(),
+        store_retries: retry_policy(&s.store).attempts,
+        store_retry_max_wait_secs: retry_policy(&s.store).max_delay.as_secs(),
+        parallel_requests: vault.parallel_requests(),
     })
 }

@@ -106,34 +106,50 @@ pub fn open_store(url: &str) -> Result<Arc<dyn Store>, StoreError> {
 /// container or bucket; `PermissionDenied` for missing or wrong
 /// credentials; `Other` for an endpoint that cannot be reached.
 pub fn open_store_with(url: &str, opts: &StoreOptions) -> Result<Arc<dyn Store>, StoreError> {
+    let backend = open_backend(url, opts.create_container)?;
+    let faults = match &opts.faults {
+        Some(plan) => Some(plan.clone()),
+        None => faults_from_env()?,
+    };
+    Ok(layer(backend, opts.retry, faults))
+}
+
+/// Opens the backend a URL names, without layers: a caller that learns its
+/// limits later (from the vault's settings) stacks them with [`layer`].
+///
+/// # Errors
+/// As [`open_store_with`].
+pub fn open_backend(url: &str, create_container: bool) -> Result<Arc<dyn Store>, StoreError> {
     let parsed = StoreUrl::parse(url)?;
     let location = parsed.to_url();
-    let backend: Arc<dyn Store> = match &parsed {
+    Ok(match &parsed {
         StoreUrl::Local(path) => Arc::new(LocalStore::new(path.clone())),
         StoreUrl::Azblob { container, prefix } => {
-            if opts.create_container {
+            if create_container {
                 crate::container::create_azure_container(container)?;
             }
             Arc::new(crate::azblob::open(container, prefix, &location)?)
         }
         StoreUrl::S3 { bucket, prefix } => {
-            if opts.create_container {
+            if create_container {
                 crate::container::create_s3_bucket(bucket)?;
             }
             Arc::new(crate::s3::open(bucket, prefix, &location)?)
         }
-    };
-    let faults = match &opts.faults {
-        Some(plan) => Some(plan.clone()),
-        None => match std::env::var(FAULTS_ENV) {
-            Ok(spec) if !spec.trim().is_empty() => Some(
-                FaultPlan::parse(&spec)
-                    .map_err(|e| StoreError::new(StoreErrorKind::InvalidName, "open", FAULTS_ENV).with_source(e))?,
-            ),
-            _ => None,
-        },
-    };
-    Ok(layer(backend, opts.retry, faults))
+    })
+}
+
+/// The faults `BOVEDA_STORE_FAULTS` asks for, if any.
+///
+/// # Errors
+/// `InvalidName` naming the part of the variable that does not parse.
+pub fn faults_from_env() -> Result<Option<FaultPlan>, StoreError> {
+    match std::env::var(FAULTS_ENV) {
+        Ok(spec) if !spec.trim().is_empty() => FaultPlan::parse(&spec)
+            .map(Some)
+            .map_err(|e| StoreError::new(StoreErrorKind::InvalidName, "open", FAULTS_ENV).with_source(e)),
+        _ => Ok(None),
+    }
 }
 
 /// Stacks the layers around a backend (see the module docs).

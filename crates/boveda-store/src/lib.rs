@@ -40,7 +40,9 @@ mod retry;
 mod s3;
 mod store;
 
-pub use builder::{FAULTS_ENV, StoreOptions, StoreUrl, layer, open_store, open_store_with};
+pub use builder::{
+    FAULTS_ENV, StoreOptions, StoreUrl, faults_from_env, layer, open_backend, open_store, open_store_with,
+};
 pub use error::{StoreError, StoreErrorKind};
 pub use fault::{FaultPlan, FaultStore};
 pub use local_store::LocalStore;

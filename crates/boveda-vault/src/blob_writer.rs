@@ -3,15 +3,15 @@
 //! A blob already in the index, or already added in this session, is not
 //! stored again. New blobs are sealed outside any lock and appended to the
 //! open pack of their kind (data and trees never share a pack). A full pack
-//! is handed to one upload thread through a rendezvous channel, which
-//! writes the pack and then its index object: the compute threads never wait
-//! on the store unless two packs are already in flight, which also bounds
-//! memory. [`BlobWriter::flush`] writes the partial packs and waits for the
+//! is handed through a rendezvous channel to one of the upload threads (as
+//! many as the vault's parallel requests), which writes the pack and then
+//! its index object: the compute threads wait on the store only while every
+//! upload thread is busy, which also bounds memory to one pack per upload
+//! thread plus the packs being filled. [`BlobWriter::flush`] writes the partial packs and waits for the
 //! uploads; only after it returns may a point manifest refer to the blobs.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -29,9 +29,6 @@ use crate::vault::Vault;
 const TREE_PACK_SIZE: usize = 4 << 20;
 /// Room past the target size for the last blob (at most a maximal chunk) and the footer.
 const PACK_SLACK: usize = 5 << 20;
-/// Packs waiting for the upload thread besides the one it writes: none, so a
-/// full pack waits until the previous upload ends (two packs in memory at most).
-const UPLOAD_QUEUE: usize = 0;
 
 /// What a writer added to the store.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +41,7 @@ pub struct WriterStats {
 
 /// Pack buffers kept for reuse once uploaded: allocating a fresh 16 MiB
 /// buffer per pack cost a page fault for every 4 KiB of it.
-const RECYCLED_BUFFERS: usize = 2;
+const RECYCLED_BUFFERS: usize = 4;
 
 #[derive(Default)]
 struct UploadState {
@@ -55,8 +52,8 @@ struct UploadState {
 }
 
 struct Uploader {
-    sender: Option<SyncSender<FinishedPack>>,
-    thread: Option<JoinHandle<()>>,
+    sender: Option<crossbeam_channel::Sender<FinishedPack>>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 pub struct BlobWriter<'a> {
@@ -95,28 +92,37 @@ fn upload(store: &dyn Store, key: &MasterKey, pack: FinishedPack, state: &Upload
 impl<'a> BlobWriter<'a> {
     pub fn new(vault: &'a Vault, index: &'a ChunkIndex) -> Self {
         let uploads = Arc::new(UploadState::default());
-        let (sender, receiver) = sync_channel::<FinishedPack>(UPLOAD_QUEUE);
-        let (store, key, state) = (vault.store().clone(), vault.key().clone(), uploads.clone());
-        let thread = std::thread::Builder::new().name("pack-upload".into()).spawn(move || {
-            // On the first error the thread stops; senders then see a closed channel.
-            for pack in receiver {
-                if let Err(e) = upload(store.as_ref(), &key, pack, &state) {
-                    if let Ok(mut slot) = state.error.lock() {
-                        *slot = Some(e);
+        // a rendezvous: a full pack waits until an upload thread is free
+        let (sender, receiver) = crossbeam_channel::bounded::<FinishedPack>(0);
+        let mut threads = Vec::new();
+        for n in 0..vault.parallel_requests() {
+            let (store, key, state, receiver) =
+                (vault.store().clone(), vault.key().clone(), uploads.clone(), receiver.clone());
+            let spawned = std::thread::Builder::new().name(format!("pack-upload-{n}")).spawn(move || {
+                // On the first error every thread stops; senders then see a closed channel.
+                for pack in receiver {
+                    if state.error.lock().map_or(true, |e| e.is_some()) {
+                        return;
                     }
-                    return;
+                    if let Err(e) = upload(store.as_ref(), &key, pack, &state) {
+                        if let Ok(mut slot) = state.error.lock() {
+                            slot.get_or_insert(e);
+                        }
+                        return;
+                    }
+                }
+            });
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    if let Ok(mut slot) = uploads.error.lock() {
+                        *slot = Some(VaultError::Invalid(format!("cannot start an upload thread: {e}")));
+                    }
+                    break;
                 }
             }
-        });
-        let (sender, thread) = match thread {
-            Ok(t) => (Some(sender), Some(t)),
-            Err(e) => {
-                if let Ok(mut slot) = uploads.error.lock() {
-                    *slot = Some(VaultError::Invalid(format!("cannot start the upload thread: {e}")));
-                }
-                (None, None)
-            }
-        };
+        }
+        let sender = (!threads.is_empty()).then_some(sender);
         Self {
             vault,
             index,
@@ -126,7 +132,7 @@ impl<'a> BlobWriter<'a> {
             chunks_new: AtomicU64::new(0),
             bytes_new: AtomicU64::new(0),
             uploads,
-            uploader: Mutex::new(Uploader { sender, thread }),
+            uploader: Mutex::new(Uploader { sender, threads }),
         }
     }
 
@@ -200,15 +206,15 @@ impl<'a> BlobWriter<'a> {
             let pack = std::mem::replace(&mut *lock.lock().map_err(|_| poisoned())?, PackBuilder::new(kind));
             self.send(pack)?;
         }
-        let thread = {
+        let threads = {
             let mut up = self.uploader.lock().map_err(|_| poisoned())?;
-            up.sender = None; // closing the channel ends the thread once it is drained
-            up.thread.take()
+            up.sender = None; // closing the channel ends the threads once it is drained
+            std::mem::take(&mut up.threads)
         };
-        if let Some(t) = thread
-            && t.join().is_err()
-        {
-            return Err(poisoned());
+        for t in threads {
+            if t.join().is_err() {
+                return Err(poisoned());
+            }
         }
         match self.uploads.error.lock().ok().and_then(|mut e| e.take()) {
             Some(e) => Err(e),
@@ -232,7 +238,7 @@ impl Drop for BlobWriter<'_> {
     fn drop(&mut self) {
         if let Ok(mut up) = self.uploader.lock() {
             up.sender = None;
-            if let Some(t) = up.thread.take() {
+            for t in std::mem::take(&mut up.threads) {
                 let _ = t.join();
             }
         }

@@ -65,4 +65,4 @@ pub use object::FORMAT_VERSION;
 pub use pack::{pack_name, parse_pack_name};
 pub use point::{Consistency, PointStats, RecoveryPoint, point_name};
 pub use tree::{Node, NodeKind, Piece, Tree, is_safe_name};
-pub use vault::{CreateOptions, DamageLog, Vault, VaultConfig, VaultSettings};
+pub use vault::{CreateOptions, DamageLog, StoreSettings, Vault, VaultConfig, VaultSettings};

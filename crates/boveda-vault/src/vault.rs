@@ -99,6 +99,27 @@ pub struct VaultSettings {
     /// Where alerts are POSTed as JSON, if anywhere.
     #[serde(default)]
     pub webhook: Option<String>,
+    /// How this vault's store is talked to; unset values take the store
+    /// kind's defaults.
+    #[serde(default)]
+    pub store: StoreSettings,
+}
+
+/// Limits for talking to a vault's store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreSettings {
+    /// Tries of a failing store call, the first included.
+    pub retries: Option<u32>,
+    /// The longest wait between two tries, in seconds.
+    pub retry_max_wait_secs: Option<u32>,
+    /// Uploads or downloads at once.
+    pub parallel_requests: Option<u32>,
+}
+
+impl StoreSettings {
+    pub const RETRIES: std::ops::RangeInclusive<u32> = 1..=30;
+    pub const RETRY_MAX_WAIT_SECS: std::ops::RangeInclusive<u32> = 1..=600;
+    pub const PARALLEL_REQUESTS: std::ops::RangeInclusive<u32> = 1..=64;
 }
 
 fn default_soft_delete_days() -> u32 {
@@ -225,6 +246,7 @@ impl Vault {
                     compression_level: VaultSettings::DEFAULT_COMPRESSION,
                     soft_delete_days: VaultSettings::DEFAULT_SOFT_DELETE_DAYS,
                     webhook: None,
+                    store: StoreSettings::default(),
                 },
                 slot,
                 damage,
@@ -261,6 +283,22 @@ impl Vault {
 
     pub fn location(&self) -> String {
         self.store.location()
+    }
+
+    /// Swaps the store this vault talks through for another stack over the
+    /// same objects (the service re-layers it with the vault's own limits).
+    pub fn set_store(&mut self, store: Arc<dyn Store>) {
+        self.store = store;
+    }
+
+    /// Uploads or downloads to run at once: the vault's setting, else what
+    /// suits its kind of store.
+    pub fn parallel_requests(&self) -> usize {
+        self.settings
+            .store
+            .parallel_requests
+            .map_or_else(|| self.store.capabilities().parallel_requests, |n| n as usize)
+            .max(1)
     }
 
     /// Bytes the vault's objects take in its store, listed folder by folder

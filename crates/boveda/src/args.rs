@@ -144,7 +144,7 @@ pub enum VaultCmd {
     List,
     /// Show a vault's settings and totals.
     Show,
-    /// Change a vault's alert webhook or soft-delete window.
+    /// Change a vault's alert webhook, soft-delete window or store limits.
     Update {
         /// POST alerts as JSON to this http(s) URL.
         #[arg(long, conflicts_with = "no_webhook")]
@@ -155,6 +155,15 @@ pub enum VaultCmd {
         /// Days deleted backup data stays recoverable (14 to 180).
         #[arg(long)]
         soft_delete_days: Option<u32>,
+        /// Tries of a failing store call, the first included (1 to 30).
+        #[arg(long)]
+        store_retries: Option<u32>,
+        /// The longest wait between two tries of a store call (1s to 10m).
+        #[arg(long)]
+        store_retry_max_wait: Option<String>,
+        /// Uploads or downloads at once (1 to 64).
+        #[arg(long)]
+        parallel_requests: Option<u32>,
     },
     /// Verify the vault's structure; --read-data also reads every chunk.
     Check {

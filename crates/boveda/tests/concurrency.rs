@@ -1,20 +1,22 @@
-//! Concurrent writers and prune (DESIGN.md principle 6): in every round two
-//! `boveda` processes back up different items into one vault while a third
-//! prunes (safety margin 0) and a fourth runs `vault check`. One item's
-//! points expire seconds after they are taken, so prunes delete points,
-//! mark packs and sweep them while backups run. Afterwards every point that
-//! should exist restores byte-exactly and `vault check --read-data` passes.
+//! Concurrent writers and prune (DESIGN.md principle 6), on every kind of
+//! store: in every round two machines (processes with their own
+//! configuration) back up into one vault at once, different items and the
+//! same item, while a third process prunes (safety margin 0) and a fourth
+//! runs `vault check`. One item's points expire seconds after they are
+//! taken, so prunes delete points, mark packs and sweep them while backups
+//! run. Afterwards every point that should exist restores byte-exactly and
+//! `vault check --read-data` passes.
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{Env, noise};
+use common::{Env, StoreKind, noise};
 
-const ROUNDS: u64 = 8;
+const ROUNDS: u64 = 10;
 
 fn digest(root: &Path) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
@@ -26,8 +28,8 @@ fn digest(root: &Path) -> BTreeMap<String, String> {
     out
 }
 
-fn spawn(env: &Env, args: &[&str]) -> Child {
-    env.cmd(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn boveda")
+fn spawn(mut cmd: Command) -> Child {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn boveda")
 }
 
 fn finish(child: Child, what: &str) -> String {
@@ -53,9 +55,10 @@ fn write_round(dir: &Path, round: u64, seed: u64) {
     }
 }
 
-#[test]
-fn backups_prune_and_check_run_together_and_lose_nothing() {
-    let env = Env::new();
+on_every_store!(backups_prune_and_check_run_together_and_lose_nothing);
+
+fn backups_prune_and_check_run_together_and_lose_nothing(kind: StoreKind) {
+    let env = Env::on(kind);
     env.create_vault();
     let (a, b) = (env.path("a"), env.path("b"));
     std::fs::create_dir(&a).expect("mkdir");
@@ -70,17 +73,23 @@ fn backups_prune_and_check_run_together_and_lose_nothing() {
         write_round(&b, round, 5_000);
         let (da, db) = (digest(&a), digest(&b));
         let brief_until = (jiff::Timestamp::now() + jiff::SignedDuration::from_secs(2)).to_string();
-        let backup_a = spawn(&env, &["--output", "json", "protection", "backup-now", "kept"]);
-        let backup_b =
-            spawn(&env, &["--output", "json", "protection", "backup-now", "brief", "--retain-until", &brief_until]);
-        let prune = spawn(&env, &["--output", "json", "prune", "--safety-margin", "0s"]);
-        let check = spawn(&env, &["vault", "check"]);
+        // machine 1 backs up both items, machine 2 the kept one too
+        let backup_a = spawn(env.machine(1, &["--output", "json", "protection", "backup-now", "kept"]));
+        let backup_b = spawn(
+            env.machine(1, &["--output", "json", "protection", "backup-now", "brief", "--retain-until", &brief_until]),
+        );
+        let backup_a2 = spawn(env.machine(2, &["--output", "json", "protection", "backup-now", "kept"]));
+        let prune = spawn(env.cmd(&["--output", "json", "prune", "--safety-margin", "0s"]));
+        let check = spawn(env.cmd(&["vault", "check"]));
         let pa: serde_json::Value = serde_json::from_str(&finish(backup_a, "backup of kept")).expect("json");
         let pb: serde_json::Value = serde_json::from_str(&finish(backup_b, "backup of brief")).expect("json");
+        let pa2: serde_json::Value =
+            serde_json::from_str(&finish(backup_a2, "second machine's backup of kept")).expect("json");
         let plan: serde_json::Value = serde_json::from_str(&finish(prune, "prune")).expect("json");
         swept_packs += plan["packs"]["sweep"].as_array().expect("sweep").len() as u64;
         finish(check, "concurrent check");
-        expected.push((pa["id"].as_str().expect("id").to_string(), da));
+        expected.push((pa["id"].as_str().expect("id").to_string(), da.clone()));
+        expected.push((pa2["id"].as_str().expect("id").to_string(), da));
         // the brief point must restore now, before it expires
         let target = env.path(&format!("rb{round}"));
         let id = pb["id"].as_str().expect("id");

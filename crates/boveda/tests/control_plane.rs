@@ -6,7 +6,7 @@ mod common;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{Env, noise};
+use common::{Env, StoreKind, noise};
 use serde_json::Value;
 
 fn json(env: &Env, args: &[&str]) -> Value {
@@ -123,9 +123,10 @@ fn protection_states_jobs_and_alerts_from_the_command_line() {
     assert!(env.fails(&["usage", "--prices", prices.to_str().expect("utf8")]).contains("prices must be"));
 }
 
-#[test]
-fn the_agent_with_a_fake_clock_and_a_policy_update_that_deletes_points() {
-    let env = Env::new();
+on_every_store!(the_agent_with_a_fake_clock_and_a_policy_update_that_deletes_points);
+
+fn the_agent_with_a_fake_clock_and_a_policy_update_that_deletes_points(kind: StoreKind) {
+    let env = Env::on(kind);
     setup(&env);
     env.ok(&["policy", "create", "daily", "--time", "02:00", "--time-zone", "UTC", "--daily-keep", "30"]);
     let fake = |t: &str, args: &[&str]| -> std::process::Output {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use common::{Env, make_full_tree, noise};
+use common::{Env, StoreKind, make_full_tree, noise};
 
 struct Mounted {
     dir: PathBuf,
@@ -80,9 +80,10 @@ fn assert_visible(src: &Path, mounted: &Path) {
     assert!(files > 1000, "only {files} files compared");
 }
 
-#[test]
-fn file_and_disk_points_are_readable_through_fuse() {
-    let env = Env::new();
+on_every_store!(file_and_disk_points_are_readable_through_fuse);
+
+fn file_and_disk_points_are_readable_through_fuse(kind: StoreKind) {
+    let env = Env::on(kind);
     let src = env.path("src");
     make_full_tree(&src);
     env.create_vault();

@@ -17,6 +17,7 @@ pub fn test_vault(store: Arc<dyn Store>, compression_level: i32) -> Vault {
         compression_level,
         soft_delete_days: VaultSettings::DEFAULT_SOFT_DELETE_DAYS,
         webhook: None,
+        store: boveda_vault::StoreSettings::default(),
     };
     let opts =
         CreateOptions { settings, kdf: KdfParams::TESTING, chunker: ChunkerParams::DEFAULT, hostname: "h".into() };

@@ -19,6 +19,7 @@ pub fn new_vault(dir: &Path) -> Vault {
         compression_level: 1,
         soft_delete_days: VaultSettings::DEFAULT_SOFT_DELETE_DAYS,
         webhook: None,
+        store: boveda_vault::StoreSettings::default(),
     };
     let opts =
         CreateOptions { settings, kdf: KdfParams::TESTING, chunker: ChunkerParams::DEFAULT, hostname: "h".into() };

@@ -1,6 +1,6 @@
 use anyhow::Result;
 use boveda_service::{JobDone, JobSpec, Observers, Operation, ServiceError, run_job};
-use boveda_service::{NewVault, Registry, create_vault, summarize};
+use boveda_service::{NewVault, Registry, VaultUpdate, create_vault, summarize, update_vault};
 use boveda_vault::{CheckOptions, KdfParams, check};
 
 use super::Ctx;
@@ -82,38 +82,52 @@ pub fn run(ctx: &Ctx, cmd: VaultCmd) -> Result<Outcome> {
                     vec!["stored size".into(), size(s.stored_bytes)],
                     vec!["soft delete".into(), format!("{} days", s.soft_delete_days)],
                     vec!["alerts webhook".into(), s.webhook.clone().unwrap_or_else(|| "-".into())],
+                    vec![
+                        "store retries".into(),
+                        format!("{} tries, at most {}s apart", s.store_retries, s.store_retry_max_wait_secs),
+                    ],
+                    vec!["parallel requests".into(), s.parallel_requests.to_string()],
                 ];
                 print_table(&["SETTING", "VALUE"], &rows);
             }
         }
-        VaultCmd::Update { webhook, no_webhook, soft_delete_days } => {
+        VaultCmd::Update {
+            webhook,
+            no_webhook,
+            soft_delete_days,
+            store_retries,
+            store_retry_max_wait,
+            parallel_requests,
+        } => {
             let mut vault = ctx.open()?;
-            let mut settings = vault.settings().clone();
-            if let Some(url) = webhook {
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    anyhow::bail!("--webhook {url:?}: give an http:// or https:// URL");
+            let max_wait = match store_retry_max_wait {
+                Some(text) => {
+                    let d = super::jobs::parse_duration(&text)
+                        .map_err(|e| anyhow::anyhow!("--store-retry-max-wait: {e}"))?;
+                    Some(u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
                 }
-                settings.webhook = Some(url);
-            }
-            if no_webhook {
-                settings.webhook = None;
-            }
-            if let Some(days) = soft_delete_days {
-                if !(14..=180).contains(&days) {
-                    anyhow::bail!("--soft-delete-days must be 14 to 180, not {days}");
-                }
-                settings.soft_delete_days = days;
-            }
-            vault.update_settings(settings)?;
-            let s = vault.settings();
+                None => None,
+            };
+            let update = VaultUpdate {
+                webhook: if no_webhook { Some(None) } else { webhook.map(Some) },
+                soft_delete_days,
+                store_retries,
+                store_retry_max_wait_secs: max_wait,
+                parallel_requests,
+            };
+            update_vault(&mut vault, &update)?;
+            let s = summarize(&vault)?;
             if ctx.json() {
-                ctx.print_json(&summarize(&vault)?)?;
+                ctx.print_json(&s)?;
             } else {
                 println!(
-                    "vault {}: alerts webhook {}; deleted backup data kept {} days",
+                    "vault {}: alerts webhook {}; deleted backup data kept {} days; store calls tried {} times, waiting at most {}s; {} requests at once",
                     s.name,
                     s.webhook.as_deref().unwrap_or("none"),
-                    s.soft_delete_days
+                    s.soft_delete_days,
+                    s.store_retries,
+                    s.store_retry_max_wait_secs,
+                    s.parallel_requests
                 );
             }
         }

@@ -12,7 +12,48 @@ use std::process::{Command, Output};
 
 pub struct Env {
     pub dir: tempfile::TempDir,
+    /// The vault's folder when its store is a local folder.
     pub vault: PathBuf,
+    /// The vault's store URL (the folder's path for a local vault).
+    pub store: String,
+}
+
+/// Where a test's vault lives: the real stores `scripts/test.sh` starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    Local,
+    Azurite,
+    S3,
+}
+
+/// One test per kind of store for a function taking the kind: a module
+/// named after the function, holding `in_a_folder`, `in_azurite`, `in_s3`.
+#[macro_export]
+macro_rules! on_every_store {
+    ($($run:ident),+ $(,)?) => {$(
+        mod $run {
+            #[test]
+            fn in_a_folder() {
+                super::$run($crate::common::StoreKind::Local);
+            }
+            #[test]
+            fn in_azurite() {
+                super::$run($crate::common::StoreKind::Azurite);
+            }
+            #[test]
+            fn in_s3() {
+                super::$run($crate::common::StoreKind::S3);
+            }
+        }
+    )+};
+}
+
+/// A name no other test uses (containers and buckets are shared by a run).
+pub fn unique(tag: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{tag}-{}-{nanos:08x}-{n}", std::process::id())
 }
 
 pub fn bin() -> PathBuf {
@@ -23,7 +64,34 @@ impl Env {
     pub fn new() -> Self {
         let dir = tempfile::Builder::new().prefix("boveda-e2e").tempdir().expect("tempdir");
         let vault = dir.path().join("vault");
-        Env { dir, vault }
+        let store = vault.display().to_string();
+        Env { dir, vault, store }
+    }
+
+    /// A test environment whose vault will live in the given kind of store.
+    pub fn on(kind: StoreKind) -> Self {
+        let mut env = Env::new();
+        let remote = |scheme: &str, var: &str, what: &str| {
+            assert!(
+                std::env::var_os(var).is_some(),
+                "{what} is not running: run the tests through scripts/test.sh (it installs and starts Azurite and the S3 server)"
+            );
+            format!("{scheme}://{}/vault", unique("e2e"))
+        };
+        env.store = match kind {
+            StoreKind::Local => env.store,
+            StoreKind::Azurite => remote("azblob", "BOVEDA_TEST_AZURITE", "Azurite"),
+            StoreKind::S3 => remote("s3", "BOVEDA_TEST_S3", "The S3 server"),
+        };
+        env
+    }
+
+    /// A command as another machine runs it: its own configuration folder,
+    /// knowing the vault only by its store URL.
+    pub fn machine(&self, n: u32, args: &[&str]) -> Command {
+        let mut c = self.cmd(args);
+        c.env("BOVEDA_CONFIG_DIR", self.path(&format!("config-machine-{n}"))).env("BOVEDA_VAULT", &self.store);
+        c
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -74,8 +142,12 @@ impl Env {
     }
 
     pub fn create_vault(&self) {
-        let v = self.vault.to_str().expect("utf8");
-        self.ok(&["vault", "create", "test-vault", "--store", v, "--insecure-fast-kdf", "--pack-size-mib", "1"]);
+        let mut args = vec!["vault", "create", "test-vault", "--store", &self.store, "--insecure-fast-kdf"];
+        args.extend(["--pack-size-mib", "1"]);
+        if self.store.contains("://") {
+            args.push("--create-container");
+        }
+        self.ok(&args);
     }
 
     /// `backup-now` as JSON; returns the point.
