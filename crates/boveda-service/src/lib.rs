@@ -58,7 +58,7 @@ pub use recovery::{
     VmRestore, browse, browse_disk, find_point, list_item_points, mount, restore, restore_disk_files,
     restore_disk_image, restore_vm,
 };
-pub use registry::{KnownVault, Registry, config_dir};
+pub use registry::{KnownVault, Registry, cache_dir, config_dir};
 pub use retention::{PointExpiry, evaluate as evaluate_retention};
 pub use schedule::{latest_slot, next_slot};
 pub use time_input::{DayBound, MAX_RETAIN_YEARS, TIME_FORMS, check_retain_until, parse_retain_until, parse_time};

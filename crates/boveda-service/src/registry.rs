@@ -35,6 +35,20 @@ pub fn config_dir() -> PathBuf {
     home.join(".config").join("boveda")
 }
 
+/// Where local caches live: `$BOVEDA_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/boveda`, else `~/.cache/boveda`. Deleting it loses
+/// nothing.
+pub fn cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("BOVEDA_CACHE_DIR") {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(d).join("boveda");
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    home.join(".cache").join("boveda")
+}
+
 impl Registry {
     /// Loads the registry; a missing file is an empty registry.
     ///

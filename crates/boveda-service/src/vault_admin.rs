@@ -137,6 +137,9 @@ pub fn open_vault(selector: Option<&str>, passphrase: &[u8]) -> Result<Vault> {
     if policy != RetryPolicy::default() {
         vault.set_store(layer(backend, policy, faults));
     }
+    if vault.store().capabilities().remote {
+        vault.use_cache(&crate::registry::cache_dir());
+    }
     Ok(vault)
 }
 

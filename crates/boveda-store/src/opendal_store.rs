@@ -140,7 +140,7 @@ impl Store for OpendalStore {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { conditional_replace: self.conditional_replace, parallel_requests: 8 }
+        Capabilities { conditional_replace: self.conditional_replace, parallel_requests: 8, remote: true }
     }
 
     fn get(&self, name: &str) -> Result<Vec<u8>, StoreError> {

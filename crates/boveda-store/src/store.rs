@@ -41,6 +41,8 @@ pub struct Capabilities {
     /// Requests this kind of store serves well at once: the default for a
     /// vault's parallel uploads and downloads.
     pub parallel_requests: usize,
+    /// Objects travel over a network: immutable ones are worth a local copy.
+    pub remote: bool,
 }
 
 /// What a writer began and never finished: a local folder's temporary file,

@@ -154,6 +154,7 @@ pub struct Vault {
     settings: VaultSettings,
     slot: RecordId,
     damage: Arc<DamageLog>,
+    cache: Option<crate::ObjectCache>,
 }
 
 impl Vault {
@@ -182,8 +183,15 @@ impl Vault {
         let slot = KeySlot::create(&key, passphrase, opts.kdf, "initial", &opts.hostname)?;
         store.put_new(&KeySlot::name(&slot.id), &slot.to_bytes()?)?;
         let config = VaultConfig { id: RecordId::random(), created: Timestamp::now(), chunker: opts.chunker };
-        let vault =
-            Vault { store, key, config, settings: opts.settings.clone(), slot: slot.id, damage: Arc::default() };
+        let vault = Vault {
+            store,
+            key,
+            config,
+            settings: opts.settings.clone(),
+            slot: slot.id,
+            damage: Arc::default(),
+            cache: None,
+        };
         vault.catalog_put(SETTINGS_KIND, &SETTINGS_ID, Some(&opts.settings))?;
         // The config object is written last: its presence is what makes a vault.
         let stored = StoredConfig { config: vault.config.clone(), mac: vault.config.mac(&vault.key)? };
@@ -250,6 +258,7 @@ impl Vault {
                 },
                 slot,
                 damage,
+                cache: None,
             };
             let settings = vault.catalog_list::<VaultSettings>(SETTINGS_KIND)?;
             if let Some((_, s)) = settings.into_iter().next() {
@@ -283,6 +292,39 @@ impl Vault {
 
     pub fn location(&self) -> String {
         self.store.location()
+    }
+
+    /// Keeps local copies of the vault's immutable objects below
+    /// `dir/<vault id>/` (see [`crate::ObjectCache`]).
+    pub fn use_cache(&mut self, dir: &std::path::Path) {
+        self.cache = Some(crate::ObjectCache::new(dir.join(self.config.id.to_hex())));
+    }
+
+    /// Reads an immutable object through the cache: a cached copy that
+    /// `open` accepts is used as is; one it refuses is dropped and the
+    /// object fetched again; a fetched object `open` accepts is cached.
+    fn read_immutable<T>(&self, name: &str, open: impl Fn(&[u8]) -> Result<T>) -> Result<T> {
+        if let Some(cache) = &self.cache
+            && let Some(bytes) = cache.read(name)
+        {
+            match open(&bytes) {
+                Ok(v) => return Ok(v),
+                Err(_) => cache.forget(name),
+            }
+        }
+        let bytes = self.store.get(name)?;
+        let value = open(&bytes)?;
+        if let Some(cache) = &self.cache {
+            cache.write(name, &bytes);
+        }
+        Ok(value)
+    }
+
+    /// Drops cached copies below `folder` that a listing no longer shows.
+    fn forget_unlisted<'n>(&self, folder: &str, listed: impl Iterator<Item = &'n str>) {
+        if let Some(cache) = &self.cache {
+            cache.retain(folder, &listed.collect());
+        }
     }
 
     /// Swaps the store this vault talks through for another stack over the
@@ -419,13 +461,12 @@ impl Vault {
         // a damaged one is skipped and noted: only the chunks it lists are lost
         let objects: Vec<IndexObject> = names
             .par_iter()
-            .filter_map(|info| match self.store.get(&info.name) {
-                Err(e) if e.kind() == StoreErrorKind::NotFound => None,
-                got => self.skip_damaged(
-                    got.map_err(VaultError::from).and_then(|b| IndexObject::open(&self.key, &info.name, &b)),
-                ),
+            .filter_map(|info| match self.read_immutable(&info.name, |b| IndexObject::open(&self.key, &info.name, b)) {
+                Err(VaultError::Store(e)) if e.kind() == StoreErrorKind::NotFound => None,
+                got => self.skip_damaged(got),
             })
             .collect::<Result<_>>()?;
+        self.forget_unlisted("index", names.iter().map(|o| o.name.as_str()));
         let mut index = ChunkIndex::default();
         for obj in &objects {
             for pack in obj.packs.iter().filter(|p| !skip.contains(&p.id)) {
@@ -489,15 +530,15 @@ impl Vault {
         let names = self.store.list("points")?;
         // a manifest listed and then deleted was expired by a concurrent prune
         // a damaged manifest is skipped and noted: the other points stay usable
+        let open = |name: &str| self.read_immutable(name, |b| open_json(&self.key, name, b, ObjectKind::Point));
         let mut points: Vec<RecoveryPoint> = names
             .par_iter()
-            .filter_map(|info| match self.store.get(&info.name) {
-                Err(e) if e.kind() == StoreErrorKind::NotFound => None,
-                got => self.skip_damaged(
-                    got.map_err(VaultError::from).and_then(|b| open_json(&self.key, &info.name, &b, ObjectKind::Point)),
-                ),
+            .filter_map(|info| match open(&info.name) {
+                Err(VaultError::Store(e)) if e.kind() == StoreErrorKind::NotFound => None,
+                got => self.skip_damaged(got),
             })
             .collect::<Result<_>>()?;
+        self.forget_unlisted("points", names.iter().map(|o| o.name.as_str()));
         points.sort_by(|a, b| a.time.cmp(&b.time).then(a.id.cmp(&b.id)));
         Ok(points)
     }
@@ -517,11 +558,12 @@ impl Vault {
     /// `NotFound` or `Damaged`.
     pub fn load_point(&self, id: &PointId) -> Result<RecoveryPoint> {
         let name = point_name(id);
-        let bytes = self.store.get(&name).map_err(|e| match e.kind() {
-            StoreErrorKind::NotFound => VaultError::NotFound(format!("recovery point {id}")),
-            _ => e.into(),
-        })?;
-        open_json(&self.key, &name, &bytes, ObjectKind::Point)
+        self.read_immutable(&name, |b| open_json(&self.key, &name, b, ObjectKind::Point)).map_err(|e| match e {
+            VaultError::Store(e) if e.kind() == StoreErrorKind::NotFound => {
+                VaultError::NotFound(format!("recovery point {id}"))
+            }
+            other => other,
+        })
     }
 
     // ----- catalog -----
@@ -591,10 +633,9 @@ impl Vault {
                     }
                 }
             };
-            match self.store.get(&current) {
-                Ok(bytes) => return open_json(&self.key, &current, &bytes, ObjectKind::Catalog).map(Some),
-                Err(e) if e.kind() == StoreErrorKind::NotFound => continue,
-                Err(e) => return Err(e.into()),
+            match self.read_immutable(&current, |b| open_json(&self.key, &current, b, ObjectKind::Catalog)) {
+                Err(VaultError::Store(e)) if e.kind() == StoreErrorKind::NotFound => continue,
+                other => return other.map(Some),
             }
         }
         Err(VaultError::Invalid(format!("catalog/{kind}/{id} keeps changing while being read")))
@@ -649,8 +690,10 @@ impl Vault {
     /// # Errors
     /// A store error or a damaged record (named).
     pub fn catalog_list<T: DeserializeOwned + Send>(&self, kind: &str) -> Result<Vec<(RecordId, T)>> {
-        let names = self.store.list(&format!("catalog/{kind}"))?.into_iter().map(|o| o.name);
-        let newest = newest_revisions(kind, names);
+        let folder = format!("catalog/{kind}");
+        let listed = self.store.list(&folder)?;
+        self.forget_unlisted(&folder, listed.iter().map(|o| o.name.as_str()));
+        let newest = newest_revisions(kind, listed.into_iter().map(|o| o.name));
         // a damaged record is skipped and noted: the other entities stay usable
         let records: Vec<Option<CatalogRecord<T>>> = newest
             .par_iter()

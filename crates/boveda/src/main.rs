@@ -66,7 +66,11 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = args::Cli::parse();
-    match commands::run(cli) {
+    let result = commands::run(cli);
+    if std::env::var_os("BOVEDA_STORE_METRICS").is_some_and(|v| !v.is_empty() && v != "0") {
+        eprintln!("boveda: store: {}", boveda_service::store_requests());
+    }
+    match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
         Ok(Outcome::Warnings) => ExitCode::from(3),
         Ok(Outcome::Failed) => ExitCode::from(1),

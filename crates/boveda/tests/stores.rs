@@ -161,3 +161,73 @@ fn unreachable_or_refused_stores_get_one_clear_line() {
     let no_bucket = line(s3.cmd(&["vault", "create", "vx", "--store", &s3.store, "--insecure-fast-kdf"]));
     assert!(no_bucket.contains("bucket") && no_bucket.contains("not found"), "{no_bucket}");
 }
+
+/// The store requests a command made, from `BOVEDA_STORE_METRICS`'s line:
+/// (requests in all, whole-object gets).
+fn requests(env: &Env, args: &[&str]) -> (u64, u64) {
+    let out = env.cmd(args).env("BOVEDA_STORE_METRICS", "1").output().expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{args:?}: {stderr}");
+    let line = stderr.lines().rfind(|l| l.starts_with("boveda: store: ")).expect("metrics line");
+    let number_after = |label: &str| -> u64 {
+        let rest = &line[line.find(label).expect(label) + label.len()..];
+        rest.trim_start().split(|c: char| !c.is_ascii_digit()).next().and_then(|n| n.parse().ok()).expect("count")
+    };
+    (number_after("boveda: store: "), number_after("(get "))
+}
+
+/// On an object store, a command fetches only the immutable objects it has
+/// not cached yet; a damaged or stale cached copy is detected and fetched
+/// again; deleting the cache loses nothing.
+#[test]
+fn the_local_cache_spares_requests_and_is_only_a_cache() {
+    let env = Env::on(StoreKind::S3);
+    env.create_vault();
+    let src = env.path("src");
+    many_files(&src, 300);
+    env.ok(&["item", "add", "files", "t", "--path", src.to_str().expect("utf8")]);
+    for round in 0..5 {
+        fs::write(src.join("d00/f00000"), noise(round, 50_000)).expect("write");
+        env.backup("t", 0);
+    }
+    let list = ["recoverypoint", "list", "t"];
+    let cache = env.path("cache");
+    fs::remove_dir_all(&cache).expect("start cold");
+    let (cold_total, cold_gets) = requests(&env, &list);
+    let (warm_total, warm_gets) = requests(&env, &list);
+    assert!(warm_gets + 5 <= cold_gets, "manifests come from the cache: {cold_gets} then {warm_gets} gets");
+    assert!(warm_total < cold_total);
+
+    // a restore caches the index objects too
+    env.ok(&["restore", "t", "--target", env.path("r0").to_str().expect("utf8")]);
+    // damage every cached copy: each is refused, fetched again and replaced
+    let mut damaged = 0;
+    let mut stack = vec![cache.clone()];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir).expect("read cache") {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let mut bytes = fs::read(&p).expect("read");
+                let mid = bytes.len() / 2;
+                bytes[mid] ^= 0x55;
+                fs::write(&p, bytes).expect("write");
+                damaged += 1;
+            }
+        }
+    }
+    assert!(damaged > 10, "the cache held manifests, index objects and catalog revisions: {damaged}");
+    let out = env.ok(&list);
+    assert_eq!(out.lines().count(), 6, "{out}");
+    let (_, refetched) = requests(&env, &["recoverypoint", "list", "t"]);
+    assert_eq!(refetched, warm_gets, "the damaged copies were replaced by good ones");
+    env.ok(&["restore", "t", "--target", env.path("r1").to_str().expect("utf8")]);
+    assert_same_tree(&src, &restored_root(&env, "r1", &src));
+
+    fs::remove_dir_all(&cache).expect("delete the cache");
+    env.ok(&["restore", "t", "--target", env.path("r2").to_str().expect("utf8")]);
+    assert_same_tree(&src, &restored_root(&env, "r2", &src));
+    let report = env.ok(&["vault", "check", "--read-data"]);
+    assert!(report.contains("no problems found"), "{report}");
+}

@@ -90,7 +90,9 @@ impl Env {
     /// knowing the vault only by its store URL.
     pub fn machine(&self, n: u32, args: &[&str]) -> Command {
         let mut c = self.cmd(args);
-        c.env("BOVEDA_CONFIG_DIR", self.path(&format!("config-machine-{n}"))).env("BOVEDA_VAULT", &self.store);
+        c.env("BOVEDA_CONFIG_DIR", self.path(&format!("config-machine-{n}")))
+            .env("BOVEDA_CACHE_DIR", self.path(&format!("cache-machine-{n}")))
+            .env("BOVEDA_VAULT", &self.store);
         c
     }
 
@@ -102,6 +104,7 @@ impl Env {
         let mut c = Command::new(bin());
         c.args(args)
             .env("BOVEDA_CONFIG_DIR", self.path("config"))
+            .env("BOVEDA_CACHE_DIR", self.path("cache"))
             .env("BOVEDA_PASSWORD", "correct horse")
             .env_remove("BOVEDA_VAULT")
             .env_remove("BOVEDA_PASSWORD_FILE");
