@@ -48,10 +48,12 @@ pub(crate) fn fetch_chunks<U: Sync, S: ChunkSink<U>>(
     }
     let cancelled = AtomicBool::new(false);
     let packs: Vec<_> = by_pack.into_values().collect();
-    // as many reads at once as the vault's store serves well: on a store
-    // with latency, threads wait on the network more than they compute
+    // as many reads at once as the vault's store serves well (on a store
+    // with latency, threads wait on the network more than they compute),
+    // and at least one per core for decoding
+    let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
     let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(vault.parallel_requests())
+        .num_threads(vault.parallel_requests().max(cores))
         .thread_name(|n| format!("pack-read-{n}"))
         .build()
         .map_err(|e| EngineError::Vault(boveda_vault::VaultError::Invalid(format!("cannot start readers: {e}"))))?;

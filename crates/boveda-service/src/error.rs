@@ -44,6 +44,7 @@ impl ServiceError {
                 ServiceErrorKind::Invalid
             }
             VaultErrorKind::Store => ServiceErrorKind::Other,
+            VaultErrorKind::Busy => ServiceErrorKind::Conflict,
         };
         match self {
             ServiceError::Vault(v) => vault_kind(v.kind()),

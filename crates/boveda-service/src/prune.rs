@@ -105,9 +105,34 @@ pub fn prune_job(vault: &Vault, env: &JobEnv<'_>, margin: SignedDuration) -> Res
         hostname: env.hostname.clone(),
     };
     run_job(vault, env.clock, &spec, Observers::default(), |ctx| {
-        ctx.set_phase("planning");
         let now = env.clock.now();
+        let holder = format!("{} pid {}", env.hostname, std::process::id());
+        let mut lease = vault.take_prune_lease(&holder, Timestamp::now(), LEASE_LENGTH)?;
+        let result = prune_holding_lease(vault, ctx, now, margin, &mut lease);
+        let released = vault.release_prune_lease(lease);
+        let out = result?;
+        released?;
+        Ok(out)
+    })
+}
+
+/// How long a prune's lease lasts before it must be renewed; a prune
+/// killed while holding it blocks others this long at most.
+const LEASE_LENGTH: SignedDuration = SignedDuration::from_mins(30);
+
+fn prune_holding_lease(
+    vault: &Vault,
+    ctx: &crate::job::JobCtx<'_>,
+    now: Timestamp,
+    margin: SignedDuration,
+    lease: &mut boveda_vault::Lease,
+) -> Result<(PrunePlan, JobDone)> {
+    {
+        ctx.set_phase("planning");
         let mut plan = plan_prune(vault, now, margin)?;
+        // planning may take long on a big vault: the lease must still be
+        // ours, for long enough, before anything is deleted
+        vault.renew_prune_lease(lease, Timestamp::now() + LEASE_LENGTH)?;
         ctx.set_phase("deleting expired points");
         for e in &plan.expired {
             vault.delete_point(&e.point)?;
@@ -139,5 +164,5 @@ pub fn prune_job(vault: &Vault, env: &JobEnv<'_>, margin: SignedDuration) -> Res
             ),
         ];
         Ok((plan, JobDone { details, ..JobDone::default() }))
-    })
+    }
 }

@@ -140,7 +140,7 @@ impl Store for LocalStore {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { conditional_replace: true, parallel_requests: 2, remote: false }
+        Capabilities { conditional_replace: true, parallel_requests: 1, remote: false }
     }
 
     fn get(&self, name: &str) -> Result<Vec<u8>, StoreError> {

@@ -41,7 +41,7 @@ pub struct WriterStats {
 
 /// Pack buffers kept for reuse once uploaded: allocating a fresh 16 MiB
 /// buffer per pack cost a page fault for every 4 KiB of it.
-const RECYCLED_BUFFERS: usize = 4;
+const RECYCLED_BUFFERS: usize = 2;
 
 #[derive(Default)]
 struct UploadState {

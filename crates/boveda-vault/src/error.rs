@@ -21,6 +21,8 @@ pub enum VaultErrorKind {
     Missing,
     /// The request itself is invalid.
     Invalid,
+    /// Another process holds what this one needs (the prune lease).
+    Busy,
 }
 
 /// The vault layer's one public error type.
@@ -44,6 +46,8 @@ pub enum VaultError {
     NotFound(String),
     #[error("{0}")]
     Invalid(String),
+    #[error("{0}")]
+    Busy(String),
 }
 
 impl VaultError {
@@ -58,6 +62,7 @@ impl VaultError {
             VaultError::Damaged { .. } => VaultErrorKind::Damaged,
             VaultError::MissingChunk { .. } | VaultError::NotFound(_) => VaultErrorKind::Missing,
             VaultError::Invalid(_) => VaultErrorKind::Invalid,
+            VaultError::Busy(_) => VaultErrorKind::Busy,
         }
     }
 

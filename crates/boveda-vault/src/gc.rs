@@ -20,7 +20,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::blob::BlobKind;
 use crate::error::Result;
-use crate::index::IndexObject;
 use crate::pack::{pack_name, parse_pack_name};
 use crate::point::RecoveryPoint;
 use crate::tree::{NodeKind, Piece};
@@ -203,11 +202,7 @@ pub struct GcRequest<'a> {
 pub fn plan(vault: &Vault, req: &GcRequest<'_>) -> Result<GcPlan> {
     let store = vault.store();
     let referenced = referenced_chunks(vault, req.points)?;
-    let names = store.list("index")?;
-    let objects: Vec<(String, IndexObject)> = names
-        .par_iter()
-        .map(|info| Ok((info.name.clone(), IndexObject::open(vault.key(), &info.name, &store.get(&info.name)?)?)))
-        .collect::<Result<_>>()?;
+    let objects = vault.index_objects()?;
     let records = deletions(vault)?;
     let marked: HashSet<PackId> = records.iter().flat_map(|(_, d)| d.packs.iter().copied()).collect();
 

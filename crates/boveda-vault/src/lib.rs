@@ -41,6 +41,7 @@ mod gc;
 mod ids;
 mod index;
 mod key_slot;
+mod lease;
 mod object;
 mod object_cache;
 mod pack;
@@ -62,6 +63,7 @@ pub use gc::{
 pub use ids::{ChunkId, PackId, PointId, RecordId};
 pub use index::{BlobRef, ChunkIndex};
 pub use key_slot::KeySlotInfo;
+pub use lease::{Lease, LeaseRecord, PRUNE_LEASE};
 pub use object::FORMAT_VERSION;
 pub use object_cache::ObjectCache;
 pub use pack::{pack_name, parse_pack_name};

@@ -36,6 +36,7 @@ pub enum ObjectKind {
     Index = 4,
     Point = 5,
     Catalog = 6,
+    Lease = 7,
 }
 
 pub fn header(kind: ObjectKind) -> [u8; HEADER_LEN] {

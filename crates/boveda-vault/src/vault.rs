@@ -360,7 +360,7 @@ impl Vault {
     }
 
     /// The folders a vault's objects live in, besides its `config`.
-    pub const FOLDERS: [&str; 5] = ["keys", "catalog", "points", "index", "packs"];
+    pub const FOLDERS: [&str; 6] = ["keys", "catalog", "points", "index", "packs", "locks"];
 
     /// A chunker with this vault's sizes and secret gear table.
     pub fn chunker(&self) -> Chunker {
@@ -456,17 +456,7 @@ impl Vault {
     /// # Errors
     /// As [`Vault::load_index`].
     pub fn load_index_without(&self, skip: &std::collections::HashSet<crate::PackId>) -> Result<ChunkIndex> {
-        let names = self.store.list("index")?;
-        // an index object listed and then deleted was swept by a concurrent prune
-        // a damaged one is skipped and noted: only the chunks it lists are lost
-        let objects: Vec<IndexObject> = names
-            .par_iter()
-            .filter_map(|info| match self.read_immutable(&info.name, |b| IndexObject::open(&self.key, &info.name, b)) {
-                Err(VaultError::Store(e)) if e.kind() == StoreErrorKind::NotFound => None,
-                got => self.skip_damaged(got),
-            })
-            .collect::<Result<_>>()?;
-        self.forget_unlisted("index", names.iter().map(|o| o.name.as_str()));
+        let objects: Vec<IndexObject> = self.index_objects()?.into_iter().map(|(_, o)| o).collect();
         let mut index = ChunkIndex::default();
         for obj in &objects {
             for pack in obj.packs.iter().filter(|p| !skip.contains(&p.id)) {
@@ -479,6 +469,26 @@ impl Vault {
             }
         }
         Ok(index)
+    }
+
+    /// Every index object with its name, read through the cache.
+    ///
+    /// # Errors
+    /// A store error. A damaged index object is skipped and noted in the
+    /// damage log: only the chunks it lists are lost.
+    pub fn index_objects(&self) -> Result<Vec<(String, IndexObject)>> {
+        let names = self.store.list("index")?;
+        let open = |name: &str| self.read_immutable(name, |b| IndexObject::open(&self.key, name, b));
+        let objects = names
+            .par_iter()
+            .filter_map(|info| match open(&info.name) {
+                // listed and then deleted: swept by a concurrent prune
+                Err(VaultError::Store(e)) if e.kind() == StoreErrorKind::NotFound => None,
+                got => self.skip_damaged(got.map(|o| (info.name.clone(), o))),
+            })
+            .collect::<Result<_>>()?;
+        self.forget_unlisted("index", names.iter().map(|o| o.name.as_str()));
+        Ok(objects)
     }
 
     /// Reads, authenticates and decompresses one blob.

@@ -231,3 +231,31 @@ fn the_local_cache_spares_requests_and_is_only_a_cache() {
     let report = env.ok(&["vault", "check", "--read-data"]);
     assert!(report.contains("no problems found"), "{report}");
 }
+
+/// Two prunes at once: the second finds the first's lease and stops with
+/// one line naming it; once the first ends, a prune runs again.
+fn one_prune_at_a_time(kind: StoreKind) {
+    let env = Env::on(kind);
+    env.create_vault();
+    let src = env.path("src");
+    many_files(&src, 50);
+    env.ok(&["item", "add", "files", "t", "--path", src.to_str().expect("utf8")]);
+    env.backup("t", 0);
+    let slow = env
+        .cmd(&["prune", "--safety-margin", "0s"])
+        .env("BOVEDA_STORE_FAULTS", "latency=40ms")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(std::time::Duration::from_millis(1_500));
+    let out = env.run(&["prune", "--safety-margin", "0s"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("another prune is running") && stderr.lines().count() == 1, "{stderr}");
+    let first = slow.wait_with_output().expect("wait");
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    env.ok(&["prune", "--safety-margin", "0s"]);
+}
+
+on_every_store!(one_prune_at_a_time);

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# boveda beside restic on object stores, in one run: back up the shared
+# corpus's tree into Azurite and into the moto S3 server, then restore it,
+# each tool into its own container or bucket. restic speaks S3 itself and
+# reaches Azurite through its rclone backend (rclone from Debian), since
+# its own Azure backend cannot be pointed at Azurite's endpoint. Reports
+# wall time and, for boveda, the requests made per GB written and read
+# (BOVEDA_STORE_METRICS); every restore is compared with the source.
+#
+#   bench/compare_stores.sh [WORK_DIR] [SCALE]     (defaults: /tmp/boveda-bench-stores 1)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/.." && pwd)
+shared=${SHARED_DIR:-$repo/../shared}
+work=${1:-/tmp/boveda-bench-stores}
+scale=${2:-1}
+
+need() { command -v "$1" >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; }; }
+need restic restic
+need rclone rclone
+[ -x /usr/bin/time ] || need /usr/bin/time time
+
+(cd "$repo" && cargo build --release -q)
+boveda=$repo/target/release/boveda
+mkdir -p "$work"
+bash "$shared/bench/make_corpus.sh" "$work/corpus" "$scale" >/dev/null
+src=$work/corpus/tree
+run=$work/run
+rm -rf "$run"
+mkdir -p "$run/stores"
+cleanup() { "$repo/scripts/stores.sh" stop "$run/stores"; }
+trap cleanup EXIT
+eval "$("$repo/scripts/stores.sh" start "$run/stores")"
+
+export BOVEDA_CONFIG_DIR=$run/boveda-config BOVEDA_CACHE_DIR=$run/boveda-cache BOVEDA_PASSWORD=bench
+export RESTIC_PASSWORD=bench
+# rclone's view of Azurite, for restic's rclone backend
+azure_key=${AZURE_STORAGE_CONNECTION_STRING#*AccountKey=}
+export RCLONE_CONFIG_AZURITE_TYPE=azureblob RCLONE_CONFIG_AZURITE_ACCOUNT=devstoreaccount1
+export RCLONE_CONFIG_AZURITE_KEY=${azure_key%%;*} RCLONE_CONFIG_AZURITE_ENDPOINT=$BOVEDA_TEST_AZURITE
+
+bytes=$(du -sb "$src" | cut -f1)
+results=$run/results.tsv
+: > "$results"
+warm() { find "$src" -type f -print0 | xargs -0 cat > /dev/null; }
+measure() { # store tool phase command...
+  local store=$1 tool=$2 phase=$3; shift 3
+  sync
+  BOVEDA_STORE_METRICS=1 /usr/bin/time -f "%e %M" -o "$run/time.txt" "$@" > "$run/$store-$tool-$phase.log" 2>&1 \
+    || { echo "$store $tool $phase failed:"; tail -5 "$run/$store-$tool-$phase.log"; exit 1; }
+  read -r secs kb < "$run/time.txt"
+  local requests
+  requests=$(sed -n 's/^boveda: store: \([0-9]*\) requests.*/\1/p' "$run/$store-$tool-$phase.log" | tail -1)
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$store" "$tool" "$phase" "$secs" "$kb" "${requests:-}" >> "$results"
+  printf '%-7s %-7s %-8s %8.2f s %6d MB %s\n' "$store" "$tool" "$phase" "$secs" "$((kb / 1024))" "${requests:+$requests requests}"
+}
+
+for store in azblob s3; do
+  "$boveda" vault create "bench-$store" --store "$store://boveda-bench/vault" --create-container >/dev/null
+  "$boveda" item add files tree --path "$src" --vault "bench-$store" >/dev/null
+  if [ "$store" = s3 ]; then
+    export RESTIC_REPOSITORY=s3:$BOVEDA_TEST_S3/restic-bench/repo
+  else
+    export RESTIC_REPOSITORY=rclone:azurite:restic-bench/repo
+  fi
+  restic init -q >/dev/null
+  warm; measure "$store" boveda backup "$boveda" --vault "bench-$store" protection backup-now tree
+  warm; measure "$store" restic backup restic backup -q "$src"
+  measure "$store" boveda restore "$boveda" --vault "bench-$store" restore tree --target "$run/restore-boveda-$store"
+  measure "$store" restic restore restic restore latest --target "$run/restore-restic-$store"
+  for t in boveda restic; do
+    if diff -r --no-dereference "$src" "$run/restore-$t-$store/${src#/}" > /dev/null; then ok=yes; else ok=NO; fi
+    echo "$store $t restore equals source: $ok"
+    rm -rf "$run/restore-$t-$store"
+  done
+done
+python3 - "$results" "$bytes" <<'PY'
+import sys
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
+gb = int(sys.argv[2]) / 1e9
+get = lambda s, t, p, c: next((r[c] for r in rows if r[:3] == [s, t, p]), "")
+print(f"\ncorpus tree: {gb:.2f} GB\n")
+print("| store | phase | boveda s | restic s | boveda/restic | boveda MB | restic MB | boveda requests per GB |")
+print("|---|---|---|---|---|---|---|---|")
+for s, name in [("azblob", "Azurite"), ("s3", "S3 (moto)")]:
+    for p in ["backup", "restore"]:
+        b, r = float(get(s, "boveda", p, 3)), float(get(s, "restic", p, 3))
+        req = get(s, "boveda", p, 5)
+        per_gb = f"{int(req) / gb:.0f}" if req else "-"
+        print(f"| {name} | {p} | {b:.2f} | {r:.2f} | {b / r:.2f} | {int(get(s, 'boveda', p, 4)) // 1024} | {int(get(s, 'restic', p, 4)) // 1024} | {per_gb} |")
+PY
