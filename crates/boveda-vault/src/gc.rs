@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::blob::BlobKind;
 use crate::error::Result;
+use crate::index::{IndexObject, IndexPack};
 use crate::pack::{pack_name, parse_pack_name};
 use crate::point::RecoveryPoint;
 use crate::tree::{NodeKind, Piece};
@@ -36,6 +37,74 @@ pub const DEFAULT_SAFETY_MARGIN: SignedDuration = SignedDuration::from_hours(24)
 /// than this after a mark: for clocks that differ between machines, and for
 /// the moment a mark takes to be seen by a backup that is starting.
 pub const MIN_WRITER_SLACK: SignedDuration = SignedDuration::from_mins(10);
+
+/// Index objects with fewer entries than this are small: a backup writes
+/// one per pack.
+pub const SMALL_INDEX_ENTRIES: usize = 20_000;
+/// Prune merges small index objects once there are this many...
+pub const CONSOLIDATE_AT: usize = 16;
+/// ...into objects of about this many entries (some 9 MB sealed).
+pub const CONSOLIDATED_ENTRIES: usize = 200_000;
+
+/// Writes an index object listing `packs` (create-only; the name is the
+/// content's hash, so one already there holds the same).
+fn write_index(vault: &Vault, packs: Vec<IndexPack>) -> Result<String> {
+    let (name, bytes) = IndexObject { packs }.seal(vault.key())?;
+    match vault.store().put_new(&name, &bytes) {
+        Err(e) if e.kind() == boveda_store::StoreErrorKind::AlreadyExists => Ok(name),
+        other => other.map(|_| name).map_err(Into::into),
+    }
+}
+
+/// Merges small index objects into few big ones, so that reading the
+/// index costs requests in proportion to the vault's size, not to how
+/// many backups made it. Runs under the prune lease: no other process
+/// deletes index objects meanwhile, and readers that find a small object
+/// gone list again and find the merged one. Returns how many small
+/// objects were merged.
+///
+/// # Errors
+/// A store error; a crash midway leaves packs listed twice, which readers
+/// and the next prune take as they come.
+pub fn consolidate_index(vault: &Vault) -> Result<usize> {
+    let small: Vec<(String, IndexObject)> = vault
+        .index_objects()?
+        .into_iter()
+        .filter(|(_, o)| o.packs.iter().map(|p| p.entries.len()).sum::<usize>() < SMALL_INDEX_ENTRIES)
+        .collect();
+    if small.len() < CONSOLIDATE_AT {
+        return Ok(0);
+    }
+    let mut merged = 0;
+    let mut batch: Vec<(String, IndexObject)> = Vec::new();
+    let mut entries = 0;
+    let mut flush = |batch: &mut Vec<(String, IndexObject)>| -> Result<()> {
+        if batch.len() < 2 {
+            batch.clear();
+            return Ok(());
+        }
+        let mut ids = HashSet::new();
+        let packs: Vec<IndexPack> =
+            batch.iter().flat_map(|(_, o)| o.packs.iter()).filter(|p| ids.insert(p.id)).cloned().collect();
+        write_index(vault, packs)?;
+        for (name, _) in batch.drain(..) {
+            vault.store().delete(&name)?;
+            merged += 1;
+        }
+        Ok(())
+    };
+    for (name, obj) in small {
+        let n: usize = obj.packs.iter().map(|p| p.entries.len()).sum();
+        if entries + n > CONSOLIDATED_ENTRIES {
+            flush(&mut batch)?;
+            entries = 0;
+        }
+        entries += n;
+        batch.push((name, obj));
+    }
+    flush(&mut batch)?;
+    Ok(merged)
+}
 
 /// A pack at least this unused (by bytes) is repacked: the chunks points
 /// still use are written to new packs and the old pack is marked.
@@ -293,13 +362,26 @@ pub fn plan(vault: &Vault, req: &GcRequest<'_>) -> Result<GcPlan> {
 /// A store error; what was done stays done and the next prune continues.
 pub fn execute(vault: &Vault, plan: &GcPlan, now: Timestamp) -> Result<()> {
     let store = vault.store();
-    plan.sweep.par_iter().try_for_each(|p| -> Result<()> {
-        for name in plan.index_objects.get(&p.pack).into_iter().flatten() {
-            store.delete(name)?;
+    // Index objects that list a swept pack go first: deleted when they list
+    // only swept packs, else replaced by one without them (written before
+    // the old one is deleted, so every other pack stays indexed).
+    let swept: HashSet<PackId> = plan.sweep.iter().map(|p| p.pack).collect();
+    let touched: HashSet<&String> =
+        plan.sweep.iter().flat_map(|p| plan.index_objects.get(&p.pack).into_iter().flatten()).collect();
+    if !touched.is_empty() {
+        for (name, obj) in vault.index_objects()?.into_iter().filter(|(n, _)| touched.contains(n)) {
+            let keep: Vec<IndexPack> = obj.packs.into_iter().filter(|p| !swept.contains(&p.id)).collect();
+            if !keep.is_empty() {
+                write_index(vault, keep)?;
+            }
+            store.delete(&name)?;
         }
+    }
+    plan.sweep.par_iter().try_for_each(|p| -> Result<()> {
         store.delete(&pack_name(p.kind, &p.pack))?;
         Ok(())
     })?;
+    consolidate_index(vault)?;
     for rid in &plan.records_done {
         vault.catalog_put::<Deletion>(DELETIONS, rid, None)?;
     }

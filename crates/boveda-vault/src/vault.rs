@@ -477,18 +477,35 @@ impl Vault {
     /// A store error. A damaged index object is skipped and noted in the
     /// damage log: only the chunks it lists are lost.
     pub fn index_objects(&self) -> Result<Vec<(String, IndexObject)>> {
-        let names = self.store.list("index")?;
         let open = |name: &str| self.read_immutable(name, |b| IndexObject::open(&self.key, name, b));
-        let objects = names
-            .par_iter()
-            .filter_map(|info| match open(&info.name) {
-                // listed and then deleted: swept by a concurrent prune
-                Err(VaultError::Store(e)) if e.kind() == StoreErrorKind::NotFound => None,
-                got => self.skip_damaged(got.map(|o| (info.name.clone(), o))),
-            })
-            .collect::<Result<_>>()?;
-        self.forget_unlisted("index", names.iter().map(|o| o.name.as_str()));
-        Ok(objects)
+        let mut objects: Vec<(String, IndexObject)> = Vec::new();
+        let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
+        // An object listed and then deleted was rewritten by a prune: one
+        // that consolidated small objects, or swept a pack out of a bigger
+        // one, wrote the replacement before deleting, so listing again
+        // finds it.
+        for _ in 0..4 {
+            let names = self.store.list("index")?;
+            let gone = std::sync::atomic::AtomicBool::new(false);
+            let read: Vec<(String, IndexObject)> = names
+                .par_iter()
+                .filter(|info| !seen.contains(&info.name))
+                .filter_map(|info| match open(&info.name) {
+                    Err(VaultError::Store(e)) if e.kind() == StoreErrorKind::NotFound => {
+                        gone.store(true, std::sync::atomic::Ordering::Relaxed);
+                        None
+                    }
+                    got => self.skip_damaged(got.map(|o| (info.name.clone(), o))),
+                })
+                .collect::<Result<_>>()?;
+            seen.extend(names.iter().map(|o| o.name.clone()));
+            objects.extend(read);
+            if !gone.into_inner() {
+                self.forget_unlisted("index", names.iter().map(|o| o.name.as_str()));
+                return Ok(objects);
+            }
+        }
+        Err(VaultError::Busy("the index keeps changing while being read; try again".into()))
     }
 
     /// Reads, authenticates and decompresses one blob.
