@@ -46,12 +46,12 @@ warm() { find "$src" -type f -print0 | xargs -0 cat > /dev/null; }
 measure() { # store tool phase command...
   local store=$1 tool=$2 phase=$3; shift 3
   sync
-  BOVEDA_STORE_METRICS=1 /usr/bin/time -f "%e %M" -o "$run/time.txt" "$@" > "$run/$store-$tool-$phase.log" 2>&1 \
+  BOVEDA_STORE_METRICS=1 /usr/bin/time -f "%e %M %P" -o "$run/time.txt" "$@" > "$run/$store-$tool-$phase.log" 2>&1 \
     || { echo "$store $tool $phase failed:"; tail -5 "$run/$store-$tool-$phase.log"; exit 1; }
-  read -r secs kb < "$run/time.txt"
+  read -r secs kb cpu < "$run/time.txt"
   local requests
   requests=$(sed -n 's/^boveda: store: \([0-9]*\) requests.*/\1/p' "$run/$store-$tool-$phase.log" | tail -1)
-  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$store" "$tool" "$phase" "$secs" "$kb" "${requests:-}" >> "$results"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$store" "$tool" "$phase" "$secs" "$kb" "${requests:-}" "$cpu" >> "$results"
   printf '%-7s %-7s %-8s %8.2f s %6d MB %s\n' "$store" "$tool" "$phase" "$secs" "$((kb / 1024))" "${requests:+$requests requests}"
 }
 
@@ -74,6 +74,18 @@ for store in azblob s3; do
     rm -rf "$run/restore-$t-$store"
   done
 done
+# The same backup into S3 with 50 ms added to every request (the fault
+# layer's latency, under the retry layer): does a backup keep both cores
+# busy when the store is far away?
+"$boveda" vault create bench-far --store "s3://boveda-bench/far" >/dev/null
+"$boveda" item add files tree --path "$src" --vault bench-far >/dev/null
+warm
+sync
+BOVEDA_STORE_FAULTS=latency=50ms /usr/bin/time -f "%e %M %P" -o "$run/time.txt" \
+  "$boveda" --vault bench-far protection backup-now tree > "$run/far.log" 2>&1
+read -r far_secs far_kb far_cpu < "$run/time.txt"
+near_cpu=$(awk -F'\t' '$1=="s3" && $2=="boveda" && $3=="backup" {print $7}' "$results")
+echo "boveda backup into S3 with 50 ms per request: ${far_secs} s, CPU ${far_cpu} of 200% (without added latency: ${near_cpu:-?})"
 python3 - "$results" "$bytes" <<'PY'
 import sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]

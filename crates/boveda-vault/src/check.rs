@@ -135,17 +135,39 @@ pub fn check(vault: &Vault, opts: CheckOptions, progress: &(dyn Fn(&str) + Sync)
     check_catalog(vault, &points, &mut report, &mut f)?;
 
     progress("index objects");
-    let index_names = store.list("index")?;
-    report.index_objects = index_names.len();
-    let opened: Vec<_> = index_names
-        .par_iter()
-        .map(|info| {
-            (
-                info.name.clone(),
-                store.get(&info.name).map_err(Into::into).and_then(|b| IndexObject::open(vault.key(), &info.name, &b)),
-            )
-        })
-        .collect();
+    // A prune may merge index objects, or rewrite one without the packs it
+    // sweeps, while this runs: it writes the new object before deleting the
+    // old, so an object listed and then gone is followed by listing again.
+    let mut opened: Vec<(String, Result<IndexObject>)> = Vec::new();
+    let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
+    for round in 0..4 {
+        let fresh: Vec<String> =
+            store.list("index")?.into_iter().map(|o| o.name).filter(|n| !seen.contains(n)).collect();
+        seen.extend(fresh.iter().cloned());
+        let read: Vec<(String, Result<IndexObject>)> = fresh
+            .par_iter()
+            .map(|name| {
+                (
+                    name.clone(),
+                    store.get(name).map_err(Into::into).and_then(|b| IndexObject::open(vault.key(), name, &b)),
+                )
+            })
+            .collect();
+        let mut gone = 0;
+        for (name, result) in read {
+            match result {
+                Err(crate::VaultError::Store(e)) if e.kind() == NotFound && round < 3 => gone += 1,
+                Err(crate::VaultError::Store(e)) if e.kind() == NotFound => {
+                    report.notes.push(format!("{name} was rewritten by a prune while checking"));
+                }
+                other => opened.push((name, other)),
+            }
+        }
+        if gone == 0 {
+            break;
+        }
+    }
+    report.index_objects = opened.len();
     let mut index = ChunkIndex::default();
     let mut pack_entries: HashMap<PackId, (BlobKind, u64, Vec<crate::pack::PackEntry>)> = HashMap::new();
     let mut index_of: HashMap<PackId, String> = HashMap::new();

@@ -58,7 +58,7 @@ pub use crypto::{KdfParams, MasterKey};
 pub use error::{Result, VaultError, VaultErrorKind};
 pub use gc::{
     DEFAULT_SAFETY_MARGIN, Deletion, GcPlan, GcRequest, MIN_WRITER_SLACK, PlannedPack, WaitingMark, abandoned_uploads,
-    deletions, execute as gc_execute, marked_packs, plan as gc_plan, referenced_chunks,
+    consolidate_index, deletions, execute as gc_execute, marked_packs, plan as gc_plan, referenced_chunks,
 };
 pub use ids::{ChunkId, PackId, PointId, RecordId};
 pub use index::{BlobRef, ChunkIndex};
