@@ -26,10 +26,13 @@ pub struct FaultPlan {
     pub put_budget: Option<u64>,
     /// Seed of the choice of failing calls.
     pub seed: u64,
+    /// Fail and throttle only calls on objects whose names start with this
+    /// (such as `packs/`: a store that fails uploads of data, not records).
+    pub only: Option<String>,
 }
 
 impl FaultPlan {
-    /// Parses `fail=0.05,lost=0.01,throttle=0.01,throttle-wait=50ms,latency=20ms,budget=1000000,seed=7`
+    /// Parses `fail=0.05,lost=0.01,throttle=0.01,throttle-wait=50ms,latency=20ms,budget=1000000,seed=7,only=packs/`
     /// (every part optional): the form of `BOVEDA_STORE_FAULTS`.
     ///
     /// # Errors
@@ -51,9 +54,10 @@ impl FaultPlan {
                 "latency" => plan.latency = millis()?,
                 "budget" => plan.put_budget = Some(value.parse().map_err(|_| bad())?),
                 "seed" => plan.seed = value.parse().map_err(|_| bad())?,
+                "only" => plan.only = Some(value.to_string()),
                 _ => {
                     return Err(format!(
-                        "unknown fault {key:?} (fail, lost, throttle, throttle-wait, latency, budget, seed)"
+                        "unknown fault {key:?} (fail, lost, throttle, throttle-wait, latency, budget, seed, only)"
                     ));
                 }
             }
@@ -123,6 +127,9 @@ impl FaultStore {
         if !self.plan.latency.is_zero() {
             std::thread::sleep(self.plan.latency);
         }
+        if self.plan.only.as_deref().is_some_and(|p| !object.starts_with(p)) {
+            return Ok(());
+        }
         let roll = self.roll();
         if roll < self.plan.fail {
             self.injected.fetch_add(1, Ordering::Relaxed);
@@ -162,7 +169,8 @@ impl Store for FaultStore {
             return Err(StoreError::new(StoreErrorKind::NoSpace, "write", name));
         }
         let info = self.inner.put(name, data, mode)?;
-        if self.roll() < self.plan.lost_answer {
+        let targeted = self.plan.only.as_deref().is_none_or(|p| name.starts_with(p));
+        if targeted && self.roll() < self.plan.lost_answer {
             self.injected.fetch_add(1, Ordering::Relaxed);
             return Err(StoreError::new(StoreErrorKind::Other, "write", name)
                 .retryable(true)

@@ -103,7 +103,10 @@ fn a_store_that_keeps_failing_fails_the_job_and_the_vault_stays_valid() {
     // every write lands but its answer is lost: the retries find their own
     // bytes, so the backup completes
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = env.cmd(&["protection", "backup-now", "t"]).env("BOVEDA_STORE_FAULTS", "fail=0.5,seed=4").output();
+    // the store fails every call on data (reading the parent's trees,
+    // uploading packs) and answers the rest
+    fs::write(src.join("d01/f00001"), noise(77, 300_000)).expect("write");
+    let out = env.cmd(&["protection", "backup-now", "t"]).env("BOVEDA_STORE_FAULTS", "fail=1.0,only=packs/").output();
     let out = out.expect("run");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
