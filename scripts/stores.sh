@@ -7,7 +7,8 @@
 #   scripts/stores.sh stop STATE_DIR
 #
 # Tools are kept in $BOVEDA_TOOLS_DIR (default: target/test-tools), so a
-# second run starts at once.
+# second run starts at once. Ports are free ones picked at start, unless
+# AZURITE_PORT or S3_PORT name them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,8 +47,8 @@ start() {
   install_tools
   mkdir -p "$state/azurite-data"
   local az_port s3_port
-  az_port=$(free_port)
-  s3_port=$(free_port)
+  az_port=${AZURITE_PORT:-$(free_port)}
+  s3_port=${S3_PORT:-$(free_port)}
   "$TOOLS/azurite/node_modules/.bin/azurite-blob" --silent --location "$state/azurite-data" \
     --blobHost 127.0.0.1 --blobPort "$az_port" --skipApiVersionCheck --disableTelemetry \
     >"$state/azurite.log" 2>&1 &

@@ -1,6 +1,7 @@
 //! Opening, creating and reading a vault.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use boveda_store::{Store, StoreErrorKind};
 use jiff::Timestamp;
@@ -155,7 +156,16 @@ pub struct Vault {
     slot: RecordId,
     damage: Arc<DamageLog>,
     cache: Option<crate::ObjectCache>,
+    /// Whole tree packs read from a remote store, so that walking a tree
+    /// costs one request per tree pack, not one per directory.
+    tree_packs: Mutex<TreePacks>,
 }
+
+/// Tree packs kept in memory: their total size, and each by id.
+type TreePacks = (usize, HashMap<crate::PackId, Arc<Vec<u8>>>);
+
+/// Bytes of tree packs a vault keeps in memory at most (then it starts over).
+const TREE_PACKS_KEPT: usize = 64 << 20;
 
 impl Vault {
     /// Makes a new vault in an empty store location.
@@ -191,6 +201,7 @@ impl Vault {
             slot: slot.id,
             damage: Arc::default(),
             cache: None,
+            tree_packs: Mutex::default(),
         };
         vault.catalog_put(SETTINGS_KIND, &SETTINGS_ID, Some(&opts.settings))?;
         // The config object is written last: its presence is what makes a vault.
@@ -259,6 +270,7 @@ impl Vault {
                 slot,
                 damage,
                 cache: None,
+                tree_packs: Mutex::default(),
             };
             let settings = vault.catalog_list::<VaultSettings>(SETTINGS_KIND)?;
             if let Some((_, s)) = settings.into_iter().next() {
@@ -533,7 +545,33 @@ impl Vault {
     /// # Errors
     /// As [`Vault::read_blob`], or `Damaged` when the tree does not parse.
     pub fn load_tree(&self, index: &ChunkIndex, id: &ChunkId) -> Result<Tree> {
-        Tree::decode(id, &self.read_blob(index, id)?)
+        let r = index.get(id).ok_or(VaultError::MissingChunk { chunk: *id })?;
+        if r.kind != crate::BlobKind::Tree || !self.store.capabilities().remote {
+            return Tree::decode(id, &self.read_blob(index, id)?);
+        }
+        let name = pack_name(r.kind, &r.pack);
+        let pack = self.tree_pack(&r.pack, &name)?;
+        let (start, end) = (r.offset as usize, r.offset as usize + r.length as usize);
+        let sealed = pack.get(start..end).ok_or_else(|| VaultError::damaged(&name, "shorter than its index says"))?;
+        Tree::decode(id, &self.decode_blob_at(&r, id, sealed)?)
+    }
+
+    /// A whole tree pack, read once and kept (up to [`TREE_PACKS_KEPT`]).
+    fn tree_pack(&self, id: &crate::PackId, name: &str) -> Result<Arc<Vec<u8>>> {
+        if let Ok(kept) = self.tree_packs.lock()
+            && let Some(pack) = kept.1.get(id)
+        {
+            return Ok(pack.clone());
+        }
+        let pack = Arc::new(self.store.get(name)?);
+        if let Ok(mut kept) = self.tree_packs.lock() {
+            if kept.0 + pack.len() > TREE_PACKS_KEPT {
+                *kept = (0, HashMap::new());
+            }
+            kept.0 += pack.len();
+            kept.1.insert(*id, pack.clone());
+        }
+        Ok(pack)
     }
 
     // ----- recovery points -----
