@@ -66,11 +66,23 @@ start() {
   echo "export AWS_ENDPOINT_URL=http://127.0.0.1:$s3_port"
 }
 
+# Stops a server by PID and waits until it is gone (at most 10 s, then
+# SIGKILL), so that its data folder can be removed right after.
+stop_pid() { # PID
+  kill "$1" 2>/dev/null || return 0
+  for _ in $(seq 1 50); do
+    kill -0 "$1" 2>/dev/null || return 0
+    sleep 0.2
+  done
+  kill -9 "$1" 2>/dev/null || true
+  while kill -0 "$1" 2>/dev/null; do sleep 0.1; done
+}
+
 stop() {
   local state=$1
   for name in azurite moto; do
     if [ -f "$state/$name.pid" ]; then
-      kill "$(cat "$state/$name.pid")" 2>/dev/null || true
+      stop_pid "$(cat "$state/$name.pid")"
       rm -f "$state/$name.pid"
     fi
   done

@@ -10,7 +10,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 state=$(mktemp -d /tmp/boveda-stores.XXXXXX)
-cleanup() { scripts/stores.sh stop "$state"; rm -rf "$state"; }
+# The exit status stays the tests' own: a server that is slow to go away
+# must not turn a passing run into a failing one.
+cleanup() {
+  local status=$?
+  scripts/stores.sh stop "$state" || true
+  rm -rf "$state" || echo "scripts/test.sh: could not remove $state" >&2
+  exit "$status"
+}
 trap cleanup EXIT
 eval "$(scripts/stores.sh start "$state")"
 cargo test --workspace "$@"
