@@ -137,8 +137,12 @@ pub fn open_vault(selector: Option<&str>, passphrase: &[u8]) -> Result<Vault> {
     if policy != RetryPolicy::default() {
         vault.set_store(layer(backend, policy, faults));
     }
+    // A vault in a folder is its own copy of its objects; every vault gets
+    // the merged index file.
     if vault.store().capabilities().remote {
         vault.use_cache(&crate::registry::cache_dir());
+    } else {
+        vault.use_index_cache(&crate::registry::cache_dir());
     }
     Ok(vault)
 }

@@ -138,6 +138,12 @@ impl MasterKey {
         *blake3::keyed_hash(&mac_key, config_bytes).as_bytes()
     }
 
+    /// The key that authenticates local caches derived from the vault (the
+    /// merged index): a cache file altered or damaged on disk is detected.
+    pub fn cache_mac_key(&self) -> [u8; 32] {
+        blake3::derive_key("boveda 2026 local cache authentication", &self.raw)
+    }
+
     /// The secret seed of the content-defined chunker's gear table.
     pub fn chunker_seed(&self) -> u64 {
         self.chunker_seed

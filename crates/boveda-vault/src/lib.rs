@@ -42,6 +42,7 @@ mod ids;
 mod index;
 mod key_slot;
 mod lease;
+mod merged_index;
 mod object;
 mod object_cache;
 mod pack;

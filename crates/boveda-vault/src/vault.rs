@@ -1,6 +1,6 @@
 //! Opening, creating and reading a vault.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use boveda_store::{Store, StoreErrorKind};
@@ -16,6 +16,7 @@ use crate::crypto::{KdfParams, MasterKey};
 use crate::error::{Result, VaultError};
 use crate::index::{BlobRef, ChunkIndex, IndexObject};
 use crate::key_slot::{KeySlot, KeySlotInfo};
+use crate::merged_index::{MergedIndex, MergedIndexBuilder};
 use crate::object::{ObjectKind, header, open_json, parse_header, seal_json};
 use crate::pack::pack_name;
 use crate::point::{RecoveryPoint, point_name};
@@ -60,6 +61,42 @@ impl VaultConfig {
         }
         Ok(stored)
     }
+}
+
+/// Index objects listed since a merged index was written that are read
+/// and added in memory, at most; more, and the file is built again.
+const PATCH_OBJECTS: usize = 256;
+
+/// Whether a merged index file is close enough to the listing to be
+/// patched: then the base packs whose objects are gone, and the names of
+/// the objects to add. `None` when it should be built again.
+fn patchable<'n>(base: MergedIndex, names: &[&'n str]) -> Option<(MergedIndex, HashSet<u32>, Vec<&'n str>)> {
+    let merged: HashSet<&str> = base.names().iter().map(String::as_str).collect();
+    let added: Vec<&str> = names.iter().copied().filter(|n| !merged.contains(n)).collect();
+    if added.len() > PATCH_OBJECTS {
+        return None;
+    }
+    let listed: HashSet<&str> = names.iter().copied().collect();
+    let removed: HashSet<u32> = (0..base.names().len())
+        .filter(|&i| !listed.contains(base.names()[i].as_str()))
+        .filter_map(|i| u32::try_from(i).ok())
+        .collect();
+    let mut gone = HashSet::new();
+    if !removed.is_empty() {
+        let mut entries = 0u64;
+        for pos in 0..u32::try_from(base.pack_count()).ok()? {
+            let pack = base.pack(pos);
+            if removed.contains(&pack.source) {
+                gone.insert(pos);
+                entries += u64::from(pack.entries);
+            }
+        }
+        // packs swept away cost a lookup each time they are skipped
+        if entries > (base.distinct() / 8).max(100_000) {
+            return None;
+        }
+    }
+    Some((base, gone, added))
 }
 
 /// Objects a read skipped because they are damaged, each with the reason:
@@ -144,6 +181,25 @@ pub struct CreateOptions {
     pub hostname: String,
 }
 
+impl CreateOptions {
+    /// What tests create: 1 MiB packs, zstd level 1, and the cheapest key
+    /// derivation (never for a real vault).
+    pub fn for_tests(name: &str) -> Self {
+        let settings = VaultSettings {
+            name: name.into(),
+            location: "test".into(),
+            redundancy: "lrs".into(),
+            secondary: None,
+            pack_size: 1 << 20,
+            compression_level: 1,
+            soft_delete_days: VaultSettings::DEFAULT_SOFT_DELETE_DAYS,
+            webhook: None,
+            store: StoreSettings::default(),
+        };
+        Self { settings, kdf: KdfParams::TESTING, chunker: ChunkerParams::DEFAULT, hostname: "h".into() }
+    }
+}
+
 const SETTINGS_KIND: &str = "settings";
 const SETTINGS_ID: RecordId = RecordId([0; 16]);
 
@@ -156,6 +212,8 @@ pub struct Vault {
     slot: RecordId,
     damage: Arc<DamageLog>,
     cache: Option<crate::ObjectCache>,
+    /// Where the merged index file is kept (see [`crate::merged_index`]).
+    merged_index: Option<std::path::PathBuf>,
     /// Whole tree packs read from a remote store, so that walking a tree
     /// costs one request per tree pack, not one per directory.
     tree_packs: Mutex<TreePacks>,
@@ -201,6 +259,7 @@ impl Vault {
             slot: slot.id,
             damage: Arc::default(),
             cache: None,
+            merged_index: None,
             tree_packs: Mutex::default(),
         };
         vault.catalog_put(SETTINGS_KIND, &SETTINGS_ID, Some(&opts.settings))?;
@@ -270,6 +329,7 @@ impl Vault {
                 slot,
                 damage,
                 cache: None,
+                merged_index: None,
                 tree_packs: Mutex::default(),
             };
             let settings = vault.catalog_list::<VaultSettings>(SETTINGS_KIND)?;
@@ -308,8 +368,17 @@ impl Vault {
 
     /// Keeps local copies of the vault's immutable objects below
     /// `dir/<vault id>/` (see [`crate::ObjectCache`]).
+    /// Also keeps the merged index there (see [`Vault::use_index_cache`]).
     pub fn use_cache(&mut self, dir: &std::path::Path) {
         self.cache = Some(crate::ObjectCache::new(dir.join(self.config.id.to_hex())));
+        self.use_index_cache(dir);
+    }
+
+    /// Keeps the merged index as a file below `dir/<vault id>/`, so that
+    /// opening the index costs neither reads nor memory in proportion to
+    /// the vault (see [`crate::merged_index`]).
+    pub fn use_index_cache(&mut self, dir: &std::path::Path) {
+        self.merged_index = Some(dir.join(self.config.id.to_hex()).join("index.merged"));
     }
 
     /// Reads an immutable object through the cache: a cached copy that
@@ -458,29 +527,118 @@ impl Vault {
     /// # Errors
     /// A store error, or `Damaged` naming an index object.
     pub fn load_index(&self) -> Result<ChunkIndex> {
-        self.load_index_without(&std::collections::HashSet::new())
+        self.load_index_without(&HashSet::new())
     }
 
     /// Reads every index object; the packs in `skip` (marked for deletion)
     /// are added readable-only and last: a backup reads its parent's trees
     /// from them but never deduplicates against them.
     ///
+    /// With a cache folder the index is the merged index file, patched in
+    /// memory with the index objects listed since it was written, or built
+    /// again when it is missing, damaged or far behind.
+    ///
     /// # Errors
     /// As [`Vault::load_index`].
-    pub fn load_index_without(&self, skip: &std::collections::HashSet<crate::PackId>) -> Result<ChunkIndex> {
-        let objects: Vec<IndexObject> = self.index_objects()?.into_iter().map(|(_, o)| o).collect();
+    pub fn load_index_without(&self, skip: &HashSet<crate::PackId>) -> Result<ChunkIndex> {
+        // An object listed and then deleted was rewritten by a prune: one
+        // that consolidated small objects, or swept a pack out of a bigger
+        // one, wrote the replacement before deleting, so listing again
+        // finds it.
+        for _ in 0..4 {
+            let listed = self.store.list("index")?;
+            let names: Vec<&str> = listed.iter().map(|o| o.name.as_str()).collect();
+            let loaded = match &self.merged_index {
+                Some(path) => self.load_merged_index(path, &names, skip),
+                None => self.load_index_in_memory(&names, skip),
+            };
+            match loaded {
+                Err(VaultError::Store(e)) if e.kind() == StoreErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+                Ok(index) => {
+                    self.forget_unlisted("index", names.iter().copied());
+                    return Ok(index);
+                }
+            }
+        }
+        Err(VaultError::Busy("the index keeps changing while being read; try again".into()))
+    }
+
+    fn open_index_object(&self, name: &str) -> Result<IndexObject> {
+        self.read_immutable(name, |b| IndexObject::open(&self.key, name, b))
+    }
+
+    /// Reads index objects in parallel, in order; damaged ones are noted
+    /// and left out.
+    fn read_index_objects<'n>(&self, names: &[&'n str]) -> Result<Vec<(&'n str, IndexObject)>> {
+        names
+            .par_iter()
+            .filter_map(|&name| self.skip_damaged(self.open_index_object(name).map(|o| (name, o))))
+            .collect()
+    }
+
+    fn load_index_in_memory(&self, names: &[&str], skip: &HashSet<crate::PackId>) -> Result<ChunkIndex> {
+        let objects = self.read_index_objects(names)?;
         let mut index = ChunkIndex::default();
-        for obj in &objects {
+        for (_, obj) in &objects {
             for pack in obj.packs.iter().filter(|p| !skip.contains(&p.id)) {
                 index.add_pack(pack);
             }
         }
-        for obj in &objects {
+        for (_, obj) in &objects {
             for pack in obj.packs.iter().filter(|p| skip.contains(&p.id)) {
                 index.add_read_only_pack(pack);
             }
         }
         Ok(index)
+    }
+
+    fn load_merged_index(
+        &self,
+        path: &std::path::Path,
+        names: &[&str],
+        skip: &HashSet<crate::PackId>,
+    ) -> Result<ChunkIndex> {
+        let mac_key = self.key.cache_mac_key();
+        let mut index = match MergedIndex::open(path, &mac_key).and_then(|base| patchable(base, names)) {
+            Some((base, gone, added)) => {
+                let added = self.read_index_objects(&added)?;
+                let mut index = ChunkIndex::with_base(base, gone);
+                for (_, obj) in &added {
+                    obj.packs.iter().for_each(|p| index.add_pack(p));
+                }
+                index
+            }
+            None => match self.build_merged_index(path, names, &mac_key)? {
+                Some(base) => ChunkIndex::with_base(base, HashSet::new()),
+                // the cache folder cannot take the file: do without it
+                None => return self.load_index_in_memory(names, skip),
+            },
+        };
+        skip.iter().for_each(|id| index.mark_read_only(id));
+        Ok(index)
+    }
+
+    /// Builds the merged index file from every index object listed, a
+    /// batch at a time. `None` when the file cannot be written.
+    fn build_merged_index(
+        &self,
+        path: &std::path::Path,
+        names: &[&str],
+        mac_key: &[u8; 32],
+    ) -> Result<Option<MergedIndex>> {
+        let Ok(mut builder) = MergedIndexBuilder::new(path) else { return Ok(None) };
+        for batch in names.chunks(64) {
+            for (name, obj) in self.read_index_objects(batch)? {
+                if builder.add(name, &obj).is_err() {
+                    return Ok(None);
+                }
+            }
+        }
+        if builder.finish(path, mac_key).is_err() {
+            return Ok(None);
+        }
+        Ok(MergedIndex::open(path, mac_key))
     }
 
     /// Every index object with its name, read through the cache.
