@@ -9,7 +9,7 @@ use boveda_engine::{
 use std::path::PathBuf;
 
 use boveda_engine::FileBackupOutcome;
-use boveda_vault::{PointId, RecoveryPoint, Vault};
+use boveda_vault::{RecoveryPoint, Vault};
 
 use crate::clock::Clock;
 use crate::consistency::with_consistency;
@@ -62,7 +62,7 @@ pub fn backup_now(
     // packs marked for deletion are not deduplicated against (docs/FORMAT.md)
     let index = vault.load_index_without(&boveda_vault::marked_packs(vault)?)?;
     let clock_start = std::time::Instant::now();
-    let parent = vault.list_points()?.into_iter().rfind(|p| p.item_id == item.id);
+    let parent = vault.list_item_points(&item.id)?.pop();
     let parent_tree = parent.as_ref().map(|p| p.tree);
     let run = || -> Result<(FileBackupOutcome, Vec<PathBuf>)> {
         Ok(match &item.source {
@@ -107,7 +107,7 @@ pub fn backup_now(
     let ((mut outcome, sources), consistency, script_warnings) = with_consistency(cfg, run)?;
     outcome.warnings.extend(script_warnings);
     let point = RecoveryPoint {
-        id: PointId::random(),
+        id: vault.new_point_id(&item.id),
         item_id: item.id,
         item_name: item.name.clone(),
         started: req.now,

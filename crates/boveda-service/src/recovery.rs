@@ -19,7 +19,7 @@ use crate::protection::VM_DEFINITION;
 /// # Errors
 /// A store error or a damaged manifest.
 pub fn list_item_points(vault: &Vault, item: &Item) -> Result<Vec<RecoveryPoint>> {
-    Ok(vault.list_points()?.into_iter().filter(|p| p.item_id == item.id).collect())
+    Ok(vault.list_item_points(&item.id)?)
 }
 
 /// Resolves `latest` or a point id prefix (at least 4 hex digits).

@@ -144,6 +144,16 @@ impl MasterKey {
         blake3::derive_key("boveda 2026 local cache authentication", &self.raw)
     }
 
+    /// The tag that starts the ids of an item's points: a keyed hash of
+    /// the item id, so that store names group an item's points without
+    /// naming the item.
+    pub fn item_tag(&self, item_id: &[u8]) -> [u8; 4] {
+        let key = blake3::derive_key("boveda 2026 point tags", &self.raw);
+        let mut tag = [0u8; 4];
+        tag.copy_from_slice(&blake3::keyed_hash(&key, item_id).as_bytes()[..4]);
+        tag
+    }
+
     /// The secret seed of the content-defined chunker's gear table.
     pub fn chunker_seed(&self) -> u64 {
         self.chunker_seed

@@ -48,7 +48,10 @@ pub const CONSOLIDATED_ENTRIES: usize = 200_000;
 
 /// Writes an index object listing `packs` (create-only; the name is the
 /// content's hash, so one already there holds the same).
-fn write_index(vault: &Vault, packs: Vec<IndexPack>) -> Result<String> {
+///
+/// # Errors
+/// A store error.
+pub fn write_index(vault: &Vault, packs: Vec<IndexPack>) -> Result<String> {
     let (name, bytes) = IndexObject { packs }.seal(vault.key())?;
     match vault.store().put_new(&name, &bytes) {
         Err(e) if e.kind() == boveda_store::StoreErrorKind::AlreadyExists => Ok(name),

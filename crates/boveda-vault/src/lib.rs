@@ -59,15 +59,15 @@ pub use crypto::{KdfParams, MasterKey};
 pub use error::{Result, VaultError, VaultErrorKind};
 pub use gc::{
     DEFAULT_SAFETY_MARGIN, Deletion, GcPlan, GcRequest, MIN_WRITER_SLACK, PlannedPack, WaitingMark, abandoned_uploads,
-    consolidate_index, deletions, execute as gc_execute, marked_packs, plan as gc_plan, referenced_chunks,
+    consolidate_index, deletions, execute as gc_execute, marked_packs, plan as gc_plan, referenced_chunks, write_index,
 };
 pub use ids::{ChunkId, PackId, PointId, RecordId};
-pub use index::{BlobRef, ChunkIndex};
+pub use index::{BlobRef, ChunkIndex, IndexPack};
 pub use key_slot::KeySlotInfo;
 pub use lease::{Lease, LeaseRecord, PRUNE_LEASE};
 pub use object::FORMAT_VERSION;
 pub use object_cache::ObjectCache;
-pub use pack::{pack_name, parse_pack_name};
+pub use pack::{PackEntry, pack_name, parse_pack_name};
 pub use point::{Consistency, PointStats, RecoveryPoint, point_name};
 pub use tree::{Node, NodeKind, Piece, Tree, is_safe_name};
 pub use vault::{CreateOptions, DamageLog, StoreSettings, Vault, VaultConfig, VaultSettings};

@@ -29,6 +29,10 @@ pub struct VaultConfig {
     pub id: RecordId,
     pub created: Timestamp,
     pub chunker: ChunkerParams,
+    /// Point ids begin with a tag of their item (see
+    /// [`Vault::new_point_id`]); vaults made before tags have none.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub point_tags: bool,
 }
 
 /// The `config` object as stored: the config and its authentication code
@@ -250,7 +254,8 @@ impl Vault {
         let key = MasterKey::generate();
         let slot = KeySlot::create(&key, passphrase, opts.kdf, "initial", &opts.hostname)?;
         store.put_new(&KeySlot::name(&slot.id), &slot.to_bytes()?)?;
-        let config = VaultConfig { id: RecordId::random(), created: Timestamp::now(), chunker: opts.chunker };
+        let config =
+            VaultConfig { id: RecordId::random(), created: Timestamp::now(), chunker: opts.chunker, point_tags: true };
         let vault = Vault {
             store,
             key,
@@ -745,17 +750,49 @@ impl Vault {
         Ok(())
     }
 
+    /// A new point id for an item: its first 4 bytes are the item's tag (a
+    /// keyed hash of the item id, so names in the store do not link to
+    /// the catalog), the rest random. [`Vault::list_item_points`] then
+    /// reads only the manifests whose names carry the item's tag.
+    pub fn new_point_id(&self, item: &RecordId) -> PointId {
+        let mut id = PointId::random();
+        if self.config.point_tags {
+            id.0[..4].copy_from_slice(&self.key.item_tag(&item.0));
+        }
+        id
+    }
+
     /// Every point in the vault, oldest first.
     ///
     /// # Errors
     /// A store error or a damaged manifest (named).
     pub fn list_points(&self) -> Result<Vec<RecoveryPoint>> {
+        self.read_points(|_| true)
+    }
+
+    /// One item's points, oldest first. Reads only the manifests named
+    /// with the item's tag (others' that share it are read and dropped);
+    /// in a vault made before tags, every manifest.
+    ///
+    /// # Errors
+    /// As [`Vault::list_points`].
+    pub fn list_item_points(&self, item: &RecordId) -> Result<Vec<RecoveryPoint>> {
+        let prefix = format!("points/{}", hex::encode(self.key.item_tag(&item.0)));
+        let tagged = self.config.point_tags;
+        let mut points = self.read_points(|name| !tagged || name.starts_with(&prefix))?;
+        points.retain(|p| p.item_id == *item);
+        Ok(points)
+    }
+
+    /// The points whose manifest names `wanted` accepts, oldest first.
+    fn read_points(&self, wanted: impl Fn(&str) -> bool + Sync) -> Result<Vec<RecoveryPoint>> {
         let names = self.store.list("points")?;
         // a manifest listed and then deleted was expired by a concurrent prune
         // a damaged manifest is skipped and noted: the other points stay usable
         let open = |name: &str| self.read_immutable(name, |b| open_json(&self.key, name, b, ObjectKind::Point));
         let mut points: Vec<RecoveryPoint> = names
             .par_iter()
+            .filter(|info| wanted(&info.name))
             .filter_map(|info| match open(&info.name) {
                 Err(VaultError::Store(e)) if e.kind() == StoreErrorKind::NotFound => None,
                 got => self.skip_damaged(got),
