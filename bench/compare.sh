@@ -16,16 +16,9 @@ shared=${SHARED_DIR:-$repo/../shared}
 work=${1:-/tmp/boveda-bench}
 scale=${2:-1}
 
-need() { command -v "$1" >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; }; }
+. "$here/common.sh"
 need restic restic
 need borg borgbackup
-[ -x /usr/bin/time ] || need /usr/bin/time time
-
-(cd "$repo" && cargo build --release -q)
-boveda=$repo/target/release/boveda
-
-mkdir -p "$work"
-bash "$shared/bench/make_corpus.sh" "$work/corpus" "$scale" >/dev/null
 if [ -e "$work/run" ]; then
   # deleting an earlier run's trees (hundreds of thousands of files) keeps
   # the file system busy for a while; measured right after, every tool's

@@ -15,15 +15,9 @@ shared=${SHARED_DIR:-$repo/../shared}
 work=${1:-/tmp/boveda-bench-stores}
 scale=${2:-1}
 
-need() { command -v "$1" >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; }; }
+. "$here/common.sh"
 need restic restic
 need rclone rclone
-[ -x /usr/bin/time ] || need /usr/bin/time time
-
-(cd "$repo" && cargo build --release -q)
-boveda=$repo/target/release/boveda
-mkdir -p "$work"
-bash "$shared/bench/make_corpus.sh" "$work/corpus" "$scale" >/dev/null
 src=$work/corpus/tree
 run=$work/run
 rm -rf "$run"

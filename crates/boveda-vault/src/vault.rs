@@ -750,14 +750,15 @@ impl Vault {
         Ok(())
     }
 
-    /// A new point id for an item: its first 4 bytes are the item's tag (a
+    /// A new point id for an item: 12 random bytes, then the item's tag (a
     /// keyed hash of the item id, so names in the store do not link to
-    /// the catalog), the rest random. [`Vault::list_item_points`] then
+    /// the catalog). The tag comes last so that the short ids people type
+    /// stay random. [`Vault::list_item_points`] then
     /// reads only the manifests whose names carry the item's tag.
     pub fn new_point_id(&self, item: &RecordId) -> PointId {
         let mut id = PointId::random();
         if self.config.point_tags {
-            id.0[..4].copy_from_slice(&self.key.item_tag(&item.0));
+            id.0[12..].copy_from_slice(&self.key.item_tag(&item.0));
         }
         id
     }
@@ -777,9 +778,9 @@ impl Vault {
     /// # Errors
     /// As [`Vault::list_points`].
     pub fn list_item_points(&self, item: &RecordId) -> Result<Vec<RecoveryPoint>> {
-        let prefix = format!("points/{}", hex::encode(self.key.item_tag(&item.0)));
+        let tag = hex::encode(self.key.item_tag(&item.0));
         let tagged = self.config.point_tags;
-        let mut points = self.read_points(|name| !tagged || name.starts_with(&prefix))?;
+        let mut points = self.read_points(|name| !tagged || name.ends_with(&tag))?;
         points.retain(|p| p.item_id == *item);
         Ok(points)
     }

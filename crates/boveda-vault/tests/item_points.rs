@@ -49,6 +49,10 @@ fn an_items_points_are_read_without_the_other_items_manifests() {
     assert!(points.windows(2).all(|w| w[0].time < w[1].time), "oldest first");
     assert!(points.iter().all(|p| p.item_id == mine));
     assert_eq!(metrics.snapshot().gets - before, 5, "only the item's five manifests were read");
+    // regression: with the tag first, an item's points shared their short
+    // ids and `restore --point SHORT` was ambiguous
+    let shorts: std::collections::HashSet<String> = points.iter().map(|p| p.id.short()).collect();
+    assert_eq!(shorts.len(), 5, "short ids stay distinct");
     assert_eq!(reader.list_item_points(&others).expect("list").len(), 200);
     assert_eq!(reader.list_points().expect("list").len(), 205);
 }
