@@ -4,7 +4,9 @@
 # (index objects of 200 000 entries, pointing at the vault's real data
 # packs, as a prune consolidates them). Reports wall time and peak RSS of
 # `vault show` (opens the vault and its index) and of an unchanged backup,
-# first with an empty cache (the merged index is built) and then warm.
+# first with an empty cache (the merged index is built), then warm, then
+# without a usable cache folder (every index object merged in memory, as
+# before the merged index).
 #
 #   bench/index_scale.sh [ENTRIES]      (default 10000000)
 set -euo pipefail
@@ -42,3 +44,5 @@ run "warm cache, unchanged" protection backup-now t
 rm -rf "$work/cache"
 run "cold cache, unchanged" protection backup-now t
 echo "merged index file: $(du -m "$work"/cache/*/index.merged | cut -f1) MB"
+BOVEDA_CACHE_DIR=/dev/null/none run "no cache folder" vault show
+BOVEDA_CACHE_DIR=/dev/null/none run "no cache folder, unchanged" protection backup-now t

@@ -184,7 +184,7 @@ impl ChunkIndex {
     pub fn len(&self) -> usize {
         let Some(base) = &self.base else { return self.blobs.len() };
         let gone: u64 = self.base_gone.iter().map(|&p| u64::from(base.pack(p).entries)).sum();
-        let in_base = |id: &ChunkId| base.locations(*id).any(|l| !self.base_gone.contains(&l.pack));
+        let in_base = |id: &ChunkId| base.locations(*id).iter().any(|l| !self.base_gone.contains(&l.pack));
         let added = self.blobs.keys().filter(|id| !in_base(id)).count();
         usize::try_from(base.distinct().saturating_sub(gone)).unwrap_or(usize::MAX) + added
     }

@@ -34,6 +34,9 @@ const HEADER: usize = 80;
 const HEADER_FIELDS: usize = 48;
 const ENTRY: usize = 48;
 const PACK: usize = 56;
+/// Entries a lookup reads at once (3 KiB); the first id of each block is
+/// kept in memory (32 bytes per 64 entries: 5 MB for 10 million).
+const BLOCK: usize = 64;
 /// Entries are spread over this many files by their id's first byte while
 /// a merged index is built, so that sorting needs memory for one bucket.
 const BUCKETS: usize = 256;
@@ -60,6 +63,13 @@ pub(crate) struct Loc {
 
 /// A merged index file, mapped.
 pub(crate) struct MergedIndex {
+    /// The entries are read with `pread`, a block at a time: a lookup
+    /// costs one read of the page cache and no memory, where a mapping
+    /// would keep every page it faulted in (and the pages around them).
+    file: File,
+    /// The first id of every block of [`BLOCK`] entries.
+    fences: Vec<[u8; 32]>,
+    /// The packs and names, mapped: small beside the entries.
     map: memmap2::Mmap,
     entries: usize,
     packs: usize,
@@ -105,8 +115,18 @@ impl MergedIndex {
         if file.metadata().ok()?.len() != u64::try_from(HEADER.checked_add(body)?).ok()? {
             return None;
         }
+        // One pass authenticates the file and notes the blocks' first ids.
         let mut body = blake3::Hasher::new();
-        let mut buf = vec![0u8; 1 << 20];
+        let mut fences = Vec::with_capacity(entries.div_ceil(BLOCK));
+        let mut buf = vec![0u8; BLOCK * ENTRY * 256];
+        let mut left = entries * ENTRY;
+        while left > 0 {
+            let n = left.min(buf.len());
+            file.read_exact(&mut buf[..n]).ok()?;
+            body.update(&buf[..n]);
+            fences.extend(buf[..n].chunks(BLOCK * ENTRY).map(|block| id_at::<32>(block, 0)));
+            left -= n;
+        }
         loop {
             let n = file.read(&mut buf).ok()?;
             if n == 0 {
@@ -122,7 +142,7 @@ impl MergedIndex {
         let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
         let names_at = HEADER + entries * ENTRY + packs * PACK;
         let names = std::str::from_utf8(map.get(names_at..)?).ok()?.lines().map(str::to_string).collect();
-        Some(Self { map, entries, packs, distinct, names })
+        Some(Self { file, fences, map, entries, packs, distinct, names })
     }
 
     /// The index objects merged, in the order they were listed.
@@ -167,29 +187,36 @@ impl MergedIndex {
         None
     }
 
-    /// Every location of a chunk, first location first.
-    pub fn locations(&self, id: ChunkId) -> impl Iterator<Item = Loc> + '_ {
-        let key = |i: usize| &self.map[HEADER + i * ENTRY..HEADER + i * ENTRY + 32];
-        let (mut lo, mut hi) = (0, self.entries);
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            if key(mid) < &id.0[..] {
-                lo = mid + 1;
-            } else {
-                hi = mid;
+    /// Every location of a chunk, first location first. A read error
+    /// (the cache's disk failing) finds nothing.
+    pub fn locations(&self, id: ChunkId) -> Vec<Loc> {
+        // The first entry not below the id is in the last block that
+        // starts below it (or at the start of the next one); the id's
+        // entries may run on across blocks.
+        let first = self.fences.partition_point(|f| f[..] < id.0[..]).saturating_sub(1);
+        let mut found = Vec::new();
+        let mut buf = [0u8; BLOCK * ENTRY];
+        for block in first..self.fences.len() {
+            let start = block * BLOCK;
+            let n = BLOCK.min(self.entries - start);
+            let at = (HEADER + start * ENTRY) as u64;
+            if std::os::unix::fs::FileExt::read_exact_at(&self.file, &mut buf[..n * ENTRY], at).is_err() {
+                return Vec::new();
+            }
+            for e in buf[..n * ENTRY].chunks_exact(ENTRY) {
+                match e[..32].cmp(&id.0[..]) {
+                    std::cmp::Ordering::Less => {}
+                    std::cmp::Ordering::Equal => found.push(Loc {
+                        pack: u32_at(e, 32),
+                        offset: u32_at(e, 36),
+                        length: u32_at(e, 40),
+                        raw_len: u32_at(e, 44),
+                    }),
+                    std::cmp::Ordering::Greater => return found,
+                }
             }
         }
-        let id = id.0;
-        (lo..self.entries).map_while(move |i| {
-            let at = HEADER + i * ENTRY;
-            let b = &self.map[..];
-            (b[at..at + 32] == id[..]).then(|| Loc {
-                pack: u32_at(b, at + 32),
-                offset: u32_at(b, at + 36),
-                length: u32_at(b, at + 40),
-                raw_len: u32_at(b, at + 44),
-            })
-        })
+        found
     }
 }
 
@@ -354,4 +381,57 @@ fn file_mac(mac_key: &[u8; 32], header: &[u8; HEADER], body: &blake3::Hash) -> b
     mac.update(&header[..HEADER_FIELDS]);
     mac.update(body.as_bytes());
     mac.finalize()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::IndexPack;
+    use crate::pack::PackEntry;
+
+    fn id(n: u32) -> ChunkId {
+        ChunkId(*blake3::hash(&n.to_le_bytes()).as_bytes())
+    }
+
+    /// Every id's locations come back in listing order, also when one id
+    /// has so many entries that they run across several blocks.
+    #[test]
+    fn lookups_find_every_location_across_blocks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("index.merged");
+        let key = [7u8; 32];
+        let mut builder = MergedIndexBuilder::new(&path).expect("builder");
+        let mut expected: std::collections::HashMap<ChunkId, Vec<(PackId, u32)>> = Default::default();
+        for obj in 0..30u32 {
+            let packs = (0..10u32)
+                .map(|p| {
+                    let pack = PackId(*blake3::hash(&(obj * 10 + p).to_le_bytes()).as_bytes());
+                    // 20 ids of their own, and id 0 and id 1 in every pack: 300 entries each
+                    let entries: Vec<PackEntry> = (0..20u32)
+                        .map(|e| id(1000 + obj * 1000 + p * 20 + e))
+                        .chain([id(0), id(1)])
+                        .enumerate()
+                        .map(|(i, chunk)| PackEntry { id: chunk, offset: i as u32, length: 1, raw_len: 1 })
+                        .collect();
+                    for e in &entries {
+                        expected.entry(e.id).or_default().push((pack, e.offset));
+                    }
+                    IndexPack { id: pack, kind: BlobKind::Data, size: 1, entries }
+                })
+                .collect();
+            builder.add(&format!("index/{obj:064}"), &IndexObject { packs }).expect("add");
+        }
+        builder.finish(&path, &key).expect("finish");
+        let merged = MergedIndex::open(&path, &key).expect("open");
+        assert_eq!(merged.distinct(), expected.len() as u64);
+        assert_eq!(merged.pack_count(), 300);
+        for (chunk, want) in &expected {
+            let got: Vec<(PackId, u32)> =
+                merged.locations(*chunk).iter().map(|l| (merged.pack(l.pack).id, l.offset)).collect();
+            assert_eq!(&got, want, "chunk {chunk}");
+        }
+        assert!(merged.locations(ChunkId([0; 32])).is_empty());
+        assert!(merged.locations(ChunkId([0xff; 32])).is_empty());
+        assert!(MergedIndex::open(&path, &[8u8; 32]).is_none(), "another key's file is refused");
+    }
 }

@@ -70,17 +70,24 @@ impl VaultConfig {
 /// Index objects listed since a merged index was written that are read
 /// and added in memory, at most; more, and the file is built again.
 const PATCH_OBJECTS: usize = 256;
+/// Sealed bytes of those objects at most (about 180 000 entries, some
+/// 15 MB in memory): memory stays bounded whatever was added.
+const PATCH_BYTES: u64 = 8 << 20;
 
 /// Whether a merged index file is close enough to the listing to be
 /// patched: then the base packs whose objects are gone, and the names of
 /// the objects to add. `None` when it should be built again.
-fn patchable<'n>(base: MergedIndex, names: &[&'n str]) -> Option<(MergedIndex, HashSet<u32>, Vec<&'n str>)> {
+fn patchable<'n>(
+    base: MergedIndex,
+    listed: &'n [boveda_store::ObjectInfo],
+) -> Option<(MergedIndex, HashSet<u32>, Vec<&'n str>)> {
     let merged: HashSet<&str> = base.names().iter().map(String::as_str).collect();
-    let added: Vec<&str> = names.iter().copied().filter(|n| !merged.contains(n)).collect();
-    if added.len() > PATCH_OBJECTS {
+    let added: Vec<&boveda_store::ObjectInfo> = listed.iter().filter(|o| !merged.contains(o.name.as_str())).collect();
+    if added.len() > PATCH_OBJECTS || added.iter().map(|o| o.size).sum::<u64>() > PATCH_BYTES {
         return None;
     }
-    let listed: HashSet<&str> = names.iter().copied().collect();
+    let added: Vec<&str> = added.iter().map(|o| o.name.as_str()).collect();
+    let listed: HashSet<&str> = listed.iter().map(|o| o.name.as_str()).collect();
     let removed: HashSet<u32> = (0..base.names().len())
         .filter(|&i| !listed.contains(base.names()[i].as_str()))
         .filter_map(|i| u32::try_from(i).ok())
@@ -554,7 +561,7 @@ impl Vault {
             let listed = self.store.list("index")?;
             let names: Vec<&str> = listed.iter().map(|o| o.name.as_str()).collect();
             let loaded = match &self.merged_index {
-                Some(path) => self.load_merged_index(path, &names, skip),
+                Some(path) => self.load_merged_index(path, &listed, skip),
                 None => self.load_index_in_memory(&names, skip),
             };
             match loaded {
@@ -601,11 +608,13 @@ impl Vault {
     fn load_merged_index(
         &self,
         path: &std::path::Path,
-        names: &[&str],
+        listed: &[boveda_store::ObjectInfo],
         skip: &HashSet<crate::PackId>,
     ) -> Result<ChunkIndex> {
         let mac_key = self.key.cache_mac_key();
-        let mut index = match MergedIndex::open(path, &mac_key).and_then(|base| patchable(base, names)) {
+        let names: Vec<&str> = listed.iter().map(|o| o.name.as_str()).collect();
+        let names = names.as_slice();
+        let mut index = match MergedIndex::open(path, &mac_key).and_then(|base| patchable(base, listed)) {
             Some((base, gone, added)) => {
                 let added = self.read_index_objects(&added)?;
                 let mut index = ChunkIndex::with_base(base, gone);
@@ -614,7 +623,7 @@ impl Vault {
                 }
                 index
             }
-            None => match self.build_merged_index(path, names, &mac_key)? {
+            None => match self.build_merged_index(path, listed, &mac_key)? {
                 Some(base) => ChunkIndex::with_base(base, HashSet::new()),
                 // the cache folder cannot take the file: do without it
                 None => return self.load_index_in_memory(names, skip),
@@ -625,15 +634,30 @@ impl Vault {
     }
 
     /// Builds the merged index file from every index object listed, a
-    /// batch at a time. `None` when the file cannot be written.
+    /// batch at a time (64 objects or 16 MiB of them, read in parallel).
+    /// `None` when the file cannot be written.
     fn build_merged_index(
         &self,
         path: &std::path::Path,
-        names: &[&str],
+        listed: &[boveda_store::ObjectInfo],
         mac_key: &[u8; 32],
     ) -> Result<Option<MergedIndex>> {
         let Ok(mut builder) = MergedIndexBuilder::new(path) else { return Ok(None) };
-        for batch in names.chunks(64) {
+        let mut batches: Vec<Vec<&str>> = Vec::new();
+        let mut bytes = 0;
+        for o in listed {
+            match batches.last_mut() {
+                Some(batch) if batch.len() < 64 && bytes + o.size <= 16 << 20 => {
+                    bytes += o.size;
+                    batch.push(&o.name);
+                }
+                _ => {
+                    bytes = o.size;
+                    batches.push(vec![&o.name]);
+                }
+            }
+        }
+        for batch in &batches {
             for (name, obj) in self.read_index_objects(batch)? {
                 if builder.add(name, &obj).is_err() {
                     return Ok(None);
