@@ -77,10 +77,7 @@ const PATCH_BYTES: u64 = 8 << 20;
 /// Whether a merged index file is close enough to the listing to be
 /// patched: then the base packs whose objects are gone, and the names of
 /// the objects to add. `None` when it should be built again.
-fn patchable<'n>(
-    base: MergedIndex,
-    listed: &'n [boveda_store::ObjectInfo],
-) -> Option<(MergedIndex, HashSet<u32>, Vec<&'n str>)> {
+fn patchable(base: MergedIndex, listed: &[boveda_store::ObjectInfo]) -> Option<(MergedIndex, HashSet<u32>, Vec<&str>)> {
     let merged: HashSet<&str> = base.names().iter().map(String::as_str).collect();
     let added: Vec<&boveda_store::ObjectInfo> = listed.iter().filter(|o| !merged.contains(o.name.as_str())).collect();
     if added.len() > PATCH_OBJECTS || added.iter().map(|o| o.size).sum::<u64>() > PATCH_BYTES {
