@@ -102,6 +102,21 @@ pub fn save_item(vault: &Vault, item: &Item) -> Result<()> {
     Ok(())
 }
 
+/// Changes an item's record as it is in the store now, by compare-and-swap
+/// (see `Vault::catalog_update`): changes two processes make to one item at
+/// once are both kept. Returns the item written.
+///
+/// # Errors
+/// `NotFound` when the item was removed; a store error.
+pub fn update_item(vault: &Vault, id: &RecordId, change: impl Fn(&mut Item)) -> Result<Item> {
+    let written = vault.catalog_update(ITEMS, id, |current: Option<Item>| {
+        let mut item = current.ok_or_else(|| boveda_vault::VaultError::NotFound(format!("item {id}")))?;
+        change(&mut item);
+        Ok(Some(item))
+    })?;
+    written.ok_or_else(|| ServiceError::NotFound(format!("item {id}")))
+}
+
 /// Removes an item's record (a tombstone): purge only.
 ///
 /// # Errors

@@ -37,7 +37,7 @@ pub use consistency::{ConsistencyConfig, MAX_SCRIPT_TIMEOUT_SECS, ScriptResult, 
 pub use error::{Result, ServiceError, ServiceErrorKind};
 pub use item::{
     DiscoveredVm, Item, ItemSource, Protection, ProtectionState, add_disk_item, add_files_item, add_vm_item,
-    discover_vms, find_item, list_items, save_item,
+    discover_vms, find_item, list_items, save_item, update_item,
 };
 pub use job::{
     DEFAULT_HEARTBEAT, Job, JobCtx, JobDone, JobFilter, JobProgress, JobSpec, JobState, Observers, Operation, find_job,

@@ -297,6 +297,9 @@ pub struct ExpiryChange {
 #[derive(Debug, Clone, Serialize)]
 pub struct PolicyUpdate {
     pub policy: Policy,
+    /// The policy as it was when the update was planned.
+    #[serde(skip)]
+    pub planned_from: Policy,
     /// Points the new rules let expire now: the next prune deletes them.
     pub deleted: Vec<ExpiryChange>,
     /// Points kept, with a new expiry.
@@ -334,7 +337,7 @@ pub fn plan_policy_update(vault: &Vault, name: &str, new: &Policy, now: Timestam
             if a.is_expired(now) && !b.is_expired(now) { deleted.push(change) } else { changed.push(change) }
         }
     }
-    Ok(PolicyUpdate { policy: updated, deleted, changed })
+    Ok(PolicyUpdate { policy: updated, planned_from: old, deleted, changed })
 }
 
 /// Stores an updated policy (from [`plan_policy_update`]).
@@ -342,7 +345,17 @@ pub fn plan_policy_update(vault: &Vault, name: &str, new: &Policy, now: Timestam
 /// # Errors
 /// A store error.
 pub fn apply_policy_update(vault: &Vault, update: &PolicyUpdate) -> Result<()> {
-    vault.catalog_put(POLICIES, &update.policy.id, Some(&update.policy))?;
+    // compare-and-swap: the expiries shown were worked out from the policy
+    // as planned; a policy changed meanwhile needs a new plan
+    vault.catalog_update(POLICIES, &update.policy.id, |current: Option<Policy>| {
+        if current.as_ref() != Some(&update.planned_from) {
+            return Err(boveda_vault::VaultError::Busy(format!(
+                "policy {} was changed or removed while this update was planned; plan it again",
+                update.policy.name
+            )));
+        }
+        Ok(Some(update.policy.clone()))
+    })?;
     Ok(())
 }
 

@@ -17,7 +17,7 @@ use jiff::{SignedDuration, Timestamp};
 use std::time::Duration;
 
 use crate::error::{Result, ServiceError};
-use crate::item::{Item, ItemSource, Protection, ProtectionState, domain_disks, save_item};
+use crate::item::{Item, ItemSource, Protection, ProtectionState, domain_disks, update_item};
 use crate::job::{Job, JobDone, JobSpec, Observers, Operation, run_job};
 use crate::policy::{Policy, find_policy, list_policies};
 
@@ -204,17 +204,13 @@ fn simple_job(
     operation: Operation,
     item: &Item,
     detail: String,
-    change: impl FnOnce(&mut Item),
+    change: impl Fn(&mut Item),
 ) -> Result<Item> {
-    let mut updated = item.clone();
-    change(&mut updated);
-    let (job, result) = run_job(vault, env.clock, &env.spec(operation, item, None), Observers::default(), |_| {
-        save_item(vault, &updated)?;
-        Ok(((), JobDone { details: vec![detail], ..JobDone::default() }))
+    let (_, updated) = run_job(vault, env.clock, &env.spec(operation, item, None), Observers::default(), |_| {
+        let updated = update_item(vault, &item.id, &change)?;
+        Ok((updated, JobDone { details: vec![detail], ..JobDone::default() }))
     })?;
-    result?;
-    let _ = job;
-    Ok(updated)
+    updated
 }
 
 /// `protection enable`: protects an item with a policy (a

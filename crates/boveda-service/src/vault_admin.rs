@@ -176,41 +176,53 @@ pub struct VaultUpdate {
 /// # Errors
 /// `Invalid` naming the setting and its bounds; a store error.
 pub fn update_vault(vault: &mut Vault, update: &VaultUpdate) -> Result<()> {
-    let mut settings = vault.settings().clone();
+    check_vault_update(update)?;
+    // applied to the settings as they are in the store now, so that a
+    // change another process made meanwhile is kept
+    vault.change_settings(|settings| apply_vault_update(update, settings))?;
+    Ok(())
+}
+
+fn check_vault_update(update: &VaultUpdate) -> Result<()> {
     let within = |what: &str, v: Option<u32>, range: std::ops::RangeInclusive<u32>| match v {
         Some(n) if !range.contains(&n) => {
             Err(ServiceError::Invalid(format!("{what} must be {} to {}, not {n}", range.start(), range.end())))
         }
-        _ => Ok(v),
+        _ => Ok(()),
     };
-    if let Some(webhook) = &update.webhook {
-        if let Some(url) = webhook
-            && !(url.starts_with("http://") || url.starts_with("https://"))
-        {
-            return Err(ServiceError::Invalid(format!("webhook {url:?}: give an http:// or https:// URL")));
-        }
-        settings.webhook = webhook.clone();
+    if let Some(Some(url)) = &update.webhook
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        return Err(ServiceError::Invalid(format!("webhook {url:?}: give an http:// or https:// URL")));
     }
-    if let Some(days) = within("the soft-delete window (days)", update.soft_delete_days, 14..=180)? {
-        settings.soft_delete_days = days;
-    }
-    let store = &mut settings.store;
-    if let Some(n) = within("store tries", update.store_retries, StoreSettings::RETRIES)? {
-        store.retries = Some(n);
-    }
-    let wait = within(
+    within("the soft-delete window (days)", update.soft_delete_days, 14..=180)?;
+    within("store tries", update.store_retries, StoreSettings::RETRIES)?;
+    within(
         "the longest wait between store tries (seconds)",
         update.store_retry_max_wait_secs,
         StoreSettings::RETRY_MAX_WAIT_SECS,
     )?;
-    if let Some(secs) = wait {
+    within("parallel requests", update.parallel_requests, StoreSettings::PARALLEL_REQUESTS)
+}
+
+/// Applies a checked update.
+fn apply_vault_update(update: &VaultUpdate, settings: &mut VaultSettings) {
+    if let Some(webhook) = &update.webhook {
+        settings.webhook = webhook.clone();
+    }
+    if let Some(days) = update.soft_delete_days {
+        settings.soft_delete_days = days;
+    }
+    let store = &mut settings.store;
+    if let Some(n) = update.store_retries {
+        store.retries = Some(n);
+    }
+    if let Some(secs) = update.store_retry_max_wait_secs {
         store.retry_max_wait_secs = Some(secs);
     }
-    if let Some(n) = within("parallel requests", update.parallel_requests, StoreSettings::PARALLEL_REQUESTS)? {
+    if let Some(n) = update.parallel_requests {
         store.parallel_requests = Some(n);
     }
-    vault.update_settings(settings)?;
-    Ok(())
 }
 
 #[derive(Debug, Serialize)]

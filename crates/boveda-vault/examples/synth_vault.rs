@@ -64,7 +64,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let newest = vault.list_points()?.pop().ok_or("the vault has no point to copy")?;
     in_parallel(points, |n| {
         let mut copy = newest.clone();
-        copy.id = PointId::random();
+        copy.id = vault.new_point_id(&newest.item_id);
         let minutes = i64::try_from(points - n).unwrap_or(i64::MAX);
         copy.time = newest.time - jiff::SignedDuration::from_mins(minutes);
         copy.started = copy.time;

@@ -6,6 +6,12 @@
 //! nanoseconds, zero-padded, plus a random suffix. Readers list an entity's
 //! revisions and take the greatest name: newest wins, and two writers never
 //! replace each other's objects. A record with no body is a tombstone.
+//!
+//! A change that depends on the record's current state (an item's
+//! protection, the settings, a policy) is a compare-and-swap instead: the
+//! new revision is named after the one it was computed from (its number
+//! plus one, no suffix), written create-only, so of two writers that read
+//! the same revision exactly one succeeds and the other reads again.
 
 use jiff::Timestamp;
 use serde::de::DeserializeOwned;
@@ -31,11 +37,24 @@ pub(crate) fn revision_name(kind: &str, id: &RecordId, at: Timestamp) -> String 
     format!("catalog/{kind}/{}/{nanos:024}-{}", id.to_hex(), hex::encode(suffix))
 }
 
-/// The time a revision was written, from its name.
+/// The time a revision was written, from its name (for a revision that
+/// followed another, that one's time and a nanosecond per step).
 pub(crate) fn revision_time(name: &str) -> Option<Timestamp> {
+    Timestamp::from_nanosecond(revision_number(name)?).ok()
+}
+
+fn revision_number(name: &str) -> Option<i128> {
     let (_, rev) = name.rsplit_once('/')?;
-    let nanos: i128 = rev.split_once('-')?.0.parse().ok()?;
-    Timestamp::from_nanosecond(nanos).ok()
+    rev.split('-').next()?.parse().ok()
+}
+
+/// The name of the revision that follows `name` in a compare-and-swap: the
+/// same for every writer that read `name`, so a create-only put lets one
+/// of them through. It sorts after `name` and after every revision
+/// written before it.
+pub(crate) fn next_revision_name(name: &str) -> Option<String> {
+    let (entity, _) = name.rsplit_once('/')?;
+    Some(format!("{entity}/{:024}", revision_number(name)? + 1))
 }
 
 /// Groups listed names by entity and keeps each entity's newest revision.
@@ -67,6 +86,18 @@ pub(crate) fn is_live<T: DeserializeOwned>(rec: &CatalogRecord<T>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_following_revision_sorts_after_the_one_it_follows() {
+        let a = RecordId([1; 16]);
+        let first = revision_name("items", &a, Timestamp::from_second(1_000).expect("ts"));
+        let second = next_revision_name(&first).expect("next");
+        let third = next_revision_name(&second).expect("next");
+        assert!(first < second && second < third);
+        assert_eq!(revision_time(&third), Some(Timestamp::from_nanosecond(1_000_000_000_002).expect("ts")));
+        let names = vec![first, third.clone(), second];
+        assert_eq!(newest_revisions("items", names)[0].1, third);
+    }
 
     #[test]
     fn newest_revision_wins_per_entity() {

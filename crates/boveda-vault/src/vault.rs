@@ -457,13 +457,30 @@ impl Vault {
         Chunker::new(self.config.chunker, self.key.chunker_seed())
     }
 
-    /// Writes new settings (a new catalog revision).
+    /// Replaces the settings (a new catalog revision).
     ///
     /// # Errors
     /// A store error.
     pub fn update_settings(&mut self, settings: VaultSettings) -> Result<()> {
-        self.catalog_put(SETTINGS_KIND, &SETTINGS_ID, Some(&settings))?;
-        self.settings = settings;
+        self.change_settings(|s| *s = settings.clone())
+    }
+
+    /// Changes the settings as they are in the store now (not as this
+    /// handle read them), by compare-and-swap: two processes changing
+    /// different settings at once both keep their change.
+    ///
+    /// # Errors
+    /// A store error; `Busy` when others keep changing them.
+    pub fn change_settings(&mut self, change: impl Fn(&mut VaultSettings)) -> Result<()> {
+        let opened = self.settings.clone();
+        let written = self.catalog_update(SETTINGS_KIND, &SETTINGS_ID, |current: Option<VaultSettings>| {
+            let mut settings = current.unwrap_or_else(|| opened.clone());
+            change(&mut settings);
+            Ok(Some(settings))
+        })?;
+        if let Some(settings) = written {
+            self.settings = settings;
+        }
         Ok(())
     }
 
@@ -863,6 +880,44 @@ impl Vault {
         Ok(name)
     }
 
+    /// Changes one entity's record by compare-and-swap: reads the newest
+    /// revision, applies `change` to its body, and writes the result
+    /// create-only under the name that follows the revision read. When
+    /// another writer changed the record first, the name is taken: the
+    /// record is read again and `change` applied again, so two writers
+    /// never lose each other's changes. Returns the body written.
+    ///
+    /// # Errors
+    /// What `change` returns; a store error; `Busy` after 16 lost races.
+    pub fn catalog_update<T: Serialize + DeserializeOwned>(
+        &self,
+        kind: &str,
+        id: &RecordId,
+        mut change: impl FnMut(Option<T>) -> Result<Option<T>>,
+    ) -> Result<Option<T>> {
+        for _ in 0..16 {
+            let (read, current) = match self.catalog_read_newest_named::<T>(kind, id)? {
+                Some((name, rec)) => (Some(name), rec.body),
+                None => (None, None),
+            };
+            let body = change(current)?;
+            let now = Timestamp::now();
+            let name = match &read {
+                Some(read) => crate::catalog::next_revision_name(read)
+                    .ok_or_else(|| VaultError::damaged(read, "not a catalog revision name"))?,
+                None => revision_name(kind, id, now),
+            };
+            let rec = CatalogRecord { id: *id, revision: now, body: body.as_ref() };
+            let bytes = seal_json(&self.key, ObjectKind::Catalog, &name, &rec)?;
+            match self.store.put_new(&name, &bytes) {
+                Ok(_) => return Ok(body),
+                Err(e) if e.kind() == StoreErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(VaultError::Busy(format!("catalog/{kind}/{id} is being changed by others; try again")))
+    }
+
     /// Removes one revision this process wrote and has since superseded
     /// (a job's earlier heartbeats).
     ///
@@ -903,6 +958,24 @@ impl Vault {
         id: &RecordId,
         listed: Option<&str>,
     ) -> Result<Option<CatalogRecord<T>>> {
+        Ok(self.catalog_read_newest_from::<T>(kind, id, listed)?.map(|(_, rec)| rec))
+    }
+
+    /// The newest revision of an entity, with its name.
+    fn catalog_read_newest_named<T: DeserializeOwned>(
+        &self,
+        kind: &str,
+        id: &RecordId,
+    ) -> Result<Option<(String, CatalogRecord<T>)>> {
+        self.catalog_read_newest_from(kind, id, None)
+    }
+
+    fn catalog_read_newest_from<T: DeserializeOwned>(
+        &self,
+        kind: &str,
+        id: &RecordId,
+        listed: Option<&str>,
+    ) -> Result<Option<(String, CatalogRecord<T>)>> {
         let mut name = listed.map(str::to_string);
         for _ in 0..8 {
             let current = match name.take() {
@@ -917,7 +990,7 @@ impl Vault {
             };
             match self.read_immutable(&current, |b| open_json(&self.key, &current, b, ObjectKind::Catalog)) {
                 Err(VaultError::Store(e)) if e.kind() == StoreErrorKind::NotFound => continue,
-                other => return other.map(Some),
+                other => return other.map(|rec| Some((current, rec))),
             }
         }
         Err(VaultError::Invalid(format!("catalog/{kind}/{id} keeps changing while being read")))

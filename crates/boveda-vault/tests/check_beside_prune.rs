@@ -10,10 +10,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use boveda_store::{AbandonedUpload, Capabilities, LocalStore, ObjectInfo, PutMode, Store, StoreError};
-use boveda_vault::{
-    BlobKind, BlobWriter, CheckOptions, ChunkerParams, CreateOptions, KdfParams, StoreSettings, Vault, VaultSettings,
-    check, consolidate_index,
-};
+use boveda_vault::{BlobKind, BlobWriter, CheckOptions, CreateOptions, Vault, check, consolidate_index};
 
 type Hook = Box<dyn Fn() + Send + Sync>;
 
@@ -74,19 +71,7 @@ impl Store for MergeAfterIndexListing {
 fn vault_about_to_merge(dir: &std::path::Path) -> (Vault, Arc<AtomicBool>) {
     let local: Arc<dyn Store> = Arc::new(LocalStore::new(dir.join("vault")));
     let wrapped = Arc::new(MergeAfterIndexListing { inner: local.clone(), hook: OnceLock::new(), fired: false.into() });
-    let settings = VaultSettings {
-        name: "merge".into(),
-        location: "test".into(),
-        redundancy: "lrs".into(),
-        secondary: None,
-        pack_size: 1 << 20,
-        compression_level: 1,
-        soft_delete_days: VaultSettings::DEFAULT_SOFT_DELETE_DAYS,
-        webhook: None,
-        store: StoreSettings::default(),
-    };
-    let opts =
-        CreateOptions { settings, kdf: KdfParams::TESTING, chunker: ChunkerParams::DEFAULT, hostname: "h".into() };
+    let opts = CreateOptions::for_tests("merge");
     let vault = Vault::create(wrapped.clone(), b"pw", opts).expect("create");
     let index = vault.load_index().expect("index");
     for n in 0..20u32 {

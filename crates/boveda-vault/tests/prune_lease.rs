@@ -2,43 +2,13 @@
 //! server started by scripts/test.sh): one holder at a time, an ended lease
 //! taken over by exactly one of several racers, a lost lease never renewed.
 
+mod common;
+
 use std::sync::Arc;
 
-use boveda_store::{RetryPolicy, StoreOptions, open_store_with};
-use boveda_vault::{ChunkerParams, CreateOptions, KdfParams, StoreSettings, Vault, VaultError, VaultSettings};
+use boveda_vault::VaultError;
+use common::{remote, vault_in};
 use jiff::{SignedDuration, Timestamp};
-
-fn vault_in(url: &str) -> Vault {
-    let opts = StoreOptions { retry: RetryPolicy::default(), faults: None, create_container: true };
-    let store = open_store_with(url, &opts).expect("open store");
-    let settings = VaultSettings {
-        name: "lease".into(),
-        location: "test".into(),
-        redundancy: "lrs".into(),
-        secondary: None,
-        pack_size: 1 << 20,
-        compression_level: 1,
-        soft_delete_days: VaultSettings::DEFAULT_SOFT_DELETE_DAYS,
-        webhook: None,
-        store: StoreSettings::default(),
-    };
-    let opts =
-        CreateOptions { settings, kdf: KdfParams::TESTING, chunker: ChunkerParams::DEFAULT, hostname: "h".into() };
-    Vault::create(store, b"pw", opts).expect("create")
-}
-
-fn unique() -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-    format!("lease-{}-{nanos:08x}", std::process::id())
-}
-
-fn remote(scheme: &str, var: &str) -> String {
-    assert!(
-        std::env::var_os(var).is_some(),
-        "{var} is not set: run the tests through scripts/test.sh (it starts Azurite and the S3 server)"
-    );
-    format!("{scheme}://{}/vault", unique())
-}
 
 fn one_holder_at_a_time(url: &str) {
     let vault = Arc::new(vault_in(url));

@@ -4,23 +4,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use boveda_store::Store;
-use boveda_vault::{ChunkerParams, CreateOptions, KdfParams, Vault, VaultSettings};
+use boveda_vault::{CreateOptions, Vault};
 
 /// A vault with 1 MiB packs and the cheapest key derivation, in `store`.
 pub fn test_vault(store: Arc<dyn Store>, compression_level: i32) -> Vault {
-    let settings = VaultSettings {
-        name: "t".into(),
-        location: "test".into(),
-        redundancy: "lrs".into(),
-        secondary: None,
-        pack_size: 1 << 20,
-        compression_level,
-        soft_delete_days: VaultSettings::DEFAULT_SOFT_DELETE_DAYS,
-        webhook: None,
-        store: boveda_vault::StoreSettings::default(),
-    };
-    let opts =
-        CreateOptions { settings, kdf: KdfParams::TESTING, chunker: ChunkerParams::DEFAULT, hostname: "h".into() };
+    let mut opts = CreateOptions::for_tests("t");
+    opts.settings.compression_level = compression_level;
     Vault::create(store, b"pw", opts).expect("create")
 }
 

@@ -6,23 +6,11 @@ use std::sync::Arc;
 
 use boveda_service::{DaySpec, MonthlyRule, Retention, Weekday, WeeklyRule, YearlyRule};
 use boveda_store::LocalStore;
-use boveda_vault::{ChunkerParams, CreateOptions, KdfParams, Vault, VaultSettings};
+use boveda_vault::{CreateOptions, Vault};
 
 /// A new vault in `dir/vault` with 1 MiB packs and the fastest KDF.
 pub fn new_vault(dir: &Path) -> Vault {
-    let settings = VaultSettings {
-        name: "sched".into(),
-        location: "test".into(),
-        redundancy: "lrs".into(),
-        secondary: None,
-        pack_size: 1 << 20,
-        compression_level: 1,
-        soft_delete_days: VaultSettings::DEFAULT_SOFT_DELETE_DAYS,
-        webhook: None,
-        store: boveda_vault::StoreSettings::default(),
-    };
-    let opts =
-        CreateOptions { settings, kdf: KdfParams::TESTING, chunker: ChunkerParams::DEFAULT, hostname: "h".into() };
+    let opts = CreateOptions::for_tests("sched");
     Vault::create(Arc::new(LocalStore::new(dir.join("vault"))), b"pw", opts).expect("create vault")
 }
 
