@@ -37,16 +37,23 @@ bytes=$(du -sb "$src" | cut -f1)
 results=$run/results.tsv
 : > "$results"
 warm() { find "$src" -type f -print0 | xargs -0 cat > /dev/null; }
+# busy and total jiffies of the whole machine (every core), from /proc/stat
+jiffies() { awk '/^cpu /{print $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8}' /proc/stat; }
 measure() { # store tool phase command...
   local store=$1 tool=$2 phase=$3; shift 3
   sync
+  local b0 t0 b1 t1
+  read -r b0 t0 < <(jiffies)
   BOVEDA_STORE_METRICS=1 /usr/bin/time -f "%e %M %P" -o "$run/time.txt" "$@" > "$run/$store-$tool-$phase.log" 2>&1 \
     || { echo "$store $tool $phase failed:"; tail -5 "$run/$store-$tool-$phase.log"; exit 1; }
+  read -r b1 t1 < <(jiffies)
   read -r secs kb cpu < "$run/time.txt"
+  # the tool and the store server together: are both cores busy?
+  local machine=$(( 100 * $(nproc) * (b1 - b0) / (t1 - t0 > 0 ? t1 - t0 : 1) ))
   local requests
   requests=$(sed -n 's/^boveda: store: \([0-9]*\) requests.*/\1/p' "$run/$store-$tool-$phase.log" | tail -1)
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$store" "$tool" "$phase" "$secs" "$kb" "${requests:-}" "$cpu" >> "$results"
-  printf '%-7s %-7s %-8s %8.2f s %6d MB %s\n' "$store" "$tool" "$phase" "$secs" "$((kb / 1024))" "${requests:+$requests requests}"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$store" "$tool" "$phase" "$secs" "$kb" "${requests:-}" "$cpu" "$machine%" >> "$results"
+  printf '%-7s %-7s %-8s %8.2f s %6d MB CPU %s, machine %s%% %s\n' "$store" "$tool" "$phase" "$secs" "$((kb / 1024))" "$cpu" "$machine" "${requests:+$requests requests}"
 }
 
 for store in s3 azblob; do
@@ -79,26 +86,24 @@ done
 "$boveda" vault create bench-far --store "s3://boveda-bench/far" >/dev/null
 "$boveda" item add files tree --path "$src" --vault bench-far >/dev/null
 warm
-sync
-BOVEDA_STORE_FAULTS=latency=50ms /usr/bin/time -f "%e %M %P" -o "$run/time.txt" \
-  "$boveda" --vault bench-far protection backup-now tree > "$run/far.log" 2>&1
-read -r far_secs far_kb far_cpu < "$run/time.txt"
-near_cpu=$(awk -F'\t' '$1=="s3" && $2=="boveda" && $3=="backup" {print $7}' "$results")
-echo "boveda backup into S3 with 50 ms per request: ${far_secs} s, CPU ${far_cpu} of 200% (without added latency: ${near_cpu:-?})"
+BOVEDA_STORE_FAULTS=latency=50ms measure far boveda backup "$boveda" --vault bench-far protection backup-now tree
 python3 - "$results" "$bytes" <<'PY'
 import sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
 gb = int(sys.argv[2]) / 1e9
 get = lambda s, t, p, c: next((r[c] for r in rows if r[:3] == [s, t, p]), "")
 print(f"\ncorpus tree: {gb:.2f} GB\n")
-print("| store | phase | boveda s | restic s | boveda/restic | boveda MB | restic MB | boveda requests per GB |")
-print("|---|---|---|---|---|---|---|---|")
-for s, name in [("azblob", "Azurite"), ("s3", "S3 (moto)")]:
+print("| store | phase | boveda s | restic s | boveda/restic | boveda MB | restic MB | boveda requests per GB | boveda CPU | machine CPU (boveda run) |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+for s, name in [("azblob", "Azurite"), ("s3", "S3 (moto)"), ("far", "S3, 50 ms a request")]:
     for p in ["backup", "restore"]:
+        if not get(s, "boveda", p, 3):
+            continue
         b, r = get(s, "boveda", p, 3), get(s, "restic", p, 3)
         req = get(s, "boveda", p, 5)
         per_gb = f"{int(req) / gb:.0f}" if req else "-"
         ratio = f"{float(b) / float(r):.2f}" if r else "-"
         rmb = str(int(get(s, "restic", p, 4)) // 1024) if r else "-"
-        print(f"| {name} | {p} | {float(b):.2f} | {r or '-'} | {ratio} | {int(get(s, 'boveda', p, 4)) // 1024} | {rmb} | {per_gb} |")
+        cpu, machine = get(s, "boveda", p, 6), get(s, "boveda", p, 7)
+        print(f"| {name} | {p} | {float(b):.2f} | {r or '-'} | {ratio} | {int(get(s, 'boveda', p, 4)) // 1024} | {rmb} | {per_gb} | {cpu} | {machine} |")
 PY
