@@ -24,7 +24,7 @@
 //! The crate's shape: the contract in `store.rs` and `error.rs`; one file
 //! per backend (`local_store.rs`, `azblob.rs`, `s3.rs`, sharing
 //! `opendal_store.rs`); one per layer (`retry.rs`, `metrics.rs`,
-//! `fault.rs`); and the builder that opens a URL and stacks the layers in
+//! `fault.rs`); replication to a secondary store (`replication.rs`); and the builder that opens a URL and stacks the layers in
 //! `builder.rs`. The conformance suite every backend and layer passes is
 //! `tests/conformance.rs`.
 
@@ -36,6 +36,7 @@ mod fault;
 mod local_store;
 mod metrics;
 mod opendal_store;
+mod replication;
 mod retry;
 mod s3;
 mod store;
@@ -47,5 +48,6 @@ pub use error::{StoreError, StoreErrorKind};
 pub use fault::{FaultPlan, FaultStore};
 pub use local_store::LocalStore;
 pub use metrics::{MetricsSnapshot, MetricsStore, StoreMetrics, process_metrics};
+pub use replication::{PassReport, ReplicationLag, Replicator};
 pub use retry::{RetryPolicy, RetryStore};
 pub use store::{AbandonedUpload, Capabilities, LIST_PAGE, ObjectInfo, PutMode, Store};
