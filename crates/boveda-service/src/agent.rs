@@ -156,6 +156,14 @@ pub fn run_agent(
                                 t.slot,
                                 job.state.as_str()
                             ));
+                            if vault.settings().redundancy == "grs"
+                                && let Err(e) = crate::replication::replicate(vault, &|_| {})
+                            {
+                                log(&format!(
+                                    "{}: replication stopped ({e}); the next pass continues it",
+                                    vault.settings().name
+                                ));
+                            }
                             job.state
                         }
                         Err(e) => {

@@ -21,6 +21,7 @@ mod protection;
 mod prune;
 mod recovery;
 mod registry;
+mod replication;
 mod retention;
 mod schedule;
 mod time_input;
@@ -59,11 +60,12 @@ pub use recovery::{
     restore_disk_image, restore_vm,
 };
 pub use registry::{KnownVault, Registry, cache_dir, config_dir};
+pub use replication::{ReplicationStatus, open_secondary, replicate, replication_status};
 pub use retention::{PointExpiry, evaluate as evaluate_retention};
 pub use schedule::{latest_slot, next_slot};
 pub use time_input::{DayBound, MAX_RETAIN_YEARS, TIME_FORMS, check_retain_until, parse_retain_until, parse_time};
 pub use usage::{ItemUsage, PriceTable, Usage, instance_band, usage};
 pub use vault_admin::{
-    NewVault, VaultSummary, VaultUpdate, create_vault, hostname, open_vault, resolve_vault, retry_policy, summarize,
-    update_vault,
+    NewVault, VaultSummary, VaultUpdate, create_vault, hostname, open_secondary_vault, open_vault, resolve_vault,
+    retry_policy, summarize, update_vault,
 };

@@ -13,6 +13,10 @@ pub struct KnownVault {
     pub name: String,
     pub store: String,
     pub id: String,
+    /// A geo-redundant vault's secondary store, kept here too so that it
+    /// can be found while the primary is unreachable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secondary: Option<String>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]

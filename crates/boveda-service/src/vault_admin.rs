@@ -69,11 +69,25 @@ pub fn create_vault(req: &NewVault, passphrase: &[u8]) -> Result<Vault> {
     let store_url = normalize_store(&req.store)?;
     let opts = StoreOptions { create_container: req.create_container, ..StoreOptions::default() };
     let store = open_store_with(&store_url, &opts).map_err(boveda_vault::VaultError::from)?;
+    let secondary = match &req.secondary {
+        Some(url) => {
+            let url = normalize_store(url)?;
+            let secondary = open_store_with(&url, &opts).map_err(boveda_vault::VaultError::from)?;
+            if !secondary.is_empty_below("").map_err(boveda_vault::VaultError::from)? {
+                return Err(ServiceError::Invalid(format!(
+                    "the secondary store {} is not empty: choose a new or empty location",
+                    secondary.location()
+                )));
+            }
+            Some(url)
+        }
+        None => None,
+    };
     let settings = VaultSettings {
         name: req.name.clone(),
         location: req.location.clone(),
         redundancy: req.redundancy.clone(),
-        secondary: req.secondary.clone(),
+        secondary,
         pack_size: req.pack_size_mib << 20,
         compression_level: req.compression_level,
         soft_delete_days: VaultSettings::DEFAULT_SOFT_DELETE_DAYS,
@@ -83,7 +97,17 @@ pub fn create_vault(req: &NewVault, passphrase: &[u8]) -> Result<Vault> {
     let opts = CreateOptions { settings, kdf: req.kdf, chunker: ChunkerParams::DEFAULT, hostname: hostname() };
     let vault = Vault::create(store, passphrase, opts)?;
     crate::policy::create_policy(&vault, &crate::policy::Policy::default_policy())?;
-    registry.add(KnownVault { name: req.name.clone(), store: store_url, id: vault.config().id.to_hex() })?;
+    registry.add(KnownVault {
+        name: req.name.clone(),
+        store: store_url,
+        id: vault.config().id.to_hex(),
+        secondary: vault.settings().secondary.clone(),
+    })?;
+    if vault.settings().redundancy == "grs" {
+        // the secondary holds a vault from the start; a failure here is
+        // only lag, which the next pass (and `vault replication status`) sees
+        let _ = crate::replication::replicate(&vault, &|_| {});
+    }
     Ok(vault)
 }
 
@@ -129,7 +153,41 @@ pub fn resolve_vault(selector: Option<&str>) -> Result<String> {
 /// # Errors
 /// As [`resolve_vault`] and [`Vault::open`].
 pub fn open_vault(selector: Option<&str>, passphrase: &[u8]) -> Result<Vault> {
-    let url = resolve_vault(selector)?;
+    open_vault_at(&resolve_vault(selector)?, passphrase)
+}
+
+/// Opens the copy of a geo-redundant vault in its secondary store (found
+/// in the user's registry, so the primary need not answer): cross-region
+/// restore.
+///
+/// # Errors
+/// `Invalid` when the vault is unknown here or has no secondary; as
+/// [`Vault::open`].
+pub fn open_secondary_vault(selector: Option<&str>, passphrase: &[u8]) -> Result<Vault> {
+    let registry = Registry::load()?;
+    let known = match selector {
+        Some(s) => registry.find(s),
+        None => match registry.vaults.as_slice() {
+            [only] => Some(only),
+            _ => None,
+        },
+    };
+    let Some(known) = known else {
+        return Err(ServiceError::Invalid(
+            "the secondary store is found by the vault's name: give a vault this configuration knows".into(),
+        ));
+    };
+    let Some(url) = &known.secondary else {
+        return Err(ServiceError::Invalid(format!(
+            "vault {} is locally redundant (lrs): it has no secondary store",
+            known.name
+        )));
+    };
+    open_vault_at(url, passphrase)
+}
+
+fn open_vault_at(url: &str, passphrase: &[u8]) -> Result<Vault> {
+    let url = url.to_string();
     let backend = open_backend(&url, false).map_err(VaultError::from)?;
     let faults = faults_from_env().map_err(VaultError::from)?;
     let mut vault = Vault::open(layer(backend.clone(), RetryPolicy::default(), faults.clone()), passphrase)?;

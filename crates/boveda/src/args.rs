@@ -169,10 +169,25 @@ pub enum VaultCmd {
     Check {
         #[arg(long)]
         read_data: bool,
+        /// Verify a geo-redundant vault's copy in its secondary store.
+        #[arg(long)]
+        secondary: bool,
     },
     /// Manage the passphrases (key slots) that open the vault.
     #[command(subcommand)]
     Key(KeyCmd),
+    /// A geo-redundant vault's copy in its secondary store.
+    #[command(subcommand)]
+    Replication(ReplicationCmd),
+}
+
+#[derive(Subcommand)]
+pub enum ReplicationCmd {
+    /// How far the secondary store is behind the primary.
+    Status,
+    /// Copy to the secondary what it lacks now (and delete there what the
+    /// primary no longer has).
+    Run,
 }
 
 #[derive(Args)]
@@ -307,7 +322,12 @@ pub enum ProtectionCmd {
 #[derive(Subcommand)]
 pub enum PointCmd {
     /// An item's recovery points.
-    List { item: String },
+    List {
+        item: String,
+        /// Those in a geo-redundant vault's secondary store.
+        #[arg(long)]
+        from_secondary: bool,
+    },
     /// One recovery point in full.
     Show { item: String, point: String },
     /// Browse a recovery point's files.
@@ -336,6 +356,10 @@ pub struct RestoreArgs {
     /// For disk and VM items: the image format of the restored disks.
     #[arg(long, value_enum, default_value = "raw")]
     pub format: ImageFormat,
+    /// Restore from a geo-redundant vault's secondary store (cross-region
+    /// restore, when the primary is unreachable).
+    #[arg(long)]
+    pub from_secondary: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]

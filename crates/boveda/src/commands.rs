@@ -29,8 +29,18 @@ pub struct Ctx {
 
 impl Ctx {
     pub fn open(&self) -> Result<Vault> {
+        self.open_copy(false)
+    }
+
+    /// The vault, or with `secondary` its copy in a geo-redundant vault's
+    /// secondary store.
+    pub fn open_copy(&self, secondary: bool) -> Result<Vault> {
         let pass = passphrase(self.password_file.as_deref(), false)?;
-        let vault = open_vault(self.vault.as_deref(), &pass)?;
+        let vault = if secondary {
+            boveda_service::open_secondary_vault(self.vault.as_deref(), &pass)?
+        } else {
+            open_vault(self.vault.as_deref(), &pass)?
+        };
         if let Ok(mut opened) = self.opened.lock() {
             opened.push(vault.damage().clone());
         }

@@ -97,6 +97,7 @@ fn backup_now_cmd(
             println!("completed with {} warning(s)", point.warnings.len());
         }
     }
+    super::vault::replicate_after(ctx, vault);
     Ok(if point.warnings.is_empty() { Outcome::Ok } else { Outcome::Warnings })
 }
 
@@ -121,9 +122,9 @@ fn mode_string(n: &Node) -> String {
 }
 
 pub fn points(ctx: &Ctx, cmd: PointCmd) -> Result<Outcome> {
-    let vault = ctx.open()?;
+    let vault = ctx.open_copy(matches!(cmd, PointCmd::List { from_secondary: true, .. }))?;
     match cmd {
-        PointCmd::List { item } => {
+        PointCmd::List { item, .. } => {
             let item = find_item(&vault, &item)?;
             let points = list_item_points(&vault, &item)?;
             let policies = list_policies(&vault)?;
@@ -246,7 +247,7 @@ pub fn points(ctx: &Ctx, cmd: PointCmd) -> Result<Outcome> {
 }
 
 pub fn restore(ctx: &Ctx, args: RestoreArgs) -> Result<Outcome> {
-    let vault = ctx.open()?;
+    let vault = ctx.open_copy(args.from_secondary)?;
     let item = find_item(&vault, &args.item)?;
     let point = find_point(&vault, &item, &args.point)?;
     let clock = ctx.clock()?;

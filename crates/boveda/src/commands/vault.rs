@@ -5,7 +5,7 @@ use boveda_vault::{CheckOptions, KdfParams, check};
 
 use super::Ctx;
 use crate::Outcome;
-use crate::args::{KeyCmd, VaultCmd};
+use crate::args::{KeyCmd, ReplicationCmd, VaultCmd};
 use crate::output::{print_table, size, time};
 use crate::passphrase::{new_passphrase, passphrase};
 
@@ -131,8 +131,8 @@ pub fn run(ctx: &Ctx, cmd: VaultCmd) -> Result<Outcome> {
                 );
             }
         }
-        VaultCmd::Check { read_data } => {
-            let vault = ctx.open()?;
+        VaultCmd::Check { read_data, secondary } => {
+            let vault = ctx.open_copy(secondary)?;
             let quiet = ctx.json();
             let clock = ctx.clock()?;
             let env = ctx.job_env(clock.as_ref());
@@ -201,6 +201,7 @@ pub fn run(ctx: &Ctx, cmd: VaultCmd) -> Result<Outcome> {
             }
         }
         VaultCmd::Key(k) => return key(ctx, k),
+        VaultCmd::Replication(r) => return replication(ctx, r),
     }
     Ok(Outcome::Ok)
 }
@@ -248,4 +249,57 @@ fn key(ctx: &Ctx, cmd: KeyCmd) -> Result<Outcome> {
         }
     }
     Ok(Outcome::Ok)
+}
+
+fn replication(ctx: &Ctx, cmd: ReplicationCmd) -> Result<Outcome> {
+    let vault = ctx.open()?;
+    match cmd {
+        ReplicationCmd::Status => {
+            let s = boveda_service::replication_status(&vault)?;
+            if ctx.json() {
+                ctx.print_json(&s)?;
+            } else {
+                let oldest = s.oldest_behind.map_or_else(|| "-".to_string(), time);
+                print_table(
+                    &["SECONDARY", "OBJECTS BEHIND", "BYTES BEHIND", "OLDEST", "TO DELETE"],
+                    &[vec![
+                        s.secondary.clone(),
+                        s.objects_behind.to_string(),
+                        size(s.bytes_behind),
+                        oldest,
+                        s.to_delete.to_string(),
+                    ]],
+                );
+            }
+        }
+        ReplicationCmd::Run => {
+            let report = boveda_service::replicate(&vault, &|_| {})?;
+            if ctx.json() {
+                ctx.print_json(&serde_json::json!({
+                    "copied": report.copied, "copied_bytes": report.copied_bytes, "deleted": report.deleted
+                }))?;
+            } else {
+                println!(
+                    "copied {} object(s), {}, to the secondary; deleted {} there",
+                    report.copied,
+                    size(report.copied_bytes),
+                    report.deleted
+                );
+            }
+        }
+    }
+    Ok(Outcome::Ok)
+}
+
+/// After a command that wrote to a geo-redundant vault: a replication pass.
+/// A failure is only lag (the next pass continues), so it is a warning.
+pub(super) fn replicate_after(ctx: &Ctx, vault: &boveda_vault::Vault) {
+    if vault.settings().redundancy != "grs" {
+        return;
+    }
+    if let Err(e) = boveda_service::replicate(vault, &|_| {})
+        && !ctx.json()
+    {
+        eprintln!("warning: replication to the secondary store stopped ({e}); the next command continues it");
+    }
 }
