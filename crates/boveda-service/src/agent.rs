@@ -156,9 +156,7 @@ pub fn run_agent(
                                 t.slot,
                                 job.state.as_str()
                             ));
-                            if vault.settings().redundancy == "grs"
-                                && let Err(e) = crate::replication::replicate(vault, &|_| {})
-                            {
+                            if let Err(e) = crate::replication::replicate_if_geo_redundant(vault) {
                                 log(&format!(
                                     "{}: replication stopped ({e}); the next pass continues it",
                                     vault.settings().name

@@ -105,3 +105,16 @@ pub fn replicate(vault: &Vault, progress: &(dyn Fn(u64) + Sync)) -> Result<PassR
     }
     Ok(report)
 }
+
+/// After a command wrote to a vault: a replication pass if the vault is
+/// geo-redundant (`None` for a locally redundant one). A failed pass is
+/// only lag; callers warn and the next pass continues.
+///
+/// # Errors
+/// As [`replicate`].
+pub fn replicate_if_geo_redundant(vault: &Vault) -> Result<Option<PassReport>> {
+    if vault.settings().redundancy != "grs" {
+        return Ok(None);
+    }
+    replicate(vault, &|_| {}).map(Some)
+}

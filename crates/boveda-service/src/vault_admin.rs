@@ -136,15 +136,20 @@ pub fn resolve_vault(selector: Option<&str>) -> Result<String> {
     let registry = Registry::load()?;
     match selector {
         Some(s) => Ok(registry.find(s).map(|v| v.store.clone()).unwrap_or_else(|| s.to_string())),
-        None => match registry.vaults.as_slice() {
-            [only] => Ok(only.store.clone()),
-            [] => Err(ServiceError::Invalid(
-                "no vault given: create one with `boveda vault create`, or pass --vault NAME|PATH".into(),
-            )),
-            _ => Err(ServiceError::Invalid(
-                "several vaults are known: choose one with --vault NAME or BOVEDA_VAULT".into(),
-            )),
-        },
+        None => Ok(only_vault(&registry)?.store.clone()),
+    }
+}
+
+/// The one vault the registry knows, when no vault is named.
+fn only_vault(registry: &Registry) -> Result<&KnownVault> {
+    match registry.vaults.as_slice() {
+        [only] => Ok(only),
+        [] => Err(ServiceError::Invalid(
+            "no vault given: create one with `boveda vault create`, or pass --vault NAME|PATH".into(),
+        )),
+        _ => {
+            Err(ServiceError::Invalid("several vaults are known: choose one with --vault NAME or BOVEDA_VAULT".into()))
+        }
     }
 }
 
@@ -166,16 +171,12 @@ pub fn open_vault(selector: Option<&str>, passphrase: &[u8]) -> Result<Vault> {
 pub fn open_secondary_vault(selector: Option<&str>, passphrase: &[u8]) -> Result<Vault> {
     let registry = Registry::load()?;
     let known = match selector {
-        Some(s) => registry.find(s),
-        None => match registry.vaults.as_slice() {
-            [only] => Some(only),
-            _ => None,
-        },
-    };
-    let Some(known) = known else {
-        return Err(ServiceError::Invalid(
-            "the secondary store is found by the vault's name: give a vault this configuration knows".into(),
-        ));
+        Some(s) => registry.find(s).ok_or_else(|| {
+            ServiceError::Invalid(format!(
+                "the secondary store is found by the vault's name, and {s:?} is not a vault this configuration knows"
+            ))
+        })?,
+        None => only_vault(&registry)?,
     };
     let Some(url) = &known.secondary else {
         return Err(ServiceError::Invalid(format!(

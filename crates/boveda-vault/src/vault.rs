@@ -567,23 +567,25 @@ impl Vault {
     /// # Errors
     /// As [`Vault::load_index`].
     pub fn load_index_without(&self, skip: &HashSet<crate::PackId>) -> Result<ChunkIndex> {
-        // An object listed and then deleted was rewritten by a prune: one
-        // that consolidated small objects, or swept a pack out of a bigger
-        // one, wrote the replacement before deleting, so listing again
-        // finds it.
+        self.with_index_listing(|listed| match &self.merged_index {
+            Some(path) => self.load_merged_index(path, listed, skip),
+            None => self.load_index_in_memory(&listed.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(), skip),
+        })
+    }
+
+    /// Lists the index objects and runs `read` on the listing. An object
+    /// listed and then deleted was rewritten by a prune: one that
+    /// consolidated small objects, or swept a pack out of a bigger one,
+    /// wrote the replacement before deleting, so listing again finds it.
+    fn with_index_listing<T>(&self, read: impl Fn(&[boveda_store::ObjectInfo]) -> Result<T>) -> Result<T> {
         for _ in 0..4 {
             let listed = self.store.list("index")?;
-            let names: Vec<&str> = listed.iter().map(|o| o.name.as_str()).collect();
-            let loaded = match &self.merged_index {
-                Some(path) => self.load_merged_index(path, &listed, skip),
-                None => self.load_index_in_memory(&names, skip),
-            };
-            match loaded {
+            match read(&listed) {
                 Err(VaultError::Store(e)) if e.kind() == StoreErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
-                Ok(index) => {
-                    self.forget_unlisted("index", names.iter().copied());
-                    return Ok(index);
+                Ok(value) => {
+                    self.forget_unlisted("index", listed.iter().map(|o| o.name.as_str()));
+                    return Ok(value);
                 }
             }
         }
@@ -690,35 +692,10 @@ impl Vault {
     /// A store error. A damaged index object is skipped and noted in the
     /// damage log: only the chunks it lists are lost.
     pub fn index_objects(&self) -> Result<Vec<(String, IndexObject)>> {
-        let open = |name: &str| self.read_immutable(name, |b| IndexObject::open(&self.key, name, b));
-        let mut objects: Vec<(String, IndexObject)> = Vec::new();
-        let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
-        // An object listed and then deleted was rewritten by a prune: one
-        // that consolidated small objects, or swept a pack out of a bigger
-        // one, wrote the replacement before deleting, so listing again
-        // finds it.
-        for _ in 0..4 {
-            let names = self.store.list("index")?;
-            let gone = std::sync::atomic::AtomicBool::new(false);
-            let read: Vec<(String, IndexObject)> = names
-                .par_iter()
-                .filter(|info| !seen.contains(&info.name))
-                .filter_map(|info| match open(&info.name) {
-                    Err(VaultError::Store(e)) if e.kind() == StoreErrorKind::NotFound => {
-                        gone.store(true, std::sync::atomic::Ordering::Relaxed);
-                        None
-                    }
-                    got => self.skip_damaged(got.map(|o| (info.name.clone(), o))),
-                })
-                .collect::<Result<_>>()?;
-            seen.extend(names.iter().map(|o| o.name.clone()));
-            objects.extend(read);
-            if !gone.into_inner() {
-                self.forget_unlisted("index", names.iter().map(|o| o.name.as_str()));
-                return Ok(objects);
-            }
-        }
-        Err(VaultError::Busy("the index keeps changing while being read; try again".into()))
+        self.with_index_listing(|listed| {
+            let names: Vec<&str> = listed.iter().map(|o| o.name.as_str()).collect();
+            Ok(self.read_index_objects(&names)?.into_iter().map(|(n, o)| (n.to_string(), o)).collect())
+        })
     }
 
     /// Reads, authenticates and decompresses one blob.

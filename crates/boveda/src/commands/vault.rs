@@ -294,10 +294,7 @@ fn replication(ctx: &Ctx, cmd: ReplicationCmd) -> Result<Outcome> {
 /// After a command that wrote to a geo-redundant vault: a replication pass.
 /// A failure is only lag (the next pass continues), so it is a warning.
 pub(super) fn replicate_after(ctx: &Ctx, vault: &boveda_vault::Vault) {
-    if vault.settings().redundancy != "grs" {
-        return;
-    }
-    if let Err(e) = boveda_service::replicate(vault, &|_| {})
+    if let Err(e) = boveda_service::replicate_if_geo_redundant(vault)
         && !ctx.json()
     {
         eprintln!("warning: replication to the secondary store stopped ({e}); the next command continues it");
