@@ -100,6 +100,23 @@ fn last_slots(vaults: &[Vault]) -> Result<HashMap<Key, Timestamp>> {
     Ok(last)
 }
 
+/// A replication pass when one is due; its failure is lag, logged.
+fn replicate(vault: &Vault, clock: &dyn Clock, log: &(dyn Fn(&str) + Sync)) {
+    let name = &vault.settings().name;
+    match crate::replication::finish_replication(vault, clock) {
+        Ok(Some(outcome)) => {
+            if let Err(e) = &outcome.report {
+                log(&format!("{name}: replication stopped ({e}); the next pass continues it"));
+            }
+            if let Some(alert) = &outcome.alert {
+                log(&format!("{name}: alert: {alert}"));
+            }
+        }
+        Ok(None) => {}
+        Err(e) => log(&format!("{name}: replication status not recorded: {e}")),
+    }
+}
+
 fn protected(v: &Vault) -> Result<Vec<(Item, Policy)>> {
     let policies = list_policies(v)?;
     Ok(list_items(v)?
@@ -156,12 +173,7 @@ pub fn run_agent(
                                 t.slot,
                                 job.state.as_str()
                             ));
-                            if let Err(e) = crate::replication::replicate_if_geo_redundant(vault) {
-                                log(&format!(
-                                    "{}: replication stopped ({e}); the next pass continues it",
-                                    vault.settings().name
-                                ));
-                            }
+                            replicate(vault, env.clock, log);
                             job.state
                         }
                         Err(e) => {
@@ -189,6 +201,15 @@ pub fn run_agent(
             }
             if clock.is_simulated() || now >= refresh_at || catalog.is_empty() {
                 catalog = vaults.iter().map(protected).collect::<Result<_>>()?;
+                // passes another process left due (it was killed, or wrote
+                // without the agent)
+                for v in vaults {
+                    if let Some(r) = v.replicating_store()
+                        && r.look_for_pending().unwrap_or(false)
+                    {
+                        replicate(v, clock, log);
+                    }
+                }
                 refresh_at = now + SignedDuration::try_from(opts.poll).unwrap_or(SignedDuration::from_secs(30));
             }
             let mut next_wake: Option<Timestamp> = None;
@@ -234,6 +255,7 @@ pub fn run_agent(
                     }
                     Err(e) => log(&format!("{}: prune could not start: {e}", v.settings().name)),
                 }
+                replicate(v, clock, log);
                 if let Err(e) = retry_alerts(v) {
                     log(&format!("{}: alerts: {e}", v.settings().name));
                 }

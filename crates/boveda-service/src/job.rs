@@ -45,10 +45,12 @@ pub enum Operation {
     Undelete,
     Prune,
     Verify,
+    /// A replication pass to a geo-redundant vault's secondary store.
+    Replication,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 8] = [
+    pub const ALL: [Operation; 9] = [
         Operation::ConfigureBackup,
         Operation::Backup,
         Operation::Restore,
@@ -57,6 +59,7 @@ impl Operation {
         Operation::Undelete,
         Operation::Prune,
         Operation::Verify,
+        Operation::Replication,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -69,6 +72,7 @@ impl Operation {
             Operation::Undelete => "Undelete",
             Operation::Prune => "Prune",
             Operation::Verify => "Verify",
+            Operation::Replication => "Replication",
         }
     }
 

@@ -60,7 +60,10 @@ pub use recovery::{
     restore_disk_image, restore_vm,
 };
 pub use registry::{KnownVault, Registry, cache_dir, config_dir};
-pub use replication::{ReplicationStatus, open_secondary, replicate, replicate_if_geo_redundant, replication_status};
+pub use replication::{
+    PassOutcome, PassRecord, ReplicationStatus, ReplicationSummary, finish_replication, open_secondary, replicate,
+    change_redundancy, points_on_secondary, replication_job, replication_status, replication_summary,
+};
 pub use retention::{PointExpiry, evaluate as evaluate_retention};
 pub use schedule::{latest_slot, next_slot};
 pub use time_input::{DayBound, MAX_RETAIN_YEARS, TIME_FORMS, check_retain_until, parse_retain_until, parse_time};

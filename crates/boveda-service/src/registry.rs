@@ -89,6 +89,17 @@ impl Registry {
         self.save()
     }
 
+    /// Records a vault's secondary store (after its redundancy changed).
+    ///
+    /// # Errors
+    /// `Config` when the file cannot be written.
+    pub fn set_secondary(&mut self, vault_id: &str, secondary: Option<String>) -> Result<()> {
+        for v in self.vaults.iter_mut().filter(|v| v.id == vault_id) {
+            v.secondary = secondary.clone();
+        }
+        self.save()
+    }
+
     fn save(&self) -> Result<()> {
         let err = |reason: String| ServiceError::Config { path: self.path.display().to_string(), reason };
         let dir = self.path.parent().map(PathBuf::from).unwrap_or_default();

@@ -1,33 +1,82 @@
 //! Geo-redundant (`grs`) vaults: every object of the vault copied to its
-//! secondary store. A pass copies what the secondary lacks and deletes what
-//! the primary no longer has ([`boveda_store::Replicator`]: nothing is
-//! written down, so a pass cut short by a crash loses nothing and any
-//! process continues it).
+//! secondary store.
+//!
+//! A process that opens a geo-redundant vault writes through a
+//! [`ReplicatingStore`]: each write is covered by a pending marker, data
+//! packs are copied to the secondary as the backup writes them, and
+//! [`finish_replication`] (which every command, the agent and the server
+//! call after their work) runs a pass that copies the rest and removes the
+//! markers. A process that finds another writer's marker when it opens the
+//! vault (one that was killed, or is still running) runs the pass too. What
+//! a pass copies is the difference of the two stores' listings
+//! ([`boveda_store::Replicator`]), so nothing is lost in a crash.
+//!
+//! The outcome of the last pass is kept in `replication/status` on the
+//! primary (like the markers, outside the folders that are replicated).
 
 use std::sync::Arc;
 
-use boveda_store::{PassReport, PutMode, Replicator, Store, StoreErrorKind, faults_from_env, layer, open_backend};
-use boveda_vault::{Vault, VaultError};
-use serde::Serialize;
+use boveda_store::{
+    PassReport, PutMode, ReplicatingStore, Replicator, Store, StoreErrorKind, faults_from_env, layer, open_backend,
+};
+use boveda_vault::{Vault, VaultError, VaultSettings};
+use jiff::{SignedDuration, Timestamp};
+use serde::{Deserialize, Serialize};
 
+use crate::alert::{Severity, raise_alert};
+use crate::clock::Clock;
 use crate::error::{Result, ServiceError};
+use crate::job::{JobDone, JobSpec, Observers, Operation, run_job};
 
 /// The vault's folders in the order a secondary needs them: what is
 /// referred to before what refers to it. `config`, whose presence makes a
 /// vault, is copied after them.
 const FOLDERS: [&str; 5] = ["packs", "index", "catalog", "points", "keys"];
 
+/// The folder copied as it is written (see [`ReplicatingStore`]).
+const EAGER: &str = "packs";
+
+/// Where the outcome of the last pass is kept, on the primary.
+const STATUS: &str = "replication/status";
+
 /// How far a vault's secondary store is behind.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReplicationStatus {
     pub secondary: String,
-    /// Objects (and their bytes) on the primary not yet on the secondary.
-    pub objects_behind: u64,
-    pub bytes_behind: u64,
+    /// Objects (and their bytes) on the primary not yet on the secondary,
+    /// counted now; `None` when the stores could not be listed (`error`).
+    pub objects_behind: Option<u64>,
+    pub bytes_behind: Option<u64>,
     /// When the oldest of them was written.
-    pub oldest_behind: Option<jiff::Timestamp>,
+    pub oldest_behind: Option<Timestamp>,
     /// Objects gone from the primary still to delete on the secondary.
-    pub to_delete: u64,
+    pub to_delete: Option<u64>,
+    /// Why the lag could not be counted now.
+    pub error: Option<String>,
+    /// Since when writes wait for a pass (the oldest pending marker).
+    pub pending_since: Option<Timestamp>,
+    /// The last pass of any process, as recorded on the primary.
+    pub last_pass: Option<PassRecord>,
+    /// Lag older than this raises an alert.
+    pub alert_after_mins: u32,
+}
+
+/// The outcome of the last pass, kept on the primary.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PassRecord {
+    pub time: Option<Timestamp>,
+    pub host: String,
+    /// When a pass last caught up (copied and deleted all it found).
+    pub last_success: Option<Timestamp>,
+    /// The last pass's error, when it failed.
+    pub error: Option<String>,
+    pub copied: u64,
+    pub copied_bytes: u64,
+    pub deleted: u64,
+    /// The lag an alert was raised for (the pending marker's time), so that
+    /// one episode of lag raises one alert.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerted_for: Option<Timestamp>,
 }
 
 /// The secondary store of a `grs` vault, with the vault's retry limits.
@@ -36,7 +85,10 @@ pub struct ReplicationStatus {
 /// `Invalid` for a locally redundant vault; a store error when the
 /// secondary's URL or credentials are wrong.
 pub fn open_secondary(vault: &Vault) -> Result<Arc<dyn Store>> {
-    let settings = vault.settings();
+    secondary_of(vault.settings())
+}
+
+fn secondary_of(settings: &VaultSettings) -> Result<Arc<dyn Store>> {
     let url = match (settings.redundancy.as_str(), &settings.secondary) {
         ("grs", Some(url)) => url,
         _ => {
@@ -51,26 +103,127 @@ pub fn open_secondary(vault: &Vault) -> Result<Arc<dyn Store>> {
     Ok(layer(backend, crate::vault_admin::retry_policy(&settings.store), faults))
 }
 
-fn replicator(vault: &Vault, secondary: Arc<dyn Store>) -> Replicator {
-    Replicator::new(vault.store().clone(), secondary, &FOLDERS, vault.parallel_requests())
+/// Makes the vault's writes go through a [`ReplicatingStore`] when it is
+/// geo-redundant, and notes whether another writer's pass is due. The
+/// vault opens even when its secondary cannot be reached: replication is
+/// only late then.
+pub(crate) fn attach(vault: &mut Vault) {
+    if vault.settings().redundancy != "grs" || vault.replicating_store().is_some() {
+        return;
+    }
+    let Ok(secondary) = secondary_of(vault.settings()) else { return };
+    let store = Arc::new(ReplicatingStore::new(
+        vault.store().clone(),
+        secondary,
+        &FOLDERS,
+        Some(EAGER),
+        vault.parallel_requests(),
+        &crate::vault_admin::hostname(),
+    ));
+    // a failed look is retried by the next process; this one may write
+    let _ = store.look_for_pending();
+    vault.set_replicating_store(store);
 }
 
-/// How far the secondary is behind now (lists both stores).
+fn replicator(vault: &Vault, secondary: Arc<dyn Store>) -> Replicator {
+    Replicator::new(primary(vault).clone(), secondary, &FOLDERS, vault.parallel_requests())
+}
+
+/// The primary store below any replicating layer.
+fn primary(vault: &Vault) -> &Arc<dyn Store> {
+    vault.replicating_store().map_or(vault.store(), |r| r.primary())
+}
+
+/// How far the secondary is behind now (lists both stores), with the last
+/// pass's outcome. A secondary that cannot be reached is an `error` in the
+/// status, not a failure.
 ///
 /// # Errors
-/// As [`open_secondary`]; a store error of either side.
+/// `Invalid` for a locally redundant vault; a store error of the primary.
 pub fn replication_status(vault: &Vault) -> Result<ReplicationStatus> {
-    let secondary = open_secondary(vault)?;
-    let lag = replicator(vault, secondary.clone()).lag().map_err(VaultError::from)?;
-    let config_missing = u64::from(missing(&*secondary, "config")?);
-    let config_size = if config_missing > 0 { vault.store().stat("config").map_err(VaultError::from)?.size } else { 0 };
-    Ok(ReplicationStatus {
-        secondary: secondary.location(),
-        objects_behind: lag.objects + config_missing,
-        bytes_behind: lag.bytes + config_size,
-        oldest_behind: lag.oldest.and_then(|t| jiff::Timestamp::try_from(t).ok()),
-        to_delete: lag.to_delete,
-    })
+    let settings = vault.settings();
+    let url = match (settings.redundancy.as_str(), &settings.secondary) {
+        ("grs", Some(url)) => url.clone(),
+        _ => return secondary_of(settings).map(|_| unreachable_status()),
+    };
+    let mut status = ReplicationStatus {
+        secondary: url,
+        objects_behind: None,
+        bytes_behind: None,
+        oldest_behind: None,
+        to_delete: None,
+        error: None,
+        pending_since: pending_since(vault)?,
+        last_pass: read_record(primary(vault))?,
+        alert_after_mins: settings.replication_lag_alert_mins.unwrap_or(VaultSettings::DEFAULT_LAG_ALERT_MINS),
+    };
+    let counted = open_secondary(vault).and_then(|secondary| {
+        let lag = replicator(vault, secondary.clone()).lag().map_err(VaultError::from)?;
+        let config_missing = missing(&*secondary, "config")?;
+        let config_size =
+            if config_missing { primary(vault).stat("config").map_err(VaultError::from)?.size } else { 0 };
+        Ok((lag, u64::from(config_missing), config_size, secondary.location()))
+    });
+    match counted {
+        Ok((lag, config_missing, config_size, location)) => {
+            status.secondary = location;
+            status.objects_behind = Some(lag.objects + config_missing);
+            status.bytes_behind = Some(lag.bytes + config_size);
+            status.oldest_behind = lag.oldest.and_then(|t| Timestamp::try_from(t).ok());
+            status.to_delete = Some(lag.to_delete);
+        }
+        Err(e) => status.error = Some(e.to_string()),
+    }
+    Ok(status)
+}
+
+/// Never built: [`secondary_of`] fails for a locally redundant vault.
+fn unreachable_status() -> ReplicationStatus {
+    ReplicationStatus {
+        secondary: String::new(),
+        objects_behind: None,
+        bytes_behind: None,
+        oldest_behind: None,
+        to_delete: None,
+        error: None,
+        pending_since: None,
+        last_pass: None,
+        alert_after_mins: 0,
+    }
+}
+
+/// The oldest pending marker's time: since when writes wait for a pass.
+fn pending_since(vault: &Vault) -> Result<Option<Timestamp>> {
+    let markers = match vault.replicating_store() {
+        Some(r) => r.pending(),
+        None => return Ok(None),
+    }
+    .map_err(VaultError::from)?;
+    Ok(markers.iter().filter_map(|m| m.since).min().and_then(|t| Timestamp::try_from(t).ok()))
+}
+
+/// What `vault show` says of replication (no listing of the secondary).
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplicationSummary {
+    pub pending_since: Option<Timestamp>,
+    pub last_success: Option<Timestamp>,
+    pub last_error: Option<String>,
+}
+
+/// The replication part of a vault's summary, for a geo-redundant vault.
+///
+/// # Errors
+/// A store error of the primary.
+pub fn replication_summary(vault: &Vault) -> Result<Option<ReplicationSummary>> {
+    if vault.settings().redundancy != "grs" {
+        return Ok(None);
+    }
+    let record = read_record(primary(vault))?.unwrap_or_default();
+    Ok(Some(ReplicationSummary {
+        pending_since: pending_since(vault)?,
+        last_success: record.last_success,
+        last_error: record.error,
+    }))
 }
 
 fn missing(store: &dyn Store, name: &str) -> Result<bool> {
@@ -83,16 +236,21 @@ fn missing(store: &dyn Store, name: &str) -> Result<bool> {
 
 /// One replication pass: copies what the secondary lacks (`config` last),
 /// then deletes what the primary no longer has. `progress` hears of every
-/// object copied (its size).
+/// object copied (its size). Through the replicating layer, the pass also
+/// clears the pending markers it covered.
 ///
 /// # Errors
 /// As [`open_secondary`]; the first store error of the pass (what was
 /// copied stays, and the next pass continues).
 pub fn replicate(vault: &Vault, progress: &(dyn Fn(u64) + Sync)) -> Result<PassReport> {
+    let mut report = match vault.replicating_store() {
+        Some(r) => r.finish(progress),
+        None => replicator(vault, open_secondary(vault)?).pass(progress),
+    }
+    .map_err(VaultError::from)?;
     let secondary = open_secondary(vault)?;
-    let mut report = replicator(vault, secondary.clone()).pass(progress).map_err(VaultError::from)?;
     if missing(&*secondary, "config")? {
-        let config = vault.store().get("config").map_err(VaultError::from)?;
+        let config = primary(vault).get("config").map_err(VaultError::from)?;
         match secondary.put("config", &config, PutMode::Create) {
             Ok(_) => {
                 report.copied += 1;
@@ -106,15 +264,220 @@ pub fn replicate(vault: &Vault, progress: &(dyn Fn(u64) + Sync)) -> Result<PassR
     Ok(report)
 }
 
-/// After a command wrote to a vault: a replication pass if the vault is
-/// geo-redundant (`None` for a locally redundant one). A failed pass is
-/// only lag; callers warn and the next pass continues.
+/// What a pass after a command did, and the alert it raised.
+#[derive(Debug, Clone)]
+pub struct PassOutcome {
+    pub report: Result<PassReport, String>,
+    /// The lag alert's reason, when this pass raised one.
+    pub alert: Option<String>,
+}
+
+/// After a process's work on a vault: a replication pass when the vault is
+/// geo-redundant and a pass is due (this process wrote, or found another
+/// writer's marker). The outcome is recorded on the primary, and a lag
+/// older than the vault's threshold raises one alert per episode. `None`
+/// when no pass was due.
 ///
 /// # Errors
-/// As [`replicate`].
-pub fn replicate_if_geo_redundant(vault: &Vault) -> Result<Option<PassReport>> {
+/// A store error of the primary recording the outcome; a failed pass is
+/// not an error (it is lag: the outcome says why).
+pub fn finish_replication(vault: &Vault, clock: &dyn Clock) -> Result<Option<PassOutcome>> {
+    let Some(r) = vault.replicating_store() else { return Ok(None) };
+    if !r.is_due() {
+        return Ok(None);
+    }
+    let report = replicate(vault, &|_| {});
+    record_and_alert(vault, clock, report.map_err(|e| e.to_string())).map(Some)
+}
+
+fn record_and_alert(vault: &Vault, clock: &dyn Clock, report: Result<PassReport, String>) -> Result<PassOutcome> {
+    let primary = primary(vault);
+    let now = clock.now();
+    let mut record = read_record(primary)?.unwrap_or_default();
+    record.time = Some(now);
+    record.host = crate::vault_admin::hostname();
+    match &report {
+        Ok(r) => {
+            record.error = None;
+            record.copied = r.copied;
+            record.copied_bytes = r.copied_bytes;
+            record.deleted = r.deleted;
+        }
+        Err(e) => record.error = Some(e.clone()),
+    }
+    let since = pending_since(vault)?;
+    if report.is_ok() && since.is_none() {
+        record.last_success = Some(now);
+        record.alerted_for = None;
+    }
+    let threshold = vault.settings().replication_lag_alert_mins.unwrap_or(VaultSettings::DEFAULT_LAG_ALERT_MINS);
+    let mut alert = None;
+    if let Some(since) = since
+        && now.duration_since(since) > SignedDuration::from_mins(i64::from(threshold))
+        && record.alerted_for != Some(since)
+    {
+        let minutes = now.duration_since(since).as_mins();
+        let reason = format!(
+            "the secondary store is {minutes} minute(s) behind (writes since {since} not yet replicated; the alert threshold is {threshold} minute(s)){}",
+            record.error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
+        );
+        raise_lag_alert(vault, clock, &reason)?;
+        record.alerted_for = Some(since);
+        alert = Some(reason);
+    }
+    write_record(primary, &record)?;
+    Ok(PassOutcome { report, alert })
+}
+
+/// A lag alert belongs to a failed replication job, which says why.
+fn raise_lag_alert(vault: &Vault, clock: &dyn Clock, reason: &str) -> Result<()> {
+    let spec = replication_spec();
+    let (job, _) = run_job(vault, clock, &spec, Observers::default(), |_| {
+        Err::<((), JobDone), _>(ServiceError::Conflict(reason.to_string()))
+    })?;
+    raise_alert(vault, &job, Severity::Warning, reason, job.end.unwrap_or(job.start))?;
+    Ok(())
+}
+
+fn replication_spec() -> JobSpec<'static> {
+    JobSpec {
+        operation: Operation::Replication,
+        item: None,
+        scheduled_for: None,
+        heartbeat: crate::job::DEFAULT_HEARTBEAT,
+        hostname: crate::vault_admin::hostname(),
+    }
+}
+
+fn read_record(primary: &Arc<dyn Store>) -> Result<Option<PassRecord>> {
+    match primary.get(STATUS) {
+        // a record that does not parse is as good as none: the next pass
+        // writes a new one
+        Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
+        Err(e) if e.kind() == StoreErrorKind::NotFound => Ok(None),
+        Err(e) => Err(VaultError::from(e).into()),
+    }
+}
+
+/// Replaces the record when nobody changed it meanwhile; a record another
+/// process wrote meanwhile is as new and is kept.
+fn write_record(primary: &Arc<dyn Store>, record: &PassRecord) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(record).map_err(|e| ServiceError::Internal(e.to_string()))?;
+    let mode = match primary.stat(STATUS) {
+        Ok(info) => match info.etag {
+            Some(tag) => PutMode::ReplaceIfMatch(tag),
+            None => return Ok(()),
+        },
+        Err(e) if e.kind() == StoreErrorKind::NotFound => PutMode::Create,
+        Err(e) => return Err(VaultError::from(e).into()),
+    };
+    match primary.put(STATUS, &bytes, mode) {
+        Ok(_) => Ok(()),
+        Err(e) if matches!(e.kind(), StoreErrorKind::AlreadyExists | StoreErrorKind::ConditionNotMet) => Ok(()),
+        Err(e) => Err(VaultError::from(e).into()),
+    }
+}
+
+/// A replication pass run as a job (`vault replication run`, and the full
+/// copy after a vault becomes geo-redundant), with its progress: objects
+/// and bytes to copy are counted first.
+///
+/// # Errors
+/// A store error writing the job's first record; the pass's error is the
+/// job's.
+pub fn replication_job(
+    vault: &Vault,
+    clock: &dyn Clock,
+    observers: Observers<'_>,
+) -> Result<(crate::job::Job, Result<PassReport>)> {
+    let spec = replication_spec();
+    let (job, result) = run_job(vault, clock, &spec, observers, |ctx| {
+        ctx.set_phase("counting");
+        let secondary = open_secondary(vault)?;
+        let lag = replicator(vault, secondary).lag().map_err(VaultError::from)?;
+        boveda_engine::RestoreProgress::planned(ctx, lag.objects, lag.bytes);
+        ctx.set_phase("copying");
+        let report = replicate(vault, &|n| boveda_engine::RestoreProgress::bytes_written(ctx, n))?;
+        let details = vec![format!(
+            "copied {} object(s), {} bytes, to the secondary; deleted {} there",
+            report.copied, report.copied_bytes, report.deleted
+        )];
+        Ok((report, JobDone { details, ..JobDone::default() }))
+    })?;
+    let recorded = record_and_alert(vault, clock, result.as_ref().map(Clone::clone).map_err(ToString::to_string));
+    recorded?;
+    Ok((job, result))
+}
+
+/// Changes a vault's redundancy, which is allowed only while it has no
+/// item (as in Azure Backup, where replication is chosen before anything
+/// is protected). Becoming geo-redundant needs an empty secondary store;
+/// the caller then runs [`replication_job`], the full copy. Returns whether
+/// that copy is due.
+///
+/// # Errors
+/// `Invalid` for an unknown redundancy, a missing or needless secondary, a
+/// secondary that is not empty, or no change; `Conflict` while the vault
+/// has items; a store error.
+pub fn change_redundancy(vault: &mut Vault, redundancy: &str, secondary: Option<&str>) -> Result<bool> {
+    let secondary = match (redundancy, secondary) {
+        ("lrs", None) => None,
+        ("grs", Some(url)) => Some(crate::vault_admin::normalize_store(url)?),
+        ("lrs", Some(_)) => {
+            return Err(ServiceError::Invalid("a locally redundant (lrs) vault has no secondary store".into()));
+        }
+        ("grs", None) => {
+            return Err(ServiceError::Invalid("a geo-redundant (grs) vault needs a secondary store URL".into()));
+        }
+        (other, _) => return Err(ServiceError::Invalid(format!("redundancy {other:?} is not lrs or grs"))),
+    };
+    let current = vault.settings();
+    if current.redundancy == redundancy && current.secondary == secondary {
+        return Err(ServiceError::Invalid(format!("vault {} is already {redundancy}", current.name)));
+    }
+    let items = crate::item::list_items(vault)?;
+    if !items.is_empty() {
+        let names: Vec<&str> = items.iter().map(|i| i.name.as_str()).collect();
+        return Err(ServiceError::Conflict(format!(
+            "the redundancy of vault {} can only change while it has no item, and it has {}: {}",
+            current.name,
+            items.len(),
+            names.join(", ")
+        )));
+    }
+    if let Some(url) = &secondary {
+        let store = open_backend(url, false).map_err(VaultError::from)?;
+        if !store.is_empty_below("").map_err(VaultError::from)? {
+            return Err(ServiceError::Invalid(format!(
+                "the secondary store {} is not empty: choose a new or empty location",
+                store.location()
+            )));
+        }
+    }
+    let plain = primary(vault).clone();
+    vault.set_store(plain);
+    vault.change_settings(|s| {
+        s.redundancy = redundancy.to_string();
+        s.secondary.clone_from(&secondary);
+    })?;
+    let id = vault.config().id.to_hex();
+    crate::registry::Registry::load()?.set_secondary(&id, secondary.clone())?;
+    attach(vault);
+    Ok(secondary.is_some())
+}
+
+/// Which of `points` the secondary holds already, for a geo-redundant vault
+/// (`None` for a locally redundant one). A point reaches the secondary
+/// after its data, so one listed there is complete; one not yet there is
+/// not offered for a restore from the secondary.
+///
+/// # Errors
+/// A store error of the secondary (it may be unreachable).
+pub fn points_on_secondary(vault: &Vault, points: &[boveda_vault::PointId]) -> Result<Option<Vec<bool>>> {
     if vault.settings().redundancy != "grs" {
         return Ok(None);
     }
-    replicate(vault, &|_| {}).map(Some)
+    let listed: std::collections::HashSet<String> =
+        open_secondary(vault)?.list("points").map_err(VaultError::from)?.into_iter().map(|o| o.name).collect();
+    Ok(Some(points.iter().map(|p| listed.contains(&format!("points/{}", p.to_hex()))).collect()))
 }

@@ -93,9 +93,10 @@ pub fn create_vault(req: &NewVault, passphrase: &[u8]) -> Result<Vault> {
         soft_delete_days: VaultSettings::DEFAULT_SOFT_DELETE_DAYS,
         webhook: None,
         store: boveda_vault::StoreSettings::default(),
+        replication_lag_alert_mins: None,
     };
     let opts = CreateOptions { settings, kdf: req.kdf, chunker: ChunkerParams::DEFAULT, hostname: hostname() };
-    let vault = Vault::create(store, passphrase, opts)?;
+    let mut vault = Vault::create(store, passphrase, opts)?;
     crate::policy::create_policy(&vault, &crate::policy::Policy::default_policy())?;
     registry.add(KnownVault {
         name: req.name.clone(),
@@ -104,6 +105,7 @@ pub fn create_vault(req: &NewVault, passphrase: &[u8]) -> Result<Vault> {
         secondary: vault.settings().secondary.clone(),
     })?;
     if vault.settings().redundancy == "grs" {
+        crate::replication::attach(&mut vault);
         // the secondary holds a vault from the start; a failure here is
         // only lag, which the next pass (and `vault replication status`) sees
         let _ = crate::replication::replicate(&vault, &|_| {});
@@ -112,7 +114,7 @@ pub fn create_vault(req: &NewVault, passphrase: &[u8]) -> Result<Vault> {
 }
 
 /// Local paths are made absolute so the registry works from any folder.
-fn normalize_store(url: &str) -> Result<String> {
+pub(crate) fn normalize_store(url: &str) -> Result<String> {
     if url.contains("://") {
         return Ok(url.to_string());
     }
@@ -184,10 +186,18 @@ pub fn open_secondary_vault(selector: Option<&str>, passphrase: &[u8]) -> Result
             known.name
         )));
     };
-    open_vault_at(url, passphrase)
+    open_copy_at(url, passphrase)
 }
 
 fn open_vault_at(url: &str, passphrase: &[u8]) -> Result<Vault> {
+    let mut vault = open_copy_at(url, passphrase)?;
+    crate::replication::attach(&mut vault);
+    Ok(vault)
+}
+
+/// Opens the vault in a store without any replicating layer: the copy in
+/// a secondary store, or a primary whose secondary must not be written.
+fn open_copy_at(url: &str, passphrase: &[u8]) -> Result<Vault> {
     let url = url.to_string();
     let backend = open_backend(&url, false).map_err(VaultError::from)?;
     let faults = faults_from_env().map_err(VaultError::from)?;
@@ -227,6 +237,8 @@ pub struct VaultUpdate {
     pub store_retries: Option<u32>,
     pub store_retry_max_wait_secs: Option<u32>,
     pub parallel_requests: Option<u32>,
+    /// Minutes a geo-redundant vault's secondary may lag before an alert.
+    pub replication_lag_alert_mins: Option<u32>,
 }
 
 /// Checks and applies changes to a vault's settings; nothing changes when
@@ -261,7 +273,12 @@ fn check_vault_update(update: &VaultUpdate) -> Result<()> {
         update.store_retry_max_wait_secs,
         StoreSettings::RETRY_MAX_WAIT_SECS,
     )?;
-    within("parallel requests", update.parallel_requests, StoreSettings::PARALLEL_REQUESTS)
+    within("parallel requests", update.parallel_requests, StoreSettings::PARALLEL_REQUESTS)?;
+    within(
+        "the replication lag that raises an alert (minutes)",
+        update.replication_lag_alert_mins,
+        VaultSettings::LAG_ALERT_MINS,
+    )
 }
 
 /// Applies a checked update.
@@ -281,6 +298,9 @@ fn apply_vault_update(update: &VaultUpdate, settings: &mut VaultSettings) {
     }
     if let Some(n) = update.parallel_requests {
         store.parallel_requests = Some(n);
+    }
+    if let Some(m) = update.replication_lag_alert_mins {
+        settings.replication_lag_alert_mins = Some(m);
     }
 }
 
@@ -310,6 +330,8 @@ pub struct VaultSummary {
     pub store_retries: u32,
     pub store_retry_max_wait_secs: u64,
     pub parallel_requests: usize,
+    /// A geo-redundant vault's replication, as last recorded.
+    pub replication: Option<crate::replication::ReplicationSummary>,
 }
 
 /// Settings and totals of a vault.
@@ -351,5 +373,6 @@ pub fn summarize(vault: &Vault) -> Result<VaultSummary> {
         store_retries: retry_policy(&s.store).attempts,
         store_retry_max_wait_secs: retry_policy(&s.store).max_delay.as_secs(),
         parallel_requests: vault.parallel_requests(),
+        replication: crate::replication::replication_summary(vault)?,
     })
 }

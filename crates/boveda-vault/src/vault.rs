@@ -149,6 +149,10 @@ pub struct VaultSettings {
     /// kind's defaults.
     #[serde(default)]
     pub store: StoreSettings,
+    /// A geo-redundant vault's secondary may lag this many minutes before
+    /// an alert is raised (unset: [`VaultSettings::DEFAULT_LAG_ALERT_MINS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication_lag_alert_mins: Option<u32>,
 }
 
 /// Limits for talking to a vault's store.
@@ -179,6 +183,9 @@ impl VaultSettings {
     pub const DEFAULT_COMPRESSION: i32 = 2;
     /// As Azure Backup's soft delete.
     pub const DEFAULT_SOFT_DELETE_DAYS: u32 = 14;
+    /// Minutes a secondary may lag before an alert.
+    pub const DEFAULT_LAG_ALERT_MINS: u32 = 60;
+    pub const LAG_ALERT_MINS: std::ops::RangeInclusive<u32> = 1..=7 * 24 * 60;
 }
 
 /// Options for [`Vault::create`].
@@ -203,6 +210,7 @@ impl CreateOptions {
             soft_delete_days: VaultSettings::DEFAULT_SOFT_DELETE_DAYS,
             webhook: None,
             store: StoreSettings::default(),
+            replication_lag_alert_mins: None,
         };
         Self { settings, kdf: KdfParams::TESTING, chunker: ChunkerParams::DEFAULT, hostname: "h".into() }
     }
@@ -225,6 +233,9 @@ pub struct Vault {
     /// Whole tree packs read from a remote store, so that walking a tree
     /// costs one request per tree pack, not one per directory.
     tree_packs: Mutex<TreePacks>,
+    /// The primary of a geo-redundant vault, when this process writes to it
+    /// through the replicating layer.
+    replicating: Option<Arc<boveda_store::ReplicatingStore>>,
 }
 
 /// Tree packs kept in memory: their total size, and each by id.
@@ -270,6 +281,7 @@ impl Vault {
             cache: None,
             merged_index: None,
             tree_packs: Mutex::default(),
+            replicating: None,
         };
         vault.catalog_put(SETTINGS_KIND, &SETTINGS_ID, Some(&opts.settings))?;
         // The config object is written last: its presence is what makes a vault.
@@ -334,12 +346,14 @@ impl Vault {
                     soft_delete_days: VaultSettings::DEFAULT_SOFT_DELETE_DAYS,
                     webhook: None,
                     store: StoreSettings::default(),
+                    replication_lag_alert_mins: None,
                 },
                 slot,
                 damage,
                 cache: None,
                 merged_index: None,
                 tree_packs: Mutex::default(),
+                replicating: None,
             };
             let settings = vault.catalog_list::<VaultSettings>(SETTINGS_KIND)?;
             if let Some((_, s)) = settings.into_iter().next() {
@@ -421,6 +435,19 @@ impl Vault {
     /// same objects (the service re-layers it with the vault's own limits).
     pub fn set_store(&mut self, store: Arc<dyn Store>) {
         self.store = store;
+        self.replicating = None;
+    }
+
+    /// Writes from now on through a replicating layer over this vault's
+    /// store (a geo-redundant vault's primary).
+    pub fn set_replicating_store(&mut self, store: Arc<boveda_store::ReplicatingStore>) {
+        self.store = store.clone();
+        self.replicating = Some(store);
+    }
+
+    /// The replicating layer, when writes go through one.
+    pub fn replicating_store(&self) -> Option<&Arc<boveda_store::ReplicatingStore>> {
+        self.replicating.as_ref()
     }
 
     /// Uploads or downloads to run at once: the vault's setting, else what

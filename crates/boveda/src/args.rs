@@ -164,6 +164,17 @@ pub enum VaultCmd {
         /// Uploads or downloads at once (1 to 64).
         #[arg(long)]
         parallel_requests: Option<u32>,
+        /// Raise an alert when the secondary store lags longer than this
+        /// (such as 30m or 2h; 1 minute to 7 days; default 1h).
+        #[arg(long)]
+        replication_lag_alert: Option<String>,
+        /// Storage replication: lrs, or grs with --secondary. Only while the
+        /// vault has no item; becoming grs copies the vault to the secondary.
+        #[arg(long)]
+        redundancy: Option<String>,
+        /// The secondary store for --redundancy grs (new or empty).
+        #[arg(long, requires = "redundancy")]
+        secondary: Option<String>,
     },
     /// Verify the vault's structure; --read-data also reads every chunk.
     Check {

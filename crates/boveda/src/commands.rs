@@ -28,13 +28,13 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub fn open(&self) -> Result<Vault> {
+    pub fn open(&self) -> Result<OpenVault> {
         self.open_copy(false)
     }
 
     /// The vault, or with `secondary` its copy in a geo-redundant vault's
     /// secondary store.
-    pub fn open_copy(&self, secondary: bool) -> Result<Vault> {
+    pub fn open_copy(&self, secondary: bool) -> Result<OpenVault> {
         let pass = passphrase(self.password_file.as_deref(), false)?;
         let vault = if secondary {
             boveda_service::open_secondary_vault(self.vault.as_deref(), &pass)?
@@ -44,7 +44,7 @@ impl Ctx {
         if let Ok(mut opened) = self.opened.lock() {
             opened.push(vault.damage().clone());
         }
-        Ok(vault)
+        Ok(OpenVault { vault: Some(vault), clock: self.clock()?, json: self.json() })
     }
 
     /// Damaged objects the command's reads skipped, by name.
@@ -81,6 +81,70 @@ impl Ctx {
     pub fn print_json<T: Serialize>(&self, value: &T) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(value)?);
         Ok(())
+    }
+}
+
+/// A vault a command opened. When the command is done with it, a
+/// geo-redundant vault gets the replication pass that is due (this command
+/// wrote, or another process left one due); a failed pass is lag, so it is
+/// a warning.
+pub struct OpenVault {
+    vault: Option<Vault>,
+    clock: Arc<dyn Clock>,
+    json: bool,
+}
+
+impl OpenVault {
+    /// The vault without the pass at the end (a long-running command that
+    /// replicates on its own).
+    pub fn into_inner(mut self) -> Vault {
+        match self.vault.take() {
+            Some(v) => v,
+            None => unreachable!("an OpenVault holds its vault until dropped"),
+        }
+    }
+}
+
+impl std::ops::Deref for OpenVault {
+    type Target = Vault;
+    fn deref(&self) -> &Vault {
+        match &self.vault {
+            Some(v) => v,
+            None => unreachable!("an OpenVault holds its vault until dropped"),
+        }
+    }
+}
+
+impl std::ops::DerefMut for OpenVault {
+    fn deref_mut(&mut self) -> &mut Vault {
+        match &mut self.vault {
+            Some(v) => v,
+            None => unreachable!("an OpenVault holds its vault until dropped"),
+        }
+    }
+}
+
+impl Drop for OpenVault {
+    fn drop(&mut self) {
+        let Some(vault) = &self.vault else { return };
+        match boveda_service::finish_replication(vault, &*self.clock) {
+            Ok(Some(outcome)) if !self.json => {
+                if let Err(e) = &outcome.report {
+                    eprintln!(
+                        "warning: replication to the secondary store stopped ({e}); the next command continues it"
+                    );
+                }
+                if let Some(alert) = &outcome.alert {
+                    eprintln!("alert: {alert}");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if !self.json {
+                    eprintln!("warning: the replication status could not be recorded: {e}");
+                }
+            }
+        }
     }
 }
 

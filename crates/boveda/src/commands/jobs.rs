@@ -207,8 +207,6 @@ pub fn prune(ctx: &Ctx, dry_run: bool, margin: &str) -> Result<Outcome> {
         if !ctx.json() {
             println!("prune job {}: {}", job.id.short(), job.state.as_str());
         }
-        // deletions reach the secondary only now, after the primary
-        super::vault::replicate_after(ctx, &vault);
         plan
     };
     if ctx.json() {

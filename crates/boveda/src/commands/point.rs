@@ -97,7 +97,6 @@ fn backup_now_cmd(
             println!("completed with {} warning(s)", point.warnings.len());
         }
     }
-    super::vault::replicate_after(ctx, vault);
     Ok(if point.warnings.is_empty() { Outcome::Ok } else { Outcome::Warnings })
 }
 
@@ -122,7 +121,8 @@ fn mode_string(n: &Node) -> String {
 }
 
 pub fn points(ctx: &Ctx, cmd: PointCmd) -> Result<Outcome> {
-    let vault = ctx.open_copy(matches!(cmd, PointCmd::List { from_secondary: true, .. }))?;
+    let cmd_from_secondary = matches!(cmd, PointCmd::List { from_secondary: true, .. });
+    let vault = ctx.open_copy(cmd_from_secondary)?;
     match cmd {
         PointCmd::List { item, .. } => {
             let item = find_item(&vault, &item)?;
@@ -131,19 +131,44 @@ pub fn points(ctx: &Ctx, cmd: PointCmd) -> Result<Outcome> {
             let policy = policies.iter().find(|p| Some(p.id) == item.protection.policy);
             let refs: Vec<_> = points.iter().collect();
             let expiries = evaluate_retention(&item, policy, &refs, ctx.clock()?.now());
+            // on the primary of a geo-redundant vault: which points the
+            // secondary holds yet (unknown when it does not answer)
+            let on_secondary = if cmd_from_secondary {
+                None
+            } else {
+                let ids: Vec<_> = points.iter().map(|p| p.id).collect();
+                match boveda_service::points_on_secondary(&vault, &ids) {
+                    Ok(v) => v.map(|v| v.into_iter().map(Some).collect::<Vec<_>>()),
+                    Err(e) => {
+                        if !ctx.json() {
+                            eprintln!("warning: the secondary store does not answer ({e})");
+                        }
+                        Some(vec![None; points.len()])
+                    }
+                }
+            };
+            let secondary_of = |i: usize| on_secondary.as_ref().map(|v| v.get(i).copied().flatten());
             if ctx.json() {
                 let list: Vec<_> = points
                     .iter()
                     .zip(&expiries)
-                    .map(|(p, e)| serde_json::json!({"point": p, "expires": e.expires, "kept_by": e.kept_by}))
+                    .enumerate()
+                    .map(|(i, (p, e))| {
+                        let mut entry = serde_json::json!({"point": p, "expires": e.expires, "kept_by": e.kept_by});
+                        if let Some(on) = secondary_of(i) {
+                            entry["on_secondary"] = serde_json::json!(on);
+                        }
+                        entry
+                    })
                     .collect();
                 ctx.print_json(&list)?;
             } else {
                 let rows: Vec<_> = points
                     .iter()
                     .zip(&expiries)
-                    .map(|(p, e)| {
-                        vec![
+                    .enumerate()
+                    .map(|(i, (p, e))| {
+                        let mut row = vec![
                             p.id.short(),
                             time(p.time),
                             p.consistency.as_str().into(),
@@ -156,10 +181,22 @@ pub fn points(ctx: &Ctx, cmd: PointCmd) -> Result<Outcome> {
                             } else {
                                 format!("CompletedWithWarnings ({})", p.warnings.len())
                             },
-                        ]
+                        ];
+                        if let Some(on) = secondary_of(i) {
+                            row.push(match on {
+                                Some(true) => "replicated".into(),
+                                Some(false) => "not yet replicated".into(),
+                                None => "unknown".into(),
+                            });
+                        }
+                        row
                     })
                     .collect();
-                print_table(&["ID", "TIME", "CONSISTENCY", "SIZE", "FILES", "EXPIRES", "KEPT BY", "STATUS"], &rows);
+                let mut header = vec!["ID", "TIME", "CONSISTENCY", "SIZE", "FILES", "EXPIRES", "KEPT BY", "STATUS"];
+                if on_secondary.is_some() {
+                    header.push("SECONDARY");
+                }
+                print_table(&header, &rows);
             }
         }
         PointCmd::Show { item, point } => {
@@ -397,6 +434,6 @@ pub fn mount(ctx: &Ctx, item: &str, point: Option<&str>, dir: &std::path::Path) 
         dir.display(),
         dir.display()
     );
-    boveda_service::mount(vault, &item, point, dir)?;
+    boveda_service::mount(vault.into_inner(), &item, point, dir)?;
     Ok(Outcome::Ok)
 }

@@ -88,6 +88,18 @@ pub fn run(ctx: &Ctx, cmd: VaultCmd) -> Result<Outcome> {
                     ],
                     vec!["parallel requests".into(), s.parallel_requests.to_string()],
                 ];
+                let mut rows = rows;
+                if let Some(r) = &s.replication {
+                    let state = match (r.pending_since, &r.last_error) {
+                        (None, _) => format!(
+                            "caught up (last pass {})",
+                            r.last_success.map_or_else(|| "never".to_string(), time)
+                        ),
+                        (Some(since), None) => format!("behind since {}", time(since)),
+                        (Some(since), Some(e)) => format!("behind since {}; last pass failed: {e}", time(since)),
+                    };
+                    rows.insert(6, vec!["replication".into(), state]);
+                }
                 print_table(&["SETTING", "VALUE"], &rows);
             }
         }
@@ -98,31 +110,44 @@ pub fn run(ctx: &Ctx, cmd: VaultCmd) -> Result<Outcome> {
             store_retries,
             store_retry_max_wait,
             parallel_requests,
+            replication_lag_alert,
+            redundancy,
+            secondary,
         } => {
             let mut vault = ctx.open()?;
-            let max_wait = match store_retry_max_wait {
-                Some(text) => {
-                    let d = super::jobs::parse_duration(&text)
-                        .map_err(|e| anyhow::anyhow!("--store-retry-max-wait: {e}"))?;
-                    Some(u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
-                }
-                None => None,
+            let seconds = |flag: &str, text: Option<String>| -> Result<Option<u64>> {
+                text.map(|t| {
+                    super::jobs::parse_duration(&t).map(|d| d.as_secs().unsigned_abs()).map_err(|e| anyhow::anyhow!("{flag}: {e}"))
+                })
+                .transpose()
             };
+            let max_wait = seconds("--store-retry-max-wait", store_retry_max_wait)?;
+            let lag_alert = seconds("--replication-lag-alert", replication_lag_alert)?;
             let update = VaultUpdate {
                 webhook: if no_webhook { Some(None) } else { webhook.map(Some) },
                 soft_delete_days,
                 store_retries,
-                store_retry_max_wait_secs: max_wait,
+                store_retry_max_wait_secs: max_wait.map(|s| u32::try_from(s).unwrap_or(u32::MAX)),
                 parallel_requests,
+                replication_lag_alert_mins: lag_alert.map(|s| u32::try_from(s.div_ceil(60)).unwrap_or(u32::MAX)),
             };
             update_vault(&mut vault, &update)?;
+            if let Some(redundancy) = redundancy {
+                let full_copy = boveda_service::change_redundancy(&mut vault, &redundancy, secondary.as_deref())
+                    .map_err(|e| anyhow::anyhow!("--redundancy: {e}"))?;
+                if full_copy {
+                    copy_to_secondary(ctx, &vault)?;
+                }
+            }
             let s = summarize(&vault)?;
             if ctx.json() {
                 ctx.print_json(&s)?;
             } else {
                 println!(
-                    "vault {}: alerts webhook {}; deleted backup data kept {} days; store calls tried {} times, waiting at most {}s; {} requests at once",
+                    "vault {}: redundancy {}{}; alerts webhook {}; deleted backup data kept {} days; store calls tried {} times, waiting at most {}s; {} requests at once",
                     s.name,
+                    s.redundancy,
+                    s.secondary.as_deref().map(|u| format!(" (secondary {u})")).unwrap_or_default(),
                     s.webhook.as_deref().unwrap_or("none"),
                     s.soft_delete_days,
                     s.store_retries,
@@ -259,44 +284,59 @@ fn replication(ctx: &Ctx, cmd: ReplicationCmd) -> Result<Outcome> {
             if ctx.json() {
                 ctx.print_json(&s)?;
             } else {
-                let oldest = s.oldest_behind.map_or_else(|| "-".to_string(), time);
+                let count = |n: Option<u64>| n.map_or_else(|| "?".to_string(), |n| n.to_string());
                 print_table(
                     &["SECONDARY", "OBJECTS BEHIND", "BYTES BEHIND", "OLDEST", "TO DELETE"],
                     &[vec![
                         s.secondary.clone(),
-                        s.objects_behind.to_string(),
-                        size(s.bytes_behind),
-                        oldest,
-                        s.to_delete.to_string(),
+                        count(s.objects_behind),
+                        s.bytes_behind.map_or_else(|| "?".to_string(), size),
+                        s.oldest_behind.map_or_else(|| "-".to_string(), time),
+                        count(s.to_delete),
                     ]],
                 );
-            }
-        }
-        ReplicationCmd::Run => {
-            let report = boveda_service::replicate(&vault, &|_| {})?;
-            if ctx.json() {
-                ctx.print_json(&serde_json::json!({
-                    "copied": report.copied, "copied_bytes": report.copied_bytes, "deleted": report.deleted
-                }))?;
-            } else {
+                if let Some(e) = &s.error {
+                    println!("the lag cannot be counted now: {e}");
+                }
+                if let Some(since) = s.pending_since {
+                    println!("writes waiting for a replication pass since {}", time(since));
+                }
+                let last = s.last_pass.clone().unwrap_or_default();
                 println!(
-                    "copied {} object(s), {}, to the secondary; deleted {} there",
-                    report.copied,
-                    size(report.copied_bytes),
-                    report.deleted
+                    "last caught up: {}; last pass: {}{}",
+                    last.last_success.map_or_else(|| "never".to_string(), time),
+                    last.time.map_or_else(|| "never".to_string(), time),
+                    last.error.map(|e| format!(", failed: {e}")).unwrap_or_default()
                 );
+                println!("an alert is raised when the lag is older than {} minute(s)", s.alert_after_mins);
             }
         }
+        ReplicationCmd::Run => return copy_to_secondary(ctx, &vault),
     }
     Ok(Outcome::Ok)
 }
 
-/// After a command that wrote to a geo-redundant vault: a replication pass.
-/// A failure is only lag (the next pass continues), so it is a warning.
-pub(super) fn replicate_after(ctx: &Ctx, vault: &boveda_vault::Vault) {
-    if let Err(e) = boveda_service::replicate_if_geo_redundant(vault)
-        && !ctx.json()
-    {
-        eprintln!("warning: replication to the secondary store stopped ({e}); the next command continues it");
+/// A replication pass as a job, with a progress bar of the bytes to copy.
+fn copy_to_secondary(ctx: &Ctx, vault: &boveda_vault::Vault) -> Result<Outcome> {
+    let clock = ctx.clock()?;
+    let bar = crate::output::RestoreBar::new();
+    let observers = boveda_service::Observers { restore: Some(&bar), ..Default::default() };
+    let (job, result) = boveda_service::replication_job(vault, &*clock, observers)?;
+    bar.finish();
+    let report = result?;
+    if ctx.json() {
+        ctx.print_json(&serde_json::json!({
+            "job": job.id.to_string(),
+            "copied": report.copied, "copied_bytes": report.copied_bytes, "deleted": report.deleted
+        }))?;
+    } else {
+        println!(
+            "job {}: copied {} object(s), {}, to the secondary; deleted {} there",
+            job.id.short(),
+            report.copied,
+            size(report.copied_bytes),
+            report.deleted
+        );
     }
+    Ok(Outcome::Ok)
 }
