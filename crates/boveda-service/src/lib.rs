@@ -61,8 +61,8 @@ pub use recovery::{
 };
 pub use registry::{KnownVault, Registry, cache_dir, config_dir};
 pub use replication::{
-    PassOutcome, PassRecord, ReplicationStatus, ReplicationSummary, finish_replication, open_secondary, replicate,
-    change_redundancy, points_on_secondary, replication_job, replication_status, replication_summary,
+    PassOutcome, PassRecord, ReplicationStatus, ReplicationSummary, change_redundancy, finish_replication,
+    open_secondary, points_on_secondary, replicate, replication_job, replication_status, replication_summary,
 };
 pub use retention::{PointExpiry, evaluate as evaluate_retention};
 pub use schedule::{latest_slot, next_slot};

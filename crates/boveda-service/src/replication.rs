@@ -15,9 +15,11 @@
 //! primary (like the markers, outside the folders that are replicated).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use boveda_store::{
-    PassReport, PutMode, ReplicatingStore, Replicator, Store, StoreErrorKind, faults_from_env, layer, open_backend,
+    PassReport, PutMode, ReplicatingStore, Replicator, RetryPolicy, Store, StoreErrorKind, faults_from_env, layer,
+    open_backend,
 };
 use boveda_vault::{Vault, VaultError, VaultSettings};
 use jiff::{SignedDuration, Timestamp};
@@ -89,6 +91,40 @@ pub fn open_secondary(vault: &Vault) -> Result<Arc<dyn Store>> {
 }
 
 fn secondary_of(settings: &VaultSettings) -> Result<Arc<dyn Store>> {
+    secondary_with(settings, crate::vault_admin::retry_policy(&settings.store))
+}
+
+/// Whether the secondary answers and holds this vault now, asked with two
+/// quick tries (a secondary that is down must not hold up every command
+/// for the whole retry policy).
+///
+/// # Errors
+/// `NotFound` when the secondary does not hold the vault (not reachable,
+/// or its disk not mounted); `Conflict` when it holds another vault; a
+/// store error.
+fn probe(vault: &Vault) -> Result<()> {
+    let quick = RetryPolicy { attempts: 2, base_delay: Duration::from_millis(100), max_delay: Duration::from_secs(1) };
+    let secondary = secondary_with(vault.settings(), quick)?;
+    let theirs = match secondary.get("config") {
+        Ok(bytes) => Some(bytes),
+        Err(e) if e.kind() == StoreErrorKind::NotFound => None,
+        Err(e) => return Err(VaultError::from(e).into()),
+    };
+    let ours = primary(vault).get("config").map_err(VaultError::from)?;
+    match theirs {
+        Some(bytes) if bytes == ours => Ok(()),
+        Some(_) => Err(ServiceError::Conflict(format!(
+            "the secondary store {} holds another vault: nothing was copied",
+            secondary.location()
+        ))),
+        None => Err(ServiceError::NotFound(format!(
+            "the secondary store {} does not hold this vault (not reachable, or not mounted?): nothing was copied; `vault replication run` copies it in full",
+            secondary.location()
+        ))),
+    }
+}
+
+fn secondary_with(settings: &VaultSettings, retry: RetryPolicy) -> Result<Arc<dyn Store>> {
     let url = match (settings.redundancy.as_str(), &settings.secondary) {
         ("grs", Some(url)) => url,
         _ => {
@@ -100,7 +136,7 @@ fn secondary_of(settings: &VaultSettings) -> Result<Arc<dyn Store>> {
     };
     let backend = open_backend(url, false).map_err(VaultError::from)?;
     let faults = faults_from_env().map_err(VaultError::from)?;
-    Ok(layer(backend, crate::vault_admin::retry_policy(&settings.store), faults))
+    Ok(layer(backend, retry, faults))
 }
 
 /// Makes the vault's writes go through a [`ReplicatingStore`] when it is
@@ -112,11 +148,15 @@ pub(crate) fn attach(vault: &mut Vault) {
         return;
     }
     let Ok(secondary) = secondary_of(vault.settings()) else { return };
+    // packs are copied as they are written only into a secondary that
+    // holds this vault now (never into an empty folder where a disk should
+    // be mounted)
+    let eager = probe(vault).is_ok().then_some(EAGER);
     let store = Arc::new(ReplicatingStore::new(
         vault.store().clone(),
         secondary,
         &FOLDERS,
-        Some(EAGER),
+        eager,
         vault.parallel_requests(),
         &crate::vault_admin::hostname(),
     ));
@@ -243,6 +283,17 @@ fn missing(store: &dyn Store, name: &str) -> Result<bool> {
 /// As [`open_secondary`]; the first store error of the pass (what was
 /// copied stays, and the next pass continues).
 pub fn replicate(vault: &Vault, progress: &(dyn Fn(u64) + Sync)) -> Result<PassReport> {
+    pass(vault, progress, true)
+}
+
+/// A pass; unless `initial`, only into a secondary that holds this vault
+/// already: a secondary folder whose disk is not mounted lists as empty,
+/// and must not be filled up as a new copy (nor a store of another vault
+/// be written into).
+fn pass(vault: &Vault, progress: &(dyn Fn(u64) + Sync), initial: bool) -> Result<PassReport> {
+    if !initial {
+        probe(vault)?;
+    }
     let mut report = match vault.replicating_store() {
         Some(r) => r.finish(progress),
         None => replicator(vault, open_secondary(vault)?).pass(progress),
@@ -286,7 +337,7 @@ pub fn finish_replication(vault: &Vault, clock: &dyn Clock) -> Result<Option<Pas
     if !r.is_due() {
         return Ok(None);
     }
-    let report = replicate(vault, &|_| {});
+    let report = pass(vault, &|_| {}, false);
     record_and_alert(vault, clock, report.map_err(|e| e.to_string())).map(Some)
 }
 
@@ -472,11 +523,14 @@ pub fn change_redundancy(vault: &mut Vault, redundancy: &str, secondary: Option<
 /// not offered for a restore from the secondary.
 ///
 /// # Errors
-/// A store error of the secondary (it may be unreachable).
+/// As [`probe`]: the secondary does not answer or does not hold the vault.
 pub fn points_on_secondary(vault: &Vault, points: &[boveda_vault::PointId]) -> Result<Option<Vec<bool>>> {
     if vault.settings().redundancy != "grs" {
         return Ok(None);
     }
+    // a secondary that does not hold the vault now (away, not mounted) is
+    // unknown, not empty
+    probe(vault)?;
     let listed: std::collections::HashSet<String> =
         open_secondary(vault)?.list("points").map_err(VaultError::from)?.into_iter().map(|o| o.name).collect();
     Ok(Some(points.iter().map(|p| listed.contains(&format!("points/{}", p.to_hex()))).collect()))

@@ -12,11 +12,17 @@ use crate::{AbandonedUpload, Capabilities, ObjectInfo, PutMode, Store, StoreErro
 #[derive(Debug, Clone)]
 pub struct LocalStore {
     root: PathBuf,
+    /// Whether the folder existed when the store was opened. A folder that
+    /// did not is made by the first write (a new vault); one that did and
+    /// is gone (moved away, its disk unmounted) is never made again: writes
+    /// fail instead of starting a stray copy in its place.
+    existed: bool,
 }
 
 impl LocalStore {
     pub fn new(root: PathBuf) -> Self {
-        Self { root }
+        let existed = root.is_dir();
+        Self { root, existed }
     }
 
     pub fn root(&self) -> &Path {
@@ -85,6 +91,12 @@ impl LocalStore {
         data: &[u8],
         install: impl FnOnce(&Path, &Path) -> io::Result<()>,
     ) -> io::Result<()> {
+        if self.existed && !self.root.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("the store's folder {} is gone (moved, or its disk not mounted)", self.root.display()),
+            ));
+        }
         let dir = dest.parent().unwrap_or(&self.root).to_path_buf();
         fs::create_dir_all(&dir)?;
         let tmp = dir.join(temp_name());
@@ -350,6 +362,18 @@ mod tests {
         s.delete("index/1").expect("delete");
         assert_eq!(s.get("index/1").map_err(|e| e.kind()).err(), Some(StoreErrorKind::NotFound));
         assert!(s.list("nothing").expect("list").is_empty());
+    }
+
+    #[test]
+    fn a_store_folder_that_went_away_is_not_made_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fresh = LocalStore::new(dir.path().join("new"));
+        fresh.put_new("config", b"a new vault").expect("a new folder is made by the first write");
+        let opened = LocalStore::new(dir.path().join("new"));
+        fs::rename(dir.path().join("new"), dir.path().join("away")).expect("move away");
+        let err = opened.put_new("packs/x", b"data").expect_err("the folder is gone");
+        assert_eq!(err.kind(), StoreErrorKind::NotFound);
+        assert!(!dir.path().join("new").exists(), "no stray copy where the folder was");
     }
 
     #[test]

@@ -89,10 +89,8 @@ impl ReplicatingStore {
         parallel: usize,
         host: &str,
     ) -> Self {
-        let host: String = host
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '-' })
-            .collect();
+        let host: String =
+            host.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '-' }).collect();
         let host = if host.is_empty() || host.starts_with('.') { format!("h{host}") } else { host };
         let mut raw = [0u8; 8];
         // a failed fill leaves zeros: the pid still tells writers apart
@@ -311,12 +309,15 @@ impl Store for ReplicatingStore {
     }
 }
 
+/// An object handed to the copiers: its name and bytes.
+type Handed = (String, Vec<u8>);
+
 /// Background copiers fed without waiting: an object offered while all
 /// are busy is left to the pass.
 struct Copier {
     secondary: Arc<dyn Store>,
     threads: usize,
-    sender: Mutex<Option<SyncSender<(String, Vec<u8>)>>>,
+    sender: Mutex<Option<SyncSender<Handed>>>,
     handles: Mutex<Vec<JoinHandle<()>>>,
     /// Objects handed over and not yet put.
     busy: Arc<(Mutex<usize>, Condvar)>,
@@ -364,7 +365,7 @@ impl Copier {
         }
     }
 
-    fn spawn(&self, rx: Arc<Mutex<Receiver<(String, Vec<u8>)>>>) -> JoinHandle<()> {
+    fn spawn(&self, rx: Arc<Mutex<Receiver<Handed>>>) -> JoinHandle<()> {
         let (secondary, busy, copied, skipped) =
             (self.secondary.clone(), self.busy.clone(), self.copied.clone(), self.skipped.clone());
         std::thread::spawn(move || {

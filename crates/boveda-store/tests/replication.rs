@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use boveda_store::{
-    FaultStore, LocalStore, ObjectInfo, PutMode, ReplicationLag, Replicator, RetryPolicy, Store, StoreOptions,
-    open_store_with,
+    FaultStore, LocalStore, ObjectInfo, PutMode, ReplicatingStore, ReplicationLag, Replicator, RetryPolicy, Store,
+    StoreOptions, open_store_with,
 };
 
 const FOLDERS: [&str; 4] = ["packs", "index", "catalog", "points"];
@@ -127,4 +127,86 @@ fn a_pass_cut_short_is_finished_by_the_next() {
     let report = repl.pass(&|_| {}).expect("pass");
     assert_eq!(report.copied, left.objects, "only the rest is copied");
     mirrors(&*primary, &*secondary);
+}
+
+/// The replicating layer over two folders, with the packs copied eagerly.
+fn replicating(dir: &std::path::Path, host: &str) -> (Arc<dyn Store>, Arc<dyn Store>, ReplicatingStore) {
+    let primary: Arc<dyn Store> = Arc::new(LocalStore::new(dir.join("p")));
+    let secondary: Arc<dyn Store> = Arc::new(LocalStore::new(dir.join("s")));
+    let layer = ReplicatingStore::new(primary.clone(), secondary.clone(), &FOLDERS, Some("packs"), 2, host);
+    (primary, secondary, layer)
+}
+
+#[test]
+fn a_write_leaves_a_pending_marker_until_a_pass_covers_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (primary, secondary, layer) = replicating(dir.path(), "host-a");
+    assert!(!layer.is_due(), "nothing written, nothing due");
+    layer.put("locks/prune", b"lease", PutMode::Create).expect("lease");
+    assert!(layer.pending().expect("pending").is_empty(), "the lease is never replicated: no marker");
+    layer.put("index/00/i1", b"index object", PutMode::Create).expect("put");
+    layer.put("points/p1", b"manifest", PutMode::Create).expect("put");
+    let markers = layer.pending().expect("pending");
+    assert_eq!(markers.len(), 1, "one marker covers every write until the next pass: {markers:?}");
+    assert!(layer.is_due());
+    assert_eq!(secondary.list("points").expect("list").len(), 0, "manifests wait for the pass");
+
+    // another process opening the vault sees the marker (its writer may be dead)
+    let (_, _, other) = replicating(dir.path(), "host-b");
+    assert!(other.look_for_pending().expect("look"), "another writer's marker makes a pass due");
+
+    let report = layer.finish(&|_| {}).expect("pass");
+    assert_eq!(report.copied, 2);
+    assert!(layer.pending().expect("pending").is_empty(), "the pass removed the marker it covered");
+    assert!(!layer.is_due());
+    mirrors(&*primary, &*secondary);
+    // a write after the pass is covered by a new marker
+    layer.delete("points/p1").expect("delete");
+    assert_eq!(layer.pending().expect("pending").len(), 1, "a deletion is marked too");
+    layer.finish(&|_| {}).expect("pass");
+    mirrors(&*primary, &*secondary);
+}
+
+#[test]
+fn packs_reach_the_secondary_while_the_writer_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, secondary, layer) = replicating(dir.path(), "host-a");
+    for i in 0..8u8 {
+        layer.put(&format!("packs/0{i}/pack{i}"), &vec![i; 100_000], PutMode::Create).expect("put");
+    }
+    layer.put("index/00/i1", b"refers to the packs", PutMode::Create).expect("put");
+    // the copiers are waited for by the pass; before it, what they copied
+    // is on the secondary and no index object is
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while {
+        let (copied, skipped) = layer.eager_copies();
+        copied + skipped < 8
+    } && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (copied, skipped) = layer.eager_copies();
+    assert_eq!(copied + skipped, 8, "every pack was copied or left to the pass");
+    assert!(copied > 0, "packs are copied as they are written");
+    assert_eq!(secondary.list("packs").expect("list").len() as u64, copied);
+    assert!(secondary.list("index").expect("list").is_empty(), "what refers to data waits for the pass");
+    let report = layer.finish(&|_| {}).expect("pass");
+    assert_eq!(report.copied, skipped + 1, "the pass copied what the copiers left, and the index object");
+    assert_eq!(secondary.list("packs").expect("list").len(), 8);
+}
+
+#[test]
+fn a_marker_of_a_writer_killed_on_this_host_is_cleared_by_the_next_pass() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (primary, secondary, layer) = replicating(dir.path(), "host-a");
+    // a writer of this host whose process is gone (pid 0 is never a process
+    // of ours; /proc/0 does not exist), and a live one of another host
+    primary.put("replication/pending/host-a~999999999~00~1", b"", PutMode::Create).expect("dead marker");
+    primary.put("replication/pending/host-b~42~00~1", b"", PutMode::Create).expect("live marker");
+    primary.put("points/left-by-the-killed-writer", b"manifest", PutMode::Create).expect("put");
+    assert!(layer.look_for_pending().expect("look"));
+    layer.finish(&|_| {}).expect("pass");
+    mirrors(&*primary, &*secondary);
+    let left: Vec<String> = layer.pending().expect("pending").into_iter().map(|m| m.name).collect();
+    assert_eq!(left, ["replication/pending/host-b~42~00~1"], "the dead writer's marker is gone, the live one stays");
 }

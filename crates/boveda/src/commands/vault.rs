@@ -117,7 +117,9 @@ pub fn run(ctx: &Ctx, cmd: VaultCmd) -> Result<Outcome> {
             let mut vault = ctx.open()?;
             let seconds = |flag: &str, text: Option<String>| -> Result<Option<u64>> {
                 text.map(|t| {
-                    super::jobs::parse_duration(&t).map(|d| d.as_secs().unsigned_abs()).map_err(|e| anyhow::anyhow!("{flag}: {e}"))
+                    super::jobs::parse_duration(&t)
+                        .map(|d| d.as_secs().unsigned_abs())
+                        .map_err(|e| anyhow::anyhow!("{flag}: {e}"))
                 })
                 .transpose()
             };
