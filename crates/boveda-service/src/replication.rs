@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use boveda_store::{
-    PassReport, PutMode, ReplicatingStore, Replicator, RetryPolicy, Store, StoreErrorKind, faults_from_env, layer,
-    open_backend,
+    PassReport, PutMode, ReplicatingStore, Replicator, RetryPolicy, Store, StoreErrorKind, faults_from_env,
+    faults_from_var, layer, open_backend,
 };
 use boveda_vault::{Vault, VaultError, VaultSettings};
 use jiff::{SignedDuration, Timestamp};
@@ -37,6 +37,10 @@ const FOLDERS: [&str; 5] = ["packs", "index", "catalog", "points", "keys"];
 
 /// The folder copied as it is written (see [`ReplicatingStore`]).
 const EAGER: &str = "packs";
+
+/// Fault injection for the secondary store alone (the form of
+/// `BOVEDA_STORE_FAULTS`).
+pub const SECONDARY_FAULTS: &str = "BOVEDA_SECONDARY_FAULTS";
 
 /// Where the outcome of the last pass is kept, on the primary.
 const STATUS: &str = "replication/status";
@@ -135,7 +139,12 @@ fn secondary_with(settings: &VaultSettings, retry: RetryPolicy) -> Result<Arc<dy
         }
     };
     let backend = open_backend(url, false).map_err(VaultError::from)?;
-    let faults = faults_from_env().map_err(VaultError::from)?;
+    // faults for the secondary alone (tests and benchmarks of a secondary
+    // that is down or slow), else those of every store
+    let faults = match faults_from_var(SECONDARY_FAULTS).map_err(VaultError::from)? {
+        Some(plan) => Some(plan),
+        None => faults_from_env().map_err(VaultError::from)?,
+    };
     Ok(layer(backend, retry, faults))
 }
 

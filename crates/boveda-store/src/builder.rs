@@ -144,10 +144,19 @@ pub fn open_backend(url: &str, create_container: bool) -> Result<Arc<dyn Store>,
 /// # Errors
 /// `InvalidName` naming the part of the variable that does not parse.
 pub fn faults_from_env() -> Result<Option<FaultPlan>, StoreError> {
-    match std::env::var(FAULTS_ENV) {
+    faults_from_var(FAULTS_ENV)
+}
+
+/// The faults an environment variable asks for, if any (the form of
+/// `BOVEDA_STORE_FAULTS`).
+///
+/// # Errors
+/// `InvalidName` naming the part of the variable that does not parse.
+pub fn faults_from_var(var: &str) -> Result<Option<FaultPlan>, StoreError> {
+    match std::env::var(var) {
         Ok(spec) if !spec.trim().is_empty() => FaultPlan::parse(&spec)
             .map(Some)
-            .map_err(|e| StoreError::new(StoreErrorKind::InvalidName, "open", FAULTS_ENV).with_source(e)),
+            .map_err(|e| StoreError::new(StoreErrorKind::InvalidName, "open", var).with_source(e)),
         _ => Ok(None),
     }
 }

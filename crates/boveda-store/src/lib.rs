@@ -43,7 +43,8 @@ mod s3;
 mod store;
 
 pub use builder::{
-    FAULTS_ENV, StoreOptions, StoreUrl, faults_from_env, layer, open_backend, open_store, open_store_with,
+    FAULTS_ENV, StoreOptions, StoreUrl, faults_from_env, faults_from_var, layer, open_backend, open_store,
+    open_store_with,
 };
 pub use error::{StoreError, StoreErrorKind};
 pub use fault::{FaultPlan, FaultStore};

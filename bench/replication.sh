@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# What geo-redundancy costs a backup, in one run on the shared corpus's
+# tree: the same backups (a first full one, then one after mutate.py's ~1%
+# change) into a locally redundant folder vault and into geo-redundant ones
+# whose secondary is a second folder or the S3 server. Reports the
+# backup's critical path (its job's duration: until the point is
+# committed on the primary) and the command's wall time (the replication
+# pass after it included), and what the copiers moved while the backup ran.
+#
+# Then the catch-up after an outage: a backup while the secondary is down
+# (BOVEDA_SECONDARY_FAULTS=fail=1), then `vault replication run` with 1
+# request at once and with the default, timed.
+#
+#   bench/replication.sh [WORK_DIR] [SCALE]     (defaults: /tmp/boveda-bench-grs 1)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/.." && pwd)
+shared=${SHARED_DIR:-$repo/../shared}
+work=${1:-/tmp/boveda-bench-grs}
+scale=${2:-1}
+
+. "$here/common.sh"
+src=$work/corpus/tree
+run=$work/run
+rm -rf "$run"
+mkdir -p "$run/stores"
+cleanup() {
+  "$repo/scripts/stores.sh" stop "$run/stores"
+  # the corpus stays for the next run; the mutated copy does not
+  rm -rf "$work/tree"
+}
+trap cleanup EXIT
+eval "$("$repo/scripts/stores.sh" start "$run/stores")"
+export BOVEDA_CONFIG_DIR=$run/config BOVEDA_CACHE_DIR=$run/cache BOVEDA_PASSWORD=bench
+
+# a copy of the tree that mutate.py may change
+rm -rf "$work/tree" && cp -a "$src" "$work/tree"
+tree=$work/tree
+warm() { find "$tree" -type f -print0 | xargs -0 cat > /dev/null; }
+
+# duration in seconds of the vault's newest job of an operation
+job_secs() {
+  "$boveda" --vault "$1" --output json job list --operation "$2" | python3 -c '
+import json, sys
+from datetime import datetime
+jobs = json.load(sys.stdin)
+j = jobs[-1]
+t = lambda s: datetime.fromisoformat(s.replace("Z", "+00:00"))
+print(f"{(t(j[\"end\"]) - t(j[\"start\"])).total_seconds():.2f}")'
+}
+
+printf '%-12s %-6s %12s %10s %12s\n' VAULT ROUND "CRITICAL(s)" "WALL(s)" "BEHIND AFTER"
+results=$run/results.tsv
+: > "$results"
+backup() { # vault round
+  warm
+  sync
+  /usr/bin/time -f "%e" -o "$run/time.txt" "$boveda" --vault "$1" protection backup-now tree > "$run/$1-$2.log" 2>&1
+  local wall critical behind="-"
+  wall=$(cat "$run/time.txt")
+  critical=$(job_secs "$1" Backup)
+  if [ "$1" != lrs ]; then
+    behind=$("$boveda" --vault "$1" --output json vault replication status | python3 -c 'import json,sys; print(json.load(sys.stdin)["objects_behind"])')
+  fi
+  printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$critical" "$wall" "$behind" >> "$results"
+  printf '%-12s %-6s %12s %10s %12s\n' "$1" "$2" "$critical" "$wall" "$behind"
+}
+
+"$boveda" vault create lrs --store "$run/lrs" > /dev/null
+"$boveda" vault create grs-folder --store "$run/grs-folder" --redundancy grs --secondary "$run/grs-folder-secondary" > /dev/null
+"$boveda" vault create grs-s3 --store "$run/grs-s3" --redundancy grs --secondary s3://boveda-bench-grs/vault --create-container > /dev/null
+for v in lrs grs-folder grs-s3; do
+  "$boveda" --vault "$v" item add files tree --path "$tree" > /dev/null
+done
+for round in 1 2; do
+  if [ "$round" = 2 ]; then python3 "$shared/bench/mutate.py" "$tree" 1 > /dev/null; fi
+  for v in lrs grs-folder grs-s3; do backup "$v" "$round"; done
+done
+
+echo
+echo "catch-up after an outage of the secondary (S3), one full backup behind:"
+"$boveda" vault create outage --store "$run/outage" --redundancy grs --secondary s3://boveda-bench-outage/vault --create-container > /dev/null
+"$boveda" --vault outage item add files tree --path "$tree" > /dev/null
+BOVEDA_SECONDARY_FAULTS=fail=1 "$boveda" --vault outage protection backup-now tree > "$run/outage-backup.log" 2>&1
+for parallel in 1 default; do
+  if [ "$parallel" = 1 ]; then
+    "$boveda" --vault outage vault update --parallel-requests 1 > /dev/null
+  else
+    # the same lag again: a second vault, its secondary down for its backup
+    "$boveda" vault create outage2 --store "$run/outage2" --redundancy grs --secondary s3://boveda-bench-outage2/vault --create-container > /dev/null
+    "$boveda" --vault outage2 item add files tree --path "$tree" > /dev/null
+    BOVEDA_SECONDARY_FAULTS=fail=1 "$boveda" --vault outage2 protection backup-now tree > "$run/outage2-backup.log" 2>&1
+  fi
+  v=outage; [ "$parallel" = default ] && v=outage2
+  behind=$("$boveda" --vault "$v" --output json vault replication status | python3 -c 'import json,sys; s=json.load(sys.stdin); print(s["objects_behind"], s["bytes_behind"])')
+  /usr/bin/time -f "%e" -o "$run/time.txt" "$boveda" --vault "$v" vault replication run > "$run/$v-catchup.log" 2>&1
+  printf 'parallel %-8s objects,bytes behind %-22s caught up in %s s\n' "$parallel" "$behind" "$(cat "$run/time.txt")"
+  printf 'catchup\t%s\t%s\t%s\n' "$parallel" "$behind" "$(cat "$run/time.txt")" >> "$results"
+done
+echo "results: $results"
