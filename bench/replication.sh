@@ -27,15 +27,15 @@ mkdir -p "$run/stores"
 cleanup() {
   "$repo/scripts/stores.sh" stop "$run/stores"
   # the corpus stays for the next run; the mutated copy does not
-  rm -rf "$work/tree"
+  rm -rf "$work/mut"
 }
 trap cleanup EXIT
 eval "$("$repo/scripts/stores.sh" start "$run/stores")"
 export BOVEDA_CONFIG_DIR=$run/config BOVEDA_CACHE_DIR=$run/cache BOVEDA_PASSWORD=bench
 
 # a copy of the tree that mutate.py may change
-rm -rf "$work/tree" && cp -a "$src" "$work/tree"
-tree=$work/tree
+rm -rf "$work/mut" && mkdir -p "$work/mut" && cp -a "$src" "$work/mut/tree"
+tree=$work/mut/tree
 warm() { find "$tree" -type f -print0 | xargs -0 cat > /dev/null; }
 
 # duration in seconds of the vault's newest job of an operation
@@ -46,7 +46,7 @@ from datetime import datetime
 jobs = json.load(sys.stdin)
 j = jobs[-1]
 t = lambda s: datetime.fromisoformat(s.replace("Z", "+00:00"))
-print(f"{(t(j[\"end\"]) - t(j[\"start\"])).total_seconds():.2f}")'
+print("%.2f" % (t(j["end"]) - t(j["start"])).total_seconds())'
 }
 
 printf '%-12s %-6s %12s %10s %12s\n' VAULT ROUND "CRITICAL(s)" "WALL(s)" "BEHIND AFTER"
@@ -73,7 +73,7 @@ for v in lrs grs-folder grs-s3; do
   "$boveda" --vault "$v" item add files tree --path "$tree" > /dev/null
 done
 for round in 1 2; do
-  if [ "$round" = 2 ]; then python3 "$shared/bench/mutate.py" "$tree" 1 > /dev/null; fi
+  if [ "$round" = 2 ]; then python3 "$shared/bench/mutate.py" "$work/mut" 1 > /dev/null; fi
   for v in lrs grs-folder grs-s3; do backup "$v" "$round"; done
 done
 
@@ -81,20 +81,20 @@ echo
 echo "catch-up after an outage of the secondary (S3), one full backup behind:"
 "$boveda" vault create outage --store "$run/outage" --redundancy grs --secondary s3://boveda-bench-outage/vault --create-container > /dev/null
 "$boveda" --vault outage item add files tree --path "$tree" > /dev/null
-BOVEDA_SECONDARY_FAULTS=fail=1 "$boveda" --vault outage protection backup-now tree > "$run/outage-backup.log" 2>&1
-for parallel in 1 default; do
-  if [ "$parallel" = 1 ]; then
-    "$boveda" --vault outage vault update --parallel-requests 1 > /dev/null
-  else
-    # the same lag again: a second vault, its secondary down for its backup
-    "$boveda" vault create outage2 --store "$run/outage2" --redundancy grs --secondary s3://boveda-bench-outage2/vault --create-container > /dev/null
-    "$boveda" --vault outage2 item add files tree --path "$tree" > /dev/null
-    BOVEDA_SECONDARY_FAULTS=fail=1 "$boveda" --vault outage2 protection backup-now tree > "$run/outage2-backup.log" 2>&1
-  fi
-  v=outage; [ "$parallel" = default ] && v=outage2
-  behind=$("$boveda" --vault "$v" --output json vault replication status | python3 -c 'import json,sys; s=json.load(sys.stdin); print(s["objects_behind"], s["bytes_behind"])')
+# while the secondary is down, every command that opens the vault fails its
+# pass (and would otherwise catch up at once): the outage lasts until the
+# timed catch-up
+down() { BOVEDA_SECONDARY_FAULTS=fail=1 "$@"; }
+down "$boveda" --vault outage protection backup-now tree > "$run/outage-backup.log" 2>&1
+down "$boveda" vault create outage2 --store "$run/outage2" --redundancy grs --secondary s3://boveda-bench-outage2/vault --create-container > /dev/null
+down "$boveda" --vault outage2 item add files tree --path "$tree" > /dev/null
+down "$boveda" --vault outage2 protection backup-now tree > "$run/outage2-backup.log" 2>&1
+down "$boveda" --vault outage vault update --parallel-requests 1 > /dev/null
+for v in outage outage2; do
   /usr/bin/time -f "%e" -o "$run/time.txt" "$boveda" --vault "$v" vault replication run > "$run/$v-catchup.log" 2>&1
-  printf 'parallel %-8s objects,bytes behind %-22s caught up in %s s\n' "$parallel" "$behind" "$(cat "$run/time.txt")"
+  behind=$(sed -n 's/^job [0-9a-f]*: copied \(.*\) to the secondary.*/\1/p' "$run/$v-catchup.log")
+  parallel=$("$boveda" --vault "$v" --output json vault show | python3 -c 'import json,sys; print(json.load(sys.stdin)["parallel_requests"])')
+  printf 'parallel %-3s copied %-28s in %s s\n' "$parallel" "$behind" "$(cat "$run/time.txt")"
   printf 'catchup\t%s\t%s\t%s\n' "$parallel" "$behind" "$(cat "$run/time.txt")" >> "$results"
 done
 echo "results: $results"

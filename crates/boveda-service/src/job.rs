@@ -47,10 +47,12 @@ pub enum Operation {
     Verify,
     /// A replication pass to a geo-redundant vault's secondary store.
     Replication,
+    /// An item's first backup written to a staging folder for shipping.
+    OfflineSeed,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 9] = [
+    pub const ALL: [Operation; 10] = [
         Operation::ConfigureBackup,
         Operation::Backup,
         Operation::Restore,
@@ -60,6 +62,7 @@ impl Operation {
         Operation::Prune,
         Operation::Verify,
         Operation::Replication,
+        Operation::OfflineSeed,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -73,6 +76,7 @@ impl Operation {
             Operation::Prune => "Prune",
             Operation::Verify => "Verify",
             Operation::Replication => "Replication",
+            Operation::OfflineSeed => "OfflineSeed",
         }
     }
 

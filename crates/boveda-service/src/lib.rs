@@ -16,6 +16,8 @@ mod error;
 mod item;
 mod job;
 mod names;
+mod offline;
+mod offline_drive;
 mod policy;
 mod protection;
 mod prune;
@@ -45,6 +47,11 @@ pub use job::{
     list_jobs, run_job, stop_job, wait_job,
 };
 pub use names::{ITEM_NAME_RULE, VAULT_NAME_RULE, validate_item_name, validate_vault_name};
+pub use offline::{
+    DriveRecord, DriveState, ImportJob, ImportState, STAGING_JOURNAL, SeedEstimate, StagingJournal, find_import_job,
+    init_offline, item_import_job, list_import_jobs, record_shipping, seeding_status,
+};
+pub use offline_drive::{DiskprepReport, DriveLabel, ImportReport, PreparedDrive, diskprep, import};
 pub use policy::{
     DEFAULT_POLICY, DaySpec, ExpiryChange, Frequency, MonthlyRule, Policy, PolicyUpdate, Retention, Schedule, Weekday,
     WeeklyRule, YearlyRule, apply_policy_update, create_policy, delete_policy, find_policy, list_policies,
@@ -69,6 +76,6 @@ pub use schedule::{latest_slot, next_slot};
 pub use time_input::{DayBound, MAX_RETAIN_YEARS, TIME_FORMS, check_retain_until, parse_retain_until, parse_time};
 pub use usage::{ItemUsage, PriceTable, Usage, instance_band, usage};
 pub use vault_admin::{
-    NewVault, VaultSummary, VaultUpdate, create_vault, hostname, open_secondary_vault, open_vault, resolve_vault,
-    retry_policy, summarize, update_vault,
+    NewVault, VaultSummary, VaultUpdate, create_vault, hostname, open_secondary_vault, open_vault, open_vault_store,
+    resolve_vault, retry_policy, summarize, update_vault,
 };

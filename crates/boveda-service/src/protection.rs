@@ -149,7 +149,12 @@ pub struct JobEnv<'a> {
 }
 
 impl JobEnv<'_> {
-    fn spec<'i>(&self, operation: Operation, item: &'i Item, scheduled_for: Option<Timestamp>) -> JobSpec<'i> {
+    pub(crate) fn spec<'i>(
+        &self,
+        operation: Operation,
+        item: &'i Item,
+        scheduled_for: Option<Timestamp>,
+    ) -> JobSpec<'i> {
         JobSpec {
             operation,
             item: Some((item.name.as_str(), item.id)),
@@ -180,6 +185,15 @@ pub fn backup_job(
     check_can_back_up(item)?;
     if let Some(t) = retain_until {
         crate::time_input::check_retain_until(t, env.clock.now())?;
+    }
+    // an item seeded offline: its first backup goes to the staging folder,
+    // and later ones wait until the import job completed
+    if let Some(import) = crate::offline::item_import_job(vault, item)? {
+        return if import.state == crate::offline::ImportState::SeedPending {
+            crate::offline::seed_backup(vault, env, item, &import.name, retain_until, scheduled_for, progress)
+        } else {
+            crate::offline::waiting_backup(vault, env, item, &import, scheduled_for)
+        };
     }
     let spec = env.spec(Operation::Backup, item, scheduled_for);
     let observers = Observers { backup: Some(progress), restore: None };

@@ -94,6 +94,7 @@ pub fn create_vault(req: &NewVault, passphrase: &[u8]) -> Result<Vault> {
         webhook: None,
         store: boveda_vault::StoreSettings::default(),
         replication_lag_alert_mins: None,
+        shipping_address: None,
     };
     let opts = CreateOptions { settings, kdf: req.kdf, chunker: ChunkerParams::DEFAULT, hostname: hostname() };
     let mut vault = Vault::create(store, passphrase, opts)?;
@@ -161,6 +162,26 @@ fn only_vault(registry: &Registry) -> Result<&KnownVault> {
 /// As [`resolve_vault`] and [`Vault::open`].
 pub fn open_vault(selector: Option<&str>, passphrase: &[u8]) -> Result<Vault> {
     open_vault_at(&resolve_vault(selector)?, passphrase)
+}
+
+/// The store a selector names, without opening the vault (no passphrase):
+/// for the import of an offline seed, on the store's side.
+///
+/// # Errors
+/// As [`resolve_vault`]; a store error for a bad URL or credentials;
+/// `NotFound` when the store holds no vault.
+pub fn open_vault_store(selector: Option<&str>) -> Result<std::sync::Arc<dyn boveda_store::Store>> {
+    let url = resolve_vault(selector)?;
+    let backend = open_backend(&url, false).map_err(VaultError::from)?;
+    let faults = faults_from_env().map_err(VaultError::from)?;
+    let store = layer(backend, RetryPolicy::default(), faults);
+    match store.stat("config") {
+        Ok(_) => Ok(store),
+        Err(e) if e.kind() == boveda_store::StoreErrorKind::NotFound => {
+            Err(ServiceError::NotFound(format!("{} holds no vault", store.location())))
+        }
+        Err(e) => Err(VaultError::from(e).into()),
+    }
 }
 
 /// Opens the copy of a geo-redundant vault in its secondary store (found
@@ -239,6 +260,8 @@ pub struct VaultUpdate {
     pub parallel_requests: Option<u32>,
     /// Minutes a geo-redundant vault's secondary may lag before an alert.
     pub replication_lag_alert_mins: Option<u32>,
+    /// Where drives of offline seeding are shipped; `Some(None)` removes it.
+    pub shipping_address: Option<Option<String>>,
 }
 
 /// Checks and applies changes to a vault's settings; nothing changes when
@@ -302,6 +325,9 @@ fn apply_vault_update(update: &VaultUpdate, settings: &mut VaultSettings) {
     if let Some(m) = update.replication_lag_alert_mins {
         settings.replication_lag_alert_mins = Some(m);
     }
+    if let Some(address) = &update.shipping_address {
+        settings.shipping_address.clone_from(address);
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -332,6 +358,8 @@ pub struct VaultSummary {
     pub parallel_requests: usize,
     /// A geo-redundant vault's replication, as last recorded.
     pub replication: Option<crate::replication::ReplicationSummary>,
+    /// Where drives of offline seeding are shipped.
+    pub shipping_address: Option<String>,
 }
 
 /// Settings and totals of a vault.
@@ -374,5 +402,6 @@ pub fn summarize(vault: &Vault) -> Result<VaultSummary> {
         store_retry_max_wait_secs: retry_policy(&s.store).max_delay.as_secs(),
         parallel_requests: vault.parallel_requests(),
         replication: crate::replication::replication_summary(vault)?,
+        shipping_address: s.shipping_address.clone(),
     })
 }

@@ -39,6 +39,7 @@ mod opendal_store;
 mod replicating;
 mod replication;
 mod retry;
+mod routed;
 mod s3;
 mod store;
 
@@ -50,7 +51,8 @@ pub use error::{StoreError, StoreErrorKind};
 pub use fault::{FaultPlan, FaultStore};
 pub use local_store::LocalStore;
 pub use metrics::{MetricsSnapshot, MetricsStore, StoreMetrics, process_metrics};
-pub use replicating::{PENDING, PendingMarker, ReplicatingStore};
+pub use replicating::{PENDING, PendingMarker, ReplicatingStore, mark_pending};
 pub use replication::{PassReport, ReplicationLag, Replicator};
 pub use retry::{RetryPolicy, RetryStore};
+pub use routed::RoutedStore;
 pub use store::{AbandonedUpload, Capabilities, LIST_PAGE, ObjectInfo, PutMode, Store};

@@ -77,6 +77,28 @@ pub struct PendingMarker {
     pub since: Option<SystemTime>,
 }
 
+/// A marker's name part for a host: letters, digits, `-` and `.` kept.
+fn marker_host(host: &str) -> String {
+    let host: String =
+        host.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '-' }).collect();
+    if host.is_empty() || host.starts_with('.') { format!("h{host}") } else { host }
+}
+
+/// Leaves a pending marker for a writer that does not go through a
+/// [`ReplicatingStore`] (one that cannot open the vault, such as the
+/// import of an offline seed): the next process that opens the vault
+/// replicates what it wrote. Make it before writing.
+///
+/// # Errors
+/// A store error.
+pub fn mark_pending(store: &dyn Store, host: &str) -> Result<String, StoreError> {
+    let mut raw = [0u8; 8];
+    let _ = getrandom::fill(&mut raw);
+    let name = format!("{PENDING}/{}~{}~{:016x}~1", marker_host(host), std::process::id(), u64::from_le_bytes(raw));
+    store.put(&name, b"", PutMode::Create)?;
+    Ok(name)
+}
+
 impl ReplicatingStore {
     /// `folders` as for [`Replicator::new`]; objects of `eager` (a folder)
     /// are copied in the background as they are written; `host` names
@@ -89,9 +111,7 @@ impl ReplicatingStore {
         parallel: usize,
         host: &str,
     ) -> Self {
-        let host: String =
-            host.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '-' }).collect();
-        let host = if host.is_empty() || host.starts_with('.') { format!("h{host}") } else { host };
+        let host = marker_host(host);
         let mut raw = [0u8; 8];
         // a failed fill leaves zeros: the pid still tells writers apart
         let _ = getrandom::fill(&mut raw);
@@ -309,6 +329,9 @@ impl Store for ReplicatingStore {
     }
 }
 
+/// The copiers' nice value: the backup they run beside comes first.
+const COPIER_NICE: i32 = 10;
+
 /// An object handed to the copiers: its name and bytes.
 type Handed = (String, Vec<u8>);
 
@@ -369,6 +392,9 @@ impl Copier {
         let (secondary, busy, copied, skipped) =
             (self.secondary.clone(), self.busy.clone(), self.copied.clone(), self.skipped.clone());
         std::thread::spawn(move || {
+            // below the backup's own threads: on Linux a nice value set
+            // with PRIO_PROCESS and no pid is the calling thread's alone
+            let _ = rustix::process::setpriority_process(None, COPIER_NICE);
             loop {
                 let next = match rx.lock() {
                     Ok(rx) => rx.recv(),

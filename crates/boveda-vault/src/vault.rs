@@ -153,6 +153,9 @@ pub struct VaultSettings {
     /// an alert is raised (unset: [`VaultSettings::DEFAULT_LAG_ALERT_MINS`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication_lag_alert_mins: Option<u32>,
+    /// Where the drives of offline seeding are shipped (shown by diskprep).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipping_address: Option<String>,
 }
 
 /// Limits for talking to a vault's store.
@@ -211,6 +214,7 @@ impl CreateOptions {
             webhook: None,
             store: StoreSettings::default(),
             replication_lag_alert_mins: None,
+            shipping_address: None,
         };
         Self { settings, kdf: KdfParams::TESTING, chunker: ChunkerParams::DEFAULT, hostname: "h".into() }
     }
@@ -347,6 +351,7 @@ impl Vault {
                     webhook: None,
                     store: StoreSettings::default(),
                     replication_lag_alert_mins: None,
+                    shipping_address: None,
                 },
                 slot,
                 damage,
@@ -436,6 +441,24 @@ impl Vault {
     pub fn set_store(&mut self, store: Arc<dyn Store>) {
         self.store = store;
         self.replicating = None;
+    }
+
+    /// The same vault (keys, settings) over another store stack, such as
+    /// one that keeps an offline seed's data in a staging folder. It starts
+    /// with no cache and reads its index from that stack.
+    pub fn with_store(&self, store: Arc<dyn Store>) -> Vault {
+        Vault {
+            store,
+            key: self.key.clone(),
+            config: self.config.clone(),
+            settings: self.settings.clone(),
+            slot: self.slot,
+            damage: Arc::new(DamageLog::default()),
+            cache: None,
+            merged_index: None,
+            tree_packs: Mutex::default(),
+            replicating: None,
+        }
     }
 
     /// Writes from now on through a replicating layer over this vault's

@@ -51,6 +51,9 @@ pub enum Command {
     /// Alerts raised by failed backups and restores and by deleted data.
     #[command(subcommand)]
     Alert(AlertCmd),
+    /// Offline seeding: an item's first backup travels on shipped drives.
+    #[command(subcommand)]
+    Offline(OfflineCmd),
     /// Delete expired recovery points and reclaim the space nothing uses.
     Prune {
         /// Print the plan and change nothing.
@@ -175,6 +178,10 @@ pub enum VaultCmd {
         /// The secondary store for --redundancy grs (new or empty).
         #[arg(long, requires = "redundancy")]
         secondary: Option<String>,
+        /// Where drives of offline seeding are shipped (shown by diskprep);
+        /// an empty value removes it.
+        #[arg(long)]
+        shipping_address: Option<String>,
     },
     /// Verify the vault's structure; --read-data also reads every chunk.
     Check {
@@ -442,4 +449,64 @@ pub struct PolicyArgs {
     /// (update) Remove a retention rule: daily, weekly, monthly or yearly.
     #[arg(long, value_parser = ["daily", "weekly", "monthly", "yearly"])]
     pub drop_rule: Vec<String>,
+}
+
+#[derive(Subcommand)]
+pub enum OfflineCmd {
+    /// Mark a protected item for offline seeding: its next backup is
+    /// written to the staging folder, under a new import job.
+    Init {
+        item: String,
+        /// An existing, writable folder with room for the seed.
+        #[arg(long)]
+        staging: PathBuf,
+        /// The import job's name (2 to 50 letters, digits, hyphens).
+        #[arg(long)]
+        import_job: String,
+    },
+    /// Copy a staged seed onto drives, sealed under per-drive keys.
+    Diskprep {
+        /// The staging folder given to `offline init` (or the seed's own
+        /// folder inside it).
+        #[arg(long)]
+        staging: PathBuf,
+        /// The import job, when the staging folder holds several seeds.
+        #[arg(long)]
+        import_job: Option<String>,
+        /// A drive: a mounted file system or a folder (repeatable).
+        #[arg(long = "drive", required = true)]
+        drives: Vec<PathBuf>,
+        /// The most each drive may take (such as 500G; default: its free space).
+        #[arg(long)]
+        capacity: Option<String>,
+    },
+    /// Record the package that carries the drives.
+    Shipping {
+        #[arg(long)]
+        import_job: String,
+        #[arg(long)]
+        carrier: String,
+        #[arg(long)]
+        tracking: String,
+    },
+    /// Where the store is reachable: check the drives and upload the seed.
+    /// Needs the store's credentials and the drive keys, not the passphrase.
+    Import {
+        #[arg(long)]
+        import_job: String,
+        #[arg(long = "drive", required = true)]
+        drives: Vec<PathBuf>,
+        /// A drive key given out of band, as DRIVE-ID=KEY (repeatable);
+        /// otherwise the key recorded in the import job.
+        #[arg(long = "drive-key")]
+        drive_keys: Vec<String>,
+        /// Import drives that arrived after the two-week deadline.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Import jobs: state, drives, carrier and tracking, deadline, history.
+    Status {
+        #[arg(long)]
+        import_job: Option<String>,
+    },
 }

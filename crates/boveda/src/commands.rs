@@ -2,6 +2,7 @@
 
 mod item;
 mod jobs;
+mod offline;
 mod point;
 mod policy;
 mod vault;
@@ -173,6 +174,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<Outcome> {
         Command::Restore(args) => point::restore(ctx, args),
         Command::Job(cmd) => jobs::job(ctx, cmd),
         Command::Alert(cmd) => jobs::alert(ctx, cmd),
+        Command::Offline(cmd) => offline::run(ctx, cmd),
         Command::Prune { dry_run, safety_margin } => jobs::prune(ctx, dry_run, &safety_margin),
         Command::Usage { prices } => jobs::usage(ctx, prices.as_deref()),
         Command::Agent(args) => jobs::agent(ctx, args),

@@ -156,9 +156,14 @@ fn item_rows(ctx: &Ctx, vault: &boveda_vault::Vault) -> Result<Vec<ItemRow>> {
     let policies = list_policies(vault)?;
     let jobs = list_jobs(vault, &JobFilter { operation: Some(Operation::Backup), ..JobFilter::default() })?;
     let now = ctx.clock()?.now();
+    let imports = boveda_service::list_import_jobs(&**vault.store())?;
     Ok(items
         .into_iter()
         .map(|i| {
+            let seeding = imports
+                .iter()
+                .find(|j| j.item_id == i.id && j.state != boveda_service::ImportState::Completed)
+                .and_then(boveda_service::seeding_status);
             let last_point = points.iter().rev().find(|p| p.item_id == i.id);
             let last_job = jobs.iter().rev().find(|j| j.item_id == Some(i.id));
             let policy = policies.iter().find(|p| Some(p.id) == i.protection.policy);
@@ -169,6 +174,9 @@ fn item_rows(ctx: &Ctx, vault: &boveda_vault::Vault) -> Result<Vec<ItemRow>> {
                 (None, None) => "-".into(),
             };
             let protection = match (i.protection.state, last_point) {
+                (state, _) if seeding.is_some() => {
+                    format!("{} - {}", state.as_str(), seeding.clone().unwrap_or_default())
+                }
                 (ProtectionState::NotProtected | ProtectionState::Protected, None) => {
                     format!("{} - Warning (initial backup pending)", i.protection.state.as_str())
                 }

@@ -87,6 +87,7 @@ pub fn run(ctx: &Ctx, cmd: VaultCmd) -> Result<Outcome> {
                         format!("{} tries, at most {}s apart", s.store_retries, s.store_retry_max_wait_secs),
                     ],
                     vec!["parallel requests".into(), s.parallel_requests.to_string()],
+                    vec!["shipping address".into(), s.shipping_address.clone().unwrap_or_else(|| "-".into())],
                 ];
                 let mut rows = rows;
                 if let Some(r) = &s.replication {
@@ -113,6 +114,7 @@ pub fn run(ctx: &Ctx, cmd: VaultCmd) -> Result<Outcome> {
             replication_lag_alert,
             redundancy,
             secondary,
+            shipping_address,
         } => {
             let mut vault = ctx.open()?;
             let seconds = |flag: &str, text: Option<String>| -> Result<Option<u64>> {
@@ -132,6 +134,7 @@ pub fn run(ctx: &Ctx, cmd: VaultCmd) -> Result<Outcome> {
                 store_retry_max_wait_secs: max_wait.map(|s| u32::try_from(s).unwrap_or(u32::MAX)),
                 parallel_requests,
                 replication_lag_alert_mins: lag_alert.map(|s| u32::try_from(s.div_ceil(60)).unwrap_or(u32::MAX)),
+                shipping_address: shipping_address.map(|a| Some(a).filter(|a| !a.trim().is_empty())),
             };
             update_vault(&mut vault, &update)?;
             if let Some(redundancy) = redundancy {

@@ -1,0 +1,692 @@
+//! Offline seeding's drives: `diskprep` seals a staged seed onto drives,
+//! `import` checks and uploads it where the store is reachable.
+//!
+//! A drive (a mounted file system, or any folder) holds:
+//! - `boveda-drive.json`: the drive's id, its import job (name and id) and
+//!   the vault's id;
+//! - `objects/<name>`: each vault object sealed under the drive's key
+//!   (XChaCha20-Poly1305, the import job's id and the name as associated
+//!   data, so an object moved to another name or job does not open);
+//! - `journal.jsonl`: one line per object, appended once it is on the
+//!   drive: name, size and BLAKE3 checksum of the vault object, and the
+//!   import job.
+//!
+//! The staging folder keeps a copy of every drive's journal
+//! (`drives/<id>.jsonl`) and the drives' keys (`drives/<id>.key`), so a
+//! re-run knows what is placed even on drives it is not given again, and
+//! continues where the last run stopped.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use boveda_store::{PutMode, Store, StoreErrorKind};
+use boveda_vault::{Sealer, VaultError};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, ServiceError};
+use crate::offline::{
+    DriveRecord, DriveState, ImportJob, ImportState, SEED_FOLDERS, StagedObject, find_import_job, free_space,
+    read_staging_journal, update_import_job,
+};
+
+const DRIVE_LABEL: &str = "boveda-drive.json";
+const DRIVE_JOURNAL: &str = "journal.jsonl";
+const DRIVE_OBJECTS: &str = "objects";
+/// Bytes a sealed object takes beyond the object: nonce and tag.
+const SEAL_OVERHEAD: u64 = 24 + 16;
+
+/// What `boveda-drive.json` says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriveLabel {
+    pub format: u32,
+    pub drive_id: String,
+    pub import_job: String,
+    pub import_job_id: String,
+    pub vault_id: String,
+}
+
+/// One line of a drive's journal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalEntry {
+    pub name: String,
+    pub size: u64,
+    pub blake3: String,
+    pub import_job: String,
+}
+
+/// A drive given to diskprep, as it was filled.
+#[derive(Debug, Clone, Serialize)]
+pub struct PreparedDrive {
+    pub id: String,
+    pub path: PathBuf,
+    /// Shown once, when the drive is first labelled.
+    pub key: Option<String>,
+    pub objects: u64,
+    pub bytes: u64,
+}
+
+/// What a diskprep run did.
+#[derive(Debug, Clone, Serialize)]
+pub struct DiskprepReport {
+    pub import_job: String,
+    pub drives: Vec<PreparedDrive>,
+    /// Objects and bytes copied by this run.
+    pub copied: u64,
+    pub copied_bytes: u64,
+    /// Objects and bytes that still need a drive (0 when done).
+    pub remaining: u64,
+    pub remaining_bytes: u64,
+}
+
+fn io_err(what: &Path, e: std::io::Error) -> ServiceError {
+    ServiceError::Invalid(format!("{}: {e}", what.display()))
+}
+
+fn aad(job_id: &str, name: &str) -> Vec<u8> {
+    format!("boveda-drive\0{job_id}\0{name}").into_bytes()
+}
+
+fn read_label(drive: &Path) -> Result<Option<DriveLabel>> {
+    match std::fs::read(drive.join(DRIVE_LABEL)) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            ServiceError::Invalid(format!("drive {}: {DRIVE_LABEL} does not parse: {e}", drive.display()))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(drive, e)),
+    }
+}
+
+/// The entries of a journal; a last line cut short by a kill is ignored.
+fn read_journal(path: &Path) -> Result<Vec<JournalEntry>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err(path, e)),
+    };
+    Ok(text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
+}
+
+fn append_line(path: &Path, entry: &JournalEntry) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    let mut line = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    f.write_all(&line)?;
+    f.sync_data()
+}
+
+/// `n` random bytes as hex (`n` up to 32).
+fn random_hex(n: usize) -> String {
+    let hex = format!("{}{}", boveda_vault::RecordId::random().to_hex(), boveda_vault::RecordId::random().to_hex());
+    hex[..2 * n.min(32)].to_string()
+}
+
+fn parse_key(hex: &str) -> Option<[u8; 32]> {
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .filter_map(|i| hex.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect();
+    bytes.try_into().ok()
+}
+
+/// A drive as diskprep uses it.
+struct Slot {
+    id: String,
+    path: PathBuf,
+    key: [u8; 32],
+    shown_key: Option<String>,
+    used: u64,
+    room: u64,
+    objects: u64,
+    bytes: u64,
+}
+
+/// `offline diskprep`: seals the staged seed of an import job onto drives.
+/// A drive's capacity is its free space, or `capacity` when given (tests).
+/// When the drives are full before the seed is placed, the report says how
+/// much still needs a drive; a re-run with more drives continues.
+///
+/// # Errors
+/// `Invalid` for a staging folder without a finished seed, a drive of
+/// another import job, a staged object that fails its checksum (named),
+/// or a drive that cannot be written (named); a store error recording
+/// the job.
+pub fn diskprep(
+    store: &dyn Store,
+    staging: &Path,
+    drives: &[PathBuf],
+    capacity: Option<u64>,
+) -> Result<DiskprepReport> {
+    let journal = read_staging_journal(staging)?;
+    let job = find_import_job(store, &journal.import_job)?;
+    if job.id != journal.import_job_id {
+        return Err(ServiceError::Invalid(format!(
+            "staging folder {} holds a seed of another import job named {}",
+            staging.display(),
+            job.name
+        )));
+    }
+    match job.state {
+        ImportState::Staged | ImportState::Creating => {}
+        other => {
+            return Err(ServiceError::Conflict(format!(
+                "import job {} is {}: its drives are prepared already",
+                job.name,
+                other.as_str()
+            )));
+        }
+    }
+    let job_id = job.id.to_hex();
+    let state_dir = staging.join("drives");
+    std::fs::create_dir_all(&state_dir).map_err(|e| io_err(&state_dir, e))?;
+
+    // what every drive of this job holds, from the staging folder's copies
+    let mut placed: HashSet<String> = HashSet::new();
+    let mut known: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for entry in std::fs::read_dir(&state_dir).map_err(|e| io_err(&state_dir, e))?.flatten() {
+        let p = entry.path();
+        if p.extension().is_some_and(|e| e == "jsonl")
+            && let Some(id) = p.file_stem().map(|s| s.to_string_lossy().to_string())
+        {
+            let entries = read_journal(&p)?;
+            let totals = known.entry(id).or_default();
+            for e in entries {
+                totals.0 += 1;
+                totals.1 += e.size;
+                placed.insert(e.name);
+            }
+        }
+    }
+
+    let mut slots = Vec::new();
+    for path in drives {
+        std::fs::create_dir_all(path.join(DRIVE_OBJECTS))
+            .map_err(|e| ServiceError::Invalid(format!("drive {} cannot be written: {e}", path.display())))?;
+        let (id, key, shown_key) = match read_label(path)? {
+            Some(label) if label.import_job_id == job_id => {
+                let key_file = state_dir.join(format!("{}.key", label.drive_id));
+                let hex = std::fs::read_to_string(&key_file).map_err(|e| {
+                    ServiceError::Invalid(format!(
+                        "drive {} ({}) was labelled from another staging folder: its key is not in {} ({e})",
+                        label.drive_id,
+                        path.display(),
+                        key_file.display()
+                    ))
+                })?;
+                let key = parse_key(hex.trim()).ok_or_else(|| {
+                    ServiceError::Invalid(format!("{} does not hold a drive key", key_file.display()))
+                })?;
+                (label.drive_id, key, None)
+            }
+            Some(label) => {
+                return Err(ServiceError::Invalid(format!(
+                    "drive {} ({}) belongs to import job {}, not {}",
+                    label.drive_id,
+                    path.display(),
+                    label.import_job,
+                    job.name
+                )));
+            }
+            None => {
+                let id = random_hex(4);
+                let hex = random_hex(32);
+                let key = parse_key(&hex).ok_or_else(|| ServiceError::Internal("a drive key of 32 bytes".into()))?;
+                crate::offline::write_atomically(&state_dir.join(format!("{id}.key")), hex.as_bytes())?;
+                let label = DriveLabel {
+                    format: 1,
+                    drive_id: id.clone(),
+                    import_job: job.name.clone(),
+                    import_job_id: job_id.clone(),
+                    vault_id: journal.vault_id.clone(),
+                };
+                let body = serde_json::to_vec_pretty(&label).map_err(|e| ServiceError::Internal(e.to_string()))?;
+                crate::offline::write_atomically(&path.join(DRIVE_LABEL), &body)?;
+                (id, key, Some(hex))
+            }
+        };
+        let on_drive = read_journal(&path.join(DRIVE_JOURNAL))?;
+        let used: u64 = on_drive.iter().map(|e| e.size + SEAL_OVERHEAD).sum();
+        for e in on_drive {
+            placed.insert(e.name);
+        }
+        let free = free_space(path)?;
+        let room = capacity.map_or(free, |c| c.saturating_sub(used).min(free));
+        let (objects, bytes) = known.get(&id).copied().unwrap_or_default();
+        slots.push(Slot { id, path: path.clone(), key, shown_key, used, room, objects, bytes });
+    }
+
+    let mut copied = 0;
+    let mut copied_bytes = 0;
+    let mut remaining = 0;
+    let mut remaining_bytes = 0;
+    let mut current = 0;
+    for object in journal.objects.iter().filter(|o| !placed.contains(&o.name)) {
+        let need = object.size + SEAL_OVERHEAD;
+        while current < slots.len() && slots[current].room < need {
+            current += 1;
+        }
+        let Some(slot) = slots.get_mut(current) else {
+            remaining += 1;
+            remaining_bytes += object.size;
+            continue;
+        };
+        match place(staging, slot, object, &job) {
+            Ok(()) => {
+                copied += 1;
+                copied_bytes += object.size;
+            }
+            Err(PlaceError::Full) => {
+                // the drive filled before its measured room: the next one
+                slot.room = 0;
+                remaining += 1;
+                remaining_bytes += object.size;
+            }
+            Err(PlaceError::Other(e)) => return Err(e),
+        }
+    }
+    let report = DiskprepReport {
+        import_job: job.name.clone(),
+        drives: slots
+            .iter()
+            .map(|s| PreparedDrive {
+                id: s.id.clone(),
+                path: s.path.clone(),
+                key: s.shown_key.clone(),
+                objects: s.objects,
+                bytes: s.bytes,
+            })
+            .collect(),
+        copied,
+        copied_bytes,
+        remaining,
+        remaining_bytes,
+    };
+    if remaining == 0 {
+        record_drives(store, &job.name, &state_dir)?;
+    }
+    Ok(report)
+}
+
+enum PlaceError {
+    Full,
+    Other(ServiceError),
+}
+
+/// Copies one staged object onto a drive: checked against the staging
+/// journal, sealed, written beside its name and renamed, then journaled on
+/// the drive and in the staging folder.
+fn place(
+    staging: &Path,
+    slot: &mut Slot,
+    object: &StagedObject,
+    job: &ImportJob,
+) -> std::result::Result<(), PlaceError> {
+    let src = staging.join(&object.name);
+    let bytes = std::fs::read(&src).map_err(|e| PlaceError::Other(io_err(&src, e)))?;
+    if bytes.len() as u64 != object.size || blake3::hash(&bytes).to_hex().as_str() != object.blake3 {
+        return Err(PlaceError::Other(ServiceError::Invalid(format!(
+            "staged object {} fails its checksum: the staging folder is damaged (run the seed backup again)",
+            src.display()
+        ))));
+    }
+    let sealed = Sealer::new(&slot.key).seal(&aad(&job.id.to_hex(), &object.name), &bytes);
+    let dest = slot.path.join(DRIVE_OBJECTS).join(&object.name);
+    let written = (|| {
+        if let Some(dir) = dest.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = dest.with_extension("partial");
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&sealed)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, &dest)
+    })();
+    match written {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::StorageFull => {
+            let _ = std::fs::remove_file(dest.with_extension("partial"));
+            return Err(PlaceError::Full);
+        }
+        Err(e) => {
+            return Err(PlaceError::Other(ServiceError::Invalid(format!(
+                "drive {} ({}) cannot be written: {e}",
+                slot.id,
+                slot.path.display()
+            ))));
+        }
+    }
+    let entry = JournalEntry {
+        name: object.name.clone(),
+        size: object.size,
+        blake3: object.blake3.clone(),
+        import_job: job.name.clone(),
+    };
+    append_line(&slot.path.join(DRIVE_JOURNAL), &entry)
+        .map_err(|e| PlaceError::Other(io_err(&slot.path.join(DRIVE_JOURNAL), e)))?;
+    let copy = staging.join("drives").join(format!("{}.jsonl", slot.id));
+    append_line(&copy, &entry).map_err(|e| PlaceError::Other(io_err(&copy, e)))?;
+    let size = object.size + SEAL_OVERHEAD;
+    slot.used += size;
+    slot.room = slot.room.saturating_sub(size);
+    slot.objects += 1;
+    slot.bytes += object.size;
+    Ok(())
+}
+
+/// Records the drives in the import job (`Creating`, drives `Specified`).
+fn record_drives(store: &dyn Store, name: &str, state_dir: &Path) -> Result<ImportJob> {
+    let mut drives = Vec::new();
+    for entry in std::fs::read_dir(state_dir).map_err(|e| io_err(state_dir, e))?.flatten() {
+        let p = entry.path();
+        if p.extension().is_some_and(|e| e == "key")
+            && let Some(id) = p.file_stem().map(|s| s.to_string_lossy().to_string())
+        {
+            let key = std::fs::read_to_string(&p).map_err(|e| io_err(&p, e))?.trim().to_string();
+            let entries = read_journal(&state_dir.join(format!("{id}.jsonl")))?;
+            drives.push(DriveRecord {
+                id,
+                key,
+                state: DriveState::Specified,
+                objects: entries.len() as u64,
+                bytes: entries.iter().map(|e| e.size).sum(),
+                problems: Vec::new(),
+            });
+        }
+    }
+    // a drive labelled but given nothing holds no part of the seed
+    drives.retain(|d| d.objects > 0);
+    drives.sort_by(|a, b| a.id.cmp(&b.id));
+    let now = Timestamp::now();
+    update_import_job(store, name, |j| {
+        j.state = ImportState::Creating;
+        j.drives.clone_from(&drives);
+        j.note(
+            now,
+            format!(
+                "{} drive(s) prepared: {}",
+                drives.len(),
+                drives.iter().map(|d| d.id.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+        );
+        Ok(())
+    })
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImportReport {
+    pub job: ImportJob,
+    /// Objects uploaded by this run (those already in the store are not
+    /// uploaded again).
+    pub uploaded: u64,
+    pub uploaded_bytes: u64,
+    /// Every problem found, each naming its drive or object.
+    pub problems: Vec<String>,
+}
+
+/// A drive given to the import, checked.
+struct Arrived {
+    record: usize,
+    path: PathBuf,
+    sealer: Sealer,
+    entries: Vec<JournalEntry>,
+}
+
+/// `offline import`, on the store's side: checks every object of the
+/// drives against their journals and uploads it unchanged, packs first and
+/// point manifests last (only when every object of the seed is in the
+/// store). Idempotent: a re-run after a failure or a kill finishes the job.
+/// `keys` replaces drive keys of the job (drive id to hex key). `force`
+/// imports after the shipping deadline.
+///
+/// # Errors
+/// `NotFound` for the job; `Conflict` for a job not shipped yet, or expired
+/// without `force`; a store error. Problems with drives and objects are in
+/// the report and the job, not errors.
+pub fn import(
+    store: &dyn Store,
+    name: &str,
+    drives: &[PathBuf],
+    keys: &BTreeMap<String, String>,
+    force: bool,
+    now: Timestamp,
+    host: &str,
+) -> Result<ImportReport> {
+    let job = find_import_job(store, name)?;
+    match job.state {
+        ImportState::Shipping
+        | ImportState::Received
+        | ImportState::Transferring
+        | ImportState::Packaging
+        | ImportState::Closed => {}
+        ImportState::Completed => {
+            return Ok(ImportReport { job, uploaded: 0, uploaded_bytes: 0, problems: Vec::new() });
+        }
+        other => {
+            return Err(ServiceError::Conflict(format!(
+                "import job {} is {}: its drives are not shipped yet (record the shipping first)",
+                job.name,
+                other.as_str()
+            )));
+        }
+    }
+    if job.is_expired(now) && !force {
+        return Err(ServiceError::Conflict(format!(
+            "import job {} expired: its drives were due by {}; force the import to take them anyway",
+            job.name,
+            job.deadline.map(|d| d.to_string()).unwrap_or_default()
+        )));
+    }
+    let job_id = job.id.to_hex();
+    let mut problems: Vec<String> = Vec::new();
+    let mut drive_problems: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut arrived: Vec<Arrived> = Vec::new();
+    for path in drives {
+        let label = match read_label(path) {
+            Ok(Some(label)) => label,
+            Ok(None) => {
+                problems.push(format!("{} is not a boveda drive (no {DRIVE_LABEL})", path.display()));
+                continue;
+            }
+            Err(e) => {
+                problems.push(e.to_string());
+                continue;
+            }
+        };
+        if label.import_job_id != job_id {
+            problems.push(format!(
+                "drive {} ({}) belongs to import job {}, not {}: not imported",
+                label.drive_id,
+                path.display(),
+                label.import_job,
+                job.name
+            ));
+            continue;
+        }
+        let Some(record) = job.drives.iter().position(|d| d.id == label.drive_id) else {
+            problems.push(format!(
+                "drive {} ({}) is not one of import job {}'s drives: not imported",
+                label.drive_id,
+                path.display(),
+                job.name
+            ));
+            continue;
+        };
+        let hex = keys.get(&label.drive_id).unwrap_or(&job.drives[record].key);
+        let Some(key) = parse_key(hex) else {
+            drive_problems.entry(label.drive_id.clone()).or_default().push("its drive key is not 64 hex digits".into());
+            continue;
+        };
+        let entries = read_journal(&path.join(DRIVE_JOURNAL))?;
+        arrived.push(Arrived { record, path: path.clone(), sealer: Sealer::new(&key), entries });
+    }
+    let given: HashSet<usize> = arrived.iter().map(|a| a.record).collect();
+    let job = update_import_job(store, name, |j| {
+        if matches!(j.state, ImportState::Shipping | ImportState::Closed) {
+            j.state = ImportState::Received;
+            j.note(now, format!("received {} drive(s)", given.len()));
+        }
+        for (i, d) in j.drives.iter_mut().enumerate() {
+            if given.contains(&i) && matches!(d.state, DriveState::Specified | DriveState::NeverReceived) {
+                d.state = DriveState::Received;
+            }
+        }
+        Ok(())
+    })?;
+    // replication of a geo-redundant vault: the next process that opens it
+    // copies what this import writes
+    let geo = !store.is_empty_below("replication").map_err(VaultError::from)?;
+    if geo {
+        boveda_store::mark_pending(store, host).map_err(VaultError::from)?;
+    }
+    update_import_job(store, name, |j| {
+        j.state = ImportState::Transferring;
+        for (i, d) in j.drives.iter_mut().enumerate() {
+            if given.contains(&i) && d.state == DriveState::Received {
+                d.state = DriveState::Transferring;
+            }
+        }
+        j.note(now, "transferring");
+        Ok(())
+    })?;
+
+    let mut uploaded = 0;
+    let mut uploaded_bytes = 0;
+    let mut in_store: HashSet<String> = HashSet::new();
+    let mut bad_drive: HashSet<usize> = HashSet::new();
+    // packs, then index objects, then (only when the seed is whole) manifests
+    for folder in SEED_FOLDERS {
+        if folder == "points" {
+            // a manifest only once every object it needs is in the store
+            let whole = problems.is_empty()
+                && drive_problems.is_empty()
+                && bad_drive.is_empty()
+                && given.len() == job.drives.len();
+            if !whole {
+                problems.push(format!(
+                    "the seed's point was not imported: {} of its {} objects are in the store, and every drive must arrive intact",
+                    in_store.len(),
+                    job.objects
+                ));
+                break;
+            }
+        }
+        for a in &arrived {
+            if bad_drive.contains(&a.record) {
+                continue;
+            }
+            let drive = &job.drives[a.record];
+            for (n, entry) in a.entries.iter().filter(|e| e.name.split('/').next() == Some(folder)).enumerate() {
+                match import_object(store, a, &job_id, entry) {
+                    Ok(Some(size)) => {
+                        uploaded += 1;
+                        uploaded_bytes += size;
+                        in_store.insert(entry.name.clone());
+                    }
+                    Ok(None) => {
+                        in_store.insert(entry.name.clone());
+                    }
+                    Err(ObjectError::Auth) if n == 0 && folder == "packs" => {
+                        drive_problems
+                            .entry(drive.id.clone())
+                            .or_default()
+                            .push("wrong drive key: its objects do not open".to_string());
+                        bad_drive.insert(a.record);
+                        break;
+                    }
+                    Err(ObjectError::Auth) => drive_problems
+                        .entry(drive.id.clone())
+                        .or_default()
+                        .push(format!("object {} fails authentication (altered on the drive)", entry.name)),
+                    Err(ObjectError::Checksum) => drive_problems
+                        .entry(drive.id.clone())
+                        .or_default()
+                        .push(format!("object {} fails its checksum", entry.name)),
+                    Err(ObjectError::Missing(e)) => drive_problems
+                        .entry(drive.id.clone())
+                        .or_default()
+                        .push(format!("object {} cannot be read ({e})", entry.name)),
+                    Err(ObjectError::Store(e)) => return Err(e),
+                }
+            }
+        }
+    }
+    let complete = in_store.len() as u64 >= job.objects && problems.is_empty() && drive_problems.is_empty();
+    for (id, ps) in &drive_problems {
+        for p in ps {
+            problems.push(format!("drive {id}: {p}"));
+        }
+    }
+    let missing: Vec<String> =
+        job.drives.iter().enumerate().filter(|(i, _)| !given.contains(i)).map(|(_, d)| d.id.clone()).collect();
+    for id in &missing {
+        problems.push(format!("drive {id} never arrived: its objects are not in the store"));
+    }
+    let imported = in_store.len() as u64;
+    update_import_job(store, name, |j| {
+        j.state = ImportState::Packaging;
+        j.imported = imported;
+        Ok(())
+    })?;
+    let job = update_import_job(store, name, |j| {
+        for (i, d) in j.drives.iter_mut().enumerate() {
+            let ps = drive_problems.get(&d.id).cloned().unwrap_or_default();
+            d.state = if !given.contains(&i) {
+                DriveState::NeverReceived
+            } else if ps.is_empty() {
+                DriveState::Completed
+            } else {
+                DriveState::CompletedMoreInfo
+            };
+            d.problems = ps;
+        }
+        if complete {
+            j.state = ImportState::Completed;
+            j.note(now, format!("completed: {imported} objects in the store"));
+        } else {
+            j.state = ImportState::Closed;
+            j.note(
+                now,
+                format!("closed with {} problem(s); run the import again with the missing drives", problems.len()),
+            );
+        }
+        Ok(())
+    })?;
+    Ok(ImportReport { job, uploaded, uploaded_bytes, problems })
+}
+
+enum ObjectError {
+    Auth,
+    Checksum,
+    Missing(std::io::Error),
+    Store(ServiceError),
+}
+
+/// Opens, checks and uploads one object; `Ok(None)` when the store has it
+/// already (a re-run).
+fn import_object(
+    store: &dyn Store,
+    drive: &Arrived,
+    job_id: &str,
+    entry: &JournalEntry,
+) -> std::result::Result<Option<u64>, ObjectError> {
+    let sealed = std::fs::read(drive.path.join(DRIVE_OBJECTS).join(&entry.name)).map_err(ObjectError::Missing)?;
+    let bytes = drive.sealer.open(&aad(job_id, &entry.name), &sealed).map_err(|_| ObjectError::Auth)?;
+    if bytes.len() as u64 != entry.size || blake3::hash(&bytes).to_hex().as_str() != entry.blake3 {
+        return Err(ObjectError::Checksum);
+    }
+    match store.put(&entry.name, &bytes, PutMode::Create) {
+        Ok(_) => Ok(Some(entry.size)),
+        Err(e) if e.kind() == StoreErrorKind::AlreadyExists => match store.get(&entry.name) {
+            Ok(there) if there == bytes => Ok(None),
+            Ok(_) => Err(ObjectError::Store(ServiceError::Conflict(format!(
+                "the store holds another object named {}: not replaced",
+                entry.name
+            )))),
+            Err(e) => Err(ObjectError::Store(VaultError::from(e).into())),
+        },
+        Err(e) => Err(ObjectError::Store(VaultError::from(e).into())),
+    }
+}

@@ -1,0 +1,255 @@
+//! `boveda offline`: offline seeding through shipped drives.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use boveda_service::{ImportJob, find_import_job, find_item, hostname, list_import_jobs};
+
+use super::Ctx;
+use crate::Outcome;
+use crate::args::OfflineCmd;
+use crate::output::{print_table, size, time};
+
+pub fn run(ctx: &Ctx, cmd: OfflineCmd) -> Result<Outcome> {
+    match cmd {
+        OfflineCmd::Init { item, staging, import_job } => {
+            let vault = ctx.open()?;
+            let item = find_item(&vault, &item)?;
+            let clock = ctx.clock()?;
+            let (job, estimate) =
+                boveda_service::init_offline(&vault, &ctx.job_env(clock.as_ref()), &item, &staging, &import_job)?;
+            if ctx.json() {
+                ctx.print_json(&serde_json::json!({"import_job": job, "estimate": estimate}))?;
+            } else {
+                println!(
+                    "import job {} created for item {}: its next backup is written to {}",
+                    job.name,
+                    item.name,
+                    job.staging_dir().display()
+                );
+                println!(
+                    "estimated seed size: up to {} (the item's source; less once compressed); {} free in the staging folder",
+                    size(estimate.source_bytes),
+                    size(estimate.staging_free)
+                );
+                println!("item {}: Offline seeding: initial backup pending", item.name);
+            }
+        }
+        OfflineCmd::Diskprep { staging, import_job, mut drives, capacity } => {
+            let vault = ctx.open()?;
+            let staging = seed_folder(&staging, import_job.as_deref())?;
+            let capacity = capacity.map(|c| parse_size(&c)).transpose().context("--capacity")?;
+            loop {
+                let report = boveda_service::diskprep(&**vault.store(), &staging, &drives, capacity)?;
+                if !ctx.json() {
+                    for d in report.drives.iter().filter(|d| d.key.is_some()) {
+                        println!(
+                            "drive {} ({}): key {}  (shown once: keep it with the drive's paperwork)",
+                            d.id,
+                            d.path.display(),
+                            d.key.as_deref().unwrap_or_default()
+                        );
+                    }
+                }
+                if report.remaining == 0 {
+                    if ctx.json() {
+                        ctx.print_json(&report)?;
+                    } else {
+                        println!(
+                            "import job {}: {} object(s), {} copied now; every staged object is on the drives",
+                            report.import_job,
+                            report.copied,
+                            size(report.copied_bytes)
+                        );
+                        let rows: Vec<Vec<String>> = report
+                            .drives
+                            .iter()
+                            .filter(|d| d.objects > 0)
+                            .map(|d| {
+                                vec![d.id.clone(), d.path.display().to_string(), d.objects.to_string(), size(d.bytes)]
+                            })
+                            .collect();
+                        print_table(&["DRIVE", "PATH", "OBJECTS", "SIZE"], &rows);
+                        match &vault.settings().shipping_address {
+                            Some(address) => println!("ship the drives to:\n{address}"),
+                            None => println!(
+                                "no shipping address is set for this vault: `boveda vault update --shipping-address TEXT`"
+                            ),
+                        }
+                        println!(
+                            "then: boveda offline shipping --import-job {} --carrier C --tracking T",
+                            report.import_job
+                        );
+                    }
+                    return Ok(Outcome::Ok);
+                }
+                let short = format!(
+                    "the drives are full: {} in {} object(s) still need a drive",
+                    size(report.remaining_bytes),
+                    report.remaining
+                );
+                if !std::io::stdin().is_terminal() {
+                    bail!(
+                        "{short}; run diskprep again with another --drive (what the drives hold is kept, and the run continues from there)"
+                    );
+                }
+                eprint!("{short}. Path of another drive (empty to stop): ");
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                let next = line.trim();
+                if next.is_empty() {
+                    bail!("{short}; run diskprep again with another --drive to continue");
+                }
+                drives.push(PathBuf::from(next));
+            }
+        }
+        OfflineCmd::Shipping { import_job, carrier, tracking } => {
+            let vault = ctx.open()?;
+            let now = ctx.clock()?.now();
+            let job = boveda_service::record_shipping(&**vault.store(), &import_job, &carrier, &tracking, now)?;
+            if ctx.json() {
+                ctx.print_json(&job)?;
+            } else {
+                println!(
+                    "import job {}: Shipping with {carrier}, tracking {tracking}; the drives must arrive by {}",
+                    job.name,
+                    job.deadline.map_or_else(|| "-".into(), time)
+                );
+            }
+        }
+        OfflineCmd::Import { import_job, drives, drive_keys, force } => {
+            let store = boveda_service::open_vault_store(ctx.vault.as_deref())?;
+            let mut keys = BTreeMap::new();
+            for k in drive_keys {
+                let Some((id, key)) = k.split_once('=') else {
+                    bail!("--drive-key {k:?}: give DRIVE-ID=KEY");
+                };
+                keys.insert(id.to_string(), key.to_string());
+            }
+            let now = ctx.clock()?.now();
+            let report = boveda_service::import(&*store, &import_job, &drives, &keys, force, now, &hostname())?;
+            if ctx.json() {
+                ctx.print_json(&report)?;
+            } else {
+                for p in &report.problems {
+                    eprintln!("problem: {p}");
+                }
+                println!(
+                    "import job {}: {}; {} object(s), {} uploaded now; {} of {} objects in the store",
+                    report.job.name,
+                    report.job.state.as_str(),
+                    report.uploaded,
+                    size(report.uploaded_bytes),
+                    report.job.imported,
+                    report.job.objects
+                );
+                print_drives(&report.job);
+            }
+            if report.job.state != boveda_service::ImportState::Completed {
+                bail!(
+                    "import job {} is {} with {} problem(s): run the import again once they are solved",
+                    report.job.name,
+                    report.job.state.as_str(),
+                    report.problems.len()
+                );
+            }
+        }
+        OfflineCmd::Status { import_job } => {
+            let vault = ctx.open()?;
+            let now = ctx.clock()?.now();
+            let jobs: Vec<ImportJob> = match import_job {
+                Some(name) => vec![find_import_job(&**vault.store(), &name)?],
+                None => list_import_jobs(&**vault.store())?,
+            };
+            if ctx.json() {
+                let list: Vec<_> = jobs
+                    .iter()
+                    .map(|j| {
+                        let mut v = serde_json::to_value(j).unwrap_or_default();
+                        v["shown_state"] = serde_json::json!(j.shown_state(now));
+                        v
+                    })
+                    .collect();
+                ctx.print_json(&list)?;
+            } else {
+                let rows: Vec<Vec<String>> = jobs
+                    .iter()
+                    .map(|j| {
+                        vec![
+                            j.name.clone(),
+                            j.shown_state(now),
+                            j.drives.len().to_string(),
+                            j.carrier.clone().unwrap_or_else(|| "-".into()),
+                            j.tracking.clone().unwrap_or_else(|| "-".into()),
+                            j.deadline.map_or_else(|| "-".into(), time),
+                            format!("{} / {}", j.imported, j.objects),
+                        ]
+                    })
+                    .collect();
+                print_table(&["IMPORT JOB", "STATE", "DRIVES", "CARRIER", "TRACKING", "DEADLINE", "IMPORTED"], &rows);
+                if let [only] = jobs.as_slice() {
+                    print_drives(only);
+                    for h in &only.history {
+                        println!("{}  {}", time(h.time), h.event);
+                    }
+                }
+            }
+        }
+    }
+    Ok(Outcome::Ok)
+}
+
+fn print_drives(job: &ImportJob) {
+    if job.drives.is_empty() {
+        return;
+    }
+    let rows: Vec<Vec<String>> = job
+        .drives
+        .iter()
+        .map(|d| {
+            vec![d.id.clone(), d.state.as_str().into(), d.objects.to_string(), size(d.bytes), d.problems.join("; ")]
+        })
+        .collect();
+    print_table(&["DRIVE", "STATE", "OBJECTS", "SIZE", "PROBLEMS"], &rows);
+}
+
+/// The folder holding a seed: the one given, or the import job's inside
+/// it, or the only seed inside it.
+fn seed_folder(staging: &std::path::Path, import_job: Option<&str>) -> Result<PathBuf> {
+    let journal = boveda_service::STAGING_JOURNAL;
+    if staging.join(journal).exists() {
+        return Ok(staging.to_path_buf());
+    }
+    if let Some(name) = import_job {
+        return Ok(staging.join(name));
+    }
+    let seeds: Vec<PathBuf> = std::fs::read_dir(staging)
+        .with_context(|| format!("staging folder {}", staging.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join(journal).exists())
+        .collect();
+    match seeds.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => bail!("{} holds no finished offline seed: run the item's backup first", staging.display()),
+        _ => bail!("{} holds several seeds: choose one with --import-job", staging.display()),
+    }
+}
+
+/// `123`, `10K`, `500M`, `2G`, `1T` (powers of 1024).
+fn parse_size(text: &str) -> Result<u64> {
+    let t = text.trim();
+    let (digits, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let n: u64 = digits.parse().with_context(|| format!("{text:?} is not a size such as 500M or 2G"))?;
+    let shift = match unit.to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => bail!("{text:?} is not a size such as 500M or 2G"),
+    };
+    n.checked_mul(1 << shift).with_context(|| format!("{text:?} is too large"))
+}
