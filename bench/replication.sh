@@ -2,14 +2,15 @@
 # What geo-redundancy costs a backup, in one run on the shared corpus's
 # tree: the same backups (a first full one, then one after mutate.py's ~1%
 # change) into a locally redundant folder vault and into geo-redundant ones
-# whose secondary is a second folder or the S3 server. Reports the
+# whose secondary is a second folder or the S3 server, with packs copied
+# after the backup (the default) or while it writes them. Reports the
 # backup's critical path (its job's duration: until the point is
 # committed on the primary) and the command's wall time (the replication
 # pass after it included), and what the copiers moved while the backup ran.
 #
 # Then the catch-up after an outage: a backup while the secondary is down
-# (BOVEDA_SECONDARY_FAULTS=fail=1), then `vault replication run` with 1
-# request at once and with the default, timed.
+# (BOVEDA_SECONDARY_FAULTS=fail=1), then `vault replication run` with 1 and
+# with 8 requests at once, timed.
 #
 #   bench/replication.sh [WORK_DIR] [SCALE]     (defaults: /tmp/boveda-bench-grs 1)
 set -euo pipefail
@@ -49,7 +50,7 @@ t = lambda s: datetime.fromisoformat(s.replace("Z", "+00:00"))
 print("%.2f" % (t(j["end"]) - t(j["start"])).total_seconds())'
 }
 
-printf '%-12s %-6s %12s %10s %12s\n' VAULT ROUND "CRITICAL(s)" "WALL(s)" "BEHIND AFTER"
+printf '%-18s %-6s %12s %10s %12s\n' VAULT ROUND "CRITICAL(s)" "WALL(s)" "BEHIND AFTER"
 results=$run/results.tsv
 : > "$results"
 backup() { # vault round
@@ -63,18 +64,26 @@ backup() { # vault round
     behind=$("$boveda" --vault "$1" --output json vault replication status | python3 -c 'import json,sys; print(json.load(sys.stdin)["objects_behind"])')
   fi
   printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$critical" "$wall" "$behind" >> "$results"
-  printf '%-12s %-6s %12s %10s %12s\n' "$1" "$2" "$critical" "$wall" "$behind"
+  printf '%-18s %-6s %12s %10s %12s\n' "$1" "$2" "$critical" "$wall" "$behind"
 }
 
+# grs-*: packs copied in the pass after the backup (the default);
+# grs-*-during: copied while the backup writes them (--replicate-during-backup)
+vaults="lrs grs-folder grs-folder-during grs-s3 grs-s3-during"
 "$boveda" vault create lrs --store "$run/lrs" > /dev/null
-"$boveda" vault create grs-folder --store "$run/grs-folder" --redundancy grs --secondary "$run/grs-folder-secondary" > /dev/null
-"$boveda" vault create grs-s3 --store "$run/grs-s3" --redundancy grs --secondary s3://boveda-bench-grs/vault --create-container > /dev/null
-for v in lrs grs-folder grs-s3; do
+for kind in folder s3; do
+  for v in "grs-$kind" "grs-$kind-during"; do
+    if [ "$kind" = folder ]; then secondary=$run/$v-secondary; else secondary=s3://boveda-bench-$v/vault; fi
+    "$boveda" vault create "$v" --store "$run/$v" --redundancy grs --secondary "$secondary" --create-container > /dev/null
+  done
+  "$boveda" --vault "grs-$kind-during" vault update --replicate-during-backup true > /dev/null
+done
+for v in $vaults; do
   "$boveda" --vault "$v" item add files tree --path "$tree" > /dev/null
 done
 for round in 1 2; do
   if [ "$round" = 2 ]; then python3 "$shared/bench/mutate.py" "$work/mut" 1 > /dev/null; fi
-  for v in lrs grs-folder grs-s3; do backup "$v" "$round"; done
+  for v in $vaults; do backup "$v" "$round"; done
 done
 
 echo
@@ -90,6 +99,7 @@ down "$boveda" vault create outage2 --store "$run/outage2" --redundancy grs --se
 down "$boveda" --vault outage2 item add files tree --path "$tree" > /dev/null
 down "$boveda" --vault outage2 protection backup-now tree > "$run/outage2-backup.log" 2>&1
 down "$boveda" --vault outage vault update --parallel-requests 1 > /dev/null
+down "$boveda" --vault outage2 vault update --parallel-requests 8 > /dev/null
 for v in outage outage2; do
   /usr/bin/time -f "%e" -o "$run/time.txt" "$boveda" --vault "$v" vault replication run > "$run/$v-catchup.log" 2>&1
   behind=$(sed -n 's/^job [0-9a-f]*: copied \(.*\) to the secondary.*/\1/p' "$run/$v-catchup.log")

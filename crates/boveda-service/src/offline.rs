@@ -479,7 +479,9 @@ pub fn seed_backup(
         for folder in SEED_FOLDERS {
             let _ = std::fs::remove_dir_all(dir.join(folder));
         }
-        let staging: Arc<dyn Store> = Arc::new(LocalStore::new(dir.clone()));
+        let faults = boveda_store::faults_from_env().map_err(VaultError::from)?;
+        let staging: Arc<dyn Store> =
+            boveda_store::layer(Arc::new(LocalStore::new(dir.clone())), boveda_store::RetryPolicy::default(), faults);
         let routed: Arc<dyn Store> = Arc::new(RoutedStore::new(vault.store().clone(), staging.clone(), &SEED_FOLDERS));
         let seeding = vault.with_store(routed);
         let req = crate::protection::BackupRequest {

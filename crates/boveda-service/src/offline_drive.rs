@@ -45,6 +45,10 @@ pub struct DriveLabel {
     pub import_job: String,
     pub import_job_id: String,
     pub vault_id: String,
+    /// Keyed BLAKE3 of the drive id under the drive key: tells a wrong key
+    /// from an altered object.
+    #[serde(default)]
+    pub key_check: String,
 }
 
 /// One line of a drive's journal.
@@ -82,6 +86,10 @@ pub struct DiskprepReport {
 
 fn io_err(what: &Path, e: std::io::Error) -> ServiceError {
     ServiceError::Invalid(format!("{}: {e}", what.display()))
+}
+
+fn key_check(key: &[u8; 32], drive_id: &str) -> String {
+    blake3::keyed_hash(key, format!("boveda drive key check\0{drive_id}").as_bytes()).to_hex().to_string()
 }
 
 fn aad(job_id: &str, name: &str) -> Vec<u8> {
@@ -239,6 +247,7 @@ pub fn diskprep(
                     import_job: job.name.clone(),
                     import_job_id: job_id.clone(),
                     vault_id: journal.vault_id.clone(),
+                    key_check: key_check(&key, &id),
                 };
                 let body = serde_json::to_vec_pretty(&label).map_err(|e| ServiceError::Internal(e.to_string()))?;
                 crate::offline::write_atomically(&path.join(DRIVE_LABEL), &body)?;
@@ -260,13 +269,19 @@ pub fn diskprep(
     let mut copied_bytes = 0;
     let mut remaining = 0;
     let mut remaining_bytes = 0;
-    let mut current = 0;
+    // a test hook: a pause after each object, so a test can kill diskprep
+    // in the middle of a copy of a small seed
+    let pause = std::env::var("BOVEDA_TEST_DISKPREP_PAUSE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(std::time::Duration::from_millis);
     for object in journal.objects.iter().filter(|o| !placed.contains(&o.name)) {
-        let need = object.size + SEAL_OVERHEAD;
-        while current < slots.len() && slots[current].room < need {
-            current += 1;
+        if let Some(p) = pause {
+            std::thread::sleep(p);
         }
-        let Some(slot) = slots.get_mut(current) else {
+        let need = object.size + SEAL_OVERHEAD;
+        // the first drive with room: small objects fill what large ones left
+        let Some(slot) = slots.iter_mut().find(|s| s.room >= need) else {
             remaining += 1;
             remaining_bytes += object.size;
             continue;
@@ -483,6 +498,7 @@ pub fn import(
     let mut problems: Vec<String> = Vec::new();
     let mut drive_problems: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut arrived: Vec<Arrived> = Vec::new();
+    let mut bad_drive: HashSet<usize> = HashSet::new();
     for path in drives {
         let label = match read_label(path) {
             Ok(Some(label)) => label,
@@ -517,12 +533,22 @@ pub fn import(
         let hex = keys.get(&label.drive_id).unwrap_or(&job.drives[record].key);
         let Some(key) = parse_key(hex) else {
             drive_problems.entry(label.drive_id.clone()).or_default().push("its drive key is not 64 hex digits".into());
+            bad_drive.insert(record);
             continue;
         };
+        if !label.key_check.is_empty() && key_check(&key, &label.drive_id) != label.key_check {
+            drive_problems
+                .entry(label.drive_id.clone())
+                .or_default()
+                .push("wrong drive key: its objects do not open".to_string());
+            bad_drive.insert(record);
+            continue;
+        }
         let entries = read_journal(&path.join(DRIVE_JOURNAL))?;
         arrived.push(Arrived { record, path: path.clone(), sealer: Sealer::new(&key), entries });
     }
-    let given: HashSet<usize> = arrived.iter().map(|a| a.record).collect();
+    // drives that arrived, whether they open or not
+    let given: HashSet<usize> = arrived.iter().map(|a| a.record).chain(bad_drive.iter().copied()).collect();
     let job = update_import_job(store, name, |j| {
         if matches!(j.state, ImportState::Shipping | ImportState::Closed) {
             j.state = ImportState::Received;
@@ -555,7 +581,6 @@ pub fn import(
     let mut uploaded = 0;
     let mut uploaded_bytes = 0;
     let mut in_store: HashSet<String> = HashSet::new();
-    let mut bad_drive: HashSet<usize> = HashSet::new();
     // packs, then index objects, then (only when the seed is whole) manifests
     for folder in SEED_FOLDERS {
         if folder == "points" {
@@ -578,7 +603,7 @@ pub fn import(
                 continue;
             }
             let drive = &job.drives[a.record];
-            for (n, entry) in a.entries.iter().filter(|e| e.name.split('/').next() == Some(folder)).enumerate() {
+            for entry in a.entries.iter().filter(|e| e.name.split('/').next() == Some(folder)) {
                 match import_object(store, a, &job_id, entry) {
                     Ok(Some(size)) => {
                         uploaded += 1;
@@ -587,14 +612,6 @@ pub fn import(
                     }
                     Ok(None) => {
                         in_store.insert(entry.name.clone());
-                    }
-                    Err(ObjectError::Auth) if n == 0 && folder == "packs" => {
-                        drive_problems
-                            .entry(drive.id.clone())
-                            .or_default()
-                            .push("wrong drive key: its objects do not open".to_string());
-                        bad_drive.insert(a.record);
-                        break;
                     }
                     Err(ObjectError::Auth) => drive_problems
                         .entry(drive.id.clone())

@@ -157,10 +157,11 @@ pub(crate) fn attach(vault: &mut Vault) {
         return;
     }
     let Ok(secondary) = secondary_of(vault.settings()) else { return };
-    // packs are copied as they are written only into a secondary that
-    // holds this vault now (never into an empty folder where a disk should
-    // be mounted)
-    let eager = probe(vault).is_ok().then_some(EAGER);
+    // packs are copied as they are written when the vault asks for it
+    // (docs/PERFORMANCE.md: on a busy machine it costs the backup time),
+    // and only into a secondary that holds this vault now (never into an
+    // empty folder where a disk should be mounted)
+    let eager = (vault.settings().replicate_during_backup == Some(true) && probe(vault).is_ok()).then_some(EAGER);
     let store = Arc::new(ReplicatingStore::new(
         vault.store().clone(),
         secondary,

@@ -95,6 +95,7 @@ pub fn create_vault(req: &NewVault, passphrase: &[u8]) -> Result<Vault> {
         store: boveda_vault::StoreSettings::default(),
         replication_lag_alert_mins: None,
         shipping_address: None,
+        replicate_during_backup: None,
     };
     let opts = CreateOptions { settings, kdf: req.kdf, chunker: ChunkerParams::DEFAULT, hostname: hostname() };
     let mut vault = Vault::create(store, passphrase, opts)?;
@@ -262,6 +263,8 @@ pub struct VaultUpdate {
     pub replication_lag_alert_mins: Option<u32>,
     /// Where drives of offline seeding are shipped; `Some(None)` removes it.
     pub shipping_address: Option<Option<String>>,
+    /// Copy packs to the secondary while a backup writes them.
+    pub replicate_during_backup: Option<bool>,
 }
 
 /// Checks and applies changes to a vault's settings; nothing changes when
@@ -328,6 +331,9 @@ fn apply_vault_update(update: &VaultUpdate, settings: &mut VaultSettings) {
     if let Some(address) = &update.shipping_address {
         settings.shipping_address.clone_from(address);
     }
+    if let Some(on) = update.replicate_during_backup {
+        settings.replicate_during_backup = Some(on);
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -360,6 +366,8 @@ pub struct VaultSummary {
     pub replication: Option<crate::replication::ReplicationSummary>,
     /// Where drives of offline seeding are shipped.
     pub shipping_address: Option<String>,
+    /// Whether packs are copied to the secondary while a backup writes them.
+    pub replicate_during_backup: bool,
 }
 
 /// Settings and totals of a vault.
@@ -403,5 +411,6 @@ pub fn summarize(vault: &Vault) -> Result<VaultSummary> {
         parallel_requests: vault.parallel_requests(),
         replication: crate::replication::replication_summary(vault)?,
         shipping_address: s.shipping_address.clone(),
+        replicate_during_backup: s.replicate_during_backup == Some(true),
     })
 }

@@ -329,8 +329,28 @@ impl Store for ReplicatingStore {
     }
 }
 
-/// The copiers' nice value: the backup they run beside comes first.
-const COPIER_NICE: i32 = 10;
+/// Puts the calling thread behind every other: it runs on CPU time and
+/// disk time nobody else wants (SCHED_IDLE, the idle I/O class), so the
+/// backup it copies for keeps its pace. On Linux both apply to the calling
+/// thread alone. Where refused, the thread runs as it is.
+fn background_priority() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler reads the parameter struct it is given; pid
+    // 0 is the calling thread.
+    let _ = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+    const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+    const IOPRIO_CLASS_IDLE: libc::c_long = 3;
+    const IOPRIO_CLASS_SHIFT: libc::c_long = 13;
+    // SAFETY: ioprio_set takes three integers; who 0 is the calling thread.
+    let _ = unsafe {
+        libc::syscall(
+            libc::SYS_ioprio_set,
+            IOPRIO_WHO_PROCESS,
+            0 as libc::c_long,
+            IOPRIO_CLASS_IDLE << IOPRIO_CLASS_SHIFT,
+        )
+    };
+}
 
 /// An object handed to the copiers: its name and bytes.
 type Handed = (String, Vec<u8>);
@@ -392,9 +412,7 @@ impl Copier {
         let (secondary, busy, copied, skipped) =
             (self.secondary.clone(), self.busy.clone(), self.copied.clone(), self.skipped.clone());
         std::thread::spawn(move || {
-            // below the backup's own threads: on Linux a nice value set
-            // with PRIO_PROCESS and no pid is the calling thread's alone
-            let _ = rustix::process::setpriority_process(None, COPIER_NICE);
+            background_priority();
             loop {
                 let next = match rx.lock() {
                     Ok(rx) => rx.recv(),

@@ -156,6 +156,10 @@ pub struct VaultSettings {
     /// Where the drives of offline seeding are shipped (shown by diskprep).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shipping_address: Option<String>,
+    /// A geo-redundant vault copies packs to its secondary while a backup
+    /// writes them (`Some(true)`), rather than in the pass after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicate_during_backup: Option<bool>,
 }
 
 /// Limits for talking to a vault's store.
@@ -215,6 +219,7 @@ impl CreateOptions {
             store: StoreSettings::default(),
             replication_lag_alert_mins: None,
             shipping_address: None,
+            replicate_during_backup: None,
         };
         Self { settings, kdf: KdfParams::TESTING, chunker: ChunkerParams::DEFAULT, hostname: "h".into() }
     }
@@ -352,6 +357,7 @@ impl Vault {
                     store: StoreSettings::default(),
                     replication_lag_alert_mins: None,
                     shipping_address: None,
+                    replicate_during_backup: None,
                 },
                 slot,
                 damage,

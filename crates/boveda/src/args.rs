@@ -182,6 +182,11 @@ pub enum VaultCmd {
         /// an empty value removes it.
         #[arg(long)]
         shipping_address: Option<String>,
+        /// Geo-redundant vaults: copy packs to the secondary while a backup
+        /// writes them (true), or in the pass right after it (false, the
+        /// default: the backup keeps its pace on a busy machine).
+        #[arg(long)]
+        replicate_during_backup: Option<bool>,
     },
     /// Verify the vault's structure; --read-data also reads every chunk.
     Check {

@@ -182,6 +182,7 @@ fn a_grs_backup_killed_mid_way_is_replicated_by_the_next_command() {
     create_grs(&env, p.to_str().expect("utf8"), &url(StoreKind::S3, &env, "secondary"));
     let src = noisy_tree(&env, 6, 4);
     env.ok(&["item", "add", "files", "t", "--path", src.to_str().expect("utf8")]);
+    env.ok(&["vault", "update", "--replicate-during-backup", "true"]);
     let mut child = env.cmd(&["protection", "backup-now", "t"]).spawn().expect("spawn");
     let killed = kill_when(&mut child, || files_below(&p.join("packs")) >= 4);
     assert!(killed, "the backup ended before it could be killed; the source is too small for this machine");

@@ -100,6 +100,13 @@ pub fn run(ctx: &Ctx, cmd: VaultCmd) -> Result<Outcome> {
                         (Some(since), Some(e)) => format!("behind since {}; last pass failed: {e}", time(since)),
                     };
                     rows.insert(6, vec!["replication".into(), state]);
+                    rows.insert(
+                        7,
+                        vec![
+                            "replicate during backup".into(),
+                            if s.replicate_during_backup { "yes" } else { "no (after each command)" }.into(),
+                        ],
+                    );
                 }
                 print_table(&["SETTING", "VALUE"], &rows);
             }
@@ -115,6 +122,7 @@ pub fn run(ctx: &Ctx, cmd: VaultCmd) -> Result<Outcome> {
             redundancy,
             secondary,
             shipping_address,
+            replicate_during_backup,
         } => {
             let mut vault = ctx.open()?;
             let seconds = |flag: &str, text: Option<String>| -> Result<Option<u64>> {
@@ -135,6 +143,7 @@ pub fn run(ctx: &Ctx, cmd: VaultCmd) -> Result<Outcome> {
                 parallel_requests,
                 replication_lag_alert_mins: lag_alert.map(|s| u32::try_from(s.div_ceil(60)).unwrap_or(u32::MAX)),
                 shipping_address: shipping_address.map(|a| Some(a).filter(|a| !a.trim().is_empty())),
+                replicate_during_backup,
             };
             update_vault(&mut vault, &update)?;
             if let Some(redundancy) = redundancy {

@@ -1,0 +1,360 @@
+//! Offline seeding end to end with the real binary, into a local folder,
+//! Azurite and the S3 server: the seed backup reaches the staging folder
+//! and nothing of it the store; diskprep needs three drives and continues
+//! after running out; shipping, import, adoption; the next backup uploads
+//! only what changed. Then every bad case: a wrong drive key, a corrupted
+//! object, a drive of another import job, a missing drive, a duplicate
+//! tracking number, the two-week deadline, a staging folder missing,
+//! read-only or too small, and kills of the seed, diskprep and import.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{Env, StoreKind, assert_same_tree, noise};
+
+fn json(out: &str) -> serde_json::Value {
+    serde_json::from_str(out).expect("json")
+}
+
+/// A vault with a protected item `t` over `files` noise files of 2 MiB.
+fn setup(kind: StoreKind, files: u64) -> (Env, PathBuf) {
+    let env = Env::on(kind);
+    env.create_vault();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    for i in 0..files {
+        std::fs::write(src.join(format!("f{i}")), noise(i + 7, 2 << 20)).expect("write");
+    }
+    env.ok(&["item", "add", "files", "t", "--path", src.to_str().expect("utf8")]);
+    env.ok(&["protection", "enable", "t", "--policy", "DefaultPolicy"]);
+    (env, src)
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("utf8")
+}
+
+fn item_protection(env: &Env) -> String {
+    let items = json(&env.ok(&["--output", "json", "item", "list"]));
+    items[0]["protection"].as_str().expect("protection").to_string()
+}
+
+/// Initiates, seeds and stages: returns the staging folder.
+fn seed(env: &Env, name: &str) -> PathBuf {
+    let staging = env.path(&format!("staging-{name}"));
+    std::fs::create_dir_all(&staging).expect("mkdir");
+    env.ok(&["offline", "init", "t", "--staging", path(&staging), "--import-job", name]);
+    assert_eq!(item_protection(env), "Protected - Offline seeding: initial backup pending");
+    env.ok(&["protection", "backup-now", "t"]);
+    staging
+}
+
+fn drives(env: &Env, names: &[&str]) -> Vec<PathBuf> {
+    names.iter().map(|n| env.path(n)).collect()
+}
+
+fn with_drives<'a>(args: &mut Vec<&'a str>, drives: &'a [PathBuf]) {
+    for d in drives {
+        args.extend(["--drive", path(d)]);
+    }
+}
+
+fn seeding_on_three_drives(kind: StoreKind) {
+    let (env, src) = setup(kind, 3);
+    let staging = seed(&env, "seed-1");
+    let jobs = json(&env.ok(&["--output", "json", "job", "list", "--operation", "OfflineSeed"]));
+    assert_eq!(jobs.as_array().map(Vec::len), Some(1), "an OfflineSeed job: {jobs}");
+    assert_eq!(jobs[0]["state"], "Completed");
+    let listed = json(&env.ok(&["--output", "json", "recoverypoint", "list", "t"]));
+    assert_eq!(listed.as_array().map(Vec::len), Some(0), "nothing of the seed reached the store");
+    assert!(item_protection(&env).contains("Waiting for import job seed-1 to complete (Staged)"));
+
+    // two drives of 3 MiB cannot hold 6 MiB and more: the run says how much is left
+    let first_two = drives(&env, &["d1", "d2"]);
+    let mut args = vec!["offline", "diskprep", "--staging", path(&staging), "--capacity", "3M"];
+    with_drives(&mut args, &first_two);
+    let err = env.fails(&args);
+    assert!(err.contains("still need a drive"), "{err}");
+    let all = drives(&env, &["d1", "d2", "d3"]);
+    let mut args = vec!["offline", "diskprep", "--staging", path(&staging), "--capacity", "3M"];
+    with_drives(&mut args, &all);
+    let out = env.ok(&args);
+    assert!(out.contains("every staged object is on the drives"), "{out}");
+    let status = json(&env.ok(&["--output", "json", "offline", "status", "--import-job", "seed-1"]));
+    assert_eq!(status[0]["state"], "Creating");
+    let drives_used = status[0]["drives"].as_array().expect("drives");
+    assert_eq!(drives_used.len(), 3, "the seed needs three drives: {status}");
+    assert!(drives_used.iter().all(|d| d["state"] == "Specified"));
+
+    env.ok(&["offline", "shipping", "--import-job", "seed-1", "--carrier", "DHL", "--tracking", "TRK-1"]);
+    // a scheduled backup meanwhile waits, and says so
+    let out = env.run(&["protection", "backup-now", "t"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("waits for import job seed-1"), "{out:?}");
+    let waited = json(&env.ok(&["--output", "json", "job", "list", "--operation", "Backup"]));
+    let last = waited.as_array().and_then(|a| a.last()).expect("a backup job");
+    assert_eq!(last["state"], "Completed", "a waiting backup is no failure: {last}");
+    assert!(last["details"][0].as_str().is_some_and(|d| d.contains("nothing was uploaded")));
+
+    let mut args = vec!["offline", "import", "--import-job", "seed-1"];
+    with_drives(&mut args, &all);
+    let out = env.ok(&args);
+    assert!(out.contains("Completed"), "{out}");
+    let status = json(&env.ok(&["--output", "json", "offline", "status", "--import-job", "seed-1"]));
+    assert_eq!(status[0]["state"], "Completed");
+    assert!(status[0]["drives"].as_array().expect("drives").iter().all(|d| d["state"] == "Completed"));
+    assert_eq!(item_protection(&env), "Protected");
+
+    // adopted: an ordinary point, restored byte for byte, checked with data
+    let listed = json(&env.ok(&["--output", "json", "recoverypoint", "list", "t"]));
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    let target = env.path("restored");
+    env.ok(&["restore", "t", "--target", path(&target)]);
+    assert_same_tree(&src, &target.join(src.strip_prefix("/").expect("absolute")));
+    env.ok(&["vault", "check", "--read-data"]);
+
+    // the next backup is incremental against the seed
+    std::fs::write(src.join("changed"), noise(99, 300_000)).expect("write");
+    let point = env.backup("t", 0);
+    let stored = point["stats"]["bytes_stored"].as_u64().expect("bytes stored");
+    assert!(stored < 1_000_000, "the backup after the seed uploads about what changed, not 6 MiB: {stored}");
+    // a re-run of the import changes nothing
+    let mut args = vec!["offline", "import", "--import-job", "seed-1"];
+    with_drives(&mut args, &all);
+    env.ok(&args);
+}
+
+#[test]
+fn a_seed_on_three_drives_into_a_folder_vault() {
+    seeding_on_three_drives(StoreKind::Local);
+}
+
+#[test]
+fn a_seed_on_three_drives_into_azurite() {
+    seeding_on_three_drives(StoreKind::Azurite);
+}
+
+#[test]
+fn a_seed_on_three_drives_into_s3() {
+    seeding_on_three_drives(StoreKind::S3);
+}
+
+/// Prepares and ships a seed of item `t` onto drives d1, d2 (2 files).
+fn shipped(env: &Env, name: &str, tracking: &str) -> Vec<PathBuf> {
+    let staging = seed(env, name);
+    let ds = drives(env, &[&format!("{name}-d1"), &format!("{name}-d2")]);
+    let mut args = vec!["offline", "diskprep", "--staging", path(&staging), "--capacity", "3M"];
+    with_drives(&mut args, &ds);
+    env.ok(&args);
+    env.ok(&["offline", "shipping", "--import-job", name, "--carrier", "UPS", "--tracking", tracking]);
+    ds
+}
+
+fn import(env: &Env, name: &str, ds: &[PathBuf], extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["offline", "import", "--import-job", name];
+    with_drives(&mut args, ds);
+    args.extend(extra);
+    env.run(&args)
+}
+
+fn drive_id(d: &Path) -> String {
+    let label: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("boveda-drive.json")).expect("label")).expect("json");
+    label["drive_id"].as_str().expect("id").to_string()
+}
+
+/// A wrong drive key, a corrupted object and a missing drive are each
+/// named, nothing is skipped silently, the point waits; the re-run with
+/// everything right completes the job.
+#[test]
+fn import_names_a_wrong_key_a_corrupted_object_and_a_missing_drive() {
+    let (env, src) = setup(StoreKind::Local, 2);
+    let ds = shipped(&env, "seed-bad", "TRK-BAD");
+    let (d1, d2) = (drive_id(&ds[0]), drive_id(&ds[1]));
+
+    // a missing drive
+    let out = import(&env, "seed-bad", &ds[..1], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("drive {d2} never arrived")), "{err}");
+    let status = json(&env.ok(&["--output", "json", "offline", "status", "--import-job", "seed-bad"]));
+    assert_eq!(status[0]["state"], "Closed");
+    let never = status[0]["drives"].as_array().expect("drives").iter().find(|d| d["id"] == d2.as_str()).cloned();
+    assert_eq!(never.map(|d| d["state"].clone()), Some("NeverReceived".into()));
+    assert_eq!(json(&env.ok(&["--output", "json", "recoverypoint", "list", "t"])).as_array().map(Vec::len), Some(0));
+
+    // a wrong drive key
+    let wrong = format!("{d1}={}", "00".repeat(32));
+    let out = import(&env, "seed-bad", &ds, &["--drive-key", &wrong]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("drive {d1}: wrong drive key")), "{err}");
+
+    // a corrupted object
+    let victim = walk_files(&ds[1].join("objects"))[0].clone();
+    let mut bytes = std::fs::read(&victim).expect("read");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    std::fs::write(&victim, &bytes).expect("write");
+    let out = import(&env, "seed-bad", &ds, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let name = victim.strip_prefix(ds[1].join("objects")).expect("below").display().to_string();
+    assert!(err.contains(&format!("drive {d2}: object {name} fails authentication")), "{err}");
+    assert_eq!(json(&env.ok(&["--output", "json", "recoverypoint", "list", "t"])).as_array().map(Vec::len), Some(0));
+
+    // repaired (the object sealed again from staging by a new diskprep is
+    // not possible once shipped: the drive is fixed by copying the good
+    // bytes back), the import completes
+    bytes[mid] ^= 1;
+    std::fs::write(&victim, &bytes).expect("write");
+    let out = import(&env, "seed-bad", &ds, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let target = env.path("restored");
+    env.ok(&["restore", "t", "--target", path(&target)]);
+    assert_same_tree(&src, &target.join(src.strip_prefix("/").expect("absolute")));
+    env.ok(&["vault", "check", "--read-data"]);
+}
+
+fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).expect("read_dir").flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk_files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A drive of another import job is refused by name; a tracking number
+/// is one package's; the two-week deadline needs --force.
+#[test]
+fn another_jobs_drive_a_duplicate_tracking_number_and_the_deadline() {
+    let (env, _) = setup(StoreKind::Local, 1);
+    let first = shipped(&env, "seed-a", "TRK-SAME");
+    env.ok(&["item", "add", "files", "u", "--path", path(&env.path("src"))]);
+    env.ok(&["protection", "enable", "u", "--policy", "DefaultPolicy"]);
+    let staging = env.path("staging-b");
+    std::fs::create_dir_all(&staging).expect("mkdir");
+    env.ok(&["offline", "init", "u", "--staging", path(&staging), "--import-job", "seed-b"]);
+    env.ok(&["protection", "backup-now", "u"]);
+    let second = drives(&env, &["b-d1"]);
+    let mut args = vec!["offline", "diskprep", "--staging", path(&staging)];
+    with_drives(&mut args, &second);
+    env.ok(&args);
+    let err =
+        env.fails(&["offline", "shipping", "--import-job", "seed-b", "--carrier", "UPS", "--tracking", "TRK-SAME"]);
+    assert!(err.contains("already used by import job seed-a"), "{err}");
+    env.ok(&["offline", "shipping", "--import-job", "seed-b", "--carrier", "UPS", "--tracking", "TRK-B"]);
+
+    // seed-b's drive given to seed-a's import
+    let out = import(&env, "seed-a", &[first[0].clone(), first[1].clone(), second[0].clone()], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let b = drive_id(&second[0]);
+    assert!(err.contains(&format!("drive {b}")) && err.contains("belongs to import job seed-b, not seed-a"), "{err}");
+
+    // fifteen days after shipping: expired, imported only with --force
+    let later = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(15 * 24)).to_string();
+    let status = env
+        .cmd(&["--output", "json", "offline", "status", "--import-job", "seed-b"])
+        .env("BOVEDA_FAKE_NOW", &later)
+        .output()
+        .expect("run");
+    assert_eq!(json(&String::from_utf8_lossy(&status.stdout))[0]["shown_state"], "Expired");
+    let mut args = vec!["offline", "import", "--import-job", "seed-b"];
+    with_drives(&mut args, &second);
+    let out = env.cmd(&args).env("BOVEDA_FAKE_NOW", &later).output().expect("run");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expired"), "{out:?}");
+    args.push("--force");
+    let out = env.cmd(&args).env("BOVEDA_FAKE_NOW", &later).output().expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A staging folder that is missing, read-only or clearly too small is
+/// refused with a clear line, and nothing is recorded.
+#[test]
+fn a_staging_folder_missing_read_only_or_too_small_is_refused() {
+    let (env, _) = setup(StoreKind::Local, 1);
+    let missing = env.path("nowhere");
+    let err = env.fails(&["offline", "init", "t", "--staging", path(&missing), "--import-job", "s1"]);
+    assert!(err.contains("nowhere"), "{err}");
+    if !common::is_root() {
+        let ro = env.path("read-only");
+        std::fs::create_dir_all(&ro).expect("mkdir");
+        std::fs::set_permissions(&ro, std::os::unix::fs::PermissionsExt::from_mode(0o555)).expect("chmod");
+        let err = env.fails(&["offline", "init", "t", "--staging", path(&ro), "--import-job", "s1"]);
+        assert!(err.contains("cannot be written"), "{err}");
+    }
+    // a source of 8 TiB (sparse) cannot fit any staging folder here
+    let huge = env.path("huge");
+    std::fs::create_dir_all(&huge).expect("mkdir");
+    std::fs::File::create(huge.join("sparse")).and_then(|f| f.set_len(1 << 43)).expect("sparse file");
+    env.ok(&["item", "add", "files", "big", "--path", path(&huge)]);
+    env.ok(&["protection", "enable", "big", "--policy", "DefaultPolicy"]);
+    let staging = env.path("staging");
+    std::fs::create_dir_all(&staging).expect("mkdir");
+    let err = env.fails(&["offline", "init", "big", "--staging", path(&staging), "--import-job", "s2"]);
+    assert!(err.contains("bytes free") && err.contains("needs up to about"), "{err}");
+    let status = json(&env.ok(&["--output", "json", "offline", "status"]));
+    assert_eq!(status.as_array().map(Vec::len), Some(0), "nothing recorded: {status}");
+}
+
+/// Kills with SIGKILL of the seed backup, of diskprep and of the import,
+/// each followed by a re-run that finishes.
+#[test]
+fn kills_of_the_seed_diskprep_and_import_are_finished_by_a_rerun() {
+    let (env, src) = setup(StoreKind::Local, 6);
+    let staging = env.path("staging");
+    std::fs::create_dir_all(&staging).expect("mkdir");
+    env.ok(&["offline", "init", "t", "--staging", path(&staging), "--import-job", "seed-k"]);
+    let slow = |args: &[&str]| {
+        let mut c = env.cmd(args);
+        c.env("BOVEDA_STORE_FAULTS", "latency=30ms");
+        c
+    };
+    let seed_dir = staging.join("seed-k");
+    let mut child = slow(&["protection", "backup-now", "t"]).spawn().expect("spawn");
+    kill_when(&mut child, || count(&seed_dir.join("packs")) >= 2);
+    env.ok(&["protection", "backup-now", "t"]);
+    assert!(seed_dir.join("seed-journal.json").exists());
+
+    let ds = drives(&env, &["k1", "k2"]);
+    let mut args = vec!["offline", "diskprep", "--staging", path(&staging), "--capacity", "8M"];
+    with_drives(&mut args, &ds);
+    let mut child = env.cmd(&args).env("BOVEDA_TEST_DISKPREP_PAUSE_MS", "50").spawn().expect("spawn");
+    kill_when(&mut child, || count(&ds[0].join("objects")) >= 2);
+    env.ok(&args);
+    env.ok(&["offline", "shipping", "--import-job", "seed-k", "--carrier", "DHL", "--tracking", "K-1"]);
+
+    let mut args = vec!["offline", "import", "--import-job", "seed-k"];
+    with_drives(&mut args, &ds);
+    let mut child = slow(&args).spawn().expect("spawn");
+    kill_when(&mut child, || count(&env.path("vault").join("packs")) >= 2);
+    env.ok(&args);
+    let target = env.path("restored");
+    env.ok(&["restore", "t", "--target", path(&target)]);
+    assert_same_tree(&src, &target.join(src.strip_prefix("/").expect("absolute")));
+    env.ok(&["vault", "check", "--read-data"]);
+}
+
+fn count(dir: &Path) -> usize {
+    if dir.exists() { walk_files(dir).iter().filter(|p| !p.to_string_lossy().contains(".tmp-")).count() } else { 0 }
+}
+
+fn kill_when(child: &mut std::process::Child, ready: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        if child.try_wait().expect("wait").is_some() {
+            panic!("the process ended before it could be killed; the data set is too small for this machine");
+        }
+        if ready() {
+            child.kill().expect("kill -9");
+            child.wait().expect("reap");
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    panic!("the condition never held");
+}
