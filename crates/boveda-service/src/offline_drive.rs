@@ -19,6 +19,8 @@
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use boveda_store::{PutMode, Store, StoreErrorKind};
 use boveda_vault::{Sealer, VaultError};
@@ -34,6 +36,8 @@ use crate::offline::{
 const DRIVE_LABEL: &str = "boveda-drive.json";
 const DRIVE_JOURNAL: &str = "journal.jsonl";
 const DRIVE_OBJECTS: &str = "objects";
+/// Objects an import uploads at once.
+const IMPORT_PARALLEL: usize = 8;
 /// Bytes a sealed object takes beyond the object: nonce and tag.
 const SEAL_OVERHEAD: u64 = 24 + 16;
 
@@ -598,35 +602,59 @@ pub fn import(
                 break;
             }
         }
-        for a in &arrived {
-            if bad_drive.contains(&a.record) {
-                continue;
+        // the folder's objects of every drive, uploaded in parallel
+        let work: Vec<(&Arrived, &JournalEntry)> = arrived
+            .iter()
+            .filter(|a| !bad_drive.contains(&a.record))
+            .flat_map(|a| a.entries.iter().filter(|e| e.name.split('/').next() == Some(folder)).map(move |e| (a, e)))
+            .collect();
+        let next = AtomicUsize::new(0);
+        let outcomes: Mutex<Vec<(usize, &JournalEntry, std::result::Result<Option<u64>, ObjectError>)>> =
+            Mutex::new(Vec::new());
+        std::thread::scope(|scope| {
+            for _ in 0..IMPORT_PARALLEL.min(work.len()) {
+                scope.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some((a, entry)) = work.get(i) else { return };
+                        let outcome = import_object(store, a, &job_id, entry);
+                        let stop = matches!(outcome, Err(ObjectError::Store(_)));
+                        if let Ok(mut o) = outcomes.lock() {
+                            o.push((a.record, *entry, outcome));
+                        }
+                        if stop {
+                            return;
+                        }
+                    }
+                });
             }
-            let drive = &job.drives[a.record];
-            for entry in a.entries.iter().filter(|e| e.name.split('/').next() == Some(folder)) {
-                match import_object(store, a, &job_id, entry) {
-                    Ok(Some(size)) => {
-                        uploaded += 1;
-                        uploaded_bytes += size;
-                        in_store.insert(entry.name.clone());
-                    }
-                    Ok(None) => {
-                        in_store.insert(entry.name.clone());
-                    }
-                    Err(ObjectError::Auth) => drive_problems
-                        .entry(drive.id.clone())
-                        .or_default()
-                        .push(format!("object {} fails authentication (altered on the drive)", entry.name)),
-                    Err(ObjectError::Checksum) => drive_problems
-                        .entry(drive.id.clone())
-                        .or_default()
-                        .push(format!("object {} fails its checksum", entry.name)),
-                    Err(ObjectError::Missing(e)) => drive_problems
-                        .entry(drive.id.clone())
-                        .or_default()
-                        .push(format!("object {} cannot be read ({e})", entry.name)),
-                    Err(ObjectError::Store(e)) => return Err(e),
+        });
+        let mut outcomes = outcomes.into_inner().unwrap_or_default();
+        outcomes.sort_by(|x, y| x.1.name.cmp(&y.1.name));
+        for (record, entry, outcome) in outcomes {
+            let drive = &job.drives[record];
+            match outcome {
+                Ok(Some(size)) => {
+                    uploaded += 1;
+                    uploaded_bytes += size;
+                    in_store.insert(entry.name.clone());
                 }
+                Ok(None) => {
+                    in_store.insert(entry.name.clone());
+                }
+                Err(ObjectError::Auth) => drive_problems
+                    .entry(drive.id.clone())
+                    .or_default()
+                    .push(format!("object {} fails authentication (altered on the drive)", entry.name)),
+                Err(ObjectError::Checksum) => drive_problems
+                    .entry(drive.id.clone())
+                    .or_default()
+                    .push(format!("object {} fails its checksum", entry.name)),
+                Err(ObjectError::Missing(e)) => drive_problems
+                    .entry(drive.id.clone())
+                    .or_default()
+                    .push(format!("object {} cannot be read ({e})", entry.name)),
+                Err(ObjectError::Store(e)) => return Err(e),
             }
         }
     }
