@@ -51,7 +51,7 @@ echo "seed staged: $((bytes / 1048576)) MiB in $(find "$staged" -type f | wc -l)
 timed cp "$bytes" sh -c "cp -r '$staged' '$run/cp-drive' && sync"
 timed diskprep "$bytes" sh -c "'$boveda' offline diskprep --staging '$run/staging' --drive '$run/drive1' && sync"
 "$boveda" offline shipping --import-job seed-1 --carrier bench --tracking bench-1 > /dev/null
-timed rclone "$bytes" rclone copy --exclude 'drives/**' --exclude seed-journal.json "$staged" moto:boveda-bench-plain
+timed rclone "$bytes" env -u AWS_CA_BUNDLE rclone copy --exclude 'drives/**' --exclude seed-journal.json "$staged" moto:boveda-bench-plain
 timed import "$bytes" "$boveda" offline import --import-job seed-1 --drive "$run/drive1"
 python3 - "$run" <<'EOF'
 import sys

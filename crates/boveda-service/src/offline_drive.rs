@@ -36,6 +36,8 @@ use crate::offline::{
 const DRIVE_LABEL: &str = "boveda-drive.json";
 const DRIVE_JOURNAL: &str = "journal.jsonl";
 const DRIVE_OBJECTS: &str = "objects";
+/// Objects diskprep reads, seals and writes at once.
+const DISKPREP_PARALLEL: usize = 2;
 /// Objects an import uploads at once.
 const IMPORT_PARALLEL: usize = 8;
 /// Bytes a sealed object takes beyond the object: nonce and tag.
@@ -120,12 +122,14 @@ fn read_journal(path: &Path) -> Result<Vec<JournalEntry>> {
     Ok(text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
 }
 
+/// Appends a journal line. Its object is durable before it; the line
+/// itself is synced at the end of the run (a line lost in a crash only
+/// makes the re-run copy its object again).
 fn append_line(path: &Path, entry: &JournalEntry) -> std::io::Result<()> {
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
     let mut line = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
     line.push(b'\n');
-    f.write_all(&line)?;
-    f.sync_data()
+    f.write_all(&line)
 }
 
 /// `n` random bytes as hex (`n` up to 32).
@@ -269,40 +273,46 @@ pub fn diskprep(
         slots.push(Slot { id, path: path.clone(), key, shown_key, used, room, objects, bytes });
     }
 
-    let mut copied = 0;
-    let mut copied_bytes = 0;
-    let mut remaining = 0;
-    let mut remaining_bytes = 0;
-    // a test hook: a pause after each object, so a test can kill diskprep
-    // in the middle of a copy of a small seed
+    // a test hook: a pause before each object, so a test can kill diskprep
+    // or take a drive away in the middle of a copy of a small seed
     let pause = std::env::var("BOVEDA_TEST_DISKPREP_PAUSE_MS")
         .ok()
         .and_then(|v| v.parse().ok())
         .map(std::time::Duration::from_millis);
-    for object in journal.objects.iter().filter(|o| !placed.contains(&o.name)) {
-        if let Some(p) = pause {
-            std::thread::sleep(p);
+    let todo: Vec<&StagedObject> = journal.objects.iter().filter(|o| !placed.contains(&o.name)).collect();
+    let shared =
+        Mutex::new(Progress { slots, copied: 0, copied_bytes: 0, remaining: 0, remaining_bytes: 0, error: None });
+    let next = AtomicUsize::new(0);
+    // reading, checking and sealing one object overlaps writing another
+    std::thread::scope(|scope| {
+        for _ in 0..DISKPREP_PARALLEL.min(todo.len()) {
+            scope.spawn(|| {
+                loop {
+                    if let Some(p) = pause {
+                        std::thread::sleep(p);
+                    }
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(object) = todo.get(i) else { return };
+                    if copy_one(staging, &shared, object, &job).is_err() {
+                        return;
+                    }
+                }
+            });
         }
-        let need = object.size + SEAL_OVERHEAD;
-        // the first drive with room: small objects fill what large ones left
-        let Some(slot) = slots.iter_mut().find(|s| s.room >= need) else {
-            remaining += 1;
-            remaining_bytes += object.size;
-            continue;
-        };
-        match place(staging, slot, object, &job) {
-            Ok(()) => {
-                copied += 1;
-                copied_bytes += object.size;
+    });
+    let Progress { slots, copied, copied_bytes, remaining, remaining_bytes, error } =
+        shared.into_inner().map_err(|_| ServiceError::Internal("a diskprep worker panicked".into()))?;
+    // the journals' lines were written after their objects were durable;
+    // now the journals themselves
+    for s in &slots {
+        for journal in [s.path.join(DRIVE_JOURNAL), state_dir.join(format!("{}.jsonl", s.id))] {
+            if let Ok(f) = std::fs::File::open(&journal) {
+                f.sync_all().map_err(|e| io_err(&journal, e))?;
             }
-            Err(PlaceError::Full) => {
-                // the drive filled before its measured room: the next one
-                slot.room = 0;
-                remaining += 1;
-                remaining_bytes += object.size;
-            }
-            Err(PlaceError::Other(e)) => return Err(e),
         }
+    }
+    if let Some(e) = error {
+        return Err(e);
     }
     let report = DiskprepReport {
         import_job: job.name.clone(),
@@ -327,20 +337,114 @@ pub fn diskprep(
     Ok(report)
 }
 
+/// What diskprep's workers share.
+struct Progress {
+    slots: Vec<Slot>,
+    copied: u64,
+    copied_bytes: u64,
+    remaining: u64,
+    remaining_bytes: u64,
+    /// The first error; the workers stop at it.
+    error: Option<ServiceError>,
+}
+
+/// Places one staged object on the first drive with room: the room is
+/// reserved under the lock, the object read, checked against the staging
+/// journal, sealed and written (and made durable) outside it, and its
+/// journal lines appended under it. `Err` when the workers must stop.
+fn copy_one(
+    staging: &Path,
+    shared: &Mutex<Progress>,
+    object: &StagedObject,
+    job: &ImportJob,
+) -> std::result::Result<(), ()> {
+    let need = object.size + SEAL_OVERHEAD;
+    let lock = || shared.lock().map_err(|_| ());
+    let reserved = {
+        let mut p = lock()?;
+        if p.error.is_some() {
+            return Err(());
+        }
+        match p.slots.iter_mut().find(|s| s.room >= need) {
+            Some(slot) => {
+                slot.room -= need;
+                Some((slot.id.clone(), slot.path.clone(), slot.key))
+            }
+            None => {
+                p.remaining += 1;
+                p.remaining_bytes += object.size;
+                None
+            }
+        }
+    };
+    let Some((id, path, key)) = reserved else { return Ok(()) };
+    match write_sealed(staging, &id, &path, &key, object, job) {
+        Ok(()) => {
+            let entry = JournalEntry {
+                name: object.name.clone(),
+                size: object.size,
+                blake3: object.blake3.clone(),
+                import_job: job.name.clone(),
+            };
+            let mut p = lock()?;
+            let copy = staging.join("drives").join(format!("{id}.jsonl"));
+            let appended = append_line(&path.join(DRIVE_JOURNAL), &entry)
+                .map_err(|e| io_err(&path.join(DRIVE_JOURNAL), e))
+                .and_then(|()| append_line(&copy, &entry).map_err(|e| io_err(&copy, e)));
+            if let Err(e) = appended {
+                p.error.get_or_insert(e);
+                return Err(());
+            }
+            p.copied += 1;
+            p.copied_bytes += object.size;
+            if let Some(slot) = p.slots.iter_mut().find(|s| s.id == id) {
+                slot.used += need;
+                slot.objects += 1;
+                slot.bytes += object.size;
+            }
+            Ok(())
+        }
+        Err(PlaceError::Full) => {
+            // the drive filled before its measured room: none is left on it
+            let mut p = lock()?;
+            if let Some(slot) = p.slots.iter_mut().find(|s| s.id == id) {
+                slot.room = 0;
+            }
+            p.remaining += 1;
+            p.remaining_bytes += object.size;
+            Ok(())
+        }
+        Err(PlaceError::Other(e)) => {
+            if let Ok(mut p) = shared.lock() {
+                p.error.get_or_insert(e);
+            }
+            Err(())
+        }
+    }
+}
+
 enum PlaceError {
     Full,
     Other(ServiceError),
 }
 
-/// Copies one staged object onto a drive: checked against the staging
-/// journal, sealed, written beside its name and renamed, then journaled on
-/// the drive and in the staging folder.
-fn place(
+/// Reads a staged object, checks it against the staging journal, seals it
+/// under the drive key and writes it beside its name, durable, then
+/// renames it into place.
+fn write_sealed(
     staging: &Path,
-    slot: &mut Slot,
+    drive_id: &str,
+    drive: &Path,
+    key: &[u8; 32],
     object: &StagedObject,
     job: &ImportJob,
 ) -> std::result::Result<(), PlaceError> {
+    if !drive.join(DRIVE_LABEL).exists() {
+        return Err(PlaceError::Other(ServiceError::Invalid(format!(
+            "drive {drive_id} ({}) is gone (unplugged?): run diskprep again once it is back, or with another drive",
+            drive.display()
+        ))));
+    }
     let src = staging.join(&object.name);
     let bytes = std::fs::read(&src).map_err(|e| PlaceError::Other(io_err(&src, e)))?;
     if bytes.len() as u64 != object.size || blake3::hash(&bytes).to_hex().as_str() != object.blake3 {
@@ -349,8 +453,8 @@ fn place(
             src.display()
         ))));
     }
-    let sealed = Sealer::new(&slot.key).seal(&aad(&job.id.to_hex(), &object.name), &bytes);
-    let dest = slot.path.join(DRIVE_OBJECTS).join(&object.name);
+    let sealed = Sealer::new(key).seal(&aad(&job.id.to_hex(), &object.name), &bytes);
+    let dest = drive.join(DRIVE_OBJECTS).join(&object.name);
     let written = (|| {
         if let Some(dir) = dest.parent() {
             std::fs::create_dir_all(dir)?;
@@ -363,35 +467,16 @@ fn place(
         std::fs::rename(&tmp, &dest)
     })();
     match written {
-        Ok(()) => {}
+        Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::StorageFull => {
             let _ = std::fs::remove_file(dest.with_extension("partial"));
-            return Err(PlaceError::Full);
+            Err(PlaceError::Full)
         }
-        Err(e) => {
-            return Err(PlaceError::Other(ServiceError::Invalid(format!(
-                "drive {} ({}) cannot be written: {e}",
-                slot.id,
-                slot.path.display()
-            ))));
-        }
+        Err(e) => Err(PlaceError::Other(ServiceError::Invalid(format!(
+            "drive {drive_id} ({}) cannot be written: {e}",
+            drive.display()
+        )))),
     }
-    let entry = JournalEntry {
-        name: object.name.clone(),
-        size: object.size,
-        blake3: object.blake3.clone(),
-        import_job: job.name.clone(),
-    };
-    append_line(&slot.path.join(DRIVE_JOURNAL), &entry)
-        .map_err(|e| PlaceError::Other(io_err(&slot.path.join(DRIVE_JOURNAL), e)))?;
-    let copy = staging.join("drives").join(format!("{}.jsonl", slot.id));
-    append_line(&copy, &entry).map_err(|e| PlaceError::Other(io_err(&copy, e)))?;
-    let size = object.size + SEAL_OVERHEAD;
-    slot.used += size;
-    slot.room = slot.room.saturating_sub(size);
-    slot.objects += 1;
-    slot.bytes += object.size;
-    Ok(())
 }
 
 /// Records the drives in the import job (`Creating`, drives `Specified`).
@@ -609,8 +694,7 @@ pub fn import(
             .flat_map(|a| a.entries.iter().filter(|e| e.name.split('/').next() == Some(folder)).map(move |e| (a, e)))
             .collect();
         let next = AtomicUsize::new(0);
-        let outcomes: Mutex<Vec<(usize, &JournalEntry, std::result::Result<Option<u64>, ObjectError>)>> =
-            Mutex::new(Vec::new());
+        let outcomes: Mutex<Vec<Outcome<'_>>> = Mutex::new(Vec::new());
         std::thread::scope(|scope| {
             for _ in 0..IMPORT_PARALLEL.min(work.len()) {
                 scope.spawn(|| {
@@ -701,6 +785,10 @@ pub fn import(
     })?;
     Ok(ImportReport { job, uploaded, uploaded_bytes, problems })
 }
+
+/// One object's import: its drive (index in the job), journal entry and
+/// result.
+type Outcome<'a> = (usize, &'a JournalEntry, std::result::Result<Option<u64>, ObjectError>);
 
 enum ObjectError {
     Auth,
