@@ -37,7 +37,7 @@ const DRIVE_LABEL: &str = "boveda-drive.json";
 const DRIVE_JOURNAL: &str = "journal.jsonl";
 const DRIVE_OBJECTS: &str = "objects";
 /// Objects diskprep reads, seals and writes at once.
-const DISKPREP_PARALLEL: usize = 2;
+const DISKPREP_PARALLEL: usize = 4;
 /// Objects an import uploads at once.
 const IMPORT_PARALLEL: usize = 8;
 /// Bytes a sealed object takes beyond the object: nonce and tag.
@@ -287,13 +287,16 @@ pub fn diskprep(
     std::thread::scope(|scope| {
         for _ in 0..DISKPREP_PARALLEL.min(todo.len()) {
             scope.spawn(|| {
+                // one object's bytes and its sealed form, reused: no fresh
+                // pages to fault in for every object
+                let mut buffers = (Vec::new(), Vec::new());
                 loop {
                     if let Some(p) = pause {
                         std::thread::sleep(p);
                     }
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(object) = todo.get(i) else { return };
-                    if copy_one(staging, &shared, object, &job).is_err() {
+                    if copy_one(staging, &shared, object, &job, &mut buffers).is_err() {
                         return;
                     }
                 }
@@ -357,6 +360,7 @@ fn copy_one(
     shared: &Mutex<Progress>,
     object: &StagedObject,
     job: &ImportJob,
+    buffers: &mut (Vec<u8>, Vec<u8>),
 ) -> std::result::Result<(), ()> {
     let need = object.size + SEAL_OVERHEAD;
     let lock = || shared.lock().map_err(|_| ());
@@ -378,7 +382,7 @@ fn copy_one(
         }
     };
     let Some((id, path, key)) = reserved else { return Ok(()) };
-    match write_sealed(staging, &id, &path, &key, object, job) {
+    match write_sealed(staging, &id, &path, &key, object, job, buffers) {
         Ok(()) => {
             let entry = JournalEntry {
                 name: object.name.clone(),
@@ -438,30 +442,46 @@ fn write_sealed(
     key: &[u8; 32],
     object: &StagedObject,
     job: &ImportJob,
+    (bytes, sealed): &mut (Vec<u8>, Vec<u8>),
 ) -> std::result::Result<(), PlaceError> {
-    if !drive.join(DRIVE_LABEL).exists() {
-        return Err(PlaceError::Other(ServiceError::Invalid(format!(
+    let gone = || {
+        PlaceError::Other(ServiceError::Invalid(format!(
             "drive {drive_id} ({}) is gone (unplugged?): run diskprep again once it is back, or with another drive",
             drive.display()
-        ))));
+        )))
+    };
+    if !drive.join(DRIVE_LABEL).exists() {
+        return Err(gone());
     }
     let src = staging.join(&object.name);
-    let bytes = std::fs::read(&src).map_err(|e| PlaceError::Other(io_err(&src, e)))?;
-    if bytes.len() as u64 != object.size || blake3::hash(&bytes).to_hex().as_str() != object.blake3 {
+    bytes.clear();
+    std::fs::File::open(&src)
+        .and_then(|mut f| std::io::Read::read_to_end(&mut f, bytes))
+        .map_err(|e| PlaceError::Other(io_err(&src, e)))?;
+    if bytes.len() as u64 != object.size || blake3::hash(bytes).to_hex().as_str() != object.blake3 {
         return Err(PlaceError::Other(ServiceError::Invalid(format!(
             "staged object {} fails its checksum: the staging folder is damaged (run the seed backup again)",
             src.display()
         ))));
     }
-    let sealed = Sealer::new(key).seal(&aad(&job.id.to_hex(), &object.name), &bytes);
+    sealed.clear();
+    Sealer::new(key).seal_into(&aad(&job.id.to_hex(), &object.name), bytes, sealed);
     let dest = drive.join(DRIVE_OBJECTS).join(&object.name);
     let written = (|| {
-        if let Some(dir) = dest.parent() {
-            std::fs::create_dir_all(dir)?;
+        // folders below the drive's `objects/` only: a drive taken away
+        // meanwhile is never made again
+        let mut dir = drive.join(DRIVE_OBJECTS);
+        let below = Path::new(&object.name).parent().unwrap_or(Path::new(""));
+        for part in below.components() {
+            dir.push(part);
+            match std::fs::create_dir(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+                _ => {}
+            }
         }
         let tmp = dest.with_extension("partial");
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&sealed)?;
+        f.write_all(sealed)?;
         f.sync_all()?;
         drop(f);
         std::fs::rename(&tmp, &dest)
@@ -472,6 +492,8 @@ fn write_sealed(
             let _ = std::fs::remove_file(dest.with_extension("partial"));
             Err(PlaceError::Full)
         }
+        // taken away while this object was written
+        Err(_) if !drive.join(DRIVE_LABEL).exists() => Err(gone()),
         Err(e) => Err(PlaceError::Other(ServiceError::Invalid(format!(
             "drive {drive_id} ({}) cannot be written: {e}",
             drive.display()

@@ -358,3 +358,103 @@ fn kill_when(child: &mut std::process::Child, ready: impl Fn() -> bool) {
     }
     panic!("the condition never held");
 }
+
+/// A disk item seeds like a file item: its raw image travels on a drive,
+/// is imported into S3, restores byte for byte, and its next backup reads
+/// and stores only the changed blocks.
+#[test]
+fn a_disk_item_is_seeded_and_continues_incrementally() {
+    use std::os::unix::fs::FileExt;
+    let env = Env::on(StoreKind::S3);
+    env.create_vault();
+    let img = env.path("disk.img");
+    let f = std::fs::File::create(&img).expect("create");
+    f.set_len(32 << 20).expect("size");
+    for (i, off) in [0u64, 5 << 20, 20 << 20].iter().enumerate() {
+        f.write_all_at(&noise(50 + i as u64, 1 << 20), *off).expect("write");
+    }
+    drop(f);
+    env.ok(&["item", "add", "disk", "t", "--path", path(&img)]);
+    env.ok(&["protection", "enable", "t", "--policy", "DefaultPolicy"]);
+    let staging = seed(&env, "disk-seed");
+    let ds = drives(&env, &["dd1"]);
+    let mut args = vec!["offline", "diskprep", "--staging", path(&staging)];
+    with_drives(&mut args, &ds);
+    env.ok(&args);
+    env.ok(&["offline", "shipping", "--import-job", "disk-seed", "--carrier", "DHL", "--tracking", "DISK-1"]);
+    let out = import(&env, "disk-seed", &ds, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let restored = env.path("restored.img");
+    env.ok(&["restore", "t", "--target", path(&restored)]);
+    assert_eq!(std::fs::read(&img).expect("read"), std::fs::read(&restored).expect("read"), "the seeded image");
+
+    let f = std::fs::OpenOptions::new().write(true).open(&img).expect("open");
+    f.write_all_at(&noise(77, 256 << 10), 10 << 20).expect("write");
+    drop(f);
+    let point = env.backup("t", 0);
+    let stored = point["stats"]["bytes_stored"].as_u64().expect("bytes stored");
+    assert!(stored < 1 << 20, "the backup after the seed stores about the 256 KiB changed: {stored}");
+    env.ok(&["vault", "check", "--read-data"]);
+}
+
+/// A drive taken away in the middle of diskprep (its folder disappears) is
+/// named, nothing is written where it was; with it back, the re-run
+/// continues where it stopped.
+#[test]
+fn a_drive_unplugged_mid_copy_is_named_and_the_rerun_continues() {
+    let (env, src) = setup(StoreKind::Local, 4);
+    let staging = seed(&env, "seed-u");
+    let ds = drives(&env, &["u1"]);
+    let mut args = vec!["offline", "diskprep", "--staging", path(&staging)];
+    with_drives(&mut args, &ds);
+    let away = env.path("u1-away");
+    let mut child = env
+        .cmd(&args)
+        .env("BOVEDA_TEST_DISKPREP_PAUSE_MS", "100")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while count(&ds[0].join("objects")) < 2 {
+        assert!(std::time::Instant::now() < deadline && child.try_wait().expect("wait").is_none(), "no copy seen");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    std::fs::rename(&ds[0], &away).expect("unplug");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is gone (unplugged?)"), "{err}");
+    assert!(!ds[0].exists(), "nothing was written where the drive was");
+    std::fs::rename(&away, &ds[0]).expect("plug back");
+    let before = count(&ds[0].join("objects"));
+    env.ok(&args);
+    assert!(count(&ds[0].join("objects")) > before, "the re-run continued");
+    env.ok(&["offline", "shipping", "--import-job", "seed-u", "--carrier", "DHL", "--tracking", "U-1"]);
+    let out = import(&env, "seed-u", &ds, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let target = env.path("restored");
+    env.ok(&["restore", "t", "--target", path(&target)]);
+    assert_same_tree(&src, &target.join(src.strip_prefix("/").expect("absolute")));
+}
+
+/// A drive that fills (a small file system, its capacity its free space):
+/// the run stops saying what is left, and a re-run with another drive
+/// finishes. Needs root to mount the tmpfs.
+#[test]
+fn a_drive_that_fills_is_followed_by_another() {
+    if !common::is_root() {
+        eprintln!("skipped: mounting a small tmpfs needs root (CI runs as root)");
+        return;
+    }
+    let (env, _) = setup(StoreKind::Local, 3);
+    let staging = seed(&env, "seed-f");
+    let small = env.path("small-drive");
+    let _mounted = common::Tmpfs::mount(&small, "3m");
+    let mut args = vec!["offline", "diskprep", "--staging", path(&staging), "--drive", path(&small)];
+    let err = env.fails(&args);
+    assert!(err.contains("still need a drive"), "{err}");
+    let second = env.path("second-drive");
+    args.extend(["--drive", path(&second)]);
+    let out = env.ok(&args);
+    assert!(out.contains("every staged object is on the drives"), "{out}");
+}
