@@ -51,7 +51,7 @@ pub use offline::{
     DriveRecord, DriveState, ImportJob, ImportState, STAGING_JOURNAL, SeedEstimate, StagingJournal, find_import_job,
     init_offline, item_import_job, list_import_jobs, record_shipping, seeding_status,
 };
-pub use offline_drive::{DiskprepReport, DriveLabel, ImportReport, PreparedDrive, diskprep, import};
+pub use offline_drive::{DiskprepReport, DriveLabel, ImportReport, ImportRequest, PreparedDrive, diskprep, import};
 pub use policy::{
     DEFAULT_POLICY, DaySpec, ExpiryChange, Frequency, MonthlyRule, Policy, PolicyUpdate, Retention, Schedule, Weekday,
     WeeklyRule, YearlyRule, apply_policy_update, create_policy, delete_policy, find_policy, list_policies,

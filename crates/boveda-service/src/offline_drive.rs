@@ -552,6 +552,24 @@ pub struct ImportReport {
     pub problems: Vec<String>,
 }
 
+/// What an import is asked to do.
+#[derive(Clone, Copy)]
+pub struct ImportRequest<'a> {
+    /// The import job.
+    pub name: &'a str,
+    /// The drives that arrived.
+    pub drives: &'a [PathBuf],
+    /// Drive keys given out of band (drive id to hex key), over the job's.
+    pub keys: &'a BTreeMap<String, String>,
+    /// The staging folder still holding the seed, for what no drive brought.
+    pub from_staging: Option<&'a Path>,
+    /// Import drives that arrived after the deadline.
+    pub force: bool,
+    pub now: Timestamp,
+    /// This machine, in the replication marker an import leaves.
+    pub host: &'a str,
+}
+
 /// A drive given to the import, checked.
 struct Arrived {
     record: usize,
@@ -571,16 +589,26 @@ struct Arrived {
 /// `NotFound` for the job; `Conflict` for a job not shipped yet, or expired
 /// without `force`; a store error. Problems with drives and objects are in
 /// the report and the job, not errors.
-pub fn import(
-    store: &dyn Store,
-    name: &str,
-    drives: &[PathBuf],
-    keys: &BTreeMap<String, String>,
-    force: bool,
-    now: Timestamp,
-    host: &str,
-) -> Result<ImportReport> {
+pub fn import(store: &dyn Store, req: &ImportRequest<'_>) -> Result<ImportReport> {
+    let ImportRequest { name, drives, keys, from_staging, force, now, host } = *req;
     let job = find_import_job(store, name)?;
+    // the staging folder still holding the seed: what no drive brought (a
+    // lost drive, an altered object) is uploaded from it over the network
+    let staged = match from_staging {
+        Some(dir) => {
+            let journal = read_staging_journal(dir)?;
+            if journal.import_job_id != job.id {
+                return Err(ServiceError::Invalid(format!(
+                    "{} holds the seed of import job {}, not {}",
+                    dir.display(),
+                    journal.import_job,
+                    job.name
+                )));
+            }
+            Some((dir, journal))
+        }
+        None => None,
+    };
     match job.state {
         ImportState::Shipping
         | ImportState::Received
@@ -692,14 +720,24 @@ pub fn import(
     let mut uploaded = 0;
     let mut uploaded_bytes = 0;
     let mut in_store: HashSet<String> = HashSet::new();
+    let mut staged_uploads = 0u64;
     // packs, then index objects, then (only when the seed is whole) manifests
     for folder in SEED_FOLDERS {
         if folder == "points" {
             // a manifest only once every object it needs is in the store
-            let whole = problems.is_empty()
-                && drive_problems.is_empty()
-                && bad_drive.is_empty()
-                && given.len() == job.drives.len();
+            let whole = match &staged {
+                Some((_, journal)) => journal
+                    .objects
+                    .iter()
+                    .filter(|o| !o.name.starts_with("points/"))
+                    .all(|o| in_store.contains(&o.name)),
+                None => {
+                    problems.is_empty()
+                        && drive_problems.is_empty()
+                        && bad_drive.is_empty()
+                        && given.len() == job.drives.len()
+                }
+            };
             if !whole {
                 problems.push(format!(
                     "the seed's point was not imported: {} of its {} objects are in the store, and every drive must arrive intact",
@@ -763,8 +801,22 @@ pub fn import(
                 Err(ObjectError::Store(e)) => return Err(e),
             }
         }
+        if let Some((dir, journal)) = &staged {
+            for o in journal.objects.iter().filter(|o| o.name.split('/').next() == Some(folder)) {
+                if in_store.contains(&o.name) {
+                    continue;
+                }
+                if let Some(size) = upload_staged(store, dir, o)? {
+                    uploaded += 1;
+                    uploaded_bytes += size;
+                    staged_uploads += 1;
+                }
+                in_store.insert(o.name.clone());
+            }
+        }
     }
-    let complete = in_store.len() as u64 >= job.objects && problems.is_empty() && drive_problems.is_empty();
+    let complete = in_store.len() as u64 >= job.objects
+        && (staged.is_some() || (problems.is_empty() && drive_problems.is_empty()));
     for (id, ps) in &drive_problems {
         for p in ps {
             problems.push(format!("drive {id}: {p}"));
@@ -793,6 +845,9 @@ pub fn import(
             };
             d.problems = ps;
         }
+        if staged_uploads > 0 {
+            j.note(now, format!("{staged_uploads} object(s) no drive brought uploaded from the staging folder"));
+        }
         if complete {
             j.state = ImportState::Completed;
             j.note(now, format!("completed: {imported} objects in the store"));
@@ -806,6 +861,25 @@ pub fn import(
         Ok(())
     })?;
     Ok(ImportReport { job, uploaded, uploaded_bytes, problems })
+}
+
+/// Uploads one object from the staging folder, checked against the
+/// staging journal; `None` when the store has it already.
+///
+/// # Errors
+/// `Invalid` naming an object that is missing or fails its checksum; a
+/// store error.
+fn upload_staged(store: &dyn Store, dir: &Path, object: &StagedObject) -> Result<Option<u64>> {
+    let path = dir.join(&object.name);
+    let bytes = std::fs::read(&path).map_err(|e| io_err(&path, e))?;
+    if bytes.len() as u64 != object.size || blake3::hash(&bytes).to_hex().as_str() != object.blake3 {
+        return Err(ServiceError::Invalid(format!("staged object {} fails its checksum", path.display())));
+    }
+    match store.put(&object.name, &bytes, PutMode::Create) {
+        Ok(_) => Ok(Some(object.size)),
+        Err(e) if e.kind() == StoreErrorKind::AlreadyExists => Ok(None),
+        Err(e) => Err(VaultError::from(e).into()),
+    }
 }
 
 /// One object's import: its drive (index in the job), journal entry and

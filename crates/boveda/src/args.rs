@@ -499,7 +499,7 @@ pub enum OfflineCmd {
     Import {
         #[arg(long)]
         import_job: String,
-        #[arg(long = "drive", required = true)]
+        #[arg(long = "drive")]
         drives: Vec<PathBuf>,
         /// A drive key given out of band, as DRIVE-ID=KEY (repeatable);
         /// otherwise the key recorded in the import job.
@@ -508,6 +508,10 @@ pub enum OfflineCmd {
         /// Import drives that arrived after the two-week deadline.
         #[arg(long)]
         force: bool,
+        /// The staging folder that still holds the seed: what no drive
+        /// brought (a lost drive, an altered object) is uploaded from it.
+        #[arg(long)]
+        from_staging: Option<PathBuf>,
     },
     /// Import jobs: state, drives, carrier and tracking, deadline, history.
     Status {

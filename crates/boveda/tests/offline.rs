@@ -458,3 +458,27 @@ fn a_drive_that_fills_is_followed_by_another() {
     let out = env.ok(&args);
     assert!(out.contains("every staged object is on the drives"), "{out}");
 }
+
+/// A drive lost in shipping: the job closes with the drive NeverReceived
+/// and no point; the lost share is then uploaded from the staging folder,
+/// and the job completes.
+#[test]
+fn a_lost_drives_share_is_uploaded_from_the_staging_folder() {
+    let (env, src) = setup(StoreKind::Local, 2);
+    let ds = shipped(&env, "seed-lost", "TRK-LOST");
+    let lost = drive_id(&ds[1]);
+    let out = import(&env, "seed-lost", &ds[..1], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("drive {lost} never arrived")));
+    let staging = env.path("staging-seed-lost");
+    let out = import(&env, "seed-lost", &ds[..1], &["--from-staging", path(&staging)]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let status = json(&env.ok(&["--output", "json", "offline", "status", "--import-job", "seed-lost"]));
+    assert_eq!(status[0]["state"], "Completed");
+    let never = status[0]["drives"].as_array().expect("drives").iter().find(|d| d["id"] == lost.as_str()).cloned();
+    assert_eq!(never.map(|d| d["state"].clone()), Some("NeverReceived".into()), "{status}");
+    let target = env.path("restored");
+    env.ok(&["restore", "t", "--target", path(&target)]);
+    assert_same_tree(&src, &target.join(src.strip_prefix("/").expect("absolute")));
+    env.ok(&["vault", "check", "--read-data"]);
+}

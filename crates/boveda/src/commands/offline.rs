@@ -119,7 +119,14 @@ pub fn run(ctx: &Ctx, cmd: OfflineCmd) -> Result<Outcome> {
                 );
             }
         }
-        OfflineCmd::Import { import_job, drives, drive_keys, force } => {
+        OfflineCmd::Import { import_job, drives, drive_keys, force, from_staging } => {
+            if drives.is_empty() && from_staging.is_none() {
+                bail!("give the drives that arrived (--drive PATH), or the staging folder (--from-staging DIR)");
+            }
+            let from_staging = match from_staging {
+                Some(dir) => Some(seed_folder(&dir, Some(&import_job))?),
+                None => None,
+            };
             let store = boveda_service::open_vault_store(ctx.vault.as_deref())?;
             let mut keys = BTreeMap::new();
             for k in drive_keys {
@@ -129,7 +136,18 @@ pub fn run(ctx: &Ctx, cmd: OfflineCmd) -> Result<Outcome> {
                 keys.insert(id.to_string(), key.to_string());
             }
             let now = ctx.clock()?.now();
-            let report = boveda_service::import(&*store, &import_job, &drives, &keys, force, now, &hostname())?;
+            let report = boveda_service::import(
+                &*store,
+                &boveda_service::ImportRequest {
+                    name: &import_job,
+                    drives: &drives,
+                    keys: &keys,
+                    from_staging: from_staging.as_deref(),
+                    force,
+                    now,
+                    host: &hostname(),
+                },
+            )?;
             if ctx.json() {
                 ctx.print_json(&report)?;
             } else {
