@@ -865,7 +865,11 @@ pub fn import(store: &dyn Store, req: &ImportRequest<'_>) -> Result<ImportReport
     let missing: Vec<String> =
         job.drives.iter().enumerate().filter(|(i, _)| !given.contains(i)).map(|(_, d)| d.id.clone()).collect();
     for id in &missing {
-        problems.push(format!("drive {id} never arrived: its objects are not in the store"));
+        problems.push(if staged.is_some() {
+            format!("drive {id} never arrived: its objects were uploaded from the staging folder")
+        } else {
+            format!("drive {id} never arrived: its objects are not in the store")
+        });
     }
     let imported = in_store.len() as u64;
     update_import_job(store, name, |j| {

@@ -473,6 +473,11 @@ fn a_lost_drives_share_is_uploaded_from_the_staging_folder() {
     let staging = env.path("staging-seed-lost");
     let out = import(&env, "seed-lost", &ds[..1], &["--from-staging", path(&staging)]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains(&format!("drive {lost} never arrived: its objects were uploaded from the staging folder")),
+        "{said}"
+    );
     let status = json(&env.ok(&["--output", "json", "offline", "status", "--import-job", "seed-lost"]));
     assert_eq!(status[0]["state"], "Completed");
     let never = status[0]["drives"].as_array().expect("drives").iter().find(|d| d["id"] == lost.as_str()).cloned();
