@@ -155,6 +155,11 @@ pub struct ImportJob {
     /// Objects uploaded by the import, of `objects`.
     #[serde(default)]
     pub imported: u64,
+    /// Where the drives go: the vault's shipping address, recorded when
+    /// the job is initiated and whenever the address changes before the
+    /// drives are shipped, so that diskprep needs no passphrase.
+    #[serde(default)]
+    pub shipping_address: Option<String>,
     pub history: Vec<HistoryEntry>,
 }
 
@@ -276,6 +281,25 @@ pub fn update_import_job(
     Err(ServiceError::Conflict(format!("import job {name} kept changing under this update; try again")))
 }
 
+/// Records a new shipping address in the import jobs whose drives are not
+/// shipped yet.
+///
+/// # Errors
+/// A store error.
+pub(crate) fn readdress_import_jobs(store: &dyn Store, address: Option<&str>) -> Result<()> {
+    for job in list_import_jobs(store)? {
+        if matches!(job.state, ImportState::SeedPending | ImportState::Staged | ImportState::Creating)
+            && job.shipping_address.as_deref() != address
+        {
+            update_import_job(store, &job.name, |j| {
+                j.shipping_address = address.map(str::to_string);
+                Ok(())
+            })?;
+        }
+    }
+    Ok(())
+}
+
 /// The import job of an item that is not completed, if any.
 ///
 /// # Errors
@@ -363,6 +387,7 @@ pub fn init_offline(
         shipped: None,
         deadline: None,
         imported: 0,
+        shipping_address: vault.settings().shipping_address.clone(),
         history: Vec::new(),
     };
     job.note(now, format!("initiated for item {} with staging folder {}", item.name, staging.display()));

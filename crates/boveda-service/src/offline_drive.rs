@@ -4,9 +4,10 @@
 //! A drive (a mounted file system, or any folder) holds:
 //! - `boveda-drive.json`: the drive's id, its import job (name and id) and
 //!   the vault's id;
-//! - `objects/<name>`: each vault object sealed under the drive's key
-//!   (XChaCha20-Poly1305, the import job's id and the name as associated
-//!   data, so an object moved to another name or job does not open);
+//! - `objects/<name>`: each vault object sealed under the drive's key in
+//!   segments of 1 MiB (AES-256-GCM; the import job's id, the name, the
+//!   segment's index and whether it is the last as associated data, so
+//!   nothing moved to another name, job or position, or cut off, opens);
 //! - `journal.jsonl`: one line per object, appended once it is on the
 //!   drive: name, size and BLAKE3 checksum of the vault object, and the
 //!   import job.
@@ -23,7 +24,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use boveda_store::{PutMode, Store, StoreErrorKind};
-use boveda_vault::{Sealer, VaultError};
+use boveda_vault::{DriveSealer, VaultError};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -40,8 +41,13 @@ const DRIVE_OBJECTS: &str = "objects";
 const DISKPREP_PARALLEL: usize = 4;
 /// Objects an import uploads at once.
 const IMPORT_PARALLEL: usize = 8;
-/// Bytes a sealed object takes beyond the object: nonce and tag.
-const SEAL_OVERHEAD: u64 = 24 + 16;
+/// An object is sealed in segments of this many bytes (the last shorter),
+/// each under its own nonce: one segment is read, hashed, sealed and
+/// written while it stays in the CPU's cache.
+const SEGMENT: usize = 1 << 20;
+/// The drive format this version writes and reads: 2 seals with
+/// AES-256-GCM (1, of development builds, with XChaCha20-Poly1305).
+const DRIVE_FORMAT: u32 = 2;
 
 /// What `boveda-drive.json` says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +94,8 @@ pub struct DiskprepReport {
     /// Objects and bytes that still need a drive (0 when done).
     pub remaining: u64,
     pub remaining_bytes: u64,
+    /// Where the drives go (`vault update --shipping-address`).
+    pub shipping_address: Option<String>,
 }
 
 fn io_err(what: &Path, e: std::io::Error) -> ServiceError {
@@ -98,15 +106,53 @@ fn key_check(key: &[u8; 32], drive_id: &str) -> String {
     blake3::keyed_hash(key, format!("boveda drive key check\0{drive_id}").as_bytes()).to_hex().to_string()
 }
 
-fn aad(job_id: &str, name: &str) -> Vec<u8> {
-    format!("boveda-drive\0{job_id}\0{name}").into_bytes()
+/// Segments of an object of `size` bytes: at least one, so an empty
+/// object has a tag too.
+fn segments(size: u64) -> u64 {
+    size.div_ceil(SEGMENT as u64).max(1)
+}
+
+/// Bytes an object of `size` bytes takes sealed on a drive.
+fn sealed_len(size: u64) -> u64 {
+    size + segments(size) * DriveSealer::OVERHEAD as u64
+}
+
+/// The associated data of one segment: the import job, the object's name,
+/// the segment's position and whether it is the last, so no segment can
+/// be moved to another object, job or position, and none cut off the end.
+struct SegmentAad(Vec<u8>, usize);
+
+impl SegmentAad {
+    fn new(job_id: &str, name: &str) -> Self {
+        let base = format!("boveda-drive\0{job_id}\0{name}\0").into_bytes();
+        let len = base.len();
+        Self(base, len)
+    }
+
+    fn of(&mut self, index: u64, last: bool) -> &[u8] {
+        self.0.truncate(self.1);
+        self.0.extend_from_slice(&index.to_le_bytes());
+        self.0.push(u8::from(last));
+        &self.0
+    }
 }
 
 fn read_label(drive: &Path) -> Result<Option<DriveLabel>> {
     match std::fs::read(drive.join(DRIVE_LABEL)) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            ServiceError::Invalid(format!("drive {}: {DRIVE_LABEL} does not parse: {e}", drive.display()))
-        }),
+        Ok(bytes) => {
+            let label: DriveLabel = serde_json::from_slice(&bytes).map_err(|e| {
+                ServiceError::Invalid(format!("drive {}: {DRIVE_LABEL} does not parse: {e}", drive.display()))
+            })?;
+            if label.format != DRIVE_FORMAT {
+                return Err(ServiceError::Invalid(format!(
+                    "drive {} ({}) is in drive format {}, this boveda reads format {DRIVE_FORMAT}: prepare it again with this version",
+                    label.drive_id,
+                    drive.display(),
+                    label.format
+                )));
+            }
+            Ok(Some(label))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io_err(drive, e)),
     }
@@ -250,7 +296,7 @@ pub fn diskprep(
                 let key = parse_key(&hex).ok_or_else(|| ServiceError::Internal("a drive key of 32 bytes".into()))?;
                 crate::offline::write_atomically(&state_dir.join(format!("{id}.key")), hex.as_bytes())?;
                 let label = DriveLabel {
-                    format: 1,
+                    format: DRIVE_FORMAT,
                     drive_id: id.clone(),
                     import_job: job.name.clone(),
                     import_job_id: job_id.clone(),
@@ -263,7 +309,7 @@ pub fn diskprep(
             }
         };
         let on_drive = read_journal(&path.join(DRIVE_JOURNAL))?;
-        let used: u64 = on_drive.iter().map(|e| e.size + SEAL_OVERHEAD).sum();
+        let used: u64 = on_drive.iter().map(|e| sealed_len(e.size)).sum();
         for e in on_drive {
             placed.insert(e.name);
         }
@@ -287,9 +333,7 @@ pub fn diskprep(
     std::thread::scope(|scope| {
         for _ in 0..DISKPREP_PARALLEL.min(todo.len()) {
             scope.spawn(|| {
-                // one object's bytes and its sealed form, reused: no fresh
-                // pages to fault in for every object
-                let mut buffers: Buffers = (Vec::new(), Vec::new(), Vec::new());
+                let mut buffers: Buffers = Vec::new();
                 loop {
                     if let Some(p) = pause {
                         std::thread::sleep(p);
@@ -333,6 +377,7 @@ pub fn diskprep(
         copied_bytes,
         remaining,
         remaining_bytes,
+        shipping_address: job.shipping_address.clone(),
     };
     if remaining == 0 {
         record_drives(store, &job.name, &state_dir)?;
@@ -362,7 +407,7 @@ fn copy_one(
     job: &ImportJob,
     buffers: &mut Buffers,
 ) -> std::result::Result<(), ()> {
-    let need = object.size + SEAL_OVERHEAD;
+    let need = sealed_len(object.size);
     let lock = || shared.lock().map_err(|_| ());
     let reserved = {
         let mut p = lock()?;
@@ -427,52 +472,64 @@ fn copy_one(
     }
 }
 
-/// A diskprep worker's reused buffers: an object, its sealed form, and
-/// room for an aligned copy of it.
-type Buffers = (Vec<u8>, Vec<u8>, Vec<u8>);
-
-/// Block alignment of direct writes.
-const DIRECT_ALIGN: usize = 4096;
-
-/// Writes `data` to a new file at `path` and makes it durable. Written
-/// with O_DIRECT when the file system takes it: the data goes to the disk
-/// without being copied into the page cache first (which measured at twice
-/// the system time of the copy itself), padded to whole blocks, then cut
-/// to its length. Elsewhere (tmpfs, some network file systems), written
-/// through the page cache.
-fn write_durable(path: &Path, data: &[u8], aligned: &mut Vec<u8>) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let padded = data.len().div_ceil(DIRECT_ALIGN) * DIRECT_ALIGN;
-    aligned.clear();
-    aligned.resize(padded + DIRECT_ALIGN, 0);
-    let off = aligned.as_ptr().align_offset(DIRECT_ALIGN);
-    let direct = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(path)
-        .and_then(|mut f| {
-            let block = &mut aligned[off..off + padded];
-            block[..data.len()].copy_from_slice(data);
-            std::io::Write::write_all(&mut f, block)?;
-            f.set_len(data.len() as u64)?;
-            f.sync_all()
-        });
-    match direct {
-        Ok(()) => Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-            let mut f = std::fs::File::create(path)?;
-            f.write_all(data)?;
-            f.sync_all()
-        }
-        Err(e) => Err(e),
-    }
-}
+/// What a diskprep worker reuses from one object to the next: room for
+/// one sealed segment.
+type Buffers = Vec<u8>;
 
 enum PlaceError {
     Full,
     Other(ServiceError),
+}
+
+/// Why sealing one object stopped.
+enum SealError {
+    /// Reading the staged object.
+    Source(std::io::Error),
+    /// The staged object is not what the staging journal says.
+    Checksum,
+    /// Writing to the drive.
+    Drive(std::io::Error),
+}
+
+/// Reads a staged object segment by segment, and writes each sealed to
+/// `out`, hashing as it goes; then makes `out`'s data durable. The sealed
+/// segments are written through the page cache (with direct writes, each
+/// one waits for the disk), 1 MiB at a time: measured here, 800 MiB
+/// written in 8 MiB writes took 1.36 s of system time, in 1 MiB writes
+/// 0.32 s.
+fn seal_object(
+    src: &Path,
+    out: &mut std::fs::File,
+    sealer: &DriveSealer,
+    aad: &mut SegmentAad,
+    object: &StagedObject,
+    buf: &mut Buffers,
+) -> std::result::Result<(), SealError> {
+    use std::io::Read;
+    let mut input = std::fs::File::open(src).map_err(SealError::Source)?;
+    let mut hasher = blake3::Hasher::new();
+    let count = segments(object.size);
+    let mut left = object.size;
+    for index in 0..count {
+        let len = left.min(SEGMENT as u64) as usize;
+        left -= len as u64;
+        buf.resize(len + DriveSealer::OVERHEAD, 0);
+        let body = &mut buf[DriveSealer::NONCE_LEN..DriveSealer::NONCE_LEN + len];
+        match input.read_exact(body) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(SealError::Checksum),
+            Err(e) => return Err(SealError::Source(e)),
+        }
+        hasher.update(body);
+        sealer.seal_in_place(aad.of(index, index + 1 == count), buf).map_err(|_| SealError::Checksum)?;
+        out.write_all(buf).map_err(SealError::Drive)?;
+    }
+    // longer than the journal says, or another content
+    let mut byte = [0u8; 1];
+    if input.read(&mut byte).map_err(SealError::Source)? != 0 || hasher.finalize().to_hex().as_str() != object.blake3 {
+        return Err(SealError::Checksum);
+    }
+    out.sync_data().map_err(SealError::Drive)
 }
 
 /// Reads a staged object, checks it against the staging journal, seals it
@@ -485,7 +542,7 @@ fn write_sealed(
     key: &[u8; 32],
     object: &StagedObject,
     job: &ImportJob,
-    (bytes, sealed, aligned): &mut Buffers,
+    buf: &mut Buffers,
 ) -> std::result::Result<(), PlaceError> {
     let gone = || {
         PlaceError::Other(ServiceError::Invalid(format!(
@@ -493,52 +550,66 @@ fn write_sealed(
             drive.display()
         )))
     };
+    let drive_err = |e: std::io::Error, partial: &Path| {
+        if e.kind() == std::io::ErrorKind::StorageFull {
+            let _ = std::fs::remove_file(partial);
+            return PlaceError::Full;
+        }
+        // taken away while this object was written
+        if !drive.join(DRIVE_LABEL).exists() {
+            return gone();
+        }
+        PlaceError::Other(ServiceError::Invalid(format!(
+            "drive {drive_id} ({}) cannot be written: {e}",
+            drive.display()
+        )))
+    };
     if !drive.join(DRIVE_LABEL).exists() {
         return Err(gone());
     }
     let src = staging.join(&object.name);
-    bytes.clear();
-    std::fs::File::open(&src)
-        .and_then(|mut f| std::io::Read::read_to_end(&mut f, bytes))
-        .map_err(|e| PlaceError::Other(io_err(&src, e)))?;
-    if bytes.len() as u64 != object.size || blake3::hash(bytes).to_hex().as_str() != object.blake3 {
-        return Err(PlaceError::Other(ServiceError::Invalid(format!(
-            "staged object {} fails its checksum: the staging folder is damaged (run the seed backup again)",
-            src.display()
-        ))));
-    }
-    sealed.clear();
-    Sealer::new(key).seal_into(&aad(&job.id.to_hex(), &object.name), bytes, sealed);
     let dest = drive.join(DRIVE_OBJECTS).join(&object.name);
-    let written = (|| {
-        // folders below the drive's `objects/` only: a drive taken away
-        // meanwhile is never made again
-        let mut dir = drive.join(DRIVE_OBJECTS);
-        let below = Path::new(&object.name).parent().unwrap_or(Path::new(""));
-        for part in below.components() {
-            dir.push(part);
-            match std::fs::create_dir(&dir) {
-                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
-                _ => {}
-            }
+    let partial = dest.with_extension("partial");
+    // folders below the drive's `objects/` only: a drive taken away
+    // meanwhile is never made again
+    let mut dir = drive.join(DRIVE_OBJECTS);
+    let below = Path::new(&object.name).parent().unwrap_or(Path::new(""));
+    for part in below.components() {
+        dir.push(part);
+        match std::fs::create_dir(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(drive_err(e, &partial)),
+            _ => {}
         }
-        let tmp = dest.with_extension("partial");
-        write_durable(&tmp, sealed, aligned)?;
-        std::fs::rename(&tmp, &dest)
-    })();
-    match written {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::StorageFull => {
-            let _ = std::fs::remove_file(dest.with_extension("partial"));
-            Err(PlaceError::Full)
-        }
-        // taken away while this object was written
-        Err(_) if !drive.join(DRIVE_LABEL).exists() => Err(gone()),
-        Err(e) => Err(PlaceError::Other(ServiceError::Invalid(format!(
-            "drive {drive_id} ({}) cannot be written: {e}",
-            drive.display()
-        )))),
     }
+    let mut out = std::fs::File::create(&partial).map_err(|e| drive_err(e, &partial))?;
+    let mut aad = SegmentAad::new(&job.id.to_hex(), &object.name);
+    match seal_object(&src, &mut out, &DriveSealer::new(key), &mut aad, object, buf) {
+        Ok(()) => {}
+        Err(SealError::Drive(e)) => return Err(drive_err(e, &partial)),
+        Err(SealError::Source(e)) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(PlaceError::Other(io_err(&src, e)));
+        }
+        Err(SealError::Checksum) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(PlaceError::Other(ServiceError::Invalid(format!(
+                "staged object {} fails its checksum: the staging folder is damaged (run the seed backup again)",
+                src.display()
+            ))));
+        }
+    }
+    std::fs::rename(&partial, &dest).map_err(|e| drive_err(e, &partial))
+}
+
+/// The import writes to the store without the replicating layer (it
+/// needs no passphrase): in a geo-redundant vault, a pending marker made
+/// before it writes has the next process that opens the vault copy what
+/// it wrote.
+fn mark_if_geo(store: &dyn Store, host: &str) -> Result<()> {
+    if !store.is_empty_below("replication").map_err(VaultError::from)? {
+        boveda_store::mark_pending(store, host).map_err(VaultError::from)?;
+    }
+    Ok(())
 }
 
 /// Records the drives in the import job (`Creating`, drives `Specified`).
@@ -614,7 +685,7 @@ pub struct ImportRequest<'a> {
 struct Arrived {
     record: usize,
     path: PathBuf,
-    sealer: Sealer,
+    sealer: DriveSealer,
     entries: Vec<JournalEntry>,
 }
 
@@ -724,7 +795,7 @@ pub fn import(store: &dyn Store, req: &ImportRequest<'_>) -> Result<ImportReport
             continue;
         }
         let entries = read_journal(&path.join(DRIVE_JOURNAL))?;
-        arrived.push(Arrived { record, path: path.clone(), sealer: Sealer::new(&key), entries });
+        arrived.push(Arrived { record, path: path.clone(), sealer: DriveSealer::new(&key), entries });
     }
     // drives that arrived, whether they open or not
     let given: HashSet<usize> = arrived.iter().map(|a| a.record).chain(bad_drive.iter().copied()).collect();
@@ -740,12 +811,7 @@ pub fn import(store: &dyn Store, req: &ImportRequest<'_>) -> Result<ImportReport
         }
         Ok(())
     })?;
-    // replication of a geo-redundant vault: the next process that opens it
-    // copies what this import writes
-    let geo = !store.is_empty_below("replication").map_err(VaultError::from)?;
-    if geo {
-        boveda_store::mark_pending(store, host).map_err(VaultError::from)?;
-    }
+    mark_if_geo(store, host)?;
     update_import_job(store, name, |j| {
         j.state = ImportState::Transferring;
         for (i, d) in j.drives.iter_mut().enumerate() {
@@ -937,6 +1003,34 @@ enum ObjectError {
     Store(ServiceError),
 }
 
+/// Opens a sealed object of `size` bytes in place, segment by segment,
+/// and returns its bytes (moved to the head of `sealed`). A file of
+/// another length than `size` sealed is an altered one.
+fn open_object<'a>(
+    sealer: &DriveSealer,
+    aad: &mut SegmentAad,
+    size: u64,
+    sealed: &'a mut [u8],
+) -> std::result::Result<&'a [u8], ObjectError> {
+    if sealed.len() as u64 != sealed_len(size) {
+        return Err(ObjectError::Auth);
+    }
+    let count = segments(size);
+    let (mut read, mut written) = (0usize, 0usize);
+    for index in 0..count {
+        let len = (size - written as u64).min(SEGMENT as u64) as usize;
+        let end = read + len + DriveSealer::OVERHEAD;
+        let opened = sealer
+            .open_in_place(aad.of(index, index + 1 == count), &mut sealed[read..end])
+            .map_err(|_| ObjectError::Auth)?;
+        debug_assert_eq!(opened.len(), len);
+        sealed.copy_within(read + DriveSealer::NONCE_LEN..read + DriveSealer::NONCE_LEN + len, written);
+        read = end;
+        written += len;
+    }
+    Ok(&sealed[..written])
+}
+
 /// Opens, checks and uploads one object; `Ok(None)` when the store has it
 /// already (a re-run).
 fn import_object(
@@ -945,12 +1039,12 @@ fn import_object(
     job_id: &str,
     entry: &JournalEntry,
 ) -> std::result::Result<Option<u64>, ObjectError> {
-    let sealed = std::fs::read(drive.path.join(DRIVE_OBJECTS).join(&entry.name)).map_err(ObjectError::Missing)?;
-    let bytes = drive.sealer.open(&aad(job_id, &entry.name), &sealed).map_err(|_| ObjectError::Auth)?;
-    if bytes.len() as u64 != entry.size || blake3::hash(&bytes).to_hex().as_str() != entry.blake3 {
+    let mut sealed = std::fs::read(drive.path.join(DRIVE_OBJECTS).join(&entry.name)).map_err(ObjectError::Missing)?;
+    let bytes = open_object(&drive.sealer, &mut SegmentAad::new(job_id, &entry.name), entry.size, &mut sealed)?;
+    if blake3::hash(bytes).to_hex().as_str() != entry.blake3 {
         return Err(ObjectError::Checksum);
     }
-    match store.put(&entry.name, &bytes, PutMode::Create) {
+    match store.put(&entry.name, bytes, PutMode::Create) {
         Ok(_) => Ok(Some(entry.size)),
         Err(e) if e.kind() == StoreErrorKind::AlreadyExists => match store.get(&entry.name) {
             Ok(there) if there == bytes => Ok(None),
@@ -961,5 +1055,111 @@ fn import_object(
             Err(e) => Err(ObjectError::Store(VaultError::from(e).into())),
         },
         Err(e) => Err(ObjectError::Store(VaultError::from(e).into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Seals `data` as a staged object named `packs/x` would be, and
+    /// returns the sealed file's bytes.
+    fn sealed(dir: &Path, data: &[u8], claimed: &StagedObject) -> std::result::Result<Vec<u8>, &'static str> {
+        let src = dir.join("staged");
+        std::fs::write(&src, data).expect("write staged");
+        let out_path = dir.join("sealed");
+        let mut out = std::fs::File::create(&out_path).expect("create");
+        let mut aad = SegmentAad::new("job", &claimed.name);
+        match seal_object(&src, &mut out, &DriveSealer::new(&[9; 32]), &mut aad, claimed, &mut Vec::new()) {
+            Ok(()) => Ok(std::fs::read(&out_path).expect("read sealed")),
+            Err(SealError::Checksum) => Err("checksum"),
+            Err(_) => Err("io"),
+        }
+    }
+
+    fn staged(data: &[u8]) -> StagedObject {
+        StagedObject {
+            name: "packs/x".into(),
+            size: data.len() as u64,
+            blake3: blake3::hash(data).to_hex().to_string(),
+        }
+    }
+
+    fn open(bytes: &mut [u8], size: u64) -> std::result::Result<Vec<u8>, ()> {
+        let mut aad = SegmentAad::new("job", "packs/x");
+        open_object(&DriveSealer::new(&[9; 32]), &mut aad, size, bytes).map(<[u8]>::to_vec).map_err(|_| ())
+    }
+
+    #[test]
+    fn objects_of_every_segment_count_round_trip() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for len in [0, 1, SEGMENT - 1, SEGMENT, SEGMENT + 1, 2 * SEGMENT + 12_345] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+            let mut bytes = sealed(dir.path(), &data, &staged(&data)).expect("seal");
+            assert_eq!(bytes.len() as u64, sealed_len(len as u64), "length {len}");
+            assert_eq!(open(&mut bytes, len as u64), Ok(data), "length {len}");
+        }
+    }
+
+    #[test]
+    fn a_segment_moved_cut_off_or_altered_does_not_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data: Vec<u8> = (0..3 * SEGMENT).map(|i| (i * 7 % 253) as u8).collect();
+        let good = sealed(dir.path(), &data, &staged(&data)).expect("seal");
+        let seg = SEGMENT + DriveSealer::OVERHEAD;
+        let size = data.len() as u64;
+
+        let mut swapped = good.clone();
+        swapped[..seg].copy_from_slice(&good[seg..2 * seg]);
+        swapped[seg..2 * seg].copy_from_slice(&good[..seg]);
+        assert!(open(&mut swapped, size).is_err(), "two segments swapped");
+
+        // the last segment dropped, and the object claimed that much shorter
+        let mut cut = good[..2 * seg].to_vec();
+        assert!(open(&mut cut, 2 * SEGMENT as u64).is_err(), "the last segment cut off");
+
+        let mut short = good[..good.len() - 1].to_vec();
+        assert!(open(&mut short, size).is_err(), "one byte short");
+
+        let mut flipped = good.clone();
+        flipped[2 * seg + 100] ^= 0x20;
+        assert!(open(&mut flipped, size).is_err(), "a bit flipped");
+
+        let mut other_name = good.clone();
+        let mut aad = SegmentAad::new("job", "packs/y");
+        assert!(open_object(&DriveSealer::new(&[9; 32]), &mut aad, size, &mut other_name).is_err(), "renamed");
+
+        let mut intact = good;
+        assert_eq!(open(&mut intact, size), Ok(data));
+    }
+
+    #[test]
+    fn a_drive_of_another_drive_format_is_refused_by_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let label = DriveLabel {
+            format: 1,
+            drive_id: "0a1b2c3d".into(),
+            import_job: "seed".into(),
+            import_job_id: "00".into(),
+            vault_id: "00".into(),
+            key_check: String::new(),
+        };
+        std::fs::write(dir.path().join(DRIVE_LABEL), serde_json::to_vec(&label).expect("json")).expect("write");
+        let err = read_label(dir.path()).expect_err("format 1").to_string();
+        assert!(err.contains("drive 0a1b2c3d") && err.contains("drive format 1"), "{err}");
+    }
+
+    #[test]
+    fn a_staged_object_longer_shorter_or_other_than_its_journal_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data: Vec<u8> = (0..SEGMENT + 10).map(|i| (i % 256) as u8).collect();
+        let claimed = staged(&data);
+        assert_eq!(sealed(dir.path(), &data[..data.len() - 1], &claimed), Err("checksum"), "shorter");
+        let mut longer = data.clone();
+        longer.push(0);
+        assert_eq!(sealed(dir.path(), &longer, &claimed), Err("checksum"), "longer");
+        let mut other = data.clone();
+        other[5] ^= 1;
+        assert_eq!(sealed(dir.path(), &other, &claimed), Err("checksum"), "altered");
     }
 }

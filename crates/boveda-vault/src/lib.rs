@@ -55,7 +55,7 @@ pub use blob_writer::{BlobWriter, WriterStats};
 pub use catalog::ITEMS_KIND;
 pub use check::{Affected, CheckOptions, CheckReport, Problem, check};
 pub use chunker::{Chunker, ChunkerParams};
-pub use crypto::{AuthError, KdfParams, MasterKey, Sealer};
+pub use crypto::{AuthError, DriveSealer, KdfParams, MasterKey, Sealer};
 pub use error::{Result, VaultError, VaultErrorKind};
 pub use gc::{
     DEFAULT_SAFETY_MARGIN, Deletion, GcPlan, GcRequest, MIN_WRITER_SLACK, PlannedPack, WaitingMark, abandoned_uploads,

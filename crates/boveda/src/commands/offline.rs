@@ -38,11 +38,12 @@ pub fn run(ctx: &Ctx, cmd: OfflineCmd) -> Result<Outcome> {
             }
         }
         OfflineCmd::Diskprep { staging, import_job, mut drives, capacity } => {
-            let vault = ctx.open()?;
+            // the store alone: diskprep needs no passphrase
+            let store = boveda_service::open_vault_store(ctx.vault.as_deref())?;
             let staging = seed_folder(&staging, import_job.as_deref())?;
             let capacity = capacity.map(|c| parse_size(&c)).transpose().context("--capacity")?;
             loop {
-                let report = boveda_service::diskprep(&**vault.store(), &staging, &drives, capacity)?;
+                let report = boveda_service::diskprep(&*store, &staging, &drives, capacity)?;
                 if !ctx.json() {
                     for d in report.drives.iter().filter(|d| d.key.is_some()) {
                         println!(
@@ -72,7 +73,7 @@ pub fn run(ctx: &Ctx, cmd: OfflineCmd) -> Result<Outcome> {
                             })
                             .collect();
                         print_table(&["DRIVE", "PATH", "OBJECTS", "SIZE"], &rows);
-                        match &vault.settings().shipping_address {
+                        match &report.shipping_address {
                             Some(address) => println!("ship the drives to:\n{address}"),
                             None => println!(
                                 "no shipping address is set for this vault: `boveda vault update --shipping-address TEXT`"
