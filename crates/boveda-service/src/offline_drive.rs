@@ -661,6 +661,8 @@ pub struct ImportReport {
     pub uploaded_bytes: u64,
     /// Every problem found, each naming its drive or object.
     pub problems: Vec<String>,
+    /// What needs no action, such as a drive given that holds nothing.
+    pub notes: Vec<String>,
 }
 
 /// What an import is asked to do.
@@ -727,7 +729,7 @@ pub fn import(store: &dyn Store, req: &ImportRequest<'_>) -> Result<ImportReport
         | ImportState::Packaging
         | ImportState::Closed => {}
         ImportState::Completed => {
-            return Ok(ImportReport { job, uploaded: 0, uploaded_bytes: 0, problems: Vec::new() });
+            return Ok(ImportReport { job, uploaded: 0, uploaded_bytes: 0, problems: Vec::new(), notes: Vec::new() });
         }
         other => {
             return Err(ServiceError::Conflict(format!(
@@ -746,6 +748,7 @@ pub fn import(store: &dyn Store, req: &ImportRequest<'_>) -> Result<ImportReport
     }
     let job_id = job.id.to_hex();
     let mut problems: Vec<String> = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
     let mut drive_problems: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut arrived: Vec<Arrived> = Vec::new();
     let mut bad_drive: HashSet<usize> = HashSet::new();
@@ -772,6 +775,15 @@ pub fn import(store: &dyn Store, req: &ImportRequest<'_>) -> Result<ImportReport
             continue;
         }
         let Some(record) = job.drives.iter().position(|d| d.id == label.drive_id) else {
+            // labelled by diskprep, then not needed: nothing of the seed
+            if read_journal(&path.join(DRIVE_JOURNAL))?.is_empty() {
+                notes.push(format!(
+                    "drive {} ({}) holds nothing of the seed (diskprep did not need it): skipped",
+                    label.drive_id,
+                    path.display()
+                ));
+                continue;
+            }
             problems.push(format!(
                 "drive {} ({}) is not one of import job {}'s drives: not imported",
                 label.drive_id,
@@ -970,7 +982,7 @@ pub fn import(store: &dyn Store, req: &ImportRequest<'_>) -> Result<ImportReport
         }
         Ok(())
     })?;
-    Ok(ImportReport { job, uploaded, uploaded_bytes, problems })
+    Ok(ImportReport { job, uploaded, uploaded_bytes, problems, notes })
 }
 
 /// Uploads one object from the staging folder, checked against the

@@ -7,7 +7,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{Env, StoreKind, assert_same_tree, make_full_tree, unique};
+use common::{Env, StoreKind, assert_same_tree, kill_when, make_full_tree, unique, walk_files};
 
 fn url(kind: StoreKind, env: &Env, tag: &str) -> String {
     match kind {
@@ -136,40 +136,7 @@ fn create_grs(env: &Env, p: &str, s: &str) {
 }
 
 fn files_below(dir: &Path) -> usize {
-    walk(dir).len()
-}
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else if !e.file_name().to_string_lossy().starts_with(".tmp-") {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
-/// Waits until `ready` holds (at most a minute), then kills the child with
-/// SIGKILL; false when the child ended first.
-fn kill_when(child: &mut std::process::Child, ready: impl Fn() -> bool) -> bool {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while std::time::Instant::now() < deadline {
-        if child.try_wait().expect("wait").is_some() {
-            return false;
-        }
-        if ready() {
-            child.kill().expect("kill -9");
-            child.wait().expect("reap");
-            return true;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    panic!("the condition never held");
+    walk_files(dir).len()
 }
 
 /// A backup killed with SIGKILL mid-way leaves a pending marker; the next
@@ -305,7 +272,7 @@ fn a_restore_whose_primary_goes_away_fails_clearly_and_the_secondary_restores() 
         .spawn()
         .expect("spawn");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while walk(&target).iter().all(|f| std::fs::metadata(f).map_or(0, |m| m.len()) == 0) {
+    while walk_files(&target).iter().all(|f| std::fs::metadata(f).map_or(0, |m| m.len()) == 0) {
         assert!(std::time::Instant::now() < deadline, "the restore never wrote");
         assert!(child.try_wait().expect("wait").is_none(), "the restore ended before the primary went away");
         std::thread::sleep(std::time::Duration::from_millis(10));

@@ -5,69 +5,15 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
 use std::process::Command;
 
-use common::{Env, noise};
-
-fn sh(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("run");
-    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn domain_xml(name: &str, vda: &Path, vdb: &Path) -> String {
-    format!(
-        r#"<domain type='kvm'>
-  <name>{name}</name>
-  <uuid>2b8e5a4c-9d1f-4c2a-8f3e-6a7b8c9d0e1f</uuid>
-  <memory unit='MiB'>512</memory>
-  <devices>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='qcow2'/>
-      <source file='{}'/>
-      <target dev='vda' bus='virtio'/>
-    </disk>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='raw'/>
-      <source file='{}'/>
-      <target dev='vdb' bus='virtio'/>
-    </disk>
-    <disk type='file' device='cdrom'>
-      <source file='/nonexistent/install.iso'/>
-      <target dev='sda' bus='sata'/>
-    </disk>
-  </devices>
-</domain>
-"#,
-        vda.display(),
-        vdb.display()
-    )
-}
+use common::{Env, TwoDiskVm, domain_xml, noise, sh, two_disk_vm};
 
 #[test]
 fn a_vm_with_two_disks_is_backed_up_changed_and_restored_as_a_new_vm() {
     let env = Env::new();
     let libvirt = env.path("libvirt");
-    fs::create_dir_all(&libvirt).expect("mkdir");
-    // vda: qcow2 holding ext4 made from real files; vdb: a sparse raw data disk
-    let files = env.path("guest-files");
-    fs::create_dir_all(&files).expect("mkdir");
-    for i in 0..5 {
-        fs::write(files.join(format!("f{i}")), noise(i, 400_000)).expect("write");
-    }
-    let raw_root = env.path("root.raw");
-    fs::File::create(&raw_root).expect("create").set_len(32 << 20).expect("size");
-    sh(Command::new("mkfs.ext4").args(["-q", "-F", "-d"]).arg(&files).arg(&raw_root));
-    let vda = env.path("web-vda.qcow2");
-    sh(Command::new("qemu-img").args(["convert", "-f", "raw", "-O", "qcow2"]).arg(&raw_root).arg(&vda));
-    let vdb = env.path("web-vdb.img");
-    let f = fs::File::create(&vdb).expect("create");
-    f.set_len(16 << 20).expect("size");
-    f.write_all_at(&noise(50, 300_000), 4 << 20).expect("write");
-    drop(f);
-    let xml = libvirt.join("web.xml");
-    fs::write(&xml, domain_xml("web", &vda, &vdb)).expect("write");
+    let TwoDiskVm { xml, vda, vdb } = two_disk_vm(&env, &libvirt, "web");
     fs::write(libvirt.join("broken.xml"), "<domain><name>broken</name>").expect("write");
 
     env.create_vault();

@@ -73,6 +73,13 @@ pub fn run(ctx: &Ctx, cmd: OfflineCmd) -> Result<Outcome> {
                             })
                             .collect();
                         print_table(&["DRIVE", "PATH", "OBJECTS", "SIZE"], &rows);
+                        for d in report.drives.iter().filter(|d| d.objects == 0) {
+                            println!(
+                                "drive {} ({}) was not needed: nothing of the seed is on it, no need to ship it",
+                                d.id,
+                                d.path.display()
+                            );
+                        }
                         match &report.shipping_address {
                             Some(address) => println!("ship the drives to:\n{address}"),
                             None => println!(
@@ -152,6 +159,9 @@ pub fn run(ctx: &Ctx, cmd: OfflineCmd) -> Result<Outcome> {
             if ctx.json() {
                 ctx.print_json(&report)?;
             } else {
+                for n in &report.notes {
+                    eprintln!("note: {n}");
+                }
                 for p in &report.problems {
                     eprintln!("problem: {p}");
                 }

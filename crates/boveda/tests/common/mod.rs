@@ -402,3 +402,106 @@ pub fn assert_same_tree(original: &Path, restored: &Path) {
 pub fn allocated(p: &Path) -> u64 {
     fs::metadata(p).expect("stat").blocks() * 512
 }
+
+/// The files below `dir`, sorted, leaving out a store's temporary
+/// `.tmp-*` files; none when `dir` does not exist.
+pub fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk_files(&p));
+            } else if !e.file_name().to_string_lossy().starts_with(".tmp-") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Waits until `ready` holds (at most a minute), then kills the child with
+/// SIGKILL; false when the child ended first.
+pub fn kill_when(child: &mut std::process::Child, ready: impl Fn() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        if child.try_wait().expect("wait").is_some() {
+            return false;
+        }
+        if ready() {
+            child.kill().expect("kill -9");
+            child.wait().expect("reap");
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    panic!("the condition never held");
+}
+
+/// Runs a tool the tests need (qemu-img, mkfs.ext4...); its output.
+pub fn sh(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run");
+    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn domain_xml(name: &str, vda: &Path, vdb: &Path) -> String {
+    format!(
+        r#"<domain type='kvm'>
+  <name>{name}</name>
+  <uuid>2b8e5a4c-9d1f-4c2a-8f3e-6a7b8c9d0e1f</uuid>
+  <memory unit='MiB'>512</memory>
+  <devices>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file='{}'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='raw'/>
+      <source file='{}'/>
+      <target dev='vdb' bus='virtio'/>
+    </disk>
+    <disk type='file' device='cdrom'>
+      <source file='/nonexistent/install.iso'/>
+      <target dev='sda' bus='sata'/>
+    </disk>
+  </devices>
+</domain>
+"#,
+        vda.display(),
+        vdb.display()
+    )
+}
+
+/// A libvirt VM of two disks: `vda` a qcow2 image holding an ext4 file
+/// system of real files, `vdb` a sparse raw data disk with 300 kB written
+/// at 4 MiB; its definition in `dir/<name>.xml`.
+pub struct TwoDiskVm {
+    pub xml: PathBuf,
+    pub vda: PathBuf,
+    pub vdb: PathBuf,
+}
+
+pub fn two_disk_vm(env: &Env, dir: &Path, name: &str) -> TwoDiskVm {
+    use std::os::unix::fs::FileExt;
+    fs::create_dir_all(dir).expect("mkdir");
+    let files = env.path(&format!("{name}-guest-files"));
+    fs::create_dir_all(&files).expect("mkdir");
+    for i in 0..5 {
+        fs::write(files.join(format!("f{i}")), noise(i, 400_000)).expect("write");
+    }
+    let raw_root = env.path(&format!("{name}-root.raw"));
+    fs::File::create(&raw_root).expect("create").set_len(32 << 20).expect("size");
+    sh(Command::new("mkfs.ext4").args(["-q", "-F", "-d"]).arg(&files).arg(&raw_root));
+    let vda = env.path(&format!("{name}-vda.qcow2"));
+    sh(Command::new("qemu-img").args(["convert", "-f", "raw", "-O", "qcow2"]).arg(&raw_root).arg(&vda));
+    let vdb = env.path(&format!("{name}-vdb.img"));
+    let f = fs::File::create(&vdb).expect("create");
+    f.set_len(16 << 20).expect("size");
+    f.write_all_at(&noise(50, 300_000), 4 << 20).expect("write");
+    let xml = dir.join(format!("{name}.xml"));
+    fs::write(&xml, domain_xml(name, &vda, &vdb)).expect("write");
+    TwoDiskVm { xml, vda, vdb }
+}
