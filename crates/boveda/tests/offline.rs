@@ -449,6 +449,71 @@ fn a_labelled_drive_diskprep_did_not_need_does_not_stop_the_import() {
     assert_same_tree(&src, &target.join(src.strip_prefix("/").expect("absolute")));
 }
 
+/// On a terminal, diskprep asks for another drive when the drives given
+/// are full, and continues onto the one typed; an empty answer stops it,
+/// saying how to continue. The terminal is a real pseudo-terminal, made by
+/// `script` (util-linux).
+#[test]
+fn diskprep_on_a_terminal_asks_for_another_drive() {
+    use std::io::{Read, Write};
+    let (env, src) = setup(StoreKind::Local, 3);
+    let staging = seed(&env, "seed-tty");
+    let ds = drives(&env, &["t1", "t2", "t3"]);
+    // runs diskprep on a terminal with t1 and t2, answering the prompt with `answer`
+    let on_terminal = |answer: &str| -> (bool, String) {
+        let args = ["offline", "diskprep", "--staging", path(&staging), "--capacity", "3M"];
+        let line = std::iter::once(common::bin().display().to_string())
+            .chain(args.iter().map(|a| a.to_string()))
+            .chain(["--drive", path(&ds[0]), "--drive", path(&ds[1])].iter().map(|a| a.to_string()))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let template = env.cmd(&[]);
+        let mut script = std::process::Command::new("script");
+        script.args(["-q", "-e", "-c", &line, "/dev/null"]);
+        for (k, v) in template.get_envs() {
+            match v {
+                Some(v) => script.env(k, v),
+                None => script.env_remove(k),
+            };
+        }
+        let mut child = script
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("script (util-linux) runs");
+        let mut stdout = child.stdout.take().expect("stdout");
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&seen).contains("Path of another drive") {
+            let n = stdout.read(&mut buf).expect("read");
+            assert!(n > 0, "no prompt: {}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buf[..n]);
+        }
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(format!("{answer}\n").as_bytes()).expect("answer");
+        stdout.read_to_end(&mut seen).expect("read");
+        drop(stdin);
+        let ok = child.wait().expect("wait").success();
+        (ok, String::from_utf8_lossy(&seen).into_owned())
+    };
+
+    let (ok, out) = on_terminal("");
+    assert!(!ok, "{out}");
+    assert!(out.contains("still need a drive; run diskprep again with another --drive to continue"), "{out}");
+    let (ok, out) = on_terminal(path(&ds[2]));
+    assert!(ok, "{out}");
+    assert!(out.contains("every staged object is on the drives"), "{out}");
+    let status = json(&env.ok(&["--output", "json", "offline", "status", "--import-job", "seed-tty"]));
+    assert_eq!(status[0]["drives"].as_array().map(Vec::len), Some(3), "{status}");
+
+    env.ok(&["offline", "shipping", "--import-job", "seed-tty", "--carrier", "UPS", "--tracking", "TTY-1"]);
+    let out = import(&env, "seed-tty", &ds, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let target = env.path("restored");
+    env.ok(&["restore", "t", "--target", path(&target)]);
+    assert_same_tree(&src, &target.join(src.strip_prefix("/").expect("absolute")));
+}
+
 /// A drive taken away in the middle of diskprep (its folder disappears) is
 /// named, nothing is written where it was; with it back, the re-run
 /// continues where it stopped.
