@@ -37,6 +37,9 @@ use crate::offline::{
 const DRIVE_LABEL: &str = "boveda-drive.json";
 const DRIVE_JOURNAL: &str = "journal.jsonl";
 const DRIVE_OBJECTS: &str = "objects";
+/// Held (flock) by a diskprep in the staging folder's `drives/` and on
+/// each drive it writes.
+const DISKPREP_LOCK: &str = "diskprep.lock";
 /// Objects diskprep reads, seals and writes at once.
 const DISKPREP_PARALLEL: usize = 4;
 /// Objects an import uploads at once.
@@ -242,6 +245,9 @@ pub fn diskprep(
     let job_id = job.id.to_hex();
     let state_dir = staging.join("drives");
     std::fs::create_dir_all(&state_dir).map_err(|e| io_err(&state_dir, e))?;
+    // one diskprep at a time per staging folder, and per drive
+    let mut locks =
+        vec![lock_for_diskprep(&state_dir.join(DISKPREP_LOCK), || format!("staging folder {}", staging.display()))?];
 
     // what every drive of this job holds, from the staging folder's copies
     let mut placed: HashSet<String> = HashSet::new();
@@ -265,6 +271,8 @@ pub fn diskprep(
     for path in drives {
         std::fs::create_dir_all(path.join(DRIVE_OBJECTS))
             .map_err(|e| ServiceError::Invalid(format!("drive {} cannot be written: {e}", path.display())))?;
+        // taken before the label is read or written
+        locks.push(lock_for_diskprep(&path.join(DISKPREP_LOCK), || format!("drive {}", path.display()))?);
         let (id, key, shown_key) = match read_label(path)? {
             Some(label) if label.import_job_id == job_id => {
                 let key_file = state_dir.join(format!("{}.key", label.drive_id));
@@ -470,6 +478,34 @@ fn copy_one(
             Err(())
         }
     }
+}
+
+/// Takes the diskprep lock at `path` (made if missing) and writes this
+/// process's id in it; `Conflict` naming `what` and the holder's process id
+/// when another diskprep holds it.
+fn lock_for_diskprep(path: &Path, what: impl Fn() -> String) -> Result<std::fs::File> {
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| ServiceError::Invalid(format!("{} cannot be written: {e}", what())))?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::WOULDBLOCK) => {
+            let holder = std::fs::read_to_string(path).unwrap_or_default();
+            return Err(ServiceError::Conflict(format!(
+                "another diskprep (process {}) is writing {} now: wait for it to end",
+                holder.trim(),
+                what()
+            )));
+        }
+        Err(e) => return Err(io_err(path, e.into())),
+    }
+    file.set_len(0).map_err(|e| io_err(path, e))?;
+    file.write_all(std::process::id().to_string().as_bytes()).map_err(|e| io_err(path, e))?;
+    Ok(file)
 }
 
 /// What a diskprep worker reuses from one object to the next: room for

@@ -514,6 +514,48 @@ fn diskprep_on_a_terminal_asks_for_another_drive() {
     assert_same_tree(&src, &target.join(src.strip_prefix("/").expect("absolute")));
 }
 
+/// Two diskpreps at once: the second, on the same staging folder or onto a
+/// drive the first is writing, is refused naming the first's process; the
+/// first finishes, and its drives import whole.
+#[test]
+fn a_second_diskprep_at_once_is_refused() {
+    let (env, src) = setup(StoreKind::Local, 4);
+    let staging = seed(&env, "seed-two");
+    // another item's seed, in another staging folder
+    env.ok(&["item", "add", "files", "u", "--path", path(&src)]);
+    env.ok(&["protection", "enable", "u", "--policy", "DefaultPolicy"]);
+    let other = env.path("staging-other");
+    std::fs::create_dir_all(&other).expect("mkdir");
+    env.ok(&["offline", "init", "u", "--staging", path(&other), "--import-job", "seed-other"]);
+    env.ok(&["protection", "backup-now", "u"]);
+
+    let ds = drives(&env, &["w1"]);
+    let mut args = vec!["offline", "diskprep", "--staging", path(&staging)];
+    with_drives(&mut args, &ds);
+    let mut first = env.cmd(&args).env("BOVEDA_TEST_DISKPREP_PAUSE_MS", "1000").spawn().expect("spawn");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while count(&ds[0].join("objects")) < 1 {
+        assert!(std::time::Instant::now() < deadline && first.try_wait().expect("wait").is_none(), "no copy seen");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let err = env.fails(&args);
+    let pid = first.id();
+    assert!(err.contains(&format!("another diskprep (process {pid}) is writing staging folder")), "{err}");
+
+    // the other staging folder's diskprep onto the drive being written
+    let err =
+        env.fails(&["offline", "diskprep", "--staging", path(&other.join("seed-other")), "--drive", path(&ds[0])]);
+    assert!(err.contains(&format!("another diskprep (process {pid}) is writing drive")), "{err}");
+
+    assert!(first.wait().expect("wait").success());
+    env.ok(&["offline", "shipping", "--import-job", "seed-two", "--carrier", "UPS", "--tracking", "TWO-1"]);
+    let out = import(&env, "seed-two", &ds, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let target = env.path("restored");
+    env.ok(&["restore", "t", "--target", path(&target)]);
+    assert_same_tree(&src, &target.join(src.strip_prefix("/").expect("absolute")));
+}
+
 /// A drive taken away in the middle of diskprep (its folder disappears) is
 /// named, nothing is written where it was; with it back, the re-run
 /// continues where it stopped.
