@@ -131,12 +131,7 @@ fn probe(vault: &Vault) -> Result<()> {
 fn secondary_with(settings: &VaultSettings, retry: RetryPolicy) -> Result<Arc<dyn Store>> {
     let url = match (settings.redundancy.as_str(), &settings.secondary) {
         ("grs", Some(url)) => url,
-        _ => {
-            return Err(ServiceError::Invalid(format!(
-                "vault {} is locally redundant (lrs): it has no secondary store",
-                settings.name
-            )));
-        }
+        _ => return Err(not_geo(settings)),
     };
     let backend = open_backend(url, false).map_err(VaultError::from)?;
     // faults for the secondary alone (tests and benchmarks of a secondary
@@ -194,7 +189,7 @@ pub fn replication_status(vault: &Vault) -> Result<ReplicationStatus> {
     let settings = vault.settings();
     let url = match (settings.redundancy.as_str(), &settings.secondary) {
         ("grs", Some(url)) => url.clone(),
-        _ => return secondary_of(settings).map(|_| unreachable_status()),
+        _ => return Err(not_geo(settings)),
     };
     let mut status = ReplicationStatus {
         secondary: url,
@@ -227,19 +222,8 @@ pub fn replication_status(vault: &Vault) -> Result<ReplicationStatus> {
     Ok(status)
 }
 
-/// Never built: [`secondary_of`] fails for a locally redundant vault.
-fn unreachable_status() -> ReplicationStatus {
-    ReplicationStatus {
-        secondary: String::new(),
-        objects_behind: None,
-        bytes_behind: None,
-        oldest_behind: None,
-        to_delete: None,
-        error: None,
-        pending_since: None,
-        last_pass: None,
-        alert_after_mins: 0,
-    }
+fn not_geo(settings: &VaultSettings) -> ServiceError {
+    ServiceError::Invalid(format!("vault {} is locally redundant (lrs): it has no secondary store", settings.name))
 }
 
 /// The oldest pending marker's time: since when writes wait for a pass.
