@@ -17,6 +17,8 @@ scale=${2:-1}
 
 . "$here/common.sh"
 need rclone rclone
+# every step at the default open-file limit (the tree has ~40k files)
+ulimit -n 1024
 src=$work/corpus/tree
 run=$work/run
 rm -rf "$run"
