@@ -11,7 +11,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{Env, StoreKind, assert_same_tree, kill_when, noise, sh, two_disk_vm, walk_files};
+use common::{Env, StoreKind, assert_same_tree, kill_when, noise, sh, store_objects, two_disk_vm, walk_files};
 
 fn json(out: &str) -> serde_json::Value {
     serde_json::from_str(out).expect("json")
@@ -172,9 +172,8 @@ fn drive_id(d: &Path) -> String {
 /// A wrong drive key, a corrupted object and a missing drive are each
 /// named, nothing is skipped silently, the point waits; the re-run with
 /// everything right completes the job.
-#[test]
-fn import_names_a_wrong_key_a_corrupted_object_and_a_missing_drive() {
-    let (env, src) = setup(StoreKind::Local, 2);
+fn import_names_a_wrong_key_a_corrupted_object_and_a_missing_drive(kind: StoreKind) {
+    let (env, src) = setup(kind, 2);
     let ds = shipped(&env, "seed-bad", "TRK-BAD");
     let (d1, d2) = (drive_id(&ds[0]), drive_id(&ds[1]));
 
@@ -219,6 +218,8 @@ fn import_names_a_wrong_key_a_corrupted_object_and_a_missing_drive() {
     assert_same_tree(&src, &target.join(src.strip_prefix("/").expect("absolute")));
     env.ok(&["vault", "check", "--read-data"]);
 }
+
+on_every_store!(import_names_a_wrong_key_a_corrupted_object_and_a_missing_drive);
 
 /// A drive of another import job is refused by name; a tracking number
 /// is one package's; the two-week deadline needs --force.
@@ -295,9 +296,8 @@ fn a_staging_folder_missing_read_only_or_too_small_is_refused() {
 
 /// Kills with SIGKILL of the seed backup, of diskprep and of the import,
 /// each followed by a re-run that finishes.
-#[test]
-fn kills_of_the_seed_diskprep_and_import_are_finished_by_a_rerun() {
-    let (env, src) = setup(StoreKind::Local, 6);
+fn kills_of_the_seed_diskprep_and_import_are_finished_by_a_rerun(kind: StoreKind) {
+    let (env, src) = setup(kind, 6);
     let staging = env.path("staging");
     std::fs::create_dir_all(&staging).expect("mkdir");
     env.ok(&["offline", "init", "t", "--staging", path(&staging), "--import-job", "seed-k"]);
@@ -326,14 +326,18 @@ fn kills_of_the_seed_diskprep_and_import_are_finished_by_a_rerun() {
     env.ok(&args);
     env.ok(&["offline", "shipping", "--import-job", "seed-k", "--carrier", "DHL", "--tracking", "K-1"]);
 
+    // slow enough that the import is seen uploading packs before its
+    // index and manifest follow
     let mut args = vec!["offline", "import", "--import-job", "seed-k"];
     with_drives(&mut args, &ds);
-    let mut child = slow(&args).spawn().expect("spawn");
+    let mut child = env.cmd(&args).env("BOVEDA_STORE_FAULTS", "latency=300ms").spawn().expect("spawn");
     assert!(
-        kill_when(&mut child, || count(&env.path("vault").join("packs")) >= 2),
+        kill_when(&mut child, || store_objects(&env, "packs") >= 2),
         "the process ended before it could be killed; the data set is too small for this machine"
     );
     env.ok(&args);
+    // nothing uploaded twice: the store holds the seed's packs, once each
+    assert_eq!(store_objects(&env, "packs"), count(&seed_dir.join("packs")));
     let target = env.path("restored");
     env.ok(&["restore", "t", "--target", path(&target)]);
     assert_same_tree(&src, &target.join(src.strip_prefix("/").expect("absolute")));
@@ -343,6 +347,8 @@ fn kills_of_the_seed_diskprep_and_import_are_finished_by_a_rerun() {
 fn count(dir: &Path) -> usize {
     walk_files(dir).len()
 }
+
+on_every_store!(kills_of_the_seed_diskprep_and_import_are_finished_by_a_rerun);
 
 /// A disk item seeds like a file item: its raw image travels on a drive,
 /// is imported into S3, restores byte for byte, and its next backup reads

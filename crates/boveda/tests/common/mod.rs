@@ -505,3 +505,14 @@ pub fn two_disk_vm(env: &Env, dir: &Path, name: &str) -> TwoDiskVm {
     fs::write(&xml, domain_xml(name, &vda, &vdb)).expect("write");
     TwoDiskVm { xml, vda, vdb }
 }
+
+/// How many objects the test's vault store holds below `folder`, whatever
+/// kind of store it is.
+pub fn store_objects(env: &Env, folder: &str) -> usize {
+    let store = boveda_store::open_backend(&env.store, false).expect("open the test's store");
+    match store.list(folder) {
+        Ok(objects) => objects.len(),
+        Err(e) if e.kind() == boveda_store::StoreErrorKind::NotFound => 0,
+        Err(e) => panic!("listing {folder}: {e}"),
+    }
+}
