@@ -5,10 +5,41 @@
 #
 #   scripts/test.sh [cargo test arguments...]
 #
-# Needs Node.js with npm and Python 3 with venv (for the two servers);
-# they are fetched from npm and PyPI into target/test-tools the first time.
+# Installs the Debian packages the tests need when run as root (else names
+# them in one line); Azurite and moto are fetched from npm and PyPI into
+# target/test-tools the first time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# The tests use setpriv (util-linux) to run boveda as an unprivileged user,
+# mount/umount a small tmpfs to fill a disk, qemu-img (qemu-utils) to make,
+# convert and compare disk images, and mkfs.ext4/e2fsck (e2fsprogs) to build
+# and check the file systems inside them, debugfs (e2fsprogs) for file-level
+# restore from them, and fusermount (fuse) to unmount `boveda mount`: all
+# from Debian's packages.
+missing=()
+command -v setpriv >/dev/null || missing+=(util-linux)
+command -v mount >/dev/null || missing+=(mount)
+command -v qemu-img >/dev/null || missing+=(qemu-utils)
+command -v mkfs.ext4 >/dev/null && command -v debugfs >/dev/null || missing+=(e2fsprogs)
+command -v fusermount >/dev/null || command -v fusermount3 >/dev/null || missing+=(fuse3)
+# The object-store tests run Azurite (from npm, on Node.js) and the moto S3
+# server (from PyPI, in a Python venv); scripts/stores.sh fetches both.
+command -v npm >/dev/null || missing+=(npm)
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+command -v curl >/dev/null || missing+=(curl)
+# script (bsdutils) gives a test a real terminal.
+command -v script >/dev/null || missing+=(bsdutils)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+  else
+    echo "scripts/test.sh: the tests need these Debian packages: ${missing[*]} (run as root to install them, or install them first)" >&2
+    exit 2
+  fi
+fi
+
 state=$(mktemp -d /tmp/boveda-stores.XXXXXX)
 # The exit status stays the tests' own: a server that is slow to go away
 # must not turn a passing run into a failing one.
