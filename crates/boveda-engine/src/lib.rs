@@ -24,6 +24,7 @@ mod file_backup;
 mod file_restore;
 mod libvirt_domain;
 mod metadata;
+pub mod nbd;
 mod point_mount;
 mod point_path;
 mod progress;
