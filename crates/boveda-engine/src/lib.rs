@@ -28,6 +28,7 @@ pub mod nbd;
 mod point_mount;
 mod point_path;
 mod progress;
+pub mod qmp;
 
 pub use disk_backup::{DISK_CHUNK, DISK_NODE, DiskBackupOptions, backup_disk, is_safe_disk_name};
 pub use disk_files::{DiskEntry, MaterializedDisk, materialize_disk};
