@@ -23,6 +23,7 @@ mod exclude;
 mod file_backup;
 mod file_restore;
 mod libvirt_domain;
+pub mod live;
 mod metadata;
 pub mod nbd;
 mod point_mount;

@@ -1,0 +1,205 @@
+//! Point-in-time snapshots of disks in use, through QEMU's block layer:
+//! `qemu-storage-daemon` holds two disks (qcow2 and raw) as a VM would,
+//! and exposes each as a writable FUSE file that stands for the guest's
+//! writes. The snapshot reads over NBD as the disks were at its instant,
+//! both disks from the same instant; dirty bitmaps give the changes
+//! between snapshots, also after a backup killed midway; nothing boveda
+//! added stays behind.
+
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use boveda_engine::live::{self, LiveDisk};
+use boveda_engine::nbd::{NbdClient, STATE_DIRTY, dirty_bitmap_context};
+use boveda_engine::qmp::QmpClient;
+use serde_json::json;
+
+fn sh(cmd: &mut Command) {
+    let out = cmd.output().expect("run");
+    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The daemon, its monitor socket, and the guest's view of each disk.
+struct Vm {
+    child: Child,
+    qmp: PathBuf,
+    guest: Vec<PathBuf>,
+}
+
+impl Vm {
+    fn start(dir: &Path) -> Vm {
+        let a = dir.join("vda.qcow2");
+        sh(Command::new("qemu-img").args(["create", "-q", "-f", "qcow2"]).arg(&a).arg("16M"));
+        sh(Command::new("qemu-io").args(["-f", "qcow2", "-c", "write -P 0x11 1M 2M"]).arg(&a));
+        let b = dir.join("vdb.img");
+        let f = std::fs::File::create(&b).expect("create");
+        f.set_len(8 << 20).expect("size");
+        f.write_all_at(&[0x22; 512 << 10], 2 << 20).expect("write");
+        let guest = vec![dir.join("guest-vda"), dir.join("guest-vdb")];
+        for g in &guest {
+            std::fs::File::create(g).expect("mountpoint");
+        }
+        let qmp = dir.join("qmp.sock");
+        let child = Command::new("qemu-storage-daemon")
+            .arg("--blockdev")
+            .arg(format!("driver=file,node-name=vm-file-a,filename={}", a.display()))
+            .args(["--blockdev", "driver=qcow2,node-name=vm-vda,file=vm-file-a"])
+            .arg("--blockdev")
+            .arg(format!("driver=file,node-name=vm-file-b,filename={}", b.display()))
+            .args(["--blockdev", "driver=raw,node-name=vm-vdb,file=vm-file-b"])
+            .arg("--export")
+            .arg(format!("type=fuse,id=g0,node-name=vm-vda,mountpoint={},writable=on", guest[0].display()))
+            .arg("--export")
+            .arg(format!("type=fuse,id=g1,node-name=vm-vdb,mountpoint={},writable=on", guest[1].display()))
+            .arg("--chardev")
+            .arg(format!("socket,path={},server=on,wait=off,id=mon0", qmp.display()))
+            .args(["--monitor", "chardev=mon0"])
+            .spawn()
+            .expect("qemu-storage-daemon (qemu-utils) runs");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !qmp.exists() || std::fs::metadata(&guest[0]).map_or(0, |m| m.len()) == 0 {
+            assert!(Instant::now() < deadline, "qemu-storage-daemon never came up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Vm { child, qmp, guest }
+    }
+
+    fn monitor(&self) -> QmpClient {
+        QmpClient::connect(&self.qmp, Duration::from_secs(30)).expect("QMP")
+    }
+
+    /// What the guest sees on disk `i`.
+    fn read(&self, i: usize) -> Vec<u8> {
+        std::fs::read(&self.guest[i]).expect("read the guest's disk")
+    }
+
+    /// The guest writes `len` bytes of `byte` at `at` on disk `i`.
+    fn write(&self, i: usize, at: u64, len: usize, byte: u8) {
+        let f = std::fs::OpenOptions::new().write(true).open(&self.guest[i]).expect("open");
+        f.write_all_at(&vec![byte; len], at).expect("write");
+        f.sync_all().expect("sync");
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn disks(qmp: &mut QmpClient, dir: &Path) -> Vec<LiveDisk> {
+    let files = [("vda".to_string(), dir.join("vda.qcow2")), ("vdb".to_string(), dir.join("vdb.img"))];
+    live::find_disks(qmp, &files).expect("find the disks")
+}
+
+fn read_export(s: &live::Snapshot, disk: &str, contexts: &[&str]) -> (Vec<u8>, NbdClient) {
+    let mut nbd = NbdClient::connect(&s.socket, disk, contexts).expect("connect to the export");
+    let mut all = vec![0u8; nbd.size() as usize];
+    nbd.read(0, &mut all).expect("read");
+    (all, nbd)
+}
+
+fn dirty(nbd: &mut NbdClient, bitmap: &str) -> Vec<(u64, u64)> {
+    nbd.block_status(&dirty_bitmap_context(bitmap))
+        .expect("block status")
+        .iter()
+        .filter(|e| e.flags & STATE_DIRTY != 0)
+        .map(|e| (e.offset, e.len))
+        .collect()
+}
+
+/// What boveda added that is still in the VM: nodes, jobs, exports.
+fn leftovers(qmp: &mut QmpClient) -> Vec<String> {
+    let mut out = Vec::new();
+    for (cmd, key) in
+        [("query-named-block-nodes", "node-name"), ("query-block-jobs", "device"), ("query-block-exports", "id")]
+    {
+        let list = qmp.execute(cmd, json!({})).expect(cmd);
+        for x in list.as_array().cloned().unwrap_or_default() {
+            if let Some(name) = x[key].as_str().filter(|n| n.starts_with(live::PREFIX)) {
+                out.push(name.to_string());
+            }
+        }
+    }
+    out
+}
+
+fn bitmaps(qmp: &mut QmpClient, node: &str) -> Vec<(String, bool)> {
+    let nodes = qmp.execute("query-named-block-nodes", json!({"flat": true})).expect("nodes");
+    let n = nodes.as_array().and_then(|a| a.iter().find(|n| n["node-name"] == node)).cloned().expect("node");
+    let mut out: Vec<(String, bool)> = n["dirty-bitmaps"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|b| (b["name"].as_str().unwrap_or("").to_string(), b["recording"].as_bool().unwrap_or(false)))
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn a_snapshot_reads_as_both_disks_were_at_its_instant_and_bitmaps_give_the_changes_since() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vm = Vm::start(dir.path());
+    let mut qmp = vm.monitor();
+    let disks = disks(&mut qmp, dir.path());
+    assert_eq!(
+        disks.iter().map(|d| (d.node.as_str(), d.size)).collect::<Vec<_>>(),
+        [("vm-vda", 16 << 20), ("vm-vdb", 8 << 20)]
+    );
+
+    // first snapshot: no previous bitmap
+    let before = [vm.read(0), vm.read(1)];
+    let s1 = live::take(&mut qmp, &disks, &dir.path().join("s1"), None, "boveda-b1").expect("snapshot 1");
+    assert_eq!(s1.since_previous, None);
+    // the guest writes over both disks while the snapshot is read
+    vm.write(0, 1 << 20, 64 << 10, 0x99);
+    vm.write(1, 2 << 20, 128 << 10, 0x98);
+    for (i, name) in ["vda", "vdb"].iter().enumerate() {
+        let (bytes, _) = read_export(&s1, name, &[]);
+        assert!(bytes == before[i], "{name} reads as it was at the snapshot's instant, not after");
+    }
+    assert_ne!(vm.read(0), before[0], "the guest's writes landed");
+    live::finish(&mut qmp, &s1, true).expect("finish");
+    assert_eq!(leftovers(&mut qmp), Vec::<String>::new());
+    assert_eq!(bitmaps(&mut qmp, "vm-vda"), [("boveda-b1".to_string(), true)]);
+
+    // second snapshot: the bitmap gives exactly what changed since the first
+    vm.write(0, 5 << 20, 256 << 10, 0x77);
+    let s2 = live::take(&mut qmp, &disks, &dir.path().join("s2"), Some("boveda-b1"), "boveda-b2").expect("snapshot 2");
+    assert_eq!(s2.since_previous.as_deref(), Some("boveda-b1"));
+    let (_, mut a) = read_export(&s2, "vda", &[&dirty_bitmap_context("boveda-b1")]);
+    assert_eq!(dirty(&mut a, "boveda-b1"), [(1 << 20, 64 << 10), (5 << 20, 256 << 10)]);
+    let (_, mut b) = read_export(&s2, "vdb", &[&dirty_bitmap_context("boveda-b1")]);
+    assert_eq!(dirty(&mut b, "boveda-b1"), [(2 << 20, 128 << 10)]);
+    drop((a, b));
+    live::finish(&mut qmp, &s2, true).expect("finish");
+    assert_eq!(bitmaps(&mut qmp, "vm-vda"), [("boveda-b2".to_string(), true)]);
+
+    // a backup killed after its snapshot: its monitor connection just ends
+    vm.write(1, 6 << 20, 64 << 10, 0x55);
+    let s3 = live::take(&mut qmp, &disks, &dir.path().join("s3"), Some("boveda-b2"), "boveda-b3").expect("snapshot 3");
+    drop(qmp);
+    vm.write(0, 9 << 20, 64 << 10, 0x44);
+    let mut qmp = vm.monitor();
+    assert!(!leftovers(&mut qmp).is_empty(), "the killed backup left its nodes");
+    live::clean_leftovers(&mut qmp).expect("clean");
+    assert_eq!(leftovers(&mut qmp), Vec::<String>::new(), "nothing of the killed backup stays");
+    drop(s3);
+    // the next backup, whose parent is the second point, still gets every
+    // change since the second snapshot: before and after the killed one's
+    let s4 = live::take(&mut qmp, &disks, &dir.path().join("s4"), Some("boveda-b2"), "boveda-b4").expect("snapshot 4");
+    let (bytes, mut a) = read_export(&s4, "vda", &[&dirty_bitmap_context("boveda-b2")]);
+    assert_eq!(bytes, vm.read(0));
+    assert_eq!(dirty(&mut a, "boveda-b2"), [(9 << 20, 64 << 10)]);
+    let (_, mut b) = read_export(&s4, "vdb", &[&dirty_bitmap_context("boveda-b2")]);
+    assert_eq!(dirty(&mut b, "boveda-b2"), [(6 << 20, 64 << 10)]);
+    drop((a, b));
+    live::finish(&mut qmp, &s4, true).expect("finish");
+    assert_eq!(leftovers(&mut qmp), Vec::<String>::new());
+    assert_eq!(bitmaps(&mut qmp, "vm-vdb"), [("boveda-b4".to_string(), true)]);
+}
