@@ -6,24 +6,22 @@
 //! between snapshots, also after a backup killed midway; nothing boveda
 //! added stays behind.
 
+mod common;
+
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use boveda_engine::live::{self, LiveDisk};
 use boveda_engine::nbd::{NbdClient, STATE_DIRTY, dirty_bitmap_context};
 use boveda_engine::qmp::QmpClient;
+use common::{Qemu, sh};
 use serde_json::json;
-
-fn sh(cmd: &mut Command) {
-    let out = cmd.output().expect("run");
-    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
 
 /// The daemon, its monitor socket, and the guest's view of each disk.
 struct Vm {
-    child: Child,
+    _qemu: Qemu,
     qmp: PathBuf,
     guest: Vec<PathBuf>,
 }
@@ -42,28 +40,25 @@ impl Vm {
             std::fs::File::create(g).expect("mountpoint");
         }
         let qmp = dir.join("qmp.sock");
-        let child = Command::new("qemu-storage-daemon")
-            .arg("--blockdev")
-            .arg(format!("driver=file,node-name=vm-file-a,filename={}", a.display()))
-            .args(["--blockdev", "driver=qcow2,node-name=vm-vda,file=vm-file-a"])
-            .arg("--blockdev")
-            .arg(format!("driver=file,node-name=vm-file-b,filename={}", b.display()))
-            .args(["--blockdev", "driver=raw,node-name=vm-vdb,file=vm-file-b"])
-            .arg("--export")
-            .arg(format!("type=fuse,id=g0,node-name=vm-vda,mountpoint={},writable=on", guest[0].display()))
-            .arg("--export")
-            .arg(format!("type=fuse,id=g1,node-name=vm-vdb,mountpoint={},writable=on", guest[1].display()))
-            .arg("--chardev")
-            .arg(format!("socket,path={},server=on,wait=off,id=mon0", qmp.display()))
-            .args(["--monitor", "chardev=mon0"])
-            .spawn()
-            .expect("qemu-storage-daemon (qemu-utils) runs");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !qmp.exists() || std::fs::metadata(&guest[0]).map_or(0, |m| m.len()) == 0 {
-            assert!(Instant::now() < deadline, "qemu-storage-daemon never came up");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Vm { child, qmp, guest }
+        let ready = || qmp.exists() && std::fs::metadata(&guest[0]).is_ok_and(|m| m.len() > 0);
+        let qemu = Qemu::start(
+            Command::new("qemu-storage-daemon")
+                .arg("--blockdev")
+                .arg(format!("driver=file,node-name=vm-file-a,filename={}", a.display()))
+                .args(["--blockdev", "driver=qcow2,node-name=vm-vda,file=vm-file-a"])
+                .arg("--blockdev")
+                .arg(format!("driver=file,node-name=vm-file-b,filename={}", b.display()))
+                .args(["--blockdev", "driver=raw,node-name=vm-vdb,file=vm-file-b"])
+                .arg("--export")
+                .arg(format!("type=fuse,id=g0,node-name=vm-vda,mountpoint={},writable=on", guest[0].display()))
+                .arg("--export")
+                .arg(format!("type=fuse,id=g1,node-name=vm-vdb,mountpoint={},writable=on", guest[1].display()))
+                .arg("--chardev")
+                .arg(format!("socket,path={},server=on,wait=off,id=mon0", qmp.display()))
+                .args(["--monitor", "chardev=mon0"]),
+            ready,
+        );
+        Vm { _qemu: qemu, qmp, guest }
     }
 
     fn monitor(&self) -> QmpClient {
@@ -80,13 +75,6 @@ impl Vm {
         let f = std::fs::OpenOptions::new().write(true).open(&self.guest[i]).expect("open");
         f.write_all_at(&vec![byte; len], at).expect("write");
         f.sync_all().expect("sync");
-    }
-}
-
-impl Drop for Vm {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

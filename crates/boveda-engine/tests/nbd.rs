@@ -3,21 +3,18 @@
 //! status gives the allocated ranges, and a persistent dirty bitmap gives
 //! exactly the ranges written since it was added.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use boveda_engine::nbd::{BASE_ALLOCATION, NbdClient, STATE_DIRTY, STATE_HOLE, dirty_bitmap_context};
-
-fn sh(cmd: &mut Command) {
-    let out = cmd.output().expect("run");
-    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
+use common::{Qemu, sh};
 
 /// `qemu-nbd` serving `image` read-only on a socket, with the bitmap when
 /// given; stopped when dropped.
 struct Server {
-    child: Child,
+    _qemu: Qemu,
     socket: PathBuf,
 }
 
@@ -31,20 +28,8 @@ impl Server {
         if let Some(b) = bitmap {
             cmd.arg(format!("--bitmap={b}"));
         }
-        let child = cmd.arg(image).spawn().expect("qemu-nbd (qemu-utils) runs");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !socket.exists() {
-            assert!(Instant::now() < deadline, "qemu-nbd never made its socket");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Server { child, socket }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let qemu = Qemu::start(cmd.arg(image), || socket.exists());
+        Server { _qemu: qemu, socket }
     }
 }
 

@@ -2,50 +2,37 @@
 //! (qemu-utils): capabilities, commands and their results, refusals with
 //! their class, and a block job's events.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use boveda_engine::qmp::QmpClient;
+use common::{Qemu, sh};
 use serde_json::json;
-
-fn sh(cmd: &mut Command) {
-    let out = cmd.output().expect("run");
-    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
 
 /// `qemu-storage-daemon` holding `image` as node `disk0`, its monitor on a
 /// socket; stopped when dropped.
 struct Daemon {
-    child: Child,
+    _qemu: Qemu,
     socket: PathBuf,
 }
 
 impl Daemon {
     fn start(dir: &Path, image: &Path) -> Daemon {
         let socket = dir.join("qmp.sock");
-        let child = Command::new("qemu-storage-daemon")
-            .arg("--blockdev")
-            .arg(format!("driver=file,node-name=file0,filename={}", image.display()))
-            .args(["--blockdev", "driver=qcow2,node-name=disk0,file=file0"])
-            .arg("--chardev")
-            .arg(format!("socket,path={},server=on,wait=off,id=mon0", socket.display()))
-            .args(["--monitor", "chardev=mon0"])
-            .spawn()
-            .expect("qemu-storage-daemon (qemu-utils) runs");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !socket.exists() {
-            assert!(Instant::now() < deadline, "qemu-storage-daemon never made its socket");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Daemon { child, socket }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let qemu = Qemu::start(
+            Command::new("qemu-storage-daemon")
+                .arg("--blockdev")
+                .arg(format!("driver=file,node-name=file0,filename={}", image.display()))
+                .args(["--blockdev", "driver=qcow2,node-name=disk0,file=file0"])
+                .arg("--chardev")
+                .arg(format!("socket,path={},server=on,wait=off,id=mon0", socket.display()))
+                .args(["--monitor", "chardev=mon0"]),
+            || socket.exists(),
+        );
+        Daemon { _qemu: qemu, socket }
     }
 }
 

@@ -18,3 +18,46 @@ pub fn test_vault(store: Arc<dyn Store>, compression_level: i32) -> Vault {
 pub fn local_vault(dir: &Path) -> Vault {
     test_vault(Arc::new(boveda_store::LocalStore::new(dir.join("vault"))), 3)
 }
+
+/// Runs a tool the tests need (qemu-img, qemu-io...), which must succeed.
+#[allow(dead_code)]
+pub fn sh(cmd: &mut std::process::Command) {
+    let out = cmd.output().expect("run");
+    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A QEMU process a test started (qemu-nbd, qemu-storage-daemon), killed
+/// when dropped.
+#[allow(dead_code)]
+pub struct Qemu(pub std::process::Child);
+
+impl Qemu {
+    /// Starts `cmd` and waits (at most 20 s) until `ready` holds.
+    #[allow(dead_code)]
+    pub fn start(cmd: &mut std::process::Command, ready: impl Fn() -> bool) -> Qemu {
+        let q = Qemu(cmd.spawn().unwrap_or_else(|e| panic!("{cmd:?} (qemu-utils) runs: {e}")));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !ready() {
+            assert!(std::time::Instant::now() < deadline, "{cmd:?} never came up");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        q
+    }
+}
+
+impl Drop for Qemu {
+    /// SIGTERM first, so that QEMU ends cleanly (unmounting its FUSE
+    /// exports); SIGKILL after 10 s.
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill").arg(self.0.id().to_string()).status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if !matches!(self.0.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
