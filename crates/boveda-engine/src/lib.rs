@@ -31,7 +31,9 @@ mod point_path;
 mod progress;
 pub mod qmp;
 
-pub use disk_backup::{DISK_CHUNK, DISK_NODE, DiskBackupOptions, backup_disk, is_safe_disk_name};
+pub use disk_backup::{
+    DISK_CHUNK, DISK_NODE, DiskBackupOptions, DiskSource, LiveSource, backup_disk, is_safe_disk_name,
+};
 pub use disk_files::{DiskEntry, MaterializedDisk, materialize_disk};
 pub use disk_image::{DiskFormat, DiskImage};
 pub use disk_restore::{DiskOutputFormat, DiskRestoreRequest, read_point_file, restore_disk};

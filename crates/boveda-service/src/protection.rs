@@ -4,7 +4,7 @@
 use std::sync::atomic::AtomicBool;
 
 use boveda_engine::{
-    BackupProgress, DISK_NODE, DiskBackupOptions, Domain, FileBackupOptions, backup_disk, backup_files,
+    BackupProgress, DISK_NODE, DiskBackupOptions, DiskSource, Domain, FileBackupOptions, backup_disk, backup_files,
 };
 use std::path::PathBuf;
 
@@ -77,7 +77,7 @@ pub fn backup_now(
             }
             ItemSource::Disk { path } => {
                 let opts = DiskBackupOptions {
-                    disks: vec![(DISK_NODE.to_string(), path.clone())],
+                    disks: vec![(DISK_NODE.to_string(), DiskSource::Image(path.clone()))],
                     extra_files: vec![],
                     parent_tree,
                     cancel: req.cancel,
@@ -90,7 +90,7 @@ pub fn backup_now(
                 let disks = domain_disks(&domain, domain_xml)?;
                 let sources = disks.iter().map(|(_, p)| p.clone()).chain([domain_xml.clone()]).collect();
                 let opts = DiskBackupOptions {
-                    disks,
+                    disks: disks.into_iter().map(|(name, path)| (name, DiskSource::Image(path))).collect(),
                     extra_files: vec![(VM_DEFINITION.to_string(), domain.xml().as_bytes().to_vec())],
                     parent_tree,
                     cancel: req.cancel,
