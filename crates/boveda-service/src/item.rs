@@ -29,6 +29,10 @@ pub enum ItemSource {
         domain_xml: PathBuf,
         domain: String,
         disks: Vec<(String, PathBuf)>,
+        /// The QMP monitor socket of the VM's QEMU, for backups while it
+        /// runs.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        qmp: Option<PathBuf>,
     },
 }
 
@@ -251,13 +255,24 @@ pub fn add_vm_item(
     vault: &Vault,
     name: &str,
     domain_xml: &Path,
+    qmp: Option<&Path>,
     consistency: Option<ConsistencyConfig>,
 ) -> Result<Item> {
     check_new_name(vault, name)?;
     let file = absolute(domain_xml)?;
     let domain = boveda_engine::Domain::load(&file)?;
-    let disks = domain_disks(&domain, &file)?;
-    save_new_with(vault, name, ItemSource::Vm { domain_xml: file, domain: domain.name.clone(), disks }, consistency)
+    let qmp = qmp.map(absolute).transpose()?;
+    // a running VM holds its disks: they are checked through its monitor
+    let disks = match &qmp {
+        Some(socket) => crate::live_vm::check_running(socket, &domain)?,
+        None => domain_disks(&domain, &file)?,
+    };
+    save_new_with(
+        vault,
+        name,
+        ItemSource::Vm { domain_xml: file, domain: domain.name.clone(), disks, qmp },
+        consistency,
+    )
 }
 
 /// One domain found by `item discover`.

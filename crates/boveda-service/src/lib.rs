@@ -15,6 +15,7 @@ mod consistency;
 mod error;
 mod item;
 mod job;
+mod live_vm;
 mod names;
 mod offline;
 mod offline_drive;

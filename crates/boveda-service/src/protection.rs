@@ -64,6 +64,7 @@ pub fn backup_now(
     let clock_start = std::time::Instant::now();
     let parent = vault.list_item_points(&item.id)?.pop();
     let parent_tree = parent.as_ref().map(|p| p.tree);
+    let live_bitmap = std::cell::RefCell::new(None);
     let run = || -> Result<(FileBackupOutcome, Vec<PathBuf>)> {
         Ok(match &item.source {
             ItemSource::Files { paths, excludes } => {
@@ -83,6 +84,28 @@ pub fn backup_now(
                     cancel: req.cancel,
                 };
                 (backup_disk(vault, &index, &opts, progress)?, vec![path.clone()])
+            }
+            ItemSource::Vm { domain_xml, qmp: Some(socket), .. } => {
+                // a running VM: a snapshot of all its disks at one instant
+                let domain = Domain::load(domain_xml)?;
+                let previous = parent.as_ref().and_then(|p| p.live_bitmap.clone());
+                let live = crate::live_vm::LiveBackup::start(socket, &domain, previous.as_deref())?;
+                let sources = domain.disks.iter().map(|d| d.path.clone()).chain([domain_xml.clone()]).collect();
+                let opts = DiskBackupOptions {
+                    disks: live.disks.clone(),
+                    extra_files: vec![(VM_DEFINITION.to_string(), domain.xml().as_bytes().to_vec())],
+                    parent_tree,
+                    cancel: req.cancel,
+                };
+                let result = backup_disk(vault, &index, &opts, progress);
+                let bitmap = live.new_bitmap();
+                let warning = live.warning.clone();
+                let cleaned = live.finish(result.is_ok());
+                let mut outcome = result?;
+                cleaned?;
+                outcome.warnings.extend(warning);
+                *live_bitmap.borrow_mut() = Some(bitmap);
+                (outcome, sources)
             }
             ItemSource::Vm { domain_xml, .. } => {
                 // the definition as it is now: disks may have been added or moved
@@ -122,6 +145,7 @@ pub fn backup_now(
         kept_by: if req.scheduled_for.is_some() { "scheduled" } else { "ad-hoc" }.into(),
         stats: outcome.stats,
         warnings: outcome.warnings,
+        live_bitmap: live_bitmap.into_inner(),
     };
     vault.save_point(&point)?;
     Ok(point)

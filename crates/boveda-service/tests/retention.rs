@@ -63,6 +63,7 @@ fn point(item: &Item, t: Timestamp) -> RecoveryPoint {
         kept_by: "scheduled".into(),
         stats: Default::default(),
         warnings: vec![],
+        live_bitmap: None,
     }
 }
 

@@ -68,6 +68,11 @@ pub struct RecoveryPoint {
     pub kept_by: String,
     pub stats: PointStats,
     pub warnings: Vec<String>,
+    /// For a VM backed up while it ran: the dirty bitmap started in QEMU
+    /// at this point's snapshot, which the next live backup reads the
+    /// changes from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_bitmap: Option<String>,
 }
 
 pub fn point_name(id: &PointId) -> String {

@@ -25,6 +25,7 @@ fn point(vault: &Vault, item: RecordId, minute: i64) -> RecoveryPoint {
         kept_by: "ad-hoc".into(),
         stats: PointStats::default(),
         warnings: Vec::new(),
+        live_bitmap: None,
     }
 }
 

@@ -285,6 +285,10 @@ pub enum ItemAdd {
         name: String,
         #[arg(long)]
         domain_xml: PathBuf,
+        /// The QMP socket of the VM's QEMU: backed up while it runs, from a
+        /// snapshot (docs/VMS.md).
+        #[arg(long)]
+        qmp: Option<PathBuf>,
         /// Pre/post snapshot scripts (JSON, see docs/CONSISTENCY.md).
         #[arg(long)]
         consistency_config: Option<PathBuf>,

@@ -79,3 +79,105 @@ fn bad_domain_definitions_are_refused_clearly() {
     assert!(err.contains("disk vda") && err.contains("does not exist"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
+
+/// QEMU's block layer holding a VM's two disks as a running VM does
+/// (`qemu-storage-daemon`, with the same locks and monitor), each also
+/// exposed as a writable FUSE file that stands for the guest's writes.
+struct RunningVm {
+    child: std::process::Child,
+    qmp: std::path::PathBuf,
+    guest: Vec<std::path::PathBuf>,
+}
+
+impl RunningVm {
+    fn start(env: &Env, vm: &TwoDiskVm) -> RunningVm {
+        let guest = vec![env.path("guest-vda"), env.path("guest-vdb")];
+        for g in &guest {
+            fs::File::create(g).expect("mountpoint");
+        }
+        let qmp = env.path("qmp.sock");
+        let child = Command::new("qemu-storage-daemon")
+            .arg("--blockdev")
+            .arg(format!("driver=file,node-name=f-vda,filename={}", vm.vda.display()))
+            .args(["--blockdev", "driver=qcow2,node-name=vda,file=f-vda"])
+            .arg("--blockdev")
+            .arg(format!("driver=file,node-name=f-vdb,filename={}", vm.vdb.display()))
+            .args(["--blockdev", "driver=raw,node-name=vdb,file=f-vdb"])
+            .arg("--export")
+            .arg(format!("type=fuse,id=g0,node-name=vda,mountpoint={},writable=on", guest[0].display()))
+            .arg("--export")
+            .arg(format!("type=fuse,id=g1,node-name=vdb,mountpoint={},writable=on", guest[1].display()))
+            .arg("--chardev")
+            .arg(format!("socket,path={},server=on,wait=off,id=mon0", qmp.display()))
+            .args(["--monitor", "chardev=mon0"])
+            .spawn()
+            .expect("qemu-storage-daemon (qemu-utils) runs");
+        let running = RunningVm { child, qmp, guest };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !running.qmp.exists() || fs::metadata(&running.guest[0]).map_or(0, |m| m.len()) == 0 {
+            assert!(std::time::Instant::now() < deadline, "qemu-storage-daemon never came up");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        running
+    }
+
+    fn write(&self, disk: usize, at: u64, len: usize, byte: u8) {
+        let f = fs::OpenOptions::new().write(true).open(&self.guest[disk]).expect("open");
+        f.write_all_at(&vec![byte; len], at).expect("write");
+        f.sync_all().expect("sync");
+    }
+}
+
+impl Drop for RunningVm {
+    /// SIGTERM, so that the FUSE exports unmount.
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+}
+
+/// A VM whose disks a running QEMU holds: a plain read is refused; with
+/// its monitor, each backup is a snapshot of both disks at one instant,
+/// the second reads only what the guest wrote, and both restore exactly.
+#[test]
+fn a_running_vm_is_backed_up_from_snapshots_incrementally() {
+    let env = Env::new();
+    let vm = two_disk_vm(&env, &env.path("libvirt"), "web");
+    let running = RunningVm::start(&env, &vm);
+    env.create_vault();
+    let xml = vm.xml.to_str().expect("utf8");
+    let err = env.fails(&["item", "add", "vm", "cold", "--domain-xml", xml]);
+    assert!(err.contains("is in use by a running VM"), "{err}");
+    let socket = running.qmp.to_str().expect("utf8");
+    env.ok(&["item", "add", "vm", "web", "--domain-xml", xml, "--qmp", socket]);
+
+    let (vda0, vdb0) = (sh_out(&running.guest[0]), sh_out(&running.guest[1]));
+    let p1 = env.backup("web", 0);
+    assert_eq!(p1["stats"]["files"].as_u64(), Some(2), "{p1}");
+    running.write(1, 9 << 20, 600 << 10, 0x42);
+    running.write(0, 20 << 20, 100 << 10, 0x43);
+    let (vda1, vdb1) = (sh_out(&running.guest[0]), sh_out(&running.guest[1]));
+    let p2 = env.backup("web", 0);
+    let read = p2["stats"]["bytes_read"].as_u64().expect("bytes read");
+    // 600 KiB at 9 MiB on vdb: 3 windows of 256 KiB; 100 KiB at 20 MiB on vda: 1
+    assert_eq!(read, 4 * (256 << 10), "the second backup reads the 4 windows written: {p2}");
+
+    for (p, vda, vdb) in [(&p1, &vda0, &vdb0), (&p2, &vda1, &vdb1)] {
+        let out = env.path(&format!("restored-{}", &p["id"].as_str().expect("id")[..8]));
+        env.ok(&[
+            "restore",
+            "web",
+            "--point",
+            &p["id"].as_str().expect("id")[..8],
+            "--target",
+            out.to_str().expect("utf8"),
+        ]);
+        let raw = out.join("web-restored-vda.img");
+        assert!(fs::read(&raw).expect("vda") == *vda, "vda at its snapshot");
+        assert!(fs::read(out.join("web-restored-vdb.img")).expect("vdb") == *vdb, "vdb at its snapshot");
+    }
+}
+
+fn sh_out(guest: &std::path::Path) -> Vec<u8> {
+    fs::read(guest).expect("read the guest's disk")
+}
