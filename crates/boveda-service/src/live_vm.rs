@@ -13,6 +13,23 @@ use boveda_vault::RecordId;
 
 use crate::error::{Result, ServiceError};
 
+/// The temporary folders of live backups: `boveda-live-<pid>-<bitmap>`,
+/// holding the snapshot's temporary images and NBD socket.
+const WORK_PREFIX: &str = "boveda-live-";
+
+/// Removes the temporary folders of live backups whose process is gone
+/// (killed): their images held the blocks the guest overwrote.
+fn remove_stale_work() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix(WORK_PREFIX).and_then(|r| r.split('-').next()) else { continue };
+        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 /// How long the monitor may take to answer.
 const MONITOR_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -65,9 +82,10 @@ impl LiveBackup {
         let mut qmp = connect(socket, domain)?;
         let fail = |e: std::io::Error| ServiceError::Invalid(format!("VM {}: live snapshot: {e}", domain.name));
         live::clean_leftovers(&mut qmp).map_err(fail)?;
+        remove_stale_work();
         let found: Vec<LiveDisk> = live::find_disks(&mut qmp, &disk_files(domain)).map_err(fail)?;
         let new_bitmap = format!("{}{}", live::PREFIX, &RecordId::random().to_hex()[..16]);
-        let work = std::env::temp_dir().join(format!("boveda-live-{}-{}", std::process::id(), &new_bitmap));
+        let work = std::env::temp_dir().join(format!("{WORK_PREFIX}{}-{}", std::process::id(), &new_bitmap));
         let snapshot = live::take(&mut qmp, &found, &work, previous, &new_bitmap).map_err(fail)?;
         let warning = match (previous, &snapshot.since_previous) {
             (Some(_), Some(_)) | (None, _) => None,

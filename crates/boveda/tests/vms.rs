@@ -181,3 +181,121 @@ fn a_running_vm_is_backed_up_from_snapshots_incrementally() {
 fn sh_out(guest: &std::path::Path) -> Vec<u8> {
     fs::read(guest).expect("read the guest's disk")
 }
+
+/// Runs one QMP command on the monitor at `socket` and returns its answer.
+fn qmp(socket: &std::path::Path, command: &str) -> serde_json::Value {
+    use std::io::{BufRead, BufReader, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).expect("monitor");
+    let mut lines = BufReader::new(stream.try_clone().expect("clone"));
+    let mut answer = move |line: &mut String| loop {
+        line.clear();
+        lines.read_line(line).expect("read");
+        let v: serde_json::Value = serde_json::from_str(line).expect("json");
+        if v.get("return").is_some() || v.get("QMP").is_some() {
+            return v;
+        }
+    };
+    let mut line = String::new();
+    answer(&mut line);
+    stream.write_all(b"{\"execute\": \"qmp_capabilities\"}\n").expect("write");
+    answer(&mut line);
+    stream.write_all(format!("{{\"execute\": \"{command}\"}}\n").as_bytes()).expect("write");
+    answer(&mut line)["return"].clone()
+}
+
+/// What boveda added that is still in the VM: nodes, jobs, exports, and
+/// its bitmaps.
+fn in_vm(socket: &std::path::Path) -> (Vec<String>, Vec<String>) {
+    let mut added = Vec::new();
+    let mut bitmaps = Vec::new();
+    for (cmd, key) in
+        [("query-named-block-nodes", "node-name"), ("query-block-jobs", "device"), ("query-block-exports", "id")]
+    {
+        for x in qmp(socket, cmd).as_array().cloned().unwrap_or_default() {
+            if let Some(name) = x[key].as_str().filter(|n| n.starts_with("boveda-")) {
+                added.push(name.to_string());
+            }
+            if cmd == "query-named-block-nodes" {
+                for b in x["dirty-bitmaps"].as_array().cloned().unwrap_or_default() {
+                    bitmaps.push(format!("{}:{}", x[key].as_str().unwrap_or(""), b["name"].as_str().unwrap_or("")));
+                }
+            }
+        }
+    }
+    bitmaps.sort();
+    (added, bitmaps)
+}
+
+/// A live backup killed midway leaves the VM running with boveda's nodes;
+/// the next backup removes them (and the killed one's temporary images),
+/// and still reads only what changed since the last point. A VM restarted
+/// without its (in-memory) bitmap is read in full, and the job says so.
+#[test]
+fn a_killed_live_backup_is_cleaned_and_a_restarted_vm_is_read_in_full() {
+    let env = Env::new();
+    let vm = two_disk_vm(&env, &env.path("libvirt"), "web");
+    let running = RunningVm::start(&env, &vm);
+    env.create_vault();
+    let socket = running.qmp.clone();
+    env.ok(&[
+        "item",
+        "add",
+        "vm",
+        "web",
+        "--domain-xml",
+        vm.xml.to_str().expect("utf8"),
+        "--qmp",
+        socket.to_str().expect("utf8"),
+    ]);
+    env.backup("web", 0);
+    let (_, first) = in_vm(&socket);
+    assert_eq!(first.len(), 2, "one bitmap per disk: {first:?}");
+
+    running.write(0, 6 << 20, 64 << 10, 0x51);
+    let mut child = env
+        .cmd(&["protection", "backup-now", "web"])
+        .env("BOVEDA_STORE_FAULTS", "latency=400ms")
+        .spawn()
+        .expect("spawn");
+    let work = format!("boveda-live-{}-", child.id());
+    let snapshot_open = || {
+        fs::read_dir(std::env::temp_dir())
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with(&work) && e.path().join("nbd.sock").exists())
+            })
+            .unwrap_or(false)
+    };
+    assert!(common::kill_when(&mut child, snapshot_open), "the backup ended before it could be killed");
+    let (left, _) = in_vm(&socket);
+    assert!(!left.is_empty(), "the killed backup left its snapshot in the VM");
+
+    running.write(1, 3 << 20, 64 << 10, 0x52);
+    let vdb_now = fs::read(&running.guest[1]).expect("read");
+    let p = env.backup("web", 0);
+    let (left, bitmaps) = in_vm(&socket);
+    assert_eq!(left, Vec::<String>::new(), "nothing of the killed backup stays in the VM");
+    assert_eq!(bitmaps.len(), 2, "one bitmap per disk again: {bitmaps:?}");
+    assert!(
+        !fs::read_dir(std::env::temp_dir())
+            .expect("tmp")
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with(&work)),
+        "the killed backup's temporary images are removed"
+    );
+    // the changes before and after the killed backup, one window each
+    assert_eq!(p["stats"]["bytes_read"].as_u64(), Some(2 * (256 << 10)), "{p}");
+    let out = env.path("restored");
+    env.ok(&["restore", "web", "--target", out.to_str().expect("utf8")]);
+    assert!(fs::read(out.join("web-restored-vdb.img")).expect("vdb") == vdb_now);
+
+    // the VM restarts: the raw disk's bitmap lived in its memory
+    drop(running);
+    let running = RunningVm::start(&env, &vm);
+    // completed with a warning: exit code 3
+    let p = env.backup("web", 3);
+    let warnings = p["warnings"].to_string();
+    assert!(warnings.contains("read in full"), "{p}");
+    assert!(p["stats"]["bytes_read"].as_u64().expect("read") > 1 << 20, "{p}");
+    drop(running);
+}
