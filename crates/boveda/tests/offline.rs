@@ -163,6 +163,17 @@ fn import(env: &Env, name: &str, ds: &[PathBuf], extra: &[&str]) -> std::process
     env.run(&args)
 }
 
+/// Records the shipping of `job`'s drives, imports them all, and checks
+/// that item `t` restores equal to `src`.
+fn ship_import_and_restore(env: &Env, job: &str, tracking: &str, ds: &[PathBuf], src: &Path) {
+    env.ok(&["offline", "shipping", "--import-job", job, "--carrier", "UPS", "--tracking", tracking]);
+    let out = import(env, job, ds, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let target = env.path("restored");
+    env.ok(&["restore", "t", "--target", path(&target)]);
+    assert_same_tree(src, &target.join(src.strip_prefix("/").expect("absolute")));
+}
+
 fn drive_id(d: &Path) -> String {
     let label: serde_json::Value =
         serde_json::from_slice(&std::fs::read(d.join("boveda-drive.json")).expect("label")).expect("json");
@@ -512,12 +523,7 @@ fn diskprep_on_a_terminal_asks_for_another_drive() {
     let status = json(&env.ok(&["--output", "json", "offline", "status", "--import-job", "seed-tty"]));
     assert_eq!(status[0]["drives"].as_array().map(Vec::len), Some(3), "{status}");
 
-    env.ok(&["offline", "shipping", "--import-job", "seed-tty", "--carrier", "UPS", "--tracking", "TTY-1"]);
-    let out = import(&env, "seed-tty", &ds, &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    let target = env.path("restored");
-    env.ok(&["restore", "t", "--target", path(&target)]);
-    assert_same_tree(&src, &target.join(src.strip_prefix("/").expect("absolute")));
+    ship_import_and_restore(&env, "seed-tty", "TTY-1", &ds, &src);
 }
 
 /// Two diskpreps at once: the second, on the same staging folder or onto a
@@ -554,12 +560,7 @@ fn a_second_diskprep_at_once_is_refused() {
     assert!(err.contains(&format!("another diskprep (process {pid}) is writing drive")), "{err}");
 
     assert!(first.wait().expect("wait").success());
-    env.ok(&["offline", "shipping", "--import-job", "seed-two", "--carrier", "UPS", "--tracking", "TWO-1"]);
-    let out = import(&env, "seed-two", &ds, &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    let target = env.path("restored");
-    env.ok(&["restore", "t", "--target", path(&target)]);
-    assert_same_tree(&src, &target.join(src.strip_prefix("/").expect("absolute")));
+    ship_import_and_restore(&env, "seed-two", "TWO-1", &ds, &src);
 }
 
 /// A drive taken away in the middle of diskprep (its folder disappears) is
@@ -594,12 +595,7 @@ fn a_drive_unplugged_mid_copy_is_named_and_the_rerun_continues() {
     let before = count(&ds[0].join("objects"));
     env.ok(&args);
     assert!(count(&ds[0].join("objects")) > before, "the re-run continued");
-    env.ok(&["offline", "shipping", "--import-job", "seed-u", "--carrier", "DHL", "--tracking", "U-1"]);
-    let out = import(&env, "seed-u", &ds, &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    let target = env.path("restored");
-    env.ok(&["restore", "t", "--target", path(&target)]);
-    assert_same_tree(&src, &target.join(src.strip_prefix("/").expect("absolute")));
+    ship_import_and_restore(&env, "seed-u", "U-1", &ds, &src);
 }
 
 /// A drive that fills (a small file system, its capacity its free space):

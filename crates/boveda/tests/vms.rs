@@ -151,12 +151,12 @@ fn a_running_vm_is_backed_up_from_snapshots_incrementally() {
     let socket = running.qmp.to_str().expect("utf8");
     env.ok(&["item", "add", "vm", "web", "--domain-xml", xml, "--qmp", socket]);
 
-    let (vda0, vdb0) = (sh_out(&running.guest[0]), sh_out(&running.guest[1]));
+    let (vda0, vdb0) = (guest_bytes(&running.guest[0]), guest_bytes(&running.guest[1]));
     let p1 = env.backup("web", 0);
     assert_eq!(p1["stats"]["files"].as_u64(), Some(2), "{p1}");
     running.write(1, 9 << 20, 600 << 10, 0x42);
     running.write(0, 20 << 20, 100 << 10, 0x43);
-    let (vda1, vdb1) = (sh_out(&running.guest[0]), sh_out(&running.guest[1]));
+    let (vda1, vdb1) = (guest_bytes(&running.guest[0]), guest_bytes(&running.guest[1]));
     let p2 = env.backup("web", 0);
     let read = p2["stats"]["bytes_read"].as_u64().expect("bytes read");
     // 600 KiB at 9 MiB on vdb: 3 windows of 256 KiB; 100 KiB at 20 MiB on vda: 1
@@ -178,7 +178,7 @@ fn a_running_vm_is_backed_up_from_snapshots_incrementally() {
     }
 }
 
-fn sh_out(guest: &std::path::Path) -> Vec<u8> {
+fn guest_bytes(guest: &std::path::Path) -> Vec<u8> {
     fs::read(guest).expect("read the guest's disk")
 }
 
