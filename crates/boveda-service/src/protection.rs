@@ -59,10 +59,13 @@ pub fn backup_now(
         (None, Some(_)) => None,
         (None, None) => Some(req.now + SignedDuration::from_hours(24 * DEFAULT_AD_HOC_RETENTION_DAYS)),
     };
+    // the parent first: a point is saved after its index objects, so the
+    // index read next holds the parent's trees even when another backup of
+    // the item saved it a moment ago (docs/FORMAT.md)
+    let parent = vault.list_item_points(&item.id)?.pop();
     // packs marked for deletion are not deduplicated against (docs/FORMAT.md)
     let index = vault.load_index_without(&boveda_vault::marked_packs(vault)?)?;
     let clock_start = std::time::Instant::now();
-    let parent = vault.list_item_points(&item.id)?.pop();
     let parent_tree = parent.as_ref().map(|p| p.tree);
     let live_bitmap = std::cell::RefCell::new(None);
     let run = || -> Result<(FileBackupOutcome, Vec<PathBuf>)> {
