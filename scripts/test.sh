@@ -21,6 +21,11 @@ missing=()
 command -v setpriv >/dev/null || missing+=(util-linux)
 command -v mount >/dev/null || missing+=(mount)
 command -v qemu-img >/dev/null || missing+=(qemu-utils)
+# QEMU itself (qemu-system-x86) runs the VMs of the live-backup tests. Debian
+# builds it against its own qemu-utils, so both are installed at one version
+# (a newer, backported qemu-utils is replaced).
+qemu_system=
+command -v qemu-system-x86_64 >/dev/null || qemu_system=qemu-system-x86
 command -v mkfs.ext4 >/dev/null && command -v debugfs >/dev/null || missing+=(e2fsprogs)
 command -v fusermount >/dev/null || command -v fusermount3 >/dev/null || missing+=(fuse3)
 # The object-store tests run Azurite (from npm, on Node.js) and the moto S3
@@ -30,12 +35,19 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 command -v curl >/dev/null || missing+=(curl)
 # script (bsdutils) gives a test a real terminal.
 command -v script >/dev/null || missing+=(bsdutils)
-if [ ${#missing[@]} -gt 0 ]; then
+if [ ${#missing[@]} -gt 0 ] || [ -n "$qemu_system" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+    if [ ${#missing[@]} -gt 0 ]; then
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+    fi
+    if [ -n "$qemu_system" ]; then
+      v=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}')
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends --allow-downgrades \
+        "qemu-system-x86=$v" "qemu-utils=$v"
+    fi
   else
-    echo "scripts/test.sh: the tests need these Debian packages: ${missing[*]} (run as root to install them, or install them first)" >&2
+    echo "scripts/test.sh: the tests need these Debian packages: ${missing[*]} $qemu_system (run as root to install them, or install them first)" >&2
     exit 2
   fi
 fi

@@ -20,10 +20,16 @@ pub struct DomainDisk {
 pub struct Domain {
     pub name: String,
     pub disks: Vec<DomainDisk>,
+    /// The host side of the guest agent's channel (`<channel type='unix'>`
+    /// to `org.qemu.guest_agent.0`), when the definition has one.
+    pub guest_agent: Option<PathBuf>,
     xml: String,
     name_range: Range<usize>,
     uuid_range: Option<Range<usize>>,
 }
+
+/// The virtio-serial port name of the QEMU guest agent.
+pub const GUEST_AGENT_CHANNEL: &str = "org.qemu.guest_agent.0";
 
 fn child<'a, 'i>(n: roxmltree::Node<'a, 'i>, tag: &str) -> Option<roxmltree::Node<'a, 'i>> {
     n.children().find(|c| c.has_tag_name(tag))
@@ -40,7 +46,7 @@ impl Domain {
     /// # Errors
     /// `Domain` for XML that does not parse or is not a libvirt domain.
     pub fn parse(file: &Path, xml: String) -> Result<Self> {
-        let (name, name_range, uuid_range, disks) = {
+        let (name, name_range, uuid_range, disks, guest_agent) = {
             let doc = roxmltree::Document::parse(&xml).map_err(|e| malformed(file, e))?;
             let root = doc.root_element();
             if root.tag_name().name() != "domain" {
@@ -74,7 +80,16 @@ impl Domain {
                     });
                 }
             }
-            (name, text.range(), uuid_range, disks)
+            let guest_agent = child(root, "devices").and_then(|devices| {
+                devices
+                    .children()
+                    .filter(|c| c.has_tag_name("channel") && c.attribute("type") == Some("unix"))
+                    .find(|c| child(*c, "target").and_then(|t| t.attribute("name")) == Some(GUEST_AGENT_CHANNEL))
+                    .and_then(|c| child(c, "source"))
+                    .and_then(|s| s.attribute("path"))
+                    .map(PathBuf::from)
+            });
+            (name, text.range(), uuid_range, disks, guest_agent)
         };
         if name.is_empty() {
             return Err(malformed(file, "empty <name>"));
@@ -82,7 +97,7 @@ impl Domain {
         if disks.iter().any(|d| !crate::disk_backup::is_safe_disk_name(&d.target)) {
             return Err(malformed(file, "a disk target is not a plain device name"));
         }
-        Ok(Self { name, disks, xml, name_range, uuid_range })
+        Ok(Self { name, disks, guest_agent, xml, name_range, uuid_range })
     }
 
     /// Reads and parses a definition file.

@@ -65,6 +65,23 @@ pub struct Snapshot {
     work: PathBuf,
 }
 
+/// What is done around the instant of a snapshot: the guest's file
+/// systems frozen just before it and thawed right after, so that the
+/// guest stalls only for the instant.
+pub trait Quiesce {
+    fn freeze(&mut self);
+    /// Called after every `freeze`, also when the snapshot failed.
+    fn thaw(&mut self);
+}
+
+/// Nothing is quiesced: the snapshot is crash-consistent.
+pub struct NoQuiesce;
+
+impl Quiesce for NoQuiesce {
+    fn freeze(&mut self) {}
+    fn thaw(&mut self) {}
+}
+
 /// The disks of the VM behind `qmp` whose image files are `files` (in the
 /// order given), with the node each is read through.
 ///
@@ -108,7 +125,8 @@ fn our_bitmaps(qmp: &mut QmpClient, node: &str) -> std::io::Result<Vec<String>> 
 
 /// Takes the snapshot of `disks` at one instant, and exports it on a
 /// socket in `work` (a folder of its own). `previous` is the bitmap the
-/// last backup started; `new_bitmap` the one to start now.
+/// last backup started; `new_bitmap` the one to start now. `quiesce`
+/// freezes and thaws the guest around the instant.
 ///
 /// # Errors
 /// QMP's errors; what was added before the error is removed (bitmaps
@@ -119,6 +137,7 @@ pub fn take(
     work: &Path,
     previous: Option<&str>,
     new_bitmap: &str,
+    quiesce: &mut dyn Quiesce,
 ) -> std::io::Result<Snapshot> {
     std::fs::create_dir_all(work)?;
     // the previous bitmap counts only when every disk still has it
@@ -141,7 +160,7 @@ pub fn take(
         since_previous,
         work: work.to_path_buf(),
     };
-    match start(qmp, disks, &mut snapshot) {
+    match start(qmp, disks, &mut snapshot, quiesce) {
         Ok(()) => Ok(snapshot),
         Err(e) => {
             let _ = clean_leftovers(qmp);
@@ -178,7 +197,7 @@ fn fleece_node(i: usize) -> String {
     format!("{PREFIX}fleece-{i}")
 }
 
-fn start(qmp: &mut QmpClient, disks: &[LiveDisk], s: &mut Snapshot) -> std::io::Result<()> {
+fn start(qmp: &mut QmpClient, disks: &[LiveDisk], s: &mut Snapshot, quiesce: &mut dyn Quiesce) -> std::io::Result<()> {
     for (i, d) in disks.iter().enumerate() {
         let file = s.work.join(format!("fleece-{i}.qcow2"));
         create_qcow2(&file, d.size)?;
@@ -205,7 +224,10 @@ fn start(qmp: &mut QmpClient, disks: &[LiveDisk], s: &mut Snapshot) -> std::io::
         }
     }
     // the instant of the snapshot, for every disk at once
-    qmp.execute("transaction", json!({"actions": actions}))?;
+    quiesce.freeze();
+    let instant = qmp.execute("transaction", json!({"actions": actions}));
+    quiesce.thaw();
+    instant?;
     let server = json!({"addr": {"type": "unix", "data": {"path": s.socket}}});
     if let Err(e) = qmp.execute("nbd-server-start", server) {
         return Err(match QmpClient::refusal(&e) {

@@ -26,28 +26,28 @@ pub fn dirty_bitmap_context(bitmap: &str) -> String {
     format!("qemu:dirty-bitmap:{bitmap}")
 }
 
-const NBDMAGIC: u64 = 0x4e42_444d_4147_4943;
-const IHAVEOPT: u64 = 0x4948_4156_454f_5054;
-const OPTION_REPLY_MAGIC: u64 = 0x0003_e889_0455_65a9;
-const REQUEST_MAGIC: u32 = 0x2560_9513;
-const SIMPLE_REPLY_MAGIC: u32 = 0x6744_6698;
+pub(crate) const NBDMAGIC: u64 = 0x4e42_444d_4147_4943;
+pub(crate) const IHAVEOPT: u64 = 0x4948_4156_454f_5054;
+pub(crate) const OPTION_REPLY_MAGIC: u64 = 0x0003_e889_0455_65a9;
+pub(crate) const REQUEST_MAGIC: u32 = 0x2560_9513;
+pub(crate) const SIMPLE_REPLY_MAGIC: u32 = 0x6744_6698;
 const STRUCTURED_REPLY_MAGIC: u32 = 0x668e_33ef;
 
-const FLAG_FIXED_NEWSTYLE: u16 = 1;
-const FLAG_NO_ZEROES: u16 = 2;
+pub(crate) const FLAG_FIXED_NEWSTYLE: u16 = 1;
+pub(crate) const FLAG_NO_ZEROES: u16 = 2;
 
-const OPT_GO: u32 = 7;
-const OPT_STRUCTURED_REPLY: u32 = 8;
+pub(crate) const OPT_GO: u32 = 7;
+pub(crate) const OPT_STRUCTURED_REPLY: u32 = 8;
 const OPT_SET_META_CONTEXT: u32 = 10;
 
-const REP_ACK: u32 = 1;
-const REP_INFO: u32 = 3;
+pub(crate) const REP_ACK: u32 = 1;
+pub(crate) const REP_INFO: u32 = 3;
 const REP_META_CONTEXT: u32 = 4;
-const REP_FLAG_ERROR: u32 = 1 << 31;
-const INFO_EXPORT: u16 = 0;
+pub(crate) const REP_FLAG_ERROR: u32 = 1 << 31;
+pub(crate) const INFO_EXPORT: u16 = 0;
 
-const CMD_READ: u16 = 0;
-const CMD_DISC: u16 = 2;
+pub(crate) const CMD_READ: u16 = 0;
+pub(crate) const CMD_DISC: u16 = 2;
 const CMD_BLOCK_STATUS: u16 = 7;
 
 const REPLY_FLAG_DONE: u16 = 1;

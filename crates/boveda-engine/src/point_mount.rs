@@ -9,19 +9,19 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use boveda_vault::{ChunkId, ChunkIndex, Node, NodeKind, Piece, Vault};
+use boveda_vault::{ChunkId, ChunkIndex, Node, NodeKind, Vault};
 use fuser::{
     Config, Errno, FileAttr, FileHandle, FileType, Filesystem, Generation, INodeNo, LockOwner, MountOption, OpenFlags,
     ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, Request,
 };
 
 use crate::error::{EngineError, Result};
+use crate::point_reader::{ChunkCache, PointFile};
 
 const TTL: Duration = Duration::from_secs(3600);
-const CACHED_CHUNKS: usize = 8;
 
 /// One point shown in the mount: a directory name and its root tree.
 pub struct MountedPoint {
@@ -34,15 +34,15 @@ struct Inode {
     node: Node,
     /// Children by name, once the directory was listed.
     children: Option<Vec<(Vec<u8>, u64)>>,
-    /// Start offset of each piece, for files.
-    offsets: Option<Vec<u64>>,
+    /// The content of a file, once it was read.
+    file: Option<PointFile>,
 }
 
 struct PointFs {
     vault: Vault,
     index: ChunkIndex,
     inodes: Mutex<Vec<Inode>>,
-    cache: Mutex<Vec<(ChunkId, Arc<Vec<u8>>)>>,
+    cache: ChunkCache,
 }
 
 fn time_of(ns: i64) -> SystemTime {
@@ -110,73 +110,22 @@ impl PointFs {
         for n in nodes {
             let child = inodes.len() as u64;
             list.push((n.name.clone(), child));
-            inodes.push(Inode { node: n, children: None, offsets: None });
+            inodes.push(Inode { node: n, children: None, file: None });
         }
         inodes[ino as usize].children = Some(list.clone());
         Ok(list)
     }
 
-    fn chunk(&self, id: &ChunkId) -> std::result::Result<Arc<Vec<u8>>, Errno> {
-        if let Ok(cache) = self.cache.lock()
-            && let Some((_, data)) = cache.iter().find(|(c, _)| c == id)
-        {
-            return Ok(data.clone());
-        }
-        let data = Arc::new(self.vault.read_blob(&self.index, id).map_err(|_| Errno::EIO)?);
-        if let Ok(mut cache) = self.cache.lock() {
-            if cache.len() >= CACHED_CHUNKS {
-                cache.remove(0);
-            }
-            cache.push((*id, data.clone()));
-        }
-        Ok(data)
-    }
-
     fn read_at(&self, ino: u64, offset: u64, size: u32) -> std::result::Result<Vec<u8>, Errno> {
-        let (pieces, offsets, file_size) = {
+        let file = {
             let mut inodes = self.inodes.lock().map_err(|_| Errno::EIO)?;
             let entry = inodes.get_mut(ino as usize).ok_or(Errno::ENOENT)?;
             if entry.node.kind != NodeKind::File {
                 return Err(Errno::EISDIR);
             }
-            let offsets = entry
-                .offsets
-                .get_or_insert_with(|| {
-                    let mut at = 0;
-                    entry
-                        .node
-                        .content
-                        .iter()
-                        .map(|p| {
-                            let start = at;
-                            at += p.len();
-                            start
-                        })
-                        .collect()
-                })
-                .clone();
-            (entry.node.content.clone(), offsets, entry.node.size)
+            entry.file.get_or_insert_with(|| PointFile::new(&entry.node)).clone()
         };
-        let end = file_size.min(offset + u64::from(size));
-        let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
-        let mut pos = offset;
-        let mut i = offsets.partition_point(|&o| o <= offset).saturating_sub(1);
-        while pos < end && i < pieces.len() {
-            let (start, piece) = (offsets[i], pieces[i]);
-            let stop = (start + piece.len()).min(end);
-            if stop > pos {
-                match piece {
-                    Piece::Hole { .. } => out.resize(out.len() + (stop - pos) as usize, 0),
-                    Piece::Data { id, .. } => {
-                        let data = self.chunk(&id)?;
-                        out.extend_from_slice(&data[(pos - start) as usize..(stop - start) as usize]);
-                    }
-                }
-                pos = stop;
-            }
-            i += 1;
-        }
-        Ok(out)
+        file.read_at(&self.vault, &self.index, &self.cache, offset, u64::from(size)).map_err(|_| Errno::EIO)
     }
 }
 
@@ -269,22 +218,22 @@ fn dir_node(name: &[u8], subtree: Option<ChunkId>, time: SystemTime) -> Node {
 pub fn mount_points(vault: Vault, points: Vec<MountedPoint>, dir: &Path, flat: bool) -> Result<()> {
     let index = vault.load_index()?;
     // inode 0 is unused; 1 is the root
-    let mut inodes = vec![Inode { node: dir_node(b"", None, UNIX_EPOCH), children: Some(Vec::new()), offsets: None }];
+    let mut inodes = vec![Inode { node: dir_node(b"", None, UNIX_EPOCH), children: Some(Vec::new()), file: None }];
     if flat && points.len() == 1 {
-        inodes.push(Inode { node: dir_node(b"", Some(points[0].tree), points[0].time), children: None, offsets: None });
+        inodes.push(Inode { node: dir_node(b"", Some(points[0].tree), points[0].time), children: None, file: None });
     } else {
         let mut children = Vec::new();
-        let mut root = Inode { node: dir_node(b"", None, SystemTime::now()), children: None, offsets: None };
+        let mut root = Inode { node: dir_node(b"", None, SystemTime::now()), children: None, file: None };
         let mut rest = Vec::new();
         for (i, p) in points.iter().enumerate() {
             children.push((p.name.as_bytes().to_vec(), (i + 2) as u64));
-            rest.push(Inode { node: dir_node(p.name.as_bytes(), Some(p.tree), p.time), children: None, offsets: None });
+            rest.push(Inode { node: dir_node(p.name.as_bytes(), Some(p.tree), p.time), children: None, file: None });
         }
         root.children = Some(children);
         inodes.push(root);
         inodes.extend(rest);
     }
-    let fs = PointFs { vault, index, inodes: Mutex::new(inodes), cache: Mutex::new(Vec::new()) };
+    let fs = PointFs { vault, index, inodes: Mutex::new(inodes), cache: ChunkCache::default() };
     let mut config = Config::default();
     config.mount_options.extend([MountOption::RO, MountOption::FSName("boveda".into())]);
     fuser::mount(fs, dir, &config).map_err(|e| EngineError::io(dir, e))?;

@@ -146,7 +146,8 @@ fn a_snapshot_reads_as_both_disks_were_at_its_instant_and_bitmaps_give_the_chang
 
     // first snapshot: no previous bitmap
     let before = [vm.read(0), vm.read(1)];
-    let s1 = live::take(&mut qmp, &disks, &dir.path().join("s1"), None, "boveda-b1").expect("snapshot 1");
+    let s1 = live::take(&mut qmp, &disks, &dir.path().join("s1"), None, "boveda-b1", &mut live::NoQuiesce)
+        .expect("snapshot 1");
     assert_eq!(s1.since_previous, None);
     // the guest writes over both disks while the snapshot is read
     vm.write(0, 1 << 20, 64 << 10, 0x99);
@@ -162,7 +163,8 @@ fn a_snapshot_reads_as_both_disks_were_at_its_instant_and_bitmaps_give_the_chang
 
     // second snapshot: the bitmap gives exactly what changed since the first
     vm.write(0, 5 << 20, 256 << 10, 0x77);
-    let s2 = live::take(&mut qmp, &disks, &dir.path().join("s2"), Some("boveda-b1"), "boveda-b2").expect("snapshot 2");
+    let s2 = live::take(&mut qmp, &disks, &dir.path().join("s2"), Some("boveda-b1"), "boveda-b2", &mut live::NoQuiesce)
+        .expect("snapshot 2");
     assert_eq!(s2.since_previous.as_deref(), Some("boveda-b1"));
     let (_, mut a) = read_export(&s2, "vda", &[&dirty_bitmap_context("boveda-b1")]);
     assert_eq!(dirty(&mut a, "boveda-b1"), [(1 << 20, 64 << 10), (5 << 20, 256 << 10)]);
@@ -174,7 +176,8 @@ fn a_snapshot_reads_as_both_disks_were_at_its_instant_and_bitmaps_give_the_chang
 
     // a backup killed after its snapshot: its monitor connection just ends
     vm.write(1, 6 << 20, 64 << 10, 0x55);
-    let s3 = live::take(&mut qmp, &disks, &dir.path().join("s3"), Some("boveda-b2"), "boveda-b3").expect("snapshot 3");
+    let s3 = live::take(&mut qmp, &disks, &dir.path().join("s3"), Some("boveda-b2"), "boveda-b3", &mut live::NoQuiesce)
+        .expect("snapshot 3");
     drop(qmp);
     vm.write(0, 9 << 20, 64 << 10, 0x44);
     let mut qmp = vm.monitor();
@@ -184,7 +187,8 @@ fn a_snapshot_reads_as_both_disks_were_at_its_instant_and_bitmaps_give_the_chang
     drop(s3);
     // the next backup, whose parent is the second point, still gets every
     // change since the second snapshot: before and after the killed one's
-    let s4 = live::take(&mut qmp, &disks, &dir.path().join("s4"), Some("boveda-b2"), "boveda-b4").expect("snapshot 4");
+    let s4 = live::take(&mut qmp, &disks, &dir.path().join("s4"), Some("boveda-b2"), "boveda-b4", &mut live::NoQuiesce)
+        .expect("snapshot 4");
     let (bytes, mut a) = read_export(&s4, "vda", &[&dirty_bitmap_context("boveda-b2")]);
     assert_eq!(bytes, vm.read(0));
     assert_eq!(dirty(&mut a, "boveda-b2"), [(9 << 20, 64 << 10)]);
@@ -240,7 +244,8 @@ fn a_live_backup_restores_the_snapshot_and_the_next_reads_only_what_the_bitmap_m
 
     // full: every allocated window of both disks
     let before = [vm.read(0), vm.read(1)];
-    let s1 = live::take(&mut qmp, &disks, &dir.path().join("s1"), None, "boveda-p1").expect("snapshot 1");
+    let s1 = live::take(&mut qmp, &disks, &dir.path().join("s1"), None, "boveda-p1", &mut live::NoQuiesce)
+        .expect("snapshot 1");
     vm.write(0, 2 << 20, 64 << 10, 0x99); // during the backup: not in the point
     let (t1, read1) = back_up(&vault, &s1, None, None);
     live::finish(&mut qmp, &s1, true).expect("finish");
@@ -251,7 +256,8 @@ fn a_live_backup_restores_the_snapshot_and_the_next_reads_only_what_the_bitmap_m
     // incremental: 64 KiB written during the first backup, 3 windows now
     vm.write(1, 7 << 20, 600 << 10, 0x42);
     let now = [vm.read(0), vm.read(1)];
-    let s2 = live::take(&mut qmp, &disks, &dir.path().join("s2"), Some("boveda-p1"), "boveda-p2").expect("snapshot 2");
+    let s2 = live::take(&mut qmp, &disks, &dir.path().join("s2"), Some("boveda-p1"), "boveda-p2", &mut live::NoQuiesce)
+        .expect("snapshot 2");
     let (t2, read2) = back_up(&vault, &s2, Some("boveda-p1"), Some(t1));
     live::finish(&mut qmp, &s2, true).expect("finish");
     // 1 window of vda, 3 of vdb (600 KiB from 7 MiB), of 256 KiB each

@@ -33,6 +33,10 @@ pub enum ItemSource {
         /// runs.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         qmp: Option<PathBuf>,
+        /// The socket of the VM's guest agent channel, when it is not the
+        /// one the definition names.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        guest_agent: Option<PathBuf>,
     },
 }
 
@@ -256,12 +260,19 @@ pub fn add_vm_item(
     name: &str,
     domain_xml: &Path,
     qmp: Option<&Path>,
+    guest_agent: Option<&Path>,
     consistency: Option<ConsistencyConfig>,
 ) -> Result<Item> {
     check_new_name(vault, name)?;
     let file = absolute(domain_xml)?;
     let domain = boveda_engine::Domain::load(&file)?;
     let qmp = qmp.map(absolute).transpose()?;
+    let guest_agent = guest_agent.map(absolute).transpose()?;
+    if guest_agent.is_some() && qmp.is_none() {
+        return Err(ServiceError::Invalid(format!(
+            "VM item {name}: a guest agent freezes a running VM for its live snapshot, which needs the VM's QMP monitor too"
+        )));
+    }
     // a running VM holds its disks: they are checked through its monitor
     let disks = match &qmp {
         Some(socket) => crate::live_vm::check_running(socket, &domain)?,
@@ -270,7 +281,7 @@ pub fn add_vm_item(
     save_new_with(
         vault,
         name,
-        ItemSource::Vm { domain_xml: file, domain: domain.name.clone(), disks, qmp },
+        ItemSource::Vm { domain_xml: file, domain: domain.name.clone(), disks, qmp, guest_agent },
         consistency,
     )
 }

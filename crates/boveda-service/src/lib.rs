@@ -65,7 +65,7 @@ pub use protection::{
 pub use prune::{ExpiredPoint, PrunePlan, plan_prune, prune_job};
 pub use recovery::{
     VmRestore, browse, browse_disk, find_point, list_item_points, mount, restore, restore_disk_files,
-    restore_disk_image, restore_vm,
+    restore_disk_image, restore_vm, serve_point_disks,
 };
 pub use registry::{KnownVault, Registry, cache_dir, config_dir};
 pub use replication::{

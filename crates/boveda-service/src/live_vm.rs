@@ -4,13 +4,15 @@
 //! live backup started.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use boveda_engine::live::{self, LiveDisk};
+use boveda_engine::guest_agent::GuestAgent;
+use boveda_engine::live::{self, LiveDisk, Quiesce};
 use boveda_engine::qmp::QmpClient;
 use boveda_engine::{DiskSource, Domain, LiveSource};
-use boveda_vault::RecordId;
+use boveda_vault::{Consistency, RecordId};
 
+use crate::consistency::{ConsistencyConfig, with_consistency};
 use crate::error::{Result, ServiceError};
 
 /// The temporary folders of live backups: `boveda-live-<pid>-<bitmap>`,
@@ -78,7 +80,12 @@ impl LiveBackup {
     /// # Errors
     /// `Invalid` naming the VM for a monitor that does not answer, a disk
     /// it does not have open, or a snapshot QEMU refuses.
-    pub(crate) fn start(socket: &Path, domain: &Domain, previous: Option<&str>) -> Result<Self> {
+    pub(crate) fn start(
+        socket: &Path,
+        domain: &Domain,
+        previous: Option<&str>,
+        quiesce: &mut dyn Quiesce,
+    ) -> Result<Self> {
         let mut qmp = connect(socket, domain)?;
         let fail = |e: std::io::Error| ServiceError::Invalid(format!("VM {}: live snapshot: {e}", domain.name));
         live::clean_leftovers(&mut qmp).map_err(fail)?;
@@ -86,7 +93,7 @@ impl LiveBackup {
         let found: Vec<LiveDisk> = live::find_disks(&mut qmp, &disk_files(domain)).map_err(fail)?;
         let new_bitmap = format!("{}{}", live::PREFIX, &RecordId::random().to_hex()[..16]);
         let work = std::env::temp_dir().join(format!("{WORK_PREFIX}{}-{}", std::process::id(), &new_bitmap));
-        let snapshot = live::take(&mut qmp, &found, &work, previous, &new_bitmap).map_err(fail)?;
+        let snapshot = live::take(&mut qmp, &found, &work, previous, &new_bitmap, quiesce).map_err(fail)?;
         let warning = match (previous, &snapshot.since_previous) {
             (Some(_), Some(_)) | (None, _) => None,
             (Some(p), None) => Some(format!(
@@ -123,4 +130,135 @@ impl LiveBackup {
         live::finish(&mut self.qmp, &self.snapshot, succeeded)
             .map_err(|e| ServiceError::Invalid(format!("live snapshot cleanup: {e}")))
     }
+}
+
+/// How long the guest agent may take to answer that it is there.
+const AGENT_ANSWER: Duration = Duration::from_secs(5);
+/// How long the guest may take to freeze or thaw its file systems.
+const FREEZE_LIMIT: Duration = Duration::from_secs(10);
+
+/// The guest's file systems frozen through its agent for the instant of
+/// the snapshot.
+struct AgentQuiesce {
+    socket: Option<PathBuf>,
+    agent: Option<GuestAgent>,
+    /// Why the guest is not frozen (no agent, or it failed).
+    not_frozen: Option<String>,
+    frozen_at: Option<Instant>,
+    /// From freeze to thaw.
+    stall: Option<Duration>,
+    /// A thaw that failed: the guest may still be frozen.
+    thaw_failed: Option<String>,
+}
+
+impl AgentQuiesce {
+    fn connect(socket: Option<&Path>) -> Self {
+        let mut q = Self {
+            socket: socket.map(Path::to_path_buf),
+            agent: None,
+            not_frozen: None,
+            frozen_at: None,
+            stall: None,
+            thaw_failed: None,
+        };
+        match socket {
+            None => {
+                q.not_frozen = Some(format!(
+                    "the VM has no guest agent channel ({}) in its definition or item",
+                    boveda_engine::GUEST_AGENT_CHANNEL
+                ));
+            }
+            Some(path) => match GuestAgent::connect(path, AGENT_ANSWER) {
+                Ok(mut a) => {
+                    let _ = a.set_timeout(FREEZE_LIMIT);
+                    q.agent = Some(a);
+                }
+                Err(e) => q.not_frozen = Some(format!("no guest agent answers on {} ({e})", path.display())),
+            },
+        }
+        q
+    }
+}
+
+impl Quiesce for AgentQuiesce {
+    fn freeze(&mut self) {
+        let Some(agent) = &mut self.agent else { return };
+        let started = Instant::now();
+        match agent.freeze() {
+            Ok(_) => self.frozen_at = Some(started),
+            Err(e) => self.not_frozen = Some(format!("the guest agent did not freeze the guest's file systems ({e})")),
+        }
+    }
+
+    fn thaw(&mut self) {
+        let Some(agent) = &mut self.agent else { return };
+        // always, also after a failed freeze: a freeze that timed out may
+        // still go through; its late answer is skipped by a new session
+        let mut thawed = if self.frozen_at.is_some() { agent.thaw() } else { Err(std::io::ErrorKind::TimedOut.into()) };
+        if thawed.is_err()
+            && let Some(path) = &self.socket
+        {
+            thawed = GuestAgent::connect(path, AGENT_ANSWER).and_then(|mut a| {
+                a.set_timeout(FREEZE_LIMIT)?;
+                a.thaw()
+            });
+        }
+        self.stall = self.frozen_at.map(|t| t.elapsed());
+        if let Err(e) = thawed
+            && self.frozen_at.is_some()
+        {
+            self.thaw_failed = Some(format!(
+                "the guest's file systems may still be frozen: the guest agent did not thaw them ({e}); thaw them with guest-fsfreeze-thaw"
+            ));
+        }
+    }
+}
+
+/// A live snapshot taken with the guest quiesced: the item's pre script,
+/// the guest's file systems frozen through its agent for the instant of
+/// the snapshot, the post script.
+pub(crate) struct QuiescedBackup {
+    pub live: LiveBackup,
+    pub consistency: Consistency,
+    pub warnings: Vec<String>,
+    /// From freeze to thaw, when the guest was frozen.
+    pub stall: Option<Duration>,
+}
+
+/// Starts a live backup quiesced as far as the VM allows: the point is
+/// file-system-consistent when the guest agent froze the guest,
+/// app-consistent when the item's pre/post scripts ran too, and
+/// crash-consistent (with a warning) when no agent froze it.
+///
+/// # Errors
+/// As [`LiveBackup::start`], or a failed pre script that stops the backup.
+pub(crate) fn start_quiesced(
+    socket: &Path,
+    domain: &Domain,
+    previous: Option<&str>,
+    agent: Option<&Path>,
+    cfg: Option<&ConsistencyConfig>,
+) -> Result<QuiescedBackup> {
+    let ((live, q), scripts, mut warnings) = with_consistency(cfg, || {
+        let mut q = AgentQuiesce::connect(agent);
+        match LiveBackup::start(socket, domain, previous, &mut q) {
+            Ok(live) => Ok((live, q)),
+            Err(e) => Err(match q.thaw_failed {
+                Some(t) => ServiceError::Invalid(format!("{e}; {t}")),
+                None => e,
+            }),
+        }
+    })?;
+    warnings.extend(q.thaw_failed.clone());
+    let consistency = match (&q.not_frozen, scripts) {
+        (None, Consistency::AppConsistent) => Consistency::AppConsistent,
+        (None, _) => Consistency::FileSystemConsistent,
+        (Some(why), c) => {
+            if c == Consistency::CrashConsistent {
+                warnings.push(format!("{why}: the point is crash-consistent"));
+            }
+            c
+        }
+    };
+    Ok(QuiescedBackup { live, consistency, warnings, stall: q.stall })
 }

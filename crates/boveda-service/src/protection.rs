@@ -67,7 +67,7 @@ pub fn backup_now(
     let index = vault.load_index_without(&boveda_vault::marked_packs(vault)?)?;
     let clock_start = std::time::Instant::now();
     let parent_tree = parent.as_ref().map(|p| p.tree);
-    let live_bitmap = std::cell::RefCell::new(None);
+    let live_state = std::cell::RefCell::new(None::<LiveState>);
     let run = || -> Result<(FileBackupOutcome, Vec<PathBuf>)> {
         Ok(match &item.source {
             ItemSource::Files { paths, excludes } => {
@@ -88,11 +88,20 @@ pub fn backup_now(
                 };
                 (backup_disk(vault, &index, &opts, progress)?, vec![path.clone()])
             }
-            ItemSource::Vm { domain_xml, qmp: Some(socket), .. } => {
-                // a running VM: a snapshot of all its disks at one instant
+            ItemSource::Vm { domain_xml, qmp: Some(socket), guest_agent, .. } => {
+                // a running VM: a snapshot of all its disks at one instant,
+                // the guest quiesced for that instant only
                 let domain = Domain::load(domain_xml)?;
                 let previous = parent.as_ref().and_then(|p| p.live_bitmap.clone());
-                let live = crate::live_vm::LiveBackup::start(socket, &domain, previous.as_deref())?;
+                let agent = guest_agent.clone().or_else(|| domain.guest_agent.clone());
+                let quiesced = crate::live_vm::start_quiesced(
+                    socket,
+                    &domain,
+                    previous.as_deref(),
+                    agent.as_deref(),
+                    item.consistency.as_ref(),
+                )?;
+                let live = quiesced.live;
                 let sources = domain.disks.iter().map(|d| d.path.clone()).chain([domain_xml.clone()]).collect();
                 let opts = DiskBackupOptions {
                     disks: live.disks.clone(),
@@ -107,7 +116,12 @@ pub fn backup_now(
                 let mut outcome = result?;
                 cleaned?;
                 outcome.warnings.extend(warning);
-                *live_bitmap.borrow_mut() = Some(bitmap);
+                outcome.warnings.extend(quiesced.warnings);
+                *live_state.borrow_mut() = Some(LiveState {
+                    bitmap,
+                    consistency: quiesced.consistency,
+                    freeze_ms: quiesced.stall.map(|d| d.as_millis() as u64),
+                });
                 (outcome, sources)
             }
             ItemSource::Vm { domain_xml, .. } => {
@@ -125,13 +139,15 @@ pub fn backup_now(
             }
         })
     };
-    // scripts apply to disks and VMs; a file backup reads files, not a disk snapshot
+    // scripts apply to disks and VMs; a file backup reads files, not a
+    // disk snapshot, and a running VM's snapshot runs them itself
     let cfg = match item.source {
-        ItemSource::Files { .. } => None,
+        ItemSource::Files { .. } | ItemSource::Vm { qmp: Some(_), .. } => None,
         _ => item.consistency.as_ref(),
     };
     let ((mut outcome, sources), consistency, script_warnings) = with_consistency(cfg, run)?;
     outcome.warnings.extend(script_warnings);
+    let live = live_state.into_inner();
     let point = RecoveryPoint {
         id: vault.new_point_id(&item.id),
         item_id: item.id,
@@ -142,16 +158,24 @@ pub fn backup_now(
         parent: parent.map(|p| p.id),
         hostname: req.hostname.clone(),
         sources: sources.iter().map(|p| p.display().to_string()).collect(),
-        consistency,
+        consistency: live.as_ref().map_or(consistency, |l| l.consistency),
         retain_until,
         scheduled_for: req.scheduled_for,
         kept_by: if req.scheduled_for.is_some() { "scheduled" } else { "ad-hoc" }.into(),
         stats: outcome.stats,
         warnings: outcome.warnings,
-        live_bitmap: live_bitmap.into_inner(),
+        live_bitmap: live.as_ref().map(|l| l.bitmap.clone()),
+        freeze_ms: live.as_ref().and_then(|l| l.freeze_ms),
     };
     vault.save_point(&point)?;
     Ok(point)
+}
+
+/// What a live backup of a running VM adds to its point.
+struct LiveState {
+    bitmap: String,
+    consistency: boveda_vault::Consistency,
+    freeze_ms: Option<u64>,
 }
 
 fn check_can_back_up(item: &Item) -> Result<()> {
@@ -234,7 +258,9 @@ pub fn backup_job(
             scheduled_for,
         };
         let point = backup_now(vault, item, &req, ctx)?;
-        let done = JobDone { warnings: point.warnings.clone(), details: vec![], point: Some(point.id) };
+        let details =
+            point.freeze_ms.map(|ms| format!("the guest's file systems were frozen for {ms} ms")).into_iter().collect();
+        let done = JobDone { warnings: point.warnings.clone(), details, point: Some(point.id) };
         Ok((point, done))
     })
 }

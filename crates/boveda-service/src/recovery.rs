@@ -249,3 +249,30 @@ pub fn mount(vault: Vault, item: &Item, point: Option<&str>, dir: &std::path::Pa
         .collect();
     Ok(boveda_engine::mount_points(vault, mounted, dir, point.is_some())?)
 }
+
+/// Instant restore: exports the disks of a disk or VM item's `point`
+/// read-only over NBD on the UNIX socket `socket` (each disk under its
+/// name in the point, `disk` or the VM's `vda`, ...), reading chunks on
+/// demand, until `stop` is set; `ready` gets the disks and their sizes
+/// once the socket accepts clients. A VM boots from it at once with a
+/// qcow2 overlay taking its writes (docs/VMS.md).
+///
+/// # Errors
+/// `Invalid` for an item of files; the socket's errors (missing folder,
+/// another process serving on it); the vault's errors.
+pub fn serve_point_disks(
+    vault: &Vault,
+    item: &Item,
+    point: &RecoveryPoint,
+    socket: &std::path::Path,
+    stop: &AtomicBool,
+    ready: impl FnOnce(&[(String, u64)]),
+) -> Result<()> {
+    if let ItemSource::Files { .. } = item.source {
+        return Err(ServiceError::Invalid(format!(
+            "item {} holds files, not disks: only the points of disk and VM items can be served as disks",
+            item.name
+        )));
+    }
+    Ok(boveda_engine::serve_point_disks(vault, &point.tree, &[VM_DEFINITION], socket, stop, ready)?)
+}

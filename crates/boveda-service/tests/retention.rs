@@ -64,6 +64,7 @@ fn point(item: &Item, t: Timestamp) -> RecoveryPoint {
         stats: Default::default(),
         warnings: vec![],
         live_bitmap: None,
+        freeze_ms: None,
     }
 }
 

@@ -73,6 +73,10 @@ pub struct RecoveryPoint {
     /// changes from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub live_bitmap: Option<String>,
+    /// For a VM backed up while it ran with a guest agent: how long the
+    /// guest's file systems were frozen for the snapshot, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freeze_ms: Option<u64>,
 }
 
 pub fn point_name(id: &PointId) -> String {

@@ -26,6 +26,7 @@ fn point(vault: &Vault, item: RecordId, minute: i64) -> RecoveryPoint {
         stats: PointStats::default(),
         warnings: Vec::new(),
         live_bitmap: None,
+        freeze_ms: None,
     }
 }
 

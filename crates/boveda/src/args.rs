@@ -289,6 +289,11 @@ pub enum ItemAdd {
         /// snapshot (docs/VMS.md).
         #[arg(long)]
         qmp: Option<PathBuf>,
+        /// The socket of the VM's guest agent channel
+        /// (org.qemu.guest_agent.0), which freezes the guest's file systems
+        /// for the snapshot; by default the one the definition names.
+        #[arg(long, value_name = "SOCKET", requires = "qmp")]
+        guest_agent: Option<PathBuf>,
         /// Pre/post snapshot scripts (JSON, see docs/CONSISTENCY.md).
         #[arg(long)]
         consistency_config: Option<PathBuf>,
@@ -375,8 +380,8 @@ pub struct RestoreArgs {
     /// File items: the folder to restore into (paths are recreated below
     /// it). Disk items: the image file or block device to write. VM items:
     /// the folder for the disks and the new definition.
-    #[arg(long)]
-    pub target: PathBuf,
+    #[arg(long, required_unless_present = "serve_nbd")]
+    pub target: Option<PathBuf>,
     /// Only these paths of the point (repeatable; file items).
     #[arg(long = "path")]
     pub paths: Vec<String>,
@@ -387,6 +392,12 @@ pub struct RestoreArgs {
     /// restore, when the primary is unreachable).
     #[arg(long)]
     pub from_secondary: bool,
+    /// Instant restore of disk and VM items: instead of writing the disks,
+    /// export them read-only over NBD on this UNIX socket (each under its
+    /// name: `disk`, `vda`, ...) until interrupted; a VM boots from them
+    /// at once through a qcow2 overlay.
+    #[arg(long, value_name = "SOCKET", conflicts_with_all = ["target", "paths", "format"])]
+    pub serve_nbd: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]

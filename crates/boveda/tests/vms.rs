@@ -152,12 +152,14 @@ fn a_running_vm_is_backed_up_from_snapshots_incrementally() {
     env.ok(&["item", "add", "vm", "web", "--domain-xml", xml, "--qmp", socket]);
 
     let (vda0, vdb0) = (guest_bytes(&running.guest[0]), guest_bytes(&running.guest[1]));
-    let p1 = env.backup("web", 0);
+    // no guest agent: crash-consistent, with a warning (exit code 3)
+    let p1 = env.backup("web", 3);
     assert_eq!(p1["stats"]["files"].as_u64(), Some(2), "{p1}");
+    assert_eq!(p1["consistency"], "crash-consistent", "{p1}");
     running.write(1, 9 << 20, 600 << 10, 0x42);
     running.write(0, 20 << 20, 100 << 10, 0x43);
     let (vda1, vdb1) = (guest_bytes(&running.guest[0]), guest_bytes(&running.guest[1]));
-    let p2 = env.backup("web", 0);
+    let p2 = env.backup("web", 3);
     let read = p2["stats"]["bytes_read"].as_u64().expect("bytes read");
     // 600 KiB at 9 MiB on vdb: 3 windows of 256 KiB; 100 KiB at 20 MiB on vda: 1
     assert_eq!(read, 4 * (256 << 10), "the second backup reads the 4 windows written: {p2}");
@@ -247,7 +249,7 @@ fn a_killed_live_backup_is_cleaned_and_a_restarted_vm_is_read_in_full() {
         "--qmp",
         socket.to_str().expect("utf8"),
     ]);
-    env.backup("web", 0);
+    env.backup("web", 3);
     let (_, first) = in_vm(&socket);
     assert_eq!(first.len(), 2, "one bitmap per disk: {first:?}");
 
@@ -272,7 +274,7 @@ fn a_killed_live_backup_is_cleaned_and_a_restarted_vm_is_read_in_full() {
 
     running.write(1, 3 << 20, 64 << 10, 0x52);
     let vdb_now = fs::read(&running.guest[1]).expect("read");
-    let p = env.backup("web", 0);
+    let p = env.backup("web", 3);
     let (left, bitmaps) = in_vm(&socket);
     assert_eq!(left, Vec::<String>::new(), "nothing of the killed backup stays in the VM");
     assert_eq!(bitmaps.len(), 2, "one bitmap per disk again: {bitmaps:?}");

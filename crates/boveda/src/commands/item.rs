@@ -19,9 +19,9 @@ pub fn run(ctx: &Ctx, cmd: ItemCmd) -> Result<Outcome> {
                     let cfg = consistency_config.as_deref().map(ConsistencyConfig::load).transpose()?;
                     add_disk_item(&vault, &name, &path, cfg)?
                 }
-                ItemAdd::Vm { name, domain_xml, qmp, consistency_config } => {
+                ItemAdd::Vm { name, domain_xml, qmp, guest_agent, consistency_config } => {
                     let cfg = consistency_config.as_deref().map(ConsistencyConfig::load).transpose()?;
-                    add_vm_item(&vault, &name, &domain_xml, qmp.as_deref(), cfg)?
+                    add_vm_item(&vault, &name, &domain_xml, qmp.as_deref(), guest_agent.as_deref(), cfg)?
                 }
             };
             if ctx.json() {
@@ -115,11 +115,14 @@ pub fn run(ctx: &Ctx, cmd: ItemCmd) -> Result<Outcome> {
                         }
                     }
                     ItemSource::Disk { path } => rows.push(vec!["path".into(), path.display().to_string()]),
-                    ItemSource::Vm { domain_xml, domain, disks, qmp } => {
+                    ItemSource::Vm { domain_xml, domain, disks, qmp, guest_agent } => {
                         rows.push(vec!["domain".into(), domain.clone()]);
                         rows.push(vec!["definition".into(), domain_xml.display().to_string()]);
                         if let Some(socket) = qmp {
                             rows.push(vec!["qmp".into(), socket.display().to_string()]);
+                        }
+                        if let Some(socket) = guest_agent {
+                            rows.push(vec!["guest agent".into(), socket.display().to_string()]);
                         }
                         for (dev, p) in disks {
                             rows.push(vec![format!("disk {dev}"), p.display().to_string()]);

@@ -305,6 +305,17 @@ extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
+/// The flag SIGINT and SIGTERM set from now on: a long-running command
+/// ends cleanly on Ctrl-C or a service manager's stop.
+pub(crate) fn stop_on_signals() -> &'static AtomicBool {
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+    &STOP
+}
+
 pub fn agent(ctx: &Ctx, args: AgentArgs) -> Result<Outcome> {
     let clock = ctx.clock()?;
     let pass = passphrase(ctx.password_file.as_deref(), false)?;
@@ -334,15 +345,11 @@ pub fn agent(ctx: &Ctx, args: AgentArgs) -> Result<Outcome> {
     if args.max_jobs == 0 {
         bail!("--max-jobs must be at least 1");
     }
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-    }
+    let stop = stop_on_signals();
     let names: Vec<&str> = vaults.iter().map(|v| v.settings().name.as_str()).collect();
     eprintln!("boveda agent: serving {} with at most {} backup(s) at once", names.join(", "), opts.max_jobs);
     let log = |line: &str| eprintln!("{} {line}", Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S"));
-    let report = run_agent(&vaults, clock.as_ref(), &opts, &STOP, &log)?;
+    let report = run_agent(&vaults, clock.as_ref(), &opts, stop, &log)?;
     if ctx.json() {
         ctx.print_json(&report)?;
     } else {

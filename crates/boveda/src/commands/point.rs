@@ -287,6 +287,9 @@ pub fn restore(ctx: &Ctx, args: RestoreArgs) -> Result<Outcome> {
     let vault = ctx.open_copy(args.from_secondary)?;
     let item = find_item(&vault, &args.item)?;
     let point = find_point(&vault, &item, &args.point)?;
+    if let Some(socket) = &args.serve_nbd {
+        return serve_nbd(ctx, &vault, &item, &point, socket);
+    }
     let clock = ctx.clock()?;
     let env = ctx.job_env(clock.as_ref());
     let spec = JobSpec {
@@ -313,6 +316,33 @@ pub fn restore(ctx: &Ctx, args: RestoreArgs) -> Result<Outcome> {
     result.with_context(|| format!("restore job {} {}", job.id.short(), job.state.as_str()))
 }
 
+/// Instant restore: the point's disks over NBD until Ctrl-C.
+fn serve_nbd(
+    ctx: &Ctx,
+    vault: &boveda_vault::Vault,
+    item: &boveda_service::Item,
+    point: &boveda_vault::RecoveryPoint,
+    socket: &std::path::Path,
+) -> Result<Outcome> {
+    let stop = super::jobs::stop_on_signals();
+    let ready = |disks: &[(String, u64)]| {
+        if ctx.json() {
+            let disks: Vec<_> =
+                disks.iter().map(|(name, bytes)| serde_json::json!({"disk": name, "size": bytes})).collect();
+            let _ = ctx.print_json(&serde_json::json!({"point": point.id.to_hex(), "socket": socket, "disks": disks}));
+            return;
+        }
+        println!("serving point {} of item {} read-only on {}:", point.id.short(), item.name, socket.display());
+        for (name, bytes) in disks {
+            println!("  disk {name} ({}): nbd+unix:///{name}?socket={}", size(*bytes), socket.display());
+        }
+        println!("stop with Ctrl-C");
+    };
+    boveda_service::serve_point_disks(vault, item, point, socket, stop, ready)
+        .with_context(|| format!("serving on {}", socket.display()))?;
+    Ok(Outcome::Ok)
+}
+
 fn restore_in_job(
     ctx: &Ctx,
     vault: &boveda_vault::Vault,
@@ -322,21 +352,22 @@ fn restore_in_job(
     bar: &boveda_service::JobCtx<'_>,
 ) -> Result<Outcome> {
     let (vault, item, point) = (vault, item, point);
+    let Some(target) = args.target.clone() else { bail!("a restore needs --target (or --serve-nbd SOCKET)") };
     let started = Instant::now();
     let result = match &item.source {
         ItemSource::Files { .. } => {
-            boveda_service::restore(vault, point, args.target.clone(), args.paths, Some(&bar.cancel), bar)
+            boveda_service::restore(vault, point, target.clone(), args.paths, Some(&bar.cancel), bar)
         }
         ItemSource::Disk { .. } | ItemSource::Vm { .. } => {
             if !args.paths.is_empty() {
-                boveda_service::restore_disk_files(vault, item, point, &args.paths, &args.target)?;
+                boveda_service::restore_disk_files(vault, item, point, &args.paths, &target)?;
                 if !ctx.json() {
                     println!(
                         "restored {} path(s) of point {} of item {} into {}",
                         args.paths.len(),
                         point.id.short(),
                         item.name,
-                        args.target.display()
+                        target.display()
                     );
                 }
                 return Ok(Outcome::Ok);
@@ -346,7 +377,7 @@ fn restore_in_job(
                 ImageFormat::Qcow2 => DiskOutputFormat::Qcow2,
             };
             if let ItemSource::Vm { .. } = item.source {
-                let vm = boveda_service::restore_vm(vault, point, args.target.clone(), format, Some(&bar.cancel), bar)?;
+                let vm = boveda_service::restore_vm(vault, point, target.clone(), format, Some(&bar.cancel), bar)?;
                 if !ctx.json() {
                     for (dev, p) in &vm.disks {
                         println!("disk {dev}: {}", p.display());
@@ -367,7 +398,7 @@ fn restore_in_job(
                 }
                 return Ok(Outcome::Ok);
             }
-            boveda_service::restore_disk_image(vault, point, args.target.clone(), format, Some(&bar.cancel), bar)
+            boveda_service::restore_disk_image(vault, point, target.clone(), format, Some(&bar.cancel), bar)
         }
     };
     let out = result?;
@@ -386,7 +417,7 @@ fn restore_in_job(
             "restored point {} of item {} into {}: {} files ({} already complete), {} dirs, {} other, {} written in {:.1}s",
             point.id.short(),
             item.name,
-            args.target.display(),
+            target.display(),
             out.files,
             out.files_skipped,
             out.dirs,

@@ -1,0 +1,419 @@
+//! VMs backed up while they run in a real QEMU (`qemu-system-x86_64`):
+//! the disks written through QEMU's monitor before, during and after the
+//! snapshot instant; a tiny Debian guest whose agent freezes its file
+//! systems for that instant; and a point served over NBD (instant restore).
+
+mod common;
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Env, TwoDiskVm, sh, two_disk_vm};
+
+/// A VM running in QEMU with the two disks of a [`TwoDiskVm`] (qcow2 `vda`
+/// and raw `vdb`), booting the test guest when asked.
+struct QemuVm {
+    child: Child,
+    /// The monitor boveda uses.
+    qmp: PathBuf,
+    /// A second monitor, the test's: QEMU serves one client per monitor.
+    test_qmp: PathBuf,
+    console: PathBuf,
+}
+
+/// The test guest's kernel and initramfs (scripts/test-guest.sh, built
+/// once from Debian's packages).
+fn test_guest() -> PathBuf {
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-tools/guest");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/test-guest.sh");
+    sh(Command::new("bash").arg(script).arg(&out));
+    out
+}
+
+impl QemuVm {
+    fn start(env: &Env, vm: &TwoDiskVm, guest: Option<&Path>, agent: Option<&Path>) -> QemuVm {
+        let qmp = env.path("qmp.sock");
+        let test_qmp = env.path("test-qmp.sock");
+        let console = env.path("console.log");
+        let mut cmd = Command::new("qemu-system-x86_64");
+        // software emulation: the same on every machine, nested or not
+        cmd.args(["-accel", "tcg", "-m", "256", "-nodefaults", "-display", "none", "-no-reboot"])
+            .arg("-serial")
+            .arg(format!("file:{}", console.display()))
+            .arg("-blockdev")
+            .arg(format!("driver=file,node-name=f-vda,filename={}", vm.vda.display()))
+            .args(["-blockdev", "driver=qcow2,node-name=vda,file=f-vda"])
+            .args(["-device", "virtio-blk-pci,drive=vda,id=disk-vda"])
+            .arg("-blockdev")
+            .arg(format!("driver=file,node-name=f-vdb,filename={}", vm.vdb.display()))
+            .args(["-blockdev", "driver=raw,node-name=vdb,file=f-vdb"])
+            .args(["-device", "virtio-blk-pci,drive=vdb,id=disk-vdb"])
+            .arg("-qmp")
+            .arg(format!("unix:{},server=on,wait=off", qmp.display()))
+            .arg("-qmp")
+            .arg(format!("unix:{},server=on,wait=off", test_qmp.display()));
+        if let Some(g) = guest {
+            cmd.arg("-kernel")
+                .arg(g.join("vmlinuz"))
+                .arg("-initrd")
+                .arg(g.join("initrd.img"))
+                .args(["-append", "console=ttyS0 quiet panic=-1"]);
+        }
+        if let Some(a) = agent {
+            cmd.arg("-chardev")
+                .arg(format!("socket,path={},server=on,wait=off,id=qga0", a.display()))
+                .args(["-device", "virtio-serial", "-device"])
+                .arg("virtserialport,chardev=qga0,name=org.qemu.guest_agent.0");
+        }
+        let child = cmd.stdout(Stdio::null()).spawn().expect("qemu-system-x86_64 (qemu-system-x86) runs");
+        let vm = QemuVm { child, qmp, test_qmp, console };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !vm.qmp.exists() || !vm.test_qmp.exists() {
+            assert!(Instant::now() < deadline, "QEMU never opened its monitor");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        vm
+    }
+
+    /// Waits for the test guest to say it is ready (under emulation, it
+    /// takes some seconds to boot).
+    fn wait_for_guest(&self) {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let console = fs::read_to_string(&self.console).unwrap_or_default();
+            if console.contains("boveda-guest-ready") {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the guest never booted: {console}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Writes `len` bytes of `byte` at `at` into disk `dev` through the
+    /// guest's own device, as the guest would (qemu-io in QEMU's monitor).
+    fn write(&self, dev: &str, at: u64, len: u64, byte: u8) {
+        let cmd = format!("qemu-io -d disk-{dev}/virtio-backend \"write -P {byte:#x} {at} {len}\"");
+        let out = qmp(&self.test_qmp, "human-monitor-command", serde_json::json!({"command-line": cmd}));
+        // QEMU 7.2 prints qemu-io's own output elsewhere; the points show the writes
+        assert!(out.as_str().is_some_and(|o| !o.contains("rror")), "{cmd}: {out}");
+    }
+}
+
+impl Drop for QemuVm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs one QMP command on the monitor at `socket`; its answer.
+fn qmp(socket: &Path, command: &str, arguments: serde_json::Value) -> serde_json::Value {
+    let mut stream = UnixStream::connect(socket).expect("monitor");
+    stream.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+    let mut lines = BufReader::new(stream.try_clone().expect("clone"));
+    let mut answer = move || loop {
+        let mut line = String::new();
+        lines.read_line(&mut line).expect("read");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("json");
+        if v.get("return").is_some() || v.get("QMP").is_some() {
+            return v;
+        }
+        assert!(v.get("error").is_none(), "{command}: {v}");
+    };
+    answer();
+    stream.write_all(b"{\"execute\": \"qmp_capabilities\"}\n").expect("write");
+    answer();
+    let request = serde_json::json!({"execute": command, "arguments": arguments});
+    stream.write_all(format!("{request}\n").as_bytes()).expect("write");
+    answer()["return"].clone()
+}
+
+/// What boveda added that is still in the VM (nodes, jobs, exports), and
+/// its bitmaps.
+fn added_to_vm(socket: &Path) -> (Vec<String>, usize) {
+    let mut added = Vec::new();
+    let mut bitmaps = 0;
+    for (cmd, key) in
+        [("query-named-block-nodes", "node-name"), ("query-block-jobs", "device"), ("query-block-exports", "id")]
+    {
+        for x in qmp(socket, cmd, serde_json::json!({})).as_array().cloned().unwrap_or_default() {
+            if let Some(name) = x[key].as_str().filter(|n| n.starts_with("boveda-")) {
+                added.push(name.to_string());
+            }
+            bitmaps += x["dirty-bitmaps"].as_array().map_or(0, Vec::len);
+        }
+    }
+    (added, bitmaps)
+}
+
+/// A disk's guest content as raw bytes (qcow2 converted).
+fn raw_content(env: &Env, image: &Path, name: &str) -> PathBuf {
+    let out = env.path(name);
+    sh(Command::new("qemu-img").args(["convert", "-U", "-O", "raw"]).arg(image).arg(&out));
+    out
+}
+
+fn write_pattern(file: &Path, at: u64, len: u64, byte: u8) {
+    let f = fs::OpenOptions::new().write(true).open(file).expect("open");
+    f.write_all_at(&vec![byte; len as usize], at).expect("write");
+}
+
+fn restore_point(env: &Env, item: &str, point: &serde_json::Value, dir: &str) -> PathBuf {
+    let out = env.path(dir);
+    let id = &point["id"].as_str().expect("id")[..8];
+    env.ok(&["restore", item, "--point", id, "--target", out.to_str().expect("utf8")]);
+    out
+}
+
+fn same_bytes(a: &Path, b: &Path) -> bool {
+    fs::read(a).expect("read") == fs::read(b).expect("read")
+}
+
+const MIB: u64 = 1 << 20;
+const WINDOW: u64 = 256 << 10;
+
+/// A running VM's disks written before, during and after the snapshot:
+/// each point holds both disks as they were at its instant, an incremental
+/// backup reads what was written, nothing boveda added stays in the VM,
+/// and a plain read of its disks is refused.
+#[test]
+fn a_running_qemu_vm_is_backed_up_at_one_instant_while_its_disks_are_written() {
+    let env = Env::new();
+    let vm = two_disk_vm(&env, &env.path("libvirt"), "web");
+    // the guest's view at the start: QEMU changes nothing until written
+    let vda = raw_content(&env, &vm.vda, "expected-vda.raw");
+    let vdb = env.path("expected-vdb.raw");
+    fs::copy(&vm.vdb, &vdb).expect("copy");
+    let qemu = QemuVm::start(&env, &vm, None, None);
+    env.create_vault();
+    let xml = vm.xml.to_str().expect("utf8");
+    let err = env.fails(&["item", "add", "vm", "cold", "--domain-xml", xml]);
+    assert!(err.contains("is in use by a running VM"), "QEMU's locks are seen: {err}");
+    let socket = qemu.qmp.to_str().expect("utf8");
+    env.ok(&["item", "add", "vm", "web", "--domain-xml", xml, "--qmp", socket]);
+
+    // without a guest agent, crash-consistent, and the job says so
+    let p1 = env.backup("web", 3);
+    assert_eq!(p1["consistency"], "crash-consistent", "{p1}");
+    assert!(p1["warnings"].to_string().contains("no guest agent channel"), "{p1}");
+    let r1 = restore_point(&env, "web", &p1, "r1");
+    assert!(same_bytes(&r1.join("web-restored-vda.img"), &vda), "vda at the first snapshot");
+    assert!(same_bytes(&r1.join("web-restored-vdb.img"), &vdb), "vdb at the first snapshot");
+
+    // written before the second backup: 1 MiB on vda, 2 MiB on vdb
+    qemu.write("vda", 10 * MIB, MIB, 0x41);
+    qemu.write("vdb", 6 * MIB, 2 * MIB, 0x42);
+    write_pattern(&vda, 10 * MIB, MIB, 0x41);
+    write_pattern(&vdb, 6 * MIB, 2 * MIB, 0x42);
+    let (vda2, vdb2) = (env.path("expected-vda-2.raw"), env.path("expected-vdb-2.raw"));
+    fs::copy(&vda, &vda2).expect("copy");
+    fs::copy(&vdb, &vdb2).expect("copy");
+
+    // written while the second backup reads its snapshot (a slow store)
+    let mut child = env
+        .cmd(&["--output", "json", "protection", "backup-now", "web"])
+        .env("BOVEDA_STORE_FAULTS", "latency=300ms")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // the snapshot's NBD socket, in the backup's temporary folder
+    let work = format!("boveda-live-{}-", child.id());
+    let exported = || {
+        fs::read_dir(std::env::temp_dir())
+            .expect("tmp")
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with(&work) && e.path().join("nbd.sock").exists())
+    };
+    while !exported() {
+        assert!(Instant::now() < deadline, "the snapshot was never exported");
+        assert!(child.try_wait().expect("wait").is_none(), "the backup ended before the snapshot was seen");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    qemu.write("vda", 10 * MIB, MIB, 0x61);
+    qemu.write("vdb", 12 * MIB, MIB / 2, 0x62);
+    let mut out = String::new();
+    child.stdout.take().expect("stdout").read_to_string(&mut out).expect("read");
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(3), "crash-consistent again: {out}");
+    let p2: serde_json::Value = serde_json::from_str(&out).expect("point json");
+    assert_eq!(
+        p2["stats"]["bytes_read"].as_u64(),
+        Some((MIB + 2 * MIB) / WINDOW * WINDOW),
+        "only what was written before the snapshot is read: {p2}"
+    );
+    let r2 = restore_point(&env, "web", &p2, "r2");
+    assert!(same_bytes(&r2.join("web-restored-vda.img"), &vda2), "vda as at the snapshot, not after");
+    assert!(same_bytes(&r2.join("web-restored-vdb.img"), &vdb2), "vdb from the same instant as vda");
+
+    // the writes during the backup go to the next point
+    write_pattern(&vda, 10 * MIB, MIB, 0x61);
+    write_pattern(&vdb, 12 * MIB, MIB / 2, 0x62);
+    let p3 = env.backup("web", 3);
+    assert_eq!(p3["stats"]["bytes_read"].as_u64(), Some(MIB + MIB / 2), "{p3}");
+    let r3 = restore_point(&env, "web", &p3, "r3");
+    assert!(same_bytes(&r3.join("web-restored-vda.img"), &vda), "vda at the third snapshot");
+    assert!(same_bytes(&r3.join("web-restored-vdb.img"), &vdb), "vdb at the third snapshot");
+
+    let (added, bitmaps) = added_to_vm(&qemu.test_qmp);
+    assert!(added.is_empty(), "nothing boveda added stays in the VM: {added:?}");
+    assert_eq!(bitmaps, 2, "one dirty bitmap per disk, for the next backup");
+    let status = qmp(&qemu.test_qmp, "query-status", serde_json::json!({}));
+    assert_eq!(status["status"], "running", "{status}");
+}
+
+/// Whether the guest's agent says its file systems are frozen.
+fn guest_frozen(agent: &Path) -> String {
+    let mut s = UnixStream::connect(agent).expect("agent");
+    s.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    s.write_all(b"{\"execute\": \"guest-sync-delimited\", \"arguments\": {\"id\": 77}}\n").expect("write");
+    s.write_all(b"{\"execute\": \"guest-fsfreeze-status\"}\n").expect("write");
+    let mut r = BufReader::new(s);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        r.read_until(b'\n', &mut line).expect("read");
+        line.retain(|&b| b != 0xff);
+        let v: serde_json::Value = serde_json::from_slice(&line).unwrap_or_default();
+        if let Some(state) = v["return"].as_str() {
+            return state.to_string();
+        }
+    }
+}
+
+/// A file the guest wrote without syncing it is in the point only when the
+/// guest agent froze the file systems for the snapshot: the point is then
+/// file-system-consistent (app-consistent with the item's scripts), its
+/// ext4 checks clean, and the guest runs on thawed.
+#[test]
+fn a_guest_with_an_agent_is_frozen_for_the_snapshot_instant() {
+    let guest = test_guest();
+    let env = Env::new();
+    let vm = two_disk_vm(&env, &env.path("libvirt"), "app");
+    let agent = env.path("qga.sock");
+    // the definition names the agent's channel, as libvirt writes it
+    let xml = fs::read_to_string(&vm.xml).expect("read").replace(
+        "  </devices>",
+        &format!(
+            "    <channel type='unix'>\n      <source mode='bind' path='{}'/>\n      <target type='virtio' name='org.qemu.guest_agent.0'/>\n    </channel>\n  </devices>",
+            agent.display()
+        ),
+    );
+    fs::write(&vm.xml, xml).expect("write");
+    let qemu = QemuVm::start(&env, &vm, Some(&guest), Some(&agent));
+    qemu.wait_for_guest();
+    env.create_vault();
+    let (xml, socket) = (vm.xml.to_str().expect("utf8"), qemu.qmp.to_str().expect("utf8"));
+
+    // an agent that does not answer: crash-consistent, the unsynced file absent
+    let nowhere = env.path("no-agent.sock");
+    fs::write(&nowhere, "").expect("a socket nobody listens on");
+    let nowhere = nowhere.to_str().expect("utf8");
+    env.ok(&["item", "add", "vm", "crash", "--domain-xml", xml, "--qmp", socket, "--guest-agent", nowhere]);
+    let p = env.backup("crash", 3);
+    assert_eq!(p["consistency"], "crash-consistent", "{p}");
+    assert!(p["warnings"].to_string().contains("no guest agent answers"), "{p}");
+    let r = restore_point(&env, "crash", &p, "r-crash");
+    let greeting = sh(Command::new("debugfs").args(["-R", "cat /greeting"]).arg(r.join("crash-restored-vda.img")));
+    assert!(!greeting.contains("never synced"), "a crash-consistent point lacks what was in the guest's cache");
+
+    // through the definition's channel: frozen for the instant
+    let pre = env.path("pre.sh");
+    let post = env.path("post.sh");
+    fs::write(&pre, format!("#!/bin/sh\ntouch {}\n", env.path("pre-ran").display())).expect("write");
+    fs::write(&post, format!("#!/bin/sh\ntouch {}\n", env.path("post-ran").display())).expect("write");
+    sh(Command::new("chmod").arg("+x").arg(&pre).arg(&post));
+    env.ok(&["item", "add", "vm", "app", "--domain-xml", xml, "--qmp", socket]);
+    let p = env.backup("app", 0);
+    assert_eq!(p["consistency"], "file-system-consistent", "{p}");
+    assert!(p["freeze_ms"].as_u64().is_some(), "the stall is recorded: {p}");
+    assert_eq!(guest_frozen(&agent), "thawed", "the guest runs on");
+    let r = restore_point(&env, "app", &p, "r-app");
+    let vda = r.join("app-restored-vda.img");
+    let greeting = sh(Command::new("debugfs").args(["-R", "cat /greeting"]).arg(&vda));
+    assert!(greeting.contains("written by the guest, never synced"), "the freeze flushed it: {greeting:?}");
+    sh(Command::new("e2fsck").arg("-fn").arg(&vda));
+    let jobs = env.ok(&["--output", "json", "job", "list"]);
+    assert!(jobs.contains("frozen for"), "the job reports the stall: {jobs}");
+
+    // with the item's scripts too: app-consistent, the scripts around the instant
+    let cfg = env.path("scripts.json");
+    fs::write(
+        &cfg,
+        serde_json::json!({"preScriptLocation": pre, "postScriptLocation": post, "timeoutInSeconds": 30}).to_string(),
+    )
+    .expect("write");
+    env.ok(&[
+        "item",
+        "add",
+        "vm",
+        "app2",
+        "--domain-xml",
+        xml,
+        "--qmp",
+        socket,
+        "--consistency-config",
+        cfg.to_str().expect("utf8"),
+    ]);
+    let p = env.backup("app2", 0);
+    assert_eq!(p["consistency"], "app-consistent", "{p}");
+    assert!(env.path("pre-ran").exists() && env.path("post-ran").exists(), "both scripts ran");
+    assert_eq!(guest_frozen(&agent), "thawed");
+}
+
+/// Instant restore: the disks of a point served over NBD read back
+/// byte-identical, take no writes, and a VM's qcow2 overlay over them
+/// takes its writes; an unknown disk is refused by name, and Ctrl-C ends
+/// the export and removes its socket.
+#[test]
+fn a_point_is_served_over_nbd_for_an_instant_restore() {
+    let env = Env::new();
+    let vm = two_disk_vm(&env, &env.path("libvirt"), "web");
+    env.create_vault();
+    env.ok(&["item", "add", "vm", "web", "--domain-xml", vm.xml.to_str().expect("utf8")]);
+    env.backup("web", 0);
+    env.ok(&["item", "add", "files", "docs", "--path", env.path("web-guest-files").to_str().expect("utf8")]);
+    env.backup("docs", 0);
+
+    let socket = env.path("point.sock");
+    let s = socket.to_str().expect("utf8");
+    let err = env.fails(&["restore", "docs", "--serve-nbd", s]);
+    assert!(err.contains("holds files, not disks"), "{err}");
+    let usage = env.run(&["restore", "web", "--serve-nbd", s, "--target", "/tmp/x"]);
+    assert_eq!(usage.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&usage.stderr).contains("cannot be used with"), "{usage:?}");
+
+    let mut child = env.cmd(&["restore", "web", "--serve-nbd", s]).stdout(Stdio::piped()).spawn().expect("spawn");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut banner = String::new();
+    while !banner.contains("Ctrl-C") {
+        assert!(lines.read_line(&mut banner).expect("read") > 0, "the export never started: {banner}");
+    }
+    assert!(banner.contains(&format!("nbd+unix:///vda?socket={s}")), "{banner}");
+    let url = |disk: &str| format!("nbd+unix:///{disk}?socket={s}");
+    sh(Command::new("qemu-img").arg("compare").arg(&vm.vda).arg(url("vda")));
+    sh(Command::new("qemu-img").args(["compare", "-f", "raw", "-F", "raw"]).arg(&vm.vdb).arg(url("vdb")));
+    let unknown = Command::new("qemu-img").args(["info", &url("vdc")]).output().expect("run");
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no disk \"vdc\""), "{unknown:?}");
+    let write = Command::new("qemu-io").args(["-f", "raw", "-c", "write 0 4096", &url("vdb")]).output().expect("run");
+    assert!(!String::from_utf8_lossy(&write.stdout).contains("wrote"), "a read-only export: {write:?}");
+
+    // a VM boots from the point through an overlay that takes its writes
+    let overlay = env.path("overlay.qcow2");
+    sh(Command::new("qemu-img").args(["create", "-f", "qcow2", "-F", "raw", "-b", &url("vdb")]).arg(&overlay));
+    let wrote =
+        sh(Command::new("qemu-io").args(["-c", "write -P 0x77 1M 64k", "-c", "read -P 0x77 1M 64k"]).arg(&overlay));
+    assert!(wrote.contains("wrote") && wrote.contains("read"), "{wrote}");
+    sh(Command::new("qemu-img").args(["compare", "-f", "raw", "-F", "raw"]).arg(&vm.vdb).arg(url("vdb")));
+
+    sh(Command::new("kill").args(["-INT", &child.id().to_string()]));
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "Ctrl-C ends the export cleanly: {status:?}");
+    assert!(!socket.exists(), "the socket is removed");
+}

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Builds the tiny guest the live-VM tests boot in QEMU: Debian's kernel and
+# an initramfs with busybox and the QEMU guest agent, all from Debian's
+# packages (downloaded once into OUT/debs).
+#
+#   scripts/test-guest.sh OUT
+#
+# OUT gets `vmlinuz` and `initrd.img`. The guest loads the virtio modules,
+# mounts its first disk (ext4) at /data, writes /data/greeting without
+# syncing it (so only a file-system freeze puts it on the disk), starts the
+# guest agent on the virtio-serial port org.qemu.guest_agent.0, and prints
+# "boveda-guest-ready" on its serial console.
+set -euo pipefail
+out=$1
+mkdir -p "$out/debs"
+out=$(cd "$out" && pwd)
+if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.img" ]; then
+  exit 0
+fi
+
+debs=$out/debs
+kernel_pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+(cd "$debs" && for p in "$kernel_pkg" busybox-static qemu-guest-agent; do
+  ls "$debs"/"${p}"_*.deb >/dev/null 2>&1 || apt-get download -q "$p" 2>&1 | grep -v '^W:' || true
+done)
+for p in "$kernel_pkg" busybox-static qemu-guest-agent; do
+  ls "$debs"/"${p}"_*.deb >/dev/null 2>&1 || { echo "scripts/test-guest.sh: cannot download Debian's $p" >&2; exit 2; }
+done
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+for d in "$debs"/*.deb; do dpkg-deb -x "$d" "$work/x"; done
+root=$work/root
+mkdir -p "$root"/{bin,sbin,dev,proc,sys,data,tmp,run,lib/modules,usr/sbin}
+cp "$work/x/bin/busybox" "$root/bin/busybox"
+cp "$work/x/usr/sbin/qemu-ga" "$root/usr/sbin/qemu-ga"
+# the agent's libraries, as the host has them (the same Debian release)
+for lib in $(ldd "$work/x/usr/sbin/qemu-ga" | awk '/=>/ {print $3} /ld-linux/ {print $1}'); do
+  mkdir -p "$root$(dirname "$lib")"
+  cp -L "$lib" "$root$lib"
+done
+kver=$(ls "$work/x/lib/modules")
+mods="virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk virtio_console
+  crc16 mbcache jbd2 crc32c_generic ext4"
+for m in $mods; do
+  f=$(find "$work/x/lib/modules/$kver" -name "$m.ko*" | head -1)
+  [ -n "$f" ] || { echo "scripts/test-guest.sh: no module $m in $kernel_pkg" >&2; exit 2; }
+  cp "$f" "$root/lib/modules/"
+done
+cp "$work/x/boot/vmlinuz-$kver" "$out/vmlinuz.tmp"
+
+cat > "$root/init" <<EOF
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+for m in $(echo $mods); do insmod /lib/modules/\$m.ko* || echo "insmod \$m failed"; done
+sleep 1
+mount -t ext4 /dev/vda /data || echo "boveda-guest: no ext4 on /dev/vda"
+# dirty pages stay in memory until a sync or a freeze writes them
+echo 360000 > /proc/sys/vm/dirty_expire_centisecs
+echo 0 > /proc/sys/vm/dirty_writeback_centisecs
+echo "written by the guest, never synced" > /data/greeting
+port=
+for p in /sys/class/virtio-ports/*; do
+  [ "\$(cat \$p/name 2>/dev/null)" = org.qemu.guest_agent.0 ] && port=/dev/\$(basename \$p)
+done
+[ -n "\$port" ] && qemu-ga -m virtio-serial -p "\$port" -t /run &
+echo boveda-guest-ready
+while true; do sleep 3600; done
+EOF
+chmod +x "$root/init"
+(cd "$root" && find . | "$root/bin/busybox" cpio -o -H newc 2>/dev/null | gzip -1 > "$out/initrd.img.tmp")
+mv "$out/vmlinuz.tmp" "$out/vmlinuz"
+mv "$out/initrd.img.tmp" "$out/initrd.img"
