@@ -20,6 +20,10 @@ pub struct DomainDisk {
 pub struct Domain {
     pub name: String,
     pub disks: Vec<DomainDisk>,
+    /// A QMP monitor of the VM's QEMU for boveda: the definition passes
+    /// QEMU `-qmp unix:PATH,server=on,wait=off` through libvirt's
+    /// `<qemu:commandline>` (libvirt keeps its own monitor for itself).
+    pub qmp: Option<PathBuf>,
     /// The host side of the guest agent's channel (`<channel type='unix'>`
     /// to `org.qemu.guest_agent.0`), when the definition has one.
     pub guest_agent: Option<PathBuf>,
@@ -27,6 +31,9 @@ pub struct Domain {
     name_range: Range<usize>,
     uuid_range: Option<Range<usize>>,
 }
+
+/// The XML namespace of libvirt's QEMU pass-through elements.
+const QEMU_NAMESPACE: &str = "http://libvirt.org/schemas/domain/qemu/1.0";
 
 /// The virtio-serial port name of the QEMU guest agent.
 pub const GUEST_AGENT_CHANNEL: &str = "org.qemu.guest_agent.0";
@@ -46,7 +53,7 @@ impl Domain {
     /// # Errors
     /// `Domain` for XML that does not parse or is not a libvirt domain.
     pub fn parse(file: &Path, xml: String) -> Result<Self> {
-        let (name, name_range, uuid_range, disks, guest_agent) = {
+        let (name, name_range, uuid_range, disks, guest_agent, qmp) = {
             let doc = roxmltree::Document::parse(&xml).map_err(|e| malformed(file, e))?;
             let root = doc.root_element();
             if root.tag_name().name() != "domain" {
@@ -89,7 +96,17 @@ impl Domain {
                     .and_then(|s| s.attribute("path"))
                     .map(PathBuf::from)
             });
-            (name, text.range(), uuid_range, disks, guest_agent)
+            let args: Vec<&str> = root
+                .children()
+                .filter(|c| c.tag_name().name() == "commandline" && c.tag_name().namespace() == Some(QEMU_NAMESPACE))
+                .flat_map(|c| c.children().filter(|a| a.tag_name().name() == "arg"))
+                .filter_map(|a| a.attribute("value"))
+                .collect();
+            let qmp = args
+                .windows(2)
+                .find(|w| w[0] == "-qmp" && w[1].starts_with("unix:"))
+                .map(|w| PathBuf::from(w[1]["unix:".len()..].split(',').next().unwrap_or_default()));
+            (name, text.range(), uuid_range, disks, guest_agent, qmp)
         };
         if name.is_empty() {
             return Err(malformed(file, "empty <name>"));
@@ -97,7 +114,7 @@ impl Domain {
         if disks.iter().any(|d| !crate::disk_backup::is_safe_disk_name(&d.target)) {
             return Err(malformed(file, "a disk target is not a plain device name"));
         }
-        Ok(Self { name, disks, guest_agent, xml, name_range, uuid_range })
+        Ok(Self { name, disks, qmp, guest_agent, xml, name_range, uuid_range })
     }
 
     /// Reads and parses a definition file.
@@ -179,6 +196,32 @@ mod tests {
         assert_eq!(again.disks[1].path, PathBuf::from("/r/web-vdb.img"));
         assert!(!new.contains("<uuid>"));
         assert!(new.contains("/iso/install.iso"), "other devices are kept");
+    }
+
+    #[test]
+    fn a_monitor_and_a_guest_agent_are_found_in_the_definition() {
+        let d = Domain::parse(Path::new("web.xml"), XML.to_string()).expect("parse");
+        assert_eq!((d.qmp, d.guest_agent), (None, None));
+        let xml = r#"<domain type='kvm' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
+  <name>db</name>
+  <devices>
+    <channel type='unix'>
+      <source mode='bind' path='/var/lib/libvirt/qemu/channel/target/domain-3-db/org.qemu.guest_agent.0'/>
+      <target type='virtio' name='org.qemu.guest_agent.0'/>
+    </channel>
+    <channel type='unix'><source mode='bind' path='/other'/><target type='virtio' name='org.example.0'/></channel>
+  </devices>
+  <qemu:commandline>
+    <qemu:arg value='-smp'/><qemu:arg value='2'/>
+    <qemu:arg value='-qmp'/><qemu:arg value='unix:/run/boveda/db.qmp,server=on,wait=off'/>
+  </qemu:commandline>
+</domain>"#;
+        let d = Domain::parse(Path::new("db.xml"), xml.to_string()).expect("parse");
+        assert_eq!(d.qmp, Some(PathBuf::from("/run/boveda/db.qmp")));
+        assert_eq!(
+            d.guest_agent,
+            Some(PathBuf::from("/var/lib/libvirt/qemu/channel/target/domain-3-db/org.qemu.guest_agent.0"))
+        );
     }
 
     #[test]

@@ -288,7 +288,7 @@ pub fn finish(qmp: &mut QmpClient, s: &Snapshot, succeeded: bool) -> std::io::Re
 
 /// Removes every export, job and temporary node boveda added to the VM
 /// (by their names), and stops QEMU's NBD server when boveda's exports
-/// were its only ones: what a killed backup leaves.
+/// were its only ones, or it has none: what a killed backup leaves.
 ///
 /// # Errors
 /// QMP's errors.
@@ -303,8 +303,10 @@ pub fn clean_leftovers(qmp: &mut QmpClient) -> std::io::Result<()> {
         qmp.execute("block-export-del", json!({"id": id}))?;
         qmp.wait_event(QEMU_WAIT, |e: &QmpEvent| e.name == "BLOCK_EXPORT_DELETED" && e.data["id"] == id.as_str())?;
     }
-    if !ours.is_empty() && ours.len() == nbd.len() {
-        // ours were its only exports: the server was started for them
+    if ours.len() == nbd.len() {
+        // ours were its only exports, or it has none (a backup killed
+        // between starting it and adding its exports): the server was
+        // started for them, or serves nobody
         match qmp.execute("nbd-server-stop", json!({})) {
             Ok(_) => {}
             Err(e) if QmpClient::refusal(&e).is_some() => {}

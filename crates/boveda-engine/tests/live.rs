@@ -266,3 +266,23 @@ fn a_live_backup_restores_the_snapshot_and_the_next_reads_only_what_the_bitmap_m
     assert!(restored(&vault, &t2, "vdb", dir.path()) == now[1], "vdb at the second snapshot");
     assert!(restored(&vault, &t1, "vda", dir.path()) == before[0], "the first point is unchanged");
 }
+
+/// A backup killed between starting QEMU's NBD server and adding its
+/// exports leaves a server with none: the next snapshot stops it and
+/// starts its own (the concurrency of a CI run once hit that window).
+#[test]
+fn a_backup_killed_before_its_exports_leaves_no_nbd_server_in_the_way() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vm = Vm::start(dir.path());
+    let mut qmp = vm.monitor();
+    let disks = disks(&mut qmp, dir.path());
+    let socket = dir.path().join("killed-nbd.sock");
+    qmp.execute("nbd-server-start", json!({"addr": {"type": "unix", "data": {"path": socket}}})).expect("server");
+    drop(qmp);
+    let mut qmp = vm.monitor();
+    live::clean_leftovers(&mut qmp).expect("clean");
+    let s = live::take(&mut qmp, &disks, &dir.path().join("s"), None, "boveda-k1", &mut live::NoQuiesce)
+        .expect("the next snapshot starts its own server");
+    live::finish(&mut qmp, &s, true).expect("finish");
+    assert_eq!(leftovers(&mut qmp), Vec::<String>::new());
+}

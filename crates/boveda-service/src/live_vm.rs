@@ -51,6 +51,12 @@ fn disk_files(domain: &Domain) -> Vec<(String, PathBuf)> {
     domain.disks.iter().map(|d| (d.target.clone(), d.path.clone())).collect()
 }
 
+/// Whether a monitor listens on `socket`: not when the VM is shut off
+/// (its socket is gone, or nobody accepts on it).
+pub(crate) fn monitor_listens(socket: &Path) -> bool {
+    std::os::unix::net::UnixStream::connect(socket).is_ok()
+}
+
 /// Checks that the VM behind `socket` runs with every disk of `domain`;
 /// the disks as an item records them.
 ///

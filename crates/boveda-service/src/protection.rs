@@ -68,6 +68,17 @@ pub fn backup_now(
     let clock_start = std::time::Instant::now();
     let parent_tree = parent.as_ref().map(|p| p.tree);
     let live_state = std::cell::RefCell::new(None::<LiveState>);
+    // a VM whose monitor listens runs: its monitor, and its definition as now
+    let running_vm = match &item.source {
+        ItemSource::Vm { domain_xml, qmp, .. } => {
+            let domain = Domain::load(domain_xml)?;
+            qmp.clone()
+                .or_else(|| domain.qmp.clone())
+                .filter(|socket| crate::live_vm::monitor_listens(socket))
+                .map(|socket| (socket, domain))
+        }
+        _ => None,
+    };
     let run = || -> Result<(FileBackupOutcome, Vec<PathBuf>)> {
         Ok(match &item.source {
             ItemSource::Files { paths, excludes } => {
@@ -88,15 +99,14 @@ pub fn backup_now(
                 };
                 (backup_disk(vault, &index, &opts, progress)?, vec![path.clone()])
             }
-            ItemSource::Vm { domain_xml, qmp: Some(socket), guest_agent, .. } => {
+            ItemSource::Vm { domain_xml, guest_agent, .. } if let Some((socket, domain)) = &running_vm => {
                 // a running VM: a snapshot of all its disks at one instant,
                 // the guest quiesced for that instant only
-                let domain = Domain::load(domain_xml)?;
                 let previous = parent.as_ref().and_then(|p| p.live_bitmap.clone());
                 let agent = guest_agent.clone().or_else(|| domain.guest_agent.clone());
                 let quiesced = crate::live_vm::start_quiesced(
                     socket,
-                    &domain,
+                    domain,
                     previous.as_deref(),
                     agent.as_deref(),
                     item.consistency.as_ref(),
@@ -142,7 +152,8 @@ pub fn backup_now(
     // scripts apply to disks and VMs; a file backup reads files, not a
     // disk snapshot, and a running VM's snapshot runs them itself
     let cfg = match item.source {
-        ItemSource::Files { .. } | ItemSource::Vm { qmp: Some(_), .. } => None,
+        ItemSource::Files { .. } => None,
+        _ if running_vm.is_some() => None,
         _ => item.consistency.as_ref(),
     };
     let ((mut outcome, sources), consistency, script_warnings) = with_consistency(cfg, run)?;

@@ -286,7 +286,8 @@ pub enum ItemAdd {
         #[arg(long)]
         domain_xml: PathBuf,
         /// The QMP socket of the VM's QEMU: backed up while it runs, from a
-        /// snapshot (docs/VMS.md).
+        /// snapshot (docs/VMS.md); by default the `-qmp unix:PATH` the
+        /// definition's <qemu:commandline> passes.
         #[arg(long)]
         qmp: Option<PathBuf>,
         /// The socket of the VM's guest agent channel

@@ -417,3 +417,45 @@ fn a_point_is_served_over_nbd_for_an_instant_restore() {
     assert!(status.success(), "Ctrl-C ends the export cleanly: {status:?}");
     assert!(!socket.exists(), "the socket is removed");
 }
+
+/// A definition that passes QEMU a monitor for boveda (libvirt keeps its
+/// own): no `--qmp` is needed; while the VM runs its points are live
+/// snapshots, once it is shut off its disk files are read as they lie.
+#[test]
+fn a_vm_whose_definition_names_a_monitor_is_backed_up_live_while_it_runs_and_from_files_when_off() {
+    let env = Env::new();
+    let vm = two_disk_vm(&env, &env.path("libvirt"), "web");
+    let monitor = env.path("qmp.sock");
+    let xml = fs::read_to_string(&vm.xml)
+        .expect("read")
+        .replace("<domain type='kvm'>", "<domain type='kvm' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>")
+        .replace(
+            "</domain>",
+            &format!(
+                "  <qemu:commandline>\n    <qemu:arg value='-qmp'/>\n    <qemu:arg value='unix:{},server=on,wait=off'/>\n  </qemu:commandline>\n</domain>",
+                monitor.display()
+            ),
+        );
+    fs::write(&vm.xml, xml).expect("write");
+    let qemu = QemuVm::start(&env, &vm, None, None);
+    assert_eq!(qemu.qmp, monitor);
+    env.create_vault();
+    env.ok(&["item", "add", "vm", "web", "--domain-xml", vm.xml.to_str().expect("utf8")]);
+    let p1 = env.backup("web", 3);
+    assert!(p1["live_bitmap"].as_str().is_some_and(|b| b.starts_with("boveda-")), "a live snapshot: {p1}");
+    qemu.write("vdb", 2 * MIB, MIB, 0x33);
+    let p2 = env.backup("web", 3);
+    assert_eq!(p2["stats"]["bytes_read"].as_u64(), Some(MIB), "{p2}");
+
+    drop(qemu);
+    let p3 = env.backup("web", 0);
+    assert!(p3["live_bitmap"].is_null(), "read from the files: {p3}");
+    assert_eq!(p3["consistency"], "crash-consistent");
+    let r3 = restore_point(&env, "web", &p3, "r3");
+    assert!(same_bytes(&r3.join("web-restored-vdb.img"), &vm.vdb), "vdb as QEMU left it");
+    let vdb = fs::read(r3.join("web-restored-vdb.img")).expect("read");
+    assert!(
+        vdb[2 * MIB as usize..3 * MIB as usize].iter().all(|&b| b == 0x33),
+        "the write through QEMU is on the disk"
+    );
+}
