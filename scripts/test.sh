@@ -26,6 +26,9 @@ command -v qemu-img >/dev/null || missing+=(qemu-utils)
 # (a newer, backported qemu-utils is replaced).
 qemu_system=
 command -v qemu-system-x86_64 >/dev/null || qemu_system=qemu-system-x86
+# libvirt runs a VM in the libvirt test: its daemon (started below) and virsh.
+command -v libvirtd >/dev/null || missing+=(libvirt-daemon libvirt-daemon-driver-qemu)
+command -v virsh >/dev/null || missing+=(libvirt-clients)
 command -v mkfs.ext4 >/dev/null && command -v debugfs >/dev/null || missing+=(e2fsprogs)
 command -v fusermount >/dev/null || command -v fusermount3 >/dev/null || missing+=(fuse3)
 # The object-store tests run Azurite (from npm, on Node.js) and the moto S3
@@ -38,13 +41,13 @@ command -v script >/dev/null || missing+=(bsdutils)
 if [ ${#missing[@]} -gt 0 ] || [ -n "$qemu_system" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq
-    if [ ${#missing[@]} -gt 0 ]; then
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
-    fi
     if [ -n "$qemu_system" ]; then
       v=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}')
       DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends --allow-downgrades \
         "qemu-system-x86=$v" "qemu-utils=$v"
+    fi
+    if [ ${#missing[@]} -gt 0 ]; then
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
     fi
   else
     echo "scripts/test.sh: the tests need these Debian packages: ${missing[*]} $qemu_system (run as root to install them, or install them first)" >&2
@@ -57,10 +60,12 @@ state=$(mktemp -d /tmp/boveda-stores.XXXXXX)
 # must not turn a passing run into a failing one.
 cleanup() {
   local status=$?
+  scripts/libvirt.sh stop "$state" || true
   scripts/stores.sh stop "$state" || true
   rm -rf "$state" || echo "scripts/test.sh: could not remove $state" >&2
   exit "$status"
 }
 trap cleanup EXIT
 eval "$(scripts/stores.sh start "$state")"
+scripts/libvirt.sh start "$state"
 cargo test --workspace "$@"

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::qmp::{QmpClient, QmpEvent};
+use crate::qmp::{Monitor, QmpClient};
 
 /// The prefix of every node, job, export and bitmap boveda adds to a VM.
 pub const PREFIX: &str = "boveda-";
@@ -87,7 +87,7 @@ impl Quiesce for NoQuiesce {
 ///
 /// # Errors
 /// A file QEMU does not have open, or QMP's errors.
-pub fn find_disks(qmp: &mut QmpClient, files: &[(String, PathBuf)]) -> std::io::Result<Vec<LiveDisk>> {
+pub fn find_disks(qmp: &mut dyn Monitor, files: &[(String, PathBuf)]) -> std::io::Result<Vec<LiveDisk>> {
     let nodes = qmp.execute("query-named-block-nodes", json!({"flat": true}))?;
     let nodes = nodes.as_array().cloned().unwrap_or_default();
     let mut out = Vec::new();
@@ -110,7 +110,7 @@ pub fn find_disks(qmp: &mut QmpClient, files: &[(String, PathBuf)]) -> std::io::
 }
 
 /// The persistent bitmaps of `node` named by boveda.
-fn our_bitmaps(qmp: &mut QmpClient, node: &str) -> std::io::Result<Vec<String>> {
+fn our_bitmaps(qmp: &mut dyn Monitor, node: &str) -> std::io::Result<Vec<String>> {
     let nodes = qmp.execute("query-named-block-nodes", json!({"flat": true}))?;
     let Some(n) = nodes.as_array().and_then(|a| a.iter().find(|n| n["node-name"] == node)) else {
         return Ok(Vec::new());
@@ -132,7 +132,7 @@ fn our_bitmaps(qmp: &mut QmpClient, node: &str) -> std::io::Result<Vec<String>> 
 /// QMP's errors; what was added before the error is removed (bitmaps
 /// are left for the next snapshot to repair).
 pub fn take(
-    qmp: &mut QmpClient,
+    qmp: &mut dyn Monitor,
     disks: &[LiveDisk],
     work: &Path,
     previous: Option<&str>,
@@ -175,7 +175,7 @@ pub fn take(
 /// previous bitmap disabled and a newer one holding the changes since,
 /// which are merged back into it. Without `previous`, removes every bitmap
 /// boveda left: the next backup reads the disk in full.
-fn repair_bitmaps(qmp: &mut QmpClient, node: &str, previous: Option<&str>) -> std::io::Result<()> {
+fn repair_bitmaps(qmp: &mut dyn Monitor, node: &str, previous: Option<&str>) -> std::io::Result<()> {
     if let Some(p) = previous {
         // enabled first: it records the writes from now on, the merge adds
         // those since it was disabled
@@ -197,7 +197,12 @@ fn fleece_node(i: usize) -> String {
     format!("{PREFIX}fleece-{i}")
 }
 
-fn start(qmp: &mut QmpClient, disks: &[LiveDisk], s: &mut Snapshot, quiesce: &mut dyn Quiesce) -> std::io::Result<()> {
+fn start(
+    qmp: &mut dyn Monitor,
+    disks: &[LiveDisk],
+    s: &mut Snapshot,
+    quiesce: &mut dyn Quiesce,
+) -> std::io::Result<()> {
     for (i, d) in disks.iter().enumerate() {
         let file = s.work.join(format!("fleece-{i}.qcow2"));
         create_qcow2(&file, d.size)?;
@@ -273,7 +278,7 @@ fn create_qcow2(file: &Path, size: u64) -> std::io::Result<()> {
 ///
 /// # Errors
 /// The first QMP error; everything that can be removed is.
-pub fn finish(qmp: &mut QmpClient, s: &Snapshot, succeeded: bool) -> std::io::Result<()> {
+pub fn finish(qmp: &mut dyn Monitor, s: &Snapshot, succeeded: bool) -> std::io::Result<()> {
     // the exports hold the previous bitmap: they go first
     let cleaned = clean_leftovers(qmp);
     let _ = std::fs::remove_dir_all(&s.work);
@@ -286,13 +291,33 @@ pub fn finish(qmp: &mut QmpClient, s: &Snapshot, succeeded: bool) -> std::io::Re
     Ok(())
 }
 
+/// Waits until none of `ids` is listed by `query` (under `key`): QEMU ends
+/// exports and jobs asynchronously. Polled, so that it works through
+/// libvirt's monitor too, which passes no events on.
+fn wait_gone(qmp: &mut dyn Monitor, query: &str, key: &str, ids: &[String]) -> std::io::Result<()> {
+    let deadline = std::time::Instant::now() + QEMU_WAIT;
+    loop {
+        let listed = qmp.execute(query, json!({}))?;
+        let left = listed
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x[key].as_str().is_some_and(|v| ids.iter().any(|i| i == v))));
+        if !left {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(err(format!("QEMU did not end {} within {} s", ids.join(", "), QEMU_WAIT.as_secs())));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Removes every export, job and temporary node boveda added to the VM
 /// (by their names), and stops QEMU's NBD server when boveda's exports
 /// were its only ones, or it has none: what a killed backup leaves.
 ///
 /// # Errors
 /// QMP's errors.
-pub fn clean_leftovers(qmp: &mut QmpClient) -> std::io::Result<()> {
+pub fn clean_leftovers(qmp: &mut dyn Monitor) -> std::io::Result<()> {
     let exports = qmp.execute("query-block-exports", json!({}))?;
     let nbd: Vec<String> = exports
         .as_array()
@@ -301,8 +326,8 @@ pub fn clean_leftovers(qmp: &mut QmpClient) -> std::io::Result<()> {
     let ours: Vec<String> = nbd.iter().filter(|id| id.starts_with(PREFIX)).cloned().collect();
     for id in &ours {
         qmp.execute("block-export-del", json!({"id": id}))?;
-        qmp.wait_event(QEMU_WAIT, |e: &QmpEvent| e.name == "BLOCK_EXPORT_DELETED" && e.data["id"] == id.as_str())?;
     }
+    wait_gone(qmp, "query-block-exports", "id", &ours)?;
     if ours.len() == nbd.len() {
         // ours were its only exports, or it has none (a backup killed
         // between starting it and adding its exports): the server was
@@ -314,13 +339,16 @@ pub fn clean_leftovers(qmp: &mut QmpClient) -> std::io::Result<()> {
         }
     }
     let jobs = qmp.execute("query-block-jobs", json!({}))?;
-    for job in jobs.as_array().cloned().unwrap_or_default() {
-        let Some(id) = job["device"].as_str().filter(|d| d.starts_with(PREFIX)).map(String::from) else { continue };
+    let ours: Vec<String> = jobs
+        .as_array()
+        .map(|a| {
+            a.iter().filter_map(|j| j["device"].as_str()).filter(|d| d.starts_with(PREFIX)).map(String::from).collect()
+        })
+        .unwrap_or_default();
+    for id in &ours {
         qmp.execute("block-job-cancel", json!({"device": id, "force": true}))?;
-        qmp.wait_event(QEMU_WAIT, |e: &QmpEvent| {
-            matches!(e.name.as_str(), "BLOCK_JOB_CANCELLED" | "BLOCK_JOB_COMPLETED") && e.data["device"] == id.as_str()
-        })?;
     }
+    wait_gone(qmp, "query-block-jobs", "device", &ours)?;
     let nodes = qmp.execute("query-named-block-nodes", json!({"flat": true}))?;
     let ours: Vec<String> = nodes
         .as_array()

@@ -36,6 +36,74 @@ pub struct QmpEvent {
     pub data: Value,
 }
 
+/// Something that runs QMP commands in a VM's QEMU: a QMP socket of
+/// boveda's own ([`QmpClient`]), or libvirt's monitor through `virsh`
+/// ([`VirshMonitor`]).
+pub trait Monitor {
+    /// Runs `command` with `arguments` (an object) and returns its result.
+    ///
+    /// # Errors
+    /// An `io::Error` wrapping a [`QmpError`] when QEMU refuses the command
+    /// (see [`QmpClient::refusal`]); the transport's errors.
+    fn execute(&mut self, command: &str, arguments: Value) -> io::Result<Value>;
+}
+
+impl Monitor for QmpClient {
+    fn execute(&mut self, command: &str, arguments: Value) -> io::Result<Value> {
+        QmpClient::execute(self, command, arguments)
+    }
+}
+
+/// The monitor of a VM that libvirt runs: libvirt holds QEMU's monitor
+/// socket, so each command goes through `virsh qemu-monitor-command`.
+pub struct VirshMonitor {
+    /// The libvirt domain's name.
+    pub domain: String,
+    /// The connection URI (`-c`), or virsh's default (`LIBVIRT_DEFAULT_URI`,
+    /// `qemu:///system` for root).
+    pub uri: Option<String>,
+}
+
+impl Monitor for VirshMonitor {
+    fn execute(&mut self, command: &str, arguments: Value) -> io::Result<Value> {
+        let msg = json!({"execute": command, "arguments": arguments});
+        let mut virsh = std::process::Command::new("virsh");
+        if let Some(uri) = &self.uri {
+            virsh.args(["-c", uri]);
+        }
+        let out = virsh
+            .args(["qemu-monitor-command", &self.domain, &msg.to_string()])
+            .output()
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot run virsh (libvirt-clients): {e}")))?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let desc = stderr
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| l.trim_start_matches("error: "))
+                .collect::<Vec<_>>()
+                .join(": ");
+            // libvirt passes QEMU's refusal on in its message
+            return Err(io::Error::other(QmpError {
+                command: command.to_string(),
+                class: "GenericError".into(),
+                desc,
+            }));
+        }
+        let answer: Value =
+            serde_json::from_slice(&out.stdout).map_err(|e| bad(format!("virsh printed no JSON: {e}")))?;
+        if let Some(error) = answer.get("error") {
+            let text = |k: &str| error.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+            return Err(io::Error::other(QmpError {
+                command: command.to_string(),
+                class: text("class"),
+                desc: text("desc"),
+            }));
+        }
+        answer.get("return").cloned().ok_or_else(|| bad(format!("an answer of an unknown shape: {answer}")))
+    }
+}
+
 pub struct QmpClient {
     writer: UnixStream,
     reader: BufReader<UnixStream>,

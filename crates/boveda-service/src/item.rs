@@ -268,17 +268,16 @@ pub fn add_vm_item(
     let domain = boveda_engine::Domain::load(&file)?;
     let qmp = qmp.map(absolute).transpose()?;
     let guest_agent = guest_agent.map(absolute).transpose()?;
-    let monitor = qmp.as_deref().or(domain.qmp.as_deref());
-    if guest_agent.is_some() && monitor.is_none() {
+    if guest_agent.is_some() && qmp.is_none() && domain.qmp.is_none() {
         return Err(ServiceError::Invalid(format!(
             "VM item {name}: a guest agent freezes a running VM for its live snapshot, which needs the VM's QMP monitor too"
         )));
     }
     // a running VM holds its disks: they are checked through its monitor;
     // a VM shut off is checked as files
-    let disks = match monitor {
-        Some(socket) if crate::live_vm::monitor_listens(socket) => crate::live_vm::check_running(socket, &domain)?,
-        _ => domain_disks(&domain, &file)?,
+    let disks = match crate::live_vm::find_running(qmp.as_deref(), guest_agent.as_deref(), &domain) {
+        Some(vm) => crate::live_vm::check_running(&vm, &domain)?,
+        None => domain_disks(&domain, &file)?,
     };
     save_new_with(
         vault,

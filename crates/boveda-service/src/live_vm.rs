@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use boveda_engine::guest_agent::GuestAgent;
 use boveda_engine::live::{self, LiveDisk, Quiesce};
-use boveda_engine::qmp::QmpClient;
+use boveda_engine::qmp::{Monitor, QmpClient, VirshMonitor};
 use boveda_engine::{DiskSource, Domain, LiveSource};
 use boveda_vault::{Consistency, RecordId};
 
@@ -43,8 +43,76 @@ fn unreachable_monitor(socket: &Path, domain: &Domain, e: &std::io::Error) -> Se
     ))
 }
 
-fn connect(socket: &Path, domain: &Domain) -> Result<QmpClient> {
-    QmpClient::connect(socket, MONITOR_TIMEOUT).map_err(|e| unreachable_monitor(socket, domain, &e))
+/// The folder where libvirt keeps the status of the domains it runs.
+const LIBVIRT_RUN: &str = "/run/libvirt/qemu";
+
+/// How boveda reaches a running VM's QEMU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Reach {
+    /// A QMP socket of boveda's own (`--qmp`, or the definition's
+    /// `<qemu:commandline>`).
+    Socket(PathBuf),
+    /// libvirt's own monitor, through `virsh` (a domain libvirt runs).
+    Libvirt(String),
+}
+
+/// A VM that runs: how its monitor is reached, and how its guest is
+/// frozen (libvirt holds the guest agent's channel of the domains it
+/// runs, so they are frozen through `virsh domfsfreeze`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RunningVm {
+    pub monitor: Reach,
+    pub freeze: Freezer,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Freezer {
+    /// The guest agent's socket, when the VM has one.
+    Agent(Option<PathBuf>),
+    /// `virsh domfsfreeze` / `domfsthaw` of this domain.
+    Libvirt(String),
+}
+
+/// Whether libvirt runs the domain `name` (its status file is in
+/// libvirt's run folder, and `virsh domstate` says so).
+fn libvirt_runs(name: &str) -> bool {
+    if !Path::new(LIBVIRT_RUN).join(format!("{name}.xml")).exists() {
+        return false;
+    }
+    std::process::Command::new("virsh")
+        .args(["domstate", name])
+        .output()
+        .is_ok_and(|o| o.status.success() && matches!(String::from_utf8_lossy(&o.stdout).trim(), "running" | "paused"))
+}
+
+/// The VM of `domain` when it runs, and how to reach it: through the QMP
+/// socket `qmp` (the item's, else the definition's) when a monitor listens
+/// there, else through libvirt when libvirt runs it; `None` when it is
+/// shut off.
+pub(crate) fn find_running(qmp: Option<&Path>, agent: Option<&Path>, domain: &Domain) -> Option<RunningVm> {
+    let under_libvirt = libvirt_runs(&domain.name);
+    let freeze = if under_libvirt {
+        Freezer::Libvirt(domain.name.clone())
+    } else {
+        Freezer::Agent(agent.map(Path::to_path_buf).or_else(|| domain.guest_agent.clone()))
+    };
+    match qmp.or(domain.qmp.as_deref()) {
+        Some(socket) if monitor_listens(socket) => {
+            Some(RunningVm { monitor: Reach::Socket(socket.to_path_buf()), freeze })
+        }
+        _ if under_libvirt => Some(RunningVm { monitor: Reach::Libvirt(domain.name.clone()), freeze }),
+        _ => None,
+    }
+}
+
+fn connect(reach: &Reach, domain: &Domain) -> Result<Box<dyn Monitor>> {
+    match reach {
+        Reach::Socket(socket) => match QmpClient::connect(socket, MONITOR_TIMEOUT) {
+            Ok(c) => Ok(Box::new(c)),
+            Err(e) => Err(unreachable_monitor(socket, domain, &e)),
+        },
+        Reach::Libvirt(name) => Ok(Box::new(VirshMonitor { domain: name.clone(), uri: None })),
+    }
 }
 
 fn disk_files(domain: &Domain) -> Vec<(String, PathBuf)> {
@@ -57,22 +125,22 @@ pub(crate) fn monitor_listens(socket: &Path) -> bool {
     std::os::unix::net::UnixStream::connect(socket).is_ok()
 }
 
-/// Checks that the VM behind `socket` runs with every disk of `domain`;
-/// the disks as an item records them.
+/// Checks that the running VM has every disk of `domain` open; the disks
+/// as an item records them.
 ///
 /// # Errors
 /// `Invalid` naming the VM: the monitor does not answer, or a disk is not
 /// one the VM has open.
-pub(crate) fn check_running(socket: &Path, domain: &Domain) -> Result<Vec<(String, PathBuf)>> {
-    let mut qmp = connect(socket, domain)?;
+pub(crate) fn check_running(vm: &RunningVm, domain: &Domain) -> Result<Vec<(String, PathBuf)>> {
+    let mut qmp = connect(&vm.monitor, domain)?;
     let files = disk_files(domain);
-    live::find_disks(&mut qmp, &files).map_err(|e| ServiceError::Invalid(format!("VM {}: {e}", domain.name)))?;
+    live::find_disks(qmp.as_mut(), &files).map_err(|e| ServiceError::Invalid(format!("VM {}: {e}", domain.name)))?;
     Ok(files)
 }
 
 /// A live backup in progress: the snapshot, and the monitor that ends it.
 pub(crate) struct LiveBackup {
-    qmp: QmpClient,
+    qmp: Box<dyn Monitor>,
     snapshot: live::Snapshot,
     pub disks: Vec<(String, DiskSource)>,
     /// Why the disks are read in full, when they are.
@@ -87,19 +155,19 @@ impl LiveBackup {
     /// `Invalid` naming the VM for a monitor that does not answer, a disk
     /// it does not have open, or a snapshot QEMU refuses.
     pub(crate) fn start(
-        socket: &Path,
+        reach: &Reach,
         domain: &Domain,
         previous: Option<&str>,
         quiesce: &mut dyn Quiesce,
     ) -> Result<Self> {
-        let mut qmp = connect(socket, domain)?;
+        let mut qmp = connect(reach, domain)?;
         let fail = |e: std::io::Error| ServiceError::Invalid(format!("VM {}: live snapshot: {e}", domain.name));
-        live::clean_leftovers(&mut qmp).map_err(fail)?;
+        live::clean_leftovers(qmp.as_mut()).map_err(fail)?;
         remove_stale_work();
-        let found: Vec<LiveDisk> = live::find_disks(&mut qmp, &disk_files(domain)).map_err(fail)?;
+        let found: Vec<LiveDisk> = live::find_disks(qmp.as_mut(), &disk_files(domain)).map_err(fail)?;
         let new_bitmap = format!("{}{}", live::PREFIX, &RecordId::random().to_hex()[..16]);
         let work = std::env::temp_dir().join(format!("{WORK_PREFIX}{}-{}", std::process::id(), &new_bitmap));
-        let snapshot = live::take(&mut qmp, &found, &work, previous, &new_bitmap, quiesce).map_err(fail)?;
+        let snapshot = live::take(qmp.as_mut(), &found, &work, previous, &new_bitmap, quiesce).map_err(fail)?;
         let warning = match (previous, &snapshot.since_previous) {
             (Some(_), Some(_)) | (None, _) => None,
             (Some(p), None) => Some(format!(
@@ -133,7 +201,7 @@ impl LiveBackup {
     /// `Invalid` when the monitor fails the cleanup (the next backup
     /// cleans what is left).
     pub(crate) fn finish(mut self, succeeded: bool) -> Result<()> {
-        live::finish(&mut self.qmp, &self.snapshot, succeeded)
+        live::finish(self.qmp.as_mut(), &self.snapshot, succeeded)
             .map_err(|e| ServiceError::Invalid(format!("live snapshot cleanup: {e}")))
     }
 }
@@ -143,10 +211,11 @@ const AGENT_ANSWER: Duration = Duration::from_secs(5);
 /// How long the guest may take to freeze or thaw its file systems.
 const FREEZE_LIMIT: Duration = Duration::from_secs(10);
 
-/// The guest's file systems frozen through its agent for the instant of
-/// the snapshot.
-struct AgentQuiesce {
-    socket: Option<PathBuf>,
+/// The guest's file systems frozen for the instant of the snapshot:
+/// through its agent, or through libvirt (which holds the agent of the
+/// domains it runs).
+struct GuestFreeze {
+    freezer: Freezer,
     agent: Option<GuestAgent>,
     /// Why the guest is not frozen (no agent, or it failed).
     not_frozen: Option<String>,
@@ -157,64 +226,113 @@ struct AgentQuiesce {
     thaw_failed: Option<String>,
 }
 
-impl AgentQuiesce {
-    fn connect(socket: Option<&Path>) -> Self {
+/// Runs `virsh ARGS` for at most `limit`; its output, or why it failed.
+fn virsh(args: &[&str], limit: Duration) -> std::result::Result<String, String> {
+    let mut child = std::process::Command::new("virsh")
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run virsh (libvirt-clients): {e}"))?;
+    let deadline = Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("virsh {} did not end within {} s", args.join(" "), limit.as_secs()));
+            }
+        }
+    }
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().trim_start_matches("error: ").replace('\n', "; "))
+    }
+}
+
+impl GuestFreeze {
+    fn new(freezer: &Freezer) -> Self {
         let mut q = Self {
-            socket: socket.map(Path::to_path_buf),
+            freezer: freezer.clone(),
             agent: None,
             not_frozen: None,
             frozen_at: None,
             stall: None,
             thaw_failed: None,
         };
-        match socket {
-            None => {
+        match freezer {
+            Freezer::Agent(None) => {
                 q.not_frozen = Some(format!(
                     "the VM has no guest agent channel ({}) in its definition or item",
                     boveda_engine::GUEST_AGENT_CHANNEL
                 ));
             }
-            Some(path) => match GuestAgent::connect(path, AGENT_ANSWER) {
+            Freezer::Agent(Some(path)) => match GuestAgent::connect(path, AGENT_ANSWER) {
                 Ok(mut a) => {
                     let _ = a.set_timeout(FREEZE_LIMIT);
                     q.agent = Some(a);
                 }
                 Err(e) => q.not_frozen = Some(format!("no guest agent answers on {} ({e})", path.display())),
             },
+            Freezer::Libvirt(_) => {}
         }
         q
     }
+
+    fn thaw_again(&self) -> std::result::Result<(), String> {
+        match &self.freezer {
+            Freezer::Agent(Some(path)) => GuestAgent::connect(path, AGENT_ANSWER)
+                .and_then(|mut a| {
+                    a.set_timeout(FREEZE_LIMIT)?;
+                    a.thaw()
+                })
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Freezer::Libvirt(name) => virsh(&["domfsthaw", name], FREEZE_LIMIT).map(|_| ()),
+            Freezer::Agent(None) => Ok(()),
+        }
+    }
 }
 
-impl Quiesce for AgentQuiesce {
+impl Quiesce for GuestFreeze {
     fn freeze(&mut self) {
-        let Some(agent) = &mut self.agent else { return };
         let started = Instant::now();
-        match agent.freeze() {
+        let frozen = match (&self.freezer, &mut self.agent) {
+            (Freezer::Libvirt(name), _) => virsh(&["domfsfreeze", name], FREEZE_LIMIT)
+                .map_err(|e| format!("libvirt did not freeze the guest's file systems ({e})")),
+            (_, Some(agent)) => agent
+                .freeze()
+                .map(|_| String::new())
+                .map_err(|e| format!("the guest agent did not freeze the guest's file systems ({e})")),
+            _ => return,
+        };
+        match frozen {
             Ok(_) => self.frozen_at = Some(started),
-            Err(e) => self.not_frozen = Some(format!("the guest agent did not freeze the guest's file systems ({e})")),
+            Err(why) => self.not_frozen = Some(why),
         }
     }
 
     fn thaw(&mut self) {
-        let Some(agent) = &mut self.agent else { return };
-        // always, also after a failed freeze: a freeze that timed out may
-        // still go through; its late answer is skipped by a new session
-        let mut thawed = if self.frozen_at.is_some() { agent.thaw() } else { Err(std::io::ErrorKind::TimedOut.into()) };
-        if thawed.is_err()
-            && let Some(path) = &self.socket
-        {
-            thawed = GuestAgent::connect(path, AGENT_ANSWER).and_then(|mut a| {
-                a.set_timeout(FREEZE_LIMIT)?;
-                a.thaw()
-            });
+        if matches!(self.freezer, Freezer::Agent(_)) && self.agent.is_none() {
+            return;
         }
+        // always, also after a failed freeze: a freeze that timed out may
+        // still go through; a new agent session skips its late answer
+        let thawed = match (&mut self.agent, self.frozen_at) {
+            (Some(agent), Some(_)) => agent.thaw().map(|_| ()).map_err(|e| e.to_string()),
+            _ => Err(String::new()),
+        };
+        let thawed = thawed.or_else(|_| self.thaw_again());
         self.stall = self.frozen_at.map(|t| t.elapsed());
         if let Err(e) = thawed
             && self.frozen_at.is_some()
         {
             self.thaw_failed = Some(format!(
-                "the guest's file systems may still be frozen: the guest agent did not thaw them ({e}); thaw them with guest-fsfreeze-thaw"
+                "the guest's file systems may still be frozen: they were not thawed ({e}); thaw them with guest-fsfreeze-thaw or virsh domfsthaw"
             ));
         }
     }
@@ -239,15 +357,14 @@ pub(crate) struct QuiescedBackup {
 /// # Errors
 /// As [`LiveBackup::start`], or a failed pre script that stops the backup.
 pub(crate) fn start_quiesced(
-    socket: &Path,
+    vm: &RunningVm,
     domain: &Domain,
     previous: Option<&str>,
-    agent: Option<&Path>,
     cfg: Option<&ConsistencyConfig>,
 ) -> Result<QuiescedBackup> {
     let ((live, q), scripts, mut warnings) = with_consistency(cfg, || {
-        let mut q = AgentQuiesce::connect(agent);
-        match LiveBackup::start(socket, domain, previous, &mut q) {
+        let mut q = GuestFreeze::new(&vm.freeze);
+        match LiveBackup::start(&vm.monitor, domain, previous, &mut q) {
             Ok(live) => Ok((live, q)),
             Err(e) => Err(match q.thaw_failed {
                 Some(t) => ServiceError::Invalid(format!("{e}; {t}")),

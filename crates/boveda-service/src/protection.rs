@@ -68,14 +68,12 @@ pub fn backup_now(
     let clock_start = std::time::Instant::now();
     let parent_tree = parent.as_ref().map(|p| p.tree);
     let live_state = std::cell::RefCell::new(None::<LiveState>);
-    // a VM whose monitor listens runs: its monitor, and its definition as now
+    // a VM that runs (a monitor listens, or libvirt runs it), and its
+    // definition as it is now
     let running_vm = match &item.source {
-        ItemSource::Vm { domain_xml, qmp, .. } => {
+        ItemSource::Vm { domain_xml, qmp, guest_agent, .. } => {
             let domain = Domain::load(domain_xml)?;
-            qmp.clone()
-                .or_else(|| domain.qmp.clone())
-                .filter(|socket| crate::live_vm::monitor_listens(socket))
-                .map(|socket| (socket, domain))
+            crate::live_vm::find_running(qmp.as_deref(), guest_agent.as_deref(), &domain).map(|vm| (vm, domain))
         }
         _ => None,
     };
@@ -99,18 +97,12 @@ pub fn backup_now(
                 };
                 (backup_disk(vault, &index, &opts, progress)?, vec![path.clone()])
             }
-            ItemSource::Vm { domain_xml, guest_agent, .. } if let Some((socket, domain)) = &running_vm => {
+            ItemSource::Vm { domain_xml, .. } if let Some((vm, domain)) = &running_vm => {
                 // a running VM: a snapshot of all its disks at one instant,
                 // the guest quiesced for that instant only
                 let previous = parent.as_ref().and_then(|p| p.live_bitmap.clone());
-                let agent = guest_agent.clone().or_else(|| domain.guest_agent.clone());
-                let quiesced = crate::live_vm::start_quiesced(
-                    socket,
-                    domain,
-                    previous.as_deref(),
-                    agent.as_deref(),
-                    item.consistency.as_ref(),
-                )?;
+                let quiesced =
+                    crate::live_vm::start_quiesced(vm, domain, previous.as_deref(), item.consistency.as_ref())?;
                 let live = quiesced.live;
                 let sources = domain.disks.iter().map(|d| d.path.clone()).chain([domain_xml.clone()]).collect();
                 let opts = DiskBackupOptions {

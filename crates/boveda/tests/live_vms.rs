@@ -459,3 +459,130 @@ fn a_vm_whose_definition_names_a_monitor_is_backed_up_live_while_it_runs_and_fro
         "the write through QEMU is on the disk"
     );
 }
+
+/// A domain libvirt runs; destroyed and undefined on drop.
+struct LibvirtVm {
+    name: String,
+    console: PathBuf,
+}
+
+impl LibvirtVm {
+    fn start(env: &Env, vm: &TwoDiskVm, name: &str, guest: &Path) -> LibvirtVm {
+        let console = env.path("libvirt-console.log");
+        let xml = format!(
+            r#"<domain type='qemu'>
+  <name>{name}</name>
+  <memory unit='MiB'>256</memory>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>{kernel}</kernel>
+    <initrd>{initrd}</initrd>
+    <cmdline>console=ttyS0 quiet panic=-1</cmdline>
+  </os>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file='{vda}'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='raw'/>
+      <source file='{vdb}'/>
+      <target dev='vdb' bus='virtio'/>
+    </disk>
+    <channel type='unix'>
+      <target type='virtio' name='org.qemu.guest_agent.0'/>
+    </channel>
+    <serial type='file'><source path='{console}'/></serial>
+  </devices>
+</domain>
+"#,
+            kernel = guest.join("vmlinuz").display(),
+            initrd = guest.join("initrd.img").display(),
+            vda = vm.vda.display(),
+            vdb = vm.vdb.display(),
+            console = console.display(),
+        );
+        fs::write(&vm.xml, xml).expect("write");
+        sh(Command::new("virsh").arg("define").arg(&vm.xml));
+        let started = LibvirtVm { name: name.to_string(), console };
+        sh(Command::new("virsh").args(["start", name]));
+        started
+    }
+
+    fn wait_for_guest(&self) {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        while !fs::read_to_string(&self.console).unwrap_or_default().contains("boveda-guest-ready") {
+            assert!(Instant::now() < deadline, "the guest never booted");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// A QMP command through libvirt's monitor.
+    fn qmp(&self, command: &str) -> serde_json::Value {
+        let out = sh(Command::new("virsh").args([
+            "qemu-monitor-command",
+            &self.name,
+            &serde_json::json!({"execute": command}).to_string(),
+        ]));
+        serde_json::from_str::<serde_json::Value>(&out).expect("json")["return"].clone()
+    }
+
+    /// Writes through the guest's device `virtio-disk<n>` (libvirt's names).
+    fn write(&self, disk: usize, at: u64, len: u64, byte: u8) {
+        let cmd = format!("qemu-io -d virtio-disk{disk}/virtio-backend \"write -P {byte:#x} {at} {len}\"");
+        let out = sh(Command::new("virsh").args(["qemu-monitor-command", &self.name, "--hmp", &cmd]));
+        assert!(!out.contains("rror"), "{cmd}: {out}");
+    }
+}
+
+impl Drop for LibvirtVm {
+    fn drop(&mut self) {
+        let _ = Command::new("virsh").args(["destroy", &self.name]).output();
+        let _ = Command::new("virsh").args(["undefine", &self.name]).output();
+    }
+}
+
+/// A VM that libvirt runs needs nothing but its definition: boveda sees
+/// that libvirt runs it, speaks to its QEMU through libvirt's monitor
+/// (`virsh qemu-monitor-command`) and freezes it through libvirt (which
+/// holds the guest agent); the point is file-system-consistent, the next
+/// reads what was written, nothing boveda added stays, and once libvirt
+/// stops the VM its files are read.
+#[test]
+fn a_vm_that_libvirt_runs_is_backed_up_live_through_libvirt() {
+    let guest = test_guest();
+    let env = Env::new();
+    let name = common::unique("boveda-test");
+    let vm = two_disk_vm(&env, &env.path("libvirt"), &name);
+    let domain = LibvirtVm::start(&env, &vm, &name, &guest);
+    domain.wait_for_guest();
+    env.create_vault();
+    env.ok(&["item", "add", "vm", "web", "--domain-xml", vm.xml.to_str().expect("utf8")]);
+
+    let p1 = env.backup("web", 0);
+    assert_eq!(p1["consistency"], "file-system-consistent", "{p1}");
+    assert!(p1["live_bitmap"].as_str().is_some(), "{p1}");
+    let r1 = restore_point(&env, "web", &p1, "r1");
+    let greeting =
+        sh(Command::new("debugfs").args(["-R", "cat /greeting"]).arg(r1.join(format!("{name}-restored-vda.img"))));
+    assert!(greeting.contains("never synced"), "frozen through libvirt: {greeting:?}");
+
+    domain.write(1, 5 * MIB, MIB, 0x5a);
+    let p2 = env.backup("web", 0);
+    // what was written, and what the guest's own freeze and thaw wrote
+    // (its ext4 superblock and journal)
+    let read = p2["stats"]["bytes_read"].as_u64().expect("read");
+    assert!((MIB..=MIB + 4 * WINDOW).contains(&read), "{p2}");
+    let r2 = restore_point(&env, "web", &p2, "r2");
+    let vdb = fs::read(r2.join(format!("{name}-restored-vdb.img"))).expect("read");
+    assert!(vdb[5 * MIB as usize..6 * MIB as usize].iter().all(|&b| b == 0x5a));
+    let nodes = domain.qmp("query-named-block-nodes").to_string();
+    assert!(!nodes.contains("boveda-fleece"), "no temporary node stays: {nodes}");
+    assert!(domain.qmp("query-block-exports").as_array().is_some_and(Vec::is_empty));
+
+    sh(Command::new("virsh").args(["destroy", &name]));
+    let p3 = env.backup("web", 0);
+    assert!(p3["live_bitmap"].is_null(), "read from its files once stopped: {p3}");
+}
