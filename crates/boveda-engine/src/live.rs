@@ -109,18 +109,25 @@ pub fn find_disks(qmp: &mut dyn Monitor, files: &[(String, PathBuf)]) -> std::io
     Ok(out)
 }
 
-/// The persistent bitmaps of `node` named by boveda.
-fn our_bitmaps(qmp: &mut dyn Monitor, node: &str) -> std::io::Result<Vec<String>> {
+/// The bitmaps of `node` named by boveda, each with whether it can be
+/// trusted: QEMU marks a stored bitmap inconsistent when it was not closed
+/// cleanly (QEMU killed), and then it may only be removed.
+fn our_bitmaps(qmp: &mut dyn Monitor, node: &str) -> std::io::Result<Vec<(String, bool)>> {
     let nodes = qmp.execute("query-named-block-nodes", json!({"flat": true}))?;
     let Some(n) = nodes.as_array().and_then(|a| a.iter().find(|n| n["node-name"] == node)) else {
         return Ok(Vec::new());
     };
     Ok(n["dirty-bitmaps"]
         .as_array()
-        .map(|b| b.iter().filter_map(|b| b["name"].as_str()).filter(|n| n.starts_with(PREFIX)).map(String::from))
-        .into_iter()
-        .flatten()
-        .collect())
+        .map(|b| {
+            b.iter()
+                .filter_map(|b| {
+                    let name = b["name"].as_str().filter(|n| n.starts_with(PREFIX))?;
+                    Some((name.to_string(), b["inconsistent"].as_bool() != Some(true)))
+                })
+                .collect()
+        })
+        .unwrap_or_default())
 }
 
 /// Takes the snapshot of `disks` at one instant, and exports it on a
@@ -144,7 +151,7 @@ pub fn take(
     let mut since_previous = previous.map(str::to_string);
     for d in disks {
         if let Some(p) = &since_previous
-            && !our_bitmaps(qmp, &d.node)?.contains(p)
+            && !our_bitmaps(qmp, &d.node)?.iter().any(|(b, trusted)| b == p && *trusted)
         {
             since_previous = None;
         }
@@ -181,7 +188,7 @@ fn repair_bitmaps(qmp: &mut dyn Monitor, node: &str, previous: Option<&str>) -> 
         // those since it was disabled
         qmp.execute("block-dirty-bitmap-enable", json!({"node": node, "name": p}))?;
     }
-    for b in our_bitmaps(qmp, node)? {
+    for (b, _) in our_bitmaps(qmp, node)? {
         if Some(b.as_str()) == previous {
             continue;
         }

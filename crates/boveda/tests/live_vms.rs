@@ -40,6 +40,9 @@ impl QemuVm {
         let qmp = env.path("qmp.sock");
         let test_qmp = env.path("test-qmp.sock");
         let console = env.path("console.log");
+        // those of a QEMU killed before
+        let _ = fs::remove_file(&qmp);
+        let _ = fs::remove_file(&test_qmp);
         let mut cmd = Command::new("qemu-system-x86_64");
         // software emulation: the same on every machine, nested or not
         cmd.args(["-accel", "tcg", "-m", "256", "-nodefaults", "-display", "none", "-no-reboot"])
@@ -51,7 +54,11 @@ impl QemuVm {
             .args(["-device", "virtio-blk-pci,drive=vda,id=disk-vda"])
             .arg("-blockdev")
             .arg(format!("driver=file,node-name=f-vdb,filename={}", vm.vdb.display()))
-            .args(["-blockdev", "driver=raw,node-name=vdb,file=f-vdb"])
+            .arg("-blockdev")
+            .arg(format!(
+                "driver={},node-name=vdb,file=f-vdb",
+                if vm.vdb.extension().is_some_and(|e| e == "qcow2") { "qcow2" } else { "raw" }
+            ))
             .args(["-device", "virtio-blk-pci,drive=vdb,id=disk-vdb"])
             .arg("-qmp")
             .arg(format!("unix:{},server=on,wait=off", qmp.display()))
@@ -101,6 +108,14 @@ impl QemuVm {
         let out = qmp(&self.test_qmp, "human-monitor-command", serde_json::json!({"command-line": cmd}));
         // QEMU 7.2 prints qemu-io's own output elsewhere; the points show the writes
         assert!(out.as_str().is_some_and(|o| !o.contains("rror")), "{cmd}: {out}");
+    }
+}
+
+impl QemuVm {
+    /// Shuts QEMU down cleanly (SIGTERM): it stores qcow2 bitmaps.
+    fn stop(mut self) {
+        sh(Command::new("kill").arg(self.child.id().to_string()));
+        let _ = self.child.wait();
     }
 }
 
@@ -585,4 +600,52 @@ fn a_vm_that_libvirt_runs_is_backed_up_live_through_libvirt() {
     sh(Command::new("virsh").args(["destroy", &name]));
     let p3 = env.backup("web", 0);
     assert!(p3["live_bitmap"].is_null(), "read from its files once stopped: {p3}");
+}
+
+/// A QEMU killed outright loses the bitmaps it held in memory and leaves
+/// a qcow2 disk's stored bitmap marked inconsistent: the next backup of
+/// the restarted VM removes it, reads every disk in full with a warning,
+/// and the one after is incremental again.
+#[test]
+fn a_vm_whose_qemu_was_killed_is_read_in_full_and_then_incrementally_again() {
+    let env = Env::new();
+    let mut vm = two_disk_vm(&env, &env.path("libvirt"), "web");
+    // both disks qcow2: both bitmaps stored, both inconsistent after the kill
+    let vdb = env.path("web-vdb.qcow2");
+    sh(Command::new("qemu-img").args(["convert", "-O", "qcow2"]).arg(&vm.vdb).arg(&vdb));
+    let xml = fs::read_to_string(&vm.xml).expect("read").replace(
+        &format!("<driver name='qemu' type='raw'/>\n      <source file='{}'/>", vm.vdb.display()),
+        &format!("<driver name='qemu' type='qcow2'/>\n      <source file='{}'/>", vdb.display()),
+    );
+    fs::write(&vm.xml, xml).expect("write");
+    vm.vdb = vdb;
+    let qemu = QemuVm::start(&env, &vm, None, None);
+    env.create_vault();
+    let xml = vm.xml.to_str().expect("utf8");
+    env.ok(&["item", "add", "vm", "web", "--domain-xml", xml, "--qmp", qemu.qmp.to_str().expect("utf8")]);
+    env.backup("web", 3);
+    // shut down cleanly: vda's bitmap is stored in the image, and loaded
+    // (marked in use) by the next QEMU, which is then killed
+    qemu.stop();
+    let qemu = QemuVm::start(&env, &vm, None, None);
+    qemu.write("vda", 3 * MIB, MIB, 0x21);
+    drop(qemu);
+
+    let qemu = QemuVm::start(&env, &vm, None, None);
+    let nodes = qmp(&qemu.test_qmp, "query-named-block-nodes", serde_json::json!({})).to_string();
+    assert_eq!(
+        nodes.matches("\"inconsistent\":true").count(),
+        2,
+        "QEMU marks the stored bitmaps inconsistent: {nodes}"
+    );
+    let p = env.backup("web", 3);
+    assert!(p["warnings"].to_string().contains("read in full"), "{p}");
+    // every allocated byte of both disks
+    assert!(p["stats"]["bytes_read"].as_u64().expect("read") > 3 * MIB, "{p}");
+    qemu.write("vdb", 7 * MIB, MIB, 0x22);
+    let p = env.backup("web", 3);
+    assert_eq!(p["stats"]["bytes_read"].as_u64(), Some(MIB), "incremental again: {p}");
+    let (added, bitmaps) = added_to_vm(&qemu.test_qmp);
+    assert!(added.is_empty(), "{added:?}");
+    assert_eq!(bitmaps, 2, "the inconsistent bitmap is gone, one per disk remains");
 }
