@@ -30,12 +30,15 @@ mod schedule;
 mod time_input;
 mod usage;
 mod vault_admin;
+mod verify;
 
 pub use agent::{AgentOptions, AgentReport, run_agent};
 pub use alert::{Alert, Severity, list_alerts, retry_alerts};
-pub use boveda_engine::DiskEntry;
-pub use boveda_engine::DiskOutputFormat;
+// the data the service's functions take and return, so that a front end
+// (the CLI, the server) needs this crate alone
+pub use boveda_engine::{BackupProgress, DiskEntry, DiskOutputFormat, RestoreOutcome, RestoreProgress};
 pub use boveda_store::{MetricsSnapshot, StoreError, process_metrics as store_requests};
+pub use boveda_vault::{DamageLog, KdfParams, Node, NodeKind, RecordId, RecoveryPoint, Vault, VaultSettings};
 pub use clock::{Clock, FakeClock, SystemClock, clock_from_env};
 pub use consistency::{ConsistencyConfig, MAX_SCRIPT_TIMEOUT_SECS, ScriptResult, run_script};
 pub use error::{Result, ServiceError, ServiceErrorKind};
@@ -64,8 +67,8 @@ pub use protection::{
 };
 pub use prune::{ExpiredPoint, PrunePlan, plan_prune, prune_job};
 pub use recovery::{
-    VmRestore, browse, browse_disk, find_point, list_item_points, mount, restore, restore_disk_files,
-    restore_disk_image, restore_vm, serve_point_disks,
+    RestoreReport, RestoreRequest, VmRestore, browse, browse_disk, find_point, list_item_points, mount, restore,
+    restore_disk_files, restore_disk_image, restore_failure, restore_job, restore_vm, serve_point_disks,
 };
 pub use registry::{KnownVault, Registry, cache_dir, config_dir};
 pub use replication::{
@@ -80,3 +83,4 @@ pub use vault_admin::{
     NewVault, VaultSummary, VaultUpdate, create_vault, hostname, open_secondary_vault, open_vault, open_vault_store,
     resolve_vault, retry_policy, summarize, update_vault,
 };
+pub use verify::verify_job;

@@ -276,3 +276,145 @@ pub fn serve_point_disks(
     }
     Ok(boveda_engine::serve_point_disks(vault, &point.tree, &[VM_DEFINITION], socket, stop, ready)?)
 }
+
+/// What a restore writes, whatever the item's kind.
+#[derive(Debug, Clone)]
+pub struct RestoreRequest {
+    /// Files: the folder to restore into (paths are recreated below it).
+    /// Disk: the image file or block device to write. VM: the folder for
+    /// the disks and the new definition.
+    pub target: PathBuf,
+    /// Only these paths of the point: of its files, or inside the file
+    /// system of its disk (`/etc/hosts`) or of one of its VM's disks
+    /// (`/vda/etc/hosts`).
+    pub paths: Vec<String>,
+    /// Disk and VM items: the format of the restored disks.
+    pub format: DiskOutputFormat,
+}
+
+/// What a restore wrote: plain data, as the CLI prints it and the API
+/// returns it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreReport {
+    /// The point's id.
+    pub point: String,
+    pub item: String,
+    pub target: PathBuf,
+    /// Files written; for a disk or VM, the disks.
+    pub files: u64,
+    pub dirs: u64,
+    pub other: u64,
+    pub bytes_written: u64,
+    /// Files already complete from an earlier run, left as they were.
+    pub files_skipped: u64,
+    /// Paths picked inside a disk or VM point, when some were.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+    /// A VM point restored as a new VM.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vm: Option<VmRestore>,
+    pub warnings: Vec<String>,
+    /// What could not be restored, each with its reason.
+    pub errors: Vec<String>,
+    /// How many failed for each reason.
+    pub failure_reasons: std::collections::BTreeMap<String, u64>,
+    pub seconds: f64,
+}
+
+/// Restores `point` of `item` as a `Restore` job: its files, chosen paths,
+/// its disk or a new VM, by the item's kind. The report comes back also
+/// when some files could not be restored; the job is then `Failed`, and
+/// the report's `errors` say which and why.
+///
+/// # Errors
+/// A store error recording the job (nothing was restored); inside the
+/// returned result, the restore's own error (an unusable target, a path
+/// not in the point, a stopped job: `Cancelled`).
+pub fn restore_job(
+    vault: &Vault,
+    env: &crate::protection::JobEnv<'_>,
+    item: &Item,
+    point: &RecoveryPoint,
+    req: &RestoreRequest,
+    progress: Option<&dyn RestoreProgress>,
+) -> Result<(crate::job::Job, Result<RestoreReport>)> {
+    let spec = env.spec(crate::job::Operation::Restore, item, None);
+    let observers = crate::job::Observers { backup: None, restore: progress };
+    let partial = std::cell::RefCell::new(None);
+    let (job, result) = crate::job::run_job(vault, env.clock, &spec, observers, |jctx| {
+        let report = restore_report(vault, item, point, req, jctx)?;
+        let done = crate::job::JobDone {
+            warnings: report.warnings.clone(),
+            details: vec![format!("restored point {}", point.id.short())],
+            point: Some(point.id),
+        };
+        if report.errors.is_empty() {
+            return Ok((report, done));
+        }
+        let why = restore_failure(&report);
+        *partial.borrow_mut() = Some(report);
+        Err(ServiceError::Invalid(why))
+    })?;
+    Ok((job, partial.into_inner().map_or(result, Ok)))
+}
+
+/// One line for a restore that left files out.
+pub fn restore_failure(report: &RestoreReport) -> String {
+    if report.vm.is_some() {
+        return format!("{} disk range(s) could not be restored: {}", report.errors.len(), report.errors.join("; "));
+    }
+    let reasons: Vec<String> = report.failure_reasons.iter().map(|(why, n)| format!("{why}: {n}")).collect();
+    let reasons = if reasons.is_empty() { report.errors.join("; ") } else { reasons.join("; ") };
+    format!(
+        "{} of {} file(s) were not restored ({reasons}); the other {} are restored complete",
+        report.errors.len(),
+        report.files + report.errors.len() as u64,
+        report.files
+    )
+}
+
+fn restore_report(
+    vault: &Vault,
+    item: &Item,
+    point: &RecoveryPoint,
+    req: &RestoreRequest,
+    jctx: &crate::job::JobCtx<'_>,
+) -> Result<RestoreReport> {
+    let started = std::time::Instant::now();
+    let cancel = Some(&jctx.cancel);
+    let mut vm = None;
+    let out = match &item.source {
+        ItemSource::Files { .. } => restore(vault, point, req.target.clone(), req.paths.clone(), cancel, jctx)?,
+        ItemSource::Disk { .. } | ItemSource::Vm { .. } if !req.paths.is_empty() => {
+            restore_disk_files(vault, item, point, &req.paths, &req.target)?;
+            RestoreOutcome::default()
+        }
+        ItemSource::Vm { .. } => {
+            let restored = restore_vm(vault, point, req.target.clone(), req.format, cancel, jctx)?;
+            let out = restored.outcome.clone();
+            vm = Some(restored);
+            out
+        }
+        ItemSource::Disk { .. } => restore_disk_image(vault, point, req.target.clone(), req.format, cancel, jctx)?,
+    };
+    let paths = match item.source {
+        ItemSource::Files { .. } => Vec::new(),
+        _ => req.paths.clone(),
+    };
+    Ok(RestoreReport {
+        point: point.id.to_hex(),
+        item: item.name.clone(),
+        target: req.target.clone(),
+        files: out.files,
+        dirs: out.dirs,
+        other: out.other,
+        bytes_written: out.bytes_written,
+        files_skipped: out.files_skipped,
+        paths,
+        vm,
+        warnings: out.warnings,
+        errors: out.errors,
+        failure_reasons: out.failure_reasons,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}

@@ -237,7 +237,7 @@ pub struct CreateArgs {
     #[arg(long, default_value_t = 16)]
     pub pack_size_mib: u32,
     /// zstd level for chunks (0 = off).
-    #[arg(long, default_value_t = boveda_vault::VaultSettings::DEFAULT_COMPRESSION)]
+    #[arg(long, default_value_t = boveda_service::VaultSettings::DEFAULT_COMPRESSION)]
     pub compression: i32,
     /// Use minimal key-derivation cost (tests only: weakens the passphrase).
     #[arg(long, hide = true)]

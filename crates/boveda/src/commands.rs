@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use boveda_service::{Clock, DEFAULT_HEARTBEAT, JobEnv, clock_from_env, hostname, open_vault};
-use boveda_vault::{DamageLog, Vault};
+use boveda_service::{DamageLog, Vault};
 use serde::Serialize;
 
 use crate::Outcome;

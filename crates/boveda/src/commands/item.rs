@@ -156,7 +156,7 @@ struct ItemRow {
     item: boveda_service::Item,
 }
 
-fn item_rows(ctx: &Ctx, vault: &boveda_vault::Vault) -> Result<Vec<ItemRow>> {
+fn item_rows(ctx: &Ctx, vault: &boveda_service::Vault) -> Result<Vec<ItemRow>> {
     let items = list_items(vault)?;
     let points = vault.list_points()?;
     let policies = list_policies(vault)?;

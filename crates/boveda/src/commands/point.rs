@@ -2,11 +2,11 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use boveda_service::{
-    DiskOutputFormat, ItemSource, JobDone, JobEnv, JobSpec, Observers, Operation, ServiceError, backup_job, browse,
-    disable_protection, enable_protection, evaluate_retention, find_item, find_point, list_item_points, list_policies,
-    parse_retain_until, resume_protection, run_job, undelete_protection,
+    DiskOutputFormat, ItemSource, JobEnv, RestoreReport, RestoreRequest, backup_job, browse, disable_protection,
+    enable_protection, evaluate_retention, find_item, find_point, list_item_points, list_policies, parse_retain_until,
+    resume_protection, undelete_protection,
 };
-use boveda_vault::{Node, NodeKind};
+use boveda_service::{Node, NodeKind};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
@@ -62,7 +62,7 @@ pub fn protection(ctx: &Ctx, cmd: ProtectionCmd) -> Result<Outcome> {
 
 fn backup_now_cmd(
     ctx: &Ctx,
-    vault: &boveda_vault::Vault,
+    vault: &boveda_service::Vault,
     env: &JobEnv<'_>,
     item: &str,
     retain_until: Option<String>,
@@ -254,7 +254,7 @@ pub fn points(ctx: &Ctx, cmd: PointCmd) -> Result<Outcome> {
                 } else {
                     for e in &entries {
                         let kind = if e.is_dir { NodeKind::Dir } else { NodeKind::File };
-                        let mut n = boveda_vault::Node::new(e.name.clone().into_bytes(), kind);
+                        let mut n = boveda_service::Node::new(e.name.clone().into_bytes(), kind);
                         n.mode = e.mode;
                         println!("{} {:>5} {:>5} {:>12} {}", mode_string(&n), e.uid, e.gid, e.size, e.name);
                     }
@@ -292,36 +292,61 @@ pub fn restore(ctx: &Ctx, args: RestoreArgs) -> Result<Outcome> {
     }
     let clock = ctx.clock()?;
     let env = ctx.job_env(clock.as_ref());
-    let spec = JobSpec {
-        operation: Operation::Restore,
-        item: Some((item.name.as_str(), item.id)),
-        scheduled_for: None,
-        heartbeat: env.heartbeat,
-        hostname: env.hostname.clone(),
+    let Some(target) = args.target else { bail!("a restore needs --target (or --serve-nbd SOCKET)") };
+    let format = match args.format {
+        ImageFormat::Raw => DiskOutputFormat::Raw,
+        ImageFormat::Qcow2 => DiskOutputFormat::Qcow2,
     };
+    let req = RestoreRequest { target, paths: args.paths, format };
     let bar = RestoreBar::new();
-    let observers = Observers { backup: None, restore: Some(&bar) };
-    let (job, result) = run_job(&vault, clock.as_ref(), &spec, observers, |jctx| {
-        let outcome = restore_in_job(ctx, &vault, &item, &point, args, jctx)
-            // keep the service's own error (and its kind: a stopped restore is Cancelled)
-            .map_err(|e| e.downcast::<ServiceError>().unwrap_or_else(|e| ServiceError::Invalid(format!("{e:#}"))))?;
-        let warnings =
-            if matches!(outcome, Outcome::Warnings) { vec!["restore completed with warnings".into()] } else { vec![] };
-        Ok((
-            outcome,
-            JobDone { warnings, details: vec![format!("restored point {}", point.id.short())], point: Some(point.id) },
-        ))
-    })?;
+    let (job, result) = boveda_service::restore_job(&vault, &env, &item, &point, &req, Some(&bar))?;
     bar.finish();
-    result.with_context(|| format!("restore job {} {}", job.id.short(), job.state.as_str()))
+    let report = result.with_context(|| format!("restore job {} {}", job.id.short(), job.state.as_str()))?;
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    print_restore_errors(&report.errors);
+    if ctx.json() {
+        ctx.print_json(&report)?;
+    } else {
+        print_restore(&report);
+    }
+    if !report.errors.is_empty() {
+        bail!("restore job {} Failed: {}", job.id.short(), boveda_service::restore_failure(&report));
+    }
+    Ok(if report.warnings.is_empty() { Outcome::Ok } else { Outcome::Warnings })
+}
+
+fn print_restore(r: &RestoreReport) {
+    let point = &r.point[..8.min(r.point.len())];
+    if let Some(vm) = &r.vm {
+        for (dev, p) in &vm.disks {
+            println!("disk {dev}: {}", p.display());
+        }
+        println!("new VM {} defined in {} (define it with `virsh define`)", vm.domain, vm.definition.display());
+    } else if !r.paths.is_empty() {
+        println!("restored {} path(s) of point {point} of item {} into {}", r.paths.len(), r.item, r.target.display());
+    } else {
+        println!(
+            "restored point {point} of item {} into {}: {} files ({} already complete), {} dirs, {} other, {} written in {:.1}s",
+            r.item,
+            r.target.display(),
+            r.files,
+            r.files_skipped,
+            r.dirs,
+            r.other,
+            size(r.bytes_written),
+            r.seconds
+        );
+    }
 }
 
 /// Instant restore: the point's disks over NBD until Ctrl-C.
 fn serve_nbd(
     ctx: &Ctx,
-    vault: &boveda_vault::Vault,
+    vault: &boveda_service::Vault,
     item: &boveda_service::Item,
-    point: &boveda_vault::RecoveryPoint,
+    point: &boveda_service::RecoveryPoint,
     socket: &std::path::Path,
 ) -> Result<Outcome> {
     let stop = super::jobs::stop_on_signals();
@@ -343,115 +368,19 @@ fn serve_nbd(
     Ok(Outcome::Ok)
 }
 
-fn restore_in_job(
-    ctx: &Ctx,
-    vault: &boveda_vault::Vault,
-    item: &boveda_service::Item,
-    point: &boveda_vault::RecoveryPoint,
-    args: RestoreArgs,
-    bar: &boveda_service::JobCtx<'_>,
-) -> Result<Outcome> {
-    let (vault, item, point) = (vault, item, point);
-    let Some(target) = args.target.clone() else { bail!("a restore needs --target (or --serve-nbd SOCKET)") };
-    let started = Instant::now();
-    let result = match &item.source {
-        ItemSource::Files { .. } => {
-            boveda_service::restore(vault, point, target.clone(), args.paths, Some(&bar.cancel), bar)
-        }
-        ItemSource::Disk { .. } | ItemSource::Vm { .. } => {
-            if !args.paths.is_empty() {
-                boveda_service::restore_disk_files(vault, item, point, &args.paths, &target)?;
-                if !ctx.json() {
-                    println!(
-                        "restored {} path(s) of point {} of item {} into {}",
-                        args.paths.len(),
-                        point.id.short(),
-                        item.name,
-                        target.display()
-                    );
-                }
-                return Ok(Outcome::Ok);
-            }
-            let format = match args.format {
-                ImageFormat::Raw => DiskOutputFormat::Raw,
-                ImageFormat::Qcow2 => DiskOutputFormat::Qcow2,
-            };
-            if let ItemSource::Vm { .. } = item.source {
-                let vm = boveda_service::restore_vm(vault, point, target.clone(), format, Some(&bar.cancel), bar)?;
-                if !ctx.json() {
-                    for (dev, p) in &vm.disks {
-                        println!("disk {dev}: {}", p.display());
-                    }
-                    println!(
-                        "new VM {} defined in {} (define it with `virsh define`)",
-                        vm.domain,
-                        vm.definition.display()
-                    );
-                } else {
-                    ctx.print_json(&vm)?;
-                }
-                for e in &vm.outcome.errors {
-                    eprintln!("error: {e}");
-                }
-                if !vm.outcome.errors.is_empty() {
-                    bail!("{} disk range(s) could not be restored", vm.outcome.errors.len());
-                }
-                return Ok(Outcome::Ok);
-            }
-            boveda_service::restore_disk_image(vault, point, target.clone(), format, Some(&bar.cancel), bar)
-        }
-    };
-    let out = result?;
-    for w in &out.warnings {
-        eprintln!("warning: {w}");
-    }
-    print_restore_errors(&out);
-    if ctx.json() {
-        ctx.print_json(&serde_json::json!({
-            "point": point.id.to_hex(), "files": out.files, "dirs": out.dirs, "other": out.other,
-            "bytes_written": out.bytes_written, "files_skipped": out.files_skipped,
-            "warnings": out.warnings, "errors": out.errors,
-        }))?;
-    } else {
-        println!(
-            "restored point {} of item {} into {}: {} files ({} already complete), {} dirs, {} other, {} written in {:.1}s",
-            point.id.short(),
-            item.name,
-            target.display(),
-            out.files,
-            out.files_skipped,
-            out.dirs,
-            out.other,
-            size(out.bytes_written),
-            started.elapsed().as_secs_f64()
-        );
-    }
-    if !out.errors.is_empty() {
-        let reasons: Vec<String> = out.failure_reasons.iter().map(|(why, n)| format!("{why}: {n}")).collect();
-        bail!(
-            "{} of {} file(s) were not restored ({}); the other {} are restored complete",
-            out.errors.len(),
-            out.files + out.errors.len() as u64,
-            reasons.join("; "),
-            out.files
-        );
-    }
-    Ok(if out.warnings.is_empty() { Outcome::Ok } else { Outcome::Warnings })
-}
-
 /// How many failed files are named one by one before only counts are given.
 const ERRORS_LISTED: usize = 10;
 
 /// A few failures by name; past that, one line per reason with its count
 /// (a full disk fails every remaining file for the same reason).
-fn print_restore_errors(out: &boveda_engine::RestoreOutcome) {
-    for e in out.errors.iter().take(ERRORS_LISTED) {
+fn print_restore_errors(errors: &[String]) {
+    for e in errors.iter().take(ERRORS_LISTED) {
         eprintln!("error: {e}");
     }
-    if out.errors.len() > ERRORS_LISTED {
+    if errors.len() > ERRORS_LISTED {
         eprintln!(
             "error: ... and {} more file(s) not restored (`--output json` lists them all)",
-            out.errors.len() - ERRORS_LISTED
+            errors.len() - ERRORS_LISTED
         );
     }
 }

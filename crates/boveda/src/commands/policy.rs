@@ -1,9 +1,9 @@
 use anyhow::{Result, bail};
+use boveda_service::RecordId;
 use boveda_service::{
     DaySpec, ExpiryChange, Frequency, MonthlyRule, Policy, Retention, Schedule, Weekday, WeeklyRule, YearlyRule,
     apply_policy_update, create_policy, delete_policy, find_policy, list_policies, parse_weekday, plan_policy_update,
 };
-use boveda_vault::RecordId;
 
 use super::Ctx;
 use crate::Outcome;

@@ -1,7 +1,6 @@
 use anyhow::Result;
-use boveda_service::{JobDone, JobSpec, Observers, Operation, ServiceError, run_job};
+use boveda_service::KdfParams;
 use boveda_service::{NewVault, Registry, VaultUpdate, create_vault, summarize, update_vault};
-use boveda_vault::{CheckOptions, KdfParams, check};
 
 use super::Ctx;
 use crate::Outcome;
@@ -175,32 +174,13 @@ pub fn run(ctx: &Ctx, cmd: VaultCmd) -> Result<Outcome> {
             let quiet = ctx.json();
             let clock = ctx.clock()?;
             let env = ctx.job_env(clock.as_ref());
-            let spec = JobSpec {
-                operation: Operation::Verify,
-                item: None,
-                scheduled_for: None,
-                heartbeat: env.heartbeat,
-                hostname: env.hostname.clone(),
-            };
-            let mut saved = None;
-            let (_job, result) = run_job(&vault, clock.as_ref(), &spec, Observers::default(), |jctx| {
-                let report = check(&vault, CheckOptions { read_data }, &|step| {
-                    jctx.set_phase(step);
-                    if !quiet {
-                        eprintln!("checking {step}");
-                    }
-                })?;
-                let problems = report.problems.len();
-                let first = report.problems.first().map(|p| format!("{} {}", p.object, p.problem));
-                saved = Some(report);
-                match first {
-                    None => Ok(((), JobDone { details: vec!["no problems found".into()], ..JobDone::default() })),
-                    Some(first) => Err(ServiceError::Invalid(format!("{problems} problem(s) found, first: {first}"))),
+            let step = |phase: &str| {
+                if !quiet {
+                    eprintln!("checking {phase}");
                 }
-            })?;
-            let Some(report) = saved else {
-                return Err(result.err().map_or_else(|| anyhow::anyhow!("check did not run"), Into::into));
             };
+            let (_job, result) = boveda_service::verify_job(&vault, &env, read_data, &step)?;
+            let report = result?;
             if ctx.json() {
                 ctx.print_json(&report)?;
             } else {
@@ -331,7 +311,7 @@ fn replication(ctx: &Ctx, cmd: ReplicationCmd) -> Result<Outcome> {
 }
 
 /// A replication pass as a job, with a progress bar of the bytes to copy.
-fn copy_to_secondary(ctx: &Ctx, vault: &boveda_vault::Vault) -> Result<Outcome> {
+fn copy_to_secondary(ctx: &Ctx, vault: &boveda_service::Vault) -> Result<Outcome> {
     let clock = ctx.clock()?;
     let bar = crate::output::RestoreBar::new();
     let observers = boveda_service::Observers { restore: Some(&bar), ..Default::default() };
