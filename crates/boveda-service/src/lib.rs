@@ -15,10 +15,12 @@ mod consistency;
 mod error;
 mod item;
 mod job;
+mod job_record;
 mod live_vm;
 mod names;
 mod offline;
 mod offline_drive;
+mod policies;
 mod policy;
 mod protection;
 mod prune;
@@ -56,10 +58,13 @@ pub use offline::{
     init_offline, item_import_job, list_import_jobs, record_shipping, seeding_status,
 };
 pub use offline_drive::{DiskprepReport, DriveLabel, ImportReport, ImportRequest, PreparedDrive, diskprep, import};
+pub use policies::{
+    ExpiryChange, PolicyUpdate, apply_policy_update, create_policy, delete_policy, find_policy, list_policies,
+    plan_policy_update,
+};
 pub use policy::{
-    DEFAULT_POLICY, DaySpec, ExpiryChange, Frequency, MonthlyRule, Policy, PolicyUpdate, Retention, Schedule, Weekday,
-    WeeklyRule, YearlyRule, apply_policy_update, create_policy, delete_policy, find_policy, list_policies,
-    parse_weekday, plan_policy_update,
+    DEFAULT_POLICY, DaySpec, Frequency, MonthlyRule, Policy, Retention, Schedule, Weekday, WeeklyRule, YearlyRule,
+    parse_weekday,
 };
 pub use protection::{
     BackupRequest, DEFAULT_AD_HOC_RETENTION_DAYS, JobEnv, VM_DEFINITION, backup_job, backup_now, disable_protection,

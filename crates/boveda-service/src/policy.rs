@@ -3,18 +3,16 @@
 //!
 //! This module holds the model and its validation (limits as Azure's:
 //! daily up to 9999 days, weekly 5163 weeks, monthly 1188 months, yearly 99
-//! years). Applying retention to points and running schedules come with the
-//! scheduler.
+//! years); `crate::policies` keeps the vault's policies, `crate::retention`
+//! and `crate::schedule` apply them.
 
-use boveda_vault::{RecordId, Vault};
+use boveda_vault::RecordId;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, ServiceError};
-use crate::item::ProtectionState;
 use crate::names::validate_item_name;
 
-const POLICIES: &str = "policies";
 /// The policy every vault starts with: daily at 02:00, kept 30 days.
 pub const DEFAULT_POLICY: &str = "DefaultPolicy";
 
@@ -224,139 +222,6 @@ impl Policy {
             created: Timestamp::now(),
         }
     }
-}
-
-/// Every policy of the vault, by name.
-///
-/// # Errors
-/// A store error or a damaged record.
-pub fn list_policies(vault: &Vault) -> Result<Vec<Policy>> {
-    let mut all: Vec<Policy> = vault.catalog_list::<Policy>(POLICIES)?.into_iter().map(|(_, p)| p).collect();
-    all.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(all)
-}
-
-/// Finds a policy by name (case-insensitive).
-///
-/// # Errors
-/// `NotFound`.
-pub fn find_policy(vault: &Vault, name: &str) -> Result<Policy> {
-    list_policies(vault)?.into_iter().find(|p| p.name.eq_ignore_ascii_case(name)).ok_or_else(|| {
-        ServiceError::NotFound(format!("no policy named {name:?} in this vault (see `boveda policy list`)"))
-    })
-}
-
-/// Validates and stores a new policy.
-///
-/// # Errors
-/// `Invalid` naming the field; `Conflict` when the name is taken.
-pub fn create_policy(vault: &Vault, policy: &Policy) -> Result<()> {
-    policy.validate()?;
-    if list_policies(vault)?.iter().any(|p| p.name.eq_ignore_ascii_case(&policy.name)) {
-        return Err(ServiceError::Conflict(format!("a policy named {:?} already exists", policy.name)));
-    }
-    vault.catalog_put(POLICIES, &policy.id, Some(policy))?;
-    Ok(())
-}
-
-/// Deletes a policy (a tombstone revision); refused while it protects an
-/// item.
-///
-/// # Errors
-/// `NotFound`; `Conflict` naming the items it protects.
-pub fn delete_policy(vault: &Vault, name: &str) -> Result<Policy> {
-    let p = find_policy(vault, name)?;
-    let users: Vec<String> = crate::item::list_items(vault)?
-        .into_iter()
-        .filter(|i| i.protection.policy == Some(p.id) && i.protection.state == ProtectionState::Protected)
-        .map(|i| i.name)
-        .collect();
-    if !users.is_empty() {
-        return Err(ServiceError::Conflict(format!(
-            "policy {} protects {}: stop their protection or move them to another policy first",
-            p.name,
-            users.join(", ")
-        )));
-    }
-    vault.catalog_put::<Policy>(POLICIES, &p.id, None)?;
-    Ok(p)
-}
-
-/// One point whose expiry a policy change moves.
-#[derive(Debug, Clone, Serialize)]
-pub struct ExpiryChange {
-    pub item: String,
-    pub point: boveda_vault::PointId,
-    pub time: Timestamp,
-    pub before: Option<Timestamp>,
-    pub after: Option<Timestamp>,
-    pub kept_by: String,
-}
-
-/// What updating a policy changes for existing points.
-#[derive(Debug, Clone, Serialize)]
-pub struct PolicyUpdate {
-    pub policy: Policy,
-    /// The policy as it was when the update was planned.
-    #[serde(skip)]
-    pub planned_from: Policy,
-    /// Points the new rules let expire now: the next prune deletes them.
-    pub deleted: Vec<ExpiryChange>,
-    /// Points kept, with a new expiry.
-    pub changed: Vec<ExpiryChange>,
-}
-
-/// Works out what replacing a policy's schedule and retention would do to
-/// the points of the items it protects. Reads only.
-///
-/// # Errors
-/// `Invalid` naming the field; `NotFound` for the policy.
-pub fn plan_policy_update(vault: &Vault, name: &str, new: &Policy, now: Timestamp) -> Result<PolicyUpdate> {
-    let old = find_policy(vault, name)?;
-    let updated = Policy { id: old.id, name: old.name.clone(), created: old.created, ..new.clone() };
-    updated.validate()?;
-    let points = vault.list_points()?;
-    let mut deleted = Vec::new();
-    let mut changed = Vec::new();
-    for item in crate::item::list_items(vault)?.iter().filter(|i| i.protection.policy == Some(old.id)) {
-        let mine: Vec<&boveda_vault::RecoveryPoint> = points.iter().filter(|p| p.item_id == item.id).collect();
-        let before = crate::retention::evaluate(item, Some(&old), &mine, now);
-        let after = crate::retention::evaluate(item, Some(&updated), &mine, now);
-        for ((b, a), p) in before.iter().zip(&after).zip(&mine) {
-            if b.expires == a.expires {
-                continue;
-            }
-            let change = ExpiryChange {
-                item: item.name.clone(),
-                point: p.id,
-                time: p.time,
-                before: b.expires,
-                after: a.expires,
-                kept_by: a.kept_by.clone(),
-            };
-            if a.is_expired(now) && !b.is_expired(now) { deleted.push(change) } else { changed.push(change) }
-        }
-    }
-    Ok(PolicyUpdate { policy: updated, planned_from: old, deleted, changed })
-}
-
-/// Stores an updated policy (from [`plan_policy_update`]).
-///
-/// # Errors
-/// A store error.
-pub fn apply_policy_update(vault: &Vault, update: &PolicyUpdate) -> Result<()> {
-    // compare-and-swap: the expiries shown were worked out from the policy
-    // as planned; a policy changed meanwhile needs a new plan
-    vault.catalog_update(POLICIES, &update.policy.id, |current: Option<Policy>| {
-        if current.as_ref() != Some(&update.planned_from) {
-            return Err(boveda_vault::VaultError::Busy(format!(
-                "policy {} was changed or removed while this update was planned; plan it again",
-                update.policy.name
-            )));
-        }
-        Ok(Some(update.policy.clone()))
-    })?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -19,7 +19,8 @@ use std::time::Duration;
 use crate::error::{Result, ServiceError};
 use crate::item::{Item, ItemSource, Protection, ProtectionState, domain_disks, update_item};
 use crate::job::{Job, JobDone, JobSpec, Observers, Operation, run_job};
-use crate::policy::{Policy, find_policy, list_policies};
+use crate::policies::{find_policy, list_policies};
+use crate::policy::Policy;
 
 /// The name of a VM's definition inside its points.
 pub const VM_DEFINITION: &str = "domain.xml";

@@ -99,7 +99,7 @@ pub fn create_vault(req: &NewVault, passphrase: &[u8]) -> Result<Vault> {
     };
     let opts = CreateOptions { settings, kdf: req.kdf, chunker: ChunkerParams::DEFAULT, hostname: hostname() };
     let mut vault = Vault::create(store, passphrase, opts)?;
-    crate::policy::create_policy(&vault, &crate::policy::Policy::default_policy())?;
+    crate::policies::create_policy(&vault, &crate::policy::Policy::default_policy())?;
     registry.add(KnownVault {
         name: req.name.clone(),
         store: store_url,
