@@ -20,6 +20,37 @@ pub enum ServiceError {
     /// A bug: a panic caught inside a job.
     #[error("{0}")]
     Internal(String),
+    /// A field of the request at fault, named as the API's JSON names it
+    /// (`retention.daily_days`); a front end may name it its own way.
+    #[error("{field}: {message}")]
+    Field { field: &'static str, message: String },
+    /// Refused for a reason the user can act on: the message says why,
+    /// the remedy what to do, as data (the CLI says it as a command).
+    #[error("{message}")]
+    Refused { kind: ServiceErrorKind, message: String, remedy: Remedy },
+}
+
+/// What a user can do about a refusal.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum Remedy {
+    /// Look the name up among the vault's items.
+    ListItems,
+    /// Look the id up among the vault's jobs.
+    ListJobs,
+    /// Look the name up among the vault's policies.
+    ListPolicies,
+    /// Resume the item's protection with a policy (the one it had, when
+    /// known).
+    ResumeProtection { item: String, policy: Option<String> },
+    /// Undelete the item's soft-deleted backup data.
+    Undelete { item: String },
+    /// Check the vault: the check names what a damaged object affects.
+    CheckVault,
+    /// Create a vault, or name one.
+    CreateVault,
+    /// Name one of the vaults known.
+    ChooseVault,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,7 +87,33 @@ impl ServiceError {
             ServiceError::NotFound(_) => ServiceErrorKind::NotFound,
             ServiceError::Conflict(_) => ServiceErrorKind::Conflict,
             ServiceError::Internal(_) => ServiceErrorKind::Other,
+            ServiceError::Field { .. } => ServiceErrorKind::Invalid,
+            ServiceError::Refused { kind, .. } => *kind,
         }
+    }
+
+    /// The request field at fault, if one is.
+    pub fn field(&self) -> Option<&'static str> {
+        match self {
+            ServiceError::Field { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+
+    /// What the user can do about it, if the service knows.
+    pub fn remedy(&self) -> Option<&Remedy> {
+        match self {
+            ServiceError::Refused { remedy, .. } => Some(remedy),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn field_error(field: &'static str, message: impl std::fmt::Display) -> Self {
+        ServiceError::Field { field, message: message.to_string() }
+    }
+
+    pub(crate) fn refused(kind: ServiceErrorKind, message: String, remedy: Remedy) -> Self {
+        ServiceError::Refused { kind, message, remedy }
     }
 }
 

@@ -7,7 +7,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::consistency::ConsistencyConfig;
-use crate::error::{Result, ServiceError};
+use crate::error::{Remedy, Result, ServiceError, ServiceErrorKind};
 use crate::names::validate_item_name;
 
 const ITEMS: &str = boveda_vault::ITEMS_KIND;
@@ -157,9 +157,11 @@ pub fn find_item(vault: &Vault, name_or_id: &str) -> Result<Item> {
         items.iter().filter(|i| name_or_id.len() >= 4 && i.id.to_hex().starts_with(name_or_id)).collect();
     match by_id.as_slice() {
         [one] => Ok((*one).clone()),
-        _ => {
-            Err(ServiceError::NotFound(format!("no item named {name_or_id:?} in this vault (see `boveda item list`)")))
-        }
+        _ => Err(ServiceError::refused(
+            ServiceErrorKind::NotFound,
+            format!("no item named {name_or_id:?} in this vault"),
+            Remedy::ListItems,
+        )),
     }
 }
 
@@ -344,7 +346,7 @@ pub fn discover_vms(vault: &Vault, dir: &Path) -> Result<Vec<DiscoveredVm>> {
 pub fn add_files_item(vault: &Vault, name: &str, paths: &[PathBuf], excludes: &[String]) -> Result<Item> {
     check_new_name(vault, name)?;
     if paths.is_empty() {
-        return Err(ServiceError::Invalid("a files item needs at least one --path".into()));
+        return Err(ServiceError::field_error("paths", "a files item needs at least one path"));
     }
     boveda_engine::Excludes::new(excludes)?;
     let mut abs = paths.iter().map(|p| absolute(p)).collect::<Result<Vec<_>>>()?;

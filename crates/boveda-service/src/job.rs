@@ -331,7 +331,11 @@ pub fn find_job(vault: &Vault, id: &str) -> Result<Job> {
     let matches: Vec<&Job> = jobs.iter().filter(|j| !id.is_empty() && j.id.to_hex().starts_with(id)).collect();
     match matches.as_slice() {
         [one] => Ok((*one).clone()),
-        [] => Err(ServiceError::NotFound(format!("no job with id {id:?} in this vault (see `boveda job list`)"))),
+        [] => Err(ServiceError::refused(
+            ServiceErrorKind::NotFound,
+            format!("no job with id {id:?} in this vault"),
+            crate::error::Remedy::ListJobs,
+        )),
         _ => {
             Err(ServiceError::Invalid(format!("job id prefix {id:?} matches {} jobs; give more of it", matches.len())))
         }

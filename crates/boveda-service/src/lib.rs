@@ -43,7 +43,7 @@ pub use boveda_store::{MetricsSnapshot, StoreError, process_metrics as store_req
 pub use boveda_vault::{DamageLog, KdfParams, Node, NodeKind, RecordId, RecoveryPoint, Vault, VaultSettings};
 pub use clock::{Clock, FakeClock, SystemClock, clock_from_env};
 pub use consistency::{ConsistencyConfig, MAX_SCRIPT_TIMEOUT_SECS, ScriptResult, run_script};
-pub use error::{Result, ServiceError, ServiceErrorKind};
+pub use error::{Remedy, Result, ServiceError, ServiceErrorKind};
 pub use item::{
     DiscoveredVm, Item, ItemSource, Protection, ProtectionState, add_disk_item, add_files_item, add_vm_item,
     discover_vms, find_item, list_items, save_item, update_item,

@@ -28,7 +28,11 @@ pub fn list_policies(vault: &Vault) -> Result<Vec<Policy>> {
 /// `NotFound`.
 pub fn find_policy(vault: &Vault, name: &str) -> Result<Policy> {
     list_policies(vault)?.into_iter().find(|p| p.name.eq_ignore_ascii_case(name)).ok_or_else(|| {
-        ServiceError::NotFound(format!("no policy named {name:?} in this vault (see `boveda policy list`)"))
+        ServiceError::refused(
+            crate::error::ServiceErrorKind::NotFound,
+            format!("no policy named {name:?} in this vault"),
+            crate::error::Remedy::ListPolicies,
+        )
     })
 }
 

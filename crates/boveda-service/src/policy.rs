@@ -94,11 +94,11 @@ pub struct Policy {
     pub created: Timestamp,
 }
 
-fn field(name: &str, why: impl std::fmt::Display) -> ServiceError {
-    ServiceError::Invalid(format!("policy field {name}: {why}"))
+fn field(name: &'static str, why: impl std::fmt::Display) -> ServiceError {
+    ServiceError::field_error(name, why)
 }
 
-fn in_range(name: &str, value: u32, max: u32) -> Result<()> {
+fn in_range(name: &'static str, value: u32, max: u32) -> Result<()> {
     if (1..=max).contains(&value) { Ok(()) } else { Err(field(name, format!("must be 1 to {max}, not {value}"))) }
 }
 
@@ -123,7 +123,7 @@ pub fn parse_weekday(s: &str) -> Result<Weekday> {
         .ok_or_else(|| ServiceError::Invalid(format!("{s:?} is not a day of the week")))
 }
 
-fn check_day_spec(name: &str, spec: &DaySpec) -> Result<()> {
+fn check_day_spec(name: &'static str, spec: &DaySpec) -> Result<()> {
     let s = spec.0.as_str();
     if s == "last" {
         return Ok(());
@@ -150,59 +150,56 @@ impl Policy {
         validate_item_name(&self.name).map_err(|e| field("name", e))?;
         let s = &self.schedule;
         if s.times.is_empty() {
-            return Err(field("--time", "a schedule needs at least one time of day"));
+            return Err(field("schedule.times", "a schedule needs at least one time of day"));
         }
         for t in &s.times {
             let parsed: std::result::Result<jiff::civil::Time, _> = t.parse();
             if parsed.is_err() || t.len() != 5 {
-                return Err(field("--time", format!("{t:?} is not a time of day as HH:MM")));
+                return Err(field("schedule.times", format!("{t:?} is not a time of day as HH:MM")));
             }
         }
         jiff::tz::TimeZone::get(&s.time_zone)
-            .map_err(|_| field("--time-zone", format!("{:?} is not a known time zone", s.time_zone)))?;
+            .map_err(|_| field("schedule.time_zone", format!("{:?} is not a known time zone", s.time_zone)))?;
         match s.frequency {
             Frequency::Weekly if s.days.is_empty() => {
-                return Err(field("--day", "a weekly schedule needs at least one day"));
+                return Err(field("schedule.days", "a weekly schedule needs at least one day"));
             }
             Frequency::Daily if !s.days.is_empty() => {
-                return Err(field("--day", "a daily schedule runs every day; give days only with --schedule weekly"));
+                return Err(field("schedule.days", "a daily schedule runs every day; days are for a weekly schedule"));
             }
             _ => {}
         }
         let r = &self.retention;
         if r.daily_days.is_none() && r.weekly.is_none() && r.monthly.is_none() && r.yearly.is_none() {
-            return Err(field(
-                "retention",
-                "keep points by at least one rule (--daily-keep, --weekly-keep, --monthly-keep or --yearly-keep)",
-            ));
+            return Err(field("retention", "keep points by at least one rule: daily, weekly, monthly or yearly"));
         }
         if let Some(d) = r.daily_days {
-            in_range("--daily-keep", d, MAX_DAILY_DAYS)?;
+            in_range("retention.daily_days", d, MAX_DAILY_DAYS)?;
             if s.frequency == Frequency::Weekly {
-                return Err(field("--daily-keep", "a weekly schedule takes no daily points; use --weekly-keep"));
+                return Err(field("retention.daily_days", "a weekly schedule takes no daily points; keep weekly ones"));
             }
         }
         if let Some(w) = &r.weekly {
-            in_range("--weekly-keep", w.weeks, MAX_WEEKLY_WEEKS)?;
+            in_range("retention.weekly.weeks", w.weeks, MAX_WEEKLY_WEEKS)?;
             if w.days.is_empty() {
-                return Err(field("--weekly-on", "give the day whose point is kept weekly"));
+                return Err(field("retention.weekly.days", "give the day whose point is kept weekly"));
             }
             if s.frequency == Frequency::Weekly
                 && let Some(d) = w.days.iter().find(|d| !s.days.contains(d))
             {
-                return Err(field("--weekly-on", format!("the schedule takes no point on {d:?}")));
+                return Err(field("retention.weekly.days", format!("the schedule takes no point on {d:?}")));
             }
         }
         if let Some(m) = &r.monthly {
-            in_range("--monthly-keep", m.months, MAX_MONTHLY_MONTHS)?;
-            check_day_spec("--monthly-on", &m.on)?;
+            in_range("retention.monthly.months", m.months, MAX_MONTHLY_MONTHS)?;
+            check_day_spec("retention.monthly.on", &m.on)?;
         }
         if let Some(y) = &r.yearly {
-            in_range("--yearly-keep", y.years, MAX_YEARLY_YEARS)?;
+            in_range("retention.yearly.years", y.years, MAX_YEARLY_YEARS)?;
             if !(1..=12).contains(&y.month) {
-                return Err(field("--yearly-month", format!("must be 1 to 12, not {}", y.month)));
+                return Err(field("retention.yearly.month", format!("must be 1 to 12, not {}", y.month)));
             }
-            check_day_spec("--yearly-on", &y.on)?;
+            check_day_spec("retention.yearly.on", &y.on)?;
         }
         Ok(())
     }
@@ -256,43 +253,46 @@ mod tests {
     fn limits_and_rules_name_the_field() {
         let mut p = Policy::default_policy();
         p.retention.daily_days = Some(10_000);
-        assert!(err(&p).contains("--daily-keep: must be 1 to 9999"));
+        assert!(err(&p).contains("retention.daily_days: must be 1 to 9999"));
+        let e = p.validate().expect_err("too long");
+        assert_eq!(e.field(), Some("retention.daily_days"), "the field, for the API and the CLI's flag");
+        assert!(!e.to_string().contains("--"), "no CLI flag in a service error: {e}");
         let mut p = weekly();
         p.retention.weekly = Some(WeeklyRule { days: vec![Weekday::Sunday], weeks: 5164 });
-        assert!(err(&p).contains("--weekly-keep: must be 1 to 5163"));
+        assert!(err(&p).contains("retention.weekly.weeks: must be 1 to 5163"));
         let mut p = weekly();
         p.retention.monthly = Some(MonthlyRule { on: DaySpec("1".into()), months: 1189 });
-        assert!(err(&p).contains("--monthly-keep: must be 1 to 1188"));
+        assert!(err(&p).contains("retention.monthly.months: must be 1 to 1188"));
         let mut p = weekly();
         p.retention.yearly = Some(YearlyRule { month: 1, on: DaySpec("1".into()), years: 100 });
-        assert!(err(&p).contains("--yearly-keep: must be 1 to 99"));
+        assert!(err(&p).contains("retention.yearly.years: must be 1 to 99"));
         let mut p = weekly();
         p.retention.daily_days = Some(7);
-        assert!(err(&p).contains("--daily-keep: a weekly schedule takes no daily points"));
+        assert!(err(&p).contains("retention.daily_days: a weekly schedule takes no daily points"));
         let mut p = weekly();
         p.retention.weekly = Some(WeeklyRule { days: vec![Weekday::Monday], weeks: 4 });
-        assert!(err(&p).contains("--weekly-on"));
+        assert!(err(&p).contains("retention.weekly.days"));
         let mut p = weekly();
         p.schedule.days.clear();
-        assert!(err(&p).contains("--day: a weekly schedule needs at least one day"));
+        assert!(err(&p).contains("schedule.days: a weekly schedule needs at least one day"));
         let mut p = Policy::default_policy();
         p.schedule.times.clear();
-        assert!(err(&p).contains("--time"));
+        assert!(err(&p).contains("schedule.times"));
         let mut p = Policy::default_policy();
         p.schedule.times = vec!["25:00".into()];
-        assert!(err(&p).contains("--time"));
+        assert!(err(&p).contains("schedule.times"));
         let mut p = Policy::default_policy();
         p.schedule.time_zone = "Mars/Olympus".into();
-        assert!(err(&p).contains("--time-zone"));
+        assert!(err(&p).contains("schedule.time_zone"));
         let mut p = Policy::default_policy();
         p.retention = Retention::default();
         assert!(err(&p).contains("retention"));
         let mut p = weekly();
         p.retention.monthly = Some(MonthlyRule { on: DaySpec("31".into()), months: 3 });
-        assert!(err(&p).contains("--monthly-on"));
+        assert!(err(&p).contains("retention.monthly.on"));
         let mut p = weekly();
         p.retention.yearly = Some(YearlyRule { month: 13, on: DaySpec("last".into()), years: 3 });
-        assert!(err(&p).contains("--yearly-month"));
+        assert!(err(&p).contains("retention.yearly.month"));
     }
 
     #[test]

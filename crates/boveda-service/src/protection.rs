@@ -16,7 +16,7 @@ use crate::consistency::with_consistency;
 use jiff::{SignedDuration, Timestamp};
 use std::time::Duration;
 
-use crate::error::{Result, ServiceError};
+use crate::error::{Remedy, Result, ServiceError, ServiceErrorKind};
 use crate::item::{Item, ItemSource, Protection, ProtectionState, domain_disks, update_item};
 use crate::job::{Job, JobDone, JobSpec, Observers, Operation, run_job};
 use crate::policies::{find_policy, list_policies};
@@ -185,14 +185,16 @@ struct LiveState {
 fn check_can_back_up(item: &Item) -> Result<()> {
     match item.protection.state {
         ProtectionState::NotProtected | ProtectionState::Protected => Ok(()),
-        ProtectionState::Stopped => Err(ServiceError::Conflict(format!(
-            "protection of item {} is stopped: `boveda protection resume {} --policy NAME` first",
-            item.name, item.name
-        ))),
-        ProtectionState::SoftDeleted => Err(ServiceError::Conflict(format!(
-            "the backup data of item {} is soft deleted: `boveda protection undelete {}` first",
-            item.name, item.name
-        ))),
+        ProtectionState::Stopped => Err(ServiceError::refused(
+            ServiceErrorKind::Conflict,
+            format!("protection of item {} is stopped", item.name),
+            Remedy::ResumeProtection { item: item.name.clone(), policy: None },
+        )),
+        ProtectionState::SoftDeleted => Err(ServiceError::refused(
+            ServiceErrorKind::Conflict,
+            format!("the backup data of item {} is soft deleted", item.name),
+            Remedy::Undelete { item: item.name.clone() },
+        )),
     }
 }
 
@@ -306,10 +308,11 @@ pub fn enable_protection(vault: &Vault, env: &JobEnv<'_>, item: &Item, policy: &
             )));
         }
         ProtectionState::Stopped => {
-            return Err(ServiceError::Conflict(format!(
-                "protection of item {} is stopped: use `boveda protection resume {} --policy {}`",
-                item.name, item.name, policy.name
-            )));
+            return Err(ServiceError::refused(
+                ServiceErrorKind::Conflict,
+                format!("protection of item {} is stopped", item.name),
+                Remedy::ResumeProtection { item: item.name.clone(), policy: Some(policy.name.clone()) },
+            ));
         }
         ProtectionState::SoftDeleted => check_can_back_up(item)?,
     }

@@ -76,9 +76,11 @@ pub fn plan_prune(vault: &Vault, now: Timestamp, margin: SignedDuration) -> Resu
     // a prune must not: a point it cannot read would have its data
     // collected, a job it cannot read would not hold back a sweep.
     if let Some((object, why)) = vault.damage().entries().into_iter().next() {
-        return Err(ServiceError::Invalid(format!(
-            "prune deletes nothing while an object it must read is damaged: {object} ({why}); `boveda vault check` names what it affects"
-        )));
+        return Err(ServiceError::refused(
+            crate::error::ServiceErrorKind::Damaged,
+            format!("prune deletes nothing while an object it must read is damaged: {object} ({why})"),
+            crate::error::Remedy::CheckVault,
+        ));
     }
     Ok(PrunePlan {
         now,

@@ -29,12 +29,15 @@ pub fn list_item_points(vault: &Vault, item: &Item) -> Result<Vec<RecoveryPoint>
 /// data is soft deleted.
 pub fn find_point(vault: &Vault, item: &Item, selector: &str) -> Result<RecoveryPoint> {
     if item.protection.state == crate::item::ProtectionState::SoftDeleted {
-        return Err(ServiceError::Conflict(format!(
-            "the backup data of item {} is soft deleted: `boveda protection undelete {}` to restore from it (it is purged after {})",
-            item.name,
-            item.name,
-            item.protection.purge_after.map(|t| t.to_string()).unwrap_or_default()
-        )));
+        return Err(ServiceError::refused(
+            crate::error::ServiceErrorKind::Conflict,
+            format!(
+                "the backup data of item {} is soft deleted (it is purged after {}); undelete it to restore from it",
+                item.name,
+                item.protection.purge_after.map(|t| t.to_string()).unwrap_or_default()
+            ),
+            crate::error::Remedy::Undelete { item: item.name.clone() },
+        ));
     }
     let points = list_item_points(vault, item)?;
     if selector == "latest" {

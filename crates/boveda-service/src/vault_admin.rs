@@ -41,10 +41,13 @@ pub fn create_vault(req: &NewVault, passphrase: &[u8]) -> Result<Vault> {
     match (req.redundancy.as_str(), &req.secondary) {
         ("lrs", None) | ("grs", Some(_)) => {}
         ("lrs", Some(_)) => {
-            return Err(ServiceError::Invalid("--secondary is only for --redundancy grs".into()));
+            return Err(ServiceError::field_error(
+                "secondary",
+                "a secondary store is only for geo-redundant storage (grs)",
+            ));
         }
         ("grs", None) => {
-            return Err(ServiceError::Invalid("--redundancy grs needs --secondary URL".into()));
+            return Err(ServiceError::field_error("secondary", "geo-redundant storage (grs) needs a secondary store"));
         }
         (other, _) => {
             return Err(ServiceError::Invalid(format!("redundancy {other:?} is not lrs or grs")));
@@ -148,12 +151,16 @@ pub fn resolve_vault(selector: Option<&str>) -> Result<String> {
 fn only_vault(registry: &Registry) -> Result<&KnownVault> {
     match registry.vaults.as_slice() {
         [only] => Ok(only),
-        [] => Err(ServiceError::Invalid(
-            "no vault given: create one with `boveda vault create`, or pass --vault NAME|PATH".into(),
+        [] => Err(ServiceError::refused(
+            crate::error::ServiceErrorKind::Invalid,
+            "no vault given, and none is known".into(),
+            crate::error::Remedy::CreateVault,
         )),
-        _ => {
-            Err(ServiceError::Invalid("several vaults are known: choose one with --vault NAME or BOVEDA_VAULT".into()))
-        }
+        _ => Err(ServiceError::refused(
+            crate::error::ServiceErrorKind::Invalid,
+            "several vaults are known, and none was chosen".into(),
+            crate::error::Remedy::ChooseVault,
+        )),
     }
 }
 

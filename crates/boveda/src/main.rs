@@ -8,6 +8,8 @@ mod passphrase;
 
 use std::process::ExitCode;
 
+use boveda_service::{Remedy, ServiceError};
+
 use clap::Parser;
 
 /// What a command achieved, for the exit code.
@@ -45,7 +47,10 @@ fn tune_allocator() {
 fn one_line(e: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in e.chain() {
-        let text = cause.to_string();
+        let text = match cause.downcast_ref::<ServiceError>() {
+            Some(e) => cli_text(e),
+            None => cause.to_string(),
+        };
         if !line.ends_with(&text) {
             if !line.is_empty() {
                 line.push_str(": ");
@@ -57,6 +62,54 @@ fn one_line(e: &anyhow::Error) -> String {
         }
     }
     line
+}
+
+/// A service error as the command line says it: a request field as the
+/// flag that sets it, a remedy as the command to run.
+fn cli_text(e: &ServiceError) -> String {
+    match e {
+        ServiceError::Field { field, message } => format!("{}: {message}", flag(field)),
+        ServiceError::Refused { message, remedy, .. } => format!("{message}: {}", command(remedy)),
+        other => other.to_string(),
+    }
+}
+
+/// The flag that sets a request field.
+fn flag(field: &str) -> &str {
+    match field {
+        "schedule.times" => "--time",
+        "schedule.time_zone" => "--time-zone",
+        "schedule.days" => "--day",
+        "retention.daily_days" => "--daily-keep",
+        "retention.weekly.weeks" => "--weekly-keep",
+        "retention.weekly.days" => "--weekly-on",
+        "retention.monthly.months" => "--monthly-keep",
+        "retention.monthly.on" => "--monthly-on",
+        "retention.yearly.years" => "--yearly-keep",
+        "retention.yearly.month" => "--yearly-month",
+        "retention.yearly.on" => "--yearly-on",
+        "retention" => "retention (--daily-keep, --weekly-keep, --monthly-keep or --yearly-keep)",
+        "paths" => "--path",
+        "secondary" => "--secondary",
+        "redundancy" => "--redundancy",
+        other => other,
+    }
+}
+
+/// A remedy as the command that carries it out.
+fn command(remedy: &Remedy) -> String {
+    match remedy {
+        Remedy::ListItems => "see `boveda item list`".into(),
+        Remedy::ListJobs => "see `boveda job list`".into(),
+        Remedy::ListPolicies => "see `boveda policy list`".into(),
+        Remedy::ResumeProtection { item, policy } => {
+            format!("`boveda protection resume {item} --policy {}` first", policy.as_deref().unwrap_or("NAME"))
+        }
+        Remedy::Undelete { item } => format!("`boveda protection undelete {item}` first"),
+        Remedy::CheckVault => "`boveda vault check` names what it affects".into(),
+        Remedy::CreateVault => "create one with `boveda vault create`, or pass --vault NAME|PATH".into(),
+        Remedy::ChooseVault => "choose one with --vault NAME or BOVEDA_VAULT".into(),
+    }
 }
 
 fn main() -> ExitCode {

@@ -186,7 +186,7 @@ fn redundancy_is_checked_stored_and_shown() {
         "grs",
         "--insecure-fast-kdf",
     ]);
-    assert!(err.contains("needs --secondary"), "{err}");
+    assert!(err.contains("--secondary: geo-redundant storage (grs) needs a secondary store"), "{err}");
     let err = env.fails(&[
         "vault",
         "create",
@@ -197,7 +197,7 @@ fn redundancy_is_checked_stored_and_shown() {
         "/x",
         "--insecure-fast-kdf",
     ]);
-    assert!(err.contains("only for --redundancy grs"), "{err}");
+    assert!(err.contains("--secondary: a secondary store is only for geo-redundant storage"), "{err}");
     let second = env.path("second");
     env.ok(&[
         "vault",
