@@ -201,6 +201,13 @@ pub fn run_agent(
                 break;
             }
             if clock.is_simulated() || now >= refresh_at || catalog.is_empty() {
+                // settings another process changed (webhook, compression,
+                // redundancy...) apply from this pass on
+                for v in vaults {
+                    if let Err(e) = v.refresh_settings() {
+                        log(&format!("{}: settings not read again: {e}", v.settings().name));
+                    }
+                }
                 catalog = vaults.iter().map(protected).collect::<Result<_>>()?;
                 // passes another process left due (it was killed, or wrote
                 // without the agent)

@@ -91,7 +91,7 @@ pub struct PassRecord {
 /// `Invalid` for a locally redundant vault; a store error when the
 /// secondary's URL or credentials are wrong.
 pub fn open_secondary(vault: &Vault) -> Result<Arc<dyn Store>> {
-    secondary_of(vault.settings())
+    secondary_of(&vault.settings())
 }
 
 fn secondary_of(settings: &VaultSettings) -> Result<Arc<dyn Store>> {
@@ -108,7 +108,7 @@ fn secondary_of(settings: &VaultSettings) -> Result<Arc<dyn Store>> {
 /// store error.
 fn probe(vault: &Vault) -> Result<()> {
     let quick = RetryPolicy { attempts: 2, base_delay: Duration::from_millis(100), max_delay: Duration::from_secs(1) };
-    let secondary = secondary_with(vault.settings(), quick)?;
+    let secondary = secondary_with(&vault.settings(), quick)?;
     let theirs = match secondary.get("config") {
         Ok(bytes) => Some(bytes),
         Err(e) if e.kind() == StoreErrorKind::NotFound => None,
@@ -151,7 +151,7 @@ pub(crate) fn attach(vault: &mut Vault) {
     if vault.settings().redundancy != "grs" || vault.replicating_store().is_some() {
         return;
     }
-    let Ok(secondary) = secondary_of(vault.settings()) else { return };
+    let Ok(secondary) = secondary_of(&vault.settings()) else { return };
     // packs are copied as they are written when the vault asks for it
     // (docs/PERFORMANCE.md: on a busy machine it costs the backup time),
     // and only into a secondary that holds this vault now (never into an
@@ -189,7 +189,7 @@ pub fn replication_status(vault: &Vault) -> Result<ReplicationStatus> {
     let settings = vault.settings();
     let url = match (settings.redundancy.as_str(), &settings.secondary) {
         ("grs", Some(url)) => url.clone(),
-        _ => return Err(not_geo(settings)),
+        _ => return Err(not_geo(&settings)),
     };
     let mut status = ReplicationStatus {
         secondary: url,

@@ -8,6 +8,7 @@ use common::new_vault;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
@@ -256,7 +257,7 @@ fn a_failing_backup_raises_one_alert_and_is_retried_at_the_next_slot_while_a_dow
     std::fs::write(src.join("f"), b"content").expect("write");
     let mut vault = new_vault(dir.path());
     // a webhook nobody listens on
-    let mut settings = vault.settings().clone();
+    let mut settings = (*vault.settings()).clone();
     settings.webhook = Some("http://127.0.0.1:9/down".into());
     vault.update_settings(settings).expect("settings");
     daily_policy(&vault, "daily", &["02:00"], Retention { daily_days: Some(30), ..Retention::default() });
@@ -286,7 +287,7 @@ fn a_failing_backup_raises_one_alert_and_is_retried_at_the_next_slot_while_a_dow
 
     // the webhook comes up: the kept alerts are delivered once
     let (url, server) = webhook_server(2);
-    let mut settings = vault.settings().clone();
+    let mut settings = (*vault.settings()).clone();
     settings.webhook = Some(url);
     vault.update_settings(settings).expect("settings");
     assert_eq!(retry_alerts(&vault).expect("retry"), 2);
@@ -300,6 +301,38 @@ fn a_failing_backup_raises_one_alert_and_is_retried_at_the_next_slot_while_a_dow
     }
     assert!(list_alerts(&vault).expect("alerts").iter().all(|a| a.delivered));
     assert_eq!(retry_alerts(&vault).expect("retry"), 0, "nothing left to send");
+}
+
+/// The agent keeps its vault open for days: a webhook that another
+/// process sets meanwhile gets the alerts of the agent's next failure (the
+/// settings were read once, at open, before settings were read again).
+#[test]
+fn settings_another_process_changes_reach_the_running_agent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vault = new_vault(dir.path());
+    daily_policy(&vault, "daily", &["02:00"], Retention { daily_days: Some(30), ..Retention::default() });
+    let missing = dir.path().join("gone");
+    std::fs::create_dir(&missing).expect("mkdir");
+    let item = add_files_item(&vault, "docs", std::slice::from_ref(&missing), &[]).expect("item");
+    let clock = FakeClock::new(at("2026-03-01T12:00"));
+    enable_protection(&vault, &env(&clock), &item, "daily").expect("enable");
+    std::fs::remove_dir(&missing).expect("the source goes away");
+
+    // another process (another handle on the same store) sets the webhook
+    let (url, server) = webhook_server(1);
+    let mut other =
+        Vault::open(Arc::new(boveda_store::LocalStore::new(dir.path().join("vault"))), b"pw").expect("open");
+    let mut settings = (*other.settings()).clone();
+    settings.webhook = Some(url.clone());
+    other.update_settings(settings).expect("settings");
+    assert_eq!(vault.settings().webhook, None, "the agent's handle read its settings before");
+
+    let r = agent(std::slice::from_ref(&vault), &clock, at("2026-03-02T12:00"), 1);
+    assert_eq!((r.backups, r.failed), (1, 1));
+    assert_eq!(vault.settings().webhook.as_deref(), Some(url.as_str()));
+    let alerts = list_alerts(&vault).expect("alerts");
+    assert!(alerts.len() == 1 && alerts[0].delivered, "delivered to the new webhook: {alerts:?}");
+    assert_eq!(server.join().expect("server").len(), 1);
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Opening, creating and reading a vault.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use boveda_store::{Store, StoreErrorKind};
 use jiff::Timestamp;
@@ -233,7 +233,9 @@ pub struct Vault {
     store: Arc<dyn Store>,
     key: MasterKey,
     config: VaultConfig,
-    settings: VaultSettings,
+    /// As last read: [`Vault::refresh_settings`] reads them again, for a
+    /// process that keeps the vault open while others change them.
+    settings: RwLock<Arc<VaultSettings>>,
     slot: RecordId,
     damage: Arc<DamageLog>,
     cache: Option<crate::ObjectCache>,
@@ -284,7 +286,7 @@ impl Vault {
             store,
             key,
             config,
-            settings: opts.settings.clone(),
+            settings: RwLock::new(Arc::new(opts.settings.clone())),
             slot: slot.id,
             damage: Arc::default(),
             cache: None,
@@ -345,7 +347,7 @@ impl Vault {
                 store,
                 key,
                 config: stored.config,
-                settings: VaultSettings {
+                settings: RwLock::new(Arc::new(VaultSettings {
                     name: String::new(),
                     location: String::new(),
                     redundancy: "lrs".into(),
@@ -358,7 +360,7 @@ impl Vault {
                     replication_lag_alert_mins: None,
                     shipping_address: None,
                     replicate_during_backup: None,
-                },
+                })),
                 slot,
                 damage,
                 cache: None,
@@ -368,7 +370,7 @@ impl Vault {
             };
             let settings = vault.catalog_list::<VaultSettings>(SETTINGS_KIND)?;
             if let Some((_, s)) = settings.into_iter().next() {
-                vault.settings = s;
+                vault.settings = RwLock::new(Arc::new(s));
             }
             return Ok(vault);
         }
@@ -392,8 +394,22 @@ impl Vault {
         &self.config
     }
 
-    pub fn settings(&self) -> &VaultSettings {
-        &self.settings
+    /// The settings as last read (at open, by a change through this
+    /// handle, or by [`Vault::refresh_settings`]).
+    pub fn settings(&self) -> Arc<VaultSettings> {
+        self.settings.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Reads the settings again from the store: a long-running process
+    /// (the agent, the server) sees what another process changed.
+    ///
+    /// # Errors
+    /// A store error or a damaged record; the settings stay as they were.
+    pub fn refresh_settings(&self) -> Result<()> {
+        if let Some((_, s)) = self.catalog_list::<VaultSettings>(SETTINGS_KIND)?.into_iter().next() {
+            *self.settings.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(s);
+        }
+        Ok(())
     }
 
     pub fn location(&self) -> String {
@@ -457,7 +473,7 @@ impl Vault {
             store,
             key: self.key.clone(),
             config: self.config.clone(),
-            settings: self.settings.clone(),
+            settings: RwLock::new(self.settings()),
             slot: self.slot,
             damage: Arc::new(DamageLog::default()),
             cache: None,
@@ -482,7 +498,7 @@ impl Vault {
     /// Uploads or downloads to run at once: the vault's setting, else what
     /// suits its kind of store.
     pub fn parallel_requests(&self) -> usize {
-        self.settings
+        self.settings()
             .store
             .parallel_requests
             .map_or_else(|| self.store.capabilities().parallel_requests, |n| n as usize)
@@ -528,14 +544,14 @@ impl Vault {
     /// # Errors
     /// A store error; `Busy` when others keep changing them.
     pub fn change_settings(&mut self, change: impl Fn(&mut VaultSettings)) -> Result<()> {
-        let opened = self.settings.clone();
+        let opened = (*self.settings()).clone();
         let written = self.catalog_update(SETTINGS_KIND, &SETTINGS_ID, |current: Option<VaultSettings>| {
             let mut settings = current.unwrap_or_else(|| opened.clone());
             change(&mut settings);
             Ok(Some(settings))
         })?;
         if let Some(settings) = written {
-            self.settings = settings;
+            *self.settings.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(settings);
         }
         Ok(())
     }

@@ -346,7 +346,7 @@ pub fn agent(ctx: &Ctx, args: AgentArgs) -> Result<Outcome> {
         bail!("--max-jobs must be at least 1");
     }
     let stop = stop_on_signals();
-    let names: Vec<&str> = vaults.iter().map(|v| v.settings().name.as_str()).collect();
+    let names: Vec<String> = vaults.iter().map(|v| v.settings().name.clone()).collect();
     eprintln!("boveda agent: serving {} with at most {} backup(s) at once", names.join(", "), opts.max_jobs);
     let log = |line: &str| eprintln!("{} {line}", Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S"));
     let report = run_agent(&vaults, clock.as_ref(), &opts, stop, &log)?;
