@@ -72,8 +72,9 @@ pub use protection::{
 };
 pub use prune::{ExpiredPoint, PrunePlan, plan_prune, prune_job};
 pub use recovery::{
-    RestoreReport, RestoreRequest, VmRestore, browse, browse_disk, find_point, list_item_points, mount, restore,
-    restore_disk_files, restore_disk_image, restore_failure, restore_job, restore_vm, serve_point_disks,
+    PointEntry, PointSummary, RestoreReport, RestoreRequest, VmRestore, browse, browse_disk, browse_point, find_point,
+    list_item_points, list_points, mount, restore, restore_disk_files, restore_disk_image, restore_failure,
+    restore_job, restore_vm, serve_point_disks, show_point,
 };
 pub use registry::{KnownVault, Registry, cache_dir, config_dir};
 pub use replication::{

@@ -421,3 +421,132 @@ fn restore_report(
         seconds: started.elapsed().as_secs_f64(),
     })
 }
+
+/// A recovery point with when it expires and which rule keeps it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PointSummary {
+    pub point: RecoveryPoint,
+    /// `None`: kept until something changes.
+    pub expires: Option<jiff::Timestamp>,
+    pub kept_by: String,
+    /// On the primary of a geo-redundant vault: whether the secondary
+    /// holds the point yet (`null`: the secondary does not answer); absent
+    /// for other vaults.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_secondary: Option<Option<bool>>,
+}
+
+/// An item's points, oldest first, each with its expiry (by the item's
+/// policy or its retain-until date) and, with `secondary`, whether a
+/// geo-redundant vault's secondary holds it yet. The second value says why
+/// that is unknown, when the secondary does not answer.
+///
+/// # Errors
+/// A store error or a damaged record.
+pub fn list_points(
+    vault: &Vault,
+    item: &Item,
+    now: jiff::Timestamp,
+    secondary: bool,
+) -> Result<(Vec<PointSummary>, Option<String>)> {
+    let points = list_item_points(vault, item)?;
+    let policies = crate::policies::list_policies(vault)?;
+    let policy = policies.iter().find(|p| Some(p.id) == item.protection.policy);
+    let refs: Vec<_> = points.iter().collect();
+    let expiries = crate::retention::evaluate(item, policy, &refs, now);
+    let mut unknown = None;
+    let on_secondary: Option<Vec<Option<bool>>> = if secondary {
+        let ids: Vec<_> = points.iter().map(|p| p.id).collect();
+        match crate::replication::points_on_secondary(vault, &ids) {
+            Ok(v) => v.map(|v| v.into_iter().map(Some).collect()),
+            Err(e) => {
+                unknown = Some(format!("the secondary store does not answer ({e})"));
+                Some(vec![None; points.len()])
+            }
+        }
+    } else {
+        None
+    };
+    let list = points
+        .into_iter()
+        .zip(expiries)
+        .enumerate()
+        .map(|(i, (point, e))| PointSummary {
+            point,
+            expires: e.expires,
+            kept_by: e.kept_by,
+            on_secondary: on_secondary.as_ref().map(|v| v.get(i).copied().flatten()),
+        })
+        .collect();
+    Ok((list, unknown))
+}
+
+/// One point of an item (`latest` or an id prefix) with its expiry.
+///
+/// # Errors
+/// As [`find_point`].
+pub fn show_point(vault: &Vault, item: &Item, selector: &str, now: jiff::Timestamp) -> Result<PointSummary> {
+    let point = find_point(vault, item, selector)?;
+    let (list, _) = list_points(vault, item, now, false)?;
+    list.into_iter()
+        .find(|s| s.point.id == point.id)
+        .ok_or_else(|| ServiceError::NotFound(format!("point {} vanished while being read", point.id.short())))
+}
+
+/// One entry of a folder inside a point: of its files, or of the file
+/// system inside its disk (or one of its VM's disks).
+#[derive(Debug, Clone, Serialize)]
+pub struct PointEntry {
+    pub name: String,
+    /// `Dir`, `File`, `Symlink`, ...
+    pub kind: String,
+    /// Permission bits.
+    pub mode: u32,
+    pub size: u64,
+    pub uid: u32,
+    pub gid: u32,
+    /// Known for entries of files points.
+    pub mtime_ns: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link_target: Option<String>,
+}
+
+/// Lists a folder inside a point, whatever the item's kind: `path` is in
+/// the backed-up tree for files, in the disk's file system for a disk
+/// (`/etc`), below the disk's name for a VM (`/vda/etc`; `/` lists its
+/// disks). One shape for one question.
+///
+/// # Errors
+/// `NotFound` for a path not in the point; `Invalid` for a disk without an
+/// ext file system.
+pub fn browse_point(vault: &Vault, item: &Item, point: &RecoveryPoint, path: &str) -> Result<Vec<PointEntry>> {
+    if let ItemSource::Files { .. } = item.source {
+        return Ok(browse(vault, point, path)?
+            .into_iter()
+            .map(|n| PointEntry {
+                name: n.name_lossy(),
+                kind: format!("{:?}", n.kind),
+                mode: n.mode & 0o7777,
+                size: n.size,
+                uid: n.uid,
+                gid: n.gid,
+                mtime_ns: Some(n.mtime_ns),
+                link_target: (n.kind == boveda_vault::NodeKind::Symlink)
+                    .then(|| String::from_utf8_lossy(&n.link_target).into_owned()),
+            })
+            .collect());
+    }
+    Ok(browse_disk(vault, item, point, path)?
+        .into_iter()
+        .map(|e| PointEntry {
+            name: e.name,
+            kind: if e.is_dir { "Dir" } else { "File" }.into(),
+            mode: e.mode & 0o7777,
+            size: e.size,
+            uid: e.uid,
+            gid: e.gid,
+            mtime_ns: None,
+            link_target: None,
+        })
+        .collect())
+}

@@ -2,11 +2,10 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use boveda_service::{
-    DiskOutputFormat, ItemSource, JobEnv, RestoreReport, RestoreRequest, backup_job, browse, disable_protection,
-    enable_protection, evaluate_retention, find_item, find_point, list_item_points, list_policies, parse_retain_until,
-    resume_protection, undelete_protection,
+    DiskOutputFormat, JobEnv, PointEntry, RestoreReport, RestoreRequest, backup_job, browse_point, disable_protection,
+    enable_protection, find_item, find_point, list_points, parse_retain_until, resume_protection, show_point,
+    undelete_protection,
 };
-use boveda_service::{Node, NodeKind};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
@@ -100,19 +99,19 @@ fn backup_now_cmd(
     Ok(if point.warnings.is_empty() { Outcome::Ok } else { Outcome::Warnings })
 }
 
-fn mode_string(n: &Node) -> String {
-    let t = match n.kind {
-        NodeKind::Dir => 'd',
-        NodeKind::Symlink => 'l',
-        NodeKind::Fifo => 'p',
-        NodeKind::CharDevice => 'c',
-        NodeKind::BlockDevice => 'b',
-        NodeKind::Socket => 's',
-        NodeKind::File => '-',
+fn mode_string(e: &PointEntry) -> String {
+    let t = match e.kind.as_str() {
+        "Dir" => 'd',
+        "Symlink" => 'l',
+        "Fifo" => 'p',
+        "CharDevice" => 'c',
+        "BlockDevice" => 'b',
+        "Socket" => 's',
+        _ => '-',
     };
     let mut s = String::from(t);
     for shift in [6, 3, 0] {
-        let bits = (n.mode >> shift) & 7;
+        let bits = (e.mode >> shift) & 7;
         s.push(if bits & 4 != 0 { 'r' } else { '-' });
         s.push(if bits & 2 != 0 { 'w' } else { '-' });
         s.push(if bits & 1 != 0 { 'x' } else { '-' });
@@ -126,93 +125,58 @@ pub fn points(ctx: &Ctx, cmd: PointCmd) -> Result<Outcome> {
     match cmd {
         PointCmd::List { item, .. } => {
             let item = find_item(&vault, &item)?;
-            let points = list_item_points(&vault, &item)?;
-            let policies = list_policies(&vault)?;
-            let policy = policies.iter().find(|p| Some(p.id) == item.protection.policy);
-            let refs: Vec<_> = points.iter().collect();
-            let expiries = evaluate_retention(&item, policy, &refs, ctx.clock()?.now());
-            // on the primary of a geo-redundant vault: which points the
-            // secondary holds yet (unknown when it does not answer)
-            let on_secondary = if cmd_from_secondary {
-                None
-            } else {
-                let ids: Vec<_> = points.iter().map(|p| p.id).collect();
-                match boveda_service::points_on_secondary(&vault, &ids) {
-                    Ok(v) => v.map(|v| v.into_iter().map(Some).collect::<Vec<_>>()),
-                    Err(e) => {
-                        if !ctx.json() {
-                            eprintln!("warning: the secondary store does not answer ({e})");
-                        }
-                        Some(vec![None; points.len()])
-                    }
-                }
-            };
-            let secondary_of = |i: usize| on_secondary.as_ref().map(|v| v.get(i).copied().flatten());
-            if ctx.json() {
-                let list: Vec<_> = points
-                    .iter()
-                    .zip(&expiries)
-                    .enumerate()
-                    .map(|(i, (p, e))| {
-                        let mut entry = serde_json::json!({"point": p, "expires": e.expires, "kept_by": e.kept_by});
-                        if let Some(on) = secondary_of(i) {
-                            entry["on_secondary"] = serde_json::json!(on);
-                        }
-                        entry
-                    })
-                    .collect();
-                ctx.print_json(&list)?;
-            } else {
-                let rows: Vec<_> = points
-                    .iter()
-                    .zip(&expiries)
-                    .enumerate()
-                    .map(|(i, (p, e))| {
-                        let mut row = vec![
-                            p.id.short(),
-                            time(p.time),
-                            p.consistency.as_str().into(),
-                            size(p.stats.bytes),
-                            p.stats.files.to_string(),
-                            opt_time(e.expires),
-                            e.kept_by.clone(),
-                            if p.warnings.is_empty() {
-                                "Completed".into()
-                            } else {
-                                format!("CompletedWithWarnings ({})", p.warnings.len())
-                            },
-                        ];
-                        if let Some(on) = secondary_of(i) {
-                            row.push(match on {
-                                Some(true) => "replicated".into(),
-                                Some(false) => "not yet replicated".into(),
-                                None => "unknown".into(),
-                            });
-                        }
-                        row
-                    })
-                    .collect();
-                let mut header = vec!["ID", "TIME", "CONSISTENCY", "SIZE", "FILES", "EXPIRES", "KEPT BY", "STATUS"];
-                if on_secondary.is_some() {
-                    header.push("SECONDARY");
-                }
-                print_table(&header, &rows);
+            let (points, unknown) = list_points(&vault, &item, ctx.clock()?.now(), !cmd_from_secondary)?;
+            if let Some(why) = unknown
+                && !ctx.json()
+            {
+                eprintln!("warning: {why}");
             }
+            if ctx.json() {
+                ctx.print_json(&points)?;
+                return Ok(Outcome::Ok);
+            }
+            let geo = points.iter().any(|s| s.on_secondary.is_some());
+            let rows: Vec<_> = points
+                .iter()
+                .map(|s| {
+                    let p = &s.point;
+                    let mut row = vec![
+                        p.id.short(),
+                        time(p.time),
+                        p.consistency.as_str().into(),
+                        size(p.stats.bytes),
+                        p.stats.files.to_string(),
+                        opt_time(s.expires),
+                        s.kept_by.clone(),
+                        if p.warnings.is_empty() {
+                            "Completed".into()
+                        } else {
+                            format!("CompletedWithWarnings ({})", p.warnings.len())
+                        },
+                    ];
+                    if let Some(on) = s.on_secondary {
+                        row.push(match on {
+                            Some(true) => "replicated".into(),
+                            Some(false) => "not yet replicated".into(),
+                            None => "unknown".into(),
+                        });
+                    }
+                    row
+                })
+                .collect();
+            let mut header = vec!["ID", "TIME", "CONSISTENCY", "SIZE", "FILES", "EXPIRES", "KEPT BY", "STATUS"];
+            if geo {
+                header.push("SECONDARY");
+            }
+            print_table(&header, &rows);
         }
         PointCmd::Show { item, point } => {
             let item = find_item(&vault, &item)?;
-            let p = find_point(&vault, &item, &point)?;
-            let all = list_item_points(&vault, &item)?;
-            let policies = list_policies(&vault)?;
-            let policy = policies.iter().find(|x| Some(x.id) == item.protection.policy);
-            let refs: Vec<_> = all.iter().collect();
-            let expiry = evaluate_retention(&item, policy, &refs, ctx.clock()?.now())
-                .into_iter()
-                .find(|e| e.point == p.id)
-                .ok_or_else(|| anyhow::anyhow!("point {} vanished while being read", p.id.short()))?;
+            let shown = show_point(&vault, &item, &point, ctx.clock()?.now())?;
             if ctx.json() {
-                ctx.print_json(&serde_json::json!({"point": p, "expires": expiry.expires, "kept_by": expiry.kept_by}))?;
+                ctx.print_json(&shown)?;
             } else {
+                let p = &shown.point;
                 let s = &p.stats;
                 let mut rows = vec![
                     vec!["id".into(), p.id.to_hex()],
@@ -222,8 +186,8 @@ pub fn points(ctx: &Ctx, cmd: PointCmd) -> Result<Outcome> {
                     vec!["host".into(), p.hostname.clone()],
                     vec!["consistency".into(), p.consistency.as_str().into()],
                     vec!["scheduled for".into(), opt_time(p.scheduled_for)],
-                    vec!["expires".into(), opt_time(expiry.expires)],
-                    vec!["kept by".into(), expiry.kept_by.clone()],
+                    vec!["expires".into(), opt_time(shown.expires)],
+                    vec!["kept by".into(), shown.kept_by.clone()],
                     vec!["parent".into(), p.parent.map(|x| x.short()).unwrap_or_else(|| "-".into())],
                     vec!["sources".into(), p.sources.join(", ")],
                     vec!["files / dirs / other".into(), format!("{} / {} / {}", s.files, s.dirs, s.other_nodes)],
@@ -234,6 +198,9 @@ pub fn points(ctx: &Ctx, cmd: PointCmd) -> Result<Outcome> {
                         format!("{} ({} new chunks, {} packs)", size(s.bytes_stored), s.chunks_new, s.packs_written),
                     ],
                 ];
+                if let Some(ms) = p.freeze_ms {
+                    rows.push(vec!["guest frozen".into(), format!("{ms} ms")]);
+                }
                 for w in &p.warnings {
                     rows.push(vec!["warning".into(), w.clone()]);
                 }
@@ -243,40 +210,23 @@ pub fn points(ctx: &Ctx, cmd: PointCmd) -> Result<Outcome> {
         PointCmd::Ls { item, point, path } => {
             let item = find_item(&vault, &item)?;
             let p = find_point(&vault, &item, &point)?;
-            if !matches!(item.source, ItemSource::Files { .. }) {
-                let entries = boveda_service::browse_disk(&vault, &item, &p, &path)?;
-                if ctx.json() {
-                    let list: Vec<_> = entries
-                        .iter()
-                        .map(|e| serde_json::json!({"name": e.name, "dir": e.is_dir, "mode": e.mode & 0o7777, "size": e.size, "uid": e.uid, "gid": e.gid}))
-                        .collect();
-                    ctx.print_json(&list)?;
-                } else {
-                    for e in &entries {
-                        let kind = if e.is_dir { NodeKind::Dir } else { NodeKind::File };
-                        let mut n = boveda_service::Node::new(e.name.clone().into_bytes(), kind);
-                        n.mode = e.mode;
-                        println!("{} {:>5} {:>5} {:>12} {}", mode_string(&n), e.uid, e.gid, e.size, e.name);
-                    }
-                }
+            let entries = browse_point(&vault, &item, &p, &path)?;
+            if ctx.json() {
+                ctx.print_json(&entries)?;
                 return Ok(Outcome::Ok);
             }
-            let nodes = browse(&vault, &p, &path)?;
-            if ctx.json() {
-                let list: Vec<_> = nodes
-                    .iter()
-                    .map(|n| serde_json::json!({"name": n.name_lossy(), "kind": format!("{:?}", n.kind), "mode": n.mode & 0o7777, "size": n.size, "uid": n.uid, "gid": n.gid, "mtime_ns": n.mtime_ns}))
-                    .collect();
-                ctx.print_json(&list)?;
-            } else {
-                for n in &nodes {
-                    let mtime = Timestamp::from_nanosecond(i128::from(n.mtime_ns)).map(time).unwrap_or_default();
-                    let mut name = n.name_lossy();
-                    if n.kind == NodeKind::Symlink {
-                        name = format!("{name} -> {}", String::from_utf8_lossy(&n.link_target));
-                    }
-                    println!("{} {:>5} {:>5} {:>12} {} {}", mode_string(n), n.uid, n.gid, n.size, mtime, name);
-                }
+            for e in &entries {
+                let mtime = e
+                    .mtime_ns
+                    .and_then(|ns| Timestamp::from_nanosecond(i128::from(ns)).ok())
+                    .map(time)
+                    .unwrap_or_default();
+                let name = match &e.link_target {
+                    Some(target) => format!("{} -> {target}", e.name),
+                    None => e.name.clone(),
+                };
+                let row = format!("{} {:>5} {:>5} {:>12}", mode_string(e), e.uid, e.gid, e.size);
+                if mtime.is_empty() { println!("{row} {name}") } else { println!("{row} {mtime} {name}") }
             }
         }
     }
