@@ -45,8 +45,8 @@ pub use clock::{Clock, FakeClock, SystemClock, clock_from_env};
 pub use consistency::{ConsistencyConfig, MAX_SCRIPT_TIMEOUT_SECS, ScriptResult, run_script};
 pub use error::{Remedy, Result, ServiceError, ServiceErrorKind};
 pub use item::{
-    DiscoveredVm, Item, ItemSource, Protection, ProtectionState, add_disk_item, add_files_item, add_vm_item,
-    discover_vms, find_item, list_items, save_item, update_item,
+    DiscoveredVm, Item, ItemOverview, ItemSource, Protection, ProtectionState, add_disk_item, add_files_item,
+    add_vm_item, discover_vms, find_item, item_overview, list_items, save_item, update_item,
 };
 pub use job::{
     DEFAULT_HEARTBEAT, Job, JobCtx, JobDone, JobFilter, JobProgress, JobSpec, JobState, Observers, Operation, find_job,

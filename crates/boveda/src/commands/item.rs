@@ -1,7 +1,7 @@
 use anyhow::Result;
 use boveda_service::{
-    ConsistencyConfig, ItemSource, JobFilter, Operation, ProtectionState, add_disk_item, add_files_item, add_vm_item,
-    discover_vms, find_item, list_item_points, list_items, list_jobs, list_policies, next_slot,
+    ConsistencyConfig, ItemSource, add_disk_item, add_files_item, add_vm_item, discover_vms, find_item,
+    list_item_points, list_policies,
 };
 
 use super::Ctx;
@@ -31,7 +31,7 @@ pub fn run(ctx: &Ctx, cmd: ItemCmd) -> Result<Outcome> {
             }
         }
         ItemCmd::List => {
-            let rows = item_rows(ctx, &vault)?;
+            let rows = boveda_service::item_overview(&vault, ctx.clock()?.now())?;
             if ctx.json() {
                 ctx.print_json(&rows)?;
             } else {
@@ -141,68 +141,4 @@ pub fn run(ctx: &Ctx, cmd: ItemCmd) -> Result<Outcome> {
         }
     }
     Ok(Outcome::Ok)
-}
-
-#[derive(serde::Serialize)]
-struct ItemRow {
-    name: String,
-    kind: String,
-    protection: String,
-    policy: Option<String>,
-    last_backup_status: String,
-    last_backup: Option<jiff::Timestamp>,
-    next_backup: Option<jiff::Timestamp>,
-    recovery_points: usize,
-    item: boveda_service::Item,
-}
-
-fn item_rows(ctx: &Ctx, vault: &boveda_service::Vault) -> Result<Vec<ItemRow>> {
-    let items = list_items(vault)?;
-    let points = vault.list_points()?;
-    let policies = list_policies(vault)?;
-    let jobs = list_jobs(vault, &JobFilter { operation: Some(Operation::Backup), ..JobFilter::default() })?;
-    let now = ctx.clock()?.now();
-    let imports = boveda_service::list_import_jobs(&**vault.store())?;
-    Ok(items
-        .into_iter()
-        .map(|i| {
-            let seeding = imports
-                .iter()
-                .find(|j| j.item_id == i.id && j.state != boveda_service::ImportState::Completed)
-                .and_then(boveda_service::seeding_status);
-            let last_point = points.iter().rev().find(|p| p.item_id == i.id);
-            let last_job = jobs.iter().rev().find(|j| j.item_id == Some(i.id));
-            let policy = policies.iter().find(|p| Some(p.id) == i.protection.policy);
-            let status = match (last_job, last_point) {
-                (Some(j), _) => j.state.as_str().to_string(),
-                (None, Some(p)) if !p.warnings.is_empty() => "CompletedWithWarnings".into(),
-                (None, Some(_)) => "Completed".into(),
-                (None, None) => "-".into(),
-            };
-            let protection = match (i.protection.state, last_point) {
-                (state, _) if seeding.is_some() => {
-                    format!("{} - {}", state.as_str(), seeding.clone().unwrap_or_default())
-                }
-                (ProtectionState::NotProtected | ProtectionState::Protected, None) => {
-                    format!("{} - Warning (initial backup pending)", i.protection.state.as_str())
-                }
-                (state, _) => state.as_str().to_string(),
-            };
-            let next = match (i.protection.state, policy) {
-                (ProtectionState::Protected, Some(p)) => next_slot(p, now),
-                _ => None,
-            };
-            ItemRow {
-                name: i.name.clone(),
-                kind: i.source.type_name().into(),
-                protection,
-                policy: policy.map(|p| p.name.clone()),
-                last_backup_status: status,
-                last_backup: last_job.map(|j| j.start).or(last_point.map(|p| p.time)),
-                next_backup: next,
-                recovery_points: points.iter().filter(|p| p.item_id == i.id).count(),
-                item: i,
-            }
-        })
-        .collect())
 }
