@@ -63,8 +63,8 @@ pub use policies::{
     plan_policy_update,
 };
 pub use policy::{
-    DEFAULT_POLICY, DaySpec, Frequency, MonthlyRule, Policy, Retention, Schedule, Weekday, WeeklyRule, YearlyRule,
-    parse_weekday,
+    DEFAULT_POLICY, DaySpec, Frequency, MonthlyRule, Policy, PolicyPatch, Retention, Schedule, Weekday, WeeklyRule,
+    YearlyRule, parse_weekday,
 };
 pub use protection::{
     BackupRequest, DEFAULT_AD_HOC_RETENTION_DAYS, JobEnv, VM_DEFINITION, backup_job, backup_now, disable_protection,

@@ -221,6 +221,133 @@ impl Policy {
     }
 }
 
+/// A policy as a request gives it: on a new policy, what is left out takes
+/// the defaults; on an update, it keeps the policy's values.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyPatch {
+    pub name: String,
+    pub frequency: Option<Frequency>,
+    pub days: Vec<Weekday>,
+    pub times: Vec<String>,
+    pub time_zone: Option<String>,
+    pub daily_keep: Option<u32>,
+    pub weekly_keep: Option<u32>,
+    pub weekly_on: Vec<Weekday>,
+    pub monthly_keep: Option<u32>,
+    pub monthly_on: Option<String>,
+    pub yearly_keep: Option<u32>,
+    pub yearly_month: Option<u8>,
+    pub yearly_on: Option<String>,
+    /// On an update: the retention rules to remove (`daily`, `weekly`,
+    /// `monthly`, `yearly`).
+    pub drop_rules: Vec<String>,
+}
+
+impl Policy {
+    /// The policy `patch` makes: a new one (`base` is `None`), or `base`
+    /// with the fields the patch gives. Checked as [`Policy::validate`]
+    /// checks it later; here only what the patch alone gets wrong.
+    ///
+    /// # Errors
+    /// `Field` for a rule dropped on a new policy or unknown, or a rule's
+    /// day without how long its points are kept.
+    pub fn patched(base: Option<&Policy>, patch: PolicyPatch) -> Result<Policy> {
+        let a = patch;
+        if base.is_none() && !a.drop_rules.is_empty() {
+            return Err(field("drop_rules", "rules are only dropped from an existing policy"));
+        }
+        if let Some(r) = a.drop_rules.iter().find(|r| !["daily", "weekly", "monthly", "yearly"].contains(&r.as_str())) {
+            return Err(field("drop_rules", format!("{r:?} is not daily, weekly, monthly or yearly")));
+        }
+        let fresh = Policy::default_policy();
+        let base_schedule = base.map(|b| b.schedule.clone());
+        let frequency = a.frequency.or(base_schedule.as_ref().map(|s| s.frequency)).unwrap_or(Frequency::Daily);
+        let days = match (&base_schedule, a.days.is_empty()) {
+            (Some(s), true) if frequency == s.frequency => s.days.clone(),
+            _ => a.days,
+        };
+        let times = match (&base_schedule, a.times.is_empty()) {
+            (Some(s), true) => s.times.clone(),
+            _ => a.times,
+        };
+        let time_zone = a.time_zone.or_else(|| base_schedule.as_ref().map(|s| s.time_zone.clone()));
+        let base_r = base.map(|b| b.retention.clone()).unwrap_or_default();
+        let dropped = |rule: &str| a.drop_rules.iter().any(|r| r == rule);
+        let orphan = [
+            (
+                !a.weekly_on.is_empty() && a.weekly_keep.is_none() && base_r.weekly.is_none(),
+                "retention.weekly.days",
+                "a weekly day needs how many weeks its points are kept",
+            ),
+            (
+                a.monthly_on.is_some() && a.monthly_keep.is_none() && base_r.monthly.is_none(),
+                "retention.monthly.on",
+                "a monthly day needs how many months its points are kept",
+            ),
+            (
+                (a.yearly_on.is_some() || a.yearly_month.is_some())
+                    && a.yearly_keep.is_none()
+                    && base_r.yearly.is_none(),
+                "retention.yearly.on",
+                "a yearly day needs how many years its points are kept",
+            ),
+        ];
+        if let Some((_, name, why)) = orphan.iter().find(|(bad, _, _)| *bad) {
+            return Err(field(name, why));
+        }
+        let weekly_on = a.weekly_on;
+        let weekly = match (a.weekly_keep, &base_r.weekly) {
+            _ if dropped("weekly") => None,
+            (Some(weeks), b) => Some(WeeklyRule {
+                days: if weekly_on.is_empty() {
+                    b.as_ref().map(|w| w.days.clone()).unwrap_or_default()
+                } else {
+                    weekly_on
+                },
+                weeks,
+            }),
+            (None, Some(b)) => {
+                Some(WeeklyRule { days: if weekly_on.is_empty() { b.days.clone() } else { weekly_on }, ..b.clone() })
+            }
+            (None, None) => None,
+        };
+        let monthly = match (a.monthly_keep, &base_r.monthly) {
+            _ if dropped("monthly") => None,
+            (keep, b) if keep.is_some() || b.is_some() => Some(MonthlyRule {
+                on: a
+                    .monthly_on
+                    .map(DaySpec)
+                    .or_else(|| b.as_ref().map(|m| m.on.clone()))
+                    .unwrap_or(DaySpec(String::new())),
+                months: keep.or(b.as_ref().map(|m| m.months)).unwrap_or(0),
+            }),
+            _ => None,
+        };
+        let yearly = match (a.yearly_keep, &base_r.yearly) {
+            _ if dropped("yearly") => None,
+            (keep, b) if keep.is_some() || b.is_some() => Some(YearlyRule {
+                month: a.yearly_month.or(b.as_ref().map(|y| y.month)).unwrap_or(0),
+                on: a
+                    .yearly_on
+                    .map(DaySpec)
+                    .or_else(|| b.as_ref().map(|y| y.on.clone()))
+                    .unwrap_or(DaySpec(String::new())),
+                years: keep.or(b.as_ref().map(|y| y.years)).unwrap_or(0),
+            }),
+            _ => None,
+        };
+        let daily_days = if dropped("daily") { None } else { a.daily_keep.or(base_r.daily_days) };
+        Ok(Policy {
+            id: base.map_or_else(RecordId::random, |b| b.id),
+            name: a.name,
+            schedule: Schedule { frequency, days, times, time_zone: time_zone.unwrap_or(fresh.schedule.time_zone) },
+            retention: Retention { daily_days, weekly, monthly, yearly },
+            created: base.map_or_else(Timestamp::now, |b| b.created),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

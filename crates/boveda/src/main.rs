@@ -89,6 +89,7 @@ fn flag(field: &str) -> &str {
         "retention.yearly.month" => "--yearly-month",
         "retention.yearly.on" => "--yearly-on",
         "retention" => "retention (--daily-keep, --weekly-keep, --monthly-keep or --yearly-keep)",
+        "drop_rules" => "--drop-rule",
         "paths" => "--path",
         "secondary" => "--secondary",
         "redundancy" => "--redundancy",

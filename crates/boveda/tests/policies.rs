@@ -67,7 +67,10 @@ fn policies_are_created_validated_listed_and_deleted() {
             "--daily-keep: a weekly schedule",
         ),
         (&["--daily-keep", "7"], "--time: a schedule needs at least one time"),
-        (&["--time", "02:00", "--daily-keep", "7", "--weekly-on", "sun"], "--weekly-on needs --weekly-keep"),
+        (
+            &["--time", "02:00", "--daily-keep", "7", "--weekly-on", "sun"],
+            "--weekly-on: a weekly day needs how many weeks",
+        ),
         (&["--time", "02:00", "--monthly-keep", "1189", "--monthly-on", "1"], "--monthly-keep: must be 1 to 1188"),
         (&["--time", "02:00", "--yearly-keep", "5", "--yearly-month", "13", "--yearly-on", "1"], "--yearly-month"),
         (&["--time", "02:00"], "keep points by at least one rule"),

@@ -1,8 +1,7 @@
 use anyhow::{Result, bail};
-use boveda_service::RecordId;
 use boveda_service::{
-    DaySpec, ExpiryChange, Frequency, MonthlyRule, Policy, Retention, Schedule, Weekday, WeeklyRule, YearlyRule,
-    apply_policy_update, create_policy, delete_policy, find_policy, list_policies, parse_weekday, plan_policy_update,
+    ExpiryChange, Frequency, Policy, PolicyPatch, Weekday, apply_policy_update, create_policy, delete_policy,
+    find_policy, list_policies, parse_weekday, plan_policy_update,
 };
 
 use super::Ctx;
@@ -16,87 +15,23 @@ fn weekday(s: &str) -> Result<Weekday> {
 
 /// A policy from flags; with `base`, flags left out keep its values.
 fn build(a: PolicyArgs, base: Option<&Policy>) -> Result<Policy> {
-    if base.is_none() && !a.drop_rule.is_empty() {
-        bail!("policy field --drop-rule: only for `policy update`");
-    }
-    let days = a.days.iter().map(|d| weekday(d)).collect::<Result<Vec<_>>>()?;
-    let weekly_on = a.weekly_on.iter().map(|d| weekday(d)).collect::<Result<Vec<_>>>()?;
-    let fresh = Policy::default_policy();
-    let base_schedule = base.map(|b| b.schedule.clone());
-    let frequency = match (a.schedule.as_deref(), &base_schedule) {
-        (Some("weekly"), _) => Frequency::Weekly,
-        (Some(_), _) => Frequency::Daily,
-        (None, Some(s)) => s.frequency,
-        (None, None) => Frequency::Daily,
-    };
-    let days = match (&base_schedule, days.is_empty()) {
-        (Some(s), true) if frequency == s.frequency => s.days.clone(),
-        _ => days,
-    };
-    let times = match (&base_schedule, a.times.is_empty()) {
-        (Some(s), true) => s.times.clone(),
-        _ => a.times,
-    };
-    let time_zone = a.time_zone.or_else(|| base_schedule.as_ref().map(|s| s.time_zone.clone()));
-    let base_r = base.map(|b| b.retention.clone()).unwrap_or_default();
-    let dropped = |rule: &str| a.drop_rule.iter().any(|r| r == rule);
-    let orphan = [
-        (
-            !weekly_on.is_empty() && a.weekly_keep.is_none() && base_r.weekly.is_none(),
-            "--weekly-on needs --weekly-keep",
-        ),
-        (
-            a.monthly_on.is_some() && a.monthly_keep.is_none() && base_r.monthly.is_none(),
-            "--monthly-on needs --monthly-keep",
-        ),
-        (
-            (a.yearly_on.is_some() || a.yearly_month.is_some()) && a.yearly_keep.is_none() && base_r.yearly.is_none(),
-            "--yearly-on and --yearly-month need --yearly-keep",
-        ),
-    ];
-    if let Some((_, why)) = orphan.iter().find(|(bad, _)| *bad) {
-        bail!("policy field {why}");
-    }
-    let weekly = match (a.weekly_keep, &base_r.weekly) {
-        _ if dropped("weekly") => None,
-        (Some(weeks), b) => Some(WeeklyRule {
-            days: if weekly_on.is_empty() { b.as_ref().map(|w| w.days.clone()).unwrap_or_default() } else { weekly_on },
-            weeks,
-        }),
-        (None, Some(b)) => {
-            Some(WeeklyRule { days: if weekly_on.is_empty() { b.days.clone() } else { weekly_on }, ..b.clone() })
-        }
-        (None, None) => None,
-    };
-    let monthly = match (a.monthly_keep, &base_r.monthly) {
-        _ if dropped("monthly") => None,
-        (keep, b) if keep.is_some() || b.is_some() => Some(MonthlyRule {
-            on: a
-                .monthly_on
-                .map(DaySpec)
-                .or_else(|| b.as_ref().map(|m| m.on.clone()))
-                .unwrap_or(DaySpec(String::new())),
-            months: keep.or(b.as_ref().map(|m| m.months)).unwrap_or(0),
-        }),
-        _ => None,
-    };
-    let yearly = match (a.yearly_keep, &base_r.yearly) {
-        _ if dropped("yearly") => None,
-        (keep, b) if keep.is_some() || b.is_some() => Some(YearlyRule {
-            month: a.yearly_month.or(b.as_ref().map(|y| y.month)).unwrap_or(0),
-            on: a.yearly_on.map(DaySpec).or_else(|| b.as_ref().map(|y| y.on.clone())).unwrap_or(DaySpec(String::new())),
-            years: keep.or(b.as_ref().map(|y| y.years)).unwrap_or(0),
-        }),
-        _ => None,
-    };
-    let daily_days = if dropped("daily") { None } else { a.daily_keep.or(base_r.daily_days) };
-    Ok(Policy {
-        id: base.map_or_else(RecordId::random, |b| b.id),
+    let patch = PolicyPatch {
         name: a.name,
-        schedule: Schedule { frequency, days, times, time_zone: time_zone.unwrap_or(fresh.schedule.time_zone) },
-        retention: Retention { daily_days, weekly, monthly, yearly },
-        created: base.map_or_else(jiff::Timestamp::now, |b| b.created),
-    })
+        frequency: a.schedule.map(|s| if s == "weekly" { Frequency::Weekly } else { Frequency::Daily }),
+        days: a.days.iter().map(|d| weekday(d)).collect::<Result<Vec<_>>>()?,
+        times: a.times,
+        time_zone: a.time_zone,
+        daily_keep: a.daily_keep,
+        weekly_keep: a.weekly_keep,
+        weekly_on: a.weekly_on.iter().map(|d| weekday(d)).collect::<Result<Vec<_>>>()?,
+        monthly_keep: a.monthly_keep,
+        monthly_on: a.monthly_on,
+        yearly_keep: a.yearly_keep,
+        yearly_month: a.yearly_month,
+        yearly_on: a.yearly_on,
+        drop_rules: a.drop_rule,
+    };
+    Ok(Policy::patched(base, patch)?)
 }
 
 fn describe(p: &Policy) -> (String, String) {
