@@ -29,10 +29,12 @@ pub enum Operation {
     Replication,
     /// An item's first backup written to a staging folder for shipping.
     OfflineSeed,
+    /// A key slot added or removed (a passphrase given or taken away).
+    UpdateKeys,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 10] = [
+    pub const ALL: [Operation; 11] = [
         Operation::ConfigureBackup,
         Operation::Backup,
         Operation::Restore,
@@ -43,6 +45,7 @@ impl Operation {
         Operation::Verify,
         Operation::Replication,
         Operation::OfflineSeed,
+        Operation::UpdateKeys,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -57,6 +60,7 @@ impl Operation {
             Operation::Verify => "Verify",
             Operation::Replication => "Replication",
             Operation::OfflineSeed => "OfflineSeed",
+            Operation::UpdateKeys => "UpdateKeys",
         }
     }
 

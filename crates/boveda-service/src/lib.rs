@@ -86,7 +86,7 @@ pub use schedule::{latest_slot, next_slot};
 pub use time_input::{DayBound, MAX_RETAIN_YEARS, TIME_FORMS, check_retain_until, parse_retain_until, parse_time};
 pub use usage::{ItemUsage, PriceTable, Usage, instance_band, usage};
 pub use vault_admin::{
-    NewVault, VaultSummary, VaultUpdate, create_vault, hostname, open_secondary_vault, open_vault, open_vault_store,
-    resolve_vault, retry_policy, summarize, update_vault,
+    NewVault, VaultSummary, VaultUpdate, add_key_job, create_vault, hostname, open_secondary_vault, open_vault,
+    open_vault_store, remove_key_job, resolve_vault, retry_policy, summarize, update_vault,
 };
 pub use verify::verify_job;

@@ -1,7 +1,7 @@
 //! Creating, opening and describing vaults.
 
 use boveda_store::{RetryPolicy, StoreOptions, faults_from_env, layer, open_backend, open_store_with};
-use boveda_vault::{ChunkerParams, CreateOptions, KdfParams, Vault, VaultSettings};
+use boveda_vault::{ChunkerParams, CreateOptions, KdfParams, RecordId, Vault, VaultSettings};
 use boveda_vault::{StoreSettings, VaultError};
 use serde::Serialize;
 
@@ -422,5 +422,63 @@ pub fn summarize(vault: &Vault) -> Result<VaultSummary> {
         replication: crate::replication::replication_summary(vault)?,
         shipping_address: s.shipping_address.clone(),
         replicate_during_backup: s.replicate_during_backup == Some(true),
+    })
+}
+
+/// Adds a key slot that opens the vault with another passphrase, as an
+/// `UpdateKeys` job; its id.
+///
+/// # Errors
+/// `Field` for an empty passphrase (nothing recorded); a store error
+/// recording the job; inside the result, the vault's errors.
+pub fn add_key_job(
+    vault: &Vault,
+    env: &crate::protection::JobEnv<'_>,
+    passphrase: &[u8],
+    label: &str,
+    kdf: KdfParams,
+) -> Result<(crate::job::Job, Result<RecordId>)> {
+    if passphrase.is_empty() {
+        return Err(ServiceError::field_error("passphrase", "must not be empty"));
+    }
+    key_job(env, vault, |_| {
+        let id = vault.add_key(passphrase, label, kdf, &env.hostname)?;
+        Ok((id, format!("added key slot {} ({label})", id.short())))
+    })
+}
+
+/// Removes the key slot whose id starts with `id_prefix`, as an
+/// `UpdateKeys` job (the vault refuses to remove the last one, or the one
+/// this process opened it with); the id removed.
+///
+/// # Errors
+/// A store error recording the job; inside the result, `NotFound` or the
+/// vault's refusal.
+pub fn remove_key_job(
+    vault: &Vault,
+    env: &crate::protection::JobEnv<'_>,
+    id_prefix: &str,
+) -> Result<(crate::job::Job, Result<RecordId>)> {
+    key_job(env, vault, |_| {
+        let id = vault.remove_key(id_prefix)?;
+        Ok((id, format!("removed key slot {}", id.short())))
+    })
+}
+
+fn key_job(
+    env: &crate::protection::JobEnv<'_>,
+    vault: &Vault,
+    body: impl FnOnce(&crate::job::JobCtx<'_>) -> Result<(RecordId, String)>,
+) -> Result<(crate::job::Job, Result<RecordId>)> {
+    let spec = crate::job::JobSpec {
+        operation: crate::job::Operation::UpdateKeys,
+        item: None,
+        scheduled_for: None,
+        heartbeat: env.heartbeat,
+        hostname: env.hostname.clone(),
+    };
+    crate::job::run_job(vault, env.clock, &spec, crate::job::Observers::default(), |jctx| {
+        let (id, detail) = body(jctx)?;
+        Ok((id, crate::job::JobDone { details: vec![detail], ..crate::job::JobDone::default() }))
     })
 }

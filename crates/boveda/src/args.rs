@@ -112,7 +112,8 @@ pub enum JobCmd {
         /// InProgress, Completed, CompletedWithWarnings, Failed, Cancelling, Cancelled.
         #[arg(long)]
         status: Option<String>,
-        /// ConfigureBackup, Backup, Restore, DisableBackup, DeleteBackupData, Undelete, Prune, Verify.
+        /// ConfigureBackup, Backup, Restore, DisableBackup, DeleteBackupData, Undelete, Prune, Verify,
+        /// Replication, OfflineSeed, UpdateKeys.
         #[arg(long)]
         operation: Option<String>,
         #[arg(long)]

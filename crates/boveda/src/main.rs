@@ -91,6 +91,7 @@ fn flag(field: &str) -> &str {
         "retention" => "retention (--daily-keep, --weekly-keep, --monthly-keep or --yearly-keep)",
         "drop_rules" => "--drop-rule",
         "paths" => "--path",
+        "passphrase" => "the new passphrase",
         "secondary" => "--secondary",
         "redundancy" => "--redundancy",
         other => other,

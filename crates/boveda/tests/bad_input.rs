@@ -170,6 +170,17 @@ fn key_slots_add_list_remove() {
         .output()
         .expect("run");
     assert!(String::from_utf8_lossy(&out.stderr).contains("last key slot"));
+
+    // every change of the key slots is a job: who changed what, and when
+    let out = env
+        .cmd(&["--output", "json", "job", "list", "--operation", "UpdateKeys"])
+        .env("BOVEDA_PASSWORD", "second secret")
+        .output()
+        .expect("run");
+    let jobs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let states: Vec<_> = jobs.as_array().expect("jobs").iter().map(|j| j["state"].as_str().unwrap_or("")).collect();
+    assert_eq!(states, ["Completed", "Failed", "Completed", "Failed"], "{jobs}");
+    assert!(jobs[0]["details"].to_string().contains("added key slot"), "{jobs}");
 }
 
 #[test]

@@ -1,4 +1,4 @@
-use anyhow::Result;
+use anyhow::{Context, Result};
 use boveda_service::KdfParams;
 use boveda_service::{NewVault, Registry, VaultUpdate, create_vault, summarize, update_vault};
 
@@ -230,10 +230,10 @@ fn key(ctx: &Ctx, cmd: KeyCmd) -> Result<Outcome> {
     match cmd {
         KeyCmd::Add { new_password_file, label, insecure_fast_kdf } => {
             let pass = new_passphrase(new_password_file.as_deref())?;
-            if pass.is_empty() {
-                anyhow::bail!("the new passphrase must not be empty");
-            }
-            let id = vault.add_key(&pass, &label, kdf(insecure_fast_kdf), &boveda_service::hostname())?;
+            let clock = ctx.clock()?;
+            let env = ctx.job_env(clock.as_ref());
+            let (job, result) = boveda_service::add_key_job(&vault, &env, &pass, &label, kdf(insecure_fast_kdf))?;
+            let id = result.with_context(|| format!("key job {} {}", job.id.short(), job.state.as_str()))?;
             if ctx.json() {
                 ctx.print_json(&serde_json::json!({ "id": id.to_hex() }))?;
             } else {
@@ -261,7 +261,10 @@ fn key(ctx: &Ctx, cmd: KeyCmd) -> Result<Outcome> {
             }
         }
         KeyCmd::Remove { id } => {
-            let removed = vault.remove_key(&id)?;
+            let clock = ctx.clock()?;
+            let env = ctx.job_env(clock.as_ref());
+            let (job, result) = boveda_service::remove_key_job(&vault, &env, &id)?;
+            let removed = result.with_context(|| format!("key job {} {}", job.id.short(), job.state.as_str()))?;
             if !ctx.json() {
                 println!("removed key slot {}", removed.short());
             }
