@@ -87,6 +87,6 @@ pub use time_input::{DayBound, MAX_RETAIN_YEARS, TIME_FORMS, check_retain_until,
 pub use usage::{ItemUsage, PriceTable, Usage, instance_band, usage};
 pub use vault_admin::{
     NewVault, VaultSummary, VaultUpdate, add_key_job, create_vault, hostname, open_secondary_vault, open_vault,
-    open_vault_store, remove_key_job, resolve_vault, retry_policy, summarize, update_vault,
+    open_vault_store, remove_key_job, resolve_vault, retry_policy, summarize, update_vault, vaults_to_serve,
 };
 pub use verify::verify_job;

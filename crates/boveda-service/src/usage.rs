@@ -66,6 +66,20 @@ impl PriceTable {
         }
         Ok(table)
     }
+
+    /// The table a user chose: `file` when given, else `prices.json` in
+    /// boveda's configuration folder when it exists, else the built-in one.
+    ///
+    /// # Errors
+    /// As [`PriceTable::load`].
+    pub fn chosen(file: Option<&Path>) -> Result<Self> {
+        let default_file = crate::registry::config_dir().join("prices.json");
+        match file {
+            Some(p) => Self::load(p),
+            None if default_file.exists() => Self::load(&default_file),
+            None => Ok(Self::default()),
+        }
+    }
 }
 
 /// The instance band of a front-end size and how many instances it bills.

@@ -482,3 +482,26 @@ fn key_job(
         Ok((id, crate::job::JobDone { details: vec![detail], ..crate::job::JobDone::default() }))
     })
 }
+
+/// The vaults a long-running process (the agent, the server) serves: those
+/// `named`, else the `current` one, else every vault the registry knows.
+///
+/// # Errors
+/// `Refused` when there is none; a registry that cannot be read.
+pub fn vaults_to_serve(named: &[String], current: Option<&str>) -> Result<Vec<String>> {
+    let chosen: Vec<String> = if !named.is_empty() {
+        named.to_vec()
+    } else if let Some(v) = current {
+        vec![v.to_string()]
+    } else {
+        Registry::load()?.vaults.iter().map(|v| v.name.clone()).collect()
+    };
+    if chosen.is_empty() {
+        return Err(ServiceError::refused(
+            crate::error::ServiceErrorKind::Invalid,
+            "no vault to serve".into(),
+            crate::error::Remedy::CreateVault,
+        ));
+    }
+    Ok(chosen)
+}

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use boveda_service::{
-    AgentOptions, DayBound, Job, JobFilter, JobState, Operation, PriceTable, Registry, config_dir, find_job, hostname,
-    list_alerts, list_jobs, open_vault, parse_time, plan_prune, prune_job, retry_alerts, run_agent, stop_job,
-    usage as usage_of, wait_job,
+    AgentOptions, DayBound, Job, JobFilter, JobState, Operation, PriceTable, find_job, hostname, list_alerts,
+    list_jobs, open_vault, parse_time, plan_prune, prune_job, retry_alerts, run_agent, stop_job, usage as usage_of,
+    wait_job,
 };
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
@@ -262,12 +262,7 @@ pub fn prune(ctx: &Ctx, dry_run: bool, margin: &str) -> Result<Outcome> {
 }
 
 pub fn usage(ctx: &Ctx, prices: Option<&Path>) -> Result<Outcome> {
-    let default_file = config_dir().join("prices.json");
-    let table = match prices {
-        Some(p) => PriceTable::load(p)?,
-        None if default_file.exists() => PriceTable::load(&default_file)?,
-        None => PriceTable::default(),
-    };
+    let table = PriceTable::chosen(prices)?;
     let vault = ctx.open()?;
     let u = usage_of(&vault, &table)?;
     if ctx.json() {
@@ -319,16 +314,7 @@ pub(crate) fn stop_on_signals() -> &'static AtomicBool {
 pub fn agent(ctx: &Ctx, args: AgentArgs) -> Result<Outcome> {
     let clock = ctx.clock()?;
     let pass = passphrase(ctx.password_file.as_deref(), false)?;
-    let selectors: Vec<String> = if !args.vaults.is_empty() {
-        args.vaults.clone()
-    } else if let Some(v) = &ctx.vault {
-        vec![v.clone()]
-    } else {
-        Registry::load()?.vaults.iter().map(|v| v.name.clone()).collect()
-    };
-    if selectors.is_empty() {
-        bail!("no vault to serve: create one with `boveda vault create`, or name vaults as arguments");
-    }
+    let selectors = boveda_service::vaults_to_serve(&args.vaults, ctx.vault.as_deref())?;
     let vaults = selectors
         .iter()
         .map(|s| open_vault(Some(s), &pass).with_context(|| format!("vault {s}")))
