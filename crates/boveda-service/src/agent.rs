@@ -12,6 +12,7 @@
 //!   for the jobs of a slot before moving time on, so tests run a year of
 //!   schedules in seconds.
 
+use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -80,13 +81,13 @@ fn handle(d: Done, running: &mut HashSet<Key>, dirty: &mut HashSet<usize>, r: &m
 }
 
 /// The slot each item last had a backup for, from points and jobs.
-fn last_slots(vaults: &[Vault]) -> Result<HashMap<Key, Timestamp>> {
+fn last_slots<V: Borrow<Vault>>(vaults: &[V]) -> Result<HashMap<Key, Timestamp>> {
     let mut last: HashMap<Key, Timestamp> = HashMap::new();
     let mut note = |k: Key, t: Timestamp| {
         let e = last.entry(k).or_insert(t);
         *e = (*e).max(t);
     };
-    for (vi, v) in vaults.iter().enumerate() {
+    for (vi, v) in vaults.iter().map(Borrow::borrow).enumerate() {
         for p in v.list_points()? {
             if let Some(t) = p.scheduled_for {
                 note((vi, p.item_id), t);
@@ -136,8 +137,8 @@ fn protected(v: &Vault) -> Result<Vec<(Item, Policy)>> {
 /// # Errors
 /// A store error reading a vault's catalog; a job's own failure is not
 /// an error of the agent.
-pub fn run_agent(
-    vaults: &[Vault],
+pub fn run_agent<V: Borrow<Vault> + Sync>(
+    vaults: &[V],
     clock: &dyn Clock,
     opts: &AgentOptions,
     stop: &AtomicBool,
@@ -149,7 +150,7 @@ pub fn run_agent(
     let peak = AtomicUsize::new(0);
     let (task_tx, task_rx) = crossbeam_channel::unbounded::<Task>();
     let (done_tx, done_rx) = crossbeam_channel::unbounded::<Done>();
-    let env = JobEnv { clock, heartbeat: opts.heartbeat, hostname: opts.hostname.clone() };
+    let env = JobEnv::new(clock, opts.heartbeat, opts.hostname.clone());
 
     let result = std::thread::scope(|s| -> Result<()> {
         for _ in 0..opts.max_jobs.max(1) {
@@ -160,7 +161,7 @@ pub fn run_agent(
                 for t in task_rx {
                     let now_active = active.fetch_add(1, Ordering::SeqCst) + 1;
                     peak.fetch_max(now_active, Ordering::SeqCst);
-                    let vault = &vaults[t.vault];
+                    let vault: &Vault = vaults[t.vault].borrow();
                     let state = match backup_job(vault, env, &t.item, None, Some(t.slot), &NoProgress) {
                         Ok((job, result)) => {
                             let what = match &result {
@@ -203,15 +204,15 @@ pub fn run_agent(
             if clock.is_simulated() || now >= refresh_at || catalog.is_empty() {
                 // settings another process changed (webhook, compression,
                 // redundancy...) apply from this pass on
-                for v in vaults {
+                for v in vaults.iter().map(Borrow::borrow) {
                     if let Err(e) = v.refresh_settings() {
                         log(&format!("{}: settings not read again: {e}", v.settings().name));
                     }
                 }
-                catalog = vaults.iter().map(protected).collect::<Result<_>>()?;
+                catalog = vaults.iter().map(|v| protected(v.borrow())).collect::<Result<_>>()?;
                 // passes another process left due (it was killed, or wrote
                 // without the agent)
-                for v in vaults {
+                for v in vaults.iter().map(Borrow::borrow) {
                     if let Some(r) = v.replicating_store()
                         && r.look_for_pending().unwrap_or(false)
                     {
@@ -250,7 +251,7 @@ pub fn run_agent(
                 handle(d, &mut running, &mut dirty, &mut report);
             }
             for vi in std::mem::take(&mut dirty) {
-                let v = &vaults[vi];
+                let v: &Vault = vaults[vi].borrow();
                 match prune_job(v, &env, opts.safety_margin) {
                     Ok((job, _)) => {
                         report.prunes += 1;

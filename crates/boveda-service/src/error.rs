@@ -40,6 +40,8 @@ pub enum Remedy {
     ListJobs,
     /// Look the name up among the vault's policies.
     ListPolicies,
+    /// Look the id up among the vault's access tokens.
+    ListTokens,
     /// Resume the item's protection with a policy (the one it had, when
     /// known).
     ResumeProtection { item: String, policy: Option<String> },

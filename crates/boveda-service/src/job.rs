@@ -43,6 +43,9 @@ pub struct JobSpec<'a> {
     pub scheduled_for: Option<Timestamp>,
     pub heartbeat: Duration,
     pub hostname: String,
+    /// Told the job as soon as its first record is written, for a caller
+    /// that starts a job in the background and answers with its id.
+    pub started: Option<crossbeam_channel::Sender<Job>>,
 }
 
 /// The live side of a running job: its progress counters and cancel flag.
@@ -192,6 +195,10 @@ pub fn run_job<T>(
         heartbeat_secs: spec.heartbeat.as_secs_f64(),
     };
     let first = vault.catalog_put(JOBS, &job.id, Some(&job))?;
+    if let Some(started) = &spec.started {
+        // the caller may have stopped listening; the job runs anyway
+        let _ = started.send(job.clone());
+    }
     let ctx = JobCtx::new(observers.backup, observers.restore);
     let last_name = Mutex::new(first);
     let finished = (Mutex::new(false), Condvar::new());

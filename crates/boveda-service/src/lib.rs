@@ -8,8 +8,10 @@
 //! Everything lives in the vault's own store (catalog records and point
 //! manifests); the user's registry of known vaults is a convenience only.
 
+mod access;
 mod agent;
 mod alert;
+mod background;
 mod clock;
 mod consistency;
 mod error;
@@ -34,10 +36,15 @@ mod usage;
 mod vault_admin;
 mod verify;
 
+pub use access::{
+    AccessToken, NewToken, Permission, Role, ScopedItem, TOKEN_PREFIX, TokenRefusal, TokenSet, copy_token,
+    create_token, list_tokens, revoke_token,
+};
 pub use agent::{AgentOptions, AgentReport, run_agent};
 pub use alert::{Alert, Severity, list_alerts, retry_alerts};
 // the data the service's functions take and return, so that a front end
 // (the CLI, the server) needs this crate alone
+pub use background::{BackgroundEnv, start_backup, start_restore};
 pub use boveda_engine::{BackupProgress, DiskEntry, DiskOutputFormat, RestoreOutcome, RestoreProgress};
 pub use boveda_store::{MetricsSnapshot, StoreError, process_metrics as store_requests};
 pub use boveda_vault::{DamageLog, KdfParams, Node, NodeKind, RecordId, RecoveryPoint, Vault, VaultSettings};

@@ -203,9 +203,27 @@ pub struct JobEnv<'a> {
     pub clock: &'a dyn Clock,
     pub heartbeat: Duration,
     pub hostname: String,
+    /// Told each job as soon as it is recorded (see [`JobSpec::started`]).
+    pub started: Option<crossbeam_channel::Sender<Job>>,
 }
 
-impl JobEnv<'_> {
+impl<'a> JobEnv<'a> {
+    pub fn new(clock: &'a dyn Clock, heartbeat: Duration, hostname: String) -> Self {
+        JobEnv { clock, heartbeat, hostname, started: None }
+    }
+
+    /// The spec of a job of the whole vault (no item).
+    pub(crate) fn vault_spec(&self, operation: Operation) -> JobSpec<'static> {
+        JobSpec {
+            operation,
+            item: None,
+            scheduled_for: None,
+            heartbeat: self.heartbeat,
+            hostname: self.hostname.clone(),
+            started: self.started.clone(),
+        }
+    }
+
     pub(crate) fn spec<'i>(
         &self,
         operation: Operation,
@@ -218,6 +236,7 @@ impl JobEnv<'_> {
             scheduled_for,
             heartbeat: self.heartbeat,
             hostname: self.hostname.clone(),
+            started: self.started.clone(),
         }
     }
 }

@@ -99,13 +99,7 @@ pub fn plan_prune(vault: &Vault, now: Timestamp, margin: SignedDuration) -> Resu
 /// A store error recording the job; the prune's own error is in the second
 /// value. What a failed prune did stays done; the next one continues.
 pub fn prune_job(vault: &Vault, env: &JobEnv<'_>, margin: SignedDuration) -> Result<(Job, Result<PrunePlan>)> {
-    let spec = crate::job::JobSpec {
-        operation: Operation::Prune,
-        item: None,
-        scheduled_for: None,
-        heartbeat: env.heartbeat,
-        hostname: env.hostname.clone(),
-    };
+    let spec = env.vault_spec(Operation::Prune);
     run_job(vault, env.clock, &spec, Observers::default(), |ctx| {
         let now = env.clock.now();
         let holder = format!("{} pid {}", env.hostname, std::process::id());

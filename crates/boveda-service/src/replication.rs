@@ -391,6 +391,7 @@ fn replication_spec() -> JobSpec<'static> {
         scheduled_for: None,
         heartbeat: crate::job::DEFAULT_HEARTBEAT,
         hostname: crate::vault_admin::hostname(),
+        started: None,
     }
 }
 

@@ -470,13 +470,7 @@ fn key_job(
     vault: &Vault,
     body: impl FnOnce(&crate::job::JobCtx<'_>) -> Result<(RecordId, String)>,
 ) -> Result<(crate::job::Job, Result<RecordId>)> {
-    let spec = crate::job::JobSpec {
-        operation: crate::job::Operation::UpdateKeys,
-        item: None,
-        scheduled_for: None,
-        heartbeat: env.heartbeat,
-        hostname: env.hostname.clone(),
-    };
+    let spec = env.vault_spec(crate::job::Operation::UpdateKeys);
     crate::job::run_job(vault, env.clock, &spec, crate::job::Observers::default(), |jctx| {
         let (id, detail) = body(jctx)?;
         Ok((id, crate::job::JobDone { details: vec![detail], ..crate::job::JobDone::default() }))

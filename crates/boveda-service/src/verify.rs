@@ -4,7 +4,7 @@
 use boveda_vault::{CheckOptions, CheckReport, Vault, check};
 
 use crate::error::{Result, ServiceError};
-use crate::job::{Job, JobDone, JobSpec, Observers, Operation, run_job};
+use crate::job::{Job, JobDone, Observers, Operation, run_job};
 use crate::protection::JobEnv;
 
 /// Checks `vault` as a `Verify` job: key slots, indexes, packs, points
@@ -21,13 +21,7 @@ pub fn verify_job(
     read_data: bool,
     step: &(dyn Fn(&str) + Sync),
 ) -> Result<(Job, Result<CheckReport>)> {
-    let spec = JobSpec {
-        operation: Operation::Verify,
-        item: None,
-        scheduled_for: None,
-        heartbeat: env.heartbeat,
-        hostname: env.hostname.clone(),
-    };
+    let spec = env.vault_spec(Operation::Verify);
     let mut saved = None;
     let (job, result) = run_job(vault, env.clock, &spec, Observers::default(), |jctx| {
         let report = check(vault, CheckOptions { read_data }, &|phase| {

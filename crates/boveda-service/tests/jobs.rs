@@ -11,7 +11,14 @@ use boveda_service::{
 use common::new_vault;
 
 fn spec(heartbeat: Duration) -> JobSpec<'static> {
-    JobSpec { operation: Operation::Verify, item: None, scheduled_for: None, heartbeat, hostname: "h".into() }
+    JobSpec {
+        operation: Operation::Verify,
+        item: None,
+        scheduled_for: None,
+        heartbeat,
+        hostname: "h".into(),
+        started: None,
+    }
 }
 
 #[test]
@@ -70,7 +77,7 @@ fn a_backup_beside_a_prune_finds_its_parents_packs_marked_and_rereads_the_tree()
         std::fs::write(src.join("sub").join(format!("f{i}")), vec![i; 50_000 + usize::from(i)]).expect("write");
     }
     let item = add_files_item(&vault, "t", std::slice::from_ref(&src), &[]).expect("item");
-    let env = JobEnv { clock: &SystemClock, heartbeat: Duration::from_secs(10), hostname: "h".into() };
+    let env = JobEnv::new(&SystemClock, Duration::from_secs(10), "h".into());
     let first = backup_job(&vault, &env, &item, None, None, &NoProgress).expect("job").1.expect("first point");
 
     // A prune that planned while this point was still being written saw its

@@ -46,7 +46,7 @@ fn daily_policy(vault: &Vault, name: &str, times: &[&str], retention: Retention)
 }
 
 fn env(clock: &dyn Clock) -> JobEnv<'_> {
-    JobEnv { clock, heartbeat: HEARTBEAT, hostname: "test".into() }
+    JobEnv::new(clock, HEARTBEAT, "test".into())
 }
 
 /// Pseudo-random bytes (xorshift), fast enough for large test files.

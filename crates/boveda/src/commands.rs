@@ -72,7 +72,7 @@ impl Ctx {
     }
 
     pub fn job_env<'c>(&self, clock: &'c dyn Clock) -> JobEnv<'c> {
-        JobEnv { clock, heartbeat: self.heartbeat(), hostname: hostname() }
+        JobEnv::new(clock, self.heartbeat(), hostname())
     }
 
     pub fn json(&self) -> bool {

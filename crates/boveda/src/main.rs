@@ -104,6 +104,7 @@ fn command(remedy: &Remedy) -> String {
         Remedy::ListItems => "see `boveda item list`".into(),
         Remedy::ListJobs => "see `boveda job list`".into(),
         Remedy::ListPolicies => "see `boveda policy list`".into(),
+        Remedy::ListTokens => "see `boveda token list`".into(),
         Remedy::ResumeProtection { item, policy } => {
             format!("`boveda protection resume {item} --policy {}` first", policy.as_deref().unwrap_or("NAME"))
         }
