@@ -116,7 +116,10 @@ pub struct NewToken {
     pub items: Vec<String>,
     #[serde(default)]
     pub description: String,
-    pub expires: Option<Timestamp>,
+    /// When it stops working: a date (the end of that day) or a time;
+    /// none for never.
+    #[serde(default)]
+    pub expires: Option<String>,
 }
 
 /// Why a presented token was not accepted. All are "401" to a client; the
@@ -163,9 +166,18 @@ fn split(presented: &str) -> Option<(RecordId, &str)> {
 /// expiry not in the future (`expires`); a store error.
 pub fn create_token(vault: &Vault, req: &NewToken, now: Timestamp, hostname: &str) -> Result<(AccessToken, String)> {
     let role = Role::parse(&req.role)?;
-    if req.expires.is_some_and(|t| t <= now) {
-        return Err(ServiceError::field_error("expires", "must be in the future"));
-    }
+    let expires = req
+        .expires
+        .as_deref()
+        .map(|text| {
+            let t = crate::time_input::parse_retain_until(text, now, &jiff::tz::TimeZone::system())?;
+            if t <= now {
+                return Err(ServiceError::Invalid(format!("{text:?} is not in the future")));
+            }
+            Ok(t)
+        })
+        .transpose()
+        .map_err(|e| ServiceError::field_error("expires", e))?;
     let mut items = Vec::new();
     for name in &req.items {
         let item = find_item(vault, name).map_err(|e| ServiceError::field_error("items", e))?;
@@ -182,7 +194,7 @@ pub fn create_token(vault: &Vault, req: &NewToken, now: Timestamp, hostname: &st
         description: req.description.clone(),
         created: now,
         created_on: hostname.to_string(),
-        expires: req.expires,
+        expires,
         revoked: None,
     };
     let record = TokenRecord { token: token.clone(), secret_hash: hash_secret(&secret).to_hex().to_string() };

@@ -2,12 +2,13 @@
 //! as soon as it is recorded and follows it through the job records, as
 //! any other process would.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use boveda_engine::NoProgress;
+use boveda_engine::{DiskOutputFormat, NoProgress};
 use boveda_vault::Vault;
-use jiff::Timestamp;
+use serde::Deserialize;
 
 use crate::clock::Clock;
 use crate::error::{Result, ServiceError};
@@ -15,6 +16,7 @@ use crate::item::Item;
 use crate::job::Job;
 use crate::protection::{JobEnv, backup_job};
 use crate::recovery::{RestoreRequest, find_point, restore_job};
+use crate::time_input::{check_retain_until, parse_retain_until};
 
 /// What a job started in the background needs besides the vault: owned,
 /// since the job outlives the request that started it.
@@ -60,30 +62,116 @@ fn start<T: Send + 'static>(
 }
 
 /// "Backup now" in the background: the `Backup` job, once recorded.
+/// `retain_until` as a user types it (a date or a time), in the
+/// server's time zone; without it the point is kept for the default days.
 ///
 /// # Errors
-/// As [`backup_job`] before it records the job (an item that cannot be
-/// backed up, a retain-until time not in the future).
-pub fn start_backup(
-    vault: Arc<Vault>,
-    env: &BackgroundEnv,
-    item: Item,
-    retain_until: Option<Timestamp>,
-) -> Result<Job> {
+/// `Field` `retain_until` for a time that does not parse or is not in the
+/// future; as [`backup_job`] before it records the job (an item that
+/// cannot be backed up).
+pub fn start_backup(vault: Arc<Vault>, env: &BackgroundEnv, item: Item, retain_until: Option<&str>) -> Result<Job> {
+    let retain_until = retain_until
+        .map(|text| {
+            let now = env.clock.now();
+            let t = parse_retain_until(text, now, &jiff::tz::TimeZone::system())?;
+            check_retain_until(t, now)?;
+            Ok(t)
+        })
+        .transpose()
+        .map_err(|e: ServiceError| ServiceError::field_error("retain_until", e))?;
     start(env, "backup", move |env| backup_job(&vault, env, &item, retain_until, None, &NoProgress))
+}
+
+/// A restore as a client asks for it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreTarget {
+    /// The point's id, a unique prefix of it, or `latest`.
+    pub point: String,
+    /// An absolute path inside one of the folders the server restores to.
+    pub target: PathBuf,
+    /// Only these paths of the point (see [`RestoreRequest::paths`]).
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// Disk and VM items: `raw` (default) or `qcow2`.
+    #[serde(default)]
+    pub format: Option<String>,
+}
+
+/// Whether `target` lies inside one of `roots`, judged on the real paths
+/// (symbolic links resolved as far as the target exists), so that `..` or
+/// a link cannot lead outside.
+///
+/// # Errors
+/// `Field` `target` when it does not.
+pub fn check_restore_target(target: &Path, roots: &[PathBuf]) -> Result<()> {
+    let refuse = |why: String| Err(ServiceError::field_error("target", why));
+    if !target.is_absolute() {
+        return refuse(format!("{} is not an absolute path", target.display()));
+    }
+    if roots.is_empty() {
+        return refuse("this server restores to no folder: its administrator names the folders allowed".into());
+    }
+    // the deepest part that exists, resolved, and the rest as given
+    let mut existing = target.to_path_buf();
+    let mut rest = Vec::new();
+    let resolved = loop {
+        match existing.canonicalize() {
+            Ok(p) => break p,
+            // a link that leads nowhere (yet): where it leads is not known
+            Err(_) if existing.symlink_metadata().is_ok() => {
+                return refuse(format!("{} leads through a symbolic link to nowhere", target.display()));
+            }
+            Err(_) => match (existing.file_name().map(|n| n.to_os_string()), existing.parent()) {
+                (Some(name), Some(parent)) => {
+                    rest.push(name);
+                    existing = parent.to_path_buf();
+                }
+                _ => return refuse(format!("{} cannot be resolved", target.display())),
+            },
+        }
+    };
+    if target.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+        return refuse(format!("{} must not contain ..", target.display()));
+    }
+    let full = rest.iter().rev().fold(resolved, |p, n| p.join(n));
+    let inside = roots.iter().filter_map(|r| r.canonicalize().ok()).any(|r| full.starts_with(&r));
+    if !inside {
+        let allowed: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
+        return refuse(format!(
+            "{} is outside the folders this server restores to ({})",
+            target.display(),
+            allowed.join(", ")
+        ));
+    }
+    Ok(())
 }
 
 /// A restore in the background: the `Restore` job, once recorded.
 ///
 /// # Errors
-/// `NotFound` for the point; as [`restore_job`] before it records the job.
+/// `Field` for a target outside `roots` (`target`), an unknown point
+/// (`point`) or format (`format`); as [`restore_job`] before it records
+/// the job.
 pub fn start_restore(
     vault: Arc<Vault>,
     env: &BackgroundEnv,
     item: Item,
-    point: &str,
-    req: RestoreRequest,
+    req: RestoreTarget,
+    roots: &[PathBuf],
 ) -> Result<Job> {
-    let point = find_point(&vault, &item, point)?;
+    check_restore_target(&req.target, roots)?;
+    let format = match req.format.as_deref() {
+        None | Some("raw") => DiskOutputFormat::Raw,
+        Some("qcow2") => DiskOutputFormat::Qcow2,
+        Some(other) => return Err(ServiceError::field_error("format", format!("{other:?} is not raw or qcow2"))),
+    };
+    let point = find_point(&vault, &item, &req.point).map_err(|e| match e.kind() {
+        crate::error::ServiceErrorKind::NotFound | crate::error::ServiceErrorKind::Invalid => {
+            ServiceError::field_error("point", e)
+        }
+        _ => e,
+    })?;
+    let req = RestoreRequest { target: req.target, paths: req.paths, format };
     start(env, "restore", move |env| restore_job(&vault, env, &item, &point, &req, None))
 }

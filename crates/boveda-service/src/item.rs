@@ -426,3 +426,41 @@ pub fn item_overview(vault: &Vault, now: jiff::Timestamp) -> Result<Vec<ItemOver
         })
         .collect())
 }
+
+/// A new item as a client gives it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum NewItem {
+    /// Files and folders.
+    Files {
+        name: String,
+        paths: Vec<PathBuf>,
+        #[serde(default)]
+        excludes: Vec<String>,
+    },
+    /// A disk image or block device.
+    Disk { name: String, path: PathBuf },
+    /// A virtual machine by its libvirt definition.
+    Vm {
+        name: String,
+        definition: PathBuf,
+        #[serde(default)]
+        qmp: Option<PathBuf>,
+        #[serde(default)]
+        guest_agent: Option<PathBuf>,
+    },
+}
+
+/// Adds an item of any kind.
+///
+/// # Errors
+/// As [`add_files_item`], [`add_disk_item`], [`add_vm_item`].
+pub fn add_item(vault: &Vault, req: &NewItem) -> Result<Item> {
+    match req {
+        NewItem::Files { name, paths, excludes } => add_files_item(vault, name, paths, excludes),
+        NewItem::Disk { name, path } => add_disk_item(vault, name, path, None),
+        NewItem::Vm { name, definition, qmp, guest_agent } => {
+            add_vm_item(vault, name, definition, qmp.as_deref(), guest_agent.as_deref(), None)
+        }
+    }
+}

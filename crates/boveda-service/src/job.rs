@@ -305,6 +305,40 @@ pub struct JobFilter {
     pub since: Option<Timestamp>,
 }
 
+impl JobFilter {
+    pub fn matches(&self, j: &Job) -> bool {
+        self.state.is_none_or(|s| j.state == s)
+            && self.operation.is_none_or(|o| j.operation == o)
+            && self.item.as_ref().is_none_or(|i| j.item.as_ref().is_some_and(|n| n.eq_ignore_ascii_case(i)))
+            && self.since.is_none_or(|t| j.start >= t)
+    }
+
+    /// A filter as a client writes it: names of a state and an operation,
+    /// an item's name, a time (`parse_time`'s forms).
+    ///
+    /// # Errors
+    /// `Field` naming the one that does not parse.
+    pub fn parse(
+        state: Option<&str>,
+        operation: Option<&str>,
+        item: Option<&str>,
+        since: Option<&str>,
+    ) -> Result<JobFilter> {
+        let field = |name| move |e: ServiceError| ServiceError::field_error(name, e);
+        Ok(JobFilter {
+            state: state.map(JobState::parse).transpose().map_err(field("state"))?,
+            operation: operation.map(Operation::parse).transpose().map_err(field("operation"))?,
+            item: item.map(str::to_string),
+            since: since
+                .map(|t| {
+                    crate::time_input::parse_time(t, &jiff::tz::TimeZone::system(), crate::time_input::DayBound::Start)
+                })
+                .transpose()
+                .map_err(field("since"))?,
+        })
+    }
+}
+
 /// Every job of the vault, oldest first, as readers should see them.
 ///
 /// # Errors
@@ -320,10 +354,7 @@ pub fn list_jobs(vault: &Vault, filter: &JobFilter) -> Result<Vec<Job>> {
             let stop = stops.contains(&j.id);
             j.settle(now, stop)
         })
-        .filter(|j| filter.state.is_none_or(|s| j.state == s))
-        .filter(|j| filter.operation.is_none_or(|o| j.operation == o))
-        .filter(|j| filter.item.as_ref().is_none_or(|i| j.item.as_ref().is_some_and(|n| n.eq_ignore_ascii_case(i))))
-        .filter(|j| filter.since.is_none_or(|t| j.start >= t))
+        .filter(|j| filter.matches(j))
         .collect();
     jobs.sort_by(|a, b| a.start.cmp(&b.start).then(a.id.cmp(&b.id)));
     Ok(jobs)

@@ -14,6 +14,7 @@ mod alert;
 mod background;
 mod clock;
 mod consistency;
+mod dashboard;
 mod error;
 mod item;
 mod job;
@@ -44,16 +45,19 @@ pub use agent::{AgentOptions, AgentReport, run_agent};
 pub use alert::{Alert, Severity, list_alerts, retry_alerts};
 // the data the service's functions take and return, so that a front end
 // (the CLI, the server) needs this crate alone
-pub use background::{BackgroundEnv, start_backup, start_restore};
+pub use background::{BackgroundEnv, RestoreTarget, check_restore_target, start_backup, start_restore};
 pub use boveda_engine::{BackupProgress, DiskEntry, DiskOutputFormat, RestoreOutcome, RestoreProgress};
-pub use boveda_store::{MetricsSnapshot, StoreError, process_metrics as store_requests};
+pub use boveda_store::{
+    MetricsSnapshot, StoreError, process_metrics as store_requests, process_retries as store_retries,
+};
 pub use boveda_vault::{DamageLog, KdfParams, Node, NodeKind, RecordId, RecoveryPoint, Vault, VaultSettings};
 pub use clock::{Clock, FakeClock, SystemClock, clock_from_env};
 pub use consistency::{ConsistencyConfig, MAX_SCRIPT_TIMEOUT_SECS, ScriptResult, run_script};
+pub use dashboard::{DASHBOARD_DAYS, Dashboard, DayStats, VaultMetrics, dashboard, vault_metrics};
 pub use error::{Remedy, Result, ServiceError, ServiceErrorKind};
 pub use item::{
-    DiscoveredVm, Item, ItemOverview, ItemSource, Protection, ProtectionState, add_disk_item, add_files_item,
-    add_vm_item, discover_vms, find_item, item_overview, list_items, save_item, update_item,
+    DiscoveredVm, Item, ItemOverview, ItemSource, NewItem, Protection, ProtectionState, add_disk_item, add_files_item,
+    add_item, add_vm_item, discover_vms, find_item, item_overview, list_items, save_item, update_item,
 };
 pub use job::{
     DEFAULT_HEARTBEAT, Job, JobCtx, JobDone, JobFilter, JobProgress, JobSpec, JobState, Observers, Operation, find_job,
@@ -66,8 +70,8 @@ pub use offline::{
 };
 pub use offline_drive::{DiskprepReport, DriveLabel, ImportReport, ImportRequest, PreparedDrive, diskprep, import};
 pub use policies::{
-    ExpiryChange, PolicyUpdate, apply_policy_update, create_policy, delete_policy, find_policy, list_policies,
-    plan_policy_update,
+    ExpiryChange, PolicyUpdate, apply_policy_update, create_policy, create_policy_from, delete_policy, find_policy,
+    list_policies, plan_policy_update, update_policy,
 };
 pub use policy::{
     DEFAULT_POLICY, DaySpec, Frequency, MonthlyRule, Policy, PolicyPatch, Retention, Schedule, Weekday, WeeklyRule,

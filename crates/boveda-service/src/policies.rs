@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::error::{Result, ServiceError};
 use crate::item::ProtectionState;
-use crate::policy::Policy;
+use crate::policy::{Policy, PolicyPatch};
 
 const POLICIES: &str = "policies";
 
@@ -147,4 +147,36 @@ pub fn apply_policy_update(vault: &Vault, update: &PolicyUpdate) -> Result<()> {
         Ok(Some(update.policy.clone()))
     })?;
     Ok(())
+}
+
+/// Creates a policy from the fields a client gave, the rest defaulted.
+///
+/// # Errors
+/// `Field` naming the field at fault; `Conflict` for a name in use.
+pub fn create_policy_from(vault: &Vault, patch: PolicyPatch) -> Result<Policy> {
+    let policy = Policy::patched(None, patch)?;
+    create_policy(vault, &policy)?;
+    Ok(policy)
+}
+
+/// Changes the fields a client gave of policy `name`, and with `apply`
+/// stores it; the plan says what the change does to existing points.
+///
+/// # Errors
+/// `NotFound`; `Field` naming the field at fault; `Conflict` when the
+/// policy changed meanwhile.
+pub fn update_policy(
+    vault: &Vault,
+    name: &str,
+    patch: PolicyPatch,
+    now: Timestamp,
+    apply: bool,
+) -> Result<PolicyUpdate> {
+    let base = find_policy(vault, name)?;
+    let new = Policy::patched(Some(&base), PolicyPatch { name: base.name.clone(), ..patch })?;
+    let plan = plan_policy_update(vault, &base.name, &new, now)?;
+    if apply {
+        apply_policy_update(vault, &plan)?;
+    }
+    Ok(plan)
 }

@@ -79,14 +79,16 @@ impl Registry {
     /// # Errors
     /// `Conflict` when the name is taken; `Config` when the file cannot be written.
     pub fn add(&mut self, vault: KnownVault) -> Result<()> {
-        if self.find(&vault.name).is_some() {
-            return Err(ServiceError::Conflict(format!(
-                "a vault named {:?} is already known (vault names are unique among the vaults this user's configuration knows)",
-                vault.name
-            )));
-        }
-        self.vaults.push(vault);
-        self.save()
+        self.change(|reg| {
+            if reg.find(&vault.name).is_some() {
+                return Err(ServiceError::Conflict(format!(
+                    "a vault named {:?} is already known (vault names are unique among the vaults this user's configuration knows)",
+                    vault.name
+                )));
+            }
+            reg.vaults.push(vault.clone());
+            Ok(())
+        })
     }
 
     /// Records a vault's secondary store (after its redundancy changed).
@@ -94,17 +96,39 @@ impl Registry {
     /// # Errors
     /// `Config` when the file cannot be written.
     pub fn set_secondary(&mut self, vault_id: &str, secondary: Option<String>) -> Result<()> {
-        for v in self.vaults.iter_mut().filter(|v| v.id == vault_id) {
-            v.secondary = secondary.clone();
-        }
-        self.save()
+        self.change(|reg| {
+            for v in reg.vaults.iter_mut().filter(|v| v.id == vault_id) {
+                v.secondary = secondary.clone();
+            }
+            Ok(())
+        })
+    }
+
+    /// Changes the registry as it is on disk now, under an exclusive lock,
+    /// so that two processes (or threads) changing it at once both keep
+    /// their change; `self` becomes the registry written.
+    fn change(&mut self, f: impl FnOnce(&mut Registry) -> Result<()>) -> Result<()> {
+        let err = |reason: String| ServiceError::Config { path: self.path.display().to_string(), reason };
+        let dir = self.path.parent().map(PathBuf::from).unwrap_or_default();
+        fs::create_dir_all(&dir).map_err(|e| err(e.to_string()))?;
+        let lock = fs::File::create(dir.join(".vaults.lock")).map_err(|e| err(e.to_string()))?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).map_err(|e| err(e.to_string()))?;
+        let mut current = Registry::load()?;
+        current.path = self.path.clone();
+        f(&mut current)?;
+        current.save()?;
+        *self = current;
+        Ok(())
     }
 
     fn save(&self) -> Result<()> {
         let err = |reason: String| ServiceError::Config { path: self.path.display().to_string(), reason };
         let dir = self.path.parent().map(PathBuf::from).unwrap_or_default();
         fs::create_dir_all(&dir).map_err(|e| err(e.to_string()))?;
-        let tmp = dir.join(format!(".vaults.json.{}", std::process::id()));
+        // one writer at a time holds the lock; the name is unique anyway
+        static SAVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = SAVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = dir.join(format!(".vaults.json.{}.{n}", std::process::id()));
         let body = serde_json::to_vec_pretty(self).map_err(|e| err(e.to_string()))?;
         fs::write(&tmp, body).and_then(|()| fs::rename(&tmp, &self.path)).map_err(|e| err(e.to_string()))
     }

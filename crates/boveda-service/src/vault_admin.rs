@@ -10,17 +10,50 @@ use crate::item::list_items;
 use crate::names::validate_vault_name;
 use crate::registry::{KnownVault, Registry};
 
+/// A new vault; as a client gives it, what is left out takes the
+/// defaults.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewVault {
     pub name: String,
+    /// A folder, `s3://bucket/prefix?...` or `azblob://container/prefix?...`.
     pub store: String,
+    #[serde(default = "NewVault::default_location")]
     pub location: String,
+    #[serde(default = "NewVault::default_redundancy")]
     pub redundancy: String,
+    #[serde(default)]
     pub secondary: Option<String>,
+    #[serde(default = "NewVault::default_pack_size")]
     pub pack_size_mib: u32,
+    #[serde(default = "NewVault::default_compression")]
     pub compression_level: i32,
+    /// Set by the process that creates the vault, never by a client.
+    #[serde(skip, default = "NewVault::default_kdf")]
     pub kdf: KdfParams,
     /// Create the store's container or bucket when it is missing.
+    #[serde(default)]
     pub create_container: bool,
+}
+
+impl NewVault {
+    pub const DEFAULT_PACK_SIZE_MIB: u32 = 16;
+
+    fn default_location() -> String {
+        "local".into()
+    }
+    fn default_redundancy() -> String {
+        "lrs".into()
+    }
+    fn default_pack_size() -> u32 {
+        Self::DEFAULT_PACK_SIZE_MIB
+    }
+    fn default_compression() -> i32 {
+        VaultSettings::DEFAULT_COMPRESSION
+    }
+    fn default_kdf() -> KdfParams {
+        KdfParams::DEFAULT
+    }
 }
 
 pub fn hostname() -> String {

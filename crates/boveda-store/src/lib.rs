@@ -53,6 +53,6 @@ pub use local_store::LocalStore;
 pub use metrics::{MetricsSnapshot, MetricsStore, StoreMetrics, process_metrics};
 pub use replicating::{PENDING, PendingMarker, ReplicatingStore, mark_pending};
 pub use replication::{PassReport, ReplicationLag, Replicator};
-pub use retry::{RetryPolicy, RetryStore};
+pub use retry::{RetryPolicy, RetryStore, process_retries};
 pub use routed::RoutedStore;
 pub use store::{AbandonedUpload, Capabilities, LIST_PAGE, ObjectInfo, PutMode, Store};

@@ -47,6 +47,14 @@ fn jitter() -> f64 {
     0.5 + (u64::from_le_bytes(raw) >> 11) as f64 / (1u64 << 53) as f64 / 2.0
 }
 
+/// Store calls tried again, by every retry layer of the process.
+static RETRIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many store calls this process has tried again since it started.
+pub fn process_retries() -> u64 {
+    RETRIES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Retries the calls of another store.
 pub struct RetryStore {
     inner: Arc<dyn Store>,
@@ -65,6 +73,7 @@ impl RetryStore {
         loop {
             match call(attempt) {
                 Err(e) if e.is_retryable() && attempt < self.policy.attempts => {
+                    RETRIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     std::thread::sleep(self.policy.backoff(attempt, e.retry_after()));
                     attempt += 1;
                 }

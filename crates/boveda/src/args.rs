@@ -74,6 +74,12 @@ pub enum Command {
     /// Run the scheduler in the foreground: back up protected items when
     /// their policies say, then apply retention.
     Agent(AgentArgs),
+    /// Serve the REST API, the web portal and Prometheus metrics, and run
+    /// the scheduler, for the vaults given (see docs/SERVER.md).
+    Serve(ServeArgs),
+    /// Access tokens for `boveda serve`: a role, optionally some items.
+    #[command(subcommand)]
+    Token(TokenCmd),
     /// Show an item's recovery points read-only through FUSE, until the
     /// folder is unmounted (`fusermount -u DIR`).
     Mount {
@@ -103,6 +109,53 @@ pub struct AgentArgs {
     /// the clock is simulated and runs there at once).
     #[arg(long, hide = true)]
     pub until: Option<String>,
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub agent: AgentArgs,
+    /// The address to listen on; the default is loopback only.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// A folder restores through the API may write into (repeatable);
+    /// without one, the API restores nowhere.
+    #[arg(long = "restore-root")]
+    pub restore_roots: Vec<PathBuf>,
+    /// Mark the portal's session cookie Secure (the server is reached
+    /// over HTTPS, through a reverse proxy).
+    #[arg(long)]
+    pub secure_cookies: bool,
+    /// Serve without the scheduler (another process runs `boveda agent`).
+    #[arg(long)]
+    pub no_scheduler: bool,
+    /// Vaults created through the API use a fast, weak key derivation
+    /// (tests only).
+    #[arg(long, hide = true)]
+    pub insecure_fast_kdf: bool,
+}
+
+#[derive(Subcommand)]
+pub enum TokenCmd {
+    /// Create a token; it is printed once, only its hash is kept.
+    Create {
+        /// Reader, Operator or Contributor.
+        #[arg(long)]
+        role: String,
+        /// Only these items (repeatable); default all.
+        #[arg(long = "item")]
+        items: Vec<String>,
+        /// When it stops working (a date, the end of that day, or a time).
+        #[arg(long)]
+        expires: Option<String>,
+        /// What it is for.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List the vault's tokens (never their secrets).
+    List,
+    /// Revoke a token by id (or a unique prefix of it).
+    Revoke { id: String },
 }
 
 #[derive(Subcommand)]
@@ -235,7 +288,7 @@ pub struct CreateArgs {
     #[arg(long)]
     pub secondary: Option<String>,
     /// Target size of data packs, in MiB.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = boveda_service::NewVault::DEFAULT_PACK_SIZE_MIB)]
     pub pack_size_mib: u32,
     /// zstd level for chunks (0 = off).
     #[arg(long, default_value_t = boveda_service::VaultSettings::DEFAULT_COMPRESSION)]

@@ -5,6 +5,7 @@ mod jobs;
 mod offline;
 mod point;
 mod policy;
+mod serve;
 mod vault;
 
 use anyhow::Result;
@@ -178,6 +179,8 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<Outcome> {
         Command::Prune { dry_run, safety_margin } => jobs::prune(ctx, dry_run, &safety_margin),
         Command::Usage { prices } => jobs::usage(ctx, prices.as_deref()),
         Command::Agent(args) => jobs::agent(ctx, args),
+        Command::Serve(args) => serve::serve(ctx, args),
+        Command::Token(cmd) => serve::token(ctx, cmd),
         Command::Mount { item, point, dir } => point::mount(ctx, &item, point.as_deref(), &dir),
     }
 }

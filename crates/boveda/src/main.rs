@@ -94,6 +94,10 @@ fn flag(field: &str) -> &str {
         "passphrase" => "the new passphrase",
         "secondary" => "--secondary",
         "redundancy" => "--redundancy",
+        "role" => "--role",
+        "items" => "--item",
+        "expires" => "--expires",
+        "retain_until" => "--retain-until",
         other => other,
     }
 }

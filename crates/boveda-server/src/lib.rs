@@ -1,0 +1,294 @@
+//! # boveda-server: `boveda serve`
+//!
+//! The REST API under `/api/v1`, the web portal under `/`, Prometheus
+//! metrics under `/metrics`, over the vaults one process serves. Every
+//! handler is one call to `boveda-service`, the same functions the CLI
+//! calls; this crate adds only what is the server's own: who is asking
+//! (tokens, sessions, roles), HTTP, and the limits a server needs against
+//! slow or hostile clients.
+//!
+//! The service's functions block (they read and write the store), so each
+//! runs on tokio's blocking pool; long operations (backup now, restore)
+//! run as background jobs and the client follows the job.
+
+mod api;
+mod auth;
+mod error;
+mod metrics;
+mod openapi;
+mod portal;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use boveda_service::{BackgroundEnv, Job, JobFilter, KdfParams, ServiceError, TokenSet, Vault, list_jobs};
+
+pub use api::{RouteSpec, Scope, route_specs};
+pub use error::{ApiError, ApiResult};
+pub use openapi::openapi_document;
+
+/// How the server runs.
+pub struct ServerConfig {
+    /// The passphrase the served vaults open with, and new vaults get.
+    pub passphrase: Vec<u8>,
+    /// The key derivation of vaults created through the API.
+    pub kdf: KdfParams,
+    /// The folders a restore through the API may write into.
+    pub restore_roots: Vec<PathBuf>,
+    /// Session cookies only over TLS (set when the server or its proxy
+    /// speaks HTTPS).
+    pub secure_cookies: bool,
+    /// What jobs started through the API run with.
+    pub jobs: BackgroundEnv,
+    /// The largest request body accepted.
+    pub body_limit: usize,
+    /// How long a request (reading its body included) may take.
+    pub request_timeout: Duration,
+    /// How long an event stream stays open at most.
+    pub stream_limit: Duration,
+    /// Event streams open at once, over all clients.
+    pub max_streams: usize,
+    /// How long a portal session lasts.
+    pub session_life: Duration,
+}
+
+impl ServerConfig {
+    pub fn new(passphrase: Vec<u8>, jobs: BackgroundEnv) -> Self {
+        ServerConfig {
+            passphrase,
+            kdf: KdfParams::DEFAULT,
+            restore_roots: Vec::new(),
+            secure_cookies: false,
+            jobs,
+            body_limit: 1 << 20,
+            request_timeout: Duration::from_secs(30),
+            stream_limit: Duration::from_secs(3600),
+            max_streams: 256,
+            session_life: Duration::from_secs(8 * 3600),
+        }
+    }
+}
+
+/// How long a vault's token list is trusted before it is read again: a
+/// token revoked by another process is refused after at most this long.
+const TOKENS_TTL: Duration = Duration::from_secs(2);
+/// How long a vault's job list is shared between requests.
+const JOBS_TTL: Duration = Duration::from_millis(500);
+
+/// A vault the server serves, with what it caches of it.
+pub struct Served {
+    pub vault: Arc<Vault>,
+    tokens: Mutex<Option<(Instant, Arc<TokenSet>)>>,
+    jobs: tokio::sync::Mutex<Option<(Instant, Arc<Vec<Job>>)>>,
+}
+
+impl Served {
+    pub fn new(vault: Arc<Vault>) -> Arc<Served> {
+        Arc::new(Served { vault, tokens: Mutex::new(None), jobs: tokio::sync::Mutex::new(None) })
+    }
+
+    pub fn name(&self) -> String {
+        self.vault.settings().name.clone()
+    }
+
+    /// The vault's tokens, read again when older than [`TOKENS_TTL`].
+    /// Blocking.
+    fn tokens(&self, fresh: bool) -> Result<Arc<TokenSet>, ServiceError> {
+        if !fresh
+            && let Ok(cached) = self.tokens.lock()
+            && let Some((at, set)) = cached.as_ref()
+            && at.elapsed() < TOKENS_TTL
+        {
+            return Ok(set.clone());
+        }
+        let set = Arc::new(TokenSet::load(&self.vault)?);
+        if let Ok(mut cached) = self.tokens.lock() {
+            *cached = Some((Instant::now(), set.clone()));
+        }
+        Ok(set)
+    }
+
+    /// Every job of the vault, shared by the requests of the same instant:
+    /// many clients watching jobs cost one listing per [`JOBS_TTL`].
+    async fn jobs(&self) -> ApiResult<Arc<Vec<Job>>> {
+        let mut cached = self.jobs.lock().await;
+        if let Some((at, jobs)) = cached.as_ref()
+            && at.elapsed() < JOBS_TTL
+        {
+            return Ok(jobs.clone());
+        }
+        let vault = self.vault.clone();
+        let jobs = Arc::new(blocking(move || list_jobs(&vault, &JobFilter::default())).await?);
+        *cached = Some((Instant::now(), jobs.clone()));
+        Ok(jobs)
+    }
+
+    /// Forgets what is cached after a change made through the server.
+    fn changed(&self) {
+        if let Ok(mut t) = self.tokens.lock() {
+            *t = None;
+        }
+        if let Ok(mut j) = self.jobs.try_lock() {
+            *j = None;
+        }
+    }
+}
+
+/// Counters of the server's own, for `/metrics`.
+#[derive(Default)]
+pub struct Counters {
+    pub requests: AtomicU64,
+    pub denied: AtomicU64,
+    pub unauthorized: AtomicU64,
+    pub streams: AtomicUsize,
+}
+
+/// Told of each vault created through the API (the scheduler serves it).
+pub type VaultHook = Box<dyn Fn(Arc<Vault>) + Send + Sync>;
+
+/// The server's state, shared by all requests.
+pub struct App {
+    pub config: ServerConfig,
+    vaults: RwLock<Vec<Arc<Served>>>,
+    sessions: Mutex<HashMap<String, auth::Session>>,
+    failures: Mutex<HashMap<String, auth::Failures>>,
+    pub counters: Counters,
+    on_new_vault: Option<VaultHook>,
+    /// Set when the server shuts down: event streams end.
+    pub closing: std::sync::atomic::AtomicBool,
+}
+
+pub type AppState = Arc<App>;
+
+impl App {
+    pub fn new(config: ServerConfig, vaults: Vec<Arc<Vault>>, on_new_vault: Option<VaultHook>) -> AppState {
+        Arc::new(App {
+            config,
+            vaults: RwLock::new(vaults.into_iter().map(Served::new).collect()),
+            sessions: Mutex::default(),
+            failures: Mutex::default(),
+            counters: Counters::default(),
+            on_new_vault,
+            closing: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// The vaults served now.
+    pub fn served(&self) -> Vec<Arc<Served>> {
+        self.vaults.read().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// The served vault of this name.
+    pub fn find(&self, name: &str) -> Option<Arc<Served>> {
+        self.served().into_iter().find(|s| s.name().eq_ignore_ascii_case(name))
+    }
+
+    fn add(&self, vault: Arc<Vault>) -> Arc<Served> {
+        let served = Served::new(vault.clone());
+        if let Ok(mut v) = self.vaults.write() {
+            v.push(served.clone());
+        }
+        if let Some(hook) = &self.on_new_vault {
+            hook(vault);
+        }
+        served
+    }
+}
+
+/// Runs a blocking service call on the blocking pool.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
+) -> ApiResult<T> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result.map_err(ApiError::from),
+        Err(e) => Err(ApiError::internal(format!("the request's work ended abnormally: {e}"))),
+    }
+}
+
+/// The whole application: API, portal, metrics.
+pub fn router(app: AppState) -> Router {
+    Router::new()
+        .merge(api::router(app.clone()))
+        .merge(portal::router(app.clone()))
+        .route("/metrics", axum::routing::get(metrics::metrics))
+        .fallback(api::unknown_route)
+        .layer(axum::middleware::from_fn_with_state(app.clone(), auth::limits))
+        .with_state(app)
+}
+
+/// Serves `router` on `listener` until `shutdown` completes.
+///
+/// # Errors
+/// An I/O error of the listener.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// The scheduler of `boveda agent`, run for each served vault on a thread
+/// of its own (a vault created through the API gets one at once).
+pub struct Scheduler {
+    pub clock: Arc<dyn boveda_service::Clock>,
+    pub max_jobs: usize,
+    pub heartbeat: Duration,
+    pub safety_margin: jiff::SignedDuration,
+    pub poll: Duration,
+    pub stop: &'static std::sync::atomic::AtomicBool,
+}
+
+impl Scheduler {
+    /// Starts the scheduler of one vault; it runs until `stop` is set.
+    pub fn start(self: &Arc<Self>, vault: Arc<Vault>) -> std::thread::JoinHandle<()> {
+        let me = self.clone();
+        std::thread::spawn(move || {
+            let name = vault.settings().name.clone();
+            let opts = boveda_service::AgentOptions {
+                max_jobs: me.max_jobs,
+                heartbeat: me.heartbeat,
+                safety_margin: me.safety_margin,
+                until: None,
+                poll: me.poll,
+                hostname: boveda_service::hostname(),
+            };
+            let log = |line: &str| eprintln!("{} {line}", jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S"));
+            if let Err(e) = boveda_service::run_agent(&[vault], me.clock.as_ref(), &opts, me.stop, &log) {
+                eprintln!("the scheduler of vault {name} stopped: {e}");
+            }
+        })
+    }
+}
+
+/// Serves `app` on `listen` until `stop` is set: the CLI's entry point,
+/// which needs no async runtime of its own. Prints the address it listens
+/// on (useful with port 0).
+///
+/// # Errors
+/// The address cannot be bound, or the runtime cannot start.
+pub fn run(
+    app: AppState,
+    listen: std::net::SocketAddr,
+    stop: &'static std::sync::atomic::AtomicBool,
+) -> std::io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        eprintln!("boveda serve: listening on http://{}", listener.local_addr()?);
+        let closing = app.clone();
+        let shutdown = async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            closing.closing.store(true, std::sync::atomic::Ordering::Relaxed);
+        };
+        serve(listener, router(app), shutdown).await
+    })
+}

@@ -1,0 +1,90 @@
+//! The OpenAPI document, made from the route table: every route with its
+//! parameters, the permission it needs and its request body's shape.
+
+use serde_json::{Value, json};
+
+use crate::api::{PUBLIC_ROUTES, route_specs};
+
+fn parameters(path: &str) -> Vec<Value> {
+    path.split('/')
+        .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+        .collect()
+}
+
+fn error_response(description: &str) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+}
+
+/// The document served at `/api/v1/openapi.json` and kept as
+/// `docs/openapi.json`.
+pub fn openapi_document() -> Value {
+    let mut paths = serde_json::Map::new();
+    for spec in route_specs() {
+        let entry = paths.entry(spec.path.to_string()).or_insert_with(|| json!({}));
+        let mut op = json!({
+            "summary": spec.summary,
+            "operationId": format!("{} {}", spec.method, spec.path),
+            "security": [{"token": []}],
+            "parameters": parameters(spec.path),
+            "x-boveda-permission": spec.permission,
+            "x-boveda-scope": spec.scope,
+            "responses": {
+                "200": {"description": "Done", "content": {"application/json": {}}},
+                "400": error_response("A request field is at fault (`field`)"),
+                "401": error_response("No valid token"),
+                "403": error_response("The token's role or scope does not allow it"),
+                "404": error_response("Not found"),
+            }
+        });
+        if let Some(body) = spec.body {
+            op["requestBody"] = json!({
+                "required": true,
+                "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{body}")}}}
+            });
+        }
+        entry[spec.method.as_str().to_ascii_lowercase()] = op;
+    }
+    for (method, path) in PUBLIC_ROUTES {
+        let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
+        entry[method.to_ascii_lowercase()] = json!({
+            "summary": match path { "/api/v1/login" => "Open a portal session with a token", "/api/v1/logout" => "End the portal session", _ => "This document" },
+            "operationId": format!("{method} {path}"),
+            "security": [],
+            "responses": {"200": {"description": "Done"}}
+        });
+    }
+    let object = |required: &[&str], props: Value| json!({"type": "object", "required": required, "properties": props});
+    let string = json!({"type": "string"});
+    let strings = json!({"type": "array", "items": {"type": "string"}});
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "boveda", "version": env!("CARGO_PKG_VERSION"),
+                 "description": "Vaults, protected items, policies, recovery points, jobs and alerts of a boveda server."},
+        "servers": [{"url": "/"}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"token": {"type": "http", "scheme": "bearer", "description": "A token from `boveda token create`"}},
+            "schemas": {
+                "Error": object(&["code", "message"], json!({"code": string, "message": string, "field": string, "remedy": {"type": "object"}})),
+                "NewVault": object(&["name", "store"], json!({"name": string, "store": string, "location": string,
+                    "redundancy": {"enum": ["lrs", "grs"]}, "secondary": string, "pack_size_mib": {"type": "integer"},
+                    "compression_level": {"type": "integer"}, "create_container": {"type": "boolean"}})),
+                "NewItem": {"oneOf": [
+                    object(&["kind", "name", "paths"], json!({"kind": {"const": "files"}, "name": string, "paths": strings, "excludes": strings})),
+                    object(&["kind", "name", "path"], json!({"kind": {"const": "disk"}, "name": string, "path": string})),
+                    object(&["kind", "name", "definition"], json!({"kind": {"const": "vm"}, "name": string, "definition": string, "qmp": string, "guest_agent": string})),
+                ]},
+                "PolicyChoice": object(&["policy"], json!({"policy": string})),
+                "BackupNow": object(&[], json!({"retain_until": string})),
+                "RestoreTarget": object(&["point", "target"], json!({"point": string, "target": string, "paths": strings, "format": {"enum": ["raw", "qcow2"]}})),
+                "PolicyPatch": object(&[], json!({"name": string, "frequency": {"enum": ["Daily", "Weekly"]}, "days": strings, "times": strings,
+                    "time_zone": string, "daily_keep": {"type": "integer"}, "weekly_keep": {"type": "integer"}, "weekly_on": strings,
+                    "monthly_keep": {"type": "integer"}, "monthly_on": string, "yearly_keep": {"type": "integer"},
+                    "yearly_month": {"type": "integer"}, "yearly_on": string, "drop_rules": strings})),
+                "NewToken": object(&["role"], json!({"role": {"enum": ["Reader", "Operator", "Contributor"]}, "items": strings,
+                    "description": string, "expires": string})),
+            }
+        }
+    })
+}

@@ -1,0 +1,418 @@
+//! The API through the router, without a socket: the whole workflow on
+//! real data, and every bad input a client can send.
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use boveda_service::Clock;
+use common::{Fixture, fixture, fixture_with};
+use serde_json::{Value, json};
+
+const C: &str = "Contributor";
+
+/// A date `n` days from now, as a user types it.
+fn in_days(n: i64) -> String {
+    (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * n))
+        .to_zoned(jiff::tz::TimeZone::system())
+        .date()
+        .to_string()
+}
+
+async fn backup(f: &Fixture, token: &str, item: &str) -> Value {
+    let r =
+        f.call("POST", &format!("/api/v1/vaults/{{vault}}/items/{item}/backup"), Some(token), Some(json!({}))).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    assert_eq!(r.body["operation"], "Backup");
+    let id = r.body["id"].as_str().expect("job id").to_string();
+    f.wait_job(&id, token).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configure_backup_then_restore_a_file_with_the_same_bytes() {
+    let f = fixture();
+    let c = f.token(C).to_string();
+    // the vault as a token sees it
+    let r = f.call("GET", "/api/v1/vaults", Some(&c), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body[0]["name"], f.name.as_str());
+    assert_eq!(r.body[0]["role"], "Contributor");
+    // a policy, then protection
+    let policy = json!({"name": "nightly", "times": ["02:00"], "daily_keep": 14});
+    let r = f.call("POST", "/api/v1/vaults/{vault}/policies", Some(&c), Some(policy)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let r = f
+        .call("POST", "/api/v1/vaults/{vault}/items/docs/protection", Some(&c), Some(json!({"policy": "nightly"})))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = f.call("GET", "/api/v1/vaults/{vault}/items/docs", Some(&c), None).await;
+    assert_eq!(r.body["protection"], "Protected - Warning (initial backup pending)", "{}", r.text);
+    assert_eq!(r.body["policy"], "nightly");
+    // back up now with a retain-until date
+    let r = f
+        .call("POST", "/api/v1/vaults/{vault}/items/docs/backup", Some(&c), Some(json!({"retain_until": in_days(60)})))
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    let job = f.wait_job(r.body["id"].as_str().expect("id"), &c).await;
+    assert_eq!(job["state"], "Completed", "{job}");
+    let r = f.call("GET", "/api/v1/vaults/{vault}/items/docs/points", Some(&c), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let points = r.body["points"].as_array().expect("points");
+    assert_eq!(points.len(), 1, "{}", r.text);
+    let point = points[0]["point"]["id"].as_str().expect("point id").to_string();
+    assert!(points[0]["expires"].is_string(), "{}", r.text);
+    // browse into the point
+    let docs = f.dir.path().join("docs");
+    let inside = format!("{}/sub", docs.display());
+    let r = f
+        .call(
+            "GET",
+            &format!("/api/v1/vaults/{{vault}}/items/docs/points/{point}/browse?path={inside}"),
+            Some(&c),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(r.text.contains("b.bin"), "{}", r.text);
+    // restore one file and compare its bytes
+    let wanted = format!("{}/sub/b.bin", docs.display());
+    let target = f.restores.join("one");
+    let body = json!({"point": point, "target": target, "paths": [wanted]});
+    let r = f.call("POST", "/api/v1/vaults/{vault}/items/docs/restore", Some(&c), Some(body)).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    let job = f.wait_job(r.body["id"].as_str().expect("id"), &c).await;
+    assert_eq!(job["state"], "Completed", "{job}");
+    let restored = target.join(wanted.trim_start_matches('/'));
+    let original = std::fs::read(docs.join("sub/b.bin")).expect("original");
+    assert_eq!(std::fs::read(&restored).expect("restored"), original);
+    assert!(!target.join(docs.join("a.txt").display().to_string().trim_start_matches('/')).exists());
+    // the dashboard counts what happened
+    let r = f.call("GET", "/api/v1/vaults/{vault}/dashboard", Some(&c), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["items_by_state"]["Protected"], 1, "{}", r.text);
+    assert_eq!(r.body["jobs_last_24h"]["Completed"].as_u64().map(|n| n >= 3), Some(true), "{}", r.text);
+    assert!(r.body["stored_bytes"].as_u64().unwrap_or(0) > 0, "{}", r.text);
+    assert_eq!(r.body["days"].as_array().map(Vec::len), Some(30));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_events_stream_progress_until_the_job_ends() {
+    let f = fixture();
+    let c = f.token(C).to_string();
+    let r = f.call("POST", "/api/v1/vaults/{vault}/items/docs/backup", Some(&c), Some(json!({}))).await;
+    let id = r.body["id"].as_str().expect("id").to_string();
+    let r = f.call("GET", &format!("/api/v1/vaults/{{vault}}/jobs/{id}/events"), Some(&c), None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.headers[header::CONTENT_TYPE], "text/event-stream");
+    assert!(r.text.contains("event: end"), "{}", r.text);
+    let last = r.text.lines().rev().find_map(|l| l.strip_prefix("data: ")).expect("data");
+    let job: Value = serde_json::from_str(last).expect("job json");
+    assert_eq!(job["state"], "Completed", "{job}");
+    assert_eq!(f.app.counters.streams.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_stream_that_never_ends_is_closed_at_the_limit() {
+    let f = fixture_with(|c| c.stream_limit = std::time::Duration::from_secs(1));
+    let c = f.token(C).to_string();
+    // a job that stays in progress: the record of a job another process
+    // runs, with a heartbeat that stays fresh for an hour
+    let done = backup(&f, &c, "docs").await;
+    let mut job: boveda_service::Job = serde_json::from_value(done).expect("job");
+    job.id = boveda_service::RecordId::random();
+    job.state = boveda_service::JobState::InProgress;
+    job.end = None;
+    job.heartbeat = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1);
+    f.vault.catalog_put("jobs", &job.id, Some(&job)).expect("record");
+    let id = job.id.to_hex();
+    let started = std::time::Instant::now();
+    let r = f.call("GET", &format!("/api/v1/vaults/{{vault}}/jobs/{id}/events"), Some(&c), None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.text.contains("event: progress") && !r.text.contains("event: end"), "{}", r.text);
+    let took = started.elapsed();
+    assert!(took >= std::time::Duration::from_secs(1) && took < std::time::Duration::from_secs(10), "{took:?}");
+    assert_eq!(f.app.counters.streams.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_tokens_are_refused_with_401_and_counted() {
+    let f = fixture();
+    let path = "/api/v1/vaults/{vault}/items";
+    let r = f.call("GET", path, None, None).await;
+    assert_eq!((r.status, r.body["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthorized")), "{}", r.text);
+    for bad in ["nonsense", "bvd_0123", &format!("bvd_{}", "0".repeat(96))] {
+        let r = f.call("GET", path, Some(bad), None).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{bad}: {}", r.text);
+    }
+    // the right id with a wrong secret
+    let good = f.token("Reader").to_string();
+    let forged = format!("{}{}", &good[..36], "0".repeat(64));
+    let r = f.call("GET", path, Some(&forged), None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
+    // revoked through the API: refused at once
+    let c = f.token(C).to_string();
+    let list = f.call("GET", "/api/v1/vaults/{vault}/tokens", Some(&c), None).await;
+    let reader =
+        list.body.as_array().expect("tokens").iter().find(|t| t["role"] == "Reader" && t["items"] == json!([]));
+    let reader_id = reader.expect("reader token")["id"].as_str().expect("id").to_string();
+    assert!(!list.text.contains(&good[36..]), "a token's secret is never listed");
+    let r = f.call("DELETE", &format!("/api/v1/vaults/{{vault}}/tokens/{reader_id}"), Some(&c), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = f.call("GET", path, Some(&good), None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(r.text.contains("revoked"), "{}", r.text);
+    // expired, when the clock passes its date
+    let r = f
+        .call("POST", "/api/v1/vaults/{vault}/tokens", Some(&c), Some(json!({"role": "Reader", "expires": in_days(1)})))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let short = r.body["secret"].as_str().expect("secret").to_string();
+    assert_eq!(f.call("GET", path, Some(&short), None).await.status, StatusCode::OK);
+    f.clock.set(f.clock.now() + jiff::SignedDuration::from_hours(49));
+    let r = f.call("GET", path, Some(&short), None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(r.text.contains("expired"), "{}", r.text);
+    assert!(f.app.counters.unauthorized.load(std::sync::atomic::Ordering::Relaxed) >= 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_failed_logins_from_one_client_are_turned_away() {
+    let f = fixture();
+    let bad = format!("bvd_{}", "1".repeat(96));
+    for _ in 0..boveda_server_limits() {
+        let r = f.call("GET", "/api/v1/vaults", Some(&bad), None).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    }
+    // now even a good token waits
+    let r = f.call("GET", "/api/v1/vaults", Some(f.token(C)), None).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text);
+    assert_eq!(r.body["code"], "too_many_requests");
+}
+
+fn boveda_server_limits() -> u32 {
+    10
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_name_the_field_and_change_nothing() {
+    let f = fixture();
+    let c = f.token(C).to_string();
+    // unknown route and method: JSON errors
+    let r = f.call("GET", "/api/v1/nothing/here", Some(&c), None).await;
+    assert_eq!((r.status, r.body["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")), "{}", r.text);
+    let r = f.call("PUT", "/api/v1/vaults", Some(&c), None).await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{}", r.text);
+    assert_eq!(r.body["code"], "method_not_allowed");
+    // malformed JSON, a wrong type, an unknown field
+    let req = Request::post(f.path("/api/v1/vaults/{vault}/policies"))
+        .header(header::AUTHORIZATION, format!("Bearer {c}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from("{\"name\": \"x\","))
+        .expect("request");
+    let r = f.send(req).await;
+    assert_eq!((r.status, r.body["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_request")), "{}", r.text);
+    let r = f
+        .call("POST", "/api/v1/vaults/{vault}/policies", Some(&c), Some(json!({"name": "x", "daily_keep": "ten"})))
+        .await;
+    assert_eq!((r.status, r.body["field"].as_str()), (StatusCode::BAD_REQUEST, Some("daily_keep")), "{}", r.text);
+    let r = f
+        .call("POST", "/api/v1/vaults/{vault}/policies", Some(&c), Some(json!({"name": "x", "times": ["25:00"]})))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert!(r.body["field"].as_str().is_some_and(|f| f.contains("times")), "{}", r.text);
+    assert!(!r.text.contains("--"), "no CLI flag in an API error: {}", r.text);
+    let r = f.call("GET", "/api/v1/vaults/{vault}/policies", Some(&c), None).await;
+    assert!(!r.text.contains("\"x\""), "nothing was created: {}", r.text);
+    // not JSON at all
+    let req = Request::post(f.path("/api/v1/vaults/{vault}/policies"))
+        .header(header::AUTHORIZATION, format!("Bearer {c}"))
+        .body(Body::from("name=x"))
+        .expect("request");
+    assert_eq!(f.send(req).await.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    // too large
+    let huge = json!({"name": "x".repeat(2 << 20)});
+    let r = f.call("POST", "/api/v1/vaults/{vault}/policies", Some(&c), Some(huge)).await;
+    assert_eq!((r.status, r.body["code"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("payload_too_large")));
+    // a retain-until date in the past
+    let r = f
+        .call("POST", "/api/v1/vaults/{vault}/items/docs/backup", Some(&c), Some(json!({"retain_until": "2001-01-01"})))
+        .await;
+    assert_eq!((r.status, r.body["field"].as_str()), (StatusCode::BAD_REQUEST, Some("retain_until")), "{}", r.text);
+    // an unknown item and policy
+    let r = f.call("GET", "/api/v1/vaults/{vault}/items/nope", Some(&c), None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+    assert_eq!(r.body["remedy"]["action"], "list-items", "{}", r.text);
+    let r =
+        f.call("POST", "/api/v1/vaults/{vault}/items/docs/protection", Some(&c), Some(json!({"policy": "nope"}))).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+    // an unknown vault
+    let r = f.call("GET", "/api/v1/vaults/elsewhere/items", Some(&c), None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restores_outside_the_allowed_folders_are_refused() {
+    let f = fixture();
+    let c = f.token(C).to_string();
+    let job = backup(&f, &c, "docs").await;
+    assert_eq!(job["state"], "Completed", "{job}");
+    let outside = f.dir.path().join("elsewhere");
+    let sneaky = f.restores.join("../elsewhere");
+    std::os::unix::fs::symlink(&outside, f.restores.join("link")).expect("symlink");
+    let through_link = f.restores.join("link/x");
+    for target in [outside.clone(), sneaky, through_link, "relative/path".into(), "/etc".into()] {
+        let body = json!({"point": "latest", "target": target});
+        let r = f.call("POST", "/api/v1/vaults/{vault}/items/docs/restore", Some(&c), Some(body)).await;
+        assert_eq!(
+            (r.status, r.body["field"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("target")),
+            "{target:?}: {}",
+            r.text
+        );
+    }
+    assert!(!outside.exists(), "nothing was written outside");
+    let body = json!({"point": "ffffffff", "target": f.restores.join("x")});
+    let r = f.call("POST", "/api/v1/vaults/{vault}/items/docs/restore", Some(&c), Some(body)).await;
+    assert_eq!((r.status, r.body["field"].as_str()), (StatusCode::BAD_REQUEST, Some("point")), "{}", r.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn portal_sessions_need_their_csrf_token_to_change_anything() {
+    let f = fixture();
+    let login = json!({"token": f.token(C)});
+    let r = f.call("POST", "/api/v1/login", None, Some(login)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let cookie = r.headers[header::SET_COOKIE].to_str().expect("cookie").to_string();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    let session = cookie.split(';').next().expect("pair").to_string();
+    let csrf = r.body["csrf"].as_str().expect("csrf").to_string();
+    let with_cookie = |method: &str, path: &str, csrf: Option<&str>| {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(f.path(path))
+            .header(header::COOKIE, session.clone())
+            .header(header::CONTENT_TYPE, "application/json");
+        if let Some(t) = csrf {
+            req = req.header("x-csrf-token", t);
+        }
+        req.body(Body::from(json!({"name": "from-portal", "times": ["03:00"], "daily_keep": 7}).to_string()))
+            .expect("request")
+    };
+    // reading needs the cookie only
+    assert_eq!(f.send(with_cookie("GET", "/api/v1/vaults/{vault}/items", None)).await.status, StatusCode::OK);
+    // changing needs the CSRF token too
+    let r = f.send(with_cookie("POST", "/api/v1/vaults/{vault}/policies", None)).await;
+    assert_eq!((r.status, r.body["code"].as_str()), (StatusCode::FORBIDDEN, Some("csrf")), "{}", r.text);
+    let r = f.send(with_cookie("POST", "/api/v1/vaults/{vault}/policies", Some("forged"))).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = f.send(with_cookie("POST", "/api/v1/vaults/{vault}/policies", Some(&csrf))).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    // after logout the cookie opens nothing
+    let out = Request::post("/api/v1/logout").header(header::COOKIE, session.clone()).body(Body::empty()).expect("req");
+    assert_eq!(f.send(out).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(f.send(with_cookie("GET", "/api/v1/vaults/{vault}/items", None)).await.status, StatusCode::UNAUTHORIZED);
+    // a bad token does not log in
+    let r = f.call("POST", "/api/v1/login", None, Some(json!({"token": "bvd_nope"}))).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(r.headers.get(header::SET_COOKIE).is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vault_created_through_the_api_is_served_and_managed_by_its_creator() {
+    let f = fixture();
+    let c = f.token(C).to_string();
+    let name = format!("{}-new", f.name);
+    let store = f.dir.path().join("second");
+    let r = f.call("POST", "/api/v1/vaults", Some(&c), Some(json!({"name": name, "store": store}))).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.body["name"], name.as_str());
+    let r = f.call("GET", &format!("/api/v1/vaults/{name}/items"), Some(&c), None).await;
+    assert_eq!((r.status, r.body.clone()), (StatusCode::OK, json!([])), "{}", r.text);
+    let r = f.call("GET", "/api/v1/vaults", Some(&c), None).await;
+    assert_eq!(r.body.as_array().map(Vec::len), Some(2), "{}", r.text);
+    // others' tokens of the first vault have no access to it
+    let r = f.call("GET", &format!("/api/v1/vaults/{name}/items"), Some(f.token("Reader")), None).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    // a bad name is a field error
+    let r = f.call("POST", "/api/v1/vaults", Some(&c), Some(json!({"name": "bad name!", "store": store}))).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_jobs_and_last_successful_backups() {
+    let f = fixture();
+    let c = f.token(C).to_string();
+    assert_eq!(f.call("GET", "/metrics", None, None).await.status, StatusCode::UNAUTHORIZED);
+    backup(&f, &c, "docs").await;
+    let r = f.call("GET", "/metrics", Some(&c), None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let v = &f.name;
+    assert!(
+        r.text.contains(&format!("boveda_jobs{{vault=\"{v}\",operation=\"Backup\",state=\"Completed\"}} 1")),
+        "{}",
+        r.text
+    );
+    assert!(
+        r.text.contains(&format!("boveda_last_successful_backup_timestamp_seconds{{vault=\"{v}\",item=\"docs\"}}"))
+    );
+    assert!(r.text.contains("boveda_store_requests_total"));
+    assert!(r.text.contains("# TYPE boveda_job_duration_seconds summary"));
+    // a scoped token sees no vault-wide figures
+    let r = f.call("GET", "/metrics", Some(f.token("Reader/docs")), None).await;
+    assert!(!r.text.contains("boveda_jobs{"), "{}", r.text);
+}
+
+#[test]
+fn the_openapi_document_in_docs_is_the_one_served() {
+    let served = serde_json::to_string_pretty(&boveda_server::openapi_document()).expect("json") + "\n";
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json");
+    if std::env::var_os("BOVEDA_UPDATE_OPENAPI").is_some() {
+        std::fs::write(&file, &served).expect("write docs/openapi.json");
+    }
+    let kept = std::fs::read_to_string(&file).unwrap_or_default();
+    assert!(
+        kept == served,
+        "docs/openapi.json differs from the served document: run BOVEDA_UPDATE_OPENAPI=1 cargo test -p boveda-server --test api"
+    );
+    let doc = boveda_server::openapi_document();
+    for spec in boveda_server::route_specs() {
+        assert!(
+            doc["paths"][spec.path][spec.method.as_str().to_ascii_lowercase()].is_object(),
+            "{} {}",
+            spec.method,
+            spec.path
+        );
+    }
+}
+
+/// Regression: two threads registering vaults at once wrote the same
+/// temporary file, and one creation failed with "No such file or
+/// directory" (or one registration was lost).
+#[test]
+fn vaults_created_at_once_are_all_registered() {
+    let f = fixture();
+    let names: Vec<String> = (0..8).map(|i| format!("{}-at-once-{i}", f.name)).collect();
+    std::thread::scope(|s| {
+        for name in &names {
+            let store = f.dir.path().join(name);
+            s.spawn(move || {
+                let req = boveda_service::NewVault {
+                    name: name.clone(),
+                    store: store.display().to_string(),
+                    location: "local".into(),
+                    redundancy: "lrs".into(),
+                    secondary: None,
+                    pack_size_mib: 1,
+                    compression_level: 3,
+                    kdf: boveda_service::KdfParams::TESTING,
+                    create_container: false,
+                };
+                boveda_service::create_vault(&req, common::PASS).expect("created");
+            });
+        }
+    });
+    let registry = boveda_service::Registry::load().expect("registry");
+    for name in &names {
+        assert!(registry.find(name).is_some(), "{name} is registered");
+    }
+}
