@@ -234,8 +234,12 @@ pub fn route_specs() -> Vec<RouteSpec> {
 }
 
 /// Routes anyone may call: logging in and out, the API's description.
-pub const PUBLIC_ROUTES: [(&str, &str); 3] =
-    [("POST", "/api/v1/login"), ("POST", "/api/v1/logout"), ("GET", "/api/v1/openapi.json")];
+pub const PUBLIC_ROUTES: [(&str, &str); 4] = [
+    ("POST", "/api/v1/login"),
+    ("GET", "/api/v1/session"),
+    ("POST", "/api/v1/logout"),
+    ("GET", "/api/v1/openapi.json"),
+];
 
 pub fn router(app: AppState) -> Router<AppState> {
     let mut paths: BTreeMap<&'static str, MethodRouter<AppState>> = BTreeMap::new();
@@ -251,6 +255,7 @@ pub fn router(app: AppState) -> Router<AppState> {
     let mut router = Router::new()
         .route("/api/v1/login", axum::routing::post(login))
         .route("/api/v1/logout", axum::routing::post(logout))
+        .route("/api/v1/session", axum::routing::get(session))
         .route("/api/v1/openapi.json", axum::routing::get(openapi));
     for (path, method_router) in paths {
         router = router.route(path, method_router.fallback(method_not_allowed));
@@ -344,17 +349,7 @@ struct VaultAccess {
 }
 
 async fn list_vaults(Extension(caller): Extension<Caller>) -> Json<Vec<VaultAccess>> {
-    Json(
-        caller
-            .grants
-            .iter()
-            .map(|(s, t)| VaultAccess {
-                name: s.name(),
-                role: t.role,
-                items: t.items.iter().map(|i| i.name.clone()).collect(),
-            })
-            .collect(),
-    )
+    Json(access(&caller.grants))
 }
 
 async fn create_vault(
@@ -826,6 +821,33 @@ async fn login(State(app): State<AppState>, req: Request) -> Response {
         Ok((id, info)) => ([(header::SET_COOKIE, app.session_cookie(&id))], Json(info)).into_response(),
         Err(e) => e.into_response(),
     }
+}
+
+/// The portal session the cookie names: its CSRF token and vaults, so a
+/// reloaded page goes on without logging in again.
+async fn session(State(app): State<AppState>, req: Request) -> ApiResult<Json<SessionInfo>> {
+    let asker = crate::auth::Asker::of(&req);
+    let Some((token, csrf)) = app.session(&asker.headers) else {
+        return Err(ApiError::unauthorized("no portal session: log in"));
+    };
+    let mut probe = asker;
+    probe.headers.insert(
+        header::AUTHORIZATION,
+        format!("Bearer {token}").parse().map_err(|_| ApiError::unauthorized("no portal session: log in"))?,
+    );
+    let (_, grants) = app.authenticate(&probe).await?;
+    Ok(Json(SessionInfo { csrf, vaults: access(&grants) }))
+}
+
+fn access(grants: &[(Arc<Served>, svc::AccessToken)]) -> Vec<VaultAccess> {
+    grants
+        .iter()
+        .map(|(s, t)| VaultAccess {
+            name: s.name(),
+            role: t.role,
+            items: t.items.iter().map(|i| i.name.clone()).collect(),
+        })
+        .collect()
 }
 
 async fn logout(State(app): State<AppState>, headers: HeaderMap) -> Response {

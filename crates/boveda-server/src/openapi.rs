@@ -48,7 +48,12 @@ pub fn openapi_document() -> Value {
     for (method, path) in PUBLIC_ROUTES {
         let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
         entry[method.to_ascii_lowercase()] = json!({
-            "summary": match path { "/api/v1/login" => "Open a portal session with a token", "/api/v1/logout" => "End the portal session", _ => "This document" },
+            "summary": match path {
+                "/api/v1/login" => "Open a portal session with a token",
+                "/api/v1/session" => "The portal session of the cookie",
+                "/api/v1/logout" => "End the portal session",
+                _ => "This document",
+            },
             "operationId": format!("{method} {path}"),
             "security": [],
             "responses": {"200": {"description": "Done"}}

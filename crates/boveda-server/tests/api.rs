@@ -416,3 +416,37 @@ fn vaults_created_at_once_are_all_registered() {
         assert!(registry.find(name).is_some(), "{name} is registered");
     }
 }
+
+/// A client that sends its headers and never its whole body is answered
+/// with 408 when the request time is up, over a real socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_body_that_never_finishes_times_out() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let f = fixture_with(|c| c.request_timeout = std::time::Duration::from_secs(1));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let router = boveda_server::router(f.app.clone());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(boveda_server::serve(listener, router, async move {
+        let _ = rx.await;
+    }));
+    let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"name\":",
+        f.path("/api/v1/vaults/{vault}/policies"),
+        f.token(C)
+    );
+    conn.write_all(head.as_bytes()).await.expect("write");
+    let started = std::time::Instant::now();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), conn.read(&mut answer))
+        .await
+        .expect("answered before 10 s")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer[..n]).to_string();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"code\":\"timeout\""), "{answer}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let _ = tx.send(());
+    server.await.expect("join").expect("served");
+}
