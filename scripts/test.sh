@@ -36,6 +36,9 @@ command -v fusermount >/dev/null || command -v fusermount3 >/dev/null || missing
 command -v npm >/dev/null || missing+=(npm)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 command -v curl >/dev/null || missing+=(curl)
+# The portal test drives Debian's Chromium with Playwright (from PyPI,
+# in a venv below; Playwright's own browser download is not used).
+command -v chromium >/dev/null || missing+=(chromium)
 # script (bsdutils) gives a test a real terminal.
 command -v script >/dev/null || missing+=(bsdutils)
 if [ ${#missing[@]} -gt 0 ] || [ -n "$qemu_system" ]; then
@@ -67,5 +70,12 @@ cleanup() {
 }
 trap cleanup EXIT
 eval "$(scripts/stores.sh start "$state")"
+# Playwright for the portal test, once, in target/test-tools
+tools=${BOVEDA_TOOLS_DIR:-$PWD/target/test-tools}
+if [ ! -x "$tools/playwright/bin/python" ] || ! "$tools/playwright/bin/python" -c 'import playwright' 2>/dev/null; then
+  python3 -m venv "$tools/playwright"
+  "$tools/playwright/bin/pip" install --quiet "playwright==1.65.2" >&2
+fi
+export BOVEDA_TEST_PLAYWRIGHT="$tools/playwright/bin/python" CHROMIUM=$(command -v chromium)
 scripts/libvirt.sh start "$state"
 cargo test --workspace "$@"

@@ -403,7 +403,7 @@ function policyForm(onDone) {
   return h("form", { onsubmit: async (ev) => {
     ev.preventDefault();
     const body = { name: name.value, times: [time.value], daily_keep: Number(daily.value) };
-    if (Number(weekly.value)) { body.weekly_keep = Number(weekly.value); body.weekly_on = ["Sunday"]; }
+    if (Number(weekly.value)) { body.weekly_keep = Number(weekly.value); body.weekly_on = ["sunday"]; }
     if (Number(monthly.value)) { body.monthly_keep = Number(monthly.value); body.monthly_on = "last"; }
     if (Number(yearly.value)) { body.yearly_keep = Number(yearly.value); body.yearly_month = 12; body.yearly_on = "last"; }
     try { const p = await onDone(body); out.replaceChildren(h("p", {}, "Created policy " + p.name)); } catch (e) { out.replaceChildren(errorBox(e)); }
@@ -567,5 +567,10 @@ async function route() {
 }
 
 window.addEventListener("hashchange", route);
+// a link to the page shown starts it afresh (a new "configure backup")
+document.addEventListener("click", (ev) => {
+  const a = ev.target.closest && ev.target.closest("a[href^='#']");
+  if (a && a.getAttribute("href") === location.hash) route();
+});
 document.getElementById("logout").addEventListener("click", logout);
 route();

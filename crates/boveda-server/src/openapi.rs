@@ -83,7 +83,7 @@ pub fn openapi_document() -> Value {
                 "PolicyChoice": object(&["policy"], json!({"policy": string})),
                 "BackupNow": object(&[], json!({"retain_until": string})),
                 "RestoreTarget": object(&["point", "target"], json!({"point": string, "target": string, "paths": strings, "format": {"enum": ["raw", "qcow2"]}})),
-                "PolicyPatch": object(&[], json!({"name": string, "frequency": {"enum": ["Daily", "Weekly"]}, "days": strings, "times": strings,
+                "PolicyPatch": object(&[], json!({"name": string, "frequency": {"enum": ["daily", "weekly"]}, "days": strings, "times": strings,
                     "time_zone": string, "daily_keep": {"type": "integer"}, "weekly_keep": {"type": "integer"}, "weekly_on": strings,
                     "monthly_keep": {"type": "integer"}, "monthly_on": string, "yearly_keep": {"type": "integer"},
                     "yearly_month": {"type": "integer"}, "yearly_on": string, "drop_rules": strings})),

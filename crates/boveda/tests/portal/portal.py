@@ -1,0 +1,251 @@
+"""The portal in a real headless Chromium, against a real `boveda serve`.
+
+Run by crates/boveda/tests/portal.rs with:
+  BOVEDA_BIN      the boveda binary
+  BOVEDA_SHOTS    where to save screenshots (docs/screenshots to refresh them)
+  CHROMIUM        the browser (Debian's /usr/bin/chromium)
+
+Logs in, creates a vault, runs the configure-backup flow on a real folder
+and on a VM definition, backs up now with a retain-until date, watches the
+job's progress bar reach Completed, browses the point, restores a file and
+compares its bytes, makes a backup fail and sees the alert; checks phone
+width and the keyboard alone.
+"""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from playwright.sync_api import expect, sync_playwright
+
+BIN = os.environ["BOVEDA_BIN"]
+SHOTS = Path(os.environ.get("BOVEDA_SHOTS") or tempfile.mkdtemp(prefix="boveda-shots-"))
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+TIMEOUT = 60_000
+
+
+def run(env, *args):
+    out = subprocess.run([BIN, *args], env=env, capture_output=True, text=True, timeout=120)
+    if out.returncode != 0:
+        sys.exit(f"boveda {' '.join(args)} failed: {out.stderr}")
+    return out.stdout
+
+
+def start_server(env, work):
+    log = open(work / "serve.log", "w+")
+    proc = subprocess.Popen(
+        [BIN, "serve", "first", "--listen", "127.0.0.1:0", "--restore-root", str(work / "restores"),
+         "--poll-secs", "1", "--insecure-fast-kdf"],
+        env=env, stdout=log, stderr=subprocess.STDOUT)
+    for _ in range(300):
+        log.seek(0)
+        m = re.search(r"listening on (http://\S+)", log.read())
+        if m:
+            return proc, m.group(1)
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    log.seek(0)
+    sys.exit(f"boveda serve did not start: {log.read()}")
+
+
+def visit(page, url):
+    """Opens a page of the portal afresh (a link to the page shown does
+    not change the URL, so the page is loaded again)."""
+    page.goto(url)
+    page.reload()
+
+
+def shot(page, name):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def main():
+    work = Path(tempfile.mkdtemp(prefix="boveda-portal-"))
+    env = dict(os.environ, BOVEDA_CONFIG_DIR=str(work / "config"), BOVEDA_CACHE_DIR=str(work / "cache"),
+               BOVEDA_PASSWORD="portal test passphrase", BOVEDA_JOB_HEARTBEAT_MS="300")
+    (work / "restores").mkdir()
+    docs = work / "docs"
+    (docs / "reports").mkdir(parents=True)
+    (docs / "readme.txt").write_text("hello from the portal test\n")
+    payload = bytes((i * 7919) % 251 for i in range(3_000_000))
+    (docs / "reports" / "q3.bin").write_bytes(payload)
+    # a VM definition with a raw disk, for discovery
+    vms = work / "vms"
+    vms.mkdir()
+    disk = work / "web01.raw"
+    with open(disk, "wb") as f:
+        f.truncate(8 << 20)
+        f.seek(1 << 20)
+        f.write(b"disk data" * 1000)
+    (vms / "web01.xml").write_text(f"""<domain type='kvm'><name>web01</name><memory>65536</memory>
+<os><type arch='x86_64'>hvm</type></os><devices>
+<disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='{disk}'/><target dev='vda' bus='virtio'/></disk>
+</devices></domain>""")
+
+    run(env, "vault", "create", "first", "--store", str(work / "first"), "--insecure-fast-kdf")
+    token = run(env, "--vault", "first", "token", "create", "--role", "Contributor", "--description", "portal test").strip()
+    proc, base = start_server(env, work)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            context = browser.new_context(viewport={"width": 1280, "height": 900})
+            page = context.new_page()
+            page.set_default_timeout(TIMEOUT)
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            try:
+                flows(page, browser, base, work, docs, vms, payload, token, errors)
+            except Exception:
+                shot(page, "failure")
+                print("the page showed:\n" + page.inner_text("body"), file=sys.stderr)
+                raise
+            browser.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            sys.exit("boveda serve did not stop on SIGTERM")
+    print(f"portal test passed; screenshots in {SHOTS}")
+
+
+def flows(page, browser, base, work, docs, vms, payload, token, errors):
+    if True:
+        if True:
+
+            # log in with the keyboard alone
+            page.goto(base + "/")
+            expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+            shot(page, "login")
+            page.keyboard.type(token)  # the token field has the focus
+            page.keyboard.press("Enter")
+            expect(page.get_by_role("heading", name="Vaults")).to_be_visible()
+            expect(page.get_by_role("link", name="first")).to_be_visible()
+
+            # create a vault: name rules, replication chosen first
+            page.get_by_label("Name (letters").fill("bad name")
+            page.get_by_label("Store:").fill(str(work / "portal-vault"))
+            page.get_by_role("button", name="Create vault").click()
+            # the browser refuses the name by its pattern; the server by its rules
+            page.get_by_label("Name (letters").fill("portal")
+            page.get_by_label("Storage replication").select_option("lrs")
+            page.get_by_role("button", name="Create vault").click()
+            expect(page.get_by_role("heading", name="Vault portal")).to_be_visible()
+            V = base + "/#/v/portal"
+
+            # configure backup: a folder
+            visit(page, V + "/configure")
+            page.get_by_label("Files and folders").check()
+            page.get_by_role("button", name="Next").click()
+            page.get_by_label("Policy name").fill("nightly")
+            page.get_by_label("Daily backup at").fill("01:30")
+            page.get_by_label("Daily points, days").fill("14")
+            page.get_by_label("Weekly points (Sunday)").fill("8")
+            page.get_by_role("button", name="Create policy").click()
+            page.get_by_label("Item name").fill("docs")
+            page.get_by_label("Folders and files").fill(str(docs))
+            page.get_by_role("button", name="Next").click()
+            shot(page, "configure-backup")
+            page.get_by_role("button", name="Enable backup").click()
+            expect(page.locator("#enable-result")).to_contain_text("Protected - Warning (initial backup pending)")
+
+            # configure backup: a VM found by discovery
+            visit(page, V + "/configure")
+            page.get_by_label("Virtual machines").check()
+            page.get_by_role("button", name="Next").click()
+            page.get_by_label("Use a policy").select_option("nightly")
+            page.get_by_role("button", name="Next").first.click()
+            page.get_by_label("Folder of VM definitions").fill(str(vms))
+            page.get_by_role("button", name="Discover VMs").click()
+            page.get_by_label("Protect web01").check()
+            page.get_by_role("button", name="Next").click()
+            page.get_by_role("button", name="Enable backup").click()
+            expect(page.locator("#enable-result")).to_contain_text("Protected - Warning (initial backup pending)")
+
+            # back up now with a retain-until date from the calendar
+            visit(page, V + "/items/docs")
+            expect(page.locator("#protection")).to_contain_text("initial backup pending")
+            until = page.get_by_label("Keep this recovery point until")
+            until.fill(time.strftime("%Y-%m-%d", time.localtime(time.time() + 45 * 86400)))
+            shot(page, "item")
+            page.get_by_role("button", name="Backup now").click()
+            expect(page.locator("#job-state")).to_have_text("Completed", timeout=TIMEOUT)
+            bar = page.locator("progress").first
+            expect(bar).to_have_attribute("value", "1")
+            shot(page, "job")
+
+            # the point, its expiry, then restore one file by browsing
+            visit(page, V + "/items/docs")
+            expect(page.locator("#protection")).to_have_text("Protected")
+            expect(page.get_by_role("link", name="Restore")).to_have_count(1)
+            expect(page.get_by_role("cell", name=re.compile("^ad-hoc until"))).to_be_visible()
+            page.get_by_role("link", name="Restore").first.click()
+            page.get_by_label("Files and folders I pick").check()
+            for part in [p for p in str(docs).split("/") if p] + ["reports"]:
+                page.get_by_role("button", name=part + "/").click()
+            page.get_by_label("Restore " + str(docs / "reports" / "q3.bin")).check()
+            shot(page, "restore")
+            page.get_by_label("Restore into").fill(str(work / "restores" / "r1"))
+            page.get_by_role("button", name="Restore", exact=True).click()
+            expect(page.locator("#job-state")).to_have_text("Completed", timeout=TIMEOUT)
+            restored = work / "restores" / "r1" / str(docs / "reports" / "q3.bin").lstrip("/")
+            assert restored.read_bytes() == payload, "restored bytes differ"
+            assert not (work / "restores" / "r1" / str(docs / "readme.txt").lstrip("/")).exists()
+
+            # a restore outside the allowed folders is refused, with the field named
+            visit(page, V + "/items/docs")
+            page.get_by_role("link", name="Restore").first.click()
+            page.get_by_label("Restore into").fill(str(work / "elsewhere"))
+            page.get_by_role("button", name="Restore", exact=True).click()
+            expect(page.get_by_role("alert")).to_contain_text("(target)")
+            assert not (work / "elsewhere").exists()
+
+            # a backup that fails raises an alert
+            docs.rename(work / "docs-moved")
+            visit(page, V + "/items/docs")
+            page.get_by_role("button", name="Backup now").click()
+            expect(page.locator("#job-state")).to_have_text("Failed", timeout=TIMEOUT)
+            visit(page, V + "/alerts")
+            expect(page.get_by_role("cell", name="docs", exact=True)).to_be_visible()
+            shot(page, "alerts")
+
+            # jobs with their progress bars, the dashboard and its charts
+            visit(page, V + "/jobs")
+            expect(page.get_by_role("cell", name="Backup").first).to_be_visible()
+            shot(page, "jobs")
+            visit(page, V)
+            expect(page.locator("#tile-jobs")).to_contain_text("Failed: 1")
+            expect(page.locator("svg.chart")).to_have_count(2)
+            shot(page, "dashboard")
+            visit(page, V + "/policies")
+            expect(page.get_by_role("cell", name="nightly")).to_be_visible()
+            shot(page, "policies")
+
+            # phone width: nothing wider than the screen
+            phone = page.context.new_page()
+            phone.set_viewport_size({"width": 390, "height": 844})
+            phone.set_default_timeout(TIMEOUT)
+            visit(phone, base + "/#/v/portal/items")  # the session cookie is shared
+            expect(phone.get_by_role("heading", name="Items")).to_be_visible()
+            width = phone.evaluate("document.documentElement.scrollWidth")
+            assert width <= 390, f"the items page is {width} px wide at phone width"
+            visit(phone, base + "/#/v/portal")
+            expect(phone.locator("#tile-storage")).to_be_visible()
+            width = phone.evaluate("document.documentElement.scrollWidth")
+            assert width <= 390, f"the dashboard is {width} px wide at phone width"
+            shot(phone, "dashboard-phone")
+
+            # no script error on any page
+            assert not errors, errors
+
+
+if __name__ == "__main__":
+    main()
