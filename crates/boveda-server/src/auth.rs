@@ -87,8 +87,8 @@ impl Asker {
             headers: req.headers().clone(),
             client: req
                 .extensions()
-                .get::<ConnectInfo<std::net::SocketAddr>>()
-                .map_or("unknown".into(), |c| c.0.ip().to_string()),
+                .get::<ConnectInfo<crate::ClientAddr>>()
+                .map_or("unknown".into(), |c| c.0.0.ip().to_string()),
         }
     }
 }

@@ -17,6 +17,7 @@ mod error;
 mod metrics;
 mod openapi;
 mod portal;
+mod tls;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -30,6 +31,7 @@ use boveda_service::{BackgroundEnv, Job, JobFilter, KdfParams, ServiceError, Tok
 pub use api::{RouteSpec, Scope, route_specs};
 pub use error::{ApiError, ApiResult};
 pub use openapi::openapi_document;
+pub use tls::{TlsListener, tls_config};
 
 /// How the server runs.
 pub struct ServerConfig {
@@ -220,16 +222,36 @@ pub fn router(app: AppState) -> Router {
         .with_state(app)
 }
 
+/// The address a connection comes from, over TCP or TLS.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub std::net::SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>> for ClientAddr {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        ClientAddr(*stream.remote_addr())
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for ClientAddr {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
+        ClientAddr(*stream.remote_addr())
+    }
+}
+
 /// Serves `router` on `listener` until `shutdown` completes.
 ///
 /// # Errors
 /// An I/O error of the listener.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
+pub async fn serve<L>(
+    listener: L,
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+    ClientAddr: for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+{
+    axum::serve(listener, router.into_make_service_with_connect_info::<ClientAddr>())
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -276,12 +298,14 @@ impl Scheduler {
 pub fn run(
     app: AppState,
     listen: std::net::SocketAddr,
+    tls_settings: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     stop: &'static std::sync::atomic::AtomicBool,
 ) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen).await?;
-        eprintln!("boveda serve: listening on http://{}", listener.local_addr()?);
+        let scheme = if tls_settings.is_some() { "https" } else { "http" };
+        eprintln!("boveda serve: listening on {scheme}://{}", listener.local_addr()?);
         let closing = app.clone();
         let shutdown = async move {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -289,6 +313,9 @@ pub fn run(
             }
             closing.closing.store(true, std::sync::atomic::Ordering::Relaxed);
         };
-        serve(listener, router(app), shutdown).await
+        match tls_settings {
+            Some(config) => serve(TlsListener::new(listener, config)?, router(app), shutdown).await,
+            None => serve(listener, router(app), shutdown).await,
+        }
     })
 }

@@ -122,8 +122,14 @@ pub struct ServeArgs {
     /// without one, the API restores nowhere.
     #[arg(long = "restore-root")]
     pub restore_roots: Vec<PathBuf>,
-    /// Mark the portal's session cookie Secure (the server is reached
-    /// over HTTPS, through a reverse proxy).
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Mark the portal's session cookie Secure although this server speaks
+    /// HTTP (a reverse proxy in front of it speaks HTTPS); on with --tls-cert.
     #[arg(long)]
     pub secure_cookies: bool,
     /// Serve without the scheduler (another process runs `boveda agent`).

@@ -31,7 +31,11 @@ pub fn serve(ctx: &Ctx, args: ServeArgs) -> Result<Outcome> {
     let jobs = BackgroundEnv { clock: clock.clone(), heartbeat: ctx.heartbeat(), hostname: hostname() };
     let mut config = ServerConfig::new(pass, jobs);
     config.restore_roots = args.restore_roots;
-    config.secure_cookies = args.secure_cookies;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(boveda_server::tls_config(cert, key)?),
+        _ => None,
+    };
+    config.secure_cookies = args.secure_cookies || tls.is_some();
     if args.insecure_fast_kdf {
         config.kdf = KdfParams::TESTING;
     }
@@ -59,7 +63,7 @@ pub fn serve(ctx: &Ctx, args: ServeArgs) -> Result<Outcome> {
     let names: Vec<String> = vaults.iter().map(|v| v.settings().name.clone()).collect();
     eprintln!("boveda serve: serving {}", names.join(", "));
     let app = App::new(config, vaults, hook);
-    boveda_server::run(app, args.listen, stop).with_context(|| format!("cannot serve on {}", args.listen))?;
+    boveda_server::run(app, args.listen, tls, stop).with_context(|| format!("cannot serve on {}", args.listen))?;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for t in threads {
         let _ = t.join();
