@@ -396,10 +396,8 @@ async fn items(
     State(app): State<AppState>,
     Extension(caller): Extension<Caller>,
 ) -> ApiResult<Json<Vec<svc::ItemOverview>>> {
-    let vault = caller.served()?.vault.clone();
-    let now = now(&app);
-    let all = blocking(move || svc::item_overview(&vault, now)).await?;
-    Ok(Json(all.into_iter().filter(|o| caller.token.sees_item(&o.item.id)).collect()))
+    let all = caller.served()?.items(now(&app)).await?;
+    Ok(Json(all.iter().filter(|o| caller.token.sees_item(&o.item.id)).cloned().collect()))
 }
 
 async fn add_item(
@@ -407,8 +405,11 @@ async fn add_item(
     Extension(caller): Extension<Caller>,
     Body(req): Body<svc::NewItem>,
 ) -> ApiResult<(StatusCode, Json<svc::Item>)> {
-    let vault = caller.served()?.vault.clone();
-    Ok((StatusCode::CREATED, Json(blocking(move || svc::add_item(&vault, &req)).await?)))
+    let served = caller.served()?.clone();
+    let vault = served.vault.clone();
+    let item = blocking(move || svc::add_item(&vault, &req)).await?;
+    served.changed();
+    Ok((StatusCode::CREATED, Json(item)))
 }
 
 #[derive(Deserialize)]
@@ -442,6 +443,7 @@ async fn enable(
 ) -> ApiResult<Json<svc::Item>> {
     let (vault, item) = (caller.served()?.vault.clone(), caller.item()?.clone());
     let done = blocking(move || with_env(&app, |env| svc::enable_protection(&vault, env, &item, &req.policy))).await?;
+    caller.served()?.changed();
     Ok(Json(done))
 }
 
@@ -459,6 +461,7 @@ async fn disable(
     let (vault, item) = (caller.served()?.vault.clone(), caller.item()?.clone());
     let done =
         blocking(move || with_env(&app, |env| svc::disable_protection(&vault, env, &item, q.delete_data))).await?;
+    caller.served()?.changed();
     Ok(Json(done))
 }
 
@@ -469,12 +472,14 @@ async fn resume(
 ) -> ApiResult<Json<svc::Item>> {
     let (vault, item) = (caller.served()?.vault.clone(), caller.item()?.clone());
     let done = blocking(move || with_env(&app, |env| svc::resume_protection(&vault, env, &item, &req.policy))).await?;
+    caller.served()?.changed();
     Ok(Json(done))
 }
 
 async fn undelete(State(app): State<AppState>, Extension(caller): Extension<Caller>) -> ApiResult<Json<svc::Item>> {
     let (vault, item) = (caller.served()?.vault.clone(), caller.item()?.clone());
     let done = blocking(move || with_env(&app, |env| svc::undelete_protection(&vault, env, &item))).await?;
+    caller.served()?.changed();
     Ok(Json(done))
 }
 
@@ -571,7 +576,9 @@ async fn create_policy(
     Body(req): Body<svc::PolicyPatch>,
 ) -> ApiResult<(StatusCode, Json<svc::Policy>)> {
     let vault = caller.served()?.vault.clone();
-    Ok((StatusCode::CREATED, Json(blocking(move || svc::create_policy_from(&vault, req)).await?)))
+    let policy = blocking(move || svc::create_policy_from(&vault, req)).await?;
+    caller.served()?.changed();
+    Ok((StatusCode::CREATED, Json(policy)))
 }
 
 fn param(params: &BTreeMap<String, String>, name: &str) -> String {
@@ -603,7 +610,9 @@ async fn update_policy(
     let vault = caller.served()?.vault.clone();
     let name = param(&params, "policy");
     let now = now(&app);
-    Ok(Json(blocking(move || svc::update_policy(&vault, &name, req, now, !q.dry_run)).await?))
+    let update = blocking(move || svc::update_policy(&vault, &name, req, now, !q.dry_run)).await?;
+    caller.served()?.changed();
+    Ok(Json(update))
 }
 
 async fn delete_policy(
@@ -612,7 +621,9 @@ async fn delete_policy(
 ) -> ApiResult<Json<svc::Policy>> {
     let vault = caller.served()?.vault.clone();
     let name = param(&params, "policy");
-    Ok(Json(blocking(move || svc::delete_policy(&vault, &name)).await?))
+    let deleted = blocking(move || svc::delete_policy(&vault, &name)).await?;
+    caller.served()?.changed();
+    Ok(Json(deleted))
 }
 
 #[derive(Deserialize, Default)]

@@ -26,7 +26,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use boveda_service::{BackgroundEnv, Job, JobFilter, KdfParams, ServiceError, TokenSet, Vault, list_jobs};
+use boveda_service::{
+    BackgroundEnv, ItemOverview, Job, JobFilter, KdfParams, ServiceError, TokenSet, Vault, item_overview, list_jobs,
+};
 
 pub use api::{RouteSpec, Scope, route_specs};
 pub use error::{ApiError, ApiResult};
@@ -78,19 +80,56 @@ impl ServerConfig {
 /// How long a vault's token list is trusted before it is read again: a
 /// token revoked by another process is refused after at most this long.
 const TOKENS_TTL: Duration = Duration::from_secs(2);
-/// How long a vault's job list is shared between requests.
-const JOBS_TTL: Duration = Duration::from_millis(500);
+/// How long a vault's job list and item overview are shared between
+/// requests.
+const SHARED_TTL: Duration = Duration::from_millis(500);
+
+/// A listing shared by the requests of one instant: many clients asking
+/// for it cost one read of the vault per `ttl`, and the first asks while
+/// the others wait for its answer.
+struct Shared<T> {
+    slot: tokio::sync::Mutex<Option<(Instant, Arc<T>)>>,
+}
+
+impl<T: Send + Sync + 'static> Shared<T> {
+    fn new() -> Self {
+        Shared { slot: tokio::sync::Mutex::new(None) }
+    }
+
+    async fn get(
+        &self,
+        ttl: Duration,
+        load: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
+    ) -> ApiResult<Arc<T>> {
+        let mut slot = self.slot.lock().await;
+        if let Some((at, value)) = slot.as_ref()
+            && at.elapsed() < ttl
+        {
+            return Ok(value.clone());
+        }
+        let value = Arc::new(blocking(load).await?);
+        *slot = Some((Instant::now(), value.clone()));
+        Ok(value)
+    }
+
+    fn forget(&self) {
+        if let Ok(mut slot) = self.slot.try_lock() {
+            *slot = None;
+        }
+    }
+}
 
 /// A vault the server serves, with what it caches of it.
 pub struct Served {
     pub vault: Arc<Vault>,
     tokens: Mutex<Option<(Instant, Arc<TokenSet>)>>,
-    jobs: tokio::sync::Mutex<Option<(Instant, Arc<Vec<Job>>)>>,
+    jobs: Shared<Vec<Job>>,
+    items: Shared<Vec<ItemOverview>>,
 }
 
 impl Served {
     pub fn new(vault: Arc<Vault>) -> Arc<Served> {
-        Arc::new(Served { vault, tokens: Mutex::new(None), jobs: tokio::sync::Mutex::new(None) })
+        Arc::new(Served { vault, tokens: Mutex::new(None), jobs: Shared::new(), items: Shared::new() })
     }
 
     pub fn name(&self) -> String {
@@ -117,16 +156,14 @@ impl Served {
     /// Every job of the vault, shared by the requests of the same instant:
     /// many clients watching jobs cost one listing per [`JOBS_TTL`].
     async fn jobs(&self) -> ApiResult<Arc<Vec<Job>>> {
-        let mut cached = self.jobs.lock().await;
-        if let Some((at, jobs)) = cached.as_ref()
-            && at.elapsed() < JOBS_TTL
-        {
-            return Ok(jobs.clone());
-        }
         let vault = self.vault.clone();
-        let jobs = Arc::new(blocking(move || list_jobs(&vault, &JobFilter::default())).await?);
-        *cached = Some((Instant::now(), jobs.clone()));
-        Ok(jobs)
+        self.jobs.get(SHARED_TTL, move || list_jobs(&vault, &JobFilter::default())).await
+    }
+
+    /// The item overview, shared as [`Served::jobs`].
+    async fn items(&self, now: jiff::Timestamp) -> ApiResult<Arc<Vec<ItemOverview>>> {
+        let vault = self.vault.clone();
+        self.items.get(SHARED_TTL, move || item_overview(&vault, now)).await
     }
 
     /// Forgets what is cached after a change made through the server.
@@ -134,9 +171,8 @@ impl Served {
         if let Ok(mut t) = self.tokens.lock() {
             *t = None;
         }
-        if let Ok(mut j) = self.jobs.try_lock() {
-            *j = None;
-        }
+        self.jobs.forget();
+        self.items.forget();
     }
 }
 
