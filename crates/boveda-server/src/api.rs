@@ -392,12 +392,18 @@ async fn dashboard(
     Ok(Json(blocking(move || svc::dashboard(&vault, &svc::PriceTable::chosen(None)?, now)).await?))
 }
 
-async fn items(
-    State(app): State<AppState>,
-    Extension(caller): Extension<Caller>,
-) -> ApiResult<Json<Vec<svc::ItemOverview>>> {
+async fn items(State(app): State<AppState>, Extension(caller): Extension<Caller>) -> ApiResult<Response> {
     let all = caller.served()?.items(now(&app)).await?;
-    Ok(Json(all.iter().filter(|o| caller.token.sees_item(&o.item.id)).cloned().collect()))
+    if !caller.token.is_scoped() {
+        return Ok(json_bytes(all.json.clone()));
+    }
+    let mine: Vec<&svc::ItemOverview> = all.value.iter().filter(|o| caller.token.sees_item(&o.item.id)).collect();
+    Ok(Json(mine).into_response())
+}
+
+/// A listing already serialized.
+fn json_bytes(body: axum::body::Bytes) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 async fn add_item(
@@ -639,11 +645,16 @@ fn sees_job(token: &svc::AccessToken, job: &svc::Job) -> bool {
     !token.is_scoped() || job.item_id.is_some_and(|id| token.sees_item(&id))
 }
 
-async fn jobs(Extension(caller): Extension<Caller>, Q(q): Q<JobQuery>) -> ApiResult<Json<Vec<svc::Job>>> {
+async fn jobs(Extension(caller): Extension<Caller>, Q(q): Q<JobQuery>) -> ApiResult<Response> {
     let filter =
         svc::JobFilter::parse(q.state.as_deref(), q.operation.as_deref(), q.item.as_deref(), q.since.as_deref())?;
-    let all = caller.served()?.jobs().await?;
-    Ok(Json(all.iter().filter(|j| filter.matches(j) && sees_job(&caller.token, j)).cloned().collect()))
+    let all = caller.served()?.jobs_entry().await?;
+    let unfiltered = q.state.is_none() && q.operation.is_none() && q.item.is_none() && q.since.is_none();
+    if unfiltered && !caller.token.is_scoped() {
+        return Ok(json_bytes(all.json.clone()));
+    }
+    let shown: Vec<&svc::Job> = all.value.iter().filter(|j| filter.matches(j) && sees_job(&caller.token, j)).collect();
+    Ok(Json(shown).into_response())
 }
 
 async fn visible_job(caller: &Caller, served: &Served, id: &str) -> ApiResult<svc::Job> {

@@ -25,6 +25,9 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 pub const MAX_FAILURES: u32 = 10;
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 
+/// The served vaults a token is valid in, with its grant in each.
+pub type Grants = Vec<(Arc<Served>, AccessToken)>;
+
 pub struct Session {
     pub token: String,
     pub csrf: String,
@@ -43,7 +46,7 @@ pub struct Caller {
     /// of no vault, the token's most capable grant).
     pub token: AccessToken,
     /// Every served vault this token is valid in, with its grant there.
-    pub grants: Vec<(Arc<Served>, AccessToken)>,
+    pub grants: Grants,
     /// The vault the path names.
     pub served: Option<Arc<Served>>,
     /// The item the path names, when the token may see it.
@@ -162,7 +165,7 @@ impl App {
     }
 
     /// Every served vault a token is valid in. Blocking.
-    pub(crate) fn grants(&self, presented: &str) -> Result<Vec<(Arc<Served>, AccessToken)>, TokenRefusal> {
+    pub(crate) fn grants(&self, presented: &str) -> Result<Grants, TokenRefusal> {
         let now = self.config.jobs.clock.now();
         let mut refusal = TokenRefusal::Unknown;
         for fresh in [false, true] {
@@ -183,12 +186,31 @@ impl App {
         Err(refusal)
     }
 
+    /// [`App::grants`] from the token sets as cached, without waiting for
+    /// the store; `None` when that cannot say (a set not read yet, or a
+    /// token none of them knows, which may be new).
+    fn cached_grants(&self, presented: &str) -> Option<Result<Grants, TokenRefusal>> {
+        let now = self.config.jobs.clock.now();
+        let mut refusal = TokenRefusal::Unknown;
+        let mut grants = Vec::new();
+        for served in self.served() {
+            let set = served.cached_tokens()?;
+            match set.check(presented, now) {
+                Ok(t) => grants.push((served.clone(), t.clone())),
+                Err(r) if set.names(presented) || r == TokenRefusal::Malformed => refusal = r,
+                Err(_) => {}
+            }
+        }
+        match (grants.is_empty(), refusal) {
+            (false, _) => Some(Ok(grants)),
+            (true, TokenRefusal::Unknown) => None,
+            (true, r) => Some(Err(r)),
+        }
+    }
+
     /// Checks the token a request presents; the grants and, for a session,
     /// its CSRF token.
-    pub(crate) async fn authenticate(
-        self: &Arc<Self>,
-        req: &Asker,
-    ) -> ApiResult<(String, Vec<(Arc<Served>, AccessToken)>)> {
+    pub(crate) async fn authenticate(self: &Arc<Self>, req: &Asker) -> ApiResult<(String, Grants)> {
         let client = req.client.clone();
         if let Some(wait) = self.turned_away(&client) {
             return Err(ApiError::new(
@@ -231,9 +253,15 @@ impl App {
                 }
             },
         };
-        let app = self.clone();
-        let token = presented.clone();
-        match tokio::task::spawn_blocking(move || app.grants(&token)).await {
+        let checked = match self.cached_grants(&presented) {
+            Some(checked) => Ok(checked),
+            None => {
+                let app = self.clone();
+                let token = presented.clone();
+                tokio::task::spawn_blocking(move || app.grants(&token)).await
+            }
+        };
+        match checked {
             Ok(Ok(grants)) => Ok((presented, grants)),
             Ok(Err(refusal)) => {
                 if matches!(refusal, TokenRefusal::Unknown | TokenRefusal::Malformed) {

@@ -84,37 +84,96 @@ const TOKENS_TTL: Duration = Duration::from_secs(2);
 /// requests.
 const SHARED_TTL: Duration = Duration::from_millis(500);
 
-/// A listing shared by the requests of one instant: many clients asking
-/// for it cost one read of the vault per `ttl`, and the first asks while
-/// the others wait for its answer.
-struct Shared<T> {
-    slot: tokio::sync::Mutex<Option<(Instant, Arc<T>)>>,
+/// A listing as it was read at one time, and as JSON.
+pub(crate) struct Entry<T> {
+    at: Instant,
+    pub value: Arc<T>,
+    /// The whole listing as the API returns it, serialized once.
+    pub json: axum::body::Bytes,
 }
 
-impl<T: Send + Sync + 'static> Shared<T> {
+/// A listing shared by all requests: read at most once per `ttl`. When it
+/// is older, requests get it as it is while one of them has it read again
+/// in the background, so that a slow read (a busy store) never holds up
+/// many clients; only the first read is waited for.
+struct Shared<T> {
+    slot: Arc<RwLock<Option<Arc<Entry<T>>>>>,
+    loading: tokio::sync::Mutex<()>,
+    refreshing: Arc<std::sync::atomic::AtomicBool>,
+    /// Raised by each change, so that a read begun before it is not kept.
+    generation: Arc<AtomicU64>,
+}
+
+impl<T: serde::Serialize + Send + Sync + 'static> Shared<T> {
     fn new() -> Self {
-        Shared { slot: tokio::sync::Mutex::new(None) }
+        Shared {
+            slot: Arc::default(),
+            loading: tokio::sync::Mutex::new(()),
+            refreshing: Arc::default(),
+            generation: Arc::default(),
+        }
+    }
+
+    fn current(&self) -> Option<Arc<Entry<T>>> {
+        self.slot.read().ok().and_then(|s| s.clone())
+    }
+
+    fn read(load: impl FnOnce() -> Result<T, ServiceError>) -> Result<Entry<T>, ServiceError> {
+        let value = load()?;
+        let json = serde_json::to_vec(&value).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        Ok(Entry { at: Instant::now(), value: Arc::new(value), json: json.into() })
     }
 
     async fn get(
         &self,
         ttl: Duration,
         load: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
-    ) -> ApiResult<Arc<T>> {
-        let mut slot = self.slot.lock().await;
-        if let Some((at, value)) = slot.as_ref()
-            && at.elapsed() < ttl
-        {
-            return Ok(value.clone());
+    ) -> ApiResult<Arc<Entry<T>>> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if let Some(entry) = self.current() {
+            if entry.at.elapsed() >= ttl && !self.refreshing.swap(true, SeqCst) {
+                self.renew(load);
+            }
+            return Ok(entry);
         }
-        let value = Arc::new(blocking(load).await?);
-        *slot = Some((Instant::now(), value.clone()));
-        Ok(value)
+        let _one_reader = self.loading.lock().await;
+        if let Some(entry) = self.current() {
+            return Ok(entry);
+        }
+        let started = self.generation.load(SeqCst);
+        let entry = Arc::new(blocking(move || Self::read(load)).await?);
+        if self.generation.load(SeqCst) == started
+            && let Ok(mut slot) = self.slot.write()
+        {
+            *slot = Some(entry.clone());
+        }
+        Ok(entry)
     }
 
-    fn forget(&self) {
-        if let Ok(mut slot) = self.slot.try_lock() {
-            *slot = None;
+    /// Reads the listing again in the background; kept unless a change
+    /// came after the read began.
+    fn renew(&self, load: impl FnOnce() -> Result<T, ServiceError> + Send + 'static) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let (slot, refreshing, generation) = (self.slot.clone(), self.refreshing.clone(), self.generation.clone());
+        let started = generation.load(SeqCst);
+        refreshing.store(true, SeqCst);
+        tokio::spawn(async move {
+            if let Ok(fresh) = blocking(move || Self::read(load)).await
+                && generation.load(SeqCst) == started
+                && let Ok(mut slot) = slot.write()
+            {
+                *slot = Some(Arc::new(fresh));
+            }
+            refreshing.store(false, SeqCst);
+        });
+    }
+
+    /// After a change: the listing is read again at once, and requests get
+    /// the one they have until then (a read in progress is not kept).
+    fn changed(&self, load: impl FnOnce() -> Result<T, ServiceError> + Send + 'static) {
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.current().is_some() {
+            self.renew(load);
         }
     }
 }
@@ -123,17 +182,42 @@ impl<T: Send + Sync + 'static> Shared<T> {
 pub struct Served {
     pub vault: Arc<Vault>,
     tokens: Mutex<Option<(Instant, Arc<TokenSet>)>>,
+    tokens_refreshing: std::sync::atomic::AtomicBool,
+    clock: Arc<dyn boveda_service::Clock>,
     jobs: Shared<Vec<Job>>,
     items: Shared<Vec<ItemOverview>>,
 }
 
 impl Served {
-    pub fn new(vault: Arc<Vault>) -> Arc<Served> {
-        Arc::new(Served { vault, tokens: Mutex::new(None), jobs: Shared::new(), items: Shared::new() })
+    pub fn new(vault: Arc<Vault>, clock: Arc<dyn boveda_service::Clock>) -> Arc<Served> {
+        Arc::new(Served {
+            vault,
+            clock,
+            tokens: Mutex::new(None),
+            tokens_refreshing: std::sync::atomic::AtomicBool::new(false),
+            jobs: Shared::new(),
+            items: Shared::new(),
+        })
     }
 
     pub fn name(&self) -> String {
         self.vault.settings().name.clone()
+    }
+
+    /// The vault's tokens as last read, without waiting: when older than
+    /// [`TOKENS_TTL`] they are read again in the background. `None` before
+    /// the first read. Runs inside the async runtime.
+    fn cached_tokens(self: &Arc<Self>) -> Option<Arc<TokenSet>> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let (at, set) = self.tokens.lock().ok()?.clone()?;
+        if at.elapsed() >= TOKENS_TTL && !self.tokens_refreshing.swap(true, SeqCst) {
+            let me = self.clone();
+            tokio::task::spawn_blocking(move || {
+                let _ = me.tokens(true);
+                me.tokens_refreshing.store(false, SeqCst);
+            });
+        }
+        Some(set)
     }
 
     /// The vault's tokens, read again when older than [`TOKENS_TTL`].
@@ -156,23 +240,31 @@ impl Served {
     /// Every job of the vault, shared by the requests of the same instant:
     /// many clients watching jobs cost one listing per [`JOBS_TTL`].
     async fn jobs(&self) -> ApiResult<Arc<Vec<Job>>> {
+        Ok(self.jobs_entry().await?.value.clone())
+    }
+
+    pub(crate) async fn jobs_entry(&self) -> ApiResult<Arc<Entry<Vec<Job>>>> {
         let vault = self.vault.clone();
         self.jobs.get(SHARED_TTL, move || list_jobs(&vault, &JobFilter::default())).await
     }
 
     /// The item overview, shared as [`Served::jobs`].
-    async fn items(&self, now: jiff::Timestamp) -> ApiResult<Arc<Vec<ItemOverview>>> {
+    pub(crate) async fn items(&self, now: jiff::Timestamp) -> ApiResult<Arc<Entry<Vec<ItemOverview>>>> {
         let vault = self.vault.clone();
         self.items.get(SHARED_TTL, move || item_overview(&vault, now)).await
     }
 
-    /// Forgets what is cached after a change made through the server.
+    /// After a change made through the server: tokens are read again
+    /// before the next request is checked, the listings at once in the
+    /// background.
     fn changed(&self) {
         if let Ok(mut t) = self.tokens.lock() {
             *t = None;
         }
-        self.jobs.forget();
-        self.items.forget();
+        let vault = self.vault.clone();
+        self.jobs.changed(move || list_jobs(&vault, &JobFilter::default()));
+        let (vault, clock) = (self.vault.clone(), self.clock.clone());
+        self.items.changed(move || item_overview(&vault, clock.now()));
     }
 }
 
@@ -204,9 +296,10 @@ pub type AppState = Arc<App>;
 
 impl App {
     pub fn new(config: ServerConfig, vaults: Vec<Arc<Vault>>, on_new_vault: Option<VaultHook>) -> AppState {
+        let served = vaults.into_iter().map(|v| Served::new(v, config.jobs.clock.clone())).collect();
         Arc::new(App {
             config,
-            vaults: RwLock::new(vaults.into_iter().map(Served::new).collect()),
+            vaults: RwLock::new(served),
             sessions: Mutex::default(),
             failures: Mutex::default(),
             counters: Counters::default(),
@@ -226,7 +319,7 @@ impl App {
     }
 
     fn add(&self, vault: Arc<Vault>) -> Arc<Served> {
-        let served = Served::new(vault.clone());
+        let served = Served::new(vault.clone(), self.config.jobs.clock.clone());
         if let Ok(mut v) = self.vaults.write() {
             v.push(served.clone());
         }

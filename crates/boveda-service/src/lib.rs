@@ -94,7 +94,9 @@ pub use replication::{
 };
 pub use retention::{PointExpiry, evaluate as evaluate_retention};
 pub use schedule::{latest_slot, next_slot};
-pub use time_input::{DayBound, MAX_RETAIN_YEARS, TIME_FORMS, check_retain_until, parse_retain_until, parse_time};
+pub use time_input::{
+    DayBound, MAX_RETAIN_YEARS, TIME_FORMS, check_retain_until, parse_duration, parse_retain_until, parse_time,
+};
 pub use usage::{ItemUsage, PriceTable, Usage, instance_band, usage};
 pub use vault_admin::{
     NewVault, VaultSummary, VaultUpdate, add_key_job, create_vault, hostname, open_secondary_vault, open_vault,

@@ -84,6 +84,21 @@ pub fn check_retain_until(t: Timestamp, now: Timestamp) -> Result<()> {
     Ok(())
 }
 
+/// A duration as a user writes it (`24h`, `90m`, `1h30m`, `0s`); not
+/// negative.
+///
+/// # Errors
+/// `Field` naming `field` for text that does not parse or is negative.
+pub fn parse_duration(field: &'static str, text: &str) -> Result<jiff::SignedDuration> {
+    let d: jiff::SignedDuration = text.parse().map_err(|_| {
+        ServiceError::field_error(field, format!("invalid duration {text:?}: use forms such as 24h, 90m, 1h30m or 0s"))
+    })?;
+    if d.is_negative() {
+        return Err(ServiceError::field_error(field, format!("invalid duration {text:?}: must not be negative")));
+    }
+    Ok(d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -291,7 +291,8 @@ pub fn retry_policy(settings: &StoreSettings) -> RetryPolicy {
 }
 
 /// Changes to a vault's settings; `None` leaves a setting as it is.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct VaultUpdate {
     /// `Some(None)` stops posting alerts.
     pub webhook: Option<Option<String>>,
@@ -305,6 +306,29 @@ pub struct VaultUpdate {
     pub shipping_address: Option<Option<String>>,
     /// Copy packs to the secondary while a backup writes them.
     pub replicate_during_backup: Option<bool>,
+}
+
+impl VaultUpdate {
+    /// The two waits given as durations a user writes (`30s`, `2h`).
+    ///
+    /// # Errors
+    /// `Field` naming the wait that does not parse.
+    pub fn with_waits(
+        mut self,
+        store_retry_max_wait: Option<&str>,
+        replication_lag_alert: Option<&str>,
+    ) -> Result<Self> {
+        let secs = |field, text: Option<&str>| -> Result<Option<u64>> {
+            text.map(|t| crate::time_input::parse_duration(field, t).map(|d| d.as_secs().unsigned_abs())).transpose()
+        };
+        if let Some(s) = secs("store_retry_max_wait_secs", store_retry_max_wait)? {
+            self.store_retry_max_wait_secs = Some(u32::try_from(s).unwrap_or(u32::MAX));
+        }
+        if let Some(s) = secs("replication_lag_alert_mins", replication_lag_alert)? {
+            self.replication_lag_alert_mins = Some(u32::try_from(s.div_ceil(60)).unwrap_or(u32::MAX));
+        }
+        Ok(self)
+    }
 }
 
 /// Checks and applies changes to a vault's settings; nothing changes when
@@ -324,26 +348,29 @@ pub fn update_vault(vault: &mut Vault, update: &VaultUpdate) -> Result<()> {
 }
 
 fn check_vault_update(update: &VaultUpdate) -> Result<()> {
-    let within = |what: &str, v: Option<u32>, range: std::ops::RangeInclusive<u32>| match v {
-        Some(n) if !range.contains(&n) => {
-            Err(ServiceError::Invalid(format!("{what} must be {} to {}, not {n}", range.start(), range.end())))
-        }
+    let within = |field: &'static str, what: &str, v: Option<u32>, range: std::ops::RangeInclusive<u32>| match v {
+        Some(n) if !range.contains(&n) => Err(ServiceError::field_error(
+            field,
+            format!("{what} must be {} to {}, not {n}", range.start(), range.end()),
+        )),
         _ => Ok(()),
     };
     if let Some(Some(url)) = &update.webhook
         && !(url.starts_with("http://") || url.starts_with("https://"))
     {
-        return Err(ServiceError::Invalid(format!("webhook {url:?}: give an http:// or https:// URL")));
+        return Err(ServiceError::field_error("webhook", format!("{url:?}: give an http:// or https:// URL")));
     }
-    within("the soft-delete window (days)", update.soft_delete_days, 14..=180)?;
-    within("store tries", update.store_retries, StoreSettings::RETRIES)?;
+    within("soft_delete_days", "the soft-delete window (days)", update.soft_delete_days, 14..=180)?;
+    within("store_retries", "store tries", update.store_retries, StoreSettings::RETRIES)?;
     within(
+        "store_retry_max_wait_secs",
         "the longest wait between store tries (seconds)",
         update.store_retry_max_wait_secs,
         StoreSettings::RETRY_MAX_WAIT_SECS,
     )?;
-    within("parallel requests", update.parallel_requests, StoreSettings::PARALLEL_REQUESTS)?;
+    within("parallel_requests", "parallel requests", update.parallel_requests, StoreSettings::PARALLEL_REQUESTS)?;
     within(
+        "replication_lag_alert_mins",
         "the replication lag that raises an alert (minutes)",
         update.replication_lag_alert_mins,
         VaultSettings::LAG_ALERT_MINS,

@@ -98,6 +98,13 @@ fn flag(field: &str) -> &str {
         "items" => "--item",
         "expires" => "--expires",
         "retain_until" => "--retain-until",
+        "safety_margin" => "--safety-margin",
+        "store_retry_max_wait_secs" => "--store-retry-max-wait",
+        "replication_lag_alert_mins" => "--replication-lag-alert",
+        "soft_delete_days" => "--soft-delete-days",
+        "store_retries" => "--store-retries",
+        "parallel_requests" => "--parallel-requests",
+        "webhook" => "--webhook",
         other => other,
     }
 }

@@ -19,13 +19,9 @@ use crate::args::{AgentArgs, AlertCmd, JobCmd};
 use crate::output::{opt_time, print_table, size, time};
 use crate::passphrase::passphrase;
 
+/// `--safety-margin`, as the service reads a duration.
 pub fn parse_duration(s: &str) -> Result<SignedDuration> {
-    let d: SignedDuration =
-        s.parse().with_context(|| format!("invalid duration {s:?}: use forms such as 24h, 90m, 1h30m or 0s"))?;
-    if d.is_negative() {
-        bail!("invalid duration {s:?}: must not be negative");
-    }
-    Ok(d)
+    Ok(boveda_service::parse_duration("safety_margin", s)?)
 }
 
 fn outcome_of(state: JobState) -> Outcome {

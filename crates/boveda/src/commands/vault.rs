@@ -124,26 +124,16 @@ pub fn run(ctx: &Ctx, cmd: VaultCmd) -> Result<Outcome> {
             replicate_during_backup,
         } => {
             let mut vault = ctx.open()?;
-            let seconds = |flag: &str, text: Option<String>| -> Result<Option<u64>> {
-                text.map(|t| {
-                    super::jobs::parse_duration(&t)
-                        .map(|d| d.as_secs().unsigned_abs())
-                        .map_err(|e| anyhow::anyhow!("{flag}: {e}"))
-                })
-                .transpose()
-            };
-            let max_wait = seconds("--store-retry-max-wait", store_retry_max_wait)?;
-            let lag_alert = seconds("--replication-lag-alert", replication_lag_alert)?;
             let update = VaultUpdate {
                 webhook: if no_webhook { Some(None) } else { webhook.map(Some) },
                 soft_delete_days,
                 store_retries,
-                store_retry_max_wait_secs: max_wait.map(|s| u32::try_from(s).unwrap_or(u32::MAX)),
                 parallel_requests,
-                replication_lag_alert_mins: lag_alert.map(|s| u32::try_from(s.div_ceil(60)).unwrap_or(u32::MAX)),
                 shipping_address: shipping_address.map(|a| Some(a).filter(|a| !a.trim().is_empty())),
                 replicate_during_backup,
-            };
+                ..VaultUpdate::default()
+            }
+            .with_waits(store_retry_max_wait.as_deref(), replication_lag_alert.as_deref())?;
             update_vault(&mut vault, &update)?;
             if let Some(redundancy) = redundancy {
                 let full_copy = boveda_service::change_redundancy(&mut vault, &redundancy, secondary.as_deref())
