@@ -288,7 +288,7 @@ async function itemPage(vault, name) {
       h("div", { class: "tile" }, h("div", {}, "Last backup"), h("div", {}, stateCell(item.last_backup_status), " ", when(item.last_backup))),
       h("div", { class: "tile" }, h("div", {}, "Next backup"), h("div", {}, when(item.next_backup)))),
     h("h2", {}, "Back up now"), form,
-    protect === "NotProtected" ? h("p", {}, h("a", { href: "#/v/" + enc(vault) + "/configure?item=" + enc(name) }, "Protect it with a policy")) : "",
+    protect === "not-protected" ? h("p", {}, h("a", { href: "#/v/" + enc(vault) + "/configure?item=" + enc(name) }, "Protect it with a policy")) : "",
     h("h2", {}, "Recovery points"),
     table(["Time", "Consistency", "Expires", "Kept by", "Size", ""], pts.points.slice().reverse().map((p) => [
       when(p.point.time), p.point.consistency, p.expires ? when(p.expires) : "never", p.kept_by, bytes(p.point.stats.bytes),

@@ -450,3 +450,127 @@ async fn a_request_body_that_never_finishes_times_out() {
     let _ = tx.send(());
     server.await.expect("join").expect("served");
 }
+
+/// The id of a completed backup job.
+async fn done_job_id(f: &Fixture, token: &str) -> String {
+    let r = f.call("GET", "/api/v1/vaults/{vault}/jobs?operation=Backup&state=Completed", Some(token), None).await;
+    r.body[0]["id"].as_str().expect("a completed backup").to_string()
+}
+
+/// Each endpoint the workflow test does not take, doing its work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_other_endpoint_does_its_work() {
+    let f = fixture();
+    let c = f.token(C).to_string();
+    let get = |path: String| {
+        let c = c.clone();
+        let f = &f;
+        async move {
+            let r = f.call("GET", &path, Some(&c), None).await;
+            assert_eq!(r.status, StatusCode::OK, "GET {path}: {}", r.text);
+            r.body
+        }
+    };
+    // the vault's summary
+    let summary = get("/api/v1/vaults/{vault}".into()).await;
+    assert_eq!(summary["name"], f.name.as_str());
+    assert_eq!(summary["items"], 2);
+    // items of each kind; a bad kind names the field
+    let disk = f.dir.path().join("disk.raw");
+    std::fs::write(&disk, vec![7u8; 1 << 20]).expect("disk");
+    let vms = f.dir.path().join("vms");
+    std::fs::create_dir_all(&vms).expect("vms");
+    let vm_disk = f.dir.path().join("vm.raw");
+    std::fs::write(&vm_disk, vec![1u8; 1 << 20]).expect("vm disk");
+    std::fs::write(
+        vms.join("web.xml"),
+        format!(
+            "<domain type='kvm'><name>web</name><devices><disk type='file' device='disk'>\
+             <driver name='qemu' type='raw'/><source file='{}'/><target dev='vda'/></disk></devices></domain>",
+            vm_disk.display()
+        ),
+    )
+    .expect("definition");
+    let found = get(format!("/api/v1/vaults/{{vault}}/discover?dir={}", vms.display())).await;
+    assert_eq!(found[0]["domain"], "web", "{found}");
+    assert!(found[0]["item"].is_null());
+    for body in [
+        json!({"kind": "disk", "name": "img", "path": disk}),
+        json!({"kind": "vm", "name": "web", "definition": vms.join("web.xml")}),
+    ] {
+        let r = f.call("POST", "/api/v1/vaults/{vault}/items", Some(&c), Some(body)).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    }
+    let r = f.call("POST", "/api/v1/vaults/{vault}/items", Some(&c), Some(json!({"kind": "tape", "name": "t"}))).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    let found = get(format!("/api/v1/vaults/{{vault}}/discover?dir={}", vms.display())).await;
+    assert_eq!(found[0]["item"], "web", "discovery names the item protecting it: {found}");
+    // a point of the disk item, shown by id
+    let job = backup(&f, &c, "img").await;
+    assert_eq!(job["state"], "Completed", "{job}");
+    let point = job["point"].as_str().expect("point").to_string();
+    let shown = get(format!("/api/v1/vaults/{{vault}}/items/img/points/{}", &point[..8])).await;
+    assert_eq!(shown["point"]["id"], point.as_str());
+    // policies: a change planned, then made; an unused one deleted
+    let p = json!({"name": "weekly", "times": ["03:00"], "daily_keep": 7});
+    assert_eq!(f.call("POST", "/api/v1/vaults/{vault}/policies", Some(&c), Some(p)).await.status, StatusCode::CREATED);
+    let change = json!({"daily_keep": 9});
+    let r =
+        f.call("PATCH", "/api/v1/vaults/{vault}/policies/weekly?dry_run=true", Some(&c), Some(change.clone())).await;
+    assert_eq!(
+        (r.status, r.body["policy"]["retention"]["daily_days"].as_u64()),
+        (StatusCode::OK, Some(9)),
+        "{}",
+        r.text
+    );
+    assert_eq!(
+        get("/api/v1/vaults/{vault}/policies/weekly".into()).await["retention"]["daily_days"],
+        7,
+        "a dry run changes nothing"
+    );
+    let r = f.call("PATCH", "/api/v1/vaults/{vault}/policies/weekly", Some(&c), Some(change)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(get("/api/v1/vaults/{vault}/policies/weekly".into()).await["retention"]["daily_days"], 9);
+    let r = f.call("DELETE", "/api/v1/vaults/{vault}/policies/weekly", Some(&c), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = f.call("GET", "/api/v1/vaults/{vault}/policies/weekly", Some(&c), None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // protection: enable, soft-delete the data, undelete, resume
+    let item = "/api/v1/vaults/{vault}/items/img";
+    let policy = json!({"policy": "DefaultPolicy"});
+    let r = f.call("POST", &format!("{item}/protection"), Some(&c), Some(policy.clone())).await;
+    assert_eq!(r.body["protection"]["state"], "protected", "{}", r.text);
+    let r = f.call("DELETE", &format!("{item}/protection?delete_data=true"), Some(&c), None).await;
+    assert_eq!(r.body["protection"]["state"], "soft-deleted", "{}", r.text);
+    let r = f.call("POST", &format!("{item}/backup"), Some(&c), Some(json!({}))).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "no backup of soft-deleted data: {}", r.text);
+    assert_eq!(r.body["remedy"]["action"], "undelete", "{}", r.text);
+    let r = f.call("POST", &format!("{item}/protection/undelete"), Some(&c), None).await;
+    assert_eq!(r.body["protection"]["state"], "stopped", "{}", r.text);
+    let r = f.call("POST", &format!("{item}/protection/resume"), Some(&c), Some(policy)).await;
+    assert_eq!(r.body["protection"]["state"], "protected", "{}", r.text);
+    // the soft delete raised an alert
+    let alerts = get("/api/v1/vaults/{vault}/alerts".into()).await;
+    assert!(alerts.as_array().is_some_and(|a| a.iter().any(|x| x["operation"] == "DeleteBackupData")), "{alerts}");
+    // stop a running job: the record of one another process runs
+    let mut running: boveda_service::Job = serde_json::from_value(job).expect("job");
+    running.id = boveda_service::RecordId::random();
+    running.state = boveda_service::JobState::InProgress;
+    running.end = None;
+    running.heartbeat = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1);
+    f.vault.catalog_put("jobs", &running.id, Some(&running)).expect("record");
+    let r = f.call("POST", &format!("/api/v1/vaults/{{vault}}/jobs/{}/stop", running.id), Some(&c), None).await;
+    assert_eq!((r.status, r.body["state"].as_str()), (StatusCode::OK, Some("Cancelling")), "{}", r.text);
+    let completed = done_job_id(&f, &c).await;
+    let r = f.call("POST", &format!("/api/v1/vaults/{{vault}}/jobs/{completed}/stop"), Some(&c), None).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "a job that ended cannot be stopped: {}", r.text);
+    // filters of the job list
+    let done = get("/api/v1/vaults/{vault}/jobs?operation=Backup&state=Completed&item=img".into()).await;
+    assert_eq!(done.as_array().map(Vec::len), Some(1), "{done}");
+    let r = f.call("GET", "/api/v1/vaults/{vault}/jobs?state=Sleeping", Some(&c), None).await;
+    assert_eq!((r.status, r.body["field"].as_str()), (StatusCode::BAD_REQUEST, Some("state")), "{}", r.text);
+    // usage and import jobs
+    let usage = get("/api/v1/vaults/{vault}/usage".into()).await;
+    assert!(usage["stored_bytes"].as_u64().is_some_and(|b| b > 0), "{usage}");
+    assert_eq!(get("/api/v1/vaults/{vault}/imports".into()).await, json!([]));
+}
