@@ -819,24 +819,10 @@ async fn login(State(app): State<AppState>, req: Request) -> Response {
     let result = async {
         let (parts, body) = req.into_parts();
         let Body(login) = Body::<Login>::from_request(Request::from_parts(parts.clone(), body), &()).await?;
-        let mut probe = crate::auth::Asker::of(&Request::from_parts(parts, axum::body::Body::empty()));
-        probe.headers.insert(
-            header::AUTHORIZATION,
-            format!("Bearer {}", login.token)
-                .parse()
-                .map_err(|_| ApiError::invalid(Some("token".into()), "not a token"))?,
-        );
-        let (token, grants) = app.authenticate(&probe).await?;
+        let probe = crate::auth::Asker::of(&Request::from_parts(parts, axum::body::Body::empty()));
+        let (token, grants) = app.authenticate(&probe.with_bearer(&login.token)?).await?;
         let (id, csrf) = app.open_session(token);
-        let vaults = grants
-            .iter()
-            .map(|(s, t)| VaultAccess {
-                name: s.name(),
-                role: t.role,
-                items: t.items.iter().map(|i| i.name.clone()).collect(),
-            })
-            .collect();
-        Ok::<_, ApiError>((id, SessionInfo { csrf, vaults }))
+        Ok::<_, ApiError>((id, SessionInfo { csrf, vaults: access(&grants) }))
     }
     .await;
     match result {
@@ -852,12 +838,7 @@ async fn session(State(app): State<AppState>, req: Request) -> ApiResult<Json<Se
     let Some((token, csrf)) = app.session(&asker.headers) else {
         return Err(ApiError::unauthorized("no portal session: log in"));
     };
-    let mut probe = asker;
-    probe.headers.insert(
-        header::AUTHORIZATION,
-        format!("Bearer {token}").parse().map_err(|_| ApiError::unauthorized("no portal session: log in"))?,
-    );
-    let (_, grants) = app.authenticate(&probe).await?;
+    let (_, grants) = app.authenticate(&asker.with_bearer(&token)?).await?;
     Ok(Json(SessionInfo { csrf, vaults: access(&grants) }))
 }
 

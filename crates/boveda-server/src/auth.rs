@@ -83,6 +83,15 @@ pub struct Asker {
 }
 
 impl Asker {
+    /// The same asker presenting `token` as a bearer token (a login, or a
+    /// portal session's token checked again).
+    pub fn with_bearer(mut self, token: &str) -> ApiResult<Asker> {
+        let value =
+            format!("Bearer {token}").parse().map_err(|_| ApiError::invalid(Some("token".into()), "not a token"))?;
+        self.headers.insert(header::AUTHORIZATION, value);
+        Ok(self)
+    }
+
     pub fn of(req: &Request) -> Asker {
         Asker {
             method: req.method().clone(),

@@ -31,6 +31,7 @@ use boveda_service::{
 };
 
 pub use api::{RouteSpec, Scope, route_specs};
+pub use auth::{FAILURE_WINDOW, MAX_FAILURES};
 pub use error::{ApiError, ApiResult};
 pub use openapi::openapi_document;
 pub use tls::{TlsListener, tls_config};

@@ -38,8 +38,7 @@ pub(crate) async fn metrics(State(app): State<AppState>, req: Request) -> Respon
     };
     let now = app.config.jobs.clock.now();
     let mut per_vault = Vec::new();
-    for (served, token) in grants.iter().filter(|(_, t)| !t.is_scoped()) {
-        let _ = token;
+    for (served, _) in grants.iter().filter(|(_, t)| !t.is_scoped()) {
         let Ok(jobs) = served.jobs().await else { continue };
         let vault = served.vault.clone();
         if let Ok(m) = blocking(move || svc::vault_metrics(&vault, &jobs, now)).await {

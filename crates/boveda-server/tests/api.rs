@@ -118,13 +118,7 @@ async fn an_event_stream_that_never_ends_is_closed_at_the_limit() {
     // a job that stays in progress: the record of a job another process
     // runs, with a heartbeat that stays fresh for an hour
     let done = backup(&f, &c, "docs").await;
-    let mut job: boveda_service::Job = serde_json::from_value(done).expect("job");
-    job.id = boveda_service::RecordId::random();
-    job.state = boveda_service::JobState::InProgress;
-    job.end = None;
-    job.heartbeat = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1);
-    f.vault.catalog_put("jobs", &job.id, Some(&job)).expect("record");
-    let id = job.id.to_hex();
+    let id = f.running_job_like(done);
     let started = std::time::Instant::now();
     let r = f.call("GET", &format!("/api/v1/vaults/{{vault}}/jobs/{id}/events"), Some(&c), None).await;
     assert_eq!(r.status, StatusCode::OK);
@@ -179,7 +173,7 @@ async fn bad_tokens_are_refused_with_401_and_counted() {
 async fn many_failed_logins_from_one_client_are_turned_away() {
     let f = fixture();
     let bad = format!("bvd_{}", "1".repeat(96));
-    for _ in 0..boveda_server_limits() {
+    for _ in 0..boveda_server::MAX_FAILURES {
         let r = f.call("GET", "/api/v1/vaults", Some(&bad), None).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     }
@@ -187,10 +181,6 @@ async fn many_failed_logins_from_one_client_are_turned_away() {
     let r = f.call("GET", "/api/v1/vaults", Some(f.token(C)), None).await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text);
     assert_eq!(r.body["code"], "too_many_requests");
-}
-
-fn boveda_server_limits() -> u32 {
-    10
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -553,13 +543,8 @@ async fn every_other_endpoint_does_its_work() {
     let alerts = get("/api/v1/vaults/{vault}/alerts".into()).await;
     assert!(alerts.as_array().is_some_and(|a| a.iter().any(|x| x["operation"] == "DeleteBackupData")), "{alerts}");
     // stop a running job: the record of one another process runs
-    let mut running: boveda_service::Job = serde_json::from_value(job).expect("job");
-    running.id = boveda_service::RecordId::random();
-    running.state = boveda_service::JobState::InProgress;
-    running.end = None;
-    running.heartbeat = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1);
-    f.vault.catalog_put("jobs", &running.id, Some(&running)).expect("record");
-    let r = f.call("POST", &format!("/api/v1/vaults/{{vault}}/jobs/{}/stop", running.id), Some(&c), None).await;
+    let running = f.running_job_like(job);
+    let r = f.call("POST", &format!("/api/v1/vaults/{{vault}}/jobs/{running}/stop"), Some(&c), None).await;
     assert_eq!((r.status, r.body["state"].as_str()), (StatusCode::OK, Some("Cancelling")), "{}", r.text);
     let completed = done_job_id(&f, &c).await;
     let r = f.call("POST", &format!("/api/v1/vaults/{{vault}}/jobs/{completed}/stop"), Some(&c), None).await;
@@ -573,4 +558,28 @@ async fn every_other_endpoint_does_its_work() {
     let usage = get("/api/v1/vaults/{vault}/usage".into()).await;
     assert!(usage["stored_bytes"].as_u64().is_some_and(|b| b > 0), "{usage}");
     assert_eq!(get("/api/v1/vaults/{vault}/imports".into()).await, json!([]));
+}
+
+/// A token revoked by another process (here: straight through the
+/// service, as `boveda token revoke` does) is refused within seconds,
+/// without any change made through the server; one created there is
+/// accepted at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_changed_by_another_process_take_effect_within_seconds() {
+    let f = fixture();
+    let path = "/api/v1/vaults/{vault}/items";
+    let req = boveda_service::NewToken { role: "Reader".into(), ..Default::default() };
+    let (token, secret) = boveda_service::create_token(&f.vault, &req, f.clock.now(), "other").expect("token");
+    assert_eq!(f.call("GET", path, Some(&secret), None).await.status, StatusCode::OK, "a new token works at once");
+    boveda_service::revoke_token(&f.vault, &token.id.to_hex(), f.clock.now()).expect("revoke");
+    let revoked = std::time::Instant::now();
+    loop {
+        let r = f.call("GET", path, Some(&secret), None).await;
+        if r.status == StatusCode::UNAUTHORIZED {
+            assert!(r.text.contains("revoked"), "{}", r.text);
+            break;
+        }
+        assert!(revoked.elapsed() < std::time::Duration::from_secs(5), "still accepted 5 s after its revocation");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }

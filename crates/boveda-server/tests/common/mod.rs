@@ -161,3 +161,18 @@ impl Fixture {
         panic!("job {id} did not end in a minute");
     }
 }
+
+impl Fixture {
+    /// Records a job like `ended` (a job as the API returned it) that is
+    /// still in progress in another process, its heartbeat fresh for an
+    /// hour; its id.
+    pub fn running_job_like(&self, ended: Value) -> String {
+        let mut job: boveda_service::Job = serde_json::from_value(ended).expect("job");
+        job.id = boveda_service::RecordId::random();
+        job.state = boveda_service::JobState::InProgress;
+        job.end = None;
+        job.heartbeat = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1);
+        self.vault.catalog_put("jobs", &job.id, Some(&job)).expect("record");
+        job.id.to_hex()
+    }
+}
