@@ -7,13 +7,18 @@
 //! `debugfs` takes as `image?offset=N`. Only ext2, ext3 and ext4 are
 //! supported; anything else is refused by name.
 
+use std::ffi::OsStr;
 use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use boveda_vault::{ChunkId, ChunkIndex, Vault};
+use rustix::fs::{AtFlags, Mode, OFlags};
 
+use crate::beneath::{Beneath, clear_at};
 use crate::disk_restore::{DiskOutputFormat, DiskRestoreRequest, restore_disk};
 use crate::error::{EngineError, Result};
 use crate::point_path::split_point_path;
@@ -175,25 +180,81 @@ impl MaterializedDisk {
         Ok(out)
     }
 
-    /// Extracts a file or directory tree to `target`, keeping its path
-    /// below the target (`/etc/hosts` becomes `TARGET/etc/hosts`).
+    /// Extracts a file or directory tree below the held folder `target`,
+    /// keeping its path (`/etc/hosts` becomes `TARGET/etc/hosts`). The
+    /// folders on the way are made without following links; `debugfs`
+    /// writes into a private folder (0700) reached through the held handle,
+    /// and what it wrote is then renamed into place.
     ///
     /// # Errors
-    /// `NotInPoint` for a missing path; I/O errors.
-    pub fn extract(&self, path: &str, target: &Path) -> Result<()> {
+    /// `NotInPoint` for a missing path; a directory already at the path;
+    /// I/O errors.
+    pub fn extract(&self, path: &str, target: &Beneath) -> Result<()> {
         let p = Self::fs_path(path)?;
         if p == "/" {
             return Err(EngineError::BadPointPath("give a path below / to extract from a disk".into()));
         }
-        let parent = Path::new(&p).parent().unwrap_or(Path::new("/"));
-        let dest = target.join(parent.strip_prefix("/").unwrap_or(parent));
-        std::fs::create_dir_all(&dest).map_err(|e| EngineError::io(&dest, e))?;
-        self.debugfs(&format!("rdump \"{p}\" \"{}\"", dest.display())).map_err(|e| match e {
-            EngineError::Disk { reason, .. } if reason.contains("not found") => {
-                EngineError::NotInPoint(path.to_string())
-            }
-            other => other,
-        })?;
-        Ok(())
+        let inner = Path::new(&p);
+        let (parent, name) = match (inner.parent(), inner.file_name()) {
+            (Some(parent), Some(name)) => (parent.strip_prefix("/").unwrap_or(parent), name),
+            _ => return Err(EngineError::BadPointPath(path.to_string())),
+        };
+        let shown = target.show(parent);
+        let dest = target.mkdir_all(parent).map_err(|e| EngineError::io(&shown, e))?;
+        let staging_name = format!(".boveda-extract-{}", std::process::id());
+        let _ = rustix::fs::unlinkat(&dest, staging_name.as_str(), AtFlags::REMOVEDIR);
+        rustix::fs::mkdirat(&dest, staging_name.as_str(), Mode::from_raw_mode(0o700))
+            .map_err(|e| EngineError::io(&shown, e.into()))?;
+        let staged = (|| -> Result<()> {
+            let staging = rustix::fs::openat(
+                &dest,
+                staging_name.as_str(),
+                OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| EngineError::io(&shown, e.into()))?;
+            let via = format!("/proc/{}/fd/{}", std::process::id(), staging.as_raw_fd());
+            self.debugfs(&format!("rdump \"{p}\" \"{via}\"")).map_err(|e| match e {
+                EngineError::Disk { reason, .. } if reason.contains("not found") => {
+                    EngineError::NotInPoint(path.to_string())
+                }
+                other => other,
+            })?;
+            let at = target.show(&Path::new(parent).join(name));
+            clear_at(dest.as_fd(), name).map_err(|e| EngineError::io(&at, e))?;
+            rustix::fs::renameat(&staging, name, &dest, name).map_err(|e| match e {
+                rustix::io::Errno::NOTEMPTY | rustix::io::Errno::EXIST => {
+                    EngineError::Target { path: at.clone(), reason: "a folder is already there".into() }
+                }
+                other => EngineError::io(&at, other.into()),
+            })
+        })();
+        let _ = remove_tree_at(dest.as_fd(), OsStr::new(&staging_name));
+        staged
     }
+}
+
+/// Removes the tree `name` in `dir` without following links.
+fn remove_tree_at(dir: BorrowedFd<'_>, name: &OsStr) -> std::io::Result<()> {
+    let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let sub = match rustix::fs::openat(dir, name, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP) => {
+            return Ok(rustix::fs::unlinkat(dir, name, AtFlags::empty())?);
+        }
+        Err(rustix::io::Errno::NOENT) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut entries = Vec::new();
+    for entry in rustix::fs::Dir::read_from(&sub)? {
+        let entry = entry?;
+        let n = entry.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            entries.push(std::ffi::OsString::from_vec(n.to_vec()));
+        }
+    }
+    for e in entries {
+        remove_tree_at(sub.as_fd(), &e)?;
+    }
+    Ok(rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)?)
 }

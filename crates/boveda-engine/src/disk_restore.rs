@@ -24,6 +24,16 @@ pub enum DiskOutputFormat {
     Qcow2,
 }
 
+impl DiskOutputFormat {
+    /// As QEMU and libvirt name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Raw => "raw",
+            Self::Qcow2 => "qcow2",
+        }
+    }
+}
+
 fn target_err(path: &Path, reason: impl Into<String>) -> EngineError {
     EngineError::Target { path: path.to_path_buf(), reason: reason.into() }
 }

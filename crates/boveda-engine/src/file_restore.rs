@@ -1,8 +1,10 @@
 //! Restoring file trees.
 //!
 //! 1. Plan: walk the point's trees, choosing the selected paths.
-//! 2. Directories are created top-down; every existing path component is
-//!    checked to be a real directory, never followed through a symlink.
+//! 2. Directories are created top-down, each relative to the handle of its
+//!    parent (see [`crate::beneath`]): a symbolic link on the way, made
+//!    before or during the restore, is never followed; the paths it would
+//!    have led to are named as not restored.
 //! 3. Files are created at full size (holes stay holes), then filled by
 //!    reading packs in parallel: each pack's needed blobs are fetched in a
 //!    few ranged reads and written at their offsets.
@@ -20,11 +22,12 @@
 //! written again.
 
 use std::collections::HashMap;
-use std::ffi::OsStr;
-use std::fs::{self, File, OpenOptions};
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -32,14 +35,20 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use boveda_vault::{ChunkId, ChunkIndex, Node, NodeKind, Piece, Vault};
 use rayon::prelude::*;
 
+use rustix::fs::{AtFlags, Mode, OFlags};
+
+use crate::beneath::{Beneath, clear_at, split};
 use crate::chunk_fetch::{ChunkSink, fetch_chunks};
 use crate::error::{EngineError, Result};
-use crate::metadata::apply_metadata;
+use crate::metadata::{apply_metadata_at, apply_metadata_fd};
 use crate::point_path::split_point_path;
 use crate::progress::RestoreProgress;
 
 pub struct RestoreOptions<'a> {
     pub target: PathBuf,
+    /// The folder `target` must stay inside (a server's restore root):
+    /// the way down to `target` is then made without following links too.
+    pub within: Option<PathBuf>,
     /// Paths inside the point; empty restores everything.
     pub paths: Vec<String>,
     pub cancel: Option<&'a AtomicBool>,
@@ -118,34 +127,6 @@ impl Planner<'_> {
     }
 }
 
-fn nofollow() -> i32 {
-    rustix::fs::OFlags::NOFOLLOW.bits() as i32
-}
-
-/// Makes `path` a real directory, replacing a file or symlink there.
-fn ensure_dir(path: &Path) -> io::Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => {
-            fs::remove_file(path)?;
-            fs::create_dir(path)
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir(path),
-        Err(e) => Err(e),
-    }
-}
-
-/// Removes whatever non-directory is at `path`, so a new entry can be made.
-/// Unlinking never writes into the inode, even one linked from elsewhere.
-fn clear_path(path: &Path) -> io::Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => Err(io::Error::other("a directory is in the way")),
-        Ok(_) => fs::remove_file(path),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
 /// Prefix of the temporary names files are written under before they are
 /// renamed into place. A re-run removes its own leftovers by name.
 pub const RESTORE_TEMP_PREFIX: &str = ".boveda-restore-";
@@ -153,37 +134,43 @@ pub const RESTORE_TEMP_PREFIX: &str = ".boveda-restore-";
 /// The temporary name a file is written under: in the same directory (so
 /// the rename is atomic), of fixed length (so long names still fit), and the
 /// same on every run (so a re-run finds what an interrupted one left).
-fn temp_path(vault: &Vault, final_path: &Path) -> PathBuf {
-    let tag = vault.key().chunk_id(final_path.as_os_str().as_bytes());
-    let name = format!("{RESTORE_TEMP_PREFIX}{}", &tag.to_hex()[..24]);
-    final_path.parent().unwrap_or(Path::new("")).join(name)
+fn temp_name(vault: &Vault, rel: &Path) -> OsString {
+    let tag = vault.key().chunk_id(rel.as_os_str().as_bytes());
+    OsString::from(format!("{RESTORE_TEMP_PREFIX}{}", &tag.to_hex()[..24]))
 }
 
-/// Creates a new, empty file of `size` bytes under its temporary name:
+fn parent_of(rel: &Path) -> &Path {
+    rel.parent().unwrap_or(Path::new(""))
+}
+
+/// Creates a new, empty file of `size` bytes named `name` in `dir`:
 /// always a new inode (`O_EXCL`), never a file that was already there.
-fn create_temp(temp: &Path, size: u64) -> io::Result<()> {
-    let open = || OpenOptions::new().write(true).create_new(true).custom_flags(nofollow()).mode(0o600).open(temp);
-    let file = match open() {
+fn create_temp(dir: BorrowedFd<'_>, name: &OsStr, size: u64) -> io::Result<()> {
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let open = || rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(0o600));
+    let fd = match open() {
         Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            clear_path(temp)?; // left by an interrupted run
+        Err(rustix::io::Errno::EXIST) => {
+            clear_at(dir, name)?; // left by an interrupted run
             open()?
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     };
-    file.set_len(size)
+    rustix::fs::ftruncate(&fd, size)?;
+    Ok(())
 }
 
-/// Whether the file at `path` already is exactly the point's file: a plain
+/// Whether the file at `rel` already is exactly the point's file: a plain
 /// file with no other link (so nothing outside the target shares it), of
 /// the right size, whose every chunk hashes to the id the point records and
 /// whose holes read as zeros. Only such a file is left in place by a re-run.
-fn is_complete(vault: &Vault, path: &Path, node: &Node) -> bool {
-    let Ok(meta) = fs::symlink_metadata(path) else { return false };
+fn is_complete(vault: &Vault, root: &Beneath, rel: &Path, node: &Node) -> bool {
+    let Ok(fd) = root.open_at(rel, OFlags::RDONLY, 0) else { return false };
+    let file = File::from(fd);
+    let Ok(meta) = file.metadata() else { return false };
     if !meta.is_file() || meta.nlink() != 1 || meta.len() != node.size {
         return false;
     }
-    let Ok(file) = OpenOptions::new().read(true).custom_flags(nofollow()).open(path) else { return false };
     let mut buf = Vec::new();
     let mut at = 0u64;
     for piece in &node.content {
@@ -252,18 +239,24 @@ pub fn restore_files(
     planner.dir(root, Path::new(""), sel)?;
     let plan = planner.plan;
 
-    let target = &opts.target;
-    fs::create_dir_all(target).map_err(|e| EngineError::Target { path: target.clone(), reason: e.to_string() })?;
-    if !fs::metadata(target).is_ok_and(|m| m.is_dir()) {
-        return Err(EngineError::Target { path: target.clone(), reason: "is not a directory".into() });
-    }
+    let root = Beneath::open(&opts.target, opts.within.as_deref())
+        .map_err(|e| EngineError::Target { path: opts.target.clone(), reason: e.to_string() })?;
+    let root = &root;
     let mut out = RestoreOutcome::default();
     let is_root = rustix::process::geteuid().is_root();
+    let failed_dirs: Mutex<Vec<(PathBuf, String)>> = Mutex::new(Vec::new());
 
+    // Directories top-down, each made in its parent's handle: a link put in
+    // the way fails that directory (and so what is below it), never followed.
     for (rel, _) in &plan.dirs {
-        let p = target.join(rel);
-        ensure_dir(&p).map_err(|e| EngineError::io(&p, e))?;
-        out.dirs += 1;
+        match root.ensure_dir(rel) {
+            Ok(()) => out.dirs += 1,
+            Err(e) => {
+                if let Ok(mut f) = failed_dirs.lock() {
+                    f.push((rel.clone(), e.to_string()));
+                }
+            }
+        }
     }
 
     // Hard links: the first path of each inode is written, the others linked to it.
@@ -281,7 +274,7 @@ pub fn restore_files(
         candidates.push(i);
     }
     let complete: Vec<bool> =
-        candidates.par_iter().map(|&i| is_complete(vault, &target.join(&plan.files[i].0), &plan.files[i].1)).collect();
+        candidates.par_iter().map(|&i| is_complete(vault, root, &plan.files[i].0, &plan.files[i].1)).collect();
     let mut to_write: Vec<usize> = Vec::new();
     let mut kept: Vec<usize> = Vec::new();
     for (&i, done) in candidates.iter().zip(complete) {
@@ -309,9 +302,9 @@ pub fn restore_files(
             done: AtomicBool::new(false),
         })
         .collect();
-    let temps: Vec<PathBuf> = plan.files.iter().map(|(rel, _)| temp_path(vault, &target.join(rel))).collect();
+    let temps: Vec<OsString> = plan.files.iter().map(|(rel, _)| temp_name(vault, rel)).collect();
     let sink = FileSink {
-        target,
+        root,
         plan: &plan,
         temps: &temps,
         states: &states,
@@ -325,27 +318,38 @@ pub fn restore_files(
     // Files are created in parallel, one directory per task: two threads
     // creating entries in one directory contend on its lock (measured: three
     // times the system time), threads in different directories do not.
+    // Each task holds its directory's handle and creates relative to it.
     let mut by_dir: HashMap<&Path, Vec<usize>> = HashMap::new();
     for &i in &to_write {
-        by_dir.entry(plan.files[i].0.parent().unwrap_or(Path::new(""))).or_default().push(i);
+        by_dir.entry(parent_of(&plan.files[i].0)).or_default().push(i);
     }
     let created: Vec<(usize, bool)> = by_dir
-        .into_values()
+        .into_iter()
         .collect::<Vec<_>>()
         .par_iter()
-        .flat_map_iter(|group| {
-            group.iter().map(|&i| match create_temp(&temps[i], plan.files[i].1.size) {
-                Ok(()) => {
-                    if states[i].remaining.load(Ordering::Relaxed) == 0 {
-                        sink.finish(i); // empty or all holes: nothing to fetch
+        .flat_map_iter(|(dir, group)| {
+            let dir_fd = root.open_dir(dir);
+            group
+                .iter()
+                .map(|&i| {
+                    let made = match &dir_fd {
+                        Ok(d) => create_temp(d.as_fd(), &temps[i], plan.files[i].1.size),
+                        Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+                    };
+                    match made {
+                        Ok(()) => {
+                            if states[i].remaining.load(Ordering::Relaxed) == 0 {
+                                sink.finish(i, None); // empty or all holes: nothing to fetch
+                            }
+                            (i, true)
+                        }
+                        Err(e) => {
+                            fail(i, format!("cannot create: {e}"));
+                            (i, false)
+                        }
                     }
-                    (i, true)
-                }
-                Err(e) => {
-                    fail(i, format!("cannot create: {e}"));
-                    (i, false)
-                }
-            })
+                })
+                .collect::<Vec<_>>()
         })
         .collect();
     let mut targets: HashMap<ChunkId, Vec<(usize, u64)>> = HashMap::new();
@@ -366,8 +370,10 @@ pub fn restore_files(
     // whatever was not renamed into place (failed, or cancelled) leaves no
     // temporary file behind
     for &i in &to_write {
-        if !states[i].done.load(Ordering::Relaxed) {
-            let _ = fs::remove_file(&temps[i]);
+        if !states[i].done.load(Ordering::Relaxed)
+            && let Ok(d) = root.open_dir(parent_of(&plan.files[i].0))
+        {
+            let _ = rustix::fs::unlinkat(&d, temps[i].as_os_str(), AtFlags::empty());
         }
     }
     fetched?;
@@ -376,58 +382,80 @@ pub fn restore_files(
     let failed = failed.into_inner().unwrap_or_default();
 
     for (leader, member) in hard_links {
-        let (lp, mp) = (target.join(&plan.files[leader].0), target.join(&plan.files[member].0));
+        let mp = root.show(&plan.files[member].0);
         if failed.contains_key(&leader) {
             fail_member(&mut out, &mp);
             continue;
         }
-        if let Err(e) = clear_path(&mp).and_then(|()| fs::hard_link(&lp, &mp)) {
+        let linked = (|| -> io::Result<()> {
+            let (lrel, mrel) = (&plan.files[leader].0, &plan.files[member].0);
+            let (ldir, lname) = split(lrel)?;
+            let (mdir, mname) = split(mrel)?;
+            let (lfd, mfd) = (root.open_dir(ldir)?, root.open_dir(mdir)?);
+            clear_at(mfd.as_fd(), mname)?;
+            Ok(rustix::fs::linkat(&lfd, lname, &mfd, mname, AtFlags::empty())?)
+        })();
+        if let Err(e) = linked {
             out.warnings.push(format!("{}: cannot create hard link: {e}", mp.display()));
         }
     }
     for (rel, node) in &plan.links {
-        let p = target.join(rel);
-        let res = clear_path(&p).and_then(|()| std::os::unix::fs::symlink(OsStr::from_bytes(&node.link_target), &p));
-        match res {
+        let made = (|| -> io::Result<()> {
+            let (dir, name) = split(rel)?;
+            let dfd = root.open_dir(dir)?;
+            clear_at(dfd.as_fd(), name)?;
+            Ok(rustix::fs::symlinkat(OsStr::from_bytes(&node.link_target), &dfd, name)?)
+        })();
+        match made {
             Ok(()) => out.other += 1,
-            Err(e) => out.warnings.push(format!("{}: cannot create symlink: {e}", p.display())),
+            Err(e) => out.warnings.push(format!("{}: cannot create symlink: {e}", root.show(rel).display())),
         }
     }
     for (rel, node) in &plan.specials {
-        let p = target.join(rel);
-        match make_special(&p, node) {
+        match make_special(root, rel, node) {
             Ok(true) => out.other += 1,
             Ok(false) => {}
-            Err(e) => out.warnings.push(format!("{}: cannot create special file: {e}", p.display())),
+            Err(e) => out.warnings.push(format!("{}: cannot create special file: {e}", root.show(rel).display())),
         }
     }
 
     for (i, (rel, _)) in plan.files.iter().enumerate() {
         if let Some(why) = failed.get(&i) {
-            out.errors.push(format!("{}: {why}", target.join(rel).display()));
+            out.errors.push(format!("{}: {why}", root.show(rel).display()));
             *out.failure_reasons.entry(why.clone()).or_default() += 1;
         }
+    }
+    for (rel, why) in failed_dirs.into_inner().unwrap_or_default() {
+        out.errors.push(format!("{}: directory not restored: {why}", root.show(&rel).display()));
+        *out.failure_reasons.entry("directory not restored".into()).or_default() += 1;
     }
     // files kept from an earlier run get their metadata again; written
     // files got theirs before the rename
     let kept_warnings: Vec<Vec<String>> = kept
         .par_iter()
         .map(|&i| {
-            let p = target.join(&plan.files[i].0);
-            apply_metadata(&p, &p, &plan.files[i].1, is_root)
+            let (rel, node) = &plan.files[i];
+            match root.open_at(rel, OFlags::RDONLY, 0) {
+                Ok(fd) => apply_metadata_fd(fd.as_fd(), &root.show(rel), node, is_root),
+                Err(e) => vec![format!("cannot restore metadata: {e}")],
+            }
         })
         .collect();
     out.files += (plan.files.len() - failed.len()) as u64;
     out.warnings.extend(kept_warnings.into_iter().flatten());
     for (rel, node) in plan.links.iter().chain(&plan.specials) {
-        let p = target.join(rel);
-        if fs::symlink_metadata(&p).is_ok() {
-            out.warnings.extend(apply_metadata(&p, &p, node, is_root));
+        let Ok((dir, name)) = split(rel) else { continue };
+        if let Ok(dfd) = root.open_dir(dir)
+            && rustix::fs::statat(&dfd, name, AtFlags::SYMLINK_NOFOLLOW).is_ok()
+        {
+            out.warnings.extend(apply_metadata_at(dfd.as_fd(), name, &root.show(rel), node, is_root));
         }
     }
     for (rel, node) in plan.dirs.iter().rev() {
-        let p = target.join(rel);
-        out.warnings.extend(apply_metadata(&p, &p, node, is_root));
+        match root.open_dir(rel) {
+            Ok(fd) => out.warnings.extend(apply_metadata_fd(fd.as_fd(), &root.show(rel), node, is_root)),
+            Err(e) => out.warnings.push(format!("cannot restore metadata: {e}")),
+        }
     }
     out.errors.sort();
     Ok(out)
@@ -449,9 +477,9 @@ const MAX_OPEN_PER_READ: usize = 16;
 /// Writes fetched chunks into the restored files at their offsets, and
 /// renames each file into place when its last chunk is written.
 struct FileSink<'a> {
-    target: &'a Path,
+    root: &'a Beneath,
     plan: &'a Plan,
-    temps: &'a [PathBuf],
+    temps: &'a [OsString],
     states: &'a [FileState],
     written: AtomicU64,
     progress: &'a dyn RestoreProgress,
@@ -465,23 +493,37 @@ impl FileSink<'_> {
         self.failed.lock().is_ok_and(|f| f.contains_key(&i))
     }
 
-    /// All data of file `i` is written: metadata onto the new inode, then
-    /// the rename that makes it appear at its path.
-    fn finish(&self, i: usize) {
+    /// All data of file `i` is written (into `file`, when still open):
+    /// metadata onto the new inode through its handle, then the rename, in
+    /// its directory's handle, that makes it appear at its path.
+    fn finish(&self, i: usize, file: Option<File>) {
         if self.has_failed(i) {
             return;
         }
         let (rel, node) = &self.plan.files[i];
-        let (temp, dest) = (&self.temps[i], self.target.join(rel));
-        let warnings = apply_metadata(temp, &dest, node, self.is_root);
-        let renamed = match fs::rename(temp, &dest) {
-            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::ISDIR.raw_os_error()) => {
-                Err(io::Error::other("a directory is in the way"))
-            }
-            other => other,
-        };
-        match renamed {
-            Ok(()) => {
+        let dest = self.root.show(rel);
+        let done = (|| -> io::Result<Vec<String>> {
+            let (dir, name) = split(rel)?;
+            let dfd = self.root.open_dir(dir)?;
+            let file = match file {
+                Some(f) => f,
+                None => File::from(rustix::fs::openat(
+                    &dfd,
+                    self.temps[i].as_os_str(),
+                    OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )?),
+            };
+            let warnings = apply_metadata_fd(file.as_fd(), &dest, node, self.is_root);
+            drop(file);
+            match rustix::fs::renameat(&dfd, self.temps[i].as_os_str(), &dfd, name) {
+                Err(rustix::io::Errno::ISDIR) => Err(io::Error::other("a directory is in the way")),
+                other => other.map_err(io::Error::from),
+            }?;
+            Ok(warnings)
+        })();
+        match done {
+            Ok(warnings) => {
                 self.states[i].done.store(true, Ordering::Relaxed);
                 if !warnings.is_empty()
                     && let Ok(mut w) = self.warnings.lock()
@@ -491,6 +533,11 @@ impl FileSink<'_> {
             }
             Err(e) => self.fail(&(i, 0), format!("cannot move into place: {e}")),
         }
+    }
+
+    fn open_temp(&self, i: usize) -> io::Result<File> {
+        let rel = parent_of(&self.plan.files[i].0).join(&self.temps[i]);
+        Ok(File::from(self.root.open_at(&rel, OFlags::WRONLY, 0)?))
     }
 }
 
@@ -504,11 +551,9 @@ impl ChunkSink<(usize, u64)> for FileSink<'_> {
         }
         let res = match open.entry(i) {
             std::collections::hash_map::Entry::Occupied(f) => f.get().write_all_at(plain, at),
-            std::collections::hash_map::Entry::Vacant(v) => OpenOptions::new()
-                .write(true)
-                .custom_flags(nofollow())
-                .open(&self.temps[i])
-                .and_then(|f| v.insert(f).write_all_at(plain, at)),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                self.open_temp(i).and_then(|f| v.insert(f).write_all_at(plain, at))
+            }
         };
         match res {
             Ok(()) => {
@@ -518,8 +563,8 @@ impl ChunkSink<(usize, u64)> for FileSink<'_> {
             Err(e) => self.fail(&(i, at), format!("cannot write: {e}")),
         }
         if self.states[i].remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-            open.remove(&i); // closed before the rename
-            self.finish(i);
+            let file = open.remove(&i); // closed after its metadata, before the rename
+            self.finish(i, file);
         }
     }
 
@@ -530,15 +575,17 @@ impl ChunkSink<(usize, u64)> for FileSink<'_> {
     }
 }
 
-fn make_special(path: &Path, node: &Node) -> io::Result<bool> {
-    use rustix::fs::{CWD, FileType, Mode, mknodat};
+fn make_special(root: &Beneath, rel: &Path, node: &Node) -> io::Result<bool> {
+    use rustix::fs::{FileType, mknodat};
     let ft = match node.kind {
         NodeKind::Fifo => FileType::Fifo,
         NodeKind::CharDevice => FileType::CharacterDevice,
         NodeKind::BlockDevice => FileType::BlockDevice,
         _ => return Ok(false), // sockets are recreated by their programs
     };
-    clear_path(path)?;
-    mknodat(CWD, path, ft, Mode::from_raw_mode(node.mode & 0o7777), node.rdev as _).map_err(io::Error::from)?;
+    let (dir, name) = split(rel)?;
+    let dfd = root.open_dir(dir)?;
+    clear_at(dfd.as_fd(), name)?;
+    mknodat(&dfd, name, ft, Mode::from_raw_mode(node.mode & 0o7777), node.rdev as _).map_err(io::Error::from)?;
     Ok(true)
 }

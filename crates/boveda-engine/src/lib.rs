@@ -13,6 +13,7 @@
 //!   images in fixed-size chunks, reading only allocated data.
 //! - [`list_point_path`]: browse a point.
 
+pub mod beneath;
 mod chunk_fetch;
 mod disk_backup;
 mod disk_files;

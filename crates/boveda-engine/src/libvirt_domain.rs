@@ -14,6 +14,20 @@ pub struct DomainDisk {
     pub path: PathBuf,
     /// Where the path sits in the XML text, to rewrite it on restore.
     source_range: Range<usize>,
+    /// Where the disk's format is said (`<driver type='...'>`), to say the
+    /// restored disk's format instead.
+    format_at: FormatAt,
+}
+
+/// How a restored disk's format gets into its definition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum FormatAt {
+    /// The value of the `type` attribute of `<driver>`: replaced.
+    Value(Range<usize>),
+    /// A `<driver>` without `type`: inserted at this offset (after `<driver`).
+    Attribute(usize),
+    /// No `<driver>`: one inserted at this offset (before `<source>`).
+    Element(usize),
 }
 
 #[derive(Debug, Clone)]
@@ -80,10 +94,18 @@ impl Domain {
                         .ok_or_else(|| malformed(file, "a disk without <target dev=...>"))?;
                     let Some(source) = child(disk, "source") else { continue };
                     let Some(a) = source.attribute_node(attr) else { continue };
+                    let format_at = match child(disk, "driver") {
+                        Some(d) => match d.attribute_node("type") {
+                            Some(t) => FormatAt::Value(t.range_value()),
+                            None => FormatAt::Attribute(d.range().start + "<driver".len()),
+                        },
+                        None => FormatAt::Element(source.range().start),
+                    };
                     disks.push(DomainDisk {
                         target: target.to_string(),
                         path: PathBuf::from(a.value()),
                         source_range: a.range_value(),
+                        format_at,
                     });
                 }
             }
@@ -133,7 +155,9 @@ impl Domain {
 
     /// The definition of a new domain: another name, no UUID (libvirt makes
     /// one), and each disk's source replaced by its restored path.
-    pub fn rewritten(&self, new_name: &str, new_paths: &[(String, PathBuf)]) -> String {
+    /// Each restored disk is named with its real `format` (`raw`, `qcow2`)
+    /// in its `<driver type=...>`, whatever the original disk's was.
+    pub fn rewritten(&self, new_name: &str, new_paths: &[(String, PathBuf)], format: &str) -> String {
         let mut edits: Vec<(Range<usize>, String)> = vec![(self.name_range.clone(), xml_escape(new_name))];
         if let Some(u) = &self.uuid_range {
             edits.push((u.clone(), String::new()));
@@ -141,6 +165,12 @@ impl Domain {
         for d in &self.disks {
             if let Some((_, p)) = new_paths.iter().find(|(t, _)| *t == d.target) {
                 edits.push((d.source_range.clone(), xml_escape(&p.display().to_string())));
+                let format = xml_escape(format);
+                edits.push(match &d.format_at {
+                    FormatAt::Value(r) => (r.clone(), format),
+                    FormatAt::Attribute(at) => (*at..*at, format!(" type='{format}'")),
+                    FormatAt::Element(at) => (*at..*at, format!("<driver name='qemu' type='{format}'/>\n      ")),
+                });
             }
         }
         edits.sort_by_key(|(r, _)| std::cmp::Reverse(r.start));
@@ -189,6 +219,7 @@ mod tests {
         let new = d.rewritten(
             "web-restored",
             &[("vda".into(), PathBuf::from("/r/web-vda.img")), ("vdb".into(), PathBuf::from("/r/web-vdb.img"))],
+            "raw",
         );
         let again = Domain::parse(Path::new("new.xml"), new.clone()).expect("parse rewritten");
         assert_eq!(again.name, "web-restored");
@@ -196,6 +227,21 @@ mod tests {
         assert_eq!(again.disks[1].path, PathBuf::from("/r/web-vdb.img"));
         assert!(!new.contains("<uuid>"));
         assert!(new.contains("/iso/install.iso"), "other devices are kept");
+        // the qcow2 disk restored as raw is named raw; the disk without a
+        // <driver> gets one
+        assert!(!new.contains("type='qcow2'"), "{new}");
+        assert_eq!(new.matches("type='raw'").count(), 2, "{new}");
+        let again = Domain::parse(Path::new("new.xml"), new).expect("parse");
+        assert_eq!(again.disks.len(), 2);
+    }
+
+    #[test]
+    fn a_restored_disk_is_named_with_its_real_format() {
+        let xml = XML.replace("<driver name='qemu' type='qcow2'/>", "<driver name='qemu' cache='none'/>");
+        let d = Domain::parse(Path::new("web.xml"), xml).expect("parse");
+        let new = d.rewritten("w", &[("vda".into(), PathBuf::from("/r/vda.qcow2"))], "qcow2");
+        assert!(new.contains("<driver type='qcow2' name='qemu' cache='none'/>"), "{new}");
+        assert!(!new.contains("/r/vdb"), "only restored disks change: {new}");
     }
 
     #[test]

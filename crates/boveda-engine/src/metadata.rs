@@ -1,6 +1,8 @@
 //! Reading file-system metadata into tree nodes, and applying it on restore.
 
+use std::ffi::OsStr;
 use std::fs::{self, Metadata};
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
@@ -80,34 +82,92 @@ pub fn unchanged(old: &Node, new: &Node) -> bool {
         && old.content.iter().map(|p| p.len()).sum::<u64>() == old.size
 }
 
-/// Applies ownership, permissions, xattrs and times to a restored entry at
-/// `path`; warnings name it as `shown` (its final path when `path` is the
-/// temporary name it is written under). Each failure is returned as a
-/// warning; the others still apply.
-pub fn apply_metadata(path: &Path, shown: &Path, node: &Node, is_root: bool) -> Vec<String> {
-    let mut warnings = Vec::new();
-    let mut warn =
-        |what: &str, e: std::io::Error| warnings.push(format!("{}: cannot restore {what}: {e}", shown.display()));
-    if is_root && let Err(e) = std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid)) {
-        warn("ownership", e);
-    }
-    for (name, value) in &node.xattrs {
-        use std::os::unix::ffi::OsStrExt;
-        if let Err(e) = xattr::set(path, std::ffi::OsStr::from_bytes(name), value) {
-            warn("extended attribute", e);
-        }
-    }
-    if node.kind != NodeKind::Symlink
-        && let Err(e) = fs::set_permissions(path, fs::Permissions::from_mode(node.mode & 0o7777))
-    {
-        warn("permissions", e);
-    }
+fn restored_times(node: &Node) -> rustix::fs::Timestamps {
     let mtime = rustix::fs::Timespec {
         tv_sec: node.mtime_ns.div_euclid(1_000_000_000),
         tv_nsec: node.mtime_ns.rem_euclid(1_000_000_000) as _,
     };
-    let times = rustix::fs::Timestamps { last_access: mtime, last_modification: mtime };
-    if let Err(e) = rustix::fs::utimensat(rustix::fs::CWD, path, &times, rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
+    rustix::fs::Timestamps { last_access: mtime, last_modification: mtime }
+}
+
+/// Applies ownership, extended attributes, permissions and times to a
+/// restored file or directory through its open handle `fd` (so the entry
+/// written is the entry changed, whatever happens to its path); warnings
+/// name it as `shown`. Each failure is returned as a warning; the others
+/// still apply.
+pub fn apply_metadata_fd(fd: BorrowedFd<'_>, shown: &Path, node: &Node, is_root: bool) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let mut warn =
+        |what: &str, e: std::io::Error| warnings.push(format!("{}: cannot restore {what}: {e}", shown.display()));
+    let ids = (Some(rustix::fs::Uid::from_raw(node.uid)), Some(rustix::fs::Gid::from_raw(node.gid)));
+    if is_root && let Err(e) = rustix::fs::fchown(fd, ids.0, ids.1) {
+        warn("ownership", e.into());
+    }
+    for (name, value) in &node.xattrs {
+        let Ok(name) = std::ffi::CString::new(name.clone()) else { continue };
+        // SAFETY: a valid descriptor, a NUL-terminated name and a buffer of the length given
+        let rc = unsafe { libc::fsetxattr(fd.as_raw_fd(), name.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+        if rc != 0 {
+            warn("extended attribute", std::io::Error::last_os_error());
+        }
+    }
+    if let Err(e) = rustix::fs::fchmod(fd, rustix::fs::Mode::from_raw_mode(node.mode & 0o7777)) {
+        warn("permissions", e.into());
+    }
+    if let Err(e) = rustix::fs::futimens(fd, &restored_times(node)) {
+        warn("times", e.into());
+    }
+    warnings
+}
+
+/// Applies metadata to the symbolic link or special file `name` in the
+/// directory held as `dir`: ownership and times without following it;
+/// permissions and extended attributes of a special file through a handle
+/// opened on it (`O_PATH | O_NOFOLLOW`), never through a path.
+pub fn apply_metadata_at(dir: BorrowedFd<'_>, name: &OsStr, shown: &Path, node: &Node, is_root: bool) -> Vec<String> {
+    use rustix::fs::{AtFlags, Gid, Uid};
+    let mut warnings = Vec::new();
+    let mut warn =
+        |what: &str, e: std::io::Error| warnings.push(format!("{}: cannot restore {what}: {e}", shown.display()));
+    if is_root
+        && let Err(e) = rustix::fs::chownat(
+            dir,
+            name,
+            Some(Uid::from_raw(node.uid)),
+            Some(Gid::from_raw(node.gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+    {
+        warn("ownership", e.into());
+    }
+    if node.kind != NodeKind::Symlink {
+        let flags = rustix::fs::OFlags::PATH | rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC;
+        match rustix::fs::openat(dir, name, flags, rustix::fs::Mode::empty()) {
+            Ok(fd) => {
+                // /proc/self/fd/N names this inode, not a path that may change
+                let via = std::path::PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+                for (xname, value) in &node.xattrs {
+                    use std::os::unix::ffi::OsStrExt;
+                    let (Ok(p), Ok(n)) =
+                        (std::ffi::CString::new(via.as_os_str().as_bytes()), std::ffi::CString::new(xname.clone()))
+                    else {
+                        continue;
+                    };
+                    // SAFETY: NUL-terminated path and name, a buffer of the length given;
+                    // setxattr (not lsetxattr) follows the magic link to the inode
+                    let rc = unsafe { libc::setxattr(p.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+                    if rc != 0 {
+                        warn("extended attribute", std::io::Error::last_os_error());
+                    }
+                }
+                if let Err(e) = fs::set_permissions(&via, fs::Permissions::from_mode(node.mode & 0o7777)) {
+                    warn("permissions", e);
+                }
+            }
+            Err(e) => warn("permissions", e.into()),
+        }
+    }
+    if let Err(e) = rustix::fs::utimensat(dir, name, &restored_times(node), AtFlags::SYMLINK_NOFOLLOW) {
         warn("times", e.into());
     }
     warnings

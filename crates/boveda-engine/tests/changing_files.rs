@@ -58,7 +58,7 @@ fn vanished_and_changing_files_are_warnings() {
     // the point holds the bytes as read: the original length
     let index = v.load_index().expect("index");
     let target = dir.path().join("out");
-    let ropts = RestoreOptions { target: target.clone(), paths: vec![], cancel: None };
+    let ropts = RestoreOptions { target: target.clone(), within: None, paths: vec![], cancel: None };
     let r = restore_files(&v, &index, &out.tree, &ropts, &NoProgress).expect("restore");
     assert!(r.errors.is_empty(), "{:?}", r.errors);
     let restored = fs::read(target.join(src.strip_prefix("/").expect("abs")).join("growing")).expect("read");

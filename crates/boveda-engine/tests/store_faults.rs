@@ -46,7 +46,7 @@ fn a_full_store_fails_the_backup_and_leaves_a_valid_vault() {
 
     let index = vault.load_index().expect("index");
     let target = dir.path().join("out");
-    let ropts = RestoreOptions { target: target.clone(), paths: vec![], cancel: None };
+    let ropts = RestoreOptions { target: target.clone(), within: None, paths: vec![], cancel: None };
     let r = restore_files(&vault, &index, &out.tree, &ropts, &NoProgress).expect("restore");
     assert!(r.errors.is_empty(), "{:?}", r.errors);
     let restored = target.join(src.strip_prefix("/").expect("abs"));

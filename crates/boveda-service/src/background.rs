@@ -100,12 +100,19 @@ pub struct RestoreTarget {
 
 /// Whether `target` lies inside one of `roots`, judged on the real paths
 /// (symbolic links resolved as far as the target exists), so that `..` or
-/// a link cannot lead outside.
+/// a link cannot lead outside; returns the root it lies in, as named in
+/// `target` (the root as configured, or its real path). The restore then
+/// walks from that root down without following any link, so a link made
+/// after this check cannot lead it out either.
 ///
 /// # Errors
-/// `Field` `target` when it does not.
-pub fn check_restore_target(target: &Path, roots: &[PathBuf]) -> Result<()> {
+/// `Field` `target` when it does not, when it is not a plain path (a NUL
+/// byte), or when it reaches the root only through a link.
+pub fn check_restore_target(target: &Path, roots: &[PathBuf]) -> Result<PathBuf> {
     let refuse = |why: String| Err(ServiceError::field_error("target", why));
+    if target.as_os_str().as_encoded_bytes().contains(&0) {
+        return refuse("a path cannot hold a NUL byte".into());
+    }
     if !target.is_absolute() {
         return refuse(format!("{} is not an absolute path", target.display()));
     }
@@ -144,7 +151,18 @@ pub fn check_restore_target(target: &Path, roots: &[PathBuf]) -> Result<()> {
             allowed.join(", ")
         ));
     }
-    Ok(())
+    // the root as the target names it: below it, nothing is followed
+    for r in roots {
+        for named in [Some(r.clone()), r.canonicalize().ok()].into_iter().flatten() {
+            if target.starts_with(&named) {
+                return Ok(named);
+            }
+        }
+    }
+    refuse(format!(
+        "{} reaches the folder it restores to through a symbolic link; give the path without links",
+        target.display()
+    ))
 }
 
 /// A restore in the background: the `Restore` job, once recorded.
@@ -160,7 +178,12 @@ pub fn start_restore(
     req: RestoreTarget,
     roots: &[PathBuf],
 ) -> Result<Job> {
-    check_restore_target(&req.target, roots)?;
+    let within = check_restore_target(&req.target, roots)?;
+    for p in &req.paths {
+        if p.as_bytes().contains(&0) {
+            return Err(ServiceError::field_error("paths", "a path cannot hold a NUL byte"));
+        }
+    }
     let format = match req.format.as_deref() {
         None | Some("raw") => DiskOutputFormat::Raw,
         Some("qcow2") => DiskOutputFormat::Qcow2,
@@ -172,6 +195,6 @@ pub fn start_restore(
         }
         _ => e,
     })?;
-    let req = RestoreRequest { target: req.target, paths: req.paths, format };
+    let req = RestoreRequest { target: req.target, paths: req.paths, format, within: Some(within) };
     start(env, "restore", move |env| restore_job(&vault, env, &item, &point, &req, None))
 }

@@ -104,6 +104,11 @@ pub fn prune_job(vault: &Vault, env: &JobEnv<'_>, margin: SignedDuration) -> Res
         let now = env.clock.now();
         let holder = format!("{} pid {}", env.hostname, std::process::id());
         let mut lease = vault.take_prune_lease(&holder, Timestamp::now(), LEASE_LENGTH)?;
+        // a test hook: a pause while the lease is held, so a test can kill
+        // the prune at that moment
+        if let Some(pause) = std::env::var("BOVEDA_TEST_PRUNE_PAUSE_MS").ok().and_then(|v| v.parse().ok()) {
+            std::thread::sleep(std::time::Duration::from_millis(pause));
+        }
         let result = prune_holding_lease(vault, ctx, now, margin, &mut lease);
         let released = vault.release_prune_lease(lease);
         let out = result?;
@@ -113,7 +118,8 @@ pub fn prune_job(vault: &Vault, env: &JobEnv<'_>, margin: SignedDuration) -> Res
 }
 
 /// How long a prune's lease lasts before it must be renewed; a prune
-/// killed while holding it blocks others this long at most.
+/// killed while holding it blocks prunes of other hosts this long at most
+/// (one on its own host takes it over at once: see `boveda_vault::lease`).
 const LEASE_LENGTH: SignedDuration = SignedDuration::from_mins(30);
 
 fn prune_holding_lease(
@@ -159,6 +165,7 @@ fn prune_holding_lease(
                 plan.packs.abandoned_bytes()
             ),
         ];
-        Ok((plan, JobDone { details, ..JobDone::default() }))
+        let warnings = lease.took_over().map(str::to_string).into_iter().collect();
+        Ok((plan, JobDone { details, warnings, ..JobDone::default() }))
     }
 }

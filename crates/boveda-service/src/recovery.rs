@@ -1,8 +1,9 @@
 //! Listing, browsing and restoring recovery points.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
+use boveda_engine::beneath::Beneath;
 use boveda_engine::{
     DISK_NODE, DiskEntry, DiskOutputFormat, DiskRestoreRequest, Domain, RestoreOptions, RestoreOutcome,
     RestoreProgress, list_point_path, restore_files,
@@ -72,12 +73,27 @@ pub fn restore_disk_image(
     vault: &Vault,
     point: &RecoveryPoint,
     target: PathBuf,
+    within: Option<&Path>,
     format: DiskOutputFormat,
     cancel: Option<&AtomicBool>,
     progress: &dyn RestoreProgress,
 ) -> Result<RestoreOutcome> {
     let index = vault.load_index()?;
-    let req = DiskRestoreRequest { disk: DISK_NODE, target: &target, format, cancel };
+    // inside a restore root, the image is written in its folder held open
+    // (reached without links), through that handle
+    let held = match within {
+        Some(root) => {
+            let (dir, name) = match (target.parent(), target.file_name()) {
+                (Some(d), Some(n)) => (d, n.to_os_string()),
+                _ => return Err(ServiceError::field_error("target", "give the path of the image file to write")),
+            };
+            let b = Beneath::create_within(root, dir).map_err(|e| ServiceError::field_error("target", e))?;
+            Some((b, name))
+        }
+        None => None,
+    };
+    let path = held.as_ref().map_or(target.clone(), |(b, name)| b.proc_path(name));
+    let req = DiskRestoreRequest { disk: DISK_NODE, target: &path, format, cancel };
     Ok(boveda_engine::restore_disk(vault, &index, &point.tree, &req, progress)?)
 }
 
@@ -101,6 +117,7 @@ pub fn restore_vm(
     vault: &Vault,
     point: &RecoveryPoint,
     target_dir: PathBuf,
+    within: Option<&Path>,
     format: DiskOutputFormat,
     cancel: Option<&AtomicBool>,
     progress: &dyn RestoreProgress,
@@ -110,15 +127,17 @@ pub fn restore_vm(
     let xml = String::from_utf8(xml)
         .map_err(|_| ServiceError::Invalid("the stored domain definition is not UTF-8".into()))?;
     let domain = Domain::parse(std::path::Path::new(VM_DEFINITION), xml)?;
-    std::fs::create_dir_all(&target_dir)
+    let held = Beneath::open(&target_dir, within)
         .map_err(|e| ServiceError::Invalid(format!("cannot create {}: {e}", target_dir.display())))?;
     let new_name = format!("{}-restored", domain.name);
     let ext = if format == DiskOutputFormat::Qcow2 { "qcow2" } else { "img" };
     let mut outcome = RestoreOutcome::default();
     let mut disks = Vec::new();
     for d in &domain.disks {
-        let path = target_dir.join(format!("{new_name}-{}.{ext}", d.target));
-        let req = DiskRestoreRequest { disk: &d.target, target: &path, format, cancel };
+        let file = format!("{new_name}-{}.{ext}", d.target);
+        let path = target_dir.join(&file);
+        let via = held.proc_path(&file);
+        let req = DiskRestoreRequest { disk: &d.target, target: &via, format, cancel };
         let o = boveda_engine::restore_disk(vault, &index, &point.tree, &req, progress)?;
         outcome.files += o.files;
         outcome.bytes_written += o.bytes_written;
@@ -126,13 +145,31 @@ pub fn restore_vm(
         disks.push((d.target.clone(), path));
     }
     let definition = target_dir.join(format!("{new_name}.xml"));
-    std::fs::write(&definition, domain.rewritten(&new_name, &disks))
+    write_new_file(&held, &format!("{new_name}.xml"), domain.rewritten(&new_name, &disks, format.as_str()).as_bytes())
         .map_err(|e| ServiceError::Invalid(format!("cannot write {}: {e}", definition.display())))?;
     outcome.other += 1;
     Ok(VmRestore { domain: new_name, definition, disks, outcome })
 }
 
-/// Restores a point (or chosen paths of it) into `target`.
+/// Writes `bytes` as the new file `name` in the held folder: a new inode
+/// under a temporary name, renamed over whatever was there.
+fn write_new_file(dir: &Beneath, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let temp = format!(".boveda-restore-{name}");
+    let fd = dir.fd();
+    boveda_engine::beneath::clear_at(fd, std::ffi::OsStr::new(&temp))?;
+    let flags = rustix::fs::OFlags::WRONLY
+        | rustix::fs::OFlags::CREATE
+        | rustix::fs::OFlags::EXCL
+        | rustix::fs::OFlags::NOFOLLOW
+        | rustix::fs::OFlags::CLOEXEC;
+    let file = rustix::fs::openat(fd, temp.as_str(), flags, rustix::fs::Mode::from_raw_mode(0o644))?;
+    std::fs::File::from(file).write_all(bytes)?;
+    Ok(rustix::fs::renameat(fd, temp.as_str(), fd, name)?)
+}
+
+/// Restores a point (or chosen paths of it) into `target` (inside
+/// `within`, when given: see [`RestoreRequest::within`]).
 ///
 /// # Errors
 /// An unusable target, a path not in the point, a damaged tree.
@@ -140,12 +177,13 @@ pub fn restore(
     vault: &Vault,
     point: &RecoveryPoint,
     target: PathBuf,
+    within: Option<PathBuf>,
     paths: Vec<String>,
     cancel: Option<&AtomicBool>,
     progress: &dyn RestoreProgress,
 ) -> Result<RestoreOutcome> {
     let index = vault.load_index()?;
-    let opts = RestoreOptions { target, paths, cancel };
+    let opts = RestoreOptions { target, within, paths, cancel };
     Ok(restore_files(vault, &index, &point.tree, &opts, progress)?)
 }
 
@@ -206,7 +244,10 @@ pub fn restore_disk_files(
     point: &RecoveryPoint,
     paths: &[String],
     target: &std::path::Path,
+    within: Option<&Path>,
 ) -> Result<()> {
+    let held =
+        Beneath::open(target, within).map_err(|e| ServiceError::Invalid(format!("cannot use the target: {e}")))?;
     let index = vault.load_index()?;
     let mut by_disk: Vec<(String, Vec<String>)> = Vec::new();
     for p in paths {
@@ -218,12 +259,18 @@ pub fn restore_disk_files(
     }
     for (disk, inner_paths) in by_disk {
         let m = boveda_engine::materialize_disk(vault, &index, &point.tree, &disk)?;
+        let sub;
         let dest = match item.source {
-            ItemSource::Vm { .. } => target.join(&disk),
-            _ => target.to_path_buf(),
+            ItemSource::Vm { .. } => {
+                let shown = target.join(&disk);
+                sub = Beneath::open(&held.proc_path(&disk), None)
+                    .map_err(|e| ServiceError::Invalid(format!("cannot create {}: {e}", shown.display())))?;
+                &sub
+            }
+            _ => &held,
         };
         for p in &inner_paths {
-            m.extract(p, &dest)?;
+            m.extract(p, dest)?;
         }
     }
     Ok(())
@@ -293,6 +340,12 @@ pub struct RestoreRequest {
     pub paths: Vec<String>,
     /// Disk and VM items: the format of the restored disks.
     pub format: DiskOutputFormat,
+    /// The folder `target` must stay inside (a server's restore root):
+    /// everything from it down is then made without following a symbolic
+    /// link, whatever other processes do meanwhile. `None` (the CLI): the
+    /// target path is the user's own and followed as given; below it,
+    /// nothing is followed either way.
+    pub within: Option<PathBuf>,
 }
 
 /// What a restore wrote: plain data, as the CLI prints it and the API
@@ -387,18 +440,23 @@ fn restore_report(
     let cancel = Some(&jctx.cancel);
     let mut vm = None;
     let out = match &item.source {
-        ItemSource::Files { .. } => restore(vault, point, req.target.clone(), req.paths.clone(), cancel, jctx)?,
+        ItemSource::Files { .. } => {
+            restore(vault, point, req.target.clone(), req.within.clone(), req.paths.clone(), cancel, jctx)?
+        }
         ItemSource::Disk { .. } | ItemSource::Vm { .. } if !req.paths.is_empty() => {
-            restore_disk_files(vault, item, point, &req.paths, &req.target)?;
+            restore_disk_files(vault, item, point, &req.paths, &req.target, req.within.as_deref())?;
             RestoreOutcome::default()
         }
         ItemSource::Vm { .. } => {
-            let restored = restore_vm(vault, point, req.target.clone(), req.format, cancel, jctx)?;
+            let restored =
+                restore_vm(vault, point, req.target.clone(), req.within.as_deref(), req.format, cancel, jctx)?;
             let out = restored.outcome.clone();
             vm = Some(restored);
             out
         }
-        ItemSource::Disk { .. } => restore_disk_image(vault, point, req.target.clone(), req.format, cancel, jctx)?,
+        ItemSource::Disk { .. } => {
+            restore_disk_image(vault, point, req.target.clone(), req.within.as_deref(), req.format, cancel, jctx)?
+        }
     };
     let paths = match item.source {
         ItemSource::Files { .. } => Vec::new(),

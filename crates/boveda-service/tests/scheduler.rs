@@ -106,7 +106,7 @@ fn assert_check_passes(vault: &Vault) {
 fn restored_digest(vault: &Vault, item: &Item, point: &str, src: &Path, scratch: &Path) -> BTreeMap<String, String> {
     let p = find_point(vault, item, point).expect("point");
     let target = scratch.join(format!("r-{}", p.id.short()));
-    restore(vault, &p, target.clone(), vec![], None, &NoProgress).expect("restore");
+    restore(vault, &p, target.clone(), None, vec![], None, &NoProgress).expect("restore");
     let inner: PathBuf = target.join(src.strip_prefix("/").expect("absolute source"));
     digest(&inner)
 }

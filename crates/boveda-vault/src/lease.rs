@@ -10,7 +10,15 @@
 //! write (`If-Match` on the version read), so of two machines that find it
 //! ended at the same moment exactly one takes it. It is renewed the same
 //! way before a prune deletes anything, and released by writing it ended.
-//! A prune killed while holding it blocks others until it ends.
+//!
+//! A prune killed while holding it (`kill -9`, a crash) cannot release it.
+//! The lease names the holder's process as the kernel knows it (boot id,
+//! PID namespace, PID and the process's start time), so a prune on the
+//! same machine and PID namespace sees at once that the holder no longer
+//! runs and takes the lease over (the same replace-if-unchanged write, so
+//! the dead holder could not renew it even if it woke). A lease held from
+//! another machine, or another PID namespace, cannot be checked from here:
+//! it is waited for until it ends, and the refusal says which case it is.
 
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -31,6 +39,57 @@ pub struct LeaseRecord {
     pub holder: String,
     pub taken: Timestamp,
     pub until: Timestamp,
+    /// The holder's process, to tell a dead holder on this machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<HolderProcess>,
+}
+
+/// A process as the kernel knows it: unique on one machine while it runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HolderProcess {
+    /// `/proc/sys/kernel/random/boot_id`: this machine, this boot.
+    pub boot_id: String,
+    /// The PID namespace (`/proc/self/ns/pid`), where the PID means something.
+    pub pid_ns: String,
+    pub pid: u32,
+    /// Clock ticks after boot the process started (`/proc/PID/stat`), so a
+    /// reused PID is not taken for the holder.
+    pub start: u64,
+}
+
+impl HolderProcess {
+    /// This process; `None` where `/proc` does not tell.
+    pub fn current() -> Option<Self> {
+        let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?.trim().to_string();
+        let pid_ns = std::fs::read_link("/proc/self/ns/pid").ok()?.to_string_lossy().into_owned();
+        let pid = std::process::id();
+        Some(Self { boot_id, pid_ns, pid, start: start_ticks(pid)? })
+    }
+
+    /// Whether this process can be checked from here (same boot, same PID
+    /// namespace), and if so whether it still runs.
+    fn liveness(&self) -> Liveness {
+        let Some(me) = Self::current() else { return Liveness::Unknown };
+        if me.boot_id != self.boot_id || me.pid_ns != self.pid_ns {
+            return Liveness::Unknown;
+        }
+        if start_ticks(self.pid) == Some(self.start) { Liveness::Running } else { Liveness::Gone }
+    }
+}
+
+enum Liveness {
+    Running,
+    Gone,
+    /// On another machine or in another PID namespace.
+    Unknown,
+}
+
+/// Field 22 of `/proc/PID/stat` (after the command name, which may hold
+/// spaces and parentheses: read after its last `)`).
+fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// A lease this process holds.
@@ -39,18 +98,32 @@ pub struct Lease {
     record: LeaseRecord,
     /// The store's version tag of the lease object as we wrote it.
     etag: Option<String>,
+    /// The holder whose lease this one took over because its process no
+    /// longer runs, when one did.
+    took_over: Option<String>,
 }
 
 impl Lease {
     pub fn record(&self) -> &LeaseRecord {
         &self.record
     }
+
+    /// A line for the job when this lease was taken over from a prune
+    /// that no longer runs.
+    pub fn took_over(&self) -> Option<&str> {
+        self.took_over.as_deref()
+    }
 }
 
 /// The lease is held by someone else.
 fn busy(record: &LeaseRecord) -> VaultError {
+    let whose = match record.process.as_ref().map(HolderProcess::liveness) {
+        Some(Liveness::Running) => "running on this host",
+        Some(Liveness::Gone) => "no longer running",
+        _ => "on another host or PID namespace: it cannot be checked from here, so it is waited for",
+    };
     VaultError::Busy(format!(
-        "another prune is running on this vault ({}, since {}); its lease ends at {} unless renewed",
+        "another prune is running on this vault ({}, {whose}, since {}); its lease ends at {} unless renewed",
         record.holder,
         record.taken.round(jiff::Unit::Second).unwrap_or(record.taken),
         record.until.round(jiff::Unit::Second).unwrap_or(record.until),
@@ -63,20 +136,34 @@ impl Vault {
     /// # Errors
     /// `Busy` naming the holder when another prune holds it; a store error.
     pub fn take_prune_lease(&self, holder: &str, now: Timestamp, length: SignedDuration) -> Result<Lease> {
-        let record = LeaseRecord { holder: holder.to_string(), taken: now, until: now + length };
+        let record = LeaseRecord {
+            holder: holder.to_string(),
+            taken: now,
+            until: now + length,
+            process: HolderProcess::current(),
+        };
         let bytes = seal_json(self.key(), ObjectKind::Lease, PRUNE_LEASE, &record)?;
         match self.store().put_new(PRUNE_LEASE, &bytes) {
-            Ok(info) => return Ok(Lease { record, etag: info.etag }),
+            Ok(info) => return Ok(Lease { record, etag: info.etag, took_over: None }),
             Err(e) if e.kind() == StoreErrorKind::AlreadyExists => {}
             Err(e) => return Err(e.into()),
         }
         // It exists: read it with the version it was read at.
         let (current, etag) = self.read_lease()?;
+        let mut took_over = None;
         if let Some(held) = &current
             && held.until > now
             && held.holder != holder
         {
-            return Err(busy(held));
+            let gone = held.process.as_ref().is_some_and(|p| matches!(p.liveness(), Liveness::Gone));
+            if !gone {
+                return Err(busy(held));
+            }
+            took_over = Some(format!(
+                "took over the prune lease of {}, which no longer runs on this host (its lease would have ended at {})",
+                held.holder,
+                held.until.round(jiff::Unit::Second).unwrap_or(held.until)
+            ));
         }
         // Ended (or unreadable): take it over, only if nobody did meanwhile.
         let written = match (&etag, self.store().capabilities().conditional_replace) {
@@ -88,7 +175,7 @@ impl Vault {
             }
         };
         match written {
-            Ok(info) => Ok(Lease { record, etag: info.etag }),
+            Ok(info) => Ok(Lease { record, etag: info.etag, took_over }),
             Err(e) if matches!(e.kind(), StoreErrorKind::ConditionNotMet | StoreErrorKind::AlreadyExists) => {
                 match self.read_lease()? {
                     (Some(winner), _) => Err(busy(&winner)),

@@ -600,6 +600,17 @@ fn a_vm_that_libvirt_runs_is_backed_up_live_through_libvirt() {
     sh(Command::new("virsh").args(["destroy", &name]));
     let p3 = env.backup("web", 0);
     assert!(p3["live_bitmap"].is_null(), "read from its files once stopped: {p3}");
+
+    // issue 22, 13: the restored VM (its qcow2 disk restored as raw) is
+    // defined and started by libvirt as written
+    let restored = r1.join(format!("{name}-restored.xml"));
+    let def = fs::read_to_string(&restored).expect("restored definition");
+    assert!(!def.contains("type='qcow2'") && def.matches("type='raw'").count() == 2, "{def}");
+    let copy = LibvirtVm { name: format!("{name}-restored"), console: domain.console.clone() };
+    sh(Command::new("virsh").arg("define").arg(&restored));
+    sh(Command::new("virsh").args(["start", &copy.name]));
+    let state = sh(Command::new("virsh").args(["domstate", &copy.name]));
+    assert!(state.contains("running"), "{state}");
 }
 
 /// A QEMU killed outright loses the bitmaps it held in memory and leaves

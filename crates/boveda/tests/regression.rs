@@ -666,3 +666,116 @@ fn disk_restore_writes_through_a_hard_link_to_an_image_outside_its_target() {
     let raw = env.path("restored-raw.img");
     assert_eq!(fs::read(&raw).expect("read"), noise(21, 3 << 20));
 }
+
+/// Issue 22, 2: while a restore ran, a directory it had created was
+/// renamed away and replaced by a symbolic link to a folder outside the
+/// target, and the restore wrote its files there. Another process does
+/// that here, to every directory as soon as it appears, on several runs.
+#[test]
+fn a_directory_swapped_for_a_symlink_during_a_restore_is_not_written_through() {
+    let env = Env::new();
+    let src = env.path("src");
+    for d in 0..40 {
+        small_files(&src.join(format!("d{d:02}")), 60);
+    }
+    vault_with(&env, "tree", &src);
+    let outside = env.path("outside");
+    fs::create_dir_all(&outside).expect("mkdir");
+    let mut swapped_total = 0;
+    for attempt in 0..6 {
+        let target = env.path(&format!("out{attempt}"));
+        let inner = target.join(src.strip_prefix("/").expect("abs"));
+        // stderr to a file: a pipe nobody reads while it runs would fill up
+        let errors = env.path(&format!("stderr{attempt}"));
+        let mut child = env
+            .cmd(&["restore", "tree", "--target", s(&target)])
+            .stdout(std::process::Stdio::null())
+            .stderr(fs::File::create(&errors).expect("stderr file"))
+            .spawn()
+            .expect("spawn restore");
+        // the attacker: a real concurrent process swapping directories
+        let attacker = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(
+                r#"dir=$1; out=$2; end=$(( $(date +%s) + 20 ))
+                   while [ "$(date +%s)" -lt "$end" ]; do
+                     for d in "$dir"/d*; do
+                       case "$d" in *.moved) continue;; esac
+                       if [ -d "$d" ] && [ ! -L "$d" ]; then
+                         mv "$d" "$d.moved" 2>/dev/null && ln -s "$out" "$d" && echo swapped
+                       fi
+                     done
+                     [ -e "$dir/../.stop" ] && break
+                   done"#,
+            )
+            .arg("attacker")
+            .arg(&inner)
+            .arg(&outside)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn attacker");
+        let status = child.wait().expect("restore ends");
+        fs::create_dir_all(&inner).expect("mkdir");
+        fs::write(inner.join("../.stop"), b"").expect("stop the attacker");
+        let attack = attacker.wait_with_output().expect("attacker ends");
+        let swapped = String::from_utf8_lossy(&attack.stdout).lines().count();
+        swapped_total += swapped;
+        let stderr = fs::read_to_string(&errors).expect("stderr");
+        let written_outside: Vec<_> = fs::read_dir(&outside).expect("read_dir").collect();
+        assert!(written_outside.is_empty(), "attempt {attempt}: the restore wrote through a swapped directory");
+        if !status.success() {
+            assert!(stderr.contains("symbolic link is in the way"), "the swapped paths are named: {stderr}");
+        }
+    }
+    assert!(swapped_total > 0, "the attacker never got to swap a directory");
+}
+
+/// Issue 22, 10: a prune killed with `kill -9` left its lease, and every
+/// prune was refused for the lease's 30 minutes although its process was
+/// gone. On the same host it is taken over at once; a lease from another
+/// PID namespace (as good as another host: its process cannot be checked)
+/// is still waited for, and the refusal says so.
+#[test]
+fn a_prune_killed_with_kill_9_does_not_block_the_next_prune() {
+    let env = Env::new();
+    let src = env.path("src");
+    small_files(&src, 20);
+    vault_with(&env, "t", &src);
+    let lease = env.vault.join("locks/prune");
+    let killed_prune = |wrap: &[&str]| {
+        let mut c = with_env_of(&env, wrap.first().copied().unwrap_or(s(&common::bin())));
+        c.args(wrap.iter().skip(1)).args(if wrap.is_empty() { vec![] } else { vec![s(&common::bin()).to_string()] });
+        c.args(["prune", "--safety-margin", "0s"]).env("BOVEDA_TEST_PRUNE_PAUSE_MS", "60000");
+        let before = fs::metadata(&lease).and_then(|m| m.modified()).ok();
+        let mut child =
+            c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().expect("spawn");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while fs::metadata(&lease).and_then(|m| m.modified()).ok() == before {
+            assert!(std::time::Instant::now() < deadline, "the prune never took its lease");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        child.kill().expect("kill -9");
+        child.wait().expect("wait");
+    };
+    for attempt in 0..3 {
+        killed_prune(&[]);
+        let started = std::time::Instant::now();
+        let out = env.run(&["prune", "--safety-margin", "0s"]);
+        let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(matches!(out.status.code(), Some(0 | 3)), "attempt {attempt}: {said}");
+        assert!(said.contains("took over the prune lease"), "attempt {attempt}: {said}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "no wait for the lease's end");
+    }
+    // once released, a prune runs with nothing to say about leases
+    let out = env.ok(&["prune", "--safety-margin", "0s"]);
+    assert!(!out.contains("took over"), "{out}");
+    // a prune in another PID namespace: its process cannot be checked from here
+    if std::process::Command::new("unshare").args(["--pid", "--fork", "true"]).status().is_ok_and(|s| s.success()) {
+        killed_prune(&["unshare", "--pid", "--fork", "--kill-child"]);
+        let out = env.run(&["prune", "--safety-margin", "0s"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("another host or PID namespace"), "{stderr}");
+    }
+}

@@ -202,6 +202,9 @@ pub fn prune(ctx: &Ctx, dry_run: bool, margin: &str) -> Result<Outcome> {
         let plan = result?;
         if !ctx.json() {
             println!("prune job {}: {}", job.id.short(), job.state.as_str());
+            for w in &job.warnings {
+                println!("warning: {w}");
+            }
         }
         plan
     };

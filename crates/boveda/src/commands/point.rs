@@ -247,7 +247,7 @@ pub fn restore(ctx: &Ctx, args: RestoreArgs) -> Result<Outcome> {
         ImageFormat::Raw => DiskOutputFormat::Raw,
         ImageFormat::Qcow2 => DiskOutputFormat::Qcow2,
     };
-    let req = RestoreRequest { target, paths: args.paths, format };
+    let req = RestoreRequest { target, paths: args.paths, format, within: None };
     let bar = RestoreBar::new();
     let (job, result) = boveda_service::restore_job(&vault, &env, &item, &point, &req, Some(&bar))?;
     bar.finish();
