@@ -283,15 +283,18 @@ async fn openapi() -> Json<serde_json::Value> {
 /// with 400 naming the field at fault when it does not fit the request.
 pub struct Body<T>(pub T);
 
+/// `application/json`, in any case, with parameters or none: exactly
+/// that type (`application/jsonfoo` is not JSON).
+pub(crate) fn is_json_media_type(value: &str) -> bool {
+    value.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+}
+
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/json"));
+        let json =
+            req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(is_json_media_type);
         if !json {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -660,9 +663,15 @@ async fn jobs(Extension(caller): Extension<Caller>, Q(q): Q<JobQuery>) -> ApiRes
 async fn visible_job(caller: &Caller, served: &Served, id: &str) -> ApiResult<svc::Job> {
     let vault = served.vault.clone();
     let id = id.to_string();
+    let asked = id.clone();
     let job = blocking(move || svc::find_job(&vault, &id)).await?;
     if !sees_job(&caller.token, &job) {
-        return Err(ApiError::forbidden("this token may not see this job"));
+        // as absent as a job that does not exist
+        return Err(ApiError::from(svc::ServiceError::refused(
+            svc::ServiceErrorKind::NotFound,
+            format!("no job with id {asked:?} in this vault"),
+            svc::Remedy::ListJobs,
+        )));
     }
     Ok(job)
 }

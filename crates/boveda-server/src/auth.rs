@@ -222,11 +222,13 @@ impl App {
     pub(crate) async fn authenticate(self: &Arc<Self>, req: &Asker) -> ApiResult<(String, Grants)> {
         let client = req.client.clone();
         if let Some(wait) = self.turned_away(&client) {
-            return Err(ApiError::new(
+            let mut e = ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_requests",
                 format!("too many failed logins from this client; try again in {wait} s"),
-            ));
+            );
+            e.retry_after = Some(u16::try_from(wait.max(1)).unwrap_or(u16::MAX));
+            return Err(e);
         }
         let headers = &req.headers;
         let bearer = headers
@@ -291,6 +293,16 @@ fn best(grants: &[(Arc<Served>, AccessToken)]) -> Option<&AccessToken> {
     grants.iter().map(|(_, t)| t).max_by_key(|t| (t.role, !t.is_scoped()))
 }
 
+/// A refusal that must look exactly like absence (an item, vault or job
+/// outside a token's reach answers as one that does not exist, so a token
+/// cannot enumerate names by trying them): logged and counted as denied,
+/// answered as `missing`.
+pub(crate) fn hidden(app: &App, req: &Asker, token: &AccessToken, why: String, missing: ApiError) -> ApiError {
+    app.counters.denied.fetch_add(1, Ordering::Relaxed);
+    eprintln!("denied: {} {} with token {} ({}): {why}", req.method, req.path, token.id.short(), token.role.as_str());
+    missing
+}
+
 fn denied(app: &App, req: &Asker, token: &AccessToken, why: String) -> ApiError {
     app.counters.denied.fetch_add(1, Ordering::Relaxed);
     eprintln!("denied: {} {} with token {} ({}): {why}", req.method, req.path, token.id.short(), token.role.as_str());
@@ -323,7 +335,14 @@ async fn check(app: &AppState, spec: &RouteSpec, params: &[(String, String)], re
                 app.find(&name).ok_or_else(|| ApiError::not_found(format!("no vault {name:?} is served here")))?;
             let Some((_, token)) = grants.iter().find(|(s, _)| Arc::ptr_eq(s, &served)) else {
                 let any = grants[0].1.clone();
-                return Err(denied(app, req, &any, format!("this token has no access to vault {}", served.name())));
+                let missing = ApiError::not_found(format!("no vault {name:?} is served here"));
+                return Err(hidden(
+                    app,
+                    req,
+                    &any,
+                    format!("this token has no access to vault {}", served.name()),
+                    missing,
+                ));
             };
             (Some(served), token.clone())
         }
@@ -351,9 +370,15 @@ async fn check(app: &AppState, spec: &RouteSpec, params: &[(String, String)], re
                 return Err(ApiError::internal("an item route without its vault or item"));
             };
             let vault = served.vault.clone();
+            let asked = name.clone();
             let found = blocking(move || find_item(&vault, &name)).await?;
             if !token.sees_item(&found.id) {
-                return Err(denied(app, req, &token, format!("this token may not see item {}", found.name)));
+                let missing = ApiError::from(boveda_service::ServiceError::refused(
+                    boveda_service::ServiceErrorKind::NotFound,
+                    format!("no item named {asked:?} in this vault"),
+                    boveda_service::Remedy::ListItems,
+                ));
+                return Err(hidden(app, req, &token, format!("this token may not see item {}", found.name), missing));
             }
             item = Some(found);
         }
@@ -366,6 +391,13 @@ async fn check(app: &AppState, spec: &RouteSpec, params: &[(String, String)], re
 /// body included) takes longer than the server allows.
 pub(crate) async fn limits(State(app): State<AppState>, req: Request, next: Next) -> Response {
     app.counters.requests.fetch_add(1, Ordering::Relaxed);
+    // a path whose escapes decode to bytes that are not UTF-8 (or to a NUL)
+    // is answered here, in JSON like every other error
+    if let Some(why) = bad_path(req.uri().path()) {
+        let mut e = ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", why);
+        e.field = Some("path".into());
+        return e.into_response();
+    }
     match tokio::time::timeout(app.config.request_timeout, next.run(req)).await {
         Ok(response) => response,
         Err(_) => ApiError::new(
@@ -375,4 +407,29 @@ pub(crate) async fn limits(State(app): State<AppState>, req: Request, next: Next
         )
         .into_response(),
     }
+}
+
+/// Why a request path is refused before routing: percent-escapes that
+/// decode to invalid UTF-8 or to a NUL byte.
+fn bad_path(path: &str) -> Option<String> {
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    if out.contains(&0) {
+        return Some("the request path holds a NUL byte".into());
+    }
+    std::str::from_utf8(&out).err().map(|_| "the request path is not valid UTF-8 once its %-escapes are decoded".into())
 }

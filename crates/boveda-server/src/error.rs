@@ -20,11 +20,14 @@ pub struct ApiError {
     pub field: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remedy: Option<Remedy>,
+    /// Seconds after which the client may try again (`Retry-After`).
+    #[serde(skip)]
+    pub retry_after: Option<u16>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), field: None, remedy: None }
+        ApiError { status, code, message: message.into(), field: None, remedy: None, retry_after: None }
     }
 
     pub fn unauthorized(message: impl Into<String>) -> Self {
@@ -65,13 +68,24 @@ impl From<ServiceError> for ApiError {
             ServiceError::Field { message, .. } => message.clone(),
             other => other.to_string(),
         };
-        ApiError { status, code, message, field: e.field().map(str::to_string), remedy: e.remedy().cloned() }
+        ApiError {
+            status,
+            code,
+            message,
+            field: e.field().map(str::to_string),
+            remedy: e.remedy().cloned(),
+            retry_after: None,
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(&self)).into_response()
+        let mut r = (self.status, axum::Json(&self)).into_response();
+        if let Some(secs) = self.retry_after {
+            r.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
+        }
+        r
     }
 }
 

@@ -14,6 +14,7 @@
 mod api;
 mod auth;
 mod error;
+pub mod guard;
 mod metrics;
 mod openapi;
 mod portal;
@@ -59,6 +60,9 @@ pub struct ServerConfig {
     pub max_streams: usize,
     /// How long a portal session lasts.
     pub session_life: Duration,
+    /// Connections, per address and in all, and their time limits; `None`:
+    /// fitted to the open-file limit ([`guard::Limits::for_this_process`]).
+    pub connection_limits: Option<guard::Limits>,
 }
 
 impl ServerConfig {
@@ -73,6 +77,7 @@ impl ServerConfig {
             request_timeout: Duration::from_secs(30),
             stream_limit: Duration::from_secs(3600),
             max_streams: 256,
+            connection_limits: None,
             session_life: Duration::from_secs(8 * 3600),
         }
     }
@@ -362,6 +367,16 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, toki
     }
 }
 
+impl<L> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, guard::Guarded<L>>> for ClientAddr
+where
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+    L::Io: Unpin,
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, guard::Guarded<L>>) -> Self {
+        ClientAddr(*stream.remote_addr())
+    }
+}
+
 impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for ClientAddr {
     fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
         ClientAddr(*stream.remote_addr())
@@ -434,6 +449,7 @@ pub fn run(
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen).await?;
+        let limits = app.config.connection_limits.unwrap_or_else(guard::Limits::for_this_process);
         let scheme = if tls_settings.is_some() { "https" } else { "http" };
         eprintln!("boveda serve: listening on {scheme}://{}", listener.local_addr()?);
         let closing = app.clone();
@@ -444,8 +460,10 @@ pub fn run(
             closing.closing.store(true, std::sync::atomic::Ordering::Relaxed);
         };
         match tls_settings {
-            Some(config) => serve(TlsListener::new(listener, config)?, router(app), shutdown).await,
-            None => serve(listener, router(app), shutdown).await,
+            Some(config) => {
+                serve(guard::Guarded::new(TlsListener::new(listener, config)?, limits), router(app), shutdown).await
+            }
+            None => serve(guard::Guarded::new(listener, limits), router(app), shutdown).await,
         }
     })
 }

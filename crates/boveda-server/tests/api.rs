@@ -181,6 +181,9 @@ async fn many_failed_logins_from_one_client_are_turned_away() {
     let r = f.call("GET", "/api/v1/vaults", Some(f.token(C)), None).await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text);
     assert_eq!(r.body["code"], "too_many_requests");
+    // issue 22, 7: it says when to come back
+    let wait: u64 = r.headers[header::RETRY_AFTER].to_str().expect("ascii").parse().expect("seconds");
+    assert!((1..=60).contains(&wait), "{wait}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -320,9 +323,10 @@ async fn a_vault_created_through_the_api_is_served_and_managed_by_its_creator() 
     assert_eq!((r.status, r.body.clone()), (StatusCode::OK, json!([])), "{}", r.text);
     let r = f.call("GET", "/api/v1/vaults", Some(&c), None).await;
     assert_eq!(r.body.as_array().map(Vec::len), Some(2), "{}", r.text);
-    // others' tokens of the first vault have no access to it
+    // others' tokens of the first vault have no access to it: it looks absent
     let r = f.call("GET", &format!("/api/v1/vaults/{name}/items"), Some(f.token("Reader")), None).await;
-    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+    assert_eq!(r.body["message"], format!("no vault {name:?} is served here"), "{}", r.text);
     // a bad name is a field error
     let r = f.call("POST", "/api/v1/vaults", Some(&c), Some(json!({"name": "bad name!", "store": store}))).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
@@ -581,5 +585,71 @@ async fn tokens_changed_by_another_process_take_effect_within_seconds() {
         }
         assert!(revoked.elapsed() < std::time::Duration::from_secs(5), "still accepted 5 s after its revocation");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Issue 22, 8: an item-scoped token told "may not see item beta" (403)
+/// from "not found" (404), so it could list every item's name by trying
+/// id prefixes. Now both answers are the same, byte for byte but the name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_item_scoped_token_cannot_tell_other_items_from_missing_ones() {
+    let f = fixture();
+    let scoped = f.token("Reader/docs").to_string();
+    let other = f.call("GET", "/api/v1/vaults/{vault}/items/other", Some(&scoped), None).await;
+    let missing = f.call("GET", "/api/v1/vaults/{vault}/items/nosuch", Some(&scoped), None).await;
+    assert_eq!(other.status, missing.status);
+    assert_eq!(other.text.replace("other", "X"), missing.text.replace("nosuch", "X"));
+    // by id prefix too
+    let all = f.call("GET", "/api/v1/vaults/{vault}/items", Some(f.token("Reader")), None).await;
+    let entry =
+        all.body.as_array().expect("items").iter().find(|i| i["name"] == "other" || i["item"]["name"] == "other");
+    let entry = entry.expect("other");
+    let other_id = entry["id"].as_str().or_else(|| entry["item"]["id"].as_str()).expect("id").to_string();
+    let by_id = f.call("GET", &format!("/api/v1/vaults/{{vault}}/items/{}", &other_id[..8]), Some(&scoped), None).await;
+    assert_eq!(by_id.status, StatusCode::NOT_FOUND, "{}", by_id.text);
+    assert!(!by_id.text.contains("\"other\""), "{}", by_id.text);
+}
+
+/// Issue 22, 7: bad input is refused before any job exists, in JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nul_bytes_bad_paths_and_media_types_are_refused_before_any_job() {
+    let f = fixture();
+    let op = f.token("Operator").to_string();
+    let jobs_before = f.call("GET", "/api/v1/vaults/{vault}/jobs", Some(&op), None).await.body.as_array().map(Vec::len);
+    let nul_target = format!("{}/x\u{0}y", f.restores.display());
+    for (body, field) in [
+        (json!({"point": "latest", "target": nul_target}), "target"),
+        (json!({"point": "latest", "target": f.restores.join("ok"), "paths": ["/a\u{0}b"]}), "paths"),
+    ] {
+        let r = f.call("POST", "/api/v1/vaults/{vault}/items/docs/restore", Some(&op), Some(body)).await;
+        assert_eq!((r.status, r.body["field"].as_str()), (StatusCode::BAD_REQUEST, Some(field)), "{}", r.text);
+    }
+    let jobs_after = f.call("GET", "/api/v1/vaults/{vault}/jobs", Some(&op), None).await.body.as_array().map(Vec::len);
+    assert_eq!(jobs_before, jobs_after, "no job was started");
+    let alerts = f.call("GET", "/api/v1/vaults/{vault}/alerts", Some(&op), None).await;
+    assert_eq!(alerts.body.as_array().map(Vec::len), Some(0), "no alert raised: {}", alerts.text);
+    // invalid UTF-8 (and NUL) in a path parameter: JSON like any error
+    for path in ["/api/v1/vaults/{vault}/items/%FF%FE", "/api/v1/vaults/{vault}/items/a%00b"] {
+        let r = f.call("GET", path, Some(&op), None).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+        assert_eq!(r.body["code"], "invalid_request", "{}", r.text);
+    }
+    // media types: exact, in any case
+    for (ct, ok) in [("application/jsonfoo", false), ("APPLICATION/JSON; charset=utf-8", true), ("text/json", false)] {
+        let req = axum::http::Request::builder()
+            .method("POST")
+            .uri(f.path("/api/v1/vaults/{vault}/policies"))
+            .header(header::AUTHORIZATION, format!("Bearer {}", f.token(C)))
+            .header(header::CONTENT_TYPE, ct)
+            .body(Body::from(
+                json!({"name": format!("p{}", ct.len()), "times": ["01:00"], "daily_keep": 7}).to_string(),
+            ))
+            .expect("request");
+        let r = f.send(req).await;
+        if ok {
+            assert_eq!(r.status, StatusCode::CREATED, "{ct}: {}", r.text);
+        } else {
+            assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{ct}: {}", r.text);
+        }
     }
 }

@@ -108,7 +108,12 @@ async fn every_route_allows_and_denies_by_role_and_scope() {
                     let body = matches!(*method, "POST" | "PATCH").then(|| json!({}));
                     let r = f.call(method, &concrete(path, item), Some(&token), body).await;
                     let what = format!("{method} {path} as {key} on {item}: {} {}", r.status, r.text);
-                    if allowed {
+                    // out of an item-scoped token's reach looks exactly like absent
+                    let hidden = role >= *least && scope && matches!(scoped, OwnItem) && *item != "docs";
+                    if hidden {
+                        assert_eq!(r.status, StatusCode::NOT_FOUND, "should look absent: {what}");
+                        assert_eq!(r.body["message"], format!("no item named {item:?} in this vault"), "{what}");
+                    } else if allowed {
                         assert!(
                             r.status != StatusCode::UNAUTHORIZED && r.status != StatusCode::FORBIDDEN,
                             "should be allowed: {what}"

@@ -114,7 +114,7 @@ impl ServiceError {
         ServiceError::Field { field, message: message.to_string() }
     }
 
-    pub(crate) fn refused(kind: ServiceErrorKind, message: String, remedy: Remedy) -> Self {
+    pub fn refused(kind: ServiceErrorKind, message: String, remedy: Remedy) -> Self {
         ServiceError::Refused { kind, message, remedy }
     }
 }

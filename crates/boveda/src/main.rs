@@ -126,12 +126,32 @@ fn command(remedy: &Remedy) -> String {
     }
 }
 
+/// Printing to a closed standard output panics in `println!`: that one
+/// panic ends the process quietly with status 141 (128 + SIGPIPE).
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if text.starts_with("failed printing to stdout") && text.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
     tune_allocator();
-    // SAFETY: restores the default action, so `boveda ... | head` ends quietly.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+    // SIGPIPE stays ignored (Rust's default): a store connection reset
+    // mid-upload must be an error the retry layer sees, not a silent death
+    // of the process (the agent's included). A standard output closed by
+    // its reader (`boveda ... | head`) ends the process quietly instead,
+    // with the status a SIGPIPE would have given.
+    quiet_on_closed_stdout();
     let cli = args::Cli::parse();
     let result = commands::run(cli);
     if std::env::var_os("BOVEDA_STORE_METRICS").is_some_and(|v| !v.is_empty() && v != "0") {

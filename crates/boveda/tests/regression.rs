@@ -779,3 +779,25 @@ fn a_prune_killed_with_kill_9_does_not_block_the_next_prune() {
         assert!(stderr.contains("another host or PID namespace"), "{stderr}");
     }
 }
+
+/// Issue 22, 19: `main` set SIGPIPE back to its default action, so one
+/// connection reset during an upload killed boveda silently (the agent
+/// too). SIGPIPE stays ignored now; a standard output closed by its reader
+/// still ends boveda quietly, with the status a SIGPIPE gives (141), and
+/// no panic message.
+#[test]
+fn a_closed_standard_output_ends_boveda_quietly_without_sigpipe() {
+    let env = Env::new();
+    env.create_vault();
+    let mut child = env
+        .cmd(&["vault", "show"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    drop(child.stdout.take()); // the reader goes away before anything is written
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "an exit status, not death by a signal: {:?} {stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
