@@ -194,7 +194,19 @@ pub fn run_job<T>(
         heartbeat: Timestamp::now(),
         heartbeat_secs: spec.heartbeat.as_secs_f64(),
     };
-    let first = vault.catalog_put(JOBS, &job.id, Some(&job))?;
+    // Reading what is stored never depends on writing: a restore or a
+    // check against a full or read-only store runs without its record, and
+    // says so as a warning.
+    let reads_only = matches!(spec.operation, Operation::Restore | Operation::Verify);
+    let mut unrecorded = None;
+    let first = match vault.catalog_put(JOBS, &job.id, Some(&job)) {
+        Ok(name) => name,
+        Err(e) if reads_only => {
+            unrecorded = Some(e.to_string());
+            String::new()
+        }
+        Err(e) => return Err(e.into()),
+    };
     if let Some(started) = &spec.started {
         // the caller may have stopped listening; the job runs anyway
         let _ = started.send(job.clone());
@@ -215,6 +227,9 @@ pub fn run_job<T>(
                 done = guard;
                 if *done {
                     return;
+                }
+                if unrecorded.is_some() {
+                    continue; // no record to beat for
                 }
                 if !ctx.is_cancelled() && stop_requested(vault, &job.id) {
                     ctx.cancel.store(true, Ordering::Relaxed);
@@ -264,8 +279,27 @@ pub fn run_job<T>(
             Err(e)
         }
     };
-    let name = vault.catalog_put(JOBS, &job.id, Some(&job))?;
+    if let Some(why) = &unrecorded {
+        job.warnings.push(format!("this job is not recorded in the vault: its record could not be written ({why})"));
+        if job.state == JobState::Completed {
+            job.state = JobState::CompletedWithWarnings;
+        }
+    }
+    let name = match vault.catalog_put(JOBS, &job.id, Some(&job)) {
+        Ok(name) => name,
+        Err(e) if reads_only => {
+            if unrecorded.is_none() {
+                job.warnings.push(format!("this job's outcome is not recorded in the vault ({e})"));
+                if job.state == JobState::Completed {
+                    job.state = JobState::CompletedWithWarnings;
+                }
+            }
+            String::new()
+        }
+        Err(e) => return Err(e.into()),
+    };
     if let Ok(last) = last_name.lock()
+        && !last.is_empty()
         && *last != name
     {
         let _ = vault.catalog_drop_revision(&last);

@@ -31,10 +31,12 @@ pub enum Operation {
     OfflineSeed,
     /// A key slot added or removed (a passphrase given or taken away).
     UpdateKeys,
+    /// Data the store lost dropped from the index (`vault repair`).
+    Repair,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 11] = [
+    pub const ALL: [Operation; 12] = [
         Operation::ConfigureBackup,
         Operation::Backup,
         Operation::Restore,
@@ -46,6 +48,7 @@ impl Operation {
         Operation::Replication,
         Operation::OfflineSeed,
         Operation::UpdateKeys,
+        Operation::Repair,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -61,6 +64,7 @@ impl Operation {
             Operation::Replication => "Replication",
             Operation::OfflineSeed => "OfflineSeed",
             Operation::UpdateKeys => "UpdateKeys",
+            Operation::Repair => "Repair",
         }
     }
 

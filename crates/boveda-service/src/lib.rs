@@ -102,4 +102,4 @@ pub use vault_admin::{
     NewVault, VaultSummary, VaultUpdate, add_key_job, create_vault, hostname, open_secondary_vault, open_vault,
     open_vault_store, remove_key_job, resolve_vault, retry_policy, summarize, update_vault, vaults_to_serve,
 };
-pub use verify::verify_job;
+pub use verify::{RepairReport, repair_job, verify_job};

@@ -130,6 +130,11 @@ fn prune_holding_lease(
     lease: &mut boveda_vault::Lease,
 ) -> Result<(PrunePlan, JobDone)> {
     {
+        // packs the store lost leave the index first, so that the next
+        // backup stores their data again (and planning does not count on them)
+        ctx.set_phase("dropping lost packs from the index");
+        let lost = boveda_vault::missing_packs(vault)?;
+        let dropped = boveda_vault::forget_lost(vault, &lost)?;
         ctx.set_phase("planning");
         let mut plan = plan_prune(vault, now, margin)?;
         // planning may take long on a big vault: the lease must still be
@@ -165,7 +170,13 @@ fn prune_holding_lease(
                 plan.packs.abandoned_bytes()
             ),
         ];
-        let warnings = lease.took_over().map(str::to_string).into_iter().collect();
+        let mut warnings: Vec<String> = lease.took_over().map(str::to_string).into_iter().collect();
+        if !lost.is_empty() {
+            warnings.push(format!(
+                "{} pack(s) the store lost were dropped from the index ({dropped} chunk entries): the next backup of each item stores their data again from its source; `boveda vault repair` names the points that can no longer be restored whole",
+                lost.len()
+            ));
+        }
         Ok((plan, JobDone { details, warnings, ..JobDone::default() }))
     }
 }

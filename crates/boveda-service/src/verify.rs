@@ -24,10 +24,13 @@ pub fn verify_job(
     let spec = env.vault_spec(Operation::Verify);
     let mut saved = None;
     let (job, result) = run_job(vault, env.clock, &spec, Observers::default(), |jctx| {
-        let report = check(vault, CheckOptions { read_data }, &|phase| {
+        let mut report = check(vault, CheckOptions { read_data }, &|phase| {
             jctx.set_phase(phase);
             step(phase);
         })?;
+        jctx.set_phase("cross-references");
+        step("cross-references");
+        cross_reference(vault, &mut report)?;
         let problems = report.problems.len();
         let first = report.problems.first().map(|p| format!("{} {}", p.object, p.problem));
         saved = Some(report);
@@ -40,4 +43,147 @@ pub fn verify_job(
         job,
         saved.ok_or_else(|| result.err().unwrap_or_else(|| ServiceError::Invalid("the check did not run".into()))),
     ))
+}
+
+/// What the catalog says exists, checked against what is there: every
+/// point a completed backup job recorded is in the store or was deleted on
+/// purpose (prune records each deletion); every policy a protected item
+/// names exists. A manifest, record or policy deleted from the store is so
+/// named, though every object left is intact.
+///
+/// # Errors
+/// A store error listing the catalog.
+pub fn cross_reference(vault: &Vault, report: &mut CheckReport) -> Result<()> {
+    use boveda_vault::{Affected, PointId, Problem, point_name};
+    // jobs first: a job completes after its point is written, so a point
+    // a job listed here names is in the listing below, unless lost
+    let jobs = crate::job::list_jobs(vault, &crate::job::JobFilter::default())?;
+    let present: std::collections::HashSet<PointId> = vault
+        .store()
+        .list("points")
+        .map_err(boveda_vault::VaultError::from)?
+        .iter()
+        .filter_map(|o| o.name.strip_prefix("points/").and_then(PointId::from_hex))
+        .collect();
+    // a prune records a deletion before it deletes the manifest
+    let deleted = vault.deleted_points()?;
+    for job in &jobs {
+        let done = matches!(job.state, crate::job::JobState::Completed | crate::job::JobState::CompletedWithWarnings);
+        let Some(point) = job.point.filter(|_| done && job.operation == Operation::Backup) else { continue };
+        if present.contains(&point) || deleted.contains(&point) {
+            continue;
+        }
+        let item = job.item.clone().unwrap_or_default();
+        report.problems.push(Problem {
+            object: point_name(&point),
+            problem: format!(
+                "is missing: backup job {} of item {item} recorded this point on {}, and no prune deleted it",
+                job.id.short(),
+                job.start.round(jiff::Unit::Second).unwrap_or(job.start)
+            ),
+            affects: vec![Affected { item, point: point.short(), path: "/".into() }],
+            more_affected: 0,
+        });
+    }
+    let policies: std::collections::HashSet<_> = crate::policies::list_policies(vault)?.iter().map(|p| p.id).collect();
+    for item in crate::item::list_items(vault)? {
+        if let Some(policy) = item.protection.policy
+            && !policies.contains(&policy)
+        {
+            report.problems.push(Problem {
+                object: format!("catalog/policies/{}", policy.to_hex()),
+                problem: format!("is missing: item {} is protected by this policy", item.name),
+                affects: Vec::new(),
+                more_affected: 0,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// What `vault repair` did: the check it ran, what it dropped from the
+/// index, and every point and file that can no longer be restored.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RepairReport {
+    pub check: CheckReport,
+    /// Packs the store lost, dropped from the index whole.
+    pub packs_dropped: usize,
+    /// Packs some of whose chunks do not decode: those chunks dropped.
+    pub packs_trimmed: usize,
+    /// Chunk entries dropped from the index.
+    pub chunks_dropped: usize,
+    /// Points and paths that used the lost data: they cannot be restored
+    /// whole any more (the next backup of each item stores the data again
+    /// from the source, if the source still has it).
+    pub unrestorable: Vec<boveda_vault::Affected>,
+    /// Uses beyond those listed.
+    pub more_unrestorable: usize,
+}
+
+/// Repairs `vault` as a `Repair` job: checks it (with `read_data`, every
+/// chunk's data too) and drops from the index what the store lost, so that
+/// the next backup of each affected item reads the files again and stores
+/// the data anew, instead of recording points that refer to data the store
+/// does not have. Runs under the prune lease (no prune rewrites the index
+/// meanwhile). The job completes with a warning per point that cannot be
+/// restored whole.
+///
+/// # Errors
+/// A store error recording the job; inside the returned result, a check or
+/// a rewrite that could not run, or the prune lease held by another.
+pub fn repair_job(
+    vault: &Vault,
+    env: &JobEnv<'_>,
+    read_data: bool,
+    step: &(dyn Fn(&str) + Sync),
+) -> Result<(Job, Result<RepairReport>)> {
+    let spec = env.vault_spec(Operation::Repair);
+    let (job, result) = run_job(vault, env.clock, &spec, Observers::default(), |jctx| {
+        let holder = format!("{} pid {} (repair)", env.hostname, std::process::id());
+        let lease = vault.take_prune_lease(&holder, jiff::Timestamp::now(), jiff::SignedDuration::from_mins(30))?;
+        let repaired = repair_holding_lease(vault, read_data, &|phase| {
+            jctx.set_phase(phase);
+            step(phase);
+        });
+        let released = vault.release_prune_lease(lease);
+        let report = repaired?;
+        released?;
+        let mut points: Vec<String> =
+            report.unrestorable.iter().map(|a| format!("item {} point {}", a.item, a.point)).collect();
+        points.dedup();
+        let warnings = points
+            .iter()
+            .map(|p| format!("{p} can no longer be restored whole: it used data the store lost"))
+            .collect();
+        let details = vec![format!(
+            "dropped from the index: {} lost pack(s) whole, damaged chunks of {} other pack(s); {} entries in all",
+            report.packs_dropped, report.packs_trimmed, report.chunks_dropped
+        )];
+        Ok((report, JobDone { details, warnings, ..JobDone::default() }))
+    })?;
+    Ok((job, result))
+}
+
+fn repair_holding_lease(vault: &Vault, read_data: bool, step: &(dyn Fn(&str) + Sync)) -> Result<RepairReport> {
+    let report = check(vault, CheckOptions { read_data }, step)?;
+    step("dropping lost data from the index");
+    let lost_names: std::collections::HashSet<String> =
+        report.lost.iter().map(|l| boveda_vault::pack_name(l.kind, &l.pack)).collect();
+    let mut unrestorable = Vec::new();
+    let mut more = 0;
+    for p in report.problems.iter().filter(|p| lost_names.contains(&p.object)) {
+        unrestorable.extend(p.affects.iter().cloned());
+        more += p.more_affected;
+    }
+    unrestorable.sort();
+    unrestorable.dedup();
+    let chunks_dropped = boveda_vault::forget_lost(vault, &report.lost)?;
+    Ok(RepairReport {
+        packs_dropped: report.lost.iter().filter(|l| l.chunks.is_none()).count(),
+        packs_trimmed: report.lost.iter().filter(|l| l.chunks.is_some()).count(),
+        chunks_dropped,
+        unrestorable,
+        more_unrestorable: more,
+        check: report,
+    })
 }

@@ -46,24 +46,67 @@ impl OpendalStore {
         Self { op, location, conditional_replace }
     }
 
-    fn block_on<T>(&self, fut: impl IntoFuture<Output = T>) -> Result<T, StoreError> {
-        Ok(runtime()?.block_on(fut.into_future()))
+    /// Runs one request to its end, or until its time limit (see
+    /// [`request_limit`]): a store that accepts a connection and never
+    /// answers, or stops in the middle, fails the request with an error
+    /// the retry layer tries again, instead of hanging boveda.
+    fn request<T>(
+        &self,
+        operation: &'static str,
+        object: &str,
+        bytes: u64,
+        fut: impl IntoFuture<Output = opendal::Result<T>>,
+    ) -> Result<T, StoreError> {
+        let limit = request_limit(bytes);
+        match runtime()?.block_on(async { tokio::time::timeout(limit, fut.into_future()).await }) {
+            Ok(answer) => answer.map_err(|e| map_err(operation, object, e)),
+            Err(_) => Err(no_answer(operation, object, limit)),
+        }
     }
 
     /// Checks that the container or bucket exists and the credentials
-    /// work, with one request.
+    /// work: one request, tried again like any other when it fails for a
+    /// passing reason (a `503 SlowDown`, a reset, no answer in time).
     ///
     /// # Errors
     /// `NotFound` naming the container, `PermissionDenied`, or the
-    /// endpoint's error.
+    /// endpoint's error once the tries are spent.
     pub(crate) fn check(&self, container: &str) -> Result<(), StoreError> {
-        let mut lister =
-            self.block_on(self.op.lister_with("/").limit(1))?.map_err(|e| map_err("open", container, e))?;
-        match self.block_on(lister.next())? {
-            Some(Err(e)) => Err(map_err("open", container, e)),
-            _ => Ok(()),
+        crate::retry::retrying(&crate::retry::RetryPolicy::default(), |_| self.check_once(container))
+    }
+
+    fn check_once(&self, container: &str) -> Result<(), StoreError> {
+        let mut lister = self.request("open", container, 0, self.op.lister_with("/").limit(1))?;
+        match self.request("open", container, 0, async { lister.next().await.transpose() })? {
+            Some(_) | None => Ok(()),
         }
     }
+}
+
+/// The environment variable that sets the base time limit of one request,
+/// in seconds (default 30).
+pub const REQUEST_TIMEOUT_ENV: &str = "BOVEDA_STORE_REQUEST_TIMEOUT";
+
+/// How long one request may take: a base (to connect and get a first
+/// answer; 30 s, or `BOVEDA_STORE_REQUEST_TIMEOUT`) plus a second per MiB
+/// it carries, so a large pack on a slow link still has time while a
+/// stalled one is given up.
+pub fn request_limit(bytes: u64) -> std::time::Duration {
+    static BASE: OnceLock<u64> = OnceLock::new();
+    let base = *BASE.get_or_init(|| {
+        std::env::var(REQUEST_TIMEOUT_ENV).ok().and_then(|v| v.trim().parse().ok()).filter(|&s| s > 0).unwrap_or(30)
+    });
+    std::time::Duration::from_secs(base + bytes / (1 << 20))
+}
+
+/// The bytes a whole-object read is given time for (see [`request_limit`]).
+const WHOLE_READ_ALLOWANCE: u64 = 96 << 20;
+
+/// A request that got no (whole) answer within its time limit: transient.
+fn no_answer(operation: &'static str, object: &str, limit: std::time::Duration) -> StoreError {
+    StoreError::new(StoreErrorKind::Other, operation, object)
+        .retryable(true)
+        .with_detail(format!("the store did not answer within {} s", limit.as_secs()))
 }
 
 /// Maps OpenDAL's error to the contract: its kind, and its own judgement
@@ -82,7 +125,29 @@ pub(crate) fn map_err(operation: &'static str, object: &str, e: opendal::Error) 
         ErrorKind::RangeNotSatisfied => StoreErrorKind::Other,
         _ => StoreErrorKind::Other,
     };
-    let retryable = e.is_temporary() || kind == StoreErrorKind::RateLimited;
+    // a connection cut before or during the answer is a passing fault too,
+    // however the layers below word it
+    let mut full = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        full.push_str(&c.to_string());
+        cause = c.source();
+    }
+    let lower = full.to_ascii_lowercase();
+    let cut = [
+        "connection reset",
+        "broken pipe",
+        "connection closed before message completed",
+        "incomplete",
+        "error decoding response body",
+        "unexpected eof",
+        "end of file before message",
+        "content length",
+        "did not answer in time",
+    ]
+    .iter()
+    .any(|w| lower.contains(w));
+    let retryable = e.is_temporary() || kind == StoreErrorKind::RateLimited || (kind == StoreErrorKind::Other && cut);
     StoreError::new(kind, operation, object).retryable(retryable).with_detail(detail).with_source(e)
 }
 
@@ -145,7 +210,10 @@ impl Store for OpendalStore {
 
     fn get(&self, name: &str) -> Result<Vec<u8>, StoreError> {
         check_name("read", name)?;
-        let buf = self.block_on(self.op.read(name))?.map_err(|e| map_err("read", name, e))?;
+        // the size is not known before: whole-object reads are of catalog
+        // objects and indexes (packs are read by range), given the time of
+        // a large one
+        let buf = self.request("read", name, WHOLE_READ_ALLOWANCE, self.op.read(name))?;
         Ok(buf.to_vec())
     }
 
@@ -155,10 +223,20 @@ impl Store for OpendalStore {
             return Ok(Vec::new());
         }
         let end = offset.checked_add(len).ok_or_else(|| StoreError::new(StoreErrorKind::Other, "read", name))?;
-        let got = self.block_on(self.op.read_with(name).range(offset..end))?.map_err(|e| map_err("read", name, e))?;
+        let got = self.request("read", name, len, self.op.read_with(name).range(offset..end))?;
         if got.len() as u64 != len {
+            // a cut answer is tried again; an object that really is shorter
+            // is named as such, once
+            let stored = self.stat(name).map(|i| i.size).ok();
+            if stored.is_some_and(|size| size < end) {
+                return Err(StoreError::new(StoreErrorKind::Other, "read", name).with_detail(format!(
+                    "the object is shorter than its index says: {} bytes stored, bytes {offset}..{end} asked for",
+                    stored.unwrap_or(0)
+                )));
+            }
             return Err(StoreError::new(StoreErrorKind::Other, "read", name)
-                .with_source(format!("range {offset}+{len} runs past the end ({} bytes came back)", got.len())));
+                .retryable(true)
+                .with_detail(format!("the answer was cut short: {} of {len} bytes came back", got.len())));
         }
         Ok(got.to_vec())
     }
@@ -167,23 +245,34 @@ impl Store for OpendalStore {
         check_name("write", name)?;
         // one request: a killed writer leaves no partial upload behind
         let body = opendal::Buffer::from(data.to_vec());
+        let limit = request_limit(data.len() as u64);
         let written = match &mode {
-            PutMode::Create => self.block_on(self.op.write_with(name, body).if_not_exists(true))?.map_err(|e| {
-                let refused = e.kind() == ErrorKind::ConditionNotMatch || e.kind() == ErrorKind::AlreadyExists;
-                if refused {
-                    StoreError::new(StoreErrorKind::AlreadyExists, "write", name).with_source(e)
-                } else {
-                    map_err("write", name, e)
-                }
-            })?,
+            PutMode::Create => {
+                let fut = async {
+                    tokio::time::timeout(limit, self.op.write_with(name, body).if_not_exists(true).into_future()).await
+                };
+                runtime()?.block_on(fut).map_err(|_| no_answer("write", name, limit))?.map_err(|e| {
+                    let refused = e.kind() == ErrorKind::ConditionNotMatch || e.kind() == ErrorKind::AlreadyExists;
+                    if refused {
+                        StoreError::new(StoreErrorKind::AlreadyExists, "write", name).with_source(e)
+                    } else {
+                        map_err("write", name, e)
+                    }
+                })?
+            }
             PutMode::ReplaceIfMatch(etag) => {
                 if !self.conditional_replace {
                     return Err(StoreError::new(StoreErrorKind::Unsupported, "replace", name));
                 }
-                self.block_on(self.op.write_with(name, body).if_match(etag))?.map_err(|e| match e.kind() {
-                    // a replace of an object that is gone did not find its version either
-                    ErrorKind::NotFound => StoreError::new(StoreErrorKind::ConditionNotMet, "replace", name),
-                    _ => map_err("replace", name, e),
+                let fut = async {
+                    tokio::time::timeout(limit, self.op.write_with(name, body).if_match(etag).into_future()).await
+                };
+                runtime()?.block_on(fut).map_err(|_| no_answer("replace", name, limit))?.map_err(|e| {
+                    match e.kind() {
+                        // a replace of an object that is gone did not find its version either
+                        ErrorKind::NotFound => StoreError::new(StoreErrorKind::ConditionNotMet, "replace", name),
+                        _ => map_err("replace", name, e),
+                    }
                 })?
             }
         };
@@ -202,15 +291,12 @@ impl Store for OpendalStore {
     ) -> Result<(), StoreError> {
         check_prefix(prefix)?;
         let dir = if prefix.is_empty() { "/".to_string() } else { format!("{prefix}/") };
-        let rt = runtime()?;
-        let mut lister = rt
-            .block_on(self.op.lister_with(&dir).recursive(true).into_future())
-            .map_err(|e| map_err("list", prefix, e))?;
+        let mut lister = self.request("list", prefix, 0, self.op.lister_with(&dir).recursive(true))?;
         let mut page = Vec::with_capacity(LIST_PAGE);
         // entries arrive in the store's key order; a page is handed over
-        // whenever one fills, so memory stays one page
-        while let Some(entry) = rt.block_on(lister.next()) {
-            let entry = entry.map_err(|e| map_err("list", prefix, e))?;
+        // whenever one fills, so memory stays one page (each next entry,
+        // which may fetch a page from the store, within the time limit)
+        while let Some(entry) = self.request("list", prefix, 0, async { lister.next().await.transpose() })? {
             let path = entry.path().trim_start_matches('/');
             if path.is_empty() || path.ends_with('/') {
                 continue;
@@ -228,14 +314,14 @@ impl Store for OpendalStore {
 
     fn stat(&self, name: &str) -> Result<ObjectInfo, StoreError> {
         check_name("stat", name)?;
-        let meta = self.block_on(self.op.stat(name))?.map_err(|e| map_err("stat", name, e))?;
+        let meta = self.request("stat", name, 0, self.op.stat(name))?;
         Ok(info(name, &meta))
     }
 
     fn delete(&self, name: &str) -> Result<(), StoreError> {
         check_name("delete", name)?;
-        match self.block_on(self.op.delete(name))? {
-            Err(e) if e.kind() != ErrorKind::NotFound => Err(map_err("delete", name, e)),
+        match self.request("delete", name, 0, self.op.delete(name)) {
+            Err(e) if e.kind() != StoreErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
     }

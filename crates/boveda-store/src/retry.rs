@@ -55,6 +55,27 @@ pub fn process_retries() -> u64 {
     RETRIES.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// Runs `call` until it succeeds, fails for good, or `policy`'s tries run
+/// out, as the retry layer does; for requests made before a store's layers
+/// exist (opening a container or bucket).
+///
+/// # Errors
+/// The last error.
+pub fn retrying<T>(policy: &RetryPolicy, mut call: impl FnMut(u32) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    let attempts = policy.attempts.max(1);
+    let mut attempt = 1;
+    loop {
+        match call(attempt) {
+            Err(e) if e.is_retryable() && attempt < attempts => {
+                RETRIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                std::thread::sleep(policy.backoff(attempt, e.retry_after()));
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Retries the calls of another store.
 pub struct RetryStore {
     inner: Arc<dyn Store>,

@@ -46,9 +46,26 @@ pub struct Problem {
     pub more_affected: usize,
 }
 
+/// Data the store no longer has, as the check found it: a pack gone (or
+/// of another size than its index says), or chunks in it that do not
+/// decode. `vault repair` and prune drop these from the index, so the next
+/// backup stores those chunks again from its source. A pack that could not
+/// be read for another reason (the store did not answer) is not counted:
+/// a passing fault must not make boveda forget data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LostPack {
+    pub pack: PackId,
+    pub kind: BlobKind,
+    /// The chunks lost; `None`: all of them (the pack itself is gone).
+    pub chunks: Option<Vec<ChunkId>>,
+}
+
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct CheckReport {
     pub problems: Vec<Problem>,
+    /// What the store lost or damaged (see [`LostPack`]).
+    #[serde(skip)]
+    pub lost: Vec<LostPack>,
     pub notes: Vec<String>,
     pub key_slots: usize,
     pub catalog_records: usize,
@@ -73,6 +90,8 @@ struct Findings {
     problems: BTreeMap<(String, String), (Vec<Affected>, usize)>,
     /// chunk -> (object, problem) for chunks found bad or missing
     bad_chunks: HashMap<ChunkId, (String, String)>,
+    /// pack -> its kind and the chunks lost (`None`: the whole pack)
+    lost: BTreeMap<PackId, (BlobKind, Option<Vec<ChunkId>>)>,
 }
 
 impl Findings {
@@ -103,11 +122,17 @@ pub fn check(vault: &Vault, opts: CheckOptions, progress: &(dyn Fn(&str) + Sync)
     progress("key slots");
     for info in store.list("keys")? {
         report.key_slots += 1;
-        if let Err(e) = store.get(&info.name).map_err(Into::into).and_then(|b| KeySlot::from_bytes(&info.name, &b)) {
-            f.add(
+        let slot = store.get(&info.name).map_err(Into::into).and_then(|b| KeySlot::from_bytes(&info.name, &b));
+        match slot.and_then(|s| s.verify(vault.key())) {
+            Ok(true) => {}
+            Ok(false) => report.notes.push(format!(
+                "{} was made before key slots were authenticated: a change to it could not be detected (add a new passphrase and remove this one to replace it)",
+                info.name
+            )),
+            Err(e) => f.add(
                 info.name.clone(),
-                format!("{e}; the passphrase of this slot no longer opens the vault (other slots still do)"),
-            );
+                format!("{e}; the passphrase of this slot may no longer open the vault (other slots still do)"),
+            ),
         }
     }
 
@@ -214,6 +239,7 @@ pub fn check(vault: &Vault, opts: CheckOptions, progress: &(dyn Fn(&str) + Sync)
             None => {
                 let why = "is missing".to_string();
                 f.add(name.clone(), why.clone());
+                f.lost.insert(*id, (*kind, None));
                 for e in entries {
                     f.bad_chunks.entry(e.id).or_insert((name.clone(), why.clone()));
                 }
@@ -221,6 +247,7 @@ pub fn check(vault: &Vault, opts: CheckOptions, progress: &(dyn Fn(&str) + Sync)
             Some(actual) if actual != size => {
                 let why = format!("has {actual} bytes where the index says {size}");
                 f.add(name.clone(), why.clone());
+                f.lost.insert(*id, (*kind, None));
                 for e in entries {
                     f.bad_chunks.entry(e.id).or_insert((name.clone(), why.clone()));
                 }
@@ -234,6 +261,12 @@ pub fn check(vault: &Vault, opts: CheckOptions, progress: &(dyn Fn(&str) + Sync)
         let results: Vec<_> =
             readable.par_iter().map(|(id, kind, entries)| read_pack(vault, id, *kind, entries)).collect();
         for r in results {
+            if let Some((id, kind)) = r.lost_whole {
+                f.lost.insert(id, (kind, None));
+            } else if !r.lost_chunks.is_empty() {
+                let (id, kind) = r.pack;
+                f.lost.insert(id, (kind, Some(r.lost_chunks.clone())));
+            }
             report.chunks_read += r.chunks;
             report.bytes_read += r.bytes;
             for (object, why) in r.pack_problems {
@@ -267,6 +300,8 @@ pub fn check(vault: &Vault, opts: CheckOptions, progress: &(dyn Fn(&str) + Sync)
         report.trees += walker.trees;
     }
 
+    report.lost =
+        std::mem::take(&mut f.lost).into_iter().map(|(pack, (kind, chunks))| LostPack { pack, kind, chunks }).collect();
     report.problems = f
         .problems
         .into_iter()
@@ -276,18 +311,34 @@ pub fn check(vault: &Vault, opts: CheckOptions, progress: &(dyn Fn(&str) + Sync)
 }
 
 struct PackResult {
+    pack: (PackId, BlobKind),
     chunks: u64,
     bytes: u64,
     pack_problems: Vec<(String, String)>,
     bad_chunks: Vec<(ChunkId, String, String)>,
+    /// The pack was gone when read.
+    lost_whole: Option<(PackId, BlobKind)>,
+    /// Chunks whose data does not decode.
+    lost_chunks: Vec<ChunkId>,
 }
 
 fn read_pack(vault: &Vault, id: &PackId, kind: BlobKind, entries: &[crate::pack::PackEntry]) -> PackResult {
     let name = pack_name(kind, id);
-    let mut r = PackResult { chunks: 0, bytes: 0, pack_problems: Vec::new(), bad_chunks: Vec::new() };
+    let mut r = PackResult {
+        pack: (*id, kind),
+        chunks: 0,
+        bytes: 0,
+        pack_problems: Vec::new(),
+        bad_chunks: Vec::new(),
+        lost_whole: None,
+        lost_chunks: Vec::new(),
+    };
     let bytes = match vault.store().get(&name) {
         Ok(b) => b,
         Err(e) => {
+            if e.kind() == NotFound {
+                r.lost_whole = Some((*id, kind));
+            }
             r.pack_problems.push((name.clone(), format!("cannot be read: {e}")));
             for e in entries {
                 r.bad_chunks.push((e.id, name.clone(), "pack cannot be read".into()));
@@ -311,10 +362,12 @@ fn read_pack(vault: &Vault, id: &PackId, kind: BlobKind, entries: &[crate::pack:
         let range = e.offset as usize..(e.offset as usize + e.length as usize);
         let Some(sealed) = bytes.get(range) else {
             r.bad_chunks.push((e.id, name.clone(), format!("chunk {} runs past the end", e.id)));
+            r.lost_chunks.push(e.id);
             continue;
         };
         if let Err(err) = crate::blob::decode_blob(vault.key(), sealed, e.raw_len as usize, &e.id) {
             r.bad_chunks.push((e.id, name.clone(), format!("chunk {}: {err}", e.id)));
+            r.lost_chunks.push(e.id);
         }
     }
     r

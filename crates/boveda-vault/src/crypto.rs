@@ -198,6 +198,14 @@ impl MasterKey {
 
     /// The key that authenticates local caches derived from the vault (the
     /// merged index): a cache file altered or damaged on disk is detected.
+    /// Authenticates a key slot's content (everything but this tag), so a
+    /// slot altered in the store (its salt, its KDF numbers, its wrapped
+    /// key) is named by `vault check`, which any good passphrase opens.
+    pub fn key_slot_mac(&self, slot_bytes: &[u8]) -> [u8; 32] {
+        let mac_key = blake3::derive_key("boveda 2026 key slot authentication", &self.raw);
+        *blake3::keyed_hash(&mac_key, slot_bytes).as_bytes()
+    }
+
     pub fn cache_mac_key(&self) -> [u8; 32] {
         blake3::derive_key("boveda 2026 local cache authentication", &self.raw)
     }

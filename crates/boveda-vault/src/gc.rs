@@ -59,6 +59,77 @@ pub fn write_index(vault: &Vault, packs: Vec<IndexPack>) -> Result<String> {
     }
 }
 
+/// Drops what the store lost from the index: packs that are gone (or of
+/// the wrong size) and chunks that do not decode. Each index object that
+/// lists one is replaced by one without it (written before the old one is
+/// deleted, so every other pack stays indexed). A backup then finds those
+/// chunks missing, reads the files that held them again and stores them
+/// anew, so no later point refers to data the store does not have. Returns
+/// how many chunk entries were dropped.
+///
+/// # Errors
+/// A store error; a crash midway leaves an index that lists a pack twice
+/// (or still lists a lost one), which the next repair or prune finishes.
+pub fn forget_lost(vault: &Vault, lost: &[crate::check::LostPack]) -> Result<usize> {
+    if lost.is_empty() {
+        return Ok(0);
+    }
+    let by_pack: HashMap<PackId, &crate::check::LostPack> = lost.iter().map(|l| (l.pack, l)).collect();
+    let mut dropped = 0;
+    for (name, obj) in vault.index_objects()? {
+        if !obj.packs.iter().any(|p| by_pack.contains_key(&p.id)) {
+            continue;
+        }
+        let mut keep = Vec::with_capacity(obj.packs.len());
+        for mut p in obj.packs {
+            match by_pack.get(&p.id).map(|l| l.chunks.as_ref()) {
+                None => keep.push(p),
+                Some(None) => dropped += p.entries.len(),
+                Some(Some(bad)) => {
+                    let before = p.entries.len();
+                    p.entries.retain(|e| !bad.contains(&e.id));
+                    dropped += before - p.entries.len();
+                    if !p.entries.is_empty() {
+                        keep.push(p);
+                    }
+                }
+            }
+        }
+        if !keep.is_empty() {
+            write_index(vault, keep)?;
+        }
+        vault.store().delete(&name)?;
+    }
+    Ok(dropped)
+}
+
+/// Packs the index lists that the store does not have (a listing of
+/// `packs/` against the index objects): what prune drops from the index.
+///
+/// # Errors
+/// A store error.
+pub fn missing_packs(vault: &Vault) -> Result<Vec<crate::check::LostPack>> {
+    // the index first: a backup writes a pack before the index object that
+    // lists it, so every pack indexed here is listed below unless lost
+    let indexed = vault.index_objects()?;
+    let present: HashSet<PackId> = vault
+        .store()
+        .list("packs")?
+        .iter()
+        .filter_map(|o| crate::pack::parse_pack_name(&o.name))
+        .map(|(_, id)| id)
+        .collect();
+    let mut lost = HashMap::new();
+    for (_, obj) in indexed {
+        for p in obj.packs {
+            if !present.contains(&p.id) {
+                lost.insert(p.id, crate::check::LostPack { pack: p.id, kind: p.kind, chunks: None });
+            }
+        }
+    }
+    Ok(lost.into_values().collect())
+}
+
 /// Merges small index objects into few big ones, so that reading the
 /// index costs requests in proportion to the vault's size, not to how
 /// many backups made it. Runs under the prune lease: no other process

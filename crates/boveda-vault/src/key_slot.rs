@@ -22,6 +22,10 @@ pub struct KeySlot {
     pub kdf: KdfParams,
     salt: String,
     wrapped: String,
+    /// A tag over all the above under the master key (see
+    /// [`MasterKey::key_slot_mac`]); absent in slots made before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mac: Option<String>,
 }
 
 /// What `vault key list` shows.
@@ -56,7 +60,7 @@ impl KeySlot {
         let salt: [u8; SALT_LEN] = random_bytes();
         let kek = kdf.derive(passphrase, &salt).map_err(VaultError::Invalid)?;
         let wrapped = Sealer::new(&kek).seal(&aad(&id), master.as_bytes());
-        Ok(Self {
+        let mut slot = Self {
             id,
             created: Timestamp::now(),
             hostname: hostname.to_string(),
@@ -64,7 +68,35 @@ impl KeySlot {
             kdf,
             salt: hex::encode(salt),
             wrapped: hex::encode(wrapped),
-        })
+            mac: None,
+        };
+        slot.mac = Some(hex::encode(master.key_slot_mac(&slot.authenticated_bytes()?)));
+        Ok(slot)
+    }
+
+    /// What the tag covers: the slot without its tag, as JSON.
+    fn authenticated_bytes(&self) -> Result<Vec<u8>> {
+        let bare = Self { mac: None, ..self.clone() };
+        serde_json::to_vec(&bare).map_err(|e| VaultError::Invalid(e.to_string()))
+    }
+
+    /// Whether the slot is as it was made, judged with the master key (any
+    /// passphrase's): `Ok(true)` intact, `Ok(false)` made before slots were
+    /// authenticated.
+    ///
+    /// # Errors
+    /// `Damaged` naming the slot when its content or tag was altered.
+    pub fn verify(&self, master: &MasterKey) -> Result<bool> {
+        let name = Self::name(&self.id);
+        let Some(tag) = &self.mac else { return Ok(false) };
+        let expected = hex::encode(master.key_slot_mac(&self.authenticated_bytes()?));
+        if &expected != tag {
+            return Err(VaultError::damaged(
+                &name,
+                "was altered (its salt, key derivation or wrapped key no longer match its authentication tag)",
+            ));
+        }
+        Ok(true)
     }
 
     /// Returns the master key when `passphrase` is this slot's, else `None`.
@@ -127,5 +159,15 @@ mod tests {
         let key = back.unlock(b"right").expect("unlock").expect("opens");
         assert_eq!(key.as_bytes(), master.as_bytes());
         assert!(back.unlock(b"wrong").expect("unlock").is_none());
+        assert!(back.verify(&master).expect("intact"));
+    }
+
+    #[test]
+    fn an_altered_salt_is_named_by_the_master_key() {
+        let master = MasterKey::generate();
+        let slot = KeySlot::create(&master, b"right", KdfParams::TESTING, "main", "host").expect("slot");
+        let altered = KeySlot { salt: "00".repeat(SALT_LEN), ..slot };
+        let e = altered.verify(&master).expect_err("altered");
+        assert!(e.to_string().contains("was altered"), "{e}");
     }
 }

@@ -896,8 +896,20 @@ impl Vault {
     /// # Errors
     /// A store error.
     pub fn delete_point(&self, id: &PointId) -> Result<()> {
+        // recorded first: a point named elsewhere (by its backup job) and
+        // gone without this record was lost, not pruned (`vault check`)
+        let record = DeletedPoint { point: *id, deleted: jiff::Timestamp::now() };
+        self.catalog_put(DELETED_POINTS_KIND, &RecordId(id.0), Some(&record))?;
         self.store.delete(&point_name(id))?;
         Ok(())
+    }
+
+    /// The points deleted on purpose (by prune), by id.
+    ///
+    /// # Errors
+    /// A store error.
+    pub fn deleted_points(&self) -> Result<std::collections::HashSet<PointId>> {
+        Ok(self.catalog_list::<DeletedPoint>(DELETED_POINTS_KIND)?.into_iter().map(|(_, d)| d.point).collect())
     }
 
     /// Reads one point.
@@ -1105,4 +1117,14 @@ impl Vault {
             .collect::<Result<_>>()?;
         Ok(records.into_iter().flatten().filter(is_live).filter_map(|r| r.body.map(|b| (r.id, b))).collect())
     }
+}
+
+/// The catalog kind of the records of points deleted on purpose.
+pub const DELETED_POINTS_KIND: &str = "deleted-points";
+
+/// A point deleted on purpose: its manifest is gone, and that is no loss.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeletedPoint {
+    pub point: PointId,
+    pub deleted: jiff::Timestamp,
 }

@@ -256,6 +256,13 @@ pub enum VaultCmd {
         #[arg(long)]
         secondary: bool,
     },
+    /// Drop what the store lost from the index (so the next backup stores
+    /// it again) and name every point and file that can no longer be
+    /// restored; --read-data also finds chunks whose data is damaged.
+    Repair {
+        #[arg(long)]
+        read_data: bool,
+    },
     /// Manage the passphrases (key slots) that open the vault.
     #[command(subcommand)]
     Key(KeyCmd),

@@ -264,7 +264,13 @@ pub fn restore(ctx: &Ctx, args: RestoreArgs) -> Result<Outcome> {
     if !report.errors.is_empty() {
         bail!("restore job {} Failed: {}", job.id.short(), boveda_service::restore_failure(&report));
     }
-    Ok(if report.warnings.is_empty() { Outcome::Ok } else { Outcome::Warnings })
+    // the job's own warnings (a record it could not write, on a full or
+    // read-only store)
+    let job_only: Vec<&String> = job.warnings.iter().filter(|w| !report.warnings.contains(w)).collect();
+    for w in &job_only {
+        eprintln!("warning: {w}");
+    }
+    Ok(if report.warnings.is_empty() && job_only.is_empty() { Outcome::Ok } else { Outcome::Warnings })
 }
 
 fn print_restore(r: &RestoreReport) {

@@ -169,8 +169,11 @@ pub fn run(ctx: &Ctx, cmd: VaultCmd) -> Result<Outcome> {
                     eprintln!("checking {phase}");
                 }
             };
-            let (_job, result) = boveda_service::verify_job(&vault, &env, read_data, &step)?;
+            let (job, result) = boveda_service::verify_job(&vault, &env, read_data, &step)?;
             let report = result?;
+            for w in &job.warnings {
+                eprintln!("warning: {w}");
+            }
             if ctx.json() {
                 ctx.print_json(&report)?;
             } else {
@@ -207,6 +210,49 @@ pub fn run(ctx: &Ctx, cmd: VaultCmd) -> Result<Outcome> {
             }
             if !report.is_ok() {
                 return Ok(Outcome::Failed);
+            }
+            if !job.warnings.is_empty() {
+                return Ok(Outcome::Warnings);
+            }
+        }
+        VaultCmd::Repair { read_data } => {
+            let vault = ctx.open()?;
+            let quiet = ctx.json();
+            let clock = ctx.clock()?;
+            let env = ctx.job_env(clock.as_ref());
+            let step = |phase: &str| {
+                if !quiet {
+                    eprintln!("repair: {phase}");
+                }
+            };
+            let (job, result) = boveda_service::repair_job(&vault, &env, read_data, &step)?;
+            let report = result?;
+            if ctx.json() {
+                ctx.print_json(&report)?;
+            } else {
+                println!("repair job {}: {}", job.id.short(), job.state.as_str());
+                for p in &report.check.problems {
+                    println!("found: {} {}", p.object, p.problem);
+                }
+                println!(
+                    "dropped from the index: {} lost pack(s), damaged chunks of {} pack(s) ({} entries)",
+                    report.packs_dropped, report.packs_trimmed, report.chunks_dropped
+                );
+                if report.unrestorable.is_empty() {
+                    println!("every recovery point can still be restored");
+                } else {
+                    println!("these can no longer be restored whole (the data they used is gone):");
+                    for a in &report.unrestorable {
+                        println!("  item {} point {}: {}", a.item, a.point, a.path);
+                    }
+                    if report.more_unrestorable > 0 {
+                        println!("  ... and {} more", report.more_unrestorable);
+                    }
+                    println!("the next backup of each item reads those files again and stores them anew");
+                }
+            }
+            if !report.unrestorable.is_empty() {
+                return Ok(Outcome::Warnings);
             }
         }
         VaultCmd::Key(k) => return key(ctx, k),
