@@ -111,9 +111,17 @@ fn read_run<U: Sync, S: ChunkSink<U>>(
     for (r, id) in run {
         let off = (u64::from(r.offset) - run_start) as usize;
         let sealed = &bytes[off..off + r.length as usize];
-        match vault.decode_blob_at(r, id, sealed) {
+        // a blob that does not decode may have been damaged on the way:
+        // it is fetched once more, alone, before it is called damaged
+        let decoded = vault.decode_blob_at(r, id, sealed).or_else(|first| {
+            match vault.store().get_range(&pack_name(r.kind, &r.pack), u64::from(r.offset), u64::from(r.length)) {
+                Ok(again) => vault.decode_blob_at(r, id, &again).map_err(|e| format!("{e} (fetched twice)")),
+                Err(_) => Err(first.to_string()),
+            }
+        });
+        match decoded {
             Ok(plain) => uses(id).iter().for_each(|u| sink.deliver(&mut state, u, &plain)),
-            Err(e) => uses(id).iter().for_each(|u| sink.fail(u, e.to_string())),
+            Err(e) => uses(id).iter().for_each(|u| sink.fail(u, e.clone())),
         }
     }
 }

@@ -296,6 +296,13 @@ pub fn run_job<T>(
             }
             String::new()
         }
+        // a job that failed keeps its own reason: the store that refused
+        // its work most likely refuses its record too, and the first
+        // failure is the one to name
+        Err(e) if outcome.is_err() => {
+            job.warnings.push(format!("the failure could not be recorded in the vault ({e})"));
+            return Ok((job, outcome));
+        }
         Err(e) => return Err(e.into()),
     };
     if let Ok(last) = last_name.lock()

@@ -29,10 +29,13 @@ pub struct FaultPlan {
     /// Fail and throttle only calls on objects whose names start with this
     /// (such as `packs/`: a store that fails uploads of data, not records).
     pub only: Option<String>,
+    /// Range reads whose answer arrives with one bit flipped (damaged on
+    /// the way; the stored object is intact).
+    pub flip: f64,
 }
 
 impl FaultPlan {
-    /// Parses `fail=0.05,lost=0.01,throttle=0.01,throttle-wait=50ms,latency=20ms,budget=1000000,seed=7,only=packs/`
+    /// Parses `fail=0.05,lost=0.01,throttle=0.01,throttle-wait=50ms,latency=20ms,budget=1000000,seed=7,only=packs/,flip=0.1`
     /// (every part optional): the form of `BOVEDA_STORE_FAULTS`.
     ///
     /// # Errors
@@ -55,9 +58,10 @@ impl FaultPlan {
                 "budget" => plan.put_budget = Some(value.parse().map_err(|_| bad())?),
                 "seed" => plan.seed = value.parse().map_err(|_| bad())?,
                 "only" => plan.only = Some(value.to_string()),
+                "flip" => plan.flip = share()?,
                 _ => {
                     return Err(format!(
-                        "unknown fault {key:?} (fail, lost, throttle, throttle-wait, latency, budget, seed, only)"
+                        "unknown fault {key:?} (fail, lost, throttle, throttle-wait, latency, budget, seed, only, flip)"
                     ));
                 }
             }
@@ -160,7 +164,14 @@ impl Store for FaultStore {
     }
     fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>, StoreError> {
         self.before("read", name)?;
-        self.inner.get_range(name, offset, len)
+        let mut got = self.inner.get_range(name, offset, len)?;
+        let targeted = self.plan.only.as_deref().is_none_or(|p| name.starts_with(p));
+        if targeted && !got.is_empty() && self.plan.flip > 0.0 && self.roll() < self.plan.flip {
+            self.injected.fetch_add(1, Ordering::Relaxed);
+            let at = (mix(self.calls.load(Ordering::Relaxed)) % got.len() as u64) as usize;
+            got[at] ^= 1;
+        }
+        Ok(got)
     }
     fn put(&self, name: &str, data: &[u8], mode: PutMode) -> Result<ObjectInfo, StoreError> {
         self.before("write", name)?;

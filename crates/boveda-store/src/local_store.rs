@@ -167,7 +167,14 @@ impl Store for LocalStore {
         let mut buf = vec![0u8; len];
         file.read_exact_at(&mut buf, offset).map_err(|e| {
             if e.kind() == io::ErrorKind::UnexpectedEof {
-                StoreError::from_io("read", name, io::Error::other(format!("range {offset}+{len} runs past the end")))
+                StoreError::from_io(
+                    "read",
+                    name,
+                    io::Error::other(format!(
+                        "the object is shorter than its index says (bytes {offset}..{} asked for)",
+                        offset + len as u64
+                    )),
+                )
             } else {
                 StoreError::from_io("read", name, e)
             }

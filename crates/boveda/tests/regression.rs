@@ -863,3 +863,55 @@ fn a_deleted_point_or_policy_is_named_by_vault_check() {
     fs::rename(&aside, &nightly).expect("move back");
     env.ok(&["vault", "check"]);
 }
+
+/// Issue 22, 20: the smaller defects of a failing store. A store that
+/// stays down fails the backup naming the pack upload that failed first,
+/// not the job record written after; a truncated pack is named as shorter
+/// than its index says; a chunk that arrives damaged is fetched once more
+/// before it is called damaged.
+#[test]
+fn a_failing_store_is_named_for_what_failed_first() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    for i in 0..3u64 {
+        fs::write(src.join(format!("f{i}")), noise(i, 600_000)).expect("write");
+    }
+    env.create_vault();
+    env.ok(&["item", "add", "files", "t", "--path", s(&src)]);
+    // room for the job's first record, not for the packs nor what follows
+    let out =
+        env.cmd(&["protection", "backup-now", "t"]).env("BOVEDA_STORE_FAULTS", "budget=4000").output().expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("packs/") && !stderr.contains("catalog/jobs"), "names the upload: {stderr}");
+
+    env.backup("t", 0);
+    // damaged on the way, every range read of a data pack once in a while:
+    // fetched again, and the restore is whole
+    let out = env
+        .cmd(&["restore", "t", "--target", s(&env.path("back"))])
+        .env("BOVEDA_STORE_FAULTS", "flip=0.5,only=packs/data,seed=3")
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    common::assert_same_tree(&src, &env.path("back").join(src.strip_prefix("/").expect("abs")));
+    // always damaged: named, after a second fetch
+    let out = env
+        .cmd(&["restore", "t", "--target", s(&env.path("back2"))])
+        .env("BOVEDA_STORE_FAULTS", "flip=1.0,only=packs/data")
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("fetched twice"), "{stderr}");
+
+    // a truncated pack
+    let pack = objects(&env.vault.join("packs/data")).pop().expect("a data pack");
+    let len = fs::metadata(&pack).expect("stat").len();
+    fs::OpenOptions::new().write(true).open(&pack).expect("open").set_len(len / 2).expect("truncate");
+    let out = env.run(&["restore", "t", "--target", s(&env.path("back3"))]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("shorter than its index says"), "{stderr}");
+}
