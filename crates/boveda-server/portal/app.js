@@ -99,7 +99,7 @@ function closeStreams() {
 
 function progressBar(job) {
   const p = job.progress || {};
-  const running = job.state === "InProgress" || job.state === "Cancelling";
+  const running = job.state === "Queued" || job.state === "InProgress" || job.state === "Cancelling";
   const attrs = { "aria-label": "Progress of job " + job.id.slice(0, 8) };
   if (!running) { attrs.max = 1; attrs.value = 1; }
   else if (p.bytes_total) { attrs.max = p.bytes_total; attrs.value = Math.min(p.bytes_read, p.bytes_total); }
@@ -344,7 +344,7 @@ async function jobsPage(vault) {
   vaultNav(vault, "/jobs");
   const jobs = (await api("GET", V(vault) + "/jobs")).reverse();
   const rows = jobs.slice(0, 200).map((j) => {
-    const running = j.state === "InProgress";
+    const running = j.state === "InProgress" || j.state === "Queued";
     const stop = running ? h("button", { type: "button", class: "danger", onclick: async () => {
       try { await api("POST", V(vault) + "/jobs/" + j.id + "/stop"); toast("Stop requested"); } catch (e) { toast(e.message); }
     } }, "Stop") : "";
@@ -352,7 +352,7 @@ async function jobsPage(vault) {
       stateCell(j.state), when(j.start), progressBar(j), stop];
   });
   page("Jobs", table(["Job", "Operation", "Item", "State", "Started", "Progress", ""], rows, [4]));
-  for (const j of jobs.filter((j) => j.state === "InProgress")) {
+  for (const j of jobs.filter((j) => j.state === "InProgress" || j.state === "Queued")) {
     follow(vault, j.id, (job, end) => {
       const bar = document.querySelector(`[data-job="${job.id}"]`);
       if (bar) bar.replaceWith(progressBar(job));
@@ -366,7 +366,7 @@ async function jobPage(vault, id) {
   const job = await api("GET", V(vault) + "/jobs/" + enc(id));
   const body = h("div");
   const render = (j) => {
-    const running = j.state === "InProgress";
+    const running = j.state === "InProgress" || j.state === "Queued";
     body.replaceChildren(
       h("p", {}, "State: ", h("strong", { id: "job-state" }, stateCell(j.state))),
       h("p", {}, progressBar(j)),
@@ -381,7 +381,7 @@ async function jobPage(vault, id) {
   };
   render(job);
   page(job.operation + " job " + id.slice(0, 8), body);
-  if (job.state === "InProgress" || job.state === "Cancelling") follow(vault, id, (j) => render(j));
+  if (job.state === "Queued" || job.state === "InProgress" || job.state === "Cancelling") follow(vault, id, (j) => render(j));
 }
 
 async function alertsPage(vault) {

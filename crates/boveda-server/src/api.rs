@@ -386,13 +386,8 @@ async fn show_vault(Extension(caller): Extension<Caller>) -> ApiResult<Json<svc:
     Ok(Json(blocking(move || svc::summarize(&vault)).await?))
 }
 
-async fn dashboard(
-    State(app): State<AppState>,
-    Extension(caller): Extension<Caller>,
-) -> ApiResult<Json<svc::Dashboard>> {
-    let vault = caller.served()?.vault.clone();
-    let now = now(&app);
-    Ok(Json(blocking(move || svc::dashboard(&vault, &svc::PriceTable::chosen(None)?, now)).await?))
+async fn dashboard(Extension(caller): Extension<Caller>) -> ApiResult<Response> {
+    Ok(json_bytes(caller.served()?.dashboard().await?.json.clone()))
 }
 
 async fn items(State(app): State<AppState>, Extension(caller): Extension<Caller>) -> ApiResult<Response> {
@@ -697,12 +692,21 @@ async fn stop(
     Ok(Json(stopped))
 }
 
-/// Ends an event stream's count when the stream is dropped.
-struct StreamSlot(AppState);
+/// Ends an event stream's counts (in all, and its token's) when the
+/// stream is dropped.
+struct StreamSlot(AppState, svc::RecordId);
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
         self.0.counters.streams.fetch_sub(1, Ordering::Relaxed);
+        if let Ok(mut by) = self.0.streams_by_token.lock()
+            && let Some(n) = by.get_mut(&self.1)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                by.remove(&self.1);
+            }
+        }
     }
 }
 
@@ -718,11 +722,31 @@ async fn job_events(
 ) -> ApiResult<Response> {
     let served = caller.served()?.clone();
     let first = visible_job(&caller, &served, &param(&params, "job")).await?;
+    let token = caller.token.id;
+    {
+        let Ok(mut by) = app.streams_by_token.lock() else {
+            return Err(ApiError::internal("the stream table is unusable"));
+        };
+        let mine = by.entry(token).or_default();
+        if *mine >= app.config.max_streams_per_token {
+            let mut e = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                format!(
+                    "this token holds {} event streams, as many as one token may; close one first",
+                    app.config.max_streams_per_token
+                ),
+            );
+            e.retry_after = Some(5);
+            return Err(e);
+        }
+        *mine += 1;
+    }
+    let slot = StreamSlot(app.clone(), token);
     if app.counters.streams.fetch_add(1, Ordering::Relaxed) >= app.config.max_streams {
-        app.counters.streams.fetch_sub(1, Ordering::Relaxed);
+        drop(slot); // gives both counts back (the total was counted once)
         return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "too many event streams open"));
     }
-    let slot = StreamSlot(app.clone());
     let deadline = Instant::now() + app.config.stream_limit;
     let state = (Some(first), None::<svc::Job>, served, slot, false);
     let stream = futures::stream::unfold(state, move |(next, last, served, slot, ended)| async move {
@@ -762,9 +786,8 @@ async fn alerts(Extension(caller): Extension<Caller>) -> ApiResult<Json<Vec<svc:
     Ok(Json(all.into_iter().filter(visible).collect()))
 }
 
-async fn usage(Extension(caller): Extension<Caller>) -> ApiResult<Json<svc::Usage>> {
-    let vault = caller.served()?.vault.clone();
-    Ok(Json(blocking(move || svc::usage(&vault, &svc::PriceTable::chosen(None)?)).await?))
+async fn usage(Extension(caller): Extension<Caller>) -> ApiResult<Response> {
+    Ok(json_bytes(caller.served()?.usage().await?.json.clone()))
 }
 
 async fn imports(Extension(caller): Extension<Caller>) -> ApiResult<Json<Vec<svc::ImportJob>>> {

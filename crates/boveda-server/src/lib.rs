@@ -32,7 +32,7 @@ use boveda_service::{
 };
 
 pub use api::{RouteSpec, Scope, route_specs};
-pub use auth::{FAILURE_WINDOW, MAX_FAILURES};
+pub use auth::{FAILURE_WINDOW, MAX_FAILURES, MAX_SESSIONS_PER_TOKEN};
 pub use error::{ApiError, ApiResult};
 pub use openapi::openapi_document;
 pub use tls::{TlsListener, tls_config};
@@ -58,6 +58,8 @@ pub struct ServerConfig {
     pub stream_limit: Duration,
     /// Event streams open at once, over all clients.
     pub max_streams: usize,
+    /// Event streams one token may hold open at once.
+    pub max_streams_per_token: usize,
     /// How long a portal session lasts.
     pub session_life: Duration,
     /// Connections, per address and in all, and their time limits; `None`:
@@ -77,6 +79,7 @@ impl ServerConfig {
             request_timeout: Duration::from_secs(30),
             stream_limit: Duration::from_secs(3600),
             max_streams: 256,
+            max_streams_per_token: 16,
             connection_limits: None,
             session_life: Duration::from_secs(8 * 3600),
         }
@@ -89,6 +92,8 @@ const TOKENS_TTL: Duration = Duration::from_secs(2);
 /// How long a vault's job list and item overview are shared between
 /// requests.
 const SHARED_TTL: Duration = Duration::from_millis(500);
+/// How long the dashboard and usage report are shared between requests.
+const REPORT_TTL: Duration = Duration::from_secs(10);
 
 /// A listing as it was read at one time, and as JSON.
 pub(crate) struct Entry<T> {
@@ -192,6 +197,11 @@ pub struct Served {
     clock: Arc<dyn boveda_service::Clock>,
     jobs: Shared<Vec<Job>>,
     items: Shared<Vec<ItemOverview>>,
+    /// The dashboard and the usage report walk every point's trees: shared
+    /// like the listings, read at most once per [`REPORT_TTL`], so any
+    /// number of clients cost one walk at a time.
+    dashboard: Shared<boveda_service::Dashboard>,
+    usage: Shared<boveda_service::Usage>,
 }
 
 impl Served {
@@ -203,6 +213,8 @@ impl Served {
             tokens_refreshing: std::sync::atomic::AtomicBool::new(false),
             jobs: Shared::new(),
             items: Shared::new(),
+            dashboard: Shared::new(),
+            usage: Shared::new(),
         })
     }
 
@@ -260,6 +272,24 @@ impl Served {
         self.items.get(SHARED_TTL, move || item_overview(&vault, now)).await
     }
 
+    /// The dashboard, shared (see [`Served::dashboard`]'s field).
+    pub(crate) async fn dashboard(&self) -> ApiResult<Arc<Entry<boveda_service::Dashboard>>> {
+        let (vault, clock) = (self.vault.clone(), self.clock.clone());
+        self.dashboard
+            .get(REPORT_TTL, move || {
+                boveda_service::dashboard(&vault, &boveda_service::PriceTable::chosen(None)?, clock.now())
+            })
+            .await
+    }
+
+    /// The usage report, shared as the dashboard.
+    pub(crate) async fn usage(&self) -> ApiResult<Arc<Entry<boveda_service::Usage>>> {
+        let vault = self.vault.clone();
+        self.usage
+            .get(REPORT_TTL, move || boveda_service::usage(&vault, &boveda_service::PriceTable::chosen(None)?))
+            .await
+    }
+
     /// After a change made through the server: tokens are read again
     /// before the next request is checked, the listings at once in the
     /// background.
@@ -290,8 +320,10 @@ pub type VaultHook = Box<dyn Fn(Arc<Vault>) + Send + Sync>;
 pub struct App {
     pub config: ServerConfig,
     vaults: RwLock<Vec<Arc<Served>>>,
-    sessions: Mutex<HashMap<String, auth::Session>>,
+    sessions: Mutex<auth::Sessions>,
     failures: Mutex<HashMap<String, auth::Failures>>,
+    /// Event streams open, by the token that opened them.
+    pub(crate) streams_by_token: Mutex<HashMap<boveda_service::RecordId, usize>>,
     pub counters: Counters,
     on_new_vault: Option<VaultHook>,
     /// Set when the server shuts down: event streams end.
@@ -308,6 +340,7 @@ impl App {
             vaults: RwLock::new(served),
             sessions: Mutex::default(),
             failures: Mutex::default(),
+            streams_by_token: Mutex::default(),
             counters: Counters::default(),
             on_new_vault,
             closing: std::sync::atomic::AtomicBool::new(false),

@@ -2,8 +2,9 @@
 //! as soon as it is recorded and follows it through the job records, as
 //! any other process would.
 
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use boveda_engine::{DiskOutputFormat, NoProgress};
@@ -13,7 +14,7 @@ use serde::Deserialize;
 use crate::clock::Clock;
 use crate::error::{Result, ServiceError};
 use crate::item::Item;
-use crate::job::Job;
+use crate::job::{Job, JobState, Operation};
 use crate::protection::{JobEnv, backup_job};
 use crate::recovery::{RestoreRequest, find_point, restore_job};
 use crate::time_input::{check_retain_until, parse_retain_until};
@@ -25,9 +26,125 @@ pub struct BackgroundEnv {
     pub clock: Arc<dyn Clock>,
     pub heartbeat: Duration,
     pub hostname: String,
+    /// How many jobs run at once per vault; the others wait, `Queued`.
+    pub slots: Arc<JobSlots>,
+}
+
+impl BackgroundEnv {
+    pub fn new(clock: Arc<dyn Clock>, heartbeat: Duration, hostname: String) -> Self {
+        Self { clock, heartbeat, hostname, slots: JobSlots::new(DEFAULT_JOBS_PER_VAULT) }
+    }
+}
+
+/// Jobs started in the background that run at once on one vault; the
+/// others wait in the order they came (two cores read and decrypt for a
+/// few jobs well, and for twenty badly: each gets slower and the server's
+/// own reads wait behind them).
+pub const DEFAULT_JOBS_PER_VAULT: usize = 2;
+
+/// The running jobs of each vault and the queue of those waiting.
+pub struct JobSlots {
+    per_vault: usize,
+    state: Mutex<HashMap<String, Lane>>,
+    turn: Condvar,
+}
+
+#[derive(Default)]
+struct Lane {
+    running: usize,
+    waiting: VecDeque<u64>,
+    next: u64,
+}
+
+impl JobSlots {
+    pub fn new(per_vault: usize) -> Arc<Self> {
+        Arc::new(Self { per_vault: per_vault.max(1), state: Mutex::default(), turn: Condvar::new() })
+    }
+
+    /// Joins `vault`'s queue; the ticket says its place.
+    fn join(&self, vault: &str) -> u64 {
+        let Ok(mut state) = self.state.lock() else { return 0 };
+        let lane = state.entry(vault.to_string()).or_default();
+        lane.next += 1;
+        lane.waiting.push_back(lane.next);
+        lane.next
+    }
+
+    /// Takes a slot when `ticket` is first in line and one is free, waiting
+    /// at most `wait`; whether it got one.
+    fn take(&self, vault: &str, ticket: u64, wait: Duration) -> bool {
+        let Ok(mut state) = self.state.lock() else { return true };
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            let lane = state.entry(vault.to_string()).or_default();
+            if lane.waiting.front() == Some(&ticket) && lane.running < self.per_vault {
+                lane.waiting.pop_front();
+                lane.running += 1;
+                self.turn.notify_all(); // the next in line may fit too
+                return true;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            match self.turn.wait_timeout(state, left) {
+                Ok((s, _)) => state = s,
+                Err(_) => return true,
+            }
+        }
+    }
+
+    /// Leaves the queue without running (stopped while waiting).
+    fn leave(&self, vault: &str, ticket: u64) {
+        if let Ok(mut state) = self.state.lock() {
+            state.entry(vault.to_string()).or_default().waiting.retain(|t| *t != ticket);
+        }
+        self.turn.notify_all();
+    }
+
+    /// Takes one of `vault`'s slots (by its store's location) for work of
+    /// the caller's own, waiting for its turn like a job; the slot is free
+    /// again when the guard is dropped.
+    pub fn occupy(self: &Arc<Self>, vault: &str) -> SlotGuard {
+        let ticket = self.join(vault);
+        while !self.take(vault, ticket, Duration::from_secs(3600)) {}
+        SlotGuard { slots: self.clone(), vault: vault.to_string() }
+    }
+
+    /// A job ended: its slot is free.
+    fn release(&self, vault: &str) {
+        if let Ok(mut state) = self.state.lock() {
+            let lane = state.entry(vault.to_string()).or_default();
+            lane.running = lane.running.saturating_sub(1);
+        }
+        self.turn.notify_all();
+    }
+}
+
+/// A slot taken with [`JobSlots::occupy`].
+pub struct SlotGuard {
+    slots: Arc<JobSlots>,
+    vault: String,
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        self.slots.release(&self.vault);
+    }
+}
+
+/// What a job started in the background is, for its record while it
+/// waits in the queue.
+struct Waiting {
+    vault: Arc<Vault>,
+    operation: Operation,
+    item: Option<(String, boveda_vault::RecordId)>,
 }
 
 /// Runs `run` on a thread of its own and returns its job once recorded.
+/// When the vault already runs as many jobs as it may, the job is recorded
+/// `Queued` (and answered so), waits for its turn beating its record, and
+/// ends `Cancelled` if stopped meanwhile.
 ///
 /// # Errors
 /// What `run` refused with before recording a job (a bad request); a
@@ -35,20 +152,65 @@ pub struct BackgroundEnv {
 fn start<T: Send + 'static>(
     env: &BackgroundEnv,
     what: &str,
+    waiting: Waiting,
     run: impl FnOnce(&JobEnv<'_>) -> Result<(Job, Result<T>)> + Send + 'static,
 ) -> Result<Job> {
     let (started_tx, started_rx) = crossbeam_channel::bounded(1);
     let (refused_tx, refused_rx) = crossbeam_channel::bounded(1);
     let env = env.clone();
+    let lane = waiting.vault.store().location();
     std::thread::Builder::new()
         .name(what.to_string())
         .spawn(move || {
             let mut job_env = JobEnv::new(env.clock.as_ref(), env.heartbeat, env.hostname.clone());
-            job_env.started = Some(started_tx);
+            let ticket = env.slots.join(&lane);
+            if !env.slots.take(&lane, ticket, Duration::ZERO) {
+                let id = boveda_vault::RecordId::random();
+                let item = waiting.item.as_ref().map(|(n, i)| (n.as_str(), *i));
+                let w = crate::job::WaitingJob {
+                    id,
+                    operation: waiting.operation,
+                    item,
+                    hostname: &env.hostname,
+                    heartbeat: env.heartbeat,
+                };
+                let record = |state| crate::job::record_waiting(&waiting.vault, env.clock.as_ref(), &w, state);
+                match record(JobState::Queued) {
+                    Ok(job) => {
+                        let _ = started_tx.send(job);
+                    }
+                    Err(e) => {
+                        env.slots.leave(&lane, ticket);
+                        let _ = refused_tx.send(e);
+                        return;
+                    }
+                }
+                loop {
+                    let turn = env.slots.take(&lane, ticket, env.heartbeat);
+                    // a stop asked while it waited ends it, also when its turn came
+                    if crate::job::stop_requested(&waiting.vault, &id) {
+                        if turn {
+                            env.slots.release(&lane);
+                        } else {
+                            env.slots.leave(&lane, ticket);
+                        }
+                        let _ = record(JobState::Cancelled);
+                        return;
+                    }
+                    if turn {
+                        break;
+                    }
+                    let _ = record(JobState::Queued); // a beat: the queue is alive
+                }
+                job_env.job_id = Some(id);
+            } else {
+                job_env.started = Some(started_tx);
+            }
             // the job's own outcome is in its record
             if let Err(e) = run(&job_env) {
                 let _ = refused_tx.send(e);
             }
+            env.slots.release(&lane);
         })
         .map_err(|e| ServiceError::Internal(format!("cannot start a thread for the {what}: {e}")))?;
     crossbeam_channel::select! {
@@ -79,7 +241,9 @@ pub fn start_backup(vault: Arc<Vault>, env: &BackgroundEnv, item: Item, retain_u
         })
         .transpose()
         .map_err(|e: ServiceError| ServiceError::field_error("retain_until", e))?;
-    start(env, "backup", move |env| backup_job(&vault, env, &item, retain_until, None, &NoProgress))
+    let waiting =
+        Waiting { vault: vault.clone(), operation: Operation::Backup, item: Some((item.name.clone(), item.id)) };
+    start(env, "backup", waiting, move |env| backup_job(&vault, env, &item, retain_until, None, &NoProgress))
 }
 
 /// A restore as a client asks for it.
@@ -196,5 +360,7 @@ pub fn start_restore(
         _ => e,
     })?;
     let req = RestoreRequest { target: req.target, paths: req.paths, format, within: Some(within) };
-    start(env, "restore", move |env| restore_job(&vault, env, &item, &point, &req, None))
+    let waiting =
+        Waiting { vault: vault.clone(), operation: Operation::Restore, item: Some((item.name.clone(), item.id)) };
+    start(env, "restore", waiting, move |env| restore_job(&vault, env, &item, &point, &req, None))
 }

@@ -29,6 +29,9 @@ pub struct Dashboard {
     pub currency: String,
     /// The last [`DASHBOARD_DAYS`] days (UTC), oldest first.
     pub days: Vec<DayStats>,
+    /// What could not be read (a damaged tree), named; the rest is shown.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -87,6 +90,7 @@ pub fn dashboard(vault: &Vault, prices: &PriceTable, now: Timestamp) -> Result<D
         monthly_cost: used.monthly_cost,
         currency: used.prices.currency.clone(),
         days,
+        warnings: used.warnings,
     })
 }
 

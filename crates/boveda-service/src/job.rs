@@ -46,6 +46,9 @@ pub struct JobSpec<'a> {
     /// Told the job as soon as its first record is written, for a caller
     /// that starts a job in the background and answers with its id.
     pub started: Option<crossbeam_channel::Sender<Job>>,
+    /// The id of the job's record when it was recorded before it ran (a
+    /// job that waited in the queue).
+    pub id: Option<RecordId>,
 }
 
 /// The live side of a running job: its progress counters and cancel flag.
@@ -176,7 +179,7 @@ pub fn run_job<T>(
     let start = clock.now();
     let wall_start = std::time::Instant::now();
     let mut job = Job {
-        id: RecordId::random(),
+        id: spec.id.unwrap_or_else(RecordId::random),
         operation: spec.operation,
         item: spec.item.map(|(n, _)| n.to_string()),
         item_id: spec.item.map(|(_, id)| id),
@@ -327,7 +330,48 @@ pub fn run_job<T>(
     Ok((job, outcome))
 }
 
-fn stop_requested(vault: &Vault, id: &RecordId) -> bool {
+/// A job waiting for a slot, as its record says.
+#[derive(Clone, Copy)]
+pub(crate) struct WaitingJob<'a> {
+    pub id: RecordId,
+    pub operation: Operation,
+    pub item: Option<(&'a str, RecordId)>,
+    pub hostname: &'a str,
+    pub heartbeat: Duration,
+}
+
+/// Records a job that waits for a slot (`Queued`) under `id`, with its
+/// heartbeat now; written again at every beat while it waits.
+///
+/// # Errors
+/// A store error.
+pub(crate) fn record_waiting(vault: &Vault, clock: &dyn Clock, w: &WaitingJob<'_>, state: JobState) -> Result<Job> {
+    let WaitingJob { id, operation, item, hostname, heartbeat } = *w;
+    let now = clock.now();
+    let job = Job {
+        id,
+        operation,
+        item: item.map(|(n, _)| n.to_string()),
+        item_id: item.map(|(_, i)| i),
+        state,
+        start: now,
+        end: (state == JobState::Cancelled).then_some(now),
+        progress: JobProgress { phase: "waiting for a free slot".into(), ..JobProgress::default() },
+        warnings: Vec::new(),
+        error: (state == JobState::Cancelled).then(|| "stopped while it waited in the queue".to_string()),
+        details: Vec::new(),
+        point: None,
+        scheduled_for: None,
+        host: hostname.to_string(),
+        pid: std::process::id(),
+        heartbeat: Timestamp::now(),
+        heartbeat_secs: heartbeat.as_secs_f64(),
+    };
+    vault.catalog_put(JOBS, &job.id, Some(&job))?;
+    Ok(job)
+}
+
+pub(crate) fn stop_requested(vault: &Vault, id: &RecordId) -> bool {
     matches!(vault.catalog_get::<StopRequest>(STOPS, id), Ok(Some(_)))
 }
 

@@ -79,6 +79,9 @@ impl Operation {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum JobState {
+    /// Waiting for a free slot: the server runs a few jobs per vault at
+    /// once and queues the others, in the order they came.
+    Queued,
     InProgress,
     Completed,
     CompletedWithWarnings,
@@ -88,7 +91,8 @@ pub enum JobState {
 }
 
 impl JobState {
-    pub const ALL: [JobState; 6] = [
+    pub const ALL: [JobState; 7] = [
+        JobState::Queued,
         JobState::InProgress,
         JobState::Completed,
         JobState::CompletedWithWarnings,
@@ -99,6 +103,7 @@ impl JobState {
 
     pub fn as_str(&self) -> &'static str {
         match self {
+            JobState::Queued => "Queued",
             JobState::InProgress => "InProgress",
             JobState::Completed => "Completed",
             JobState::CompletedWithWarnings => "CompletedWithWarnings",
@@ -109,7 +114,7 @@ impl JobState {
     }
 
     pub fn is_running(&self) -> bool {
-        matches!(self, JobState::InProgress | JobState::Cancelling)
+        matches!(self, JobState::Queued | JobState::InProgress | JobState::Cancelling)
     }
 
     /// Parses a state name, case-insensitively.

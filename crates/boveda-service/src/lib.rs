@@ -45,7 +45,10 @@ pub use agent::{AgentOptions, AgentReport, run_agent};
 pub use alert::{Alert, Severity, list_alerts, retry_alerts};
 // the data the service's functions take and return, so that a front end
 // (the CLI, the server) needs this crate alone
-pub use background::{BackgroundEnv, RestoreTarget, check_restore_target, start_backup, start_restore};
+pub use background::{
+    BackgroundEnv, DEFAULT_JOBS_PER_VAULT, JobSlots, RestoreTarget, SlotGuard, check_restore_target, start_backup,
+    start_restore,
+};
 pub use boveda_engine::{BackupProgress, DiskEntry, DiskOutputFormat, RestoreOutcome, RestoreProgress};
 pub use boveda_store::{
     MetricsSnapshot, StoreError, process_metrics as store_requests, process_retries as store_retries,

@@ -205,11 +205,13 @@ pub struct JobEnv<'a> {
     pub hostname: String,
     /// Told each job as soon as it is recorded (see [`JobSpec::started`]).
     pub started: Option<crossbeam_channel::Sender<Job>>,
+    /// The id the job was queued under (see [`JobSpec::id`]).
+    pub job_id: Option<boveda_vault::RecordId>,
 }
 
 impl<'a> JobEnv<'a> {
     pub fn new(clock: &'a dyn Clock, heartbeat: Duration, hostname: String) -> Self {
-        JobEnv { clock, heartbeat, hostname, started: None }
+        JobEnv { clock, heartbeat, hostname, started: None, job_id: None }
     }
 
     /// The spec of a job of the whole vault (no item).
@@ -221,6 +223,7 @@ impl<'a> JobEnv<'a> {
             heartbeat: self.heartbeat,
             hostname: self.hostname.clone(),
             started: self.started.clone(),
+            id: self.job_id,
         }
     }
 
@@ -237,6 +240,7 @@ impl<'a> JobEnv<'a> {
             heartbeat: self.heartbeat,
             hostname: self.hostname.clone(),
             started: self.started.clone(),
+            id: self.job_id,
         }
     }
 }

@@ -392,6 +392,7 @@ fn replication_spec() -> JobSpec<'static> {
         heartbeat: crate::job::DEFAULT_HEARTBEAT,
         hostname: crate::vault_admin::hostname(),
         started: None,
+        id: None,
     }
 }
 

@@ -12,7 +12,7 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use boveda_vault::{ChunkId, RecoveryPoint, Vault, referenced_chunks};
+use boveda_vault::{ChunkId, RecoveryPoint, Vault};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, ServiceError};
@@ -113,15 +113,30 @@ pub struct Usage {
     pub stored_bytes: u64,
     pub monthly_cost: f64,
     pub prices: PriceTable,
+    /// Trees that could not be read: what they hold is not counted.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub warnings: Vec<String>,
 }
 
-/// Computes the usage report.
+/// Computes the usage report. A damaged tree is named in `warnings` and
+/// what it holds left out: one damaged object must not take the report
+/// down for every user of the vault.
 ///
 /// # Errors
-/// A store error or a damaged tree.
+/// A store error.
 pub fn usage(vault: &Vault, prices: &PriceTable) -> Result<Usage> {
     let index = vault.load_index()?;
     let points = vault.list_points()?;
+    let mut warnings = Vec::new();
+    let mut damaged = |p: &RecoveryPoint, tree: ChunkId, e: boveda_vault::VaultError| {
+        warnings.push(format!(
+            "item {} point {}: tree {} cannot be read ({e}); what it holds is not counted",
+            p.item_name,
+            p.id.short(),
+            tree.short()
+        ));
+    };
+    let mut all_chunks: HashSet<ChunkId> = HashSet::new();
     let per_gb = if vault.settings().redundancy == "grs" { prices.grs_per_gb } else { prices.lrs_per_gb };
     let stored = |chunks: &HashSet<ChunkId>| -> u64 {
         chunks.iter().filter_map(|c| index.get(c)).map(|r| u64::from(r.length)).sum()
@@ -132,7 +147,9 @@ pub fn usage(vault: &Vault, prices: &PriceTable) -> Result<Usage> {
         let mine: Vec<RecoveryPoint> = points.iter().filter(|p| p.item_id == item.id).cloned().collect();
         let front_end = mine.last().map_or(0, |p| p.stats.bytes);
         let (band, instances) = instance_band(front_end);
-        let stored_bytes = stored(&referenced_chunks(vault, &mine)?);
+        let chunks = boveda_vault::referenced_chunks_lenient(vault, &index, &mine, &mut damaged);
+        let stored_bytes = stored(&chunks);
+        all_chunks.extend(chunks);
         let instance_fee = if front_end <= 50 * GB { prices.small_instance } else { prices.instance_per_500_gb };
         let cost = instance_fee * instances as f64 + stored_bytes as f64 / GB as f64 * per_gb;
         total_cost += cost;
@@ -147,8 +164,10 @@ pub fn usage(vault: &Vault, prices: &PriceTable) -> Result<Usage> {
             monthly_cost: cost,
         });
     }
-    let stored_bytes = stored(&referenced_chunks(vault, &points)?);
-    Ok(Usage { items: out, stored_bytes, monthly_cost: total_cost, prices: prices.clone() })
+    let stored_bytes = stored(&all_chunks);
+    warnings.sort();
+    warnings.dedup();
+    Ok(Usage { items: out, stored_bytes, monthly_cost: total_cost, prices: prices.clone(), warnings })
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ fn spec(heartbeat: Duration) -> JobSpec<'static> {
         heartbeat,
         hostname: "h".into(),
         started: None,
+        id: None,
     }
 }
 

@@ -302,6 +302,48 @@ pub fn marked_packs(vault: &Vault) -> Result<HashSet<PackId>> {
 ///
 /// # Errors
 /// A missing or damaged tree, named.
+/// The chunks `points` use, as [`referenced_chunks`], for reports: a tree
+/// that cannot be read is told to `damaged` (with the error) and skipped,
+/// so one damaged tree does not take the report down for every user.
+/// `index` is loaded once by the caller.
+pub fn referenced_chunks_lenient(
+    vault: &Vault,
+    index: &crate::ChunkIndex,
+    points: &[RecoveryPoint],
+    damaged: &mut dyn FnMut(&RecoveryPoint, ChunkId, crate::VaultError),
+) -> HashSet<ChunkId> {
+    let mut seen: HashSet<ChunkId> = HashSet::new();
+    for p in points {
+        let mut stack = vec![p.tree];
+        while let Some(id) = stack.pop() {
+            if !seen.insert(id) {
+                continue;
+            }
+            let tree = match vault.load_tree(index, &id) {
+                Ok(t) => t,
+                Err(e) => {
+                    damaged(p, id, e);
+                    continue;
+                }
+            };
+            for node in &tree.nodes {
+                match node.kind {
+                    NodeKind::Dir => stack.extend(node.subtree.iter().filter(|s| !seen.contains(*s))),
+                    NodeKind::File => {
+                        for piece in &node.content {
+                            if let Piece::Data { id, .. } = piece {
+                                seen.insert(*id);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    seen
+}
+
 pub fn referenced_chunks(vault: &Vault, points: &[RecoveryPoint]) -> Result<HashSet<ChunkId>> {
     let index = vault.load_index()?;
     let mut seen: HashSet<ChunkId> = HashSet::new();

@@ -60,7 +60,7 @@ pub use error::{Result, VaultError, VaultErrorKind};
 pub use gc::{
     DEFAULT_SAFETY_MARGIN, Deletion, GcPlan, GcRequest, MIN_WRITER_SLACK, PlannedPack, WaitingMark, abandoned_uploads,
     consolidate_index, deletions, execute as gc_execute, forget_lost, marked_packs, missing_packs, plan as gc_plan,
-    referenced_chunks, write_index,
+    referenced_chunks, referenced_chunks_lenient, write_index,
 };
 pub use ids::{ChunkId, PackId, PointId, RecordId};
 pub use index::{BlobRef, ChunkIndex, IndexPack};

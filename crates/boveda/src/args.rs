@@ -96,7 +96,8 @@ pub struct AgentArgs {
     /// Vaults to serve (names or paths); default: every vault this user's
     /// configuration knows, or --vault. One passphrase opens them all.
     pub vaults: Vec<String>,
-    /// Backups running at once.
+    /// Backups running at once; under `serve`, also the jobs started
+    /// through the API that run at once per vault (the others wait, Queued).
     #[arg(long, default_value_t = 2)]
     pub max_jobs: usize,
     /// How long pruned packs wait before deletion.

@@ -93,11 +93,7 @@ pub fn fixture_with(tune: impl FnOnce(&mut ServerConfig)) -> Fixture {
     }
     let restores = dir.path().join("restores");
     std::fs::create_dir_all(&restores).expect("restores");
-    let jobs = BackgroundEnv {
-        clock: clock.clone() as Arc<dyn Clock>,
-        heartbeat: Duration::from_millis(200),
-        hostname: "test".into(),
-    };
+    let jobs = BackgroundEnv::new(clock.clone() as Arc<dyn Clock>, Duration::from_millis(200), "test".into());
     let mut config = ServerConfig::new(PASS.to_vec(), jobs);
     config.kdf = KdfParams::TESTING;
     config.restore_roots = vec![restores.clone()];
@@ -153,7 +149,7 @@ impl Fixture {
             let r = self.call("GET", &format!("/api/v1/vaults/{{vault}}/jobs/{id}"), Some(token), None).await;
             assert_eq!(r.status, StatusCode::OK, "{}", r.text);
             let state = r.body["state"].as_str().unwrap_or_default().to_string();
-            if !["InProgress", "Cancelling"].contains(&state.as_str()) {
+            if !["Queued", "InProgress", "Cancelling"].contains(&state.as_str()) {
                 return r.body;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -174,5 +170,41 @@ impl Fixture {
         job.heartbeat = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1);
         self.vault.catalog_put("jobs", &job.id, Some(&job)).expect("record");
         job.id.to_hex()
+    }
+}
+
+/// Another server over the same vault, opened afresh (nothing of it read
+/// or cached yet), with the same tokens: as after a restart.
+pub struct Replica {
+    pub router: Router,
+    name: String,
+}
+
+pub fn fixture_on(f: &Fixture) -> Replica {
+    let vault = Arc::new(boveda_service::open_vault(Some(&f.name), PASS).expect("open again"));
+    let jobs = BackgroundEnv::new(f.clock.clone() as Arc<dyn Clock>, Duration::from_millis(200), "test".into());
+    let mut config = ServerConfig::new(PASS.to_vec(), jobs);
+    config.kdf = KdfParams::TESTING;
+    let app = App::new(config, vec![vault], None);
+    Replica { router: boveda_server::router(app), name: f.name.clone() }
+}
+
+impl Replica {
+    pub async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
+        let mut req = Request::builder().method(method).uri(path.replace("{vault}", &self.name));
+        if let Some(t) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let req = match body {
+            Some(b) => req.header(header::CONTENT_TYPE, "application/json").body(Body::from(b.to_string())),
+            None => req.body(Body::empty()),
+        };
+        let response = self.router.clone().oneshot(req.expect("request")).await.expect("router answers");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.expect("body").to_bytes();
+        let text = String::from_utf8_lossy(&bytes).to_string();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Reply { status, headers, body, text }
     }
 }

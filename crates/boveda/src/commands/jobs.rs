@@ -264,6 +264,9 @@ pub fn usage(ctx: &Ctx, prices: Option<&Path>) -> Result<Outcome> {
     let table = PriceTable::chosen(prices)?;
     let vault = ctx.open()?;
     let u = usage_of(&vault, &table)?;
+    for w in &u.warnings {
+        eprintln!("warning: {w}");
+    }
     if ctx.json() {
         ctx.print_json(&u)?;
         return Ok(Outcome::Ok);

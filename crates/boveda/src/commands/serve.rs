@@ -28,7 +28,10 @@ pub fn serve(ctx: &Ctx, args: ServeArgs) -> Result<Outcome> {
         anyhow::bail!("--max-jobs must be at least 1");
     }
     let stop = stop_on_signals();
-    let jobs = BackgroundEnv { clock: clock.clone(), heartbeat: ctx.heartbeat(), hostname: hostname() };
+    // jobs started through the API run as many at once per vault as the
+    // scheduler's; the others wait, Queued
+    let mut jobs = BackgroundEnv::new(clock.clone(), ctx.heartbeat(), hostname());
+    jobs.slots = boveda_service::JobSlots::new(args.agent.max_jobs);
     let mut config = ServerConfig::new(pass, jobs);
     config.restore_roots = args.restore_roots;
     let tls = match (&args.tls_cert, &args.tls_key) {
