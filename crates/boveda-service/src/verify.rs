@@ -85,6 +85,29 @@ pub fn cross_reference(vault: &Vault, report: &mut CheckReport) -> Result<()> {
             more_affected: 0,
         });
     }
+    // alerts are written after their job's last record: a job an alert
+    // names is listed above unless its record was lost
+    let mut job_ids: std::collections::HashSet<_> = jobs.iter().map(|j| j.id).collect();
+    let alerts = crate::alert::list_alerts(vault)?;
+    if alerts.iter().any(|a| !job_ids.contains(&a.job)) {
+        // a job begun and ended between the two listings: listed again
+        job_ids.extend(crate::job::list_jobs(vault, &crate::job::JobFilter::default())?.iter().map(|j| j.id));
+    }
+    for alert in alerts {
+        if !job_ids.contains(&alert.job) {
+            report.problems.push(Problem {
+                object: format!("catalog/jobs/{}", alert.job.to_hex()),
+                problem: format!(
+                    "is missing: alert {} ({} of item {}) names this job",
+                    alert.id.short(),
+                    alert.operation.as_str(),
+                    alert.item.as_deref().unwrap_or("-")
+                ),
+                affects: Vec::new(),
+                more_affected: 0,
+            });
+        }
+    }
     let policies: std::collections::HashSet<_> = crate::policies::list_policies(vault)?.iter().map(|p| p.id).collect();
     for item in crate::item::list_items(vault)? {
         if let Some(policy) = item.protection.policy

@@ -862,6 +862,23 @@ fn a_deleted_point_or_policy_is_named_by_vault_check() {
     assert!(report.contains("is missing: item a is protected by this policy"), "{report}");
     fs::rename(&aside, &nightly).expect("move back");
     env.ok(&["vault", "check"]);
+
+    // a job's records deleted: the alert its failure raised names it
+    let gone = env.path("gone");
+    fs::create_dir_all(&gone).expect("mkdir");
+    env.ok(&["item", "add", "files", "gone", "--path", s(&gone)]);
+    fs::remove_dir(&gone).expect("the source goes away");
+    env.fails(&["protection", "backup-now", "gone"]);
+    let jobs: serde_json::Value =
+        serde_json::from_str(&env.ok(&["--output", "json", "job", "list", "--status", "Failed"])).expect("json");
+    let failed = jobs.as_array().expect("jobs").iter().find(|j| j["item"] == "gone").expect("the failed backup");
+    let records = env.vault.join("catalog/jobs").join(failed["id"].as_str().expect("id"));
+    let aside = env.path("job-aside");
+    fs::rename(&records, &aside).expect("move the job's records away");
+    let report = check_names(&env, &object_name(&env, &records));
+    assert!(report.contains("is missing: alert"), "{report}");
+    fs::rename(&aside, &records).expect("move back");
+    env.ok(&["vault", "check"]);
 }
 
 /// Issue 22, 20: the smaller defects of a failing store. A store that
