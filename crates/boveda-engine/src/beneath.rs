@@ -69,18 +69,23 @@ fn names(rel: &Path) -> io::Result<Vec<&OsStr>> {
 /// file or symbolic link in its place is removed first with `replace`
 /// (never followed), else refused as a link in the way. A new directory is
 /// made with `mode`.
-fn ensure_dir_at(dir: BorrowedFd<'_>, name: &OsStr, replace: bool, mode: u32) -> Result<(), Errno> {
+/// Whether the directory was made now (it holds nothing yet).
+fn ensure_dir_at(dir: BorrowedFd<'_>, name: &OsStr, replace: bool, mode: u32) -> Result<bool, Errno> {
+    // made first, looked at only when something is there: a restore into a
+    // new folder makes each directory with one call
+    match rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(mode)) {
+        Ok(()) => return Ok(true),
+        Err(Errno::EXIST) => {}
+        Err(e) => return Err(e),
+    }
     match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
-        Ok(st) if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory => Ok(()),
+        Ok(st) if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory => Ok(false),
         Ok(_) if !replace => Err(Errno::LOOP),
         Ok(_) => {
             rustix::fs::unlinkat(dir, name, AtFlags::empty())?;
-            rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(mode))
+            rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(mode)).map(|()| true)
         }
-        Err(Errno::NOENT) => match rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(mode)) {
-            Err(Errno::EXIST) => Ok(()), // made meanwhile: checked when opened
-            other => other,
-        },
+        Err(Errno::NOENT) => Ok(false), // removed meanwhile: met when it is used
         Err(e) => Err(e),
     }
 }
@@ -224,13 +229,63 @@ impl Beneath {
     ///
     /// # Errors
     /// As [`Self::open_at`].
-    pub fn ensure_dir(&self, rel: &Path) -> io::Result<()> {
+    pub fn ensure_dir(&self, rel: &Path) -> io::Result<bool> {
         let (parent, name) = split(rel)?;
         let pfd = self.open_dir(parent)?;
-        ensure_dir_at(pfd.as_fd(), name, true, 0o700).map_err(|e| explain(e, &self.show(rel)))?;
         // a link put in its place after this is met when it is used
-        Ok(())
+        ensure_dir_at(pfd.as_fd(), name, true, 0o700).map_err(|e| explain(e, &self.show(rel)))
     }
+}
+
+/// Directory handles a restore holds, by path below its target, so that a
+/// file is created, written and renamed relative to its directory's handle
+/// without resolving the path again. Bounded (a share of the open-file
+/// limit), so any limit holds; a directory dropped from it is opened again
+/// the same safe way. A handle names the directory the restore made: if
+/// another process moves that directory meanwhile, files still go into it,
+/// never through a link put in its place.
+pub struct DirHandles<'a> {
+    root: &'a Beneath,
+    held: std::sync::Mutex<std::collections::HashMap<PathBuf, std::sync::Arc<OwnedFd>>>,
+    most: usize,
+}
+
+impl<'a> DirHandles<'a> {
+    pub fn new(root: &'a Beneath) -> Self {
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current.unwrap_or(1024);
+        let most = usize::try_from(limit / 8).unwrap_or(128).clamp(4, 256);
+        Self { root, held: std::sync::Mutex::default(), most }
+    }
+
+    /// The handle of directory `rel` (the target itself for an empty path).
+    ///
+    /// # Errors
+    /// As [`Beneath::open_dir`].
+    pub fn get(&self, rel: &Path) -> io::Result<std::sync::Arc<OwnedFd>> {
+        if let Ok(held) = self.held.lock()
+            && let Some(fd) = held.get(rel)
+        {
+            return Ok(fd.clone());
+        }
+        let fd = std::sync::Arc::new(self.root.open_dir(rel)?);
+        if let Ok(mut held) = self.held.lock() {
+            if held.len() >= self.most {
+                held.clear();
+            }
+            held.insert(rel.to_path_buf(), fd.clone());
+        }
+        Ok(fd)
+    }
+}
+
+/// Makes directory `name` in the held directory `dir` (see
+/// [`Beneath::ensure_dir`]); whether it was made now. `shown` names it in
+/// errors.
+///
+/// # Errors
+/// A link or non-directory that cannot be replaced; permissions.
+pub fn make_dir_in(dir: BorrowedFd<'_>, name: &OsStr, shown: &Path) -> io::Result<bool> {
+    ensure_dir_at(dir, name, true, 0o700).map_err(|e| explain(e, shown))
 }
 
 /// The parent and last name of a relative path.

@@ -37,7 +37,7 @@ use rayon::prelude::*;
 
 use rustix::fs::{AtFlags, Mode, OFlags};
 
-use crate::beneath::{Beneath, clear_at, split};
+use crate::beneath::{Beneath, DirHandles, clear_at, make_dir_in, split};
 use crate::chunk_fetch::{ChunkSink, fetch_chunks};
 use crate::error::{EngineError, Result};
 use crate::metadata::{apply_metadata_at, apply_metadata_fd};
@@ -156,7 +156,9 @@ fn create_temp(dir: BorrowedFd<'_>, name: &OsStr, size: u64) -> io::Result<()> {
         }
         Err(e) => return Err(e.into()),
     };
-    rustix::fs::ftruncate(&fd, size)?;
+    if size > 0 {
+        rustix::fs::ftruncate(&fd, size)?; // holes stay holes
+    }
     Ok(())
 }
 
@@ -246,11 +248,31 @@ pub fn restore_files(
     let is_root = rustix::process::geteuid().is_root();
     let failed_dirs: Mutex<Vec<(PathBuf, String)>> = Mutex::new(Vec::new());
 
+    let handles = DirHandles::new(root);
+    let handles = &handles;
     // Directories top-down, each made in its parent's handle: a link put in
     // the way fails that directory (and so what is below it), never followed.
+    // A directory made now holds nothing from an earlier run.
+    let mut fresh: std::collections::HashSet<&Path> = std::collections::HashSet::new();
+    let mut made_dirs: HashMap<&Path, (u64, u64)> = HashMap::new();
     for (rel, _) in &plan.dirs {
-        match root.ensure_dir(rel) {
-            Ok(()) => out.dirs += 1,
+        let made = split(rel).and_then(|(parent, name)| {
+            let pfd = handles.get(parent)?;
+            make_dir_in(pfd.as_fd(), name, &root.show(rel))
+        });
+        // the directory as made, to tell at the end whether its path still
+        // leads to it
+        let made = made.and_then(|new| Ok((new, handles.get(rel)?)));
+        match made {
+            Ok((new, fd)) => {
+                out.dirs += 1;
+                if new {
+                    fresh.insert(rel.as_path());
+                }
+                if let Ok(st) = rustix::fs::fstat(&*fd) {
+                    made_dirs.insert(rel.as_path(), (st.st_dev, st.st_ino));
+                }
+            }
             Err(e) => {
                 if let Ok(mut f) = failed_dirs.lock() {
                     f.push((rel.clone(), e.to_string()));
@@ -273,8 +295,14 @@ pub fn restore_files(
         }
         candidates.push(i);
     }
-    let complete: Vec<bool> =
-        candidates.par_iter().map(|&i| is_complete(vault, root, &plan.files[i].0, &plan.files[i].1)).collect();
+    // only a directory that was there before can hold a complete file
+    let complete: Vec<bool> = candidates
+        .par_iter()
+        .map(|&i| {
+            let rel = &plan.files[i].0;
+            !fresh.contains(parent_of(rel)) && is_complete(vault, root, rel, &plan.files[i].1)
+        })
+        .collect();
     let mut to_write: Vec<usize> = Vec::new();
     let mut kept: Vec<usize> = Vec::new();
     for (&i, done) in candidates.iter().zip(complete) {
@@ -305,6 +333,7 @@ pub fn restore_files(
     let temps: Vec<OsString> = plan.files.iter().map(|(rel, _)| temp_name(vault, rel)).collect();
     let sink = FileSink {
         root,
+        handles,
         plan: &plan,
         temps: &temps,
         states: &states,
@@ -328,7 +357,7 @@ pub fn restore_files(
         .collect::<Vec<_>>()
         .par_iter()
         .flat_map_iter(|(dir, group)| {
-            let dir_fd = root.open_dir(dir);
+            let dir_fd = handles.get(dir);
             group
                 .iter()
                 .map(|&i| {
@@ -371,9 +400,9 @@ pub fn restore_files(
     // temporary file behind
     for &i in &to_write {
         if !states[i].done.load(Ordering::Relaxed)
-            && let Ok(d) = root.open_dir(parent_of(&plan.files[i].0))
+            && let Ok(d) = handles.get(parent_of(&plan.files[i].0))
         {
-            let _ = rustix::fs::unlinkat(&d, temps[i].as_os_str(), AtFlags::empty());
+            let _ = rustix::fs::unlinkat(&*d, temps[i].as_os_str(), AtFlags::empty());
         }
     }
     fetched?;
@@ -391,9 +420,9 @@ pub fn restore_files(
             let (lrel, mrel) = (&plan.files[leader].0, &plan.files[member].0);
             let (ldir, lname) = split(lrel)?;
             let (mdir, mname) = split(mrel)?;
-            let (lfd, mfd) = (root.open_dir(ldir)?, root.open_dir(mdir)?);
+            let (lfd, mfd) = (handles.get(ldir)?, handles.get(mdir)?);
             clear_at(mfd.as_fd(), mname)?;
-            Ok(rustix::fs::linkat(&lfd, lname, &mfd, mname, AtFlags::empty())?)
+            Ok(rustix::fs::linkat(&*lfd, lname, &*mfd, mname, AtFlags::empty())?)
         })();
         if let Err(e) = linked {
             out.warnings.push(format!("{}: cannot create hard link: {e}", mp.display()));
@@ -402,9 +431,9 @@ pub fn restore_files(
     for (rel, node) in &plan.links {
         let made = (|| -> io::Result<()> {
             let (dir, name) = split(rel)?;
-            let dfd = root.open_dir(dir)?;
+            let dfd = handles.get(dir)?;
             clear_at(dfd.as_fd(), name)?;
-            Ok(rustix::fs::symlinkat(OsStr::from_bytes(&node.link_target), &dfd, name)?)
+            Ok(rustix::fs::symlinkat(OsStr::from_bytes(&node.link_target), &*dfd, name)?)
         })();
         match made {
             Ok(()) => out.other += 1,
@@ -412,7 +441,7 @@ pub fn restore_files(
         }
     }
     for (rel, node) in &plan.specials {
-        match make_special(root, rel, node) {
+        match make_special(handles, rel, node) {
             Ok(true) => out.other += 1,
             Ok(false) => {}
             Err(e) => out.warnings.push(format!("{}: cannot create special file: {e}", root.show(rel).display())),
@@ -445,16 +474,31 @@ pub fn restore_files(
     out.warnings.extend(kept_warnings.into_iter().flatten());
     for (rel, node) in plan.links.iter().chain(&plan.specials) {
         let Ok((dir, name)) = split(rel) else { continue };
-        if let Ok(dfd) = root.open_dir(dir)
-            && rustix::fs::statat(&dfd, name, AtFlags::SYMLINK_NOFOLLOW).is_ok()
+        if let Ok(dfd) = handles.get(dir)
+            && rustix::fs::statat(&*dfd, name, AtFlags::SYMLINK_NOFOLLOW).is_ok()
         {
             out.warnings.extend(apply_metadata_at(dfd.as_fd(), name, &root.show(rel), node, is_root));
         }
     }
+    // Each directory gets its metadata through its path, checked to lead to
+    // the directory the restore made: one another process moved or replaced
+    // meanwhile (by a link, say) is named; what was restored into it went
+    // into the directory the restore held, never through a link.
     for (rel, node) in plan.dirs.iter().rev() {
+        let Some(&(dev, ino)) = made_dirs.get(rel.as_path()) else { continue };
+        let replaced = || {
+            let why = "directory moved or replaced by another process during the restore; nothing was written through what took its place".to_string();
+            (format!("{}: {why}", root.show(rel).display()), why)
+        };
         match root.open_dir(rel) {
-            Ok(fd) => out.warnings.extend(apply_metadata_fd(fd.as_fd(), &root.show(rel), node, is_root)),
-            Err(e) => out.warnings.push(format!("cannot restore metadata: {e}")),
+            Ok(fd) if rustix::fs::fstat(&fd).is_ok_and(|st| (st.st_dev, st.st_ino) == (dev, ino)) => {
+                out.warnings.extend(apply_metadata_fd(fd.as_fd(), &root.show(rel), node, is_root));
+            }
+            _ => {
+                let (line, why) = replaced();
+                out.errors.push(line);
+                *out.failure_reasons.entry(why).or_default() += 1;
+            }
         }
     }
     out.errors.sort();
@@ -478,6 +522,7 @@ const MAX_OPEN_PER_READ: usize = 16;
 /// renames each file into place when its last chunk is written.
 struct FileSink<'a> {
     root: &'a Beneath,
+    handles: &'a DirHandles<'a>,
     plan: &'a Plan,
     temps: &'a [OsString],
     states: &'a [FileState],
@@ -504,11 +549,11 @@ impl FileSink<'_> {
         let dest = self.root.show(rel);
         let done = (|| -> io::Result<Vec<String>> {
             let (dir, name) = split(rel)?;
-            let dfd = self.root.open_dir(dir)?;
+            let dfd = self.handles.get(dir)?;
             let file = match file {
                 Some(f) => f,
                 None => File::from(rustix::fs::openat(
-                    &dfd,
+                    &*dfd,
                     self.temps[i].as_os_str(),
                     OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                     Mode::empty(),
@@ -516,7 +561,7 @@ impl FileSink<'_> {
             };
             let warnings = apply_metadata_fd(file.as_fd(), &dest, node, self.is_root);
             drop(file);
-            match rustix::fs::renameat(&dfd, self.temps[i].as_os_str(), &dfd, name) {
+            match rustix::fs::renameat(&*dfd, self.temps[i].as_os_str(), &*dfd, name) {
                 Err(rustix::io::Errno::ISDIR) => Err(io::Error::other("a directory is in the way")),
                 other => other.map_err(io::Error::from),
             }?;
@@ -536,8 +581,9 @@ impl FileSink<'_> {
     }
 
     fn open_temp(&self, i: usize) -> io::Result<File> {
-        let rel = parent_of(&self.plan.files[i].0).join(&self.temps[i]);
-        Ok(File::from(self.root.open_at(&rel, OFlags::WRONLY, 0)?))
+        let dir = self.handles.get(parent_of(&self.plan.files[i].0))?;
+        let flags = OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        Ok(File::from(rustix::fs::openat(&*dir, self.temps[i].as_os_str(), flags, Mode::empty())?))
     }
 }
 
@@ -575,7 +621,7 @@ impl ChunkSink<(usize, u64)> for FileSink<'_> {
     }
 }
 
-fn make_special(root: &Beneath, rel: &Path, node: &Node) -> io::Result<bool> {
+fn make_special(handles: &DirHandles<'_>, rel: &Path, node: &Node) -> io::Result<bool> {
     use rustix::fs::{FileType, mknodat};
     let ft = match node.kind {
         NodeKind::Fifo => FileType::Fifo,
@@ -584,8 +630,8 @@ fn make_special(root: &Beneath, rel: &Path, node: &Node) -> io::Result<bool> {
         _ => return Ok(false), // sockets are recreated by their programs
     };
     let (dir, name) = split(rel)?;
-    let dfd = root.open_dir(dir)?;
+    let dfd = handles.get(dir)?;
     clear_at(dfd.as_fd(), name)?;
-    mknodat(&dfd, name, ft, Mode::from_raw_mode(node.mode & 0o7777), node.rdev as _).map_err(io::Error::from)?;
+    mknodat(&*dfd, name, ft, Mode::from_raw_mode(node.mode & 0o7777), node.rdev as _).map_err(io::Error::from)?;
     Ok(true)
 }

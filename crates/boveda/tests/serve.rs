@@ -52,7 +52,11 @@ struct Server {
 
 impl Server {
     fn start(env: &Env, args: &[&str]) -> Server {
-        let mut child = env.cmd(args).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().expect("serve");
+        Server::spawn(env.cmd(args))
+    }
+
+    fn spawn(mut cmd: Command) -> Server {
+        let mut child = cmd.stderr(Stdio::piped()).stdout(Stdio::null()).spawn().expect("serve");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -194,4 +198,65 @@ fn serve_speaks_https_runs_the_scheduler_and_stops_on_sigterm() {
     }
     let status = server.stop();
     assert!(status.success(), "boveda serve exits 0 on SIGTERM: {status:?}");
+}
+
+/// Issue 22, 3: 1 050 connections that send nothing stopped all service of
+/// `boveda serve` under `ulimit -n 1024`. Now connections are capped below
+/// the open-file limit, and per address, so another client is still served.
+#[test]
+fn idle_connections_do_not_starve_serve_at_the_default_open_file_limit() {
+    let env = Env::new();
+    env.create_vault();
+    let reader = token(&env, "Reader", &[]);
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg("ulimit -n 1024 && exec \"$0\" \"$@\"").arg(common::bin());
+    cmd.args(["--vault", "test-vault", "serve", "--listen", "127.0.0.1:0", "--no-scheduler"]);
+    for (k, v) in env.cmd(&[]).get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let server = Server::spawn(cmd);
+    let addr: std::net::SocketAddr = server.url.trim_start_matches("http://").parse().expect("address");
+    // this test holds the connections: room for them
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: reads and sets this process's own limit
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = lim.rlim_max.min(4096);
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
+    let wanted = 1050.min(lim.rlim_cur.saturating_sub(64) as usize);
+    let mut idle = Vec::new();
+    for _ in 0..wanted {
+        match std::net::TcpStream::connect(addr) {
+            Ok(c) => idle.push(c),
+            Err(e) => panic!("connection {} refused by the kernel: {e}", idle.len()),
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    // another client (another address) is served at once
+    let started = Instant::now();
+    let (head, body) = curl(&[
+        "--interface",
+        "127.0.0.2",
+        "-H",
+        &format!("Authorization: Bearer {reader}"),
+        &format!("{}/api/v1/vaults", server.url),
+    ]);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}\n{body}");
+    assert!(started.elapsed() < Duration::from_secs(5), "answered in {:?}", started.elapsed());
+    // the idle connections beyond this address's share were answered 503 and closed
+    use std::io::Read;
+    let mut refused = 0;
+    for c in &mut idle {
+        c.set_read_timeout(Some(Duration::from_millis(20))).expect("timeout");
+        let mut buf = [0u8; 12];
+        if c.read(&mut buf).is_ok_and(|n| n > 0) && buf.starts_with(b"HTTP/1.1 503") {
+            refused += 1;
+        }
+    }
+    assert!(refused > 0 && refused < wanted, "{refused} of {wanted} refused");
+    drop(idle);
 }
