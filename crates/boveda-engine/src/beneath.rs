@@ -142,6 +142,15 @@ impl Beneath {
         }
     }
 
+    /// The directory `rel` below this one, made as [`Self::mkdir_all`] makes
+    /// it (no link followed), held in its turn.
+    ///
+    /// # Errors
+    /// As [`Self::mkdir_all`].
+    pub fn sub(&self, rel: &Path) -> io::Result<Beneath> {
+        Ok(Beneath { fd: self.mkdir_all(rel)?, shown: self.show(rel) })
+    }
+
     /// The target as the user named it, for messages.
     pub fn shown(&self) -> &Path {
         &self.shown

@@ -113,7 +113,8 @@ pub fn materialize_disk(vault: &Vault, index: &ChunkIndex, root: &ChunkId, disk:
     std::fs::create_dir_all(&base).map_err(|e| EngineError::io(&base, e))?;
     let image = base.join("disk.img");
     let mut m = MaterializedDisk { dir: base, image, offset: 0 };
-    let req = DiskRestoreRequest { disk, target: &m.image, format: DiskOutputFormat::Raw, cancel: None };
+    let req =
+        DiskRestoreRequest { disk, target: &m.image, format: DiskOutputFormat::Raw, cancel: None, no_follow: true };
     let out = restore_disk(vault, index, root, &req, &NoProgress)?;
     if let Some(e) = out.errors.first() {
         return Err(unsupported(disk, format!("cannot be read from the vault: {e}")));

@@ -97,6 +97,11 @@ pub struct DiskRestoreRequest<'a> {
     pub target: &'a Path,
     pub format: DiskOutputFormat,
     pub cancel: Option<&'a AtomicBool>,
+    /// A symbolic link at `target` is replaced, never followed (a restore
+    /// into a folder others may write: a link there must not lead the
+    /// image onto a device or a file elsewhere). Without it, a link given
+    /// as the target (`/dev/disk/by-id/...`) is the user's own and followed.
+    pub no_follow: bool,
 }
 
 /// Restores one disk of a point.
@@ -115,11 +120,11 @@ pub fn restore_disk(
     let tree = vault.load_tree(index, root)?;
     let node = tree.find(req.disk.as_bytes()).ok_or_else(|| EngineError::NotInPoint(req.disk.to_string()))?;
     match req.format {
-        DiskOutputFormat::Raw => write_raw(vault, index, node, target, cancel, progress),
+        DiskOutputFormat::Raw => write_raw(vault, index, node, target, req.no_follow, cancel, progress),
         DiskOutputFormat::Qcow2 => {
             let tmp = sibling(target, ".boveda-raw.tmp");
             let converted = sibling(target, ".boveda-restore.tmp");
-            let out = write_raw(vault, index, node, &tmp, cancel, progress);
+            let out = write_raw(vault, index, node, &tmp, true, cancel, progress);
             let out = out.and_then(|o| {
                 if !o.errors.is_empty() {
                     return Ok(o);
@@ -158,14 +163,21 @@ fn write_raw(
     index: &ChunkIndex,
     node: &Node,
     target: &Path,
+    no_follow: bool,
     cancel: Option<&AtomicBool>,
     progress: &dyn RestoreProgress,
 ) -> Result<RestoreOutcome> {
     let data_bytes: u64 = node.content.iter().filter(|p| matches!(p, Piece::Data { .. })).map(Piece::len).sum();
-    let is_device = fs::metadata(target).is_ok_and(|m| m.file_type().is_block_device());
+    let meta = if no_follow { fs::symlink_metadata(target) } else { fs::metadata(target) };
+    let is_device = meta.is_ok_and(|m| m.file_type().is_block_device());
     let temp = sibling(target, ".boveda-restore.tmp");
     let file = if is_device {
-        let f = OpenOptions::new().write(true).open(target).map_err(|e| target_err(target, e.to_string()))?;
+        let mut open = OpenOptions::new();
+        open.write(true);
+        if no_follow {
+            open.custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+        }
+        let f = open.open(target).map_err(|e| target_err(target, e.to_string()))?;
         let size = rustix::fs::seek(&f, rustix::fs::SeekFrom::End(0)).map_err(|e| target_err(target, e.to_string()))?;
         if size < node.size {
             return Err(target_err(

@@ -229,7 +229,8 @@ fn restored(vault: &boveda_vault::Vault, tree: &boveda_vault::ChunkId, disk: &st
     let index = vault.load_index().expect("index");
     let target = dir.join(format!("restored-{disk}"));
     let _ = std::fs::remove_file(&target);
-    let req = DiskRestoreRequest { disk, target: &target, format: DiskOutputFormat::Raw, cancel: None };
+    let req =
+        DiskRestoreRequest { disk, target: &target, format: DiskOutputFormat::Raw, cancel: None, no_follow: false };
     restore_disk(vault, &index, tree, &req, &NoProgress).expect("restore");
     std::fs::read(&target).expect("read restored")
 }

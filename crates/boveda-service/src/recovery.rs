@@ -93,7 +93,7 @@ pub fn restore_disk_image(
         None => None,
     };
     let path = held.as_ref().map_or(target.clone(), |(b, name)| b.proc_path(name));
-    let req = DiskRestoreRequest { disk: DISK_NODE, target: &path, format, cancel };
+    let req = DiskRestoreRequest { disk: DISK_NODE, target: &path, format, cancel, no_follow: within.is_some() };
     Ok(boveda_engine::restore_disk(vault, &index, &point.tree, &req, progress)?)
 }
 
@@ -137,7 +137,8 @@ pub fn restore_vm(
         let file = format!("{new_name}-{}.{ext}", d.target);
         let path = target_dir.join(&file);
         let via = held.proc_path(&file);
-        let req = DiskRestoreRequest { disk: &d.target, target: &via, format, cancel };
+        // the names are boveda's own: a link there is never followed
+        let req = DiskRestoreRequest { disk: &d.target, target: &via, format, cancel, no_follow: true };
         let o = boveda_engine::restore_disk(vault, &index, &point.tree, &req, progress)?;
         outcome.files += o.files;
         outcome.bytes_written += o.bytes_written;
@@ -263,7 +264,9 @@ pub fn restore_disk_files(
         let dest = match item.source {
             ItemSource::Vm { .. } => {
                 let shown = target.join(&disk);
-                sub = Beneath::open(&held.proc_path(&disk), None)
+                // made below the held target, no link followed
+                sub = held
+                    .sub(std::path::Path::new(&disk))
                     .map_err(|e| ServiceError::Invalid(format!("cannot create {}: {e}", shown.display())))?;
                 &sub
             }

@@ -41,7 +41,15 @@ fn a_vm_with_two_disks_is_backed_up_changed_and_restored_as_a_new_vm() {
     // restore the first point as a new VM; the original is untouched
     let out = env.path("restored");
     let id = p1["id"].as_str().expect("id");
+    // a link where a restored disk goes (another restore may put one there)
+    // is replaced, never written through
+    let victim = env.path("victim");
+    fs::write(&victim, b"precious").expect("write");
+    fs::create_dir_all(&out).expect("mkdir");
+    std::os::unix::fs::symlink(&victim, out.join("web-restored-vda.img")).expect("symlink");
     env.ok(&["restore", "web", "--point", &id[..8], "--target", out.to_str().expect("utf8")]);
+    assert_eq!(fs::read(&victim).expect("read"), b"precious", "the link was not followed");
+    assert!(fs::symlink_metadata(out.join("web-restored-vda.img")).expect("stat").is_file());
     let def = fs::read_to_string(out.join("web-restored.xml")).expect("definition");
     let new_vda = out.join("web-restored-vda.img");
     let new_vdb = out.join("web-restored-vdb.img");
