@@ -386,8 +386,8 @@ async fn show_vault(Extension(caller): Extension<Caller>) -> ApiResult<Json<svc:
     Ok(Json(blocking(move || svc::summarize(&vault)).await?))
 }
 
-async fn dashboard(Extension(caller): Extension<Caller>) -> ApiResult<Response> {
-    Ok(json_bytes(caller.served()?.dashboard().await?.json.clone()))
+async fn dashboard(Extension(caller): Extension<Caller>) -> ApiResult<Json<svc::Dashboard>> {
+    Ok(Json(caller.served()?.dashboard().await?))
 }
 
 async fn items(State(app): State<AppState>, Extension(caller): Extension<Caller>) -> ApiResult<Response> {

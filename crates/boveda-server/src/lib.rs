@@ -197,11 +197,12 @@ pub struct Served {
     clock: Arc<dyn boveda_service::Clock>,
     jobs: Shared<Vec<Job>>,
     items: Shared<Vec<ItemOverview>>,
-    /// The dashboard and the usage report walk every point's trees: shared
-    /// like the listings, read at most once per [`REPORT_TTL`], so any
-    /// number of clients cost one walk at a time.
-    dashboard: Shared<boveda_service::Dashboard>,
+    /// The usage report walks every point's trees: shared like the
+    /// listings, read at most once per [`REPORT_TTL`], so any number of
+    /// clients cost one walk at a time. The dashboard is made per request
+    /// from it and the catalog's listings, a few at once.
     usage: Shared<boveda_service::Usage>,
+    dashboards: tokio::sync::Semaphore,
 }
 
 impl Served {
@@ -213,8 +214,8 @@ impl Served {
             tokens_refreshing: std::sync::atomic::AtomicBool::new(false),
             jobs: Shared::new(),
             items: Shared::new(),
-            dashboard: Shared::new(),
             usage: Shared::new(),
+            dashboards: tokio::sync::Semaphore::new(4),
         })
     }
 
@@ -272,14 +273,13 @@ impl Served {
         self.items.get(SHARED_TTL, move || item_overview(&vault, now)).await
     }
 
-    /// The dashboard, shared (see [`Served::dashboard`]'s field).
-    pub(crate) async fn dashboard(&self) -> ApiResult<Arc<Entry<boveda_service::Dashboard>>> {
-        let (vault, clock) = (self.vault.clone(), self.clock.clone());
-        self.dashboard
-            .get(REPORT_TTL, move || {
-                boveda_service::dashboard(&vault, &boveda_service::PriceTable::chosen(None)?, clock.now())
-            })
-            .await
+    /// The dashboard: the shared usage report and the catalog as it is
+    /// now (jobs and alerts fresh), at most four made at once.
+    pub(crate) async fn dashboard(&self) -> ApiResult<boveda_service::Dashboard> {
+        let used = self.usage().await?;
+        let _turn = self.dashboards.acquire().await.map_err(|e| ApiError::internal(e.to_string()))?;
+        let (vault, now) = (self.vault.clone(), self.clock.now());
+        blocking(move || boveda_service::dashboard_with(&vault, &used.value, now)).await
     }
 
     /// The usage report, shared as the dashboard.

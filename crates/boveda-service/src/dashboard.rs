@@ -49,11 +49,21 @@ pub struct DayStats {
 /// # Errors
 /// A store error or a damaged record.
 pub fn dashboard(vault: &Vault, prices: &PriceTable, now: Timestamp) -> Result<Dashboard> {
+    let used = usage(vault, prices)?;
+    dashboard_with(vault, &used, now)
+}
+
+/// The dashboard of a vault at `now` with a usage report already made
+/// (the costly part: it walks every point's trees), for a caller that
+/// shares one report between many dashboards.
+///
+/// # Errors
+/// A store error or a damaged record.
+pub fn dashboard_with(vault: &Vault, used: &crate::usage::Usage, now: Timestamp) -> Result<Dashboard> {
     let items = crate::item::list_items(vault)?;
     let points = vault.list_points()?;
     let jobs = list_jobs(vault, &JobFilter::default())?;
     let alerts = crate::alert::list_alerts(vault)?;
-    let used = usage(vault, prices)?;
     let day_ago = now - SignedDuration::from_hours(24);
 
     let mut items_by_state = BTreeMap::new();
@@ -90,7 +100,7 @@ pub fn dashboard(vault: &Vault, prices: &PriceTable, now: Timestamp) -> Result<D
         monthly_cost: used.monthly_cost,
         currency: used.prices.currency.clone(),
         days,
-        warnings: used.warnings,
+        warnings: used.warnings.clone(),
     })
 }
 

@@ -56,7 +56,7 @@ pub use boveda_store::{
 pub use boveda_vault::{DamageLog, KdfParams, Node, NodeKind, RecordId, RecoveryPoint, Vault, VaultSettings};
 pub use clock::{Clock, FakeClock, SystemClock, clock_from_env};
 pub use consistency::{ConsistencyConfig, MAX_SCRIPT_TIMEOUT_SECS, ScriptResult, run_script};
-pub use dashboard::{DASHBOARD_DAYS, Dashboard, DayStats, VaultMetrics, dashboard, vault_metrics};
+pub use dashboard::{DASHBOARD_DAYS, Dashboard, DayStats, VaultMetrics, dashboard, dashboard_with, vault_metrics};
 pub use error::{Remedy, Result, ServiceError, ServiceErrorKind};
 pub use item::{
     DiscoveredVm, Item, ItemOverview, ItemSource, NewItem, Protection, ProtectionState, add_disk_item, add_files_item,
