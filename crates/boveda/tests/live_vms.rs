@@ -128,7 +128,18 @@ impl Drop for QemuVm {
 
 /// Runs one QMP command on the monitor at `socket`; its answer.
 fn qmp(socket: &Path, command: &str, arguments: serde_json::Value) -> serde_json::Value {
-    let mut stream = UnixStream::connect(socket).expect("monitor");
+    // QEMU makes the socket file a moment before it listens on it: a
+    // connection refused in that moment is tried again (seen in CI under load)
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut stream = loop {
+        match UnixStream::connect(socket) {
+            Ok(s) => break s,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("monitor {}: {e}", socket.display()),
+        }
+    };
     stream.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
     let mut lines = BufReader::new(stream.try_clone().expect("clone"));
     let mut answer = move || loop {
