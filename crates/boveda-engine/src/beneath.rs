@@ -330,35 +330,35 @@ mod tests {
 
     #[test]
     fn links_below_the_target_are_never_followed() {
-        let t = tempfile::tempdir().unwrap();
+        let t = tempfile::tempdir().expect("tempdir");
         let outside = t.path().join("outside");
-        std::fs::create_dir(&outside).unwrap();
+        std::fs::create_dir(&outside).expect("test setup");
         let target = t.path().join("target");
-        let b = Beneath::create_target(&target).unwrap();
-        std::fs::create_dir(target.join("d")).unwrap();
-        std::os::unix::fs::symlink(&outside, target.join("d/door")).unwrap();
+        let b = Beneath::create_target(&target).expect("test setup");
+        std::fs::create_dir(target.join("d")).expect("test setup");
+        std::os::unix::fs::symlink(&outside, target.join("d/door")).expect("test setup");
         let e = b.open_at(Path::new("d/door/f"), OFlags::WRONLY | OFlags::CREATE, 0o600).unwrap_err();
         assert!(e.to_string().contains("symbolic link"), "{e}");
         assert!(b.mkdir_all(Path::new("d/door/x")).is_ok()); // the link is replaced by a directory
-        assert!(std::fs::symlink_metadata(target.join("d/door")).unwrap().is_dir());
+        assert!(std::fs::symlink_metadata(target.join("d/door")).expect("test setup").is_dir());
         assert!(b.open_dir(Path::new("../outside")).is_err());
-        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+        assert_eq!(std::fs::read_dir(&outside).expect("test setup").count(), 0);
     }
 
     #[test]
     fn a_target_below_a_root_is_reached_without_links() {
-        let t = tempfile::tempdir().unwrap();
+        let t = tempfile::tempdir().expect("tempdir");
         let root = t.path().join("root");
         let outside = t.path().join("outside");
-        std::fs::create_dir_all(&root).unwrap();
-        std::fs::create_dir_all(&outside).unwrap();
-        std::os::unix::fs::symlink(&outside, root.join("door")).unwrap();
+        std::fs::create_dir_all(&root).expect("test setup");
+        std::fs::create_dir_all(&outside).expect("test setup");
+        std::os::unix::fs::symlink(&outside, root.join("door")).expect("test setup");
         let e = Beneath::create_within(&root, &root.join("door/pwn")).unwrap_err();
         assert!(e.to_string().contains("not followed"), "{e}");
         assert!(Beneath::create_within(&root, &t.path().join("elsewhere")).is_err());
-        let b = Beneath::create_within(&root, &root.join("a/b")).unwrap();
+        let b = Beneath::create_within(&root, &root.join("a/b")).expect("test setup");
         assert!(root.join("a/b").is_dir());
         assert_eq!(b.shown(), root.join("a/b"));
-        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+        assert_eq!(std::fs::read_dir(&outside).expect("test setup").count(), 0);
     }
 }

@@ -346,28 +346,12 @@ pub fn referenced_chunks_lenient(
 
 pub fn referenced_chunks(vault: &Vault, points: &[RecoveryPoint]) -> Result<HashSet<ChunkId>> {
     let index = vault.load_index()?;
-    let mut seen: HashSet<ChunkId> = HashSet::new();
-    let mut stack: Vec<ChunkId> = points.iter().map(|p| p.tree).collect();
-    while let Some(id) = stack.pop() {
-        if !seen.insert(id) {
-            continue;
-        }
-        let tree = vault.load_tree(&index, &id)?;
-        for node in &tree.nodes {
-            match node.kind {
-                NodeKind::Dir => stack.extend(node.subtree.iter().filter(|s| !seen.contains(*s))),
-                NodeKind::File => {
-                    for piece in &node.content {
-                        if let Piece::Data { id, .. } = piece {
-                            seen.insert(*id);
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-    Ok(seen)
+    // strict: the first tree that cannot be read fails the whole walk
+    let mut first = None;
+    let seen = referenced_chunks_lenient(vault, &index, points, &mut |_, _, e| {
+        first.get_or_insert(e);
+    });
+    first.map_or(Ok(seen), Err)
 }
 
 /// Inputs of a plan.

@@ -122,25 +122,11 @@ impl Fixture {
     }
 
     pub async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
-        let mut req = Request::builder().method(method).uri(self.path(path));
-        if let Some(t) = token {
-            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
-        }
-        let req = match body {
-            Some(b) => req.header(header::CONTENT_TYPE, "application/json").body(Body::from(b.to_string())),
-            None => req.body(Body::empty()),
-        };
-        self.send(req.expect("request")).await
+        call_router(&self.router, &self.path(path), method, token, body).await
     }
 
     pub async fn send(&self, req: Request<Body>) -> Reply {
-        let response = self.router.clone().oneshot(req).await.expect("router answers");
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response.into_body().collect().await.expect("body").to_bytes();
-        let text = String::from_utf8_lossy(&bytes).to_string();
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Reply { status, headers, body, text }
+        send_router(&self.router, req).await
     }
 
     /// Waits for a job to end; the job.
@@ -191,20 +177,29 @@ pub fn fixture_on(f: &Fixture) -> Replica {
 
 impl Replica {
     pub async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
-        let mut req = Request::builder().method(method).uri(path.replace("{vault}", &self.name));
-        if let Some(t) = token {
-            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
-        }
-        let req = match body {
-            Some(b) => req.header(header::CONTENT_TYPE, "application/json").body(Body::from(b.to_string())),
-            None => req.body(Body::empty()),
-        };
-        let response = self.router.clone().oneshot(req.expect("request")).await.expect("router answers");
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response.into_body().collect().await.expect("body").to_bytes();
-        let text = String::from_utf8_lossy(&bytes).to_string();
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Reply { status, headers, body, text }
+        call_router(&self.router, &path.replace("{vault}", &self.name), method, token, body).await
     }
+}
+
+/// A request through `router` to `uri`, with a bearer token and a JSON body.
+async fn call_router(router: &Router, uri: &str, method: &str, token: Option<&str>, body: Option<Value>) -> Reply {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let req = match body {
+        Some(b) => req.header(header::CONTENT_TYPE, "application/json").body(Body::from(b.to_string())),
+        None => req.body(Body::empty()),
+    };
+    send_router(router, req.expect("request")).await
+}
+
+async fn send_router(router: &Router, req: Request<Body>) -> Reply {
+    let response = router.clone().oneshot(req).await.expect("router answers");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.expect("body").to_bytes();
+    let text = String::from_utf8_lossy(&bytes).to_string();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Reply { status, headers, body, text }
 }
