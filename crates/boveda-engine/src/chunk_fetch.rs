@@ -4,6 +4,7 @@
 //! other are fetched in one ranged read (a local `pread`, one ranged GET on
 //! an object store), then decoded and handed to the caller once per use.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -98,30 +99,61 @@ fn read_run<U: Sync, S: ChunkSink<U>>(
 ) {
     let uses = |id: &ChunkId| wanted.get(id).map(Vec::as_slice).unwrap_or_default();
     let (first, _) = run[0];
-    let bytes = match vault.store().get_range(&pack_name(first.kind, &first.pack), run_start, run_end - run_start) {
-        Ok(b) => b,
-        Err(e) => {
-            for (_, id) in run {
-                uses(id).iter().for_each(|u| sink.fail(u, e.to_string()));
+    // one read buffer per reading thread, reused read after read
+    thread_local!(static READ: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) });
+    READ.with_borrow_mut(|bytes| {
+        let name = pack_name(first.kind, &first.pack);
+        match vault.store().get_range_into(&name, run_start, run_end - run_start, bytes) {
+            Ok(()) => decode_run(vault, run, run_start, bytes, wanted, sink),
+            Err(e) => {
+                for (_, id) in run {
+                    uses(id).iter().for_each(|u| sink.fail(u, e.to_string()));
+                }
             }
-            return;
         }
-    };
+    });
+}
+
+fn decode_run<U: Sync, S: ChunkSink<U>>(
+    vault: &Vault,
+    run: &[(BlobRef, ChunkId)],
+    run_start: u64,
+    bytes: &mut [u8],
+    wanted: &HashMap<ChunkId, Vec<U>>,
+    sink: &S,
+) {
+    // decompressed chunks go into one buffer per thread, reused
+    thread_local!(static PLAIN: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) });
+    let uses = |id: &ChunkId| wanted.get(id).map(Vec::as_slice).unwrap_or_default();
     let mut state = S::State::default();
-    for (r, id) in run {
-        let off = (u64::from(r.offset) - run_start) as usize;
-        let sealed = &bytes[off..off + r.length as usize];
-        // a blob that does not decode may have been damaged on the way:
-        // it is fetched once more, alone, before it is called damaged
-        let decoded = vault.decode_blob_at(r, id, sealed).or_else(|first| {
-            match vault.store().get_range(&pack_name(r.kind, &r.pack), u64::from(r.offset), u64::from(r.length)) {
-                Ok(again) => vault.decode_blob_at(r, id, &again).map_err(|e| format!("{e} (fetched twice)")),
-                Err(_) => Err(first.to_string()),
+    PLAIN.with_borrow_mut(|out| {
+        for (r, id) in run {
+            let off = (u64::from(r.offset) - run_start) as usize;
+            let Some(sealed) = bytes.get_mut(off..off + r.length as usize) else {
+                let why = format!("chunk {id}: the read of its pack came back short");
+                uses(id).iter().for_each(|u| sink.fail(u, why.clone()));
+                continue;
+            };
+            // opened where it lies in the read buffer, no copy; a blob that
+            // does not decode may have been damaged on the way: it is
+            // fetched once more, alone, before it is called damaged
+            let decoded = match vault.decode_blob_in_place(r, id, sealed, out) {
+                Ok(plain) => Ok(Cow::Borrowed(plain)),
+                Err(first) => {
+                    let name = pack_name(r.kind, &r.pack);
+                    match vault.store().get_range(&name, u64::from(r.offset), u64::from(r.length)) {
+                        Ok(again) => vault
+                            .decode_blob_at(r, id, &again)
+                            .map(Cow::Owned)
+                            .map_err(|e| format!("{e} (fetched twice)")),
+                        Err(_) => Err(first.to_string()),
+                    }
+                }
+            };
+            match decoded {
+                Ok(plain) => uses(id).iter().for_each(|u| sink.deliver(&mut state, u, &plain)),
+                Err(e) => uses(id).iter().for_each(|u| sink.fail(u, e.clone())),
             }
-        });
-        match decoded {
-            Ok(plain) => uses(id).iter().for_each(|u| sink.deliver(&mut state, u, &plain)),
-            Err(e) => uses(id).iter().for_each(|u| sink.fail(u, e.clone())),
         }
-    }
+    });
 }

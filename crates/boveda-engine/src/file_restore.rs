@@ -5,21 +5,28 @@
 //!    parent (see [`crate::beneath`]): a symbolic link on the way, made
 //!    before or during the restore, is never followed; the paths it would
 //!    have led to are named as not restored.
-//! 3. Files are created at full size (holes stay holes), then filled by
-//!    reading packs in parallel: each pack's needed blobs are fetched in a
-//!    few ranged reads and written at their offsets.
+//! 3. Packs are read in parallel: each pack's needed blobs are fetched in
+//!    a few ranged reads into a buffer each reading thread reuses, opened
+//!    where they lie and written at their offsets. A file is created by the
+//!    first delivery of its data; a file whose data comes in one piece (most
+//!    files) is created, written, given its metadata and linked into place
+//!    through one handle.
 //! 4. Hard links, symlinks and special files, then metadata (files first,
 //!    directories deepest first so their times stick).
 //!
-//! Every file is written as a new inode under a temporary name in its
-//! directory and renamed into place once its data and metadata are written:
-//! a restore never writes into an inode it did not create, and a restored
-//! path holds either the point's whole file or what was there before. Tree
-//! names are validated when decoded, so nothing is written outside the
-//! target. Re-running an interrupted restore keeps a file already at its path
-//! only when its content is verified equal to the point (chunk by chunk,
-//! against the keyed ids) and it has no other hard link; everything else is
-//! written again.
+//! Every file is written as a new inode, without a name (`O_TMPFILE`) when
+//! one handle writes all of it and the file system allows, else under a
+//! temporary name in its directory, and appears at its path only once its
+//! data and metadata are written (linked there, or renamed over what was
+//! there): a restore never writes into an inode it did not create, and a
+//! restored path holds either the point's whole file or what was there
+//! before. Creating a file with its final permissions (when nothing is
+//! changed after) and owner (when it is this process's) saves the calls
+//! that would set them again. Tree names are validated when decoded, so
+//! nothing is written outside the target. Re-running an interrupted restore
+//! keeps a file already at its path only when its content is verified equal
+//! to the point (chunk by chunk, against the keyed ids) and it has no other
+//! hard link; everything else is written again.
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -29,8 +36,8 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use boveda_vault::{ChunkId, ChunkIndex, Node, NodeKind, Piece, Vault};
 use rayon::prelude::*;
@@ -40,7 +47,7 @@ use rustix::fs::{AtFlags, Mode, OFlags};
 use crate::beneath::{Beneath, DirHandles, clear_at, make_dir_in, split};
 use crate::chunk_fetch::{ChunkSink, fetch_chunks};
 use crate::error::{EngineError, Result};
-use crate::metadata::{apply_metadata_at, apply_metadata_fd};
+use crate::metadata::{AlreadySet, apply_metadata_at, apply_metadata_fd, apply_new_metadata_fd, process_umask};
 use crate::point_path::split_point_path;
 use crate::progress::RestoreProgress;
 
@@ -143,11 +150,45 @@ fn parent_of(rel: &Path) -> &Path {
     rel.parent().unwrap_or(Path::new(""))
 }
 
-/// Creates a new, empty file of `size` bytes named `name` in `dir`:
-/// always a new inode (`O_EXCL`), never a file that was already there.
-fn create_temp(dir: BorrowedFd<'_>, name: &OsStr, size: u64) -> io::Result<()> {
+/// How one file is created: with which permissions, what that already
+/// set right, and whether it must be extended past its last data.
+#[derive(Clone, Copy)]
+struct Creation {
+    mode: u32,
+    set: AlreadySet,
+    /// Its last piece is a hole: the file is truncated up to its size.
+    trailing_hole: bool,
+    /// Its data comes in one delivery at most, so one handle creates,
+    /// writes and links it: it is made without a name (`O_TMPFILE`).
+    unnamed: bool,
+}
+
+impl Creation {
+    /// `owner`: the owner and group a file created now in its directory
+    /// gets. Permissions are given at creation only when nothing is written
+    /// or changed after the one handle that creates the file closes (one
+    /// delivery of data at most, no extended attributes, no owner to set).
+    fn of(node: &Node, owner: Option<(u32, u32)>, is_root: bool, umask: Option<u32>) -> Self {
+        let data = node.content.iter().filter(|p| matches!(p, Piece::Data { .. })).count();
+        let owner_set = !is_root || owner == Some((node.uid, node.gid));
+        let plain = node.mode & 0o777;
+        let mode_set =
+            owner_set && data <= 1 && node.xattrs.is_empty() && umask.is_some_and(|u| node.mode & 0o7777 == plain & !u);
+        Creation {
+            mode: if mode_set { plain } else { 0o600 },
+            set: AlreadySet { owner: owner_set, mode: mode_set },
+            trailing_hole: node.size > 0 && !matches!(node.content.last(), Some(Piece::Data { .. })),
+            unnamed: data <= 1,
+        }
+    }
+}
+
+/// Creates a new, empty file named `name` in `dir`, extended to `size`
+/// when it ends in a hole: always a new inode (`O_EXCL`), never a file that
+/// was already there.
+fn create_temp(dir: BorrowedFd<'_>, name: &OsStr, how: Creation, size: u64) -> io::Result<File> {
     let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    let open = || rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(0o600));
+    let open = || rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(how.mode));
     let fd = match open() {
         Ok(f) => f,
         Err(rustix::io::Errno::EXIST) => {
@@ -156,10 +197,10 @@ fn create_temp(dir: BorrowedFd<'_>, name: &OsStr, size: u64) -> io::Result<()> {
         }
         Err(e) => return Err(e.into()),
     };
-    if size > 0 {
+    if how.trailing_hole {
         rustix::fs::ftruncate(&fd, size)?; // holes stay holes
     }
-    Ok(())
+    Ok(File::from(fd))
 }
 
 /// Whether the file at `rel` already is exactly the point's file: a plain
@@ -202,9 +243,13 @@ fn is_complete(vault: &Vault, root: &Beneath, rel: &Path, node: &Node) -> bool {
     at == node.size
 }
 
-/// Per file being written: how many chunk uses are still to come, and
-/// whether it has been renamed into place.
+/// Per file being written: whether it was created (by the first delivery
+/// of its data), how many chunk uses are still to come, and whether it has
+/// been renamed into place.
 struct FileState {
+    created: OnceLock<bool>,
+    /// Created without a name: linked into place, not renamed.
+    unnamed: AtomicBool,
     remaining: AtomicUsize,
     done: AtomicBool,
 }
@@ -317,84 +362,87 @@ pub fn restore_files(
     progress.planned(plan.files.len() as u64, total_bytes);
 
     let failed: Mutex<HashMap<usize, String>> = Mutex::new(HashMap::new());
-    let fail = |i: usize, why: String| {
-        if let Ok(mut f) = failed.lock() {
-            f.entry(i).or_insert(why);
-        }
-    };
     let states: Vec<FileState> = plan
         .files
         .iter()
         .map(|(_, node)| FileState {
+            created: OnceLock::new(),
+            unnamed: AtomicBool::new(false),
             remaining: AtomicUsize::new(node.content.iter().filter(|p| matches!(p, Piece::Data { .. })).count()),
             done: AtomicBool::new(false),
         })
         .collect();
     let temps: Vec<OsString> = plan.files.iter().map(|(rel, _)| temp_name(vault, rel)).collect();
+    // the owner and group a file created now in each directory gets (a
+    // set-group-ID directory gives its own group)
+    let umask = process_umask();
+    let (euid, egid) = (rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw());
+    let mut new_owner: HashMap<&Path, Option<(u32, u32)>> = HashMap::new();
+    let creations: Vec<Creation> = plan
+        .files
+        .iter()
+        .map(|(rel, node)| {
+            let owner = *new_owner.entry(parent_of(rel)).or_insert_with(|| {
+                let st = handles.get(parent_of(rel)).ok().and_then(|fd| rustix::fs::fstat(&*fd).ok())?;
+                let setgid = st.st_mode & 0o2000 != 0;
+                Some((euid, if setgid { st.st_gid } else { egid }))
+            });
+            Creation::of(node, owner, is_root, umask)
+        })
+        .collect();
     let sink = FileSink {
         root,
         handles,
         plan: &plan,
         temps: &temps,
+        creations: &creations,
         states: &states,
         written: AtomicU64::new(0),
         progress,
         failed: &failed,
         is_root,
+        no_tmpfile: AtomicBool::new(false),
+        link_by_proc: AtomicBool::new(false),
         warnings: Mutex::new(Vec::new()),
     };
 
-    // Files are created in parallel, one directory per task: two threads
-    // creating entries in one directory contend on its lock (measured: three
-    // times the system time), threads in different directories do not.
-    // Each task holds its directory's handle and creates relative to it.
+    // A file is created by the first delivery of its data, which writes it
+    // through the handle that created it (a small file: create, write,
+    // times, rename). Files without data are made here, one directory per
+    // task (two threads creating entries in one directory contend on its
+    // lock; packs, read in parallel, mostly hold different directories).
     let mut by_dir: HashMap<&Path, Vec<usize>> = HashMap::new();
     for &i in &to_write {
         by_dir.entry(parent_of(&plan.files[i].0)).or_default().push(i);
     }
-    let created: Vec<(usize, bool)> = by_dir
-        .into_iter()
-        .collect::<Vec<_>>()
-        .par_iter()
-        .flat_map_iter(|(dir, group)| {
-            let dir_fd = handles.get(dir);
-            group
-                .iter()
-                .map(|&i| {
-                    let made = match &dir_fd {
-                        Ok(d) => create_temp(d.as_fd(), &temps[i], plan.files[i].1.size),
-                        Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
-                    };
-                    match made {
-                        Ok(()) => {
-                            if states[i].remaining.load(Ordering::Relaxed) == 0 {
-                                sink.finish(i, None); // empty or all holes: nothing to fetch
-                            }
-                            (i, true)
-                        }
-                        Err(e) => {
-                            fail(i, format!("cannot create: {e}"));
-                            (i, false)
-                        }
-                    }
-                })
-                .collect::<Vec<_>>()
-        })
-        .collect();
     let mut targets: HashMap<ChunkId, Vec<(usize, u64)>> = HashMap::new();
-    for (i, ok) in created {
-        if !ok {
-            continue;
-        }
-        let node = &plan.files[i].1;
-        let mut offset = 0u64;
-        for piece in &node.content {
-            if let Piece::Data { id, .. } = piece {
-                targets.entry(*id).or_default().push((i, offset));
+    let mut empty: Vec<Vec<usize>> = Vec::new();
+    for group in by_dir.values() {
+        let mut none = Vec::new();
+        for &i in group {
+            let node = &plan.files[i].1;
+            let mut offset = 0u64;
+            for piece in &node.content {
+                if let Piece::Data { id, .. } = piece {
+                    targets.entry(*id).or_default().push((i, offset));
+                }
+                offset += piece.len();
             }
-            offset += piece.len();
+            if states[i].remaining.load(Ordering::Relaxed) == 0 {
+                none.push(i);
+            }
+        }
+        if !none.is_empty() {
+            empty.push(none);
         }
     }
+    empty.par_iter().for_each(|group| {
+        for &i in group {
+            if let Ok(file) = sink.create(i) {
+                sink.finish(i, Some(file)); // empty or all holes: nothing to fetch
+            }
+        }
+    });
     let fetched = fetch_chunks(vault, index, &targets, opts.cancel, &sink);
     // whatever was not renamed into place (failed, or cancelled) leaves no
     // temporary file behind
@@ -525,11 +573,17 @@ struct FileSink<'a> {
     handles: &'a DirHandles<'a>,
     plan: &'a Plan,
     temps: &'a [OsString],
+    creations: &'a [Creation],
     states: &'a [FileState],
     written: AtomicU64,
     progress: &'a dyn RestoreProgress,
     failed: &'a Mutex<HashMap<usize, String>>,
     is_root: bool,
+    /// The file system refused `O_TMPFILE`: files are created under names.
+    no_tmpfile: AtomicBool,
+    /// Linking by handle needs a capability this process lacks: files are
+    /// linked through `/proc/self/fd`.
+    link_by_proc: AtomicBool,
     warnings: Mutex<Vec<String>>,
 }
 
@@ -539,8 +593,8 @@ impl FileSink<'_> {
     }
 
     /// All data of file `i` is written (into `file`, when still open):
-    /// metadata onto the new inode through its handle, then the rename, in
-    /// its directory's handle, that makes it appear at its path.
+    /// metadata onto the new inode through its handle, then the link or
+    /// rename, in its directory's handle, that makes it appear at its path.
     fn finish(&self, i: usize, file: Option<File>) {
         if self.has_failed(i) {
             return;
@@ -559,9 +613,22 @@ impl FileSink<'_> {
                     Mode::empty(),
                 )?),
             };
-            let warnings = apply_metadata_fd(file.as_fd(), &dest, node, self.is_root);
+            let warnings = apply_new_metadata_fd(file.as_fd(), &dest, node, self.is_root, self.creations[i].set);
+            let temp = self.temps[i].as_os_str();
+            if self.states[i].unnamed.load(Ordering::Relaxed) {
+                match self.link(&file, dfd.as_fd(), name) {
+                    Ok(()) => return Ok(warnings),
+                    // something is at the path: the new file gets its
+                    // temporary name and replaces it by a rename
+                    Err(rustix::io::Errno::EXIST) => {
+                        clear_at(dfd.as_fd(), temp)?;
+                        self.link(&file, dfd.as_fd(), temp)?;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
             drop(file);
-            match rustix::fs::renameat(&*dfd, self.temps[i].as_os_str(), &*dfd, name) {
+            match rustix::fs::renameat(&*dfd, temp, &*dfd, name) {
                 Err(rustix::io::Errno::ISDIR) => Err(io::Error::other("a directory is in the way")),
                 other => other.map_err(io::Error::from),
             }?;
@@ -580,6 +647,50 @@ impl FileSink<'_> {
         }
     }
 
+    /// Gives the unnamed file `file` the name `name` in `dir`; never
+    /// replaces what is there.
+    fn link(&self, file: &File, dir: BorrowedFd<'_>, name: &OsStr) -> rustix::io::Result<()> {
+        if !self.link_by_proc.load(Ordering::Relaxed) {
+            match rustix::fs::linkat(file, "", dir, name, AtFlags::EMPTY_PATH) {
+                Err(rustix::io::Errno::NOENT) => self.link_by_proc.store(true, Ordering::Relaxed),
+                other => return other,
+            }
+        }
+        let by = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(file));
+        rustix::fs::linkat(rustix::fs::CWD, by.as_str(), dir, name, AtFlags::SYMLINK_FOLLOW)
+    }
+
+    /// Creates file `i`, without a name when it is written by one handle
+    /// and the file system allows, else under its temporary name; a failure
+    /// fails the file.
+    fn create(&self, i: usize) -> io::Result<File> {
+        let how = self.creations[i];
+        let size = self.plan.files[i].1.size;
+        let made = self.handles.get(parent_of(&self.plan.files[i].0)).and_then(|dir| {
+            if how.unnamed && !self.no_tmpfile.load(Ordering::Relaxed) {
+                let flags = OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC;
+                match rustix::fs::openat(&*dir, ".", flags, Mode::from_raw_mode(how.mode)) {
+                    Ok(fd) => {
+                        if how.trailing_hole {
+                            rustix::fs::ftruncate(&fd, size)?;
+                        }
+                        self.states[i].unnamed.store(true, Ordering::Relaxed);
+                        return Ok(File::from(fd));
+                    }
+                    Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::ISDIR | rustix::io::Errno::INVAL) => {
+                        self.no_tmpfile.store(true, Ordering::Relaxed);
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            create_temp(dir.as_fd(), &self.temps[i], how, size)
+        });
+        if let Err(e) = &made {
+            self.fail(&(i, 0), format!("cannot create: {e}"));
+        }
+        made
+    }
+
     fn open_temp(&self, i: usize) -> io::Result<File> {
         let dir = self.handles.get(parent_of(&self.plan.files[i].0))?;
         let flags = OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
@@ -595,18 +706,31 @@ impl ChunkSink<(usize, u64)> for FileSink<'_> {
         if !open.contains_key(&i) && open.len() >= MAX_OPEN_PER_READ {
             open.clear();
         }
-        let res = match open.entry(i) {
-            std::collections::hash_map::Entry::Occupied(f) => f.get().write_all_at(plain, at),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                self.open_temp(i).and_then(|f| v.insert(f).write_all_at(plain, at))
+        // the first delivery creates the file (others wait for it) and
+        // keeps the handle; later ones reopen it by its temporary name
+        let mut made = None;
+        let created = *self.states[i].created.get_or_init(|| match self.create(i) {
+            Ok(f) => {
+                made = Some(f);
+                true
             }
-        };
-        match res {
-            Ok(()) => {
-                self.written.fetch_add(plain.len() as u64, Ordering::Relaxed);
-                self.progress.bytes_written(plain.len() as u64);
+            Err(_) => false,
+        });
+        if created {
+            let res = match open.entry(i) {
+                std::collections::hash_map::Entry::Occupied(f) => f.get().write_all_at(plain, at),
+                std::collections::hash_map::Entry::Vacant(v) => match made {
+                    Some(f) => v.insert(f).write_all_at(plain, at),
+                    None => self.open_temp(i).and_then(|f| v.insert(f).write_all_at(plain, at)),
+                },
+            };
+            match res {
+                Ok(()) => {
+                    self.written.fetch_add(plain.len() as u64, Ordering::Relaxed);
+                    self.progress.bytes_written(plain.len() as u64);
+                }
+                Err(e) => self.fail(&(i, at), format!("cannot write: {e}")),
             }
-            Err(e) => self.fail(&(i, at), format!("cannot write: {e}")),
         }
         if self.states[i].remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
             let file = open.remove(&i); // closed after its metadata, before the rename

@@ -90,17 +90,41 @@ fn restored_times(node: &Node) -> rustix::fs::Timestamps {
     rustix::fs::Timestamps { last_access: mtime, last_modification: mtime }
 }
 
+/// What creating a file already made right: applying its metadata skips it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AlreadySet {
+    /// The new file's owner and group are the node's (or are not ours to set).
+    pub owner: bool,
+    /// The new file's permissions are the node's.
+    pub mode: bool,
+}
+
 /// Applies ownership, extended attributes, permissions and times to a
 /// restored file or directory through its open handle `fd` (so the entry
 /// written is the entry changed, whatever happens to its path); warnings
 /// name it as `shown`. Each failure is returned as a warning; the others
 /// still apply.
 pub fn apply_metadata_fd(fd: BorrowedFd<'_>, shown: &Path, node: &Node, is_root: bool) -> Vec<String> {
+    apply_new_metadata_fd(fd, shown, node, is_root, AlreadySet::default())
+}
+
+/// [`apply_metadata_fd`] for a file this process just created, skipping
+/// what its creation already set (`done`).
+pub fn apply_new_metadata_fd(
+    fd: BorrowedFd<'_>,
+    shown: &Path,
+    node: &Node,
+    is_root: bool,
+    done: AlreadySet,
+) -> Vec<String> {
     let mut warnings = Vec::new();
     let mut warn =
         |what: &str, e: std::io::Error| warnings.push(format!("{}: cannot restore {what}: {e}", shown.display()));
     let ids = (Some(rustix::fs::Uid::from_raw(node.uid)), Some(rustix::fs::Gid::from_raw(node.gid)));
-    if is_root && let Err(e) = rustix::fs::fchown(fd, ids.0, ids.1) {
+    if is_root
+        && !done.owner
+        && let Err(e) = rustix::fs::fchown(fd, ids.0, ids.1)
+    {
         warn("ownership", e.into());
     }
     for (name, value) in &node.xattrs {
@@ -111,13 +135,23 @@ pub fn apply_metadata_fd(fd: BorrowedFd<'_>, shown: &Path, node: &Node, is_root:
             warn("extended attribute", std::io::Error::last_os_error());
         }
     }
-    if let Err(e) = rustix::fs::fchmod(fd, rustix::fs::Mode::from_raw_mode(node.mode & 0o7777)) {
+    if !done.mode
+        && let Err(e) = rustix::fs::fchmod(fd, rustix::fs::Mode::from_raw_mode(node.mode & 0o7777))
+    {
         warn("permissions", e.into());
     }
     if let Err(e) = rustix::fs::futimens(fd, &restored_times(node)) {
         warn("times", e.into());
     }
     warnings
+}
+
+/// This process's file-creation mask, when the kernel tells it without
+/// changing it (`/proc/self/status`, Linux 4.7 and later).
+pub fn process_umask() -> Option<u32> {
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+    u32::from_str_radix(line.trim(), 8).ok()
 }
 
 /// Applies metadata to the symbolic link or special file `name` in the

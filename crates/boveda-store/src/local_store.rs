@@ -161,11 +161,17 @@ impl Store for LocalStore {
     }
 
     fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>, StoreError> {
+        let mut buf = Vec::new();
+        self.get_range_into(name, offset, len, &mut buf)?;
+        Ok(buf)
+    }
+
+    fn get_range_into(&self, name: &str, offset: u64, len: u64, buf: &mut Vec<u8>) -> Result<(), StoreError> {
         check_name("read", name)?;
         let file = File::open(self.path(name)).map_err(|e| StoreError::from_io("read", name, e))?;
         let len = usize::try_from(len).map_err(|_| StoreError::new(StoreErrorKind::Other, "read", name))?;
-        let mut buf = vec![0u8; len];
-        file.read_exact_at(&mut buf, offset).map_err(|e| {
+        buf.resize(len, 0); // zeroes only what the buffer grows by
+        file.read_exact_at(buf, offset).map_err(|e| {
             if e.kind() == io::ErrorKind::UnexpectedEof {
                 StoreError::from_io(
                     "read",
@@ -178,8 +184,7 @@ impl Store for LocalStore {
             } else {
                 StoreError::from_io("read", name, e)
             }
-        })?;
-        Ok(buf)
+        })
     }
 
     fn put(&self, name: &str, data: &[u8], mode: PutMode) -> Result<ObjectInfo, StoreError> {

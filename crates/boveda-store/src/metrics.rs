@@ -151,6 +151,11 @@ impl Store for MetricsStore {
         self.add_bytes(|m| &m.bytes_read, got.len());
         Ok(got)
     }
+    fn get_range_into(&self, name: &str, offset: u64, len: u64, buf: &mut Vec<u8>) -> Result<(), StoreError> {
+        self.count(|m| &m.range_gets, self.inner.get_range_into(name, offset, len, buf))?;
+        self.add_bytes(|m| &m.bytes_read, buf.len());
+        Ok(())
+    }
     fn put(&self, name: &str, data: &[u8], mode: PutMode) -> Result<ObjectInfo, StoreError> {
         self.add_bytes(|m| &m.bytes_written, data.len());
         self.count(|m| &m.puts, self.inner.put(name, data, mode))

@@ -292,6 +292,10 @@ impl Store for ReplicatingStore {
         self.primary.get_range(name, offset, len)
     }
 
+    fn get_range_into(&self, name: &str, offset: u64, len: u64, buf: &mut Vec<u8>) -> Result<(), StoreError> {
+        self.primary.get_range_into(name, offset, len, buf)
+    }
+
     fn put(&self, name: &str, data: &[u8], mode: PutMode) -> Result<ObjectInfo, StoreError> {
         let _writing = self.writes.read();
         self.mark(name)?;

@@ -128,6 +128,9 @@ impl Store for RetryStore {
     fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>, StoreError> {
         self.retry(|_| self.inner.get_range(name, offset, len))
     }
+    fn get_range_into(&self, name: &str, offset: u64, len: u64, buf: &mut Vec<u8>) -> Result<(), StoreError> {
+        self.retry(|_| self.inner.get_range_into(name, offset, len, buf))
+    }
     fn put(&self, name: &str, data: &[u8], mode: PutMode) -> Result<ObjectInfo, StoreError> {
         let refused = |e: &StoreError| match mode {
             PutMode::Create => e.kind() == StoreErrorKind::AlreadyExists,

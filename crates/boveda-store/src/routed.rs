@@ -48,6 +48,10 @@ impl Store for RoutedStore {
         self.route(name).get_range(name, offset, len)
     }
 
+    fn get_range_into(&self, name: &str, offset: u64, len: u64, buf: &mut Vec<u8>) -> Result<(), StoreError> {
+        self.route(name).get_range_into(name, offset, len, buf)
+    }
+
     fn put(&self, name: &str, data: &[u8], mode: PutMode) -> Result<ObjectInfo, StoreError> {
         self.route(name).put(name, data, mode)
     }

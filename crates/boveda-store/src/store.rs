@@ -81,6 +81,17 @@ pub trait Store: Send + Sync {
     /// As [`Store::get`]; `Other` when the range runs past the end.
     fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>, StoreError>;
 
+    /// [`Store::get_range`] into `buf`, which then holds exactly the `len`
+    /// bytes read: a reader that reuses one buffer for many reads keeps its
+    /// memory mapped (a fresh buffer per read costs a page fault per page).
+    ///
+    /// # Errors
+    /// As [`Store::get_range`]; `buf` then holds nothing useful.
+    fn get_range_into(&self, name: &str, offset: u64, len: u64, buf: &mut Vec<u8>) -> Result<(), StoreError> {
+        *buf = self.get_range(name, offset, len)?;
+        Ok(())
+    }
+
     /// Writes an object atomically (readers see all of it or none) under
     /// the condition `mode` names, and describes what was stored.
     ///

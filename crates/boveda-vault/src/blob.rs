@@ -104,6 +104,48 @@ fn decompress(payload: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>> {
     })
 }
 
+/// [`decode_blob`] without copies: the blob is opened where it lies in
+/// `sealed` (which it overwrites) and decompressed into `out` (a buffer the
+/// caller reuses); the plaintext is a part of one of them.
+///
+/// # Errors
+/// As [`decode_blob`].
+pub fn decode_blob_in_place<'a>(
+    key: &MasterKey,
+    sealed: &'a mut [u8],
+    raw_len: usize,
+    expected: &crate::ChunkId,
+    out: &'a mut Vec<u8>,
+) -> Result<&'a [u8], BlobError> {
+    let framed = key.sealer().open_in_place(b"", sealed)?;
+    let (&mode, payload) = framed.split_first().ok_or(BlobError::Mode(255))?;
+    let plain: &[u8] = match mode {
+        MODE_RAW => payload,
+        MODE_ZSTD => {
+            out.clear();
+            out.reserve(raw_len);
+            DECOMPRESSOR
+                .with(|cell| {
+                    let mut slot = cell.borrow_mut();
+                    if slot.is_none() {
+                        *slot = Some(zstd::bulk::Decompressor::new()?);
+                    }
+                    match slot.as_mut() {
+                        Some(d) => d.decompress_to_buffer(payload, out),
+                        None => Err(std::io::Error::other("no decompressor")),
+                    }
+                })
+                .map_err(BlobError::Decompress)?;
+            out
+        }
+        m => return Err(BlobError::Mode(m)),
+    };
+    if plain.len() != raw_len || &key.chunk_id(plain) != expected {
+        return Err(BlobError::IdMismatch);
+    }
+    Ok(plain)
+}
+
 /// Opens, decompresses and verifies a blob against its expected id.
 ///
 /// # Errors

@@ -82,6 +82,24 @@ impl Sealer {
         self.cipher.decrypt_inout_detached(&nonce, aad, (&mut buf[..]).into(), &tag).map_err(|_| AuthError)?;
         Ok(buf)
     }
+
+    /// Opens what [`Sealer::seal`] made where it lies, returning the
+    /// plaintext's part of `sealed` (what it held is overwritten, also when
+    /// opening fails).
+    ///
+    /// # Errors
+    /// [`AuthError`] when the key is wrong or a single bit changed.
+    pub fn open_in_place<'a>(&self, aad: &[u8], sealed: &'a mut [u8]) -> Result<&'a mut [u8], AuthError> {
+        if sealed.len() < SEAL_OVERHEAD {
+            return Err(AuthError);
+        }
+        let (nonce, rest) = sealed.split_at_mut(NONCE_LEN);
+        let (ct, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
+        let nonce = XNonce::try_from(&*nonce).map_err(|_| AuthError)?;
+        let tag = chacha20poly1305::aead::Tag::<XChaCha20Poly1305>::try_from(&*tag).map_err(|_| AuthError)?;
+        self.cipher.decrypt_inout_detached(&nonce, aad, (&mut *ct).into(), &tag).map_err(|_| AuthError)?;
+        Ok(ct)
+    }
 }
 
 // The AEAD only refuses messages longer than 256 GiB; blobs are at most a

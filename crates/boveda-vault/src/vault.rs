@@ -790,6 +790,22 @@ impl Vault {
             .map_err(|e| VaultError::damaged(pack_name(r.kind, &r.pack), format!("chunk {id}: {e}")))
     }
 
+    /// [`Vault::decode_blob_at`] without copies (see
+    /// [`crate::blob::decode_blob_in_place`]): `sealed` is overwritten.
+    ///
+    /// # Errors
+    /// `Damaged` naming the pack and chunk.
+    pub fn decode_blob_in_place<'a>(
+        &self,
+        r: &BlobRef,
+        id: &ChunkId,
+        sealed: &'a mut [u8],
+        out: &'a mut Vec<u8>,
+    ) -> Result<&'a [u8]> {
+        crate::blob::decode_blob_in_place(&self.key, sealed, r.raw_len as usize, id, out)
+            .map_err(|e| VaultError::damaged(pack_name(r.kind, &r.pack), format!("chunk {id}: {e}")))
+    }
+
     /// Reads and decodes one tree.
     ///
     /// # Errors

@@ -11,6 +11,16 @@ fn restored_root(env: &Env, target: &str, src: &Path) -> std::path::PathBuf {
     env.path(target).join(src.strip_prefix("/").expect("absolute"))
 }
 
+/// The full tree, backed up as item `t`; returns its path.
+fn full_tree_backed_up(env: &Env) -> std::path::PathBuf {
+    let src = env.path("src");
+    make_full_tree(&src);
+    env.create_vault();
+    env.ok(&["item", "add", "files", "t", "--path", src.to_str().expect("utf8")]);
+    env.backup("t", 0);
+    src
+}
+
 #[test]
 fn full_tree_round_trips_with_metadata() {
     let env = Env::new();
@@ -117,11 +127,7 @@ fn excludes_and_selected_paths() {
 #[test]
 fn rerunning_an_interrupted_restore_completes_it() {
     let env = Env::new();
-    let src = env.path("src");
-    make_full_tree(&src);
-    env.create_vault();
-    env.ok(&["item", "add", "files", "t", "--path", src.to_str().expect("utf8")]);
-    env.backup("t", 0);
+    let src = full_tree_backed_up(&env);
     let target = env.path("out");
     env.ok(&["restore", "t", "--target", target.to_str().expect("utf8")]);
     let root = restored_root(&env, "out", &src);
@@ -163,4 +169,108 @@ fn restore_never_writes_outside_the_target() {
     assert!(fs::read_dir(&outside).expect("read").next().is_none(), "something was written outside the target");
     assert!(fs::symlink_metadata(&root).expect("lstat").is_dir(), "the symlink was replaced by a real directory");
     assert_eq!(fs::read(root.join("d/file")).expect("read"), b"payload");
+}
+
+/// Files are created with their final permissions when nothing changes them
+/// afterwards, and given their owner only when creation did not: a folder
+/// that hands its group to new files (set-group-ID) must not leave that
+/// group on them.
+#[test]
+fn a_restore_into_a_set_group_id_folder_gives_each_file_its_own_group() {
+    if !common::is_root() {
+        return; // only root restores owners and groups
+    }
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let env = Env::new();
+    let src = full_tree_backed_up(&env);
+    let target = env.path("out");
+    fs::create_dir(&target).expect("mkdir");
+    std::os::unix::fs::chown(&target, None, Some(4242)).expect("chown");
+    fs::set_permissions(&target, fs::Permissions::from_mode(0o2775)).expect("chmod");
+    env.ok(&["restore", "t", "--target", target.to_str().expect("utf8")]);
+    let root = restored_root(&env, "out", &src);
+    assert_eq!(fs::metadata(root.join("many/f00001")).expect("stat").gid(), 0, "the folder's group stayed on a file");
+    assert_same_tree(&src, &root);
+}
+
+/// A file created with its final permissions is still subject to the
+/// process's umask: under `umask 077` every mode must still come back.
+#[test]
+fn a_restore_under_a_strict_umask_gives_each_file_its_own_mode() {
+    let env = Env::new();
+    let src = full_tree_backed_up(&env);
+    let target = env.path("out");
+    let restore = env.cmd(&["restore", "t", "--target", target.to_str().expect("utf8")]);
+    let prog = restore.get_program().to_owned();
+    let args: Vec<_> = restore.get_args().map(std::ffi::OsStr::to_owned).collect();
+    let envs: Vec<_> = restore.get_envs().map(|(k, v)| (k.to_owned(), v.map(std::ffi::OsStr::to_owned))).collect();
+    let mut sh = std::process::Command::new("sh");
+    sh.arg("-c").arg("umask 077; exec \"$@\"").arg("sh").arg(prog).args(args);
+    for (k, v) in envs {
+        match v {
+            Some(v) => sh.env(k, v),
+            None => sh.env_remove(k),
+        };
+    }
+    let out = sh.output().expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let root = restored_root(&env, "out", &src);
+    assert_same_tree(&src, &root);
+}
+
+/// A user without privileges restores files created without a name and
+/// linked into place (by handle on Linux 6.10 and later, through
+/// `/proc/self/fd` on kernels that keep linking by handle to root), and
+/// files reopened for each piece: read-only files, large and small, one
+/// with an extended attribute, come back with their modes, bytes and times.
+#[test]
+fn a_plain_user_restores_read_only_files_with_their_modes() {
+    if !common::is_root() {
+        return; // needs another user to drop to
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    fs::set_permissions(env.dir.path(), fs::Permissions::from_mode(0o777)).expect("chmod");
+    let src = env.path("src");
+    fs::create_dir_all(src.join("sub")).expect("mkdir");
+    let file = |name: &str, data: &[u8], mode: u32| {
+        fs::write(src.join(name), data).expect("write");
+        if name.starts_with("xattr") {
+            let _ = common::xattr_set(&src.join(name), "user.boveda.test", b"kept");
+        }
+        fs::set_permissions(src.join(name), fs::Permissions::from_mode(mode)).expect("chmod");
+    };
+    file("read-only", b"r", 0o444);
+    file("owner-only", b"o", 0o400);
+    file("group-read", b"g", 0o640);
+    file("script", b"#!/bin/sh\n", 0o755);
+    file("empty-read-only", b"", 0o444);
+    file("xattr-read-only", b"x", 0o444);
+    file("sub/large-read-only.bin", &noise(5, 3_000_000), 0o444);
+    for i in 0..200 {
+        file(&format!("sub/f{i:03}"), format!("{i}").as_bytes(), 0o444);
+    }
+    let st = std::process::Command::new("chown").args(["-R", "65534:65534"]).arg(&src).status().expect("chown");
+    assert!(st.success());
+    let as_nobody = |args: &[&str]| {
+        let out = std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(common::bin())
+            .args(args)
+            .env("BOVEDA_CONFIG_DIR", env.path("config-nobody"))
+            .env("BOVEDA_CACHE_DIR", env.path("cache-nobody"))
+            .env("BOVEDA_PASSWORD", "correct horse")
+            .output()
+            .expect("run boveda");
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let vault = env.path("vault-nobody");
+    as_nobody(&["vault", "create", "plain", "--store", vault.to_str().expect("utf8"), "--insecure-fast-kdf"]);
+    as_nobody(&["item", "add", "files", "t", "--path", src.to_str().expect("utf8")]);
+    as_nobody(&["protection", "backup-now", "t"]);
+    let target = env.path("out");
+    fs::create_dir(&target).expect("mkdir");
+    fs::set_permissions(&target, fs::Permissions::from_mode(0o777)).expect("chmod");
+    as_nobody(&["restore", "t", "--target", target.to_str().expect("utf8")]);
+    assert_same_tree(&src, &restored_root(&env, "out", &src));
 }

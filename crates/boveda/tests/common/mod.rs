@@ -252,11 +252,24 @@ pub fn make_full_tree(root: &Path) {
     fs::set_permissions(root.join("private"), fs::Permissions::from_mode(0o600)).expect("chmod");
     fs::write(root.join("setgid-file"), b"g").expect("write");
     fs::set_permissions(root.join("setgid-file"), fs::Permissions::from_mode(0o2755)).expect("chmod");
+    // read-only and no-permission files, small (written by one handle) and
+    // large (written in several pieces)
+    fs::write(root.join("read-only"), b"r").expect("write");
+    fs::set_permissions(root.join("read-only"), fs::Permissions::from_mode(0o444)).expect("chmod");
+    fs::write(root.join("no-permissions"), b"none").expect("write");
+    fs::set_permissions(root.join("no-permissions"), fs::Permissions::from_mode(0o000)).expect("chmod");
+    fs::write(root.join("docs/read-only-large.bin"), noise(4, 3_000_000)).expect("write");
+    fs::set_permissions(root.join("docs/read-only-large.bin"), fs::Permissions::from_mode(0o444)).expect("chmod");
+    fs::write(root.join("setuid-file"), b"u").expect("write");
     // ownership (as root only)
     if is_root() {
         std::os::unix::fs::lchown(root.join("private"), Some(1234), Some(5678)).expect("chown");
         std::os::unix::fs::lchown(root.join("link-rel"), Some(4321), Some(8765)).expect("lchown");
+        std::os::unix::fs::lchown(root.join("setuid-file"), Some(1234), Some(0)).expect("chown");
+        std::os::unix::fs::lchown(root.join("read-only"), Some(0), Some(5678)).expect("chown");
     }
+    // after the owner, which clears it
+    fs::set_permissions(root.join("setuid-file"), fs::Permissions::from_mode(0o4755)).expect("chmod");
     // xattrs
     let _ = xattr_set(&root.join("docs/readme.txt"), "user.boveda.test", b"value-1");
     // a sparse file: 64 MiB with data at two places
