@@ -507,7 +507,73 @@ fn check_catalog(vault: &Vault, points: &[RecoveryPoint], report: &mut CheckRepo
         );
         f.affect(key, Affected { item: p.item_name.clone(), point: p.id.short(), path: "/".into() });
     }
+    if let Some(seen) = vault.seen_catalog() {
+        compare_with_seen(seen, names.iter().map(|o| o.name.as_str()), report, f);
+    }
     Ok(())
+}
+
+/// Reports every entity whose newest revision in the store is older than
+/// the one this host saw (a rollback: a newer revision was deleted), and
+/// every entity this host saw that is gone although it is never deleted
+/// (the settings, jobs, alerts) or was alive when last seen.
+fn compare_with_seen<'n>(
+    seen: &crate::catalog_seen::SeenCatalog,
+    listed: impl Iterator<Item = &'n str>,
+    report: &mut CheckReport,
+    f: &mut Findings,
+) {
+    let mut newest: HashMap<&str, &str> = HashMap::new();
+    for name in listed {
+        if let Some((entity, _)) = name.rsplit_once('/') {
+            let n = newest.entry(entity).or_insert(name);
+            if name > *n {
+                *n = name;
+            }
+        }
+    }
+    let when = |name: &str| {
+        crate::catalog::revision_time(name).map_or_else(|| "an unknown time".to_string(), |t| t.to_string())
+    };
+    let mut found = false;
+    for (entity, s) in seen.at_open() {
+        let kind = entity.strip_prefix(CATALOG_FOLDER).and_then(|k| k.trim_start_matches('/').split('/').next());
+        match newest.get(entity.as_str()) {
+            Some(n) if *n >= s.name.as_str() => {}
+            Some(n) => {
+                found = true;
+                f.add(
+                    entity.clone(),
+                    format!(
+                        "was rolled back: this host saw its revision of {}, the store's newest is of {}; the newer revisions were deleted from the store",
+                        when(&s.name),
+                        when(n)
+                    ),
+                );
+            }
+            None if s.tombstone => {}
+            None if kind.is_some_and(|k| crate::catalog_seen::DELETABLE_KINDS.contains(&k)) => report.notes.push(format!(
+                "{entity}: this host last saw it on {} and it is gone (deleted by another host, or removed from the store)",
+                when(&s.name)
+            )),
+            None => {
+                found = true;
+                f.add(
+                    entity.clone(),
+                    format!(
+                        "is missing: this host saw its revision of {} and such records are never deleted; it was removed from the store",
+                        when(&s.name)
+                    ),
+                );
+            }
+        }
+    }
+    if found {
+        report.notes.push(format!(
+            "what this host saw of the catalog is kept in {}; if the store was restored from an older copy on purpose, delete that file to accept the catalog as it is",
+            seen.path().display()
+        ));
+    }
 }
 
 /// `catalog/<kind>/<id>/<revision>` into kind and id.

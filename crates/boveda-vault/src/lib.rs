@@ -33,6 +33,7 @@
 mod blob;
 mod blob_writer;
 mod catalog;
+pub mod catalog_seen;
 mod check;
 mod chunker;
 mod crypto;

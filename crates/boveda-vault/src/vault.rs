@@ -247,6 +247,8 @@ pub struct Vault {
     /// The primary of a geo-redundant vault, when this process writes to it
     /// through the replicating layer.
     replicating: Option<Arc<boveda_store::ReplicatingStore>>,
+    /// What this host saw of the catalog (see [`crate::catalog_seen`]).
+    seen: Option<Arc<crate::catalog_seen::SeenCatalog>>,
 }
 
 /// Tree packs kept in memory: their total size, and each by id.
@@ -290,6 +292,7 @@ impl Vault {
             slot: slot.id,
             damage: Arc::default(),
             cache: None,
+            seen: None,
             merged_index: None,
             tree_packs: Mutex::default(),
             replicating: None,
@@ -364,6 +367,7 @@ impl Vault {
                 slot,
                 damage,
                 cache: None,
+                seen: None,
                 merged_index: None,
                 tree_packs: Mutex::default(),
                 replicating: None,
@@ -428,7 +432,20 @@ impl Vault {
     /// opening the index costs neither reads nor memory in proportion to
     /// the vault (see [`crate::merged_index`]).
     pub fn use_index_cache(&mut self, dir: &std::path::Path) {
-        self.merged_index = Some(dir.join(self.config.id.to_hex()).join("index.merged"));
+        let here = dir.join(self.config.id.to_hex());
+        self.merged_index = Some(here.join("index.merged"));
+        self.seen = Some(Arc::new(crate::catalog_seen::SeenCatalog::open(here.join("catalog-seen"))));
+    }
+
+    /// What this host saw of the catalog, when the vault has a cache folder.
+    pub fn seen_catalog(&self) -> Option<&crate::catalog_seen::SeenCatalog> {
+        self.seen.as_deref()
+    }
+
+    fn note_seen(&self, name: &str, tombstone: bool) {
+        if let Some(seen) = &self.seen {
+            seen.note(name, tombstone);
+        }
     }
 
     /// Reads an immutable object through the cache: a cached copy that
@@ -477,6 +494,7 @@ impl Vault {
             slot: self.slot,
             damage: Arc::new(DamageLog::default()),
             cache: None,
+            seen: None,
             merged_index: None,
             tree_packs: Mutex::default(),
             replicating: None,
@@ -954,6 +972,7 @@ impl Vault {
         let name = revision_name(kind, id, now);
         let bytes = seal_json(&self.key, ObjectKind::Catalog, &name, &rec)?;
         self.store.put_new(&name, &bytes)?;
+        self.note_seen(&name, rec.body.is_none());
         Ok(name)
     }
 
@@ -987,7 +1006,10 @@ impl Vault {
             let rec = CatalogRecord { id: *id, revision: now, body: body.as_ref() };
             let bytes = seal_json(&self.key, ObjectKind::Catalog, &name, &rec)?;
             match self.store.put_new(&name, &bytes) {
-                Ok(_) => return Ok(body),
+                Ok(_) => {
+                    self.note_seen(&name, body.is_none());
+                    return Ok(body);
+                }
                 Err(e) if e.kind() == StoreErrorKind::AlreadyExists => {}
                 Err(e) => return Err(e.into()),
             }
@@ -1067,7 +1089,12 @@ impl Vault {
             };
             match self.read_immutable(&current, |b| open_json(&self.key, &current, b, ObjectKind::Catalog)) {
                 Err(VaultError::Store(e)) if e.kind() == StoreErrorKind::NotFound => continue,
-                other => return other.map(|rec| Some((current, rec))),
+                other => {
+                    return other.map(|rec: CatalogRecord<T>| {
+                        self.note_seen(&current, rec.body.is_none());
+                        Some((current, rec))
+                    });
+                }
             }
         }
         Err(VaultError::Invalid(format!("catalog/{kind}/{id} keeps changing while being read")))

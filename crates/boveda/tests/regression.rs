@@ -885,6 +885,51 @@ fn a_deleted_point_or_policy_is_named_by_vault_check() {
     env.ok(&["vault", "check"]);
 }
 
+/// Issue 22, 11, the rest: the newest revision of the settings (or a whole
+/// job record with no alert naming it) deleted from the store left a
+/// catalog consistent in itself, and check passed: the settings silently
+/// went back to what they were. Each host now keeps the newest revision it
+/// saw of every catalog entity beside its cache, and check names what went
+/// back or went missing.
+#[test]
+fn a_rolled_back_setting_or_a_deleted_job_record_is_named_by_vault_check() {
+    let env = Env::new();
+    two_items(&env);
+    env.ok(&["vault", "update", "--soft-delete-days", "90"]);
+    env.ok(&["vault", "check"]);
+    let settings = fs::read_dir(env.vault.join("catalog/settings"))
+        .expect("settings")
+        .next()
+        .expect("one settings entity")
+        .expect("entry")
+        .path();
+    let mut revisions: Vec<_> = fs::read_dir(&settings).expect("revisions").map(|e| e.expect("entry").path()).collect();
+    revisions.sort();
+    let newest = revisions.pop().expect("a revision");
+    assert!(!revisions.is_empty(), "the update wrote a second revision");
+    let saved = fs::read(&newest).expect("read");
+    fs::remove_file(&newest).expect("delete the newest settings revision");
+    let shown = env.ok(&["--output", "json", "vault", "show"]);
+    assert!(shown.contains("\"soft_delete_days\": 14"), "the store went back to the old settings: {shown}");
+    let report = check_names(&env, &object_name(&env, &settings));
+    assert!(report.contains("was rolled back"), "{report}");
+    assert!(report.contains("catalog-seen"), "the report says how to accept a restored store: {report}");
+    fs::write(&newest, saved).expect("put back");
+    env.ok(&["vault", "check"]);
+
+    // a completed backup's job record: no alert names it
+    let jobs: serde_json::Value =
+        serde_json::from_str(&env.ok(&["--output", "json", "job", "list", "--status", "Completed"])).expect("json");
+    let job = jobs.as_array().expect("jobs").iter().find(|j| j["operation"] == "Backup").expect("a backup job");
+    let records = env.vault.join("catalog/jobs").join(job["id"].as_str().expect("id"));
+    let aside = env.path("job-aside");
+    fs::rename(&records, &aside).expect("move the job's records away");
+    let report = check_names(&env, &object_name(&env, &records));
+    assert!(report.contains("is missing: this host saw"), "{report}");
+    fs::rename(&aside, &records).expect("move back");
+    env.ok(&["vault", "check"]);
+}
+
 /// Issue 22, 20: the smaller defects of a failing store. A store that
 /// stays down fails the backup naming the pack upload that failed first,
 /// not the job record written after; a truncated pack is named as shorter
