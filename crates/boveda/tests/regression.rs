@@ -873,14 +873,20 @@ fn a_deleted_point_or_policy_is_named_by_vault_check() {
     env.ok(&["item", "add", "files", "gone", "--path", s(&gone)]);
     fs::remove_dir(&gone).expect("the source goes away");
     env.fails(&["protection", "backup-now", "gone"]);
+    job_records_moved_away(&env, "Failed", |j| j["item"] == "gone", "is missing: alert");
+}
+
+/// Moves the records of the first job in `status` that `which` picks out
+/// of the store; check must fail naming them with `says`; they come back.
+fn job_records_moved_away(env: &Env, status: &str, which: impl Fn(&&serde_json::Value) -> bool, says: &str) {
     let jobs: serde_json::Value =
-        serde_json::from_str(&env.ok(&["--output", "json", "job", "list", "--status", "Failed"])).expect("json");
-    let failed = jobs.as_array().expect("jobs").iter().find(|j| j["item"] == "gone").expect("the failed backup");
-    let records = env.vault.join("catalog/jobs").join(failed["id"].as_str().expect("id"));
+        serde_json::from_str(&env.ok(&["--output", "json", "job", "list", "--status", status])).expect("json");
+    let job = jobs.as_array().expect("jobs").iter().find(which).expect("the job");
+    let records = env.vault.join("catalog/jobs").join(job["id"].as_str().expect("id"));
     let aside = env.path("job-aside");
     fs::rename(&records, &aside).expect("move the job's records away");
-    let report = check_names(&env, &object_name(&env, &records));
-    assert!(report.contains("is missing: alert"), "{report}");
+    let report = check_names(env, &object_name(env, &records));
+    assert!(report.contains(says), "{report}");
     fs::rename(&aside, &records).expect("move back");
     env.ok(&["vault", "check"]);
 }
@@ -918,16 +924,7 @@ fn a_rolled_back_setting_or_a_deleted_job_record_is_named_by_vault_check() {
     env.ok(&["vault", "check"]);
 
     // a completed backup's job record: no alert names it
-    let jobs: serde_json::Value =
-        serde_json::from_str(&env.ok(&["--output", "json", "job", "list", "--status", "Completed"])).expect("json");
-    let job = jobs.as_array().expect("jobs").iter().find(|j| j["operation"] == "Backup").expect("a backup job");
-    let records = env.vault.join("catalog/jobs").join(job["id"].as_str().expect("id"));
-    let aside = env.path("job-aside");
-    fs::rename(&records, &aside).expect("move the job's records away");
-    let report = check_names(&env, &object_name(&env, &records));
-    assert!(report.contains("is missing: this host saw"), "{report}");
-    fs::rename(&aside, &records).expect("move back");
-    env.ok(&["vault", "check"]);
+    job_records_moved_away(&env, "Completed", |j| j["operation"] == "Backup", "is missing: this host saw");
 }
 
 /// Issue 22, 20: the smaller defects of a failing store. A store that
