@@ -25,35 +25,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::{Caller, authorize};
 use crate::error::{ApiError, ApiResult};
+use crate::routes::{PUBLIC_ROUTES, RouteSpec, Scope};
 use crate::{AppState, Served, blocking};
-
-/// Which part of a vault a route touches, for tokens scoped to items.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum Scope {
-    /// Lists and jobs: a scoped token sees its items' entries only.
-    Any,
-    /// The vault as a whole: refused to scoped tokens.
-    Vault,
-    /// One item, named in the path: refused unless the token sees it.
-    Item,
-}
-
-/// One route of the API.
-#[derive(Debug, Clone, Serialize)]
-pub struct RouteSpec {
-    #[serde(serialize_with = "method_name")]
-    pub method: Method,
-    pub path: &'static str,
-    pub permission: Permission,
-    pub scope: Scope,
-    pub summary: &'static str,
-    /// The request body's shape, for the OpenAPI document.
-    pub body: Option<&'static str>,
-}
-
-fn method_name<S: serde::Serializer>(m: &Method, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(m.as_str())
-}
 
 type Route = (RouteSpec, MethodRouter<AppState>);
 
@@ -233,14 +206,6 @@ pub fn route_specs() -> Vec<RouteSpec> {
     table().into_iter().map(|(spec, _)| spec).collect()
 }
 
-/// Routes anyone may call: logging in and out, the API's description.
-pub const PUBLIC_ROUTES: [(&str, &str); 4] = [
-    ("POST", "/api/v1/login"),
-    ("GET", "/api/v1/session"),
-    ("POST", "/api/v1/logout"),
-    ("GET", "/api/v1/openapi.json"),
-];
-
 pub fn router(app: AppState) -> Router<AppState> {
     let mut paths: BTreeMap<&'static str, MethodRouter<AppState>> = BTreeMap::new();
     for (spec, method_router) in table() {
@@ -276,7 +241,7 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
 }
 
 async fn openapi() -> Json<serde_json::Value> {
-    Json(crate::openapi::openapi_document())
+    Json(crate::openapi::document(&route_specs(), &PUBLIC_ROUTES))
 }
 
 /// A JSON body: refused with 413 when larger than the server allows, and

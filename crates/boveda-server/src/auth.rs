@@ -12,8 +12,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use boveda_service::{AccessToken, Item, Role, TokenRefusal, find_item};
 
-use crate::api::{RouteSpec, Scope};
 use crate::error::{ApiError, ApiResult};
+use crate::routes::{RouteSpec, Scope};
 use crate::{App, AppState, Served, blocking};
 
 /// The portal's session cookie.

@@ -18,6 +18,7 @@ pub mod guard;
 mod metrics;
 mod openapi;
 mod portal;
+mod routes;
 mod tls;
 
 use std::collections::HashMap;
@@ -31,11 +32,16 @@ use boveda_service::{
     BackgroundEnv, ItemOverview, Job, JobFilter, KdfParams, ServiceError, TokenSet, Vault, item_overview, list_jobs,
 };
 
-pub use api::{RouteSpec, Scope, route_specs};
+pub use api::route_specs;
 pub use auth::{FAILURE_WINDOW, MAX_FAILURES, MAX_SESSIONS_PER_TOKEN};
 pub use error::{ApiError, ApiResult};
-pub use openapi::openapi_document;
+pub use routes::{RouteSpec, Scope};
 pub use tls::{TlsListener, tls_config};
+
+/// The OpenAPI document of every route (served at `/api/v1/openapi.json`).
+pub fn openapi_document() -> serde_json::Value {
+    openapi::document(&api::route_specs(), &routes::PUBLIC_ROUTES)
+}
 
 /// How the server runs.
 pub struct ServerConfig {

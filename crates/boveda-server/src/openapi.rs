@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::api::{PUBLIC_ROUTES, route_specs};
+use crate::routes::RouteSpec;
 
 fn parameters(path: &str) -> Vec<Value> {
     path.split('/')
@@ -17,10 +17,11 @@ fn error_response(description: &str) -> Value {
 }
 
 /// The document served at `/api/v1/openapi.json` and kept as
-/// `docs/openapi.json`.
-pub fn openapi_document() -> Value {
+/// `docs/openapi.json`, made from the routes that need a token (`specs`)
+/// and those anyone may call (`public`).
+pub fn document(specs: &[RouteSpec], public: &[(&str, &str)]) -> Value {
     let mut paths = serde_json::Map::new();
-    for spec in route_specs() {
+    for spec in specs {
         let entry = paths.entry(spec.path.to_string()).or_insert_with(|| json!({}));
         let mut op = json!({
             "summary": spec.summary,
@@ -45,7 +46,7 @@ pub fn openapi_document() -> Value {
         }
         entry[spec.method.as_str().to_ascii_lowercase()] = op;
     }
-    for (method, path) in PUBLIC_ROUTES {
+    for &(method, path) in public {
         let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
         entry[method.to_ascii_lowercase()] = json!({
             "summary": match path {

@@ -23,13 +23,14 @@ use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
 use crate::alert::retry_alerts;
+use crate::backups::backup_job;
 use crate::clock::Clock;
 use crate::error::Result;
 use crate::item::{Item, ProtectionState, list_items};
+use crate::job::JobEnv;
 use crate::job::{JobFilter, JobState, Operation, list_jobs};
 use crate::policies::list_policies;
 use crate::policy::Policy;
-use crate::protection::{JobEnv, backup_job};
 use crate::prune::prune_job;
 use crate::schedule::{latest_slot, next_slot};
 

@@ -11,11 +11,12 @@ use boveda_engine::{DiskOutputFormat, NoProgress};
 use boveda_vault::Vault;
 use serde::Deserialize;
 
+use crate::backups::backup_job;
 use crate::clock::Clock;
 use crate::error::{Result, ServiceError};
 use crate::item::Item;
+use crate::job::JobEnv;
 use crate::job::{Job, JobState, Operation};
-use crate::protection::{JobEnv, backup_job};
 use crate::recovery::{RestoreRequest, find_point, restore_job};
 use crate::time_input::{check_retain_until, parse_retain_until};
 

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::alert::{Severity, raise_alert};
 use crate::clock::Clock;
 use crate::error::{Result, ServiceError, ServiceErrorKind};
+use crate::item::Item;
 pub use crate::job_record::{Job, JobProgress, JobState, Operation};
 
 const JOBS: &str = "jobs";
@@ -500,4 +501,51 @@ pub fn wait_job(vault: &Vault, id: &str, poll: Duration) -> Result<Job> {
 pub fn oldest_running_writer(vault: &Vault) -> Result<Option<Timestamp>> {
     let jobs = list_jobs(vault, &JobFilter { operation: Some(Operation::Backup), ..JobFilter::default() })?;
     Ok(jobs.iter().filter(|j| j.state.is_running()).map(|j| j.start).min())
+}
+
+/// What every job of a command or of the agent shares.
+pub struct JobEnv<'a> {
+    pub clock: &'a dyn Clock,
+    pub heartbeat: Duration,
+    pub hostname: String,
+    /// Told each job as soon as it is recorded (see [`JobSpec::started`]).
+    pub started: Option<crossbeam_channel::Sender<Job>>,
+    /// The id the job was queued under (see [`JobSpec::id`]).
+    pub job_id: Option<boveda_vault::RecordId>,
+}
+
+impl<'a> JobEnv<'a> {
+    pub fn new(clock: &'a dyn Clock, heartbeat: Duration, hostname: String) -> Self {
+        JobEnv { clock, heartbeat, hostname, started: None, job_id: None }
+    }
+
+    /// The spec of a job of the whole vault (no item).
+    pub(crate) fn vault_spec(&self, operation: Operation) -> JobSpec<'static> {
+        JobSpec {
+            operation,
+            item: None,
+            scheduled_for: None,
+            heartbeat: self.heartbeat,
+            hostname: self.hostname.clone(),
+            started: self.started.clone(),
+            id: self.job_id,
+        }
+    }
+
+    pub(crate) fn spec<'i>(
+        &self,
+        operation: Operation,
+        item: &'i Item,
+        scheduled_for: Option<Timestamp>,
+    ) -> JobSpec<'i> {
+        JobSpec {
+            operation,
+            item: Some((item.name.as_str(), item.id)),
+            scheduled_for,
+            heartbeat: self.heartbeat,
+            hostname: self.hostname.clone(),
+            started: self.started.clone(),
+            id: self.job_id,
+        }
+    }
 }

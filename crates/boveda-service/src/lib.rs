@@ -12,10 +12,12 @@ mod access;
 mod agent;
 mod alert;
 mod background;
+mod backups;
 mod clock;
 mod consistency;
 mod dashboard;
 mod error;
+mod host;
 mod item;
 mod job;
 mod job_record;
@@ -23,6 +25,7 @@ mod live_vm;
 mod names;
 mod offline;
 mod offline_drive;
+mod overview;
 mod policies;
 mod policy;
 mod protection;
@@ -36,6 +39,12 @@ mod time_input;
 mod usage;
 mod vault_admin;
 mod verify;
+
+pub use backups::backup_job;
+pub use job::JobEnv;
+pub use overview::{ItemOverview, item_overview};
+
+pub use host::{hostname, retry_policy};
 
 pub use access::{
     AccessToken, NewToken, Permission, Role, ScopedItem, TOKEN_PREFIX, TokenRefusal, TokenSet, copy_token,
@@ -59,8 +68,8 @@ pub use consistency::{ConsistencyConfig, MAX_SCRIPT_TIMEOUT_SECS, ScriptResult, 
 pub use dashboard::{DASHBOARD_DAYS, Dashboard, DayStats, VaultMetrics, dashboard, dashboard_with, vault_metrics};
 pub use error::{Remedy, Result, ServiceError, ServiceErrorKind};
 pub use item::{
-    DiscoveredVm, Item, ItemOverview, ItemSource, NewItem, Protection, ProtectionState, add_disk_item, add_files_item,
-    add_item, add_vm_item, discover_vms, find_item, item_overview, list_items, save_item, update_item,
+    DiscoveredVm, Item, ItemSource, NewItem, Protection, ProtectionState, add_disk_item, add_files_item, add_item,
+    add_vm_item, discover_vms, find_item, list_items, save_item, update_item,
 };
 pub use job::{
     DEFAULT_HEARTBEAT, Job, JobCtx, JobDone, JobFilter, JobProgress, JobSpec, JobState, Observers, Operation, find_job,
@@ -81,8 +90,8 @@ pub use policy::{
     YearlyRule, parse_weekday,
 };
 pub use protection::{
-    BackupRequest, DEFAULT_AD_HOC_RETENTION_DAYS, JobEnv, VM_DEFINITION, backup_job, backup_now, disable_protection,
-    enable_protection, resume_protection, undelete_protection,
+    BackupRequest, DEFAULT_AD_HOC_RETENTION_DAYS, VM_DEFINITION, backup_now, disable_protection, enable_protection,
+    resume_protection, undelete_protection,
 };
 pub use prune::{ExpiredPoint, PrunePlan, plan_prune, prune_job};
 pub use recovery::{
@@ -102,7 +111,7 @@ pub use time_input::{
 };
 pub use usage::{ItemUsage, PriceTable, Usage, instance_band, usage};
 pub use vault_admin::{
-    NewVault, VaultSummary, VaultUpdate, add_key_job, create_vault, hostname, open_secondary_vault, open_vault,
-    open_vault_store, remove_key_job, resolve_vault, retry_policy, summarize, update_vault, vaults_to_serve,
+    NewVault, VaultSummary, VaultUpdate, add_key_job, create_vault, open_secondary_vault, open_vault, open_vault_store,
+    remove_key_job, resolve_vault, summarize, update_vault, vaults_to_serve,
 };
 pub use verify::{RepairReport, repair_job, verify_job};

@@ -22,18 +22,15 @@
 //! keys (which only open the drives, whose objects are vault-encrypted).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use boveda_engine::BackupProgress;
-use boveda_store::{LocalStore, PutMode, RoutedStore, Store, StoreErrorKind};
-use boveda_vault::{RecordId, RecoveryPoint, Vault, VaultError};
+use boveda_store::{PutMode, Store, StoreErrorKind};
+use boveda_vault::{RecordId, Vault, VaultError};
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, ServiceError};
 use crate::item::{Item, ProtectionState};
-use crate::job::{Job, JobDone, Observers, Operation, run_job};
-use crate::protection::JobEnv;
+use crate::job::JobEnv;
 
 /// Where import jobs are kept in the vault's store.
 pub const IMPORTS: &str = "imports";
@@ -476,114 +473,6 @@ pub fn read_staging_journal(dir: &Path) -> Result<StagingJournal> {
         ServiceError::Invalid(format!("{} holds no finished offline seed ({}: {e})", dir.display(), path.display()))
     })?;
     serde_json::from_slice(&bytes).map_err(|e| ServiceError::Invalid(format!("{} does not parse: {e}", path.display())))
-}
-
-/// The item's offline seed: its first full backup, written to the staging
-/// folder as an `OfflineSeed` job, then journaled.
-///
-/// # Errors
-/// A store error writing the job's first record.
-pub fn seed_backup(
-    vault: &Vault,
-    env: &JobEnv<'_>,
-    item: &Item,
-    job_name: &str,
-    retain_until: Option<Timestamp>,
-    scheduled_for: Option<Timestamp>,
-    progress: &dyn BackupProgress,
-) -> Result<(Job, Result<RecoveryPoint>)> {
-    let import = find_import_job(&**vault.store(), job_name)?;
-    let dir = import.staging_dir();
-    let spec = env.spec(Operation::OfflineSeed, item, scheduled_for);
-    let observers = Observers { backup: Some(progress), restore: None };
-    run_job(vault, env.clock, &spec, observers, |ctx| {
-        ctx.set_phase("backing up to the staging folder");
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| ServiceError::Invalid(format!("staging folder {}: {e}", dir.display())))?;
-        // a seed killed midway left objects of no point: start again clean
-        for folder in SEED_FOLDERS {
-            let _ = std::fs::remove_dir_all(dir.join(folder));
-        }
-        let faults = boveda_store::faults_from_env().map_err(VaultError::from)?;
-        let staging: Arc<dyn Store> =
-            boveda_store::layer(Arc::new(LocalStore::new(dir.clone())), boveda_store::RetryPolicy::default(), faults);
-        let routed: Arc<dyn Store> = Arc::new(RoutedStore::new(vault.store().clone(), staging.clone(), &SEED_FOLDERS));
-        let seeding = vault.with_store(routed);
-        let req = crate::protection::BackupRequest {
-            retain_until,
-            now: env.clock.now(),
-            cancel: Some(&ctx.cancel),
-            hostname: env.hostname.clone(),
-            scheduled_for,
-        };
-        let point = crate::protection::backup_now(&seeding, item, &req, ctx)?;
-        ctx.set_phase("journaling the staged objects");
-        let mut objects = Vec::new();
-        for folder in SEED_FOLDERS {
-            for o in staging.list(folder).map_err(VaultError::from)? {
-                let bytes = staging.get(&o.name).map_err(VaultError::from)?;
-                objects.push(StagedObject {
-                    name: o.name,
-                    size: bytes.len() as u64,
-                    blake3: blake3::hash(&bytes).to_hex().to_string(),
-                });
-            }
-        }
-        let journal = StagingJournal {
-            vault_id: vault.config().id.to_hex(),
-            import_job: import.name.clone(),
-            import_job_id: import.id,
-            point: point.id.to_hex(),
-            objects,
-        };
-        let body = serde_json::to_vec_pretty(&journal).map_err(|e| ServiceError::Internal(e.to_string()))?;
-        write_atomically(&dir.join(STAGING_JOURNAL), &body)?;
-        let (count, bytes) = (journal.objects.len() as u64, journal.objects.iter().map(|o| o.size).sum::<u64>());
-        let now = env.clock.now();
-        update_import_job(&**vault.store(), &import.name, |j| {
-            j.state = ImportState::Staged;
-            j.point = Some(point.id.to_hex());
-            j.objects = count;
-            j.bytes = bytes;
-            j.note(now, format!("seed staged: point {}, {count} objects, {bytes} bytes", point.id.short()));
-            Ok(())
-        })?;
-        let done = JobDone {
-            warnings: point.warnings.clone(),
-            details: vec![format!(
-                "offline seed of import job {} staged in {}: {count} objects, {bytes} bytes; nothing was sent to the store",
-                import.name,
-                dir.display()
-            )],
-            point: Some(point.id),
-        };
-        Ok((point, done))
-    })
-}
-
-/// A backup of an item that waits for its import job: a job that says so
-/// and uploads nothing.
-///
-/// # Errors
-/// A store error writing the job.
-pub fn waiting_backup(
-    vault: &Vault,
-    env: &JobEnv<'_>,
-    item: &Item,
-    import: &ImportJob,
-    scheduled_for: Option<Timestamp>,
-) -> Result<(Job, Result<RecoveryPoint>)> {
-    let spec = env.spec(Operation::Backup, item, scheduled_for);
-    let reason = format!(
-        "item {} waits for import job {} to complete ({}): its first backup travels on drives, so nothing was uploaded",
-        item.name,
-        import.name,
-        import.state.as_str()
-    );
-    let (job, _) = run_job(vault, env.clock, &spec, Observers::default(), |_| {
-        Ok(((), JobDone { details: vec![reason.clone()], ..JobDone::default() }))
-    })?;
-    Ok((job, Err(ServiceError::Conflict(reason))))
 }
 
 pub(crate) fn write_atomically(path: &Path, body: &[u8]) -> Result<()> {

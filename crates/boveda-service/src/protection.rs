@@ -11,14 +11,12 @@ use std::path::PathBuf;
 use boveda_engine::FileBackupOutcome;
 use boveda_vault::{RecoveryPoint, Vault};
 
-use crate::clock::Clock;
 use crate::consistency::with_consistency;
 use jiff::{SignedDuration, Timestamp};
-use std::time::Duration;
 
 use crate::error::{Remedy, Result, ServiceError, ServiceErrorKind};
 use crate::item::{Item, ItemSource, Protection, ProtectionState, domain_disks, update_item};
-use crate::job::{Job, JobDone, JobSpec, Observers, Operation, run_job};
+use crate::job::{JobDone, JobEnv, Observers, Operation, run_job};
 use crate::policies::{find_policy, list_policies};
 use crate::policy::Policy;
 
@@ -182,7 +180,7 @@ struct LiveState {
     freeze_ms: Option<u64>,
 }
 
-fn check_can_back_up(item: &Item) -> Result<()> {
+pub(crate) fn check_can_back_up(item: &Item) -> Result<()> {
     match item.protection.state {
         ProtectionState::NotProtected | ProtectionState::Protected => Ok(()),
         ProtectionState::Stopped => Err(ServiceError::refused(
@@ -196,102 +194,6 @@ fn check_can_back_up(item: &Item) -> Result<()> {
             Remedy::Undelete { item: item.name.clone() },
         )),
     }
-}
-
-/// What every job of a command or of the agent shares.
-pub struct JobEnv<'a> {
-    pub clock: &'a dyn Clock,
-    pub heartbeat: Duration,
-    pub hostname: String,
-    /// Told each job as soon as it is recorded (see [`JobSpec::started`]).
-    pub started: Option<crossbeam_channel::Sender<Job>>,
-    /// The id the job was queued under (see [`JobSpec::id`]).
-    pub job_id: Option<boveda_vault::RecordId>,
-}
-
-impl<'a> JobEnv<'a> {
-    pub fn new(clock: &'a dyn Clock, heartbeat: Duration, hostname: String) -> Self {
-        JobEnv { clock, heartbeat, hostname, started: None, job_id: None }
-    }
-
-    /// The spec of a job of the whole vault (no item).
-    pub(crate) fn vault_spec(&self, operation: Operation) -> JobSpec<'static> {
-        JobSpec {
-            operation,
-            item: None,
-            scheduled_for: None,
-            heartbeat: self.heartbeat,
-            hostname: self.hostname.clone(),
-            started: self.started.clone(),
-            id: self.job_id,
-        }
-    }
-
-    pub(crate) fn spec<'i>(
-        &self,
-        operation: Operation,
-        item: &'i Item,
-        scheduled_for: Option<Timestamp>,
-    ) -> JobSpec<'i> {
-        JobSpec {
-            operation,
-            item: Some((item.name.as_str(), item.id)),
-            scheduled_for,
-            heartbeat: self.heartbeat,
-            hostname: self.hostname.clone(),
-            started: self.started.clone(),
-            id: self.job_id,
-        }
-    }
-}
-
-/// Takes a recovery point as a `Backup` job: ad-hoc ("backup now", kept
-/// until `retain_until`) or for a policy slot.
-///
-/// # Errors
-/// `Invalid` before any job is recorded for a retain-until time not in the
-/// future or an item that cannot be backed up; a store error recording the
-/// job; the backup's own error is in the second value (and the job is
-/// `Failed` or `Cancelled`).
-pub fn backup_job(
-    vault: &Vault,
-    env: &JobEnv<'_>,
-    item: &Item,
-    retain_until: Option<Timestamp>,
-    scheduled_for: Option<Timestamp>,
-    progress: &dyn BackupProgress,
-) -> Result<(Job, Result<RecoveryPoint>)> {
-    // what can be refused at once is refused before a job is recorded
-    check_can_back_up(item)?;
-    if let Some(t) = retain_until {
-        crate::time_input::check_retain_until(t, env.clock.now())?;
-    }
-    // an item seeded offline: its first backup goes to the staging folder,
-    // and later ones wait until the import job completed
-    if let Some(import) = crate::offline::item_import_job(vault, item)? {
-        return if import.state == crate::offline::ImportState::SeedPending {
-            crate::offline::seed_backup(vault, env, item, &import.name, retain_until, scheduled_for, progress)
-        } else {
-            crate::offline::waiting_backup(vault, env, item, &import, scheduled_for)
-        };
-    }
-    let spec = env.spec(Operation::Backup, item, scheduled_for);
-    let observers = Observers { backup: Some(progress), restore: None };
-    run_job(vault, env.clock, &spec, observers, |ctx| {
-        ctx.set_phase("backing up");
-        let req = BackupRequest {
-            retain_until,
-            now: env.clock.now(),
-            cancel: Some(&ctx.cancel),
-            hostname: env.hostname.clone(),
-            scheduled_for,
-        };
-        let point = backup_now(vault, item, &req, ctx)?;
-        let details =
-            point.freeze_ms.map(|ms| format!("the guest's file systems were frozen for {ms} ms")).into_iter().collect();
-        let done = JobDone { warnings: point.warnings.clone(), details, point: Some(point.id) };
-        Ok((point, done))
-    })
 }
 
 fn simple_job(

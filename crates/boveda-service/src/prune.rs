@@ -9,9 +9,9 @@ use serde::Serialize;
 use crate::error::Result;
 use crate::error::ServiceError;
 use crate::item::{ProtectionState, list_items, remove_item};
+use crate::job::JobEnv;
 use crate::job::{Job, JobDone, Observers, Operation, oldest_running_writer, run_job};
 use crate::policies::list_policies;
-use crate::protection::JobEnv;
 use crate::retention::evaluate;
 
 #[derive(Debug, Clone, Serialize)]

@@ -391,7 +391,7 @@ pub struct RestoreReport {
 /// not in the point, a stopped job: `Cancelled`).
 pub fn restore_job(
     vault: &Vault,
-    env: &crate::protection::JobEnv<'_>,
+    env: &crate::job::JobEnv<'_>,
     item: &Item,
     point: &RecoveryPoint,
     req: &RestoreRequest,

@@ -95,7 +95,7 @@ pub fn open_secondary(vault: &Vault) -> Result<Arc<dyn Store>> {
 }
 
 fn secondary_of(settings: &VaultSettings) -> Result<Arc<dyn Store>> {
-    secondary_with(settings, crate::vault_admin::retry_policy(&settings.store))
+    secondary_with(settings, crate::host::retry_policy(&settings.store))
 }
 
 /// Whether the secondary answers and holds this vault now, asked with two
@@ -163,7 +163,7 @@ pub(crate) fn attach(vault: &mut Vault) {
         &FOLDERS,
         eager,
         vault.parallel_requests(),
-        &crate::vault_admin::hostname(),
+        &crate::host::hostname(),
     ));
     // a failed look is retried by the next process; this one may write
     let _ = store.look_for_pending();
@@ -340,7 +340,7 @@ fn record_and_alert(vault: &Vault, clock: &dyn Clock, report: Result<PassReport,
     let now = clock.now();
     let mut record = read_record(primary)?.unwrap_or_default();
     record.time = Some(now);
-    record.host = crate::vault_admin::hostname();
+    record.host = crate::host::hostname();
     match &report {
         Ok(r) => {
             record.error = None;
@@ -390,7 +390,7 @@ fn replication_spec() -> JobSpec<'static> {
         item: None,
         scheduled_for: None,
         heartbeat: crate::job::DEFAULT_HEARTBEAT,
-        hostname: crate::vault_admin::hostname(),
+        hostname: crate::host::hostname(),
         started: None,
         id: None,
     }
@@ -469,7 +469,7 @@ pub fn replication_job(
 pub fn change_redundancy(vault: &mut Vault, redundancy: &str, secondary: Option<&str>) -> Result<bool> {
     let secondary = match (redundancy, secondary) {
         ("lrs", None) => None,
-        ("grs", Some(url)) => Some(crate::vault_admin::normalize_store(url)?),
+        ("grs", Some(url)) => Some(crate::host::normalize_store(url)?),
         ("lrs", Some(_)) => {
             return Err(ServiceError::Invalid("a locally redundant (lrs) vault has no secondary store".into()));
         }

@@ -6,6 +6,7 @@ use boveda_vault::{StoreSettings, VaultError};
 use serde::Serialize;
 
 use crate::error::{Result, ServiceError};
+use crate::host::{hostname, normalize_store, retry_policy};
 use crate::item::list_items;
 use crate::names::validate_vault_name;
 use crate::registry::{KnownVault, Registry};
@@ -54,14 +55,6 @@ impl NewVault {
     fn default_kdf() -> KdfParams {
         KdfParams::DEFAULT
     }
-}
-
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".into())
 }
 
 /// Creates a vault and records it in the user's registry.
@@ -149,22 +142,6 @@ pub fn create_vault(req: &NewVault, passphrase: &[u8]) -> Result<Vault> {
         let _ = crate::replication::replicate(&vault, &|_| {});
     }
     Ok(vault)
-}
-
-/// Local paths are made absolute so the registry works from any folder.
-pub(crate) fn normalize_store(url: &str) -> Result<String> {
-    if url.contains("://") {
-        return Ok(url.to_string());
-    }
-    let p = std::path::Path::new(url);
-    let abs = if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        std::env::current_dir().map_err(|e| ServiceError::Invalid(format!("cannot resolve {url}: {e}")))?.join(p)
-    };
-    // drop `.` components; `..` is kept as given (it may cross a symlink)
-    let clean: std::path::PathBuf = abs.components().filter(|c| !matches!(c, std::path::Component::CurDir)).collect();
-    Ok(clean.display().to_string())
 }
 
 /// Resolves `--vault`: a known name, else a store URL or path. With no
@@ -276,18 +253,6 @@ fn open_copy_at(url: &str, passphrase: &[u8]) -> Result<Vault> {
         vault.use_index_cache(&crate::registry::cache_dir());
     }
     Ok(vault)
-}
-
-/// The retry policy a vault's settings ask for.
-pub fn retry_policy(settings: &StoreSettings) -> RetryPolicy {
-    let default = RetryPolicy::default();
-    RetryPolicy {
-        attempts: settings.retries.unwrap_or(default.attempts),
-        max_delay: settings
-            .retry_max_wait_secs
-            .map_or(default.max_delay, |s| std::time::Duration::from_secs(u64::from(s))),
-        ..default
-    }
 }
 
 /// Changes to a vault's settings; `None` leaves a setting as it is.
@@ -493,7 +458,7 @@ pub fn summarize(vault: &Vault) -> Result<VaultSummary> {
 /// recording the job; inside the result, the vault's errors.
 pub fn add_key_job(
     vault: &Vault,
-    env: &crate::protection::JobEnv<'_>,
+    env: &crate::job::JobEnv<'_>,
     passphrase: &[u8],
     label: &str,
     kdf: KdfParams,
@@ -516,7 +481,7 @@ pub fn add_key_job(
 /// vault's refusal.
 pub fn remove_key_job(
     vault: &Vault,
-    env: &crate::protection::JobEnv<'_>,
+    env: &crate::job::JobEnv<'_>,
     id_prefix: &str,
 ) -> Result<(crate::job::Job, Result<RecordId>)> {
     key_job(env, vault, |_| {
@@ -526,7 +491,7 @@ pub fn remove_key_job(
 }
 
 fn key_job(
-    env: &crate::protection::JobEnv<'_>,
+    env: &crate::job::JobEnv<'_>,
     vault: &Vault,
     body: impl FnOnce(&crate::job::JobCtx<'_>) -> Result<(RecordId, String)>,
 ) -> Result<(crate::job::Job, Result<RecordId>)> {

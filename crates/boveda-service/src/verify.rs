@@ -4,8 +4,8 @@
 use boveda_vault::{CheckOptions, CheckReport, Vault, check};
 
 use crate::error::{Result, ServiceError};
+use crate::job::JobEnv;
 use crate::job::{Job, JobDone, Observers, Operation, run_job};
-use crate::protection::JobEnv;
 
 /// Checks `vault` as a `Verify` job: key slots, indexes, packs, points
 /// and trees, and with `read_data` every chunk's data. `step` hears each

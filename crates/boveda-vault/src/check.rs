@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::blob::BlobKind;
 use crate::catalog::{CATALOG_FOLDER, CatalogRecord, ITEMS_KIND};
 use crate::error::Result;
+use crate::gc::LostPack;
 use crate::index::{ChunkIndex, IndexObject};
 use crate::key_slot::KeySlot;
 use crate::object::{ObjectKind, open_json};
@@ -44,20 +45,6 @@ pub struct Problem {
     pub affects: Vec<Affected>,
     /// Uses beyond those listed in `affects`.
     pub more_affected: usize,
-}
-
-/// Data the store no longer has, as the check found it: a pack gone (or
-/// of another size than its index says), or chunks in it that do not
-/// decode. `vault repair` and prune drop these from the index, so the next
-/// backup stores those chunks again from its source. A pack that could not
-/// be read for another reason (the store did not answer) is not counted:
-/// a passing fault must not make boveda forget data.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LostPack {
-    pub pack: PackId,
-    pub kind: BlobKind,
-    /// The chunks lost; `None`: all of them (the pack itself is gone).
-    pub chunks: Option<Vec<ChunkId>>,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]

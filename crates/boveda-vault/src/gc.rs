@@ -59,6 +59,20 @@ pub fn write_index(vault: &Vault, packs: Vec<IndexPack>) -> Result<String> {
     }
 }
 
+/// Data the store no longer has, as the check found it: a pack gone (or
+/// of another size than its index says), or chunks in it that do not
+/// decode. `vault repair` and prune drop these from the index, so the next
+/// backup stores those chunks again from its source. A pack that could not
+/// be read for another reason (the store did not answer) is not counted:
+/// a passing fault must not make boveda forget data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LostPack {
+    pub pack: PackId,
+    pub kind: BlobKind,
+    /// The chunks lost; `None`: all of them (the pack itself is gone).
+    pub chunks: Option<Vec<ChunkId>>,
+}
+
 /// Drops what the store lost from the index: packs that are gone (or of
 /// the wrong size) and chunks that do not decode. Each index object that
 /// lists one is replaced by one without it (written before the old one is
@@ -70,11 +84,11 @@ pub fn write_index(vault: &Vault, packs: Vec<IndexPack>) -> Result<String> {
 /// # Errors
 /// A store error; a crash midway leaves an index that lists a pack twice
 /// (or still lists a lost one), which the next repair or prune finishes.
-pub fn forget_lost(vault: &Vault, lost: &[crate::check::LostPack]) -> Result<usize> {
+pub fn forget_lost(vault: &Vault, lost: &[LostPack]) -> Result<usize> {
     if lost.is_empty() {
         return Ok(0);
     }
-    let by_pack: HashMap<PackId, &crate::check::LostPack> = lost.iter().map(|l| (l.pack, l)).collect();
+    let by_pack: HashMap<PackId, &LostPack> = lost.iter().map(|l| (l.pack, l)).collect();
     let mut dropped = 0;
     for (name, obj) in vault.index_objects()? {
         if !obj.packs.iter().any(|p| by_pack.contains_key(&p.id)) {
@@ -108,7 +122,7 @@ pub fn forget_lost(vault: &Vault, lost: &[crate::check::LostPack]) -> Result<usi
 ///
 /// # Errors
 /// A store error.
-pub fn missing_packs(vault: &Vault) -> Result<Vec<crate::check::LostPack>> {
+pub fn missing_packs(vault: &Vault) -> Result<Vec<LostPack>> {
     // the index first: a backup writes a pack before the index object that
     // lists it, so every pack indexed here is listed below unless lost
     let indexed = vault.index_objects()?;
@@ -123,7 +137,7 @@ pub fn missing_packs(vault: &Vault) -> Result<Vec<crate::check::LostPack>> {
     for (_, obj) in indexed {
         for p in obj.packs {
             if !present.contains(&p.id) {
-                lost.insert(p.id, crate::check::LostPack { pack: p.id, kind: p.kind, chunks: None });
+                lost.insert(p.id, LostPack { pack: p.id, kind: p.kind, chunks: None });
             }
         }
     }

@@ -43,7 +43,6 @@ mod ids;
 mod index;
 mod key_slot;
 mod lease;
-mod merged_index;
 mod object;
 mod object_cache;
 mod pack;
@@ -54,14 +53,14 @@ mod vault;
 pub use blob::{BlobKind, decode_blob, encode_blob};
 pub use blob_writer::{BlobWriter, WriterStats};
 pub use catalog::ITEMS_KIND;
-pub use check::{Affected, CheckOptions, CheckReport, LostPack, Problem, check};
+pub use check::{Affected, CheckOptions, CheckReport, Problem, check};
 pub use chunker::{Chunker, ChunkerParams};
 pub use crypto::{AuthError, DriveSealer, KdfParams, MasterKey, Sealer};
 pub use error::{Result, VaultError, VaultErrorKind};
 pub use gc::{
-    DEFAULT_SAFETY_MARGIN, Deletion, GcPlan, GcRequest, MIN_WRITER_SLACK, PlannedPack, WaitingMark, abandoned_uploads,
-    consolidate_index, deletions, execute as gc_execute, forget_lost, marked_packs, missing_packs, plan as gc_plan,
-    referenced_chunks, referenced_chunks_lenient, write_index,
+    DEFAULT_SAFETY_MARGIN, Deletion, GcPlan, GcRequest, LostPack, MIN_WRITER_SLACK, PlannedPack, WaitingMark,
+    abandoned_uploads, consolidate_index, deletions, execute as gc_execute, forget_lost, marked_packs, missing_packs,
+    plan as gc_plan, referenced_chunks, referenced_chunks_lenient, write_index,
 };
 pub use ids::{ChunkId, PackId, PointId, RecordId};
 pub use index::{BlobRef, ChunkIndex, IndexPack};

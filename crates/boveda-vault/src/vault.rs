@@ -14,9 +14,9 @@ use crate::catalog::{CatalogRecord, is_live, newest_revisions, revision_name};
 use crate::chunker::{Chunker, ChunkerParams};
 use crate::crypto::{KdfParams, MasterKey};
 use crate::error::{Result, VaultError};
+use crate::index::merged::{MergedIndex, MergedIndexBuilder};
 use crate::index::{BlobRef, ChunkIndex, IndexObject};
 use crate::key_slot::{KeySlot, KeySlotInfo};
-use crate::merged_index::{MergedIndex, MergedIndexBuilder};
 use crate::object::{ObjectKind, header, open_json, parse_header, seal_json};
 use crate::pack::pack_name;
 use crate::point::{RecoveryPoint, point_name};
@@ -239,7 +239,7 @@ pub struct Vault {
     slot: RecordId,
     damage: Arc<DamageLog>,
     cache: Option<crate::ObjectCache>,
-    /// Where the merged index file is kept (see [`crate::merged_index`]).
+    /// Where the merged index file is kept (see [`crate::index::merged`]).
     merged_index: Option<std::path::PathBuf>,
     /// Whole tree packs read from a remote store, so that walking a tree
     /// costs one request per tree pack, not one per directory.
@@ -430,7 +430,7 @@ impl Vault {
 
     /// Keeps the merged index as a file below `dir/<vault id>/`, so that
     /// opening the index costs neither reads nor memory in proportion to
-    /// the vault (see [`crate::merged_index`]).
+    /// the vault (see [`crate::index::merged`]).
     pub fn use_index_cache(&mut self, dir: &std::path::Path) {
         let here = dir.join(self.config.id.to_hex());
         self.merged_index = Some(here.join("index.merged"));

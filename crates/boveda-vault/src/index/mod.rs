@@ -5,59 +5,14 @@
 
 use std::collections::{HashMap, HashSet};
 
-use serde::{Deserialize, Serialize};
-
 use crate::blob::BlobKind;
-use crate::crypto::MasterKey;
-use crate::error::{Result, VaultError};
-use crate::merged_index::{Loc, MergedIndex};
-use crate::object::{ObjectKind, open_bytes, seal_bytes};
-use crate::pack::PackEntry;
 use crate::{ChunkId, PackId};
 
-/// Where index objects live; also what they are bound to when sealed.
-const INDEX_FOLDER: &str = "index";
+pub mod merged;
+mod object;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IndexPack {
-    pub id: PackId,
-    pub kind: BlobKind,
-    pub size: u64,
-    pub entries: Vec<PackEntry>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IndexObject {
-    pub packs: Vec<IndexPack>,
-}
-
-impl IndexObject {
-    /// Seals the index and names it after the hash of its bytes.
-    pub fn seal(&self, key: &MasterKey) -> Result<(String, Vec<u8>)> {
-        let plain = postcard::to_stdvec(self).map_err(|e| VaultError::Invalid(e.to_string()))?;
-        let bytes = seal_bytes(key, ObjectKind::Index, INDEX_FOLDER, &plain);
-        Ok((format!("{INDEX_FOLDER}/{}", blake3::hash(&bytes).to_hex()), bytes))
-    }
-
-    /// Opens an index object, which is named after the hash of its bytes:
-    /// a copy under another name is detected as surely as an altered byte.
-    ///
-    /// # Errors
-    /// `Damaged` when the name does not match the content, authentication
-    /// fails or the content does not parse.
-    pub fn open(key: &MasterKey, name: &str, bytes: &[u8]) -> Result<Self> {
-        if name.strip_prefix(INDEX_FOLDER).and_then(|n| n.strip_prefix('/'))
-            != Some(blake3::hash(bytes).to_hex().as_str())
-        {
-            return Err(VaultError::damaged(
-                name,
-                "content does not match its name (altered, or a copy of another index object)",
-            ));
-        }
-        let plain = open_bytes(key, name, INDEX_FOLDER, bytes, ObjectKind::Index)?;
-        postcard::from_bytes(&plain).map_err(|e| VaultError::damaged(name, e))
-    }
-}
+use merged::{Loc, MergedIndex};
+pub use object::{IndexObject, IndexPack};
 
 /// Where a blob is, as callers see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,7 +25,7 @@ pub struct BlobRef {
 }
 
 /// Where every chunk of a vault is: the merged index file when the vault
-/// has a cache folder (see [`crate::merged_index`]), and in memory what
+/// has a cache folder (see [`merged`]), and in memory what
 /// it lacks (index objects listed since, or every object without a cache:
 /// about 60 bytes a chunk).
 ///
@@ -205,21 +160,7 @@ impl ChunkIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
-
-    proptest! {
-        #[test]
-        fn index_object_round_trip(n in 0usize..50, seed in any::<u8>()) {
-            let key = MasterKey::generate();
-            let entries: Vec<PackEntry> = (0..n).map(|i| PackEntry {
-                id: ChunkId([seed.wrapping_add(i as u8); 32]), offset: i as u32 * 10, length: 10, raw_len: 20,
-            }).collect();
-            let obj = IndexObject { packs: vec![IndexPack { id: PackId([seed; 32]), kind: BlobKind::Tree, size: 99, entries }] };
-            let (name, bytes) = obj.seal(&key).expect("seal");
-            prop_assert!(name.starts_with("index/"));
-            prop_assert_eq!(IndexObject::open(&key, &name, &bytes).expect("open"), obj);
-        }
-    }
+    use crate::pack::PackEntry;
 
     #[test]
     fn first_location_wins() {

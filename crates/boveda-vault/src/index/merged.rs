@@ -24,8 +24,8 @@ use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use super::object::IndexObject;
 use crate::blob::BlobKind;
-use crate::index::IndexObject;
 use crate::{ChunkId, PackId};
 
 const MAGIC: &[u8; 8] = b"BVDMIX01";

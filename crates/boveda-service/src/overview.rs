@@ -1,0 +1,83 @@
+//! The item list as the CLI and the portal show it: each item with its
+//! protection state, policy, last backup and next one. A read model, made
+//! from items, points, policies, jobs and import jobs; nothing imports it
+//! but the commands, the server and the dashboard.
+
+use boveda_vault::Vault;
+
+use crate::error::Result;
+use crate::item::{Item, ProtectionState, list_items};
+use crate::offline::{ImportState, list_import_jobs, seeding_status};
+use crate::policies::list_policies;
+
+/// An item as the item list shows it: its protection state (with
+/// "Warning (initial backup pending)" and an offline seed's progress), its
+/// policy, its last backup and when the next one is due.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ItemOverview {
+    pub name: String,
+    pub kind: String,
+    pub protection: String,
+    pub policy: Option<String>,
+    /// The state of its last backup job (`-` before any).
+    pub last_backup_status: String,
+    pub last_backup: Option<jiff::Timestamp>,
+    pub next_backup: Option<jiff::Timestamp>,
+    pub recovery_points: usize,
+    pub item: Item,
+}
+
+/// Every item of the vault as the item list shows it, at `now`.
+///
+/// # Errors
+/// A store error or a damaged record.
+pub fn item_overview(vault: &Vault, now: jiff::Timestamp) -> Result<Vec<ItemOverview>> {
+    let items = list_items(vault)?;
+    let points = vault.list_points()?;
+    let policies = list_policies(vault)?;
+    let filter = crate::job::JobFilter { operation: Some(crate::job::Operation::Backup), ..Default::default() };
+    let jobs = crate::job::list_jobs(vault, &filter)?;
+    let imports = list_import_jobs(&**vault.store())?;
+    Ok(items
+        .into_iter()
+        .map(|i| {
+            let seeding = imports
+                .iter()
+                .find(|j| j.item_id == i.id && j.state != ImportState::Completed)
+                .and_then(seeding_status);
+            let last_point = points.iter().rev().find(|p| p.item_id == i.id);
+            let last_job = jobs.iter().rev().find(|j| j.item_id == Some(i.id));
+            let policy = policies.iter().find(|p| Some(p.id) == i.protection.policy);
+            let status = match (last_job, last_point) {
+                (Some(j), _) => j.state.as_str().to_string(),
+                (None, Some(p)) if !p.warnings.is_empty() => "CompletedWithWarnings".into(),
+                (None, Some(_)) => "Completed".into(),
+                (None, None) => "-".into(),
+            };
+            let protection = match (i.protection.state, last_point) {
+                (state, _) if seeding.is_some() => {
+                    format!("{} - {}", state.as_str(), seeding.clone().unwrap_or_default())
+                }
+                (ProtectionState::NotProtected | ProtectionState::Protected, None) => {
+                    format!("{} - Warning (initial backup pending)", i.protection.state.as_str())
+                }
+                (state, _) => state.as_str().to_string(),
+            };
+            let next = match (i.protection.state, policy) {
+                (ProtectionState::Protected, Some(p)) => crate::schedule::next_slot(p, now),
+                _ => None,
+            };
+            ItemOverview {
+                name: i.name.clone(),
+                kind: i.source.type_name().into(),
+                protection,
+                policy: policy.map(|p| p.name.clone()),
+                last_backup_status: status,
+                last_backup: last_job.map(|j| j.start).or(last_point.map(|p| p.time)),
+                next_backup: next,
+                recovery_points: points.iter().filter(|p| p.item_id == i.id).count(),
+                item: i,
+            }
+        })
+        .collect())
+}
