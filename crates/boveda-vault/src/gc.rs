@@ -24,7 +24,7 @@ use crate::index::{IndexObject, IndexPack};
 use crate::pack::{pack_name, parse_pack_name};
 use crate::point::RecoveryPoint;
 use crate::tree::{NodeKind, Piece};
-use crate::vault::Vault;
+use crate::vault::{Removal, Vault};
 use crate::{ChunkId, PackId, RecordId};
 
 const DELETIONS: &str = "deletions";
@@ -112,7 +112,7 @@ pub fn forget_lost(vault: &Vault, lost: &[LostPack]) -> Result<usize> {
         if !keep.is_empty() {
             write_index(vault, keep)?;
         }
-        vault.store().delete(&name)?;
+        vault.remove(&name, Removal::IndexObject)?;
     }
     Ok(dropped)
 }
@@ -176,7 +176,7 @@ pub fn consolidate_index(vault: &Vault) -> Result<usize> {
             batch.iter().flat_map(|(_, o)| o.packs.iter()).filter(|p| ids.insert(p.id)).cloned().collect();
         write_index(vault, packs)?;
         for (name, _) in batch.drain(..) {
-            vault.store().delete(&name)?;
+            vault.remove(&name, Removal::IndexObject)?;
             merged += 1;
         }
         Ok(())
@@ -475,7 +475,7 @@ pub fn plan(vault: &Vault, req: &GcRequest<'_>) -> Result<GcPlan> {
 /// # Errors
 /// A store error; what was done stays done and the next prune continues.
 pub fn execute(vault: &Vault, plan: &GcPlan, now: Timestamp) -> Result<()> {
-    let store = vault.store();
+    let _store = vault.store();
     // Index objects that list a swept pack go first: deleted when they list
     // only swept packs, else replaced by one without them (written before
     // the old one is deleted, so every other pack stays indexed).
@@ -488,11 +488,11 @@ pub fn execute(vault: &Vault, plan: &GcPlan, now: Timestamp) -> Result<()> {
             if !keep.is_empty() {
                 write_index(vault, keep)?;
             }
-            store.delete(&name)?;
+            vault.remove(&name, Removal::IndexObject)?;
         }
     }
     plan.sweep.par_iter().try_for_each(|p| -> Result<()> {
-        store.delete(&pack_name(p.kind, &p.pack))?;
+        vault.remove(&pack_name(p.kind, &p.pack), Removal::Pack)?;
         Ok(())
     })?;
     consolidate_index(vault)?;
@@ -500,7 +500,7 @@ pub fn execute(vault: &Vault, plan: &GcPlan, now: Timestamp) -> Result<()> {
         vault.catalog_put::<Deletion>(DELETIONS, rid, None)?;
     }
     for upload in &plan.abandoned {
-        store.discard_upload(upload)?;
+        vault.discard_upload(upload)?;
     }
     if !plan.repack.is_empty() {
         // copy the used chunks to new packs: the writer's index leaves out

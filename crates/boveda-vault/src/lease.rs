@@ -27,6 +27,7 @@ use boveda_store::{PutMode, StoreErrorKind};
 
 use crate::error::{Result, VaultError};
 use crate::object::{ObjectKind, open_json, seal_json};
+use crate::vault::Removal;
 use crate::vault::Vault;
 
 /// The lease object's name.
@@ -170,7 +171,7 @@ impl Vault {
             (Some(tag), true) => self.store().put(PRUNE_LEASE, &bytes, PutMode::ReplaceIfMatch(tag.clone())),
             // a store without If-Match: remove the ended lease and create anew
             _ => {
-                self.store().delete(PRUNE_LEASE)?;
+                self.remove(PRUNE_LEASE, Removal::PruneLease)?;
                 self.store().put_new(PRUNE_LEASE, &bytes)
             }
         };
@@ -212,7 +213,7 @@ impl Vault {
                     (Some(held), _) => return Err(busy(&held)),
                     (None, _) => {}
                 }
-                self.store().delete(PRUNE_LEASE)?;
+                self.remove(PRUNE_LEASE, Removal::PruneLease)?;
                 self.store().put_new(PRUNE_LEASE, &bytes)?
             }
         };

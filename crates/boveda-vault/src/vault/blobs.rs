@@ -1,0 +1,282 @@
+//! The index and reading blobs and trees.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use boveda_store::StoreErrorKind;
+use rayon::prelude::*;
+
+use crate::ChunkId;
+use crate::blob::decode_blob;
+use crate::error::{Result, VaultError};
+use crate::index::merged::{MergedIndex, MergedIndexBuilder};
+use crate::index::{BlobRef, ChunkIndex, IndexObject};
+use crate::pack::pack_name;
+use crate::tree::Tree;
+
+use super::Vault;
+
+/// Index objects listed since a merged index was written that are read
+/// and added in memory, at most; more, and the file is built again.
+const PATCH_OBJECTS: usize = 256;
+/// Sealed bytes of those objects at most (about 180 000 entries, some
+/// 15 MB in memory): memory stays bounded whatever was added.
+const PATCH_BYTES: u64 = 8 << 20;
+
+/// Whether a merged index file is close enough to the listing to be
+/// patched: then the base packs whose objects are gone, and the names of
+/// the objects to add. `None` when it should be built again.
+fn patchable(base: MergedIndex, listed: &[boveda_store::ObjectInfo]) -> Option<(MergedIndex, HashSet<u32>, Vec<&str>)> {
+    let merged: HashSet<&str> = base.names().iter().map(String::as_str).collect();
+    let added: Vec<&boveda_store::ObjectInfo> = listed.iter().filter(|o| !merged.contains(o.name.as_str())).collect();
+    if added.len() > PATCH_OBJECTS || added.iter().map(|o| o.size).sum::<u64>() > PATCH_BYTES {
+        return None;
+    }
+    let added: Vec<&str> = added.iter().map(|o| o.name.as_str()).collect();
+    let listed: HashSet<&str> = listed.iter().map(|o| o.name.as_str()).collect();
+    let removed: HashSet<u32> = (0..base.names().len())
+        .filter(|&i| !listed.contains(base.names()[i].as_str()))
+        .filter_map(|i| u32::try_from(i).ok())
+        .collect();
+    let mut gone = HashSet::new();
+    if !removed.is_empty() {
+        let mut entries = 0u64;
+        for pos in 0..u32::try_from(base.pack_count()).ok()? {
+            let pack = base.pack(pos);
+            if removed.contains(&pack.source) {
+                gone.insert(pos);
+                entries += u64::from(pack.entries);
+            }
+        }
+        // packs swept away cost a lookup each time they are skipped
+        if entries > (base.distinct() / 8).max(100_000) {
+            return None;
+        }
+    }
+    Some((base, gone, added))
+}
+
+/// Bytes of tree packs a vault keeps in memory at most (then it starts over).
+const TREE_PACKS_KEPT: usize = 64 << 20;
+
+impl Vault {
+    /// Reads every index object and merges them.
+    ///
+    /// # Errors
+    /// A store error, or `Damaged` naming an index object.
+    pub fn load_index(&self) -> Result<ChunkIndex> {
+        self.load_index_without(&HashSet::new())
+    }
+
+    /// Reads every index object; the packs in `skip` (marked for deletion)
+    /// are added readable-only and last: a backup reads its parent's trees
+    /// from them but never deduplicates against them.
+    ///
+    /// With a cache folder the index is the merged index file, patched in
+    /// memory with the index objects listed since it was written, or built
+    /// again when it is missing, damaged or far behind.
+    ///
+    /// # Errors
+    /// As [`Vault::load_index`].
+    pub fn load_index_without(&self, skip: &HashSet<crate::PackId>) -> Result<ChunkIndex> {
+        self.with_index_listing(|listed| match &self.merged_index {
+            Some(path) => self.load_merged_index(path, listed, skip),
+            None => self.load_index_in_memory(&listed.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(), skip),
+        })
+    }
+
+    /// Lists the index objects and runs `read` on the listing. An object
+    /// listed and then deleted was rewritten by a prune: one that
+    /// consolidated small objects, or swept a pack out of a bigger one,
+    /// wrote the replacement before deleting, so listing again finds it.
+    pub(super) fn with_index_listing<T>(&self, read: impl Fn(&[boveda_store::ObjectInfo]) -> Result<T>) -> Result<T> {
+        for _ in 0..4 {
+            let listed = self.store.list("index")?;
+            match read(&listed) {
+                Err(VaultError::Store(e)) if e.kind() == StoreErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+                Ok(value) => {
+                    self.forget_unlisted("index", listed.iter().map(|o| o.name.as_str()));
+                    return Ok(value);
+                }
+            }
+        }
+        Err(VaultError::Busy("the index keeps changing while being read; try again".into()))
+    }
+
+    pub(super) fn open_index_object(&self, name: &str) -> Result<IndexObject> {
+        self.read_immutable(name, |b| IndexObject::open(&self.key, name, b))
+    }
+
+    /// Reads index objects in parallel, in order; damaged ones are noted
+    /// and left out.
+    pub(super) fn read_index_objects<'n>(&self, names: &[&'n str]) -> Result<Vec<(&'n str, IndexObject)>> {
+        names
+            .par_iter()
+            .filter_map(|&name| self.skip_damaged(self.open_index_object(name).map(|o| (name, o))))
+            .collect()
+    }
+
+    pub(super) fn load_index_in_memory(&self, names: &[&str], skip: &HashSet<crate::PackId>) -> Result<ChunkIndex> {
+        let objects = self.read_index_objects(names)?;
+        let mut index = ChunkIndex::default();
+        for (_, obj) in &objects {
+            for pack in obj.packs.iter().filter(|p| !skip.contains(&p.id)) {
+                index.add_pack(pack);
+            }
+        }
+        for (_, obj) in &objects {
+            for pack in obj.packs.iter().filter(|p| skip.contains(&p.id)) {
+                index.add_read_only_pack(pack);
+            }
+        }
+        Ok(index)
+    }
+
+    pub(super) fn load_merged_index(
+        &self,
+        path: &std::path::Path,
+        listed: &[boveda_store::ObjectInfo],
+        skip: &HashSet<crate::PackId>,
+    ) -> Result<ChunkIndex> {
+        let mac_key = self.key.cache_mac_key();
+        let names: Vec<&str> = listed.iter().map(|o| o.name.as_str()).collect();
+        let names = names.as_slice();
+        let mut index = match MergedIndex::open(path, &mac_key).and_then(|base| patchable(base, listed)) {
+            Some((base, gone, added)) => {
+                let added = self.read_index_objects(&added)?;
+                let mut index = ChunkIndex::with_base(base, gone);
+                for (_, obj) in &added {
+                    obj.packs.iter().for_each(|p| index.add_pack(p));
+                }
+                index
+            }
+            None => match self.build_merged_index(path, listed, &mac_key)? {
+                Some(base) => ChunkIndex::with_base(base, HashSet::new()),
+                // the cache folder cannot take the file: do without it
+                None => return self.load_index_in_memory(names, skip),
+            },
+        };
+        skip.iter().for_each(|id| index.mark_read_only(id));
+        Ok(index)
+    }
+
+    /// Builds the merged index file from every index object listed, a
+    /// batch at a time (64 objects or 16 MiB of them, read in parallel).
+    /// `None` when the file cannot be written.
+    pub(super) fn build_merged_index(
+        &self,
+        path: &std::path::Path,
+        listed: &[boveda_store::ObjectInfo],
+        mac_key: &[u8; 32],
+    ) -> Result<Option<MergedIndex>> {
+        let Ok(mut builder) = MergedIndexBuilder::new(path) else { return Ok(None) };
+        let mut batches: Vec<Vec<&str>> = Vec::new();
+        let mut bytes = 0;
+        for o in listed {
+            match batches.last_mut() {
+                Some(batch) if batch.len() < 64 && bytes + o.size <= 16 << 20 => {
+                    bytes += o.size;
+                    batch.push(&o.name);
+                }
+                _ => {
+                    bytes = o.size;
+                    batches.push(vec![&o.name]);
+                }
+            }
+        }
+        for batch in &batches {
+            for (name, obj) in self.read_index_objects(batch)? {
+                if builder.add(name, &obj).is_err() {
+                    return Ok(None);
+                }
+            }
+        }
+        if builder.finish(path, mac_key).is_err() {
+            return Ok(None);
+        }
+        Ok(MergedIndex::open(path, mac_key))
+    }
+
+    /// Every index object with its name, read through the cache.
+    ///
+    /// # Errors
+    /// A store error. A damaged index object is skipped and noted in the
+    /// damage log: only the chunks it lists are lost.
+    pub fn index_objects(&self) -> Result<Vec<(String, IndexObject)>> {
+        self.with_index_listing(|listed| {
+            let names: Vec<&str> = listed.iter().map(|o| o.name.as_str()).collect();
+            Ok(self.read_index_objects(&names)?.into_iter().map(|(n, o)| (n.to_string(), o)).collect())
+        })
+    }
+
+    /// Reads, authenticates and decompresses one blob.
+    ///
+    /// # Errors
+    /// `MissingChunk` when no index lists it; `Damaged` naming the pack.
+    pub fn read_blob(&self, index: &ChunkIndex, id: &ChunkId) -> Result<Vec<u8>> {
+        let r = index.get(id).ok_or(VaultError::MissingChunk { chunk: *id })?;
+        let name = pack_name(r.kind, &r.pack);
+        let sealed = self.store.get_range(&name, u64::from(r.offset), u64::from(r.length))?;
+        self.decode_blob_at(&r, id, &sealed)
+    }
+
+    /// Decodes a blob whose sealed bytes the caller read from its pack.
+    ///
+    /// # Errors
+    /// `Damaged` naming the pack and chunk.
+    pub fn decode_blob_at(&self, r: &BlobRef, id: &ChunkId, sealed: &[u8]) -> Result<Vec<u8>> {
+        decode_blob(&self.key, sealed, r.raw_len as usize, id)
+            .map_err(|e| VaultError::damaged(pack_name(r.kind, &r.pack), format!("chunk {id}: {e}")))
+    }
+
+    /// [`Vault::decode_blob_at`] without copies (see
+    /// [`crate::blob::decode_blob_in_place`]): `sealed` is overwritten.
+    ///
+    /// # Errors
+    /// `Damaged` naming the pack and chunk.
+    pub fn decode_blob_in_place<'a>(
+        &self,
+        r: &BlobRef,
+        id: &ChunkId,
+        sealed: &'a mut [u8],
+        out: &'a mut Vec<u8>,
+    ) -> Result<&'a [u8]> {
+        crate::blob::decode_blob_in_place(&self.key, sealed, r.raw_len as usize, id, out)
+            .map_err(|e| VaultError::damaged(pack_name(r.kind, &r.pack), format!("chunk {id}: {e}")))
+    }
+
+    /// Reads and decodes one tree.
+    ///
+    /// # Errors
+    /// As [`Vault::read_blob`], or `Damaged` when the tree does not parse.
+    pub fn load_tree(&self, index: &ChunkIndex, id: &ChunkId) -> Result<Tree> {
+        let r = index.get(id).ok_or(VaultError::MissingChunk { chunk: *id })?;
+        if r.kind != crate::BlobKind::Tree || !self.store.capabilities().remote {
+            return Tree::decode(id, &self.read_blob(index, id)?);
+        }
+        let name = pack_name(r.kind, &r.pack);
+        let pack = self.tree_pack(&r.pack, &name)?;
+        let (start, end) = (r.offset as usize, r.offset as usize + r.length as usize);
+        let sealed = pack.get(start..end).ok_or_else(|| VaultError::damaged(&name, "shorter than its index says"))?;
+        Tree::decode(id, &self.decode_blob_at(&r, id, sealed)?)
+    }
+
+    /// A whole tree pack, read once and kept (up to [`TREE_PACKS_KEPT`]).
+    pub(super) fn tree_pack(&self, id: &crate::PackId, name: &str) -> Result<Arc<Vec<u8>>> {
+        if let Ok(kept) = self.tree_packs.lock()
+            && let Some(pack) = kept.1.get(id)
+        {
+            return Ok(pack.clone());
+        }
+        let pack = Arc::new(self.store.get(name)?);
+        if let Ok(mut kept) = self.tree_packs.lock() {
+            if kept.0 + pack.len() > TREE_PACKS_KEPT {
+                *kept = (0, HashMap::new());
+            }
+            kept.0 += pack.len();
+            kept.1.insert(*id, pack.clone());
+        }
+        Ok(pack)
+    }
+}

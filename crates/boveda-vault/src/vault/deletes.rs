@@ -1,0 +1,56 @@
+//! Every deletion of a stored object, in one place.
+//!
+//! Objects are never changed, only added (docs/FORMAT.md), and deleted
+//! for one of the reasons [`Removal`] names. Every delete of the vault crate
+//! goes through [`Vault::remove`] or [`Vault::discard_upload`], so a rule
+//! about deletes (a vault that refuses them before retention ends, say) is
+//! one check here. Nothing above the vault crate deletes vault objects.
+
+use boveda_store::AbandonedUpload;
+
+use crate::error::Result;
+
+use super::Vault;
+
+/// Why a stored object is deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    /// A catalog revision this process wrote and has since superseded (a
+    /// job's earlier heartbeat).
+    SupersededRevision,
+    /// A catalog revision compacted away: superseded long enough ago, or
+    /// the tombstone of an entity deleted long enough ago.
+    CompactedRevision,
+    /// A recovery point's manifest (expired, or deleted by the user).
+    Point,
+    /// A key slot: a passphrase no longer opens the vault.
+    KeySlot,
+    /// A pack prune swept (nothing uses its chunks).
+    Pack,
+    /// An index object, replaced first by one without what it no longer
+    /// lists (merged, swept or lost packs).
+    IndexObject,
+    /// The prune lease, released by its holder or taken over from a dead one.
+    PruneLease,
+}
+
+impl Vault {
+    /// Deletes the stored object `name` for the reason `why`.
+    ///
+    /// # Errors
+    /// A store error.
+    pub(crate) fn remove(&self, name: &str, why: Removal) -> Result<()> {
+        let _ = why;
+        self.store.delete(name)?;
+        Ok(())
+    }
+
+    /// Discards an upload a killed writer left unfinished (never an object).
+    ///
+    /// # Errors
+    /// A store error.
+    pub(crate) fn discard_upload(&self, upload: &AbandonedUpload) -> Result<()> {
+        self.store.discard_upload(upload)?;
+        Ok(())
+    }
+}
