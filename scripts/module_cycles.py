@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""Fails when the modules of a crate import each other in a circle.
+"""Fails when the modules (or the folders) of a crate import each other in a circle.
 
 Reads every `crates/*/src/**/*.rs`, takes each file as one module, and
 draws an arrow from a module to every module of the same crate it names
 with `crate::...` or `super::...` (in `use` lines and in paths), leaving out
-`#[cfg(test)]` modules at the end of a file. Prints every circle it finds,
+`#[cfg(test)]` modules at the end of a file. Folders are checked too: an
+arrow between files of two folders (or a folder and a file beside it) is an
+arrow between them. Prints every circle it finds,
 with the names that tie it, and exits 1; exits 0 when there are none.
 
     python3 scripts/module_cycles.py [REPO_DIR]
@@ -58,6 +60,40 @@ def reexports(root: Path) -> dict:
     return out
 
 
+def circles(edges: dict) -> list:
+    """The strongly connected components of more than one node (Tarjan)."""
+    index, low, stack, on, comps, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in edges.get(v, {}):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                comps.append(sorted(comp))
+
+    sys.setrecursionlimit(10000)
+    nodes = set(edges) | {w for targets in edges.values() for w in targets}
+    for v in sorted(nodes):
+        if v not in index:
+            visit(v)
+    return comps
+
+
 def main() -> int:
     found = 0
     for src in sorted(repo.glob("crates/*/src")):
@@ -89,48 +125,27 @@ def main() -> int:
                     continue
                 names = edges.setdefault(mod, {}).setdefault(target, set())
                 names.add(segs[-1] if segs else "")
-        # strongly connected components (Tarjan)
-        index, low, stack, on, comps, counter = {}, {}, [], set(), [], [0]
-
-        def visit(v):
-            index[v] = low[v] = counter[0]
-            counter[0] += 1
-            stack.append(v)
-            on.add(v)
-            for w in edges.get(v, {}):
-                if w not in index:
-                    visit(w)
-                    low[v] = min(low[v], low[w])
-                elif w in on:
-                    low[v] = min(low[v], index[w])
-            if low[v] == index[v]:
-                comp = []
-                while True:
-                    w = stack.pop()
-                    on.discard(w)
-                    comp.append(w)
-                    if w == v:
-                        break
-                if len(comp) > 1:
-                    comps.append(sorted(comp))
-
-        sys.setrecursionlimit(10000)
-        for v in sorted(files):
-            if v not in index:
-                visit(v)
         crate = src.parent.name
-        for comp in comps:
-            found += 1
-            name = lambda m: "::".join(m) or "(crate root)"
-            print(f"{crate}: modules in a circle: {', '.join(name(m) for m in comp)}")
-            for a in comp:
-                for b, names in sorted(edges.get(a, {}).items()):
-                    if b in comp:
-                        print(f"  {name(a)} -> {name(b)}: {', '.join(sorted(names))}")
+        rooms = {}
+        for a, targets in edges.items():
+            for b, names in targets.items():
+                if len(a) > 1 or len(b) > 1:  # at least one side is inside a folder
+                    ra, rb = a[:1], b[:1]
+                    if ra != rb and ra and rb:
+                        rooms.setdefault(ra, {}).setdefault(rb, set()).update(names)
+        for level, graph in (("modules", edges), ("folders", rooms)):
+            for comp in circles(graph):
+                found += 1
+                name = lambda m: "::".join(m) or "(crate root)"
+                print(f"{crate}: {level} in a circle: {', '.join(name(m) for m in comp)}")
+                for a in comp:
+                    for b, names in sorted(graph.get(a, {}).items()):
+                        if b in comp:
+                            print(f"  {name(a)} -> {name(b)}: {', '.join(sorted(names))}")
     if found:
-        print(f"{found} circle(s) between modules; docs/ARCHITECTURE.md says what each room may import")
+        print(f"{found} circle(s) between modules or folders; docs/ARCHITECTURE.md says what each room may import")
         return 1
-    print("no circles between the modules of any crate")
+    print("no circles between the modules, or the folders, of any crate")
     return 0
 
 

@@ -17,7 +17,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, ServiceError, ServiceErrorKind};
-use crate::item::find_item;
+use crate::items::find_item;
 
 const TOKENS: &str = "tokens";
 /// What every token starts with, so that a leaked one is recognizable.
@@ -170,7 +170,7 @@ pub fn create_token(vault: &Vault, req: &NewToken, now: Timestamp, hostname: &st
         .expires
         .as_deref()
         .map(|text| {
-            let t = crate::time_input::parse_retain_until(text, now, &jiff::tz::TimeZone::system())?;
+            let t = crate::model::time_input::parse_retain_until(text, now, &jiff::tz::TimeZone::system())?;
             if t <= now {
                 return Err(ServiceError::Invalid(format!("{text:?} is not in the future")));
             }

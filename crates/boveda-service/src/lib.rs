@@ -7,54 +7,46 @@
 //!
 //! Everything lives in the vault's own store (catalog records and point
 //! manifests); the user's registry of known vaults is a convenience only.
+//!
+//! Rooms, from the bottom up (docs/ARCHITECTURE.md): `model` (pure values:
+//! policies, schedules, names, job records), `runtime` (the clock, jobs,
+//! alerts, this host's facts, the registry), `items` (items, their
+//! consistency scripts and running VMs), then one folder or file per
+//! feature: `policies` (with retention), `offline` (import jobs, drives),
+//! `protection` (backups and protection states), `recovery`,
+//! `replication`, `access`, `vault` (create, open, check, prune),
+//! `reports` (read models: the item list, the dashboard, usage), and on
+//! top `agent` (the scheduler and the job queue).
 
 mod access;
 mod agent;
-mod alert;
-mod background;
-mod backups;
-mod clock;
-mod consistency;
-mod dashboard;
 mod error;
-mod host;
-mod item;
-mod job;
-mod job_record;
-mod live_vm;
-mod names;
+mod items;
+mod model;
 mod offline;
-mod offline_drive;
-mod overview;
 mod policies;
-mod policy;
 mod protection;
-mod prune;
 mod recovery;
-mod registry;
 mod replication;
-mod retention;
-mod schedule;
-mod time_input;
-mod usage;
-mod vault_admin;
-mod verify;
+mod reports;
+mod runtime;
+mod vault;
 
-pub use backups::backup_job;
-pub use job::JobEnv;
-pub use overview::{ItemOverview, item_overview};
+pub use protection::backups::backup_job;
+pub use reports::overview::{ItemOverview, item_overview};
+pub use runtime::job::JobEnv;
 
-pub use host::{hostname, retry_policy};
+pub use runtime::host::{hostname, retry_policy};
 
 pub use access::{
     AccessToken, NewToken, Permission, Role, ScopedItem, TOKEN_PREFIX, TokenRefusal, TokenSet, copy_token,
     create_token, list_tokens, revoke_token,
 };
 pub use agent::{AgentOptions, AgentReport, run_agent};
-pub use alert::{Alert, Severity, list_alerts, retry_alerts};
+pub use runtime::alert::{Alert, Severity, list_alerts, retry_alerts};
 // the data the service's functions take and return, so that a front end
 // (the CLI, the server) needs this crate alone
-pub use background::{
+pub use agent::background::{
     BackgroundEnv, DEFAULT_JOBS_PER_VAULT, JobSlots, RestoreTarget, SlotGuard, check_restore_target, start_backup,
     start_restore,
 };
@@ -63,55 +55,57 @@ pub use boveda_store::{
     MetricsSnapshot, StoreError, process_metrics as store_requests, process_retries as store_retries,
 };
 pub use boveda_vault::{DamageLog, KdfParams, Node, NodeKind, RecordId, RecoveryPoint, Vault, VaultSettings};
-pub use clock::{Clock, FakeClock, SystemClock, clock_from_env};
-pub use consistency::{ConsistencyConfig, MAX_SCRIPT_TIMEOUT_SECS, ScriptResult, run_script};
-pub use dashboard::{DASHBOARD_DAYS, Dashboard, DayStats, VaultMetrics, dashboard, dashboard_with, vault_metrics};
 pub use error::{Remedy, Result, ServiceError, ServiceErrorKind};
-pub use item::{
+pub use items::consistency::{ConsistencyConfig, MAX_SCRIPT_TIMEOUT_SECS, ScriptResult, run_script};
+pub use items::{
     DiscoveredVm, Item, ItemSource, NewItem, Protection, ProtectionState, add_disk_item, add_files_item, add_item,
     add_vm_item, discover_vms, find_item, list_items, save_item, update_item,
 };
-pub use job::{
-    DEFAULT_HEARTBEAT, Job, JobCtx, JobDone, JobFilter, JobProgress, JobSpec, JobState, Observers, Operation, find_job,
-    list_jobs, run_job, stop_job, wait_job,
+pub use model::names::{ITEM_NAME_RULE, VAULT_NAME_RULE, validate_item_name, validate_vault_name};
+pub use model::policy::{
+    DEFAULT_POLICY, DaySpec, Frequency, MonthlyRule, Policy, PolicyPatch, Retention, Schedule, Weekday, WeeklyRule,
+    YearlyRule, parse_weekday,
 };
-pub use names::{ITEM_NAME_RULE, VAULT_NAME_RULE, validate_item_name, validate_vault_name};
+pub use model::schedule::{latest_slot, next_slot};
+pub use model::time_input::{
+    DayBound, MAX_RETAIN_YEARS, TIME_FORMS, check_retain_until, parse_duration, parse_retain_until, parse_time,
+};
+pub use offline::drive::{DiskprepReport, DriveLabel, ImportReport, ImportRequest, PreparedDrive, diskprep, import};
 pub use offline::{
     DriveRecord, DriveState, ImportJob, ImportState, STAGING_JOURNAL, SeedEstimate, StagingJournal, find_import_job,
     init_offline, item_import_job, list_import_jobs, record_shipping, seeding_status,
 };
-pub use offline_drive::{DiskprepReport, DriveLabel, ImportReport, ImportRequest, PreparedDrive, diskprep, import};
+pub use policies::retention::{PointExpiry, evaluate as evaluate_retention};
 pub use policies::{
     ExpiryChange, PolicyUpdate, apply_policy_update, create_policy, create_policy_from, delete_policy, find_policy,
     list_policies, plan_policy_update, update_policy,
-};
-pub use policy::{
-    DEFAULT_POLICY, DaySpec, Frequency, MonthlyRule, Policy, PolicyPatch, Retention, Schedule, Weekday, WeeklyRule,
-    YearlyRule, parse_weekday,
 };
 pub use protection::{
     BackupRequest, DEFAULT_AD_HOC_RETENTION_DAYS, VM_DEFINITION, backup_now, disable_protection, enable_protection,
     resume_protection, undelete_protection,
 };
-pub use prune::{ExpiredPoint, PrunePlan, plan_prune, prune_job};
 pub use recovery::{
     PointEntry, PointSummary, RestoreReport, RestoreRequest, VmRestore, browse, browse_disk, browse_point, find_point,
     list_item_points, list_points, mount, restore, restore_disk_files, restore_disk_image, restore_failure,
     restore_job, restore_vm, serve_point_disks, show_point,
 };
-pub use registry::{KnownVault, Registry, cache_dir, config_dir};
 pub use replication::{
     PassOutcome, PassRecord, ReplicationStatus, ReplicationSummary, change_redundancy, finish_replication,
     open_secondary, points_on_secondary, replicate, replication_job, replication_status, replication_summary,
 };
-pub use retention::{PointExpiry, evaluate as evaluate_retention};
-pub use schedule::{latest_slot, next_slot};
-pub use time_input::{
-    DayBound, MAX_RETAIN_YEARS, TIME_FORMS, check_retain_until, parse_duration, parse_retain_until, parse_time,
+pub use reports::dashboard::{
+    DASHBOARD_DAYS, Dashboard, DayStats, VaultMetrics, dashboard, dashboard_with, vault_metrics,
 };
-pub use usage::{ItemUsage, PriceTable, Usage, instance_band, usage};
-pub use vault_admin::{
+pub use reports::usage::{ItemUsage, PriceTable, Usage, instance_band, usage};
+pub use runtime::clock::{Clock, FakeClock, SystemClock, clock_from_env};
+pub use runtime::job::{
+    DEFAULT_HEARTBEAT, Job, JobCtx, JobDone, JobFilter, JobProgress, JobSpec, JobState, Observers, Operation, find_job,
+    list_jobs, run_job, stop_job, wait_job,
+};
+pub use runtime::registry::{KnownVault, Registry, cache_dir, config_dir};
+pub use vault::admin::{
     NewVault, VaultSummary, VaultUpdate, add_key_job, create_vault, open_secondary_vault, open_vault, open_vault_store,
     remove_key_job, resolve_vault, summarize, update_vault, vaults_to_serve,
 };
-pub use verify::{RepairReport, repair_job, verify_job};
+pub use vault::prune::{ExpiredPoint, PrunePlan, plan_prune, prune_job};
+pub use vault::verify::{RepairReport, repair_job, verify_job};

@@ -12,7 +12,7 @@ use boveda_vault::{Node, RecoveryPoint, Vault};
 use serde::Serialize;
 
 use crate::error::{Result, ServiceError};
-use crate::item::{Item, ItemSource};
+use crate::items::{Item, ItemSource};
 use crate::protection::VM_DEFINITION;
 
 /// An item's points, oldest first.
@@ -29,7 +29,7 @@ pub fn list_item_points(vault: &Vault, item: &Item) -> Result<Vec<RecoveryPoint>
 /// `NotFound` or `Invalid` (ambiguous prefix); `Conflict` when the item's
 /// data is soft deleted.
 pub fn find_point(vault: &Vault, item: &Item, selector: &str) -> Result<RecoveryPoint> {
-    if item.protection.state == crate::item::ProtectionState::SoftDeleted {
+    if item.protection.state == crate::items::ProtectionState::SoftDeleted {
         return Err(ServiceError::refused(
             crate::error::ServiceErrorKind::Conflict,
             format!(
@@ -391,18 +391,18 @@ pub struct RestoreReport {
 /// not in the point, a stopped job: `Cancelled`).
 pub fn restore_job(
     vault: &Vault,
-    env: &crate::job::JobEnv<'_>,
+    env: &crate::runtime::job::JobEnv<'_>,
     item: &Item,
     point: &RecoveryPoint,
     req: &RestoreRequest,
     progress: Option<&dyn RestoreProgress>,
-) -> Result<(crate::job::Job, Result<RestoreReport>)> {
-    let spec = env.spec(crate::job::Operation::Restore, item, None);
-    let observers = crate::job::Observers { backup: None, restore: progress };
+) -> Result<(crate::runtime::job::Job, Result<RestoreReport>)> {
+    let spec = env.spec(crate::runtime::job::Operation::Restore, item, None);
+    let observers = crate::runtime::job::Observers { backup: None, restore: progress };
     let partial = std::cell::RefCell::new(None);
-    let (job, result) = crate::job::run_job(vault, env.clock, &spec, observers, |jctx| {
+    let (job, result) = crate::runtime::job::run_job(vault, env.clock, &spec, observers, |jctx| {
         let report = restore_report(vault, item, point, req, jctx)?;
-        let done = crate::job::JobDone {
+        let done = crate::runtime::job::JobDone {
             warnings: report.warnings.clone(),
             details: vec![format!("restored point {}", point.id.short())],
             point: Some(point.id),
@@ -437,7 +437,7 @@ fn restore_report(
     item: &Item,
     point: &RecoveryPoint,
     req: &RestoreRequest,
-    jctx: &crate::job::JobCtx<'_>,
+    jctx: &crate::runtime::job::JobCtx<'_>,
 ) -> Result<RestoreReport> {
     let started = std::time::Instant::now();
     let cancel = Some(&jctx.cancel);
@@ -514,7 +514,7 @@ pub fn list_points(
     let policies = crate::policies::list_policies(vault)?;
     let policy = policies.iter().find(|p| Some(p.id) == item.protection.policy);
     let refs: Vec<_> = points.iter().collect();
-    let expiries = crate::retention::evaluate(item, policy, &refs, now);
+    let expiries = crate::policies::retention::evaluate(item, policy, &refs, now);
     let mut unknown = None;
     let on_secondary: Option<Vec<Option<bool>>> = if secondary {
         let ids: Vec<_> = points.iter().map(|p| p.id).collect();

@@ -25,10 +25,10 @@ use boveda_vault::{Vault, VaultError, VaultSettings};
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use crate::alert::{Severity, raise_alert};
-use crate::clock::Clock;
 use crate::error::{Result, ServiceError};
-use crate::job::{JobDone, JobSpec, Observers, Operation, run_job};
+use crate::runtime::alert::{Severity, raise_alert};
+use crate::runtime::clock::Clock;
+use crate::runtime::job::{JobDone, JobSpec, Observers, Operation, run_job};
 
 /// The vault's folders in the order a secondary needs them: what is
 /// referred to before what refers to it. `config`, whose presence makes a
@@ -95,7 +95,7 @@ pub fn open_secondary(vault: &Vault) -> Result<Arc<dyn Store>> {
 }
 
 fn secondary_of(settings: &VaultSettings) -> Result<Arc<dyn Store>> {
-    secondary_with(settings, crate::host::retry_policy(&settings.store))
+    secondary_with(settings, crate::runtime::host::retry_policy(&settings.store))
 }
 
 /// Whether the secondary answers and holds this vault now, asked with two
@@ -163,7 +163,7 @@ pub(crate) fn attach(vault: &mut Vault) {
         &FOLDERS,
         eager,
         vault.parallel_requests(),
-        &crate::host::hostname(),
+        &crate::runtime::host::hostname(),
     ));
     // a failed look is retried by the next process; this one may write
     let _ = store.look_for_pending();
@@ -340,7 +340,7 @@ fn record_and_alert(vault: &Vault, clock: &dyn Clock, report: Result<PassReport,
     let now = clock.now();
     let mut record = read_record(primary)?.unwrap_or_default();
     record.time = Some(now);
-    record.host = crate::host::hostname();
+    record.host = crate::runtime::host::hostname();
     match &report {
         Ok(r) => {
             record.error = None;
@@ -389,8 +389,8 @@ fn replication_spec() -> JobSpec<'static> {
         operation: Operation::Replication,
         item: None,
         scheduled_for: None,
-        heartbeat: crate::job::DEFAULT_HEARTBEAT,
-        hostname: crate::host::hostname(),
+        heartbeat: crate::runtime::job::DEFAULT_HEARTBEAT,
+        hostname: crate::runtime::host::hostname(),
         started: None,
         id: None,
     }
@@ -436,7 +436,7 @@ pub fn replication_job(
     vault: &Vault,
     clock: &dyn Clock,
     observers: Observers<'_>,
-) -> Result<(crate::job::Job, Result<PassReport>)> {
+) -> Result<(crate::runtime::job::Job, Result<PassReport>)> {
     let spec = replication_spec();
     let (job, result) = run_job(vault, clock, &spec, observers, |ctx| {
         ctx.set_phase("counting");
@@ -469,7 +469,7 @@ pub fn replication_job(
 pub fn change_redundancy(vault: &mut Vault, redundancy: &str, secondary: Option<&str>) -> Result<bool> {
     let secondary = match (redundancy, secondary) {
         ("lrs", None) => None,
-        ("grs", Some(url)) => Some(crate::host::normalize_store(url)?),
+        ("grs", Some(url)) => Some(crate::runtime::host::normalize_store(url)?),
         ("lrs", Some(_)) => {
             return Err(ServiceError::Invalid("a locally redundant (lrs) vault has no secondary store".into()));
         }
@@ -482,7 +482,7 @@ pub fn change_redundancy(vault: &mut Vault, redundancy: &str, secondary: Option<
     if current.redundancy == redundancy && current.secondary == secondary {
         return Err(ServiceError::Invalid(format!("vault {} is already {redundancy}", current.name)));
     }
-    let items = crate::item::list_items(vault)?;
+    let items = crate::items::list_items(vault)?;
     if !items.is_empty() {
         let names: Vec<&str> = items.iter().map(|i| i.name.as_str()).collect();
         return Err(ServiceError::Conflict(format!(
@@ -508,7 +508,7 @@ pub fn change_redundancy(vault: &mut Vault, redundancy: &str, secondary: Option<
         s.secondary.clone_from(&secondary);
     })?;
     let id = vault.config().id.to_hex();
-    crate::registry::Registry::load()?.set_secondary(&id, secondary.clone())?;
+    crate::runtime::registry::Registry::load()?.set_secondary(&id, secondary.clone())?;
     attach(vault);
     Ok(secondary.is_some())
 }

@@ -2,13 +2,15 @@
 //! catalog records (`catalog/policies/...`); an update first works out
 //! what it changes for the points of the items a policy protects.
 
+pub(crate) mod retention;
+
 use boveda_vault::Vault;
 use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::error::{Result, ServiceError};
-use crate::item::ProtectionState;
-use crate::policy::{Policy, PolicyPatch};
+use crate::items::ProtectionState;
+use crate::model::policy::{Policy, PolicyPatch};
 
 const POLICIES: &str = "policies";
 
@@ -56,7 +58,7 @@ pub fn create_policy(vault: &Vault, policy: &Policy) -> Result<()> {
 /// `NotFound`; `Conflict` naming the items it protects.
 pub fn delete_policy(vault: &Vault, name: &str) -> Result<Policy> {
     let p = find_policy(vault, name)?;
-    let users: Vec<String> = crate::item::list_items(vault)?
+    let users: Vec<String> = crate::items::list_items(vault)?
         .into_iter()
         .filter(|i| i.protection.policy == Some(p.id) && i.protection.state == ProtectionState::Protected)
         .map(|i| i.name)
@@ -108,10 +110,10 @@ pub fn plan_policy_update(vault: &Vault, name: &str, new: &Policy, now: Timestam
     let points = vault.list_points()?;
     let mut deleted = Vec::new();
     let mut changed = Vec::new();
-    for item in crate::item::list_items(vault)?.iter().filter(|i| i.protection.policy == Some(old.id)) {
+    for item in crate::items::list_items(vault)?.iter().filter(|i| i.protection.policy == Some(old.id)) {
         let mine: Vec<&boveda_vault::RecoveryPoint> = points.iter().filter(|p| p.item_id == item.id).collect();
-        let before = crate::retention::evaluate(item, Some(&old), &mine, now);
-        let after = crate::retention::evaluate(item, Some(&updated), &mine, now);
+        let before = crate::policies::retention::evaluate(item, Some(&old), &mine, now);
+        let after = crate::policies::retention::evaluate(item, Some(&updated), &mine, now);
         for ((b, a), p) in before.iter().zip(&after).zip(&mine) {
             if b.expires == a.expires {
                 continue;

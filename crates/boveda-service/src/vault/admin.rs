@@ -6,10 +6,10 @@ use boveda_vault::{StoreSettings, VaultError};
 use serde::Serialize;
 
 use crate::error::{Result, ServiceError};
-use crate::host::{hostname, normalize_store, retry_policy};
-use crate::item::list_items;
-use crate::names::validate_vault_name;
-use crate::registry::{KnownVault, Registry};
+use crate::items::list_items;
+use crate::model::names::validate_vault_name;
+use crate::runtime::host::{hostname, normalize_store, retry_policy};
+use crate::runtime::registry::{KnownVault, Registry};
 
 /// A new vault; as a client gives it, what is left out takes the
 /// defaults.
@@ -128,7 +128,7 @@ pub fn create_vault(req: &NewVault, passphrase: &[u8]) -> Result<Vault> {
     };
     let opts = CreateOptions { settings, kdf: req.kdf, chunker: ChunkerParams::DEFAULT, hostname: hostname() };
     let mut vault = Vault::create(store, passphrase, opts)?;
-    crate::policies::create_policy(&vault, &crate::policy::Policy::default_policy())?;
+    crate::policies::create_policy(&vault, &crate::model::policy::Policy::default_policy())?;
     registry.add(KnownVault {
         name: req.name.clone(),
         store: store_url,
@@ -248,9 +248,9 @@ fn open_copy_at(url: &str, passphrase: &[u8]) -> Result<Vault> {
     // A vault in a folder is its own copy of its objects; every vault gets
     // the merged index file.
     if vault.store().capabilities().remote {
-        vault.use_cache(&crate::registry::cache_dir());
+        vault.use_cache(&crate::runtime::registry::cache_dir());
     } else {
-        vault.use_index_cache(&crate::registry::cache_dir());
+        vault.use_index_cache(&crate::runtime::registry::cache_dir());
     }
     Ok(vault)
 }
@@ -284,7 +284,8 @@ impl VaultUpdate {
         replication_lag_alert: Option<&str>,
     ) -> Result<Self> {
         let secs = |field, text: Option<&str>| -> Result<Option<u64>> {
-            text.map(|t| crate::time_input::parse_duration(field, t).map(|d| d.as_secs().unsigned_abs())).transpose()
+            text.map(|t| crate::model::time_input::parse_duration(field, t).map(|d| d.as_secs().unsigned_abs()))
+                .transpose()
         };
         if let Some(s) = secs("store_retry_max_wait_secs", store_retry_max_wait)? {
             self.store_retry_max_wait_secs = Some(u32::try_from(s).unwrap_or(u32::MAX));
@@ -458,11 +459,11 @@ pub fn summarize(vault: &Vault) -> Result<VaultSummary> {
 /// recording the job; inside the result, the vault's errors.
 pub fn add_key_job(
     vault: &Vault,
-    env: &crate::job::JobEnv<'_>,
+    env: &crate::runtime::job::JobEnv<'_>,
     passphrase: &[u8],
     label: &str,
     kdf: KdfParams,
-) -> Result<(crate::job::Job, Result<RecordId>)> {
+) -> Result<(crate::runtime::job::Job, Result<RecordId>)> {
     if passphrase.is_empty() {
         return Err(ServiceError::field_error("passphrase", "must not be empty"));
     }
@@ -481,9 +482,9 @@ pub fn add_key_job(
 /// vault's refusal.
 pub fn remove_key_job(
     vault: &Vault,
-    env: &crate::job::JobEnv<'_>,
+    env: &crate::runtime::job::JobEnv<'_>,
     id_prefix: &str,
-) -> Result<(crate::job::Job, Result<RecordId>)> {
+) -> Result<(crate::runtime::job::Job, Result<RecordId>)> {
     key_job(env, vault, |_| {
         let id = vault.remove_key(id_prefix)?;
         Ok((id, format!("removed key slot {}", id.short())))
@@ -491,14 +492,14 @@ pub fn remove_key_job(
 }
 
 fn key_job(
-    env: &crate::job::JobEnv<'_>,
+    env: &crate::runtime::job::JobEnv<'_>,
     vault: &Vault,
-    body: impl FnOnce(&crate::job::JobCtx<'_>) -> Result<(RecordId, String)>,
-) -> Result<(crate::job::Job, Result<RecordId>)> {
-    let spec = env.vault_spec(crate::job::Operation::UpdateKeys);
-    crate::job::run_job(vault, env.clock, &spec, crate::job::Observers::default(), |jctx| {
+    body: impl FnOnce(&crate::runtime::job::JobCtx<'_>) -> Result<(RecordId, String)>,
+) -> Result<(crate::runtime::job::Job, Result<RecordId>)> {
+    let spec = env.vault_spec(crate::runtime::job::Operation::UpdateKeys);
+    crate::runtime::job::run_job(vault, env.clock, &spec, crate::runtime::job::Observers::default(), |jctx| {
         let (id, detail) = body(jctx)?;
-        Ok((id, crate::job::JobDone { details: vec![detail], ..crate::job::JobDone::default() }))
+        Ok((id, crate::runtime::job::JobDone { details: vec![detail], ..crate::runtime::job::JobDone::default() }))
     })
 }
 

@@ -16,7 +16,7 @@ use boveda_vault::{ChunkId, RecoveryPoint, Vault};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, ServiceError};
-use crate::item::list_items;
+use crate::items::list_items;
 
 const GB: u64 = 1_000_000_000;
 
@@ -73,7 +73,7 @@ impl PriceTable {
     /// # Errors
     /// As [`PriceTable::load`].
     pub fn chosen(file: Option<&Path>) -> Result<Self> {
-        let default_file = crate::registry::config_dir().join("prices.json");
+        let default_file = crate::runtime::registry::config_dir().join("prices.json");
         match file {
             Some(p) => Self::load(p),
             None if default_file.exists() => Self::load(&default_file),

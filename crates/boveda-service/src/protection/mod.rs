@@ -1,6 +1,8 @@
 //! Protection: taking recovery points, and the life of an item's
 //! protection (enable, stop, delete data, undelete, resume), each a job.
 
+pub(crate) mod backups;
+
 use std::sync::atomic::AtomicBool;
 
 use boveda_engine::{
@@ -11,14 +13,14 @@ use std::path::PathBuf;
 use boveda_engine::FileBackupOutcome;
 use boveda_vault::{RecoveryPoint, Vault};
 
-use crate::consistency::with_consistency;
+use crate::items::consistency::with_consistency;
 use jiff::{SignedDuration, Timestamp};
 
 use crate::error::{Remedy, Result, ServiceError, ServiceErrorKind};
-use crate::item::{Item, ItemSource, Protection, ProtectionState, domain_disks, update_item};
-use crate::job::{JobDone, JobEnv, Observers, Operation, run_job};
+use crate::items::{Item, ItemSource, Protection, ProtectionState, domain_disks, update_item};
+use crate::model::policy::Policy;
 use crate::policies::{find_policy, list_policies};
-use crate::policy::Policy;
+use crate::runtime::job::{JobDone, JobEnv, Observers, Operation, run_job};
 
 /// The name of a VM's definition inside its points.
 pub const VM_DEFINITION: &str = "domain.xml";
@@ -52,7 +54,7 @@ pub fn backup_now(
     check_can_back_up(item)?;
     let retain_until = match (req.retain_until, req.scheduled_for) {
         (Some(t), _) => {
-            crate::time_input::check_retain_until(t, req.now)?;
+            crate::model::time_input::check_retain_until(t, req.now)?;
             Some(t)
         }
         (None, Some(_)) => None,
@@ -72,7 +74,7 @@ pub fn backup_now(
     let running_vm = match &item.source {
         ItemSource::Vm { domain_xml, qmp, guest_agent, .. } => {
             let domain = Domain::load(domain_xml)?;
-            crate::live_vm::find_running(qmp.as_deref(), guest_agent.as_deref(), &domain).map(|vm| (vm, domain))
+            crate::items::live_vm::find_running(qmp.as_deref(), guest_agent.as_deref(), &domain).map(|vm| (vm, domain))
         }
         _ => None,
     };
@@ -101,7 +103,7 @@ pub fn backup_now(
                 // the guest quiesced for that instant only
                 let previous = parent.as_ref().and_then(|p| p.live_bitmap.clone());
                 let quiesced =
-                    crate::live_vm::start_quiesced(vm, domain, previous.as_deref(), item.consistency.as_ref())?;
+                    crate::items::live_vm::start_quiesced(vm, domain, previous.as_deref(), item.consistency.as_ref())?;
                 let live = quiesced.live;
                 let sources = domain.disks.iter().map(|d| d.path.clone()).chain([domain_xml.clone()]).collect();
                 let opts = DiskBackupOptions {

@@ -12,8 +12,8 @@ use boveda_engine::qmp::{Monitor, QmpClient, VirshMonitor};
 use boveda_engine::{DiskSource, Domain, LiveSource};
 use boveda_vault::{Consistency, RecordId};
 
-use crate::consistency::{ConsistencyConfig, with_consistency};
 use crate::error::{Result, ServiceError};
+use crate::items::consistency::{ConsistencyConfig, with_consistency};
 
 /// The temporary folders of live backups: `boveda-live-<pid>-<bitmap>`,
 /// holding the snapshot's temporary images and NBD socket.

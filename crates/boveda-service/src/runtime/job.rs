@@ -17,11 +17,11 @@ use boveda_vault::{PointId, RecordId, Vault};
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use crate::alert::{Severity, raise_alert};
-use crate::clock::Clock;
 use crate::error::{Result, ServiceError, ServiceErrorKind};
-use crate::item::Item;
-pub use crate::job_record::{Job, JobProgress, JobState, Operation};
+use crate::items::Item;
+pub use crate::model::job_record::{Job, JobProgress, JobState, Operation};
+use crate::runtime::alert::{Severity, raise_alert};
+use crate::runtime::clock::Clock;
 
 const JOBS: &str = "jobs";
 const STOPS: &str = "job-stops";
@@ -417,7 +417,11 @@ impl JobFilter {
             item: item.map(str::to_string),
             since: since
                 .map(|t| {
-                    crate::time_input::parse_time(t, &jiff::tz::TimeZone::system(), crate::time_input::DayBound::Start)
+                    crate::model::time_input::parse_time(
+                        t,
+                        &jiff::tz::TimeZone::system(),
+                        crate::model::time_input::DayBound::Start,
+                    )
                 })
                 .transpose()
                 .map_err(field("since"))?,

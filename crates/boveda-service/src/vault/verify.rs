@@ -4,8 +4,8 @@
 use boveda_vault::{CheckOptions, CheckReport, Vault, check};
 
 use crate::error::{Result, ServiceError};
-use crate::job::JobEnv;
-use crate::job::{Job, JobDone, Observers, Operation, run_job};
+use crate::runtime::job::JobEnv;
+use crate::runtime::job::{Job, JobDone, Observers, Operation, run_job};
 
 /// Checks `vault` as a `Verify` job: key slots, indexes, packs, points
 /// and trees, and with `read_data` every chunk's data. `step` hears each
@@ -57,7 +57,7 @@ pub fn cross_reference(vault: &Vault, report: &mut CheckReport) -> Result<()> {
     use boveda_vault::{Affected, PointId, Problem, point_name};
     // jobs first: a job completes after its point is written, so a point
     // a job listed here names is in the listing below, unless lost
-    let jobs = crate::job::list_jobs(vault, &crate::job::JobFilter::default())?;
+    let jobs = crate::runtime::job::list_jobs(vault, &crate::runtime::job::JobFilter::default())?;
     let present: std::collections::HashSet<PointId> = vault
         .store()
         .list("points")
@@ -68,7 +68,10 @@ pub fn cross_reference(vault: &Vault, report: &mut CheckReport) -> Result<()> {
     // a prune records a deletion before it deletes the manifest
     let deleted = vault.deleted_points()?;
     for job in &jobs {
-        let done = matches!(job.state, crate::job::JobState::Completed | crate::job::JobState::CompletedWithWarnings);
+        let done = matches!(
+            job.state,
+            crate::runtime::job::JobState::Completed | crate::runtime::job::JobState::CompletedWithWarnings
+        );
         let Some(point) = job.point.filter(|_| done && job.operation == Operation::Backup) else { continue };
         if present.contains(&point) || deleted.contains(&point) {
             continue;
@@ -88,10 +91,12 @@ pub fn cross_reference(vault: &Vault, report: &mut CheckReport) -> Result<()> {
     // alerts are written after their job's last record: a job an alert
     // names is listed above unless its record was lost
     let mut job_ids: std::collections::HashSet<_> = jobs.iter().map(|j| j.id).collect();
-    let alerts = crate::alert::list_alerts(vault)?;
+    let alerts = crate::runtime::alert::list_alerts(vault)?;
     if alerts.iter().any(|a| !job_ids.contains(&a.job)) {
         // a job begun and ended between the two listings: listed again
-        job_ids.extend(crate::job::list_jobs(vault, &crate::job::JobFilter::default())?.iter().map(|j| j.id));
+        job_ids.extend(
+            crate::runtime::job::list_jobs(vault, &crate::runtime::job::JobFilter::default())?.iter().map(|j| j.id),
+        );
     }
     for alert in alerts {
         if !job_ids.contains(&alert.job) {
@@ -109,7 +114,7 @@ pub fn cross_reference(vault: &Vault, report: &mut CheckReport) -> Result<()> {
         }
     }
     let policies: std::collections::HashSet<_> = crate::policies::list_policies(vault)?.iter().map(|p| p.id).collect();
-    for item in crate::item::list_items(vault)? {
+    for item in crate::items::list_items(vault)? {
         if let Some(policy) = item.protection.policy
             && !policies.contains(&policy)
         {

@@ -12,7 +12,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::job_record::{Job, Operation};
+use crate::model::job_record::{Job, Operation};
 
 const ALERTS: &str = "alerts";
 const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);

@@ -23,9 +23,9 @@ use jiff::civil::Date;
 use jiff::{Timestamp, ToSpan, Zoned};
 use serde::Serialize;
 
-use crate::item::{Item, ProtectionState};
-use crate::policy::{DaySpec, Frequency, Policy, parse_weekday};
-use crate::schedule::{weekday_of, zone};
+use crate::items::{Item, ProtectionState};
+use crate::model::policy::{DaySpec, Frequency, Policy, parse_weekday};
+use crate::model::schedule::{weekday_of, zone};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PointExpiry {

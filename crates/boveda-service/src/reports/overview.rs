@@ -6,7 +6,7 @@
 use boveda_vault::Vault;
 
 use crate::error::Result;
-use crate::item::{Item, ProtectionState, list_items};
+use crate::items::{Item, ProtectionState, list_items};
 use crate::offline::{ImportState, list_import_jobs, seeding_status};
 use crate::policies::list_policies;
 
@@ -35,8 +35,11 @@ pub fn item_overview(vault: &Vault, now: jiff::Timestamp) -> Result<Vec<ItemOver
     let items = list_items(vault)?;
     let points = vault.list_points()?;
     let policies = list_policies(vault)?;
-    let filter = crate::job::JobFilter { operation: Some(crate::job::Operation::Backup), ..Default::default() };
-    let jobs = crate::job::list_jobs(vault, &filter)?;
+    let filter = crate::runtime::job::JobFilter {
+        operation: Some(crate::runtime::job::Operation::Backup),
+        ..Default::default()
+    };
+    let jobs = crate::runtime::job::list_jobs(vault, &filter)?;
     let imports = list_import_jobs(&**vault.store())?;
     Ok(items
         .into_iter()
@@ -64,7 +67,7 @@ pub fn item_overview(vault: &Vault, now: jiff::Timestamp) -> Result<Vec<ItemOver
                 (state, _) => state.as_str().to_string(),
             };
             let next = match (i.protection.state, policy) {
-                (ProtectionState::Protected, Some(p)) => crate::schedule::next_slot(p, now),
+                (ProtectionState::Protected, Some(p)) => crate::model::schedule::next_slot(p, now),
                 _ => None,
             };
             ItemOverview {

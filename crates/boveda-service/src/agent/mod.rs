@@ -12,6 +12,8 @@
 //!   for the jobs of a slot before moving time on, so tests run a year of
 //!   schedules in seconds.
 
+pub(crate) mod background;
+
 use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -22,17 +24,17 @@ use boveda_vault::{RecordId, Vault};
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
-use crate::alert::retry_alerts;
-use crate::backups::backup_job;
-use crate::clock::Clock;
 use crate::error::Result;
-use crate::item::{Item, ProtectionState, list_items};
-use crate::job::JobEnv;
-use crate::job::{JobFilter, JobState, Operation, list_jobs};
+use crate::items::{Item, ProtectionState, list_items};
+use crate::model::policy::Policy;
+use crate::model::schedule::{latest_slot, next_slot};
 use crate::policies::list_policies;
-use crate::policy::Policy;
-use crate::prune::prune_job;
-use crate::schedule::{latest_slot, next_slot};
+use crate::protection::backups::backup_job;
+use crate::runtime::alert::retry_alerts;
+use crate::runtime::clock::Clock;
+use crate::runtime::job::JobEnv;
+use crate::runtime::job::{JobFilter, JobState, Operation, list_jobs};
+use crate::vault::prune::prune_job;
 
 pub struct AgentOptions {
     /// Backups running at once, over all vaults.

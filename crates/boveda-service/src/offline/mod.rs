@@ -8,9 +8,9 @@
 //!    into the staging folder (a [`RoutedStore`]: the job's records stay in
 //!    the vault's store, the data never reaches it), then a journal of every
 //!    staged object with its BLAKE3 checksum.
-//! 3. `diskprep` ([`crate::offline_drive`]) seals the staged objects onto
+//! 3. `diskprep` ([`crate::offline::drive`]) seals the staged objects onto
 //!    drives under per-drive keys; `shipping` records the package.
-//! 4. `import` ([`crate::offline_drive`]), where the store is reachable,
+//! 4. `import` ([`crate::offline::drive`]), where the store is reachable,
 //!    checks and uploads the objects unchanged. Once the job is `Completed`
 //!    the seeded point is an ordinary point of the item, and its next
 //!    backup is incremental against it.
@@ -21,6 +21,8 @@
 //! passphrase. They hold no data of the vault: names, states, drive ids and
 //! keys (which only open the drives, whose objects are vault-encrypted).
 
+pub(crate) mod drive;
+
 use std::path::{Path, PathBuf};
 
 use boveda_store::{PutMode, Store, StoreErrorKind};
@@ -29,8 +31,8 @@ use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, ServiceError};
-use crate::item::{Item, ProtectionState};
-use crate::job::JobEnv;
+use crate::items::{Item, ProtectionState};
+use crate::runtime::job::JobEnv;
 
 /// Where import jobs are kept in the vault's store.
 pub const IMPORTS: &str = "imports";
@@ -438,9 +440,9 @@ fn source_bytes(item: &Item) -> u64 {
         }
     }
     match &item.source {
-        crate::item::ItemSource::Files { paths, .. } => paths.iter().map(|p| tree(p)).sum(),
-        crate::item::ItemSource::Disk { path } => tree(path),
-        crate::item::ItemSource::Vm { disks, .. } => disks.iter().map(|(_, p)| tree(p)).sum(),
+        crate::items::ItemSource::Files { paths, .. } => paths.iter().map(|p| tree(p)).sum(),
+        crate::items::ItemSource::Disk { path } => tree(path),
+        crate::items::ItemSource::Vm { disks, .. } => disks.iter().map(|(_, p)| tree(p)).sum(),
     }
 }
 

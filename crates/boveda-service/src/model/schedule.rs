@@ -6,7 +6,7 @@ use jiff::civil::{Date, Time};
 use jiff::tz::TimeZone;
 use jiff::{Timestamp, ToSpan};
 
-use crate::policy::{Frequency, Policy, Weekday};
+use crate::model::policy::{Frequency, Policy, Weekday};
 
 pub(crate) fn weekday_of(d: Date) -> Weekday {
     match d.weekday() {

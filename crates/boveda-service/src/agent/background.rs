@@ -11,14 +11,14 @@ use boveda_engine::{DiskOutputFormat, NoProgress};
 use boveda_vault::Vault;
 use serde::Deserialize;
 
-use crate::backups::backup_job;
-use crate::clock::Clock;
 use crate::error::{Result, ServiceError};
-use crate::item::Item;
-use crate::job::JobEnv;
-use crate::job::{Job, JobState, Operation};
+use crate::items::Item;
+use crate::model::time_input::{check_retain_until, parse_retain_until};
+use crate::protection::backups::backup_job;
 use crate::recovery::{RestoreRequest, find_point, restore_job};
-use crate::time_input::{check_retain_until, parse_retain_until};
+use crate::runtime::clock::Clock;
+use crate::runtime::job::JobEnv;
+use crate::runtime::job::{Job, JobState, Operation};
 
 /// What a job started in the background needs besides the vault: owned,
 /// since the job outlives the request that started it.
@@ -168,14 +168,14 @@ fn start<T: Send + 'static>(
             if !env.slots.take(&lane, ticket, Duration::ZERO) {
                 let id = boveda_vault::RecordId::random();
                 let item = waiting.item.as_ref().map(|(n, i)| (n.as_str(), *i));
-                let w = crate::job::WaitingJob {
+                let w = crate::runtime::job::WaitingJob {
                     id,
                     operation: waiting.operation,
                     item,
                     hostname: &env.hostname,
                     heartbeat: env.heartbeat,
                 };
-                let record = |state| crate::job::record_waiting(&waiting.vault, env.clock.as_ref(), &w, state);
+                let record = |state| crate::runtime::job::record_waiting(&waiting.vault, env.clock.as_ref(), &w, state);
                 match record(JobState::Queued) {
                     Ok(job) => {
                         let _ = started_tx.send(job);
@@ -189,7 +189,7 @@ fn start<T: Send + 'static>(
                 loop {
                     let turn = env.slots.take(&lane, ticket, env.heartbeat);
                     // a stop asked while it waited ends it, also when its turn came
-                    if crate::job::stop_requested(&waiting.vault, &id) {
+                    if crate::runtime::job::stop_requested(&waiting.vault, &id) {
                         if turn {
                             env.slots.release(&lane);
                         } else {

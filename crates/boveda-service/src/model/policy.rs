@@ -3,15 +3,15 @@
 //!
 //! This module holds the model and its validation (limits as Azure's:
 //! daily up to 9999 days, weekly 5163 weeks, monthly 1188 months, yearly 99
-//! years); `crate::policies` keeps the vault's policies, `crate::retention`
-//! and `crate::schedule` apply them.
+//! years); `crate::policies` keeps the vault's policies, `crate::policies::retention`
+//! and `crate::model::schedule` apply them.
 
 use boveda_vault::RecordId;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, ServiceError};
-use crate::names::validate_item_name;
+use crate::model::names::validate_item_name;
 
 /// The policy every vault starts with: daily at 02:00, kept 30 days.
 pub const DEFAULT_POLICY: &str = "DefaultPolicy";

@@ -11,13 +11,13 @@ use boveda_vault::{RecoveryPoint, Vault, VaultError};
 use jiff::Timestamp;
 
 use crate::error::{Result, ServiceError};
-use crate::item::Item;
-use crate::job::{Job, JobDone, JobEnv, Observers, Operation, run_job};
+use crate::items::Item;
 use crate::offline::{
     ImportJob, ImportState, SEED_FOLDERS, STAGING_JOURNAL, StagedObject, StagingJournal, find_import_job,
     item_import_job, update_import_job, write_atomically,
 };
 use crate::protection::{BackupRequest, backup_now, check_can_back_up};
+use crate::runtime::job::{Job, JobDone, JobEnv, Observers, Operation, run_job};
 
 /// Takes a recovery point as a `Backup` job: ad-hoc ("backup now", kept
 /// until `retain_until`) or for a policy slot.
@@ -38,7 +38,7 @@ pub fn backup_job(
     // what can be refused at once is refused before a job is recorded
     check_can_back_up(item)?;
     if let Some(t) = retain_until {
-        crate::time_input::check_retain_until(t, env.clock.now())?;
+        crate::model::time_input::check_retain_until(t, env.clock.now())?;
     }
     // an item seeded offline: its first backup goes to the staging folder,
     // and later ones wait until the import job completed

@@ -1,14 +1,17 @@
 //! Protected items, stored as catalog records (`catalog/items/...`).
 
+pub(crate) mod consistency;
+pub(crate) mod live_vm;
+
 use std::path::{Path, PathBuf};
 
 use boveda_vault::{RecordId, Vault};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::consistency::ConsistencyConfig;
 use crate::error::{Remedy, Result, ServiceError, ServiceErrorKind};
-use crate::names::validate_item_name;
+use crate::items::consistency::ConsistencyConfig;
+use crate::model::names::validate_item_name;
 
 const ITEMS: &str = boveda_vault::ITEMS_KIND;
 
@@ -277,8 +280,8 @@ pub fn add_vm_item(
     }
     // a running VM holds its disks: they are checked through its monitor;
     // a VM shut off is checked as files
-    let disks = match crate::live_vm::find_running(qmp.as_deref(), guest_agent.as_deref(), &domain) {
-        Some(vm) => crate::live_vm::check_running(&vm, &domain)?,
+    let disks = match crate::items::live_vm::find_running(qmp.as_deref(), guest_agent.as_deref(), &domain) {
+        Some(vm) => crate::items::live_vm::check_running(&vm, &domain)?,
         None => domain_disks(&domain, &file)?,
     };
     save_new_with(

@@ -8,11 +8,11 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::error::ServiceError;
-use crate::item::{ProtectionState, list_items, remove_item};
-use crate::job::JobEnv;
-use crate::job::{Job, JobDone, Observers, Operation, oldest_running_writer, run_job};
+use crate::items::{ProtectionState, list_items, remove_item};
 use crate::policies::list_policies;
-use crate::retention::evaluate;
+use crate::policies::retention::evaluate;
+use crate::runtime::job::JobEnv;
+use crate::runtime::job::{Job, JobDone, Observers, Operation, oldest_running_writer, run_job};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ExpiredPoint {
@@ -124,7 +124,7 @@ const LEASE_LENGTH: SignedDuration = SignedDuration::from_mins(30);
 
 fn prune_holding_lease(
     vault: &Vault,
-    ctx: &crate::job::JobCtx<'_>,
+    ctx: &crate::runtime::job::JobCtx<'_>,
     now: Timestamp,
     margin: SignedDuration,
     lease: &mut boveda_vault::Lease,

@@ -1,5 +1,5 @@
 //! The record of a job: what it does, its state and its progress, as the
-//! vault keeps it (`crate::job` runs jobs; alerts describe them).
+//! vault keeps it (`crate::runtime::job` runs jobs; alerts describe them).
 
 use boveda_vault::{PointId, RecordId};
 use jiff::{SignedDuration, Timestamp};

@@ -7,8 +7,8 @@ use jiff::{SignedDuration, Timestamp, ToSpan};
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::job::{JobFilter, list_jobs};
-use crate::usage::{PriceTable, usage};
+use crate::reports::usage::{PriceTable, usage};
+use crate::runtime::job::{JobFilter, list_jobs};
 
 /// How many days the dashboard's series cover.
 pub const DASHBOARD_DAYS: usize = 30;
@@ -59,11 +59,11 @@ pub fn dashboard(vault: &Vault, prices: &PriceTable, now: Timestamp) -> Result<D
 ///
 /// # Errors
 /// A store error or a damaged record.
-pub fn dashboard_with(vault: &Vault, used: &crate::usage::Usage, now: Timestamp) -> Result<Dashboard> {
-    let items = crate::item::list_items(vault)?;
+pub fn dashboard_with(vault: &Vault, used: &crate::reports::usage::Usage, now: Timestamp) -> Result<Dashboard> {
+    let items = crate::items::list_items(vault)?;
     let points = vault.list_points()?;
     let jobs = list_jobs(vault, &JobFilter::default())?;
-    let alerts = crate::alert::list_alerts(vault)?;
+    let alerts = crate::runtime::alert::list_alerts(vault)?;
     let day_ago = now - SignedDuration::from_hours(24);
 
     let mut items_by_state = BTreeMap::new();
@@ -125,7 +125,7 @@ pub struct VaultMetrics {
 ///
 /// # Errors
 /// A store error reading the replication status.
-pub fn vault_metrics(vault: &Vault, jobs: &[crate::job::Job], now: Timestamp) -> Result<VaultMetrics> {
+pub fn vault_metrics(vault: &Vault, jobs: &[crate::runtime::job::Job], now: Timestamp) -> Result<VaultMetrics> {
     let mut m = VaultMetrics::default();
     for j in jobs {
         let op = j.operation.as_str().to_string();
@@ -137,8 +137,11 @@ pub fn vault_metrics(vault: &Vault, jobs: &[crate::job::Job], now: Timestamp) ->
             e.0 += d.as_secs_f64();
             e.1 += 1;
         }
-        let ok = matches!(j.state, crate::job::JobState::Completed | crate::job::JobState::CompletedWithWarnings);
-        if j.operation == crate::job::Operation::Backup
+        let ok = matches!(
+            j.state,
+            crate::runtime::job::JobState::Completed | crate::runtime::job::JobState::CompletedWithWarnings
+        );
+        if j.operation == crate::runtime::job::Operation::Backup
             && ok
             && let (Some(item), Some(end)) = (&j.item, j.end)
         {
