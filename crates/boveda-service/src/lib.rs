@@ -54,6 +54,7 @@ pub use boveda_engine::{BackupProgress, DiskEntry, DiskOutputFormat, RestoreOutc
 pub use boveda_store::{
     MetricsSnapshot, StoreError, process_metrics as store_requests, process_retries as store_retries,
 };
+pub use boveda_vault::drive_format::DriveLabel;
 pub use boveda_vault::{DamageLog, KdfParams, Node, NodeKind, RecordId, RecoveryPoint, Vault, VaultSettings};
 pub use error::{Remedy, Result, ServiceError, ServiceErrorKind};
 pub use items::consistency::{ConsistencyConfig, MAX_SCRIPT_TIMEOUT_SECS, ScriptResult, run_script};
@@ -70,7 +71,8 @@ pub use model::schedule::{latest_slot, next_slot};
 pub use model::time_input::{
     DayBound, MAX_RETAIN_YEARS, TIME_FORMS, check_retain_until, parse_duration, parse_retain_until, parse_time,
 };
-pub use offline::drive::{DiskprepReport, DriveLabel, ImportReport, ImportRequest, PreparedDrive, diskprep, import};
+pub use offline::diskprep::{DiskprepReport, PreparedDrive, diskprep};
+pub use offline::import::{ImportReport, ImportRequest, import};
 pub use offline::{
     DriveRecord, DriveState, ImportJob, ImportState, STAGING_JOURNAL, SeedEstimate, StagingJournal, find_import_job,
     init_offline, item_import_job, list_import_jobs, record_shipping, seeding_status,

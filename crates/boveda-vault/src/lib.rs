@@ -37,6 +37,7 @@ pub mod catalog_seen;
 mod check;
 mod chunker;
 mod crypto;
+pub mod drive_format;
 mod error;
 mod gc;
 mod ids;

@@ -21,7 +21,9 @@
 //! passphrase. They hold no data of the vault: names, states, drive ids and
 //! keys (which only open the drives, whose objects are vault-encrypted).
 
+pub(crate) mod diskprep;
 pub(crate) mod drive;
+pub(crate) mod import;
 
 use std::path::{Path, PathBuf};
 
