@@ -1,0 +1,138 @@
+//! Handlers of items: listing, adding, discovering VMs, protection and
+//! backing up now.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use boveda_service as svc;
+use serde::Deserialize;
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::{AppState, blocking};
+
+use super::extract::{Body, Q, json_bytes, now, with_env};
+
+pub(super) async fn items(State(app): State<AppState>, Extension(caller): Extension<Caller>) -> ApiResult<Response> {
+    let all = caller.served()?.items(now(&app)).await?;
+    if !caller.token.is_scoped() {
+        return Ok(json_bytes(all.json.clone()));
+    }
+    let mine: Vec<&svc::ItemOverview> = all.value.iter().filter(|o| caller.token.sees_item(&o.item.id)).collect();
+    Ok(Json(mine).into_response())
+}
+
+pub(super) async fn add_item(
+    State(_): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Body(req): Body<svc::NewItem>,
+) -> ApiResult<(StatusCode, Json<svc::Item>)> {
+    let served = caller.served()?.clone();
+    let vault = served.vault.clone();
+    let item = blocking(move || svc::add_item(&vault, &req)).await?;
+    served.changed();
+    Ok((StatusCode::CREATED, Json(item)))
+}
+
+#[derive(Deserialize)]
+pub(super) struct DirQuery {
+    dir: std::path::PathBuf,
+}
+
+pub(super) async fn discover(
+    Extension(caller): Extension<Caller>,
+    Q(q): Q<DirQuery>,
+) -> ApiResult<Json<Vec<svc::DiscoveredVm>>> {
+    let vault = caller.served()?.vault.clone();
+    Ok(Json(blocking(move || svc::discover_vms(&vault, &q.dir)).await?))
+}
+
+pub(super) async fn item(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<svc::ItemOverview>> {
+    let vault = caller.served()?.vault.clone();
+    let id = caller.item()?.id;
+    let now = now(&app);
+    let all = blocking(move || svc::item_overview(&vault, now)).await?;
+    all.into_iter().find(|o| o.item.id == id).map(Json).ok_or_else(|| ApiError::not_found("the item was removed"))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyChoice {
+    policy: String,
+}
+
+pub(super) async fn enable(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Body(req): Body<PolicyChoice>,
+) -> ApiResult<Json<svc::Item>> {
+    let (vault, item) = (caller.served()?.vault.clone(), caller.item()?.clone());
+    let done = blocking(move || with_env(&app, |env| svc::enable_protection(&vault, env, &item, &req.policy))).await?;
+    caller.served()?.changed();
+    Ok(Json(done))
+}
+
+#[derive(Deserialize)]
+pub(super) struct DisableQuery {
+    #[serde(default)]
+    delete_data: bool,
+}
+
+pub(super) async fn disable(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Q(q): Q<DisableQuery>,
+) -> ApiResult<Json<svc::Item>> {
+    let (vault, item) = (caller.served()?.vault.clone(), caller.item()?.clone());
+    let done =
+        blocking(move || with_env(&app, |env| svc::disable_protection(&vault, env, &item, q.delete_data))).await?;
+    caller.served()?.changed();
+    Ok(Json(done))
+}
+
+pub(super) async fn resume(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Body(req): Body<PolicyChoice>,
+) -> ApiResult<Json<svc::Item>> {
+    let (vault, item) = (caller.served()?.vault.clone(), caller.item()?.clone());
+    let done = blocking(move || with_env(&app, |env| svc::resume_protection(&vault, env, &item, &req.policy))).await?;
+    caller.served()?.changed();
+    Ok(Json(done))
+}
+
+pub(super) async fn undelete(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<svc::Item>> {
+    let (vault, item) = (caller.served()?.vault.clone(), caller.item()?.clone());
+    let done = blocking(move || with_env(&app, |env| svc::undelete_protection(&vault, env, &item))).await?;
+    caller.served()?.changed();
+    Ok(Json(done))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct BackupNow {
+    /// A date (`2027-01-31`, the end of that day) or a time; default: 30
+    /// days from now.
+    #[serde(default)]
+    retain_until: Option<String>,
+}
+
+pub(super) async fn backup_now(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Body(req): Body<BackupNow>,
+) -> ApiResult<(StatusCode, Json<svc::Job>)> {
+    let served = caller.served()?.clone();
+    let (vault, item) = (served.vault.clone(), caller.item()?.clone());
+    let env = app.config.jobs.clone();
+    let job = blocking(move || svc::start_backup(vault, &env, item, req.retain_until.as_deref())).await?;
+    served.changed();
+    Ok((StatusCode::ACCEPTED, Json(job)))
+}

@@ -1,0 +1,77 @@
+//! Handlers of the vault as a whole: the vaults a token sees, creating one,
+//! its summary, dashboard, usage, alerts and import jobs.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::{Extension, Json};
+use boveda_service as svc;
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::{AppState, blocking};
+
+use super::access::{VaultAccess, access};
+use super::extract::{Body, json_bytes};
+
+/// A vault as the vault list shows it to a token.
+pub(super) async fn list_vaults(Extension(caller): Extension<Caller>) -> Json<Vec<VaultAccess>> {
+    Json(access(&caller.grants))
+}
+
+pub(super) async fn create_vault(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Body(mut req): Body<svc::NewVault>,
+) -> ApiResult<(StatusCode, Json<svc::VaultSummary>)> {
+    // the token gets the same access to the new vault, from a vault where
+    // it may manage everything
+    let Some((from, _)) =
+        caller.grants.iter().find(|(_, t)| t.role == svc::Role::Contributor && !t.is_scoped()).cloned()
+    else {
+        return Err(ApiError::forbidden("creating a vault needs an unscoped Contributor token"));
+    };
+    req.kdf = app.config.kdf;
+    let pass = app.config.passphrase.clone();
+    let token = caller.token.id;
+    let (vault, summary) = blocking(move || {
+        let vault = svc::create_vault(&req, &pass)?;
+        svc::copy_token(&from.vault, &vault, &token)?;
+        let summary = svc::summarize(&vault)?;
+        Ok((vault, summary))
+    })
+    .await?;
+    app.add(Arc::new(vault));
+    Ok((StatusCode::CREATED, Json(summary)))
+}
+
+pub(super) async fn show_vault(Extension(caller): Extension<Caller>) -> ApiResult<Json<svc::VaultSummary>> {
+    let vault = caller.served()?.vault.clone();
+    Ok(Json(blocking(move || svc::summarize(&vault)).await?))
+}
+
+pub(super) async fn dashboard(Extension(caller): Extension<Caller>) -> ApiResult<Json<svc::Dashboard>> {
+    Ok(Json(caller.served()?.dashboard().await?))
+}
+
+pub(super) async fn alerts(Extension(caller): Extension<Caller>) -> ApiResult<Json<Vec<svc::Alert>>> {
+    let vault = caller.served()?.vault.clone();
+    let all = blocking(move || svc::list_alerts(&vault)).await?;
+    let token = &caller.token;
+    let names: Vec<&str> = token.items.iter().map(|i| i.name.as_str()).collect();
+    let visible = |a: &svc::Alert| {
+        !token.is_scoped() || a.item.as_deref().is_some_and(|n| names.iter().any(|m| m.eq_ignore_ascii_case(n)))
+    };
+    Ok(Json(all.into_iter().filter(visible).collect()))
+}
+
+pub(super) async fn usage(Extension(caller): Extension<Caller>) -> ApiResult<Response> {
+    Ok(json_bytes(caller.served()?.usage().await?.json.clone()))
+}
+
+pub(super) async fn imports(Extension(caller): Extension<Caller>) -> ApiResult<Json<Vec<svc::ImportJob>>> {
+    let vault = caller.served()?.vault.clone();
+    Ok(Json(blocking(move || svc::list_import_jobs(&**vault.store())).await?))
+}
