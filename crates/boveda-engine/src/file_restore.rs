@@ -28,7 +28,7 @@
 //! to the point (chunk by chunk, against the keyed ids) and it has no other
 //! hard link; everything else is written again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
@@ -273,73 +273,16 @@ pub fn restore_files(
     opts: &RestoreOptions<'_>,
     progress: &dyn RestoreProgress,
 ) -> Result<RestoreOutcome> {
-    let selectors: Vec<Vec<Vec<u8>>> = opts.paths.iter().map(|p| split_point_path(p)).collect::<Result<_>>()?;
-    for (sel, raw) in selectors.iter().zip(&opts.paths) {
-        if sel.is_empty() {
-            continue;
-        }
-        crate::point_path::list_point_path(vault, index, root, raw)?;
-    }
-    let sel =
-        if selectors.iter().any(|s| s.is_empty()) || selectors.is_empty() { None } else { Some(selectors.as_slice()) };
-    let mut planner = Planner { vault, index, plan: Plan::default() };
-    planner.dir(root, Path::new(""), sel)?;
-    let plan = planner.plan;
-
+    let plan = plan_restore(vault, index, root, &opts.paths)?;
     let root = Beneath::open(&opts.target, opts.within.as_deref())
         .map_err(|e| EngineError::Target { path: opts.target.clone(), reason: e.to_string() })?;
     let root = &root;
     let mut out = RestoreOutcome::default();
     let is_root = rustix::process::geteuid().is_root();
-    let failed_dirs: Mutex<Vec<(PathBuf, String)>> = Mutex::new(Vec::new());
-
     let handles = DirHandles::new(root);
     let handles = &handles;
-    // Directories top-down, each made in its parent's handle: a link put in
-    // the way fails that directory (and so what is below it), never followed.
-    // A directory made now holds nothing from an earlier run.
-    let mut fresh: std::collections::HashSet<&Path> = std::collections::HashSet::new();
-    let mut made_dirs: HashMap<&Path, (u64, u64)> = HashMap::new();
-    for (rel, _) in &plan.dirs {
-        let made = split(rel).and_then(|(parent, name)| {
-            let pfd = handles.get(parent)?;
-            make_dir_in(pfd.as_fd(), name, &root.show(rel))
-        });
-        // the directory as made, to tell at the end whether its path still
-        // leads to it
-        let made = made.and_then(|new| Ok((new, handles.get(rel)?)));
-        match made {
-            Ok((new, fd)) => {
-                out.dirs += 1;
-                if new {
-                    fresh.insert(rel.as_path());
-                }
-                if let Ok(st) = rustix::fs::fstat(&*fd) {
-                    made_dirs.insert(rel.as_path(), (st.st_dev, st.st_ino));
-                }
-            }
-            Err(e) => {
-                if let Ok(mut f) = failed_dirs.lock() {
-                    f.push((rel.clone(), e.to_string()));
-                }
-            }
-        }
-    }
-
-    // Hard links: the first path of each inode is written, the others linked to it.
-    let mut leaders: HashMap<(u64, u64), usize> = HashMap::new();
-    let mut hard_links: Vec<(usize, usize)> = Vec::new();
-    let mut candidates: Vec<usize> = Vec::new();
-    for (i, (_, node)) in plan.files.iter().enumerate() {
-        if node.nlink > 1 {
-            if let Some(&leader) = leaders.get(&(node.device, node.inode)) {
-                hard_links.push((leader, i));
-                continue;
-            }
-            leaders.insert((node.device, node.inode), i);
-        }
-        candidates.push(i);
-    }
+    let MadeDirs { fresh, made: made_dirs, failed: failed_dirs } = make_dirs(&plan, handles, root, &mut out);
+    let (candidates, hard_links) = hard_link_leaders(&plan);
     // only a directory that was there before can hold a complete file
     let complete: Vec<bool> = candidates
         .par_iter()
@@ -373,23 +316,7 @@ pub fn restore_files(
         })
         .collect();
     let temps: Vec<OsString> = plan.files.iter().map(|(rel, _)| temp_name(vault, rel)).collect();
-    // the owner and group a file created now in each directory gets (a
-    // set-group-ID directory gives its own group)
-    let umask = process_umask();
-    let (euid, egid) = (rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw());
-    let mut new_owner: HashMap<&Path, Option<(u32, u32)>> = HashMap::new();
-    let creations: Vec<Creation> = plan
-        .files
-        .iter()
-        .map(|(rel, node)| {
-            let owner = *new_owner.entry(parent_of(rel)).or_insert_with(|| {
-                let st = handles.get(parent_of(rel)).ok().and_then(|fd| rustix::fs::fstat(&*fd).ok())?;
-                let setgid = st.st_mode & 0o2000 != 0;
-                Some((euid, if setgid { st.st_gid } else { egid }))
-            });
-            Creation::of(node, owner, is_root, umask)
-        })
-        .collect();
+    let creations = creations(&plan, handles, is_root);
     let sink = FileSink {
         root,
         handles,
@@ -411,31 +338,7 @@ pub fn restore_files(
     // times, rename). Files without data are made here, one directory per
     // task (two threads creating entries in one directory contend on its
     // lock; packs, read in parallel, mostly hold different directories).
-    let mut by_dir: HashMap<&Path, Vec<usize>> = HashMap::new();
-    for &i in &to_write {
-        by_dir.entry(parent_of(&plan.files[i].0)).or_default().push(i);
-    }
-    let mut targets: HashMap<ChunkId, Vec<(usize, u64)>> = HashMap::new();
-    let mut empty: Vec<Vec<usize>> = Vec::new();
-    for group in by_dir.values() {
-        let mut none = Vec::new();
-        for &i in group {
-            let node = &plan.files[i].1;
-            let mut offset = 0u64;
-            for piece in &node.content {
-                if let Piece::Data { id, .. } = piece {
-                    targets.entry(*id).or_default().push((i, offset));
-                }
-                offset += piece.len();
-            }
-            if states[i].remaining.load(Ordering::Relaxed) == 0 {
-                none.push(i);
-            }
-        }
-        if !none.is_empty() {
-            empty.push(none);
-        }
-    }
+    let (targets, empty) = chunk_uses(&plan, &to_write);
     empty.par_iter().for_each(|group| {
         for &i in group {
             if let Ok(file) = sink.create(i) {
@@ -458,10 +361,176 @@ pub fn restore_files(
     out.warnings.extend(sink.warnings.into_inner().unwrap_or_default());
     let failed = failed.into_inner().unwrap_or_default();
 
-    for (leader, member) in hard_links {
+    make_other_entries(&plan, handles, root, &hard_links, &failed, &mut out);
+
+    name_failures(&plan, root, &failed, failed_dirs, &mut out);
+    final_metadata(&plan, handles, root, &kept, &made_dirs, is_root, &mut out);
+    out.files += (plan.files.len() - failed.len()) as u64;
+    out.errors.sort();
+    Ok(out)
+}
+
+/// The uses of each chunk: (file, offset).
+type ChunkTargets = HashMap<ChunkId, Vec<(usize, u64)>>;
+
+/// Where each chunk goes (file, offset) among the files to write, and the
+/// files without data (empty, or all holes), grouped by directory.
+fn chunk_uses(plan: &Plan, to_write: &[usize]) -> (ChunkTargets, Vec<Vec<usize>>) {
+    let mut by_dir: HashMap<&Path, Vec<usize>> = HashMap::new();
+    for &i in to_write {
+        by_dir.entry(parent_of(&plan.files[i].0)).or_default().push(i);
+    }
+    let mut targets = ChunkTargets::new();
+    let mut empty: Vec<Vec<usize>> = Vec::new();
+    for group in by_dir.values() {
+        let mut none = Vec::new();
+        for &i in group {
+            let node = &plan.files[i].1;
+            let mut offset = 0u64;
+            for piece in &node.content {
+                if let Piece::Data { id, .. } = piece {
+                    targets.entry(*id).or_default().push((i, offset));
+                }
+                offset += piece.len();
+            }
+            if !node.content.iter().any(|p| matches!(p, Piece::Data { .. })) {
+                none.push(i);
+            }
+        }
+        if !none.is_empty() {
+            empty.push(none);
+        }
+    }
+    (targets, empty)
+}
+
+/// Every file and directory that could not be restored, named with its
+/// reason, and counted by reason.
+fn name_failures(
+    plan: &Plan,
+    root: &Beneath,
+    failed: &HashMap<usize, String>,
+    failed_dirs: Vec<(PathBuf, String)>,
+    out: &mut RestoreOutcome,
+) {
+    for (i, (rel, _)) in plan.files.iter().enumerate() {
+        if let Some(why) = failed.get(&i) {
+            out.errors.push(format!("{}: {why}", root.show(rel).display()));
+            *out.failure_reasons.entry(why.clone()).or_default() += 1;
+        }
+    }
+    for (rel, why) in failed_dirs {
+        out.errors.push(format!("{}: directory not restored: {why}", root.show(&rel).display()));
+        *out.failure_reasons.entry("directory not restored".into()).or_default() += 1;
+    }
+}
+
+/// The plan of a restore: the point's entries below the selected paths
+/// (every path named must be in the point).
+fn plan_restore(vault: &Vault, index: &ChunkIndex, root: &ChunkId, paths: &[String]) -> Result<Plan> {
+    let selectors: Vec<Vec<Vec<u8>>> = paths.iter().map(|p| split_point_path(p)).collect::<Result<_>>()?;
+    for (sel, raw) in selectors.iter().zip(paths) {
+        if sel.is_empty() {
+            continue;
+        }
+        crate::point_path::list_point_path(vault, index, root, raw)?;
+    }
+    let sel =
+        if selectors.iter().any(|s| s.is_empty()) || selectors.is_empty() { None } else { Some(selectors.as_slice()) };
+    let mut planner = Planner { vault, index, plan: Plan::default() };
+    planner.dir(root, Path::new(""), sel)?;
+    Ok(planner.plan)
+}
+
+/// The directories a restore made or found.
+struct MadeDirs<'p> {
+    /// Made now: they hold nothing from an earlier run.
+    fresh: HashSet<&'p Path>,
+    /// Each directory as made (device, inode), to tell at the end whether
+    /// its path still leads to it.
+    made: HashMap<&'p Path, (u64, u64)>,
+    /// Directories that could not be made, with the reason.
+    failed: Vec<(PathBuf, String)>,
+}
+
+/// Makes the plan's directories top-down, each in its parent's handle: a
+/// link put in the way fails that directory (and so what is below it),
+/// never followed.
+fn make_dirs<'p>(plan: &'p Plan, handles: &DirHandles<'_>, root: &Beneath, out: &mut RestoreOutcome) -> MadeDirs<'p> {
+    let mut dirs = MadeDirs { fresh: HashSet::new(), made: HashMap::new(), failed: Vec::new() };
+    for (rel, _) in &plan.dirs {
+        let made = split(rel).and_then(|(parent, name)| {
+            let pfd = handles.get(parent)?;
+            make_dir_in(pfd.as_fd(), name, &root.show(rel))
+        });
+        match made.and_then(|new| Ok((new, handles.get(rel)?))) {
+            Ok((new, fd)) => {
+                out.dirs += 1;
+                if new {
+                    dirs.fresh.insert(rel.as_path());
+                }
+                if let Ok(st) = rustix::fs::fstat(&*fd) {
+                    dirs.made.insert(rel.as_path(), (st.st_dev, st.st_ino));
+                }
+            }
+            Err(e) => dirs.failed.push((rel.clone(), e.to_string())),
+        }
+    }
+    dirs
+}
+
+/// Hard links: the first path of each inode is written (the files to
+/// write, by index), the others linked to it (leader, member).
+fn hard_link_leaders(plan: &Plan) -> (Vec<usize>, Vec<(usize, usize)>) {
+    let mut leaders: HashMap<(u64, u64), usize> = HashMap::new();
+    let mut hard_links: Vec<(usize, usize)> = Vec::new();
+    let mut candidates: Vec<usize> = Vec::new();
+    for (i, (_, node)) in plan.files.iter().enumerate() {
+        if node.nlink > 1 {
+            if let Some(&leader) = leaders.get(&(node.device, node.inode)) {
+                hard_links.push((leader, i));
+                continue;
+            }
+            leaders.insert((node.device, node.inode), i);
+        }
+        candidates.push(i);
+    }
+    (candidates, hard_links)
+}
+
+/// How each file is created: the owner and group a file created now in
+/// each directory gets (a set-group-ID directory gives its own group).
+fn creations(plan: &Plan, handles: &DirHandles<'_>, is_root: bool) -> Vec<Creation> {
+    let umask = process_umask();
+    let (euid, egid) = (rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw());
+    let mut new_owner: HashMap<&Path, Option<(u32, u32)>> = HashMap::new();
+    plan.files
+        .iter()
+        .map(|(rel, node)| {
+            let owner = *new_owner.entry(parent_of(rel)).or_insert_with(|| {
+                let st = handles.get(parent_of(rel)).ok().and_then(|fd| rustix::fs::fstat(&*fd).ok())?;
+                let setgid = st.st_mode & 0o2000 != 0;
+                Some((euid, if setgid { st.st_gid } else { egid }))
+            });
+            Creation::of(node, owner, is_root, umask)
+        })
+        .collect()
+}
+
+/// Hard links, symbolic links and special files, each made in its
+/// directory's handle (what is in the way is replaced, never followed).
+fn make_other_entries(
+    plan: &Plan,
+    handles: &DirHandles<'_>,
+    root: &Beneath,
+    hard_links: &[(usize, usize)],
+    failed: &HashMap<usize, String>,
+    out: &mut RestoreOutcome,
+) {
+    for &(leader, member) in hard_links {
         let mp = root.show(&plan.files[member].0);
         if failed.contains_key(&leader) {
-            fail_member(&mut out, &mp);
+            fail_member(out, &mp);
             continue;
         }
         let linked = (|| -> io::Result<()> {
@@ -495,17 +564,20 @@ pub fn restore_files(
             Err(e) => out.warnings.push(format!("{}: cannot create special file: {e}", root.show(rel).display())),
         }
     }
+}
 
-    for (i, (rel, _)) in plan.files.iter().enumerate() {
-        if let Some(why) = failed.get(&i) {
-            out.errors.push(format!("{}: {why}", root.show(rel).display()));
-            *out.failure_reasons.entry(why.clone()).or_default() += 1;
-        }
-    }
-    for (rel, why) in failed_dirs.into_inner().unwrap_or_default() {
-        out.errors.push(format!("{}: directory not restored: {why}", root.show(&rel).display()));
-        *out.failure_reasons.entry("directory not restored".into()).or_default() += 1;
-    }
+/// Metadata last: files kept from an earlier run (written files got theirs
+/// before they appeared), links and special files, then directories,
+/// deepest first so their times stick.
+fn final_metadata(
+    plan: &Plan,
+    handles: &DirHandles<'_>,
+    root: &Beneath,
+    kept: &[usize],
+    made_dirs: &HashMap<&Path, (u64, u64)>,
+    is_root: bool,
+    out: &mut RestoreOutcome,
+) {
     // files kept from an earlier run get their metadata again; written
     // files got theirs before the rename
     let kept_warnings: Vec<Vec<String>> = kept
@@ -518,7 +590,6 @@ pub fn restore_files(
             }
         })
         .collect();
-    out.files += (plan.files.len() - failed.len()) as u64;
     out.warnings.extend(kept_warnings.into_iter().flatten());
     for (rel, node) in plan.links.iter().chain(&plan.specials) {
         let Ok((dir, name)) = split(rel) else { continue };
@@ -549,8 +620,6 @@ pub fn restore_files(
             }
         }
     }
-    out.errors.sort();
-    Ok(out)
 }
 
 /// A hard link whose leader could not be restored is not restored either.
