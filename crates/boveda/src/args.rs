@@ -209,46 +209,7 @@ pub enum VaultCmd {
     /// Show a vault's settings and totals.
     Show,
     /// Change a vault's alert webhook, soft-delete window or store limits.
-    Update {
-        /// POST alerts as JSON to this http(s) URL.
-        #[arg(long, conflicts_with = "no_webhook")]
-        webhook: Option<String>,
-        /// Stop posting alerts.
-        #[arg(long)]
-        no_webhook: bool,
-        /// Days deleted backup data stays recoverable (14 to 180).
-        #[arg(long)]
-        soft_delete_days: Option<u32>,
-        /// Tries of a failing store call, the first included (1 to 30).
-        #[arg(long)]
-        store_retries: Option<u32>,
-        /// The longest wait between two tries of a store call (1s to 10m).
-        #[arg(long)]
-        store_retry_max_wait: Option<String>,
-        /// Uploads or downloads at once (1 to 64).
-        #[arg(long)]
-        parallel_requests: Option<u32>,
-        /// Raise an alert when the secondary store lags longer than this
-        /// (such as 30m or 2h; 1 minute to 7 days; default 1h).
-        #[arg(long)]
-        replication_lag_alert: Option<String>,
-        /// Storage replication: lrs, or grs with --secondary. Only while the
-        /// vault has no item; becoming grs copies the vault to the secondary.
-        #[arg(long)]
-        redundancy: Option<String>,
-        /// The secondary store for --redundancy grs (new or empty).
-        #[arg(long, requires = "redundancy")]
-        secondary: Option<String>,
-        /// Where drives of offline seeding are shipped (shown by diskprep);
-        /// an empty value removes it.
-        #[arg(long)]
-        shipping_address: Option<String>,
-        /// Geo-redundant vaults: copy packs to the secondary while a backup
-        /// writes them (true), or in the pass right after it (false, the
-        /// default: the backup keeps its pace on a busy machine).
-        #[arg(long)]
-        replicate_during_backup: Option<bool>,
-    },
+    Update(UpdateArgs),
     /// Verify the vault's structure; --read-data also reads every chunk.
     Check {
         #[arg(long)]
@@ -602,4 +563,47 @@ pub enum OfflineCmd {
         #[arg(long)]
         import_job: Option<String>,
     },
+}
+
+/// `vault update`: `None` (or `false`) leaves a setting as it is.
+#[derive(Args)]
+pub struct UpdateArgs {
+    /// POST alerts as JSON to this http(s) URL.
+    #[arg(long, conflicts_with = "no_webhook")]
+    pub webhook: Option<String>,
+    /// Stop posting alerts.
+    #[arg(long)]
+    pub no_webhook: bool,
+    /// Days deleted backup data stays recoverable (14 to 180).
+    #[arg(long)]
+    pub soft_delete_days: Option<u32>,
+    /// Tries of a failing store call, the first included (1 to 30).
+    #[arg(long)]
+    pub store_retries: Option<u32>,
+    /// The longest wait between two tries of a store call (1s to 10m).
+    #[arg(long)]
+    pub store_retry_max_wait: Option<String>,
+    /// Uploads or downloads at once (1 to 64).
+    #[arg(long)]
+    pub parallel_requests: Option<u32>,
+    /// Raise an alert when the secondary store lags longer than this
+    /// (such as 30m or 2h; 1 minute to 7 days; default 1h).
+    #[arg(long)]
+    pub replication_lag_alert: Option<String>,
+    /// Storage replication: lrs, or grs with --secondary. Only while the
+    /// vault has no item; becoming grs copies the vault to the secondary.
+    #[arg(long)]
+    pub redundancy: Option<String>,
+    /// The secondary store for --redundancy grs (new or empty).
+    #[arg(long, requires = "redundancy")]
+    pub secondary: Option<String>,
+    /// Where drives of offline seeding are shipped (shown by diskprep);
+    /// an empty value removes it.
+    #[arg(long)]
+    pub shipping_address: Option<String>,
+    /// Geo-redundant vaults: copy packs to the secondary while a backup
+    /// writes them (true), or in the pass right after it (false, the
+    /// default: the backup keeps its pace on a busy machine).
+    #[arg(long)]
+    pub replicate_during_backup: Option<bool>,
 }
