@@ -1,6 +1,6 @@
 //! A damaged or missing object is named, with what it affects.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::PathBuf;

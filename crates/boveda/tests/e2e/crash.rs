@@ -1,7 +1,7 @@
 //! Kills, interrupts and a full disk during a backup leave a valid vault,
 //! and the next backup succeeds, reusing what was written.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::process::Command;

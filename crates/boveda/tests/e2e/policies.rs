@@ -1,7 +1,7 @@
 //! Backup policies: the default one, creation with GFS retention, limits and
 //! rules named by field, deletion.
 
-mod common;
+use crate::common;
 
 use common::Env;
 

@@ -7,7 +7,7 @@
 //! whole again too. On a local folder and on the S3 server, through the
 //! real binary.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::Path;

@@ -1,6 +1,6 @@
 //! Back up a tree holding every case, restore it, compare bytes and metadata.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::Path;

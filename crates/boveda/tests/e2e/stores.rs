@@ -5,7 +5,7 @@
 //! leaves the vault valid; a missing container, wrong credentials and an
 //! unreachable endpoint each get one clear line.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};

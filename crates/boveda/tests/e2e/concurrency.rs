@@ -7,7 +7,7 @@
 //! run. Afterwards every point that should exist restores byte-exactly and
 //! `vault check --read-data` passes.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;

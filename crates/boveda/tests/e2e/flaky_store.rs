@@ -4,7 +4,7 @@
 //! cuts connections in the middle of their answers, or accepts connections
 //! and never answers. Issue 22, 14, 15 and 18.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};

@@ -3,7 +3,7 @@
 //! snapshot instant; a tiny Debian guest whose agent freezes its file
 //! systems for that instant; and a point served over NBD (instant restore).
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};

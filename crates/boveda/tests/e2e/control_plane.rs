@@ -1,7 +1,7 @@
 //! The control plane from the command line: protection states, jobs,
 //! alerts, policy updates, prune, usage and the agent with a fake clock.
 
-mod common;
+use crate::common;
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! File-level restore from the ext4 file system inside disk and VM points,
 //! with and without a partition table.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::unix::fs::FileExt;

@@ -3,7 +3,7 @@
 //! the same points, checks clean with data, and restores byte-exactly when
 //! the primary is gone; a prune's deletions reach it.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

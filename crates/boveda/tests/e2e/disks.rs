@@ -2,7 +2,7 @@
 //! mkfs.ext4 and qemu-img; restored images are checked with
 //! `qemu-img compare` and `e2fsck -fn`.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::unix::fs::FileExt;

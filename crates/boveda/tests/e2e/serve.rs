@@ -1,7 +1,7 @@
 //! `boveda serve` as a process (HTTPS, the scheduler, stopping on SIGTERM)
 //! and `boveda token`.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

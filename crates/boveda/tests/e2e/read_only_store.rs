@@ -4,7 +4,7 @@
 //! writing: restore, check and `recoverypoint list` work, say that their
 //! job could not be recorded, and exit 0 or 3.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

@@ -1,6 +1,6 @@
 //! Pre/post snapshot scripts and the consistency each point records.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

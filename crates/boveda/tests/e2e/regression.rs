@@ -2,7 +2,7 @@
 //! what broke. Each drives the real binary and fails on the code before the
 //! fix.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;

@@ -1,7 +1,7 @@
 //! Virtual machines: discovered from libvirt definitions, all disks and
 //! the definition backed up together, restored as a new VM.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::unix::fs::FileExt;

@@ -1,6 +1,6 @@
 //! Bad input gets one clear line and loses nothing.
 
-mod common;
+use crate::common;
 
 use std::fs;
 

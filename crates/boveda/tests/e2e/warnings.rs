@@ -1,6 +1,6 @@
 //! Unreadable files become warnings; the backup goes on and exits 3.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

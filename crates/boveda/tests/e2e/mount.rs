@@ -1,6 +1,6 @@
 //! `boveda mount`: points read-only through FUSE, read on demand.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};

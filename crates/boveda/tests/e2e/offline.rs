@@ -7,7 +7,7 @@
 //! tracking number, the two-week deadline, a staging folder missing,
 //! read-only or too small, and kills of the seed, diskprep and import.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

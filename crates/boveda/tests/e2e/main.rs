@@ -1,0 +1,31 @@
+//! boveda's end-to-end tests, in one test binary (one link, one harness):
+//! each module drives the real `boveda` binary, a real server, real stores
+//! (Azurite, an S3 server), QEMU and a browser, as its users would.
+//! `cargo test -p boveda --test e2e MODULE::` runs one module's tests.
+
+#[macro_use]
+mod common;
+
+mod backup_restore;
+mod bad_input;
+mod concurrency;
+mod consistency;
+mod control_plane;
+mod crash;
+mod damage;
+mod disk_files;
+mod disks;
+mod flaky_store;
+mod live_vms;
+mod lost_data;
+mod mount;
+mod offline;
+mod policies;
+mod portal;
+mod read_only_store;
+mod regression;
+mod replication;
+mod serve;
+mod stores;
+mod vms;
+mod warnings;
