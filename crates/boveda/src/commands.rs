@@ -1,11 +1,18 @@
 //! One function per command; each opens what it needs and prints.
 
+mod agent;
+mod alerts;
 mod item;
 mod jobs;
 mod offline;
-mod point;
+mod points;
 mod policy;
+mod protection;
+mod prune;
+mod restore;
 mod serve;
+mod signals;
+mod usage;
 mod vault;
 
 use anyhow::Result;
@@ -170,17 +177,17 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<Outcome> {
         Command::Vault(cmd) => vault::run(ctx, cmd),
         Command::Item(cmd) => item::run(ctx, cmd),
         Command::Policy(cmd) => policy::run(ctx, cmd),
-        Command::Protection(cmd) => point::protection(ctx, cmd),
-        Command::Recoverypoint(cmd) => point::points(ctx, cmd),
-        Command::Restore(args) => point::restore(ctx, args),
+        Command::Protection(cmd) => protection::protection(ctx, cmd),
+        Command::Recoverypoint(cmd) => points::points(ctx, cmd),
+        Command::Restore(args) => restore::restore(ctx, args),
         Command::Job(cmd) => jobs::job(ctx, cmd),
-        Command::Alert(cmd) => jobs::alert(ctx, cmd),
+        Command::Alert(cmd) => alerts::alert(ctx, cmd),
         Command::Offline(cmd) => offline::run(ctx, cmd),
-        Command::Prune { dry_run, safety_margin } => jobs::prune(ctx, dry_run, &safety_margin),
-        Command::Usage { prices } => jobs::usage(ctx, prices.as_deref()),
-        Command::Agent(args) => jobs::agent(ctx, args),
+        Command::Prune { dry_run, safety_margin } => prune::prune(ctx, dry_run, &safety_margin),
+        Command::Usage { prices } => usage::usage(ctx, prices.as_deref()),
+        Command::Agent(args) => agent::agent(ctx, args),
         Command::Serve(args) => serve::serve(ctx, args),
         Command::Token(cmd) => serve::token(ctx, cmd),
-        Command::Mount { item, point, dir } => point::mount(ctx, &item, point.as_deref(), &dir),
+        Command::Mount { item, point, dir } => points::mount(ctx, &item, point.as_deref(), &dir),
     }
 }

@@ -1,28 +1,17 @@
-//! `job`, `alert`, `prune`, `usage` and `agent`.
+//! `job`: list, show, wait for and stop jobs.
 
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use boveda_service::{
-    AgentOptions, DayBound, Job, JobFilter, JobState, Operation, PriceTable, find_job, hostname, list_alerts,
-    list_jobs, open_vault, parse_time, plan_prune, prune_job, retry_alerts, run_agent, stop_job, usage as usage_of,
-    wait_job,
+    DayBound, Job, JobFilter, JobState, Operation, find_job, hostname, list_jobs, parse_time, stop_job, wait_job,
 };
 use jiff::tz::TimeZone;
-use jiff::{SignedDuration, Timestamp};
 
 use super::Ctx;
 use crate::Outcome;
-use crate::args::{AgentArgs, AlertCmd, JobCmd};
+use crate::args::JobCmd;
 use crate::output::{opt_time, print_table, size, time};
-use crate::passphrase::passphrase;
-
-/// `--safety-margin`, as the service reads a duration.
-pub fn parse_duration(s: &str) -> Result<SignedDuration> {
-    Ok(boveda_service::parse_duration("safety_margin", s)?)
-}
 
 fn outcome_of(state: JobState) -> Outcome {
     match state {
@@ -157,194 +146,4 @@ pub fn job(ctx: &Ctx, cmd: JobCmd) -> Result<Outcome> {
             Ok(Outcome::Ok)
         }
     }
-}
-
-pub fn alert(ctx: &Ctx, cmd: AlertCmd) -> Result<Outcome> {
-    let AlertCmd::List { retry } = cmd;
-    let vault = ctx.open()?;
-    if retry {
-        let n = retry_alerts(&vault)?;
-        if !ctx.json() {
-            eprintln!("{n} alert(s) delivered to the webhook now");
-        }
-    }
-    let alerts = list_alerts(&vault)?;
-    if ctx.json() {
-        ctx.print_json(&alerts)?;
-    } else {
-        let rows: Vec<_> = alerts
-            .iter()
-            .map(|a| {
-                vec![
-                    format!("{:?}", a.severity),
-                    time(a.time),
-                    a.item.clone().unwrap_or_else(|| "-".into()),
-                    a.operation.as_str().into(),
-                    a.job.short(),
-                    if a.delivered { "yes".into() } else { format!("no ({} attempts)", a.attempts) },
-                    a.reason.clone(),
-                ]
-            })
-            .collect();
-        print_table(&["SEVERITY", "TIME", "ITEM", "OPERATION", "JOB", "DELIVERED", "REASON"], &rows);
-    }
-    Ok(Outcome::Ok)
-}
-
-pub fn prune(ctx: &Ctx, dry_run: bool, margin: &str) -> Result<Outcome> {
-    let margin = parse_duration(margin)?;
-    let vault = ctx.open()?;
-    let clock = ctx.clock()?;
-    let plan = if dry_run {
-        plan_prune(&vault, clock.now(), margin)?
-    } else {
-        let (job, result) = prune_job(&vault, &ctx.job_env(clock.as_ref()), margin)?;
-        let plan = result?;
-        if !ctx.json() {
-            println!("prune job {}: {}", job.id.short(), job.state.as_str());
-            for w in &job.warnings {
-                println!("warning: {w}");
-            }
-        }
-        plan
-    };
-    if ctx.json() {
-        ctx.print_json(&plan)?;
-        return Ok(Outcome::Ok);
-    }
-    let verb = if dry_run { "would delete" } else { "deleted" };
-    println!("{verb} {} expired recovery point(s); {} kept", plan.expired.len(), plan.points_kept);
-    let rows: Vec<_> = plan
-        .expired
-        .iter()
-        .map(|e| vec![e.item.clone(), e.point.short(), time(e.time), opt_time(e.expired), e.kept_by.clone()])
-        .collect();
-    if !rows.is_empty() {
-        print_table(&["ITEM", "POINT", "TIME", "EXPIRED", "RULE"], &rows);
-    }
-    for i in &plan.purged_items {
-        println!("{verb} item {i} (soft-delete window over)");
-    }
-    let g = &plan.packs;
-    println!("{verb} {} pack(s) marked earlier ({})", g.sweep.len(), size(g.sweep_bytes()));
-    if !g.unmark.is_empty() {
-        println!("{} marked pack(s) are in use again and are kept", g.unmark.len());
-    }
-    let verb_mark = if dry_run { "would mark" } else { "marked" };
-    println!(
-        "{verb_mark} {} unused pack(s) ({}) for deletion after the safety margin ({})",
-        g.mark.len(),
-        size(g.mark_bytes()),
-        plan.safety_margin
-    );
-    if !g.repack.is_empty() {
-        let verb_repack = if dry_run { "would repack" } else { "repacked" };
-        println!(
-            "{verb_repack} {} mostly unused pack(s) ({}), copying {} still in use; they are marked too",
-            g.repack.len(),
-            size(g.repack_bytes()),
-            size(g.repack_copy_bytes)
-        );
-    }
-    for w in &g.waiting {
-        println!("waiting: {} pack(s) ({}) marked at {}: {}", w.packs, size(w.bytes), time(w.marked_at), w.reason);
-    }
-    if !g.abandoned.is_empty() {
-        let verb = if dry_run { "would remove" } else { "removed" };
-        println!(
-            "{verb} {} unfinished upload(s) ({}) left by interrupted writers",
-            g.abandoned.len(),
-            size(g.abandoned_bytes())
-        );
-    }
-    Ok(Outcome::Ok)
-}
-
-pub fn usage(ctx: &Ctx, prices: Option<&Path>) -> Result<Outcome> {
-    let table = PriceTable::chosen(prices)?;
-    let vault = ctx.open()?;
-    let u = usage_of(&vault, &table)?;
-    for w in &u.warnings {
-        eprintln!("warning: {w}");
-    }
-    if ctx.json() {
-        ctx.print_json(&u)?;
-        return Ok(Outcome::Ok);
-    }
-    let money = |v: f64| format!("{v:.2} {}", u.prices.currency);
-    let rows: Vec<_> = u
-        .items
-        .iter()
-        .map(|i| {
-            vec![
-                i.item.clone(),
-                i.state.clone(),
-                size(i.front_end_bytes),
-                format!("{} ({})", i.instances, i.band),
-                i.recovery_points.to_string(),
-                size(i.stored_bytes),
-                money(i.monthly_cost),
-            ]
-        })
-        .collect();
-    print_table(&["ITEM", "STATE", "FRONT-END", "INSTANCES", "POINTS", "STORED", "EST. MONTHLY"], &rows);
-    println!(
-        "vault stored (deduplicated, compressed): {}; estimated monthly total: {}",
-        size(u.stored_bytes),
-        money(u.monthly_cost)
-    );
-    Ok(Outcome::Ok)
-}
-
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
-
-/// The flag SIGINT and SIGTERM set from now on: a long-running command
-/// ends cleanly on Ctrl-C or a service manager's stop.
-pub(crate) fn stop_on_signals() -> &'static AtomicBool {
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-    }
-    &STOP
-}
-
-pub fn agent(ctx: &Ctx, args: AgentArgs) -> Result<Outcome> {
-    let clock = ctx.clock()?;
-    let pass = passphrase(ctx.password_file.as_deref(), false)?;
-    let selectors = boveda_service::vaults_to_serve(&args.vaults, ctx.vault.as_deref())?;
-    let vaults = selectors
-        .iter()
-        .map(|s| open_vault(Some(s), &pass).with_context(|| format!("vault {s}")))
-        .collect::<Result<Vec<_>>>()?;
-    let until = args.until.as_deref().map(|t| parse_time(t, &TimeZone::system(), DayBound::End)).transpose()?;
-    let opts = AgentOptions {
-        max_jobs: args.max_jobs,
-        heartbeat: ctx.heartbeat(),
-        safety_margin: parse_duration(&args.safety_margin)?,
-        until,
-        poll: Duration::from_secs(args.poll_secs.max(1)),
-        hostname: hostname(),
-    };
-    if args.max_jobs == 0 {
-        bail!("--max-jobs must be at least 1");
-    }
-    let stop = stop_on_signals();
-    let names: Vec<String> = vaults.iter().map(|v| v.settings().name.clone()).collect();
-    eprintln!("boveda agent: serving {} with at most {} backup(s) at once", names.join(", "), opts.max_jobs);
-    let log = |line: &str| eprintln!("{} {line}", Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S"));
-    let report = run_agent(&vaults, clock.as_ref(), &opts, stop, &log)?;
-    if ctx.json() {
-        ctx.print_json(&report)?;
-    } else {
-        println!(
-            "agent stopped: {} backup(s) ({} failed, {} cancelled), {} prune(s), at most {} at once",
-            report.backups, report.failed, report.cancelled, report.prunes, report.peak_jobs
-        );
-    }
-    Ok(Outcome::Ok)
 }

@@ -10,7 +10,8 @@ use boveda_service::{
 };
 
 use super::Ctx;
-use super::jobs::{parse_duration, stop_on_signals};
+use super::prune::parse_duration;
+use super::signals::stop_on_signals;
 use crate::Outcome;
 use crate::args::{ServeArgs, TokenCmd};
 use crate::output::{opt_time, print_table, time};

@@ -1,0 +1,157 @@
+//! `recoverypoint` (list, show, browse points) and `mount`.
+
+use anyhow::Result;
+use boveda_service::{PointEntry, browse_point, find_item, find_point, list_points, show_point};
+use jiff::Timestamp;
+
+use super::Ctx;
+use crate::Outcome;
+use crate::args::PointCmd;
+use crate::output::{opt_time, print_table, size, time};
+
+pub(super) fn mode_string(e: &PointEntry) -> String {
+    let t = match e.kind.as_str() {
+        "Dir" => 'd',
+        "Symlink" => 'l',
+        "Fifo" => 'p',
+        "CharDevice" => 'c',
+        "BlockDevice" => 'b',
+        "Socket" => 's',
+        _ => '-',
+    };
+    let mut s = String::from(t);
+    for shift in [6, 3, 0] {
+        let bits = (e.mode >> shift) & 7;
+        s.push(if bits & 4 != 0 { 'r' } else { '-' });
+        s.push(if bits & 2 != 0 { 'w' } else { '-' });
+        s.push(if bits & 1 != 0 { 'x' } else { '-' });
+    }
+    s
+}
+
+pub fn points(ctx: &Ctx, cmd: PointCmd) -> Result<Outcome> {
+    let cmd_from_secondary = matches!(cmd, PointCmd::List { from_secondary: true, .. });
+    let vault = ctx.open_copy(cmd_from_secondary)?;
+    match cmd {
+        PointCmd::List { item, .. } => {
+            let item = find_item(&vault, &item)?;
+            let (points, unknown) = list_points(&vault, &item, ctx.clock()?.now(), !cmd_from_secondary)?;
+            if let Some(why) = unknown
+                && !ctx.json()
+            {
+                eprintln!("warning: {why}");
+            }
+            if ctx.json() {
+                ctx.print_json(&points)?;
+                return Ok(Outcome::Ok);
+            }
+            let geo = points.iter().any(|s| s.on_secondary.is_some());
+            let rows: Vec<_> = points
+                .iter()
+                .map(|s| {
+                    let p = &s.point;
+                    let mut row = vec![
+                        p.id.short(),
+                        time(p.time),
+                        p.consistency.as_str().into(),
+                        size(p.stats.bytes),
+                        p.stats.files.to_string(),
+                        opt_time(s.expires),
+                        s.kept_by.clone(),
+                        if p.warnings.is_empty() {
+                            "Completed".into()
+                        } else {
+                            format!("CompletedWithWarnings ({})", p.warnings.len())
+                        },
+                    ];
+                    if let Some(on) = s.on_secondary {
+                        row.push(match on {
+                            Some(true) => "replicated".into(),
+                            Some(false) => "not yet replicated".into(),
+                            None => "unknown".into(),
+                        });
+                    }
+                    row
+                })
+                .collect();
+            let mut header = vec!["ID", "TIME", "CONSISTENCY", "SIZE", "FILES", "EXPIRES", "KEPT BY", "STATUS"];
+            if geo {
+                header.push("SECONDARY");
+            }
+            print_table(&header, &rows);
+        }
+        PointCmd::Show { item, point } => {
+            let item = find_item(&vault, &item)?;
+            let shown = show_point(&vault, &item, &point, ctx.clock()?.now())?;
+            if ctx.json() {
+                ctx.print_json(&shown)?;
+            } else {
+                let p = &shown.point;
+                let s = &p.stats;
+                let mut rows = vec![
+                    vec!["id".into(), p.id.to_hex()],
+                    vec!["item".into(), p.item_name.clone()],
+                    vec!["time".into(), time(p.time)],
+                    vec!["started".into(), time(p.started)],
+                    vec!["host".into(), p.hostname.clone()],
+                    vec!["consistency".into(), p.consistency.as_str().into()],
+                    vec!["scheduled for".into(), opt_time(p.scheduled_for)],
+                    vec!["expires".into(), opt_time(shown.expires)],
+                    vec!["kept by".into(), shown.kept_by.clone()],
+                    vec!["parent".into(), p.parent.map(|x| x.short()).unwrap_or_else(|| "-".into())],
+                    vec!["sources".into(), p.sources.join(", ")],
+                    vec!["files / dirs / other".into(), format!("{} / {} / {}", s.files, s.dirs, s.other_nodes)],
+                    vec!["size".into(), size(s.bytes)],
+                    vec!["read".into(), format!("{} ({} files unchanged)", size(s.bytes_read), s.files_unchanged)],
+                    vec![
+                        "added to vault".into(),
+                        format!("{} ({} new chunks, {} packs)", size(s.bytes_stored), s.chunks_new, s.packs_written),
+                    ],
+                ];
+                if let Some(ms) = p.freeze_ms {
+                    rows.push(vec!["guest frozen".into(), format!("{ms} ms")]);
+                }
+                for w in &p.warnings {
+                    rows.push(vec!["warning".into(), w.clone()]);
+                }
+                print_table(&["FIELD", "VALUE"], &rows);
+            }
+        }
+        PointCmd::Ls { item, point, path } => {
+            let item = find_item(&vault, &item)?;
+            let p = find_point(&vault, &item, &point)?;
+            let entries = browse_point(&vault, &item, &p, &path)?;
+            if ctx.json() {
+                ctx.print_json(&entries)?;
+                return Ok(Outcome::Ok);
+            }
+            for e in &entries {
+                let mtime = e
+                    .mtime_ns
+                    .and_then(|ns| Timestamp::from_nanosecond(i128::from(ns)).ok())
+                    .map(time)
+                    .unwrap_or_default();
+                let name = match &e.link_target {
+                    Some(target) => format!("{} -> {target}", e.name),
+                    None => e.name.clone(),
+                };
+                let row = format!("{} {:>5} {:>5} {:>12}", mode_string(e), e.uid, e.gid, e.size);
+                if mtime.is_empty() { println!("{row} {name}") } else { println!("{row} {mtime} {name}") }
+            }
+        }
+    }
+    Ok(Outcome::Ok)
+}
+
+pub fn mount(ctx: &Ctx, item: &str, point: Option<&str>, dir: &std::path::Path) -> Result<Outcome> {
+    let vault = ctx.open()?;
+    let item = find_item(&vault, item)?;
+    eprintln!(
+        "serving the recovery points of item {} read-only at {}; unmount with `fusermount -u {}`",
+        item.name,
+        dir.display(),
+        dir.display()
+    );
+    boveda_service::mount(vault.into_inner(), &item, point, dir)?;
+    Ok(Outcome::Ok)
+}
