@@ -71,15 +71,10 @@ impl Sealer {
     /// # Errors
     /// [`AuthError`] when the key is wrong or a single bit changed.
     pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, AuthError> {
-        if sealed.len() < SEAL_OVERHEAD {
-            return Err(AuthError);
-        }
-        let (nonce, rest) = sealed.split_at(NONCE_LEN);
-        let (ct, tag) = rest.split_at(rest.len() - TAG_LEN);
-        let nonce = XNonce::try_from(nonce).map_err(|_| AuthError)?;
-        let tag = chacha20poly1305::aead::Tag::<XChaCha20Poly1305>::try_from(tag).map_err(|_| AuthError)?;
-        let mut buf = ct.to_vec();
-        self.cipher.decrypt_inout_detached(&nonce, aad, (&mut buf[..]).into(), &tag).map_err(|_| AuthError)?;
+        let mut buf = sealed.to_vec();
+        let len = self.open_in_place(aad, &mut buf)?.len();
+        buf.drain(..NONCE_LEN);
+        buf.truncate(len);
         Ok(buf)
     }
 
