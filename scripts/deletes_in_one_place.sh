@@ -16,3 +16,16 @@ if [ -n "$found" ]; then
   exit 1
 fi
 echo "every delete of a stored object goes through crates/boveda-vault/src/vault/deletes.rs"
+
+# No code above the vault crate writes a store itself: the engine, the
+# service, the server and the CLI write through the vault crate (a `Vault`,
+# or a `StoreSide` where no passphrase is held), so its rules hold for them.
+writes=$(grep -rnE '\.put\(|PutMode::|mark_pending\(' \
+    crates/boveda-engine/src crates/boveda-service/src crates/boveda-server/src crates/boveda/src \
+  | grep -vE '^[^:]+:[0-9]+:\s*//' || true)
+if [ -n "$writes" ]; then
+  echo "stored objects written outside the vault crate (go through boveda_vault: Vault or StoreSide):"
+  echo "$writes"
+  exit 1
+fi
+echo "every write of a stored object goes through the vault crate"

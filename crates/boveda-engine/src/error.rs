@@ -27,6 +27,8 @@ pub enum EngineError {
     Domain { path: PathBuf, reason: String },
     #[error("disk {}: {reason}", path.display())]
     Disk { path: PathBuf, reason: String },
+    #[error("drive {}: {reason}", path.display())]
+    Drive { path: PathBuf, reason: String },
     #[error("restore target {}: {reason}", path.display())]
     Target { path: PathBuf, reason: String },
 }

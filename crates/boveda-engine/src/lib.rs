@@ -12,6 +12,8 @@
 //! - [`backup_disk`] / [`restore_disk`]: raw, qcow2 and block-device disk
 //!   images in fixed-size chunks, reading only allocated data.
 //! - [`list_point_path`]: browse a point.
+//! - [`drive_files`]: offline seeding's drives as files (labels,
+//!   journals, locks, sealed objects placed whole or not at all).
 
 pub mod beneath;
 mod chunk_fetch;
@@ -19,6 +21,7 @@ mod disk_backup;
 mod disk_files;
 mod disk_image;
 mod disk_restore;
+pub mod drive_files;
 mod error;
 mod exclude;
 mod file_backup;

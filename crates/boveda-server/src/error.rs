@@ -60,6 +60,7 @@ impl From<ServiceError> for ApiError {
             ServiceErrorKind::Cancelled => (StatusCode::CONFLICT, "cancelled"),
             ServiceErrorKind::Damaged => (StatusCode::INTERNAL_SERVER_ERROR, "damaged"),
             ServiceErrorKind::NoSpace => (StatusCode::INSUFFICIENT_STORAGE, "no_space"),
+            ServiceErrorKind::PermissionDenied => (StatusCode::FORBIDDEN, "permission_denied"),
             ServiceErrorKind::WrongPassphrase | ServiceErrorKind::Other => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }

@@ -1,4 +1,7 @@
+use std::path::PathBuf;
+
 use boveda_engine::EngineError;
+use boveda_store::{StoreError, StoreErrorKind};
 use boveda_vault::{VaultError, VaultErrorKind};
 
 /// The control plane's one public error type: what the CLI and the server
@@ -9,6 +12,14 @@ pub enum ServiceError {
     Vault(#[from] VaultError),
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// A file the control plane reads or writes itself (a staging folder,
+    /// a drive, a configuration file), with what the system said.
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    /// A store the control plane reaches itself (a secondary store, a
+    /// vault's store before it is opened), with what the store said.
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("{0}")]
     Invalid(String),
     #[error("{0}")]
@@ -63,8 +74,33 @@ pub enum ServiceErrorKind {
     WrongPassphrase,
     Damaged,
     NoSpace,
+    /// The system or the store refused access (a file's permissions, a
+    /// store credential without the right).
+    PermissionDenied,
     Cancelled,
     Other,
+}
+
+fn io_kind(e: &std::io::Error) -> ServiceErrorKind {
+    use std::io::ErrorKind;
+    match e.kind() {
+        ErrorKind::NotFound => ServiceErrorKind::NotFound,
+        ErrorKind::StorageFull | ErrorKind::QuotaExceeded => ServiceErrorKind::NoSpace,
+        ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem => ServiceErrorKind::PermissionDenied,
+        // a path given that cannot be used as it is
+        _ => ServiceErrorKind::Invalid,
+    }
+}
+
+fn store_kind(kind: StoreErrorKind) -> ServiceErrorKind {
+    match kind {
+        StoreErrorKind::NotFound => ServiceErrorKind::NotFound,
+        StoreErrorKind::AlreadyExists | StoreErrorKind::ConditionNotMet => ServiceErrorKind::Conflict,
+        StoreErrorKind::NoSpace => ServiceErrorKind::NoSpace,
+        StoreErrorKind::PermissionDenied => ServiceErrorKind::PermissionDenied,
+        StoreErrorKind::InvalidName => ServiceErrorKind::Invalid,
+        StoreErrorKind::RateLimited | StoreErrorKind::Unsupported | StoreErrorKind::Other => ServiceErrorKind::Other,
+    }
 }
 
 impl ServiceError {
@@ -80,7 +116,17 @@ impl ServiceError {
             VaultErrorKind::Busy => ServiceErrorKind::Conflict,
         };
         match self {
+            // what the store said about an object of the vault: a vault
+            // object not found is damage, not a request's fault
+            ServiceError::Vault(VaultError::Store(e))
+            | ServiceError::Engine(EngineError::Vault(VaultError::Store(e)))
+                if e.kind() == StoreErrorKind::PermissionDenied =>
+            {
+                ServiceErrorKind::PermissionDenied
+            }
             ServiceError::Vault(v) => vault_kind(v.kind()),
+            ServiceError::Io { source, .. } | ServiceError::Engine(EngineError::Io { source, .. }) => io_kind(source),
+            ServiceError::Store(e) => store_kind(e.kind()),
             ServiceError::Engine(EngineError::Cancelled) => ServiceErrorKind::Cancelled,
             ServiceError::Engine(EngineError::Vault(v)) => vault_kind(v.kind()),
             ServiceError::Engine(EngineError::NotInPoint(_)) => ServiceErrorKind::NotFound,
@@ -108,6 +154,10 @@ impl ServiceError {
             ServiceError::Refused { remedy, .. } => Some(remedy),
             _ => None,
         }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        ServiceError::Io { path: path.into(), source }
     }
 
     pub(crate) fn field_error(field: &'static str, message: impl std::fmt::Display) -> Self {

@@ -18,10 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use boveda_store::{
-    PassReport, PutMode, ReplicatingStore, Replicator, RetryPolicy, Store, StoreErrorKind, faults_from_env,
-    faults_from_var, layer, open_backend,
+    PassReport, ReplicatingStore, Replicator, RetryPolicy, Store, faults_from_env, faults_from_var, layer, open_backend,
 };
-use boveda_vault::{Vault, VaultError, VaultSettings};
+use boveda_vault::{Replica, Vault, VaultError, VaultSettings};
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
@@ -41,9 +40,6 @@ const EAGER: &str = "packs";
 /// Fault injection for the secondary store alone (the form of
 /// `BOVEDA_STORE_FAULTS`).
 pub const SECONDARY_FAULTS: &str = "BOVEDA_SECONDARY_FAULTS";
-
-/// Where the outcome of the last pass is kept, on the primary.
-const STATUS: &str = "replication/status";
 
 /// How far a vault's secondary store is behind.
 #[derive(Debug, Clone, Serialize)]
@@ -109,19 +105,13 @@ fn secondary_of(settings: &VaultSettings) -> Result<Arc<dyn Store>> {
 fn probe(vault: &Vault) -> Result<()> {
     let quick = RetryPolicy { attempts: 2, base_delay: Duration::from_millis(100), max_delay: Duration::from_secs(1) };
     let secondary = secondary_with(&vault.settings(), quick)?;
-    let theirs = match secondary.get("config") {
-        Ok(bytes) => Some(bytes),
-        Err(e) if e.kind() == StoreErrorKind::NotFound => None,
-        Err(e) => return Err(VaultError::from(e).into()),
-    };
-    let ours = primary(vault).get("config").map_err(VaultError::from)?;
-    match theirs {
-        Some(bytes) if bytes == ours => Ok(()),
-        Some(_) => Err(ServiceError::Conflict(format!(
+    match vault.replica_in(&*secondary)? {
+        Replica::ThisVault => Ok(()),
+        Replica::AnotherVault => Err(ServiceError::Conflict(format!(
             "the secondary store {} holds another vault: nothing was copied",
             secondary.location()
         ))),
-        None => Err(ServiceError::NotFound(format!(
+        Replica::NoVault => Err(ServiceError::NotFound(format!(
             "the secondary store {} does not hold this vault (not reachable, or not mounted?): nothing was copied; `vault replication run` copies it in full",
             secondary.location()
         ))),
@@ -176,7 +166,7 @@ fn replicator(vault: &Vault, secondary: Arc<dyn Store>) -> Replicator {
 
 /// The primary store below any replicating layer.
 fn primary(vault: &Vault) -> &Arc<dyn Store> {
-    vault.replicating_store().map_or(vault.store(), |r| r.primary())
+    vault.primary_store()
 }
 
 /// How far the secondary is behind now (lists both stores), with the last
@@ -199,15 +189,13 @@ pub fn replication_status(vault: &Vault) -> Result<ReplicationStatus> {
         to_delete: None,
         error: None,
         pending_since: pending_since(vault)?,
-        last_pass: read_record(primary(vault))?,
+        last_pass: read_record(vault)?,
         alert_after_mins: settings.replication_lag_alert_mins.unwrap_or(VaultSettings::DEFAULT_LAG_ALERT_MINS),
     };
     let counted = open_secondary(vault).and_then(|secondary| {
         let lag = replicator(vault, secondary.clone()).lag().map_err(VaultError::from)?;
-        let config_missing = missing(&*secondary, "config")?;
-        let config_size =
-            if config_missing { primary(vault).stat("config").map_err(VaultError::from)?.size } else { 0 };
-        Ok((lag, u64::from(config_missing), config_size, secondary.location()))
+        let config = vault.config_missing_in(&*secondary)?;
+        Ok((lag, u64::from(config.is_some()), config.unwrap_or(0), secondary.location()))
     });
     match counted {
         Ok((lag, config_missing, config_size, location)) => {
@@ -252,20 +240,12 @@ pub fn replication_summary(vault: &Vault) -> Result<Option<ReplicationSummary>> 
     if vault.settings().redundancy != "grs" {
         return Ok(None);
     }
-    let record = read_record(primary(vault))?.unwrap_or_default();
+    let record = read_record(vault)?.unwrap_or_default();
     Ok(Some(ReplicationSummary {
         pending_since: pending_since(vault)?,
         last_success: record.last_success,
         last_error: record.error,
     }))
-}
-
-fn missing(store: &dyn Store, name: &str) -> Result<bool> {
-    match store.stat(name) {
-        Ok(_) => Ok(false),
-        Err(e) if e.kind() == StoreErrorKind::NotFound => Ok(true),
-        Err(e) => Err(VaultError::from(e).into()),
-    }
 }
 
 /// One replication pass: copies what the secondary lacks (`config` last),
@@ -294,17 +274,10 @@ fn pass(vault: &Vault, progress: &(dyn Fn(u64) + Sync), initial: bool) -> Result
     }
     .map_err(VaultError::from)?;
     let secondary = open_secondary(vault)?;
-    if missing(&*secondary, "config")? {
-        let config = primary(vault).get("config").map_err(VaultError::from)?;
-        match secondary.put("config", &config, PutMode::Create) {
-            Ok(_) => {
-                report.copied += 1;
-                report.copied_bytes += config.len() as u64;
-                progress(config.len() as u64);
-            }
-            Err(e) if e.kind() == StoreErrorKind::AlreadyExists => {}
-            Err(e) => return Err(VaultError::from(e).into()),
-        }
+    if let Some(size) = vault.copy_config_to(&*secondary)? {
+        report.copied += 1;
+        report.copied_bytes += size;
+        progress(size);
     }
     Ok(report)
 }
@@ -336,9 +309,8 @@ pub fn finish_replication(vault: &Vault, clock: &dyn Clock) -> Result<Option<Pas
 }
 
 fn record_and_alert(vault: &Vault, clock: &dyn Clock, report: Result<PassReport, String>) -> Result<PassOutcome> {
-    let primary = primary(vault);
     let now = clock.now();
-    let mut record = read_record(primary)?.unwrap_or_default();
+    let mut record = read_record(vault)?.unwrap_or_default();
     record.time = Some(now);
     record.host = crate::runtime::host::hostname();
     match &report {
@@ -370,7 +342,7 @@ fn record_and_alert(vault: &Vault, clock: &dyn Clock, report: Result<PassReport,
         record.alerted_for = Some(since);
         alert = Some(reason);
     }
-    write_record(primary, &record)?;
+    write_record(vault, &record)?;
     Ok(PassOutcome { report, alert })
 }
 
@@ -396,33 +368,16 @@ fn replication_spec() -> JobSpec<'static> {
     }
 }
 
-fn read_record(primary: &Arc<dyn Store>) -> Result<Option<PassRecord>> {
-    match primary.get(STATUS) {
-        // a record that does not parse is as good as none: the next pass
-        // writes a new one
-        Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
-        Err(e) if e.kind() == StoreErrorKind::NotFound => Ok(None),
-        Err(e) => Err(VaultError::from(e).into()),
-    }
+fn read_record(vault: &Vault) -> Result<Option<PassRecord>> {
+    // a record that does not parse is as good as none: the next pass
+    // writes a new one
+    Ok(vault.replication_record()?.and_then(|bytes| serde_json::from_slice(&bytes).ok()))
 }
 
-/// Replaces the record when nobody changed it meanwhile; a record another
-/// process wrote meanwhile is as new and is kept.
-fn write_record(primary: &Arc<dyn Store>, record: &PassRecord) -> Result<()> {
+/// Replaces the record when nobody changed it meanwhile.
+fn write_record(vault: &Vault, record: &PassRecord) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(record).map_err(|e| ServiceError::Internal(e.to_string()))?;
-    let mode = match primary.stat(STATUS) {
-        Ok(info) => match info.etag {
-            Some(tag) => PutMode::ReplaceIfMatch(tag),
-            None => return Ok(()),
-        },
-        Err(e) if e.kind() == StoreErrorKind::NotFound => PutMode::Create,
-        Err(e) => return Err(VaultError::from(e).into()),
-    };
-    match primary.put(STATUS, &bytes, mode) {
-        Ok(_) => Ok(()),
-        Err(e) if matches!(e.kind(), StoreErrorKind::AlreadyExists | StoreErrorKind::ConditionNotMet) => Ok(()),
-        Err(e) => Err(VaultError::from(e).into()),
-    }
+    Ok(vault.write_replication_record(&bytes)?)
 }
 
 /// A replication pass run as a job (`vault replication run`, and the full

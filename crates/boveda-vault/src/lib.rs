@@ -48,6 +48,7 @@ mod object;
 mod object_cache;
 mod pack;
 mod point;
+pub mod store_side;
 mod tree;
 mod vault;
 
@@ -71,5 +72,6 @@ pub use object::FORMAT_VERSION;
 pub use object_cache::ObjectCache;
 pub use pack::{PackEntry, pack_name, parse_pack_name};
 pub use point::{Consistency, PointStats, RecoveryPoint, point_name};
+pub use store_side::{Added, StoreSide};
 pub use tree::{Node, NodeKind, Piece, Tree, is_safe_name};
-pub use vault::{CreateOptions, DamageLog, StoreSettings, Vault, VaultConfig, VaultSettings};
+pub use vault::{CreateOptions, DamageLog, Replica, StoreSettings, Vault, VaultConfig, VaultSettings};

@@ -27,8 +27,9 @@ pub(crate) mod import;
 
 use std::path::{Path, PathBuf};
 
-use boveda_store::{PutMode, Store, StoreErrorKind};
-use boveda_vault::{RecordId, Vault, VaultError};
+use boveda_engine::drive_files;
+use boveda_store::Store;
+use boveda_vault::{RecordId, StoreSide, Vault};
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
@@ -36,11 +37,7 @@ use crate::error::{Result, ServiceError};
 use crate::items::{Item, ProtectionState};
 use crate::runtime::job::JobEnv;
 
-/// Where import jobs are kept in the vault's store.
-pub const IMPORTS: &str = "imports";
-
-/// The vault folders an offline seed writes to its staging folder.
-pub const SEED_FOLDERS: [&str; 3] = ["packs", "index", "points"];
+pub use boveda_vault::store_side::SEED_FOLDERS;
 
 /// The journal of a staged seed, in its staging folder.
 pub const STAGING_JOURNAL: &str = "seed-journal.json";
@@ -208,7 +205,7 @@ pub fn validate_import_job_name(name: &str) -> Result<()> {
 }
 
 fn record_name(name: &str) -> String {
-    format!("{IMPORTS}/{}.json", name.to_ascii_lowercase())
+    name.to_ascii_lowercase()
 }
 
 /// Every import job of the vault whose store this is, by name.
@@ -217,9 +214,8 @@ fn record_name(name: &str) -> String {
 /// A store error; `Invalid` for a record that does not parse (named).
 pub fn list_import_jobs(store: &dyn Store) -> Result<Vec<ImportJob>> {
     let mut jobs = Vec::new();
-    for o in store.list(IMPORTS).map_err(VaultError::from)? {
-        let bytes = store.get(&o.name).map_err(VaultError::from)?;
-        jobs.push(parse_job(&o.name, &bytes)?);
+    for record in StoreSide::new(store).records()? {
+        jobs.push(parse_job(&record.name, &record.bytes)?);
     }
     jobs.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(jobs)
@@ -239,16 +235,10 @@ pub fn find_import_job(store: &dyn Store, name: &str) -> Result<ImportJob> {
 }
 
 fn read_job(store: &dyn Store, name: &str) -> Result<(ImportJob, Option<String>)> {
-    let key = record_name(name);
-    let info = match store.stat(&key) {
-        Ok(info) => info,
-        Err(e) if e.kind() == StoreErrorKind::NotFound => {
-            return Err(ServiceError::NotFound(format!("no import job named {name:?} in this vault")));
-        }
-        Err(e) => return Err(VaultError::from(e).into()),
-    };
-    let bytes = store.get(&key).map_err(VaultError::from)?;
-    Ok((parse_job(&key, &bytes)?, info.etag))
+    let not_found = || ServiceError::NotFound(format!("no import job named {name:?} in this vault"));
+    validate_import_job_name(name).map_err(|_| not_found())?;
+    let record = StoreSide::new(store).record(&record_name(name))?.ok_or_else(not_found)?;
+    Ok((parse_job(&record.name, &record.bytes)?, record.etag))
 }
 
 /// Changes an import job by compare-and-swap: re-read and re-applied when
@@ -265,18 +255,13 @@ pub fn update_import_job(
         let (mut job, etag) = read_job(store, name)?;
         change(&mut job)?;
         let bytes = serde_json::to_vec_pretty(&job).map_err(|e| ServiceError::Internal(e.to_string()))?;
-        let mode = match etag {
-            Some(tag) => PutMode::ReplaceIfMatch(tag),
-            None => {
-                return Err(ServiceError::Invalid(
-                    "this store gives no version tags: import jobs cannot be changed safely".into(),
-                ));
-            }
+        let Some(tag) = etag else {
+            return Err(ServiceError::Invalid(
+                "this store gives no version tags: import jobs cannot be changed safely".into(),
+            ));
         };
-        match store.put(&record_name(&job.name), &bytes, mode) {
-            Ok(_) => return Ok(job),
-            Err(e) if e.kind() == StoreErrorKind::ConditionNotMet => continue,
-            Err(e) => return Err(VaultError::from(e).into()),
+        if StoreSide::new(store).replace_record(&record_name(&job.name), &bytes, &tag)? {
+            return Ok(job);
         }
     }
     Err(ServiceError::Conflict(format!("import job {name} kept changing under this update; try again")))
@@ -357,7 +342,7 @@ pub fn init_offline(
         return Err(ServiceError::Conflict(format!("item {} is already seeded by import job {}", item.name, j.name)));
     }
     let staging = check_staging(staging)?;
-    let estimate = SeedEstimate { source_bytes: source_bytes(item), staging_free: free_space(&staging)? };
+    let estimate = SeedEstimate { source_bytes: source_bytes(item), staging_free: drive_files::free_space(&staging)? };
     // refused only when it clearly cannot fit: not even at 2:1 compression
     if estimate.staging_free < estimate.source_bytes / 2 {
         return Err(ServiceError::Invalid(format!(
@@ -393,12 +378,8 @@ pub fn init_offline(
     };
     job.note(now, format!("initiated for item {} with staging folder {}", item.name, staging.display()));
     let bytes = serde_json::to_vec_pretty(&job).map_err(|e| ServiceError::Internal(e.to_string()))?;
-    match vault.store().put(&record_name(name), &bytes, PutMode::Create) {
-        Ok(_) => {}
-        Err(e) if e.kind() == StoreErrorKind::AlreadyExists => {
-            return Err(ServiceError::Conflict(format!("an import job named {name:?} already exists in this vault")));
-        }
-        Err(e) => return Err(VaultError::from(e).into()),
+    if !StoreSide::new(&**vault.store()).create_record(&record_name(name), &bytes)? {
+        return Err(ServiceError::Conflict(format!("an import job named {name:?} already exists in this vault")));
     }
     Ok((job, estimate))
 }
@@ -418,16 +399,6 @@ fn check_staging(staging: &Path) -> Result<PathBuf> {
         .and_then(|()| std::fs::remove_file(&probe))
         .map_err(|e| ServiceError::Invalid(format!("staging folder {} cannot be written: {e}", abs.display())))?;
     Ok(abs)
-}
-
-/// Bytes free for this user in the file system holding `dir`.
-///
-/// # Errors
-/// `Invalid` when the file system cannot be asked.
-pub fn free_space(dir: &Path) -> Result<u64> {
-    rustix::fs::statvfs(dir)
-        .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
-        .map_err(|e| ServiceError::Invalid(format!("free space of {}: {e}", dir.display())))
 }
 
 /// The bytes an item's source holds (what a full backup reads).
@@ -477,14 +448,6 @@ pub fn read_staging_journal(dir: &Path) -> Result<StagingJournal> {
         ServiceError::Invalid(format!("{} holds no finished offline seed ({}: {e})", dir.display(), path.display()))
     })?;
     serde_json::from_slice(&bytes).map_err(|e| ServiceError::Invalid(format!("{} does not parse: {e}", path.display())))
-}
-
-pub(crate) fn write_atomically(path: &Path, body: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    std::fs::write(&tmp, body)
-        .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| ServiceError::Invalid(format!("{}: {e}", path.display())))
 }
 
 /// `offline shipping`: records the package that carries the drives; the

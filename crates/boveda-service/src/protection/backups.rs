@@ -14,7 +14,7 @@ use crate::error::{Result, ServiceError};
 use crate::items::Item;
 use crate::offline::{
     ImportJob, ImportState, SEED_FOLDERS, STAGING_JOURNAL, StagedObject, StagingJournal, find_import_job,
-    item_import_job, update_import_job, write_atomically,
+    item_import_job, update_import_job,
 };
 use crate::protection::{BackupRequest, backup_now, check_can_back_up};
 use crate::runtime::job::{Job, JobDone, JobEnv, Observers, Operation, run_job};
@@ -115,7 +115,7 @@ pub fn seed_backup(
             objects,
         };
         let body = serde_json::to_vec_pretty(&journal).map_err(|e| ServiceError::Internal(e.to_string()))?;
-        write_atomically(&dir.join(STAGING_JOURNAL), &body)?;
+        boveda_engine::drive_files::write_atomically(&dir.join(STAGING_JOURNAL), &body)?;
         let (count, bytes) = (journal.objects.len() as u64, journal.objects.iter().map(|o| o.size).sum::<u64>());
         let now = env.clock.now();
         update_import_job(&**vault.store(), &import.name, |j| {

@@ -2,15 +2,17 @@
 //! settings, and the caches it keeps. Each other concern is an `impl Vault`
 //! block of its own: `keys` (key slots), `blobs` (the index and reading
 //! blobs and trees), `points`, `catalog`, `deletes` (every deletion of a
-//! stored object), and `crate::lease` (the prune lease).
+//! stored object), `replica` (what geo-redundancy needs of the primary), and `crate::lease` (the prune lease).
 
 mod blobs;
 mod catalog;
 mod deletes;
 mod keys;
 mod points;
+mod replica;
 
 pub use deletes::Removal;
+pub use replica::Replica;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
