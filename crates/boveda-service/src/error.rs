@@ -170,3 +170,30 @@ impl ServiceError {
 }
 
 pub type Result<T, E = ServiceError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_io_or_store_error_keeps_what_the_lower_layer_said() {
+        use std::io::{Error, ErrorKind};
+        let io = |kind| ServiceError::io("/drive/objects/x", Error::from(kind));
+        assert_eq!(io(ErrorKind::StorageFull).kind(), ServiceErrorKind::NoSpace);
+        assert_eq!(io(ErrorKind::NotFound).kind(), ServiceErrorKind::NotFound);
+        assert_eq!(io(ErrorKind::PermissionDenied).kind(), ServiceErrorKind::PermissionDenied);
+        assert!(io(ErrorKind::StorageFull).to_string().starts_with("/drive/objects/x: "));
+        let engine = ServiceError::from(EngineError::Io {
+            path: "/restore/a".into(),
+            source: Error::from(ErrorKind::StorageFull),
+        });
+        assert_eq!(engine.kind(), ServiceErrorKind::NoSpace);
+        let store = |kind| ServiceError::from(StoreError::new(kind, "put", "packs/ab/x"));
+        assert_eq!(store(StoreErrorKind::NoSpace).kind(), ServiceErrorKind::NoSpace);
+        assert_eq!(store(StoreErrorKind::PermissionDenied).kind(), ServiceErrorKind::PermissionDenied);
+        assert_eq!(store(StoreErrorKind::NotFound).kind(), ServiceErrorKind::NotFound);
+        let through_vault =
+            ServiceError::from(VaultError::from(StoreError::new(StoreErrorKind::PermissionDenied, "get", "x")));
+        assert_eq!(through_vault.kind(), ServiceErrorKind::PermissionDenied);
+    }
+}
