@@ -102,11 +102,66 @@ impl Findings {
 /// Only when the store cannot be listed at all; damage is reported in the
 /// returned [`CheckReport`].
 pub fn check(vault: &Vault, opts: CheckOptions, progress: &(dyn Fn(&str) + Sync)) -> Result<CheckReport> {
-    let store = vault.store();
     let mut report = CheckReport::default();
     let mut f = Findings::default();
 
     progress("key slots");
+    check_key_slots(vault, &mut report, &mut f)?;
+
+    // Points are listed first: a point's manifest is written only after its
+    // packs and index objects are durable, so every point listed here finds
+    // its index objects in the listing below, while a backup still writing
+    // has no manifest yet and is not mistaken for damage.
+    progress("recovery points");
+    let points = read_points(vault, &mut f)?;
+
+    progress("catalog records");
+    check_catalog(vault, &points, &mut report, &mut f)?;
+
+    progress("index objects");
+    let indexed = read_index(vault, &mut report, &mut f)?;
+
+    progress("packs");
+    let readable = check_packs(vault, &indexed, &mut report, &mut f)?;
+    if opts.read_data {
+        progress("reading packs");
+        read_packs(vault, &readable, &mut report, &mut f);
+    }
+
+    progress("abandoned uploads");
+    let abandoned = crate::gc::abandoned_uploads(vault, jiff::SignedDuration::ZERO)?;
+    if !abandoned.is_empty() {
+        let bytes: u64 = abandoned.iter().map(|u| u.size).sum();
+        report.notes.push(format!(
+            "{} unfinished upload(s) of {bytes} bytes left by interrupted writers (e.g. {}); `boveda prune` reclaims them",
+            abandoned.len(),
+            abandoned[0].name
+        ));
+    }
+    report.abandoned_uploads = abandoned.len();
+
+    progress("trees");
+    report.points = points.len();
+    let mut good_trees = HashSet::new();
+    for p in &points {
+        let mut walker =
+            Walker { vault, index: &indexed.index, point: p, good_trees: &mut good_trees, f: &mut f, trees: 0 };
+        walker.walk(&p.tree, String::new());
+        report.trees += walker.trees;
+    }
+
+    report.lost =
+        std::mem::take(&mut f.lost).into_iter().map(|(pack, (kind, chunks))| LostPack { pack, kind, chunks }).collect();
+    report.problems = f
+        .problems
+        .into_iter()
+        .map(|((object, problem), (affects, more))| Problem { object, problem, affects, more_affected: more })
+        .collect();
+    Ok(report)
+}
+
+fn check_key_slots(vault: &Vault, report: &mut CheckReport, f: &mut Findings) -> Result<()> {
+    let store = vault.store();
     for info in store.list("keys")? {
         report.key_slots += 1;
         let slot = store.get(&info.name).map_err(Into::into).and_then(|b| KeySlot::from_bytes(&info.name, &b));
@@ -122,12 +177,11 @@ pub fn check(vault: &Vault, opts: CheckOptions, progress: &(dyn Fn(&str) + Sync)
             ),
         }
     }
+    Ok(())
+}
 
-    // Points are listed first: a point's manifest is written only after its
-    // packs and index objects are durable, so every point listed here finds
-    // its index objects in the listing below, while a backup still writing
-    // has no manifest yet and is not mistaken for damage.
-    progress("recovery points");
+fn read_points(vault: &Vault, f: &mut Findings) -> Result<Vec<RecoveryPoint>> {
+    let store = vault.store();
     let mut points = Vec::new();
     for info in store.list("points")? {
         let bytes = match store.get(&info.name) {
@@ -142,11 +196,20 @@ pub fn check(vault: &Vault, opts: CheckOptions, progress: &(dyn Fn(&str) + Sync)
             Err(e) => f.add(info.name.clone(), format!("cannot be read: {e}")),
         }
     }
+    Ok(points)
+}
 
-    progress("catalog records");
-    check_catalog(vault, &points, &mut report, &mut f)?;
+/// What the index objects say: the merged index, each pack's entries and
+/// the index object naming it.
+#[derive(Default)]
+struct Indexed {
+    index: ChunkIndex,
+    pack_entries: HashMap<PackId, (BlobKind, u64, Vec<crate::pack::PackEntry>)>,
+    index_of: HashMap<PackId, String>,
+}
 
-    progress("index objects");
+fn read_index(vault: &Vault, report: &mut CheckReport, f: &mut Findings) -> Result<Indexed> {
+    let store = vault.store();
     // A prune may merge index objects, or rewrite one without the packs it
     // sweeps, while this runs: it writes the new object before deleting the
     // old, so an object listed and then gone is followed by listing again.
@@ -180,23 +243,34 @@ pub fn check(vault: &Vault, opts: CheckOptions, progress: &(dyn Fn(&str) + Sync)
         }
     }
     report.index_objects = opened.len();
-    let mut index = ChunkIndex::default();
-    let mut pack_entries: HashMap<PackId, (BlobKind, u64, Vec<crate::pack::PackEntry>)> = HashMap::new();
-    let mut index_of: HashMap<PackId, String> = HashMap::new();
+    let mut indexed = Indexed::default();
     for (name, result) in opened {
         match result {
             Ok(obj) => {
                 for p in &obj.packs {
-                    index_of.insert(p.id, name.clone());
-                    index.add_pack(p);
-                    pack_entries.entry(p.id).or_insert_with(|| (p.kind, p.size, p.entries.clone()));
+                    indexed.index_of.insert(p.id, name.clone());
+                    indexed.index.add_pack(p);
+                    indexed.pack_entries.entry(p.id).or_insert_with(|| (p.kind, p.size, p.entries.clone()));
                 }
             }
             Err(e) => f.add(name, format!("cannot be read: {e}")),
         }
     }
+    Ok(indexed)
+}
 
-    progress("packs");
+/// A pack present with the size its index says, to read.
+type Readable<'a> = (PackId, BlobKind, &'a Vec<crate::pack::PackEntry>);
+
+/// Packs listed against the index: missing or of the wrong size is damage
+/// (unless a concurrent prune collected them); the rest are returned.
+fn check_packs<'a>(
+    vault: &Vault,
+    indexed: &'a Indexed,
+    report: &mut CheckReport,
+    f: &mut Findings,
+) -> Result<Vec<Readable<'a>>> {
+    let store = vault.store();
     let mut present: HashMap<PackId, u64> = HashMap::new();
     for info in store.list("packs")? {
         match parse_pack_name(&info.name) {
@@ -207,94 +281,59 @@ pub fn check(vault: &Vault, opts: CheckOptions, progress: &(dyn Fn(&str) + Sync)
         }
     }
     report.packs = present.len();
-    let unindexed = present.keys().filter(|id| !pack_entries.contains_key(id)).count();
+    let unindexed = present.keys().filter(|id| !indexed.pack_entries.contains_key(id)).count();
     if unindexed > 0 {
         report.notes.push(format!(
             "{unindexed} pack(s) are listed by no index (left by an interrupted backup); they hold nothing any recovery point uses"
         ));
     }
     let mut readable = Vec::new();
-    for (id, (kind, size, entries)) in &pack_entries {
+    for (id, (kind, size, entries)) in &indexed.pack_entries {
         let name = pack_name(*kind, id);
         // prune deletes a pack's index object before the pack: both gone
         // means a concurrent prune collected it, not damage
-        let swept = || index_of.get(id).is_some_and(|n| store.stat(n).is_err_and(|e| e.kind() == NotFound));
-        match present.get(id) {
+        let swept = || indexed.index_of.get(id).is_some_and(|n| store.stat(n).is_err_and(|e| e.kind() == NotFound));
+        let why = match present.get(id) {
             None if swept() => {
                 report.notes.push(format!("{name} was collected by a prune while checking"));
+                continue;
             }
-            None => {
-                let why = "is missing".to_string();
-                f.add(name.clone(), why.clone());
-                f.lost.insert(*id, (*kind, None));
-                for e in entries {
-                    f.bad_chunks.entry(e.id).or_insert((name.clone(), why.clone()));
-                }
+            None => "is missing".to_string(),
+            Some(actual) if actual != size => format!("has {actual} bytes where the index says {size}"),
+            Some(_) => {
+                readable.push((*id, *kind, entries));
+                continue;
             }
-            Some(actual) if actual != size => {
-                let why = format!("has {actual} bytes where the index says {size}");
-                f.add(name.clone(), why.clone());
-                f.lost.insert(*id, (*kind, None));
-                for e in entries {
-                    f.bad_chunks.entry(e.id).or_insert((name.clone(), why.clone()));
-                }
-            }
-            Some(_) => readable.push((*id, *kind, entries)),
+        };
+        f.add(name.clone(), why.clone());
+        f.lost.insert(*id, (*kind, None));
+        for e in entries {
+            f.bad_chunks.entry(e.id).or_insert((name.clone(), why.clone()));
         }
     }
+    Ok(readable)
+}
 
-    if opts.read_data {
-        progress("reading packs");
-        let results: Vec<_> =
-            readable.par_iter().map(|(id, kind, entries)| read_pack(vault, id, *kind, entries)).collect();
-        for r in results {
-            if let Some((id, kind)) = r.lost_whole {
-                f.lost.insert(id, (kind, None));
-            } else if !r.lost_chunks.is_empty() {
-                let (id, kind) = r.pack;
-                f.lost.insert(id, (kind, Some(r.lost_chunks.clone())));
-            }
-            report.chunks_read += r.chunks;
-            report.bytes_read += r.bytes;
-            for (object, why) in r.pack_problems {
-                f.add(object, why);
-            }
-            for (chunk, object, why) in r.bad_chunks {
-                f.add(object.clone(), why.clone());
-                f.bad_chunks.entry(chunk).or_insert((object, why));
-            }
+/// Reads every blob of the packs, in parallel; what fails is named.
+fn read_packs(vault: &Vault, readable: &[Readable<'_>], report: &mut CheckReport, f: &mut Findings) {
+    let results: Vec<_> = readable.par_iter().map(|(id, kind, entries)| read_pack(vault, id, *kind, entries)).collect();
+    for r in results {
+        if let Some((id, kind)) = r.lost_whole {
+            f.lost.insert(id, (kind, None));
+        } else if !r.lost_chunks.is_empty() {
+            let (id, kind) = r.pack;
+            f.lost.insert(id, (kind, Some(r.lost_chunks.clone())));
+        }
+        report.chunks_read += r.chunks;
+        report.bytes_read += r.bytes;
+        for (object, why) in r.pack_problems {
+            f.add(object, why);
+        }
+        for (chunk, object, why) in r.bad_chunks {
+            f.add(object.clone(), why.clone());
+            f.bad_chunks.entry(chunk).or_insert((object, why));
         }
     }
-
-    progress("abandoned uploads");
-    let abandoned = crate::gc::abandoned_uploads(vault, jiff::SignedDuration::ZERO)?;
-    if !abandoned.is_empty() {
-        let bytes: u64 = abandoned.iter().map(|u| u.size).sum();
-        report.notes.push(format!(
-            "{} unfinished upload(s) of {bytes} bytes left by interrupted writers (e.g. {}); `boveda prune` reclaims them",
-            abandoned.len(),
-            abandoned[0].name
-        ));
-    }
-    report.abandoned_uploads = abandoned.len();
-
-    progress("trees");
-    report.points = points.len();
-    let mut good_trees = HashSet::new();
-    for p in &points {
-        let mut walker = Walker { vault, index: &index, point: p, good_trees: &mut good_trees, f: &mut f, trees: 0 };
-        walker.walk(&p.tree, String::new());
-        report.trees += walker.trees;
-    }
-
-    report.lost =
-        std::mem::take(&mut f.lost).into_iter().map(|(pack, (kind, chunks))| LostPack { pack, kind, chunks }).collect();
-    report.problems = f
-        .problems
-        .into_iter()
-        .map(|((object, problem), (affects, more))| Problem { object, problem, affects, more_affected: more })
-        .collect();
-    Ok(report)
 }
 
 struct PackResult {

@@ -157,41 +157,9 @@ pub fn run_agent<V: Borrow<Vault> + Sync>(
 
     let result = std::thread::scope(|s| -> Result<()> {
         for _ in 0..opts.max_jobs.max(1) {
-            let task_rx = task_rx.clone();
-            let done_tx = done_tx.clone();
-            let (env, active, peak) = (&env, &active, &peak);
-            s.spawn(move || {
-                for t in task_rx {
-                    let now_active = active.fetch_add(1, Ordering::SeqCst) + 1;
-                    peak.fetch_max(now_active, Ordering::SeqCst);
-                    let vault: &Vault = vaults[t.vault].borrow();
-                    let state = match backup_job(vault, env, &t.item, None, Some(t.slot), &NoProgress) {
-                        Ok((job, result)) => {
-                            let what = match &result {
-                                Ok(p) => format!("point {}", p.id.short()),
-                                Err(e) => e.to_string(),
-                            };
-                            log(&format!(
-                                "{}: backup of {} for {}: {} ({what})",
-                                vault.settings().name,
-                                t.item.name,
-                                t.slot,
-                                job.state.as_str()
-                            ));
-                            replicate(vault, env.clock, log);
-                            job.state
-                        }
-                        Err(e) => {
-                            log(&format!("{}: backup of {} could not start: {e}", vault.settings().name, t.item.name));
-                            JobState::Failed
-                        }
-                    };
-                    active.fetch_sub(1, Ordering::SeqCst);
-                    if done_tx.send(Done { vault: t.vault, item: t.item.id, state }).is_err() {
-                        return;
-                    }
-                }
-            });
+            let worker = Worker { vaults, env: &env, active: &active, peak: &peak, log };
+            let (task_rx, done_tx) = (task_rx.clone(), done_tx.clone());
+            s.spawn(move || worker.run(&task_rx, &done_tx));
         }
         drop(done_tx);
 
@@ -205,23 +173,7 @@ pub fn run_agent<V: Borrow<Vault> + Sync>(
                 break;
             }
             if clock.is_simulated() || now >= refresh_at || catalog.is_empty() {
-                // settings another process changed (webhook, compression,
-                // redundancy...) apply from this pass on
-                for v in vaults.iter().map(Borrow::borrow) {
-                    if let Err(e) = v.refresh_settings() {
-                        log(&format!("{}: settings not read again: {e}", v.settings().name));
-                    }
-                }
-                catalog = vaults.iter().map(|v| protected(v.borrow())).collect::<Result<_>>()?;
-                // passes another process left due (it was killed, or wrote
-                // without the agent)
-                for v in vaults.iter().map(Borrow::borrow) {
-                    if let Some(r) = v.replicating_store()
-                        && r.look_for_pending().unwrap_or(false)
-                    {
-                        replicate(v, clock, log);
-                    }
-                }
+                catalog = reload(vaults, clock, log)?;
                 refresh_at = now + SignedDuration::try_from(opts.poll).unwrap_or(SignedDuration::from_secs(30));
             }
             let mut next_wake: Option<Timestamp> = None;
@@ -254,23 +206,7 @@ pub fn run_agent<V: Borrow<Vault> + Sync>(
                 handle(d, &mut running, &mut dirty, &mut report);
             }
             for vi in std::mem::take(&mut dirty) {
-                let v: &Vault = vaults[vi].borrow();
-                match prune_job(v, &env, opts.safety_margin) {
-                    Ok((job, _)) => {
-                        report.prunes += 1;
-                        log(&format!(
-                            "{}: prune: {} {}",
-                            v.settings().name,
-                            job.state.as_str(),
-                            job.details.join("; ")
-                        ));
-                    }
-                    Err(e) => log(&format!("{}: prune could not start: {e}", v.settings().name)),
-                }
-                replicate(v, clock, log);
-                if let Err(e) = retry_alerts(v) {
-                    log(&format!("{}: alerts: {e}", v.settings().name));
-                }
+                after_backups(vaults[vi].borrow(), &env, opts, &mut report, log);
             }
             if clock.is_simulated() {
                 match next_wake {
@@ -296,4 +232,100 @@ pub fn run_agent<V: Borrow<Vault> + Sync>(
     result?;
     report.peak_jobs = peak.load(Ordering::SeqCst);
     Ok(report)
+}
+
+/// Reads the vaults' settings and protected items again (settings another
+/// process changed, such as the webhook, compression or redundancy, apply
+/// from this pass on), and runs the replication passes another process
+/// left due (it was killed, or wrote without the agent).
+fn reload<V: Borrow<Vault>>(
+    vaults: &[V],
+    clock: &dyn Clock,
+    log: &(dyn Fn(&str) + Sync),
+) -> Result<Vec<Vec<(Item, Policy)>>> {
+    for v in vaults.iter().map(Borrow::borrow) {
+        if let Err(e) = v.refresh_settings() {
+            log(&format!("{}: settings not read again: {e}", v.settings().name));
+        }
+    }
+    let catalog = vaults.iter().map(|v| protected(v.borrow())).collect::<Result<_>>()?;
+    for v in vaults.iter().map(Borrow::borrow) {
+        if let Some(r) = v.replicating_store()
+            && r.look_for_pending().unwrap_or(false)
+        {
+            replicate(v, clock, log);
+        }
+    }
+    Ok(catalog)
+}
+
+/// After backups of a vault ended: a prune (retention), a replication
+/// pass, and alerts whose webhook failed sent again.
+fn after_backups(
+    v: &Vault,
+    env: &JobEnv<'_>,
+    opts: &AgentOptions,
+    report: &mut AgentReport,
+    log: &(dyn Fn(&str) + Sync),
+) {
+    match prune_job(v, env, opts.safety_margin) {
+        Ok((job, _)) => {
+            report.prunes += 1;
+            log(&format!("{}: prune: {} {}", v.settings().name, job.state.as_str(), job.details.join("; ")));
+        }
+        Err(e) => log(&format!("{}: prune could not start: {e}", v.settings().name)),
+    }
+    replicate(v, env.clock, log);
+    if let Err(e) = retry_alerts(v) {
+        log(&format!("{}: alerts: {e}", v.settings().name));
+    }
+}
+
+/// One of the agent's backup workers: takes due backups from the queue,
+/// runs each as a job, and says how it ended.
+struct Worker<'a, V> {
+    vaults: &'a [V],
+    env: &'a JobEnv<'a>,
+    active: &'a AtomicUsize,
+    peak: &'a AtomicUsize,
+    log: &'a (dyn Fn(&str) + Sync),
+}
+
+impl<V: Borrow<Vault>> Worker<'_, V> {
+    fn run(&self, tasks: &crossbeam_channel::Receiver<Task>, done: &crossbeam_channel::Sender<Done>) {
+        for t in tasks {
+            let now_active = self.active.fetch_add(1, Ordering::SeqCst) + 1;
+            self.peak.fetch_max(now_active, Ordering::SeqCst);
+            let state = self.backup(&t);
+            self.active.fetch_sub(1, Ordering::SeqCst);
+            if done.send(Done { vault: t.vault, item: t.item.id, state }).is_err() {
+                return;
+            }
+        }
+    }
+
+    fn backup(&self, t: &Task) -> JobState {
+        let (vault, log): (&Vault, _) = (self.vaults[t.vault].borrow(), self.log);
+        match backup_job(vault, self.env, &t.item, None, Some(t.slot), &NoProgress) {
+            Ok((job, result)) => {
+                let what = match &result {
+                    Ok(p) => format!("point {}", p.id.short()),
+                    Err(e) => e.to_string(),
+                };
+                log(&format!(
+                    "{}: backup of {} for {}: {} ({what})",
+                    vault.settings().name,
+                    t.item.name,
+                    t.slot,
+                    job.state.as_str()
+                ));
+                replicate(vault, self.env.clock, log);
+                job.state
+            }
+            Err(e) => {
+                log(&format!("{}: backup of {} could not start: {e}", vault.settings().name, t.item.name));
+                JobState::Failed
+            }
+        }
+    }
 }

@@ -99,32 +99,10 @@ pub fn backup_now(
                 (backup_disk(vault, &index, &opts, progress)?, vec![path.clone()])
             }
             ItemSource::Vm { domain_xml, .. } if let Some((vm, domain)) = &running_vm => {
-                // a running VM: a snapshot of all its disks at one instant,
-                // the guest quiesced for that instant only
-                let previous = parent.as_ref().and_then(|p| p.live_bitmap.clone());
-                let quiesced =
-                    crate::items::live_vm::start_quiesced(vm, domain, previous.as_deref(), item.consistency.as_ref())?;
-                let live = quiesced.live;
-                let sources = domain.disks.iter().map(|d| d.path.clone()).chain([domain_xml.clone()]).collect();
-                let opts = DiskBackupOptions {
-                    disks: live.disks.clone(),
-                    extra_files: vec![(VM_DEFINITION.to_string(), domain.xml().as_bytes().to_vec())],
-                    parent_tree,
-                    cancel: req.cancel,
-                };
-                let result = backup_disk(vault, &index, &opts, progress);
-                let bitmap = live.new_bitmap();
-                let warning = live.warning.clone();
-                let cleaned = live.finish(result.is_ok());
-                let mut outcome = result?;
-                cleaned?;
-                outcome.warnings.extend(warning);
-                outcome.warnings.extend(quiesced.warnings);
-                *live_state.borrow_mut() = Some(LiveState {
-                    bitmap,
-                    consistency: quiesced.consistency,
-                    freeze_ms: quiesced.stall.map(|d| d.as_millis() as u64),
-                });
+                let previous = parent.as_ref().and_then(|p| p.live_bitmap.as_deref());
+                let live = LiveRun { vm, domain, domain_xml, previous, parent_tree };
+                let (outcome, sources, state) = live.backup(vault, &index, item, req, progress)?;
+                *live_state.borrow_mut() = Some(state);
                 (outcome, sources)
             }
             ItemSource::Vm { domain_xml, .. } => {
@@ -180,6 +158,53 @@ struct LiveState {
     bitmap: String,
     consistency: boveda_vault::Consistency,
     freeze_ms: Option<u64>,
+}
+
+/// The backup of a running VM: a snapshot of all its disks at one instant,
+/// the guest quiesced for that instant only.
+struct LiveRun<'a> {
+    vm: &'a crate::items::live_vm::RunningVm,
+    domain: &'a Domain,
+    domain_xml: &'a PathBuf,
+    /// The parent point's dirty bitmap, for an incremental read.
+    previous: Option<&'a str>,
+    parent_tree: Option<boveda_vault::ChunkId>,
+}
+
+impl LiveRun<'_> {
+    fn backup(
+        &self,
+        vault: &Vault,
+        index: &boveda_vault::ChunkIndex,
+        item: &Item,
+        req: &BackupRequest<'_>,
+        progress: &dyn BackupProgress,
+    ) -> Result<(FileBackupOutcome, Vec<PathBuf>, LiveState)> {
+        let (vm, domain) = (self.vm, self.domain);
+        let quiesced = crate::items::live_vm::start_quiesced(vm, domain, self.previous, item.consistency.as_ref())?;
+        let live = quiesced.live;
+        let sources = domain.disks.iter().map(|d| d.path.clone()).chain([self.domain_xml.clone()]).collect();
+        let opts = DiskBackupOptions {
+            disks: live.disks.clone(),
+            extra_files: vec![(VM_DEFINITION.to_string(), domain.xml().as_bytes().to_vec())],
+            parent_tree: self.parent_tree,
+            cancel: req.cancel,
+        };
+        let result = backup_disk(vault, index, &opts, progress);
+        let bitmap = live.new_bitmap();
+        let warning = live.warning.clone();
+        let cleaned = live.finish(result.is_ok());
+        let mut outcome = result?;
+        cleaned?;
+        outcome.warnings.extend(warning);
+        outcome.warnings.extend(quiesced.warnings);
+        let state = LiveState {
+            bitmap,
+            consistency: quiesced.consistency,
+            freeze_ms: quiesced.stall.map(|d| d.as_millis() as u64),
+        };
+        Ok((outcome, sources, state))
+    }
 }
 
 pub(crate) fn check_can_back_up(item: &Item) -> Result<()> {

@@ -179,25 +179,7 @@ pub fn run_job<T>(
 ) -> Result<(Job, Result<T>)> {
     let start = clock.now();
     let wall_start = std::time::Instant::now();
-    let mut job = Job {
-        id: spec.id.unwrap_or_else(RecordId::random),
-        operation: spec.operation,
-        item: spec.item.map(|(n, _)| n.to_string()),
-        item_id: spec.item.map(|(_, id)| id),
-        state: JobState::InProgress,
-        start,
-        end: None,
-        progress: JobProgress::default(),
-        warnings: Vec::new(),
-        error: None,
-        details: Vec::new(),
-        point: None,
-        scheduled_for: spec.scheduled_for,
-        host: spec.hostname.clone(),
-        pid: std::process::id(),
-        heartbeat: Timestamp::now(),
-        heartbeat_secs: spec.heartbeat.as_secs_f64(),
-    };
+    let mut job = new_job(spec, start);
     // Reading what is stored never depends on writing: a restore or a
     // check against a full or read-only store runs without its record, and
     // says so as a warning.
@@ -219,40 +201,11 @@ pub fn run_job<T>(
     let last_name = Mutex::new(first);
     let finished = (Mutex::new(false), Condvar::new());
 
+    let beats = Heartbeat { vault, every: spec.heartbeat, job: &job, ctx: &ctx, last_name: &last_name };
     let result = std::thread::scope(|s| {
-        s.spawn(|| {
-            let (lock, cv) = &finished;
-            let Ok(mut done) = lock.lock() else { return };
-            loop {
-                // the flag is tested before every wait: a body that ended
-                // before this thread first waited must not cost a heartbeat
-                let next = cv.wait_timeout_while(done, spec.heartbeat, |done| !*done);
-                let Ok((guard, _)) = next else { return };
-                done = guard;
-                if *done {
-                    return;
-                }
-                if unrecorded.is_some() {
-                    continue; // no record to beat for
-                }
-                if !ctx.is_cancelled() && stop_requested(vault, &job.id) {
-                    ctx.cancel.store(true, Ordering::Relaxed);
-                }
-                let mut beat = job.clone();
-                beat.progress = ctx.snapshot();
-                beat.heartbeat = Timestamp::now();
-                if ctx.is_cancelled() {
-                    beat.state = JobState::Cancelling;
-                }
-                // a failed heartbeat is retried at the next one; the job goes on
-                if let Ok(name) = vault.catalog_put(JOBS, &beat.id, Some(&beat))
-                    && let Ok(mut last) = last_name.lock()
-                {
-                    let old = std::mem::replace(&mut *last, name);
-                    let _ = vault.catalog_drop_revision(&old);
-                }
-            }
-        });
+        if unrecorded.is_none() {
+            s.spawn(|| beats.run(&finished));
+        }
         // the heartbeat is told to stop however the body ends: a panic is
         // caught and recorded as the job's failure, never left beating
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&ctx)))
@@ -269,34 +222,15 @@ pub fn run_job<T>(
     job.progress = ctx.snapshot();
     job.end = Some(start + SignedDuration::try_from(wall_start.elapsed()).unwrap_or_default());
     job.heartbeat = Timestamp::now();
-    let outcome = match result {
-        Ok((value, done)) => {
-            job.state = if done.warnings.is_empty() { JobState::Completed } else { JobState::CompletedWithWarnings };
-            job.warnings = done.warnings;
-            job.details = done.details;
-            job.point = done.point;
-            Ok(value)
-        }
-        Err(e) => {
-            job.state = if e.kind() == ServiceErrorKind::Cancelled { JobState::Cancelled } else { JobState::Failed };
-            job.error = Some(e.to_string());
-            Err(e)
-        }
-    };
+    let outcome = settle(&mut job, result);
     if let Some(why) = &unrecorded {
-        job.warnings.push(format!("this job is not recorded in the vault: its record could not be written ({why})"));
-        if job.state == JobState::Completed {
-            job.state = JobState::CompletedWithWarnings;
-        }
+        warn(&mut job, format!("this job is not recorded in the vault: its record could not be written ({why})"));
     }
     let name = match vault.catalog_put(JOBS, &job.id, Some(&job)) {
         Ok(name) => name,
         Err(e) if reads_only => {
             if unrecorded.is_none() {
-                job.warnings.push(format!("this job's outcome is not recorded in the vault ({e})"));
-                if job.state == JobState::Completed {
-                    job.state = JobState::CompletedWithWarnings;
-                }
+                warn(&mut job, format!("this job's outcome is not recorded in the vault ({e})"));
             }
             String::new()
         }
@@ -315,6 +249,62 @@ pub fn run_job<T>(
     {
         let _ = vault.catalog_drop_revision(&last);
     }
+    raise_job_alert(vault, &job, start);
+    Ok((job, outcome))
+}
+
+/// Adds a warning; a job that completed now completed with warnings.
+fn warn(job: &mut Job, warning: String) {
+    job.warnings.push(warning);
+    if job.state == JobState::Completed {
+        job.state = JobState::CompletedWithWarnings;
+    }
+}
+
+/// A job's first record, `InProgress` from `start`.
+fn new_job(spec: &JobSpec<'_>, start: Timestamp) -> Job {
+    Job {
+        id: spec.id.unwrap_or_else(RecordId::random),
+        operation: spec.operation,
+        item: spec.item.map(|(n, _)| n.to_string()),
+        item_id: spec.item.map(|(_, id)| id),
+        state: JobState::InProgress,
+        start,
+        end: None,
+        progress: JobProgress::default(),
+        warnings: Vec::new(),
+        error: None,
+        details: Vec::new(),
+        point: None,
+        scheduled_for: spec.scheduled_for,
+        host: spec.hostname.clone(),
+        pid: std::process::id(),
+        heartbeat: Timestamp::now(),
+        heartbeat_secs: spec.heartbeat.as_secs_f64(),
+    }
+}
+
+/// The job's state, warnings and point from how its body ended.
+fn settle<T>(job: &mut Job, result: Result<(T, JobDone)>) -> Result<T> {
+    match result {
+        Ok((value, done)) => {
+            job.state = if done.warnings.is_empty() { JobState::Completed } else { JobState::CompletedWithWarnings };
+            job.warnings = done.warnings;
+            job.details = done.details;
+            job.point = done.point;
+            Ok(value)
+        }
+        Err(e) => {
+            job.state = if e.kind() == ServiceErrorKind::Cancelled { JobState::Cancelled } else { JobState::Failed };
+            job.error = Some(e.to_string());
+            Err(e)
+        }
+    }
+}
+
+/// A failed backup or restore raises a critical alert; deleted backup data
+/// a warning. An alert that cannot be stored is reported by the job itself.
+fn raise_job_alert(vault: &Vault, job: &Job, start: Timestamp) {
     let alert = match (job.operation, job.state) {
         (Operation::Backup | Operation::Restore, JobState::Failed) => {
             Some((Severity::Critical, job.error.clone().unwrap_or_default()))
@@ -325,10 +315,58 @@ pub fn run_job<T>(
         _ => None,
     };
     if let Some((severity, reason)) = alert {
-        // an alert that cannot be stored is reported by the job itself
-        let _ = raise_alert(vault, &job, severity, &reason, job.end.unwrap_or(start));
+        let _ = raise_alert(vault, job, severity, &reason, job.end.unwrap_or(start));
     }
-    Ok((job, outcome))
+}
+
+/// A running job's heartbeat: every `every`, its record rewritten with the
+/// progress so far (the previous revision dropped), and a stop request
+/// looked for.
+struct Heartbeat<'a> {
+    vault: &'a Vault,
+    every: std::time::Duration,
+    job: &'a Job,
+    ctx: &'a JobCtx<'a>,
+    last_name: &'a Mutex<String>,
+}
+
+impl Heartbeat<'_> {
+    /// Beats until `finished` holds `true`.
+    fn run(&self, finished: &(Mutex<bool>, Condvar)) {
+        let (lock, cv) = finished;
+        let Ok(mut done) = lock.lock() else { return };
+        loop {
+            // the flag is tested before every wait: a body that ended
+            // before this thread first waited must not cost a heartbeat
+            let next = cv.wait_timeout_while(done, self.every, |done| !*done);
+            let Ok((guard, _)) = next else { return };
+            done = guard;
+            if *done {
+                return;
+            }
+            self.beat();
+        }
+    }
+
+    fn beat(&self) {
+        let ctx = self.ctx;
+        if !ctx.is_cancelled() && stop_requested(self.vault, &self.job.id) {
+            ctx.cancel.store(true, Ordering::Relaxed);
+        }
+        let mut beat = self.job.clone();
+        beat.progress = ctx.snapshot();
+        beat.heartbeat = Timestamp::now();
+        if ctx.is_cancelled() {
+            beat.state = JobState::Cancelling;
+        }
+        // a failed heartbeat is retried at the next one; the job goes on
+        if let Ok(name) = self.vault.catalog_put(JOBS, &beat.id, Some(&beat))
+            && let Ok(mut last) = self.last_name.lock()
+        {
+            let old = std::mem::replace(&mut *last, name);
+            let _ = self.vault.catalog_drop_revision(&old);
+        }
+    }
 }
 
 /// A job waiting for a slot, as its record says.
