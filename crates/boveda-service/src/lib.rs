@@ -75,7 +75,7 @@ pub use offline::diskprep::{DiskprepReport, PreparedDrive, diskprep};
 pub use offline::import::{ImportReport, ImportRequest, import};
 pub use offline::{
     DriveRecord, DriveState, ImportJob, ImportState, STAGING_JOURNAL, SeedEstimate, StagingJournal, find_import_job,
-    init_offline, item_import_job, list_import_jobs, record_shipping, seeding_status,
+    find_seed, init_offline, item_import_job, list_import_jobs, record_shipping, seeding_status,
 };
 pub use policies::retention::{PointExpiry, evaluate as evaluate_retention};
 pub use policies::{

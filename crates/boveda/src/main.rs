@@ -111,6 +111,7 @@ fn flag(field: &str) -> &str {
         "store_retries" => "--store-retries",
         "parallel_requests" => "--parallel-requests",
         "webhook" => "--webhook",
+        "import_job" => "--import-job",
         other => other,
     }
 }

@@ -438,6 +438,40 @@ pub struct StagingJournal {
     pub objects: Vec<StagedObject>,
 }
 
+/// The folder holding a finished seed, from what a user gives: the seed's
+/// own folder, or the staging folder holding it (the import job's seed
+/// inside it, or its only seed).
+///
+/// # Errors
+/// `Invalid` for a folder that holds no finished seed, or several without
+/// an import job named (`Field`, naming `import_job`); `Io` when it
+/// cannot be read.
+pub fn find_seed(staging: &Path, import_job: Option<&str>) -> Result<PathBuf> {
+    if staging.join(STAGING_JOURNAL).exists() {
+        return Ok(staging.to_path_buf());
+    }
+    if let Some(name) = import_job {
+        return Ok(staging.join(name));
+    }
+    let seeds: Vec<PathBuf> = std::fs::read_dir(staging)
+        .map_err(|e| ServiceError::io(staging, e))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join(STAGING_JOURNAL).exists())
+        .collect();
+    match seeds.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(ServiceError::Invalid(format!(
+            "{} holds no finished offline seed: run the item's backup first",
+            staging.display()
+        ))),
+        _ => Err(ServiceError::field_error(
+            "import_job",
+            format!("{} holds several seeds: choose one by its import job", staging.display()),
+        )),
+    }
+}
+
 /// Reads a staging folder's journal.
 ///
 /// # Errors

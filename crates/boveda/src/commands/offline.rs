@@ -62,7 +62,7 @@ fn diskprep(
 ) -> Result<Outcome> {
     // the store alone: diskprep needs no passphrase
     let store = boveda_service::open_vault_store(ctx.vault.as_deref())?;
-    let staging = seed_folder(&staging, import_job.as_deref())?;
+    let staging = boveda_service::find_seed(&staging, import_job.as_deref())?;
     let capacity = capacity.map(|c| parse_size(&c)).transpose().context("--capacity")?;
     loop {
         let report = boveda_service::diskprep(&*store, &staging, &drives, capacity)?;
@@ -161,7 +161,7 @@ fn import(
         bail!("give the drives that arrived (--drive PATH), or the staging folder (--from-staging DIR)");
     }
     let from_staging = match from_staging {
-        Some(dir) => Some(seed_folder(&dir, Some(&import_job))?),
+        Some(dir) => Some(boveda_service::find_seed(&dir, Some(&import_job))?),
         None => None,
     };
     let store = boveda_service::open_vault_store(ctx.vault.as_deref())?;
@@ -272,29 +272,6 @@ fn print_drives(job: &ImportJob) {
         })
         .collect();
     print_table(&["DRIVE", "STATE", "OBJECTS", "SIZE", "PROBLEMS"], &rows);
-}
-
-/// The folder holding a seed: the one given, or the import job's inside
-/// it, or the only seed inside it.
-fn seed_folder(staging: &std::path::Path, import_job: Option<&str>) -> Result<PathBuf> {
-    let journal = boveda_service::STAGING_JOURNAL;
-    if staging.join(journal).exists() {
-        return Ok(staging.to_path_buf());
-    }
-    if let Some(name) = import_job {
-        return Ok(staging.join(name));
-    }
-    let seeds: Vec<PathBuf> = std::fs::read_dir(staging)
-        .with_context(|| format!("staging folder {}", staging.display()))?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.join(journal).exists())
-        .collect();
-    match seeds.as_slice() {
-        [one] => Ok(one.clone()),
-        [] => bail!("{} holds no finished offline seed: run the item's backup first", staging.display()),
-        _ => bail!("{} holds several seeds: choose one with --import-job", staging.display()),
-    }
 }
 
 /// `123`, `10K`, `500M`, `2G`, `1T` (powers of 1024).
