@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::new_vault;
+use common::{digest, new_vault, noise};
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -15,9 +15,10 @@ use std::time::Duration;
 use boveda_engine::NoProgress;
 use boveda_service::{
     AgentOptions, AgentReport, Clock, FakeClock, Frequency, Item, JobEnv, JobFilter, JobState, Operation, Policy,
-    Retention, Schedule, ServiceErrorKind, Severity, add_files_item, backup_job, create_policy, disable_protection,
-    enable_protection, find_item, find_point, list_alerts, list_jobs, plan_prune, prune_job, restore, retry_alerts,
-    run_agent, stop_job, undelete_protection,
+    PolicyPatch, Retention, Schedule, ServiceErrorKind, Severity, add_files_item, apply_policy_update, backup_job,
+    create_policy, disable_protection, enable_protection, find_item, find_point, list_alerts, list_jobs,
+    plan_policy_update, plan_prune, prune_job, restore, retry_alerts, run_agent, stop_job, undelete_protection,
+    update_policy,
 };
 use boveda_vault::{CheckOptions, Vault, check};
 use jiff::tz::TimeZone;
@@ -47,38 +48,6 @@ fn daily_policy(vault: &Vault, name: &str, times: &[&str], retention: Retention)
 
 fn env(clock: &dyn Clock) -> JobEnv<'_> {
     JobEnv::new(clock, HEARTBEAT, "test".into())
-}
-
-/// Pseudo-random bytes (xorshift), fast enough for large test files.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-/// Relative path -> BLAKE3 of the content, for every file below `root`.
-fn digest(root: &Path) -> BTreeMap<String, String> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
-        for e in std::fs::read_dir(dir).expect("read dir") {
-            let p = e.expect("entry").path();
-            if p.is_dir() {
-                walk(root, &p, out);
-            } else {
-                let rel = p.strip_prefix(root).expect("below root").display().to_string();
-                out.insert(rel, blake3::hash(&std::fs::read(&p).expect("read")).to_hex().to_string());
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(root, root, &mut out);
-    out
 }
 
 fn agent(vaults: &[Vault], clock: &FakeClock, until: Timestamp, max_jobs: usize) -> AgentReport {
@@ -469,5 +438,58 @@ fn a_mostly_unused_pack_is_repacked_and_its_space_reclaimed() {
     assert!(after + 500_000 < before, "the dropped file's bytes are reclaimed: {before} -> {after}");
     let got = restored_digest(&vault, &item, &second.id.to_hex(), &src, &dir.path().join("r"));
     assert_eq!(got, digest(&src));
+    assert_check_passes(&vault);
+}
+
+#[test]
+fn a_shortened_retention_names_the_points_it_deletes_deletes_nothing_until_applied_and_a_stale_plan_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).expect("mkdir");
+    let vault = new_vault(dir.path());
+    let month = Retention { daily_days: Some(30), ..Retention::default() };
+    daily_policy(&vault, "daily", &["02:00"], month);
+    let item = add_files_item(&vault, "docs", std::slice::from_ref(&src), &[]).expect("item");
+    // April: no change of summer time moves the 02:00 slot
+    let clock = FakeClock::new(at("2026-03-31T12:00"));
+    enable_protection(&vault, &env(&clock), &item, "daily").expect("enable");
+    for day in 0..30u64 {
+        std::fs::write(src.join(format!("day{day}")), noise(day, 20_000)).expect("write");
+        let report = agent(std::slice::from_ref(&vault), &clock, at(&format!("2026-04-{:02}T03:00", day + 1)), 1);
+        assert_eq!((report.backups, report.failed), (1, 0), "day {day}");
+    }
+    let points = || boveda_service::list_item_points(&vault, &item).expect("points");
+    assert_eq!(points().len(), 30, "a month kept under daily 30");
+
+    // daily 7: the plan names the 23 points it would delete, oldest first
+    let now = clock.now();
+    let week = PolicyPatch { daily_keep: Some(7), ..PolicyPatch::default() };
+    let plan = update_policy(&vault, "daily", week.clone(), now, false).expect("plan");
+    let before = points();
+    let named: Vec<_> = plan.deleted.iter().map(|c| c.point).collect();
+    let oldest: Vec<_> = before.iter().take(23).map(|p| p.id).collect();
+    assert_eq!(named, oldest, "the 23 oldest points are the ones to delete");
+    assert!(plan.deleted.iter().all(|c| c.item == "docs" && c.after.is_some_and(|t| t <= now)));
+    // a plan applies nothing: a prune now keeps every point
+    prune_job(&vault, &env(&clock), SignedDuration::from_hours(24)).expect("prune").1.expect("prune runs");
+    assert_eq!(points().len(), 30, "planning deletes nothing");
+
+    // a plan made before another change of the policy is refused
+    let stale = plan_policy_update(&vault, "daily", &plan.policy, now).expect("plan again");
+    let fortnight = PolicyPatch { daily_keep: Some(14), ..PolicyPatch::default() };
+    update_policy(&vault, "daily", fortnight, now, true).expect("another change first");
+    let err = apply_policy_update(&vault, &stale).expect_err("stale plan");
+    assert!(err.to_string().contains("plan it again"), "{err}");
+
+    // applied: the next prune deletes exactly what the plan named
+    let plan = update_policy(&vault, "daily", week, now, true).expect("apply");
+    // daily 14 already let the 16 oldest expire: daily 7 names 7 more
+    assert_eq!(plan.deleted.len(), 7);
+    prune_job(&vault, &env(&clock), SignedDuration::from_hours(24)).expect("prune").1.expect("prune runs");
+    let kept: Vec<_> = points().iter().map(|p| p.id).collect();
+    let newest: Vec<_> = before.iter().skip(23).map(|p| p.id).collect();
+    assert_eq!(kept, newest, "the 7 newest points remain");
+    let got = restored_digest(&vault, &item, &kept[0].to_hex(), &src, &dir.path().join("restores"));
+    assert_eq!(got.len(), 24, "the oldest survivor holds the files of its day");
     assert_check_passes(&vault);
 }

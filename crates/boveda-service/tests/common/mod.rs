@@ -1,6 +1,7 @@
 //! What the service's integration tests share.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -48,3 +49,35 @@ pub const GFS_SURVIVORS: [&str; 14] = [
     "2027-01-09",
     "2027-01-10",
 ];
+
+/// Pseudo-random bytes (xorshift), fast enough for large test files.
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Relative path -> BLAKE3 of the content, for every file below `root`.
+pub fn digest(root: &Path) -> BTreeMap<String, String> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+        for e in std::fs::read_dir(dir).expect("read dir") {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                let rel = p.strip_prefix(root).expect("below root").display().to_string();
+                out.insert(rel, blake3::hash(&std::fs::read(&p).expect("read")).to_hex().to_string());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
