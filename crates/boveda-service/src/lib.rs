@@ -109,5 +109,6 @@ pub use vault::admin::{
     NewVault, VaultSummary, VaultUpdate, add_key_job, create_vault, open_secondary_vault, open_vault, open_vault_store,
     remove_key_job, resolve_vault, summarize, update_vault, vaults_to_serve,
 };
+pub use vault::control::{VaultControl, vault_control};
 pub use vault::prune::{ExpiredPoint, PrunePlan, plan_prune, prune_job};
 pub use vault::verify::{RepairReport, repair_job, verify_job};

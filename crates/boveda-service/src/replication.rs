@@ -28,6 +28,7 @@ use crate::error::{Result, ServiceError};
 use crate::runtime::alert::{Severity, raise_alert};
 use crate::runtime::clock::Clock;
 use crate::runtime::job::{JobDone, JobSpec, Observers, Operation, run_job};
+use crate::vault::control::vault_control;
 
 /// The vault's folders in the order a secondary needs them: what is
 /// referred to before what refers to it. `config`, whose presence makes a
@@ -190,7 +191,7 @@ pub fn replication_status(vault: &Vault) -> Result<ReplicationStatus> {
         error: None,
         pending_since: pending_since(vault)?,
         last_pass: read_record(vault)?,
-        alert_after_mins: settings.replication_lag_alert_mins.unwrap_or(VaultSettings::DEFAULT_LAG_ALERT_MINS),
+        alert_after_mins: vault_control(vault)?.lag_alert_mins(),
     };
     let counted = open_secondary(vault).and_then(|secondary| {
         let lag = replicator(vault, secondary.clone()).lag().map_err(VaultError::from)?;
@@ -327,7 +328,7 @@ fn record_and_alert(vault: &Vault, clock: &dyn Clock, report: Result<PassReport,
         record.last_success = Some(now);
         record.alerted_for = None;
     }
-    let threshold = vault.settings().replication_lag_alert_mins.unwrap_or(VaultSettings::DEFAULT_LAG_ALERT_MINS);
+    let threshold = vault_control(vault)?.lag_alert_mins();
     let mut alert = None;
     if let Some(since) = since
         && now.duration_since(since) > SignedDuration::from_mins(i64::from(threshold))

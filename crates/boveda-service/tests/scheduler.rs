@@ -15,10 +15,10 @@ use std::time::Duration;
 use boveda_engine::NoProgress;
 use boveda_service::{
     AgentOptions, AgentReport, Clock, FakeClock, Frequency, Item, JobEnv, JobFilter, JobState, Operation, Policy,
-    PolicyPatch, Retention, Schedule, ServiceErrorKind, Severity, add_files_item, apply_policy_update, backup_job,
-    create_policy, disable_protection, enable_protection, find_item, find_point, list_alerts, list_jobs,
+    PolicyPatch, Retention, Schedule, ServiceErrorKind, Severity, VaultUpdate, add_files_item, apply_policy_update,
+    backup_job, create_policy, disable_protection, enable_protection, find_item, find_point, list_alerts, list_jobs,
     plan_policy_update, plan_prune, prune_job, restore, retry_alerts, run_agent, stop_job, undelete_protection,
-    update_policy,
+    update_policy, update_vault, vault_control,
 };
 use boveda_vault::{CheckOptions, Vault, check};
 use jiff::tz::TimeZone;
@@ -184,6 +184,11 @@ fn the_agent_runs_at_most_max_jobs_backups_at_once() {
 
 /// A one-shot HTTP server that answers 200 to every request and returns the
 /// bodies it got.
+fn set_webhook(vault: &mut Vault, url: &str) {
+    let update = VaultUpdate { webhook: Some(Some(url.to_string())), ..VaultUpdate::default() };
+    update_vault(vault, &update).expect("set the webhook");
+}
+
 fn webhook_server(requests: usize) -> (String, std::thread::JoinHandle<Vec<String>>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}/alerts", listener.local_addr().expect("addr"));
@@ -226,9 +231,7 @@ fn a_failing_backup_raises_one_alert_and_is_retried_at_the_next_slot_while_a_dow
     std::fs::write(src.join("f"), b"content").expect("write");
     let mut vault = new_vault(dir.path());
     // a webhook nobody listens on
-    let mut settings = (*vault.settings()).clone();
-    settings.webhook = Some("http://127.0.0.1:9/down".into());
-    vault.update_settings(settings).expect("settings");
+    set_webhook(&mut vault, "http://127.0.0.1:9/down");
     daily_policy(&vault, "daily", &["02:00"], Retention { daily_days: Some(30), ..Retention::default() });
     let item = add_files_item(&vault, "docs", std::slice::from_ref(&src), &[]).expect("item");
     let clock = FakeClock::new(at("2026-03-01T12:00"));
@@ -256,9 +259,7 @@ fn a_failing_backup_raises_one_alert_and_is_retried_at_the_next_slot_while_a_dow
 
     // the webhook comes up: the kept alerts are delivered once
     let (url, server) = webhook_server(2);
-    let mut settings = (*vault.settings()).clone();
-    settings.webhook = Some(url);
-    vault.update_settings(settings).expect("settings");
+    set_webhook(&mut vault, &url);
     assert_eq!(retry_alerts(&vault).expect("retry"), 2);
     let bodies = server.join().expect("server");
     assert_eq!(bodies.len(), 2);
@@ -291,14 +292,11 @@ fn settings_another_process_changes_reach_the_running_agent() {
     let (url, server) = webhook_server(1);
     let mut other =
         Vault::open(Arc::new(boveda_store::LocalStore::new(dir.path().join("vault"))), b"pw").expect("open");
-    let mut settings = (*other.settings()).clone();
-    settings.webhook = Some(url.clone());
-    other.update_settings(settings).expect("settings");
-    assert_eq!(vault.settings().webhook, None, "the agent's handle read its settings before");
+    set_webhook(&mut other, &url);
 
     let r = agent(std::slice::from_ref(&vault), &clock, at("2026-03-02T12:00"), 1);
     assert_eq!((r.backups, r.failed), (1, 1));
-    assert_eq!(vault.settings().webhook.as_deref(), Some(url.as_str()));
+    assert_eq!(vault_control(&vault).expect("control").webhook.as_deref(), Some(url.as_str()));
     let alerts = list_alerts(&vault).expect("alerts");
     assert!(alerts.len() == 1 && alerts[0].delivered, "delivered to the new webhook: {alerts:?}");
     assert_eq!(server.join().expect("server").len(), 1);
@@ -492,4 +490,30 @@ fn a_shortened_retention_names_the_points_it_deletes_deletes_nothing_until_appli
     let got = restored_digest(&vault, &item, &kept[0].to_hex(), &src, &dir.path().join("restores"));
     assert_eq!(got.len(), 24, "the oldest survivor holds the files of its day");
     assert_check_passes(&vault);
+}
+
+/// Vaults made before the control plane kept its own record hold the
+/// webhook, lag threshold and shipping address in the vault's settings:
+/// they are read from there, and taken over (not lost) by the first change.
+#[test]
+fn control_settings_of_an_older_vault_are_read_and_taken_over_by_the_first_change() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut vault = new_vault(dir.path());
+    let mut settings = (*vault.settings()).clone();
+    settings.webhook = Some("http://127.0.0.1:9/old".into());
+    settings.replication_lag_alert_mins = Some(90);
+    settings.shipping_address = Some("Dock 4".into());
+    vault.update_settings(settings).expect("settings as an older boveda wrote them");
+    let control = vault_control(&vault).expect("control");
+    assert_eq!(control.webhook.as_deref(), Some("http://127.0.0.1:9/old"));
+    assert_eq!((control.lag_alert_mins(), control.shipping_address.as_deref()), (90, Some("Dock 4")));
+
+    update_vault(&mut vault, &VaultUpdate { replication_lag_alert_mins: Some(30), ..VaultUpdate::default() })
+        .expect("change one");
+    let other = Vault::open(Arc::new(boveda_store::LocalStore::new(dir.path().join("vault"))), b"pw").expect("open");
+    let control = vault_control(&other).expect("control");
+    assert_eq!(control.webhook.as_deref(), Some("http://127.0.0.1:9/old"), "kept");
+    assert_eq!((control.lag_alert_mins(), control.shipping_address.as_deref()), (30, Some("Dock 4")));
+    let s = other.settings();
+    assert_eq!((&s.webhook, s.replication_lag_alert_mins, &s.shipping_address), (&None, None, &None), "moved");
 }

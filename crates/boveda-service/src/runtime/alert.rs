@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::model::job_record::{Job, Operation};
+use crate::vault::control::vault_control;
 
 const ALERTS: &str = "alerts";
 const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -44,6 +45,7 @@ pub struct Alert {
 /// # Errors
 /// A store error writing the alert.
 pub fn raise_alert(vault: &Vault, job: &Job, severity: Severity, reason: &str, time: Timestamp) -> Result<Alert> {
+    let webhook = vault_control(vault)?.webhook;
     let mut alert = Alert {
         id: RecordId::random(),
         severity,
@@ -52,13 +54,13 @@ pub fn raise_alert(vault: &Vault, job: &Job, severity: Severity, reason: &str, t
         operation: job.operation,
         job: job.id,
         reason: reason.to_string(),
-        delivered: vault.settings().webhook.is_none(),
+        delivered: webhook.is_none(),
         attempts: 0,
         last_error: None,
     };
     vault.catalog_put(ALERTS, &alert.id, Some(&alert))?;
-    if !alert.delivered {
-        deliver(vault, &mut alert)?;
+    if let Some(url) = webhook {
+        deliver(vault, &url, &mut alert)?;
     }
     Ok(alert)
 }
@@ -79,23 +81,20 @@ pub fn list_alerts(vault: &Vault) -> Result<Vec<Alert>> {
 /// # Errors
 /// A store error.
 pub fn retry_alerts(vault: &Vault) -> Result<usize> {
-    if vault.settings().webhook.is_none() {
+    let Some(url) = vault_control(vault)?.webhook else {
         return Ok(0);
-    }
+    };
     let mut delivered = 0;
     for mut alert in list_alerts(vault)?.into_iter().filter(|a| !a.delivered) {
-        deliver(vault, &mut alert)?;
+        deliver(vault, &url, &mut alert)?;
         delivered += usize::from(alert.delivered);
     }
     Ok(delivered)
 }
 
-fn deliver(vault: &Vault, alert: &mut Alert) -> Result<()> {
-    let Some(url) = vault.settings().webhook.clone() else {
-        return Ok(());
-    };
+fn deliver(vault: &Vault, url: &str, alert: &mut Alert) -> Result<()> {
     alert.attempts += 1;
-    match post_json(&url, alert) {
+    match post_json(url, alert) {
         Ok(()) => {
             alert.delivered = true;
             alert.last_error = None;

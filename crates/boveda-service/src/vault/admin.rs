@@ -10,6 +10,7 @@ use crate::items::list_items;
 use crate::model::names::validate_vault_name;
 use crate::runtime::host::{hostname, normalize_store, retry_policy};
 use crate::runtime::registry::{KnownVault, Registry};
+use crate::vault::control::{VaultControl, change_control, vault_control};
 
 /// A new vault; as a client gives it, what is left out takes the
 /// defaults.
@@ -307,6 +308,11 @@ pub fn update_vault(vault: &mut Vault, update: &VaultUpdate) -> Result<()> {
     // applied to the settings as they are in the store now, so that a
     // change another process made meanwhile is kept
     vault.change_settings(|settings| apply_vault_update(update, settings))?;
+    let control_changes =
+        update.webhook.is_some() || update.replication_lag_alert_mins.is_some() || update.shipping_address.is_some();
+    if control_changes {
+        change_control(vault, |control| apply_control_update(update, control))?;
+    }
     if let Some(address) = &update.shipping_address {
         crate::offline::readdress_import_jobs(&**vault.store(), address.as_deref())?;
     }
@@ -339,15 +345,25 @@ fn check_vault_update(update: &VaultUpdate) -> Result<()> {
         "replication_lag_alert_mins",
         "the replication lag that raises an alert (minutes)",
         update.replication_lag_alert_mins,
-        VaultSettings::LAG_ALERT_MINS,
+        VaultControl::LAG_ALERT_MINS,
     )
 }
 
-/// Applies a checked update.
-fn apply_vault_update(update: &VaultUpdate, settings: &mut VaultSettings) {
+/// Applies a checked update to the control-plane settings.
+fn apply_control_update(update: &VaultUpdate, control: &mut VaultControl) {
     if let Some(webhook) = &update.webhook {
-        settings.webhook = webhook.clone();
+        control.webhook = webhook.clone();
     }
+    if let Some(m) = update.replication_lag_alert_mins {
+        control.replication_lag_alert_mins = Some(m);
+    }
+    if let Some(address) = &update.shipping_address {
+        control.shipping_address.clone_from(address);
+    }
+}
+
+/// Applies a checked update to the vault's settings.
+fn apply_vault_update(update: &VaultUpdate, settings: &mut VaultSettings) {
     if let Some(days) = update.soft_delete_days {
         settings.soft_delete_days = days;
     }
@@ -360,12 +376,6 @@ fn apply_vault_update(update: &VaultUpdate, settings: &mut VaultSettings) {
     }
     if let Some(n) = update.parallel_requests {
         store.parallel_requests = Some(n);
-    }
-    if let Some(m) = update.replication_lag_alert_mins {
-        settings.replication_lag_alert_mins = Some(m);
-    }
-    if let Some(address) = &update.shipping_address {
-        settings.shipping_address.clone_from(address);
     }
     if let Some(on) = update.replicate_during_backup {
         settings.replicate_during_backup = Some(on);
@@ -422,6 +432,7 @@ pub fn summarize(vault: &Vault) -> Result<VaultSummary> {
         }
     }
     let s = vault.settings();
+    let control = vault_control(vault)?;
     Ok(VaultSummary {
         name: s.name.clone(),
         id: vault.config().id.to_hex(),
@@ -441,12 +452,12 @@ pub fn summarize(vault: &Vault) -> Result<VaultSummary> {
         stored_bytes,
         protected_bytes,
         soft_delete_days: s.soft_delete_days,
-        webhook: s.webhook.clone(),
+        webhook: control.webhook,
         store_retries: retry_policy(&s.store).attempts,
         store_retry_max_wait_secs: retry_policy(&s.store).max_delay.as_secs(),
         parallel_requests: vault.parallel_requests(),
         replication: crate::replication::replication_summary(vault)?,
-        shipping_address: s.shipping_address.clone(),
+        shipping_address: control.shipping_address,
         replicate_during_backup: s.replicate_during_backup == Some(true),
     })
 }

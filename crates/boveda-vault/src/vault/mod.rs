@@ -107,18 +107,21 @@ pub struct VaultSettings {
     /// Days deleted backup data stays recoverable (`protection undelete`).
     #[serde(default = "default_soft_delete_days")]
     pub soft_delete_days: u32,
-    /// Where alerts are POSTed as JSON, if anywhere.
-    #[serde(default)]
+    /// Vaults made before the control plane kept its own settings record
+    /// (`catalog/control/`) kept its webhook, replication lag threshold and
+    /// shipping address here: this crate reads none of them, the service
+    /// takes them over once and clears them (`None` in every vault made or
+    /// changed since).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<String>,
     /// How this vault's store is talked to; unset values take the store
     /// kind's defaults.
     #[serde(default)]
     pub store: StoreSettings,
-    /// A geo-redundant vault's secondary may lag this many minutes before
-    /// an alert is raised (unset: [`VaultSettings::DEFAULT_LAG_ALERT_MINS`]).
+    /// See `webhook`: from before the control plane's own record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication_lag_alert_mins: Option<u32>,
-    /// Where the drives of offline seeding are shipped (shown by diskprep).
+    /// See `webhook`: from before the control plane's own record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shipping_address: Option<String>,
     /// A geo-redundant vault copies packs to its secondary while a backup
@@ -155,9 +158,6 @@ impl VaultSettings {
     pub const DEFAULT_COMPRESSION: i32 = 2;
     /// As Azure Backup's soft delete.
     pub const DEFAULT_SOFT_DELETE_DAYS: u32 = 14;
-    /// Minutes a secondary may lag before an alert.
-    pub const DEFAULT_LAG_ALERT_MINS: u32 = 60;
-    pub const LAG_ALERT_MINS: std::ops::RangeInclusive<u32> = 1..=7 * 24 * 60;
 }
 
 /// Options for [`Vault::create`].

@@ -1,0 +1,84 @@
+//! The vault's control-plane settings: what only the service reads (where
+//! alerts are posted, the replication lag that raises an alert, where the
+//! drives of offline seeding are shipped). They are a catalog record of the
+//! service's own (`catalog/control/`), sealed like every record, beside the
+//! vault's own settings (name, redundancy, packs, compression, store
+//! limits), which the vault and the engine read.
+//!
+//! Vaults made before this record kept these three in the vault's settings;
+//! they are read from there until the record is first written, which takes
+//! them over and clears them from the settings.
+
+use boveda_vault::{RecordId, Vault};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+
+const CONTROL: &str = "control";
+const CONTROL_ID: RecordId = RecordId([0; 16]);
+
+/// The vault's control-plane settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VaultControl {
+    /// Where alerts are POSTed as JSON, if anywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
+    /// A geo-redundant vault's secondary may lag this many minutes before an
+    /// alert is raised (unset: [`VaultControl::DEFAULT_LAG_ALERT_MINS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication_lag_alert_mins: Option<u32>,
+    /// Where the drives of offline seeding are shipped (shown by diskprep).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipping_address: Option<String>,
+}
+
+impl VaultControl {
+    pub const DEFAULT_LAG_ALERT_MINS: u32 = 60;
+    pub const LAG_ALERT_MINS: std::ops::RangeInclusive<u32> = 1..=7 * 24 * 60;
+
+    /// The lag, in minutes, that raises an alert.
+    pub fn lag_alert_mins(&self) -> u32 {
+        self.replication_lag_alert_mins.unwrap_or(Self::DEFAULT_LAG_ALERT_MINS)
+    }
+
+    /// What a vault made before the record kept in its settings.
+    fn from_settings(vault: &Vault) -> Self {
+        let s = vault.settings();
+        VaultControl {
+            webhook: s.webhook.clone(),
+            replication_lag_alert_mins: s.replication_lag_alert_mins,
+            shipping_address: s.shipping_address.clone(),
+        }
+    }
+}
+
+/// The vault's control-plane settings as they are in the store now.
+///
+/// # Errors
+/// A store error or a damaged record.
+pub fn vault_control(vault: &Vault) -> Result<VaultControl> {
+    Ok(vault.catalog_get(CONTROL, &CONTROL_ID)?.unwrap_or_else(|| VaultControl::from_settings(vault)))
+}
+
+/// Changes the control-plane settings as they are in the store now (a
+/// change another process made meanwhile is kept); the settings written.
+///
+/// # Errors
+/// A store error or a damaged record.
+pub(crate) fn change_control(vault: &mut Vault, change: impl Fn(&mut VaultControl)) -> Result<VaultControl> {
+    let legacy = VaultControl::from_settings(vault);
+    let written = vault.catalog_update(CONTROL, &CONTROL_ID, |current: Option<VaultControl>| {
+        let mut control = current.unwrap_or_else(|| legacy.clone());
+        change(&mut control);
+        Ok(Some(control))
+    })?;
+    // taken over: the vault's settings keep them no longer
+    if legacy != VaultControl::default() {
+        vault.change_settings(|s| {
+            s.webhook = None;
+            s.replication_lag_alert_mins = None;
+            s.shipping_address = None;
+        })?;
+    }
+    Ok(written.unwrap_or_default())
+}
