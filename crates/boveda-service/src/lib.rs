@@ -100,6 +100,7 @@ pub use reports::dashboard::{
 };
 pub use reports::usage::{ItemUsage, PriceTable, Usage, instance_band, usage};
 pub use runtime::clock::{Clock, FakeClock, SystemClock, clock_from_env};
+pub use runtime::control::{VaultControl, vault_control};
 pub use runtime::job::{
     DEFAULT_HEARTBEAT, Job, JobCtx, JobDone, JobFilter, JobProgress, JobSpec, JobState, Observers, Operation, find_job,
     list_jobs, run_job, stop_job, wait_job,
@@ -109,6 +110,5 @@ pub use vault::admin::{
     NewVault, VaultSummary, VaultUpdate, add_key_job, create_vault, open_secondary_vault, open_vault, open_vault_store,
     remove_key_job, resolve_vault, summarize, update_vault, vaults_to_serve,
 };
-pub use vault::control::{VaultControl, vault_control};
 pub use vault::prune::{ExpiredPoint, PrunePlan, plan_prune, prune_job};
 pub use vault::verify::{RepairReport, repair_job, verify_job};

@@ -27,8 +27,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Result, ServiceError};
 use crate::runtime::alert::{Severity, raise_alert};
 use crate::runtime::clock::Clock;
+use crate::runtime::control::vault_control;
 use crate::runtime::job::{JobDone, JobSpec, Observers, Operation, run_job};
-use crate::vault::control::vault_control;
 
 /// The vault's folders in the order a secondary needs them: what is
 /// referred to before what refers to it. `config`, whose presence makes a

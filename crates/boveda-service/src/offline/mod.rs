@@ -373,7 +373,7 @@ pub fn init_offline(
         shipped: None,
         deadline: None,
         imported: 0,
-        shipping_address: crate::vault::control::vault_control(vault)?.shipping_address,
+        shipping_address: crate::runtime::control::vault_control(vault)?.shipping_address,
         history: Vec::new(),
     };
     job.note(now, format!("initiated for item {} with staging folder {}", item.name, staging.display()));

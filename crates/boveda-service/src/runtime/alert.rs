@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::model::job_record::{Job, Operation};
-use crate::vault::control::vault_control;
+use crate::runtime::control::vault_control;
 
 const ALERTS: &str = "alerts";
 const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);

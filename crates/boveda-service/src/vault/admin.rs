@@ -8,9 +8,9 @@ use serde::Serialize;
 use crate::error::{Result, ServiceError};
 use crate::items::list_items;
 use crate::model::names::validate_vault_name;
+use crate::runtime::control::{VaultControl, change_control, vault_control};
 use crate::runtime::host::{hostname, normalize_store, retry_policy};
 use crate::runtime::registry::{KnownVault, Registry};
-use crate::vault::control::{VaultControl, change_control, vault_control};
 
 /// A new vault; as a client gives it, what is left out takes the
 /// defaults.
