@@ -40,6 +40,7 @@ mod crypto;
 pub mod drive_format;
 mod error;
 mod gc;
+pub mod host_keys;
 mod ids;
 mod index;
 mod key_slot;
@@ -64,6 +65,7 @@ pub use gc::{
     abandoned_uploads, consolidate_index, deletions, execute as gc_execute, forget_lost, marked_packs, missing_packs,
     plan as gc_plan, referenced_chunks, referenced_chunks_lenient, write_index,
 };
+pub use host_keys::{HostKeys, HostSession, SealedBy};
 pub use ids::{ChunkId, PackId, PointId, RecordId};
 pub use index::{BlobRef, ChunkIndex, IndexPack};
 pub use key_slot::KeySlotInfo;

@@ -4,25 +4,38 @@
 //! offset 0  magic  "BVDA"        (do not change)
 //! offset 4  format version, u16 little-endian
 //! offset 6  object kind, u8
-//! offset 7  reserved, 0
+//! offset 7  how it is sealed, u8: 0 under the master key, 1 by a host
 //! ```
 //! Encrypted objects continue with `nonce || ciphertext || tag`. The
 //! associated data is the header followed by the object's name, so neither a
 //! kind or version nor the name can be swapped: a sealed object copied under
 //! another name fails authentication there (format version 2).
+//!
+//! An object a registered host sealed for the vault (format version 3, see
+//! `crate::host_keys`) has 1 at offset 7 and continues with who sealed it
+//! ([`SealedBy`]: the host's id and its session's ephemeral public key),
+//! then `nonce || ciphertext || tag` under that session's key; its
+//! associated data is its header, who sealed it, then the name.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::crypto::MasterKey;
 use crate::error::{Result, VaultError};
+use crate::host_keys::{HostSession, SealedBy};
 
 /// Magic bytes of every boveda object. Do not change.
 pub const MAGIC: [u8; 4] = *b"BVDA";
-/// The format version this build writes and the only one it reads.
-/// Version 1 (development builds before 2026-11-23) did not bind sealed
-/// objects to their names nor authenticate the config.
+/// The format version this build writes under the master key. Version 1
+/// (development builds before 2026-11-23) did not bind sealed objects to
+/// their names nor authenticate the config; it is not read.
 pub const FORMAT_VERSION: u16 = 2;
+/// The format version of objects a registered host seals for the vault:
+/// this build reads versions 2 and 3.
+pub const HOST_FORMAT_VERSION: u16 = 3;
+/// Offset 7 of the header: sealed under the master key, or by a host.
+const SEALED_BY_MASTER: u8 = 0;
+const SEALED_BY_HOST: u8 = 1;
 pub const HEADER_LEN: usize = 8;
 const _: () = assert!(HEADER_LEN == MAGIC.len() + 2 + 1 + 1);
 
@@ -41,7 +54,42 @@ pub enum ObjectKind {
 
 pub fn header(kind: ObjectKind) -> [u8; HEADER_LEN] {
     let v = FORMAT_VERSION.to_le_bytes();
-    [MAGIC[0], MAGIC[1], MAGIC[2], MAGIC[3], v[0], v[1], kind as u8, 0]
+    [MAGIC[0], MAGIC[1], MAGIC[2], MAGIC[3], v[0], v[1], kind as u8, SEALED_BY_MASTER]
+}
+
+/// The header of an object a host seals for the vault.
+pub fn host_header(kind: ObjectKind) -> [u8; HEADER_LEN] {
+    let v = HOST_FORMAT_VERSION.to_le_bytes();
+    [MAGIC[0], MAGIC[1], MAGIC[2], MAGIC[3], v[0], v[1], kind as u8, SEALED_BY_HOST]
+}
+
+/// Who sealed an object: the master key's holder, or a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sealing {
+    Master,
+    Host(SealedBy),
+}
+
+/// Checks an object's header and says how it is sealed; the rest of the
+/// object (after who sealed it, for a host's).
+///
+/// # Errors
+/// As [`parse_header`]; `Damaged` for a host's object whose header or
+/// sealer is malformed.
+pub fn parse_any_header<'a>(name: &str, bytes: &'a [u8], kind: ObjectKind) -> Result<(Sealing, &'a [u8])> {
+    check_magic_and_version(name, bytes, kind)?;
+    match (u16::from_le_bytes([bytes[4], bytes[5]]), bytes[7]) {
+        (FORMAT_VERSION, SEALED_BY_MASTER) => Ok((Sealing::Master, &bytes[HEADER_LEN..])),
+        (HOST_FORMAT_VERSION, SEALED_BY_HOST) => {
+            let body = &bytes[HEADER_LEN..];
+            let by = SealedBy::from_bytes(body).ok_or_else(|| VaultError::damaged(name, "cut short"))?;
+            Ok((Sealing::Host(by), &body[SealedBy::LEN..]))
+        }
+        (version, sealing) => Err(VaultError::damaged(
+            name,
+            format!("format version {version} with sealing {sealing} (not an object any boveda writes)"),
+        )),
+    }
 }
 
 /// Checks an object's header and returns its body.
@@ -49,12 +97,23 @@ pub fn header(kind: ObjectKind) -> [u8; HEADER_LEN] {
 /// # Errors
 /// `Damaged` for bad magic or kind, `NewerFormat` for a newer version.
 pub fn parse_header<'a>(name: &str, bytes: &'a [u8], kind: ObjectKind) -> Result<&'a [u8]> {
+    match parse_any_header(name, bytes, kind)? {
+        (Sealing::Master, body) => Ok(body),
+        (Sealing::Host(_), _) => Err(VaultError::damaged(name, "sealed by a host, where only the vault writes")),
+    }
+}
+
+fn check_magic_and_version(name: &str, bytes: &[u8], kind: ObjectKind) -> Result<()> {
     if bytes.len() < HEADER_LEN || bytes[..4] != MAGIC {
         return Err(VaultError::damaged(name, "not a boveda object (bad magic bytes)"));
     }
     let version = u16::from_le_bytes([bytes[4], bytes[5]]);
-    if version > FORMAT_VERSION {
-        return Err(VaultError::NewerFormat { location: name.to_string(), found: version, supported: FORMAT_VERSION });
+    if version > HOST_FORMAT_VERSION {
+        return Err(VaultError::NewerFormat {
+            location: name.to_string(),
+            found: version,
+            supported: HOST_FORMAT_VERSION,
+        });
     }
     if version < FORMAT_VERSION {
         return Err(VaultError::Invalid(format!(
@@ -64,7 +123,7 @@ pub fn parse_header<'a>(name: &str, bytes: &'a [u8], kind: ObjectKind) -> Result
     if bytes[6] != kind as u8 {
         return Err(VaultError::damaged(name, format!("object kind {} where {:?} was expected", bytes[6], kind)));
     }
-    Ok(&bytes[HEADER_LEN..])
+    Ok(())
 }
 
 /// The associated data of a sealed object: its header, then the name it is
@@ -94,16 +153,39 @@ pub fn seal_bytes(key: &MasterKey, kind: ObjectKind, bound_to: &str, payload: &[
     out
 }
 
-/// Opens the sealed object `name`, bound to `bound_to` (see [`seal_bytes`]).
+/// Seals `payload` for the vault, as a host's `session` (see
+/// `crate::host_keys`), bound to `bound_to` as [`seal_bytes`] binds.
+pub fn seal_bytes_for_vault(session: &HostSession, kind: ObjectKind, bound_to: &str, payload: &[u8]) -> Vec<u8> {
+    let aad = host_associated_data(kind, &session.sealed_by(), bound_to);
+    let mut out = Vec::with_capacity(aad.len() + payload.len() + crate::crypto::SEAL_OVERHEAD);
+    out.extend_from_slice(&aad[..HEADER_LEN + SealedBy::LEN]);
+    session.sealer().seal_into(&aad, payload, &mut out);
+    out
+}
+
+fn host_associated_data(kind: ObjectKind, by: &SealedBy, bound_to: &str) -> Vec<u8> {
+    let mut aad = host_header(kind).to_vec();
+    aad.extend_from_slice(&by.to_bytes());
+    aad.extend_from_slice(bound_to.as_bytes());
+    aad
+}
+
+/// Opens the sealed object `name`, bound to `bound_to` (see [`seal_bytes`]),
+/// whether the vault or a host sealed it.
 ///
 /// # Errors
 /// `Damaged` when authentication fails (altered, or sealed under another
 /// name), `NewerFormat` for a newer version.
 pub fn open_bytes(key: &MasterKey, name: &str, bound_to: &str, bytes: &[u8], kind: ObjectKind) -> Result<Vec<u8>> {
-    let body = parse_header(name, bytes, kind)?;
-    key.sealer().open(&associated_data(kind, bound_to), body).map_err(|_| {
-        VaultError::damaged(name, "authentication failed (the object was altered, or is a copy of another object)")
-    })
+    let failed =
+        || VaultError::damaged(name, "authentication failed (the object was altered, or is a copy of another object)");
+    match parse_any_header(name, bytes, kind)? {
+        (Sealing::Master, body) => key.sealer().open(&associated_data(kind, bound_to), body).map_err(|_| failed()),
+        (Sealing::Host(by), body) => {
+            let sealer = key.session_sealer(&by).map_err(|e| VaultError::damaged(name, e))?;
+            sealer.open(&host_associated_data(kind, &by, bound_to), body).map_err(|_| failed())
+        }
+    }
 }
 
 /// Opens the sealed JSON object `name`.
@@ -144,5 +226,39 @@ mod tests {
         let err = parse_header("config", &obj, ObjectKind::Config).expect_err("newer");
         assert!(err.to_string().contains("format version 9"), "{err}");
         assert!(parse_header("x", b"NOPE0000", ObjectKind::Config).is_err());
+    }
+
+    #[test]
+    fn what_a_host_seals_for_the_vault_opens_under_its_name_only_and_never_passes_as_the_vaults() {
+        let key = MasterKey::generate();
+        let host = key.host_keys(crate::RecordId::random(), crate::RecordId::random());
+        let session = host.new_session().expect("session");
+        let obj = seal_bytes_for_vault(&session, ObjectKind::Index, "index", b"entries");
+        assert_eq!(open_bytes(&key, "index/x", "index", &obj, ObjectKind::Index).expect("open"), b"entries");
+        assert_eq!(u16::from_le_bytes([obj[4], obj[5]]), HOST_FORMAT_VERSION);
+        // bound to its folder and kind, like the vault's own
+        assert!(open_bytes(&key, "points/x", "points", &obj, ObjectKind::Index).is_err());
+        assert!(open_bytes(&key, "index/x", "index", &obj, ObjectKind::Point).is_err());
+        // where only the vault writes (config, key slots), a host's object is refused
+        let err = parse_header("config", &obj, ObjectKind::Index).expect_err("a host's object");
+        assert!(err.to_string().contains("sealed by a host"), "{err}");
+        // claiming another host, or another session, fails authentication
+        let mut other_host = obj.clone();
+        other_host[HEADER_LEN] ^= 1;
+        assert!(open_bytes(&key, "index/x", "index", &other_host, ObjectKind::Index).is_err());
+        let mut other_key = obj.clone();
+        other_key[HEADER_LEN + 20] ^= 1;
+        assert!(open_bytes(&key, "index/x", "index", &other_key, ObjectKind::Index).is_err());
+        // relabelled as the vault's (version 2, sealing 0) or mixed: refused
+        let mut relabelled = obj.clone();
+        relabelled[4] = 2;
+        relabelled[7] = 0;
+        assert!(open_bytes(&key, "index/x", "index", &relabelled, ObjectKind::Index).is_err());
+        let mut mixed = obj.clone();
+        mixed[7] = 0;
+        let err = open_bytes(&key, "index/x", "index", &mixed, ObjectKind::Index).expect_err("mixed");
+        assert!(err.to_string().contains("not an object any boveda writes"), "{err}");
+        // cut short inside who sealed it
+        assert!(open_bytes(&key, "index/x", "index", &obj[..HEADER_LEN + 10], ObjectKind::Index).is_err());
     }
 }
