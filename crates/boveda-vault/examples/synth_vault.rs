@@ -87,8 +87,10 @@ fn add_index_entries(vault: &Vault, entries: usize) -> Result<(), Box<dyn std::e
     let objects = entries.div_ceil(PER_OBJECT);
     in_parallel(objects, |n| {
         let count = PER_OBJECT.min(entries - n * PER_OBJECT);
-        let mut by_pack: Vec<IndexPack> =
-            packs.iter().map(|&(id, kind, size)| IndexPack { id, kind, size, entries: Vec::new() }).collect();
+        let mut by_pack: Vec<IndexPack> = packs
+            .iter()
+            .map(|&(id, kind, size)| IndexPack { id, kind, size, entries: Vec::new(), sealed_by: None })
+            .collect();
         let slots = by_pack.len();
         for i in 0..count {
             let mut id = [0u8; 32];

@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use std::cell::RefCell;
 
-use crate::crypto::{AuthError, MasterKey, NONCE_LEN, TAG_LEN};
+#[cfg(test)]
+use crate::crypto::MasterKey;
+use crate::crypto::{AuthError, BlobKey, NONCE_LEN, Sealer, TAG_LEN};
 
 /// What a blob holds. Values are part of the format: do not change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -76,7 +78,7 @@ fn compress_into(plaintext: &[u8], level: i32, out: &mut Vec<u8>) -> bool {
 }
 
 /// Compresses (when that shrinks it) and seals a plaintext.
-pub fn encode_blob(key: &MasterKey, plaintext: &[u8], zstd_level: i32) -> Vec<u8> {
+pub fn encode_blob(sealer: &Sealer, plaintext: &[u8], zstd_level: i32) -> Vec<u8> {
     let bound = zstd::zstd_safe::compress_bound(plaintext.len()).max(plaintext.len());
     let mut out = Vec::with_capacity(NONCE_LEN + 1 + bound + TAG_LEN);
     out.resize(NONCE_LEN, 0);
@@ -87,7 +89,7 @@ pub fn encode_blob(key: &MasterKey, plaintext: &[u8], zstd_level: i32) -> Vec<u8
         out.push(MODE_RAW);
         out.extend_from_slice(plaintext);
     }
-    key.sealer().seal_in_place(b"", &mut out);
+    sealer.seal_in_place(b"", &mut out);
     out
 }
 
@@ -111,13 +113,13 @@ fn decompress(payload: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>> {
 /// # Errors
 /// As [`decode_blob`].
 pub fn decode_blob_in_place<'a>(
-    key: &MasterKey,
+    key: &BlobKey,
     sealed: &'a mut [u8],
     raw_len: usize,
     expected: &crate::ChunkId,
     out: &'a mut Vec<u8>,
 ) -> Result<&'a [u8], BlobError> {
-    let framed = key.sealer().open_in_place(b"", sealed)?;
+    let framed = key.sealer.open_in_place(b"", sealed)?;
     let (&mode, payload) = framed.split_first().ok_or(BlobError::Mode(255))?;
     let plain: &[u8] = match mode {
         MODE_RAW => payload,
@@ -151,12 +153,12 @@ pub fn decode_blob_in_place<'a>(
 /// # Errors
 /// [`BlobError`] naming authentication, compression or id failure.
 pub fn decode_blob(
-    key: &MasterKey,
+    key: &BlobKey,
     sealed: &[u8],
     raw_len: usize,
     expected: &crate::ChunkId,
 ) -> Result<Vec<u8>, BlobError> {
-    let mut framed = key.sealer().open(b"", sealed)?;
+    let mut framed = key.sealer.open(b"", sealed)?;
     let mode = *framed.first().ok_or(BlobError::Mode(255))?;
     let plain = match mode {
         MODE_RAW => {
@@ -183,9 +185,10 @@ mod tests {
             let key = MasterKey::generate();
             let plain: Vec<u8> = data.iter().copied().cycle().take(data.len() * repeat).collect();
             let id = key.chunk_id(&plain);
-            let sealed = encode_blob(&key, &plain, level);
+            let sealed = encode_blob(key.sealer(), &plain, level);
             prop_assert!(sealed.len() <= plain.len() + 1 + crate::crypto::SEAL_OVERHEAD);
-            prop_assert_eq!(decode_blob(&key, &sealed, plain.len(), &id).expect("decode"), plain);
+            let bk = key.blob_key(None).expect("key");
+            prop_assert_eq!(decode_blob(&bk, &sealed, plain.len(), &id).expect("decode"), plain);
         }
     }
 
@@ -193,9 +196,10 @@ mod tests {
     fn compressible_data_shrinks_and_wrong_id_is_caught() {
         let key = MasterKey::generate();
         let plain = vec![7u8; 100_000];
-        let sealed = encode_blob(&key, &plain, 3);
+        let sealed = encode_blob(key.sealer(), &plain, 3);
         assert!(sealed.len() < 1000);
         let other = key.chunk_id(b"other");
-        assert!(matches!(decode_blob(&key, &sealed, plain.len(), &other), Err(BlobError::IdMismatch)));
+        let bk = key.blob_key(None).expect("key");
+        assert!(matches!(decode_blob(&bk, &sealed, plain.len(), &other), Err(BlobError::IdMismatch)));
     }
 }

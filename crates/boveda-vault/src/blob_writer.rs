@@ -9,6 +9,11 @@
 //! upload thread is busy, which also bounds memory to one pack per upload
 //! thread plus the packs being filled. [`BlobWriter::flush`] writes the partial packs and waits for the
 //! uploads; only after it returns may a point manifest refer to the blobs.
+//!
+//! A writer seals with the vault's keys, or as a registered host's backup
+//! session ([`WriterKeys`]): then chunks are named with the host's chunk
+//! key, and packs and index objects are sealed for the vault, which only
+//! the master key opens (`crate::host_keys`).
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,11 +24,65 @@ use boveda_store::Store;
 
 use crate::ChunkId;
 use crate::blob::{BlobKind, encode_blob};
-use crate::crypto::MasterKey;
+use crate::crypto::{MasterKey, Sealer};
 use crate::error::{Result, VaultError};
+use crate::host_keys::{HostKeys, HostSession};
 use crate::index::{ChunkIndex, IndexObject, IndexPack};
+use crate::object::Envelope;
 use crate::pack::{FinishedPack, PackBuilder, pack_name};
 use crate::vault::Vault;
+
+/// Whose keys a writer seals with.
+#[derive(Clone)]
+pub enum WriterKeys {
+    /// The vault's: everything under the master key.
+    Vault(MasterKey),
+    /// A registered host's backup session: chunks named with the host's
+    /// chunk key, everything sealed for the vault.
+    Host { keys: HostKeys, session: HostSession },
+}
+
+impl WriterKeys {
+    pub fn chunk_id(&self, plaintext: &[u8]) -> ChunkId {
+        match self {
+            WriterKeys::Vault(key) => key.chunk_id(plaintext),
+            WriterKeys::Host { keys, .. } => keys.chunk_id(plaintext),
+        }
+    }
+
+    fn sealer(&self) -> &Sealer {
+        match self {
+            WriterKeys::Vault(key) => key.sealer(),
+            WriterKeys::Host { session, .. } => session.sealer(),
+        }
+    }
+
+    fn envelope(&self) -> Envelope {
+        match self {
+            WriterKeys::Vault(_) => Envelope::MASTER,
+            WriterKeys::Host { session, .. } => Envelope::host(session.sealed_by()),
+        }
+    }
+
+    fn seal_index(&self, index: &IndexObject) -> Result<(String, Vec<u8>)> {
+        match self {
+            WriterKeys::Vault(key) => index.seal(key),
+            WriterKeys::Host { session, .. } => index.seal_for_vault(session),
+        }
+    }
+}
+
+/// Where a writer stores, and how it fills packs.
+#[derive(Clone)]
+pub struct WriterTarget {
+    pub store: Arc<dyn Store>,
+    /// zstd level; 0 stores chunks uncompressed.
+    pub compression_level: i32,
+    /// Target size of a data pack in bytes.
+    pub pack_size: usize,
+    /// Packs uploaded at once.
+    pub parallel: usize,
+}
 
 /// Tree packs are flushed at this size: trees are small and read often.
 const TREE_PACK_SIZE: usize = 4 << 20;
@@ -57,7 +116,8 @@ struct Uploader {
 }
 
 pub struct BlobWriter<'a> {
-    vault: &'a Vault,
+    keys: WriterKeys,
+    target: WriterTarget,
     index: &'a ChunkIndex,
     seen: Mutex<HashSet<ChunkId>>,
     data: Mutex<PackBuilder>,
@@ -72,12 +132,18 @@ fn poisoned() -> VaultError {
     VaultError::Invalid("a backup thread panicked".into())
 }
 
-fn upload(store: &dyn Store, key: &MasterKey, pack: FinishedPack, state: &UploadState) -> Result<()> {
+fn upload(store: &dyn Store, keys: &WriterKeys, pack: FinishedPack, state: &UploadState) -> Result<()> {
     store.put_new(&pack_name(pack.kind, &pack.id), &pack.bytes)?;
     let index = IndexObject {
-        packs: vec![IndexPack { id: pack.id, kind: pack.kind, size: pack.bytes.len() as u64, entries: pack.entries }],
+        packs: vec![IndexPack {
+            id: pack.id,
+            kind: pack.kind,
+            size: pack.bytes.len() as u64,
+            entries: pack.entries,
+            sealed_by: pack.sealed_by,
+        }],
     };
-    let (name, bytes) = index.seal(key)?;
+    let (name, bytes) = keys.seal_index(&index)?;
     store.put_new(&name, &bytes)?;
     state.bytes_stored.fetch_add((pack.bytes.len() + bytes.len()) as u64, Ordering::Relaxed);
     state.packs_written.fetch_add(1, Ordering::Relaxed);
@@ -90,14 +156,26 @@ fn upload(store: &dyn Store, key: &MasterKey, pack: FinishedPack, state: &Upload
 }
 
 impl<'a> BlobWriter<'a> {
+    /// A writer with the vault's keys, into its store, deduplicating
+    /// against `index`.
     pub fn new(vault: &'a Vault, index: &'a ChunkIndex) -> Self {
+        Self::with_keys(WriterKeys::Vault(vault.key().clone()), vault.writer_target(), index)
+    }
+
+    /// A writer of a registered host's backup session (see
+    /// `crate::host_keys`), deduplicating against `index` (the host's own
+    /// chunks, which it cannot read back).
+    pub fn for_host(keys: HostKeys, session: HostSession, target: WriterTarget, index: &'a ChunkIndex) -> Self {
+        Self::with_keys(WriterKeys::Host { keys, session }, target, index)
+    }
+
+    fn with_keys(keys: WriterKeys, target: WriterTarget, index: &'a ChunkIndex) -> Self {
         let uploads = Arc::new(UploadState::default());
         // a rendezvous: a full pack waits until an upload thread is free
         let (sender, receiver) = crossbeam_channel::bounded::<FinishedPack>(0);
         let mut threads = Vec::new();
-        for n in 0..vault.parallel_requests() {
-            let (store, key, state, receiver) =
-                (vault.store().clone(), vault.key().clone(), uploads.clone(), receiver.clone());
+        for n in 0..target.parallel.max(1) {
+            let (store, key, state, receiver) = (target.store.clone(), keys.clone(), uploads.clone(), receiver.clone());
             let spawned = std::thread::Builder::new().name(format!("pack-upload-{n}")).spawn(move || {
                 // On the first error every thread stops; senders then see a closed channel.
                 for pack in receiver {
@@ -123,12 +201,14 @@ impl<'a> BlobWriter<'a> {
             }
         }
         let sender = (!threads.is_empty()).then_some(sender);
+        let envelope = keys.envelope();
         Self {
-            vault,
+            keys,
+            target,
             index,
             seen: Mutex::new(HashSet::new()),
-            data: Mutex::new(PackBuilder::new(BlobKind::Data)),
-            tree: Mutex::new(PackBuilder::new(BlobKind::Tree)),
+            data: Mutex::new(PackBuilder::with_buffer(BlobKind::Data, envelope, Vec::new())),
+            tree: Mutex::new(PackBuilder::with_buffer(BlobKind::Tree, envelope, Vec::new())),
             chunks_new: AtomicU64::new(0),
             bytes_new: AtomicU64::new(0),
             uploads,
@@ -146,15 +226,15 @@ impl<'a> BlobWriter<'a> {
     /// # Errors
     /// A store error from an earlier pack upload (such as a full disk).
     pub fn add(&self, kind: BlobKind, plaintext: &[u8]) -> Result<ChunkId> {
-        let id = self.vault.key().chunk_id(plaintext);
+        let id = self.keys.chunk_id(plaintext);
         if self.index.contains(&id) || !self.seen.lock().map_err(|_| poisoned())?.insert(id) {
             return Ok(id);
         }
-        let sealed = encode_blob(self.vault.key(), plaintext, self.vault.settings().compression_level);
+        let sealed = encode_blob(self.keys.sealer(), plaintext, self.target.compression_level);
         self.chunks_new.fetch_add(1, Ordering::Relaxed);
         self.bytes_new.fetch_add(plaintext.len() as u64, Ordering::Relaxed);
         let (lock, limit) = match kind {
-            BlobKind::Data => (&self.data, self.vault.settings().pack_size as usize),
+            BlobKind::Data => (&self.data, self.target.pack_size),
             BlobKind::Tree => (&self.tree, TREE_PACK_SIZE),
         };
         let full = {
@@ -162,17 +242,26 @@ impl<'a> BlobWriter<'a> {
             if pack.is_empty() {
                 let recycled = self.uploads.buffers.lock().ok().and_then(|mut b| b.pop());
                 if let Some(buf) = recycled {
-                    *pack = PackBuilder::with_buffer(kind, buf);
+                    *pack = PackBuilder::with_buffer(kind, self.keys.envelope(), buf);
                 }
                 pack.reserve(limit + PACK_SLACK);
             }
             pack.add(id, plaintext.len() as u32, &sealed);
-            (pack.len() >= limit).then(|| std::mem::replace(&mut *pack, PackBuilder::new(kind)))
+            (pack.len() >= limit).then(|| std::mem::replace(&mut *pack, self.new_pack(kind)))
         };
         if let Some(pack) = full {
             self.send(pack)?;
         }
         Ok(id)
+    }
+
+    fn new_pack(&self, kind: BlobKind) -> PackBuilder {
+        PackBuilder::with_buffer(kind, self.keys.envelope(), Vec::new())
+    }
+
+    /// The keys this writer names and seals chunks with.
+    pub fn keys(&self) -> &WriterKeys {
+        &self.keys
     }
 
     fn upload_error(&self) -> VaultError {
@@ -188,7 +277,7 @@ impl<'a> BlobWriter<'a> {
         if pack.is_empty() {
             return Ok(());
         }
-        let finished = pack.finish(self.vault.key())?;
+        let finished = pack.finish(self.keys.sealer())?;
         let sender = self.uploader.lock().map_err(|_| poisoned())?.sender.clone();
         match sender {
             Some(s) if s.send(finished).is_ok() => Ok(()),
@@ -203,7 +292,7 @@ impl<'a> BlobWriter<'a> {
     /// The first store error of any upload.
     pub fn flush(&self) -> Result<()> {
         for (lock, kind) in [(&self.data, BlobKind::Data), (&self.tree, BlobKind::Tree)] {
-            let pack = std::mem::replace(&mut *lock.lock().map_err(|_| poisoned())?, PackBuilder::new(kind));
+            let pack = std::mem::replace(&mut *lock.lock().map_err(|_| poisoned())?, self.new_pack(kind));
             self.send(pack)?;
         }
         let threads = {

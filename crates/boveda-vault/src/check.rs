@@ -199,12 +199,16 @@ fn read_points(vault: &Vault, f: &mut Findings) -> Result<Vec<RecoveryPoint>> {
     Ok(points)
 }
 
+/// A pack as its index object lists it: kind, size, entries, and who
+/// sealed it (a host's pack).
+type PackListing = (BlobKind, u64, Vec<crate::pack::PackEntry>, Option<crate::SealedBy>);
+
 /// What the index objects say: the merged index, each pack's entries and
 /// the index object naming it.
 #[derive(Default)]
 struct Indexed {
     index: ChunkIndex,
-    pack_entries: HashMap<PackId, (BlobKind, u64, Vec<crate::pack::PackEntry>)>,
+    pack_entries: HashMap<PackId, PackListing>,
     index_of: HashMap<PackId, String>,
 }
 
@@ -250,7 +254,10 @@ fn read_index(vault: &Vault, report: &mut CheckReport, f: &mut Findings) -> Resu
                 for p in &obj.packs {
                     indexed.index_of.insert(p.id, name.clone());
                     indexed.index.add_pack(p);
-                    indexed.pack_entries.entry(p.id).or_insert_with(|| (p.kind, p.size, p.entries.clone()));
+                    indexed
+                        .pack_entries
+                        .entry(p.id)
+                        .or_insert_with(|| (p.kind, p.size, p.entries.clone(), p.sealed_by));
                 }
             }
             Err(e) => f.add(name, format!("cannot be read: {e}")),
@@ -260,7 +267,7 @@ fn read_index(vault: &Vault, report: &mut CheckReport, f: &mut Findings) -> Resu
 }
 
 /// A pack present with the size its index says, to read.
-type Readable<'a> = (PackId, BlobKind, &'a Vec<crate::pack::PackEntry>);
+type Readable<'a> = (PackId, BlobKind, &'a Vec<crate::pack::PackEntry>, Option<crate::SealedBy>);
 
 /// Packs listed against the index: missing or of the wrong size is damage
 /// (unless a concurrent prune collected them); the rest are returned.
@@ -288,7 +295,7 @@ fn check_packs<'a>(
         ));
     }
     let mut readable = Vec::new();
-    for (id, (kind, size, entries)) in &indexed.pack_entries {
+    for (id, (kind, size, entries, sealed_by)) in &indexed.pack_entries {
         let name = pack_name(*kind, id);
         // prune deletes a pack's index object before the pack: both gone
         // means a concurrent prune collected it, not damage
@@ -301,7 +308,7 @@ fn check_packs<'a>(
             None => "is missing".to_string(),
             Some(actual) if actual != size => format!("has {actual} bytes where the index says {size}"),
             Some(_) => {
-                readable.push((*id, *kind, entries));
+                readable.push((*id, *kind, entries, *sealed_by));
                 continue;
             }
         };
@@ -316,7 +323,8 @@ fn check_packs<'a>(
 
 /// Reads every blob of the packs, in parallel; what fails is named.
 fn read_packs(vault: &Vault, readable: &[Readable<'_>], report: &mut CheckReport, f: &mut Findings) {
-    let results: Vec<_> = readable.par_iter().map(|(id, kind, entries)| read_pack(vault, id, *kind, entries)).collect();
+    let results: Vec<_> =
+        readable.par_iter().map(|(id, kind, entries, by)| read_pack(vault, id, *kind, entries, by.as_ref())).collect();
     for r in results {
         if let Some((id, kind)) = r.lost_whole {
             f.lost.insert(id, (kind, None));
@@ -348,7 +356,13 @@ struct PackResult {
     lost_chunks: Vec<ChunkId>,
 }
 
-fn read_pack(vault: &Vault, id: &PackId, kind: BlobKind, entries: &[crate::pack::PackEntry]) -> PackResult {
+fn read_pack(
+    vault: &Vault,
+    id: &PackId,
+    kind: BlobKind,
+    entries: &[crate::pack::PackEntry],
+    sealed_by: Option<&crate::SealedBy>,
+) -> PackResult {
     let name = pack_name(kind, id);
     let mut r = PackResult {
         pack: (*id, kind),
@@ -391,7 +405,10 @@ fn read_pack(vault: &Vault, id: &PackId, kind: BlobKind, entries: &[crate::pack:
             r.lost_chunks.push(e.id);
             continue;
         };
-        if let Err(err) = crate::blob::decode_blob(vault.key(), sealed, e.raw_len as usize, &e.id) {
+        let decoded = vault.key().blob_key(sealed_by).map_err(|e| e.to_string()).and_then(|key| {
+            crate::blob::decode_blob(&key, sealed, e.raw_len as usize, &e.id).map_err(|e| e.to_string())
+        });
+        if let Err(err) = decoded {
             r.bad_chunks.push((e.id, name.clone(), format!("chunk {}: {err}", e.id)));
             r.lost_chunks.push(e.id);
         }

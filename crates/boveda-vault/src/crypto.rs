@@ -9,7 +9,11 @@
 use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use crate::ChunkId;
+use crate::RecordId;
 use crate::ids::random_bytes;
 
 pub const NONCE_LEN: usize = 24;
@@ -161,6 +165,46 @@ impl DriveSealer {
     }
 }
 
+/// Who sealed an object for the vault: the host, and its session's
+/// ephemeral public key. Carried in the clear by every such object (and
+/// bound into its authentication).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct SealedBy {
+    pub host: RecordId,
+    pub ephemeral: [u8; 32],
+}
+
+impl SealedBy {
+    pub const LEN: usize = 16 + 32;
+
+    pub fn to_bytes(&self) -> [u8; Self::LEN] {
+        let mut out = [0u8; Self::LEN];
+        out[..16].copy_from_slice(&self.host.0);
+        out[16..].copy_from_slice(&self.ephemeral);
+        out
+    }
+
+    /// The first [`SealedBy::LEN`] bytes of `bytes`, if there are as many.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        let host = RecordId(bytes.get(..16)?.try_into().ok()?);
+        let ephemeral = bytes.get(16..Self::LEN)?.try_into().ok()?;
+        Some(SealedBy { host, ephemeral })
+    }
+}
+
+/// What opens and checks a blob: the key it is sealed under, and the key
+/// its id is a keyed hash under (the vault's, or the writing host's).
+pub struct BlobKey {
+    pub(crate) sealer: Sealer,
+    pub(crate) id_key: [u8; 32],
+}
+
+impl BlobKey {
+    pub fn chunk_id(&self, plaintext: &[u8]) -> ChunkId {
+        ChunkId(*blake3::keyed_hash(&self.id_key, plaintext).as_bytes())
+    }
+}
+
 /// A vault's master key.
 #[derive(Clone)]
 pub struct MasterKey {
@@ -168,6 +212,10 @@ pub struct MasterKey {
     sealer: Sealer,
     id_key: [u8; 32],
     chunker_seed: u64,
+    own: Arc<BlobKey>,
+    /// The blob keys of the host sessions met so far (an X25519 agreement
+    /// each, made once).
+    sessions: Arc<Mutex<HashMap<SealedBy, Arc<BlobKey>>>>,
 }
 
 impl MasterKey {
@@ -185,7 +233,32 @@ impl MasterKey {
         let seed_bytes = blake3::derive_key("boveda 2026 chunker gear seed", &id_key);
         let mut seed = [0u8; 8];
         seed.copy_from_slice(&seed_bytes[..8]);
-        Self { raw, sealer: Sealer::new(&enc), id_key, chunker_seed: u64::from_le_bytes(seed) }
+        let own = Arc::new(BlobKey { sealer: Sealer::new(&enc), id_key });
+        Self {
+            raw,
+            sealer: Sealer::new(&enc),
+            id_key,
+            chunker_seed: u64::from_le_bytes(seed),
+            own,
+            sessions: Arc::default(),
+        }
+    }
+
+    /// The key that opens and checks a blob of a pack the vault sealed
+    /// (`None`), or a host session sealed.
+    ///
+    /// # Errors
+    /// `Invalid` for a session whose ephemeral key gives no shared secret.
+    pub fn blob_key(&self, sealed_by: Option<&SealedBy>) -> crate::error::Result<Arc<BlobKey>> {
+        let Some(by) = sealed_by else { return Ok(self.own.clone()) };
+        if let Some(key) = self.sessions.lock().ok().and_then(|s| s.get(by).cloned()) {
+            return Ok(key);
+        }
+        let key = Arc::new(BlobKey { sealer: self.session_sealer(by)?, id_key: self.host_chunk_key(&by.host) });
+        if let Ok(mut s) = self.sessions.lock() {
+            s.insert(*by, key.clone());
+        }
+        Ok(key)
     }
 
     pub fn as_bytes(&self) -> &[u8; 64] {

@@ -509,12 +509,31 @@ pub fn execute(vault: &Vault, plan: &GcPlan, now: Timestamp) -> Result<()> {
         let mut skip = marked_packs(vault)?;
         skip.extend(plan.repack.iter().map(|p| p.pack));
         let rest = vault.load_index_without(&skip)?;
-        let writer = crate::BlobWriter::new(vault, &rest);
+        // a host's chunks keep their ids only under that host's keys: each
+        // writer copies the chunks of one writer of the packs repacked
+        let mut by_host: std::collections::BTreeMap<Option<RecordId>, Vec<ChunkId>> = Default::default();
         for id in &plan.repack_chunks {
-            let kind = full.get(id).map_or(BlobKind::Data, |r| r.kind);
-            writer.add(kind, &vault.read_blob(&full, id)?)?;
+            by_host.entry(full.get(id).and_then(|r| r.sealed_by).map(|b| b.host)).or_default().push(*id);
         }
-        writer.flush()?;
+        for (host, ids) in by_host {
+            let writer = match host {
+                None => crate::BlobWriter::new(vault, &rest),
+                Some(host) => {
+                    let keys = vault.key().host_keys(vault.config().id, host);
+                    let session = keys.new_session()?;
+                    crate::BlobWriter::for_host(keys, session, vault.writer_target(), &rest)
+                }
+            };
+            for id in &ids {
+                let kind = full.get(id).map_or(BlobKind::Data, |r| r.kind);
+                if writer.add(kind, &vault.read_blob(&full, id)?)? != *id {
+                    return Err(crate::VaultError::Invalid(format!(
+                        "repacking chunk {id} would rename it: nothing deleted"
+                    )));
+                }
+            }
+            writer.flush()?;
+        }
     }
     let to_mark: Vec<PackId> = plan.mark.iter().chain(&plan.repack).map(|p| p.pack).collect();
     if !to_mark.is_empty() {

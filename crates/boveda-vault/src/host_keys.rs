@@ -23,37 +23,11 @@
 use serde::{Deserialize, Serialize};
 use x25519_dalek::{PublicKey, StaticSecret};
 
+pub use crate::crypto::SealedBy;
 use crate::crypto::{MasterKey, Sealer};
 use crate::error::{Result, VaultError};
 use crate::ids::random_bytes;
 use crate::{ChunkId, RecordId};
-
-/// Who sealed an object for the vault: the host, and its session's
-/// ephemeral public key. Carried in the clear by every such object (and
-/// bound into its authentication).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct SealedBy {
-    pub host: RecordId,
-    pub ephemeral: [u8; 32],
-}
-
-impl SealedBy {
-    pub const LEN: usize = 16 + 32;
-
-    pub fn to_bytes(&self) -> [u8; Self::LEN] {
-        let mut out = [0u8; Self::LEN];
-        out[..16].copy_from_slice(&self.host.0);
-        out[16..].copy_from_slice(&self.ephemeral);
-        out
-    }
-
-    /// The first [`SealedBy::LEN`] bytes of `bytes`, if there are as many.
-    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        let host = RecordId(bytes.get(..16)?.try_into().ok()?);
-        let ephemeral = bytes.get(16..Self::LEN)?.try_into().ok()?;
-        Some(SealedBy { host, ephemeral })
-    }
-}
 
 /// A registered host's keys (see the module's notes). Kept on the host,
 /// readable by root only.
@@ -105,6 +79,7 @@ impl HostKeys {
 }
 
 /// One backup session of a host: what it seals for the vault.
+#[derive(Clone)]
 pub struct HostSession {
     by: SealedBy,
     sealer: Sealer,
@@ -152,15 +127,20 @@ impl MasterKey {
             host,
             vault_id,
             vault_public: self.vault_public(),
-            chunk_key: self.host_secret("boveda 2026 host chunk ids", &host),
+            chunk_key: self.host_chunk_key(&host),
             chunker_seed: u64::from_le_bytes(seed8),
         }
+    }
+
+    /// The key a host's chunk ids are keyed with.
+    pub(crate) fn host_chunk_key(&self, host: &RecordId) -> [u8; 32] {
+        self.host_secret("boveda 2026 host chunk ids", host)
     }
 
     /// The id a host's chunk of `plaintext` has: what a blob the host wrote
     /// is checked against.
     pub fn host_chunk_id(&self, host: &RecordId, plaintext: &[u8]) -> ChunkId {
-        ChunkId(*blake3::keyed_hash(&self.host_secret("boveda 2026 host chunk ids", host), plaintext).as_bytes())
+        ChunkId(*blake3::keyed_hash(&self.host_chunk_key(host), plaintext).as_bytes())
     }
 
     /// The session key of what a host sealed for the vault.

@@ -54,7 +54,7 @@ mod tree;
 mod vault;
 
 pub use blob::{BlobKind, decode_blob, encode_blob};
-pub use blob_writer::{BlobWriter, WriterStats};
+pub use blob_writer::{BlobWriter, WriterKeys, WriterStats, WriterTarget};
 pub use catalog::ITEMS_KIND;
 pub use check::{Affected, CheckOptions, CheckReport, Problem, check};
 pub use chunker::{Chunker, ChunkerParams};
@@ -67,7 +67,7 @@ pub use gc::{
 };
 pub use host_keys::{HostKeys, HostSession, SealedBy};
 pub use ids::{ChunkId, PackId, PointId, RecordId};
-pub use index::{BlobRef, ChunkIndex, IndexPack};
+pub use index::{BlobRef, ChunkIndex, IndexObject, IndexPack};
 pub use key_slot::KeySlotInfo;
 pub use lease::{Lease, LeaseRecord, PRUNE_LEASE};
 pub use object::FORMAT_VERSION;

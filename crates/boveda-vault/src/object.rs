@@ -11,11 +11,14 @@
 //! kind or version nor the name can be swapped: a sealed object copied under
 //! another name fails authentication there (format version 2).
 //!
-//! An object a registered host sealed for the vault (format version 3, see
-//! `crate::host_keys`) has 1 at offset 7 and continues with who sealed it
-//! ([`SealedBy`]: the host's id and its session's ephemeral public key),
-//! then `nonce || ciphertext || tag` under that session's key; its
-//! associated data is its header, who sealed it, then the name.
+//! Format version 3 adds what registered hosts write (see
+//! `crate::host_keys`). An object a host sealed for the vault has 1 at
+//! offset 7 and continues with who sealed it ([`SealedBy`]: the host's id
+//! and its session's ephemeral public key), then `nonce || ciphertext ||
+//! tag` under that session's key; its associated data is its header, who
+//! sealed it, then the name. The vault writes version 3 only where the
+//! payload names a host's objects (an index object listing a host's
+//! packs); everything else stays version 2, readable by older builds.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -57,17 +60,52 @@ pub fn header(kind: ObjectKind) -> [u8; HEADER_LEN] {
     [MAGIC[0], MAGIC[1], MAGIC[2], MAGIC[3], v[0], v[1], kind as u8, SEALED_BY_MASTER]
 }
 
-/// The header of an object a host seals for the vault.
-pub fn host_header(kind: ObjectKind) -> [u8; HEADER_LEN] {
-    let v = HOST_FORMAT_VERSION.to_le_bytes();
-    [MAGIC[0], MAGIC[1], MAGIC[2], MAGIC[3], v[0], v[1], kind as u8, SEALED_BY_HOST]
-}
-
 /// Who sealed an object: the master key's holder, or a host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sealing {
     Master,
     Host(SealedBy),
+}
+
+/// How an object is sealed, and the format version of its payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Envelope {
+    pub version: u16,
+    pub sealing: Sealing,
+}
+
+impl Envelope {
+    /// What the vault writes unless a payload needs version 3.
+    pub const MASTER: Envelope = Envelope { version: FORMAT_VERSION, sealing: Sealing::Master };
+    /// What the vault writes for a payload of version 3.
+    pub const MASTER_V3: Envelope = Envelope { version: HOST_FORMAT_VERSION, sealing: Sealing::Master };
+
+    pub fn host(by: SealedBy) -> Envelope {
+        Envelope { version: HOST_FORMAT_VERSION, sealing: Sealing::Host(by) }
+    }
+
+    /// The header, then who sealed it for a host's object: what the object
+    /// starts with, and the start of its associated data.
+    pub fn prefix(&self, kind: ObjectKind) -> Vec<u8> {
+        let v = self.version.to_le_bytes();
+        let sealing = if matches!(self.sealing, Sealing::Host(_)) { SEALED_BY_HOST } else { SEALED_BY_MASTER };
+        let mut out = vec![MAGIC[0], MAGIC[1], MAGIC[2], MAGIC[3], v[0], v[1], kind as u8, sealing];
+        if let Sealing::Host(by) = &self.sealing {
+            out.extend_from_slice(&by.to_bytes());
+        }
+        out
+    }
+
+    /// The key that opens what is sealed in this envelope.
+    ///
+    /// # Errors
+    /// `Invalid` for a host's ephemeral key that gives no shared secret.
+    pub fn sealer(&self, key: &MasterKey) -> Result<crate::crypto::Sealer> {
+        match &self.sealing {
+            Sealing::Master => Ok(key.sealer().clone()),
+            Sealing::Host(by) => key.session_sealer(by),
+        }
+    }
 }
 
 /// Checks an object's header and says how it is sealed; the rest of the
@@ -76,14 +114,16 @@ pub enum Sealing {
 /// # Errors
 /// As [`parse_header`]; `Damaged` for a host's object whose header or
 /// sealer is malformed.
-pub fn parse_any_header<'a>(name: &str, bytes: &'a [u8], kind: ObjectKind) -> Result<(Sealing, &'a [u8])> {
+pub fn parse_any_header<'a>(name: &str, bytes: &'a [u8], kind: ObjectKind) -> Result<(Envelope, &'a [u8])> {
     check_magic_and_version(name, bytes, kind)?;
+    let body = &bytes[HEADER_LEN..];
     match (u16::from_le_bytes([bytes[4], bytes[5]]), bytes[7]) {
-        (FORMAT_VERSION, SEALED_BY_MASTER) => Ok((Sealing::Master, &bytes[HEADER_LEN..])),
+        (version @ (FORMAT_VERSION | HOST_FORMAT_VERSION), SEALED_BY_MASTER) => {
+            Ok((Envelope { version, sealing: Sealing::Master }, body))
+        }
         (HOST_FORMAT_VERSION, SEALED_BY_HOST) => {
-            let body = &bytes[HEADER_LEN..];
             let by = SealedBy::from_bytes(body).ok_or_else(|| VaultError::damaged(name, "cut short"))?;
-            Ok((Sealing::Host(by), &body[SealedBy::LEN..]))
+            Ok((Envelope::host(by), &body[SealedBy::LEN..]))
         }
         (version, sealing) => Err(VaultError::damaged(
             name,
@@ -98,8 +138,11 @@ pub fn parse_any_header<'a>(name: &str, bytes: &'a [u8], kind: ObjectKind) -> Re
 /// `Damaged` for bad magic or kind, `NewerFormat` for a newer version.
 pub fn parse_header<'a>(name: &str, bytes: &'a [u8], kind: ObjectKind) -> Result<&'a [u8]> {
     match parse_any_header(name, bytes, kind)? {
-        (Sealing::Master, body) => Ok(body),
-        (Sealing::Host(_), _) => Err(VaultError::damaged(name, "sealed by a host, where only the vault writes")),
+        (Envelope::MASTER, body) => Ok(body),
+        (Envelope { sealing: Sealing::Host(_), .. }, _) => {
+            Err(VaultError::damaged(name, "sealed by a host, where only the vault writes"))
+        }
+        (_, _) => Err(VaultError::damaged(name, "format version 3 where only version 2 is written")),
     }
 }
 
@@ -156,18 +199,24 @@ pub fn seal_bytes(key: &MasterKey, kind: ObjectKind, bound_to: &str, payload: &[
 /// Seals `payload` for the vault, as a host's `session` (see
 /// `crate::host_keys`), bound to `bound_to` as [`seal_bytes`] binds.
 pub fn seal_bytes_for_vault(session: &HostSession, kind: ObjectKind, bound_to: &str, payload: &[u8]) -> Vec<u8> {
-    let aad = host_associated_data(kind, &session.sealed_by(), bound_to);
-    let mut out = Vec::with_capacity(aad.len() + payload.len() + crate::crypto::SEAL_OVERHEAD);
-    out.extend_from_slice(&aad[..HEADER_LEN + SealedBy::LEN]);
-    session.sealer().seal_into(&aad, payload, &mut out);
-    out
+    seal_enveloped(&Envelope::host(session.sealed_by()), session.sealer(), kind, bound_to, payload)
 }
 
-fn host_associated_data(kind: ObjectKind, by: &SealedBy, bound_to: &str) -> Vec<u8> {
-    let mut aad = host_header(kind).to_vec();
-    aad.extend_from_slice(&by.to_bytes());
+/// Seals `payload` under `sealer` in `envelope`.
+pub fn seal_enveloped(
+    envelope: &Envelope,
+    sealer: &crate::crypto::Sealer,
+    kind: ObjectKind,
+    bound_to: &str,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut aad = envelope.prefix(kind);
+    let prefix = aad.len();
     aad.extend_from_slice(bound_to.as_bytes());
-    aad
+    let mut out = Vec::with_capacity(aad.len() + payload.len() + crate::crypto::SEAL_OVERHEAD);
+    out.extend_from_slice(&aad[..prefix]);
+    sealer.seal_into(&aad, payload, &mut out);
+    out
 }
 
 /// Opens the sealed object `name`, bound to `bound_to` (see [`seal_bytes`]),
@@ -177,15 +226,28 @@ fn host_associated_data(kind: ObjectKind, by: &SealedBy, bound_to: &str) -> Vec<
 /// `Damaged` when authentication fails (altered, or sealed under another
 /// name), `NewerFormat` for a newer version.
 pub fn open_bytes(key: &MasterKey, name: &str, bound_to: &str, bytes: &[u8], kind: ObjectKind) -> Result<Vec<u8>> {
-    let failed =
-        || VaultError::damaged(name, "authentication failed (the object was altered, or is a copy of another object)");
-    match parse_any_header(name, bytes, kind)? {
-        (Sealing::Master, body) => key.sealer().open(&associated_data(kind, bound_to), body).map_err(|_| failed()),
-        (Sealing::Host(by), body) => {
-            let sealer = key.session_sealer(&by).map_err(|e| VaultError::damaged(name, e))?;
-            sealer.open(&host_associated_data(kind, &by, bound_to), body).map_err(|_| failed())
-        }
-    }
+    Ok(open_enveloped(key, name, bound_to, bytes, kind)?.1)
+}
+
+/// [`open_bytes`], saying how the object was sealed.
+///
+/// # Errors
+/// As [`open_bytes`].
+pub fn open_enveloped(
+    key: &MasterKey,
+    name: &str,
+    bound_to: &str,
+    bytes: &[u8],
+    kind: ObjectKind,
+) -> Result<(Envelope, Vec<u8>)> {
+    let (envelope, body) = parse_any_header(name, bytes, kind)?;
+    let sealer = envelope.sealer(key).map_err(|e| VaultError::damaged(name, e))?;
+    let mut aad = envelope.prefix(kind);
+    aad.extend_from_slice(bound_to.as_bytes());
+    let payload = sealer.open(&aad, body).map_err(|_| {
+        VaultError::damaged(name, "authentication failed (the object was altered, or is a copy of another object)")
+    })?;
+    Ok((envelope, payload))
 }
 
 /// Opens the sealed JSON object `name`.
@@ -257,6 +319,10 @@ mod tests {
         let mut mixed = obj.clone();
         mixed[7] = 0;
         let err = open_bytes(&key, "index/x", "index", &mixed, ObjectKind::Index).expect_err("mixed");
+        assert!(err.to_string().contains("authentication failed"), "{err}");
+        let mut unknown = obj.clone();
+        unknown[7] = 2;
+        let err = open_bytes(&key, "index/x", "index", &unknown, ObjectKind::Index).expect_err("unknown sealing");
         assert!(err.to_string().contains("not an object any boveda writes"), "{err}");
         // cut short inside who sealed it
         assert!(open_bytes(&key, "index/x", "index", &obj[..HEADER_LEN + 10], ObjectKind::Index).is_err());

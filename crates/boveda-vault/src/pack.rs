@@ -9,13 +9,19 @@
 //! ```
 //! A pack's id is the BLAKE3 hash of all its bytes, so `check` can verify a
 //! pack file against its name without the key.
+//!
+//! A pack a registered host wrote (format version 3) has a host's header
+//! followed by who sealed it (`crate::object::Envelope`); its blobs and
+//! footer are sealed under that host session's key, the footer with the
+//! header and who sealed it as associated data.
 
 use serde::{Deserialize, Serialize};
 
 use crate::blob::BlobKind;
-use crate::crypto::MasterKey;
+use crate::crypto::{MasterKey, Sealer};
 use crate::error::{Result, VaultError};
-use crate::object::{HEADER_LEN, ObjectKind, header, parse_header};
+use crate::host_keys::SealedBy;
+use crate::object::{Envelope, ObjectKind, Sealing, parse_any_header};
 use crate::{ChunkId, PackId};
 
 /// Where one blob sits inside a pack.
@@ -36,6 +42,9 @@ pub struct PackFooter {
 /// A pack being filled in memory.
 pub struct PackBuilder {
     kind: BlobKind,
+    envelope: Envelope,
+    /// The envelope's prefix: what the pack starts with.
+    prefix: usize,
     buf: Vec<u8>,
     entries: Vec<PackEntry>,
 }
@@ -46,18 +55,22 @@ pub struct FinishedPack {
     pub kind: BlobKind,
     pub bytes: Vec<u8>,
     pub entries: Vec<PackEntry>,
+    /// Who sealed it, for a host's pack.
+    pub sealed_by: Option<SealedBy>,
 }
 
 impl PackBuilder {
+    #[cfg(test)]
     pub fn new(kind: BlobKind) -> Self {
-        Self { kind, buf: header(ObjectKind::Pack).to_vec(), entries: Vec::new() }
+        Self::with_buffer(kind, Envelope::MASTER, Vec::new())
     }
 
-    /// A pack that fills a recycled buffer (its capacity is kept).
-    pub fn with_buffer(kind: BlobKind, mut buf: Vec<u8>) -> Self {
+    /// A pack in `envelope` (the vault's, or a host session's) that fills
+    /// a recycled buffer (its capacity is kept).
+    pub fn with_buffer(kind: BlobKind, envelope: Envelope, mut buf: Vec<u8>) -> Self {
         buf.clear();
-        buf.extend_from_slice(&header(ObjectKind::Pack));
-        Self { kind, buf, entries: Vec::new() }
+        buf.extend_from_slice(&envelope.prefix(ObjectKind::Pack));
+        Self { kind, envelope, prefix: buf.len(), buf, entries: Vec::new() }
     }
 
     /// Reserves room for `bytes` more, so a filling pack never doubles its buffer.
@@ -78,16 +91,23 @@ impl PackBuilder {
         self.entries.is_empty()
     }
 
-    pub fn finish(self, key: &MasterKey) -> Result<FinishedPack> {
+    /// Seals the footer under `sealer` (the key the blobs were sealed
+    /// under: the master key's, or the host session's of the envelope).
+    pub fn finish(self, sealer: &Sealer) -> Result<FinishedPack> {
         let footer = PackFooter { kind: self.kind, entries: self.entries };
         let plain = postcard::to_stdvec(&footer).map_err(|e| VaultError::Invalid(e.to_string()))?;
         let mut bytes = self.buf;
         let before = bytes.len();
-        key.sealer().seal_into(&header(ObjectKind::Pack), &plain, &mut bytes);
+        let aad = bytes[..self.prefix].to_vec();
+        sealer.seal_into(&aad, &plain, &mut bytes);
         let footer_len = (bytes.len() - before) as u32;
         bytes.extend_from_slice(&footer_len.to_le_bytes());
         let id = PackId(*blake3::hash(&bytes).as_bytes());
-        Ok(FinishedPack { id, kind: footer.kind, bytes, entries: footer.entries })
+        let sealed_by = match self.envelope.sealing {
+            Sealing::Host(by) => Some(by),
+            Sealing::Master => None,
+        };
+        Ok(FinishedPack { id, kind: footer.kind, bytes, entries: footer.entries, sealed_by })
     }
 }
 
@@ -118,19 +138,20 @@ pub fn parse_pack_name(name: &str) -> Option<(BlobKind, PackId)> {
 /// # Errors
 /// `Damaged` naming the pack when the footer is unreadable.
 pub fn read_footer(key: &MasterKey, name: &str, bytes: &[u8]) -> Result<PackFooter> {
-    parse_header(name, bytes, ObjectKind::Pack)?;
+    let (envelope, body) = parse_any_header(name, bytes, ObjectKind::Pack)?;
+    let prefix = bytes.len() - body.len();
     let damaged = |why: &str| VaultError::damaged(name, why);
-    if bytes.len() < HEADER_LEN + 4 {
+    if bytes.len() < prefix + 4 {
         return Err(damaged("too short for a pack"));
     }
     let (rest, len_bytes) = bytes.split_at(bytes.len() - 4);
     let footer_len = u32::from_le_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]) as usize;
-    if footer_len > rest.len() - HEADER_LEN {
+    if footer_len > rest.len() - prefix {
         return Err(damaged("footer length runs past the start"));
     }
     let sealed = &rest[rest.len() - footer_len..];
-    let plain =
-        key.sealer().open(&bytes[..HEADER_LEN], sealed).map_err(|_| damaged("pack footer fails authentication"))?;
+    let sealer = envelope.sealer(key).map_err(|e| VaultError::damaged(name, e))?;
+    let plain = sealer.open(&bytes[..prefix], sealed).map_err(|_| damaged("pack footer fails authentication"))?;
     postcard::from_bytes(&plain).map_err(|e| damaged(&format!("pack footer does not parse: {e}")))
 }
 
@@ -145,15 +166,15 @@ mod tests {
             let key = MasterKey::generate();
             let mut b = PackBuilder::new(BlobKind::Tree);
             for blob in &blobs {
-                b.add(key.chunk_id(blob), blob.len() as u32, &encode_blob(&key, blob, 1));
+                b.add(key.chunk_id(blob), blob.len() as u32, &encode_blob(key.sealer(), blob, 1));
             }
-            let p = b.finish(&key).expect("finish");
+            let p = b.finish(key.sealer()).expect("finish");
             let footer = read_footer(&key, "p", &p.bytes).expect("footer");
             proptest::prop_assert_eq!(footer.kind, BlobKind::Tree);
             proptest::prop_assert_eq!(footer.entries.len(), blobs.len());
             for (e, blob) in footer.entries.iter().zip(&blobs) {
                 let sealed = &p.bytes[e.offset as usize..(e.offset + e.length) as usize];
-                proptest::prop_assert_eq!(&decode_blob(&key, sealed, e.raw_len as usize, &e.id).expect("blob"), blob);
+                proptest::prop_assert_eq!(&decode_blob(&key.blob_key(None).expect("key"), sealed, e.raw_len as usize, &e.id).expect("blob"), blob);
             }
         }
     }
@@ -164,9 +185,9 @@ mod tests {
         let mut b = PackBuilder::new(BlobKind::Data);
         let blobs: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 1000 + i as usize]).collect();
         for blob in &blobs {
-            b.add(key.chunk_id(blob), blob.len() as u32, &encode_blob(&key, blob, 3));
+            b.add(key.chunk_id(blob), blob.len() as u32, &encode_blob(key.sealer(), blob, 3));
         }
-        let p = b.finish(&key).expect("finish");
+        let p = b.finish(key.sealer()).expect("finish");
         assert_eq!(PackId(*blake3::hash(&p.bytes).as_bytes()), p.id);
         let name = pack_name(p.kind, &p.id);
         assert_eq!(parse_pack_name(&name), Some((BlobKind::Data, p.id)));
@@ -174,7 +195,10 @@ mod tests {
         assert_eq!(footer.entries, p.entries);
         for (e, blob) in footer.entries.iter().zip(&blobs) {
             let sealed = &p.bytes[e.offset as usize..(e.offset + e.length) as usize];
-            assert_eq!(&decode_blob(&key, sealed, e.raw_len as usize, &e.id).expect("blob"), blob);
+            assert_eq!(
+                &decode_blob(&key.blob_key(None).expect("key"), sealed, e.raw_len as usize, &e.id).expect("blob"),
+                blob
+            );
         }
         let mut bad = p.bytes.clone();
         let n = bad.len();

@@ -15,8 +15,9 @@
 //! Layout (little-endian): a header (magic, entry count, pack count, the
 //! size of the names, the count of distinct chunk ids, the MAC), then the
 //! entries sorted by chunk id (48 bytes each: id, pack position, offset,
-//! length, raw length), the packs sorted by pack id (56 bytes each: id,
-//! size, kind, the index object that listed it, its entry count), and the
+//! length, raw length), the packs sorted by pack id (104 bytes each: id,
+//! size, kind, whether a host sealed it, the index object that listed it,
+//! its entry count, who sealed it), and the
 //! merged objects' names, one a line. Entries for one chunk id keep the
 //! order in which their index objects were listed: the first wins.
 
@@ -26,14 +27,15 @@ use std::path::{Path, PathBuf};
 
 use super::object::IndexObject;
 use crate::blob::BlobKind;
+use crate::host_keys::SealedBy;
 use crate::{ChunkId, PackId};
 
-const MAGIC: &[u8; 8] = b"BVDMIX01";
+const MAGIC: &[u8; 8] = b"BVDMIX02";
 const HEADER: usize = 80;
 /// The header's bytes before its MAC, which the MAC covers.
 const HEADER_FIELDS: usize = 48;
 const ENTRY: usize = 48;
-const PACK: usize = 56;
+const PACK: usize = 104;
 /// Entries a lookup reads at once (3 KiB); the first id of each block is
 /// kept in memory (32 bytes per 64 entries: 5 MB for 10 million).
 const BLOCK: usize = 64;
@@ -50,6 +52,7 @@ pub(crate) struct MergedPack {
     /// The index object that listed it, by its position in [`MergedIndex::names`].
     pub source: u32,
     pub entries: u32,
+    pub sealed_by: Option<SealedBy>,
 }
 
 /// Where a chunk is: a pack by position, and the blob's place in it.
@@ -168,6 +171,7 @@ impl MergedIndex {
             kind: if b[at + 40] == BlobKind::Tree as u8 { BlobKind::Tree } else { BlobKind::Data },
             source: u32_at(b, at + 44),
             entries: u32_at(b, at + 48),
+            sealed_by: if b[at + 41] == 1 { SealedBy::from_bytes(&b[at + 56..at + 104]) } else { None },
         }
     }
 
@@ -256,7 +260,14 @@ impl MergedIndexBuilder {
         for pack in &object.packs {
             let order = u32::try_from(self.packs.len()).map_err(io::Error::other)?;
             let entries = u32::try_from(pack.entries.len()).map_err(io::Error::other)?;
-            self.packs.push(MergedPack { id: pack.id, kind: pack.kind, size: pack.size, source, entries });
+            self.packs.push(MergedPack {
+                id: pack.id,
+                kind: pack.kind,
+                size: pack.size,
+                source,
+                entries,
+                sealed_by: pack.sealed_by,
+            });
             for e in &pack.entries {
                 let mut rec = [0u8; ENTRY];
                 rec[..32].copy_from_slice(&e.id.0);
@@ -338,6 +349,10 @@ impl MergedIndexBuilder {
             rec[40] = p.kind as u8;
             rec[44..48].copy_from_slice(&p.source.to_le_bytes());
             rec[48..52].copy_from_slice(&p.entries.to_le_bytes());
+            if let Some(by) = &p.sealed_by {
+                rec[41] = 1;
+                rec[56..104].copy_from_slice(&by.to_bytes());
+            }
             body.update(&rec);
             out.write_all(&rec)?;
         }
@@ -416,7 +431,7 @@ mod tests {
                     for e in &entries {
                         expected.entry(e.id).or_default().push((pack, e.offset));
                     }
-                    IndexPack { id: pack, kind: BlobKind::Data, size: 1, entries }
+                    IndexPack { id: pack, kind: BlobKind::Data, size: 1, entries, sealed_by: None }
                 })
                 .collect();
             builder.add(&format!("index/{obj:064}"), &IndexObject { packs }).expect("add");

@@ -6,6 +6,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::blob::BlobKind;
+use crate::host_keys::SealedBy;
 use crate::{ChunkId, PackId};
 
 pub mod merged;
@@ -22,6 +23,8 @@ pub struct BlobRef {
     pub offset: u32,
     pub length: u32,
     pub raw_len: u32,
+    /// Who sealed the pack, for a pack a registered host wrote.
+    pub sealed_by: Option<SealedBy>,
 }
 
 /// Where every chunk of a vault is: the merged index file when the vault
@@ -34,13 +37,16 @@ pub struct BlobRef {
 /// from them) but are not [`ChunkIndex::contains`]ed, so nothing new comes
 /// to depend on them. A chunk in several packs is found in the first one
 /// listed that new data may depend on.
+/// A pack as the index keeps it.
+type Pack = (PackId, BlobKind, u64, Option<SealedBy>);
+
 #[derive(Default)]
 pub struct ChunkIndex {
     base: Option<MergedIndex>,
     /// Base packs left out: the index objects that listed them are gone.
     base_gone: HashSet<u32>,
     /// Packs not in the base, at positions after the base's.
-    packs: Vec<(PackId, BlobKind, u64)>,
+    packs: Vec<Pack>,
     pack_pos: HashMap<PackId, u32>,
     blobs: HashMap<ChunkId, Loc>,
     /// Positions of the readable-only packs.
@@ -61,11 +67,11 @@ impl ChunkIndex {
         self.base.as_ref().and_then(|b| b.find_pack(id)).or_else(|| self.pack_pos.get(id).copied())
     }
 
-    fn pack_at(&self, pos: u32) -> (PackId, BlobKind, u64) {
+    fn pack_at(&self, pos: u32) -> Pack {
         match &self.base {
             Some(b) if pos < self.base_packs() => {
                 let p = b.pack(pos);
-                (p.id, p.kind, p.size)
+                (p.id, p.kind, p.size, p.sealed_by)
             }
             _ => self.packs[(pos - self.base_packs()) as usize],
         }
@@ -82,7 +88,7 @@ impl ChunkIndex {
         }
         let base = self.base_packs();
         let pos = *self.pack_pos.entry(pack.id).or_insert_with(|| {
-            self.packs.push((pack.id, pack.kind, pack.size));
+            self.packs.push((pack.id, pack.kind, pack.size, pack.sealed_by));
             base + (self.packs.len() - 1) as u32
         });
         for e in &pack.entries {
@@ -123,8 +129,8 @@ impl ChunkIndex {
             first.get_or_insert(loc);
         }
         let loc = first?;
-        let (pack, kind, _) = self.pack_at(loc.pack);
-        Some(BlobRef { pack, kind, offset: loc.offset, length: loc.length, raw_len: loc.raw_len })
+        let (pack, kind, _, sealed_by) = self.pack_at(loc.pack);
+        Some(BlobRef { pack, kind, offset: loc.offset, length: loc.length, raw_len: loc.raw_len, sealed_by })
     }
 
     /// Whether the chunk is stored in a pack new data may depend on (not
@@ -154,6 +160,7 @@ impl ChunkIndex {
             .filter(|p| !self.base_gone.contains(p))
             .map(|p| self.pack_at(p))
             .chain(self.packs.iter().copied())
+            .map(|(id, kind, size, _)| (id, kind, size))
     }
 }
 
@@ -166,8 +173,20 @@ mod tests {
     fn first_location_wins() {
         let e = PackEntry { id: ChunkId([1; 32]), offset: 8, length: 5, raw_len: 5 };
         let mut idx = ChunkIndex::default();
-        idx.add_pack(&IndexPack { id: PackId([1; 32]), kind: BlobKind::Data, size: 1, entries: vec![e] });
-        idx.add_pack(&IndexPack { id: PackId([2; 32]), kind: BlobKind::Data, size: 1, entries: vec![e] });
+        idx.add_pack(&IndexPack {
+            id: PackId([1; 32]),
+            kind: BlobKind::Data,
+            size: 1,
+            entries: vec![e],
+            sealed_by: None,
+        });
+        idx.add_pack(&IndexPack {
+            id: PackId([2; 32]),
+            kind: BlobKind::Data,
+            size: 1,
+            entries: vec![e],
+            sealed_by: None,
+        });
         assert_eq!(idx.get(&e.id).map(|r| r.pack), Some(PackId([1; 32])));
         assert_eq!(idx.len(), 1);
         assert_eq!(idx.packs().count(), 2);

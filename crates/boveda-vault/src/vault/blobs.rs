@@ -210,6 +210,17 @@ impl Vault {
         })
     }
 
+    /// Where and how this vault's writers store: its store, compression,
+    /// pack size and parallel requests.
+    pub fn writer_target(&self) -> crate::blob_writer::WriterTarget {
+        crate::blob_writer::WriterTarget {
+            store: self.store.clone(),
+            compression_level: self.settings().compression_level,
+            pack_size: self.settings().pack_size as usize,
+            parallel: self.parallel_requests(),
+        }
+    }
+
     /// Reads, authenticates and decompresses one blob.
     ///
     /// # Errors
@@ -226,7 +237,9 @@ impl Vault {
     /// # Errors
     /// `Damaged` naming the pack and chunk.
     pub fn decode_blob_at(&self, r: &BlobRef, id: &ChunkId, sealed: &[u8]) -> Result<Vec<u8>> {
-        decode_blob(&self.key, sealed, r.raw_len as usize, id)
+        let key =
+            self.key.blob_key(r.sealed_by.as_ref()).map_err(|e| VaultError::damaged(pack_name(r.kind, &r.pack), e))?;
+        decode_blob(&key, sealed, r.raw_len as usize, id)
             .map_err(|e| VaultError::damaged(pack_name(r.kind, &r.pack), format!("chunk {id}: {e}")))
     }
 
@@ -242,7 +255,9 @@ impl Vault {
         sealed: &'a mut [u8],
         out: &'a mut Vec<u8>,
     ) -> Result<&'a [u8]> {
-        crate::blob::decode_blob_in_place(&self.key, sealed, r.raw_len as usize, id, out)
+        let key =
+            self.key.blob_key(r.sealed_by.as_ref()).map_err(|e| VaultError::damaged(pack_name(r.kind, &r.pack), e))?;
+        crate::blob::decode_blob_in_place(&key, sealed, r.raw_len as usize, id, out)
             .map_err(|e| VaultError::damaged(pack_name(r.kind, &r.pack), format!("chunk {id}: {e}")))
     }
 
