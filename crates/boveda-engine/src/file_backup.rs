@@ -53,10 +53,39 @@ pub struct FileBackupOutcome {
     pub warnings: Vec<String>,
 }
 
+/// What a tree of the parent point is read from: the vault, or (for a
+/// registered host, which cannot read the vault) the host's own cache.
+pub trait ParentTrees: Sync {
+    /// # Errors
+    /// The tree cannot be read, or is not the tree `id` names.
+    fn load_tree(&self, id: &ChunkId) -> std::result::Result<Tree, VaultError>;
+}
+
+/// The parent's trees read from the vault, through an index.
+pub struct VaultTrees<'a> {
+    pub vault: &'a Vault,
+    pub index: &'a ChunkIndex,
+}
+
+impl ParentTrees for VaultTrees<'_> {
+    fn load_tree(&self, id: &ChunkId) -> std::result::Result<Tree, VaultError> {
+        self.vault.load_tree(self.index, id)
+    }
+}
+
+/// Where a file backup writes its blobs, how it cuts files, and where it
+/// reads its parent's trees.
+pub struct BackupDest<'a> {
+    pub writer: BlobWriter<'a>,
+    /// Makes a chunker (one per thread).
+    pub chunker: &'a (dyn Fn() -> Chunker + Sync),
+    pub parents: &'a dyn ParentTrees,
+}
+
 struct Ctx<'a> {
-    vault: &'a Vault,
     writer: BlobWriter<'a>,
-    index: &'a ChunkIndex,
+    new_chunker: &'a (dyn Fn() -> Chunker + Sync),
+    parents: &'a dyn ParentTrees,
     excludes: Excludes,
     progress: &'a dyn BackupProgress,
     cancel: Option<&'a AtomicBool>,
@@ -133,11 +162,26 @@ pub fn backup_files(
     opts: &FileBackupOptions<'_>,
     progress: &dyn BackupProgress,
 ) -> Result<FileBackupOutcome> {
+    let parents = VaultTrees { vault, index };
+    let dest = BackupDest { writer: BlobWriter::new(vault, index), chunker: &|| vault.chunker(), parents: &parents };
+    backup_files_to(dest, opts, progress)
+}
+
+/// [`backup_files`] into any destination: the vault's own writer, or a
+/// registered host's (see `boveda_vault::host_keys`).
+///
+/// # Errors
+/// As [`backup_files`].
+pub fn backup_files_to(
+    dest: BackupDest<'_>,
+    opts: &FileBackupOptions<'_>,
+    progress: &dyn BackupProgress,
+) -> Result<FileBackupOutcome> {
     let trie = build_trie(&opts.paths)?;
     let ctx = Ctx {
-        vault,
-        writer: BlobWriter::new(vault, index),
-        index,
+        writer: dest.writer,
+        new_chunker: dest.chunker,
+        parents: dest.parents,
         excludes: Excludes::new(&opts.excludes)?,
         progress,
         cancel: opts.cancel,
@@ -210,7 +254,7 @@ impl Ctx<'_> {
     }
 
     fn load_parent(&self, id: &ChunkId) -> Option<Tree> {
-        match self.vault.load_tree(self.index, id) {
+        match self.parents.load_tree(id) {
             Ok(t) => Some(t),
             Err(e) => {
                 self.warn(format!("parent tree unreadable, files below it are read again: {e}"));
@@ -355,7 +399,7 @@ impl Ctx<'_> {
     }
 
     fn take_chunker(&self) -> Chunker {
-        self.chunkers.lock().ok().and_then(|mut c| c.pop()).unwrap_or_else(|| self.vault.chunker())
+        self.chunkers.lock().ok().and_then(|mut c| c.pop()).unwrap_or_else(|| (self.new_chunker)())
     }
 
     fn give_chunker(&self, c: Chunker) {

@@ -12,6 +12,8 @@
 //! - [`backup_disk`] / [`restore_disk`]: raw, qcow2 and block-device disk
 //!   images in fixed-size chunks, reading only allocated data.
 //! - [`list_point_path`]: browse a point.
+//! - [`backup_files_to`] with a [`HostCache`]: a registered host's backup,
+//!   sealed for the vault, its parent's trees read from its own cache.
 //! - [`drive_files`]: offline seeding's drives as files (labels,
 //!   journals, locks, sealed objects placed whole or not at all).
 
@@ -27,6 +29,7 @@ mod exclude;
 mod file_backup;
 mod file_restore;
 pub mod guest_agent;
+mod host_cache;
 mod libvirt_domain;
 pub mod live;
 mod metadata;
@@ -46,8 +49,11 @@ pub use disk_image::{DiskFormat, DiskImage};
 pub use disk_restore::{DiskOutputFormat, DiskRestoreRequest, read_point_file, restore_disk};
 pub use error::{EngineError, Result};
 pub use exclude::Excludes;
-pub use file_backup::{FileBackupOptions, FileBackupOutcome, backup_files};
+pub use file_backup::{
+    BackupDest, FileBackupOptions, FileBackupOutcome, ParentTrees, VaultTrees, backup_files, backup_files_to,
+};
 pub use file_restore::{RestoreOptions, RestoreOutcome, restore_files};
+pub use host_cache::HostCache;
 pub use libvirt_domain::{Domain, DomainDisk, GUEST_AGENT_CHANNEL};
 pub use nbd_server::serve_point_disks;
 pub use point_mount::{MountedPoint, mount_points};

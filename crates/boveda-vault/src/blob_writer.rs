@@ -72,6 +72,27 @@ impl WriterKeys {
     }
 }
 
+/// The chunks a writer need not store again.
+pub trait KnownChunks: Sync {
+    fn contains(&self, id: &ChunkId) -> bool;
+}
+
+impl KnownChunks for ChunkIndex {
+    fn contains(&self, id: &ChunkId) -> bool {
+        ChunkIndex::contains(self, id)
+    }
+}
+
+impl KnownChunks for HashSet<ChunkId> {
+    fn contains(&self, id: &ChunkId) -> bool {
+        HashSet::contains(self, id)
+    }
+}
+
+/// Told of every tree blob a writer adds (a host keeps its own trees, to
+/// read its parent's from, since it cannot read the vault).
+pub type TreeSink = Box<dyn Fn(&ChunkId, &[u8]) + Send + Sync>;
+
 /// Where a writer stores, and how it fills packs.
 #[derive(Clone)]
 pub struct WriterTarget {
@@ -118,7 +139,8 @@ struct Uploader {
 pub struct BlobWriter<'a> {
     keys: WriterKeys,
     target: WriterTarget,
-    index: &'a ChunkIndex,
+    index: &'a dyn KnownChunks,
+    tree_sink: Option<TreeSink>,
     seen: Mutex<HashSet<ChunkId>>,
     data: Mutex<PackBuilder>,
     tree: Mutex<PackBuilder>,
@@ -165,11 +187,18 @@ impl<'a> BlobWriter<'a> {
     /// A writer of a registered host's backup session (see
     /// `crate::host_keys`), deduplicating against `index` (the host's own
     /// chunks, which it cannot read back).
-    pub fn for_host(keys: HostKeys, session: HostSession, target: WriterTarget, index: &'a ChunkIndex) -> Self {
+    pub fn for_host(keys: HostKeys, session: HostSession, target: WriterTarget, index: &'a dyn KnownChunks) -> Self {
         Self::with_keys(WriterKeys::Host { keys, session }, target, index)
     }
 
-    fn with_keys(keys: WriterKeys, target: WriterTarget, index: &'a ChunkIndex) -> Self {
+    /// Calls `sink` with every new tree blob added from now on.
+    #[must_use]
+    pub fn with_tree_sink(mut self, sink: TreeSink) -> Self {
+        self.tree_sink = Some(sink);
+        self
+    }
+
+    fn with_keys(keys: WriterKeys, target: WriterTarget, index: &'a dyn KnownChunks) -> Self {
         let uploads = Arc::new(UploadState::default());
         // a rendezvous: a full pack waits until an upload thread is free
         let (sender, receiver) = crossbeam_channel::bounded::<FinishedPack>(0);
@@ -206,6 +235,7 @@ impl<'a> BlobWriter<'a> {
             keys,
             target,
             index,
+            tree_sink: None,
             seen: Mutex::new(HashSet::new()),
             data: Mutex::new(PackBuilder::with_buffer(BlobKind::Data, envelope, Vec::new())),
             tree: Mutex::new(PackBuilder::with_buffer(BlobKind::Tree, envelope, Vec::new())),
@@ -229,6 +259,11 @@ impl<'a> BlobWriter<'a> {
         let id = self.keys.chunk_id(plaintext);
         if self.index.contains(&id) || !self.seen.lock().map_err(|_| poisoned())?.insert(id) {
             return Ok(id);
+        }
+        if kind == BlobKind::Tree
+            && let Some(sink) = &self.tree_sink
+        {
+            sink(&id, plaintext);
         }
         let sealed = encode_blob(self.keys.sealer(), plaintext, self.target.compression_level);
         self.chunks_new.fetch_add(1, Ordering::Relaxed);
@@ -257,6 +292,12 @@ impl<'a> BlobWriter<'a> {
 
     fn new_pack(&self, kind: BlobKind) -> PackBuilder {
         PackBuilder::with_buffer(kind, self.keys.envelope(), Vec::new())
+    }
+
+    /// Every chunk this writer stored (once [`BlobWriter::flush`] returned,
+    /// all durable).
+    pub fn added(&self) -> Vec<ChunkId> {
+        self.seen.lock().map(|s| s.iter().copied().collect()).unwrap_or_default()
     }
 
     /// The keys this writer names and seals chunks with.

@@ -519,7 +519,7 @@ pub fn execute(vault: &Vault, plan: &GcPlan, now: Timestamp) -> Result<()> {
             let writer = match host {
                 None => crate::BlobWriter::new(vault, &rest),
                 Some(host) => {
-                    let keys = vault.key().host_keys(vault.config().id, host);
+                    let keys = vault.host_keys(host);
                     let session = keys.new_session()?;
                     crate::BlobWriter::for_host(keys, session, vault.writer_target(), &rest)
                 }

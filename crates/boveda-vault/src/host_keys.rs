@@ -23,6 +23,7 @@
 use serde::{Deserialize, Serialize};
 use x25519_dalek::{PublicKey, StaticSecret};
 
+use crate::chunker::{Chunker, ChunkerParams};
 pub use crate::crypto::SealedBy;
 use crate::crypto::{MasterKey, Sealer};
 use crate::error::{Result, VaultError};
@@ -40,6 +41,8 @@ pub struct HostKeys {
     #[serde(with = "hex32")]
     chunk_key: [u8; 32],
     chunker_seed: u64,
+    /// The vault's chunk size bounds.
+    pub chunker: ChunkerParams,
 }
 
 impl std::fmt::Debug for HostKeys {
@@ -57,6 +60,11 @@ impl HostKeys {
     /// The secret seed of this host's content-defined chunker.
     pub fn chunker_seed(&self) -> u64 {
         self.chunker_seed
+    }
+
+    /// A chunker that cuts as this host does.
+    pub fn chunker(&self) -> Chunker {
+        Chunker::new(self.chunker, self.chunker_seed)
     }
 
     /// A new backup session: a fresh ephemeral key pair, and the key that
@@ -118,8 +126,9 @@ impl MasterKey {
         *blake3::keyed_hash(&key, &host.0).as_bytes()
     }
 
-    /// A host's keys, given to it when it registers.
-    pub fn host_keys(&self, vault_id: RecordId, host: RecordId) -> HostKeys {
+    /// A host's keys, given to it when it registers (`vault_id` and
+    /// `chunker` are the vault's).
+    pub fn host_keys(&self, vault_id: RecordId, chunker: ChunkerParams, host: RecordId) -> HostKeys {
         let seed = self.host_secret("boveda 2026 host chunker seed", &host);
         let mut seed8 = [0u8; 8];
         seed8.copy_from_slice(&seed[..8]);
@@ -129,6 +138,7 @@ impl MasterKey {
             vault_public: self.vault_public(),
             chunk_key: self.host_chunk_key(&host),
             chunker_seed: u64::from_le_bytes(seed8),
+            chunker,
         }
     }
 
@@ -180,7 +190,7 @@ mod tests {
     fn what_a_host_seals_opens_with_the_master_key_and_not_with_what_hosts_hold() {
         let master = MasterKey::generate();
         let vault = RecordId::random();
-        let host = master.host_keys(vault, RecordId::random());
+        let host = master.host_keys(vault, ChunkerParams::DEFAULT, RecordId::random());
         let session = host.new_session().expect("session");
         let sealed = session.sealer().seal(b"aad", b"a host's data");
         let opened = master.session_sealer(&session.sealed_by()).expect("derive").open(b"aad", &sealed);
@@ -205,7 +215,10 @@ mod tests {
     fn hosts_name_chunks_apart_and_the_vault_checks_each_hosts_ids() {
         let master = MasterKey::generate();
         let vault = RecordId::random();
-        let (a, b) = (master.host_keys(vault, RecordId::random()), master.host_keys(vault, RecordId::random()));
+        let (a, b) = (
+            master.host_keys(vault, ChunkerParams::DEFAULT, RecordId::random()),
+            master.host_keys(vault, ChunkerParams::DEFAULT, RecordId::random()),
+        );
         let data = b"the same file on two hosts";
         assert_ne!(a.chunk_id(data), b.chunk_id(data));
         assert_ne!(a.chunk_id(data), master.chunk_id(data));

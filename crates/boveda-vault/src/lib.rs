@@ -54,7 +54,7 @@ mod tree;
 mod vault;
 
 pub use blob::{BlobKind, decode_blob, encode_blob};
-pub use blob_writer::{BlobWriter, WriterKeys, WriterStats, WriterTarget};
+pub use blob_writer::{BlobWriter, KnownChunks, TreeSink, WriterKeys, WriterStats, WriterTarget};
 pub use catalog::ITEMS_KIND;
 pub use check::{Affected, CheckOptions, CheckReport, Problem, check};
 pub use chunker::{Chunker, ChunkerParams};

@@ -293,7 +293,7 @@ mod tests {
     #[test]
     fn what_a_host_seals_for_the_vault_opens_under_its_name_only_and_never_passes_as_the_vaults() {
         let key = MasterKey::generate();
-        let host = key.host_keys(crate::RecordId::random(), crate::RecordId::random());
+        let host = key.host_keys(crate::RecordId::random(), crate::ChunkerParams::DEFAULT, crate::RecordId::random());
         let session = host.new_session().expect("session");
         let obj = seal_bytes_for_vault(&session, ObjectKind::Index, "index", b"entries");
         assert_eq!(open_bytes(&key, "index/x", "index", &obj, ObjectKind::Index).expect("open"), b"entries");

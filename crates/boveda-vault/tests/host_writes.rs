@@ -34,7 +34,7 @@ impl Fixture {
         let store: Arc<dyn Store> = Arc::new(LocalStore::new(dir.path().join("vault")));
         let vault = Vault::create(store.clone(), b"pw", CreateOptions::for_tests("fleet")).expect("create");
         // what the server gives a host when it registers: no master key
-        let host = vault.key().host_keys(vault.config().id, RecordId::random());
+        let host = vault.host_keys(RecordId::random());
         let host: HostKeys = serde_json::from_str(&serde_json::to_string(&host).expect("json")).expect("parse");
         Self { dir, store, vault, host }
     }
@@ -103,7 +103,7 @@ fn whoever_holds_only_the_vaults_public_key_cannot_make_a_blob_the_vault_accepts
     let forger =
         Vault::create(Arc::new(LocalStore::new(f.dir.path().join("other"))), b"x", CreateOptions::for_tests("forger"))
             .expect("another vault");
-    let mut fake = forger.key().host_keys(f.vault.config().id, f.host.host);
+    let mut fake = forger.key().host_keys(f.vault.config().id, f.vault.config().chunker, f.host.host);
     fake.vault_public = f.host.vault_public;
     let scratch: Arc<dyn Store> = Arc::new(LocalStore::new(f.dir.path().join("scratch")));
     let target = WriterTarget { store: scratch.clone(), compression_level: 1, pack_size: 1 << 20, parallel: 1 };
@@ -151,7 +151,7 @@ fn a_prune_that_repacks_a_hosts_chunks_keeps_them_under_the_hosts_ids() {
     let ids = f.host_writes(&blobs);
     // the vault copies them as the repack of a prune does
     let full = f.vault.load_index().expect("index");
-    let keys = f.vault.key().host_keys(f.vault.config().id, f.host.host);
+    let keys = f.vault.host_keys(f.host.host);
     let session = keys.new_session().expect("session");
     let empty = ChunkIndex::default();
     let writer = BlobWriter::for_host(keys, session, f.vault.writer_target(), &empty);

@@ -136,7 +136,7 @@ mod tests {
             prop_assert_eq!(u16::from_le_bytes([bytes[4], bytes[5]]), FORMAT_VERSION, "version 2 without a host's pack");
             prop_assert_eq!(IndexObject::open(&key, &name, &bytes).expect("open"), obj.clone());
             // sealed by a host for the vault: the vault opens it, named the same way
-            let host = key.host_keys(crate::RecordId::random(), crate::RecordId::random());
+            let host = key.host_keys(crate::RecordId::random(), crate::ChunkerParams::DEFAULT, crate::RecordId::random());
             let session = host.new_session().expect("session");
             prop_assert!(obj.seal_for_vault(&session).is_err(), "a host lists only its session's packs");
             let ours = IndexObject { packs: vec![IndexPack { sealed_by: Some(session.sealed_by()), ..pack.clone() }] };

@@ -210,6 +210,25 @@ impl Vault {
         })
     }
 
+    /// The chunks of registered host `host` the vault holds now (in packs
+    /// the host sealed, not marked for deletion): what the host's next
+    /// backup may deduplicate against. It cannot list them itself.
+    ///
+    /// # Errors
+    /// A store error.
+    pub fn host_chunks(&self, host: &crate::RecordId) -> Result<HashSet<ChunkId>> {
+        let marked = crate::gc::marked_packs(self)?;
+        let mut out = HashSet::new();
+        for (_, object) in self.index_objects()? {
+            for pack in object.packs {
+                if pack.sealed_by.is_some_and(|b| b.host == *host) && !marked.contains(&pack.id) {
+                    out.extend(pack.entries.iter().map(|e| e.id));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Where and how this vault's writers store: its store, compression,
     /// pack size and parallel requests.
     pub fn writer_target(&self) -> crate::blob_writer::WriterTarget {

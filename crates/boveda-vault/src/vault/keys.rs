@@ -67,4 +67,10 @@ impl Vault {
         self.remove(&KeySlot::name(&slot.id), Removal::KeySlot)?;
         Ok(slot.id)
     }
+
+    /// The keys of registered host `host`: what the server gives it when
+    /// it registers (see `crate::host_keys`).
+    pub fn host_keys(&self, host: crate::RecordId) -> crate::HostKeys {
+        self.key.host_keys(self.config.id, self.config.chunker, host)
+    }
 }

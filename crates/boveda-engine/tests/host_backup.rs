@@ -1,0 +1,118 @@
+//! A registered host backs up files with its host keys alone: the vault
+//! restores them byte for byte; its next backup reads its parent's trees
+//! from its own cache and reads only what changed; a cached tree altered
+//! on disk is refused (its files are read again), and chunks the vault no
+//! longer holds are stored again rather than assumed.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use boveda_engine::{
+    BackupDest, FileBackupOptions, FileBackupOutcome, HostCache, NoProgress, RestoreOptions, backup_files_to,
+    restore_files,
+};
+use boveda_store::{LocalStore, Store};
+use boveda_vault::{BlobWriter, ChunkId, CreateOptions, HostKeys, RecordId, Vault, WriterTarget};
+
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    blake3::Hasher::new().update(&seed.to_le_bytes()).finalize_xof().fill(&mut out);
+    out
+}
+
+fn digest(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).expect("read dir") {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(root).expect("below").display().to_string();
+                out.insert(rel, std::fs::read(&p).expect("read"));
+            }
+        }
+    }
+    out
+}
+
+struct Host {
+    keys: HostKeys,
+    cache: HostCache,
+    store: Arc<dyn Store>,
+}
+
+impl Host {
+    /// One backup as the host runs it, deduplicating against `known` (what
+    /// the vault says it holds of this host's chunks).
+    fn backup(&self, src: &Path, parent: Option<ChunkId>, known: &HashSet<ChunkId>) -> FileBackupOutcome {
+        let target = WriterTarget { store: self.store.clone(), compression_level: 1, pack_size: 1 << 20, parallel: 2 };
+        let session = self.keys.new_session().expect("session");
+        let writer =
+            BlobWriter::for_host(self.keys.clone(), session, target, known).with_tree_sink(self.cache.tree_sink());
+        let chunker = || self.keys.chunker();
+        let dest = BackupDest { writer, chunker: &chunker, parents: &self.cache };
+        let opts =
+            FileBackupOptions { paths: vec![src.to_path_buf()], excludes: vec![], parent_tree: parent, cancel: None };
+        backup_files_to(dest, &opts, &NoProgress).expect("host backup")
+    }
+}
+
+fn restored(vault: &Vault, tree: &ChunkId, src: &Path, into: PathBuf) -> BTreeMap<String, Vec<u8>> {
+    let index = vault.load_index().expect("index");
+    let opts = RestoreOptions { target: into.clone(), within: None, paths: vec![], cancel: None };
+    restore_files(vault, &index, tree, &opts, &NoProgress).expect("restore");
+    digest(&into.join(src.strip_prefix("/").expect("absolute")))
+}
+
+#[test]
+fn a_hosts_backups_restore_and_the_second_reads_only_what_changed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn Store> = Arc::new(LocalStore::new(dir.path().join("vault")));
+    let vault = Vault::create(store.clone(), b"pw", CreateOptions::for_tests("fleet")).expect("create");
+    let id = RecordId::random();
+    let keys = vault.host_keys(id);
+    let host =
+        Host { cache: HostCache::open(&dir.path().join("host-cache"), keys.clone()).expect("cache"), keys, store };
+    let src = dir.path().join("src");
+    for i in 0..30u64 {
+        let sub = src.join(format!("d{}", i % 4));
+        std::fs::create_dir_all(&sub).expect("mkdir");
+        std::fs::write(sub.join(format!("f{i}")), noise(i, 40_000 + i as usize * 1000)).expect("write");
+    }
+
+    let first = host.backup(&src, None, &HashSet::new());
+    assert_eq!(first.stats.files, 30);
+    assert_eq!(restored(&vault, &first.tree, &src, dir.path().join("r1")), digest(&src));
+
+    // the next backup: parent trees from the host's cache, chunks the vault holds
+    std::fs::write(src.join("d1/f5"), noise(999, 45_000)).expect("change one file");
+    let known = vault.host_chunks(&id).expect("the host's chunks");
+    assert!(!known.is_empty());
+    let second = host.backup(&src, Some(first.tree), &known);
+    assert_eq!(second.stats.files_unchanged, 29, "{:?}", second.warnings);
+    assert!(second.stats.bytes_read <= 45_000, "read {}", second.stats.bytes_read);
+    assert_eq!(restored(&vault, &second.tree, &src, dir.path().join("r2")), digest(&src));
+
+    // a cached tree altered on disk: refused, its files read again, the backup right
+    let cached = dir.path().join("host-cache/trees").join(second.tree.to_hex());
+    let mut bytes = std::fs::read(&cached).expect("cached root");
+    bytes[0] ^= 1;
+    std::fs::write(&cached, &bytes).expect("alter");
+    let known = vault.host_chunks(&id).expect("the host's chunks");
+    let third = host.backup(&src, Some(second.tree), &known);
+    assert!(third.warnings.iter().any(|w| w.contains("parent tree unreadable")), "{:?}", third.warnings);
+    assert_eq!(third.stats.files_unchanged, 0);
+    // every file read again is in the vault already: new are only the trees
+    // above the source, whose folders the restores above changed
+    assert!(third.stats.bytes_new < 10_000, "{} new bytes", third.stats.bytes_new);
+    assert_eq!(restored(&vault, &third.tree, &src, dir.path().join("r3")), digest(&src));
+
+    // chunks the vault does not hold (pruned) are stored again, not assumed
+    let fourth = host.backup(&src, Some(first.tree), &HashSet::new());
+    assert_eq!(fourth.stats.files_unchanged, 0, "nothing reused that the vault may not hold");
+    assert!(fourth.stats.chunks_new > 0);
+    assert_eq!(restored(&vault, &fourth.tree, &src, dir.path().join("r4")), digest(&src));
+}
