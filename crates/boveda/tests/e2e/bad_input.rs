@@ -85,10 +85,15 @@ fn a_newer_format_is_refused_clearly() {
     let cfg = env.vault.join("config");
     let mut bytes = fs::read(&cfg).expect("read");
     let original = bytes.clone();
-    bytes[4] = 3; // format version, little-endian
+    bytes[4] = 4; // format version, little-endian
     fs::write(&cfg, &bytes).expect("write");
     let err = env.fails(&["vault", "show"]);
-    assert!(err.contains("format version 3, newer than this boveda supports (2)"), "{err}");
+    assert!(err.contains("format version 4, newer than this boveda supports (3)"), "{err}");
+    // version 3 is what registered hosts write; a config is never version 3
+    bytes[4] = 3;
+    fs::write(&cfg, &bytes).expect("write");
+    let err = env.fails(&["vault", "show"]);
+    assert!(err.contains("config is damaged") && err.contains("format version 3"), "{err}");
     // version 1, of development builds, is refused by name too
     bytes[4] = 1;
     fs::write(&cfg, &bytes).expect("write");
