@@ -17,6 +17,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use boveda_vault::{BlobKind, BlobWriter, ChunkId, ChunkIndex, NodeKind, Piece, PointStats, Tree, Vault};
+
+use crate::file_backup::{BackupDest, VaultTrees};
 use rayon::prelude::*;
 
 use crate::disk_image::{DiskImage, Extent};
@@ -97,14 +99,35 @@ pub fn backup_disk(
     opts: &DiskBackupOptions<'_>,
     progress: &dyn BackupProgress,
 ) -> Result<FileBackupOutcome> {
+    let parents = VaultTrees { vault, index };
+    let dest = BackupDest { writer: BlobWriter::new(vault, index), chunker: &|| vault.chunker(), parents: &parents };
+    backup_disk_to(dest, opts, progress)
+}
+
+/// [`backup_disk`] into any destination: the vault's own writer, or a
+/// registered host's. A parent tree that cannot be read (a host's cache
+/// lost it) is a warning: every disk is then read whole.
+///
+/// # Errors
+/// As [`backup_disk`].
+pub fn backup_disk_to(
+    dest: BackupDest<'_>,
+    opts: &DiskBackupOptions<'_>,
+    progress: &dyn BackupProgress,
+) -> Result<FileBackupOutcome> {
     // every disk is opened before any is read
     let sources: Vec<(String, Opened)> =
         opts.disks.iter().map(|(name, src)| Ok((name.clone(), Opened::open(src)?))).collect::<Result<_>>()?;
-    let parent = match opts.parent_tree {
-        Some(id) => Some(vault.load_tree(index, &id)?),
+    let mut warnings = Vec::new();
+    let parent = match opts.parent_tree.map(|id| dest.parents.load_tree(&id)) {
+        Some(Ok(tree)) => Some(tree),
+        Some(Err(e)) => {
+            warnings.push(format!("parent tree unreadable, every disk is read whole: {e}"));
+            None
+        }
         None => None,
     };
-    let writer = BlobWriter::new(vault, index);
+    let writer = dest.writer;
     let bytes_read = AtomicU64::new(0);
     let mut nodes = Vec::new();
     let mut stats = PointStats::default();
@@ -193,7 +216,7 @@ pub fn backup_disk(
     stats.bytes_stored = w.bytes_stored;
     stats.chunks_new = w.chunks_new;
     stats.packs_written = w.packs_written;
-    Ok(FileBackupOutcome { tree: root, stats, warnings: Vec::new() })
+    Ok(FileBackupOutcome { tree: root, stats, warnings })
 }
 
 /// Reads the given windows of a disk in parallel, and stores each that is

@@ -42,7 +42,7 @@ mod progress;
 pub mod qmp;
 
 pub use disk_backup::{
-    DISK_CHUNK, DISK_NODE, DiskBackupOptions, DiskSource, LiveSource, backup_disk, is_safe_disk_name,
+    DISK_CHUNK, DISK_NODE, DiskBackupOptions, DiskSource, LiveSource, backup_disk, backup_disk_to, is_safe_disk_name,
 };
 pub use disk_files::{DiskEntry, MaterializedDisk, materialize_disk};
 pub use disk_image::{DiskFormat, DiskImage};

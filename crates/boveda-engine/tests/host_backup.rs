@@ -67,15 +67,21 @@ fn restored(vault: &Vault, tree: &ChunkId, src: &Path, into: PathBuf) -> BTreeMa
     digest(&into.join(src.strip_prefix("/").expect("absolute")))
 }
 
-#[test]
-fn a_hosts_backups_restore_and_the_second_reads_only_what_changed() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store: Arc<dyn Store> = Arc::new(LocalStore::new(dir.path().join("vault")));
+/// A vault in `dir/vault`, and a host registered with it (its keys given,
+/// its cache in `dir/host-cache`).
+fn vault_and_host(dir: &Path) -> (Vault, RecordId, Host) {
+    let store: Arc<dyn Store> = Arc::new(LocalStore::new(dir.join("vault")));
     let vault = Vault::create(store.clone(), b"pw", CreateOptions::for_tests("fleet")).expect("create");
     let id = RecordId::random();
     let keys = vault.host_keys(id);
-    let host =
-        Host { cache: HostCache::open(&dir.path().join("host-cache"), keys.clone()).expect("cache"), keys, store };
+    let cache = HostCache::open(&dir.join("host-cache"), keys.clone()).expect("cache");
+    (vault, id, Host { cache, keys, store })
+}
+
+#[test]
+fn a_hosts_backups_restore_and_the_second_reads_only_what_changed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (vault, id, host) = vault_and_host(dir.path());
     let src = dir.path().join("src");
     for i in 0..30u64 {
         let sub = src.join(format!("d{}", i % 4));
@@ -115,4 +121,62 @@ fn a_hosts_backups_restore_and_the_second_reads_only_what_changed() {
     assert_eq!(fourth.stats.files_unchanged, 0, "nothing reused that the vault may not hold");
     assert!(fourth.stats.chunks_new > 0);
     assert_eq!(restored(&vault, &fourth.tree, &src, dir.path().join("r4")), digest(&src));
+}
+
+#[test]
+fn a_hosts_disk_image_backups_restore_and_the_second_reads_only_what_changed() {
+    use boveda_engine::{DISK_NODE, DiskBackupOptions, DiskOutputFormat, DiskRestoreRequest, DiskSource};
+    use std::io::{Seek, SeekFrom, Write};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (vault, id, host) = vault_and_host(dir.path());
+    // a sparse 64 MiB image with data in three places
+    let img = dir.path().join("disk.img");
+    let mut f = std::fs::File::create(&img).expect("image");
+    f.set_len(64 << 20).expect("size");
+    for (at, seed) in [(0u64, 1u64), (20 << 20, 2), (63 << 20, 3)] {
+        f.seek(SeekFrom::Start(at)).expect("seek");
+        f.write_all(&noise(seed, 1 << 20)).expect("write");
+    }
+    f.sync_all().expect("sync");
+    let backup = |parent: Option<ChunkId>, known: &HashSet<ChunkId>| {
+        let target = WriterTarget { store: host.store.clone(), compression_level: 1, pack_size: 4 << 20, parallel: 2 };
+        let session = host.keys.new_session().expect("session");
+        let writer =
+            BlobWriter::for_host(host.keys.clone(), session, target, known).with_tree_sink(host.cache.tree_sink());
+        let chunker = || host.keys.chunker();
+        let dest = BackupDest { writer, chunker: &chunker, parents: &host.cache };
+        let opts = DiskBackupOptions {
+            disks: vec![(DISK_NODE.to_string(), DiskSource::Image(img.clone()))],
+            extra_files: vec![],
+            parent_tree: parent,
+            cancel: None,
+        };
+        boveda_engine::backup_disk_to(dest, &opts, &NoProgress).expect("host disk backup")
+    };
+    let restore = |tree: &ChunkId, name: &str| {
+        let index = vault.load_index().expect("index");
+        let out = dir.path().join(name);
+        let req = DiskRestoreRequest {
+            disk: DISK_NODE,
+            target: &out,
+            format: DiskOutputFormat::Raw,
+            cancel: None,
+            no_follow: false,
+        };
+        boveda_engine::restore_disk(&vault, &index, tree, &req, &NoProgress).expect("restore disk");
+        std::fs::read(&out).expect("restored image")
+    };
+    let first = backup(None, &HashSet::new());
+    assert_eq!(restore(&first.tree, "r1.img"), std::fs::read(&img).expect("source"));
+    // one MiB changes: the next backup, parent from the host's cache, stores about that
+    let mut f = std::fs::OpenOptions::new().write(true).open(&img).expect("open");
+    f.seek(SeekFrom::Start(20 << 20)).expect("seek");
+    f.write_all(&noise(4, 1 << 20)).expect("write");
+    f.sync_all().expect("sync");
+    drop(f);
+    let known = vault.host_chunks(&id).expect("the host's chunks");
+    let second = backup(Some(first.tree), &known);
+    assert!(second.warnings.is_empty(), "{:?}", second.warnings);
+    assert!(second.stats.bytes_new <= (1 << 20) + 4096, "{} new bytes", second.stats.bytes_new);
+    assert_eq!(restore(&second.tree, "r2.img"), std::fs::read(&img).expect("source"));
 }

@@ -44,7 +44,9 @@ pub fn fixture() -> Fixture {
 
 pub fn fixture_with(tune: impl FnOnce(&mut ServerConfig)) -> Fixture {
     ENV.call_once(|| {
-        let home = std::env::temp_dir().join(format!("boveda-server-tests-{}", std::process::id()));
+        // a folder of this run alone: one left by an earlier run whose
+        // process had the same id would hold its vault names
+        let home = tempfile::Builder::new().prefix("boveda-server-tests-").tempdir().expect("home").keep();
         // SAFETY: set once, before any test of this binary reads them
         unsafe {
             std::env::set_var("BOVEDA_CONFIG_DIR", home.join("config"));
