@@ -180,3 +180,68 @@ fn a_hosts_disk_image_backups_restore_and_the_second_reads_only_what_changed() {
     assert!(second.stats.bytes_new <= (1 << 20) + 4096, "{} new bytes", second.stats.bytes_new);
     assert_eq!(restore(&second.tree, "r2.img"), std::fs::read(&img).expect("source"));
 }
+
+/// What the server checks before it writes a host's point: a host may name
+/// only chunks it wrote itself, never another host's or the vault's own
+/// (a restore onto that host would hand them to it), nor missing ones.
+#[test]
+fn a_hosts_point_may_name_only_chunks_that_host_wrote() {
+    use boveda_vault::{BlobKind, Node, NodeKind, Piece, Tree};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (vault, id, host) = vault_and_host(dir.path());
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    std::fs::write(src.join("mine"), noise(1, 30_000)).expect("write");
+    let mine = host.backup(&src, None, &HashSet::new());
+    vault.check_host_tree(&id, &mine.tree).expect("a host's own backup passes");
+
+    // another host claims it
+    let other = RecordId::random();
+    let err = vault.check_host_tree(&other, &mine.tree).expect_err("another host's chunks");
+    assert!(err.to_string().contains("is another host's"), "{err}");
+
+    // the vault's own data, named in a tree the host writes
+    let theirs = dir.path().join("admin");
+    std::fs::create_dir_all(&theirs).expect("mkdir");
+    std::fs::write(theirs.join("secret"), noise(2, 30_000)).expect("write");
+    let index = vault.load_index().expect("index");
+    let opts = FileBackupOptions { paths: vec![theirs.clone()], excludes: vec![], parent_tree: None, cancel: None };
+    let admin = boveda_engine::backup_files(&vault, &index, &opts, &NoProgress).expect("the vault's own backup");
+    let err = vault.check_host_tree(&id, &admin.tree).expect_err("the vault's own tree");
+    assert!(err.to_string().contains("was not written by this host"), "{err}");
+    let admin_root = vault.load_tree(&vault.load_index().expect("index"), &admin.tree).expect("tree");
+    let secret_chunk = find_data(&vault, &admin_root).expect("a data chunk of the vault's");
+    let forged = |piece: Piece| {
+        let mut node = Node::new(b"stolen".to_vec(), NodeKind::File);
+        node.content = vec![piece];
+        let target = WriterTarget { store: host.store.clone(), compression_level: 1, pack_size: 1 << 20, parallel: 1 };
+        let known = HashSet::new();
+        let writer = BlobWriter::for_host(host.keys.clone(), host.keys.new_session().expect("session"), target, &known);
+        let tree = writer.add(BlobKind::Tree, &Tree::new(vec![node]).encode().expect("encode")).expect("add");
+        writer.flush().expect("flush");
+        tree
+    };
+    let err = vault.check_host_tree(&id, &forged(Piece::Data { id: secret_chunk, len: 30_000 })).expect_err("stolen");
+    assert!(err.to_string().contains(&secret_chunk.to_string()), "{err}");
+    let missing = ChunkId([7; 32]);
+    let err = vault.check_host_tree(&id, &forged(Piece::Data { id: missing, len: 1 })).expect_err("missing");
+    assert!(err.to_string().contains("is not in the vault"), "{err}");
+}
+
+/// The first data chunk below `tree`.
+fn find_data(vault: &Vault, tree: &boveda_vault::Tree) -> Option<ChunkId> {
+    let index = vault.load_index().expect("index");
+    for node in &tree.nodes {
+        for piece in &node.content {
+            if let boveda_vault::Piece::Data { id, .. } = piece {
+                return Some(*id);
+            }
+        }
+        if let Some(sub) = node.subtree
+            && let Some(found) = find_data(vault, &vault.load_tree(&index, &sub).expect("tree"))
+        {
+            return Some(found);
+        }
+    }
+    None
+}

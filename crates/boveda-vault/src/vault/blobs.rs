@@ -229,6 +229,48 @@ impl Vault {
         Ok(out)
     }
 
+    /// Checks what a registered host says it backed up before a point may
+    /// name it: every tree from `root` down, and every chunk they name, is
+    /// in the index, in a pack `host` sealed and not marked for deletion,
+    /// and every tree opens under the host's keys. A host cannot make a
+    /// point of chunks it did not write (another host's, or the vault's
+    /// own), which a restore onto that host would hand it.
+    ///
+    /// # Errors
+    /// `Invalid` naming the first chunk that fails and why; a store error.
+    pub fn check_host_tree(&self, host: &crate::RecordId, root: &ChunkId) -> Result<()> {
+        let index = self.load_index_without(&crate::gc::marked_packs(self)?)?;
+        let refuse = |id: &ChunkId, why: &str| {
+            VaultError::Invalid(format!("chunk {id} of the point {why}: the point is refused"))
+        };
+        let owned = |id: &ChunkId| -> Result<()> {
+            let r = index.get(id).filter(|_| index.contains(id)).ok_or_else(|| refuse(id, "is not in the vault"))?;
+            match r.sealed_by {
+                Some(by) if by.host == *host => Ok(()),
+                Some(_) => Err(refuse(id, "is another host's")),
+                None => Err(refuse(id, "was not written by this host")),
+            }
+        };
+        let mut trees = vec![*root];
+        let mut seen = HashSet::new();
+        while let Some(id) = trees.pop() {
+            if !seen.insert(id) {
+                continue;
+            }
+            owned(&id)?;
+            let tree = self.load_tree(&index, &id).map_err(|e| refuse(&id, &format!("does not open ({e})")))?;
+            for node in &tree.nodes {
+                trees.extend(node.subtree);
+                for piece in &node.content {
+                    if let crate::Piece::Data { id, .. } = piece {
+                        owned(id)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Where and how this vault's writers store: its store, compression,
     /// pack size and parallel requests.
     pub fn writer_target(&self) -> crate::blob_writer::WriterTarget {
