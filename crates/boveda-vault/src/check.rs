@@ -143,9 +143,17 @@ pub fn check(vault: &Vault, opts: CheckOptions, progress: &(dyn Fn(&str) + Sync)
     progress("trees");
     report.points = points.len();
     let mut good_trees = HashSet::new();
+    let mut fresh = None;
     for p in &points {
-        let mut walker =
-            Walker { vault, index: &indexed.index, point: p, good_trees: &mut good_trees, f: &mut f, trees: 0 };
+        let mut walker = Walker {
+            vault,
+            index: &indexed.index,
+            fresh: &mut fresh,
+            point: p,
+            good_trees: &mut good_trees,
+            f: &mut f,
+            trees: 0,
+        };
         walker.walk(&p.tree, String::new());
         report.trees += walker.trees;
     }
@@ -419,6 +427,9 @@ fn read_pack(
 struct Walker<'a> {
     vault: &'a Vault,
     index: &'a ChunkIndex,
+    /// The index read again, once a tree's pack was gone: a prune moved
+    /// live trees to a new pack and swept the old one while this check ran.
+    fresh: &'a mut Option<ChunkIndex>,
     point: &'a RecoveryPoint,
     good_trees: &'a mut HashSet<ChunkId>,
     f: &'a mut Findings,
@@ -426,6 +437,41 @@ struct Walker<'a> {
 }
 
 impl Walker<'_> {
+    /// A tree through the check's index; when its pack is gone, through the
+    /// index read again (a prune moved it meanwhile: the check's guarantee
+    /// is to run beside a prune and report only real damage).
+    fn load_tree(&mut self, id: &ChunkId) -> Result<Tree> {
+        match self.vault.load_tree(self.index, id) {
+            Err(crate::VaultError::Store(e)) if e.kind() == NotFound => {
+                self.fresh_index()?;
+                match self.fresh.as_ref() {
+                    Some(fresh) => self.vault.load_tree(fresh, id),
+                    None => Err(crate::VaultError::Store(e)),
+                }
+            }
+            Err(crate::VaultError::MissingChunk { .. }) if self.in_fresh_index(id) => match self.fresh.as_ref() {
+                Some(fresh) => self.vault.load_tree(fresh, id),
+                None => Err(crate::VaultError::MissingChunk { chunk: *id }),
+            },
+            other => other,
+        }
+    }
+
+    /// Reads the index again, once.
+    fn fresh_index(&mut self) -> Result<()> {
+        if self.fresh.is_none() {
+            *self.fresh = Some(self.vault.load_index()?);
+        }
+        Ok(())
+    }
+
+    /// Whether the index read again holds a chunk the check's own lacks: a
+    /// prune wrote it to a new pack, indexed after the check listed the
+    /// index objects, and swept the old one.
+    fn in_fresh_index(&mut self, id: &ChunkId) -> bool {
+        self.fresh_index().is_ok() && self.fresh.as_ref().is_some_and(|f| f.contains(id))
+    }
+
     fn affected(&self, path: &str) -> Affected {
         Affected {
             item: self.point.item_name.clone(),
@@ -434,11 +480,11 @@ impl Walker<'_> {
         }
     }
 
-    fn chunk_problem(&self, id: &ChunkId, what: &str) -> Option<(String, String)> {
+    fn chunk_problem(&mut self, id: &ChunkId, what: &str) -> Option<(String, String)> {
         if let Some(bad) = self.f.bad_chunks.get(id) {
             return Some(bad.clone());
         }
-        if !self.index.contains(id) {
+        if !self.index.contains(id) && !self.in_fresh_index(id) {
             return Some((format!("chunk {id}"), format!("{what} is referenced but listed by no index")));
         }
         None
@@ -455,7 +501,7 @@ impl Walker<'_> {
             return false;
         }
         self.trees += 1;
-        let tree: Tree = match self.vault.load_tree(self.index, id) {
+        let tree: Tree = match self.load_tree(id) {
             Ok(t) => t,
             Err(e) => {
                 let a = self.affected(&path);

@@ -10,7 +10,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use boveda_store::{AbandonedUpload, Capabilities, LocalStore, ObjectInfo, PutMode, Store, StoreError};
-use boveda_vault::{BlobKind, BlobWriter, CheckOptions, CreateOptions, Vault, check, consolidate_index};
+use boveda_vault::{
+    BlobKind, BlobWriter, CheckOptions, ChunkId, ChunkIndex, Consistency, CreateOptions, Node, NodeKind, PointStats,
+    RecordId, RecoveryPoint, Tree, Vault, check, consolidate_index,
+};
 
 type Hook = Box<dyn Fn() + Send + Sync>;
 
@@ -20,6 +23,8 @@ struct MergeAfterIndexListing {
     inner: Arc<dyn Store>,
     hook: OnceLock<Hook>,
     fired: AtomicBool,
+    /// The folder whose first listing runs the hook.
+    after: &'static str,
 }
 
 impl Store for MergeAfterIndexListing {
@@ -44,7 +49,7 @@ impl Store for MergeAfterIndexListing {
         visit: &mut dyn FnMut(Vec<ObjectInfo>) -> ControlFlow<()>,
     ) -> Result<(), StoreError> {
         self.inner.list_pages(prefix, visit)?;
-        if prefix == "index"
+        if prefix == self.after
             && let Some(hook) = self.hook.get()
             && !self.fired.swap(true, Ordering::SeqCst)
         {
@@ -70,7 +75,12 @@ impl Store for MergeAfterIndexListing {
 /// the wrapper armed to merge them, and whether the merge ran.
 fn vault_about_to_merge(dir: &std::path::Path) -> (Vault, Arc<AtomicBool>) {
     let local: Arc<dyn Store> = Arc::new(LocalStore::new(dir.join("vault")));
-    let wrapped = Arc::new(MergeAfterIndexListing { inner: local.clone(), hook: OnceLock::new(), fired: false.into() });
+    let wrapped = Arc::new(MergeAfterIndexListing {
+        inner: local.clone(),
+        hook: OnceLock::new(),
+        fired: false.into(),
+        after: "index",
+    });
     let opts = CreateOptions::for_tests("merge");
     let vault = Vault::create(wrapped.clone(), b"pw", opts).expect("create");
     let index = vault.load_index().expect("index");
@@ -110,4 +120,71 @@ fn index_read_beside_a_prune_that_merges_index_objects() {
     assert!(merged.load(Ordering::SeqCst), "the merge ran between listing and reading");
     assert_eq!(index.len(), 20, "every chunk is indexed");
     assert!(vault.damage().entries().is_empty());
+}
+
+/// Regression: `vault check` beside a prune that repacked a tree and swept
+/// its old pack (safety margin 0) reported the point's tree as "not found"
+/// (seen in CI, against S3): the check walks trees with the index it read
+/// at its start. Here the move happens exactly between the check's listing
+/// of the packs and its walk of the trees.
+#[test]
+fn check_beside_a_prune_that_moves_a_tree_to_a_new_pack() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let local: Arc<dyn Store> = Arc::new(LocalStore::new(dir.path().join("vault")));
+    let wrapped = Arc::new(MergeAfterIndexListing {
+        inner: local.clone(),
+        hook: OnceLock::new(),
+        fired: false.into(),
+        after: "packs",
+    });
+    let vault = Vault::create(wrapped.clone(), b"pw", CreateOptions::for_tests("move")).expect("create");
+    let tree = Tree::new(vec![Node::new(b"empty".to_vec(), NodeKind::File)]).encode().expect("encode");
+    let index = vault.load_index().expect("index");
+    let writer = BlobWriter::new(&vault, &index);
+    let root: ChunkId = writer.add(BlobKind::Tree, &tree).expect("add");
+    writer.flush().expect("flush");
+    let item = RecordId::random();
+    let time = jiff::Timestamp::from_second(1_800_000_000).expect("time");
+    let point = RecoveryPoint {
+        id: vault.new_point_id(&item),
+        item_id: item,
+        item_name: "docs".into(),
+        started: time,
+        time,
+        tree: root,
+        parent: None,
+        hostname: "h".into(),
+        sources: Vec::new(),
+        consistency: Consistency::CrashConsistent,
+        retain_until: None,
+        scheduled_for: None,
+        kept_by: "ad-hoc".into(),
+        stats: PointStats::default(),
+        warnings: Vec::new(),
+        live_bitmap: None,
+        freeze_ms: None,
+    };
+    vault.save_point(&point).expect("point");
+    vault.catalog_put(boveda_vault::ITEMS_KIND, &item, Some(&serde_json::json!({"name": "docs"}))).expect("item");
+    // what a repack and a sweep do: the tree copied to a new pack with its
+    // index object, then the old pack's index object and the old pack gone
+    let pruner = Vault::open(local.clone(), b"pw").expect("open");
+    let moved = Arc::new(AtomicBool::new(false));
+    let flag = moved.clone();
+    let _ = wrapped.hook.set(Box::new(move || {
+        let old_index: Vec<String> = local.list("index").expect("list").into_iter().map(|o| o.name).collect();
+        let old_packs: Vec<String> = local.list("packs").expect("list").into_iter().map(|o| o.name).collect();
+        let empty = ChunkIndex::default();
+        let copy = BlobWriter::new(&pruner, &empty);
+        copy.add(BlobKind::Tree, &tree).expect("copy");
+        copy.flush().expect("flush");
+        for name in old_index.iter().chain(&old_packs) {
+            local.delete(name).expect("sweep");
+        }
+        flag.store(true, Ordering::SeqCst);
+    }));
+    let report = check(&vault, CheckOptions { read_data: false }, &|_| {}).expect("check");
+    assert!(moved.load(Ordering::SeqCst), "the move ran between listing the packs and walking the trees");
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(report.trees, 1);
 }
