@@ -144,11 +144,13 @@ pub fn check(vault: &Vault, opts: CheckOptions, progress: &(dyn Fn(&str) + Sync)
     report.points = points.len();
     let mut good_trees = HashSet::new();
     let mut fresh = None;
+    let mut reloads = 0;
     for p in &points {
         let mut walker = Walker {
             vault,
             index: &indexed.index,
             fresh: &mut fresh,
+            reloads: &mut reloads,
             point: p,
             good_trees: &mut good_trees,
             f: &mut f,
@@ -430,6 +432,8 @@ struct Walker<'a> {
     /// The index read again, once a tree's pack was gone: a prune moved
     /// live trees to a new pack and swept the old one while this check ran.
     fresh: &'a mut Option<ChunkIndex>,
+    /// Times the index was read again for a chunk the copy lacked.
+    reloads: &'a mut u32,
     point: &'a RecoveryPoint,
     good_trees: &'a mut HashSet<ChunkId>,
     f: &'a mut Findings,
@@ -465,11 +469,29 @@ impl Walker<'_> {
         Ok(())
     }
 
-    /// Whether the index read again holds a chunk the check's own lacks: a
-    /// prune wrote it to a new pack, indexed after the check listed the
-    /// index objects, and swept the old one.
+    /// Whether the index as it is now holds a chunk the check's own lacks:
+    /// a prune wrote it to a new pack, indexed after the check listed the
+    /// index objects, and swept the old one. The index is read again when
+    /// the copy read before lacks it too (a prune may have moved it since),
+    /// up to three times in a check.
     fn in_fresh_index(&mut self, id: &ChunkId) -> bool {
-        self.fresh_index().is_ok() && self.fresh.as_ref().is_some_and(|f| f.contains(id))
+        if self.fresh_index().is_ok() && self.fresh.as_ref().is_some_and(|f| f.contains(id)) {
+            return true;
+        }
+        while *self.reloads < 3 {
+            *self.reloads += 1;
+            match self.vault.load_index() {
+                Ok(index) => {
+                    let found = index.contains(id);
+                    *self.fresh = Some(index);
+                    if found {
+                        return true;
+                    }
+                }
+                Err(_) => return false,
+            }
+        }
+        false
     }
 
     fn affected(&self, path: &str) -> Affected {
