@@ -469,11 +469,9 @@ impl Walker<'_> {
         Ok(())
     }
 
-    /// Whether the index as it is now holds a chunk the check's own lacks:
-    /// a prune wrote it to a new pack, indexed after the check listed the
-    /// index objects, and swept the old one. The index is read again when
-    /// the copy read before lacks it too (a prune may have moved it since),
-    /// up to three times in a check.
+    /// Whether the index as it is now holds a chunk the check's own lacks (a
+    /// prune moved it to a new pack and swept the old one): read again up to
+    /// three times in a check, as a prune may have moved it since.
     fn in_fresh_index(&mut self, id: &ChunkId) -> bool {
         if self.fresh_index().is_ok() && self.fresh.as_ref().is_some_and(|f| f.contains(id)) {
             return true;
