@@ -38,7 +38,7 @@ pub use error::{ApiError, ApiResult};
 pub use routes::{RouteSpec, Scope};
 pub use scheduler::Scheduler;
 pub use served::Served;
-pub use tls::{TlsListener, tls_config};
+pub use tls::{TlsListener, certificate_fingerprint_of, tls_config};
 
 /// The OpenAPI document of every route (served at `/api/v1/openapi.json`).
 pub fn openapi_document() -> serde_json::Value {
@@ -73,6 +73,17 @@ pub struct ServerConfig {
     /// Connections, per address and in all, and their time limits; `None`:
     /// fitted to the open-file limit ([`guard::Limits::for_this_process`]).
     pub connection_limits: Option<guard::Limits>,
+    /// The SHA-256 fingerprint of the server's TLS certificate, named in
+    /// the credentials hosts register with; `None` without TLS (hosts
+    /// cannot register then).
+    pub tls_fingerprint: Option<String>,
+    /// The address hosts reach the server at (`https://name:port`), when
+    /// it is not the one a credentials request came to.
+    pub public_url: Option<String>,
+    /// How long a host may stay silent during a backup before its job fails.
+    pub host_silence: Duration,
+    /// Bytes a host may upload in one backup job.
+    pub host_quota: u64,
 }
 
 impl ServerConfig {
@@ -90,6 +101,10 @@ impl ServerConfig {
             max_streams_per_token: 16,
             connection_limits: None,
             session_life: Duration::from_secs(8 * 3600),
+            tls_fingerprint: None,
+            public_url: None,
+            host_silence: boveda_service::fleet::intake::DEFAULT_SILENCE,
+            host_quota: boveda_service::fleet::intake::UPLOAD_QUOTA,
         }
     }
 }

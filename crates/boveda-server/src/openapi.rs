@@ -53,10 +53,16 @@ pub fn document(specs: &[RouteSpec], public: &[(&str, &str)]) -> Value {
                 "/api/v1/login" => "Open a portal session with a token",
                 "/api/v1/session" => "The portal session of the cookie",
                 "/api/v1/logout" => "End the portal session",
-                _ => "This document",
+                "/api/v1/openapi.json" => "This document",
+                "/api/v1/vaults/{vault}/hosts/register" => "Register a host with single-use credentials (docs/FLEET.md)",
+                "/api/v1/vaults/{vault}/host/items" => "A registered host's items (host token)",
+                "/api/v1/vaults/{vault}/host/jobs" => "A registered host starts a backup job of its item (host token)",
+                "/api/v1/vaults/{vault}/host/jobs/{job}/chunks" => "The chunks the vault holds of the host's (host token)",
+                "/api/v1/vaults/{vault}/host/jobs/{job}/objects/{*name}" => "Add a pack or index object the host sealed, create-only (host token)",
+                _ => "Report a host's backup progress, end or failure (host token)",
             },
             "operationId": format!("{method} {path}"),
-            "security": [],
+            "security": if path.contains("/host/") { json!([{"host": []}]) } else { json!([]) },
             "responses": {"200": {"description": "Done"}}
         });
     }
@@ -70,15 +76,16 @@ pub fn document(specs: &[RouteSpec], public: &[(&str, &str)]) -> Value {
         "servers": [{"url": "/"}],
         "paths": paths,
         "components": {
-            "securitySchemes": {"token": {"type": "http", "scheme": "bearer", "description": "A token from `boveda token create`"}},
+            "securitySchemes": {"token": {"type": "http", "scheme": "bearer", "description": "A token from `boveda token create`"},
+                "host": {"type": "http", "scheme": "bearer", "description": "A registered host's token (bvh_...), from its registration"}},
             "schemas": {
                 "Error": object(&["code", "message"], json!({"code": string, "message": string, "field": string, "remedy": {"type": "object"}})),
                 "NewVault": object(&["name", "store"], json!({"name": string, "store": string, "location": string,
                     "redundancy": {"enum": ["lrs", "grs"]}, "secondary": string, "pack_size_mib": {"type": "integer"},
                     "compression_level": {"type": "integer"}, "create_container": {"type": "boolean"}})),
                 "NewItem": {"oneOf": [
-                    object(&["kind", "name", "paths"], json!({"kind": {"const": "files"}, "name": string, "paths": strings, "excludes": strings})),
-                    object(&["kind", "name", "path"], json!({"kind": {"const": "disk"}, "name": string, "path": string})),
+                    object(&["kind", "name", "paths"], json!({"kind": {"const": "files"}, "name": string, "paths": strings, "excludes": strings, "host": string})),
+                    object(&["kind", "name", "path"], json!({"kind": {"const": "disk"}, "name": string, "path": string, "host": string})),
                     object(&["kind", "name", "definition"], json!({"kind": {"const": "vm"}, "name": string, "definition": string, "qmp": string, "guest_agent": string})),
                 ]},
                 "PolicyChoice": object(&["policy"], json!({"policy": string})),
@@ -88,6 +95,7 @@ pub fn document(specs: &[RouteSpec], public: &[(&str, &str)]) -> Value {
                     "time_zone": string, "daily_keep": {"type": "integer"}, "weekly_keep": {"type": "integer"}, "weekly_on": strings,
                     "monthly_keep": {"type": "integer"}, "monthly_on": string, "yearly_keep": {"type": "integer"},
                     "yearly_month": {"type": "integer"}, "yearly_on": string, "drop_rules": strings})),
+                "NewCredentials": object(&[], json!({"expires_hours": {"type": "integer"}, "server": string})),
                 "NewToken": object(&["role"], json!({"role": {"enum": ["Reader", "Operator", "Contributor"]}, "items": strings,
                     "description": string, "expires": string})),
             }

@@ -34,10 +34,19 @@ fn method_name<S: serde::Serializer>(m: &Method, s: S) -> Result<S::Ok, S::Error
     s.serialize_str(m.as_str())
 }
 
-/// Routes anyone may call: logging in and out, the API's description.
-pub const PUBLIC_ROUTES: [(&str, &str); 4] = [
+/// Routes that need no access token: logging in and out, the API's
+/// description, and a registered host's routes (registering with the
+/// credentials' secret; the others with the host's own token,
+/// docs/FLEET.md).
+pub const PUBLIC_ROUTES: [(&str, &str); 10] = [
     ("POST", "/api/v1/login"),
     ("GET", "/api/v1/session"),
     ("POST", "/api/v1/logout"),
     ("GET", "/api/v1/openapi.json"),
+    ("POST", "/api/v1/vaults/{vault}/hosts/register"),
+    ("GET", "/api/v1/vaults/{vault}/host/items"),
+    ("POST", "/api/v1/vaults/{vault}/host/jobs"),
+    ("GET", "/api/v1/vaults/{vault}/host/jobs/{job}/chunks"),
+    ("PUT", "/api/v1/vaults/{vault}/host/jobs/{job}/objects/{*name}"),
+    ("POST", "/api/v1/vaults/{vault}/host/jobs/{job}/report"),
 ];

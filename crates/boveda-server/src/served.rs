@@ -7,6 +7,8 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use boveda_service::fleet::HostSet;
+use boveda_service::fleet::intake::HostJobs;
 use boveda_service::{ItemOverview, Job, JobFilter, ServiceError, TokenSet, Vault, item_overview, list_jobs};
 
 use crate::{ApiError, ApiResult, blocking};
@@ -128,7 +130,17 @@ pub struct Served {
     /// from it and the catalog's listings, a few at once.
     usage: Shared<boveda_service::Usage>,
     dashboards: tokio::sync::Semaphore,
+    /// The vault's registered hosts, read again after [`TOKENS_TTL`] (an
+    /// unregistered host is refused within that long).
+    hosts: Mutex<Option<(Instant, Arc<HostSet>)>>,
+    /// When each host's last contact was recorded.
+    contacts: Mutex<std::collections::HashMap<boveda_service::RecordId, Instant>>,
+    /// Backups that registered hosts run now.
+    pub host_jobs: Arc<HostJobs>,
 }
+
+/// How often a host's last contact is written to its record.
+const CONTACT_EVERY: Duration = Duration::from_secs(60);
 
 impl Served {
     pub fn new(vault: Arc<Vault>, clock: Arc<dyn boveda_service::Clock>) -> Arc<Served> {
@@ -141,6 +153,9 @@ impl Served {
             items: Shared::new(),
             usage: Shared::new(),
             dashboards: tokio::sync::Semaphore::new(4),
+            hosts: Mutex::new(None),
+            contacts: Mutex::default(),
+            host_jobs: Arc::default(),
         })
     }
 
@@ -179,6 +194,38 @@ impl Served {
             *cached = Some((Instant::now(), set.clone()));
         }
         Ok(set)
+    }
+
+    /// The vault's hosts, read again when older than [`TOKENS_TTL`].
+    /// Blocking.
+    pub(crate) fn hosts(&self) -> Result<Arc<HostSet>, ServiceError> {
+        if let Ok(cached) = self.hosts.lock()
+            && let Some((at, set)) = cached.as_ref()
+            && at.elapsed() < TOKENS_TTL
+        {
+            return Ok(set.clone());
+        }
+        let set = Arc::new(HostSet::load(&self.vault)?);
+        if let Ok(mut cached) = self.hosts.lock() {
+            *cached = Some((Instant::now(), set.clone()));
+        }
+        Ok(set)
+    }
+
+    /// Records that a host was heard from, at most once per
+    /// [`CONTACT_EVERY`]. Blocking.
+    pub(crate) fn heard_from(&self, host: &boveda_service::RecordId) {
+        let due = self.contacts.lock().is_ok_and(|mut c| {
+            let due = c.get(host).is_none_or(|at| at.elapsed() >= CONTACT_EVERY);
+            if due {
+                c.insert(*host, Instant::now());
+            }
+            due
+        });
+        if due {
+            // a contact not recorded is recorded with the next one
+            let _ = boveda_service::fleet::touch_host(&self.vault, host, self.clock.now());
+        }
     }
 
     /// Every job of the vault, shared by the requests of the same instant:
@@ -221,6 +268,9 @@ impl Served {
     pub(crate) fn changed(&self) {
         if let Ok(mut t) = self.tokens.lock() {
             *t = None;
+        }
+        if let Ok(mut h) = self.hosts.lock() {
+            *h = None;
         }
         let vault = self.vault.clone();
         self.jobs.changed(move || list_jobs(&vault, &JobFilter::default()));

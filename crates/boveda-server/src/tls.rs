@@ -44,6 +44,22 @@ pub fn tls_config(cert: &Path, key: &Path) -> std::io::Result<Arc<rustls::Server
     Ok(Arc::new(config))
 }
 
+/// The SHA-256 fingerprint of the first certificate in a PEM file (the
+/// server's own), as hosts' credentials name it.
+///
+/// # Errors
+/// A file that cannot be read or holds no certificate.
+pub fn certificate_fingerprint_of(cert: &Path) -> std::io::Result<String> {
+    let first = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {e}", cert.display())))?
+        .next()
+        .ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("no certificate in {}", cert.display()))
+        })?
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {e}", cert.display())))?;
+    Ok(boveda_service::fleet::certificate_fingerprint(first.as_ref()))
+}
+
 /// Accepts TCP connections and gives axum those whose handshake succeeded.
 pub struct TlsListener {
     ready: tokio::sync::mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,

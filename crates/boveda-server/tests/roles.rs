@@ -56,6 +56,9 @@ const MATRIX: &[(&str, &str, Role, Scoped)] = &[
     ("GET", "/api/v1/vaults/{vault}/tokens", Contributor, No),
     ("POST", "/api/v1/vaults/{vault}/tokens", Contributor, No),
     ("DELETE", "/api/v1/vaults/{vault}/tokens/{token}", Contributor, No),
+    ("GET", "/api/v1/vaults/{vault}/hosts", Reader, No),
+    ("POST", "/api/v1/vaults/{vault}/hosts", Contributor, No),
+    ("DELETE", "/api/v1/vaults/{vault}/hosts/{host}", Contributor, No),
 ];
 
 #[test]
@@ -78,6 +81,7 @@ fn concrete(path: &str, item: &str) -> String {
         .replace("{point}", "latest")
         .replace("{policy}", "no-such-policy")
         .replace("{job}", "ffffffff")
+        .replace("{host}", "no-such-host")
         .replace("{token}", "ffffffff")
 }
 

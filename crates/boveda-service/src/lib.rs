@@ -21,6 +21,7 @@
 mod access;
 mod agent;
 mod error;
+pub mod fleet;
 mod items;
 mod model;
 mod offline;
@@ -32,6 +33,7 @@ mod reports;
 mod runtime;
 mod vault;
 
+pub use fleet::add_item;
 pub use protection::backups::backup_job;
 pub use reports::overview::{ItemOverview, item_overview};
 pub use runtime::job::JobEnv;
@@ -55,12 +57,14 @@ pub use boveda_store::{
     MetricsSnapshot, StoreError, process_metrics as store_requests, process_retries as store_retries,
 };
 pub use boveda_vault::drive_format::DriveLabel;
-pub use boveda_vault::{DamageLog, KdfParams, Node, NodeKind, RecordId, RecoveryPoint, Vault, VaultSettings};
+pub use boveda_vault::{
+    DamageLog, HostObject, KdfParams, Node, NodeKind, RecordId, RecoveryPoint, Vault, VaultSettings,
+};
 pub use error::{Remedy, Result, ServiceError, ServiceErrorKind};
 pub use items::consistency::{ConsistencyConfig, MAX_SCRIPT_TIMEOUT_SECS, ScriptResult, run_script};
 pub use items::{
-    DiscoveredVm, Item, ItemSource, NewItem, Protection, ProtectionState, add_disk_item, add_files_item, add_item,
-    add_vm_item, discover_vms, find_item, list_items, save_item, update_item,
+    DiscoveredVm, Item, ItemSource, NewItem, Protection, ProtectionState, add_disk_item, add_files_item, add_vm_item,
+    discover_vms, find_item, list_items, save_item, update_item,
 };
 pub use model::names::{ITEM_NAME_RULE, VAULT_NAME_RULE, validate_item_name, validate_vault_name};
 pub use model::policy::{

@@ -43,6 +43,7 @@ fn item(policy: &Policy) -> Item {
             since: Some(at("2025-11-01T00:00")),
             ..Protection::default()
         },
+        host: None,
     }
 }
 

@@ -80,6 +80,10 @@ pub enum Command {
     /// Access tokens for `boveda serve`: a role, optionally some items.
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Many hosts, one vault: credentials, registering a host with the
+    /// vault's server, and a registered host's backups (docs/FLEET.md).
+    #[command(subcommand)]
+    Host(HostCmd),
     /// Show an item's recovery points read-only through FUSE, until the
     /// folder is unmounted (`fusermount -u DIR`).
     Mount {
@@ -133,6 +137,19 @@ pub struct ServeArgs {
     /// HTTP (a reverse proxy in front of it speaks HTTPS); on with --tls-cert.
     #[arg(long)]
     pub secure_cookies: bool,
+    /// The address registered hosts reach this server at (https://NAME:PORT),
+    /// named in the credentials the API makes; default the address a
+    /// credentials request came to.
+    #[arg(long)]
+    pub public_url: Option<String>,
+    /// MiB a registered host may upload in one backup job (what no point
+    /// references yet); past it its uploads are refused.
+    #[arg(long, default_value_t = 65536)]
+    pub host_quota_mib: u64,
+    /// Seconds a registered host may stay silent during a backup before
+    /// its job fails.
+    #[arg(long, default_value_t = 60)]
+    pub host_silence_secs: u64,
     /// Serve without the scheduler (another process runs `boveda agent`).
     #[arg(long)]
     pub no_scheduler: bool,
@@ -140,6 +157,48 @@ pub struct ServeArgs {
     /// (tests only).
     #[arg(long, hide = true)]
     pub insecure_fast_kdf: bool,
+}
+
+#[derive(Subcommand)]
+pub enum HostCmd {
+    /// (admin) Vault credentials that register one host, once, before they
+    /// expire; printed as a file's content (keep it secret).
+    Credentials {
+        /// The address hosts reach `boveda serve` at (https://NAME:PORT).
+        #[arg(long)]
+        server: String,
+        /// The server's certificate (PEM): hosts trust it alone, by its
+        /// SHA-256 fingerprint.
+        #[arg(long)]
+        tls_cert: PathBuf,
+        /// How long they stay valid (e.g. 48h, 30m).
+        #[arg(long, default_value = "48h")]
+        expires: String,
+    },
+    /// (on a host) Register this machine with the vault's server. Keeps
+    /// the host's identity in /etc/boveda (as root) or the user's config
+    /// folder (BOVEDA_HOST_DIR overrides both).
+    Register {
+        #[arg(long)]
+        credentials: PathBuf,
+        /// The host's name in the vault; default this machine's name.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// (admin) The vault's registered hosts.
+    List,
+    /// (admin) Revoke a host at once and stop protecting its items (their
+    /// points are kept).
+    Unregister { name: String },
+    /// (on a host) This host's items, as its server lists them.
+    Items,
+    /// (on a host) Back up one of this host's items now, through the server.
+    Backup {
+        item: String,
+        /// Keep the point until this date (YYYY-MM-DD or RFC 3339); default 30 days.
+        #[arg(long)]
+        retain_until: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -336,6 +395,9 @@ pub enum ItemAdd {
         /// Pre/post snapshot scripts (JSON, see docs/CONSISTENCY.md).
         #[arg(long)]
         consistency_config: Option<PathBuf>,
+        /// The registered host the disk is on (default: this machine).
+        #[arg(long, conflicts_with = "consistency_config")]
+        host: Option<String>,
     },
     /// A file tree: one or more paths, minus excluded globs.
     Files {
@@ -345,6 +407,9 @@ pub enum ItemAdd {
         /// A glob; with a `/` it matches whole paths, else entry names.
         #[arg(long = "exclude")]
         excludes: Vec<String>,
+        /// The registered host the files are on (default: this machine).
+        #[arg(long)]
+        host: Option<String>,
     },
 }
 

@@ -2,6 +2,7 @@
 
 mod agent;
 mod alerts;
+mod host;
 mod item;
 mod jobs;
 mod offline;
@@ -188,6 +189,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<Outcome> {
         Command::Agent(args) => agent::agent(ctx, args),
         Command::Serve(args) => serve::serve(ctx, args),
         Command::Token(cmd) => serve::token(ctx, cmd),
+        Command::Host(cmd) => host::run(ctx, cmd),
         Command::Mount { item, point, dir } => points::mount(ctx, &item, point.as_deref(), &dir),
     }
 }

@@ -137,3 +137,17 @@ pub fn confirm(question: &str) -> anyhow::Result<bool> {
     std::io::stdin().read_line(&mut answer)?;
     Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }
+
+/// The line that says what a backup made.
+pub fn backup_summary(point: &str, item: &str, s: &boveda_service::PointStats, secs: f64, job: &str) -> String {
+    format!(
+        "recovery point {point} of item {item}: {} files, {} dirs, {}; read {} ({} files unchanged); added {} to the vault ({} new chunks) in {secs:.1}s (job {job})",
+        s.files,
+        s.dirs,
+        size(s.bytes),
+        size(s.bytes_read),
+        s.files_unchanged,
+        size(s.bytes_stored),
+        s.chunks_new,
+    )
+}

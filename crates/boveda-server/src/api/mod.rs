@@ -7,6 +7,7 @@
 
 mod access;
 mod extract;
+mod hosts;
 mod items;
 mod jobs;
 mod points;
@@ -27,6 +28,7 @@ use crate::error::ApiError;
 use crate::routes::{PUBLIC_ROUTES, RouteSpec, Scope};
 
 use access::*;
+use hosts::*;
 use items::*;
 use jobs::*;
 use points::*;
@@ -58,7 +60,7 @@ fn table() -> Vec<Route> {
     use Permission::{Manage, Operate, Read};
     use Scope::{Any, Item, Vault};
     let (get, post, patch, delete) = (Method::GET, Method::POST, Method::PATCH, Method::DELETE);
-    vec![
+    let mut routes = vec![
         route(get.clone(), "/api/v1/vaults", Read, Any, "The vaults this token may use", None, list_vaults),
         route(post.clone(), "/api/v1/vaults", Manage, Vault, "Create a vault", Some("NewVault"), create_vault),
         route(get.clone(), V, Read, Vault, "A vault's summary", None, show_vault),
@@ -168,6 +170,17 @@ fn table() -> Vec<Route> {
             None,
             delete_policy,
         ),
+    ];
+    routes.extend(vault_table());
+    routes
+}
+
+/// The routes of jobs, alerts, reports, tokens and hosts.
+fn vault_table() -> Vec<Route> {
+    use Permission::{Manage, Operate, Read};
+    use Scope::{Any, Vault};
+    let (get, post, delete) = (Method::GET, Method::POST, Method::DELETE);
+    vec![
         route(
             get.clone(),
             "/api/v1/vaults/{vault}/jobs",
@@ -193,7 +206,7 @@ fn table() -> Vec<Route> {
         route(get.clone(), "/api/v1/vaults/{vault}/imports", Read, Vault, "Offline seeding import jobs", None, imports),
         route(get.clone(), "/api/v1/vaults/{vault}/tokens", Manage, Vault, "Access tokens", None, tokens),
         route(
-            post,
+            post.clone(),
             "/api/v1/vaults/{vault}/tokens",
             Manage,
             Vault,
@@ -201,8 +214,27 @@ fn table() -> Vec<Route> {
             Some("NewToken"),
             create_token,
         ),
-        route(delete, "/api/v1/vaults/{vault}/tokens/{token}", Manage, Vault, "Revoke a token", None, revoke_token),
-        route(get, "/api/v1/vaults/{vault}/dashboard", Read, Vault, "The vault's dashboard", None, dashboard),
+        route(
+            delete.clone(),
+            "/api/v1/vaults/{vault}/tokens/{token}",
+            Manage,
+            Vault,
+            "Revoke a token",
+            None,
+            revoke_token,
+        ),
+        route(get.clone(), "/api/v1/vaults/{vault}/dashboard", Read, Vault, "The vault's dashboard", None, dashboard),
+        route(get, "/api/v1/vaults/{vault}/hosts", Read, Vault, "Registered hosts", None, hosts),
+        route(
+            post,
+            "/api/v1/vaults/{vault}/hosts",
+            Manage,
+            Vault,
+            "Vault credentials for one new host (single use, expiring)",
+            Some("NewCredentials"),
+            create_credentials,
+        ),
+        route(delete, "/api/v1/vaults/{vault}/hosts/{host}", Manage, Vault, "Unregister a host", None, unregister_host),
     ]
 }
 
@@ -227,10 +259,30 @@ pub fn router(app: AppState) -> Router<AppState> {
         .route("/api/v1/logout", axum::routing::post(logout))
         .route("/api/v1/session", axum::routing::get(session))
         .route("/api/v1/openapi.json", axum::routing::get(openapi));
+    router = host_routes(router);
     for (path, method_router) in paths {
         router = router.route(path, method_router.fallback(method_not_allowed));
     }
     router.layer(axum::extract::DefaultBodyLimit::max(app.config.body_limit))
+}
+
+/// The largest object a host uploads: a pack of the largest size a vault
+/// takes, and room.
+const HOST_OBJECT_LIMIT: usize = 160 << 20;
+
+fn host_routes(router: Router<AppState>) -> Router<AppState> {
+    use axum::routing::{get, post, put};
+    const H: &str = "/api/v1/vaults/{vault}/host";
+    router
+        .route("/api/v1/vaults/{vault}/hosts/register", post(register))
+        .route(&format!("{H}/items"), get(host_items))
+        .route(&format!("{H}/jobs"), post(host_start_backup))
+        .route(&format!("{H}/jobs/{{job}}/chunks"), get(host_chunks))
+        .route(
+            &format!("{H}/jobs/{{job}}/objects/{{*name}}"),
+            put(host_upload).layer(axum::extract::DefaultBodyLimit::max(HOST_OBJECT_LIMIT)),
+        )
+        .route(&format!("{H}/jobs/{{job}}/report"), post(host_report))
 }
 
 pub(crate) async fn unknown_route(method: Method, uri: axum::http::Uri) -> ApiError {

@@ -127,6 +127,8 @@ fn protected(v: &Vault) -> Result<Vec<(Item, Policy)>> {
     Ok(list_items(v)?
         .into_iter()
         .filter(|i| i.protection.state == ProtectionState::Protected)
+        // a registered host's items are backed up on that host
+        .filter(|i| i.host.is_none())
         .filter_map(|i| {
             let p = policies.iter().find(|p| Some(p.id) == i.protection.policy)?.clone();
             Some((i, p))

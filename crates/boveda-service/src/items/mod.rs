@@ -102,6 +102,10 @@ pub struct Item {
     pub consistency: Option<ConsistencyConfig>,
     #[serde(default)]
     pub protection: Protection,
+    /// The registered host the item lives on (docs/FLEET.md); none for an
+    /// item of the machine that opens the vault itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<RecordId>,
 }
 
 /// Writes an item's new revision.
@@ -199,6 +203,16 @@ fn check_new_name(vault: &Vault, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Records a new item whose source was checked by the caller (a
+/// registered host's item, whose paths are the host's).
+///
+/// # Errors
+/// `Invalid` for a bad name; `Conflict` when the name is taken.
+pub(crate) fn add_item_record(vault: &Vault, name: &str, source: ItemSource) -> Result<Item> {
+    check_new_name(vault, name)?;
+    save_new(vault, name, source)
+}
+
 fn save_new(vault: &Vault, name: &str, source: ItemSource) -> Result<Item> {
     save_new_with(vault, name, source, None)
 }
@@ -216,6 +230,7 @@ fn save_new_with(
         created: Timestamp::now(),
         consistency,
         protection: Protection::default(),
+        host: None,
     };
     save_item(vault, &item)?;
     Ok(item)
@@ -368,9 +383,17 @@ pub enum NewItem {
         paths: Vec<PathBuf>,
         #[serde(default)]
         excludes: Vec<String>,
+        /// The registered host the files are on (none: this machine).
+        #[serde(default)]
+        host: Option<String>,
     },
     /// A disk image or block device.
-    Disk { name: String, path: PathBuf },
+    Disk {
+        name: String,
+        path: PathBuf,
+        #[serde(default)]
+        host: Option<String>,
+    },
     /// A virtual machine by its libvirt definition.
     Vm {
         name: String,
@@ -382,14 +405,25 @@ pub enum NewItem {
     },
 }
 
-/// Adds an item of any kind.
+impl NewItem {
+    /// The registered host it is on, if any.
+    pub fn host(&self) -> Option<&str> {
+        match self {
+            NewItem::Files { host, .. } | NewItem::Disk { host, .. } => host.as_deref(),
+            NewItem::Vm { .. } => None,
+        }
+    }
+}
+
+/// Adds an item of any kind of this machine (`crate::fleet::add_item`
+/// adds one of a registered host).
 ///
 /// # Errors
 /// As [`add_files_item`], [`add_disk_item`], [`add_vm_item`].
-pub fn add_item(vault: &Vault, req: &NewItem) -> Result<Item> {
+pub(crate) fn add_local_item(vault: &Vault, req: &NewItem) -> Result<Item> {
     match req {
-        NewItem::Files { name, paths, excludes } => add_files_item(vault, name, paths, excludes),
-        NewItem::Disk { name, path } => add_disk_item(vault, name, path, None),
+        NewItem::Files { name, paths, excludes, .. } => add_files_item(vault, name, paths, excludes),
+        NewItem::Disk { name, path, .. } => add_disk_item(vault, name, path, None),
         NewItem::Vm { name, definition, qmp, guest_agent } => {
             add_vm_item(vault, name, definition, qmp.as_deref(), guest_agent.as_deref(), None)
         }

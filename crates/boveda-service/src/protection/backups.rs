@@ -37,6 +37,12 @@ pub fn backup_job(
 ) -> Result<(Job, Result<RecoveryPoint>)> {
     // what can be refused at once is refused before a job is recorded
     check_can_back_up(item)?;
+    if item.host.is_some() {
+        return Err(ServiceError::Conflict(format!(
+            "item {} is on a registered host: its backups run there (`boveda host backup {}` on that host)",
+            item.name, item.name
+        )));
+    }
     if let Some(t) = retain_until {
         crate::model::time_input::check_retain_until(t, env.clock.now())?;
     }

@@ -52,14 +52,7 @@ pub fn backup_now(
     progress: &dyn BackupProgress,
 ) -> Result<RecoveryPoint> {
     check_can_back_up(item)?;
-    let retain_until = match (req.retain_until, req.scheduled_for) {
-        (Some(t), _) => {
-            crate::model::time_input::check_retain_until(t, req.now)?;
-            Some(t)
-        }
-        (None, Some(_)) => None,
-        (None, None) => Some(req.now + SignedDuration::from_hours(24 * DEFAULT_AD_HOC_RETENTION_DAYS)),
-    };
+    let retain_until = point_retention(req.retain_until, req.scheduled_for, req.now)?;
     // the parent first: a point is saved after its index objects, so the
     // index read next holds the parent's trees even when another backup of
     // the item saved it a moment ago (docs/FORMAT.md)
@@ -151,6 +144,27 @@ pub fn backup_now(
     };
     vault.save_point(&point)?;
     Ok(point)
+}
+
+/// Until when a new point is kept: the date asked for (checked to be in
+/// the future), none for a scheduled point (its policy keeps it), or
+/// [`DEFAULT_AD_HOC_RETENTION_DAYS`] for an ad-hoc one.
+///
+/// # Errors
+/// `Invalid` for a date not in the future.
+pub(crate) fn point_retention(
+    retain_until: Option<Timestamp>,
+    scheduled_for: Option<Timestamp>,
+    now: Timestamp,
+) -> Result<Option<Timestamp>> {
+    Ok(match (retain_until, scheduled_for) {
+        (Some(t), _) => {
+            crate::model::time_input::check_retain_until(t, now)?;
+            Some(t)
+        }
+        (None, Some(_)) => None,
+        (None, None) => Some(now + SignedDuration::from_hours(24 * DEFAULT_AD_HOC_RETENTION_DAYS)),
+    })
 }
 
 /// What a live backup of a running VM adds to its point.

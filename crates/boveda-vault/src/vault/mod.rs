@@ -2,16 +2,18 @@
 //! settings, and the caches it keeps. Each other concern is an `impl Vault`
 //! block of its own: `keys` (key slots), `blobs` (the index and reading
 //! blobs and trees), `points`, `catalog`, `deletes` (every deletion of a
-//! stored object), `replica` (what geo-redundancy needs of the primary), and `crate::lease` (the prune lease).
+//! stored object), `host_intake` (what a registered host may add), `replica` (what geo-redundancy needs of the primary), and `crate::lease` (the prune lease).
 
 mod blobs;
 mod catalog;
 mod deletes;
+mod host_intake;
 mod keys;
 mod points;
 mod replica;
 
 pub use deletes::Removal;
+pub use host_intake::HostObject;
 pub use replica::Replica;
 
 use std::collections::HashMap;

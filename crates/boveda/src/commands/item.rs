@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use boveda_service::Vault;
 use boveda_service::{
-    ConsistencyConfig, ItemSource, add_disk_item, add_files_item, add_vm_item, discover_vms, find_item,
+    ConsistencyConfig, ItemSource, NewItem, add_disk_item, add_files_item, add_vm_item, discover_vms, find_item,
     list_item_points, list_policies,
 };
 
@@ -25,8 +25,14 @@ pub fn run(ctx: &Ctx, cmd: ItemCmd) -> Result<Outcome> {
 /// `item add`
 fn add(ctx: &Ctx, vault: &Vault, add: ItemAdd) -> Result<Outcome> {
     let item = match add {
-        ItemAdd::Files { name, paths, excludes } => add_files_item(vault, &name, &paths, &excludes)?,
-        ItemAdd::Disk { name, path, consistency_config } => {
+        ItemAdd::Files { name, paths, excludes, host: Some(host) } => {
+            boveda_service::add_item(vault, &NewItem::Files { name, paths, excludes, host: Some(host) })?
+        }
+        ItemAdd::Disk { name, path, host: Some(host), .. } => {
+            boveda_service::add_item(vault, &NewItem::Disk { name, path, host: Some(host) })?
+        }
+        ItemAdd::Files { name, paths, excludes, host: None } => add_files_item(vault, &name, &paths, &excludes)?,
+        ItemAdd::Disk { name, path, consistency_config, host: None } => {
             let cfg = consistency_config.as_deref().map(ConsistencyConfig::load).transpose()?;
             add_disk_item(vault, &name, &path, cfg)?
         }

@@ -12,7 +12,7 @@ use jiff::tz::TimeZone;
 use super::Ctx;
 use crate::Outcome;
 use crate::args::ProtectionCmd;
-use crate::output::{BackupBar, size, time};
+use crate::output::{BackupBar, backup_summary, time};
 
 pub fn protection(ctx: &Ctx, cmd: ProtectionCmd) -> Result<Outcome> {
     let vault = ctx.open()?;
@@ -77,21 +77,8 @@ pub(super) fn backup_now_cmd(
     if ctx.json() {
         ctx.print_json(&point)?;
     } else {
-        let s = &point.stats;
-        println!(
-            "recovery point {} of item {}: {} files, {} dirs, {}; read {} ({} files unchanged); added {} to the vault ({} new chunks) in {:.1}s (job {})",
-            point.id.short(),
-            item.name,
-            s.files,
-            s.dirs,
-            size(s.bytes),
-            size(s.bytes_read),
-            s.files_unchanged,
-            size(s.bytes_stored),
-            s.chunks_new,
-            started.elapsed().as_secs_f64(),
-            job.id.short()
-        );
+        let secs = started.elapsed().as_secs_f64();
+        println!("{}", backup_summary(&point.id.short(), &item.name, &point.stats, secs, &job.id.short()));
         if !point.warnings.is_empty() {
             println!("completed with {} warning(s)", point.warnings.len());
         }

@@ -40,6 +40,12 @@ pub fn serve(ctx: &Ctx, args: ServeArgs) -> Result<Outcome> {
         _ => None,
     };
     config.secure_cookies = args.secure_cookies || tls.is_some();
+    if let Some(cert) = &args.tls_cert {
+        config.tls_fingerprint = Some(boveda_server::certificate_fingerprint_of(cert)?);
+    }
+    config.public_url = args.public_url;
+    config.host_quota = args.host_quota_mib << 20;
+    config.host_silence = Duration::from_secs(args.host_silence_secs.max(1));
     if args.insecure_fast_kdf {
         config.kdf = KdfParams::TESTING;
     }

@@ -1,0 +1,228 @@
+//! Handlers of the fleet (docs/FLEET.md).
+//!
+//! An admin's, with an access token like every route of the table: list
+//! the registered hosts, make credentials, unregister a host. A host's,
+//! outside the table: registering (with the credentials' secret), and,
+//! with the host's own token (`bvh_...`), what its backups need: its
+//! items, a backup job, the chunks it need not send, uploads (create-only,
+//! checked) and reports. A host token opens nothing else, and an access
+//! token opens none of these.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use boveda_service as svc;
+use boveda_service::fleet::intake::{HostReport, ReportReply, StartedJob};
+use boveda_service::fleet::{Host, HostCredentials, Registered, Registration};
+use serde::Deserialize;
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::{AppState, Served, blocking};
+
+use super::extract::{Body, now, param};
+
+pub(super) async fn hosts(Extension(caller): Extension<Caller>) -> ApiResult<Json<Vec<Host>>> {
+    let vault = caller.served()?.vault.clone();
+    Ok(Json(blocking(move || svc::fleet::list_hosts(&vault)).await?))
+}
+
+/// A request for credentials.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewCredentials {
+    /// Hours they stay valid (default 48).
+    #[serde(default)]
+    expires_hours: Option<u32>,
+    /// The address hosts reach this server at; default: the server's
+    /// public address, or the one this request came to.
+    #[serde(default)]
+    server: Option<String>,
+}
+
+pub(super) async fn create_credentials(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    Body(req): Body<NewCredentials>,
+) -> ApiResult<(StatusCode, Json<HostCredentials>)> {
+    let Some(fingerprint) = app.config.tls_fingerprint.clone() else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "hosts register over HTTPS only: start `boveda serve` with --tls-cert and --tls-key",
+        ));
+    };
+    let server = match req.server.or_else(|| app.config.public_url.clone()) {
+        Some(s) => s,
+        None => {
+            let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).ok_or_else(|| {
+                ApiError::invalid(Some("server".into()), "say which address hosts reach this server at")
+            })?;
+            format!("https://{host}")
+        }
+    };
+    let life = jiff::SignedDuration::from_hours(i64::from(req.expires_hours.unwrap_or(48)));
+    let vault = caller.served()?.vault.clone();
+    let now = now(&app);
+    let creds = blocking(move || svc::fleet::create_credentials(&vault, &server, &fingerprint, life, now)).await?;
+    Ok((StatusCode::CREATED, Json(creds)))
+}
+
+pub(super) async fn unregister_host(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(params): Path<BTreeMap<String, String>>,
+) -> ApiResult<Json<Host>> {
+    let served = caller.served()?.clone();
+    let vault = served.vault.clone();
+    let (name, now) = (param(&params, "host"), now(&app));
+    let host = blocking(move || svc::fleet::unregister_host(&vault, &name, now)).await?;
+    served.changed();
+    Ok(Json(host))
+}
+
+fn served_vault(app: &AppState, params: &BTreeMap<String, String>) -> ApiResult<Arc<Served>> {
+    let name = param(params, "vault");
+    app.find(&name).ok_or_else(|| ApiError::not_found(format!("no vault named {name:?} is served here")))
+}
+
+/// `POST /api/v1/vaults/{vault}/hosts/register`: the credentials' secret
+/// is the authority.
+pub(super) async fn register(
+    State(app): State<AppState>,
+    Path(params): Path<BTreeMap<String, String>>,
+    Body(req): Body<Registration>,
+) -> ApiResult<(StatusCode, Json<Registered>)> {
+    let served = served_vault(&app, &params)?;
+    let (vault, now) = (served.vault.clone(), now(&app));
+    let registered = blocking(move || svc::fleet::register_host(&vault, &req, now)).await?;
+    served.changed();
+    Ok((StatusCode::CREATED, Json(registered)))
+}
+
+/// The host a request's bearer token belongs to.
+async fn host_of(
+    app: &AppState,
+    params: &BTreeMap<String, String>,
+    headers: &HeaderMap,
+) -> ApiResult<(Arc<Served>, Host)> {
+    let served = served_vault(app, params)?;
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| ApiError::unauthorized("a host's token is needed (Authorization: Bearer bvh_...)"))?
+        .to_string();
+    let s = served.clone();
+    let found = blocking(move || {
+        let set = s.hosts()?;
+        Ok(match set.check(&token) {
+            Ok(host) => {
+                s.heard_from(&host.id);
+                Ok(host.clone())
+            }
+            Err(why) => Err(why),
+        })
+    })
+    .await?;
+    let host = found.map_err(|why| ApiError::unauthorized(format!("host token refused: {}", why.as_str())))?;
+    Ok((served, host))
+}
+
+fn job_param(params: &BTreeMap<String, String>) -> ApiResult<svc::RecordId> {
+    let text = param(params, "job");
+    svc::RecordId::from_hex(&text).ok_or_else(|| ApiError::not_found(format!("no job {text:?}")))
+}
+
+pub(super) async fn host_items(
+    State(app): State<AppState>,
+    Path(params): Path<BTreeMap<String, String>>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Vec<svc::Item>>> {
+    let (served, host) = host_of(&app, &params, &headers).await?;
+    let vault = served.vault.clone();
+    Ok(Json(blocking(move || svc::fleet::intake::host_items(&vault, &host)).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct HostBackup {
+    item: String,
+    #[serde(default)]
+    retain_until: Option<String>,
+}
+
+pub(super) async fn host_start_backup(
+    State(app): State<AppState>,
+    Path(params): Path<BTreeMap<String, String>>,
+    headers: HeaderMap,
+    Body(req): Body<HostBackup>,
+) -> ApiResult<(StatusCode, Json<StartedJob>)> {
+    let (served, host) = host_of(&app, &params, &headers).await?;
+    let (vault, jobs) = (served.vault.clone(), served.host_jobs.clone());
+    let terms = svc::fleet::intake::HostJobTerms {
+        clock: app.config.jobs.clock.clone(),
+        heartbeat: app.config.jobs.heartbeat,
+        silence: app.config.host_silence,
+        quota: app.config.host_quota,
+    };
+    let started = blocking(move || jobs.start(vault, &terms, host, &req.item, req.retain_until.as_deref())).await?;
+    served.changed();
+    Ok((StatusCode::CREATED, Json(started)))
+}
+
+pub(super) async fn host_chunks(
+    State(app): State<AppState>,
+    Path(params): Path<BTreeMap<String, String>>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let (served, host) = host_of(&app, &params, &headers).await?;
+    let job = job_param(&params)?;
+    let (vault, jobs) = (served.vault.clone(), served.host_jobs.clone());
+    let bytes = blocking(move || {
+        // only during a job of its own: the list is what that backup needs
+        jobs.check_running(&host, &job)?;
+        svc::fleet::intake::known_chunks(&vault, &host)
+    })
+    .await?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+}
+
+pub(super) async fn host_upload(
+    State(app): State<AppState>,
+    Path(params): Path<BTreeMap<String, String>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<StatusCode> {
+    let (served, host) = host_of(&app, &params, &headers).await?;
+    let job = job_param(&params)?;
+    let name = param(&params, "name");
+    let (vault, jobs) = (served.vault.clone(), served.host_jobs.clone());
+    let added = blocking(move || jobs.upload(&vault, &host, &job, &name, &body)).await?;
+    Ok(match added {
+        svc::HostObject::Added => StatusCode::CREATED,
+        svc::HostObject::AlreadyStored => StatusCode::OK,
+    })
+}
+
+pub(super) async fn host_report(
+    State(app): State<AppState>,
+    Path(params): Path<BTreeMap<String, String>>,
+    headers: HeaderMap,
+    Body(report): Body<HostReport>,
+) -> ApiResult<Json<ReportReply>> {
+    let (served, host) = host_of(&app, &params, &headers).await?;
+    let job = job_param(&params)?;
+    let jobs = served.host_jobs.clone();
+    let ends = !matches!(report, HostReport::Progress(_));
+    let reply = blocking(move || jobs.report(&host, &job, report)).await?;
+    if ends {
+        served.changed();
+    }
+    Ok(Json(reply))
+}

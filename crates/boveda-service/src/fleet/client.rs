@@ -1,0 +1,329 @@
+//! A registered host's side of the conversation with its vault's server:
+//! HTTPS to the one certificate the credentials name (its SHA-256
+//! fingerprint, whatever signed it), the host's token on every request,
+//! and [`UploadStore`], the only "store" a host writes to: create-only
+//! uploads through the server, and nothing else.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use boveda_store::{AbandonedUpload, Capabilities, ObjectInfo, PutMode, Store, StoreError, StoreErrorKind};
+use boveda_vault::{ChunkId, RecordId};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Remedy, Result, ServiceError, ServiceErrorKind};
+use crate::fleet::intake::{HostReport, ReportReply, StartedJob};
+use crate::fleet::{Registered, Registration, certificate_fingerprint, normalize_fingerprint};
+use crate::items::Item;
+
+/// Trusts the one certificate whose SHA-256 fingerprint it was given.
+#[derive(Debug)]
+struct Pinned {
+    fingerprint: String,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        let found = certificate_fingerprint(end_entity.as_ref());
+        if found == self.fingerprint {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(format!(
+                "the server's certificate has fingerprint {found}, not {} as the credentials say: refusing to talk to it",
+                self.fingerprint
+            )))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// An HTTP failure as the server described it.
+#[derive(Debug, Deserialize)]
+struct ApiFailure {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    message: String,
+}
+
+/// The HTTPS client of a host.
+pub struct HostClient {
+    http: reqwest::blocking::Client,
+    server: String,
+    vault: String,
+    token: Option<String>,
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+impl HostClient {
+    /// A client of `server` that trusts only the certificate `fingerprint`
+    /// names, for the vault named `vault`.
+    ///
+    /// # Errors
+    /// `Invalid` for a bad address or fingerprint.
+    pub fn new(server: &str, fingerprint: &str, vault: &str) -> Result<HostClient> {
+        if !server.starts_with("https://") {
+            return Err(ServiceError::Invalid(format!("{server:?} is not an https:// address")));
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = Pinned { fingerprint: normalize_fingerprint(fingerprint)?, provider: provider.clone() };
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ServiceError::Internal(e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth();
+        let http = reqwest::blocking::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(300))
+            .build()
+            .map_err(|e| ServiceError::Internal(chain(&e)))?;
+        Ok(HostClient { http, server: server.trim_end_matches('/').to_string(), vault: vault.to_string(), token: None })
+    }
+
+    #[must_use]
+    pub fn with_token(mut self, token: &str) -> HostClient {
+        self.token = Some(token.to_string());
+        self
+    }
+
+    fn url(&self, rest: &str) -> String {
+        format!("{}/api/v1/vaults/{}/{rest}", self.server, self.vault)
+    }
+
+    fn send(&self, req: reqwest::blocking::RequestBuilder) -> Result<reqwest::blocking::Response> {
+        let req = match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        };
+        let resp = req.send().map_err(|e| {
+            ServiceError::refused(
+                ServiceErrorKind::Other,
+                format!("cannot reach the vault's server {}: {}", self.server, chain(&e)),
+                Remedy::CheckVault,
+            )
+        })?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let failure: ApiFailure = resp
+            .bytes()
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(ApiFailure { code: String::new(), message: format!("HTTP {status}") });
+        let message = format!("the server refused: {} ({})", failure.message, failure.code);
+        let kind = match status.as_u16() {
+            401 => {
+                return Err(ServiceError::refused(
+                    ServiceErrorKind::PermissionDenied,
+                    format!("the server does not accept this host's identity (unregistered?): {}", failure.message),
+                    Remedy::CheckVault,
+                ));
+            }
+            403 => ServiceErrorKind::PermissionDenied,
+            404 => return Err(ServiceError::NotFound(message)),
+            409 => return Err(ServiceError::Conflict(message)),
+            400 | 422 => return Err(ServiceError::Invalid(message)),
+            507 => ServiceErrorKind::NoSpace,
+            _ => ServiceErrorKind::Other,
+        };
+        Err(ServiceError::refused(kind, message, Remedy::CheckVault))
+    }
+
+    fn json<T: DeserializeOwned>(&self, req: reqwest::blocking::RequestBuilder) -> Result<T> {
+        let body = self.send(req)?.bytes().map_err(|e| ServiceError::Internal(chain(&e)))?;
+        serde_json::from_slice(&body).map_err(|e| ServiceError::Internal(format!("the server's answer: {e}")))
+    }
+
+    fn post<B: Serialize, T: DeserializeOwned>(&self, url: String, body: &B) -> Result<T> {
+        let bytes = serde_json::to_vec(body).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let req = self.http.post(url).header(reqwest::header::CONTENT_TYPE, "application/json").body(bytes);
+        self.json(req)
+    }
+
+    /// Redeems credentials.
+    ///
+    /// # Errors
+    /// The server's refusal (used, expired or unknown credentials).
+    pub fn register(&self, reg: &Registration) -> Result<Registered> {
+        self.post(self.url("hosts/register"), reg)
+    }
+
+    /// This host's items.
+    ///
+    /// # Errors
+    /// The server's refusal; a network error.
+    pub fn items(&self) -> Result<Vec<Item>> {
+        self.json(self.http.get(self.url("host/items")))
+    }
+
+    /// Asks the server to start a backup job of `item`.
+    ///
+    /// # Errors
+    /// The server's refusal (not this host's item, protection stopped).
+    pub fn start_backup(&self, item: &str, retain_until: Option<&str>) -> Result<StartedJob> {
+        let body = serde_json::json!({ "item": item, "retain_until": retain_until });
+        self.post(self.url("host/jobs"), &body)
+    }
+
+    /// The chunks the vault holds of this host's.
+    ///
+    /// # Errors
+    /// The server's refusal; a network error.
+    pub fn known_chunks(&self, job: &RecordId) -> Result<HashSet<ChunkId>> {
+        let bytes = self
+            .send(self.http.get(self.url(&format!("host/jobs/{}/chunks", job.to_hex()))))?
+            .bytes()
+            .map_err(|e| ServiceError::Internal(chain(&e)))?;
+        if bytes.len() % 32 != 0 {
+            return Err(ServiceError::Internal("the server's chunk list is cut short".into()));
+        }
+        Ok(bytes
+            .chunks_exact(32)
+            .map(|c| {
+                let mut id = [0u8; 32];
+                id.copy_from_slice(c);
+                ChunkId(id)
+            })
+            .collect())
+    }
+
+    /// Reports on a job.
+    ///
+    /// # Errors
+    /// The server's refusal (the point's check); a network error.
+    pub fn report(&self, job: &RecordId, report: &HostReport) -> Result<ReportReply> {
+        self.post(self.url(&format!("host/jobs/{}/report", job.to_hex())), report)
+    }
+
+    fn put_object(&self, job: &RecordId, name: &str, bytes: &[u8]) -> Result<()> {
+        let url = self.url(&format!("host/jobs/{}/objects/{name}", job.to_hex()));
+        self.send(self.http.put(url).body(bytes.to_vec()))?;
+        Ok(())
+    }
+}
+
+/// What a host writes its backup to: the server, create-only. It can read,
+/// list and delete nothing.
+pub struct UploadStore {
+    client: Arc<HostClient>,
+    job: RecordId,
+}
+
+impl UploadStore {
+    pub fn new(client: Arc<HostClient>, job: RecordId) -> UploadStore {
+        UploadStore { client, job }
+    }
+}
+
+fn cannot(operation: &'static str, name: &str) -> StoreError {
+    StoreError::new(StoreErrorKind::PermissionDenied, operation, name)
+        .with_detail("a registered host adds objects through its server and reads none")
+}
+
+impl Store for UploadStore {
+    fn location(&self) -> String {
+        format!("{} (vault {}, through its server)", self.client.server, self.client.vault)
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { conditional_replace: false, parallel_requests: 4, remote: true }
+    }
+
+    fn get(&self, name: &str) -> std::result::Result<Vec<u8>, StoreError> {
+        Err(cannot("get", name))
+    }
+
+    fn get_range(&self, name: &str, _offset: u64, _len: u64) -> std::result::Result<Vec<u8>, StoreError> {
+        Err(cannot("get", name))
+    }
+
+    fn put(&self, name: &str, data: &[u8], mode: PutMode) -> std::result::Result<ObjectInfo, StoreError> {
+        if !matches!(mode, PutMode::Create) {
+            return Err(cannot("put", name));
+        }
+        self.client.put_object(&self.job, name, data).map_err(|e| {
+            let kind = match e.kind() {
+                ServiceErrorKind::PermissionDenied => StoreErrorKind::PermissionDenied,
+                ServiceErrorKind::NoSpace => StoreErrorKind::NoSpace,
+                _ => StoreErrorKind::Other,
+            };
+            StoreError::new(kind, "put", name).with_detail(e.to_string())
+        })?;
+        Ok(ObjectInfo::new(name, data.len() as u64))
+    }
+
+    fn list_pages(
+        &self,
+        prefix: &str,
+        _page: &mut dyn FnMut(Vec<ObjectInfo>) -> std::ops::ControlFlow<()>,
+    ) -> std::result::Result<(), StoreError> {
+        Err(cannot("list", prefix))
+    }
+
+    fn stat(&self, name: &str) -> std::result::Result<ObjectInfo, StoreError> {
+        Err(cannot("stat", name))
+    }
+
+    fn delete(&self, name: &str) -> std::result::Result<(), StoreError> {
+        Err(cannot("delete", name))
+    }
+
+    fn abandoned_uploads(&self, _before: SystemTime) -> std::result::Result<Vec<AbandonedUpload>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    fn discard_upload(&self, upload: &AbandonedUpload) -> std::result::Result<(), StoreError> {
+        Err(cannot("delete", &upload.name))
+    }
+}

@@ -1,0 +1,422 @@
+//! The server's side of a registered host's backup.
+//!
+//! The host runs the backup; the server keeps it honest:
+//! - the objects it sends are added create-only, only packs and index
+//!   objects it sealed itself (`Vault::add_host_object`), and at most
+//!   [`UPLOAD_QUOTA`] bytes of them before a point references them;
+//! - the backup is a job like any other, run on the server for the time
+//!   the host works: its record, heartbeats and progress are the server's,
+//!   so the portal, the event stream and prune's care for running writers
+//!   see it; a host silent for longer than its limit fails the job;
+//! - the point is written by the server, under the master key, once the
+//!   item is found to be the host's and every tree and chunk the host
+//!   names is found in packs that host sealed (`Vault::check_host_tree`).
+
+use std::time::{Duration, Instant};
+
+use boveda_engine::BackupProgress;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use boveda_vault::{ChunkId, HostObject, PointStats, RecordId, RecoveryPoint, Vault};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Remedy, Result, ServiceError, ServiceErrorKind};
+use crate::fleet::Host;
+use crate::items::{Item, ItemSource, list_items};
+use crate::protection::{check_can_back_up, point_retention};
+use crate::runtime::clock::Clock;
+use crate::runtime::job::{Job, JobDone, JobEnv, Observers, Operation, run_job};
+
+/// Bytes a host may upload in one backup job (what no point references
+/// yet); past it, every upload of that job is refused, naming the quota.
+pub const UPLOAD_QUOTA: u64 = 64 << 30;
+
+fn refused(message: String) -> ServiceError {
+    ServiceError::refused(ServiceErrorKind::PermissionDenied, message, Remedy::CheckVault)
+}
+
+/// The items that live on `host`.
+///
+/// # Errors
+/// A store error.
+pub fn host_items(vault: &Vault, host: &Host) -> Result<Vec<Item>> {
+    Ok(list_items(vault)?.into_iter().filter(|i| i.host == Some(host.id)).collect())
+}
+
+/// `host`'s item named `name`; another host's (or the server's own) is
+/// refused as if it did not exist.
+///
+/// # Errors
+/// `NotFound`.
+pub fn host_item(vault: &Vault, host: &Host, name: &str) -> Result<Item> {
+    host_items(vault, host)?
+        .into_iter()
+        .find(|i| i.name.eq_ignore_ascii_case(name) || i.id.to_hex() == name)
+        .ok_or_else(|| ServiceError::NotFound(format!("host {} has no item named {name:?}", host.name)))
+}
+
+/// Adds an item that lives on a registered host. Its paths are the host's:
+/// they must be absolute and are checked there, when it backs up.
+///
+/// # Errors
+/// `Invalid` for a bad name, a relative path or a source type a host
+/// cannot back up yet; `Conflict` when the name is taken.
+pub fn add_host_item(vault: &Vault, host: &Host, name: &str, source: ItemSource) -> Result<Item> {
+    let paths: Vec<&std::path::Path> = match &source {
+        ItemSource::Files { paths, .. } => paths.iter().map(|p| p.as_path()).collect(),
+        ItemSource::Disk { path } => vec![path.as_path()],
+        ItemSource::Vm { .. } => {
+            return Err(ServiceError::Invalid(
+                "VMs on a registered host cannot be protected yet (docs/FLEET.md)".into(),
+            ));
+        }
+    };
+    if paths.is_empty() {
+        return Err(ServiceError::field_error("paths", "an item needs at least one path"));
+    }
+    if let Some(p) = paths.iter().find(|p| !p.is_absolute()) {
+        return Err(ServiceError::field_error(
+            "paths",
+            format!("{} is not an absolute path on host {}", p.display(), host.name),
+        ));
+    }
+    let mut item = crate::items::add_item_record(vault, name, source)?;
+    item = crate::items::update_item(vault, &item.id, |i| i.host = Some(host.id))?;
+    Ok(item)
+}
+
+/// Adds an object `host` sent (see `Vault::add_host_object`), counting it
+/// against the job's quota.
+///
+/// # Errors
+/// `PermissionDenied` naming the object and why; a store error.
+pub fn add_object(
+    vault: &Vault,
+    host: &Host,
+    name: &str,
+    bytes: &[u8],
+    uploaded: &mut u64,
+    quota: u64,
+) -> Result<HostObject> {
+    if *uploaded + bytes.len() as u64 > quota {
+        return Err(refused(format!(
+            "object {name} refused: host {} reached its quota of {} MiB uploaded in one backup job",
+            host.name,
+            quota >> 20
+        )));
+    }
+    match vault.add_host_object(&host.id, name, bytes) {
+        Ok(added) => {
+            *uploaded += bytes.len() as u64;
+            Ok(added)
+        }
+        Err(boveda_vault::VaultError::Store(e)) => Err(ServiceError::Vault(boveda_vault::VaultError::Store(e))),
+        Err(e) => Err(refused(e.to_string())),
+    }
+}
+
+/// The ids of the chunks the vault holds of `host`'s, 32 bytes each: what
+/// its next backup need not send again.
+///
+/// # Errors
+/// A store error.
+pub fn known_chunks(vault: &Vault, host: &Host) -> Result<Vec<u8>> {
+    let ids = vault.host_chunks(&host.id)?;
+    let mut out = Vec::with_capacity(ids.len() * 32);
+    for id in ids {
+        out.extend_from_slice(&id.0);
+    }
+    Ok(out)
+}
+
+/// How far a host's backup is, as it reports (counts so far).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HostProgress {
+    pub phase: String,
+    pub files: u64,
+    pub bytes_read: u64,
+}
+
+/// What a host says it backed up: the point's root tree and its numbers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HostClaim {
+    pub tree: ChunkId,
+    pub sources: Vec<String>,
+    pub stats: PointStats,
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
+
+/// What a host reports during its backup job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "report", rename_all = "kebab-case")]
+pub enum HostReport {
+    Progress(HostProgress),
+    Done(HostClaim),
+    Failed {
+        error: String,
+    },
+    /// Waits again for the answer to `done` (see [`ReportReply::pending`]).
+    Await,
+}
+
+/// A job the server started for this host.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StartedJob {
+    pub job: RecordId,
+    /// How the vault compresses and packs (a host seals as the vault would).
+    pub compression_level: i32,
+    pub pack_size: u64,
+}
+
+/// What the server answers a report.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ReportReply {
+    /// The job was stopped on the server: stop working on it.
+    #[serde(default)]
+    pub cancel: bool,
+    /// The point written (to a `done` report).
+    #[serde(default)]
+    pub point: Option<String>,
+    /// The point is still being checked: ask again with `await`.
+    #[serde(default)]
+    pub pending: bool,
+}
+
+/// A host's backup job as the server runs it.
+pub struct HostJob<'a> {
+    pub host: &'a Host,
+    pub item: &'a Item,
+    pub retain_until: Option<Timestamp>,
+    pub scheduled_for: Option<Timestamp>,
+    /// How long the host may stay silent before the job fails.
+    pub silence: Duration,
+}
+
+impl HostJob<'_> {
+    /// Runs the job until the host reports its point (checked, then
+    /// written), its failure, or falls silent. `env`'s host name should be
+    /// the host's.
+    ///
+    /// # Errors
+    /// As [`crate::backup_job`]: refused before a job is recorded for an
+    /// item that cannot be backed up; the backup's own failure is in the
+    /// second value.
+    pub fn run(
+        &self,
+        vault: &Vault,
+        env: &JobEnv<'_>,
+        reports: &crossbeam_channel::Receiver<HostReport>,
+    ) -> Result<(Job, Result<RecoveryPoint>)> {
+        let (host, item) = (self.host, self.item);
+        if item.host != Some(host.id) {
+            return Err(refused(format!("item {} is not host {}'s", item.name, host.name)));
+        }
+        check_can_back_up(item)?;
+        let now = env.clock.now();
+        let retain_until = point_retention(self.retain_until, self.scheduled_for, now)?;
+        let spec = env.spec(Operation::Backup, item, self.scheduled_for);
+        run_job(vault, env.clock, &spec, Observers::default(), |ctx| {
+            ctx.set_phase(&format!("running on host {}", host.name));
+            let mut last = HostProgress::default();
+            let mut heard = Instant::now();
+            let claim = loop {
+                if ctx.is_cancelled() {
+                    return Err(ServiceError::Engine(boveda_engine::EngineError::Cancelled));
+                }
+                match reports.recv_timeout(Duration::from_millis(250)) {
+                    Ok(HostReport::Progress(p)) => {
+                        heard = Instant::now();
+                        ctx.set_phase(&format!("{} (on host {})", p.phase, host.name));
+                        ctx.bytes_read(p.bytes_read.saturating_sub(last.bytes_read));
+                        for _ in last.files..p.files {
+                            ctx.file_done(std::path::Path::new(""), 0, false);
+                        }
+                        last = p;
+                    }
+                    Ok(HostReport::Done(claim)) => break claim,
+                    Ok(HostReport::Await) => {}
+                    Ok(HostReport::Failed { error }) => {
+                        return Err(ServiceError::Invalid(format!("on host {}: {error}", host.name)));
+                    }
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) if heard.elapsed() < self.silence => {}
+                    Err(_) => {
+                        return Err(ServiceError::Invalid(format!(
+                            "host {} stopped reporting (nothing for {} s): the backup is abandoned, its uploads are reclaimed by prune",
+                            host.name,
+                            heard.elapsed().as_secs()
+                        )));
+                    }
+                }
+            };
+            ctx.set_phase("checking what the host backed up");
+            vault.check_host_tree(&host.id, &claim.tree).map_err(|e| refused(format!("host {}: {e}", host.name)))?;
+            let parent = vault.list_item_points(&item.id)?.pop();
+            let point = RecoveryPoint {
+                id: vault.new_point_id(&item.id),
+                item_id: item.id,
+                item_name: item.name.clone(),
+                started: now,
+                time: env.clock.now().max(now),
+                tree: claim.tree,
+                parent: parent.map(|p| p.id),
+                hostname: host.name.clone(),
+                sources: claim.sources,
+                consistency: boveda_vault::Consistency::CrashConsistent,
+                retain_until,
+                scheduled_for: self.scheduled_for,
+                kept_by: if self.scheduled_for.is_some() { "scheduled" } else { "ad-hoc" }.into(),
+                stats: claim.stats,
+                warnings: claim.warnings,
+                live_bitmap: None,
+                freeze_ms: None,
+            };
+            vault.save_point(&point)?;
+            let done = JobDone { warnings: point.warnings.clone(), details: vec![], point: Some(point.id) };
+            Ok((point, done))
+        })
+    }
+}
+
+/// How long a host may stay silent during a backup by default.
+pub const DEFAULT_SILENCE: Duration = Duration::from_secs(60);
+
+/// How long a host's `done` report waits for the server's check and the
+/// point's write before it is told to ask again (well within a request's
+/// time limit).
+const REPLY_WAIT: Duration = Duration::from_secs(15);
+
+/// How the server runs hosts' backup jobs.
+#[derive(Clone)]
+pub struct HostJobTerms {
+    pub clock: Arc<dyn Clock>,
+    /// How often the job's record beats.
+    pub heartbeat: Duration,
+    /// How long a host may stay silent before its job fails.
+    pub silence: Duration,
+    /// Bytes a host may upload in one job (see [`UPLOAD_QUOTA`]).
+    pub quota: u64,
+}
+
+struct Running {
+    host: RecordId,
+    quota: u64,
+    reports: crossbeam_channel::Sender<HostReport>,
+    outcome: crossbeam_channel::Receiver<Result<String>>,
+    uploaded: Mutex<u64>,
+}
+
+/// The host backup jobs a server runs now, by job id.
+#[derive(Default)]
+pub struct HostJobs {
+    running: Mutex<HashMap<RecordId, Arc<Running>>>,
+}
+
+fn gone(job: &RecordId) -> ServiceError {
+    ServiceError::Conflict(format!("job {} is not running (it ended, was stopped, or is not this host's)", job.short()))
+}
+
+impl HostJobs {
+    fn get(&self, host: &Host, job: &RecordId) -> Result<Arc<Running>> {
+        let running = self.running.lock().map_err(|_| ServiceError::Internal("host jobs poisoned".into()))?;
+        running.get(job).filter(|r| r.host == host.id).cloned().ok_or_else(|| gone(job))
+    }
+
+    /// Starts a backup job of `host`'s item `item`, run on a thread of its
+    /// own until the host reports its end (or falls silent for `silence`).
+    /// Returns once the job is recorded.
+    ///
+    /// # Errors
+    /// `NotFound` for an item that is not the host's; a refusal before the
+    /// job is recorded (protection stopped, a past retain-until date).
+    pub fn start(
+        self: &Arc<Self>,
+        vault: Arc<Vault>,
+        terms: &HostJobTerms,
+        host: Host,
+        item: &str,
+        retain_until: Option<&str>,
+    ) -> Result<StartedJob> {
+        let (clock, heartbeat, silence, quota) = (terms.clock.clone(), terms.heartbeat, terms.silence, terms.quota);
+        let item = host_item(&vault, &host, item)?;
+        let retain_until = retain_until
+            .map(|t| crate::model::time_input::parse_retain_until(t, clock.now(), &jiff::tz::TimeZone::system()))
+            .transpose()?;
+        let (reports_tx, reports) = crossbeam_channel::unbounded();
+        let (started_tx, started) = crossbeam_channel::bounded(1);
+        let (outcome_tx, outcome) = crossbeam_channel::bounded(1);
+        let (jobs, target) = (self.clone(), vault.writer_target());
+        let host_id = host.id;
+        std::thread::spawn(move || {
+            let mut job_env = JobEnv::new(clock.as_ref(), heartbeat, host.name.clone());
+            job_env.started = Some(started_tx);
+            let spec = HostJob { host: &host, item: &item, retain_until, scheduled_for: None, silence };
+            let (id, result) = match spec.run(&vault, &job_env, &reports) {
+                Ok((job, result)) => (Some(job.id), result.map(|p| p.id.to_hex())),
+                Err(e) => (None, Err(e)),
+            };
+            let _ = outcome_tx.send(result);
+            if let (Some(id), Ok(mut running)) = (id, jobs.running.lock()) {
+                running.remove(&id);
+            }
+        });
+        let job: Job = crossbeam_channel::select! {
+            recv(started) -> job => job.map_err(|_| ServiceError::Internal("the host job ended unrecorded".into()))?,
+            recv(outcome) -> refused => {
+                return Err(match refused {
+                    Ok(Err(e)) => e,
+                    _ => ServiceError::Internal("the host job ended unrecorded".into()),
+                });
+            }
+        };
+        let running = Arc::new(Running { host: host_id, quota, reports: reports_tx, outcome, uploaded: Mutex::new(0) });
+        self.running.lock().map_err(|_| ServiceError::Internal("host jobs poisoned".into()))?.insert(job.id, running);
+        Ok(StartedJob { job: job.id, compression_level: target.compression_level, pack_size: target.pack_size as u64 })
+    }
+
+    /// Whether `job` runs for `host`.
+    ///
+    /// # Errors
+    /// `Conflict` when it does not.
+    pub fn check_running(&self, host: &Host, job: &RecordId) -> Result<()> {
+        self.get(host, job).map(|_| ())
+    }
+
+    /// Adds an object the host sent for its running job `job`.
+    ///
+    /// # Errors
+    /// `Conflict` when the job does not run (or is another host's);
+    /// `PermissionDenied` for an object refused (see [`add_object`]).
+    pub fn upload(&self, vault: &Vault, host: &Host, job: &RecordId, name: &str, bytes: &[u8]) -> Result<HostObject> {
+        let running = self.get(host, job)?;
+        let mut uploaded = running.uploaded.lock().map_err(|_| ServiceError::Internal("poisoned".into()))?;
+        add_object(vault, host, name, bytes, &mut uploaded, running.quota)
+    }
+
+    /// Takes a host's report on its running job. A `done` report is
+    /// answered once the point is checked and written (or refused).
+    ///
+    /// # Errors
+    /// `Conflict` when the job does not run; the refusal of the point.
+    pub fn report(&self, host: &Host, job: &RecordId, report: HostReport) -> Result<ReportReply> {
+        let running = self.get(host, job)?;
+        match report {
+            HostReport::Await => {}
+            HostReport::Progress(_) => {
+                running.reports.send(report).map_err(|_| gone(job))?;
+                return Ok(ReportReply::default());
+            }
+            ends => running.reports.send(ends).map_err(|_| gone(job))?,
+        }
+        match running.outcome.recv_timeout(REPLY_WAIT) {
+            Ok(Ok(point)) => Ok(ReportReply { point: Some(point), ..ReportReply::default() }),
+            Ok(Err(e)) => Err(e),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                Ok(ReportReply { pending: true, ..ReportReply::default() })
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(gone(job)),
+        }
+    }
+}
