@@ -58,7 +58,7 @@ pub use boveda_store::{
 };
 pub use boveda_vault::drive_format::DriveLabel;
 pub use boveda_vault::{
-    DamageLog, HostObject, KdfParams, Node, NodeKind, RecordId, RecoveryPoint, Vault, VaultSettings,
+    DamageLog, HostObject, KdfParams, Node, NodeKind, PointStats, RecordId, RecoveryPoint, Vault, VaultSettings,
 };
 pub use error::{Remedy, Result, ServiceError, ServiceErrorKind};
 pub use items::consistency::{ConsistencyConfig, MAX_SCRIPT_TIMEOUT_SECS, ScriptResult, run_script};
