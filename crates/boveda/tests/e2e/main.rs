@@ -16,6 +16,7 @@ mod damage;
 mod disk_files;
 mod disks;
 mod flaky_store;
+mod fleet;
 mod live_vms;
 mod lost_data;
 mod mount;

@@ -45,17 +45,17 @@ fn tokens_are_shown_once_listed_without_secrets_and_revoked() {
 }
 
 /// A server started in the background; stopped (SIGTERM) when dropped.
-struct Server {
-    child: Child,
-    url: String,
+pub(crate) struct Server {
+    pub child: Child,
+    pub url: String,
 }
 
 impl Server {
-    fn start(env: &Env, args: &[&str]) -> Server {
+    pub fn start(env: &Env, args: &[&str]) -> Server {
         Server::spawn(env.cmd(args))
     }
 
-    fn spawn(mut cmd: Command) -> Server {
+    pub fn spawn(mut cmd: Command) -> Server {
         let mut child = cmd.stderr(Stdio::piped()).stdout(Stdio::null()).spawn().expect("serve");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = std::sync::mpsc::channel();
@@ -72,7 +72,7 @@ impl Server {
     }
 
     /// Stops it as systemd would; its exit status.
-    fn stop(mut self) -> std::process::ExitStatus {
+    pub fn stop(mut self) -> std::process::ExitStatus {
         let pid = self.child.id() as i32;
         // SAFETY: a signal to the child this test started
         unsafe { libc::kill(pid, libc::SIGTERM) };
@@ -94,7 +94,7 @@ impl Drop for Server {
     }
 }
 
-fn curl(args: &[&str]) -> (String, String) {
+pub(crate) fn curl(args: &[&str]) -> (String, String) {
     let out = Command::new("curl").args(["-sS", "--max-time", "30", "-D", "-"]).args(args).output().expect("curl");
     assert!(out.status.success(), "curl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout).to_string();
