@@ -128,6 +128,9 @@ struct UploadState {
     bytes_stored: AtomicU64,
     packs_written: AtomicU64,
     error: Mutex<Option<VaultError>>,
+    /// What the first failed upload said, for every caller after the one
+    /// that took the error itself.
+    failure: Mutex<Option<String>>,
     buffers: Mutex<Vec<Vec<u8>>>,
 }
 
@@ -212,6 +215,9 @@ impl<'a> BlobWriter<'a> {
                         return;
                     }
                     if let Err(e) = upload(store.as_ref(), &key, pack, &state) {
+                        if let Ok(mut said) = state.failure.lock() {
+                            said.get_or_insert_with(|| e.to_string());
+                        }
                         if let Ok(mut slot) = state.error.lock() {
                             slot.get_or_insert(e);
                         }
@@ -306,12 +312,12 @@ impl<'a> BlobWriter<'a> {
     }
 
     fn upload_error(&self) -> VaultError {
-        self.uploads
-            .error
-            .lock()
-            .ok()
-            .and_then(|mut e| e.take())
-            .unwrap_or_else(|| VaultError::Invalid("the upload thread stopped".into()))
+        self.uploads.error.lock().ok().and_then(|mut e| e.take()).unwrap_or_else(|| {
+            match self.uploads.failure.lock().ok().and_then(|f| f.clone()) {
+                Some(said) => VaultError::Invalid(format!("an upload failed: {said}")),
+                None => VaultError::Invalid("the upload thread stopped".into()),
+            }
+        })
     }
 
     fn send(&self, pack: PackBuilder) -> Result<()> {

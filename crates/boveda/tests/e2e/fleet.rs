@@ -198,3 +198,271 @@ fn two_hosts_register_back_up_through_the_server_and_are_restored_there(kind: St
     admin(&env, &["vault", "check", "--read-data"]);
     drop(server);
 }
+
+/// The status code and body of a request made as an attacker would, with
+/// curl (trusting any certificate: the attacker has no reason to check).
+fn attack(method: &str, url: &str, token: &str, body: Option<&Path>) -> (u16, String) {
+    let bearer = format!("Authorization: Bearer {token}");
+    let mut args = vec!["-k", "-X", method, "-H", &bearer, url];
+    let data;
+    if let Some(file) = body {
+        data = format!("@{}", file.display());
+        args.extend(["-H", "Content-Type: application/json", "--data-binary", &data]);
+    }
+    let (head, body) = curl(&args);
+    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, body)
+}
+
+fn files_below(dir: &Path) -> Vec<PathBuf> {
+    let mut out = common::walk_files(dir);
+    out.sort();
+    out
+}
+
+fn digest(files: &[PathBuf]) -> Vec<(PathBuf, blake3::Hash)> {
+    files.iter().map(|f| (f.clone(), blake3::hash(&std::fs::read(f).expect("read")))).collect()
+}
+
+fn identity(env: &Env, host: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(host_dir(env, host).join("host.json")).expect("identity");
+    serde_json::from_str(&text).expect("json")
+}
+
+/// A pack of `host`'s in the store, and one of its index objects.
+fn objects_of(env: &Env, host_id: &str) -> (PathBuf, PathBuf) {
+    let needle = hex_bytes(host_id);
+    let find = |folder: &str| {
+        files_below(&env.vault.join(folder))
+            .into_iter()
+            .find(|f| std::fs::read(f).expect("read").windows(16).take(64).any(|w| w == needle.as_slice()))
+            .unwrap_or_else(|| panic!("no {folder} object sealed by {host_id}"))
+    };
+    (find("packs"), find("index"))
+}
+
+fn hex_bytes(hex: &str) -> Vec<u8> {
+    (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex")).collect()
+}
+
+#[test]
+fn a_registered_host_attacking_as_root_is_refused_and_nothing_is_lost() {
+    let env = Env::new();
+    env.create_vault();
+    let (cert, key) = certificate(&env);
+    let port = free_port();
+    let server = serve(&env, port, &cert, &key, &[]);
+    let url = server.url.clone();
+    for h in ["web1", "web2"] {
+        register(&env, h, &credentials(&env, &url, &cert, h, "48h"));
+    }
+    let (s1, s2) = (source(&env, "src1", 12), source(&env, "src2", 12));
+    admin(&env, &["item", "add", "files", "web1-files", "--path", s1.to_str().expect("utf8"), "--host", "web1"]);
+    admin(&env, &["item", "add", "files", "web2-files", "--path", s2.to_str().expect("utf8"), "--host", "web2"]);
+    backup_json(&env, "web1", "web1-files");
+    let web2_point = backup_json(&env, "web2", "web2-files");
+    let before = digest(&files_below(&env.vault));
+
+    // the attacker: web1's root, with web1's identity file and cache
+    let me = identity(&env, "web1");
+    let token = me["token"].as_str().expect("token").to_string();
+    let (my_id, web2_id) = (me["host"].as_str().expect("id").to_string(), identity(&env, "web2")["host"].clone());
+    let api = format!("{url}/api/v1/vaults/test-vault");
+
+    // 1. the admin's API: a host token opens none of it
+    for (m, path) in [
+        ("GET", "/items"),
+        ("GET", "/items/web2-files/points"),
+        ("GET", "/items/web2-files/points/latest/browse?path=/"),
+        ("DELETE", "/items/web2-files/protection?delete_data=true"),
+        ("GET", "/hosts"),
+        ("POST", "/hosts"),
+    ] {
+        let (code, body) = attack(m, &format!("{api}{path}"), &token, None);
+        assert_eq!(code, 401, "{m} {path}: {body}");
+    }
+    // 2. another host's item: as if it did not exist
+    let req = env.path("req.json");
+    std::fs::write(&req, r#"{"item":"web2-files"}"#).expect("req");
+    let (code, body) = attack("POST", &format!("{api}/host/jobs"), &token, Some(&req));
+    assert_eq!(code, 404, "{body}");
+    // 3. its own job, then objects it may not write
+    std::fs::write(&req, r#"{"item":"web1-files"}"#).expect("req");
+    let (code, body) = attack("POST", &format!("{api}/host/jobs"), &token, Some(&req));
+    assert_eq!(code, 201, "{body}");
+    let job = serde_json::from_str::<serde_json::Value>(&body).expect("job")["job"].as_str().expect("id").to_string();
+    let objects = format!("{api}/host/jobs/{job}/objects");
+    let junk = env.path("junk");
+    std::fs::write(&junk, b"{\"not\":\"a vault object\"}").expect("junk");
+    for name in ["config", "keys/00", "catalog/items/x", "points/x", "locks/prune", "index/00"] {
+        let (code, body) = attack("PUT", &format!("{objects}/{name}"), &token, Some(&junk));
+        assert_eq!(code, 403, "{name}: {body}");
+        assert!(body.contains("refused"), "{name}: {body}");
+    }
+    // 4. another host's pack and index object, sent as its own
+    let (their_pack, their_index) = objects_of(&env, web2_id.as_str().expect("id"));
+    for theirs in [&their_pack, &their_index] {
+        let name = theirs.strip_prefix(&env.vault).expect("below").display().to_string();
+        let (code, body) = attack("PUT", &format!("{objects}/{name}"), &token, Some(theirs));
+        assert_eq!(code, 403, "{name}: {body}");
+        assert!(body.contains("another host"), "{name}: {body}");
+    }
+    // 5. its own pack, altered, under the same name: never replaced
+    let (my_pack, _) = objects_of(&env, &my_id);
+    let mut altered = std::fs::read(&my_pack).expect("pack");
+    let last = altered.len() - 1;
+    altered[last] ^= 1;
+    std::fs::write(&junk, &altered).expect("altered");
+    let name = my_pack.strip_prefix(&env.vault).expect("below").display().to_string();
+    let (code, body) = attack("PUT", &format!("{objects}/{name}"), &token, Some(&junk));
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("hash of its bytes"), "{body}");
+    // 6. a point of another host's data: web2's root tree claimed as web1's
+    let claim = serde_json::json!({
+        "report": "done",
+        "tree": web2_point_tree(&env, &web2_point),
+        "sources": ["/stolen"],
+        "stats": web2_point["stats"],
+    });
+    std::fs::write(&req, claim.to_string()).expect("claim");
+    let (code, body) = attack("POST", &format!("{api}/host/jobs/{job}/report"), &token, Some(&req));
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("another host's"), "{body}");
+    let jobs = admin(&env, &["--output", "json", "job", "list", "--item", "web1-files", "--status", "Failed"]);
+    assert!(jobs.contains("another host's"), "the refused point's job failed, saying why: {jobs}");
+
+    // nothing stored changed, nothing was added but job records
+    let after: Vec<_> = digest(&files_below(&env.vault))
+        .into_iter()
+        .filter(|(p, _)| !p.starts_with(env.vault.join("catalog")))
+        .collect();
+    let kept: Vec<_> = before.iter().filter(|(p, _)| !p.starts_with(env.vault.join("catalog"))).cloned().collect();
+    assert_eq!(after, kept, "the attacks changed stored objects");
+    assert_eq!(admin(&env, &["--output", "json", "recoverypoint", "list", "web1-files"]).matches("\"id\"").count(), 1);
+
+    // 7. credentials: expired, or naming another certificate
+    let short = credentials(&env, &url, &cert, "late", "1s");
+    std::thread::sleep(Duration::from_millis(1500));
+    let err = host_fails(&env, "late", &["host", "register", "--credentials", short.to_str().expect("utf8")]);
+    assert!(err.contains("expired"), "{err}");
+    let good = credentials(&env, &url, &cert, "web3", "48h");
+    let text_creds = std::fs::read_to_string(&good).expect("creds");
+    let fp = serde_json::from_str::<serde_json::Value>(&text_creds).expect("json")["fingerprint"]
+        .as_str()
+        .expect("fp")
+        .to_string();
+    let forged = env.path("forged.creds");
+    std::fs::write(&forged, text_creds.replace(&fp, &format!("sha256:{}", "ab".repeat(32)))).expect("forged");
+    let err = host_fails(&env, "web3", &["host", "register", "--credentials", forged.to_str().expect("utf8")]);
+    assert!(err.contains("fingerprint"), "{err}");
+    // the pinned fingerprint refused the server before the secret was sent:
+    // the credentials still work
+    assert!(register(&env, "web3", &good).contains("registered host web3"));
+
+    // 8. past the quota: a server that allows 1 MiB per job
+    drop(server);
+    let server = serve(&env, port, &cert, &key, &["--host-quota-mib", "1"]);
+    let big = env.path("big");
+    std::fs::create_dir_all(&big).expect("mkdir");
+    std::fs::write(big.join("random"), noise(77, 3 << 20)).expect("big");
+    admin(&env, &["item", "add", "files", "web1-big", "--path", big.to_str().expect("utf8"), "--host", "web1"]);
+    let err = host_fails(&env, "web1", &["host", "backup", "web1-big"]);
+    assert!(err.contains("quota of 1 MiB"), "{err}");
+    drop(server);
+
+    // nothing lost: every point restores, the vault checks clean
+    let _server = serve(&env, port, &cert, &key, &[]);
+    restored(&env, "web2-files", &s2, "r2");
+    restored(&env, "web1-files", &s1, "r1");
+    admin(&env, &["vault", "check", "--read-data"]);
+}
+
+/// A point's root tree, as the admin sees it.
+fn web2_point_tree(env: &Env, point: &serde_json::Value) -> String {
+    let id = point["point"].as_str().expect("point id");
+    let list = admin(env, &["--output", "json", "recoverypoint", "list", "web2-files"]);
+    let list: serde_json::Value = serde_json::from_str(&list).expect("json");
+    list.as_array()
+        .expect("points")
+        .iter()
+        .find(|p| p["point"]["id"].as_str().is_some_and(|x| x.starts_with(&id[..8])))
+        .and_then(|p| p["point"]["tree"].as_str())
+        .expect("tree")
+        .to_string()
+}
+
+fn slow_server(env: &Env, port: u16, cert: &str, key: &str) -> Server {
+    let listen = format!("127.0.0.1:{port}");
+    let mut cmd = env.cmd(&["serve", "test-vault", "--listen", &listen, "--tls-cert", cert, "--tls-key", key]);
+    cmd.args(["--no-scheduler", "--host-silence-secs", "4"]).env("BOVEDA_STORE_FAULTS", "latency=50ms");
+    Server::spawn(cmd)
+}
+
+/// Runs a host's backup and kills (`kill -9`) the server, when given, or
+/// the host, once the backup has run for a while.
+fn kill_during_backup(env: &Env, server: Option<&mut std::process::Child>) -> Output {
+    let mut backup = host_cmd(env, "web1", &["host", "backup", "web1-files"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("host backup");
+    // once its job runs on the server, and a little more
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !admin(env, &["job", "list", "--status", "InProgress"]).contains("web1-files") {
+        assert!(backup.try_wait().expect("wait").is_none(), "the backup ended before it could be killed");
+        assert!(Instant::now() < deadline, "the host's backup job never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(backup.try_wait().expect("wait").is_none(), "the backup ended before it could be killed");
+    let victim = match server {
+        Some(server) => server,
+        None => &mut backup,
+    };
+    victim.kill().expect("kill -9");
+    let _ = victim.wait();
+    backup.wait_with_output().expect("backup output")
+}
+
+#[test]
+fn kills_of_a_host_or_of_the_server_mid_backup_lose_nothing_and_the_next_backup_works() {
+    let env = Env::new();
+    env.create_vault();
+    let (cert, key) = certificate(&env);
+    let port = free_port();
+    let mut server = slow_server(&env, port, &cert, &key);
+    register(&env, "web1", &credentials(&env, &server.url, &cert, "web1", "48h"));
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    for i in 0..40u64 {
+        std::fs::write(src.join(format!("f{i}")), noise(i, 1 << 20)).expect("write");
+    }
+    admin(&env, &["item", "add", "files", "web1-files", "--path", src.to_str().expect("utf8"), "--host", "web1"]);
+
+    // the host killed: its job fails once the host falls silent
+    let out = kill_during_backup(&env, None);
+    assert!(!out.status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let jobs = admin(&env, &["--output", "json", "job", "list", "--item", "web1-files", "--status", "Failed"]);
+        if jobs.contains("stopped reporting") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the killed host's job never failed: {}", admin(&env, &["job", "list"]));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    // the server killed: the host's backup fails, saying so
+    let out = kill_during_backup(&env, Some(&mut server.child));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("server"), "{err}");
+    drop(server);
+
+    // the next backup, with a server again, works and restores
+    let _server = serve(&env, port, &cert, &key, &[]);
+    let point = backup_json(&env, "web1", "web1-files");
+    assert_eq!(point["stats"]["files"], 40, "{point}");
+    restored(&env, "web1-files", &src, "r");
+    admin(&env, &["vault", "check", "--read-data"]);
+}
