@@ -56,6 +56,7 @@ pub fn document(specs: &[RouteSpec], public: &[(&str, &str)]) -> Value {
                 "/api/v1/openapi.json" => "This document",
                 "/api/v1/vaults/{vault}/hosts/register" => "Register a host with single-use credentials (docs/FLEET.md)",
                 "/api/v1/vaults/{vault}/host/items" => "A registered host's items (host token)",
+                "/api/v1/vaults/{vault}/host/work" => "The backups the server asks of the host (?wait= seconds, at most 20; host token)",
                 "/api/v1/vaults/{vault}/host/jobs" => "A registered host starts a backup job of its item (host token)",
                 "/api/v1/vaults/{vault}/host/jobs/{job}/chunks" => "The chunks the vault holds of the host's (host token)",
                 "/api/v1/vaults/{vault}/host/jobs/{job}/objects/{*name}" => "Add a pack or index object the host sealed, create-only (host token)",

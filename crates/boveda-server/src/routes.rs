@@ -38,13 +38,14 @@ fn method_name<S: serde::Serializer>(m: &Method, s: S) -> Result<S::Ok, S::Error
 /// description, and a registered host's routes (registering with the
 /// credentials' secret; the others with the host's own token,
 /// docs/FLEET.md).
-pub const PUBLIC_ROUTES: [(&str, &str); 10] = [
+pub const PUBLIC_ROUTES: [(&str, &str); 11] = [
     ("POST", "/api/v1/login"),
     ("GET", "/api/v1/session"),
     ("POST", "/api/v1/logout"),
     ("GET", "/api/v1/openapi.json"),
     ("POST", "/api/v1/vaults/{vault}/hosts/register"),
     ("GET", "/api/v1/vaults/{vault}/host/items"),
+    ("GET", "/api/v1/vaults/{vault}/host/work"),
     ("POST", "/api/v1/vaults/{vault}/host/jobs"),
     ("GET", "/api/v1/vaults/{vault}/host/jobs/{job}/chunks"),
     ("PUT", "/api/v1/vaults/{vault}/host/jobs/{job}/objects/{*name}"),

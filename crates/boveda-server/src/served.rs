@@ -137,6 +137,8 @@ pub struct Served {
     contacts: Mutex<std::collections::HashMap<boveda_service::RecordId, Instant>>,
     /// Backups that registered hosts run now.
     pub host_jobs: Arc<HostJobs>,
+    /// What the server asks of its hosts (scheduled slots, backup now).
+    pub host_work: Arc<boveda_service::fleet::work::HostWork>,
 }
 
 /// How often a host's last contact is written to its record.
@@ -156,6 +158,7 @@ impl Served {
             hosts: Mutex::new(None),
             contacts: Mutex::default(),
             host_jobs: Arc::default(),
+            host_work: Arc::default(),
         })
     }
 

@@ -192,6 +192,10 @@ pub enum HostCmd {
     Unregister { name: String },
     /// (on a host) This host's items, as its server lists them.
     Items,
+    /// (on a host) Run the backups the server asks for (its items' policy
+    /// slots, "backup now" from the portal or the API) until stopped; the
+    /// systemd unit is in docs/FLEET.md.
+    Agent,
     /// (on a host) Back up one of this host's items now, through the server.
     Backup {
         item: String,

@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use boveda_service as svc;
 use boveda_service::fleet::intake::{HostReport, ReportReply, StartedJob};
+use boveda_service::fleet::work::Assignment;
 use boveda_service::fleet::{Host, HostCredentials, Registered, Registration};
 use serde::Deserialize;
 
@@ -146,34 +147,47 @@ pub(super) async fn host_items(
 ) -> ApiResult<Json<Vec<svc::Item>>> {
     let (served, host) = host_of(&app, &params, &headers).await?;
     let vault = served.vault.clone();
-    Ok(Json(blocking(move || svc::fleet::intake::host_items(&vault, &host)).await?))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct HostBackup {
-    item: String,
-    #[serde(default)]
-    retain_until: Option<String>,
+    Ok(Json(blocking(move || svc::fleet::host_items(&vault, &host)).await?))
 }
 
 pub(super) async fn host_start_backup(
     State(app): State<AppState>,
     Path(params): Path<BTreeMap<String, String>>,
     headers: HeaderMap,
-    Body(req): Body<HostBackup>,
+    Body(req): Body<Assignment>,
 ) -> ApiResult<(StatusCode, Json<StartedJob>)> {
     let (served, host) = host_of(&app, &params, &headers).await?;
-    let (vault, jobs) = (served.vault.clone(), served.host_jobs.clone());
+    let (vault, jobs, work) = (served.vault.clone(), served.host_jobs.clone(), served.host_work.clone());
     let terms = svc::fleet::intake::HostJobTerms {
         clock: app.config.jobs.clock.clone(),
         heartbeat: app.config.jobs.heartbeat,
         silence: app.config.host_silence,
         quota: app.config.host_quota,
     };
-    let started = blocking(move || jobs.start(vault, &terms, host, &req.item, req.retain_until.as_deref())).await?;
+    let started = blocking(move || jobs.start(vault, &terms, host, &req, &work)).await?;
     served.changed();
     Ok((StatusCode::CREATED, Json(started)))
+}
+
+#[derive(Deserialize)]
+pub(super) struct WorkQuery {
+    #[serde(default)]
+    wait: u64,
+}
+
+/// The longest a host's request for work waits (within a request's limit).
+const WORK_WAIT_LIMIT: u64 = 20;
+
+pub(super) async fn host_work(
+    State(app): State<AppState>,
+    Path(params): Path<BTreeMap<String, String>>,
+    headers: HeaderMap,
+    super::extract::Q(q): super::extract::Q<WorkQuery>,
+) -> ApiResult<Json<Vec<Assignment>>> {
+    let (served, host) = host_of(&app, &params, &headers).await?;
+    let (vault, work, now) = (served.vault.clone(), served.host_work.clone(), now(&app));
+    let wait = std::time::Duration::from_secs(q.wait.min(WORK_WAIT_LIMIT));
+    Ok(Json(blocking(move || work.take(&vault, &host, now, wait)).await?))
 }
 
 pub(super) async fn host_chunks(

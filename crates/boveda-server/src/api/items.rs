@@ -132,7 +132,14 @@ pub(super) async fn backup_now(
     let served = caller.served()?.clone();
     let (vault, item) = (served.vault.clone(), caller.item()?.clone());
     let env = app.config.jobs.clone();
-    let job = blocking(move || svc::start_backup(vault, &env, item, req.retain_until.as_deref())).await?;
+    let job = if item.host.is_some() {
+        // its host's agent runs it
+        let work = served.host_work.clone();
+        let wait = std::time::Duration::from_secs(15);
+        blocking(move || svc::fleet::work::backup_now_on_host(&vault, &work, &item, req.retain_until, wait)).await?
+    } else {
+        blocking(move || svc::start_backup(vault, &env, item, req.retain_until.as_deref())).await?
+    };
     served.changed();
     Ok((StatusCode::ACCEPTED, Json(job)))
 }

@@ -276,6 +276,7 @@ fn host_routes(router: Router<AppState>) -> Router<AppState> {
     router
         .route("/api/v1/vaults/{vault}/hosts/register", post(register))
         .route(&format!("{H}/items"), get(host_items))
+        .route(&format!("{H}/work"), get(host_work))
         .route(&format!("{H}/jobs"), post(host_start_backup))
         .route(&format!("{H}/jobs/{{job}}/chunks"), get(host_chunks))
         .route(

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Remedy, Result, ServiceError, ServiceErrorKind};
 use crate::fleet::intake::{HostReport, ReportReply, StartedJob};
+use crate::fleet::work::Assignment;
 use crate::fleet::{Registered, Registration, certificate_fingerprint, normalize_fingerprint};
 use crate::items::Item;
 
@@ -207,13 +208,22 @@ impl HostClient {
         self.json(self.http.get(self.url("host/items")))
     }
 
-    /// Asks the server to start a backup job of `item`.
+    /// Asks the server to start the backup job it assigned (or one of the
+    /// host's own asking: an item and nothing else).
     ///
     /// # Errors
     /// The server's refusal (not this host's item, protection stopped).
-    pub fn start_backup(&self, item: &str, retain_until: Option<&str>) -> Result<StartedJob> {
-        let body = serde_json::json!({ "item": item, "retain_until": retain_until });
-        self.post(self.url("host/jobs"), &body)
+    pub fn start_backup(&self, work: &Assignment) -> Result<StartedJob> {
+        self.post(self.url("host/jobs"), work)
+    }
+
+    /// The backups the server asks of this host, waiting up to `wait` for
+    /// one.
+    ///
+    /// # Errors
+    /// The server's refusal; a network error.
+    pub fn work(&self, wait: Duration) -> Result<Vec<Assignment>> {
+        self.json(self.http.get(self.url(&format!("host/work?wait={}", wait.as_secs()))))
     }
 
     /// The chunks the vault holds of this host's.

@@ -21,6 +21,7 @@ use crate::error::{Result, ServiceError};
 use crate::fleet::client::{HostClient, UploadStore};
 use crate::fleet::identity::HostIdentity;
 use crate::fleet::intake::{HostClaim, HostProgress, HostReport};
+use crate::fleet::work::Assignment;
 use crate::items::ItemSource;
 
 /// How often a host reports while it backs up.
@@ -84,16 +85,15 @@ pub fn backup_item(
     dir: &Path,
     identity: &HostIdentity,
     client: Arc<HostClient>,
-    item_name: &str,
-    retain_until: Option<&str>,
+    work: &Assignment,
     progress: &dyn BackupProgress,
 ) -> Result<HostBackupOutcome> {
     let items = client.items()?;
     let item = items
         .iter()
-        .find(|i| i.name.eq_ignore_ascii_case(item_name))
-        .ok_or_else(|| ServiceError::NotFound(format!("host {} has no item named {item_name:?}", identity.name)))?;
-    let started = client.start_backup(&item.name, retain_until)?;
+        .find(|i| i.name.eq_ignore_ascii_case(&work.item))
+        .ok_or_else(|| ServiceError::NotFound(format!("host {} has no item named {:?}", identity.name, work.item)))?;
+    let started = client.start_backup(work)?;
     let job = started.job;
     let run = || -> Result<boveda_engine::FileBackupOutcome> {
         let known = client.known_chunks(&job)?;

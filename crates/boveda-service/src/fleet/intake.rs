@@ -24,7 +24,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Remedy, Result, ServiceError, ServiceErrorKind};
 use crate::fleet::Host;
-use crate::items::{Item, ItemSource, list_items};
+use crate::fleet::host_item;
+use crate::fleet::work::{Assignment, HostWork};
+use crate::items::{Item, ItemSource};
 use crate::protection::{check_can_back_up, point_retention};
 use crate::runtime::clock::Clock;
 use crate::runtime::job::{Job, JobDone, JobEnv, Observers, Operation, run_job};
@@ -35,26 +37,6 @@ pub const UPLOAD_QUOTA: u64 = 64 << 30;
 
 fn refused(message: String) -> ServiceError {
     ServiceError::refused(ServiceErrorKind::PermissionDenied, message, Remedy::CheckVault)
-}
-
-/// The items that live on `host`.
-///
-/// # Errors
-/// A store error.
-pub fn host_items(vault: &Vault, host: &Host) -> Result<Vec<Item>> {
-    Ok(list_items(vault)?.into_iter().filter(|i| i.host == Some(host.id)).collect())
-}
-
-/// `host`'s item named `name`; another host's (or the server's own) is
-/// refused as if it did not exist.
-///
-/// # Errors
-/// `NotFound`.
-pub fn host_item(vault: &Vault, host: &Host, name: &str) -> Result<Item> {
-    host_items(vault, host)?
-        .into_iter()
-        .find(|i| i.name.eq_ignore_ascii_case(name) || i.id.to_hex() == name)
-        .ok_or_else(|| ServiceError::NotFound(format!("host {} has no item named {name:?}", host.name)))
 }
 
 /// Adds an item that lives on a registered host. Its paths are the host's:
@@ -336,11 +318,19 @@ impl HostJobs {
         vault: Arc<Vault>,
         terms: &HostJobTerms,
         host: Host,
-        item: &str,
-        retain_until: Option<&str>,
+        req: &Assignment,
+        work: &HostWork,
     ) -> Result<StartedJob> {
+        let (item, retain_until) = (req.item.as_str(), req.retain_until.as_deref());
         let (clock, heartbeat, silence, quota) = (terms.clock.clone(), terms.heartbeat, terms.silence, terms.quota);
         let item = host_item(&vault, &host, item)?;
+        // a scheduled point only for the slot the server gave out
+        if let Some(slot) = req.scheduled_for
+            && !work.is_given(&item.id, slot)
+        {
+            return Err(refused(format!("host {}: no backup of {} was scheduled for {slot}", host.name, item.name)));
+        }
+        let scheduled_for = req.scheduled_for;
         let retain_until = retain_until
             .map(|t| crate::model::time_input::parse_retain_until(t, clock.now(), &jiff::tz::TimeZone::system()))
             .transpose()?;
@@ -352,7 +342,7 @@ impl HostJobs {
         std::thread::spawn(move || {
             let mut job_env = JobEnv::new(clock.as_ref(), heartbeat, host.name.clone());
             job_env.started = Some(started_tx);
-            let spec = HostJob { host: &host, item: &item, retain_until, scheduled_for: None, silence };
+            let spec = HostJob { host: &host, item: &item, retain_until, scheduled_for, silence };
             let (id, result) = match spec.run(&vault, &job_env, &reports) {
                 Ok((job, result)) => (Some(job.id), result.map(|p| p.id.to_hex())),
                 Err(e) => (None, Err(e)),
@@ -373,6 +363,9 @@ impl HostJobs {
         };
         let running = Arc::new(Running { host: host_id, quota, reports: reports_tx, outcome, uploaded: Mutex::new(0) });
         self.running.lock().map_err(|_| ServiceError::Internal("host jobs poisoned".into()))?.insert(job.id, running);
+        if let Some(request) = &req.request {
+            work.started(request, job.id);
+        }
         Ok(StartedJob { job: job.id, compression_level: target.compression_level, pack_size: target.pack_size as u64 })
     }
 

@@ -13,6 +13,7 @@ pub mod client;
 pub mod host_backup;
 pub mod identity;
 pub mod intake;
+pub mod work;
 
 use boveda_vault::{HostKeys, RecordId, Vault, VaultError};
 use jiff::{SignedDuration, Timestamp};
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::access::TokenRefusal;
 use crate::error::{Result, ServiceError, ServiceErrorKind};
+use crate::items::Item;
 use crate::model::names::validate_item_name;
 
 const HOSTS: &str = "hosts";
@@ -47,9 +49,19 @@ pub struct Host {
     pub unregistered: Option<Timestamp>,
 }
 
+/// A host not heard from for this long shows Unreachable (its agent asks
+/// for work every 20 seconds; its last contact is recorded once a minute).
+pub const UNREACHABLE_AFTER: SignedDuration = SignedDuration::from_mins(5);
+
 impl Host {
-    pub fn state(&self) -> &'static str {
-        if self.unregistered.is_some() { "Unregistered" } else { "Registered" }
+    /// Registered (heard from lately), Unreachable since its last contact,
+    /// or Unregistered.
+    pub fn state_at(&self, now: Timestamp) -> String {
+        match (self.unregistered, self.last_contact) {
+            (Some(_), _) => "Unregistered".into(),
+            (None, Some(seen)) if now.duration_since(seen) > UNREACHABLE_AFTER => format!("Unreachable since {seen}"),
+            (None, _) => "Online".into(),
+        }
     }
 }
 
@@ -288,6 +300,26 @@ pub fn unregister_host(vault: &Vault, name: &str, now: Timestamp) -> Result<Host
         })?;
     }
     written.map(|r| r.host).ok_or_else(|| ServiceError::NotFound(format!("host {}", host.name)))
+}
+
+/// The items that live on `host`.
+///
+/// # Errors
+/// A store error.
+pub fn host_items(vault: &Vault, host: &Host) -> Result<Vec<Item>> {
+    Ok(crate::items::list_items(vault)?.into_iter().filter(|i| i.host == Some(host.id)).collect())
+}
+
+/// `host`'s item named `name`; another host's (or the server's own) is
+/// refused as if it did not exist.
+///
+/// # Errors
+/// `NotFound`.
+pub fn host_item(vault: &Vault, host: &Host, name: &str) -> Result<Item> {
+    host_items(vault, host)?
+        .into_iter()
+        .find(|i| i.name.eq_ignore_ascii_case(name) || i.id.to_hex() == name)
+        .ok_or_else(|| ServiceError::NotFound(format!("host {} has no item named {name:?}", host.name)))
 }
 
 /// Adds an item: of the registered host the request names, or of this

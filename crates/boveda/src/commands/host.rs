@@ -7,11 +7,15 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use boveda_service::fleet::client::HostClient;
 use boveda_service::fleet::identity::{HostIdentity, identity_dir};
+use boveda_service::fleet::work::Assignment;
 use boveda_service::fleet::{self, HostCredentials, Registration};
-use boveda_service::hostname;
+use boveda_service::{ServiceErrorKind, hostname};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use super::Ctx;
 use super::prune::parse_duration;
+use super::signals::stop_on_signals;
 use crate::Outcome;
 use crate::args::HostCmd;
 use crate::output::{BackupBar, backup_summary, opt_time, print_table, time};
@@ -36,8 +40,64 @@ pub fn run(ctx: &Ctx, cmd: HostCmd) -> Result<Outcome> {
         }
         HostCmd::Items => items(ctx),
         HostCmd::Backup { item, retain_until } => backup(ctx, &item, retain_until.as_deref()),
+        HostCmd::Agent => agent(),
     }
 }
+
+/// How long the agent waits at most between tries to reach its server.
+const MOST_BACKOFF: Duration = Duration::from_secs(60);
+
+/// `boveda host agent`: runs the backups the server asks for (scheduled
+/// slots, backup now), one at a time, until SIGTERM or SIGINT; an
+/// unreachable server is tried again with a growing wait.
+fn agent() -> Result<Outcome> {
+    let (dir, identity, client) = client()?;
+    let stop = stop_on_signals();
+    eprintln!("boveda host agent: host {} of vault {} at {}", identity.name, identity.vault, identity.server);
+    let mut backoff = Duration::from_secs(1);
+    while !stop.load(Ordering::Relaxed) {
+        let work = match client.work(Duration::from_secs(20)) {
+            Ok(work) => {
+                backoff = Duration::from_secs(1);
+                work
+            }
+            Err(e) if e.kind() == ServiceErrorKind::PermissionDenied => {
+                return Err(e).context("the server refuses this host");
+            }
+            Err(e) => {
+                eprintln!("boveda host agent: {e}; trying again in {} s", backoff.as_secs());
+                let until = Instant::now() + backoff;
+                while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                backoff = (backoff * 2).min(MOST_BACKOFF);
+                continue;
+            }
+        };
+        for w in work {
+            let what = match w.scheduled_for {
+                Some(slot) => format!("scheduled for {}", time(slot)),
+                None => "backup now".to_string(),
+            };
+            match fleet::host_backup::backup_item(&dir, &identity, client.clone(), &w, &Quiet) {
+                Ok(o) => eprintln!(
+                    "boveda host agent: {} ({what}): point {} (job {}), {} files, {} new",
+                    o.item,
+                    &o.point[..o.point.len().min(8)],
+                    o.job.short(),
+                    o.stats.files,
+                    crate::output::size(o.stats.bytes_stored)
+                ),
+                Err(e) => eprintln!("boveda host agent: {} ({what}) failed: {e}", w.item),
+            }
+        }
+    }
+    Ok(Outcome::Ok)
+}
+
+struct Quiet;
+
+impl boveda_service::BackupProgress for Quiet {}
 
 fn credentials(ctx: &Ctx, server: &str, cert: &std::path::Path, expires: &str) -> Result<Outcome> {
     let vault = ctx.open()?;
@@ -103,13 +163,14 @@ fn list(ctx: &Ctx) -> Result<Outcome> {
         return Ok(Outcome::Ok);
     }
     let items = boveda_service::list_items(&vault)?;
+    let now = ctx.clock()?.now();
     let rows: Vec<Vec<String>> = hosts
         .iter()
         .map(|h| {
             let count = items.iter().filter(|i| i.host == Some(h.id)).count();
             vec![
                 h.name.clone(),
-                h.state().into(),
+                h.state_at(now),
                 h.os.clone(),
                 h.version.clone(),
                 time(h.registered),
@@ -149,7 +210,13 @@ fn backup(ctx: &Ctx, item: &str, retain_until: Option<&str>) -> Result<Outcome> 
     let (dir, identity, client) = client()?;
     let started = std::time::Instant::now();
     let bar = BackupBar::new();
-    let result = fleet::host_backup::backup_item(&dir, &identity, client, item, retain_until, &bar);
+    let work = Assignment {
+        item: item.to_string(),
+        scheduled_for: None,
+        retain_until: retain_until.map(str::to_string),
+        request: None,
+    };
+    let result = fleet::host_backup::backup_item(&dir, &identity, client, &work, &bar);
     bar.finish();
     let outcome = result?;
     if ctx.json() {

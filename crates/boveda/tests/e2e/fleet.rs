@@ -180,7 +180,7 @@ fn two_hosts_register_back_up_through_the_server_and_are_restored_there(kind: St
     assert!(jobs.contains("\"Completed\"") && jobs.contains("\"web1\""), "{jobs}");
 
     let hosts = admin(&env, &["host", "list"]);
-    assert!(hosts.contains("web1") && hosts.contains("web2") && hosts.contains("Registered"), "{hosts}");
+    assert!(hosts.contains("web1") && hosts.contains("web2") && hosts.contains("Online"), "{hosts}");
     // unregistered: refused within seconds
     assert!(admin(&env, &["host", "unregister", "web2"]).contains("unregistered host web2"));
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -465,4 +465,82 @@ fn kills_of_a_host_or_of_the_server_mid_backup_lose_nothing_and_the_next_backup_
     assert_eq!(point["stats"]["files"], 40, "{point}");
     restored(&env, "web1-files", &src, "r");
     admin(&env, &["vault", "check", "--read-data"]);
+}
+
+#[test]
+fn a_hosts_agent_runs_its_scheduled_slot_and_backup_now_from_the_api_and_rides_out_a_server_outage() {
+    let env = Env::new();
+    env.create_vault();
+    let (cert, key) = certificate(&env);
+    let port = free_port();
+    // the server's clock stands just after a nightly slot
+    let start = |env: &Env| {
+        let listen = format!("127.0.0.1:{port}");
+        let mut cmd = env.cmd(&["serve", "test-vault", "--listen", &listen, "--tls-cert", &cert, "--tls-key", &key]);
+        cmd.args(["--no-scheduler"]).env("BOVEDA_FAKE_NOW", "2026-01-01T00:00:30Z");
+        Server::spawn(cmd)
+    };
+    let server = start(&env);
+    register(&env, "web1", &credentials(&env, &server.url, &cert, "web1", "48h"));
+    let src = source(&env, "src", 10);
+    admin(&env, &["item", "add", "files", "web1-files", "--path", src.to_str().expect("utf8"), "--host", "web1"]);
+    let before_the_slot = |args: &[&str]| {
+        let mut all = vec!["--vault", "test-vault"];
+        all.extend_from_slice(args);
+        let out = env.cmd(&all).env("BOVEDA_FAKE_NOW", "2025-12-31T23:00:00Z").output().expect("run");
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    };
+    before_the_slot(&["policy", "create", "nightly", "--time", "00:00", "--time-zone", "UTC", "--daily-keep", "7"]);
+    before_the_slot(&["protection", "enable", "web1-files", "--policy", "nightly"]);
+    let operator = admin(&env, &["token", "create", "--role", "Operator"]).trim().to_string();
+
+    let mut agent = host_cmd(&env, "web1", &["host", "agent"])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("agent");
+    let points = |env: &Env| -> Vec<serde_json::Value> {
+        let list = admin(env, &["--output", "json", "recoverypoint", "list", "web1-files"]);
+        serde_json::from_str::<serde_json::Value>(&list).expect("json").as_array().cloned().unwrap_or_default()
+    };
+    let wait_for = |env: &Env, n: usize, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while points(env).len() < n {
+            assert!(Instant::now() < deadline, "{what}: no point after 60 s");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    wait_for(&env, 1, "the scheduled slot");
+    assert_eq!(points(&env)[0]["point"]["scheduled_for"], "2026-01-01T00:00:00Z");
+
+    // backup now from the API: the job starts on the host within seconds
+    let backup_now = |url: &str| {
+        let bearer = format!("Authorization: Bearer {operator}");
+        let api = format!("{url}/api/v1/vaults/test-vault/items/web1-files/backup");
+        curl(&["--cacert", &cert, "-H", &bearer, "-H", "Content-Type: application/json", "-d", "{}", &api])
+    };
+    let asked = Instant::now();
+    let (head, body) = backup_now(&server.url);
+    assert!(head.starts_with("HTTP/1.1 202"), "{head}\n{body}");
+    assert!(asked.elapsed() < Duration::from_secs(10), "the host took {:?}", asked.elapsed());
+    assert!(body.contains("\"operation\":\"Backup\""), "{body}");
+    wait_for(&env, 2, "backup now");
+
+    // the server away for a while: the agent waits, then carries on
+    drop(server);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(agent.try_wait().expect("wait").is_none(), "the agent gave up on an unreachable server");
+    let server = start(&env);
+    let (head, body) = backup_now(&server.url);
+    assert!(head.starts_with("HTTP/1.1 202"), "{head}\n{body}");
+    wait_for(&env, 3, "backup now after the outage");
+    // the slot was run once, not again after the restart
+    let scheduled = points(&env).iter().filter(|p| p["point"]["scheduled_for"].is_string()).count();
+    assert_eq!(scheduled, 1);
+    let _ = agent.kill();
+    let out = agent.wait_with_output().expect("agent output");
+    assert!(text(&out.stderr).contains("trying again"), "{}", text(&out.stderr));
+    restored(&env, "web1-files", &src, "r");
+    admin(&env, &["vault", "check", "--read-data"]);
+    drop(server);
 }

@@ -1,0 +1,204 @@
+//! What the server asks of its registered hosts: the scheduled backups of
+//! their protected items (each policy slot once), and "backup now"
+//! requests made in the portal or the API, which a host's agent picks up
+//! within a second (it waits on [`HostWork::take`], a long poll).
+
+use std::collections::HashMap;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use boveda_vault::{RecordId, Vault};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, ServiceError};
+use crate::fleet::{Host, host_items};
+use crate::items::ProtectionState;
+use crate::model::schedule::latest_slot;
+use crate::policies::list_policies;
+
+/// One backup a host is asked to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub item: String,
+    /// The policy slot of a scheduled backup.
+    #[serde(default)]
+    pub scheduled_for: Option<Timestamp>,
+    /// The date to keep an ad-hoc point until, as asked.
+    #[serde(default)]
+    pub retain_until: Option<String>,
+    /// The request a "backup now" waits on, to be named when the job starts.
+    #[serde(default)]
+    pub request: Option<RecordId>,
+}
+
+struct Request {
+    assignment: Assignment,
+    /// Told the job's id once the host started it.
+    started: crossbeam_channel::Sender<RecordId>,
+}
+
+#[derive(Default)]
+struct Queues {
+    /// "Backup now" requests not yet taken, by host.
+    waiting: HashMap<RecordId, Vec<Request>>,
+    /// Requests taken by a host, until it starts their job.
+    taken: HashMap<RecordId, crossbeam_channel::Sender<RecordId>>,
+    /// The last slot given out, by item.
+    slots: HashMap<RecordId, Timestamp>,
+}
+
+/// The work of a server's hosts.
+#[derive(Default)]
+pub struct HostWork {
+    queues: Mutex<Queues>,
+    arrived: Condvar,
+}
+
+fn poisoned() -> ServiceError {
+    ServiceError::Internal("the host work queue is poisoned".into())
+}
+
+impl HostWork {
+    /// Asks `host` to back up `item` now and waits (at most `wait`) until
+    /// its agent started the job; returns the job's id.
+    ///
+    /// # Errors
+    /// `Conflict` when the host did not take the request in time (its
+    /// agent does not run, or it is unreachable).
+    pub fn backup_now(
+        &self,
+        host: &Host,
+        item: &str,
+        retain_until: Option<String>,
+        wait: Duration,
+    ) -> Result<RecordId> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let id = RecordId::random();
+        let assignment = Assignment { item: item.to_string(), scheduled_for: None, retain_until, request: Some(id) };
+        self.queues
+            .lock()
+            .map_err(|_| poisoned())?
+            .waiting
+            .entry(host.id)
+            .or_default()
+            .push(Request { assignment, started: tx });
+        self.arrived.notify_all();
+        match rx.recv_timeout(wait) {
+            Ok(job) => Ok(job),
+            Err(_) => {
+                if let Ok(mut q) = self.queues.lock() {
+                    if let Some(list) = q.waiting.get_mut(&host.id) {
+                        list.retain(|r| r.assignment.request != Some(id));
+                    }
+                    q.taken.remove(&id);
+                }
+                Err(ServiceError::Conflict(format!(
+                    "host {} did not start the backup of {item} within {} s: is `boveda host agent` running there, and can it reach this server?",
+                    host.name,
+                    wait.as_secs()
+                )))
+            }
+        }
+    }
+
+    /// What `host` should run now: "backup now" requests, and the policy
+    /// slots of its protected items not given out yet. Waits up to `wait`
+    /// for a request when there is nothing.
+    ///
+    /// # Errors
+    /// A store error.
+    pub fn take(&self, vault: &Vault, host: &Host, now: Timestamp, wait: Duration) -> Result<Vec<Assignment>> {
+        let mut out = self.scheduled(vault, host, now)?;
+        let deadline = Instant::now() + wait;
+        let mut q = self.queues.lock().map_err(|_| poisoned())?;
+        loop {
+            let requests = q.waiting.remove(&host.id).unwrap_or_default();
+            if !requests.is_empty() || !out.is_empty() || Instant::now() >= deadline {
+                for r in requests {
+                    if let Some(id) = r.assignment.request {
+                        q.taken.insert(id, r.started);
+                    }
+                    out.push(r.assignment);
+                }
+                return Ok(out);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            q = self.arrived.wait_timeout(q, left).map_err(|_| poisoned())?.0;
+        }
+    }
+
+    fn scheduled(&self, vault: &Vault, host: &Host, now: Timestamp) -> Result<Vec<Assignment>> {
+        let items = host_items(vault, host)?;
+        if !items.iter().any(|i| i.protection.state == ProtectionState::Protected) {
+            return Ok(Vec::new());
+        }
+        let policies = list_policies(vault)?;
+        let mut out = Vec::new();
+        for item in items.iter().filter(|i| i.protection.state == ProtectionState::Protected) {
+            let Some(policy) = policies.iter().find(|p| Some(p.id) == item.protection.policy) else {
+                continue;
+            };
+            let given = self.queues.lock().map_err(|_| poisoned())?.slots.get(&item.id).copied();
+            let after = match given {
+                Some(t) => t,
+                // since the server started: the slot of the newest scheduled point
+                None => vault
+                    .list_item_points(&item.id)?
+                    .iter()
+                    .filter_map(|p| p.scheduled_for)
+                    .max()
+                    .unwrap_or(Timestamp::MIN),
+            };
+            let after = after.max(item.protection.since.unwrap_or(now));
+            if let Some(slot) = latest_slot(policy, now, after) {
+                self.queues.lock().map_err(|_| poisoned())?.slots.insert(item.id, slot);
+                out.push(Assignment {
+                    item: item.name.clone(),
+                    scheduled_for: Some(slot),
+                    retain_until: None,
+                    request: None,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether `slot` is the one given out for `item` (a host may claim
+    /// only that slot for a scheduled point).
+    pub fn is_given(&self, item: &RecordId, slot: Timestamp) -> bool {
+        self.queues.lock().is_ok_and(|q| q.slots.get(item) == Some(&slot))
+    }
+
+    /// The job of request `request` started: its asker is told.
+    pub fn started(&self, request: &RecordId, job: RecordId) {
+        if let Ok(mut q) = self.queues.lock()
+            && let Some(tx) = q.taken.remove(request)
+        {
+            let _ = tx.send(job);
+        }
+    }
+}
+
+/// "Backup now" of an item that lives on a registered host: its agent
+/// runs it; returns the job once the host started it (at most `wait`).
+///
+/// # Errors
+/// `Conflict` when the host is unregistered or does not start the backup
+/// in time; as [`crate::runtime::job::find_job`].
+pub fn backup_now_on_host(
+    vault: &Vault,
+    work: &HostWork,
+    item: &crate::items::Item,
+    retain_until: Option<String>,
+    wait: Duration,
+) -> Result<crate::runtime::job::Job> {
+    let hosts = crate::fleet::list_hosts(vault)?;
+    let host = hosts
+        .iter()
+        .find(|h| Some(h.id) == item.host && h.unregistered.is_none())
+        .ok_or_else(|| ServiceError::Conflict(format!("item {}'s host is not registered any more", item.name)))?;
+    crate::protection::check_can_back_up(item)?;
+    let job = work.backup_now(host, &item.name, retain_until, wait)?;
+    crate::runtime::job::find_job(vault, &job.to_hex())
+}
