@@ -64,6 +64,14 @@ pub enum Remedy {
     CreateVault,
     /// Name one of the vaults known.
     ChooseVault,
+    /// A registered host's identity is refused: it needs new credentials
+    /// from the vault's admin, and to register again.
+    RegisterHost,
+    /// A registered host was refused something only the vault's admin can
+    /// change (its items, its quota, what it may write).
+    AskAdmin,
+    /// A host cannot reach its vault's server.
+    ReachServer { server: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -130,6 +130,13 @@ fn command(remedy: &Remedy) -> String {
         Remedy::CheckVault => "`boveda vault check` names what it affects".into(),
         Remedy::CreateVault => "create one with `boveda vault create`, or pass --vault NAME|PATH".into(),
         Remedy::ChooseVault => "choose one with --vault NAME or BOVEDA_VAULT".into(),
+        Remedy::RegisterHost => {
+            "ask the vault's admin for new credentials (`boveda host credentials`) and register again".into()
+        }
+        Remedy::AskAdmin => "only the vault's admin can change that (docs/FLEET.md)".into(),
+        Remedy::ReachServer { server } => {
+            format!("check that `boveda serve` runs at {server} and that this host reaches it")
+        }
     }
 }
 

@@ -150,7 +150,7 @@ impl HostClient {
             ServiceError::refused(
                 ServiceErrorKind::Other,
                 format!("cannot reach the vault's server {}: {}", self.server, chain(&e)),
-                Remedy::CheckVault,
+                Remedy::ReachServer { server: self.server.clone() },
             )
         })?;
         let status = resp.status();
@@ -168,7 +168,7 @@ impl HostClient {
                 return Err(ServiceError::refused(
                     ServiceErrorKind::PermissionDenied,
                     format!("the server does not accept this host's identity (unregistered?): {}", failure.message),
-                    Remedy::CheckVault,
+                    Remedy::RegisterHost,
                 ));
             }
             403 => ServiceErrorKind::PermissionDenied,
@@ -178,7 +178,7 @@ impl HostClient {
             507 => ServiceErrorKind::NoSpace,
             _ => ServiceErrorKind::Other,
         };
-        Err(ServiceError::refused(kind, message, Remedy::CheckVault))
+        Err(ServiceError::refused(kind, message, Remedy::AskAdmin))
     }
 
     fn json<T: DeserializeOwned>(&self, req: reqwest::blocking::RequestBuilder) -> Result<T> {

@@ -36,7 +36,7 @@ use crate::runtime::job::{Job, JobDone, JobEnv, Observers, Operation, run_job};
 pub const UPLOAD_QUOTA: u64 = 64 << 30;
 
 fn refused(message: String) -> ServiceError {
-    ServiceError::refused(ServiceErrorKind::PermissionDenied, message, Remedy::CheckVault)
+    ServiceError::refused(ServiceErrorKind::PermissionDenied, message, Remedy::AskAdmin)
 }
 
 /// Adds an item that lives on a registered host. Its paths are the host's:

@@ -198,7 +198,7 @@ pub struct Registered {
 }
 
 fn refused(message: String) -> ServiceError {
-    ServiceError::refused(ServiceErrorKind::PermissionDenied, message, crate::error::Remedy::CheckVault)
+    ServiceError::refused(ServiceErrorKind::PermissionDenied, message, crate::error::Remedy::AskAdmin)
 }
 
 /// Redeems credentials: the host is recorded and gets its token and keys.
