@@ -152,7 +152,7 @@ async function logout() {
 
 function vaultNav(vault, current) {
   const links = [["", "Dashboard"], ["/items", "Items"], ["/configure", "Configure backup"], ["/jobs", "Jobs"],
-    ["/alerts", "Alerts"], ["/policies", "Policies"], ["/imports", "Import jobs"]];
+    ["/alerts", "Alerts"], ["/policies", "Policies"], ["/servers", "Protected servers"], ["/imports", "Import jobs"]];
   document.getElementById("nav").replaceChildren(...links.map(([p, label]) =>
     h("a", { href: "#/v/" + enc(vault) + p, "aria-current": current === p ? "page" : undefined }, label)));
   document.getElementById("logout").hidden = false;
@@ -443,6 +443,44 @@ async function importsPage(vault) {
     j.carrier ? j.carrier + (j.tracking ? " " + j.tracking : "") : "-", when(j.deadline)])));
 }
 
+// registered hosts: list, add (single-use credentials), unregister
+async function serversPage(vault) {
+  vaultNav(vault, "/servers");
+  const hosts = await api("GET", V(vault) + "/hosts");
+  const out = h("div", { id: "credentials" });
+  const address = h("input", { id: "server-address", value: location.origin.replace(/^http:/, "https:"), required: true });
+  const hours = h("input", { id: "server-hours", type: "number", min: 1, max: 720, value: 48 });
+  const add = h("form", { onsubmit: async (ev) => {
+    ev.preventDefault();
+    try {
+      const creds = await api("POST", V(vault) + "/hosts", { server: address.value, expires_hours: Number(hours.value) });
+      const text = JSON.stringify(creds, null, 2);
+      const file = URL.createObjectURL(new Blob([text + "\n"], { type: "application/json" }));
+      out.replaceChildren(
+        h("p", {}, "Credentials for one server, valid until " + when(creds.expires) + " (" + creds.expires + "), shown this once. " +
+          "Copy them to the server and run, as root: boveda host register --credentials host.creds"),
+        h("pre", { id: "credentials-text", tabindex: 0 }, text),
+        h("p", {}, h("a", { href: file, download: "host.creds" }, "Download host.creds")));
+    } catch (e) { out.replaceChildren(errorBox(e)); }
+  } },
+    h("label", { for: "server-address" }, "Address servers reach this vault's server at", address),
+    h("label", { for: "server-hours" }, "Valid for, hours", hours),
+    h("div", { class: "actions" }, h("button", { type: "submit", id: "add-server" }, "Add a server")));
+  const unregister = (name) => async (ev) => {
+    if (!confirm("Unregister " + name + "? Its backups stop at once; its recovery points are kept.")) return;
+    ev.target.disabled = true;
+    try { await api("DELETE", V(vault) + "/hosts/" + enc(name)); toast("Unregistered " + name); await serversPage(vault); }
+    catch (e) { out.replaceChildren(errorBox(e)); ev.target.disabled = false; }
+  };
+  const rows = hosts.map((o) => [o.name, o.state, o.os, o.version, when(o.registered) , when(o.last_contact),
+    o.items.length ? o.items.map((i) => h("a", { href: "#/v/" + enc(vault) + "/items/" + enc(i) }, i)) : "-",
+    o.unregistered ? "-" : h("button", { type: "button", class: "secondary", onclick: unregister(o.name) }, "Unregister")]);
+  page("Protected servers",
+    hosts.length ? table(["Name", "State", "OS", "boveda", "Registered", "Last contact", "Items", ""], rows, [2, 3, 4])
+      : h("p", {}, "No server is registered with this vault yet."),
+    h("h2", {}, "Add a server"), add, out);
+}
+
 // the "configure backup" flow: goal, policy, items, enable
 async function configurePage(vault) {
   vaultNav(vault, "/configure");
@@ -560,6 +598,7 @@ async function route() {
     if (section === "alerts") return await alertsPage(vault);
     if (section === "policies") return await policiesPage(vault);
     if (section === "imports") return await importsPage(vault);
+    if (section === "servers") return await serversPage(vault);
     page("Not found", h("p", {}, "No such page."));
   } catch (e) {
     if (e.status !== 401) page("Error", errorBox(e));

@@ -135,6 +135,66 @@ fn merge(map: &mut SeenMap, e: &str, s: Seen) -> bool {
     }
 }
 
+impl SeenCatalog {
+    /// Against the catalog as listed now: every entity whose newest
+    /// revision in the store is older than the one this host saw (a
+    /// rollback: a newer revision was deleted), and every entity this host
+    /// saw that is gone although it is never deleted (the settings, jobs,
+    /// alerts) or was alive when last seen. Returns the problems (entity,
+    /// what) and notes for `vault check`.
+    pub(crate) fn compare<'n>(&self, listed: impl Iterator<Item = &'n str>) -> (Vec<(String, String)>, Vec<String>) {
+        let mut newest: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+        for name in listed {
+            if let Some((entity, _)) = name.rsplit_once('/') {
+                let n = newest.entry(entity).or_insert(name);
+                if name > *n {
+                    *n = name;
+                }
+            }
+        }
+        let when = |name: &str| {
+            crate::catalog::revision_time(name).map_or_else(|| "an unknown time".to_string(), |t| t.to_string())
+        };
+        let (mut problems, mut notes) = (Vec::new(), Vec::new());
+        for (entity, s) in self.at_open() {
+            let kind = entity.strip_prefix(CATALOG_PREFIX).and_then(|k| k.split('/').next());
+            match newest.get(entity.as_str()) {
+                Some(n) if *n >= s.name.as_str() => {}
+                Some(n) => problems.push((
+                    entity.clone(),
+                    format!(
+                        "was rolled back: this host saw its revision of {}, the store's newest is of {}; the newer revisions were deleted from the store",
+                        when(&s.name),
+                        when(n)
+                    ),
+                )),
+                None if s.tombstone => {}
+                None if kind.is_some_and(|k| DELETABLE_KINDS.contains(&k)) => notes.push(format!(
+                    "{entity}: this host last saw it on {} and it is gone (deleted by another host, or removed from the store)",
+                    when(&s.name)
+                )),
+                None => problems.push((
+                    entity.clone(),
+                    format!(
+                        "is missing: this host saw its revision of {} and such records are never deleted; it was removed from the store",
+                        when(&s.name)
+                    ),
+                )),
+            }
+        }
+        if !problems.is_empty() {
+            notes.push(format!(
+                "what this host saw of the catalog is kept in {}; if the store was restored from an older copy on purpose, delete that file to accept the catalog as it is",
+                self.path().display()
+            ));
+        }
+        (problems, notes)
+    }
+}
+
+/// Where catalog entities' names begin.
+const CATALOG_PREFIX: &str = "catalog/";
+
 #[cfg(test)]
 mod tests {
     use super::*;

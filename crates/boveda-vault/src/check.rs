@@ -146,6 +146,8 @@ pub fn check(vault: &Vault, opts: CheckOptions, progress: &(dyn Fn(&str) + Sync)
     let mut fresh = None;
     let mut reloads = 0;
     for p in &points {
+        // a point a prune deleted meanwhile takes its trees with it: no loss
+        let before = f.problems.clone();
         let mut walker = Walker {
             vault,
             index: &indexed.index,
@@ -156,8 +158,12 @@ pub fn check(vault: &Vault, opts: CheckOptions, progress: &(dyn Fn(&str) + Sync)
             f: &mut f,
             trees: 0,
         };
-        walker.walk(&p.tree, String::new());
+        let sound = walker.walk(&p.tree, String::new());
         report.trees += walker.trees;
+        if !sound && vault.deleted_points().is_ok_and(|d| d.contains(&p.id)) {
+            f.problems = before;
+            report.notes.push(format!("point {} was deleted by a prune while checking", p.id.short()));
+        }
     }
 
     report.lost =
@@ -441,24 +447,29 @@ struct Walker<'a> {
 }
 
 impl Walker<'_> {
-    /// A tree through the check's index; when its pack is gone, through the
-    /// index read again (a prune moved it meanwhile: the check's guarantee
-    /// is to run beside a prune and report only real damage).
+    /// A tree through the check's index; when its pack is gone or it is
+    /// unlisted, through the index read again (up to three times in a
+    /// check): a prune moved it meanwhile, and the check reports only real
+    /// damage beside a prune.
     fn load_tree(&mut self, id: &ChunkId) -> Result<Tree> {
-        match self.vault.load_tree(self.index, id) {
-            Err(crate::VaultError::Store(e)) if e.kind() == NotFound => {
-                self.fresh_index()?;
-                match self.fresh.as_ref() {
-                    Some(fresh) => self.vault.load_tree(fresh, id),
-                    None => Err(crate::VaultError::Store(e)),
-                }
-            }
-            Err(crate::VaultError::MissingChunk { .. }) if self.in_fresh_index(id) => match self.fresh.as_ref() {
-                Some(fresh) => self.vault.load_tree(fresh, id),
-                None => Err(crate::VaultError::MissingChunk { chunk: *id }),
-            },
-            other => other,
+        let moved = |r: &Result<Tree>| match r {
+            Err(crate::VaultError::Store(e)) => e.kind() == NotFound,
+            Err(e) => matches!(e, crate::VaultError::MissingChunk { .. }),
+            Ok(_) => false,
+        };
+        let mut result = self.vault.load_tree(self.index, id);
+        if moved(&result)
+            && let Some(fresh) = self.fresh.as_ref()
+        {
+            result = self.vault.load_tree(fresh, id);
         }
+        while moved(&result) && *self.reloads < 3 {
+            *self.reloads += 1;
+            let index = self.vault.load_index()?;
+            result = self.vault.load_tree(&index, id);
+            *self.fresh = Some(index);
+        }
+        result
     }
 
     /// Reads the index again, once.
@@ -617,72 +628,11 @@ fn check_catalog(vault: &Vault, points: &[RecoveryPoint], report: &mut CheckRepo
         f.affect(key, Affected { item: p.item_name.clone(), point: p.id.short(), path: "/".into() });
     }
     if let Some(seen) = vault.seen_catalog() {
-        compare_with_seen(seen, names.iter().map(|o| o.name.as_str()), report, f);
+        let (problems, notes) = seen.compare(names.iter().map(|o| o.name.as_str()));
+        problems.into_iter().for_each(|(entity, problem)| f.add(entity, problem));
+        report.notes.extend(notes);
     }
     Ok(())
-}
-
-/// Reports every entity whose newest revision in the store is older than
-/// the one this host saw (a rollback: a newer revision was deleted), and
-/// every entity this host saw that is gone although it is never deleted
-/// (the settings, jobs, alerts) or was alive when last seen.
-fn compare_with_seen<'n>(
-    seen: &crate::catalog_seen::SeenCatalog,
-    listed: impl Iterator<Item = &'n str>,
-    report: &mut CheckReport,
-    f: &mut Findings,
-) {
-    let mut newest: HashMap<&str, &str> = HashMap::new();
-    for name in listed {
-        if let Some((entity, _)) = name.rsplit_once('/') {
-            let n = newest.entry(entity).or_insert(name);
-            if name > *n {
-                *n = name;
-            }
-        }
-    }
-    let when = |name: &str| {
-        crate::catalog::revision_time(name).map_or_else(|| "an unknown time".to_string(), |t| t.to_string())
-    };
-    let mut found = false;
-    for (entity, s) in seen.at_open() {
-        let kind = entity.strip_prefix(CATALOG_FOLDER).and_then(|k| k.trim_start_matches('/').split('/').next());
-        match newest.get(entity.as_str()) {
-            Some(n) if *n >= s.name.as_str() => {}
-            Some(n) => {
-                found = true;
-                f.add(
-                    entity.clone(),
-                    format!(
-                        "was rolled back: this host saw its revision of {}, the store's newest is of {}; the newer revisions were deleted from the store",
-                        when(&s.name),
-                        when(n)
-                    ),
-                );
-            }
-            None if s.tombstone => {}
-            None if kind.is_some_and(|k| crate::catalog_seen::DELETABLE_KINDS.contains(&k)) => report.notes.push(format!(
-                "{entity}: this host last saw it on {} and it is gone (deleted by another host, or removed from the store)",
-                when(&s.name)
-            )),
-            None => {
-                found = true;
-                f.add(
-                    entity.clone(),
-                    format!(
-                        "is missing: this host saw its revision of {} and such records are never deleted; it was removed from the store",
-                        when(&s.name)
-                    ),
-                );
-            }
-        }
-    }
-    if found {
-        report.notes.push(format!(
-            "what this host saw of the catalog is kept in {}; if the store was restored from an older copy on purpose, delete that file to accept the catalog as it is",
-            seen.path().display()
-        ));
-    }
 }
 
 /// `catalog/<kind>/<id>/<revision>` into kind and id.

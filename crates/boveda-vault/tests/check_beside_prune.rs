@@ -122,15 +122,13 @@ fn index_read_beside_a_prune_that_merges_index_objects() {
     assert!(vault.damage().entries().is_empty());
 }
 
-/// Regression: `vault check` beside a prune that repacked a tree and swept
-/// its old pack (safety margin 0) reported the point's tree as "not found"
-/// (seen in CI, against S3): the check walks trees with the index it read
-/// at its start. Here the move happens exactly between the check's listing
-/// of the packs and its walk of the trees.
-#[test]
-fn check_beside_a_prune_that_moves_a_tree_to_a_new_pack() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let local: Arc<dyn Store> = Arc::new(LocalStore::new(dir.path().join("vault")));
+/// A vault over the wrapper (armed after the first listing of the packs)
+/// with one point whose root tree is alone in its pack; the wrapper, the
+/// folder beneath it, the tree's bytes and the point.
+fn one_point_vault(
+    dir: &std::path::Path,
+) -> (Vault, Arc<MergeAfterIndexListing>, Arc<dyn Store>, Vec<u8>, RecoveryPoint) {
+    let local: Arc<dyn Store> = Arc::new(LocalStore::new(dir.join("vault")));
     let wrapped = Arc::new(MergeAfterIndexListing {
         inner: local.clone(),
         hook: OnceLock::new(),
@@ -143,6 +141,7 @@ fn check_beside_a_prune_that_moves_a_tree_to_a_new_pack() {
     let writer = BlobWriter::new(&vault, &index);
     let root: ChunkId = writer.add(BlobKind::Tree, &tree).expect("add");
     writer.flush().expect("flush");
+    drop(writer);
     let item = RecordId::random();
     let time = jiff::Timestamp::from_second(1_800_000_000).expect("time");
     let point = RecoveryPoint {
@@ -166,19 +165,34 @@ fn check_beside_a_prune_that_moves_a_tree_to_a_new_pack() {
     };
     vault.save_point(&point).expect("point");
     vault.catalog_put(boveda_vault::ITEMS_KIND, &item, Some(&serde_json::json!({"name": "docs"}))).expect("item");
+    (vault, wrapped, local, tree, point)
+}
+
+fn sweep(local: &Arc<dyn Store>, folders: &[&str]) -> Vec<String> {
+    folders.iter().flat_map(|f| local.list(f).expect("list")).map(|o| o.name).collect()
+}
+
+/// Regression: `vault check` beside a prune that repacked a tree and swept
+/// its old pack (safety margin 0) reported the point's tree as "not found"
+/// (seen in CI, against S3): the check walks trees with the index it read
+/// at its start. Here the move happens exactly between the check's listing
+/// of the packs and its walk of the trees.
+#[test]
+fn check_beside_a_prune_that_moves_a_tree_to_a_new_pack() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (vault, wrapped, local, tree, _) = one_point_vault(dir.path());
     // what a repack and a sweep do: the tree copied to a new pack with its
     // index object, then the old pack's index object and the old pack gone
     let pruner = Vault::open(local.clone(), b"pw").expect("open");
     let moved = Arc::new(AtomicBool::new(false));
     let flag = moved.clone();
     let _ = wrapped.hook.set(Box::new(move || {
-        let old_index: Vec<String> = local.list("index").expect("list").into_iter().map(|o| o.name).collect();
-        let old_packs: Vec<String> = local.list("packs").expect("list").into_iter().map(|o| o.name).collect();
+        let old = sweep(&local, &["index", "packs"]);
         let empty = ChunkIndex::default();
         let copy = BlobWriter::new(&pruner, &empty);
         copy.add(BlobKind::Tree, &tree).expect("copy");
         copy.flush().expect("flush");
-        for name in old_index.iter().chain(&old_packs) {
+        for name in &old {
             local.delete(name).expect("sweep");
         }
         flag.store(true, Ordering::SeqCst);
@@ -187,4 +201,30 @@ fn check_beside_a_prune_that_moves_a_tree_to_a_new_pack() {
     assert!(moved.load(Ordering::SeqCst), "the move ran between listing the packs and walking the trees");
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     assert_eq!(report.trees, 1);
+}
+
+/// Regression: `vault check` beside a prune that deleted an expired point
+/// and swept its trees reported the point's root as "not in any index of
+/// the vault" (seen in CI, against S3): the check walked a point it had
+/// listed before the prune deleted it. Here the deletion and the sweep
+/// happen exactly between the check's listing of the packs and its walk.
+#[test]
+fn check_beside_a_prune_that_deletes_a_point_and_sweeps_its_trees() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (vault, wrapped, local, _, point) = one_point_vault(dir.path());
+    let pruner = Vault::open(local.clone(), b"pw").expect("open");
+    let deleted = Arc::new(AtomicBool::new(false));
+    let flag = deleted.clone();
+    let id = point.id;
+    let _ = wrapped.hook.set(Box::new(move || {
+        pruner.delete_point(&id).expect("delete the point");
+        for name in sweep(&local, &["index", "packs"]) {
+            local.delete(&name).expect("sweep");
+        }
+        flag.store(true, Ordering::SeqCst);
+    }));
+    let report = check(&vault, CheckOptions { read_data: false }, &|_| {}).expect("check");
+    assert!(deleted.load(Ordering::SeqCst), "the prune ran between listing the packs and walking the trees");
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert!(report.notes.iter().any(|n| n.contains("deleted by a prune while checking")), "{:?}", report.notes);
 }

@@ -27,9 +27,12 @@ use crate::{AppState, Served, blocking};
 
 use super::extract::{Body, now, param};
 
-pub(super) async fn hosts(Extension(caller): Extension<Caller>) -> ApiResult<Json<Vec<Host>>> {
-    let vault = caller.served()?.vault.clone();
-    Ok(Json(blocking(move || svc::fleet::list_hosts(&vault)).await?))
+pub(super) async fn hosts(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<Vec<svc::fleet::HostOverview>>> {
+    let (vault, now) = (caller.served()?.vault.clone(), now(&app));
+    Ok(Json(blocking(move || svc::fleet::host_overview(&vault, now)).await?))
 }
 
 /// A request for credentials.

@@ -266,6 +266,33 @@ pub fn list_hosts(vault: &Vault) -> Result<Vec<Host>> {
     Ok(hosts)
 }
 
+/// A host as lists show it: its record, its state now and its items.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostOverview {
+    #[serde(flatten)]
+    pub host: Host,
+    /// Online, Unreachable since ..., or Unregistered.
+    pub state: String,
+    /// The names of the items that live on it.
+    pub items: Vec<String>,
+}
+
+/// Every host with its state at `now` and its items.
+///
+/// # Errors
+/// A store error.
+pub fn host_overview(vault: &Vault, now: Timestamp) -> Result<Vec<HostOverview>> {
+    let items = crate::items::list_items(vault)?;
+    Ok(list_hosts(vault)?
+        .into_iter()
+        .map(|host| HostOverview {
+            state: host.state_at(now),
+            items: items.iter().filter(|i| i.host == Some(host.id)).map(|i| i.name.clone()).collect(),
+            host,
+        })
+        .collect())
+}
+
 /// The registered host named `name` (or whose id starts with it).
 ///
 /// # Errors

@@ -157,25 +157,23 @@ fn register(ctx: &Ctx, file: &std::path::Path, name: Option<String>) -> Result<O
 
 fn list(ctx: &Ctx) -> Result<Outcome> {
     let vault = ctx.open()?;
-    let hosts = fleet::list_hosts(&vault)?;
+    let hosts = fleet::host_overview(&vault, ctx.clock()?.now())?;
     if ctx.json() {
         ctx.print_json(&hosts)?;
         return Ok(Outcome::Ok);
     }
-    let items = boveda_service::list_items(&vault)?;
-    let now = ctx.clock()?.now();
     let rows: Vec<Vec<String>> = hosts
         .iter()
-        .map(|h| {
-            let count = items.iter().filter(|i| i.host == Some(h.id)).count();
+        .map(|o| {
+            let h = &o.host;
             vec![
                 h.name.clone(),
-                h.state_at(now),
+                o.state.clone(),
                 h.os.clone(),
                 h.version.clone(),
                 time(h.registered),
                 opt_time(h.last_contact),
-                count.to_string(),
+                o.items.len().to_string(),
             ]
         })
         .collect();

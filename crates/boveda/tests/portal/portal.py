@@ -8,8 +8,9 @@ Run by crates/boveda/tests/portal.rs with:
 Logs in, creates a vault, runs the configure-backup flow on a real folder
 and on a VM definition, backs up now with a retain-until date, watches the
 job's progress bar reach Completed, browses the point, restores a file and
-compares its bytes, makes a backup fail and sees the alert; checks phone
-width and the keyboard alone.
+compares its bytes, makes a backup fail and sees the alert; adds a
+protected server (its credentials registering a real `boveda host
+register`) and unregisters it; checks phone width and the keyboard alone.
 """
 
 import os
@@ -37,14 +38,19 @@ def run(env, *args):
 
 
 def start_server(env, work):
+    """Over HTTPS, with a certificate of its own (registered servers pin it)."""
+    cert, key = work / "cert.pem", work / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-days", "1", "-subj", "/CN=portal-test", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
     log = open(work / "serve.log", "w+")
     proc = subprocess.Popen(
         [BIN, "serve", "first", "--listen", "127.0.0.1:0", "--restore-root", str(work / "restores"),
-         "--poll-secs", "1", "--insecure-fast-kdf"],
+         "--poll-secs", "1", "--insecure-fast-kdf", "--tls-cert", str(cert), "--tls-key", str(key)],
         env=env, stdout=log, stderr=subprocess.STDOUT)
     for _ in range(300):
         log.seek(0)
-        m = re.search(r"listening on (http://\S+)", log.read())
+        m = re.search(r"listening on (https://\S+)", log.read())
         if m:
             return proc, m.group(1)
         if proc.poll() is not None:
@@ -95,7 +101,7 @@ def main():
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-            context = browser.new_context(viewport={"width": 1280, "height": 900})
+            context = browser.new_context(viewport={"width": 1280, "height": 900}, ignore_https_errors=True)
             page = context.new_page()
             page.set_default_timeout(TIMEOUT)
             errors = []
@@ -228,6 +234,32 @@ def flows(page, browser, base, work, docs, vms, payload, token, errors):
             visit(page, V + "/policies")
             expect(page.get_by_role("cell", name="nightly")).to_be_visible()
             shot(page, "policies")
+
+            # protected servers: one added with single-use credentials,
+            # registered from its own folder, then unregistered
+            visit(page, V + "/servers")
+            expect(page.get_by_role("heading", name="Protected servers")).to_be_visible()
+            page.get_by_label("Address servers reach").fill(base)
+            page.get_by_role("button", name="Add a server").click()
+            creds = page.locator("#credentials-text").inner_text()
+            (work / "web9.creds").write_text(creds)
+
+            def register(name):
+                host_env = {"PATH": os.environ["PATH"], "HOME": str(work / name),
+                            "BOVEDA_HOST_DIR": str(work / name / "boveda")}
+                return subprocess.run([BIN, "host", "register", "--credentials", str(work / "web9.creds"),
+                                       "--name", name], env=host_env, capture_output=True, text=True, timeout=60)
+            out = register("web9")
+            assert out.returncode == 0, out.stderr
+            visit(page, V + "/servers")
+            row = page.get_by_role("row", name=re.compile("web9"))
+            expect(row).to_contain_text("Online")
+            shot(page, "servers")
+            page.once("dialog", lambda d: d.accept())
+            row.get_by_role("button", name="Unregister").click()
+            expect(page.get_by_role("row", name=re.compile("web9"))).to_contain_text("Unregistered")
+            out = register("web10")
+            assert out.returncode != 0 and "used already" in out.stderr, out.stderr
 
             # phone width: nothing wider than the screen
             phone = page.context.new_page()
