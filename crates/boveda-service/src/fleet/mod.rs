@@ -215,7 +215,7 @@ pub fn register_host(vault: &Vault, req: &Registration, now: Timestamp) -> Resul
         return Err(ServiceError::Conflict(format!("a registered host is named {:?} already", req.name)));
     }
     let host_id = RecordId::random();
-    let outcome = vault.catalog_update(CREDENTIALS, &req.credentials, |current: Option<CredentialsRecord>| {
+    let redeem = |current: Option<CredentialsRecord>| {
         let mut c =
             current.ok_or_else(|| VaultError::Invalid("these credentials are not known to the vault".into()))?;
         if blake3::Hash::from_hex(&c.secret_hash).ok() != Some(blake3::hash(req.secret.as_bytes())) {
@@ -230,12 +230,16 @@ pub fn register_host(vault: &Vault, req: &Registration, now: Timestamp) -> Resul
         c.used = Some(now);
         c.used_by = Some(host_id);
         Ok(Some(c))
-    });
-    match outcome {
-        Ok(_) => {}
-        Err(VaultError::Invalid(why)) => return Err(refused(format!("registration refused: {why}"))),
-        Err(e) => return Err(e.into()),
-    }
+    };
+    let refusal = |e: VaultError| match e {
+        VaultError::Invalid(why) => refused(format!("registration refused: {why}")),
+        e => e.into(),
+    };
+    // checked first without a change, so that only good credentials mark
+    // the vault for hosts (builds older than the fleet refuse it from then on)
+    redeem(vault.catalog_get(CREDENTIALS, &req.credentials)?).map_err(refusal)?;
+    vault.mark_hosts_in_use()?;
+    vault.catalog_update(CREDENTIALS, &req.credentials, redeem).map_err(refusal)?;
     let secret = new_secret();
     let host = Host {
         id: host_id,

@@ -29,6 +29,48 @@ fn refuse(name: &str, why: &str) -> VaultError {
 }
 
 impl Vault {
+    /// Marks the vault as one registered hosts write to, before the first
+    /// host is registered: the config object is rewritten with format
+    /// version 3 (compare-and-swap on its version), so that a build older
+    /// than the fleet refuses the vault at open. Returns whether it was
+    /// marked now (false: it was already).
+    ///
+    /// # Errors
+    /// `Invalid` for a store that cannot replace an object only if it is
+    /// unchanged; `Damaged` when the stored config fails authentication; a
+    /// store error.
+    pub fn mark_hosts_in_use(&self) -> Result<bool> {
+        let store = self.store();
+        if !store.capabilities().conditional_replace {
+            return Err(VaultError::Invalid(format!(
+                "{} cannot replace an object only if it is unchanged, which marking the vault for hosts needs",
+                store.location()
+            )));
+        }
+        for _ in 0..8 {
+            let seen = store.stat("config")?;
+            let bytes = store.get("config")?;
+            let mut config = super::VaultConfig::parse(&store.location(), &bytes)?;
+            if config.mac != config.config.mac(self.key())? {
+                return Err(VaultError::damaged("config", "fails authentication"));
+            }
+            if config.config.hosts {
+                return Ok(false);
+            }
+            config.config.hosts = true;
+            let Some(tag) = seen.etag else {
+                return Err(VaultError::Invalid(format!("{} gave the config no version", store.location())));
+            };
+            match store.put("config", &config.config.encode(self.key())?, PutMode::ReplaceIfMatch(tag)) {
+                Ok(_) => return Ok(true),
+                // changed between the read and the write: read it again
+                Err(e) if e.kind() == StoreErrorKind::ConditionNotMet => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(VaultError::Busy("the config kept changing while it was marked for hosts".into()))
+    }
+
     /// Adds an object a host sent, after checking that it is a pack or an
     /// index object, named after its bytes, sealed by `host` for the vault,
     /// and (an index object) that every pack it lists is `host`'s. The

@@ -28,7 +28,7 @@ use crate::chunker::{Chunker, ChunkerParams};
 use crate::crypto::{KdfParams, MasterKey};
 use crate::error::{Result, VaultError};
 use crate::key_slot::KeySlot;
-use crate::object::{ObjectKind, header, parse_header};
+use crate::object::{Envelope, ObjectKind, parse_any_header};
 
 /// The clear-text `config` object: what a reader needs before any key.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -40,6 +40,12 @@ pub struct VaultConfig {
     /// [`Vault::new_point_id`]); vaults made before tags have none.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub point_tags: bool,
+    /// Registered hosts write to this vault (docs/FLEET.md): objects they
+    /// seal have format version 3, so the config object has it too, and a
+    /// build older than the fleet refuses the vault at open, saying it is
+    /// newer, instead of meeting such an object mid-way.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hosts: bool,
 }
 
 /// The `config` object as stored: the config and its authentication code
@@ -52,21 +58,39 @@ struct StoredConfig {
 }
 
 impl VaultConfig {
+    /// The config object's header: format version 3 once hosts write.
+    fn header(&self) -> Vec<u8> {
+        let envelope = if self.hosts { Envelope::MASTER_V3 } else { Envelope::MASTER };
+        envelope.prefix(ObjectKind::Config).to_vec()
+    }
+
     fn mac(&self, key: &MasterKey) -> Result<String> {
-        let mut bytes = header(ObjectKind::Config).to_vec();
+        let mut bytes = self.header();
         serde_json::to_writer(&mut bytes, self).map_err(|e| VaultError::Invalid(e.to_string()))?;
         Ok(hex::encode(key.config_mac(&bytes)))
     }
 
+    /// The config object's bytes, authenticated by `key`.
+    fn encode(&self, key: &MasterKey) -> Result<Vec<u8>> {
+        let stored = StoredConfig { config: self.clone(), mac: self.mac(key)? };
+        let mut bytes = self.header();
+        serde_json::to_writer(&mut bytes, &stored).map_err(|e| VaultError::Invalid(e.to_string()))?;
+        Ok(bytes)
+    }
+
     /// Reads the clear-text config, bounding every number before use.
     fn parse(location: &str, bytes: &[u8]) -> Result<StoredConfig> {
-        let body = parse_header("config", bytes, ObjectKind::Config).map_err(|e| match e {
+        let (envelope, body) = parse_any_header("config", bytes, ObjectKind::Config).map_err(|e| match e {
             VaultError::NewerFormat { found, supported, .. } => {
                 VaultError::NewerFormat { location: location.to_string(), found, supported }
             }
             other => other,
         })?;
         let stored: StoredConfig = serde_json::from_slice(body).map_err(|e| VaultError::damaged("config", e))?;
+        let expected = if stored.config.hosts { Envelope::MASTER_V3 } else { Envelope::MASTER };
+        if envelope != expected {
+            return Err(VaultError::damaged("config", "its format version does not fit what it says of hosts"));
+        }
         if !stored.config.chunker.is_valid() {
             return Err(VaultError::damaged("config", "chunker sizes are out of bounds"));
         }
@@ -246,8 +270,13 @@ impl Vault {
         let key = MasterKey::generate();
         let slot = KeySlot::create(&key, passphrase, opts.kdf, "initial", &opts.hostname)?;
         store.put_new(&KeySlot::name(&slot.id), &slot.to_bytes()?)?;
-        let config =
-            VaultConfig { id: RecordId::random(), created: Timestamp::now(), chunker: opts.chunker, point_tags: true };
+        let config = VaultConfig {
+            id: RecordId::random(),
+            created: Timestamp::now(),
+            chunker: opts.chunker,
+            point_tags: true,
+            hosts: false,
+        };
         let vault = Vault {
             store,
             key,
@@ -263,10 +292,7 @@ impl Vault {
         };
         vault.catalog_put(SETTINGS_KIND, &SETTINGS_ID, Some(&opts.settings))?;
         // The config object is written last: its presence is what makes a vault.
-        let stored = StoredConfig { config: vault.config.clone(), mac: vault.config.mac(&vault.key)? };
-        let mut cfg = header(ObjectKind::Config).to_vec();
-        serde_json::to_writer(&mut cfg, &stored).map_err(|e| VaultError::Invalid(e.to_string()))?;
-        vault.store.put_new("config", &cfg)?;
+        vault.store.put_new("config", &vault.config.encode(&vault.key)?)?;
         Ok(vault)
     }
 

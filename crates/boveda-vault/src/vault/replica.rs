@@ -43,7 +43,18 @@ impl Vault {
             Err(e) => return Err(e.into()),
         };
         let ours = self.primary_store().get("config")?;
-        Ok(if theirs == ours { Replica::ThisVault } else { Replica::AnotherVault })
+        // the same bytes, or the same vault's config before it was marked
+        // for hosts (a pass brings the mark over)
+        let same_id = || {
+            let location = secondary.location();
+            let parsed = super::VaultConfig::parse(&location, &theirs)
+                .ok()
+                .zip(super::VaultConfig::parse(&location, &ours).ok());
+            parsed.is_some_and(|(t, o)| {
+                t.config.id == o.config.id && t.mac == t.config.mac(self.key()).unwrap_or_default()
+            })
+        };
+        Ok(if theirs == ours || same_id() { Replica::ThisVault } else { Replica::AnotherVault })
     }
 
     /// The size of `config` when `secondary` lacks it (what a pass has
@@ -66,12 +77,38 @@ impl Vault {
     /// A store error.
     pub fn copy_config_to(&self, secondary: &dyn Store) -> Result<Option<u64>> {
         if self.config_missing_in(secondary)?.is_none() {
-            return Ok(None);
+            return self.mark_hosts_in(secondary);
         }
         let config = self.primary_store().get("config")?;
         match secondary.put("config", &config, PutMode::Create) {
             Ok(_) => Ok(Some(config.len() as u64)),
             Err(e) if e.kind() == StoreErrorKind::AlreadyExists => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Brings the primary's mark for hosts (`Vault::mark_hosts_in_use`) to
+    /// the secondary's config, so that the secondary too is refused by
+    /// builds older than the fleet; the bytes written, if any.
+    fn mark_hosts_in(&self, secondary: &dyn Store) -> Result<Option<u64>> {
+        let ours = self.primary_store().get("config")?;
+        let seen = secondary.stat("config")?;
+        let theirs = secondary.get("config")?;
+        let location = secondary.location();
+        let (Ok(o), Ok(t)) =
+            (super::VaultConfig::parse(&location, &ours), super::VaultConfig::parse(&location, &theirs))
+        else {
+            return Ok(None);
+        };
+        if ours == theirs || !o.config.hosts || t.config.hosts || o.config.id != t.config.id {
+            return Ok(None);
+        }
+        let (Some(tag), true) = (seen.etag, secondary.capabilities().conditional_replace) else {
+            return Ok(None);
+        };
+        match secondary.put("config", &ours, PutMode::ReplaceIfMatch(tag)) {
+            Ok(_) => Ok(Some(ours.len() as u64)),
+            Err(e) if e.kind() == StoreErrorKind::ConditionNotMet => Ok(None),
             Err(e) => Err(e.into()),
         }
     }

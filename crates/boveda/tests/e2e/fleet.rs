@@ -139,6 +139,11 @@ fn two_hosts_register_back_up_through_the_server_and_are_restored_there(kind: St
     let (c1, c2) = (credentials(&env, &url, &cert, "web1", "48h"), credentials(&env, &url, &cert, "web2", "48h"));
     assert!(register(&env, "web1", &c1).contains("registered host web1"));
     assert!(register(&env, "web2", &c2).contains("registered host web2"));
+    // the vault is marked for hosts: builds older than the fleet refuse it at open
+    if kind == StoreKind::Local {
+        let config = std::fs::read(env.vault.join("config")).expect("config");
+        assert_eq!(u16::from_le_bytes([config[4], config[5]]), 3, "the config's format version");
+    }
     // credentials work once
     let again = host_fails(&env, "web3", &["host", "register", "--credentials", c1.to_str().expect("utf8")]);
     assert!(again.contains("used already"), "{again}");
