@@ -38,6 +38,7 @@ mod nbd_server;
 mod point_mount;
 mod point_path;
 mod point_reader;
+mod point_tar;
 mod progress;
 pub mod qmp;
 
@@ -58,4 +59,5 @@ pub use libvirt_domain::{Domain, DomainDisk, GUEST_AGENT_CHANNEL};
 pub use nbd_server::serve_point_disks;
 pub use point_mount::{MountedPoint, mount_points};
 pub use point_path::{list_point_path, split_point_path};
+pub use point_tar::{TarStats, Unpacked, unpack_tar, write_point_tar};
 pub use progress::{BackupProgress, NoProgress, RestoreProgress};

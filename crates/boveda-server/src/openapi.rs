@@ -59,6 +59,7 @@ pub fn document(specs: &[RouteSpec], public: &[(&str, &str)]) -> Value {
                 "/api/v1/vaults/{vault}/host/work" => "The backups the server asks of the host (?wait= seconds, at most 20; host token)",
                 "/api/v1/vaults/{vault}/host/jobs" => "A registered host starts a backup job of its item (host token)",
                 "/api/v1/vaults/{vault}/host/jobs/{job}/chunks" => "The chunks the vault holds of the host's (host token)",
+                "/api/v1/vaults/{vault}/host/jobs/{job}/archive" => "The point a restore onto the host was granted, as a tar stream, once (host token)",
                 "/api/v1/vaults/{vault}/host/jobs/{job}/objects/{*name}" => "Add a pack or index object the host sealed, create-only (host token)",
                 _ => "Report a host's backup progress, end or failure (host token)",
             },

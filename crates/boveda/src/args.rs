@@ -195,7 +195,12 @@ pub enum HostCmd {
     /// (on a host) Run the backups the server asks for (its items' policy
     /// slots, "backup now" from the portal or the API) until stopped; the
     /// systemd unit is in docs/FLEET.md.
-    Agent,
+    Agent {
+        /// A folder restores ordered through the server may write into
+        /// (repeatable); without one, this host restores nowhere.
+        #[arg(long = "restore-root")]
+        restore_roots: Vec<PathBuf>,
+    },
     /// (on a host) Back up one of this host's items now, through the server.
     Backup {
         item: String,

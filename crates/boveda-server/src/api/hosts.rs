@@ -138,6 +138,17 @@ async fn host_of(
     Ok((served, host))
 }
 
+/// A host's request about one of its jobs: the served vault, the host, the
+/// job's id, the vault and the server's host jobs.
+type HostJobCall = (Arc<Served>, Host, svc::RecordId, Arc<svc::Vault>, Arc<svc::fleet::intake::HostJobs>);
+
+async fn host_job_of(app: &AppState, params: &BTreeMap<String, String>, headers: &HeaderMap) -> ApiResult<HostJobCall> {
+    let (served, host) = host_of(app, params, headers).await?;
+    let job = job_param(params)?;
+    let (vault, jobs) = (served.vault.clone(), served.host_jobs.clone());
+    Ok((served, host, job, vault, jobs))
+}
+
 fn job_param(params: &BTreeMap<String, String>) -> ApiResult<svc::RecordId> {
     let text = param(params, "job");
     svc::RecordId::from_hex(&text).ok_or_else(|| ApiError::not_found(format!("no job {text:?}")))
@@ -198,9 +209,7 @@ pub(super) async fn host_chunks(
     Path(params): Path<BTreeMap<String, String>>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let (served, host) = host_of(&app, &params, &headers).await?;
-    let job = job_param(&params)?;
-    let (vault, jobs) = (served.vault.clone(), served.host_jobs.clone());
+    let (_, host, job, vault, jobs) = host_job_of(&app, &params, &headers).await?;
     let bytes = blocking(move || {
         // only during a job of its own: the list is what that backup needs
         jobs.check_running(&host, &job)?;
@@ -216,10 +225,8 @@ pub(super) async fn host_upload(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult<StatusCode> {
-    let (served, host) = host_of(&app, &params, &headers).await?;
-    let job = job_param(&params)?;
+    let (_, host, job, vault, jobs) = host_job_of(&app, &params, &headers).await?;
     let name = param(&params, "name");
-    let (vault, jobs) = (served.vault.clone(), served.host_jobs.clone());
     let added = blocking(move || jobs.upload(&vault, &host, &job, &name, &body)).await?;
     Ok(match added {
         svc::HostObject::Added => StatusCode::CREATED,
@@ -233,13 +240,67 @@ pub(super) async fn host_report(
     headers: HeaderMap,
     Body(report): Body<HostReport>,
 ) -> ApiResult<Json<ReportReply>> {
-    let (served, host) = host_of(&app, &params, &headers).await?;
-    let job = job_param(&params)?;
-    let jobs = served.host_jobs.clone();
+    let (served, host, job, _, jobs) = host_job_of(&app, &params, &headers).await?;
     let ends = !matches!(report, HostReport::Progress(_));
     let reply = blocking(move || jobs.report(&host, &job, report)).await?;
     if ends {
         served.changed();
     }
     Ok(Json(reply))
+}
+
+/// A writer that hands what it is given to a response body, a chunk at a
+/// time (from a blocking thread).
+struct ToBody(tokio::sync::mpsc::Sender<Result<axum::body::Bytes, std::io::Error>>);
+
+impl std::io::Write for ToBody {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(Ok(axum::body::Bytes::copy_from_slice(buf)))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the host hung up"))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `GET host/jobs/{job}/archive`: the point a restore job was granted, as
+/// a tar stream, once.
+pub(super) async fn host_archive(
+    State(app): State<AppState>,
+    Path(params): Path<BTreeMap<String, String>>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let (_, host, job, vault, jobs) = host_job_of(&app, &params, &headers).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel();
+    tokio::task::spawn_blocking(move || {
+        // the refusals (not a restore, fetched already) come before any byte
+        let first = std::cell::Cell::new(Some(first_tx));
+        let out = std::io::BufWriter::with_capacity(256 << 10, ToBody(tx.clone()));
+        let ready = || {
+            if let Some(f) = first.take() {
+                let _ = f.send(Ok(()));
+            }
+        };
+        if let Err(e) = jobs.archive(&vault, &host, &job, out, &ready) {
+            match first.take() {
+                Some(f) => {
+                    let _ = f.send(Err(e));
+                }
+                None => {
+                    let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+                }
+            }
+        }
+    });
+    match first_rx.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e.into()),
+        Err(_) => return Err(ApiError::internal("the archive ended before it began")),
+    }
+    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|chunk| (chunk, rx)) });
+    Ok(([(header::CONTENT_TYPE, "application/x-tar")], axum::body::Body::from_stream(stream)).into_response())
 }

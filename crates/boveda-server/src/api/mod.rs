@@ -279,6 +279,7 @@ fn host_routes(router: Router<AppState>) -> Router<AppState> {
         .route(&format!("{H}/work"), get(host_work))
         .route(&format!("{H}/jobs"), post(host_start_backup))
         .route(&format!("{H}/jobs/{{job}}/chunks"), get(host_chunks))
+        .route(&format!("{H}/jobs/{{job}}/archive"), get(host_archive))
         .route(
             &format!("{H}/jobs/{{job}}/objects/{{*name}}"),
             put(host_upload).layer(axum::extract::DefaultBodyLimit::max(HOST_OBJECT_LIMIT)),

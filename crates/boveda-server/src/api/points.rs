@@ -73,7 +73,15 @@ pub(super) async fn restore(
     let (vault, item) = (served.vault.clone(), caller.item()?.clone());
     let env = app.config.jobs.clone();
     let roots = app.config.restore_roots.clone();
-    let job = blocking(move || svc::start_restore(vault, &env, item, req, &roots)).await?;
+    let job = if item.host.is_some() {
+        // onto the item's host: its agent restores, into a folder it allows
+        let work = served.host_work.clone();
+        let order = svc::fleet::restores::HostRestore { point: req.point, target: req.target, paths: req.paths };
+        let wait = std::time::Duration::from_secs(15);
+        blocking(move || svc::fleet::restores::restore_on_host(&vault, &work, &item, &order, wait)).await?
+    } else {
+        blocking(move || svc::start_restore(vault, &env, item, req, &roots)).await?
+    };
     served.changed();
     Ok((StatusCode::ACCEPTED, Json(job)))
 }

@@ -256,6 +256,15 @@ impl HostClient {
         self.post(self.url(&format!("host/jobs/{}/report", job.to_hex())), report)
     }
 
+    /// The point a restore job was granted, as a tar stream.
+    ///
+    /// # Errors
+    /// The server's refusal (not a restore, fetched already); a network
+    /// error.
+    pub fn archive(&self, job: &RecordId) -> Result<impl std::io::Read> {
+        self.send(self.http.get(self.url(&format!("host/jobs/{}/archive", job.to_hex()))))
+    }
+
     fn put_object(&self, job: &RecordId, name: &str, bytes: &[u8]) -> Result<()> {
         let url = self.url(&format!("host/jobs/{}/objects/{name}", job.to_hex()));
         self.send(self.http.put(url).body(bytes.to_vec()))?;

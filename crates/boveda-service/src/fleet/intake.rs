@@ -18,13 +18,14 @@ use boveda_engine::BackupProgress;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use boveda_vault::{ChunkId, HostObject, PointStats, RecordId, RecoveryPoint, Vault};
+use boveda_vault::{HostObject, RecordId, RecoveryPoint, Vault};
 use jiff::Timestamp;
-use serde::{Deserialize, Serialize};
 
 use crate::error::{Remedy, Result, ServiceError, ServiceErrorKind};
 use crate::fleet::Host;
 use crate::fleet::host_item;
+pub use crate::fleet::protocol::{HostClaim, HostProgress, HostReport, ReportReply, StartedJob};
+use crate::fleet::restores::Grant;
 use crate::fleet::work::{Assignment, HostWork};
 use crate::items::{Item, ItemSource};
 use crate::protection::{check_can_back_up, point_retention};
@@ -113,60 +114,6 @@ pub fn known_chunks(vault: &Vault, host: &Host) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// How far a host's backup is, as it reports (counts so far).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct HostProgress {
-    pub phase: String,
-    pub files: u64,
-    pub bytes_read: u64,
-}
-
-/// What a host says it backed up: the point's root tree and its numbers.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct HostClaim {
-    pub tree: ChunkId,
-    pub sources: Vec<String>,
-    pub stats: PointStats,
-    #[serde(default)]
-    pub warnings: Vec<String>,
-}
-
-/// What a host reports during its backup job.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "report", rename_all = "kebab-case")]
-pub enum HostReport {
-    Progress(HostProgress),
-    Done(HostClaim),
-    Failed {
-        error: String,
-    },
-    /// Waits again for the answer to `done` (see [`ReportReply::pending`]).
-    Await,
-}
-
-/// A job the server started for this host.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StartedJob {
-    pub job: RecordId,
-    /// How the vault compresses and packs (a host seals as the vault would).
-    pub compression_level: i32,
-    pub pack_size: u64,
-}
-
-/// What the server answers a report.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct ReportReply {
-    /// The job was stopped on the server: stop working on it.
-    #[serde(default)]
-    pub cancel: bool,
-    /// The point written (to a `done` report).
-    #[serde(default)]
-    pub point: Option<String>,
-    /// The point is still being checked: ask again with `await`.
-    #[serde(default)]
-    pub pending: bool,
-}
-
 /// A host's backup job as the server runs it.
 pub struct HostJob<'a> {
     pub host: &'a Host,
@@ -219,7 +166,7 @@ impl HostJob<'_> {
                         last = p;
                     }
                     Ok(HostReport::Done(claim)) => break claim,
-                    Ok(HostReport::Await) => {}
+                    Ok(HostReport::Await | HostReport::Restored(_)) => {}
                     Ok(HostReport::Failed { error }) => {
                         return Err(ServiceError::Invalid(format!("on host {}: {error}", host.name)));
                     }
@@ -288,6 +235,9 @@ struct Running {
     reports: crossbeam_channel::Sender<HostReport>,
     outcome: crossbeam_channel::Receiver<Result<String>>,
     uploaded: Mutex<u64>,
+    /// A restore's point.
+    grant: Option<Grant>,
+    archive_taken: std::sync::atomic::AtomicBool,
 }
 
 /// The host backup jobs a server runs now, by job id.
@@ -306,13 +256,17 @@ impl HostJobs {
         running.get(job).filter(|r| r.host == host.id).cloned().ok_or_else(|| gone(job))
     }
 
-    /// Starts a backup job of `host`'s item `item`, run on a thread of its
-    /// own until the host reports its end (or falls silent for `silence`).
-    /// Returns once the job is recorded.
+    /// Starts a job of `host`: a backup of its item (its own asking, a
+    /// scheduled slot the server gave out, or a backup now), or a restore
+    /// the server ordered; run on a thread of its own until the host
+    /// reports its end (or falls silent for `silence`). Returns once the
+    /// job is recorded. When the host names a request, what it may do is
+    /// what the server asked under it, never what the host says.
     ///
     /// # Errors
-    /// `NotFound` for an item that is not the host's; a refusal before the
-    /// job is recorded (protection stopped, a past retain-until date).
+    /// `NotFound` for an item that is not the host's; `PermissionDenied`
+    /// for a request or slot the server did not give this host; a refusal
+    /// before the job is recorded (protection stopped, a past date).
     pub fn start(
         self: &Arc<Self>,
         vault: Arc<Vault>,
@@ -321,30 +275,89 @@ impl HostJobs {
         req: &Assignment,
         work: &HostWork,
     ) -> Result<StartedJob> {
-        let (item, retain_until) = (req.item.as_str(), req.retain_until.as_deref());
-        let (clock, heartbeat, silence, quota) = (terms.clock.clone(), terms.heartbeat, terms.silence, terms.quota);
-        let item = host_item(&vault, &host, item)?;
-        // a scheduled point only for the slot the server gave out
-        if let Some(slot) = req.scheduled_for
-            && !work.is_given(&item.id, slot)
-        {
-            return Err(refused(format!("host {}: no backup of {} was scheduled for {slot}", host.name, item.name)));
+        let asked = match &req.request {
+            Some(request) => work.asked(&host, request).ok_or_else(|| {
+                refused(format!("host {}: the server made no request {} of it", host.name, request.short()))
+            })?,
+            None if req.restore.is_some() => {
+                return Err(refused(format!("host {}: a restore is ordered by the server, not by a host", host.name)));
+            }
+            None => req.clone(),
+        };
+        let (clock, heartbeat, silence) = (terms.clock.clone(), terms.heartbeat, terms.silence);
+        let item = host_item(&vault, &host, &asked.item)?;
+        let target = vault.writer_target();
+        let job = if let Some(order) = &asked.restore {
+            let grant = crate::fleet::restores::grant(&vault, &item, order)?;
+            let kept = grant.clone();
+            self.spawn(
+                &host,
+                terms.quota,
+                Some(kept),
+                move |jobs_env_host, reports| {
+                    let (vault, env, host) = jobs_env_host;
+                    crate::fleet::restores::run_restore_job(&vault, env, &host, &item, &grant, reports, silence)
+                },
+                (vault, clock, heartbeat),
+            )?
+        } else {
+            // a scheduled point only for the slot the server gave out
+            if let Some(slot) = asked.scheduled_for
+                && !work.is_given(&item.id, slot)
+            {
+                return Err(refused(format!(
+                    "host {}: no backup of {} was scheduled for {slot}",
+                    host.name, item.name
+                )));
+            }
+            let retain_until = asked
+                .retain_until
+                .as_deref()
+                .map(|t| crate::model::time_input::parse_retain_until(t, clock.now(), &jiff::tz::TimeZone::system()))
+                .transpose()?;
+            let scheduled_for = asked.scheduled_for;
+            self.spawn(
+                &host,
+                terms.quota,
+                None,
+                move |jobs_env_host, reports| {
+                    let (vault, env, host) = jobs_env_host;
+                    let spec = HostJob { host: &host, item: &item, retain_until, scheduled_for, silence };
+                    spec.run(&vault, env, reports).map(|(job, result)| (job, result.map(|p| p.id.to_hex())))
+                },
+                (vault, clock, heartbeat),
+            )?
+        };
+        if let Some(request) = &req.request {
+            work.started(request, job.id);
         }
-        let scheduled_for = req.scheduled_for;
-        let retain_until = retain_until
-            .map(|t| crate::model::time_input::parse_retain_until(t, clock.now(), &jiff::tz::TimeZone::system()))
-            .transpose()?;
+        Ok(StartedJob { job: job.id, compression_level: target.compression_level, pack_size: target.pack_size as u64 })
+    }
+
+    /// Runs `run` on a thread of its own with the job's environment and its
+    /// reports; returns the job once recorded.
+    fn spawn(
+        self: &Arc<Self>,
+        host: &Host,
+        quota: u64,
+        grant: Option<Grant>,
+        run: impl FnOnce(
+            (Arc<Vault>, &JobEnv<'_>, Host),
+            &crossbeam_channel::Receiver<HostReport>,
+        ) -> Result<(Job, Result<String>)>
+        + Send
+        + 'static,
+        (vault, clock, heartbeat): (Arc<Vault>, Arc<dyn Clock>, Duration),
+    ) -> Result<Job> {
         let (reports_tx, reports) = crossbeam_channel::unbounded();
         let (started_tx, started) = crossbeam_channel::bounded(1);
         let (outcome_tx, outcome) = crossbeam_channel::bounded(1);
-        let (jobs, target) = (self.clone(), vault.writer_target());
-        let host_id = host.id;
+        let (jobs, who) = (self.clone(), host.clone());
         std::thread::spawn(move || {
-            let mut job_env = JobEnv::new(clock.as_ref(), heartbeat, host.name.clone());
+            let mut job_env = JobEnv::new(clock.as_ref(), heartbeat, who.name.clone());
             job_env.started = Some(started_tx);
-            let spec = HostJob { host: &host, item: &item, retain_until, scheduled_for, silence };
-            let (id, result) = match spec.run(&vault, &job_env, &reports) {
-                Ok((job, result)) => (Some(job.id), result.map(|p| p.id.to_hex())),
+            let (id, result) = match run((vault, &job_env, who), &reports) {
+                Ok((job, result)) => (Some(job.id), result),
                 Err(e) => (None, Err(e)),
             };
             let _ = outcome_tx.send(result);
@@ -361,12 +374,42 @@ impl HostJobs {
                 });
             }
         };
-        let running = Arc::new(Running { host: host_id, quota, reports: reports_tx, outcome, uploaded: Mutex::new(0) });
+        let running = Arc::new(Running {
+            host: host.id,
+            quota,
+            reports: reports_tx,
+            outcome,
+            uploaded: Mutex::new(0),
+            grant,
+            archive_taken: std::sync::atomic::AtomicBool::new(false),
+        });
         self.running.lock().map_err(|_| ServiceError::Internal("host jobs poisoned".into()))?.insert(job.id, running);
-        if let Some(request) = &req.request {
-            work.started(request, job.id);
+        Ok(job)
+    }
+
+    /// Writes the point a restore job of `host` was granted into `out`, as
+    /// a tar archive: once. `ready` is called once the request is found
+    /// good, before the first byte.
+    ///
+    /// # Errors
+    /// `Conflict` when the job does not run; `PermissionDenied` when it is
+    /// not a restore, or its archive was taken already; the vault's errors.
+    pub fn archive(
+        &self,
+        vault: &Vault,
+        host: &Host,
+        job: &RecordId,
+        out: impl std::io::Write,
+        ready: &dyn Fn(),
+    ) -> Result<()> {
+        let running = self.get(host, job)?;
+        let grant = running.grant.as_ref().ok_or_else(|| refused(format!("job {} is not a restore", job.short())))?;
+        if running.archive_taken.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Err(refused(format!("the point of restore job {} was fetched already", job.short())));
         }
-        Ok(StartedJob { job: job.id, compression_level: target.compression_level, pack_size: target.pack_size as u64 })
+        ready();
+        crate::fleet::restores::write_archive(vault, grant, out)?;
+        Ok(())
     }
 
     /// Whether `job` runs for `host`.

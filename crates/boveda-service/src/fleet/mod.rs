@@ -11,8 +11,11 @@
 
 pub mod client;
 pub mod host_backup;
+pub mod host_restore;
 pub mod identity;
 pub mod intake;
+pub mod protocol;
+pub mod restores;
 pub mod work;
 
 use boveda_vault::{HostKeys, RecordId, Vault, VaultError};

@@ -18,7 +18,7 @@ use crate::model::schedule::latest_slot;
 use crate::policies::list_policies;
 
 /// One backup a host is asked to run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Assignment {
     pub item: String,
     /// The policy slot of a scheduled backup.
@@ -27,9 +27,27 @@ pub struct Assignment {
     /// The date to keep an ad-hoc point until, as asked.
     #[serde(default)]
     pub retain_until: Option<String>,
-    /// The request a "backup now" waits on, to be named when the job starts.
+    /// The request a "backup now" or a restore waits on, to be named when
+    /// the job starts.
     #[serde(default)]
     pub request: Option<RecordId>,
+    /// A restore an Operator started through the server: the host may
+    /// restore just this point, once, for this request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreOrder>,
+}
+
+/// A restore onto a host, as the server orders it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreOrder {
+    /// The point's id, in full.
+    pub point: String,
+    /// The folder on the host to restore into (its agent allows only its
+    /// `--restore-root` folders).
+    pub target: std::path::PathBuf,
+    /// Only these paths of the point; none for all.
+    #[serde(default)]
+    pub paths: Vec<String>,
 }
 
 struct Request {
@@ -42,8 +60,9 @@ struct Request {
 struct Queues {
     /// "Backup now" requests not yet taken, by host.
     waiting: HashMap<RecordId, Vec<Request>>,
-    /// Requests taken by a host, until it starts their job.
-    taken: HashMap<RecordId, crossbeam_channel::Sender<RecordId>>,
+    /// Requests taken by a host, until it starts their job: the host, what
+    /// was asked, and who waits.
+    taken: HashMap<RecordId, (RecordId, Assignment, crossbeam_channel::Sender<RecordId>)>,
     /// The last slot given out, by item.
     slots: HashMap<RecordId, Timestamp>,
 }
@@ -73,9 +92,20 @@ impl HostWork {
         retain_until: Option<String>,
         wait: Duration,
     ) -> Result<RecordId> {
+        let assignment = Assignment { item: item.to_string(), retain_until, ..Assignment::default() };
+        self.ask(host, assignment, wait, "backup")
+    }
+
+    /// Asks `host` to run `assignment` (given a request id here) and waits
+    /// until its agent started the job.
+    ///
+    /// # Errors
+    /// `Conflict` when the host did not take it in time.
+    pub fn ask(&self, host: &Host, mut assignment: Assignment, wait: Duration, what: &str) -> Result<RecordId> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         let id = RecordId::random();
-        let assignment = Assignment { item: item.to_string(), scheduled_for: None, retain_until, request: Some(id) };
+        assignment.request = Some(id);
+        let item = assignment.item.clone();
         self.queues
             .lock()
             .map_err(|_| poisoned())?
@@ -94,12 +124,19 @@ impl HostWork {
                     q.taken.remove(&id);
                 }
                 Err(ServiceError::Conflict(format!(
-                    "host {} did not start the backup of {item} within {} s: is `boveda host agent` running there, and can it reach this server?",
+                    "host {} did not start the {what} of {item} within {} s: is `boveda host agent` running there, and can it reach this server?",
                     host.name,
                     wait.as_secs()
                 )))
             }
         }
+    }
+
+    /// What the server asked of `host` under `request` (a host names the
+    /// request; what it may do comes from here, never from the host).
+    pub fn asked(&self, host: &Host, request: &RecordId) -> Option<Assignment> {
+        let q = self.queues.lock().ok()?;
+        q.taken.get(request).filter(|(h, _, _)| *h == host.id).map(|(_, a, _)| a.clone())
     }
 
     /// What `host` should run now: "backup now" requests, and the policy
@@ -117,7 +154,7 @@ impl HostWork {
             if !requests.is_empty() || !out.is_empty() || Instant::now() >= deadline {
                 for r in requests {
                     if let Some(id) = r.assignment.request {
-                        q.taken.insert(id, r.started);
+                        q.taken.insert(id, (host.id, r.assignment.clone(), r.started));
                     }
                     out.push(r.assignment);
                 }
@@ -153,12 +190,7 @@ impl HostWork {
             let after = after.max(item.protection.since.unwrap_or(now));
             if let Some(slot) = latest_slot(policy, now, after) {
                 self.queues.lock().map_err(|_| poisoned())?.slots.insert(item.id, slot);
-                out.push(Assignment {
-                    item: item.name.clone(),
-                    scheduled_for: Some(slot),
-                    retain_until: None,
-                    request: None,
-                });
+                out.push(Assignment { item: item.name.clone(), scheduled_for: Some(slot), ..Assignment::default() });
             }
         }
         Ok(out)
@@ -173,7 +205,7 @@ impl HostWork {
     /// The job of request `request` started: its asker is told.
     pub fn started(&self, request: &RecordId, job: RecordId) {
         if let Ok(mut q) = self.queues.lock()
-            && let Some(tx) = q.taken.remove(request)
+            && let Some((_, _, tx)) = q.taken.remove(request)
         {
             let _ = tx.send(job);
         }

@@ -40,7 +40,7 @@ pub fn run(ctx: &Ctx, cmd: HostCmd) -> Result<Outcome> {
         }
         HostCmd::Items => items(ctx),
         HostCmd::Backup { item, retain_until } => backup(ctx, &item, retain_until.as_deref()),
-        HostCmd::Agent => agent(),
+        HostCmd::Agent { restore_roots } => agent(&restore_roots),
     }
 }
 
@@ -50,7 +50,7 @@ const MOST_BACKOFF: Duration = Duration::from_secs(60);
 /// `boveda host agent`: runs the backups the server asks for (scheduled
 /// slots, backup now), one at a time, until SIGTERM or SIGINT; an
 /// unreachable server is tried again with a growing wait.
-fn agent() -> Result<Outcome> {
+fn agent(restore_roots: &[std::path::PathBuf]) -> Result<Outcome> {
     let (dir, identity, client) = client()?;
     let stop = stop_on_signals();
     eprintln!("boveda host agent: host {} of vault {} at {}", identity.name, identity.vault, identity.server);
@@ -75,6 +75,19 @@ fn agent() -> Result<Outcome> {
             }
         };
         for w in work {
+            if let Some(order) = &w.restore {
+                let into = format!("restore of {} into {}", w.item, order.target.display());
+                match fleet::host_restore::restore_ordered(client.clone(), &w, restore_roots) {
+                    Ok(r) => eprintln!(
+                        "boveda host agent: {into}: {} files, {} written, {} not written",
+                        r.stats.files,
+                        crate::output::size(r.stats.bytes),
+                        r.errors.len()
+                    ),
+                    Err(e) => eprintln!("boveda host agent: {into} failed: {e}"),
+                }
+                continue;
+            }
             let what = match w.scheduled_for {
                 Some(slot) => format!("scheduled for {}", time(slot)),
                 None => "backup now".to_string(),
@@ -208,12 +221,8 @@ fn backup(ctx: &Ctx, item: &str, retain_until: Option<&str>) -> Result<Outcome> 
     let (dir, identity, client) = client()?;
     let started = std::time::Instant::now();
     let bar = BackupBar::new();
-    let work = Assignment {
-        item: item.to_string(),
-        scheduled_for: None,
-        retain_until: retain_until.map(str::to_string),
-        request: None,
-    };
+    let work =
+        Assignment { item: item.to_string(), retain_until: retain_until.map(str::to_string), ..Assignment::default() };
     let result = fleet::host_backup::backup_item(&dir, &identity, client, &work, &bar);
     bar.finish();
     let outcome = result?;

@@ -499,11 +499,14 @@ fn a_hosts_agent_runs_its_scheduled_slot_and_backup_now_from_the_api_and_rides_o
     before_the_slot(&["protection", "enable", "web1-files", "--policy", "nightly"]);
     let operator = admin(&env, &["token", "create", "--role", "Operator"]).trim().to_string();
 
-    let mut agent = host_cmd(&env, "web1", &["host", "agent"])
-        .stderr(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("agent");
+    let log = env.path("agent.log");
+    let mut agent = Reaped(
+        host_cmd(&env, "web1", &["host", "agent"])
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("agent"),
+    );
     let points = |env: &Env| -> Vec<serde_json::Value> {
         let list = admin(env, &["--output", "json", "recoverypoint", "list", "web1-files"]);
         serde_json::from_str::<serde_json::Value>(&list).expect("json").as_array().cloned().unwrap_or_default()
@@ -534,7 +537,7 @@ fn a_hosts_agent_runs_its_scheduled_slot_and_backup_now_from_the_api_and_rides_o
     // the server away for a while: the agent waits, then carries on
     drop(server);
     std::thread::sleep(Duration::from_secs(3));
-    assert!(agent.try_wait().expect("wait").is_none(), "the agent gave up on an unreachable server");
+    assert!(agent.0.try_wait().expect("wait").is_none(), "the agent gave up on an unreachable server");
     let server = start(&env);
     let (head, body) = backup_now(&server.url);
     assert!(head.starts_with("HTTP/1.1 202"), "{head}\n{body}");
@@ -542,10 +545,99 @@ fn a_hosts_agent_runs_its_scheduled_slot_and_backup_now_from_the_api_and_rides_o
     // the slot was run once, not again after the restart
     let scheduled = points(&env).iter().filter(|p| p["point"]["scheduled_for"].is_string()).count();
     assert_eq!(scheduled, 1);
-    let _ = agent.kill();
-    let out = agent.wait_with_output().expect("agent output");
-    assert!(text(&out.stderr).contains("trying again"), "{}", text(&out.stderr));
+    drop(agent);
+    let said = std::fs::read_to_string(&log).expect("agent log");
+    assert!(said.contains("trying again"), "{said}");
     restored(&env, "web1-files", &src, "r");
     admin(&env, &["vault", "check", "--read-data"]);
     drop(server);
+}
+
+#[test]
+fn an_operator_restores_onto_a_host_through_the_server_and_only_into_its_restore_roots() {
+    let env = Env::new();
+    env.create_vault();
+    let (cert, key) = certificate(&env);
+    let server = serve(&env, free_port(), &cert, &key, &[]);
+    register(&env, "web1", &credentials(&env, &server.url, &cert, "web1", "48h"));
+    let src = source(&env, "src", 15);
+    std::os::unix::fs::symlink("d0/f0", src.join("link")).expect("symlink");
+    admin(&env, &["item", "add", "files", "web1-files", "--path", src.to_str().expect("utf8"), "--host", "web1"]);
+    backup_json(&env, "web1", "web1-files");
+    let operator = admin(&env, &["token", "create", "--role", "Operator"]).trim().to_string();
+    let roots = host_dir(&env, "web1").join("restores");
+    std::fs::create_dir_all(&roots).expect("roots");
+    let _agent = Reaped(
+        host_cmd(&env, "web1", &["host", "agent", "--restore-root", roots.to_str().expect("utf8")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("agent"),
+    );
+
+    let api = format!("{}/api/v1/vaults/test-vault", server.url);
+    let bearer = format!("Authorization: Bearer {operator}");
+    let restore = |target: &Path| -> serde_json::Value {
+        let body = serde_json::json!({ "point": "latest", "target": target }).to_string();
+        let url = format!("{api}/items/web1-files/restore");
+        let (head, body) =
+            curl(&["--cacert", &cert, "-H", &bearer, "-H", "Content-Type: application/json", "-d", &body, &url]);
+        assert!(head.starts_with("HTTP/1.1 202"), "{head}\n{body}");
+        let job: serde_json::Value = serde_json::from_str(&body).expect("job");
+        let id = job["id"].as_str().expect("id").to_string();
+        // follow the job to its end
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (_, body) = curl(&["--cacert", &cert, "-H", &bearer, &format!("{api}/jobs/{id}")]);
+            let job: serde_json::Value = serde_json::from_str(&body).expect("job");
+            if job["state"] != "InProgress" && job["state"] != "Queued" {
+                return job;
+            }
+            assert!(Instant::now() < deadline, "the restore never ended: {job}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let into = roots.join("r1");
+    let job = restore(&into);
+    assert_eq!(job["state"], "Completed", "{job}");
+    assert_eq!(job["host"], "web1", "{job}");
+    assert_same_tree(&src, &into.join(src.strip_prefix("/").expect("absolute")));
+    let link = into.join(src.strip_prefix("/").expect("absolute")).join("link");
+    assert_eq!(std::fs::read_link(&link).expect("a link restored as a link"), Path::new("d0/f0"));
+
+    // outside the host's restore roots: refused on the host, the job says why
+    let elsewhere = env.path("elsewhere");
+    let job = restore(&elsewhere);
+    assert_eq!(job["state"], "Failed", "{job}");
+    assert!(job.to_string().contains("restores only into"), "{job}");
+    assert!(!elsewhere.exists(), "nothing written outside the roots");
+
+    // the host cannot order a restore itself, nor claim a request never made
+    let token = identity(&env, "web1")["token"].as_str().expect("token").to_string();
+    let req = env.path("req.json");
+    let order = serde_json::json!({"item": "web1-files", "restore": {"point": "latest", "target": roots.join("x")}});
+    std::fs::write(&req, order.to_string()).expect("req");
+    let (code, body) = attack("POST", &format!("{api}/host/jobs"), &token, Some(&req));
+    assert_eq!(code, 403, "{body}");
+    let claim = serde_json::json!({"item": "web1-files", "request": "00112233445566778899aabbccddeeff"});
+    std::fs::write(&req, claim.to_string()).expect("req");
+    let (code, body) = attack("POST", &format!("{api}/host/jobs"), &token, Some(&req));
+    assert_eq!(code, 403, "{body}");
+    // a backup job's archive: there is none to fetch
+    std::fs::write(&req, r#"{"item":"web1-files"}"#).expect("req");
+    let (_, body) = attack("POST", &format!("{api}/host/jobs"), &token, Some(&req));
+    let job = serde_json::from_str::<serde_json::Value>(&body).expect("job")["job"].as_str().expect("id").to_string();
+    let (code, body) = attack("GET", &format!("{api}/host/jobs/{job}/archive"), &token, None);
+    assert_eq!(code, 403, "{body}");
+    admin(&env, &["vault", "check", "--read-data"]);
+}
+
+/// A child killed and reaped when dropped, however the test ends.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

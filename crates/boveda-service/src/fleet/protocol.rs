@@ -1,0 +1,71 @@
+//! What a registered host and its server say to each other during a job
+//! (JSON over HTTPS): a leaf both sides' modules use.
+
+use boveda_engine::TarStats;
+use boveda_vault::{ChunkId, PointStats, RecordId};
+use serde::{Deserialize, Serialize};
+
+/// How far a host's backup is, as it reports (counts so far).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HostProgress {
+    pub phase: String,
+    pub files: u64,
+    pub bytes_read: u64,
+}
+
+/// What a host says it backed up: the point's root tree and its numbers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HostClaim {
+    pub tree: ChunkId,
+    pub sources: Vec<String>,
+    pub stats: PointStats,
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
+
+/// What a host reports during its backup job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "report", rename_all = "kebab-case")]
+pub enum HostReport {
+    Progress(HostProgress),
+    Done(HostClaim),
+    /// A restore's end.
+    Restored(Restored),
+    Failed {
+        error: String,
+    },
+    /// Waits again for the answer to `done` (see [`ReportReply::pending`]).
+    Await,
+}
+
+/// A job the server started for this host.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StartedJob {
+    pub job: RecordId,
+    /// How the vault compresses and packs (a host seals as the vault would).
+    pub compression_level: i32,
+    pub pack_size: u64,
+}
+
+/// What the server answers a report.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ReportReply {
+    /// The job was stopped on the server: stop working on it.
+    #[serde(default)]
+    pub cancel: bool,
+    /// The point written (to a `done` report).
+    #[serde(default)]
+    pub point: Option<String>,
+    /// The point is still being checked: ask again with `await`.
+    #[serde(default)]
+    pub pending: bool,
+}
+
+/// What a host reports at the end of a restore.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Restored {
+    pub stats: TarStats,
+    /// Entries it could not write, each with why.
+    #[serde(default)]
+    pub errors: Vec<String>,
+}
