@@ -67,7 +67,12 @@ cp -a "$work/h1/data" "$work/local-data"
 
 now() { date +%s.%N; }
 since() { python3 -c "import sys; print(float(sys.argv[2]) - float(sys.argv[1]))" "$1" "$(now)"; }
+# the local command opens the vault with its passphrase (the key
+# derivation, a few hundred ms) before it backs up: that part is measured
+# apart, with a command that opens the vault and reads its catalog
+t=$(now); "$bin" --vault fleet item show local-data >/dev/null; open_s=$(since "$t")
 t=$(now); "$bin" --vault fleet protection backup-now local-data >/dev/null; local_s=$(since "$t")
+local_s=$(python3 -c "import sys; print(max(0.001, float(sys.argv[1]) - float(sys.argv[2])))" "$local_s" "$open_s")
 t=$(now); host 1 host backup h1-data >/dev/null; one_s=$(since "$t")
 
 t=$(now)
@@ -89,7 +94,7 @@ import sys
 mib, local_s, one_s, all_s = float(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
 others, failed, cpu0, cpu1, tck, hwm, sent, kind = int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7]), int(sys.argv[8]), int(sys.argv[9]), int(sys.argv[10]), int(sys.argv[11]), sys.argv[12]
 print(f"store: {kind}; {mib:.0f} MiB of files per host")
-print(f"the server's machine alone (backup-now):  {local_s:6.2f} s  {mib/local_s:7.1f} MiB/s")
+print(f"the server's machine alone (backup-now, less opening the vault): {local_s:6.2f} s  {mib/local_s:7.1f} MiB/s")
 print(f"one registered host alone (host backup): {one_s:6.2f} s  {mib/one_s:7.1f} MiB/s  ({one_s/local_s:.2f}x the time)")
 print(f"{others} hosts at once: {all_s:6.2f} s  {others*mib/all_s:7.1f} MiB/s aggregate ({others*mib/all_s/(mib/one_s):.2f}x one host); {failed} failed")
 print(f"server: {(cpu1-cpu0)/tck:.1f} s of CPU over the run, peak RSS {hwm/1024:.0f} MiB")
