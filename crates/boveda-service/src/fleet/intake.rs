@@ -212,6 +212,9 @@ impl HostJob<'_> {
 /// How long a host may stay silent during a backup by default.
 pub const DEFAULT_SILENCE: Duration = Duration::from_secs(60);
 
+/// Jobs one host may run at once (each may upload up to its quota).
+pub const JOBS_PER_HOST: usize = 2;
+
 /// How long a host's `done` report waits for the server's check and the
 /// point's write before it is told to ask again (well within a request's
 /// time limit).
@@ -286,6 +289,14 @@ impl HostJobs {
         };
         let (clock, heartbeat, silence) = (terms.clock.clone(), terms.heartbeat, terms.silence);
         let item = host_item(&vault, &host, &asked.item)?;
+        // jobs at once multiply what a host may upload: a bound
+        let running = self.running.lock().map_or(0, |r| r.values().filter(|j| j.host == host.id).count());
+        if running >= JOBS_PER_HOST {
+            return Err(refused(format!(
+                "host {} runs {running} jobs already, the most a host may run at once",
+                host.name
+            )));
+        }
         let target = vault.writer_target();
         let job = if let Some(order) = &asked.restore {
             let grant = crate::fleet::restores::grant(&vault, &item, order)?;

@@ -296,6 +296,12 @@ fn a_registered_host_attacking_as_root_is_refused_and_nothing_is_lost() {
     let (code, body) = attack("POST", &format!("{api}/host/jobs"), &token, Some(&req));
     assert_eq!(code, 201, "{body}");
     let job = serde_json::from_str::<serde_json::Value>(&body).expect("job")["job"].as_str().expect("id").to_string();
+    // jobs at once would multiply its quota: two at most
+    let (code, body) = attack("POST", &format!("{api}/host/jobs"), &token, Some(&req));
+    assert_eq!(code, 201, "a second job: {body}");
+    let (code, body) = attack("POST", &format!("{api}/host/jobs"), &token, Some(&req));
+    assert_eq!(code, 403, "a third job: {body}");
+    assert!(body.contains("the most a host may run at once"), "{body}");
     let objects = format!("{api}/host/jobs/{job}/objects");
     let junk = env.path("junk");
     std::fs::write(&junk, b"{\"not\":\"a vault object\"}").expect("junk");
