@@ -4,6 +4,8 @@
 //! index objects and its first read of one, through a store wrapper that
 //! runs it at that moment (fault injection over a real local folder).
 
+mod common;
+
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -11,8 +13,8 @@ use std::time::SystemTime;
 
 use boveda_store::{AbandonedUpload, Capabilities, LocalStore, ObjectInfo, PutMode, Store, StoreError};
 use boveda_vault::{
-    BlobKind, BlobWriter, CheckOptions, ChunkId, ChunkIndex, Consistency, CreateOptions, Node, NodeKind, PointStats,
-    RecordId, RecoveryPoint, Tree, Vault, check, consolidate_index,
+    BlobKind, BlobWriter, CheckOptions, ChunkId, ChunkIndex, CreateOptions, Node, NodeKind, RecordId, RecoveryPoint,
+    Tree, Vault, check, consolidate_index,
 };
 
 type Hook = Box<dyn Fn() + Send + Sync>;
@@ -143,26 +145,7 @@ fn one_point_vault(
     writer.flush().expect("flush");
     drop(writer);
     let item = RecordId::random();
-    let time = jiff::Timestamp::from_second(1_800_000_000).expect("time");
-    let point = RecoveryPoint {
-        id: vault.new_point_id(&item),
-        item_id: item,
-        item_name: "docs".into(),
-        started: time,
-        time,
-        tree: root,
-        parent: None,
-        hostname: "h".into(),
-        sources: Vec::new(),
-        consistency: Consistency::CrashConsistent,
-        retain_until: None,
-        scheduled_for: None,
-        kept_by: "ad-hoc".into(),
-        stats: PointStats::default(),
-        warnings: Vec::new(),
-        live_bitmap: None,
-        freeze_ms: None,
-    };
+    let point = common::a_point(&vault, item, "docs", root, 1_800_000_000);
     vault.save_point(&point).expect("point");
     vault.catalog_put(boveda_vault::ITEMS_KIND, &item, Some(&serde_json::json!({"name": "docs"}))).expect("item");
     (vault, wrapped, local, tree, point)

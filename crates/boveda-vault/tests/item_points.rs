@@ -2,32 +2,15 @@
 //! the item's manifests: point ids start with a tag of their item, so the
 //! cost does not grow with the other items' history.
 
+mod common;
+
 use std::sync::Arc;
 
 use boveda_store::{LocalStore, MetricsStore, Store};
-use boveda_vault::{ChunkId, Consistency, CreateOptions, PointStats, RecordId, RecoveryPoint, Vault};
+use boveda_vault::{ChunkId, CreateOptions, RecordId, RecoveryPoint, Vault};
 
 fn point(vault: &Vault, item: RecordId, minute: i64) -> RecoveryPoint {
-    let time = jiff::Timestamp::from_second(1_800_000_000 + minute * 60).expect("time");
-    RecoveryPoint {
-        id: vault.new_point_id(&item),
-        item_id: item,
-        item_name: format!("item {item}"),
-        started: time,
-        time,
-        tree: ChunkId([0; 32]),
-        parent: None,
-        hostname: "h".into(),
-        sources: Vec::new(),
-        consistency: Consistency::CrashConsistent,
-        retain_until: None,
-        scheduled_for: None,
-        kept_by: "ad-hoc".into(),
-        stats: PointStats::default(),
-        warnings: Vec::new(),
-        live_bitmap: None,
-        freeze_ms: None,
-    }
+    common::a_point(vault, item, &format!("item {item}"), ChunkId([0; 32]), 1_800_000_000 + minute * 60)
 }
 
 #[test]
