@@ -223,9 +223,19 @@ pub(super) async fn host_upload(
     State(app): State<AppState>,
     Path(params): Path<BTreeMap<String, String>>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> ApiResult<StatusCode> {
+    // the body is read only for a host with a job running: nobody else
+    // makes the server hold up to a pack's size in memory
     let (_, host, job, vault, jobs) = host_job_of(&app, &params, &headers).await?;
+    jobs.check_running(&host, &job).map_err(ApiError::from)?;
+    let body = axum::body::to_bytes(body, super::HOST_OBJECT_LIMIT).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "an object larger than a pack may be, or cut short",
+        )
+    })?;
     let name = param(&params, "name");
     let added = blocking(move || jobs.upload(&vault, &host, &job, &name, &body)).await?;
     Ok(match added {

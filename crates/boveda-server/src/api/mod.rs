@@ -268,7 +268,7 @@ pub fn router(app: AppState) -> Router<AppState> {
 
 /// The largest object a host uploads: a pack of the largest size a vault
 /// takes, and room.
-const HOST_OBJECT_LIMIT: usize = 160 << 20;
+pub(super) const HOST_OBJECT_LIMIT: usize = 160 << 20;
 
 fn host_routes(router: Router<AppState>) -> Router<AppState> {
     use axum::routing::{get, post, put};

@@ -80,6 +80,13 @@ fn certificate(env: &Env) -> (String, String) {
     (cert.display().to_string(), key.display().to_string())
 }
 
+/// A test vault, a certificate for its server, and a free port for it.
+fn fleet_vault(env: Env) -> (Env, String, String, u16) {
+    env.create_vault();
+    let (cert, key) = certificate(&env);
+    (env, cert, key, free_port())
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
@@ -129,10 +136,7 @@ fn backup_json(env: &Env, host: &str, item: &str) -> serde_json::Value {
 on_every_store!(two_hosts_register_back_up_through_the_server_and_are_restored_there);
 
 fn two_hosts_register_back_up_through_the_server_and_are_restored_there(kind: StoreKind) {
-    let env = Env::on(kind);
-    env.create_vault();
-    let (cert, key) = certificate(&env);
-    let port = free_port();
+    let (env, cert, key, port) = fleet_vault(Env::on(kind));
     let server = serve(&env, port, &cert, &key, &[]);
     let url = server.url.clone();
 
@@ -252,10 +256,7 @@ fn hex_bytes(hex: &str) -> Vec<u8> {
 
 #[test]
 fn a_registered_host_attacking_as_root_is_refused_and_nothing_is_lost() {
-    let env = Env::new();
-    env.create_vault();
-    let (cert, key) = certificate(&env);
-    let port = free_port();
+    let (env, cert, key, port) = fleet_vault(Env::new());
     let server = serve(&env, port, &cert, &key, &[]);
     let url = server.url.clone();
     for h in ["web1", "web2"] {
@@ -273,6 +274,17 @@ fn a_registered_host_attacking_as_root_is_refused_and_nothing_is_lost() {
     let token = me["token"].as_str().expect("token").to_string();
     let (my_id, web2_id) = (me["host"].as_str().expect("id").to_string(), identity(&env, "web2")["host"].clone());
     let api = format!("{url}/api/v1/vaults/test-vault");
+
+    // 0. without a token, a large upload is refused before it is read
+    let big = env.path("big-body");
+    std::fs::write(&big, vec![7u8; 20 << 20]).expect("big body");
+    let (code, body) = attack(
+        "PUT",
+        &format!("{api}/host/jobs/00112233445566778899aabbccddeeff/objects/packs/x"),
+        "bvh_nothing",
+        Some(&big),
+    );
+    assert_eq!(code, 401, "{body}");
 
     // 1. the admin's API: a host token opens none of it
     for (m, path) in [
@@ -437,10 +449,7 @@ fn kill_during_backup(env: &Env, server: Option<&mut std::process::Child>) -> Ou
 
 #[test]
 fn kills_of_a_host_or_of_the_server_mid_backup_lose_nothing_and_the_next_backup_works() {
-    let env = Env::new();
-    env.create_vault();
-    let (cert, key) = certificate(&env);
-    let port = free_port();
+    let (env, cert, key, port) = fleet_vault(Env::new());
     let mut server = slow_server(&env, port, &cert, &key);
     register(&env, "web1", &credentials(&env, &server.url, &cert, "web1", "48h"));
     let src = env.path("src");
@@ -480,10 +489,7 @@ fn kills_of_a_host_or_of_the_server_mid_backup_lose_nothing_and_the_next_backup_
 
 #[test]
 fn a_hosts_agent_runs_its_scheduled_slot_and_backup_now_from_the_api_and_rides_out_a_server_outage() {
-    let env = Env::new();
-    env.create_vault();
-    let (cert, key) = certificate(&env);
-    let port = free_port();
+    let (env, cert, key, port) = fleet_vault(Env::new());
     // the server's clock stands just after a nightly slot
     let start = |env: &Env| {
         let listen = format!("127.0.0.1:{port}");
@@ -561,10 +567,8 @@ fn a_hosts_agent_runs_its_scheduled_slot_and_backup_now_from_the_api_and_rides_o
 
 #[test]
 fn an_operator_restores_onto_a_host_through_the_server_and_only_into_its_restore_roots() {
-    let env = Env::new();
-    env.create_vault();
-    let (cert, key) = certificate(&env);
-    let server = serve(&env, free_port(), &cert, &key, &[]);
+    let (env, cert, key, port) = fleet_vault(Env::new());
+    let server = serve(&env, port, &cert, &key, &[]);
     register(&env, "web1", &credentials(&env, &server.url, &cert, "web1", "48h"));
     let src = source(&env, "src", 15);
     std::os::unix::fs::symlink("d0/f0", src.join("link")).expect("symlink");
