@@ -116,7 +116,17 @@ pub struct Counters {
     pub denied: AtomicU64,
     pub unauthorized: AtomicU64,
     pub streams: AtomicUsize,
+    /// Bytes of objects hosts uploaded through the server.
+    pub host_bytes: AtomicU64,
+    /// Packs hosts were granted to upload straight to the store, and
+    /// their bytes.
+    pub host_grants: AtomicU64,
+    pub host_granted_bytes: AtomicU64,
 }
+
+/// MiB of host uploads the server holds in memory at once, at most: an
+/// upload waits for room before its body is read.
+pub const HOST_UPLOAD_BUDGET_MIB: u32 = 512;
 
 /// Told of each vault created through the API (the scheduler serves it).
 pub type VaultHook = Box<dyn Fn(Arc<Vault>) + Send + Sync>;
@@ -133,6 +143,9 @@ pub struct App {
     on_new_vault: Option<VaultHook>,
     /// Set when the server shuts down: event streams end.
     pub closing: std::sync::atomic::AtomicBool,
+    /// Room for host uploads in memory, in MiB (see
+    /// [`HOST_UPLOAD_BUDGET_MIB`]).
+    pub(crate) host_upload_room: Arc<tokio::sync::Semaphore>,
 }
 
 pub type AppState = Arc<App>;
@@ -149,6 +162,7 @@ impl App {
             counters: Counters::default(),
             on_new_vault,
             closing: std::sync::atomic::AtomicBool::new(false),
+            host_upload_room: Arc::new(tokio::sync::Semaphore::new(HOST_UPLOAD_BUDGET_MIB as usize)),
         })
     }
 

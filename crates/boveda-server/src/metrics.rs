@@ -109,6 +109,20 @@ pub(crate) async fn metrics(State(app): State<AppState>, req: Request) -> Respon
     t.sample("boveda_http_unauthorized_total", &[], c.unauthorized.load(Ordering::Relaxed));
     t.help("boveda_http_denied_total", "counter", "Requests refused for a role or scope without the right.");
     t.sample("boveda_http_denied_total", &[], c.denied.load(Ordering::Relaxed));
+    t.help(
+        "boveda_host_upload_bytes_total",
+        "counter",
+        "Bytes of objects registered hosts uploaded through the server.",
+    );
+    t.sample("boveda_host_upload_bytes_total", &[], c.host_bytes.load(Ordering::Relaxed));
+    t.help("boveda_host_grants_total", "counter", "Packs hosts were granted to upload straight to the store.");
+    t.sample("boveda_host_grants_total", &[], c.host_grants.load(Ordering::Relaxed));
+    t.help(
+        "boveda_host_granted_bytes_total",
+        "counter",
+        "Bytes of the packs hosts were granted to upload straight to the store.",
+    );
+    t.sample("boveda_host_granted_bytes_total", &[], c.host_granted_bytes.load(Ordering::Relaxed));
     t.help("boveda_event_streams", "gauge", "Event streams open.");
     t.sample("boveda_event_streams", &[], c.streams.load(Ordering::Relaxed));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], t.0).into_response()

@@ -61,6 +61,7 @@ pub fn document(specs: &[RouteSpec], public: &[(&str, &str)]) -> Value {
                 "/api/v1/vaults/{vault}/host/jobs/{job}/chunks" => "The chunks the vault holds of the host's (host token)",
                 "/api/v1/vaults/{vault}/host/jobs/{job}/archive" => "The point a restore onto the host was granted, as a tar stream, once (host token)",
                 "/api/v1/vaults/{vault}/host/jobs/{job}/objects/{*name}" => "Add a pack or index object the host sealed, create-only (host token)",
+                "/api/v1/vaults/{vault}/host/jobs/{job}/grants" => "How to upload one pack: a create-only grant straight to the store, or through the server (host token)",
                 _ => "Report a host's backup progress, end or failure (host token)",
             },
             "operationId": format!("{method} {path}"),

@@ -9,6 +9,7 @@
 
 use opendal::Operator;
 
+use crate::grant::Granter;
 use crate::opendal_store::{OpendalStore, map_err};
 use crate::{StoreError, StoreErrorKind};
 
@@ -135,7 +136,19 @@ pub(crate) fn build(
         builder = builder.sas_token(sas.trim_start_matches('?'));
     }
     let op = Operator::new(builder).map_err(|e| map_err("open", url, e))?;
-    Ok(OpendalStore::new(op, url.to_string(), true))
+    Ok(OpendalStore::new(op, url.to_string(), true).with_granter(granter(access, container, prefix)))
+}
+
+/// What signs create-only grants for this container, when the access
+/// holds the account key (a SAS token cannot sign another).
+fn granter(access: &AzureAccess, container: &str, prefix: &str) -> Option<Granter> {
+    Some(Granter::Azure {
+        endpoint: access.endpoint.clone(),
+        account: access.account.clone(),
+        key: access.key.clone()?,
+        container: container.into(),
+        prefix: prefix.into(),
+    })
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use crate::{AbandonedUpload, Capabilities, ObjectInfo, PutMode, Store, StoreError, StoreErrorKind};
+use crate::{AbandonedUpload, Capabilities, CreateGrant, ObjectInfo, PutMode, Store, StoreError, StoreErrorKind};
 
 /// Which faults to inject, and how often (shares between 0 and 1).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -206,6 +206,10 @@ impl Store for FaultStore {
         })?;
         failed.map_or(Ok(()), Err)
     }
+    fn grant_create(&self, name: &str, len: u64, ttl: Duration) -> Result<Option<CreateGrant>, StoreError> {
+        self.inner.grant_create(name, len, ttl)
+    }
+
     fn stat(&self, name: &str) -> Result<ObjectInfo, StoreError> {
         self.before("stat", name)?;
         self.inner.stat(name)

@@ -5,9 +5,9 @@ use std::fmt;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
-use crate::{AbandonedUpload, Capabilities, ObjectInfo, PutMode, Store, StoreError};
+use crate::{AbandonedUpload, Capabilities, CreateGrant, ObjectInfo, PutMode, Store, StoreError};
 
 /// Request and byte counters.
 #[derive(Debug, Default)]
@@ -179,6 +179,10 @@ impl Store for MetricsStore {
         }
         result
     }
+    fn grant_create(&self, name: &str, len: u64, ttl: Duration) -> Result<Option<CreateGrant>, StoreError> {
+        self.inner.grant_create(name, len, ttl)
+    }
+
     fn stat(&self, name: &str) -> Result<ObjectInfo, StoreError> {
         self.count(|m| &m.stats, self.inner.stat(name))
     }

@@ -6,13 +6,14 @@
 
 use std::ops::ControlFlow;
 use std::sync::OnceLock;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
 use opendal::{ErrorKind, Operator};
 
+use crate::grant::Granter;
 use crate::store::{LIST_PAGE, check_name, check_prefix};
-use crate::{AbandonedUpload, Capabilities, ObjectInfo, PutMode, Store, StoreError, StoreErrorKind};
+use crate::{AbandonedUpload, Capabilities, CreateGrant, ObjectInfo, PutMode, Store, StoreError, StoreErrorKind};
 
 /// The runtime every object store's requests run on. Calls block the
 /// calling thread (a vault's worker) until the request ends; requests
@@ -38,12 +39,19 @@ pub struct OpendalStore {
     op: Operator,
     location: String,
     conditional_replace: bool,
+    granter: Option<Granter>,
 }
 
 impl OpendalStore {
     /// Wraps an operator built by a backend; `location` is the store's URL.
     pub(crate) fn new(op: Operator, location: String, conditional_replace: bool) -> Self {
-        Self { op, location, conditional_replace }
+        Self { op, location, conditional_replace, granter: None }
+    }
+
+    /// The same store, able to sign create-only grants.
+    pub(crate) fn with_granter(mut self, granter: Option<Granter>) -> Self {
+        self.granter = granter;
+        self
     }
 
     /// Runs one request to its end, or until its time limit (see
@@ -206,6 +214,10 @@ impl Store for OpendalStore {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities { conditional_replace: self.conditional_replace, parallel_requests: 8, remote: true }
+    }
+
+    fn grant_create(&self, name: &str, len: u64, ttl: Duration) -> Result<Option<CreateGrant>, StoreError> {
+        self.granter.as_ref().map(|g| g.grant(name, len, ttl)).transpose()
     }
 
     fn get(&self, name: &str) -> Result<Vec<u8>, StoreError> {

@@ -6,7 +6,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::{AbandonedUpload, Capabilities, ObjectInfo, PutMode, Store, StoreError, StoreErrorKind};
+use crate::{AbandonedUpload, Capabilities, CreateGrant, ObjectInfo, PutMode, Store, StoreError, StoreErrorKind};
 
 /// How hard the retry layer tries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,6 +166,10 @@ impl Store for RetryStore {
             })
         })
     }
+    fn grant_create(&self, name: &str, len: u64, ttl: Duration) -> Result<Option<CreateGrant>, StoreError> {
+        self.inner.grant_create(name, len, ttl)
+    }
+
     fn stat(&self, name: &str) -> Result<ObjectInfo, StoreError> {
         self.retry(|_| self.inner.stat(name))
     }

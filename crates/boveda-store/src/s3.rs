@@ -8,6 +8,7 @@
 
 use opendal::Operator;
 
+use crate::grant::{Granter, S3Signing};
 use crate::opendal_store::{OpendalStore, map_err};
 use crate::{StoreError, StoreErrorKind};
 
@@ -70,5 +71,17 @@ pub(crate) fn build(access: &S3Access, bucket: &str, prefix: &str, url: &str) ->
         builder = builder.session_token(token);
     }
     let op = Operator::new(builder).map_err(|e| map_err("open", url, e))?;
-    Ok(OpendalStore::new(op, url.to_string(), true))
+    Ok(OpendalStore::new(op, url.to_string(), true).with_granter(Some(granter(access, bucket, prefix))))
+}
+
+/// What signs create-only grants for this bucket (docs/FLEET.md).
+fn granter(access: &S3Access, bucket: &str, prefix: &str) -> Granter {
+    let signing = S3Signing {
+        endpoint: access.endpoint.clone(),
+        region: access.region.clone(),
+        key_id: access.key_id.clone(),
+        secret: access.secret.clone(),
+        token: access.token.clone(),
+    };
+    Granter::S3 { access: signing, bucket: bucket.into(), prefix: prefix.into() }
 }

@@ -1,5 +1,5 @@
 use std::ops::ControlFlow;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use crate::{StoreError, StoreErrorKind};
 
@@ -55,6 +55,29 @@ pub struct AbandonedUpload {
     pub size: u64,
     /// When it was last written to.
     pub modified: SystemTime,
+}
+
+/// A short-lived grant to create one object straight in the store,
+/// without the store's keys: the request its holder sends (`PUT` to `url`
+/// with `headers` and the object's bytes as the body). What it allows is
+/// bound by the store's own signature: that one name, create-only, and
+/// where the store signs it, that one length (docs/FLEET.md).
+#[derive(Clone, PartialEq, Eq)]
+pub struct CreateGrant {
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    /// When the store stops honouring it.
+    pub expires: SystemTime,
+    /// Whether the store refuses a body of another length.
+    pub length_bound: bool,
+}
+
+impl std::fmt::Debug for CreateGrant {
+    // the url carries the signature: never in a log
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let base = self.url.split('?').next().unwrap_or_default();
+        write!(f, "CreateGrant {{ {base}, length bound: {} }}", self.length_bound)
+    }
 }
 
 /// Objects a listing hands over at once, at most.
@@ -146,6 +169,19 @@ pub trait Store: Send + Sync {
     /// # Errors
     /// `InvalidName` for a name that is no upload.
     fn discard_upload(&self, upload: &AbandonedUpload) -> Result<(), StoreError>;
+
+    /// A grant for someone without the store's keys to create `name`, of
+    /// `len` bytes, for `ttl` (see [`CreateGrant`]); `None` for a store
+    /// that cannot grant one (a local folder, a replicated store), whose
+    /// objects are written by its holder.
+    ///
+    /// # Errors
+    /// `InvalidName` for a bad name; `Other` when the grant cannot be
+    /// signed.
+    fn grant_create(&self, name: &str, len: u64, ttl: Duration) -> Result<Option<CreateGrant>, StoreError> {
+        let _ = (name, len, ttl);
+        Ok(None)
+    }
 
     /// Writes a new object; never replaces one (create-only).
     ///

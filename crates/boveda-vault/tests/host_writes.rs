@@ -165,3 +165,56 @@ fn a_prune_that_repacks_a_hosts_chunks_keeps_them_under_the_hosts_ids() {
     let report = check(&f.vault, CheckOptions { read_data: true }, &|_| {}).expect("check");
     assert!(report.is_ok(), "{:?}", report.problems);
 }
+
+#[test]
+fn an_index_object_naming_a_pack_granted_straight_to_the_store_is_added_only_once_that_pack_is_found_as_it_says() {
+    let f = Fixture::new();
+    // what the host made, caught in a folder of its own
+    let caught: Arc<dyn Store> = Arc::new(LocalStore::new(f.dir.path().join("host-side")));
+    let target = WriterTarget { store: caught.clone(), compression_level: 1, pack_size: 256 << 10, parallel: 1 };
+    let own = ChunkIndex::default();
+    let writer = BlobWriter::for_host(f.host.clone(), f.host.new_session().expect("session"), target, &own);
+    writer.add(BlobKind::Data, &noise(1, 50_000)).expect("add");
+    writer.flush().expect("flush");
+    let pack = caught.list("packs").expect("list").remove(0);
+    let index = caught.list("index").expect("list").remove(0);
+    let (pack_bytes, index_bytes) = (caught.get(&pack.name).expect("pack"), caught.get(&index.name).expect("index"));
+    let granted = || std::collections::HashMap::from([(pack.name.clone(), pack.size)]);
+    let add = |direct: &mut std::collections::HashMap<String, u64>| {
+        f.vault.add_host_object(&f.host.host, &index.name, &index_bytes, direct)
+    };
+    let refused = |direct: &mut std::collections::HashMap<String, u64>, why: &str| {
+        let err = add(direct).expect_err("refused").to_string();
+        assert!(err.contains(why), "{err}");
+        assert!(f.store.stat(&index.name).is_err(), "no index object was added");
+    };
+
+    // granted, never stored
+    refused(&mut granted(), "never stored");
+    // stored with other bytes of the same length (a host's garbage)
+    f.store.put_new(&pack.name, &noise(9, pack_bytes.len())).expect("garbage");
+    refused(&mut granted(), "not a boveda object");
+    f.store.delete(&pack.name).expect("delete");
+    // stored longer than granted
+    let mut longer = pack_bytes.clone();
+    longer.extend_from_slice(b"tail");
+    f.store.put_new(&pack.name, &longer).expect("longer");
+    refused(&mut granted(), "bytes in the store");
+    f.store.delete(&pack.name).expect("delete");
+    // another session's header (the host's ephemeral key differs)
+    let mut other_session = pack_bytes.clone();
+    other_session[8 + 16] ^= 1;
+    f.store.put_new(&pack.name, &other_session).expect("other session");
+    refused(&mut granted(), "not sealed as the index says");
+    f.store.delete(&pack.name).expect("delete");
+
+    // the pack as the host sealed it: the index object is added, the pack
+    // leaves what is waiting, and the vault reads the blob
+    f.store.put_new(&pack.name, &pack_bytes).expect("the pack");
+    let mut direct = granted();
+    add(&mut direct).expect("added");
+    assert!(direct.is_empty(), "the pack was checked once");
+    let loaded = f.vault.load_index().expect("index");
+    let id = f.host.chunk_id(&noise(1, 50_000));
+    assert_eq!(f.vault.read_blob(&loaded, &id).expect("read"), noise(1, 50_000));
+}

@@ -229,7 +229,28 @@ pub(super) async fn host_upload(
     // makes the server hold up to a pack's size in memory
     let (_, host, job, vault, jobs) = host_job_of(&app, &params, &headers).await?;
     jobs.check_running(&host, &job).map_err(ApiError::from)?;
-    let body = axum::body::to_bytes(body, super::HOST_OBJECT_LIMIT).await.map_err(|_| {
+    // and only once there is room for it: uploads at once are bounded by
+    // the server's budget, whatever the number of hosts
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .ok_or_else(|| ApiError::new(StatusCode::LENGTH_REQUIRED, "length_required", "an upload says its length"))?;
+    if declared > super::HOST_OBJECT_LIMIT as u64 {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "an object larger than a pack may be",
+        ));
+    }
+    let mib = u32::try_from(declared.div_ceil(1 << 20).max(1)).unwrap_or(u32::MAX);
+    let _room = app
+        .host_upload_room
+        .clone()
+        .acquire_many_owned(mib)
+        .await
+        .map_err(|_| ApiError::internal("the server is closing"))?;
+    let body = axum::body::to_bytes(body, declared as usize).await.map_err(|_| {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
@@ -237,11 +258,29 @@ pub(super) async fn host_upload(
         )
     })?;
     let name = param(&params, "name");
+    let len = body.len() as u64;
     let added = blocking(move || jobs.upload(&vault, &host, &job, &name, &body)).await?;
+    app.counters.host_bytes.fetch_add(len, std::sync::atomic::Ordering::Relaxed);
     Ok(match added {
         svc::HostObject::Added => StatusCode::CREATED,
         svc::HostObject::AlreadyStored => StatusCode::OK,
     })
+}
+
+pub(super) async fn host_grant(
+    State(app): State<AppState>,
+    Path(params): Path<BTreeMap<String, String>>,
+    headers: HeaderMap,
+    Body(ask): Body<svc::fleet::intake::UploadAsk>,
+) -> ApiResult<Json<svc::fleet::intake::UploadWay>> {
+    let (_, host, job, vault, jobs) = host_job_of(&app, &params, &headers).await?;
+    let size = ask.size;
+    let way = blocking(move || jobs.upload_way(&vault, &host, &job, &ask)).await?;
+    if way.grant.is_some() {
+        app.counters.host_grants.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        app.counters.host_granted_bytes.fetch_add(size, std::sync::atomic::Ordering::Relaxed);
+    }
+    Ok(Json(way))
 }
 
 pub(super) async fn host_report(

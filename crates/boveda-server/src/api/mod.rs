@@ -284,6 +284,7 @@ fn host_routes(router: Router<AppState>) -> Router<AppState> {
             &format!("{H}/jobs/{{job}}/objects/{{*name}}"),
             put(host_upload).layer(axum::extract::DefaultBodyLimit::max(HOST_OBJECT_LIMIT)),
         )
+        .route(&format!("{H}/jobs/{{job}}/grants"), post(host_grant))
         .route(&format!("{H}/jobs/{{job}}/report"), post(host_report))
 }
 

@@ -1,7 +1,8 @@
 //! A backup as a registered host runs it: the server starts the job and
 //! says which chunks the vault holds of the host's; the host reads its
 //! files (parents from its own cache), seals what is new for the vault
-//! and uploads it through the server; it reports progress every couple of
+//! and uploads it (each pack straight to the store where the server
+//! grants it, the rest through the server); it reports progress every couple of
 //! seconds, and finally the point's root tree, which the server checks
 //! before it writes the point.
 
@@ -35,6 +36,12 @@ pub struct HostBackupOutcome {
     pub point: String,
     pub stats: PointStats,
     pub warnings: Vec<String>,
+    /// Bytes uploaded straight to the vault's store, with grants.
+    #[serde(default)]
+    pub bytes_direct: u64,
+    /// Bytes uploaded through the server.
+    #[serde(default)]
+    pub bytes_through_server: u64,
 }
 
 /// Counts what the engine reports, for the host's progress reports.
@@ -95,12 +102,13 @@ pub fn backup_item(
         .ok_or_else(|| ServiceError::NotFound(format!("host {} has no item named {:?}", identity.name, work.item)))?;
     let started = client.start_backup(work)?;
     let job = started.job;
+    let uploads = Arc::new(UploadStore::new(client.clone(), job));
     let run = || -> Result<boveda_engine::FileBackupOutcome> {
         let known = client.known_chunks(&job)?;
         let cache_dir = HostIdentity::cache_dir(dir);
         let cache = HostCache::open(&cache_dir, identity.keys.clone())?;
         let target = WriterTarget {
-            store: Arc::new(UploadStore::new(client.clone(), job)),
+            store: uploads.clone(),
             compression_level: started.compression_level,
             pack_size: started.pack_size as usize,
             parallel: 2,
@@ -190,5 +198,7 @@ pub fn backup_item(
         point: reply.point.unwrap_or_default(),
         stats: outcome.stats,
         warnings: outcome.warnings,
+        bytes_direct: uploads.direct.load(Ordering::Relaxed),
+        bytes_through_server: uploads.through_server.load(Ordering::Relaxed),
     })
 }

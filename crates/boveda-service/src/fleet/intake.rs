@@ -24,7 +24,9 @@ use jiff::Timestamp;
 use crate::error::{Remedy, Result, ServiceError, ServiceErrorKind};
 use crate::fleet::Host;
 use crate::fleet::host_item;
-pub use crate::fleet::protocol::{HostClaim, HostProgress, HostReport, ReportReply, StartedJob};
+pub use crate::fleet::protocol::{
+    DirectGrant, HostClaim, HostProgress, HostReport, ReportReply, StartedJob, UploadAsk, UploadWay,
+};
 use crate::fleet::restores::Grant;
 use crate::fleet::work::{Assignment, HostWork};
 use crate::items::{Item, ItemSource};
@@ -70,6 +72,29 @@ pub fn add_host_item(vault: &Vault, host: &Host, name: &str, source: ItemSource)
     Ok(item)
 }
 
+/// What a running job has had a host upload: the bytes counted against
+/// its quota, and the packs granted straight to the store that no index
+/// object has listed yet (name, length granted).
+#[derive(Default)]
+pub struct Intake {
+    pub uploaded: u64,
+    pub direct: HashMap<String, u64>,
+}
+
+impl Intake {
+    fn count(&mut self, host: &Host, name: &str, len: u64, quota: u64) -> Result<()> {
+        if self.uploaded + len > quota {
+            return Err(refused(format!(
+                "object {name} refused: host {} reached its quota of {} MiB uploaded in one backup job",
+                host.name,
+                quota >> 20
+            )));
+        }
+        self.uploaded += len;
+        Ok(())
+    }
+}
+
 /// Adds an object `host` sent (see `Vault::add_host_object`), counting it
 /// against the job's quota.
 ///
@@ -80,24 +105,60 @@ pub fn add_object(
     host: &Host,
     name: &str,
     bytes: &[u8],
-    uploaded: &mut u64,
+    intake: &mut Intake,
     quota: u64,
 ) -> Result<HostObject> {
-    if *uploaded + bytes.len() as u64 > quota {
+    intake.count(host, name, bytes.len() as u64, quota)?;
+    match vault.add_host_object(&host.id, name, bytes, &mut intake.direct) {
+        Ok(added) => Ok(added),
+        Err(e) => {
+            intake.uploaded -= bytes.len() as u64;
+            match e {
+                boveda_vault::VaultError::Store(e) => Err(ServiceError::Vault(boveda_vault::VaultError::Store(e))),
+                e => Err(refused(e.to_string())),
+            }
+        }
+    }
+}
+
+/// How long a grant to upload straight to the store lives: long enough
+/// for the largest pack over a slow link.
+pub const GRANT_TTL: Duration = Duration::from_secs(15 * 60);
+
+/// The largest object a host may upload (a pack, with room for a large
+/// chunk on its own).
+pub const MAX_HOST_OBJECT: u64 = 160 << 20;
+
+/// How `host` is to upload pack `name` of `size` bytes: with a
+/// create-only grant straight to the store where the store can sign one,
+/// else through the server. The length is counted against the quota now.
+///
+/// # Errors
+/// `PermissionDenied` for a name that is not a pack's, a size past the
+/// largest, or past the quota; a store error.
+pub fn upload_way(vault: &Vault, host: &Host, ask: &UploadAsk, intake: &mut Intake, quota: u64) -> Result<UploadWay> {
+    if boveda_vault::parse_pack_name(&ask.name).is_none() {
         return Err(refused(format!(
-            "object {name} refused: host {} reached its quota of {} MiB uploaded in one backup job",
-            host.name,
-            quota >> 20
+            "object {} refused: only packs go straight to the store (index objects go through the server)",
+            ask.name
         )));
     }
-    match vault.add_host_object(&host.id, name, bytes) {
-        Ok(added) => {
-            *uploaded += bytes.len() as u64;
-            Ok(added)
-        }
-        Err(boveda_vault::VaultError::Store(e)) => Err(ServiceError::Vault(boveda_vault::VaultError::Store(e))),
-        Err(e) => Err(refused(e.to_string())),
+    if ask.size > MAX_HOST_OBJECT {
+        return Err(refused(format!("pack {} refused: {} bytes is more than a pack may be", ask.name, ask.size)));
     }
+    match vault.store().stat(&ask.name) {
+        Ok(_) => return Ok(UploadWay { grant: None, stored: true }),
+        Err(e) if e.kind() == boveda_store::StoreErrorKind::NotFound => {}
+        Err(e) => return Err(ServiceError::Vault(e.into())),
+    }
+    let Some(grant) =
+        vault.store().grant_create(&ask.name, ask.size, GRANT_TTL).map_err(|e| ServiceError::Vault(e.into()))?
+    else {
+        return Ok(UploadWay::default());
+    };
+    intake.count(host, &ask.name, ask.size, quota)?;
+    intake.direct.insert(ask.name.clone(), ask.size);
+    Ok(UploadWay { grant: Some(DirectGrant { url: grant.url, headers: grant.headers }), stored: false })
 }
 
 /// The ids of the chunks the vault holds of `host`'s, 32 bytes each: what
@@ -237,7 +298,7 @@ struct Running {
     quota: u64,
     reports: crossbeam_channel::Sender<HostReport>,
     outcome: crossbeam_channel::Receiver<Result<String>>,
-    uploaded: Mutex<u64>,
+    intake: Mutex<Intake>,
     /// A restore's point.
     grant: Option<Grant>,
     archive_taken: std::sync::atomic::AtomicBool,
@@ -390,7 +451,7 @@ impl HostJobs {
             quota,
             reports: reports_tx,
             outcome,
-            uploaded: Mutex::new(0),
+            intake: Mutex::new(Intake::default()),
             grant,
             archive_taken: std::sync::atomic::AtomicBool::new(false),
         });
@@ -438,8 +499,22 @@ impl HostJobs {
     /// `PermissionDenied` for an object refused (see [`add_object`]).
     pub fn upload(&self, vault: &Vault, host: &Host, job: &RecordId, name: &str, bytes: &[u8]) -> Result<HostObject> {
         let running = self.get(host, job)?;
-        let mut uploaded = running.uploaded.lock().map_err(|_| ServiceError::Internal("poisoned".into()))?;
-        add_object(vault, host, name, bytes, &mut uploaded, running.quota)
+        let mut intake = running.intake.lock().map_err(|_| ServiceError::Internal("poisoned".into()))?;
+        add_object(vault, host, name, bytes, &mut intake, running.quota)
+    }
+
+    /// How the host is to upload a pack of its running job `job` (see
+    /// [`upload_way`]).
+    ///
+    /// # Errors
+    /// `Conflict` when the job does not run; as [`upload_way`].
+    pub fn upload_way(&self, vault: &Vault, host: &Host, job: &RecordId, ask: &UploadAsk) -> Result<UploadWay> {
+        let running = self.get(host, job)?;
+        if running.grant.is_some() {
+            return Err(refused(format!("job {} is a restore: it uploads nothing", job.short())));
+        }
+        let mut intake = running.intake.lock().map_err(|_| ServiceError::Internal("poisoned".into()))?;
+        upload_way(vault, host, ask, &mut intake, running.quota)
     }
 
     /// Takes a host's report on its running job. A `done` report is

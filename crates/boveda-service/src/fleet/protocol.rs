@@ -69,3 +69,36 @@ pub struct Restored {
     #[serde(default)]
     pub errors: Vec<String>,
 }
+
+/// A host's ask to upload one pack of `size` bytes named `name`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UploadAsk {
+    pub name: String,
+    pub size: u64,
+}
+
+/// A grant to create one object straight in the vault's store: the `PUT`
+/// to send (with the pack as its body). Its signature is the store's.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct DirectGrant {
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for DirectGrant {
+    // the url carries the signature: never in a log
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DirectGrant {{ {} }}", self.url.split('?').next().unwrap_or_default())
+    }
+}
+
+/// How a host is to upload one pack.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct UploadWay {
+    /// Straight to the store with this grant; none: through the server.
+    #[serde(default)]
+    pub grant: Option<DirectGrant>,
+    /// Stored already (a retry whose answer was lost): nothing to send.
+    #[serde(default)]
+    pub stored: bool,
+}

@@ -4,13 +4,16 @@
 //! everything else (points, catalog records, the config) the server
 //! writes under the master key once it has checked what the host claims.
 
+use std::collections::HashMap;
+
 use boveda_store::{PutMode, StoreErrorKind};
 
 use crate::RecordId;
+use crate::crypto::SealedBy;
 use crate::error::{Result, VaultError};
-use crate::index::IndexObject;
-use crate::object::{ObjectKind, Sealing, parse_any_header};
-use crate::pack::parse_pack_name;
+use crate::index::{IndexObject, IndexPack};
+use crate::object::{HEADER_LEN, ObjectKind, Sealing, parse_any_header};
+use crate::pack::{pack_name, parse_pack_name};
 use crate::vault::Vault;
 
 /// What became of an object a host sent.
@@ -76,10 +79,22 @@ impl Vault {
     /// and (an index object) that every pack it lists is `host`'s. The
     /// write is create-only: nothing stored is ever replaced.
     ///
+    /// `direct` holds the packs the host was granted to create straight in
+    /// the store (name, length granted) and that no index object it sent
+    /// has listed yet: an index object that lists one is added only once
+    /// that pack is found stored, of that length, sealed by `host` as the
+    /// index says (its header read back), and the pack leaves `direct`.
+    ///
     /// # Errors
     /// `Invalid` naming the object and why it is refused; `Damaged` for an
     /// index object that does not open; a store error.
-    pub fn add_host_object(&self, host: &RecordId, name: &str, bytes: &[u8]) -> Result<HostObject> {
+    pub fn add_host_object(
+        &self,
+        host: &RecordId,
+        name: &str,
+        bytes: &[u8],
+        direct: &mut HashMap<String, u64>,
+    ) -> Result<HostObject> {
         let hash = blake3::hash(bytes);
         if let Some((_, id)) = parse_pack_name(name) {
             if id.0 != *hash.as_bytes() {
@@ -98,6 +113,13 @@ impl Vault {
             if let Some(p) = index.packs.iter().find(|p| p.sealed_by.is_none_or(|b| b.host != *host)) {
                 return Err(refuse(name, &format!("it lists pack {}, which this host did not seal", p.id)));
             }
+            for p in &index.packs {
+                let pack = pack_name(p.kind, &p.id);
+                if let Some(&granted) = direct.get(&pack) {
+                    self.check_direct_pack(name, &pack, granted, p)?;
+                    direct.remove(&pack);
+                }
+            }
         } else {
             return Err(refuse(name, "a host may add only packs and index objects"));
         }
@@ -106,6 +128,40 @@ impl Vault {
             // named after its bytes: the object stored is this one
             Err(e) if e.kind() == StoreErrorKind::AlreadyExists => Ok(HostObject::AlreadyStored),
             Err(e) => Err(e.into()),
+        }
+    }
+}
+
+impl Vault {
+    /// Checks a pack a host created straight in the store against what it
+    /// was granted and what its index object `index` says of it.
+    fn check_direct_pack(&self, index: &str, pack: &str, granted: u64, listed: &IndexPack) -> Result<()> {
+        let found = match self.store().stat(pack) {
+            Ok(info) => info,
+            Err(e) if e.kind() == StoreErrorKind::NotFound => {
+                return Err(refuse(index, &format!("it lists pack {pack}, which was never stored")));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if found.size != granted || found.size != listed.size {
+            return Err(refuse(
+                index,
+                &format!(
+                    "pack {pack} is {} bytes in the store, where {granted} were granted and the index says {}",
+                    found.size, listed.size
+                ),
+            ));
+        }
+        let head_len = (HEADER_LEN + SealedBy::LEN) as u64;
+        if found.size < head_len {
+            return Err(refuse(index, &format!("pack {pack} is too short to be one")));
+        }
+        let head = self.store().get_range(pack, 0, head_len)?;
+        let (envelope, _) =
+            parse_any_header(pack, &head, ObjectKind::Pack).map_err(|e| refuse(index, &e.to_string()))?;
+        match (envelope.sealing, listed.sealed_by) {
+            (Sealing::Host(by), Some(said)) if by == said => Ok(()),
+            _ => Err(refuse(index, &format!("pack {pack} is not sealed as the index says"))),
         }
     }
 }

@@ -16,7 +16,7 @@ use common::{Env, StoreKind, assert_same_tree, bin, noise};
 
 /// A registered host's command: its own identity folder and config, no
 /// passphrase, no vault.
-fn host_cmd(env: &Env, host: &str, args: &[&str]) -> Command {
+pub(super) fn host_cmd(env: &Env, host: &str, args: &[&str]) -> Command {
     let dir = host_dir(env, host);
     let mut c = Command::new(bin());
     c.args(args)
@@ -33,21 +33,21 @@ fn host_dir(env: &Env, host: &str) -> PathBuf {
     env.path(&format!("host-{host}"))
 }
 
-fn run(mut c: Command) -> Output {
+pub(super) fn run(mut c: Command) -> Output {
     c.output().expect("run boveda")
 }
 
-fn text(b: &[u8]) -> String {
+pub(super) fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-fn host_ok(env: &Env, host: &str, args: &[&str]) -> String {
+pub(super) fn host_ok(env: &Env, host: &str, args: &[&str]) -> String {
     let out = run(host_cmd(env, host, args));
     assert!(out.status.success(), "host {host}: boveda {args:?}\n{}\n{}", text(&out.stdout), text(&out.stderr));
     text(&out.stdout)
 }
 
-fn host_fails(env: &Env, host: &str, args: &[&str]) -> String {
+pub(super) fn host_fails(env: &Env, host: &str, args: &[&str]) -> String {
     let out = run(host_cmd(env, host, args));
     assert_eq!(
         out.status.code(),
@@ -59,7 +59,7 @@ fn host_fails(env: &Env, host: &str, args: &[&str]) -> String {
     text(&out.stderr)
 }
 
-fn admin(env: &Env, args: &[&str]) -> String {
+pub(super) fn admin(env: &Env, args: &[&str]) -> String {
     let mut all = vec!["--vault", "test-vault"];
     all.extend_from_slice(args);
     env.ok(&all)
@@ -81,7 +81,7 @@ fn certificate(env: &Env) -> (String, String) {
 }
 
 /// A test vault, a certificate for its server, and a free port for it.
-fn fleet_vault(env: Env) -> (Env, String, String, u16) {
+pub(super) fn fleet_vault(env: Env) -> (Env, String, String, u16) {
     env.create_vault();
     let (cert, key) = certificate(&env);
     (env, cert, key, free_port())
@@ -91,7 +91,7 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
-fn serve(env: &Env, port: u16, cert: &str, key: &str, extra: &[&str]) -> Server {
+pub(super) fn serve(env: &Env, port: u16, cert: &str, key: &str, extra: &[&str]) -> Server {
     let listen = format!("127.0.0.1:{port}");
     let mut args = vec!["serve", "test-vault", "--listen", &listen, "--tls-cert", cert, "--tls-key", key];
     args.extend_from_slice(&["--no-scheduler", "--host-silence-secs", "4"]);
@@ -100,18 +100,18 @@ fn serve(env: &Env, port: u16, cert: &str, key: &str, extra: &[&str]) -> Server 
 }
 
 /// Credentials for one host, in a file.
-fn credentials(env: &Env, url: &str, cert: &str, name: &str, expires: &str) -> PathBuf {
+pub(super) fn credentials(env: &Env, url: &str, cert: &str, name: &str, expires: &str) -> PathBuf {
     let out = admin(env, &["host", "credentials", "--server", url, "--tls-cert", cert, "--expires", expires]);
     let file = env.path(&format!("{name}.creds"));
     std::fs::write(&file, out).expect("credentials file");
     file
 }
 
-fn register(env: &Env, host: &str, creds: &Path) -> String {
+pub(super) fn register(env: &Env, host: &str, creds: &Path) -> String {
     host_ok(env, host, &["host", "register", "--credentials", creds.to_str().expect("utf8"), "--name", host])
 }
 
-fn source(env: &Env, name: &str, files: u64) -> PathBuf {
+pub(super) fn source(env: &Env, name: &str, files: u64) -> PathBuf {
     let src = env.path(name);
     for i in 0..files {
         let sub = src.join(format!("d{}", i % 3));
@@ -122,13 +122,13 @@ fn source(env: &Env, name: &str, files: u64) -> PathBuf {
     src
 }
 
-fn restored(env: &Env, item: &str, src: &Path, name: &str) {
+pub(super) fn restored(env: &Env, item: &str, src: &Path, name: &str) {
     let out = env.path(name);
     admin(env, &["restore", item, "--target", out.to_str().expect("utf8")]);
     assert_same_tree(src, &out.join(src.strip_prefix("/").expect("absolute")));
 }
 
-fn backup_json(env: &Env, host: &str, item: &str) -> serde_json::Value {
+pub(super) fn backup_json(env: &Env, host: &str, item: &str) -> serde_json::Value {
     let out = host_ok(env, host, &["--output", "json", "host", "backup", item]);
     serde_json::from_str(&out).expect("backup json")
 }
@@ -168,6 +168,15 @@ fn two_hosts_register_back_up_through_the_server_and_are_restored_there(kind: St
 
     let first = backup_json(&env, "web1", "web1-files");
     assert_eq!(first["stats"]["files"], 40, "{first}");
+    // packs go straight to an object store with the server's grants (only
+    // index objects pass through the server); a folder's, through it
+    let direct = first["bytes_direct"].as_u64().expect("direct");
+    let through = first["bytes_through_server"].as_u64().expect("through");
+    if kind == StoreKind::Local {
+        assert_eq!(direct, 0, "{first}");
+    } else {
+        assert!(direct > 0 && through * 20 < direct + through, "under 5% through the server: {first}");
+    }
     backup_json(&env, "web2", "web2-files");
     // a host cannot back up another host's item
     let err = host_fails(&env, "web1", &["host", "backup", "web2-files"]);
@@ -210,7 +219,7 @@ fn two_hosts_register_back_up_through_the_server_and_are_restored_there(kind: St
 
 /// The status code and body of a request made as an attacker would, with
 /// curl (trusting any certificate: the attacker has no reason to check).
-fn attack(method: &str, url: &str, token: &str, body: Option<&Path>) -> (u16, String) {
+pub(super) fn attack(method: &str, url: &str, token: &str, body: Option<&Path>) -> (u16, String) {
     let bearer = format!("Authorization: Bearer {token}");
     let mut args = vec!["-k", "-X", method, "-H", &bearer, url];
     let data;
@@ -223,17 +232,17 @@ fn attack(method: &str, url: &str, token: &str, body: Option<&Path>) -> (u16, St
     (code, body)
 }
 
-fn files_below(dir: &Path) -> Vec<PathBuf> {
+pub(super) fn files_below(dir: &Path) -> Vec<PathBuf> {
     let mut out = common::walk_files(dir);
     out.sort();
     out
 }
 
-fn digest(files: &[PathBuf]) -> Vec<(PathBuf, blake3::Hash)> {
+pub(super) fn digest(files: &[PathBuf]) -> Vec<(PathBuf, blake3::Hash)> {
     files.iter().map(|f| (f.clone(), blake3::hash(&std::fs::read(f).expect("read")))).collect()
 }
 
-fn identity(env: &Env, host: &str) -> serde_json::Value {
+pub(super) fn identity(env: &Env, host: &str) -> serde_json::Value {
     let text = std::fs::read_to_string(host_dir(env, host).join("host.json")).expect("identity");
     serde_json::from_str(&text).expect("json")
 }
@@ -254,17 +263,24 @@ fn hex_bytes(hex: &str) -> Vec<u8> {
     (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex")).collect()
 }
 
+/// Hosts web1 and web2 registered, each with an item of 12 files
+/// (`web1-files`, `web2-files`); their sources.
+pub(super) fn two_hosts_with_items(env: &Env, url: &str, cert: &str) -> (PathBuf, PathBuf) {
+    for h in ["web1", "web2"] {
+        register(env, h, &credentials(env, url, cert, h, "48h"));
+    }
+    let (s1, s2) = (source(env, "src1", 12), source(env, "src2", 12));
+    admin(env, &["item", "add", "files", "web1-files", "--path", s1.to_str().expect("utf8"), "--host", "web1"]);
+    admin(env, &["item", "add", "files", "web2-files", "--path", s2.to_str().expect("utf8"), "--host", "web2"]);
+    (s1, s2)
+}
+
 #[test]
 fn a_registered_host_attacking_as_root_is_refused_and_nothing_is_lost() {
     let (env, cert, key, port) = fleet_vault(Env::new());
     let server = serve(&env, port, &cert, &key, &[]);
     let url = server.url.clone();
-    for h in ["web1", "web2"] {
-        register(&env, h, &credentials(&env, &url, &cert, h, "48h"));
-    }
-    let (s1, s2) = (source(&env, "src1", 12), source(&env, "src2", 12));
-    admin(&env, &["item", "add", "files", "web1-files", "--path", s1.to_str().expect("utf8"), "--host", "web1"]);
-    admin(&env, &["item", "add", "files", "web2-files", "--path", s2.to_str().expect("utf8"), "--host", "web2"]);
+    let (s1, s2) = two_hosts_with_items(&env, &url, &cert);
     backup_json(&env, "web1", "web1-files");
     let web2_point = backup_json(&env, "web2", "web2-files");
     let before = digest(&files_below(&env.vault));

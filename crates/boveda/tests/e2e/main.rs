@@ -17,6 +17,7 @@ mod disk_files;
 mod disks;
 mod flaky_store;
 mod fleet;
+mod fleet_grants;
 mod live_vms;
 mod lost_data;
 mod mount;

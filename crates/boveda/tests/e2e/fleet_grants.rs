@@ -1,0 +1,146 @@
+//! A registered host's uploads straight to the vault's store, attacked as
+//! root on the host with what it holds and the grants the server gives it,
+//! in Azurite (which checks a SAS's signature and permissions, as Azure
+//! does). Every attempt is refused and named, nothing stored changes.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::common::{Env, StoreKind, noise};
+use crate::fleet::{
+    admin, attack, backup_json, fleet_vault, host_fails, identity, restored, serve, two_hosts_with_items,
+};
+use crate::serve::curl;
+
+/// Every object of the vault's store below `prefix`, with its bytes' hash.
+fn objects(env: &Env, prefix: &str) -> BTreeMap<String, blake3::Hash> {
+    let store = boveda_store::open_backend(&env.store, false).expect("open the store");
+    let listed = store.list(prefix).expect("list");
+    listed.into_iter().map(|o| (o.name.clone(), blake3::hash(&store.get(&o.name).expect("get")))).collect()
+}
+
+/// Sends `body` with a grant's request as curl would, to `url` (the
+/// grant's own, or another), leaving out headers named in `drop`.
+fn use_grant(grant: &serde_json::Value, url: &str, body: &std::path::Path, drop: &[&str]) -> u16 {
+    let mut args: Vec<String> = vec!["-X".into(), "PUT".into(), url.into(), "--data-binary".into()];
+    args.push(format!("@{}", body.display()));
+    for pair in grant["headers"].as_array().expect("headers") {
+        let (k, v) = (pair[0].as_str().expect("name"), pair[1].as_str().expect("value"));
+        if !drop.contains(&k) && k != "content-length" {
+            args.extend(["-H".into(), format!("{k}: {v}")]);
+        }
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (head, _) = curl(&args);
+    head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn a_hosts_grants_create_its_own_new_packs_and_nothing_else() {
+    let (env, cert, key, port) = fleet_vault(Env::on(StoreKind::Azurite));
+    let server = serve(&env, port, &cert, &key, &["--host-quota-mib", "4"]);
+    let url = server.url.clone();
+    let (s1, s2) = two_hosts_with_items(&env, &url, &cert);
+    let first = backup_json(&env, "web1", "web1-files");
+    assert!(first["bytes_direct"].as_u64().expect("direct") > 0, "packs went straight to Azurite: {first}");
+    backup_json(&env, "web2", "web2-files");
+    let web2_packs: Vec<String> = {
+        let web2 = identity(&env, "web2")["host"].as_str().expect("id").to_string();
+        let store = boveda_store::open_backend(&env.store, false).expect("store");
+        let needle: Vec<u8> =
+            (0..32).step_by(2).map(|i| u8::from_str_radix(&web2[i..i + 2], 16).expect("hex")).collect();
+        let packs = store.list("packs").expect("list");
+        packs
+            .into_iter()
+            .filter(|o| store.get_range(&o.name, 8, 16).is_ok_and(|h| h == needle))
+            .map(|o| o.name)
+            .collect()
+    };
+    assert!(!web2_packs.is_empty(), "web2 sealed packs");
+    let before = objects(&env, "packs");
+
+    // the attacker: web1's root, its identity file, a job of its own
+    let token = identity(&env, "web1")["token"].as_str().expect("token").to_string();
+    let api = format!("{url}/api/v1/vaults/test-vault");
+    let req = env.path("req.json");
+    std::fs::write(&req, r#"{"item":"web1-files"}"#).expect("req");
+    let (code, body) = attack("POST", &format!("{api}/host/jobs"), &token, Some(&req));
+    assert_eq!(code, 201, "{body}");
+    let job = serde_json::from_str::<serde_json::Value>(&body).expect("job")["job"].as_str().expect("id").to_string();
+    let grants = format!("{api}/host/jobs/{job}/grants");
+    let ask = |name: &str, size: u64| {
+        std::fs::write(&req, serde_json::json!({"name": name, "size": size}).to_string()).expect("ask");
+        attack("POST", &grants, &token, Some(&req))
+    };
+
+    // 1. anything but a pack: no grant (index objects pass the server's checks)
+    for name in ["index/00", "config", "keys/00", "catalog/items/x", "points/x", "locks/prune"] {
+        let (code, body) = ask(name, 100);
+        assert_eq!(code, 403, "{name}: {body}");
+        assert!(body.contains("only packs go straight to the store"), "{name}: {body}");
+    }
+    // 2. a pack already stored (another host's, as if its name leaked): no grant
+    let (code, body) = ask(&web2_packs[0], 100);
+    assert_eq!(code, 200, "{body}");
+    let way: serde_json::Value = serde_json::from_str(&body).expect("way");
+    assert_eq!((way["stored"].as_bool(), way["grant"].is_null()), (Some(true), true), "{body}");
+    // 3. larger than a pack may be, or past the quota: refused by name
+    let (code, body) = ask(&format!("packs/data/aa/{}", "aa".repeat(32)), 1 << 30);
+    assert_eq!(code, 403, "{body}");
+    let (code, body) = ask(&format!("packs/data/ab/{}", "ab".repeat(32)), 5 << 20);
+    assert!(code == 403 && body.contains("quota of 4 MiB"), "{code} {body}");
+
+    // 4. a grant for one new pack
+    let mine = format!("packs/data/cc/{}", "cc".repeat(32));
+    let garbage = env.path("garbage");
+    std::fs::write(&garbage, noise(5, 1000)).expect("garbage");
+    let (code, body) = ask(&mine, 1000);
+    assert_eq!(code, 200, "{body}");
+    let grant = serde_json::from_str::<serde_json::Value>(&body).expect("way")["grant"].clone();
+    let granted = grant["url"].as_str().expect("url").to_string();
+    assert!(granted.contains("sp=c&"), "create permission only: {granted}");
+    //    used for another host's pack, or for a name of its choosing: refused by the store
+    for other in [web2_packs[0].as_str(), "index/dddd", "config"] {
+        let status = use_grant(&grant, &granted.replace(&mine, other), &garbage, &[]);
+        assert_eq!(status, 403, "{other}");
+    }
+    //    used to read or delete: refused by the store
+    let (head, _) = curl(&["-X", "GET", &granted]);
+    assert!(head.contains(" 403"), "{head}");
+    let (head, _) = curl(&["-X", "DELETE", &granted.replace(&mine, &web2_packs[0])]);
+    assert!(head.contains(" 403"), "{head}");
+    //    used once: created; again, with or without If-None-Match: refused
+    assert_eq!(use_grant(&grant, &granted, &garbage, &[]), 201);
+    std::fs::write(&garbage, noise(6, 1000)).expect("garbage");
+    for drop in [&[][..], &["if-none-match"][..]] {
+        let status = use_grant(&grant, &granted, &garbage, drop);
+        assert!(matches!(status, 403 | 409 | 412), "a second use replaced the object: {status}");
+    }
+
+    // 5. what it created is referenced by nothing; the server's grants end with the job
+    let (code, body) = attack(
+        "POST",
+        &format!("{api}/host/jobs/{job}/report"),
+        &token,
+        Some(&{
+            std::fs::write(&req, r#"{"report":"failed","error":"attack over"}"#).expect("req");
+            req.clone()
+        }),
+    );
+    assert!(matches!(code, 200 | 400 | 409), "{code} {body}");
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, body) = ask(&format!("packs/data/ee/{}", "ee".repeat(32)), 10);
+    assert_eq!(code, 409, "a grant after the job ended: {body}");
+
+    // nothing stored changed but the one new pack; every point restores
+    let mut after = objects(&env, "packs");
+    assert!(after.remove(&mine).is_some(), "the granted pack");
+    assert_eq!(after, before, "the attacks changed stored packs");
+    let err = host_fails(&env, "web1", &["host", "backup", "web2-files"]);
+    assert!(err.contains("no item named"), "{err}");
+    restored(&env, "web2-files", &s2, "r2");
+    restored(&env, "web1-files", &s1, "r1");
+    let check = admin(&env, &["vault", "check", "--read-data"]);
+    assert!(check.contains("listed by no index"), "the unreferenced pack is named, as harmless: {check}");
+    drop(server);
+}
