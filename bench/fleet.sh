@@ -6,12 +6,14 @@
 #     the server's machine itself (`protection backup-now`): per-host speed;
 #   - the other hosts all at once: aggregate throughput against one host;
 #   - the server's CPU time and peak RSS over the whole run;
-#   - the bytes the hosts sent through the server against those stored.
+#   - the bytes the hosts sent through the server against those they
+#     sent straight to the store with the server's create-only grants.
 #
-#   bash bench/fleet.sh [WORK_DIR] [HOSTS] [MIB_PER_HOST] [folder|s3]
+#   bash bench/fleet.sh [WORK_DIR] [HOSTS] [MIB_PER_HOST] [folder|s3|azure]
 #   bash bench/fleet.sh /tmp/boveda-fleet-bench 50 16 s3
 #
-# s3 needs the S3 server of scripts/stores.sh (its environment sourced).
+# s3 and azure need the S3 server and Azurite of scripts/stores.sh (its
+# environment sourced).
 # Every host's data is its own random files (nothing to deduplicate
 # between hosts: each host's chunk ids are keyed by its own key anyway).
 set -euo pipefail
@@ -33,7 +35,10 @@ case $kind in
   s3)
     [ -n "${BOVEDA_TEST_S3:-}" ] || { echo "bench/fleet.sh: start the S3 server: . <(scripts/stores.sh start DIR)" >&2; exit 2; }
     store=s3://fleet-bench-$$/vault ;;
-  *) echo "bench/fleet.sh: folder or s3" >&2; exit 2 ;;
+  azure)
+    [ -n "${BOVEDA_TEST_AZURITE:-}" ] || { echo "bench/fleet.sh: start Azurite: . <(scripts/stores.sh start DIR)" >&2; exit 2; }
+    store=azblob://fleet-bench-$$/vault ;;
+  *) echo "bench/fleet.sh: folder, s3 or azure" >&2; exit 2 ;;
 esac
 "$bin" vault create fleet --store "$store" --create-container >/dev/null 2>&1 || "$bin" vault create fleet --store "$store" >/dev/null
 
@@ -83,13 +88,16 @@ for p in "${pids[@]}"; do wait "$p" || failed=$((failed + 1)); done
 all_s=$(since "$t")
 cpu1=$(cpu)
 hwm=$(awk '/VmHWM/ {print $2}' "/proc/$server/status")
-sent=0
+sent=0 direct=0
 for n in $(seq 2 "$hosts"); do
-  [ -s "$work/h$n.json" ] && sent=$((sent + $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["stats"]["bytes_stored"])' "$work/h$n.json")))
+  if [ -s "$work/h$n.json" ]; then
+    read -r s d < <(python3 -c 'import json,sys; o=json.load(open(sys.argv[1])); print(o["bytes_through_server"], o["bytes_direct"])' "$work/h$n.json")
+    sent=$((sent + s)) direct=$((direct + d))
+  fi
 done
 tck=$(getconf CLK_TCK)
 others=$((hosts - 1))
-python3 - "$mib" "$local_s" "$one_s" "$all_s" "$others" "$failed" "$cpu0" "$cpu1" "$tck" "$hwm" "$sent" "$kind" <<'EOF'
+python3 - "$mib" "$local_s" "$one_s" "$all_s" "$others" "$failed" "$cpu0" "$cpu1" "$tck" "$hwm" "$sent" "$kind" "$direct" <<'EOF'
 import sys
 mib, local_s, one_s, all_s = float(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
 others, failed, cpu0, cpu1, tck, hwm, sent, kind = int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7]), int(sys.argv[8]), int(sys.argv[9]), int(sys.argv[10]), int(sys.argv[11]), sys.argv[12]
@@ -98,5 +106,7 @@ print(f"the server's machine alone (backup-now, less opening the vault): {local_
 print(f"one registered host alone (host backup): {one_s:6.2f} s  {mib/one_s:7.1f} MiB/s  ({one_s/local_s:.2f}x the time)")
 print(f"{others} hosts at once: {all_s:6.2f} s  {others*mib/all_s:7.1f} MiB/s aggregate ({others*mib/all_s/(mib/one_s):.2f}x one host); {failed} failed")
 print(f"server: {(cpu1-cpu0)/tck:.1f} s of CPU over the run, peak RSS {hwm/1024:.0f} MiB")
-print(f"bytes the hosts sent through the server: {sent/2**20:.1f} MiB = 100% of what they stored (uploads straight to the store are not built)")
+direct = int(sys.argv[13])
+total = max(1, sent + direct)
+print(f"bytes the hosts sent through the server: {sent/2**20:.2f} MiB = {100*sent/total:.2f}% of what they uploaded; straight to the store: {direct/2**20:.1f} MiB")
 EOF

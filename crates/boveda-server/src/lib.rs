@@ -84,6 +84,9 @@ pub struct ServerConfig {
     pub host_silence: Duration,
     /// Bytes a host may upload in one backup job.
     pub host_quota: u64,
+    /// Whether hosts upload packs straight to an S3 or Azure store with
+    /// create-only grants (else everything passes through the server).
+    pub host_direct: bool,
 }
 
 impl ServerConfig {
@@ -105,6 +108,7 @@ impl ServerConfig {
             public_url: None,
             host_silence: boveda_service::fleet::intake::DEFAULT_SILENCE,
             host_quota: boveda_service::fleet::intake::UPLOAD_QUOTA,
+            host_direct: true,
         }
     }
 }

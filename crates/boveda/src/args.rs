@@ -150,6 +150,11 @@ pub struct ServeArgs {
     /// its job fails.
     #[arg(long, default_value_t = 60)]
     pub host_silence_secs: u64,
+    /// Registered hosts send everything through this server, never straight
+    /// to an S3 or Azure store with create-only grants (for hosts that
+    /// cannot reach the store).
+    #[arg(long)]
+    pub host_uploads_through_server: bool,
     /// Serve without the scheduler (another process runs `boveda agent`).
     #[arg(long)]
     pub no_scheduler: bool,

@@ -177,6 +177,7 @@ pub(super) async fn host_start_backup(
         heartbeat: app.config.jobs.heartbeat,
         silence: app.config.host_silence,
         quota: app.config.host_quota,
+        direct: app.config.host_direct,
     };
     let started = blocking(move || jobs.start(vault, &terms, host, &req, &work)).await?;
     served.changed();

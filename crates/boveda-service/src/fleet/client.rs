@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use boveda_store::{AbandonedUpload, Capabilities, ObjectInfo, PutMode, Store, StoreError, StoreErrorKind};
@@ -90,6 +90,8 @@ pub struct HostClient {
     /// For uploads straight to the vault's store, with the grants the
     /// server signs: the store's own certificate, checked as usual.
     direct: reqwest::blocking::Client,
+    /// Set once a grant's upload could not reach the store.
+    store_unreachable: AtomicBool,
     server: String,
     vault: String,
     token: Option<String>,
@@ -141,6 +143,7 @@ impl HostClient {
         Ok(HostClient {
             http,
             direct,
+            store_unreachable: AtomicBool::new(false),
             server: server.trim_end_matches('/').to_string(),
             vault: vault.to_string(),
             token: None,
@@ -294,8 +297,19 @@ impl HostClient {
         let way: UploadWay = self.post(self.url(&format!("host/jobs/{}/grants", job.to_hex())), &ask)?;
         match way {
             UploadWay { stored: true, .. } => Ok(true),
-            UploadWay { grant: Some(grant), .. } => self.put_direct(name, &grant, bytes).map(|()| true),
-            UploadWay { grant: None, .. } => self.put_object(job, name, bytes).map(|()| false),
+            UploadWay { grant: Some(grant), .. } if !self.store_unreachable.load(Ordering::Relaxed) => {
+                match self.put_direct(name, &grant, bytes) {
+                    Ok(()) => Ok(true),
+                    // a store this host cannot reach: the server takes it,
+                    // and the rest of this backup's packs
+                    Err(e) if e.kind() == ServiceErrorKind::Other => {
+                        self.store_unreachable.store(true, Ordering::Relaxed);
+                        self.put_object(job, name, bytes).map(|()| false)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            UploadWay { .. } => self.put_object(job, name, bytes).map(|()| false),
         }
     }
 

@@ -291,11 +291,15 @@ pub struct HostJobTerms {
     pub silence: Duration,
     /// Bytes a host may upload in one job (see [`UPLOAD_QUOTA`]).
     pub quota: u64,
+    /// Whether hosts may upload packs straight to the store, where it can
+    /// sign grants (else everything passes through the server).
+    pub direct: bool,
 }
 
 struct Running {
     host: RecordId,
     quota: u64,
+    direct: bool,
     reports: crossbeam_channel::Sender<HostReport>,
     outcome: crossbeam_channel::Receiver<Result<String>>,
     intake: Mutex<Intake>,
@@ -364,7 +368,7 @@ impl HostJobs {
             let kept = grant.clone();
             self.spawn(
                 &host,
-                terms.quota,
+                (terms.quota, terms.direct),
                 Some(kept),
                 move |jobs_env_host, reports| {
                     let (vault, env, host) = jobs_env_host;
@@ -390,7 +394,7 @@ impl HostJobs {
             let scheduled_for = asked.scheduled_for;
             self.spawn(
                 &host,
-                terms.quota,
+                (terms.quota, terms.direct),
                 None,
                 move |jobs_env_host, reports| {
                     let (vault, env, host) = jobs_env_host;
@@ -411,7 +415,7 @@ impl HostJobs {
     fn spawn(
         self: &Arc<Self>,
         host: &Host,
-        quota: u64,
+        (quota, direct): (u64, bool),
         grant: Option<Grant>,
         run: impl FnOnce(
             (Arc<Vault>, &JobEnv<'_>, Host),
@@ -449,6 +453,7 @@ impl HostJobs {
         let running = Arc::new(Running {
             host: host.id,
             quota,
+            direct,
             reports: reports_tx,
             outcome,
             intake: Mutex::new(Intake::default()),
@@ -512,6 +517,9 @@ impl HostJobs {
         let running = self.get(host, job)?;
         if running.grant.is_some() {
             return Err(refused(format!("job {} is a restore: it uploads nothing", job.short())));
+        }
+        if !running.direct {
+            return Ok(UploadWay::default());
         }
         let mut intake = running.intake.lock().map_err(|_| ServiceError::Internal("poisoned".into()))?;
         upload_way(vault, host, ask, &mut intake, running.quota)

@@ -45,6 +45,7 @@ pub fn serve(ctx: &Ctx, args: ServeArgs) -> Result<Outcome> {
     }
     config.public_url = args.public_url;
     config.host_quota = args.host_quota_mib << 20;
+    config.host_direct = !args.host_uploads_through_server;
     config.host_silence = Duration::from_secs(args.host_silence_secs.max(1));
     if args.insecure_fast_kdf {
         config.kdf = KdfParams::TESTING;

@@ -143,4 +143,12 @@ fn a_hosts_grants_create_its_own_new_packs_and_nothing_else() {
     let check = admin(&env, &["vault", "check", "--read-data"]);
     assert!(check.contains("listed by no index"), "the unreferenced pack is named, as harmless: {check}");
     drop(server);
+
+    // a server told to take every upload itself grants nothing
+    let _server = serve(&env, port, &cert, &key, &["--host-uploads-through-server"]);
+    std::fs::write(s1.join("d0/f3"), noise(1234, 300_000)).expect("change");
+    let through = backup_json(&env, "web1", "web1-files");
+    assert_eq!(through["bytes_direct"], 0, "{through}");
+    assert!(through["bytes_through_server"].as_u64().expect("through") > 300_000, "{through}");
+    restored(&env, "web1-files", &s1, "r1-through");
 }
