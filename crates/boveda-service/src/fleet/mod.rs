@@ -16,6 +16,7 @@ pub mod identity;
 pub mod intake;
 pub mod protocol;
 pub mod restores;
+pub mod watch;
 pub mod work;
 
 use boveda_vault::{HostKeys, RecordId, Vault, VaultError};
@@ -27,7 +28,7 @@ use crate::error::{Result, ServiceError, ServiceErrorKind};
 use crate::items::Item;
 use crate::model::names::validate_item_name;
 
-const HOSTS: &str = "hosts";
+pub(crate) const HOSTS: &str = "hosts";
 const CREDENTIALS: &str = "host-credentials";
 /// What a host's token starts with.
 pub const HOST_TOKEN_PREFIX: &str = "bvh_";
@@ -50,6 +51,10 @@ pub struct Host {
     pub last_contact: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unregistered: Option<Timestamp>,
+    /// The last contact whose silence an alert was raised for (one alert
+    /// per silence).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerted_silence: Option<Timestamp>,
 }
 
 /// A host not heard from for this long shows Unreachable (its agent asks
@@ -253,6 +258,7 @@ pub fn register_host(vault: &Vault, req: &Registration, now: Timestamp) -> Resul
         credentials: req.credentials,
         last_contact: Some(now),
         unregistered: None,
+        alerted_silence: None,
     };
     let record = HostRecord { host: host.clone(), secret_hash: hash_secret(&secret) };
     vault.catalog_put(HOSTS, &host_id, Some(&record))?;

@@ -33,10 +33,13 @@ pub enum Operation {
     UpdateKeys,
     /// Data the store lost dropped from the index (`vault repair`).
     Repair,
+    /// A registered host's contact with its server: recorded, failed, when
+    /// the host falls silent (docs/FLEET.md).
+    HostContact,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 12] = [
+    pub const ALL: [Operation; 13] = [
         Operation::ConfigureBackup,
         Operation::Backup,
         Operation::Restore,
@@ -49,6 +52,7 @@ impl Operation {
         Operation::OfflineSeed,
         Operation::UpdateKeys,
         Operation::Repair,
+        Operation::HostContact,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -65,6 +69,7 @@ impl Operation {
             Operation::OfflineSeed => "OfflineSeed",
             Operation::UpdateKeys => "UpdateKeys",
             Operation::Repair => "Repair",
+            Operation::HostContact => "HostContact",
         }
     }
 

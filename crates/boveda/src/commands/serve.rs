@@ -50,6 +50,7 @@ pub fn serve(ctx: &Ctx, args: ServeArgs) -> Result<Outcome> {
     if args.insecure_fast_kdf {
         config.kdf = KdfParams::TESTING;
     }
+    let watch_clock = clock.clone();
     let scheduler = (!args.no_scheduler).then(|| {
         Ok::<_, anyhow::Error>(Arc::new(Scheduler {
             clock,
@@ -74,12 +75,41 @@ pub fn serve(ctx: &Ctx, args: ServeArgs) -> Result<Outcome> {
     let names: Vec<String> = vaults.iter().map(|v| v.settings().name.clone()).collect();
     eprintln!("boveda serve: serving {}", names.join(", "));
     let app = App::new(config, vaults, hook);
+    threads.push(watch_hosts(app.clone(), watch_clock, stop));
     boveda_server::run(app, args.listen, tls, stop).with_context(|| format!("cannot serve on {}", args.listen))?;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for t in threads {
         let _ = t.join();
     }
     Ok(Outcome::Ok)
+}
+
+/// Watches the registered hosts of every vault served, until `stop`: one
+/// alert for each host that falls silent (docs/FLEET.md). Every 30 s, or
+/// `BOVEDA_HOST_WATCH_MS` (for tests).
+fn watch_hosts(
+    app: boveda_server::AppState,
+    clock: Arc<dyn boveda_service::Clock>,
+    stop: &'static std::sync::atomic::AtomicBool,
+) -> std::thread::JoinHandle<()> {
+    let every = std::env::var("BOVEDA_HOST_WATCH_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(Duration::from_secs(30), Duration::from_millis);
+    std::thread::spawn(move || {
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            for served in app.served() {
+                match boveda_service::fleet::watch::watch_hosts(&served.vault, clock.as_ref()) {
+                    Ok(raised) => raised.iter().for_each(|r| eprintln!("boveda serve: alert: {r}")),
+                    Err(e) => eprintln!("boveda serve: watching the hosts of {}: {e}", served.name()),
+                }
+            }
+            let until = std::time::Instant::now() + every;
+            while std::time::Instant::now() < until && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(100).min(every));
+            }
+        }
+    })
 }
 
 pub fn token(ctx: &Ctx, cmd: TokenCmd) -> Result<Outcome> {

@@ -18,6 +18,7 @@ mod disks;
 mod flaky_store;
 mod fleet;
 mod fleet_grants;
+mod fleet_silence;
 mod live_vms;
 mod lost_data;
 mod mount;
