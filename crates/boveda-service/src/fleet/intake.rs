@@ -81,13 +81,26 @@ pub struct Intake {
     pub direct: HashMap<String, u64>,
 }
 
+/// What a job of a host may upload: the per-job quota, less what its
+/// failed jobs left unreferenced since the last prune.
+#[derive(Debug, Clone, Copy)]
+pub struct Quota {
+    pub bytes: u64,
+    pub carried: u64,
+}
+
 impl Intake {
-    fn count(&mut self, host: &Host, name: &str, len: u64, quota: u64) -> Result<()> {
-        if self.uploaded + len > quota {
+    fn count(&mut self, host: &Host, name: &str, len: u64, quota: Quota) -> Result<()> {
+        if quota.carried + self.uploaded + len > quota.bytes {
+            let carried = if quota.carried > 0 {
+                format!(" ({} MiB of it left by failed jobs since the last prune)", quota.carried >> 20)
+            } else {
+                String::new()
+            };
             return Err(refused(format!(
-                "object {name} refused: host {} reached its quota of {} MiB uploaded in one backup job",
+                "object {name} refused: host {} reached its quota of {} MiB of uploads no point references{carried}",
                 host.name,
-                quota >> 20
+                quota.bytes >> 20
             )));
         }
         self.uploaded += len;
@@ -106,7 +119,7 @@ pub fn add_object(
     name: &str,
     bytes: &[u8],
     intake: &mut Intake,
-    quota: u64,
+    quota: Quota,
 ) -> Result<HostObject> {
     intake.count(host, name, bytes.len() as u64, quota)?;
     match vault.add_host_object(&host.id, name, bytes, &mut intake.direct) {
@@ -136,7 +149,7 @@ pub const MAX_HOST_OBJECT: u64 = 160 << 20;
 /// # Errors
 /// `PermissionDenied` for a name that is not a pack's, a size past the
 /// largest, or past the quota; a store error.
-pub fn upload_way(vault: &Vault, host: &Host, ask: &UploadAsk, intake: &mut Intake, quota: u64) -> Result<UploadWay> {
+pub fn upload_way(vault: &Vault, host: &Host, ask: &UploadAsk, intake: &mut Intake, quota: Quota) -> Result<UploadWay> {
     if boveda_vault::parse_pack_name(&ask.name).is_none() {
         return Err(refused(format!(
             "object {} refused: only packs go straight to the store (index objects go through the server)",
@@ -298,7 +311,7 @@ pub struct HostJobTerms {
 
 struct Running {
     host: RecordId,
-    quota: u64,
+    quota: Quota,
     direct: bool,
     reports: crossbeam_channel::Sender<HostReport>,
     outcome: crossbeam_channel::Receiver<Result<String>>,
@@ -362,13 +375,24 @@ impl HostJobs {
                 host.name
             )));
         }
+        // what failed jobs left unreferenced counts against this one
+        let left = crate::fleet::unreferenced(&vault, &host.id)?;
+        let quota = Quota { bytes: terms.quota, carried: left };
+        if left >= terms.quota && asked.restore.is_none() {
+            return Err(refused(format!(
+                "host {} left {} MiB unreferenced in failed jobs, its quota of {} MiB; a prune reclaims it",
+                host.name,
+                left >> 20,
+                terms.quota >> 20
+            )));
+        }
         let target = vault.writer_target();
         let job = if let Some(order) = &asked.restore {
             let grant = crate::fleet::restores::grant(&vault, &item, order)?;
             let kept = grant.clone();
             self.spawn(
                 &host,
-                (terms.quota, terms.direct),
+                (quota, terms.direct),
                 Some(kept),
                 move |jobs_env_host, reports| {
                     let (vault, env, host) = jobs_env_host;
@@ -394,7 +418,7 @@ impl HostJobs {
             let scheduled_for = asked.scheduled_for;
             self.spawn(
                 &host,
-                (terms.quota, terms.direct),
+                (quota, terms.direct),
                 None,
                 move |jobs_env_host, reports| {
                     let (vault, env, host) = jobs_env_host;
@@ -415,7 +439,7 @@ impl HostJobs {
     fn spawn(
         self: &Arc<Self>,
         host: &Host,
-        (quota, direct): (u64, bool),
+        (quota, direct): (Quota, bool),
         grant: Option<Grant>,
         run: impl FnOnce(
             (Arc<Vault>, &JobEnv<'_>, Host),
@@ -428,17 +452,26 @@ impl HostJobs {
         let (reports_tx, reports) = crossbeam_channel::unbounded();
         let (started_tx, started) = crossbeam_channel::bounded(1);
         let (outcome_tx, outcome) = crossbeam_channel::bounded(1);
-        let (jobs, who) = (self.clone(), host.clone());
+        let (jobs, who, kept) = (self.clone(), host.clone(), vault.clone());
         std::thread::spawn(move || {
             let mut job_env = JobEnv::new(clock.as_ref(), heartbeat, who.name.clone());
             job_env.started = Some(started_tx);
+            let host = who.id;
             let (id, result) = match run((vault, &job_env, who), &reports) {
                 Ok((job, result)) => (Some(job.id), result),
                 Err(e) => (None, Err(e)),
             };
+            let failed = result.is_err();
             let _ = outcome_tx.send(result);
-            if let (Some(id), Ok(mut running)) = (id, jobs.running.lock()) {
-                running.remove(&id);
+            let ended = id.and_then(|id| jobs.running.lock().ok().and_then(|mut r| r.remove(&id)));
+            // what a failed job uploaded stays unreferenced until a prune:
+            // it counts against the host's next jobs
+            if let Some(ended) = ended
+                && failed
+                && let Ok(intake) = ended.intake.lock()
+                && intake.uploaded > 0
+            {
+                let _ = crate::fleet::add_unreferenced(&kept, &host, intake.uploaded);
             }
         });
         let job: Job = crossbeam_channel::select! {

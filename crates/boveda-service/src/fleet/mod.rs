@@ -51,6 +51,10 @@ pub struct Host {
     pub last_contact: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unregistered: Option<Timestamp>,
+    /// Bytes it uploaded in jobs that failed since the last prune: what no
+    /// point may reference, counted against its next jobs' quota.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unreferenced: u64,
     /// The last contact whose silence an alert was raised for (one alert
     /// per silence).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -258,6 +262,7 @@ pub fn register_host(vault: &Vault, req: &Registration, now: Timestamp) -> Resul
         credentials: req.credentials,
         last_contact: Some(now),
         unregistered: None,
+        unreferenced: 0,
         alerted_silence: None,
     };
     let record = HostRecord { host: host.clone(), secret_hash: hash_secret(&secret) };
@@ -386,6 +391,48 @@ pub fn add_item(vault: &Vault, req: &crate::items::NewItem) -> Result<crate::ite
         }
         NewItem::Vm { .. } => Err(ServiceError::Invalid("VMs on a registered host cannot be protected yet".into())),
     }
+}
+
+/// Counts `bytes` a failed job of `host` uploaded as unreferenced.
+///
+/// # Errors
+/// A store error; `NotFound` for an unknown host.
+pub fn add_unreferenced(vault: &Vault, host: &RecordId, bytes: u64) -> Result<()> {
+    vault.catalog_update(HOSTS, host, |current: Option<HostRecord>| {
+        let mut r = current.ok_or_else(|| VaultError::NotFound(format!("host {host}")))?;
+        r.host.unreferenced = r.host.unreferenced.saturating_add(bytes);
+        Ok(Some(r))
+    })?;
+    Ok(())
+}
+
+/// What failed jobs of `host` uploaded since the last prune.
+///
+/// # Errors
+/// A store error.
+pub fn unreferenced(vault: &Vault, host: &RecordId) -> Result<u64> {
+    Ok(vault.catalog_get::<HostRecord>(HOSTS, host)?.map_or(0, |r| r.host.unreferenced))
+}
+
+/// Starts every host's count of unreferenced uploads again: a prune is
+/// about to reclaim what no point references.
+///
+/// # Errors
+/// A store error.
+pub fn forget_unreferenced(vault: &Vault) -> Result<()> {
+    for host in list_hosts(vault)?.into_iter().filter(|h| h.unreferenced > 0) {
+        vault.catalog_update(HOSTS, &host.id, |current: Option<HostRecord>| {
+            Ok(current.map(|mut r| {
+                r.host.unreferenced = 0;
+                r
+            }))
+        })?;
+    }
+    Ok(())
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Records that a host was heard from (at most once a minute is enough).

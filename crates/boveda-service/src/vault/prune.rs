@@ -133,6 +133,9 @@ fn prune_holding_lease(
         // packs the store lost leave the index first, so that the next
         // backup stores their data again (and planning does not count on them)
         ctx.set_phase("dropping lost packs from the index");
+        // hosts' uploads of failed jobs: what this prune reclaims, so their
+        // count starts again (docs/FLEET.md)
+        crate::fleet::forget_unreferenced(vault)?;
         let lost = boveda_vault::missing_packs(vault)?;
         let dropped = boveda_vault::forget_lost(vault, &lost)?;
         ctx.set_phase("planning");

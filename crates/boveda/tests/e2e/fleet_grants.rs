@@ -90,7 +90,9 @@ fn a_hosts_grants_create_its_own_new_packs_and_nothing_else() {
     let (code, body) = ask(&format!("packs/data/ab/{}", "ab".repeat(32)), 5 << 20);
     assert!(code == 403 && body.contains("quota of 4 MiB"), "{code} {body}");
 
-    // 4. a grant for one new pack
+    // 4. a grant for one new pack (and one for 3 MiB, never used: counted all the same)
+    let (code, body) = ask(&format!("packs/data/dd/{}", "dd".repeat(32)), 3 << 20);
+    assert_eq!(code, 200, "{body}");
     let mine = format!("packs/data/cc/{}", "cc".repeat(32));
     let garbage = env.path("garbage");
     std::fs::write(&garbage, noise(5, 1000)).expect("garbage");
@@ -142,6 +144,38 @@ fn a_hosts_grants_create_its_own_new_packs_and_nothing_else() {
     restored(&env, "web1-files", &s1, "r1");
     let check = admin(&env, &["vault", "check", "--read-data"]);
     assert!(check.contains("listed by no index"), "the unreferenced pack is named, as harmless: {check}");
+
+    // 6. what a failed job was granted counts against the host's next
+    // jobs, until a prune reclaims it
+    let start_job = || {
+        std::fs::write(&req, r#"{"item":"web1-files"}"#).expect("req");
+        let (code, body) = attack("POST", &format!("{api}/host/jobs"), &token, Some(&req));
+        assert_eq!(code, 201, "{body}");
+        serde_json::from_str::<serde_json::Value>(&body).expect("job")["job"].as_str().expect("id").to_string()
+    };
+    let ask_in = |job: &str, size: u64| {
+        std::fs::write(
+            &req,
+            serde_json::json!({"name": format!("packs/data/ff/{}", "f1".repeat(32)), "size": size}).to_string(),
+        )
+        .expect("ask");
+        attack("POST", &format!("{api}/host/jobs/{job}/grants"), &token, Some(&req))
+    };
+    let fail = |job: &str| {
+        std::fs::write(&req, r#"{"report":"failed","error":"over"}"#).expect("req");
+        attack("POST", &format!("{api}/host/jobs/{job}/report"), &token, Some(&req));
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let next = start_job();
+    let (code, body) = ask_in(&next, 2 << 20);
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("3 MiB of it left by failed jobs since the last prune"), "{body}");
+    fail(&next);
+    admin(&env, &["prune"]);
+    let after_prune = start_job();
+    let (code, body) = ask_in(&after_prune, 2 << 20);
+    assert_eq!(code, 200, "counted again from nothing after a prune: {body}");
+    fail(&after_prune);
     drop(server);
 
     // a server told to take every upload itself grants nothing
