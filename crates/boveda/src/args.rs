@@ -400,6 +400,10 @@ pub enum ItemAdd {
         /// Pre/post snapshot scripts (JSON, see docs/CONSISTENCY.md).
         #[arg(long)]
         consistency_config: Option<PathBuf>,
+        /// The registered host the VM runs on (default: this machine); its
+        /// paths are the host's, read there when it backs up.
+        #[arg(long, conflicts_with = "consistency_config")]
+        host: Option<String>,
     },
     /// A disk: a raw or qcow2 image file, or a block device.
     Disk {

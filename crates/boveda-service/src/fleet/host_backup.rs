@@ -20,8 +20,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, ServiceError};
 use crate::fleet::client::{HostClient, UploadStore};
+use crate::fleet::host_vm::{HostVm, last_bitmap, remember_bitmap};
 use crate::fleet::identity::HostIdentity;
 use crate::fleet::intake::{HostClaim, HostProgress, HostReport};
+use crate::fleet::protocol::LiveClaim;
 use crate::fleet::work::Assignment;
 use crate::items::ItemSource;
 
@@ -68,6 +70,31 @@ impl BackupProgress for Counting<'_> {
     }
 }
 
+/// Reports the backup's progress every [`REPORT_EVERY`] until `stop`
+/// closes; sets `cancel` when the server stopped the job.
+fn report_progress(
+    client: &HostClient,
+    job: &RecordId,
+    counting: &Counting<'_>,
+    cancel: &AtomicBool,
+    stop: &crossbeam_channel::Receiver<()>,
+) {
+    while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stop.recv_timeout(REPORT_EVERY) {
+        let p = HostProgress {
+            phase: "backing up".into(),
+            files: counting.files.load(Ordering::Relaxed),
+            bytes_read: counting.bytes_read.load(Ordering::Relaxed),
+        };
+        // a report lost is made good by the next one; a job stopped (or
+        // failed) on the server is given up
+        match client.report(job, &HostReport::Progress(p)) {
+            Ok(reply) if reply.cancel => cancel.store(true, Ordering::Relaxed),
+            Err(e) if e.kind() == crate::error::ServiceErrorKind::Conflict => cancel.store(true, Ordering::Relaxed),
+            _ => {}
+        }
+    }
+}
+
 /// The newest point's root tree this host wrote for an item, as its cache
 /// remembers it (the cache checks the tree itself when it is read).
 fn last_tree(cache: &Path, item: &RecordId) -> Option<ChunkId> {
@@ -103,9 +130,9 @@ pub fn backup_item(
     let started = client.start_backup(work)?;
     let job = started.job;
     let uploads = Arc::new(UploadStore::new(client.clone(), job));
-    let run = || -> Result<boveda_engine::FileBackupOutcome> {
+    let cache_dir = HostIdentity::cache_dir(dir);
+    let run = || -> Result<(boveda_engine::FileBackupOutcome, Option<LiveClaim>)> {
         let known = client.known_chunks(&job)?;
-        let cache_dir = HostIdentity::cache_dir(dir);
         let cache = HostCache::open(&cache_dir, identity.keys.clone())?;
         let target = WriterTarget {
             store: uploads.clone(),
@@ -123,24 +150,7 @@ pub fn backup_item(
         let cancel = AtomicBool::new(false);
         let (finished, stop) = crossbeam_channel::bounded::<()>(0);
         std::thread::scope(|s| {
-            s.spawn(|| {
-                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stop.recv_timeout(REPORT_EVERY) {
-                    let p = HostProgress {
-                        phase: "backing up".into(),
-                        files: counting.files.load(Ordering::Relaxed),
-                        bytes_read: counting.bytes_read.load(Ordering::Relaxed),
-                    };
-                    // a report lost is made good by the next one; a job
-                    // stopped (or failed) on the server is given up
-                    match client.report(&job, &HostReport::Progress(p)) {
-                        Ok(reply) if reply.cancel => cancel.store(true, Ordering::Relaxed),
-                        Err(e) if e.kind() == crate::error::ServiceErrorKind::Conflict => {
-                            cancel.store(true, Ordering::Relaxed);
-                        }
-                        _ => {}
-                    }
-                }
-            });
+            s.spawn(|| report_progress(&client, &job, &counting, &cancel, &stop));
             let result = match &item.source {
                 ItemSource::Files { paths, excludes } => {
                     let opts = FileBackupOptions {
@@ -149,7 +159,7 @@ pub fn backup_item(
                         parent_tree,
                         cancel: Some(&cancel),
                     };
-                    backup_files_to(dest, &opts, &counting)
+                    backup_files_to(dest, &opts, &counting).map(|o| (o, None)).map_err(ServiceError::from)
                 }
                 ItemSource::Disk { path } => {
                     let opts = DiskBackupOptions {
@@ -158,20 +168,20 @@ pub fn backup_item(
                         parent_tree,
                         cancel: Some(&cancel),
                     };
-                    backup_disk_to(dest, &opts, &counting)
+                    backup_disk_to(dest, &opts, &counting).map(|o| (o, None)).map_err(ServiceError::from)
                 }
-                ItemSource::Vm { .. } => {
-                    drop(finished);
-                    return Err(ServiceError::Invalid(
-                        "VMs on a registered host cannot be backed up yet (docs/FLEET.md)".into(),
-                    ));
+                ItemSource::Vm { domain_xml, qmp, guest_agent, .. } => {
+                    let vm =
+                        HostVm { definition: domain_xml, qmp: qmp.as_deref(), guest_agent: guest_agent.as_deref() };
+                    let previous = last_bitmap(&cache_dir, &item.id);
+                    vm.backup(dest, previous.as_deref(), parent_tree, &cancel, &counting)
                 }
             };
             drop(finished);
-            Ok(result?)
+            result
         })
     };
-    let outcome = match run() {
+    let (outcome, live) = match run() {
         Ok(o) => o,
         Err(e) => {
             // the server ends the job Failed with this reason (or, if this
@@ -185,13 +195,22 @@ pub fn backup_item(
         ItemSource::Disk { path } => vec![path.display().to_string()],
         ItemSource::Vm { domain_xml, .. } => vec![domain_xml.display().to_string()],
     };
-    let claim =
-        HostClaim { tree: outcome.tree, sources, stats: outcome.stats.clone(), warnings: outcome.warnings.clone() };
+    let bitmap = live.as_ref().map(|l| l.bitmap.clone());
+    let claim = HostClaim {
+        tree: outcome.tree,
+        sources,
+        stats: outcome.stats.clone(),
+        warnings: outcome.warnings.clone(),
+        live,
+    };
     let mut reply = client.report(&job, &HostReport::Done(claim))?;
     while reply.pending {
         reply = client.report(&job, &HostReport::Await)?;
     }
-    remember_tree(&HostIdentity::cache_dir(dir), &item.id, &outcome.tree)?;
+    remember_tree(&cache_dir, &item.id, &outcome.tree)?;
+    if matches!(item.source, ItemSource::Vm { .. }) {
+        remember_bitmap(&cache_dir, &item.id, bitmap.as_deref())?;
+    }
     Ok(HostBackupOutcome {
         item: item.name.clone(),
         job,

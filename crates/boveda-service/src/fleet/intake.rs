@@ -52,10 +52,8 @@ pub fn add_host_item(vault: &Vault, host: &Host, name: &str, source: ItemSource)
     let paths: Vec<&std::path::Path> = match &source {
         ItemSource::Files { paths, .. } => paths.iter().map(|p| p.as_path()).collect(),
         ItemSource::Disk { path } => vec![path.as_path()],
-        ItemSource::Vm { .. } => {
-            return Err(ServiceError::Invalid(
-                "VMs on a registered host cannot be protected yet (docs/FLEET.md)".into(),
-            ));
+        ItemSource::Vm { domain_xml, qmp, guest_agent, .. } => {
+            [Some(domain_xml), qmp.as_ref(), guest_agent.as_ref()].into_iter().flatten().map(|p| p.as_path()).collect()
         }
     };
     if paths.is_empty() {
@@ -256,6 +254,14 @@ impl HostJob<'_> {
             };
             ctx.set_phase("checking what the host backed up");
             vault.check_host_tree(&host.id, &claim.tree).map_err(|e| refused(format!("host {}: {e}", host.name)))?;
+            if let Some(live) = &claim.live
+                && !crate::fleet::host_vm::valid_bitmap(&live.bitmap)
+            {
+                return Err(refused(format!(
+                    "host {}: {:?} is not a bitmap name boveda makes",
+                    host.name, live.bitmap
+                )));
+            }
             let parent = vault.list_item_points(&item.id)?.pop();
             let point = RecoveryPoint {
                 id: vault.new_point_id(&item.id),
@@ -267,14 +273,14 @@ impl HostJob<'_> {
                 parent: parent.map(|p| p.id),
                 hostname: host.name.clone(),
                 sources: claim.sources,
-                consistency: boveda_vault::Consistency::CrashConsistent,
+                consistency: claim.live.as_ref().map_or(boveda_vault::Consistency::CrashConsistent, |l| l.consistency),
                 retain_until,
                 scheduled_for: self.scheduled_for,
                 kept_by: if self.scheduled_for.is_some() { "scheduled" } else { "ad-hoc" }.into(),
                 stats: claim.stats,
                 warnings: claim.warnings,
-                live_bitmap: None,
-                freeze_ms: None,
+                live_bitmap: claim.live.as_ref().map(|l| l.bitmap.clone()),
+                freeze_ms: claim.live.as_ref().and_then(|l| l.freeze_ms),
             };
             vault.save_point(&point)?;
             let done = JobDone { warnings: point.warnings.clone(), details: vec![], point: Some(point.id) };

@@ -12,6 +12,7 @@
 pub mod client;
 pub mod host_backup;
 pub mod host_restore;
+pub mod host_vm;
 pub mod identity;
 pub mod intake;
 pub mod protocol;
@@ -389,7 +390,17 @@ pub fn add_item(vault: &Vault, req: &crate::items::NewItem) -> Result<crate::ite
         NewItem::Disk { name, path, .. } => {
             intake::add_host_item(vault, &host, name, ItemSource::Disk { path: path.clone() })
         }
-        NewItem::Vm { .. } => Err(ServiceError::Invalid("VMs on a registered host cannot be protected yet".into())),
+        NewItem::Vm { name, definition, qmp, guest_agent, .. } => {
+            let domain = definition.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let source = ItemSource::Vm {
+                domain_xml: definition.clone(),
+                domain,
+                disks: vec![],
+                qmp: qmp.clone(),
+                guest_agent: guest_agent.clone(),
+            };
+            intake::add_host_item(vault, &host, name, source)
+        }
     }
 }
 

@@ -21,7 +21,13 @@ pub struct HostClaim {
     pub stats: PointStats,
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// A running VM's live snapshot.
+    #[serde(default)]
+    pub live: Option<LiveClaim>,
 }
+
+/// What a live backup of a running VM adds to a host's point.
+pub use crate::items::live_vm::LiveOutcome as LiveClaim;
 
 /// What a host reports during its backup job.
 #[derive(Debug, Clone, Serialize, Deserialize)]

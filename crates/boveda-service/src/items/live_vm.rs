@@ -385,3 +385,45 @@ pub(crate) fn start_quiesced(
     };
     Ok(QuiescedBackup { live, consistency, warnings, stall: q.stall })
 }
+
+/// What a live backup adds to its point.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct LiveOutcome {
+    /// The dirty bitmap this backup started (the next one reads from it).
+    pub bitmap: String,
+    pub consistency: Consistency,
+    /// From freeze to thaw, when the guest was frozen.
+    #[serde(default)]
+    pub freeze_ms: Option<u64>,
+}
+
+/// Backs up a quiesced snapshot's disks (with `extra_files` beside them)
+/// by `backup`, then ends the snapshot, keeping its new bitmap when the
+/// backup succeeded: the outcome with the snapshot's warnings.
+///
+/// # Errors
+/// The backup's error; a snapshot that cannot be ended.
+pub(crate) fn back_up_snapshot(
+    quiesced: QuiescedBackup,
+    extra_files: Vec<(String, Vec<u8>)>,
+    parent_tree: Option<boveda_vault::ChunkId>,
+    cancel: Option<&std::sync::atomic::AtomicBool>,
+    backup: impl FnOnce(&boveda_engine::DiskBackupOptions<'_>) -> boveda_engine::Result<boveda_engine::FileBackupOutcome>,
+) -> Result<(boveda_engine::FileBackupOutcome, LiveOutcome)> {
+    let live = quiesced.live;
+    let opts = boveda_engine::DiskBackupOptions { disks: live.disks.clone(), extra_files, parent_tree, cancel };
+    let result = backup(&opts);
+    let bitmap = live.new_bitmap();
+    let warning = live.warning.clone();
+    let cleaned = live.finish(result.is_ok());
+    let mut outcome = result?;
+    cleaned?;
+    outcome.warnings.extend(warning);
+    outcome.warnings.extend(quiesced.warnings);
+    let state = LiveOutcome {
+        bitmap,
+        consistency: quiesced.consistency,
+        freeze_ms: quiesced.stall.map(|d| d.as_millis() as u64),
+    };
+    Ok((outcome, state))
+}

@@ -402,6 +402,9 @@ pub enum NewItem {
         qmp: Option<PathBuf>,
         #[serde(default)]
         guest_agent: Option<PathBuf>,
+        /// The registered host the VM runs on (none: this machine).
+        #[serde(default)]
+        host: Option<String>,
     },
 }
 
@@ -409,8 +412,7 @@ impl NewItem {
     /// The registered host it is on, if any.
     pub fn host(&self) -> Option<&str> {
         match self {
-            NewItem::Files { host, .. } | NewItem::Disk { host, .. } => host.as_deref(),
-            NewItem::Vm { .. } => None,
+            NewItem::Files { host, .. } | NewItem::Disk { host, .. } | NewItem::Vm { host, .. } => host.as_deref(),
         }
     }
 }
@@ -424,7 +426,7 @@ pub(crate) fn add_local_item(vault: &Vault, req: &NewItem) -> Result<Item> {
     match req {
         NewItem::Files { name, paths, excludes, .. } => add_files_item(vault, name, paths, excludes),
         NewItem::Disk { name, path, .. } => add_disk_item(vault, name, path, None),
-        NewItem::Vm { name, definition, qmp, guest_agent } => {
+        NewItem::Vm { name, definition, qmp, guest_agent, .. } => {
             add_vm_item(vault, name, definition, qmp.as_deref(), guest_agent.as_deref(), None)
         }
     }

@@ -61,7 +61,7 @@ pub fn backup_now(
     let index = vault.load_index_without(&boveda_vault::marked_packs(vault)?)?;
     let clock_start = std::time::Instant::now();
     let parent_tree = parent.as_ref().map(|p| p.tree);
-    let live_state = std::cell::RefCell::new(None::<LiveState>);
+    let live_state = std::cell::RefCell::new(None::<crate::items::live_vm::LiveOutcome>);
     // a VM that runs (a monitor listens, or libvirt runs it), and its
     // definition as it is now
     let running_vm = match &item.source {
@@ -167,13 +167,6 @@ pub(crate) fn point_retention(
     })
 }
 
-/// What a live backup of a running VM adds to its point.
-struct LiveState {
-    bitmap: String,
-    consistency: boveda_vault::Consistency,
-    freeze_ms: Option<u64>,
-}
-
 /// The backup of a running VM: a snapshot of all its disks at one instant,
 /// the guest quiesced for that instant only.
 struct LiveRun<'a> {
@@ -193,30 +186,15 @@ impl LiveRun<'_> {
         item: &Item,
         req: &BackupRequest<'_>,
         progress: &dyn BackupProgress,
-    ) -> Result<(FileBackupOutcome, Vec<PathBuf>, LiveState)> {
+    ) -> Result<(FileBackupOutcome, Vec<PathBuf>, crate::items::live_vm::LiveOutcome)> {
         let (vm, domain) = (self.vm, self.domain);
         let quiesced = crate::items::live_vm::start_quiesced(vm, domain, self.previous, item.consistency.as_ref())?;
-        let live = quiesced.live;
         let sources = domain.disks.iter().map(|d| d.path.clone()).chain([self.domain_xml.clone()]).collect();
-        let opts = DiskBackupOptions {
-            disks: live.disks.clone(),
-            extra_files: vec![(VM_DEFINITION.to_string(), domain.xml().as_bytes().to_vec())],
-            parent_tree: self.parent_tree,
-            cancel: req.cancel,
-        };
-        let result = backup_disk(vault, index, &opts, progress);
-        let bitmap = live.new_bitmap();
-        let warning = live.warning.clone();
-        let cleaned = live.finish(result.is_ok());
-        let mut outcome = result?;
-        cleaned?;
-        outcome.warnings.extend(warning);
-        outcome.warnings.extend(quiesced.warnings);
-        let state = LiveState {
-            bitmap,
-            consistency: quiesced.consistency,
-            freeze_ms: quiesced.stall.map(|d| d.as_millis() as u64),
-        };
+        let definition = vec![(VM_DEFINITION.to_string(), domain.xml().as_bytes().to_vec())];
+        let (outcome, state) =
+            crate::items::live_vm::back_up_snapshot(quiesced, definition, self.parent_tree, req.cancel, |opts| {
+                backup_disk(vault, index, opts, progress)
+            })?;
         Ok((outcome, sources, state))
     }
 }

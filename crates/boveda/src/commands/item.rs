@@ -36,7 +36,11 @@ fn add(ctx: &Ctx, vault: &Vault, add: ItemAdd) -> Result<Outcome> {
             let cfg = consistency_config.as_deref().map(ConsistencyConfig::load).transpose()?;
             add_disk_item(vault, &name, &path, cfg)?
         }
-        ItemAdd::Vm { name, domain_xml, qmp, guest_agent, consistency_config } => {
+        ItemAdd::Vm { name, domain_xml, qmp, guest_agent, host: Some(host), .. } => {
+            let vm = NewItem::Vm { name, definition: domain_xml, qmp, guest_agent, host: Some(host) };
+            boveda_service::add_item(vault, &vm)?
+        }
+        ItemAdd::Vm { name, domain_xml, qmp, guest_agent, consistency_config, host: None } => {
             let cfg = consistency_config.as_deref().map(ConsistencyConfig::load).transpose()?;
             add_vm_item(vault, &name, &domain_xml, qmp.as_deref(), guest_agent.as_deref(), cfg)?
         }

@@ -17,10 +17,10 @@ use common::{Env, TwoDiskVm, sh, two_disk_vm};
 
 /// A VM running in QEMU with the two disks of a [`TwoDiskVm`] (qcow2 `vda`
 /// and raw `vdb`), booting the test guest when asked.
-struct QemuVm {
+pub(super) struct QemuVm {
     child: Child,
     /// The monitor boveda uses.
-    qmp: PathBuf,
+    pub(super) qmp: PathBuf,
     /// A second monitor, the test's: QEMU serves one client per monitor.
     test_qmp: PathBuf,
     console: PathBuf,
@@ -36,7 +36,7 @@ fn test_guest() -> PathBuf {
 }
 
 impl QemuVm {
-    fn start(env: &Env, vm: &TwoDiskVm, guest: Option<&Path>, agent: Option<&Path>) -> QemuVm {
+    pub(super) fn start(env: &Env, vm: &TwoDiskVm, guest: Option<&Path>, agent: Option<&Path>) -> QemuVm {
         let qmp = env.path("qmp.sock");
         let test_qmp = env.path("test-qmp.sock");
         let console = env.path("console.log");
@@ -103,7 +103,7 @@ impl QemuVm {
 
     /// Writes `len` bytes of `byte` at `at` into disk `dev` through the
     /// guest's own device, as the guest would (qemu-io in QEMU's monitor).
-    fn write(&self, dev: &str, at: u64, len: u64, byte: u8) {
+    pub(super) fn write(&self, dev: &str, at: u64, len: u64, byte: u8) {
         let cmd = format!("qemu-io -d disk-{dev}/virtio-backend \"write -P {byte:#x} {at} {len}\"");
         let out = qmp(&self.test_qmp, "human-monitor-command", serde_json::json!({"command-line": cmd}));
         // QEMU 7.2 prints qemu-io's own output elsewhere; the points show the writes
@@ -113,7 +113,7 @@ impl QemuVm {
 
 impl QemuVm {
     /// Shuts QEMU down cleanly (SIGTERM): it stores qcow2 bitmaps.
-    fn stop(mut self) {
+    pub(super) fn stop(mut self) {
         sh(Command::new("kill").arg(self.child.id().to_string()));
         let _ = self.child.wait();
     }
@@ -189,18 +189,18 @@ fn write_pattern(file: &Path, at: u64, len: u64, byte: u8) {
     f.write_all_at(&vec![byte; len as usize], at).expect("write");
 }
 
-fn restore_point(env: &Env, item: &str, point: &serde_json::Value, dir: &str) -> PathBuf {
+pub(super) fn restore_point(env: &Env, item: &str, point: &serde_json::Value, dir: &str) -> PathBuf {
     let out = env.path(dir);
     let id = &point["id"].as_str().expect("id")[..8];
     env.ok(&["restore", item, "--point", id, "--target", out.to_str().expect("utf8")]);
     out
 }
 
-fn same_bytes(a: &Path, b: &Path) -> bool {
+pub(super) fn same_bytes(a: &Path, b: &Path) -> bool {
     fs::read(a).expect("read") == fs::read(b).expect("read")
 }
 
-const MIB: u64 = 1 << 20;
+pub(super) const MIB: u64 = 1 << 20;
 const WINDOW: u64 = 256 << 10;
 
 /// A running VM's disks written before, during and after the snapshot:
