@@ -193,7 +193,10 @@ fn a_hosts_point_may_name_only_chunks_that_host_wrote() {
     std::fs::create_dir_all(&src).expect("mkdir");
     std::fs::write(src.join("mine"), noise(1, 30_000)).expect("write");
     let mine = host.backup(&src, None, &HashSet::new());
-    vault.check_host_tree(&id, &mine.tree).expect("a host's own backup passes");
+    let reached = vault.check_host_tree(&id, &mine.tree).expect("a host's own backup passes");
+    // the packs the point reaches, by name: its data pack and its tree pack
+    let stored: HashSet<String> = host.store.list("packs").expect("list").into_iter().map(|o| o.name).collect();
+    assert!(reached.len() >= 2 && reached.is_subset(&stored), "{reached:?} of {stored:?}");
 
     // another host claims it
     let other = RecordId::random();

@@ -15,6 +15,7 @@ mod api;
 mod auth;
 mod error;
 pub mod guard;
+mod host_room;
 mod metrics;
 mod openapi;
 mod portal;
@@ -128,10 +129,6 @@ pub struct Counters {
     pub host_granted_bytes: AtomicU64,
 }
 
-/// MiB of host uploads the server holds in memory at once, at most: an
-/// upload waits for room before its body is read.
-pub const HOST_UPLOAD_BUDGET_MIB: u32 = 512;
-
 /// Told of each vault created through the API (the scheduler serves it).
 pub type VaultHook = Box<dyn Fn(Arc<Vault>) + Send + Sync>;
 
@@ -147,9 +144,8 @@ pub struct App {
     on_new_vault: Option<VaultHook>,
     /// Set when the server shuts down: event streams end.
     pub closing: std::sync::atomic::AtomicBool,
-    /// Room for host uploads in memory, in MiB (see
-    /// [`HOST_UPLOAD_BUDGET_MIB`]).
-    pub(crate) host_upload_room: Arc<tokio::sync::Semaphore>,
+    /// Room for host uploads in memory (see `host_room`).
+    pub(crate) host_room: Arc<host_room::HostRoom>,
 }
 
 pub type AppState = Arc<App>;
@@ -166,7 +162,7 @@ impl App {
             counters: Counters::default(),
             on_new_vault,
             closing: std::sync::atomic::AtomicBool::new(false),
-            host_upload_room: Arc::new(tokio::sync::Semaphore::new(HOST_UPLOAD_BUDGET_MIB as usize)),
+            host_room: Arc::default(),
         })
     }
 

@@ -333,6 +333,12 @@ impl Store for OpendalStore {
     fn delete(&self, name: &str) -> Result<(), StoreError> {
         check_name("delete", name)?;
         match self.request("delete", name, 0, self.op.delete(name)) {
+            // a blob someone snapshotted (Azure's create grant allows it):
+            // deleted with its snapshots
+            Err(e) if e.to_string().contains("SnapshotsPresent") => match &self.granter {
+                Some(g) => g.delete_with_snapshots(name),
+                None => Err(e),
+            },
             Err(e) if e.kind() != StoreErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }

@@ -85,3 +85,23 @@ fn an_azure_grant_allows_nothing_but_its_one_create() {
     assert_eq!(send(&expired, None, b"late!", &[]), 403, "an expired grant: refused");
     assert!(store.stat("packs/data/ee/eeee").is_err(), "nothing created late");
 }
+
+/// Azure's create permission lets its holder snapshot the blob too; a
+/// blob with snapshots refuses a plain delete. A prune must still delete
+/// what a host snapshotted (regression: every prune of the vault failed).
+#[test]
+fn a_blob_a_host_snapshotted_with_its_create_grant_is_still_deleted() {
+    let store = remote("azblob", "BOVEDA_TEST_AZURITE");
+    let grant = store.grant_create("packs/data/ab/abcd", 5, Duration::from_secs(60)).expect("grant").expect("granted");
+    assert!((200..300).contains(&send(&grant, None, b"12345", &[])));
+    let snapshot = agent()
+        .put(format!("{}&comp=snapshot", grant.url).as_str())
+        .header("content-length", "0")
+        .send_empty()
+        .expect("answer")
+        .status()
+        .as_u16();
+    assert_eq!(snapshot, 201, "Azure's create permission allows a snapshot");
+    store.delete("packs/data/ab/abcd").expect("deleted, snapshots and all");
+    assert!(store.stat("packs/data/ab/abcd").is_err(), "gone");
+}

@@ -76,4 +76,6 @@ pub use pack::{PackEntry, pack_name, parse_pack_name};
 pub use point::{Consistency, PointStats, RecoveryPoint, point_name};
 pub use store_side::{Added, StoreSide};
 pub use tree::{Node, NodeKind, Piece, Tree, is_safe_name};
-pub use vault::{CreateOptions, DamageLog, HostObject, Replica, StoreSettings, Vault, VaultConfig, VaultSettings};
+pub use vault::{
+    CreateOptions, DamageLog, HostObject, JobPacks, Replica, StoreSettings, Vault, VaultConfig, VaultSettings,
+};

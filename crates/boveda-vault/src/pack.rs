@@ -130,7 +130,8 @@ pub fn parse_pack_name(name: &str) -> Option<(BlobKind, PackId)> {
     };
     let _fanout = parts.next()?;
     let id = PackId::from_hex(parts.next()?)?;
-    parts.next().is_none().then_some((kind, id))
+    // only the name [`pack_name`] gives: one pack, one name
+    (parts.next().is_none() && pack_name(kind, &id) == name).then_some((kind, id))
 }
 
 /// Reads and authenticates the footer of a whole pack file.

@@ -179,16 +179,20 @@ fn an_index_object_naming_a_pack_granted_straight_to_the_store_is_added_only_onc
     let pack = caught.list("packs").expect("list").remove(0);
     let index = caught.list("index").expect("list").remove(0);
     let (pack_bytes, index_bytes) = (caught.get(&pack.name).expect("pack"), caught.get(&index.name).expect("index"));
-    let granted = || std::collections::HashMap::from([(pack.name.clone(), pack.size)]);
-    let add = |direct: &mut std::collections::HashMap<String, u64>| {
-        f.vault.add_host_object(&f.host.host, &index.name, &index_bytes, direct)
+    let granted = || boveda_vault::JobPacks {
+        direct: std::collections::HashMap::from([(pack.name.clone(), pack.size)]),
+        ..Default::default()
     };
-    let refused = |direct: &mut std::collections::HashMap<String, u64>, why: &str| {
+    let add =
+        |packs: &mut boveda_vault::JobPacks| f.vault.add_host_object(&f.host.host, &index.name, &index_bytes, packs);
+    let refused = |direct: &mut boveda_vault::JobPacks, why: &str| {
         let err = add(direct).expect_err("refused").to_string();
         assert!(err.contains(why), "{err}");
         assert!(f.store.stat(&index.name).is_err(), "no index object was added");
     };
 
+    // not uploaded by this job at all: neither granted nor received
+    refused(&mut boveda_vault::JobPacks::default(), "which this job did not upload");
     // granted, never stored
     refused(&mut granted(), "never stored");
     // stored with other bytes of the same length (a host's garbage)
@@ -213,7 +217,7 @@ fn an_index_object_naming_a_pack_granted_straight_to_the_store_is_added_only_onc
     f.store.put_new(&pack.name, &pack_bytes).expect("the pack");
     let mut direct = granted();
     add(&mut direct).expect("added");
-    assert!(direct.is_empty(), "the pack was checked once");
+    assert!(direct.direct.is_empty() && direct.checked.contains_key(&pack.name), "the pack was checked once");
     let loaded = f.vault.load_index().expect("index");
     let id = f.host.chunk_id(&noise(1, 50_000));
     assert_eq!(f.vault.read_blob(&loaded, &id).expect("read"), noise(1, 50_000));

@@ -237,20 +237,17 @@ pub(super) async fn host_upload(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
         .ok_or_else(|| ApiError::new(StatusCode::LENGTH_REQUIRED, "length_required", "an upload says its length"))?;
-    if declared > super::HOST_OBJECT_LIMIT as u64 {
+    let name = param(&params, "name");
+    let index = name.starts_with("index/");
+    let limit = if index { crate::host_room::INDEX_LIMIT } else { super::HOST_OBJECT_LIMIT as u64 };
+    if declared > limit {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
-            "an object larger than a pack may be",
+            format!("{declared} bytes: more than {limit} an object of this kind may be"),
         ));
     }
-    let mib = u32::try_from(declared.div_ceil(1 << 20).max(1)).unwrap_or(u32::MAX);
-    let _room = app
-        .host_upload_room
-        .clone()
-        .acquire_many_owned(mib)
-        .await
-        .map_err(|_| ApiError::internal("the server is closing"))?;
+    let _room = app.host_room.take(host.id, index, declared).await?;
     let body = axum::body::to_bytes(body, declared as usize).await.map_err(|_| {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -258,7 +255,6 @@ pub(super) async fn host_upload(
             "an object larger than a pack may be, or cut short",
         )
     })?;
-    let name = param(&params, "name");
     let len = body.len() as u64;
     let added = blocking(move || jobs.upload(&vault, &host, &job, &name, &body)).await?;
     app.counters.host_bytes.fetch_add(len, std::sync::atomic::Ordering::Relaxed);

@@ -284,74 +284,93 @@ impl HostClient {
         self.send(self.http.get(self.url(&format!("host/jobs/{}/archive", job.to_hex()))))
     }
 
+    /// Uploads an object through the server, waiting and trying again
+    /// while the server has no room for it (503).
     fn put_object(&self, job: &RecordId, name: &str, bytes: &[u8]) -> Result<()> {
         let url = self.url(&format!("host/jobs/{}/objects/{name}", job.to_hex()));
-        self.send(self.http.put(url).body(bytes.to_vec()))?;
-        Ok(())
+        let mut wait = Duration::from_millis(500);
+        for _ in 0..BUSY_TRIES {
+            match self.send(self.http.put(&url).body(bytes.to_vec())) {
+                Err(e) if e.to_string().ends_with("(unavailable)") => {
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(Duration::from_secs(8));
+                }
+                other => return other.map(|_| ()),
+            }
+        }
+        self.send(self.http.put(url).body(bytes.to_vec())).map(|_| ())
     }
 
     /// Uploads a pack: straight to the store when the server grants it,
     /// else through the server. Returns whether it went straight.
+    ///
+    /// A try that may pass (no answer, a time-out, a server error) is made
+    /// again with a fresh grant (the server gives one again for the same
+    /// pack, and a store that finds it stored answers so); a pack the
+    /// store refuses goes through the server, and after tries that all
+    /// failed to reach the store, so does the rest of this backup.
     fn put_pack(&self, job: &RecordId, name: &str, bytes: &[u8]) -> Result<bool> {
-        let ask = UploadAsk { name: name.to_string(), size: bytes.len() as u64 };
-        let way: UploadWay = self.post(self.url(&format!("host/jobs/{}/grants", job.to_hex())), &ask)?;
-        match way {
-            UploadWay { stored: true, .. } => Ok(true),
-            UploadWay { grant: Some(grant), .. } if !self.store_unreachable.load(Ordering::Relaxed) => {
-                match self.put_direct(name, &grant, bytes) {
-                    Ok(()) => Ok(true),
-                    // a store this host cannot reach: the server takes it,
-                    // and the rest of this backup's packs
-                    Err(e) if e.kind() == ServiceErrorKind::Other => {
-                        self.store_unreachable.store(true, Ordering::Relaxed);
-                        self.put_object(job, name, bytes).map(|()| false)
-                    }
-                    Err(e) => Err(e),
-                }
-            }
-            UploadWay { .. } => self.put_object(job, name, bytes).map(|()| false),
+        if self.store_unreachable.load(Ordering::Relaxed) {
+            return self.put_object(job, name, bytes).map(|()| false);
         }
-    }
-
-    /// Sends a pack to the store with a grant, trying again on a failure
-    /// that may pass (no answer, a server error).
-    fn put_direct(&self, name: &str, grant: &DirectGrant, bytes: &[u8]) -> Result<()> {
-        let mut last = String::new();
+        let ask = UploadAsk { name: name.to_string(), size: bytes.len() as u64 };
         for attempt in 0..DIRECT_TRIES {
             if attempt > 0 {
                 std::thread::sleep(Duration::from_millis(250 << attempt));
             }
-            let mut req = self.direct.put(&grant.url).body(bytes.to_vec());
-            // the body sets the length; a second header would conflict
-            for (k, v) in grant.headers.iter().filter(|(k, _)| !k.eq_ignore_ascii_case("content-length")) {
-                req = req.header(k.as_str(), v.as_str());
-            }
-            match req.send() {
-                Ok(resp) if resp.status().is_success() => return Ok(()),
-                // created by an earlier try whose answer was lost: named
-                // after its bytes, so it is this pack
-                Ok(resp) if matches!(resp.status().as_u16(), 409 | 412) => return Ok(()),
-                Ok(resp) if resp.status().is_server_error() => last = format!("HTTP {}", resp.status()),
-                Ok(resp) => {
-                    let status = resp.status();
-                    let body = resp.text().unwrap_or_default();
-                    let code = body.split("<Code>").nth(1).and_then(|r| r.split('<').next()).unwrap_or_default();
-                    return Err(ServiceError::refused(
-                        ServiceErrorKind::PermissionDenied,
-                        format!("the vault's store refused pack {name}: HTTP {status} {code}"),
-                        Remedy::AskAdmin,
-                    ));
-                }
-                Err(e) => last = chain(&e),
+            let way: UploadWay = self.post(self.url(&format!("host/jobs/{}/grants", job.to_hex())), &ask)?;
+            let grant = match way {
+                UploadWay { stored: true, .. } => return Ok(true),
+                UploadWay { grant: None, .. } => return self.put_object(job, name, bytes).map(|()| false),
+                UploadWay { grant: Some(grant), .. } => grant,
+            };
+            match self.put_direct(&grant, bytes) {
+                Direct::Stored => return Ok(true),
+                Direct::TryAgain => {}
+                Direct::Refused => return self.put_object(job, name, bytes).map(|()| false),
             }
         }
-        Err(ServiceError::refused(
-            ServiceErrorKind::Other,
-            format!("cannot upload pack {name} to the vault's store: {last}"),
-            Remedy::ReachServer { server: grant.url.split('?').next().unwrap_or_default().to_string() },
-        ))
+        self.store_unreachable.store(true, Ordering::Relaxed);
+        self.put_object(job, name, bytes).map(|()| false)
+    }
+
+    /// Sends a pack to the store with a grant, once.
+    fn put_direct(&self, grant: &DirectGrant, bytes: &[u8]) -> Direct {
+        let mut req = self.direct.put(&grant.url).body(bytes.to_vec());
+        // the body sets the length; a second header would conflict
+        for (k, v) in grant.headers.iter().filter(|(k, _)| !k.eq_ignore_ascii_case("content-length")) {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        // the URL carries the grant's signature: kept out of any message
+        let Ok(resp) = req.send().map_err(reqwest::Error::without_url) else {
+            return Direct::TryAgain;
+        };
+        let status = resp.status().as_u16();
+        let body = if resp.status().is_success() { String::new() } else { resp.text().unwrap_or_default() };
+        match status {
+            200..=299 => Direct::Stored,
+            // created by an earlier try whose answer was lost (named after
+            // its bytes: it is this pack)
+            412 => Direct::Stored,
+            409 if body.contains("BlobAlreadyExists") => Direct::Stored,
+            408 | 429 | 500..=599 => Direct::TryAgain,
+            400 if body.contains("RequestTimeout") => Direct::TryAgain,
+            // refused (an Azure create grant on a blob that exists answers
+            // 403 too): the server takes it and knows
+            _ => Direct::Refused,
+        }
     }
 }
+
+/// What became of one upload straight to the store.
+enum Direct {
+    Stored,
+    TryAgain,
+    Refused,
+}
+
+/// Tries of an upload the server had no room for, before the last.
+const BUSY_TRIES: u32 = 8;
 
 /// Tries of one upload straight to the store.
 const DIRECT_TRIES: u32 = 4;

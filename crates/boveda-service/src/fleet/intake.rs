@@ -15,7 +15,7 @@
 use std::time::{Duration, Instant};
 
 use boveda_engine::BackupProgress;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use boveda_vault::{HostObject, RecordId, RecoveryPoint, Vault};
@@ -28,6 +28,7 @@ pub use crate::fleet::protocol::{
     DirectGrant, HostClaim, HostProgress, HostReport, ReportReply, StartedJob, UploadAsk, UploadWay,
 };
 use crate::fleet::restores::Grant;
+pub use crate::fleet::uploads::{GRANT_TTL, Intake, MAX_HOST_OBJECT, Quota, add_object, upload_way};
 use crate::fleet::work::{Assignment, HostWork};
 use crate::items::{Item, ItemSource};
 use crate::protection::{check_can_back_up, point_retention};
@@ -70,108 +71,6 @@ pub fn add_host_item(vault: &Vault, host: &Host, name: &str, source: ItemSource)
     Ok(item)
 }
 
-/// What a running job has had a host upload: the bytes counted against
-/// its quota, and the packs granted straight to the store that no index
-/// object has listed yet (name, length granted).
-#[derive(Default)]
-pub struct Intake {
-    pub uploaded: u64,
-    pub direct: HashMap<String, u64>,
-}
-
-/// What a job of a host may upload: the per-job quota, less what its
-/// failed jobs left unreferenced since the last prune.
-#[derive(Debug, Clone, Copy)]
-pub struct Quota {
-    pub bytes: u64,
-    pub carried: u64,
-}
-
-impl Intake {
-    fn count(&mut self, host: &Host, name: &str, len: u64, quota: Quota) -> Result<()> {
-        if quota.carried + self.uploaded + len > quota.bytes {
-            let carried = if quota.carried > 0 {
-                format!(" ({} MiB of it left by failed jobs since the last prune)", quota.carried >> 20)
-            } else {
-                String::new()
-            };
-            return Err(refused(format!(
-                "object {name} refused: host {} reached its quota of {} MiB of uploads no point references{carried}",
-                host.name,
-                quota.bytes >> 20
-            )));
-        }
-        self.uploaded += len;
-        Ok(())
-    }
-}
-
-/// Adds an object `host` sent (see `Vault::add_host_object`), counting it
-/// against the job's quota.
-///
-/// # Errors
-/// `PermissionDenied` naming the object and why; a store error.
-pub fn add_object(
-    vault: &Vault,
-    host: &Host,
-    name: &str,
-    bytes: &[u8],
-    intake: &mut Intake,
-    quota: Quota,
-) -> Result<HostObject> {
-    intake.count(host, name, bytes.len() as u64, quota)?;
-    match vault.add_host_object(&host.id, name, bytes, &mut intake.direct) {
-        Ok(added) => Ok(added),
-        Err(e) => {
-            intake.uploaded -= bytes.len() as u64;
-            match e {
-                boveda_vault::VaultError::Store(e) => Err(ServiceError::Vault(boveda_vault::VaultError::Store(e))),
-                e => Err(refused(e.to_string())),
-            }
-        }
-    }
-}
-
-/// How long a grant to upload straight to the store lives: long enough
-/// for the largest pack over a slow link.
-pub const GRANT_TTL: Duration = Duration::from_secs(15 * 60);
-
-/// The largest object a host may upload (a pack, with room for a large
-/// chunk on its own).
-pub const MAX_HOST_OBJECT: u64 = 160 << 20;
-
-/// How `host` is to upload pack `name` of `size` bytes: with a
-/// create-only grant straight to the store where the store can sign one,
-/// else through the server. The length is counted against the quota now.
-///
-/// # Errors
-/// `PermissionDenied` for a name that is not a pack's, a size past the
-/// largest, or past the quota; a store error.
-pub fn upload_way(vault: &Vault, host: &Host, ask: &UploadAsk, intake: &mut Intake, quota: Quota) -> Result<UploadWay> {
-    if boveda_vault::parse_pack_name(&ask.name).is_none() {
-        return Err(refused(format!(
-            "object {} refused: only packs go straight to the store (index objects go through the server)",
-            ask.name
-        )));
-    }
-    if ask.size > MAX_HOST_OBJECT {
-        return Err(refused(format!("pack {} refused: {} bytes is more than a pack may be", ask.name, ask.size)));
-    }
-    match vault.store().stat(&ask.name) {
-        Ok(_) => return Ok(UploadWay { grant: None, stored: true }),
-        Err(e) if e.kind() == boveda_store::StoreErrorKind::NotFound => {}
-        Err(e) => return Err(ServiceError::Vault(e.into())),
-    }
-    let Some(grant) =
-        vault.store().grant_create(&ask.name, ask.size, GRANT_TTL).map_err(|e| ServiceError::Vault(e.into()))?
-    else {
-        return Ok(UploadWay::default());
-    };
-    intake.count(host, &ask.name, ask.size, quota)?;
-    intake.direct.insert(ask.name.clone(), ask.size);
-    Ok(UploadWay { grant: Some(DirectGrant { url: grant.url, headers: grant.headers }), stored: false })
-}
-
 /// The ids of the chunks the vault holds of `host`'s, 32 bytes each: what
 /// its next backup need not send again.
 ///
@@ -194,7 +93,12 @@ pub struct HostJob<'a> {
     pub scheduled_for: Option<Timestamp>,
     /// How long the host may stay silent before the job fails.
     pub silence: Duration,
+    /// Told the packs the point reaches, once it is checked.
+    pub reached: Reached,
 }
+
+/// The packs a host job's point reaches, once known.
+pub type Reached = Arc<Mutex<Option<HashSet<String>>>>;
 
 impl HostJob<'_> {
     /// Runs the job until the host reports its point (checked, then
@@ -253,7 +157,12 @@ impl HostJob<'_> {
                 }
             };
             ctx.set_phase("checking what the host backed up");
-            vault.check_host_tree(&host.id, &claim.tree).map_err(|e| refused(format!("host {}: {e}", host.name)))?;
+            let reached = vault
+                .check_host_tree(&host.id, &claim.tree)
+                .map_err(|e| refused(format!("host {}: {e}", host.name)))?;
+            if let Ok(mut slot) = self.reached.lock() {
+                *slot = Some(reached);
+            }
             if let Some(live) = &claim.live
                 && !crate::fleet::host_vm::valid_bitmap(&live.bitmap)
             {
@@ -322,6 +231,7 @@ struct Running {
     reports: crossbeam_channel::Sender<HostReport>,
     outcome: crossbeam_channel::Receiver<Result<String>>,
     intake: Mutex<Intake>,
+    reached: Reached,
     /// A restore's point.
     grant: Option<Grant>,
     archive_taken: std::sync::atomic::AtomicBool,
@@ -381,12 +291,12 @@ impl HostJobs {
                 host.name
             )));
         }
-        // what failed jobs left unreferenced counts against this one
+        // what earlier jobs left unreferenced counts against this one
         let left = crate::fleet::unreferenced(&vault, &host.id)?;
         let quota = Quota { bytes: terms.quota, carried: left };
         if left >= terms.quota && asked.restore.is_none() {
             return Err(refused(format!(
-                "host {} left {} MiB unreferenced in failed jobs, its quota of {} MiB; a prune reclaims it",
+                "host {} left {} MiB that no point references in earlier jobs, its quota of {} MiB; a prune reclaims it",
                 host.name,
                 left >> 20,
                 terms.quota >> 20
@@ -398,7 +308,7 @@ impl HostJobs {
             let kept = grant.clone();
             self.spawn(
                 &host,
-                (quota, terms.direct),
+                (quota, terms.direct, Reached::default()),
                 Some(kept),
                 move |jobs_env_host, reports| {
                     let (vault, env, host) = jobs_env_host;
@@ -422,13 +332,16 @@ impl HostJobs {
                 .map(|t| crate::model::time_input::parse_retain_until(t, clock.now(), &jiff::tz::TimeZone::system()))
                 .transpose()?;
             let scheduled_for = asked.scheduled_for;
+            let reached = Reached::default();
+            let told = reached.clone();
             self.spawn(
                 &host,
-                (quota, terms.direct),
+                (quota, terms.direct, reached),
                 None,
                 move |jobs_env_host, reports| {
                     let (vault, env, host) = jobs_env_host;
-                    let spec = HostJob { host: &host, item: &item, retain_until, scheduled_for, silence };
+                    let spec =
+                        HostJob { host: &host, item: &item, retain_until, scheduled_for, silence, reached: told };
                     spec.run(&vault, env, reports).map(|(job, result)| (job, result.map(|p| p.id.to_hex())))
                 },
                 (vault, clock, heartbeat),
@@ -445,7 +358,7 @@ impl HostJobs {
     fn spawn(
         self: &Arc<Self>,
         host: &Host,
-        (quota, direct): (Quota, bool),
+        (quota, direct, reached): (Quota, bool, Reached),
         grant: Option<Grant>,
         run: impl FnOnce(
             (Arc<Vault>, &JobEnv<'_>, Host),
@@ -467,17 +380,16 @@ impl HostJobs {
                 Ok((job, result)) => (Some(job.id), result),
                 Err(e) => (None, Err(e)),
             };
-            let failed = result.is_err();
             let _ = outcome_tx.send(result);
             let ended = id.and_then(|id| jobs.running.lock().ok().and_then(|mut r| r.remove(&id)));
-            // what a failed job uploaded stays unreferenced until a prune:
-            // it counts against the host's next jobs
+            // what the job uploaded and its point does not reach stays
+            // unreferenced until a prune: it counts against the host's
+            // next jobs
             if let Some(ended) = ended
-                && failed
                 && let Ok(intake) = ended.intake.lock()
-                && intake.uploaded > 0
             {
-                let _ = crate::fleet::add_unreferenced(&kept, &host, intake.uploaded);
+                let reached = ended.reached.lock().ok().and_then(|r| r.clone());
+                crate::fleet::uploads::carry(&kept, &host, &intake, reached.as_ref());
             }
         });
         let job: Job = crossbeam_channel::select! {
@@ -496,6 +408,7 @@ impl HostJobs {
             reports: reports_tx,
             outcome,
             intake: Mutex::new(Intake::default()),
+            reached,
             grant,
             archive_taken: std::sync::atomic::AtomicBool::new(false),
         });

@@ -17,6 +17,7 @@ pub mod identity;
 pub mod intake;
 pub mod protocol;
 pub mod restores;
+pub mod uploads;
 pub mod watch;
 pub mod work;
 

@@ -234,17 +234,20 @@ impl Vault {
     /// in the index, in a pack `host` sealed and not marked for deletion,
     /// and every tree opens under the host's keys. A host cannot make a
     /// point of chunks it did not write (another host's, or the vault's
-    /// own), which a restore onto that host would hand it.
+    /// own), which a restore onto that host would hand it. Returns the
+    /// packs the point reaches, by name.
     ///
     /// # Errors
     /// `Invalid` naming the first chunk that fails and why; a store error.
-    pub fn check_host_tree(&self, host: &crate::RecordId, root: &ChunkId) -> Result<()> {
+    pub fn check_host_tree(&self, host: &crate::RecordId, root: &ChunkId) -> Result<HashSet<String>> {
         let index = self.load_index_without(&crate::gc::marked_packs(self)?)?;
         let refuse = |id: &ChunkId, why: &str| {
             VaultError::Invalid(format!("chunk {id} of the point {why}: the point is refused"))
         };
+        let reached = std::cell::RefCell::new(HashSet::new());
         let owned = |id: &ChunkId| -> Result<()> {
             let r = index.get(id).filter(|_| index.contains(id)).ok_or_else(|| refuse(id, "is not in the vault"))?;
+            reached.borrow_mut().insert(pack_name(r.kind, &r.pack));
             match r.sealed_by {
                 Some(by) if by.host == *host => Ok(()),
                 Some(_) => Err(refuse(id, "is another host's")),
@@ -268,7 +271,7 @@ impl Vault {
                 }
             }
         }
-        Ok(())
+        Ok(reached.into_inner())
     }
 
     /// Where and how this vault's writers store: its store, compression,

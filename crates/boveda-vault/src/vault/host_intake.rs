@@ -16,6 +16,18 @@ use crate::object::{HEADER_LEN, ObjectKind, Sealing, parse_any_header};
 use crate::pack::{pack_name, parse_pack_name};
 use crate::vault::Vault;
 
+/// The packs one backup job of a host uploaded: all that an index object
+/// it sends may list.
+#[derive(Debug, Default)]
+pub struct JobPacks {
+    /// Granted straight to the store and not yet found there: name, and
+    /// the length granted.
+    pub direct: HashMap<String, u64>,
+    /// Stored and checked, with their lengths: received through the
+    /// server, or granted and found stored as granted.
+    pub checked: HashMap<String, u64>,
+}
+
 /// What became of an object a host sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HostObject {
@@ -74,16 +86,17 @@ impl Vault {
         Err(VaultError::Busy("the config kept changing while it was marked for hosts".into()))
     }
 
-    /// Adds an object a host sent, after checking that it is a pack or an
-    /// index object, named after its bytes, sealed by `host` for the vault,
-    /// and (an index object) that every pack it lists is `host`'s. The
-    /// write is create-only: nothing stored is ever replaced.
+    /// Adds an object a host sent for one of its jobs, after checking that
+    /// it is a pack or an index object, named after its bytes, sealed by
+    /// `host` for the vault, and (an index object) that every pack it
+    /// lists is one this job uploaded, sealed by `host`. The write is
+    /// create-only: nothing stored is ever replaced.
     ///
-    /// `direct` holds the packs the host was granted to create straight in
-    /// the store (name, length granted) and that no index object it sent
-    /// has listed yet: an index object that lists one is added only once
-    /// that pack is found stored, of that length, sealed by `host` as the
-    /// index says (its header read back), and the pack leaves `direct`.
+    /// A pack the job was granted straight to the store (in
+    /// `packs.direct`) may be listed once it is found stored, of the length
+    /// granted and listed, its header (read back) sealed by `host` and the
+    /// session the index names; it is then `checked`. A pack received here
+    /// is `checked` once stored.
     ///
     /// # Errors
     /// `Invalid` naming the object and why it is refused; `Damaged` for an
@@ -93,9 +106,10 @@ impl Vault {
         host: &RecordId,
         name: &str,
         bytes: &[u8],
-        direct: &mut HashMap<String, u64>,
+        packs: &mut JobPacks,
     ) -> Result<HostObject> {
         let hash = blake3::hash(bytes);
+        let is_pack = parse_pack_name(name).is_some();
         if let Some((_, id)) = parse_pack_name(name) {
             if id.0 != *hash.as_bytes() {
                 return Err(refuse(name, "a pack is named after the hash of its bytes, and these bytes differ"));
@@ -115,20 +129,29 @@ impl Vault {
             }
             for p in &index.packs {
                 let pack = pack_name(p.kind, &p.id);
-                if let Some(&granted) = direct.get(&pack) {
-                    self.check_direct_pack(name, &pack, granted, p)?;
-                    direct.remove(&pack);
+                if packs.checked.contains_key(&pack) {
+                    continue;
                 }
+                let Some(&granted) = packs.direct.get(&pack) else {
+                    return Err(refuse(name, &format!("it lists pack {pack}, which this job did not upload")));
+                };
+                self.check_direct_pack(name, &pack, granted, p)?;
+                packs.direct.remove(&pack);
+                packs.checked.insert(pack, granted);
             }
         } else {
             return Err(refuse(name, "a host may add only packs and index objects"));
         }
-        match self.store().put(name, bytes, PutMode::Create) {
-            Ok(_) => Ok(HostObject::Added),
+        let added = match self.store().put(name, bytes, PutMode::Create) {
+            Ok(_) => HostObject::Added,
             // named after its bytes: the object stored is this one
-            Err(e) if e.kind() == StoreErrorKind::AlreadyExists => Ok(HostObject::AlreadyStored),
-            Err(e) => Err(e.into()),
+            Err(e) if e.kind() == StoreErrorKind::AlreadyExists => HostObject::AlreadyStored,
+            Err(e) => return Err(e.into()),
+        };
+        if is_pack {
+            packs.checked.insert(name.to_string(), bytes.len() as u64);
         }
+        Ok(added)
     }
 }
 

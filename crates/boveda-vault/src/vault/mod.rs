@@ -13,7 +13,7 @@ mod points;
 mod replica;
 
 pub use deletes::Removal;
-pub use host_intake::HostObject;
+pub use host_intake::{HostObject, JobPacks};
 pub use replica::Replica;
 
 use std::collections::HashMap;
