@@ -456,6 +456,9 @@ impl HostJobs {
     /// `PermissionDenied` for an object refused (see [`add_object`]).
     pub fn upload(&self, vault: &Vault, host: &Host, job: &RecordId, name: &str, bytes: &[u8]) -> Result<HostObject> {
         let running = self.get(host, job)?;
+        if running.grant.is_some() {
+            return Err(refused(format!("job {} is a restore: it uploads nothing", job.short())));
+        }
         let mut intake = running.intake.lock().map_err(|_| ServiceError::Internal("poisoned".into()))?;
         add_object(vault, host, name, bytes, &mut intake, running.quota)
     }
