@@ -61,6 +61,7 @@ pub fn document(specs: &[RouteSpec], public: &[(&str, &str)]) -> Value {
                 "/api/v1/vaults/{vault}/host/jobs/{job}/chunks" => "The chunks the vault holds of the host's (host token)",
                 "/api/v1/vaults/{vault}/host/jobs/{job}/archive" => "The point a restore onto the host was granted, as a tar stream, once (host token)",
                 "/api/v1/vaults/{vault}/host/jobs/{job}/objects/{*name}" => "Add a pack or index object the host sealed, create-only (host token)",
+                "/api/v1/vaults/{vault}/host/discoveries/{request}" => "A host's answer to a discovery the server asked of it (host token)",
                 "/api/v1/vaults/{vault}/host/jobs/{job}/grants" => "How to upload one pack: a create-only grant straight to the store, or through the server (host token)",
                 _ => "Report a host's backup progress, end or failure (host token)",
             },
@@ -99,6 +100,7 @@ pub fn document(specs: &[RouteSpec], public: &[(&str, &str)]) -> Value {
                     "monthly_keep": {"type": "integer"}, "monthly_on": string, "yearly_keep": {"type": "integer"},
                     "yearly_month": {"type": "integer"}, "yearly_on": string, "drop_rules": strings})),
                 "NewCredentials": object(&[], json!({"expires_hours": {"type": "integer"}, "server": string})),
+                "DiscoverOrder": object(&["path"], json!({"path": string, "libvirt_dir": string})),
                 "NewToken": object(&["role"], json!({"role": {"enum": ["Reader", "Operator", "Contributor"]}, "items": strings,
                     "description": string, "expires": string})),
             }

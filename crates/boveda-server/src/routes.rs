@@ -38,7 +38,7 @@ fn method_name<S: serde::Serializer>(m: &Method, s: S) -> Result<S::Ok, S::Error
 /// description, and a registered host's routes (registering with the
 /// credentials' secret; the others with the host's own token,
 /// docs/FLEET.md).
-pub const PUBLIC_ROUTES: [(&str, &str); 13] = [
+pub const PUBLIC_ROUTES: [(&str, &str); 14] = [
     ("POST", "/api/v1/login"),
     ("GET", "/api/v1/session"),
     ("POST", "/api/v1/logout"),
@@ -51,5 +51,6 @@ pub const PUBLIC_ROUTES: [(&str, &str); 13] = [
     ("GET", "/api/v1/vaults/{vault}/host/jobs/{job}/archive"),
     ("PUT", "/api/v1/vaults/{vault}/host/jobs/{job}/objects/{*name}"),
     ("POST", "/api/v1/vaults/{vault}/host/jobs/{job}/grants"),
+    ("POST", "/api/v1/vaults/{vault}/host/discoveries/{request}"),
     ("POST", "/api/v1/vaults/{vault}/host/jobs/{job}/report"),
 ];

@@ -59,6 +59,7 @@ const MATRIX: &[(&str, &str, Role, Scoped)] = &[
     ("GET", "/api/v1/vaults/{vault}/hosts", Reader, No),
     ("POST", "/api/v1/vaults/{vault}/hosts", Contributor, No),
     ("DELETE", "/api/v1/vaults/{vault}/hosts/{host}", Contributor, No),
+    ("POST", "/api/v1/vaults/{vault}/hosts/{host}/discover", Contributor, No),
 ];
 
 #[test]

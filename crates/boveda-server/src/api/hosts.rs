@@ -90,6 +90,40 @@ pub(super) async fn unregister_host(
     Ok(Json(host))
 }
 
+/// How long a discovery waits for the host's answer.
+const DISCOVER_WAIT: std::time::Duration = std::time::Duration::from_secs(25);
+
+/// `POST hosts/{host}/discover`: asks the host's agent what it has in a
+/// folder (and its VMs), and answers with what it found.
+pub(super) async fn discover_on_host(
+    Extension(caller): Extension<Caller>,
+    Path(params): Path<BTreeMap<String, String>>,
+    Body(order): Body<svc::fleet::discover::DiscoverOrder>,
+) -> ApiResult<Json<svc::fleet::discover::Discovery>> {
+    let served = caller.served()?.clone();
+    let (vault, work, name) = (served.vault.clone(), served.host_work.clone(), param(&params, "host"));
+    let found =
+        blocking(move || svc::fleet::work::discover_on_host(&vault, &work, &name, order, DISCOVER_WAIT)).await?;
+    Ok(Json(found))
+}
+
+/// `POST host/discoveries/{request}`: a host's answer to a discovery.
+pub(super) async fn host_found(
+    State(app): State<AppState>,
+    Path(params): Path<BTreeMap<String, String>>,
+    headers: HeaderMap,
+    Body(found): Body<svc::fleet::discover::Discovery>,
+) -> ApiResult<StatusCode> {
+    let (served, host) = host_of(&app, &params, &headers).await?;
+    let text = param(&params, "request");
+    let request = svc::RecordId::from_hex(&text).ok_or_else(|| ApiError::not_found(format!("no request {text:?}")))?;
+    let work = served.host_work.clone();
+    let mut found = found;
+    found.host = host.name.clone();
+    blocking(move || work.found(&host, &request, found)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 fn served_vault(app: &AppState, params: &BTreeMap<String, String>) -> ApiResult<Arc<Served>> {
     let name = param(params, "vault");
     app.find(&name).ok_or_else(|| ApiError::not_found(format!("no vault named {name:?} is served here")))

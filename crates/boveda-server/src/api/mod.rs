@@ -226,7 +226,7 @@ fn vault_table() -> Vec<Route> {
         route(get.clone(), "/api/v1/vaults/{vault}/dashboard", Read, Vault, "The vault's dashboard", None, dashboard),
         route(get, "/api/v1/vaults/{vault}/hosts", Read, Vault, "Registered hosts", None, hosts),
         route(
-            post,
+            post.clone(),
             "/api/v1/vaults/{vault}/hosts",
             Manage,
             Vault,
@@ -235,6 +235,15 @@ fn vault_table() -> Vec<Route> {
             create_credentials,
         ),
         route(delete, "/api/v1/vaults/{vault}/hosts/{host}", Manage, Vault, "Unregister a host", None, unregister_host),
+        route(
+            post,
+            "/api/v1/vaults/{vault}/hosts/{host}/discover",
+            Manage,
+            Vault,
+            "What a registered host has in one of its folders, and its VMs (asked of its agent)",
+            Some("DiscoverOrder"),
+            discover_on_host,
+        ),
     ]
 }
 
@@ -285,6 +294,7 @@ fn host_routes(router: Router<AppState>) -> Router<AppState> {
             put(host_upload).layer(axum::extract::DefaultBodyLimit::max(HOST_OBJECT_LIMIT)),
         )
         .route(&format!("{H}/jobs/{{job}}/grants"), post(host_grant))
+        .route(&format!("{H}/discoveries/{{request}}"), post(host_found))
         .route(&format!("{H}/jobs/{{job}}/report"), post(host_report))
 }
 

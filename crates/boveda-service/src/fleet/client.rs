@@ -275,6 +275,17 @@ impl HostClient {
         self.post(self.url(&format!("host/jobs/{}/report", job.to_hex())), report)
     }
 
+    /// Answers a discovery the server asked under `request`.
+    ///
+    /// # Errors
+    /// The server's refusal; a network error.
+    pub fn found(&self, request: &RecordId, found: &crate::fleet::discover::Discovery) -> Result<()> {
+        let bytes = serde_json::to_vec(found).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let url = self.url(&format!("host/discoveries/{}", request.to_hex()));
+        self.send(self.http.post(url).header(reqwest::header::CONTENT_TYPE, "application/json").body(bytes))?;
+        Ok(())
+    }
+
     /// The point a restore job was granted, as a tar stream.
     ///
     /// # Errors

@@ -10,6 +10,7 @@
 //! `identity`, `client` and `host_backup` are the host's side.
 
 pub mod client;
+pub mod discover;
 pub mod host_backup;
 pub mod host_restore;
 pub mod host_vm;

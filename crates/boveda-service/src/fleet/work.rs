@@ -12,6 +12,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, ServiceError};
+use crate::fleet::discover::{DiscoverOrder, Discovery};
 use crate::fleet::{Host, host_items};
 use crate::items::ProtectionState;
 use crate::model::schedule::latest_slot;
@@ -35,6 +36,19 @@ pub struct Assignment {
     /// restore just this point, once, for this request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<RestoreOrder>,
+    /// A look at the host's folders and VMs for "configure backup": the
+    /// host answers with what it finds, and runs no job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discover: Option<DiscoverOrder>,
+}
+
+/// What a host's agent answers a request with.
+#[derive(Debug)]
+pub enum Answer {
+    /// The job it started.
+    Started(RecordId),
+    /// What it found, for a discovery.
+    Found(Box<Discovery>),
 }
 
 /// A restore onto a host, as the server orders it.
@@ -52,8 +66,8 @@ pub struct RestoreOrder {
 
 struct Request {
     assignment: Assignment,
-    /// Told the job's id once the host started it.
-    started: crossbeam_channel::Sender<RecordId>,
+    /// Told the host's answer.
+    answer: crossbeam_channel::Sender<Answer>,
 }
 
 #[derive(Default)]
@@ -62,7 +76,7 @@ struct Queues {
     waiting: HashMap<RecordId, Vec<Request>>,
     /// Requests taken by a host, until it starts their job: the host, what
     /// was asked, and who waits.
-    taken: HashMap<RecordId, (RecordId, Assignment, crossbeam_channel::Sender<RecordId>)>,
+    taken: HashMap<RecordId, (RecordId, Assignment, crossbeam_channel::Sender<Answer>)>,
     /// The last slot given out, by item.
     slots: HashMap<RecordId, Timestamp>,
 }
@@ -101,35 +115,77 @@ impl HostWork {
     ///
     /// # Errors
     /// `Conflict` when the host did not take it in time.
-    pub fn ask(&self, host: &Host, mut assignment: Assignment, wait: Duration, what: &str) -> Result<RecordId> {
+    pub fn ask(&self, host: &Host, assignment: Assignment, wait: Duration, what: &str) -> Result<RecordId> {
+        let item = assignment.item.clone();
+        match self.request(host, assignment, wait) {
+            Some(Answer::Started(job)) => Ok(job),
+            _ => Err(ServiceError::Conflict(format!(
+                "host {} did not start the {what} of {item} within {} s: is `boveda host agent` running there, and can it reach this server?",
+                host.name,
+                wait.as_secs()
+            ))),
+        }
+    }
+
+    /// Asks `host` what it has at `order` and waits (at most `wait`) for
+    /// its answer.
+    ///
+    /// # Errors
+    /// `Conflict` when the host did not answer in time.
+    pub fn discover(&self, host: &Host, order: DiscoverOrder, wait: Duration) -> Result<Discovery> {
+        let assignment = Assignment { discover: Some(order), ..Assignment::default() };
+        match self.request(host, assignment, wait) {
+            Some(Answer::Found(found)) => Ok(*found),
+            _ => Err(ServiceError::Conflict(format!(
+                "host {} did not answer within {} s: is `boveda host agent` running there, and can it reach this server?",
+                host.name,
+                wait.as_secs()
+            ))),
+        }
+    }
+
+    /// Queues `assignment` for `host` under a new request id, and waits
+    /// for the answer; none in time takes the request back.
+    fn request(&self, host: &Host, mut assignment: Assignment, wait: Duration) -> Option<Answer> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         let id = RecordId::random();
         assignment.request = Some(id);
-        let item = assignment.item.clone();
-        self.queues
-            .lock()
-            .map_err(|_| poisoned())?
-            .waiting
-            .entry(host.id)
-            .or_default()
-            .push(Request { assignment, started: tx });
+        self.queues.lock().ok()?.waiting.entry(host.id).or_default().push(Request { assignment, answer: tx });
         self.arrived.notify_all();
-        match rx.recv_timeout(wait) {
-            Ok(job) => Ok(job),
-            Err(_) => {
-                if let Ok(mut q) = self.queues.lock() {
-                    if let Some(list) = q.waiting.get_mut(&host.id) {
-                        list.retain(|r| r.assignment.request != Some(id));
-                    }
-                    q.taken.remove(&id);
-                }
-                Err(ServiceError::Conflict(format!(
-                    "host {} did not start the {what} of {item} within {} s: is `boveda host agent` running there, and can it reach this server?",
-                    host.name,
-                    wait.as_secs()
-                )))
+        let answer = rx.recv_timeout(wait).ok();
+        if answer.is_none()
+            && let Ok(mut q) = self.queues.lock()
+        {
+            if let Some(list) = q.waiting.get_mut(&host.id) {
+                list.retain(|r| r.assignment.request != Some(id));
+            }
+            q.taken.remove(&id);
+        }
+        answer
+    }
+
+    /// What `host` found for the discovery it was asked under `request`:
+    /// handed to whoever waits.
+    ///
+    /// # Errors
+    /// `PermissionDenied` for a request that is not a discovery the server
+    /// asked of this host (or was answered already).
+    pub fn found(&self, host: &Host, request: &RecordId, found: Discovery) -> Result<()> {
+        let mut q = self.queues.lock().map_err(|_| poisoned())?;
+        match q.taken.get(request) {
+            Some((h, a, _)) if *h == host.id && a.discover.is_some() => {}
+            _ => {
+                return Err(ServiceError::refused(
+                    crate::error::ServiceErrorKind::PermissionDenied,
+                    format!("host {}: the server asked no discovery {} of it", host.name, request.short()),
+                    crate::error::Remedy::AskAdmin,
+                ));
             }
         }
+        if let Some((_, _, tx)) = q.taken.remove(request) {
+            let _ = tx.send(Answer::Found(Box::new(found)));
+        }
+        Ok(())
     }
 
     /// What the server asked of `host` under `request` (a host names the
@@ -154,7 +210,7 @@ impl HostWork {
             if !requests.is_empty() || !out.is_empty() || Instant::now() >= deadline {
                 for r in requests {
                     if let Some(id) = r.assignment.request {
-                        q.taken.insert(id, (host.id, r.assignment.clone(), r.started));
+                        q.taken.insert(id, (host.id, r.assignment.clone(), r.answer));
                     }
                     out.push(r.assignment);
                 }
@@ -207,7 +263,7 @@ impl HostWork {
         if let Ok(mut q) = self.queues.lock()
             && let Some((_, _, tx)) = q.taken.remove(request)
         {
-            let _ = tx.send(job);
+            let _ = tx.send(Answer::Started(job));
         }
     }
 }
@@ -233,4 +289,27 @@ pub fn backup_now_on_host(
     crate::protection::check_can_back_up(item)?;
     let job = work.backup_now(host, &item.name, retain_until, wait)?;
     crate::runtime::job::find_job(vault, &job.to_hex())
+}
+
+/// What registered host `name` has at `order` (asked of its agent, at
+/// most `wait`).
+///
+/// # Errors
+/// `Invalid` for a relative path; `NotFound` for a host not registered;
+/// `Conflict` when it does not answer in time.
+pub fn discover_on_host(
+    vault: &Vault,
+    work: &HostWork,
+    name: &str,
+    order: DiscoverOrder,
+    wait: Duration,
+) -> Result<Discovery> {
+    if !order.path.is_absolute() {
+        return Err(ServiceError::field_error(
+            "path",
+            format!("{} is not an absolute path on the host", order.path.display()),
+        ));
+    }
+    let host = crate::fleet::find_host(vault, name)?;
+    work.discover(&host, order, wait)
 }

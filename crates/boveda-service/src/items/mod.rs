@@ -308,7 +308,7 @@ pub fn add_vm_item(
 }
 
 /// One domain found by `item discover`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DiscoveredVm {
     pub domain: String,
     pub definition: PathBuf,
@@ -319,41 +319,55 @@ pub struct DiscoveredVm {
     pub problem: Option<String>,
 }
 
-/// Lists the libvirt domains defined in a folder (`*.xml`).
+/// Lists the libvirt domains defined in a folder (`*.xml`), with the
+/// item protecting each.
 ///
 /// # Errors
 /// `Invalid` when the folder cannot be read.
 pub fn discover_vms(vault: &Vault, dir: &Path) -> Result<Vec<DiscoveredVm>> {
+    let items = list_items(vault)?;
+    let mut found = domains_in(dir)?;
+    for vm in &mut found {
+        let item = items
+            .iter()
+            .find(|i| matches!(&i.source, ItemSource::Vm { domain_xml, .. } if *domain_xml == vm.definition));
+        vm.item = item.map(|i| i.name.clone());
+    }
+    Ok(found)
+}
+
+/// The libvirt domains defined in a folder (`*.xml`), each with its disks
+/// or why it cannot be protected as it is.
+///
+/// # Errors
+/// `Invalid` when the folder cannot be read.
+pub fn domains_in(dir: &Path) -> Result<Vec<DiscoveredVm>> {
     let entries = std::fs::read_dir(dir)
         .map_err(|e| ServiceError::Invalid(format!("cannot read libvirt folder {}: {e}", dir.display())))?;
-    let items = list_items(vault)?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok())
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "xml"))
         .collect();
     files.sort();
-    let mut out = Vec::new();
-    for file in files {
-        let found = match boveda_engine::Domain::load(&file) {
+    Ok(files
+        .into_iter()
+        .map(|file| match boveda_engine::Domain::load(&file) {
             Ok(d) => {
                 let disks: Vec<(String, PathBuf)> =
                     d.disks.iter().map(|x| (x.target.clone(), x.path.clone())).collect();
                 let problem = domain_disks(&d, &file).err().map(|e| e.to_string());
-                DiscoveredVm { domain: d.name.clone(), definition: file.clone(), disks, item: None, problem }
+                DiscoveredVm { domain: d.name.clone(), definition: file, disks, item: None, problem }
             }
             Err(e) => DiscoveredVm {
                 domain: String::new(),
-                definition: file.clone(),
+                definition: file,
                 disks: vec![],
                 item: None,
                 problem: Some(e.to_string()),
             },
-        };
-        let item = items.iter().find(|i| matches!(&i.source, ItemSource::Vm { domain_xml, .. } if *domain_xml == file));
-        out.push(DiscoveredVm { item: item.map(|i| i.name.clone()), ..found });
-    }
-    Ok(out)
+        })
+        .collect())
 }
 
 /// Registers a file-tree item.

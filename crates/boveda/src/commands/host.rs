@@ -75,6 +75,13 @@ fn agent(restore_roots: &[std::path::PathBuf]) -> Result<Outcome> {
             }
         };
         for w in work {
+            if let (Some(order), Some(request)) = (&w.discover, &w.request) {
+                let found = fleet::discover::discover_here(&identity.name, order);
+                if let Err(e) = client.found(request, &found) {
+                    eprintln!("boveda host agent: a look at {} for the server: {e}", order.path.display());
+                }
+                continue;
+            }
             if let Some(order) = &w.restore {
                 let into = format!("restore of {} into {}", w.item, order.target.display());
                 match fleet::host_restore::restore_ordered(client.clone(), &w, restore_roots) {

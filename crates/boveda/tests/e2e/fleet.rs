@@ -29,7 +29,7 @@ pub(super) fn host_cmd(env: &Env, host: &str, args: &[&str]) -> Command {
     c
 }
 
-fn host_dir(env: &Env, host: &str) -> PathBuf {
+pub(super) fn host_dir(env: &Env, host: &str) -> PathBuf {
     env.path(&format!("host-{host}"))
 }
 
@@ -659,7 +659,7 @@ fn an_operator_restores_onto_a_host_through_the_server_and_only_into_its_restore
 }
 
 /// A child killed and reaped when dropped, however the test ends.
-struct Reaped(std::process::Child);
+pub(super) struct Reaped(pub(super) std::process::Child);
 
 impl Drop for Reaped {
     fn drop(&mut self) {

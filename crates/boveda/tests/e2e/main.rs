@@ -17,6 +17,7 @@ mod disk_files;
 mod disks;
 mod flaky_store;
 mod fleet;
+mod fleet_discover;
 mod fleet_grants;
 mod fleet_silence;
 mod fleet_vms;
