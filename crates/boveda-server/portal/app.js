@@ -254,10 +254,11 @@ async function itemsPage(vault) {
   const items = await api("GET", V(vault) + "/items");
   page("Items",
     h("p", {}, h("a", { href: "#/v/" + enc(vault) + "/configure" }, "Configure backup for more items")),
-    table(["Item", "Kind", "Protection", "Policy", "Last backup", "Next backup", "Points"], items.map((i) => [
-      h("a", { href: "#/v/" + enc(vault) + "/items/" + enc(i.name) }, i.name), i.kind, i.protection, i.policy || "-",
-      h("span", {}, stateCell(i.last_backup_status), " ", when(i.last_backup)), when(i.next_backup), String(i.recovery_points)]),
-    [1, 3, 5]));
+    table(["Item", "On", "Kind", "Protection", "Policy", "Last backup", "Next backup", "Points"], items.map((i) => [
+      h("a", { href: "#/v/" + enc(vault) + "/items/" + enc(i.name) }, i.name), i.host || "this server", i.kind, i.protection,
+      i.policy || "-", h("span", {}, stateCell(i.last_backup_status), " ", when(i.last_backup)), when(i.next_backup),
+      String(i.recovery_points)]),
+    [1, 2, 4, 6]));
 }
 
 function inDays(n) {
@@ -283,6 +284,7 @@ async function itemPage(vault, name) {
   const protect = item.item.protection.state;
   page("Item " + item.name,
     h("div", { class: "tiles" },
+      h("div", { class: "tile" }, h("div", {}, "On"), h("div", { id: "item-host" }, item.host || "this server")),
       h("div", { class: "tile" }, h("div", {}, "Protection"), h("div", { id: "protection" }, item.protection)),
       h("div", { class: "tile" }, h("div", {}, "Policy"), h("div", {}, item.policy || "-")),
       h("div", { class: "tile" }, h("div", {}, "Last backup"), h("div", {}, stateCell(item.last_backup_status), " ", when(item.last_backup))),
@@ -479,98 +481,6 @@ async function serversPage(vault) {
     hosts.length ? table(["Name", "State", "OS", "boveda", "Registered", "Last contact", "Items", ""], rows, [2, 3, 4])
       : h("p", {}, "No server is registered with this vault yet."),
     h("h2", {}, "Add a server"), add, out);
-}
-
-// the "configure backup" flow: goal, policy, items, enable
-async function configurePage(vault) {
-  vaultNav(vault, "/configure");
-  const steps = ["Backup goal", "Policy", "Items", "Enable"];
-  const flow = { goal: "files", policy: null, items: [] };
-  const box = h("div");
-  const stepList = h("ol", { class: "steps" });
-  const show = (n, content) => {
-    stepList.replaceChildren(...steps.map((s, i) => h("li", { class: i === n ? "now" : undefined, "aria-current": i === n ? "step" : undefined }, (i + 1) + ". " + s)));
-    box.replaceChildren(content);
-    const first = box.querySelector("input, select, button");
-    if (first) first.focus();
-  };
-  const goalStep = () => {
-    const goals = [["files", "Files and folders"], ["vm", "Virtual machines (QEMU/KVM, libvirt)"], ["disk", "A disk image or block device"]];
-    show(0, h("form", { onsubmit: (ev) => { ev.preventDefault(); flow.goal = new FormData(ev.target).get("goal"); policyStep(); } },
-      h("fieldset", {}, h("legend", {}, "What do you want to back up?"),
-        goals.map(([v, label], i) => h("label", { class: "inline" }, h("input", { type: "radio", name: "goal", value: v, checked: i === 0 }), label))),
-      h("div", { class: "actions" }, h("button", { type: "submit" }, "Next"))));
-  };
-  const policyStep = async () => {
-    const policies = await api("GET", V(vault) + "/policies");
-    const select = h("select", { id: "choose-policy" }, policies.map((p) => h("option", { value: p.name }, p.name + " — " + describePolicy(p))));
-    show(1, h("div", {},
-      h("form", { onsubmit: (ev) => { ev.preventDefault(); flow.policy = select.value; itemsStep(); } },
-        h("label", { for: "choose-policy" }, "Use a policy", select),
-        h("div", { class: "actions" }, h("button", { type: "submit" }, "Next"))),
-      h("h2", {}, "Or create one"),
-      policyForm(async (body) => { const p = await api("POST", V(vault) + "/policies", body); flow.policy = p.name; itemsStep(); return p; })));
-  };
-  const itemsStep = () => {
-    const out = h("div");
-    let form;
-    if (flow.goal === "vm") {
-      const dir = h("input", { id: "discover-dir", required: true, value: "/etc/libvirt/qemu" });
-      const found = h("div", { id: "discovered" });
-      form = h("form", { onsubmit: async (ev) => {
-        ev.preventDefault();
-        const checked = [...found.querySelectorAll("input:checked")].map((b) => JSON.parse(b.value));
-        if (!checked.length) { out.replaceChildren(h("p", { class: "error" }, "Select at least one VM.")); return; }
-        flow.items = checked;
-        enableStep();
-      } },
-        h("label", { for: "discover-dir" }, "Folder of VM definitions (libvirt XML)", dir),
-        h("div", { class: "actions" }, h("button", { type: "button", class: "secondary", id: "discover", onclick: async () => {
-          try {
-            const vms = await api("GET", V(vault) + "/discover?dir=" + enc(dir.value));
-            found.replaceChildren(table(["", "VM", "Disks", "Note"], vms.map((vm) => [
-              vm.item || vm.problem ? "" : h("input", { type: "checkbox", "aria-label": "Protect " + vm.domain,
-                value: JSON.stringify({ kind: "vm", name: vm.domain, definition: vm.definition }) }),
-              vm.domain, vm.disks.map((d) => d[0]).join(", "), vm.item ? "protected as " + vm.item : (vm.problem || "")])));
-          } catch (e) { found.replaceChildren(errorBox(e)); }
-        } }, "Discover VMs")),
-        found, out, h("div", { class: "actions" }, h("button", { type: "submit" }, "Next")));
-    } else {
-      const name = h("input", { id: "item-name", required: true });
-      const path = flow.goal === "files" ? h("textarea", { id: "item-paths", rows: 3, required: true, placeholder: "one folder or file per line" })
-        : h("input", { id: "item-paths", required: true, placeholder: "/var/lib/images/disk.img" });
-      form = h("form", { onsubmit: (ev) => {
-        ev.preventDefault();
-        const paths = path.value.split("\n").map((s) => s.trim()).filter(Boolean);
-        flow.items = [flow.goal === "files" ? { kind: "files", name: name.value, paths } : { kind: "disk", name: name.value, path: paths[0] }];
-        enableStep();
-      } },
-        h("label", { for: "item-name" }, "Item name", name),
-        h("label", { for: "item-paths" }, flow.goal === "files" ? "Folders and files" : "Image file or block device", path),
-        out, h("div", { class: "actions" }, h("button", { type: "submit" }, "Next")));
-    }
-    show(2, form);
-  };
-  const enableStep = () => {
-    const out = h("div", { id: "enable-result" });
-    show(3, h("div", {},
-      h("p", {}, "Protect " + flow.items.map((i) => i.name).join(", ") + " with policy " + flow.policy + "."),
-      h("div", { class: "actions" }, h("button", { type: "button", id: "enable", onclick: async (ev) => {
-        ev.target.disabled = true;
-        const rows = [];
-        for (const item of flow.items) {
-          try {
-            await api("POST", V(vault) + "/items", item);
-            await api("POST", V(vault) + "/items/" + enc(item.name) + "/protection", { policy: flow.policy });
-            const o = await api("GET", V(vault) + "/items/" + enc(item.name));
-            rows.push([h("a", { href: "#/v/" + enc(vault) + "/items/" + enc(item.name) }, item.name), o.protection]);
-          } catch (e) { rows.push([item.name, errorBox(e)]); }
-        }
-        out.replaceChildren(table(["Item", "Protection"], rows));
-      } }, "Enable backup")), out));
-  };
-  page("Configure backup", stepList, box);
-  goalStep();
 }
 
 // --- routing ---------------------------------------------------------------

@@ -1,4 +1,4 @@
-//! The web portal: one page, a script and a style sheet, embedded in the
+//! The web portal: one page, its scripts and a style sheet, embedded in the
 //! binary (no CDN, nothing fetched from elsewhere). The script is a client
 //! of the same JSON API, so the portal adds no server logic of its own;
 //! docs/SERVER.md says why it is built this way.
@@ -12,6 +12,7 @@ use crate::AppState;
 
 const INDEX: &str = include_str!("../portal/index.html");
 const SCRIPT: &str = include_str!("../portal/app.js");
+const CONFIGURE: &str = include_str!("../portal/configure.js");
 const STYLE: &str = include_str!("../portal/app.css");
 
 /// Only the server's own assets and API; never framed.
@@ -35,5 +36,6 @@ pub fn router(_app: AppState) -> Router<AppState> {
     Router::new()
         .route("/", get(|| async { asset("text/html; charset=utf-8", INDEX) }))
         .route("/portal/app.js", get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }))
+        .route("/portal/configure.js", get(|| async { asset("text/javascript; charset=utf-8", CONFIGURE) }))
         .route("/portal/app.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }))
 }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Result, ServiceError};
 use crate::fleet::discover::{DiscoverOrder, Discovery};
 use crate::fleet::{Host, host_items};
-use crate::items::ProtectionState;
+use crate::items::{ItemSource, ProtectionState};
 use crate::model::schedule::latest_slot;
 use crate::policies::list_policies;
 
@@ -292,7 +292,7 @@ pub fn backup_now_on_host(
 }
 
 /// What registered host `name` has at `order` (asked of its agent, at
-/// most `wait`).
+/// most `wait`), its VMs named with the item protecting each.
 ///
 /// # Errors
 /// `Invalid` for a relative path; `NotFound` for a host not registered;
@@ -311,5 +311,14 @@ pub fn discover_on_host(
         ));
     }
     let host = crate::fleet::find_host(vault, name)?;
-    work.discover(&host, order, wait)
+    let mut found = work.discover(&host, order, wait)?;
+    // the host's VMs protected already, by the items of that host
+    let items = host_items(vault, &host)?;
+    for vm in &mut found.vms {
+        vm.item = items
+            .iter()
+            .find(|i| matches!(&i.source, ItemSource::Vm { domain_xml, .. } if *domain_xml == vm.definition))
+            .map(|i| i.name.clone());
+    }
+    Ok(found)
 }

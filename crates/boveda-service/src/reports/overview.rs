@@ -1,6 +1,6 @@
 //! The item list as the CLI and the portal show it: each item with its
 //! protection state, policy, last backup and next one. A read model, made
-//! from items, points, policies, jobs and import jobs; nothing imports it
+//! from items, points, policies, jobs, import jobs and hosts; nothing imports it
 //! but the commands, the server and the dashboard.
 
 use boveda_vault::Vault;
@@ -24,6 +24,8 @@ pub struct ItemOverview {
     pub last_backup: Option<jiff::Timestamp>,
     pub next_backup: Option<jiff::Timestamp>,
     pub recovery_points: usize,
+    /// The registered host it is on (none: the server's own machine).
+    pub host: Option<String>,
     pub item: Item,
 }
 
@@ -41,6 +43,7 @@ pub fn item_overview(vault: &Vault, now: jiff::Timestamp) -> Result<Vec<ItemOver
     };
     let jobs = crate::runtime::job::list_jobs(vault, &filter)?;
     let imports = list_import_jobs(&**vault.store())?;
+    let hosts = crate::fleet::list_hosts(vault)?;
     Ok(items
         .into_iter()
         .map(|i| {
@@ -79,6 +82,7 @@ pub fn item_overview(vault: &Vault, now: jiff::Timestamp) -> Result<Vec<ItemOver
                 last_backup: last_job.map(|j| j.start).or(last_point.map(|p| p.time)),
                 next_backup: next,
                 recovery_points: points.iter().filter(|p| p.item_id == i.id).count(),
+                host: i.host.and_then(|h| hosts.iter().find(|o| o.id == h)).map(|o| o.name.clone()),
                 item: i,
             }
         })

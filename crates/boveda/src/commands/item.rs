@@ -65,6 +65,7 @@ fn list(ctx: &Ctx, vault: &Vault) -> Result<Outcome> {
                 vec![
                     r.name.clone(),
                     r.kind.clone(),
+                    r.host.clone().unwrap_or_else(|| "-".into()),
                     r.protection.clone(),
                     r.policy.clone().unwrap_or_else(|| "-".into()),
                     r.last_backup_status.clone(),
@@ -75,7 +76,17 @@ fn list(ctx: &Ctx, vault: &Vault) -> Result<Outcome> {
             })
             .collect();
         print_table(
-            &["NAME", "TYPE", "PROTECTION", "POLICY", "LAST BACKUP STATUS", "LAST BACKUP", "NEXT BACKUP", "POINTS"],
+            &[
+                "NAME",
+                "TYPE",
+                "HOST",
+                "PROTECTION",
+                "POLICY",
+                "LAST BACKUP STATUS",
+                "LAST BACKUP",
+                "NEXT BACKUP",
+                "POINTS",
+            ],
             &table,
         );
     }

@@ -24,7 +24,7 @@ fn the_server_shows_what_a_hosts_agent_finds_in_its_folders_and_its_vms() {
     let hostile = "<img src=x onerror=alert(1)>\n.txt";
     std::fs::write(shared.join(hostile), b"x").expect("hostile name");
     let libvirt = env.path("web1-libvirt");
-    two_disk_vm(&env, &libvirt, "web");
+    let vm = two_disk_vm(&env, &libvirt, "web");
     let _agent = Reaped(
         host_cmd(&env, "web1", &["host", "agent"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("agent"),
     );
@@ -50,6 +50,19 @@ fn the_server_shows_what_a_hosts_agent_finds_in_its_folders_and_its_vms() {
     assert_eq!(entry(hostile)["kind"], "file", "a hostile name comes back as text");
     let vms = found["vms"].as_array().expect("vms");
     assert!(vms.iter().any(|v| v["domain"] == "web" && v["disks"].as_array().is_some_and(|d| d.len() == 2)), "{body}");
+
+    // a VM the host defines and an item of that host protects: named so
+    admin(&env, &["item", "add", "vm", "webvm", "--domain-xml", vm.xml.to_str().expect("utf8"), "--host", "web1"]);
+    let (_, body) = discover(shared.to_str().expect("utf8"));
+    let found: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let web = found["vms"].as_array().and_then(|v| v.iter().find(|v| v["domain"] == "web").cloned());
+    assert_eq!(web.map(|v| v["item"].clone()), Some(serde_json::json!("webvm")), "{body}");
+    // and the item list names its host
+    let list: serde_json::Value =
+        serde_json::from_str(&admin(&env, &["--output", "json", "item", "list"])).expect("json");
+    let row = list.as_array().and_then(|l| l.iter().find(|r| r["name"] == "webvm").cloned()).expect("listed");
+    assert_eq!(row["host"], "web1", "{row}");
+    assert!(admin(&env, &["item", "list"]).lines().any(|l| l.starts_with("webvm") && l.contains(" web1 ")));
 
     // a folder the host cannot list: said so; a relative path: refused
     let (head, body) = discover("/no/such/folder");

@@ -10,7 +10,9 @@ and on a VM definition, backs up now with a retain-until date, watches the
 job's progress bar reach Completed, browses the point, restores a file and
 compares its bytes, makes a backup fail and sees the alert; adds a
 protected server (its credentials registering a real `boveda host
-register`) and unregisters it; checks phone width and the keyboard alone.
+register`), configures backup on it through its real agent, backs it up
+and restores onto it, and unregisters it; checks phone width and the
+keyboard alone.
 """
 
 import os
@@ -123,6 +125,85 @@ def main():
     print(f"portal test passed; screenshots in {SHOTS}")
 
 
+def configure(page, V, server, goal, policy):
+    """Configure backup up to its items step: the server ("" for this
+    one), the backup goal, a policy of the vault."""
+    visit(page, V + "/configure")
+    page.get_by_label("Back up what is on").select_option(server)
+    page.get_by_role("button", name="Next").click()
+    expect(page.get_by_text("What do you want to back up on " + (server or "this server") + "?")).to_be_visible()
+    page.get_by_label(goal).check()
+    page.get_by_role("button", name="Next").click()
+    page.get_by_label("Use a policy").select_option(policy)
+    page.get_by_role("button", name="Next").first.click()
+
+
+def on_a_registered_server(page, V, work, host_env):
+    """Configure backup on a registered server: chosen first, its folder
+    browsed through its agent (a hostile file name shown as text), backed
+    up now on it, a file restored onto it and compared."""
+    data = work / "web9-data"
+    (data / "etc").mkdir(parents=True)
+    config = bytes((i * 31) % 256 for i in range(200_000))
+    (data / "etc" / "app.conf").write_bytes(config)
+    (data / "<img src=x onerror=alert(9)>.txt").write_text("hostile name\n")
+    roots = work / "web9" / "restores"
+    roots.mkdir(parents=True)
+    agent = subprocess.Popen([BIN, "host", "agent", "--restore-root", str(roots)], env=host_env,
+                             stdout=subprocess.DEVNULL, stderr=open(work / "web9-agent.log", "w"))
+    try:
+        configure(page, V, "web9", "Files and folders", "nightly")
+        page.get_by_label("Item name").fill("web9-data")
+        page.get_by_label("Folder on web9").fill(str(work))
+        page.get_by_role("button", name="Browse").click()
+        page.get_by_role("button", name="web9-data/").click()
+        expect(page.get_by_role("cell", name="<img src=x onerror=alert(9)>.txt", exact=True)).to_be_visible()
+        page.get_by_role("button", name="Up to " + str(work)).click()
+        page.get_by_label("Protect " + str(data), exact=True).check()
+        expect(page.get_by_label("Folders and files on web9")).to_have_value(str(data))
+        shot(page, "configure-on-a-server")
+        page.get_by_role("button", name="Next", exact=True).click()
+        expect(page.get_by_text("Protect web9-data on web9 with policy nightly.")).to_be_visible()
+        page.get_by_role("button", name="Enable backup").click()
+        expect(page.locator("#enable-result")).to_contain_text("Protected - Warning (initial backup pending)")
+
+        # backed up now, on web9, by its agent
+        visit(page, V + "/items/web9-data")
+        page.get_by_role("button", name="Backup now").click()
+        expect(page.locator("#job-state")).to_have_text("Completed", timeout=TIMEOUT)
+
+        # one file restored onto web9, into its restore root
+        visit(page, V + "/items/web9-data")
+        page.get_by_role("link", name="Restore").first.click()
+        page.get_by_label("Files and folders I pick").check()
+        for part in [p for p in str(data).split("/") if p] + ["etc"]:
+            page.get_by_role("button", name=part + "/").click()
+        page.get_by_label("Restore " + str(data / "etc" / "app.conf")).check()
+        page.get_by_label("Restore into").fill(str(roots / "r1"))
+        page.get_by_role("button", name="Restore", exact=True).click()
+        expect(page.locator("#job-state")).to_have_text("Completed", timeout=TIMEOUT)
+        restored = roots / "r1" / str(data / "etc" / "app.conf").lstrip("/")
+        assert restored.read_bytes() == config, "the file restored onto web9 differs"
+
+        # a VM web9 defines, found by its agent, protected on it
+        libvirt = work / "web9-libvirt"
+        libvirt.mkdir()
+        xml = (work / "vms" / "web01.xml").read_text().replace("<name>web01</name>", "<name>app01</name>")
+        (libvirt / "app01.xml").write_text(xml)
+        configure(page, V, "web9", "Virtual machines", "nightly")
+        page.get_by_label("Folder of VM definitions (libvirt XML) on web9").fill(str(libvirt))
+        page.get_by_role("button", name="Discover VMs").click()
+        page.get_by_label("Protect app01").check()
+        page.get_by_role("button", name="Next", exact=True).click()
+        page.get_by_role("button", name="Enable backup").click()
+        expect(page.locator("#enable-result")).to_contain_text("Protected - Warning (initial backup pending)")
+        visit(page, V + "/items/app01")
+        expect(page.locator("#item-host")).to_have_text("web9")
+    finally:
+        agent.terminate()
+        agent.wait(timeout=30)
+
+
 def flows(page, browser, base, work, docs, vms, payload, token, errors):
     if True:
         if True:
@@ -149,6 +230,8 @@ def flows(page, browser, base, work, docs, vms, payload, token, errors):
 
             # configure backup: a folder
             visit(page, V + "/configure")
+            expect(page.get_by_label("Back up what is on")).to_have_value("")  # this server, first
+            page.get_by_role("button", name="Next").click()
             page.get_by_label("Files and folders").check()
             page.get_by_role("button", name="Next").click()
             page.get_by_label("Policy name").fill("nightly")
@@ -164,11 +247,7 @@ def flows(page, browser, base, work, docs, vms, payload, token, errors):
             expect(page.locator("#enable-result")).to_contain_text("Protected - Warning (initial backup pending)")
 
             # configure backup: a VM found by discovery
-            visit(page, V + "/configure")
-            page.get_by_label("Virtual machines").check()
-            page.get_by_role("button", name="Next").click()
-            page.get_by_label("Use a policy").select_option("nightly")
-            page.get_by_role("button", name="Next").first.click()
+            configure(page, V, "", "Virtual machines", "nightly")
             page.get_by_label("Folder of VM definitions").fill(str(vms))
             page.get_by_role("button", name="Discover VMs").click()
             page.get_by_label("Protect web01").check()
@@ -244,17 +323,23 @@ def flows(page, browser, base, work, docs, vms, payload, token, errors):
             creds = page.locator("#credentials-text").inner_text()
             (work / "web9.creds").write_text(creds)
 
+            def register_env(name):
+                return {"PATH": os.environ["PATH"], "HOME": str(work / name), "BOVEDA_HOST_DIR": str(work / name / "boveda")}
+
             def register(name):
-                host_env = {"PATH": os.environ["PATH"], "HOME": str(work / name),
-                            "BOVEDA_HOST_DIR": str(work / name / "boveda")}
                 return subprocess.run([BIN, "host", "register", "--credentials", str(work / "web9.creds"),
-                                       "--name", name], env=host_env, capture_output=True, text=True, timeout=60)
+                                       "--name", name], env=register_env(name), capture_output=True, text=True,
+                                      timeout=60)
             out = register("web9")
             assert out.returncode == 0, out.stderr
             visit(page, V + "/servers")
             row = page.get_by_role("row", name=re.compile("web9"))
             expect(row).to_contain_text("Online")
             shot(page, "servers")
+            on_a_registered_server(page, V, work, register_env("web9"))
+            visit(page, V + "/servers")
+            row = page.get_by_role("row", name=re.compile("^web9 "))
+            expect(row.get_by_role("link", name="web9-data")).to_be_visible()
             page.once("dialog", lambda d: d.accept())
             row.get_by_role("button", name="Unregister").click()
             expect(page.get_by_role("row", name=re.compile("web9"))).to_contain_text("Unregistered")
