@@ -19,6 +19,7 @@ mod flaky_store;
 mod fleet;
 mod fleet_discover;
 mod fleet_grants;
+mod fleet_limits;
 mod fleet_silence;
 mod fleet_vms;
 mod live_vms;
