@@ -76,9 +76,11 @@ since() { python3 -c "import sys; print(float(sys.argv[2]) - float(sys.argv[1]))
 # derivation, a few hundred ms) before it backs up: that part is measured
 # apart, with a command that opens the vault and reads its catalog
 t=$(now); "$bin" --vault fleet item show local-data >/dev/null; open_s=$(since "$t")
-t=$(now); "$bin" --vault fleet protection backup-now local-data >/dev/null; local_s=$(since "$t")
+cputime() { /usr/bin/time -o "$1" -f "%U %S" "${@:2}"; }
+t=$(now); cputime "$work/local.cpu" "$bin" --vault fleet protection backup-now local-data >/dev/null; local_s=$(since "$t")
 local_s=$(python3 -c "import sys; print(max(0.001, float(sys.argv[1]) - float(sys.argv[2])))" "$local_s" "$open_s")
-t=$(now); host 1 host backup h1-data >/dev/null; one_s=$(since "$t")
+t=$(now); cputime "$work/host.cpu" env -i PATH="$PATH" HOME="$work/h1" BOVEDA_HOST_DIR="$work/h1/boveda" \
+  "$bin" host backup h1-data >/dev/null; one_s=$(since "$t")
 
 t=$(now)
 pids=()
@@ -110,3 +112,5 @@ direct = int(sys.argv[13])
 total = max(1, sent + direct)
 print(f"bytes the hosts sent through the server: {sent/2**20:.2f} MiB = {100*sent/total:.2f}% of what they uploaded; straight to the store: {direct/2**20:.1f} MiB")
 EOF
+read -r lu ls < "$work/local.cpu"; read -r hu hs < "$work/host.cpu"
+echo "CPU of the backup process: the server's machine's $(python3 -c "print(round($lu + $ls, 2))") s, the host's $(python3 -c "print(round($hu + $hs, 2))") s"

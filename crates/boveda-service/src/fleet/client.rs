@@ -413,7 +413,9 @@ impl Store for UploadStore {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { conditional_replace: false, parallel_requests: 4, remote: true }
+        // packs go mostly straight to an object store: as many at once as
+        // the server's own uploads to one (`OpendalStore`)
+        Capabilities { conditional_replace: false, parallel_requests: 8, remote: true }
     }
 
     fn get(&self, name: &str) -> std::result::Result<Vec<u8>, StoreError> {

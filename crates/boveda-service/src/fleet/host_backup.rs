@@ -138,7 +138,8 @@ pub fn backup_item(
             store: uploads.clone(),
             compression_level: started.compression_level,
             pack_size: started.pack_size as usize,
-            parallel: 2,
+            // as many packs at once as the server's own backup sends
+            parallel: boveda_store::Store::capabilities(&*uploads).parallel_requests,
         };
         let session = identity.keys.new_session()?;
         let writer =

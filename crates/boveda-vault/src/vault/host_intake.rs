@@ -5,6 +5,8 @@
 //! writes under the master key once it has checked what the host claims.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use boveda_store::{PutMode, StoreErrorKind};
 
@@ -127,6 +129,7 @@ impl Vault {
             if let Some(p) = index.packs.iter().find(|p| p.sealed_by.is_none_or(|b| b.host != *host)) {
                 return Err(refuse(name, &format!("it lists pack {}, which this host did not seal", p.id)));
             }
+            let mut to_check = Vec::new();
             for p in &index.packs {
                 let pack = pack_name(p.kind, &p.id);
                 if packs.checked.contains_key(&pack) {
@@ -135,7 +138,10 @@ impl Vault {
                 let Some(&granted) = packs.direct.get(&pack) else {
                     return Err(refuse(name, &format!("it lists pack {pack}, which this job did not upload")));
                 };
-                self.check_direct_pack(name, &pack, granted, p)?;
+                to_check.push((pack, granted, p));
+            }
+            self.check_direct_packs(name, &to_check)?;
+            for (pack, granted, _) in to_check {
                 packs.direct.remove(&pack);
                 packs.checked.insert(pack, granted);
             }
@@ -156,6 +162,36 @@ impl Vault {
 }
 
 impl Vault {
+    /// Checks packs a host created straight in the store, as many at once
+    /// as the store serves well (two requests each: the round trips, not
+    /// the bytes, are what a check costs); the first refusal is returned.
+    fn check_direct_packs(&self, index: &str, packs: &[(String, u64, &IndexPack)]) -> Result<()> {
+        let workers = self.parallel_requests().clamp(1, 16).min(packs.len());
+        if workers <= 1 {
+            return packs
+                .iter()
+                .try_for_each(|(pack, granted, listed)| self.check_direct_pack(index, pack, *granted, listed));
+        }
+        let next = AtomicUsize::new(0);
+        let failed: Mutex<Option<VaultError>> = Mutex::new(None);
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                s.spawn(|| {
+                    while let Some((pack, granted, listed)) = packs.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        if let Err(e) = self.check_direct_pack(index, pack, *granted, listed) {
+                            failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_or_insert(e);
+                            next.store(packs.len(), Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+        match failed.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
     /// Checks a pack a host created straight in the store against what it
     /// was granted and what its index object `index` says of it.
     fn check_direct_pack(&self, index: &str, pack: &str, granted: u64, listed: &IndexPack) -> Result<()> {

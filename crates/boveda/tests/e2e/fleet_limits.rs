@@ -27,7 +27,9 @@ fn host_limited(env: &Env, host: &str, args: &[&str]) -> std::process::Output {
 #[test]
 fn a_host_backup_into_a_full_store_fails_with_the_reason_and_the_next_one_works() {
     if !is_root() {
-        eprintln!("a_host_backup_into_a_full_store_fails_with_the_reason_and_the_next_one_works needs root to mount a tmpfs; CI runs it as root");
+        eprintln!(
+            "a_host_backup_into_a_full_store_fails_with_the_reason_and_the_next_one_works needs root to mount a tmpfs; CI runs it as root"
+        );
         return;
     }
     let mut env = Env::new();
