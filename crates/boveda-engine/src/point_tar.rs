@@ -7,23 +7,27 @@
 //! a write out of the target.
 //!
 //! Carried: directories, regular files (holes read as zeros), symbolic
-//! links, with mode, owner and modification time. Not carried: extended
-//! attributes, hard links (each name gets its own copy), device nodes,
-//! FIFOs and sockets (skipped, and counted).
+//! links, hard links (a file's second name is a link entry to its first),
+//! FIFOs and device nodes (made by root only, as any restore makes them),
+//! with mode, owner, modification time to the nanosecond and extended
+//! attributes (PAX records `mtime` and `LIBARCHIVE.xattr.NAME`, as
+//! libarchive writes them; GNU tar's `SCHILY.xattr.NAME` is read too). Not carried: sockets (their programs make them again;
+//! skipped, and counted).
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use boveda_vault::{ChunkId, ChunkIndex, Node, NodeKind, Piece, Vault};
-use std::os::fd::AsFd;
-
-use rustix::fs::{Mode, OFlags, Timestamps};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use serde::{Deserialize, Serialize};
 
 use crate::beneath::{Beneath, clear_at, split};
 use crate::error::{EngineError, Result};
+use crate::metadata::{apply_metadata_at, apply_metadata_fd};
 use crate::point_path::split_point_path;
 
 /// What went into, or came out of, an archive.
@@ -33,8 +37,42 @@ pub struct TarStats {
     pub dirs: u64,
     pub links: u64,
     pub bytes: u64,
-    /// Entries of kinds a tar of a point does not carry.
+    /// Second and further names of a file (hard links).
+    #[serde(default)]
+    pub hard_links: u64,
+    /// FIFOs and device nodes.
+    #[serde(default)]
+    pub specials: u64,
+    /// Entries of kinds a tar of a point does not carry (sockets).
     pub skipped: u64,
+}
+
+/// The PAX key prefix of an extended attribute as boveda writes it (and
+/// libarchive): the name percent-encoded, the value in base64, so any
+/// bytes of either survive (a PAX reader may end a value at a newline).
+const XATTR_PREFIX: &str = "LIBARCHIVE.xattr.";
+const XATTR_KEY: &[u8] = XATTR_PREFIX.as_bytes();
+/// GNU tar's and star's prefix (the name and value as they are): read.
+const SCHILY_XATTR_KEY: &[u8] = b"SCHILY.xattr.";
+
+/// What a name keeps unencoded in a PAX key.
+const NAME_SET: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'.').remove(b'_').remove(b'-');
+
+fn base64_engine() -> base64::engine::GeneralPurpose {
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    let config = GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+    GeneralPurpose::new(&base64::alphabet::STANDARD, config)
+}
+
+/// An extended attribute from a PAX record, if it is one.
+fn xattr_of(key: &[u8], value: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+    use base64::Engine;
+    if let Some(name) = key.strip_prefix(XATTR_KEY) {
+        let name: Vec<u8> = percent_encoding::percent_decode(name).collect();
+        return Some((name, base64_engine().decode(value).ok()?));
+    }
+    key.strip_prefix(SCHILY_XATTR_KEY).map(|name| (name.to_vec(), value.to_vec()))
 }
 
 /// A file's content, read chunk by chunk as the archive takes it.
@@ -69,11 +107,28 @@ fn tar_err(e: io::Error) -> EngineError {
     EngineError::Io { path: PathBuf::from("(archive)"), source: e }
 }
 
+/// One PAX record, `LEN KEY=VALUE\n`, its length counting its own digits.
+fn pax_record(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
+    let body = key.len() + value.len() + 3;
+    let mut len = body + 1;
+    while body + len.to_string().len() != len {
+        len = body + len.to_string().len();
+    }
+    out.extend_from_slice(len.to_string().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(key);
+    out.push(b'=');
+    out.extend_from_slice(value);
+    out.push(b'\n');
+}
+
 struct Writer<'a, W: Write> {
     vault: &'a Vault,
     index: &'a ChunkIndex,
     tar: tar::Builder<W>,
     stats: TarStats,
+    /// The first name written of each file that has more than one.
+    first_names: HashMap<(u64, u64), PathBuf>,
 }
 
 impl<W: Write> Writer<'_, W> {
@@ -88,29 +143,37 @@ impl<W: Write> Writer<'_, W> {
         h
     }
 
-    /// A PAX header before the entry, with its modification time to the
-    /// nanosecond (a tar header holds whole seconds).
-    fn pax_mtime(&mut self, mtime_ns: i64) -> Result<()> {
-        let kv = format!("mtime={}.{:09}\n", mtime_ns.div_euclid(1_000_000_000), mtime_ns.rem_euclid(1_000_000_000));
-        // a record says its own length, digits included
-        let mut len = kv.len() + 2;
-        let record = loop {
-            let r = format!("{len} {kv}");
-            if r.len() == len {
-                break r;
-            }
-            len = r.len();
-        };
+    /// A PAX header before the entry: its modification time to the
+    /// nanosecond (a tar header holds whole seconds) and its extended
+    /// attributes.
+    fn pax(&mut self, node: &Node) -> Result<()> {
+        use base64::Engine;
+        let mut records = Vec::new();
+        let secs = (node.mtime_ns.div_euclid(1_000_000_000), node.mtime_ns.rem_euclid(1_000_000_000));
+        pax_record(&mut records, b"mtime", format!("{}.{:09}", secs.0, secs.1).as_bytes());
+        for (name, value) in &node.xattrs {
+            let key = format!("{XATTR_PREFIX}{}", percent_encoding::percent_encode(name, NAME_SET));
+            pax_record(&mut records, key.as_bytes(), base64_engine().encode(value).as_bytes());
+        }
         let mut h = tar::Header::new_ustar();
         h.set_entry_type(tar::EntryType::XHeader);
         h.set_mode(0o644);
-        h.set_size(record.len() as u64);
-        self.tar.append_data(&mut h, "PaxHeader", record.as_bytes()).map_err(tar_err)
+        h.set_size(records.len() as u64);
+        self.tar.append_data(&mut h, "PaxHeader", records.as_slice()).map_err(tar_err)
     }
 
     fn node(&mut self, path: &Path, node: &Node) -> Result<()> {
-        if matches!(node.kind, NodeKind::Dir | NodeKind::File | NodeKind::Symlink) {
-            self.pax_mtime(node.mtime_ns)?;
+        if node.kind == NodeKind::File && node.nlink > 1 {
+            if let Some(first) = self.first_names.get(&(node.device, node.inode)).cloned() {
+                let mut h = Self::header(node, tar::EntryType::Link, 0);
+                self.tar.append_link(&mut h, path, &first).map_err(tar_err)?;
+                self.stats.hard_links += 1;
+                return Ok(());
+            }
+            self.first_names.insert((node.device, node.inode), path.to_path_buf());
+        }
+        if node.kind != NodeKind::Socket {
+            self.pax(node)?;
         }
         match node.kind {
             NodeKind::Dir => {
@@ -143,7 +206,19 @@ impl<W: Write> Writer<'_, W> {
                 self.tar.append_link(&mut h, path, target).map_err(tar_err)?;
                 self.stats.links += 1;
             }
-            _ => self.stats.skipped += 1,
+            NodeKind::Fifo | NodeKind::CharDevice | NodeKind::BlockDevice => {
+                let kind = match node.kind {
+                    NodeKind::Fifo => tar::EntryType::Fifo,
+                    NodeKind::CharDevice => tar::EntryType::Char,
+                    _ => tar::EntryType::Block,
+                };
+                let mut h = Self::header(node, kind, 0);
+                h.set_device_major(rustix::fs::major(node.rdev)).map_err(tar_err)?;
+                h.set_device_minor(rustix::fs::minor(node.rdev)).map_err(tar_err)?;
+                self.tar.append_data(&mut h, path, io::empty()).map_err(tar_err)?;
+                self.stats.specials += 1;
+            }
+            NodeKind::Socket => self.stats.skipped += 1,
         }
         Ok(())
     }
@@ -163,7 +238,8 @@ pub fn write_point_tar<W: Write>(
     paths: &[String],
     out: W,
 ) -> Result<TarStats> {
-    let mut w = Writer { vault, index, tar: tar::Builder::new(out), stats: TarStats::default() };
+    let mut w =
+        Writer { vault, index, tar: tar::Builder::new(out), stats: TarStats::default(), first_names: HashMap::new() };
     let top = vault.load_tree(index, root)?;
     if paths.is_empty() {
         for node in &top.nodes {
@@ -191,74 +267,124 @@ pub fn write_point_tar<W: Write>(
 }
 
 /// What writing an archive into a folder did: counts, and the entries it
-/// could not write (each with why).
+/// could not write, or not write fully (each with why).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Unpacked {
     pub stats: TarStats,
     pub errors: Vec<String>,
 }
 
+fn plain_relative(path: &Path) -> bool {
+    !path.as_os_str().is_empty() && path.components().all(|c| matches!(c, Component::Normal(_)))
+}
+
+/// An entry's metadata as a node, for the restore's own metadata code.
+fn entry_node(entry: &mut tar::Entry<'_, impl Read>, kind: NodeKind) -> Node {
+    let mut node = Node::new(Vec::new(), kind);
+    let pax: Vec<(Vec<u8>, Vec<u8>)> = entry
+        .pax_extensions()
+        .ok()
+        .flatten()
+        .map(|records| {
+            records.filter_map(|r| r.ok().map(|r| (r.key_bytes().to_vec(), r.value_bytes().to_vec()))).collect()
+        })
+        .unwrap_or_default();
+    let h = entry.header();
+    let whole = h.mtime().map_or(0, |t| i64::try_from(t).unwrap_or(0)).saturating_mul(1_000_000_000);
+    node.mtime_ns = pax
+        .iter()
+        .find(|(k, _)| k == b"mtime")
+        .and_then(|(_, v)| std::str::from_utf8(v).ok().and_then(parse_time))
+        .unwrap_or(whole);
+    node.mode = h.mode().unwrap_or(0o644);
+    node.uid = h.uid().ok().and_then(|u| u32::try_from(u).ok()).unwrap_or(0);
+    node.gid = h.gid().ok().and_then(|g| u32::try_from(g).ok()).unwrap_or(0);
+    let (major, minor) = (h.device_major().ok().flatten(), h.device_minor().ok().flatten());
+    node.rdev = rustix::fs::makedev(major.unwrap_or(0), minor.unwrap_or(0));
+    node.xattrs = pax.iter().filter_map(|(k, v)| xattr_of(k, v)).collect();
+    node
+}
+
 /// Writes a tar archive below `target` (made if missing): directories,
-/// files (replacing what is there) and symbolic links, never through a
-/// link, every write relative to a held directory handle. An entry that
-/// cannot be written is named in the result and the rest go on; `told`
-/// hears of every file written (its size).
+/// files (replacing what is there), symbolic and hard links, FIFOs and
+/// device nodes, never through a link, every write relative to a held
+/// directory handle, with owners (as root), modes, times and extended
+/// attributes. An entry that cannot be written is named in the result and
+/// the rest go on; `told` hears of every file written (its size).
 ///
 /// # Errors
 /// The target cannot be opened or made; the archive is not one.
 pub fn unpack_tar(input: impl Read, target: &Path, told: &dyn Fn(u64)) -> Result<Unpacked> {
     let root = Beneath::create_target(target).map_err(|e| EngineError::Io { path: target.to_path_buf(), source: e })?;
+    let is_root = rustix::process::geteuid().is_root();
     let mut archive = tar::Archive::new(input);
     let mut out = Unpacked::default();
-    let mut dirs: Vec<(PathBuf, u32, i64)> = Vec::new();
+    let mut dirs: Vec<(PathBuf, Node)> = Vec::new();
     for entry in archive.entries().map_err(tar_err)? {
         let mut entry = entry.map_err(tar_err)?;
         let rel = PathBuf::from(OsStr::from_bytes(&entry.path_bytes()));
-        if rel.is_absolute() || rel.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+        if !plain_relative(&rel) {
             out.errors.push(format!("{}: not a plain relative path, skipped", rel.display()));
             continue;
         }
-        let pax_mtime = entry.pax_extensions().ok().flatten().and_then(|mut pax| {
-            pax.find_map(|e| {
-                e.ok().filter(|e| e.key_bytes() == b"mtime").and_then(|e| e.value().ok().and_then(parse_time))
-            })
-        });
-        let h = entry.header();
-        let whole = h.mtime().map_or(0, |t| i64::try_from(t).unwrap_or(0)) * 1_000_000_000;
-        let (mode, mtime) = (h.mode().unwrap_or(0o644), pax_mtime.unwrap_or(whole));
-        let (uid, gid) = (h.uid().ok(), h.gid().ok());
-        let written = match h.entry_type() {
-            tar::EntryType::Directory => root.mkdir_all(&rel).map(|_| {
-                dirs.push((rel.clone(), mode, mtime));
+        let shown = root.show(&rel);
+        let kind = match entry.header().entry_type() {
+            tar::EntryType::Directory => NodeKind::Dir,
+            tar::EntryType::Regular => NodeKind::File,
+            tar::EntryType::Symlink => NodeKind::Symlink,
+            tar::EntryType::Fifo => NodeKind::Fifo,
+            tar::EntryType::Char => NodeKind::CharDevice,
+            tar::EntryType::Block => NodeKind::BlockDevice,
+            tar::EntryType::Link => {
+                let to = entry.link_name_bytes().map(|l| PathBuf::from(OsStr::from_bytes(&l)));
+                match to
+                    .ok_or_else(|| io::Error::other("a hard link without a target"))
+                    .and_then(|to| hard_link(&root, &rel, &to))
+                {
+                    Ok(()) => out.stats.hard_links += 1,
+                    Err(e) => out.errors.push(format!("{}: {e}", shown.display())),
+                }
+                continue;
+            }
+            _ => {
+                out.stats.skipped += 1;
+                continue;
+            }
+        };
+        let node = entry_node(&mut entry, kind);
+        let written = match kind {
+            NodeKind::Dir => root.mkdir_all(&rel).map(|_| {
+                dirs.push((rel.clone(), node));
                 out.stats.dirs += 1;
             }),
-            tar::EntryType::Regular => write_file(&root, &rel, &mut entry, mode, mtime, (uid, gid)).map(|n| {
+            NodeKind::File => write_file(&root, &rel, &mut entry, &node, is_root).map(|(n, warnings)| {
+                out.errors.extend(warnings);
                 out.stats.files += 1;
                 out.stats.bytes += n;
                 told(n);
             }),
-            tar::EntryType::Symlink => match entry.link_name_bytes() {
-                Some(link) => write_symlink(&root, &rel, &link, mtime).map(|()| out.stats.links += 1),
+            NodeKind::Symlink => match entry.link_name_bytes() {
+                Some(link) => write_other(&root, &rel, &node, Some(&link), is_root).map(|warnings| {
+                    out.errors.extend(warnings);
+                    out.stats.links += 1;
+                }),
                 None => Err(io::Error::other("a link without a target")),
             },
-            _ => {
-                out.stats.skipped += 1;
-                Ok(())
-            }
+            _ => write_other(&root, &rel, &node, None, is_root).map(|warnings| {
+                out.errors.extend(warnings);
+                out.stats.specials += 1;
+            }),
         };
         if let Err(e) = written {
-            out.errors.push(format!("{}: {e}", root.show(&rel).display()));
+            out.errors.push(format!("{}: {e}", shown.display()));
         }
     }
     // directories last, deepest first: their files are written by now
     dirs.sort_by(|a, b| b.0.cmp(&a.0));
-    for (rel, mode, mtime) in dirs {
-        let done = root.open_dir(&rel).and_then(|fd| {
-            rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode & 0o7777))?;
-            rustix::fs::futimens(&fd, &times(mtime)).map_err(io::Error::from)
-        });
-        if let Err(e) = done {
-            out.errors.push(format!("{}: {e}", root.show(&rel).display()));
+    for (rel, node) in dirs {
+        match root.open_dir(&rel) {
+            Ok(fd) => out.errors.extend(apply_metadata_fd(fd.as_fd(), &root.show(&rel), &node, is_root)),
+            Err(e) => out.errors.push(format!("{}: {e}", root.show(&rel).display())),
         }
     }
     Ok(out)
@@ -271,22 +397,15 @@ fn parse_time(text: &str) -> Option<i64> {
     secs.parse::<i64>().ok()?.checked_mul(1_000_000_000)?.checked_add(digits.parse::<i64>().ok()?)
 }
 
-fn times(mtime_ns: i64) -> Timestamps {
-    let t = rustix::fs::Timespec {
-        tv_sec: mtime_ns.div_euclid(1_000_000_000),
-        tv_nsec: mtime_ns.rem_euclid(1_000_000_000),
-    };
-    Timestamps { last_access: t, last_modification: t }
-}
-
+/// A new file `rel` with `data`, then its metadata through its handle;
+/// returns its size and what of its metadata could not be set.
 fn write_file(
     root: &Beneath,
     rel: &Path,
     data: &mut impl Read,
-    mode: u32,
-    mtime: i64,
-    owner: (Option<u64>, Option<u64>),
-) -> io::Result<u64> {
+    node: &Node,
+    is_root: bool,
+) -> io::Result<(u64, Vec<String>)> {
     let (parent, name) = split(rel)?;
     let dir = root.mkdir_all(parent)?;
     clear_at(dir.as_fd(), name)?;
@@ -294,26 +413,43 @@ fn write_file(
     let fd = rustix::fs::openat(&dir, name, flags, Mode::from_raw_mode(0o600))?;
     let mut file = std::fs::File::from(fd);
     let n = io::copy(data, &mut file)?;
-    if let (Some(uid), Some(gid)) = owner
-        && rustix::process::geteuid().is_root()
-    {
-        let (uid, gid) = (u32::try_from(uid).ok(), u32::try_from(gid).ok());
-        let ids = uid.zip(gid).map(|(u, g)| (rustix::fs::Uid::from_raw(u), rustix::fs::Gid::from_raw(g)));
-        if let Some((u, g)) = ids {
-            rustix::fs::fchown(&file, Some(u), Some(g))?;
-        }
-    }
-    rustix::fs::fchmod(&file, Mode::from_raw_mode(mode & 0o7777))?;
-    rustix::fs::futimens(&file, &times(mtime))?;
+    let warnings = apply_metadata_fd(file.as_fd(), &root.show(rel), node, is_root);
     file.sync_all()?;
-    Ok(n)
+    Ok((n, warnings))
 }
 
-fn write_symlink(root: &Beneath, rel: &Path, target: &[u8], mtime: i64) -> io::Result<()> {
+/// A symbolic link to `link`, or (none) a FIFO or device node, at `rel`,
+/// then its metadata, never through a path that may change.
+fn write_other(root: &Beneath, rel: &Path, node: &Node, link: Option<&[u8]>, is_root: bool) -> io::Result<Vec<String>> {
     let (parent, name) = split(rel)?;
     let dir = root.mkdir_all(parent)?;
     clear_at(dir.as_fd(), name)?;
-    rustix::fs::symlinkat(OsStr::from_bytes(target), &dir, name)?;
-    rustix::fs::utimensat(&dir, name, &times(mtime), rustix::fs::AtFlags::SYMLINK_NOFOLLOW)?;
+    match link {
+        Some(target) => rustix::fs::symlinkat(OsStr::from_bytes(target), &dir, name)?,
+        None => {
+            let kind = match node.kind {
+                NodeKind::Fifo => FileType::Fifo,
+                NodeKind::CharDevice => FileType::CharacterDevice,
+                _ => FileType::BlockDevice,
+            };
+            rustix::fs::mknodat(&dir, name, kind, Mode::from_raw_mode(node.mode & 0o7777), node.rdev)?;
+        }
+    }
+    Ok(apply_metadata_at(dir.as_fd(), name, &root.show(rel), node, is_root))
+}
+
+/// `rel` as a second name of the file at `to` (both below the target): the
+/// link is made between held directory handles, and never follows a link
+/// at `to` (a symbolic link there is itself linked, inside the target).
+fn hard_link(root: &Beneath, rel: &Path, to: &Path) -> io::Result<()> {
+    if !plain_relative(to) {
+        return Err(io::Error::other(format!("a hard link to {}, outside the target", to.display())));
+    }
+    let (to_parent, to_name) = split(to)?;
+    let from = root.open_dir(to_parent)?;
+    let (parent, name) = split(rel)?;
+    let dir = root.mkdir_all(parent)?;
+    clear_at(dir.as_fd(), name)?;
+    rustix::fs::linkat(&from, to_name, &dir, name, AtFlags::empty())?;
     Ok(())
 }

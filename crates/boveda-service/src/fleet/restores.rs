@@ -105,19 +105,21 @@ pub(crate) fn run_restore_job(
                 Ok(HostReport::Restored(r)) => {
                     let s = r.stats;
                     let details = vec![format!(
-                        "restored point {short} onto host {} into {}: {} files, {} dirs, {} links, {} bytes",
+                        "restored point {short} onto host {} into {}: {} files, {} dirs, {} links, {} hard links, {} special files, {} bytes",
                         host.name,
                         grant.target.display(),
                         s.files,
                         s.dirs,
                         s.links,
+                        s.hard_links,
+                        s.specials,
                         s.bytes
                     )];
                     ctx.planned(s.files, s.bytes);
                     ctx.bytes_written(s.bytes.saturating_sub(written));
                     let mut warnings = r.errors.clone();
                     if s.skipped > 0 {
-                        warnings.push(format!("{} entries of kinds a restore onto a host does not carry were skipped (device nodes, FIFOs, sockets)", s.skipped));
+                        warnings.push(format!("{} sockets were skipped (their programs make them again)", s.skipped));
                     }
                     return Ok((details[0].clone(), JobDone { warnings, details, point: None }));
                 }

@@ -217,6 +217,31 @@ fn two_hosts_register_back_up_through_the_server_and_are_restored_there(kind: St
     drop(server);
 }
 
+/// An Operator's restore of `item`'s latest point onto its host, into
+/// `target`, through the server's API; the job once it ended.
+pub(super) fn restore_on_host(url: &str, cert: &str, token: &str, item: &str, target: &Path) -> serde_json::Value {
+    let api = format!("{url}/api/v1/vaults/test-vault");
+    let bearer = format!("Authorization: Bearer {token}");
+    let body = serde_json::json!({ "point": "latest", "target": target }).to_string();
+    let order = format!("{api}/items/{item}/restore");
+    let (head, body) =
+        curl(&["--cacert", cert, "-H", &bearer, "-H", "Content-Type: application/json", "-d", &body, &order]);
+    assert!(head.starts_with("HTTP/1.1 202"), "{head}\n{body}");
+    let job: serde_json::Value = serde_json::from_str(&body).expect("job");
+    let id = job["id"].as_str().expect("id").to_string();
+    // follow the job to its end
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, body) = curl(&["--cacert", cert, "-H", &bearer, &format!("{api}/jobs/{id}")]);
+        let job: serde_json::Value = serde_json::from_str(&body).expect("job");
+        if job["state"] != "InProgress" && job["state"] != "Queued" {
+            return job;
+        }
+        assert!(Instant::now() < deadline, "the restore never ended: {job}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// The status code and body of a request made as an attacker would, with
 /// curl (trusting any certificate: the attacker has no reason to check).
 pub(super) fn attack(method: &str, url: &str, token: &str, body: Option<&Path>) -> (u16, String) {
@@ -591,38 +616,10 @@ fn an_operator_restores_onto_a_host_through_the_server_and_only_into_its_restore
     admin(&env, &["item", "add", "files", "web1-files", "--path", src.to_str().expect("utf8"), "--host", "web1"]);
     backup_json(&env, "web1", "web1-files");
     let operator = admin(&env, &["token", "create", "--role", "Operator"]).trim().to_string();
-    let roots = host_dir(&env, "web1").join("restores");
-    std::fs::create_dir_all(&roots).expect("roots");
-    let _agent = Reaped(
-        host_cmd(&env, "web1", &["host", "agent", "--restore-root", roots.to_str().expect("utf8")])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("agent"),
-    );
+    let (roots, _agent) = agent_restoring(&env, "web1");
 
     let api = format!("{}/api/v1/vaults/test-vault", server.url);
-    let bearer = format!("Authorization: Bearer {operator}");
-    let restore = |target: &Path| -> serde_json::Value {
-        let body = serde_json::json!({ "point": "latest", "target": target }).to_string();
-        let url = format!("{api}/items/web1-files/restore");
-        let (head, body) =
-            curl(&["--cacert", &cert, "-H", &bearer, "-H", "Content-Type: application/json", "-d", &body, &url]);
-        assert!(head.starts_with("HTTP/1.1 202"), "{head}\n{body}");
-        let job: serde_json::Value = serde_json::from_str(&body).expect("job");
-        let id = job["id"].as_str().expect("id").to_string();
-        // follow the job to its end
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let (_, body) = curl(&["--cacert", &cert, "-H", &bearer, &format!("{api}/jobs/{id}")]);
-            let job: serde_json::Value = serde_json::from_str(&body).expect("job");
-            if job["state"] != "InProgress" && job["state"] != "Queued" {
-                return job;
-            }
-            assert!(Instant::now() < deadline, "the restore never ended: {job}");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    };
+    let restore = |target: &Path| restore_on_host(&server.url, &cert, &operator, "web1-files", target);
     let into = roots.join("r1");
     let job = restore(&into);
     assert_eq!(job["state"], "Completed", "{job}");
@@ -659,6 +656,18 @@ fn an_operator_restores_onto_a_host_through_the_server_and_only_into_its_restore
 }
 
 /// A child killed and reaped when dropped, however the test ends.
+/// `host`'s agent, running, restoring into `restores` in its folder.
+pub(super) fn agent_restoring(env: &Env, host: &str) -> (PathBuf, Reaped) {
+    let roots = host_dir(env, host).join("restores");
+    std::fs::create_dir_all(&roots).expect("roots");
+    let agent = host_cmd(env, host, &["host", "agent", "--restore-root", roots.to_str().expect("utf8")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("agent");
+    (roots, Reaped(agent))
+}
+
 pub(super) struct Reaped(pub(super) std::process::Child);
 
 impl Drop for Reaped {

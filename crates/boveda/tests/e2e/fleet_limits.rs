@@ -1,6 +1,7 @@
 //! A registered host at the limits users hit: a store that fills during
-//! its backup, and many files under the default open-file limit of 1024
-//! (real processes: the server, the host's `boveda host backup`).
+//! its backup, many files under the default open-file limit of 1024, and
+//! every kind of entry a file system holds restored onto it (real
+//! processes: the server, the host's `boveda host backup` and agent).
 //!
 //! `BOVEDA_TEST_HOST_FILES` sets how many files the many-files test backs
 //! up (default 20 000; docs/FLEET.md gives the full-size command).
@@ -8,8 +9,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::common::{Env, Tmpfs, bin, is_root, noise};
-use crate::fleet::{admin, backup_json, credentials, fleet_vault, host_cmd, register, restored, serve, text};
+use crate::common::{Env, Tmpfs, assert_same_tree, bin, is_root, make_full_tree, noise};
+use crate::fleet::{
+    admin, agent_restoring, backup_json, credentials, fleet_vault, host_cmd, register, restore_on_host, restored,
+    serve, text,
+};
 
 /// `boveda ARGS` as `host` runs it, under an open-file limit of 1024.
 fn host_limited(env: &Env, host: &str, args: &[&str]) -> std::process::Output {
@@ -97,5 +101,26 @@ fn a_host_backs_up_many_files_under_the_default_open_file_limit() {
     let second = json(host_limited(&env, "web1", &["--output", "json", "host", "backup", "many"]));
     assert_eq!(second["stats"]["files_unchanged"], count - 1, "{second}");
     restored(&env, "many", &src, "r");
+    drop(server);
+}
+
+#[test]
+fn every_kind_of_entry_restored_onto_a_host_comes_back_the_same() {
+    let (env, cert, key, port) = fleet_vault(Env::new());
+    let server = serve(&env, port, &cert, &key, &[]);
+    register(&env, "web1", &credentials(&env, &server.url, &cert, "web1", "48h"));
+    let src = env.path("full");
+    make_full_tree(&src);
+    admin(&env, &["item", "add", "files", "full", "--path", src.to_str().expect("utf8"), "--host", "web1"]);
+    backup_json(&env, "web1", "full");
+    let (roots, _agent) = agent_restoring(&env, "web1");
+    let operator = admin(&env, &["token", "create", "--role", "Operator"]).trim().to_string();
+    let into = roots.join("r");
+    let job = restore_on_host(&server.url, &cert, &operator, "full", &into);
+    // hard links, extended attributes, a FIFO, owners, modes (setuid,
+    // none at all), times before 1970, names that are not UTF-8, a path of
+    // 3000 bytes, a sparse file: all as they were
+    assert_eq!(job["state"], "Completed", "{job}");
+    assert_same_tree(&src, &into.join(src.strip_prefix("/").expect("absolute")));
     drop(server);
 }
