@@ -186,7 +186,7 @@ fn the_agent_runs_at_most_max_jobs_backups_at_once() {
 /// bodies it got.
 fn set_webhook(vault: &mut Vault, url: &str) {
     let update = VaultUpdate { webhook: Some(Some(url.to_string())), ..VaultUpdate::default() };
-    update_vault(vault, &update).expect("set the webhook");
+    update_vault(vault, &update, jiff::Timestamp::now()).expect("set the webhook");
 }
 
 fn webhook_server(requests: usize) -> (String, std::thread::JoinHandle<Vec<String>>) {
@@ -508,8 +508,12 @@ fn control_settings_of_an_older_vault_are_read_and_taken_over_by_the_first_chang
     assert_eq!(control.webhook.as_deref(), Some("http://127.0.0.1:9/old"));
     assert_eq!((control.lag_alert_mins(), control.shipping_address.as_deref()), (90, Some("Dock 4")));
 
-    update_vault(&mut vault, &VaultUpdate { replication_lag_alert_mins: Some(30), ..VaultUpdate::default() })
-        .expect("change one");
+    update_vault(
+        &mut vault,
+        &VaultUpdate { replication_lag_alert_mins: Some(30), ..VaultUpdate::default() },
+        jiff::Timestamp::now(),
+    )
+    .expect("change one");
     let other = Vault::open(Arc::new(boveda_store::LocalStore::new(dir.path().join("vault"))), b"pw").expect("open");
     let control = vault_control(&other).expect("control");
     assert_eq!(control.webhook.as_deref(), Some("http://127.0.0.1:9/old"), "kept");

@@ -77,5 +77,6 @@ pub use point::{Consistency, PointStats, RecoveryPoint, point_name};
 pub use store_side::{Added, StoreSide};
 pub use tree::{Node, NodeKind, Piece, Tree, is_safe_name};
 pub use vault::{
-    CreateOptions, DamageLog, HostObject, JobPacks, Replica, StoreSettings, Vault, VaultConfig, VaultSettings,
+    CreateOptions, DamageLog, Hold, HostObject, Immutability, JobPacks, PointHold, Replica, StoreSettings, Vault,
+    VaultConfig, VaultSettings, check_settings_change,
 };

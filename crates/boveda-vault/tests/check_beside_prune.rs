@@ -200,7 +200,7 @@ fn check_beside_a_prune_that_deletes_a_point_and_sweeps_its_trees() {
     let flag = deleted.clone();
     let id = point.id;
     let _ = wrapped.hook.set(Box::new(move || {
-        pruner.delete_point(&id).expect("delete the point");
+        pruner.delete_point(&id, jiff::Timestamp::now()).expect("delete the point");
         for name in sweep(&local, &["index", "packs"]) {
             local.delete(&name).expect("sweep");
         }

@@ -669,12 +669,10 @@ pub struct UpdateArgs {
     /// Uploads or downloads at once (1 to 64).
     #[arg(long)]
     pub parallel_requests: Option<u32>,
-    /// Raise an alert when the secondary store lags longer than this
-    /// (such as 30m or 2h; 1 minute to 7 days; default 1h).
+    /// Alert when the secondary lags longer (30m, 2h; 1m to 7d; default 1h).
     #[arg(long)]
     pub replication_lag_alert: Option<String>,
-    /// Storage replication: lrs, or grs with --secondary. Only while the
-    /// vault has no item; becoming grs copies the vault to the secondary.
+    /// lrs, or grs with --secondary (only while the vault has no item).
     #[arg(long)]
     pub redundancy: Option<String>,
     /// The secondary store for --redundancy grs (new or empty).
@@ -684,9 +682,18 @@ pub struct UpdateArgs {
     /// an empty value removes it.
     #[arg(long)]
     pub shipping_address: Option<String>,
-    /// Geo-redundant vaults: copy packs to the secondary while a backup
-    /// writes them (true), or in the pass right after it (false, the
-    /// default: the backup keeps its pace on a busy machine).
+    /// grs: copy packs to the secondary while a backup writes them (true),
+    /// or in the pass right after it (false, the default).
     #[arg(long)]
     pub replicate_during_backup: Option<bool>,
+    /// disabled, enabled (no point deleted before its retention ends) or
+    /// locked (for good: give --confirm NAME); docs/SECURITY.md.
+    #[arg(long)]
+    pub immutability: Option<String>,
+    /// Soft delete never shortened nor turned off (give --confirm NAME).
+    #[arg(long)]
+    pub soft_delete_always_on: bool,
+    /// The vault's name, confirming a change that cannot be undone.
+    #[arg(long)]
+    pub confirm: Option<String>,
 }

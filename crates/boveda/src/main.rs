@@ -108,6 +108,8 @@ fn flag(field: &str) -> &str {
         "store_retry_max_wait_secs" => "--store-retry-max-wait",
         "replication_lag_alert_mins" => "--replication-lag-alert",
         "soft_delete_days" => "--soft-delete-days",
+        "immutability" => "--immutability",
+        "confirm" => "--confirm",
         "store_retries" => "--store-retries",
         "parallel_requests" => "--parallel-requests",
         "webhook" => "--webhook",

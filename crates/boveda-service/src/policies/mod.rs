@@ -2,6 +2,7 @@
 //! catalog records (`catalog/policies/...`); an update first works out
 //! what it changes for the points of the items a policy protects.
 
+pub mod holds;
 pub(crate) mod retention;
 
 use boveda_vault::Vault;
@@ -137,6 +138,7 @@ pub fn plan_policy_update(vault: &Vault, name: &str, new: &Policy, now: Timestam
 /// # Errors
 /// A store error.
 pub fn apply_policy_update(vault: &Vault, update: &PolicyUpdate) -> Result<()> {
+    refuse_shorter_retention(vault, update)?;
     // compare-and-swap: the expiries shown were worked out from the policy
     // as planned; a policy changed meanwhile needs a new plan
     vault.catalog_update(POLICIES, &update.policy.id, |current: Option<Policy>| {
@@ -149,6 +151,47 @@ pub fn apply_policy_update(vault: &Vault, update: &PolicyUpdate) -> Result<()> {
         Ok(Some(update.policy.clone()))
     })?;
     Ok(())
+}
+
+/// On an immutable vault, refuses an update that would let a point expire
+/// sooner than it does now, naming the points and the rule.
+fn refuse_shorter_retention(vault: &Vault, update: &PolicyUpdate) -> Result<()> {
+    let immutability = vault.settings().immutability;
+    if immutability.is_disabled() {
+        return Ok(());
+    }
+    let shorter = |c: &&ExpiryChange| match (c.before, c.after) {
+        (Some(b), Some(a)) => a < b,
+        (None, Some(_)) => true,
+        _ => false,
+    };
+    let hit: Vec<&ExpiryChange> = update.deleted.iter().chain(&update.changed).filter(shorter).collect();
+    if hit.is_empty() {
+        return Ok(());
+    }
+    let named: Vec<String> = hit
+        .iter()
+        .take(5)
+        .map(|c| {
+            let when = |t: Option<Timestamp>| t.map_or_else(|| "never".into(), |t| t.to_string());
+            format!(
+                "point {} of item {} ({}: {} would become {})",
+                c.point.short(),
+                c.item,
+                c.kept_by,
+                when(c.before),
+                when(c.after)
+            )
+        })
+        .collect();
+    Err(ServiceError::Conflict(format!(
+        "policy {} is not changed: the vault's immutability is {} and the change would shorten the retention of {} point(s): {}{}",
+        update.policy.name,
+        immutability.as_str(),
+        hit.len(),
+        named.join("; "),
+        if hit.len() > 5 { "; ..." } else { "" }
+    )))
 }
 
 /// Creates a policy from the fields a client gave, the rest defaulted.

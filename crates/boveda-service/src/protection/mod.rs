@@ -143,6 +143,7 @@ pub fn backup_now(
         freeze_ms: live.as_ref().and_then(|l| l.freeze_ms),
     };
     vault.save_point(&point)?;
+    crate::policies::holds::hold_by_retention(vault, Some(item.id), req.now)?;
     Ok(point)
 }
 
@@ -314,6 +315,8 @@ pub fn disable_protection(vault: &Vault, env: &JobEnv<'_>, item: &Item, delete_d
     if delete_data {
         let days = vault.settings().soft_delete_days;
         let purge = now + SignedDuration::from_hours(24 * i64::from(days));
+        // the points are held until then, in the vault itself
+        crate::policies::holds::hold_soft_deleted(vault, item, purge)?;
         let detail = format!("backup data soft deleted; recoverable with `protection undelete` until {purge}");
         return simple_job(vault, env, Operation::DeleteBackupData, item, detail, |i| {
             i.protection.state = ProtectionState::SoftDeleted;

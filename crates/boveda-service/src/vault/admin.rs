@@ -126,6 +126,8 @@ pub fn create_vault(req: &NewVault, passphrase: &[u8]) -> Result<Vault> {
         replication_lag_alert_mins: None,
         shipping_address: None,
         replicate_during_backup: None,
+        immutability: boveda_vault::Immutability::Disabled,
+        soft_delete_always_on: false,
     };
     let opts = CreateOptions { settings, kdf: req.kdf, chunker: ChunkerParams::DEFAULT, hostname: hostname() };
     let mut vault = Vault::create(store, passphrase, opts)?;
@@ -272,6 +274,13 @@ pub struct VaultUpdate {
     pub shipping_address: Option<Option<String>>,
     /// Copy packs to the secondary while a backup writes them.
     pub replicate_during_backup: Option<bool>,
+    /// `disabled`, `enabled` or `locked` (docs/SECURITY.md).
+    pub immutability: Option<String>,
+    /// The vault's name, to confirm a change that cannot be undone (locking
+    /// immutability, making soft delete always-on).
+    pub confirm: Option<String>,
+    /// Soft delete that can be neither shortened nor turned off.
+    pub soft_delete_always_on: Option<bool>,
 }
 
 impl VaultUpdate {
@@ -298,16 +307,45 @@ impl VaultUpdate {
     }
 }
 
-/// Checks and applies changes to a vault's settings; nothing changes when
-/// one is invalid.
+/// Checks and applies changes to a vault's settings at `now`; nothing
+/// changes when one is invalid. An immutable vault's points are then held
+/// until their retention ends.
 ///
 /// # Errors
 /// `Invalid` naming the setting and its bounds; a store error.
-pub fn update_vault(vault: &mut Vault, update: &VaultUpdate) -> Result<()> {
+pub fn update_vault(vault: &mut Vault, update: &VaultUpdate, now: jiff::Timestamp) -> Result<()> {
     check_vault_update(update)?;
+    let immutability = update
+        .immutability
+        .as_deref()
+        .map(|t| {
+            boveda_vault::Immutability::parse(t).map_err(|e| ServiceError::field_error("immutability", e.to_string()))
+        })
+        .transpose()?;
+    let name = vault.settings().name.clone();
+    let for_good =
+        immutability == Some(boveda_vault::Immutability::Locked) || update.soft_delete_always_on == Some(true);
+    if for_good && update.confirm.as_deref() != Some(name.as_str()) {
+        return Err(ServiceError::field_error(
+            "confirm",
+            format!(
+                "locked immutability and always-on soft delete cannot be undone, by anyone, with any credential: confirm by naming the vault ({name})"
+            ),
+        ));
+    }
     // applied to the settings as they are in the store now, so that a
     // change another process made meanwhile is kept
-    vault.change_settings(|settings| apply_vault_update(update, settings))?;
+    vault.change_settings(|settings| {
+        apply_vault_update(update, settings);
+        if let Some(i) = immutability {
+            settings.immutability = i;
+        }
+        if let Some(on) = update.soft_delete_always_on {
+            settings.soft_delete_always_on = on;
+        }
+    })?;
+    // an immutable vault holds each point until its retention ends
+    crate::policies::holds::hold_by_retention(vault, None, now)?;
     let control_changes =
         update.webhook.is_some() || update.replication_lag_alert_mins.is_some() || update.shipping_address.is_some();
     if control_changes {
@@ -402,6 +440,9 @@ pub struct VaultSummary {
     pub stored_bytes: u64,
     pub protected_bytes: u64,
     pub soft_delete_days: u32,
+    /// `disabled`, `enabled` or `locked`.
+    pub immutability: String,
+    pub soft_delete_always_on: bool,
     pub webhook: Option<String>,
     /// Tries of a failing store call, the longest wait between them, and
     /// requests at once, as in effect (the vault's settings, else defaults).
@@ -452,6 +493,8 @@ pub fn summarize(vault: &Vault) -> Result<VaultSummary> {
         stored_bytes,
         protected_bytes,
         soft_delete_days: s.soft_delete_days,
+        immutability: s.immutability.as_str().into(),
+        soft_delete_always_on: s.soft_delete_always_on,
         webhook: control.webhook,
         store_retries: retry_policy(&s.store).attempts,
         store_retry_max_wait_secs: retry_policy(&s.store).max_delay.as_secs(),

@@ -30,6 +30,9 @@ pub struct PrunePlan {
     pub expired: Vec<ExpiredPoint>,
     /// Soft-deleted items whose window has passed: record and points go.
     pub purged_items: Vec<String>,
+    /// Points that would expire but are held (soft delete, an immutable
+    /// vault), each with why; kept, and tried again by the next prune.
+    pub held: Vec<String>,
     pub points_kept: usize,
     pub packs: GcPlan,
     /// Superseded catalog revisions deleted (after the run).
@@ -68,6 +71,21 @@ pub fn plan_prune(vault: &Vault, now: Timestamp, margin: SignedDuration) -> Resu
             purged_items.push(item.name.clone());
         }
     }
+    // what holds a point (holds.rs in the vault) keeps it, and its item
+    let mut held = Vec::new();
+    let mut kept_items = std::collections::HashSet::new();
+    let mut deletable = Vec::new();
+    for e in expired {
+        match vault.point_held(&e.point, now)? {
+            Some(why) => {
+                held.push(why);
+                kept_items.insert(e.item.clone());
+            }
+            None => deletable.push(e),
+        }
+    }
+    let expired = deletable;
+    purged_items.retain(|name| !kept_items.contains(name));
     let gone: std::collections::HashSet<PointId> = expired.iter().map(|e| e.point).collect();
     let remaining: Vec<RecoveryPoint> = points.into_iter().filter(|p| !gone.contains(&p.id)).collect();
     let req = GcRequest { now, margin, points: &remaining, oldest_running_writer: oldest_running_writer(vault)? };
@@ -87,6 +105,7 @@ pub fn plan_prune(vault: &Vault, now: Timestamp, margin: SignedDuration) -> Resu
         safety_margin: format!("{margin:#}"),
         expired,
         purged_items,
+        held,
         points_kept: remaining.len(),
         packs,
         catalog_revisions_deleted: 0,
@@ -138,6 +157,9 @@ fn prune_holding_lease(
         crate::fleet::forget_unreferenced(vault)?;
         let lost = boveda_vault::missing_packs(vault)?;
         let dropped = boveda_vault::forget_lost(vault, &lost)?;
+        // an immutable vault's points held as long as retention now says
+        // (a point promoted to a weekly one is held longer)
+        crate::policies::holds::hold_by_retention(vault, None, now)?;
         ctx.set_phase("planning");
         let mut plan = plan_prune(vault, now, margin)?;
         // planning may take long on a big vault: the lease must still be
@@ -145,7 +167,7 @@ fn prune_holding_lease(
         vault.renew_prune_lease(lease, Timestamp::now() + LEASE_LENGTH)?;
         ctx.set_phase("deleting expired points");
         for e in &plan.expired {
-            vault.delete_point(&e.point)?;
+            vault.delete_point(&e.point, now)?;
         }
         let items = list_items(vault)?;
         for name in &plan.purged_items {
@@ -159,6 +181,7 @@ fn prune_holding_lease(
         let details = vec![
             format!("{} expired point(s) deleted, {} kept", plan.expired.len(), plan.points_kept),
             format!("{} item(s) purged after their soft-delete window", plan.purged_items.len()),
+            format!("{} expired point(s) held and kept", plan.held.len()),
             format!(
                 "{} pack(s) deleted ({} bytes), {} marked ({} bytes), {} mark(s) waiting",
                 plan.packs.sweep.len(),
@@ -174,6 +197,7 @@ fn prune_holding_lease(
             ),
         ];
         let mut warnings: Vec<String> = lease.took_over().map(str::to_string).into_iter().collect();
+        warnings.extend(plan.held.iter().take(5).cloned());
         if !lost.is_empty() {
             warnings.push(format!(
                 "{} pack(s) the store lost were dropped from the index ({dropped} chunk entries): the next backup of each item stores their data again from its source; `boveda vault repair` names the points that can no longer be restored whole",

@@ -3,12 +3,13 @@
 //! Objects are never changed, only added (docs/FORMAT.md), and deleted
 //! for one of the reasons [`Removal`] names. Every delete of the vault crate
 //! goes through [`Vault::remove`] or [`Vault::discard_upload`], so a rule
-//! about deletes (a vault that refuses them before retention ends, say) is
-//! one check here. Nothing above the vault crate deletes vault objects.
+//! about deletes is one check here: a point's manifest is deleted only
+//! once nothing holds it (`holds.rs`: soft delete, immutability). Nothing above the vault crate deletes vault objects.
 
 use boveda_store::AbandonedUpload;
 
-use crate::error::Result;
+use crate::error::{Result, VaultError};
+use crate::ids::PointId;
 
 use super::Vault;
 
@@ -21,8 +22,10 @@ pub enum Removal {
     /// A catalog revision compacted away: superseded long enough ago, or
     /// the tombstone of an entity deleted long enough ago.
     CompactedRevision,
-    /// A recovery point's manifest (expired, or deleted by the user).
-    Point,
+    /// A recovery point's manifest (expired, or its item's soft-delete
+    /// window passed), deleted at the time given: refused while a hold
+    /// (`holds.rs`) keeps it then.
+    Point { at: jiff::Timestamp },
     /// A key slot: a passphrase no longer opens the vault.
     KeySlot,
     /// A pack prune swept (nothing uses its chunks).
@@ -40,7 +43,16 @@ impl Vault {
     /// # Errors
     /// A store error.
     pub(crate) fn remove(&self, name: &str, why: Removal) -> Result<()> {
-        let _ = why;
+        if let Removal::Point { at } = why {
+            let point = name.strip_prefix("points/").and_then(PointId::from_hex);
+            let Some(point) = point else {
+                return Err(VaultError::Invalid(format!("{name} is not a point's manifest")));
+            };
+            // soft delete and immutability (holds.rs)
+            if let Some(held) = self.point_held(&point, at)? {
+                return Err(VaultError::Invalid(format!("point {} is not deleted: {held}", point.short())));
+            }
+        }
         self.store.delete(name)?;
         Ok(())
     }

@@ -7,12 +7,14 @@
 mod blobs;
 mod catalog;
 mod deletes;
+mod holds;
 mod host_intake;
 mod keys;
 mod points;
 mod replica;
 
 pub use deletes::Removal;
+pub use holds::{Hold, Immutability, PointHold, check_settings_change};
 pub use host_intake::{HostObject, JobPacks};
 pub use replica::Replica;
 
@@ -154,6 +156,13 @@ pub struct VaultSettings {
     /// writes them (`Some(true)`), rather than in the pass after it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicate_during_backup: Option<bool>,
+    /// Whether points may be deleted before their retention ends
+    /// (`holds.rs`; docs/SECURITY.md).
+    #[serde(default, skip_serializing_if = "Immutability::is_disabled")]
+    pub immutability: Immutability,
+    /// Soft delete that can be neither shortened nor turned off.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub soft_delete_always_on: bool,
 }
 
 /// Limits for talking to a vault's store.
@@ -211,6 +220,8 @@ impl CreateOptions {
             replication_lag_alert_mins: None,
             shipping_address: None,
             replicate_during_backup: None,
+            immutability: Immutability::Disabled,
+            soft_delete_always_on: false,
         };
         Self { settings, kdf: KdfParams::TESTING, chunker: ChunkerParams::DEFAULT, hostname: "h".into() }
     }
@@ -353,6 +364,8 @@ impl Vault {
                     replication_lag_alert_mins: None,
                     shipping_address: None,
                     replicate_during_backup: None,
+                    immutability: Immutability::Disabled,
+                    soft_delete_always_on: false,
                 })),
                 slot,
                 damage,
@@ -550,12 +563,16 @@ impl Vault {
     /// different settings at once both keep their change.
     ///
     /// # Errors
-    /// A store error; `Busy` when others keep changing them.
+    /// `Invalid` for a change [`check_settings_change`] refuses (nothing
+    /// is written); a store error; `Busy` when others keep changing them.
     pub fn change_settings(&mut self, change: impl Fn(&mut VaultSettings)) -> Result<()> {
         let opened = (*self.settings()).clone();
         let written = self.catalog_update(SETTINGS_KIND, &SETTINGS_ID, |current: Option<VaultSettings>| {
-            let mut settings = current.unwrap_or_else(|| opened.clone());
+            let old = current.unwrap_or_else(|| opened.clone());
+            let mut settings = old.clone();
             change(&mut settings);
+            // what protects points is weakened only as its rules allow
+            check_settings_change(&old, &settings)?;
             Ok(Some(settings))
         })?;
         if let Some(settings) = written {

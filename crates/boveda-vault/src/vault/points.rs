@@ -77,16 +77,20 @@ impl Vault {
         Ok(points)
     }
 
-    /// Deletes a point's manifest (prune and purge only).
+    /// Deletes a point's manifest at `now` (prune and purge only); a point
+    /// a hold keeps then (soft delete, an immutable vault) is not deleted.
     ///
     /// # Errors
-    /// A store error.
-    pub fn delete_point(&self, id: &PointId) -> Result<()> {
+    /// `Invalid` naming the hold; a store error.
+    pub fn delete_point(&self, id: &PointId, now: jiff::Timestamp) -> Result<()> {
+        if let Some(held) = self.point_held(id, now)? {
+            return Err(crate::error::VaultError::Invalid(held));
+        }
         // recorded first: a point named elsewhere (by its backup job) and
         // gone without this record was lost, not pruned (`vault check`)
         let record = DeletedPoint { point: *id, deleted: jiff::Timestamp::now() };
         self.catalog_put(DELETED_POINTS_KIND, &RecordId(id.0), Some(&record))?;
-        self.remove(&point_name(id), Removal::Point)?;
+        self.remove(&point_name(id), Removal::Point { at: now })?;
         Ok(())
     }
 

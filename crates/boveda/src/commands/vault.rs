@@ -97,7 +97,11 @@ fn show(ctx: &Ctx) -> Result<Outcome> {
             vec!["chunks".into(), s.chunks.to_string()],
             vec!["protected size".into(), size(s.protected_bytes)],
             vec!["stored size".into(), size(s.stored_bytes)],
-            vec!["soft delete".into(), format!("{} days", s.soft_delete_days)],
+            vec![
+                "soft delete".into(),
+                format!("{} days{}", s.soft_delete_days, if s.soft_delete_always_on { ", always-on" } else { "" }),
+            ],
+            vec!["immutability".into(), s.immutability.clone()],
             vec!["alerts webhook".into(), s.webhook.clone().unwrap_or_else(|| "-".into())],
             vec![
                 "store retries".into(),
@@ -143,6 +147,9 @@ fn update(ctx: &Ctx, args: UpdateArgs) -> Result<Outcome> {
         secondary,
         shipping_address,
         replicate_during_backup,
+        immutability,
+        soft_delete_always_on,
+        confirm,
     } = args;
     let mut vault = ctx.open()?;
     let update = VaultUpdate {
@@ -152,10 +159,13 @@ fn update(ctx: &Ctx, args: UpdateArgs) -> Result<Outcome> {
         parallel_requests,
         shipping_address: shipping_address.map(|a| Some(a).filter(|a| !a.trim().is_empty())),
         replicate_during_backup,
+        immutability,
+        soft_delete_always_on: soft_delete_always_on.then_some(true),
+        confirm,
         ..VaultUpdate::default()
     }
     .with_waits(store_retry_max_wait.as_deref(), replication_lag_alert.as_deref())?;
-    update_vault(&mut vault, &update)?;
+    update_vault(&mut vault, &update, ctx.clock()?.now())?;
     if let Some(redundancy) = redundancy {
         let full_copy = boveda_service::change_redundancy(&mut vault, &redundancy, secondary.as_deref())
             .map_err(|e| anyhow::anyhow!("--redundancy: {e}"))?;
@@ -168,12 +178,14 @@ fn update(ctx: &Ctx, args: UpdateArgs) -> Result<Outcome> {
         ctx.print_json(&s)?;
     } else {
         println!(
-            "vault {}: redundancy {}{}; alerts webhook {}; deleted backup data kept {} days; store calls tried {} times, waiting at most {}s; {} requests at once",
+            "vault {}: redundancy {}{}; immutability {}; alerts webhook {}; deleted backup data kept {} days{}; store calls tried {} times, waiting at most {}s; {} requests at once",
             s.name,
             s.redundancy,
             s.secondary.as_deref().map(|u| format!(" (secondary {u})")).unwrap_or_default(),
+            s.immutability,
             s.webhook.as_deref().unwrap_or("none"),
             s.soft_delete_days,
+            if s.soft_delete_always_on { " (always-on)" } else { "" },
             s.store_retries,
             s.store_retry_max_wait_secs,
             s.parallel_requests

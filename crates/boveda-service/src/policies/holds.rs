@@ -1,0 +1,51 @@
+//! The holds an immutable vault keeps on its points: each point held
+//! until the end of its retention as the policy then in force says, and
+//! never less (`boveda_vault` refuses to delete a held point and never
+//! moves a hold earlier). Written when the vault becomes immutable, after
+//! each backup, and at each prune (a point promoted to a weekly or
+//! monthly one is held longer); a soft-deleted item's points are held
+//! until its window ends, immutable vault or not.
+
+use boveda_vault::{Hold, RecordId, RecoveryPoint, Vault};
+use jiff::Timestamp;
+
+use crate::error::Result;
+use crate::items::{Item, list_items};
+use crate::policies::list_policies;
+use crate::policies::retention::evaluate;
+
+/// Holds the points of `only` (or of every item) until their retention
+/// ends, when the vault is immutable; returns how many points are held.
+///
+/// # Errors
+/// A store error.
+pub fn hold_by_retention(vault: &Vault, only: Option<RecordId>, now: Timestamp) -> Result<usize> {
+    if vault.settings().immutability.is_disabled() {
+        return Ok(0);
+    }
+    let policies = list_policies(vault)?;
+    let points = vault.list_points()?;
+    let mut held = 0;
+    for item in list_items(vault)?.iter().filter(|i| only.is_none_or(|id| id == i.id)) {
+        let mine: Vec<&RecoveryPoint> = points.iter().filter(|p| p.item_id == item.id).collect();
+        let policy = policies.iter().find(|p| Some(p.id) == item.protection.policy);
+        for e in evaluate(item, policy, &mine, now) {
+            if let Some(until) = e.expires.filter(|t| *t > now) {
+                vault.hold_point(&e.point, Hold::Retention, until)?;
+                held += 1;
+            }
+        }
+    }
+    Ok(held)
+}
+
+/// Holds every point of `item` until `until` (its soft-delete window).
+///
+/// # Errors
+/// A store error.
+pub fn hold_soft_deleted(vault: &Vault, item: &Item, until: Timestamp) -> Result<()> {
+    for point in vault.list_item_points(&item.id)? {
+        vault.hold_point(&point.id, Hold::SoftDelete, until)?;
+    }
+    Ok(())
+}

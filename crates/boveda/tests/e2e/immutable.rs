@@ -1,0 +1,118 @@
+//! An immutable vault and always-on soft delete, through the real CLI with
+//! a simulated clock: points held until their retention ends (a policy
+//! that would shorten it refused, naming the points; a soft-deleted
+//! item's points kept past its window until then), settings that protect
+//! points not weakened (each refusal naming the setting), locked for good.
+
+use serde_json::Value;
+
+use crate::common::Env;
+
+fn run(env: &Env, now: &str, args: &[&str]) -> std::process::Output {
+    env.cmd(args).env("BOVEDA_FAKE_NOW", now).output().expect("run")
+}
+
+fn ok(env: &Env, now: &str, args: &[&str]) -> String {
+    let out = run(env, now, args);
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn fails(env: &Env, now: &str, args: &[&str]) -> String {
+    let out = run(env, now, args);
+    assert!(!out.status.success(), "{args:?} succeeded: {}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn points(env: &Env, now: &str) -> usize {
+    let list: Value = serde_json::from_str(&ok(env, now, &["--output", "json", "recoverypoint", "list", "docs"]))
+        .expect("points json");
+    list.as_array().map_or(0, Vec::len)
+}
+
+#[test]
+fn an_immutable_vault_keeps_every_point_until_its_retention_ends() {
+    let env = Env::new();
+    env.create_vault();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    std::fs::write(src.join("a.txt"), b"kept\n").expect("write");
+    env.ok(&["item", "add", "files", "docs", "--path", src.to_str().expect("utf8")]);
+    env.ok(&["policy", "create", "daily", "--time", "02:00", "--time-zone", "UTC", "--daily-keep", "30"]);
+    let start = "2026-01-01T00:00:00Z";
+    ok(&env, start, &["protection", "enable", "docs", "--policy", "daily"]);
+    let out = ok(&env, start, &["agent", "--until", "2026-01-10T12:00:00Z"]);
+    assert!(out.contains("10 backup(s) (0 failed"), "{out}");
+    let now = "2026-01-10T12:00:00Z";
+
+    // always-on soft delete: confirmed by the vault's name, then it can be
+    // neither shortened nor turned off
+    let err = fails(&env, now, &["vault", "update", "--soft-delete-always-on"]);
+    assert!(err.contains("--confirm") && err.contains("test-vault"), "{err}");
+    ok(
+        &env,
+        now,
+        &["vault", "update", "--soft-delete-days", "20", "--soft-delete-always-on", "--confirm", "test-vault"],
+    );
+    let err = fails(&env, now, &["vault", "update", "--soft-delete-days", "15"]);
+    assert!(err.contains("cannot be shortened from 20 to 15 days: soft delete is always-on"), "{err}");
+
+    ok(&env, now, &["vault", "update", "--immutability", "enabled"]);
+    let shown: Value = serde_json::from_str(&ok(&env, now, &["--output", "json", "vault", "show"])).expect("json");
+    assert_eq!(
+        (shown["immutability"].as_str(), shown["soft_delete_always_on"].as_bool()),
+        (Some("enabled"), Some(true))
+    );
+
+    // a policy change that would shorten retention: refused, naming points and the setting
+    let err = fails(&env, now, &["policy", "update", "daily", "--daily-keep", "3", "--yes"]);
+    assert!(
+        err.contains("immutability is enabled") && err.contains("would shorten the retention of 10 point(s)"),
+        "{err}"
+    );
+    assert!(err.contains("of item docs"), "{err}");
+    let policy: Value =
+        serde_json::from_str(&ok(&env, now, &["--output", "json", "policy", "show", "daily"])).expect("json");
+    assert_eq!(policy["retention"]["daily_days"], 30, "unchanged");
+    // a longer one is fine
+    ok(&env, now, &["policy", "update", "daily", "--daily-keep", "40", "--yes"]);
+
+    // deleting the data: soft deleted, and after its 20-day window the
+    // points are still held (immutability) until their retention ends
+    // (30 days, as the policy said when the vault became immutable)
+    ok(&env, now, &["protection", "disable", "docs", "--delete-data"]);
+    let after_window = "2026-02-01T00:00:00Z";
+    let plan: Value = serde_json::from_str(&ok(
+        &env,
+        after_window,
+        &["--output", "json", "prune", "--dry-run", "--safety-margin", "0s"],
+    ))
+    .expect("plan");
+    let held = plan["held"].as_array().expect("held");
+    assert!(
+        !held.is_empty() && held[0].as_str().is_some_and(|h| h.contains("by the vault's immutability (enabled)")),
+        "{plan}"
+    );
+    ok(&env, after_window, &["prune", "--safety-margin", "0s"]);
+    assert_eq!(points(&env, after_window), 9, "only the point past its retention (January 1st's) is deleted");
+    let err = fails(&env, after_window, &["vault", "update", "--immutability", "disabled", "--soft-delete-days", "14"]);
+    assert!(err.contains("soft delete is always-on"), "{err}");
+
+    // locked: confirmed by name, and then nobody unlocks it
+    let err = fails(&env, now, &["vault", "update", "--immutability", "locked", "--confirm", "other"]);
+    assert!(err.contains("cannot be undone") && err.contains("test-vault"), "{err}");
+    ok(&env, now, &["vault", "update", "--immutability", "locked", "--confirm", "test-vault"]);
+    for back in ["disabled", "enabled"] {
+        let err = fails(&env, now, &["vault", "update", "--immutability", back]);
+        assert!(err.contains("immutability is locked: it cannot be disabled or changed, by anyone"), "{err}");
+    }
+
+    // past every retention: deleted, and the item purged
+    let later = "2026-03-01T00:00:00Z";
+    ok(&env, later, &["prune", "--safety-margin", "0s"]);
+    let err = fails(&env, later, &["recoverypoint", "list", "docs"]);
+    assert!(err.contains("no item named \"docs\""), "the item is purged: {err}");
+    let shown: Value = serde_json::from_str(&ok(&env, later, &["--output", "json", "vault", "show"])).expect("json");
+    assert_eq!(shown["recovery_points"], 0, "expired points stay past their retention");
+    ok(&env, later, &["vault", "check", "--read-data"]);
+}
