@@ -94,6 +94,7 @@ pub fn document(specs: &[RouteSpec], public: &[(&str, &str)]) -> Value {
                 ]},
                 "PolicyChoice": object(&["policy"], json!({"policy": string})),
                 "BackupNow": object(&[], json!({"retain_until": string})),
+                "VaultUpdate": object(&[], json!({"soft_delete_days": {"type": "integer"}, "immutability": {"enum": ["disabled", "enabled", "locked"]}, "confirm": string, "soft_delete_always_on": {"type": "boolean"}, "webhook": string, "store_retries": {"type": "integer"}, "store_retry_max_wait_secs": {"type": "integer"}, "parallel_requests": {"type": "integer"}, "replication_lag_alert_mins": {"type": "integer"}, "shipping_address": string, "replicate_during_backup": {"type": "boolean"}})),
                 "RestoreTarget": object(&["point", "target"], json!({"point": string, "target": string, "paths": strings, "format": {"enum": ["raw", "qcow2"]}})),
                 "PolicyPatch": object(&[], json!({"name": string, "frequency": {"enum": ["daily", "weekly"]}, "days": strings, "times": strings,
                     "time_zone": string, "daily_keep": {"type": "integer"}, "weekly_keep": {"type": "integer"}, "weekly_on": strings,

@@ -653,3 +653,29 @@ async fn nul_bytes_bad_paths_and_media_types_are_refused_before_any_job() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vault_settings_change_through_the_api_and_a_lock_is_for_good() {
+    let f = fixture();
+    let c = f.token(C).to_string();
+    let patch = |body: Value| {
+        let (f, c) = (&f, c.clone());
+        async move { f.call("PATCH", "/api/v1/vaults/{vault}/settings", Some(&c), Some(body)).await }
+    };
+    let r = patch(json!({"soft_delete_days": 30, "immutability": "enabled"})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!((r.body["soft_delete_days"].as_u64(), r.body["immutability"].as_str()), (Some(30), Some("enabled")));
+    // what protects points is not weakened, and the refusal names why
+    let r = patch(json!({"soft_delete_days": 14})).await;
+    assert!(r.status.is_client_error() && r.text.contains("the vault's immutability is enabled"), "{}", r.text);
+    // locked: only with the vault's name, then never undone
+    let r = patch(json!({"immutability": "locked"})).await;
+    assert!(r.status.is_client_error() && r.text.contains("confirm"), "{}", r.text);
+    let r = patch(json!({"immutability": "locked", "confirm": f.name})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = patch(json!({"immutability": "disabled"})).await;
+    assert!(r.status.is_client_error() && r.text.contains("immutability is locked"), "{}", r.text);
+    let r = patch(json!({"immutability": "sometimes"})).await;
+    assert!(r.status.is_client_error() && r.text.contains("immutability"), "{}", r.text);
+    assert_eq!(f.call("GET", "/api/v1/vaults/{vault}", Some(&c), None).await.body["immutability"], "locked");
+}

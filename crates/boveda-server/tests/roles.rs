@@ -27,6 +27,7 @@ const MATRIX: &[(&str, &str, Role, Scoped)] = &[
     ("GET", "/api/v1/vaults", Reader, Yes),
     ("POST", "/api/v1/vaults", Contributor, No),
     ("GET", "/api/v1/vaults/{vault}", Reader, No),
+    ("PATCH", "/api/v1/vaults/{vault}/settings", Contributor, No),
     ("GET", "/api/v1/vaults/{vault}/dashboard", Reader, No),
     ("GET", "/api/v1/vaults/{vault}/items", Reader, Yes),
     ("POST", "/api/v1/vaults/{vault}/items", Contributor, No),

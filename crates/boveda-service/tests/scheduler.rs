@@ -498,7 +498,7 @@ fn a_shortened_retention_names_the_points_it_deletes_deletes_nothing_until_appli
 #[test]
 fn control_settings_of_an_older_vault_are_read_and_taken_over_by_the_first_change() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut vault = new_vault(dir.path());
+    let vault = new_vault(dir.path());
     let mut settings = (*vault.settings()).clone();
     settings.webhook = Some("http://127.0.0.1:9/old".into());
     settings.replication_lag_alert_mins = Some(90);
@@ -509,7 +509,7 @@ fn control_settings_of_an_older_vault_are_read_and_taken_over_by_the_first_chang
     assert_eq!((control.lag_alert_mins(), control.shipping_address.as_deref()), (90, Some("Dock 4")));
 
     update_vault(
-        &mut vault,
+        &vault,
         &VaultUpdate { replication_lag_alert_mins: Some(30), ..VaultUpdate::default() },
         jiff::Timestamp::now(),
     )

@@ -48,8 +48,8 @@ fn no_change_is_lost(url: &str) {
 /// Settings changed by two processes at once: each keeps its change,
 /// though each handle read the settings before the other wrote.
 fn settings_changes_are_merged(url: &str) {
-    let mut a = vault_in(url);
-    let mut b = Vault::open(a.store().clone(), b"pw").expect("open");
+    let a = vault_in(url);
+    let b = Vault::open(a.store().clone(), b"pw").expect("open");
     a.change_settings(|s| s.store.retries = Some(5)).expect("a");
     b.change_settings(|s| s.store.parallel_requests = Some(3)).expect("b");
     let fresh = Vault::open(a.store().clone(), b"pw").expect("open");

@@ -12,7 +12,7 @@ use jiff::{SignedDuration, Timestamp};
 #[test]
 fn a_held_point_is_not_deleted_and_a_hold_never_moves_earlier() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut vault = common::vault_in(dir.path().join("v").to_str().expect("utf8"));
+    let vault = common::vault_in(dir.path().join("v").to_str().expect("utf8"));
     let item = RecordId::random();
     let point = common::a_point(&vault, item, "docs", ChunkId([7; 32]), 1_700_000_000);
     vault.save_point(&point).expect("save");

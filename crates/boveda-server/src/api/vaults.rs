@@ -52,6 +52,24 @@ pub(super) async fn show_vault(Extension(caller): Extension<Caller>) -> ApiResul
     Ok(Json(blocking(move || svc::summarize(&vault)).await?))
 }
 
+/// `PATCH /vaults/{vault}/settings`: changes what `vault update` changes
+/// (soft delete, immutability, store limits...); the summary after.
+pub(super) async fn update_settings(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Body(update): Body<svc::VaultUpdate>,
+) -> ApiResult<Json<svc::VaultSummary>> {
+    let vault = caller.served()?.vault.clone();
+    let now = super::extract::now(&app);
+    let summary = blocking(move || {
+        svc::update_vault(&vault, &update, now)?;
+        svc::summarize(&vault)
+    })
+    .await?;
+    caller.served()?.changed();
+    Ok(Json(summary))
+}
+
 pub(super) async fn dashboard(Extension(caller): Extension<Caller>) -> ApiResult<Json<svc::Dashboard>> {
     Ok(Json(caller.served()?.dashboard().await?))
 }

@@ -65,7 +65,7 @@ pub fn vault_control(vault: &Vault) -> Result<VaultControl> {
 ///
 /// # Errors
 /// A store error or a damaged record.
-pub(crate) fn change_control(vault: &mut Vault, change: impl Fn(&mut VaultControl)) -> Result<VaultControl> {
+pub(crate) fn change_control(vault: &Vault, change: impl Fn(&mut VaultControl)) -> Result<VaultControl> {
     let legacy = VaultControl::from_settings(vault);
     let written = vault.catalog_update(CONTROL, &CONTROL_ID, |current: Option<VaultControl>| {
         let mut control = current.unwrap_or_else(|| legacy.clone());

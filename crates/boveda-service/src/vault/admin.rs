@@ -313,7 +313,7 @@ impl VaultUpdate {
 ///
 /// # Errors
 /// `Invalid` naming the setting and its bounds; a store error.
-pub fn update_vault(vault: &mut Vault, update: &VaultUpdate, now: jiff::Timestamp) -> Result<()> {
+pub fn update_vault(vault: &Vault, update: &VaultUpdate, now: jiff::Timestamp) -> Result<()> {
     check_vault_update(update)?;
     let immutability = update
         .immutability

@@ -554,7 +554,7 @@ impl Vault {
     ///
     /// # Errors
     /// A store error.
-    pub fn update_settings(&mut self, settings: VaultSettings) -> Result<()> {
+    pub fn update_settings(&self, settings: VaultSettings) -> Result<()> {
         self.change_settings(|s| *s = settings.clone())
     }
 
@@ -565,7 +565,7 @@ impl Vault {
     /// # Errors
     /// `Invalid` for a change [`check_settings_change`] refuses (nothing
     /// is written); a store error; `Busy` when others keep changing them.
-    pub fn change_settings(&mut self, change: impl Fn(&mut VaultSettings)) -> Result<()> {
+    pub fn change_settings(&self, change: impl Fn(&mut VaultSettings)) -> Result<()> {
         let opened = (*self.settings()).clone();
         let written = self.catalog_update(SETTINGS_KIND, &SETTINGS_ID, |current: Option<VaultSettings>| {
             let old = current.unwrap_or_else(|| opened.clone());
