@@ -31,11 +31,12 @@ pub fn verify_job(
         jctx.set_phase("cross-references");
         step("cross-references");
         cross_reference(vault, &mut report)?;
+        let held = check_holds(vault, env.clock.now(), &mut report)?;
         let problems = report.problems.len();
         let first = report.problems.first().map(|p| format!("{} {}", p.object, p.problem));
         saved = Some(report);
         match first {
-            None => Ok(((), JobDone { details: vec!["no problems found".into()], ..JobDone::default() })),
+            None => Ok(((), JobDone { details: vec!["no problems found".into(), held], ..JobDone::default() })),
             Some(first) => Err(ServiceError::Invalid(format!("{problems} problem(s) found, first: {first}"))),
         }
     })?;
@@ -127,6 +128,45 @@ pub fn cross_reference(vault: &Vault, report: &mut CheckReport) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// An immutable vault's holds, checked: every point its policy keeps past
+/// `now` has a hold (a hold record deleted from the store is named: the
+/// point could otherwise go before its retention ends). Says what it found.
+///
+/// # Errors
+/// A store error listing the catalog.
+fn check_holds(vault: &Vault, now: jiff::Timestamp, report: &mut CheckReport) -> Result<String> {
+    use boveda_vault::{Affected, Problem, RecoveryPoint};
+    let immutability = vault.settings().immutability;
+    if immutability.is_disabled() {
+        return Ok("immutability disabled".into());
+    }
+    let holds: std::collections::HashMap<_, _> = vault.point_holds()?.into_iter().map(|h| (h.point, h)).collect();
+    let policies = crate::policies::list_policies(vault)?;
+    let points = vault.list_points()?;
+    for item in crate::items::list_items(vault)? {
+        let mine: Vec<&RecoveryPoint> = points.iter().filter(|p| p.item_id == item.id).collect();
+        let policy = policies.iter().find(|p| Some(p.id) == item.protection.policy);
+        for e in crate::policies::retention::evaluate(&item, policy, &mine, now) {
+            let kept = e.expires.is_some_and(|t| t > now);
+            if kept && holds.get(&e.point).is_none_or(|h| h.retention_until.is_none()) {
+                report.problems.push(Problem {
+                    object: format!("catalog/point-holds/{}", e.point.to_hex()),
+                    problem: format!(
+                        "is missing: the vault's immutability is {} and item {}'s policy keeps point {} until {}, but nothing holds it",
+                        immutability.as_str(),
+                        item.name,
+                        e.point.short(),
+                        e.expires.map(|t| t.to_string()).unwrap_or_default()
+                    ),
+                    affects: vec![Affected { item: item.name.clone(), point: e.point.short(), path: "/".into() }],
+                    more_affected: 0,
+                });
+            }
+        }
+    }
+    Ok(format!("immutability {}: {} point(s) held", immutability.as_str(), holds.len()))
 }
 
 /// What `vault repair` did: the check it ran, what it dropped from the

@@ -64,6 +64,19 @@ fn an_immutable_vault_keeps_every_point_until_its_retention_ends() {
         (Some("enabled"), Some(true))
     );
 
+    // `vault check` names a hold removed from the store behind boveda's back
+    let check = ok(&env, now, &["vault", "check"]);
+    assert!(check.contains("no problems found"), "{check}");
+    let holds = env.vault.join("catalog/point-holds");
+    let first = std::fs::read_dir(&holds).expect("holds").next().expect("a hold").expect("entry").path();
+    std::fs::remove_dir_all(&first).expect("remove a hold");
+    let out = run(&env, now, &["vault", "check"]);
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success() && said.contains("but nothing holds it"), "{said}");
+    assert!(said.contains(&format!("catalog/point-holds/{}", first.file_name().expect("name").to_string_lossy())));
+    ok(&env, now, &["vault", "update", "--immutability", "enabled"]);
+    ok(&env, now, &["vault", "check"]);
+
     // a policy change that would shorten retention: refused, naming points and the setting
     let err = fails(&env, now, &["policy", "update", "daily", "--daily-keep", "3", "--yes"]);
     assert!(
