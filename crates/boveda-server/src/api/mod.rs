@@ -64,15 +64,6 @@ fn table() -> Vec<Route> {
         route(get.clone(), "/api/v1/vaults", Read, Any, "The vaults this token may use", None, list_vaults),
         route(post.clone(), "/api/v1/vaults", Manage, Vault, "Create a vault", Some("NewVault"), create_vault),
         route(get.clone(), V, Read, Vault, "A vault's summary", None, show_vault),
-        route(
-            patch.clone(),
-            "/api/v1/vaults/{vault}/settings",
-            Manage,
-            Vault,
-            "Change a vault's settings (soft delete, immutability, store limits)",
-            Some("VaultUpdate"),
-            update_settings,
-        ),
         route(get.clone(), "/api/v1/vaults/{vault}/items", Read, Any, "Items with protection state", None, items),
         route(post.clone(), "/api/v1/vaults/{vault}/items", Manage, Vault, "Add an item", Some("NewItem"), add_item),
         route(get.clone(), "/api/v1/vaults/{vault}/discover", Manage, Vault, "VMs defined in a folder", None, discover),
@@ -184,12 +175,22 @@ fn table() -> Vec<Route> {
     routes
 }
 
-/// The routes of jobs, alerts, reports, tokens and hosts.
+/// The routes of the vault's settings, jobs, alerts, reports, tokens and
+/// hosts.
 fn vault_table() -> Vec<Route> {
     use Permission::{Manage, Operate, Read};
     use Scope::{Any, Vault};
     let (get, post, delete) = (Method::GET, Method::POST, Method::DELETE);
     vec![
+        route(
+            Method::PATCH,
+            "/api/v1/vaults/{vault}/settings",
+            Manage,
+            Vault,
+            "Change a vault's settings (soft delete, immutability, store limits)",
+            Some("VaultUpdate"),
+            update_settings,
+        ),
         route(
             get.clone(),
             "/api/v1/vaults/{vault}/jobs",
