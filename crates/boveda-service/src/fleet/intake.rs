@@ -192,7 +192,7 @@ impl HostJob<'_> {
                 freeze_ms: claim.live.as_ref().and_then(|l| l.freeze_ms),
             };
             vault.save_point(&point)?;
-            crate::policies::holds::hold_by_retention(vault, Some(point.item_id), point.time)?;
+            crate::policies::holds::hold_new_point(vault, point.item_id, point.id, point.time)?;
             let done = JobDone { warnings: point.warnings.clone(), details: vec![], point: Some(point.id) };
             Ok((point, done))
         })

@@ -143,7 +143,7 @@ pub fn backup_now(
         freeze_ms: live.as_ref().and_then(|l| l.freeze_ms),
     };
     vault.save_point(&point)?;
-    crate::policies::holds::hold_by_retention(vault, Some(item.id), req.now)?;
+    crate::policies::holds::hold_new_point(vault, item.id, point.id, req.now)?;
     Ok(point)
 }
 

@@ -344,8 +344,10 @@ pub fn update_vault(vault: &Vault, update: &VaultUpdate, now: jiff::Timestamp) -
             settings.soft_delete_always_on = on;
         }
     })?;
-    // an immutable vault holds each point until its retention ends
-    crate::policies::holds::hold_by_retention(vault, None, now)?;
+    // made (or kept) immutable: each point held until its retention ends
+    if immutability.is_some() {
+        crate::policies::holds::hold_by_retention(vault, now)?;
+    }
     let control_changes =
         update.webhook.is_some() || update.replication_lag_alert_mins.is_some() || update.shipping_address.is_some();
     if control_changes {

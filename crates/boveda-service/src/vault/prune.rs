@@ -159,7 +159,7 @@ fn prune_holding_lease(
         let dropped = boveda_vault::forget_lost(vault, &lost)?;
         // an immutable vault's points held as long as retention now says
         // (a point promoted to a weekly one is held longer)
-        crate::policies::holds::hold_by_retention(vault, None, now)?;
+        crate::policies::holds::hold_by_retention(vault, now)?;
         ctx.set_phase("planning");
         let mut plan = plan_prune(vault, now, margin)?;
         // planning may take long on a big vault: the lease must still be

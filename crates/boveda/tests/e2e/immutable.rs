@@ -76,6 +76,10 @@ fn an_immutable_vault_keeps_every_point_until_its_retention_ends() {
     assert!(said.contains(&format!("catalog/point-holds/{}", first.file_name().expect("name").to_string_lossy())));
     ok(&env, now, &["vault", "update", "--immutability", "enabled"]);
     ok(&env, now, &["vault", "check"]);
+    // a backup on the immutable vault holds its new point at once
+    ok(&env, now, &["protection", "backup-now", "docs"]);
+    assert_eq!(std::fs::read_dir(&holds).expect("holds").count(), 11, "the new point is held");
+    ok(&env, now, &["vault", "check"]);
 
     // a policy change that would shorten retention: refused, naming points and the setting
     let err = fails(&env, now, &["policy", "update", "daily", "--daily-keep", "3", "--yes"]);
@@ -107,7 +111,7 @@ fn an_immutable_vault_keeps_every_point_until_its_retention_ends() {
         "{plan}"
     );
     ok(&env, after_window, &["prune", "--safety-margin", "0s"]);
-    assert_eq!(points(&env, after_window), 9, "only the point past its retention (January 1st's) is deleted");
+    assert_eq!(points(&env, after_window), 10, "only the point past its retention (January 1st's) is deleted");
     let err = fails(&env, after_window, &["vault", "update", "--immutability", "disabled", "--soft-delete-days", "14"]);
     assert!(err.contains("soft delete is always-on"), "{err}");
 
