@@ -13,6 +13,7 @@ pub struct ApiError {
     /// Stable, for programs: `invalid_request`, `unauthorized`, `forbidden`,
     /// `not_found`, `conflict`, `payload_too_large`, `timeout`,
     /// `too_many_requests`, `csrf`, `damaged`, `no_space`, `cancelled`,
+    /// `approval_needed` (the remedy names the request),
     /// `unavailable`, `internal`.
     pub code: &'static str,
     pub message: String,
@@ -61,6 +62,7 @@ impl From<ServiceError> for ApiError {
             ServiceErrorKind::Damaged => (StatusCode::INTERNAL_SERVER_ERROR, "damaged"),
             ServiceErrorKind::NoSpace => (StatusCode::INSUFFICIENT_STORAGE, "no_space"),
             ServiceErrorKind::PermissionDenied => (StatusCode::FORBIDDEN, "permission_denied"),
+            ServiceErrorKind::NeedsApproval => (StatusCode::FORBIDDEN, "approval_needed"),
             ServiceErrorKind::WrongPassphrase | ServiceErrorKind::Other => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }
@@ -74,7 +76,12 @@ impl From<ServiceError> for ApiError {
             code,
             message,
             field: e.field().map(str::to_string),
-            remedy: e.remedy().cloned(),
+            remedy: match &e {
+                ServiceError::Vault(boveda_service::VaultError::NeedsApproval { request, .. }) => {
+                    Some(Remedy::AskGuard { request: request.to_hex() })
+                }
+                _ => e.remedy().cloned(),
+            },
             retry_after: None,
         }
     }

@@ -102,7 +102,9 @@ pub fn document(specs: &[RouteSpec], public: &[(&str, &str)]) -> Value {
                     "yearly_month": {"type": "integer"}, "yearly_on": string, "drop_rules": strings})),
                 "NewCredentials": object(&[], json!({"expires_hours": {"type": "integer"}, "server": string})),
                 "DiscoverOrder": object(&["path"], json!({"path": string, "libvirt_dir": string})),
-                "NewToken": object(&["role"], json!({"role": {"enum": ["Reader", "Operator", "Contributor"]}, "items": strings,
+                "BindGuard": object(&["guard", "name"], json!({"guard": string, "name": string})),
+                "GuardApproval": object(&[], json!({"approval": string, "expires": string, "signature": string})),
+                "NewToken": object(&["role"], json!({"role": {"enum": ["Reader", "Operator", "Contributor", "SecurityAdmin"]}, "items": strings,
                     "description": string, "expires": string})),
             }
         }

@@ -679,3 +679,85 @@ async fn vault_settings_change_through_the_api_and_a_lock_is_for_good() {
     assert!(r.status.is_client_error() && r.text.contains("immutability"), "{}", r.text);
     assert_eq!(f.call("GET", "/api/v1/vaults/{vault}", Some(&c), None).await.body["immutability"], "locked");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guard_approves_through_the_api_and_its_token_does_nothing_else() {
+    use boveda_service::guard::{GuardKey, RequestCode, create_guard, sign_approval};
+    use jiff::SignedDuration;
+    let f = fixture();
+    let (c, s) = (f.token(C).to_string(), f.token("SecurityAdmin").to_string());
+    let pass = "the guard's own passphrase";
+    let key = create_guard(pass).expect("guard");
+    let r = f
+        .call("PUT", "/api/v1/vaults/{vault}/guard", Some(&c), Some(json!({"guard": key.encode(), "name": "sec"})))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let patch = |body: Value| {
+        let (f, c) = (&f, c.clone());
+        async move { f.call("PATCH", "/api/v1/vaults/{vault}/settings", Some(&c), Some(body)).await }
+    };
+    assert_eq!(patch(json!({"immutability": "enabled"})).await.status, StatusCode::OK);
+    let r = patch(json!({"immutability": "disabled"})).await;
+    assert_eq!((r.status, r.body["code"].as_str()), (StatusCode::FORBIDDEN, Some("approval_needed")), "{}", r.text);
+    let request = r.body["remedy"]["request"].as_str().expect("request id").to_string();
+
+    // the guard's token sees the guard and nothing else of the vault
+    for path in ["/api/v1/vaults/{vault}/items", "/api/v1/vaults/{vault}", "/api/v1/vaults/{vault}/jobs"] {
+        assert_eq!(f.call("GET", path, Some(&s), None).await.status, StatusCode::FORBIDDEN, "{path}");
+    }
+    assert_eq!(patch(json!({})).await.status, StatusCode::OK);
+    let r =
+        f.call("PATCH", "/api/v1/vaults/{vault}/settings", Some(&s), Some(json!({"immutability": "disabled"}))).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    let view = f.call("GET", "/api/v1/vaults/{vault}/guard", Some(&s), None).await;
+    let shown = &view.body["requests"][0];
+    assert_eq!(
+        (shown["id"].as_str(), shown["state"].as_str()),
+        (Some(request.as_str()), Some("Pending")),
+        "{}",
+        view.text
+    );
+    let code = RequestCode::decode(shown["code"].as_str().expect("code")).expect("decode");
+    assert!(code.operation.describe().contains("immutability enabled to disabled"));
+
+    let approve = |who: String, body: Value| {
+        let (f, request) = (&f, request.clone());
+        async move {
+            let path = format!("/api/v1/vaults/{{vault}}/guard/requests/{request}/approve");
+            f.call("POST", &path, Some(&who), Some(body)).await
+        }
+    };
+    let now = f.clock.now();
+    let signed =
+        sign_approval(&code, &GuardKey::parse(&key.encode()).expect("key"), pass, SignedDuration::from_hours(4), now)
+            .expect("sign");
+    // the admin's token cannot submit the guard's approval, even a signed one
+    let r = approve(c.clone(), json!({"approval": signed.encode().expect("code")})).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    // a signature of another key, or of another expiry, is refused
+    let other = create_guard("somebody else entirely").expect("other");
+    let mut forged = code.clone();
+    forged.guard = other.id;
+    let wrong =
+        sign_approval(&forged, &other, "somebody else entirely", SignedDuration::from_hours(4), now).expect("sign");
+    let r = approve(s.clone(), json!({"expires": wrong.expires, "signature": wrong.signature})).await;
+    assert!(r.status == StatusCode::BAD_REQUEST && r.text.contains("not signed by guard sec"), "{}", r.text);
+    let later = signed.expires + SignedDuration::from_hours(1);
+    let r = approve(s.clone(), json!({"expires": later, "signature": signed.signature})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    let r = approve(s.clone(), json!({"approval": signed.encode().expect("code")})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["requests"][0]["state"], "Approved");
+    // the admin runs it again: once
+    assert_eq!(patch(json!({"immutability": "disabled"})).await.status, StatusCode::OK);
+    assert_eq!(f.call("GET", "/api/v1/vaults/{vault}", Some(&c), None).await.body["immutability"], "disabled");
+    assert_eq!(patch(json!({"immutability": "enabled"})).await.status, StatusCode::OK);
+    let r = patch(json!({"immutability": "disabled"})).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "replayed: {}", r.text);
+    assert_ne!(r.body["remedy"]["request"].as_str(), Some(request.as_str()));
+    let jobs = f.call("GET", "/api/v1/vaults/{vault}/jobs", Some(&c), None).await;
+    let ops: Vec<&str> = jobs.body.as_array().expect("jobs").iter().filter_map(|j| j["operation"].as_str()).collect();
+    for op in ["GuardRequest", "GuardApproval", "GuardUse"] {
+        assert!(ops.contains(&op), "{op} in {ops:?}");
+    }
+}

@@ -20,47 +20,75 @@ enum Scoped {
     OwnItem,
 }
 
-use Role::{Contributor, Operator, Reader};
+/// Who may use a route.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Needs {
+    /// This role or a more capable one (never SecurityAdmin).
+    At(Role),
+    /// Every role, SecurityAdmin too.
+    AnyRole,
+    /// SecurityAdmin alone: the guard's approvals.
+    Guard,
+}
+
+impl Needs {
+    fn allows(self, role: Role) -> bool {
+        let rank = |r: Role| Role::ALL.iter().position(|a| *a == r);
+        match self {
+            Needs::AnyRole => true,
+            Needs::Guard => role == SecurityAdmin,
+            Needs::At(least) => role != SecurityAdmin && rank(role) >= rank(least),
+        }
+    }
+}
+
+use Needs::{AnyRole, At, Guard};
+use Role::{Contributor, Operator, Reader, SecurityAdmin};
 use Scoped::{No, OwnItem, Yes};
 
-const MATRIX: &[(&str, &str, Role, Scoped)] = &[
-    ("GET", "/api/v1/vaults", Reader, Yes),
-    ("POST", "/api/v1/vaults", Contributor, No),
-    ("GET", "/api/v1/vaults/{vault}", Reader, No),
-    ("PATCH", "/api/v1/vaults/{vault}/settings", Contributor, No),
-    ("GET", "/api/v1/vaults/{vault}/dashboard", Reader, No),
-    ("GET", "/api/v1/vaults/{vault}/items", Reader, Yes),
-    ("POST", "/api/v1/vaults/{vault}/items", Contributor, No),
-    ("GET", "/api/v1/vaults/{vault}/discover", Contributor, No),
-    ("GET", "/api/v1/vaults/{vault}/items/{item}", Reader, OwnItem),
-    ("POST", "/api/v1/vaults/{vault}/items/{item}/protection", Contributor, OwnItem),
-    ("DELETE", "/api/v1/vaults/{vault}/items/{item}/protection", Contributor, OwnItem),
-    ("POST", "/api/v1/vaults/{vault}/items/{item}/protection/resume", Contributor, OwnItem),
-    ("POST", "/api/v1/vaults/{vault}/items/{item}/protection/undelete", Contributor, OwnItem),
-    ("POST", "/api/v1/vaults/{vault}/items/{item}/backup", Operator, OwnItem),
-    ("GET", "/api/v1/vaults/{vault}/items/{item}/points", Reader, OwnItem),
-    ("GET", "/api/v1/vaults/{vault}/items/{item}/points/{point}", Reader, OwnItem),
-    ("GET", "/api/v1/vaults/{vault}/items/{item}/points/{point}/browse", Reader, OwnItem),
-    ("POST", "/api/v1/vaults/{vault}/items/{item}/restore", Operator, OwnItem),
-    ("GET", "/api/v1/vaults/{vault}/policies", Reader, Yes),
-    ("POST", "/api/v1/vaults/{vault}/policies", Contributor, No),
-    ("GET", "/api/v1/vaults/{vault}/policies/{policy}", Reader, Yes),
-    ("PATCH", "/api/v1/vaults/{vault}/policies/{policy}", Contributor, No),
-    ("DELETE", "/api/v1/vaults/{vault}/policies/{policy}", Contributor, No),
-    ("GET", "/api/v1/vaults/{vault}/jobs", Reader, Yes),
-    ("GET", "/api/v1/vaults/{vault}/jobs/{job}", Reader, Yes),
-    ("POST", "/api/v1/vaults/{vault}/jobs/{job}/stop", Operator, Yes),
-    ("GET", "/api/v1/vaults/{vault}/jobs/{job}/events", Reader, Yes),
-    ("GET", "/api/v1/vaults/{vault}/alerts", Reader, Yes),
-    ("GET", "/api/v1/vaults/{vault}/usage", Reader, No),
-    ("GET", "/api/v1/vaults/{vault}/imports", Reader, No),
-    ("GET", "/api/v1/vaults/{vault}/tokens", Contributor, No),
-    ("POST", "/api/v1/vaults/{vault}/tokens", Contributor, No),
-    ("DELETE", "/api/v1/vaults/{vault}/tokens/{token}", Contributor, No),
-    ("GET", "/api/v1/vaults/{vault}/hosts", Reader, No),
-    ("POST", "/api/v1/vaults/{vault}/hosts", Contributor, No),
-    ("DELETE", "/api/v1/vaults/{vault}/hosts/{host}", Contributor, No),
-    ("POST", "/api/v1/vaults/{vault}/hosts/{host}/discover", Contributor, No),
+const MATRIX: &[(&str, &str, Needs, Scoped)] = &[
+    ("GET", "/api/v1/vaults", AnyRole, Yes),
+    ("POST", "/api/v1/vaults", At(Contributor), No),
+    ("GET", "/api/v1/vaults/{vault}", At(Reader), No),
+    ("PATCH", "/api/v1/vaults/{vault}/settings", At(Contributor), No),
+    ("GET", "/api/v1/vaults/{vault}/dashboard", At(Reader), No),
+    ("GET", "/api/v1/vaults/{vault}/items", At(Reader), Yes),
+    ("POST", "/api/v1/vaults/{vault}/items", At(Contributor), No),
+    ("GET", "/api/v1/vaults/{vault}/discover", At(Contributor), No),
+    ("GET", "/api/v1/vaults/{vault}/items/{item}", At(Reader), OwnItem),
+    ("POST", "/api/v1/vaults/{vault}/items/{item}/protection", At(Contributor), OwnItem),
+    ("DELETE", "/api/v1/vaults/{vault}/items/{item}/protection", At(Contributor), OwnItem),
+    ("POST", "/api/v1/vaults/{vault}/items/{item}/protection/resume", At(Contributor), OwnItem),
+    ("POST", "/api/v1/vaults/{vault}/items/{item}/protection/undelete", At(Contributor), OwnItem),
+    ("POST", "/api/v1/vaults/{vault}/items/{item}/backup", At(Operator), OwnItem),
+    ("GET", "/api/v1/vaults/{vault}/items/{item}/points", At(Reader), OwnItem),
+    ("GET", "/api/v1/vaults/{vault}/items/{item}/points/{point}", At(Reader), OwnItem),
+    ("GET", "/api/v1/vaults/{vault}/items/{item}/points/{point}/browse", At(Reader), OwnItem),
+    ("POST", "/api/v1/vaults/{vault}/items/{item}/restore", At(Operator), OwnItem),
+    ("GET", "/api/v1/vaults/{vault}/policies", At(Reader), Yes),
+    ("POST", "/api/v1/vaults/{vault}/policies", At(Contributor), No),
+    ("GET", "/api/v1/vaults/{vault}/policies/{policy}", At(Reader), Yes),
+    ("PATCH", "/api/v1/vaults/{vault}/policies/{policy}", At(Contributor), No),
+    ("DELETE", "/api/v1/vaults/{vault}/policies/{policy}", At(Contributor), No),
+    ("GET", "/api/v1/vaults/{vault}/jobs", At(Reader), Yes),
+    ("GET", "/api/v1/vaults/{vault}/jobs/{job}", At(Reader), Yes),
+    ("POST", "/api/v1/vaults/{vault}/jobs/{job}/stop", At(Operator), Yes),
+    ("GET", "/api/v1/vaults/{vault}/jobs/{job}/events", At(Reader), Yes),
+    ("GET", "/api/v1/vaults/{vault}/alerts", At(Reader), Yes),
+    ("GET", "/api/v1/vaults/{vault}/usage", At(Reader), No),
+    ("GET", "/api/v1/vaults/{vault}/imports", At(Reader), No),
+    ("GET", "/api/v1/vaults/{vault}/tokens", At(Contributor), No),
+    ("POST", "/api/v1/vaults/{vault}/tokens", At(Contributor), No),
+    ("DELETE", "/api/v1/vaults/{vault}/tokens/{token}", At(Contributor), No),
+    ("GET", "/api/v1/vaults/{vault}/hosts", At(Reader), No),
+    ("POST", "/api/v1/vaults/{vault}/hosts", At(Contributor), No),
+    ("DELETE", "/api/v1/vaults/{vault}/hosts/{host}", At(Contributor), No),
+    ("POST", "/api/v1/vaults/{vault}/hosts/{host}/discover", At(Contributor), No),
+    ("GET", "/api/v1/vaults/{vault}/guard", AnyRole, No),
+    ("PUT", "/api/v1/vaults/{vault}/guard", At(Contributor), No),
+    ("DELETE", "/api/v1/vaults/{vault}/guard", At(Contributor), No),
+    ("POST", "/api/v1/vaults/{vault}/guard/requests/{request}/approve", Guard, No),
+    ("POST", "/api/v1/vaults/{vault}/guard/requests/{request}/reject", Guard, No),
 ];
 
 #[test]
@@ -85,6 +113,7 @@ fn concrete(path: &str, item: &str) -> String {
         .replace("{job}", "ffffffff")
         .replace("{host}", "no-such-host")
         .replace("{token}", "ffffffff")
+        .replace("{request}", "ffffffff")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,18 +133,18 @@ async fn every_route_allows_and_denies_by_role_and_scope() {
                 let token = f.token(&key).to_string();
                 let items: &[&str] = if path.contains("{item}") { &["docs", "other"] } else { &["docs"] };
                 for item in items {
-                    let allowed = role >= *least
+                    let allowed = least.allows(role)
                         && match (scope, scoped) {
                             (false, _) => true,
                             (true, Yes) => true,
                             (true, No) => false,
                             (true, OwnItem) => *item == "docs",
                         };
-                    let body = matches!(*method, "POST" | "PATCH").then(|| json!({}));
+                    let body = matches!(*method, "POST" | "PATCH" | "PUT").then(|| json!({}));
                     let r = f.call(method, &concrete(path, item), Some(&token), body).await;
                     let what = format!("{method} {path} as {key} on {item}: {} {}", r.status, r.text);
                     // out of an item-scoped token's reach looks exactly like absent
-                    let hidden = role >= *least && scope && matches!(scoped, OwnItem) && *item != "docs";
+                    let hidden = least.allows(role) && scope && matches!(scoped, OwnItem) && *item != "docs";
                     if hidden {
                         assert_eq!(r.status, StatusCode::NOT_FOUND, "should look absent: {what}");
                         assert_eq!(r.body["message"], format!("no item named {item:?} in this vault"), "{what}");
@@ -133,7 +162,7 @@ async fn every_route_allows_and_denies_by_role_and_scope() {
             }
         }
     }
-    assert!(checked >= MATRIX.len() * 6);
+    assert!(checked >= MATRIX.len() * 8);
     // lists show a scoped token its items only
     let r = f.call("GET", "/api/v1/vaults/{vault}/items", Some(f.token("Reader/docs")), None).await;
     let names: Vec<&str> = r.body.as_array().expect("items").iter().filter_map(|i| i["name"].as_str()).collect();

@@ -7,7 +7,10 @@
 //! - **Reader** sees everything and changes nothing;
 //! - **Operator** may also back up now, restore and stop jobs;
 //! - **Contributor** may do everything (vaults, policies, protection,
-//!   deleting backup data, tokens).
+//!   deleting backup data, tokens), but approve the guard's requests;
+//! - **SecurityAdmin** may only see the vault's guard and its requests and
+//!   submit the guard's approvals (which only the guard's passphrase can
+//!   sign: `crate::guard`); it sees nothing else.
 //!
 //! A token scoped to items sees only those items, their points and jobs,
 //! and nothing of the vault as a whole that would reveal the others.
@@ -25,6 +28,9 @@ pub const TOKEN_PREFIX: &str = "bvd_";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Role {
+    /// First, so that it ranks below every other role (a token's most
+    /// capable grant is never its SecurityAdmin one).
+    SecurityAdmin,
     Reader,
     Operator,
     Contributor,
@@ -39,31 +45,38 @@ pub enum Permission {
     Operate,
     /// Change configuration or delete data.
     Manage,
+    /// See the guard and its requests: every role.
+    SeeGuard,
+    /// Submit the guard's approval or rejection of a request.
+    Guard,
 }
 
 impl Role {
-    pub const ALL: [Role; 3] = [Role::Reader, Role::Operator, Role::Contributor];
+    pub const ALL: [Role; 4] = [Role::Reader, Role::Operator, Role::Contributor, Role::SecurityAdmin];
 
     pub fn as_str(&self) -> &'static str {
         match self {
             Role::Reader => "Reader",
             Role::Operator => "Operator",
             Role::Contributor => "Contributor",
+            Role::SecurityAdmin => "SecurityAdmin",
         }
     }
 
     pub fn parse(s: &str) -> Result<Role> {
-        Role::ALL
-            .into_iter()
-            .find(|r| r.as_str().eq_ignore_ascii_case(s))
-            .ok_or_else(|| ServiceError::field_error("role", format!("{s:?} is not Reader, Operator or Contributor")))
+        Role::ALL.into_iter().find(|r| r.as_str().eq_ignore_ascii_case(s)).ok_or_else(|| {
+            ServiceError::field_error("role", format!("{s:?} is not Reader, Operator, Contributor or SecurityAdmin"))
+        })
     }
 
     pub fn allows(&self, needed: Permission) -> bool {
+        let admin = *self == Role::SecurityAdmin;
         match needed {
-            Permission::Read => true,
-            Permission::Operate => *self >= Role::Operator,
+            Permission::Read => !admin,
+            Permission::Operate => matches!(self, Role::Operator | Role::Contributor),
             Permission::Manage => *self == Role::Contributor,
+            Permission::SeeGuard => true,
+            Permission::Guard => admin,
         }
     }
 }
@@ -90,6 +103,12 @@ pub struct AccessToken {
 }
 
 impl AccessToken {
+    /// Who this token is, in a guard's records: `token <id> (<role>: <description>)`.
+    pub fn by(&self) -> String {
+        let what = if self.description.is_empty() { String::new() } else { format!(": {}", self.description) };
+        format!("token {} ({}{what})", self.id.short(), self.role.as_str())
+    }
+
     /// Whether the token may see this item.
     pub fn sees_item(&self, id: &RecordId) -> bool {
         self.items.is_empty() || self.items.iter().any(|i| i.id == *id)
@@ -307,6 +326,11 @@ mod tests {
         assert!(Role::Operator.allows(Permission::Operate));
         assert!(!Role::Operator.allows(Permission::Manage));
         assert!(Role::Contributor.allows(Permission::Manage));
+        assert!(!Role::Contributor.allows(Permission::Guard));
+        assert!(Role::SecurityAdmin.allows(Permission::Guard));
+        for p in [Permission::Read, Permission::Operate, Permission::Manage] {
+            assert!(!Role::SecurityAdmin.allows(p), "{p:?}");
+        }
         assert_eq!(Role::parse("operator").ok(), Some(Role::Operator));
         assert!(matches!(Role::parse("Owner"), Err(ServiceError::Field { field: "role", .. })));
     }

@@ -72,6 +72,9 @@ pub enum Remedy {
     AskAdmin,
     /// A host cannot reach its vault's server.
     ReachServer { server: String },
+    /// The vault's guard must approve the request (`crate::guard`), then
+    /// the operation is run again.
+    AskGuard { request: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +89,9 @@ pub enum ServiceErrorKind {
     /// store credential without the right).
     PermissionDenied,
     Cancelled,
+    /// The vault's guard must approve the operation first; a request for
+    /// it was made (`crate::guard`).
+    NeedsApproval,
     Other,
 }
 
@@ -122,6 +128,7 @@ impl ServiceError {
             }
             VaultErrorKind::Store => ServiceErrorKind::Other,
             VaultErrorKind::Busy => ServiceErrorKind::Conflict,
+            VaultErrorKind::NeedsApproval => ServiceErrorKind::NeedsApproval,
         };
         match self {
             // what the store said about an object of the vault: a vault

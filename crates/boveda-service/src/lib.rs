@@ -14,7 +14,7 @@
 //! consistency scripts and running VMs), then one folder or file per
 //! feature: `policies` (with retention), `offline` (import jobs, drives),
 //! `protection` (backups and protection states), `recovery`,
-//! `replication`, `access`, `vault` (create, open, check, prune),
+//! `replication`, `access`, `guard` (multi-user authorization), `vault` (create, open, check, prune),
 //! `reports` (read models: the item list, the dashboard, usage), and on
 //! top `agent` (the scheduler and the job queue).
 
@@ -22,6 +22,7 @@ mod access;
 mod agent;
 mod error;
 pub mod fleet;
+pub mod guard;
 mod items;
 mod model;
 mod offline;
@@ -58,7 +59,8 @@ pub use boveda_store::{
 };
 pub use boveda_vault::drive_format::DriveLabel;
 pub use boveda_vault::{
-    DamageLog, HostObject, KdfParams, Node, NodeKind, PointStats, RecordId, RecoveryPoint, Vault, VaultSettings,
+    DamageLog, HostObject, KdfParams, Node, NodeKind, PointStats, RecordId, RecoveryPoint, Vault, VaultError,
+    VaultSettings,
 };
 pub use error::{Remedy, Result, ServiceError, ServiceErrorKind};
 pub use items::consistency::{ConsistencyConfig, MAX_SCRIPT_TIMEOUT_SECS, ScriptResult, run_script};

@@ -459,10 +459,15 @@ pub fn change_redundancy(vault: &mut Vault, redundancy: &str, secondary: Option<
     }
     let plain = primary(vault).clone();
     vault.set_store(plain);
-    vault.change_settings(|s| {
+    let changed = vault.change_settings(|s| {
         s.redundancy = redundancy.to_string();
         s.secondary.clone_from(&secondary);
-    })?;
+    });
+    if let Err(e) = changed {
+        // refused (the vault's immutability, its guard): as it was
+        attach(vault);
+        return Err(e.into());
+    }
     let id = vault.config().id.to_hex();
     crate::runtime::registry::Registry::load()?.set_secondary(&id, secondary.clone())?;
     attach(vault);

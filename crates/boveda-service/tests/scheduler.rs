@@ -186,7 +186,7 @@ fn the_agent_runs_at_most_max_jobs_backups_at_once() {
 /// bodies it got.
 fn set_webhook(vault: &mut Vault, url: &str) {
     let update = VaultUpdate { webhook: Some(Some(url.to_string())), ..VaultUpdate::default() };
-    update_vault(vault, &update, jiff::Timestamp::now()).expect("set the webhook");
+    update_vault(vault, &update, "test", &boveda_service::SystemClock).expect("set the webhook");
 }
 
 fn webhook_server(requests: usize) -> (String, std::thread::JoinHandle<Vec<String>>) {
@@ -462,7 +462,7 @@ fn a_shortened_retention_names_the_points_it_deletes_deletes_nothing_until_appli
     // daily 7: the plan names the 23 points it would delete, oldest first
     let now = clock.now();
     let week = PolicyPatch { daily_keep: Some(7), ..PolicyPatch::default() };
-    let plan = update_policy(&vault, "daily", week.clone(), now, false).expect("plan");
+    let plan = update_policy(&vault, "daily", week.clone(), &clock, None).expect("plan");
     let before = points();
     let named: Vec<_> = plan.deleted.iter().map(|c| c.point).collect();
     let oldest: Vec<_> = before.iter().take(23).map(|p| p.id).collect();
@@ -475,12 +475,12 @@ fn a_shortened_retention_names_the_points_it_deletes_deletes_nothing_until_appli
     // a plan made before another change of the policy is refused
     let stale = plan_policy_update(&vault, "daily", &plan.policy, now).expect("plan again");
     let fortnight = PolicyPatch { daily_keep: Some(14), ..PolicyPatch::default() };
-    update_policy(&vault, "daily", fortnight, now, true).expect("another change first");
-    let err = apply_policy_update(&vault, &stale).expect_err("stale plan");
+    update_policy(&vault, "daily", fortnight, &clock, Some("test")).expect("another change first");
+    let err = apply_policy_update(&vault, &stale, "test", &clock).expect_err("stale plan");
     assert!(err.to_string().contains("plan it again"), "{err}");
 
     // applied: the next prune deletes exactly what the plan named
-    let plan = update_policy(&vault, "daily", week, now, true).expect("apply");
+    let plan = update_policy(&vault, "daily", week, &clock, Some("test")).expect("apply");
     // daily 14 already let the 16 oldest expire: daily 7 names 7 more
     assert_eq!(plan.deleted.len(), 7);
     prune_job(&vault, &env(&clock), SignedDuration::from_hours(24)).expect("prune").1.expect("prune runs");
@@ -511,7 +511,8 @@ fn control_settings_of_an_older_vault_are_read_and_taken_over_by_the_first_chang
     update_vault(
         &vault,
         &VaultUpdate { replication_lag_alert_mins: Some(30), ..VaultUpdate::default() },
-        jiff::Timestamp::now(),
+        "test",
+        &boveda_service::SystemClock,
     )
     .expect("change one");
     let other = Vault::open(Arc::new(boveda_store::LocalStore::new(dir.path().join("vault"))), b"pw").expect("open");

@@ -1,6 +1,7 @@
 use boveda_store::{StoreError, StoreErrorKind};
 
 use crate::ChunkId;
+use crate::ids::RecordId;
 
 /// What went wrong, for callers that branch on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +24,8 @@ pub enum VaultErrorKind {
     Invalid,
     /// Another process holds what this one needs (the prune lease).
     Busy,
+    /// The vault's guard must approve the operation first.
+    NeedsApproval,
 }
 
 /// The vault layer's one public error type.
@@ -48,6 +51,13 @@ pub enum VaultError {
     Invalid(String),
     #[error("{0}")]
     Busy(String),
+    #[error(
+        "{operation} needs the approval of guard {guard}: request {} {}; once the guard approves it (its code: boveda guard show {}), run this again",
+        request.short(),
+        if *new { "was made" } else { "is waiting" },
+        request.short()
+    )]
+    NeedsApproval { guard: String, request: RecordId, operation: String, new: bool },
 }
 
 impl VaultError {
@@ -63,6 +73,7 @@ impl VaultError {
             VaultError::MissingChunk { .. } | VaultError::NotFound(_) => VaultErrorKind::Missing,
             VaultError::Invalid(_) => VaultErrorKind::Invalid,
             VaultError::Busy(_) => VaultErrorKind::Busy,
+            VaultError::NeedsApproval { .. } => VaultErrorKind::NeedsApproval,
         }
     }
 

@@ -77,6 +77,7 @@ pub use point::{Consistency, PointStats, RecoveryPoint, point_name};
 pub use store_side::{Added, StoreSide};
 pub use tree::{Node, NodeKind, Piece, Tree, is_safe_name};
 pub use vault::{
-    CreateOptions, DamageLog, Hold, HostObject, Immutability, JobPacks, PointHold, Replica, StoreSettings, Vault,
-    VaultConfig, VaultSettings, check_settings_change,
+    APPROVAL_DEFAULT, APPROVAL_MAX, CreateOptions, DamageLog, GuardApproval, GuardBinding, GuardOutcome, GuardRequest,
+    GuardRequestState, GuardedOp, Hold, HostObject, Immutability, JobPacks, PointHold, Replica, StoreSettings, Vault,
+    VaultConfig, VaultSettings, approval_is_signed, approval_message, check_settings_change, guarded_changes,
 };

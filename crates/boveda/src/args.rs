@@ -63,20 +63,20 @@ pub enum Command {
         #[arg(long, default_value = "24h")]
         safety_margin: String,
     },
-    /// Per item: front-end size, protected instances, stored bytes and an
-    /// estimated monthly cost.
+    /// Per item: front-end size, instances, stored bytes, monthly cost.
     Usage {
         /// A price table (JSON); default `prices.json` in the configuration
         /// folder if present, else the documented defaults.
         #[arg(long)]
         prices: Option<PathBuf>,
     },
-    /// Run the scheduler in the foreground: back up protected items when
-    /// their policies say, then apply retention.
+    /// Run the scheduler: back up items when their policies say, apply retention.
     Agent(AgentArgs),
-    /// Serve the REST API, the web portal and Prometheus metrics, and run
-    /// the scheduler, for the vaults given (see docs/SERVER.md).
+    /// Serve the API, the portal, metrics and the scheduler (docs/SERVER.md).
     Serve(ServeArgs),
+    /// Multi-user authorization: a guard whose approval critical operations need.
+    #[command(subcommand)]
+    Guard(crate::args_guard::GuardCmd),
     /// Access tokens for `boveda serve`: a role, optionally some items.
     #[command(subcommand)]
     Token(TokenCmd),
@@ -219,7 +219,7 @@ pub enum HostCmd {
 pub enum TokenCmd {
     /// Create a token; it is printed once, only its hash is kept.
     Create {
-        /// Reader, Operator or Contributor.
+        /// Reader, Operator, Contributor or SecurityAdmin (the guard's: approvals only).
         #[arg(long)]
         role: String,
         /// Only these items (repeatable); default all.

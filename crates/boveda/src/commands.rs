@@ -2,6 +2,7 @@
 
 mod agent;
 mod alerts;
+mod guard;
 mod host;
 mod item;
 mod jobs;
@@ -81,7 +82,14 @@ impl Ctx {
     }
 
     pub fn job_env<'c>(&self, clock: &'c dyn Clock) -> JobEnv<'c> {
-        JobEnv::new(clock, self.heartbeat(), hostname())
+        JobEnv::new(clock, self.heartbeat(), hostname()).by(self.by())
+    }
+
+    /// Who runs this command, as a request for the guard's approval
+    /// records it: `user <name> on <host>`.
+    pub fn by(&self) -> String {
+        let user = std::env::var("USER").unwrap_or_else(|_| "unknown".to_string());
+        format!("user {user} on {}", hostname())
     }
 
     pub fn json(&self) -> bool {
@@ -189,6 +197,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<Outcome> {
         Command::Agent(args) => agent::agent(ctx, args),
         Command::Serve(args) => serve::serve(ctx, args),
         Command::Token(cmd) => serve::token(ctx, cmd),
+        Command::Guard(cmd) => guard::run(ctx, cmd),
         Command::Host(cmd) => host::run(ctx, cmd),
         Command::Mount { item, point, dir } => points::mount(ctx, &item, point.as_deref(), &dir),
     }

@@ -2,6 +2,7 @@
 //! call, print. Exit codes: 0 success, 1 failure, 3 completed with warnings.
 
 mod args;
+mod args_guard;
 mod commands;
 mod output;
 mod passphrase;
@@ -125,6 +126,7 @@ fn command(remedy: &Remedy) -> String {
         Remedy::ListJobs => "see `boveda job list`".into(),
         Remedy::ListPolicies => "see `boveda policy list`".into(),
         Remedy::ListTokens => "see `boveda token list`".into(),
+        Remedy::AskGuard { request } => format!("give the guard the code of `boveda guard show {request}`"),
         Remedy::ResumeProtection { item, policy } => {
             format!("`boveda protection resume {item} --policy {}` first", policy.as_deref().unwrap_or("NAME"))
         }

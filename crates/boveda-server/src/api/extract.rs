@@ -71,6 +71,13 @@ pub(super) fn with_env<T>(app: &AppState, f: impl FnOnce(&JobEnv<'_>) -> T) -> T
     f(&JobEnv::new(jobs.clock.as_ref(), jobs.heartbeat, jobs.hostname.clone()))
 }
 
+/// [`with_env`] for a request whose token is `by` (what a request for
+/// the guard's approval records).
+pub(super) fn with_env_by<T>(app: &AppState, by: String, f: impl FnOnce(&JobEnv<'_>) -> T) -> T {
+    let jobs = &app.config.jobs;
+    f(&JobEnv::new(jobs.clock.as_ref(), jobs.heartbeat, jobs.hostname.clone()).by(by))
+}
+
 pub(super) fn now(app: &AppState) -> jiff::Timestamp {
     app.config.jobs.clock.now()
 }

@@ -88,8 +88,11 @@ pub(super) async fn disable(
     Q(q): Q<DisableQuery>,
 ) -> ApiResult<Json<svc::Item>> {
     let (vault, item) = (caller.served()?.vault.clone(), caller.item()?.clone());
-    let done =
-        blocking(move || with_env(&app, |env| svc::disable_protection(&vault, env, &item, q.delete_data))).await?;
+    let by = caller.token.by();
+    let done = blocking(move || {
+        super::extract::with_env_by(&app, by, |env| svc::disable_protection(&vault, env, &item, q.delete_data))
+    })
+    .await?;
     caller.served()?.changed();
     Ok(Json(done))
 }

@@ -7,6 +7,7 @@
 
 mod access;
 mod extract;
+mod guard;
 mod hosts;
 mod items;
 mod jobs;
@@ -57,11 +58,11 @@ where
 const V: &str = "/api/v1/vaults/{vault}";
 
 fn table() -> Vec<Route> {
-    use Permission::{Manage, Operate, Read};
+    use Permission::{Manage, Operate, Read, SeeGuard};
     use Scope::{Any, Item, Vault};
     let (get, post, patch, delete) = (Method::GET, Method::POST, Method::PATCH, Method::DELETE);
     let mut routes = vec![
-        route(get.clone(), "/api/v1/vaults", Read, Any, "The vaults this token may use", None, list_vaults),
+        route(get.clone(), "/api/v1/vaults", SeeGuard, Any, "The vaults this token may see", None, list_vaults),
         route(post.clone(), "/api/v1/vaults", Manage, Vault, "Create a vault", Some("NewVault"), create_vault),
         route(get.clone(), V, Read, Vault, "A vault's summary", None, show_vault),
         route(get.clone(), "/api/v1/vaults/{vault}/items", Read, Any, "Items with protection state", None, items),
@@ -172,6 +173,7 @@ fn table() -> Vec<Route> {
         ),
     ];
     routes.extend(vault_table());
+    routes.extend(guard::guard_table());
     routes
 }
 

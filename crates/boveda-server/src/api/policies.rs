@@ -12,7 +12,7 @@ use crate::auth::Caller;
 use crate::error::ApiResult;
 use crate::{AppState, blocking};
 
-use super::extract::{Body, Q, now, param};
+use super::extract::{Body, Q, param};
 
 pub(super) async fn policies(Extension(caller): Extension<Caller>) -> ApiResult<Json<Vec<svc::Policy>>> {
     let vault = caller.served()?.vault.clone();
@@ -53,8 +53,11 @@ pub(super) async fn update_policy(
 ) -> ApiResult<Json<svc::PolicyUpdate>> {
     let vault = caller.served()?.vault.clone();
     let name = param(&params, "policy");
-    let now = now(&app);
-    let update = blocking(move || svc::update_policy(&vault, &name, req, now, !q.dry_run)).await?;
+    let by = caller.token.by();
+    let clock = app.config.jobs.clock.clone();
+    let update =
+        blocking(move || svc::update_policy(&vault, &name, req, clock.as_ref(), (!q.dry_run).then_some(by.as_str())))
+            .await?;
     caller.served()?.changed();
     Ok(Json(update))
 }

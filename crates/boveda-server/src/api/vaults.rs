@@ -60,9 +60,10 @@ pub(super) async fn update_settings(
     Body(update): Body<svc::VaultUpdate>,
 ) -> ApiResult<Json<svc::VaultSummary>> {
     let vault = caller.served()?.vault.clone();
-    let now = super::extract::now(&app);
+    let by = caller.token.by();
+    let clock = app.config.jobs.clock.clone();
     let summary = blocking(move || {
-        svc::update_vault(&vault, &update, now)?;
+        svc::update_vault(&vault, &update, &by, clock.as_ref())?;
         svc::summarize(&vault)
     })
     .await?;

@@ -26,7 +26,7 @@ pub struct Fixture {
     pub vault: Arc<Vault>,
     pub name: String,
     pub clock: Arc<FakeClock>,
-    /// Tokens by "Reader", "Operator", "Contributor", and "Reader/docs"
+    /// Tokens by "Reader", "Operator", "Contributor", "SecurityAdmin", and "Reader/docs"
     /// etc. for those scoped to the item `docs`.
     pub tokens: HashMap<String, String>,
     /// The folder the server may restore into.
@@ -81,7 +81,7 @@ pub fn fixture_with(tune: impl FnOnce(&mut ServerConfig)) -> Fixture {
     let clock = Arc::new(FakeClock::new(jiff::Timestamp::now()));
     let now = clock.now();
     let mut tokens = HashMap::new();
-    for role in ["Reader", "Operator", "Contributor"] {
+    for role in ["Reader", "Operator", "Contributor", "SecurityAdmin"] {
         for scoped in [false, true] {
             let req = NewToken {
                 role: role.into(),

@@ -36,10 +36,17 @@ pub enum Operation {
     /// A registered host's contact with its server: recorded, failed, when
     /// the host falls silent (docs/FLEET.md).
     HostContact,
+    /// An operation refused until the vault's guard approves it: the
+    /// request made (docs/SECURITY.md).
+    GuardRequest,
+    /// The guard's approval of a request.
+    GuardApproval,
+    /// An approved operation that went through (the approval used).
+    GuardUse,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 13] = [
+    pub const ALL: [Operation; 16] = [
         Operation::ConfigureBackup,
         Operation::Backup,
         Operation::Restore,
@@ -53,6 +60,9 @@ impl Operation {
         Operation::UpdateKeys,
         Operation::Repair,
         Operation::HostContact,
+        Operation::GuardRequest,
+        Operation::GuardApproval,
+        Operation::GuardUse,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -70,6 +80,9 @@ impl Operation {
             Operation::UpdateKeys => "UpdateKeys",
             Operation::Repair => "Repair",
             Operation::HostContact => "HostContact",
+            Operation::GuardRequest => "GuardRequest",
+            Operation::GuardApproval => "GuardApproval",
+            Operation::GuardUse => "GuardUse",
         }
     }
 

@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::error::{Result, ServiceError};
 use crate::items::ProtectionState;
 use crate::model::policy::{Policy, PolicyPatch};
+use crate::runtime::clock::Clock;
 
 const POLICIES: &str = "policies";
 
@@ -133,12 +134,24 @@ pub fn plan_policy_update(vault: &Vault, name: &str, new: &Policy, now: Timestam
     Ok(PolicyUpdate { policy: updated, planned_from: old, deleted, changed })
 }
 
-/// Stores an updated policy (from [`plan_policy_update`]).
+/// Stores an updated policy (from [`plan_policy_update`]), asked for by
+/// `by`: on a vault bound to a guard, a reduced retention only with the
+/// guard's approval.
 ///
 /// # Errors
-/// A store error.
-pub fn apply_policy_update(vault: &Vault, update: &PolicyUpdate) -> Result<()> {
+/// A store error; `Conflict` for a shorter retention on an immutable
+/// vault; `NeedsApproval`.
+pub fn apply_policy_update(vault: &Vault, update: &PolicyUpdate, by: &str, clock: &dyn Clock) -> Result<()> {
     refuse_shorter_retention(vault, update)?;
+    if retention_reduced(update) {
+        let json = |r: &crate::model::policy::Retention| serde_json::to_string(r).unwrap_or_default();
+        let op = boveda_vault::GuardedOp::new(
+            "reduce retention",
+            format!("policy {}", update.policy.name),
+            format!("{} to {}", json(&update.planned_from.retention), json(&update.policy.retention)),
+        );
+        crate::guard::authorize(vault, &op, by, clock)?;
+    }
     // compare-and-swap: the expiries shown were worked out from the policy
     // as planned; a policy changed meanwhile needs a new plan
     vault.catalog_update(POLICIES, &update.policy.id, |current: Option<Policy>| {
@@ -151,6 +164,26 @@ pub fn apply_policy_update(vault: &Vault, update: &PolicyUpdate) -> Result<()> {
         Ok(Some(update.policy.clone()))
     })?;
     Ok(())
+}
+
+/// Whether an update keeps any point for less time than before: a rule
+/// shortened, changed or removed, or a point's expiry moved earlier.
+fn retention_reduced(update: &PolicyUpdate) -> bool {
+    let (old, new) = (&update.planned_from.retention, &update.policy.retention);
+    let fewer = |a: Option<u32>, b: Option<u32>| a.is_some_and(|a| b.is_none_or(|b| b < a));
+    let rule_changed = fewer(old.daily_days, new.daily_days)
+        || fewer(old.weekly.as_ref().map(|w| w.weeks), new.weekly.as_ref().map(|w| w.weeks))
+        || fewer(old.monthly.as_ref().map(|m| m.months), new.monthly.as_ref().map(|m| m.months))
+        || fewer(old.yearly.as_ref().map(|y| y.years), new.yearly.as_ref().map(|y| y.years))
+        || old.weekly.as_ref().is_some_and(|w| new.weekly.as_ref().is_some_and(|n| n.days != w.days))
+        || old.monthly.as_ref().is_some_and(|m| new.monthly.as_ref().is_some_and(|n| n.on != m.on))
+        || old.yearly.as_ref().is_some_and(|y| new.yearly.as_ref().is_some_and(|n| n.on != y.on || n.month != y.month));
+    let earlier = |c: &ExpiryChange| match (c.before, c.after) {
+        (Some(b), Some(a)) => a < b,
+        (None, Some(_)) => true,
+        _ => false,
+    };
+    rule_changed || update.deleted.iter().chain(&update.changed).any(earlier)
 }
 
 /// On an immutable vault, refuses an update that would let a point expire
@@ -209,19 +242,21 @@ pub fn create_policy_from(vault: &Vault, patch: PolicyPatch) -> Result<Policy> {
 ///
 /// # Errors
 /// `NotFound`; `Field` naming the field at fault; `Conflict` when the
-/// policy changed meanwhile.
+/// policy changed meanwhile; `NeedsApproval`. With `by` (who asks) it is
+/// stored, without it only planned.
 pub fn update_policy(
     vault: &Vault,
     name: &str,
     patch: PolicyPatch,
-    now: Timestamp,
-    apply: bool,
+    clock: &dyn Clock,
+    by: Option<&str>,
 ) -> Result<PolicyUpdate> {
+    let now = clock.now();
     let base = find_policy(vault, name)?;
     let new = Policy::patched(Some(&base), PolicyPatch { name: base.name.clone(), ..patch })?;
     let plan = plan_policy_update(vault, &base.name, &new, now)?;
-    if apply {
-        apply_policy_update(vault, &plan)?;
+    if let Some(by) = by {
+        apply_policy_update(vault, &plan, by, clock)?;
     }
     Ok(plan)
 }

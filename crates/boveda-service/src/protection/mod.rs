@@ -313,6 +313,8 @@ pub fn disable_protection(vault: &Vault, env: &JobEnv<'_>, item: &Item, delete_d
         )));
     }
     if delete_data {
+        let op = boveda_vault::GuardedOp::new("delete backup data", format!("item {}", item.name), item.id.to_hex());
+        crate::guard::authorize(vault, &op, &env.by, env.clock)?;
         let days = vault.settings().soft_delete_days;
         let purge = now + SignedDuration::from_hours(24 * i64::from(days));
         // the points are held until then, in the vault itself

@@ -550,6 +550,9 @@ pub struct JobEnv<'a> {
     pub clock: &'a dyn Clock,
     pub heartbeat: Duration,
     pub hostname: String,
+    /// Who asked (this host's name, or a token): what a request for the
+    /// guard's approval records (`crate::guard`).
+    pub by: String,
     /// Told each job as soon as it is recorded (see [`JobSpec::started`]).
     pub started: Option<crossbeam_channel::Sender<Job>>,
     /// The id the job was queued under (see [`JobSpec::id`]).
@@ -558,7 +561,14 @@ pub struct JobEnv<'a> {
 
 impl<'a> JobEnv<'a> {
     pub fn new(clock: &'a dyn Clock, heartbeat: Duration, hostname: String) -> Self {
-        JobEnv { clock, heartbeat, hostname, started: None, job_id: None }
+        JobEnv { clock, heartbeat, by: hostname.clone(), hostname, started: None, job_id: None }
+    }
+
+    /// Who asks for what this environment's jobs do (a token), when it is
+    /// not this host's user: what a guard's request records.
+    pub fn by(mut self, by: String) -> Self {
+        self.by = by;
+        self
     }
 
     /// The spec of a job of the whole vault (no item).

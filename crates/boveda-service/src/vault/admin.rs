@@ -128,6 +128,7 @@ pub fn create_vault(req: &NewVault, passphrase: &[u8]) -> Result<Vault> {
         replicate_during_backup: None,
         immutability: boveda_vault::Immutability::Disabled,
         soft_delete_always_on: false,
+        guard: None,
     };
     let opts = CreateOptions { settings, kdf: req.kdf, chunker: ChunkerParams::DEFAULT, hostname: hostname() };
     let mut vault = Vault::create(store, passphrase, opts)?;
@@ -307,13 +308,21 @@ impl VaultUpdate {
     }
 }
 
-/// Checks and applies changes to a vault's settings at `now`; nothing
-/// changes when one is invalid. An immutable vault's points are then held
-/// until their retention ends.
+/// Checks and applies changes to a vault's settings, asked for by `by`;
+/// nothing changes when one is invalid. An immutable vault's points are
+/// then held until their retention ends. On a vault bound to a guard, a
+/// change that weakens what protects points needs its approval.
 ///
 /// # Errors
-/// `Invalid` naming the setting and its bounds; a store error.
-pub fn update_vault(vault: &Vault, update: &VaultUpdate, now: jiff::Timestamp) -> Result<()> {
+/// `Invalid` naming the setting and its bounds; `NeedsApproval`; a store
+/// error.
+pub fn update_vault(
+    vault: &Vault,
+    update: &VaultUpdate,
+    by: &str,
+    clock: &dyn crate::runtime::clock::Clock,
+) -> Result<()> {
+    let now = clock.now();
     check_vault_update(update)?;
     let immutability = update
         .immutability
@@ -335,7 +344,7 @@ pub fn update_vault(vault: &Vault, update: &VaultUpdate, now: jiff::Timestamp) -
     }
     // applied to the settings as they are in the store now, so that a
     // change another process made meanwhile is kept
-    vault.change_settings(|settings| {
+    let changed = vault.change_settings_by(by, now, |settings| {
         apply_vault_update(update, settings);
         if let Some(i) = immutability {
             settings.immutability = i;
@@ -343,7 +352,8 @@ pub fn update_vault(vault: &Vault, update: &VaultUpdate, now: jiff::Timestamp) -
         if let Some(on) = update.soft_delete_always_on {
             settings.soft_delete_always_on = on;
         }
-    })?;
+    });
+    crate::guard::recorded(vault, clock, by, changed.map_err(ServiceError::from))?;
     // made (or kept) immutable: each point held until its retention ends
     if immutability.is_some() {
         crate::policies::holds::hold_by_retention(vault, now)?;
@@ -542,7 +552,8 @@ pub fn remove_key_job(
     id_prefix: &str,
 ) -> Result<(crate::runtime::job::Job, Result<RecordId>)> {
     key_job(env, vault, |_| {
-        let id = vault.remove_key(id_prefix)?;
+        let removed = vault.remove_key(id_prefix, &env.by, env.clock.now());
+        let id = crate::guard::recorded_with(vault, env.clock, &env.by, removed)?;
         Ok((id, format!("removed key slot {}", id.short())))
     })
 }

@@ -42,11 +42,17 @@ impl Vault {
         Ok(out)
     }
 
-    /// Removes a key slot; never the last one, nor the one in use.
+    /// Removes a key slot, by `by` at `now`; never the last one, nor the
+    /// one in use; on a vault bound to a guard, only with its approval.
     ///
     /// # Errors
-    /// `NotFound` or `Invalid` with the reason.
-    pub fn remove_key(&self, id_prefix: &str) -> Result<RecordId> {
+    /// `NotFound` or `Invalid` with the reason; `NeedsApproval`.
+    pub fn remove_key(
+        &self,
+        id_prefix: &str,
+        by: &str,
+        now: jiff::Timestamp,
+    ) -> Result<(RecordId, super::GuardOutcome)> {
         let keys = self.list_keys()?;
         let matches: Vec<_> = keys.iter().filter(|k| k.id.to_hex().starts_with(id_prefix)).collect();
         let slot = match matches.as_slice() {
@@ -64,8 +70,11 @@ impl Vault {
                 "cannot remove the key slot this passphrase opened; open the vault with another passphrase to remove it".into(),
             ));
         }
+        let op =
+            super::GuardedOp::new("remove a key slot", format!("vault {}", self.settings().name), slot.id.to_hex());
+        let outcome = self.guard_authorize(&op, by, now)?;
         self.remove(&KeySlot::name(&slot.id), Removal::KeySlot)?;
-        Ok(slot.id)
+        Ok((slot.id, outcome))
     }
 
     /// The keys of registered host `host`: what the server gives it when

@@ -7,6 +7,7 @@
 mod blobs;
 mod catalog;
 mod deletes;
+mod guard;
 mod holds;
 mod host_intake;
 mod keys;
@@ -14,6 +15,10 @@ mod points;
 mod replica;
 
 pub use deletes::Removal;
+pub use guard::{
+    APPROVAL_DEFAULT, APPROVAL_MAX, GuardApproval, GuardBinding, GuardOutcome, GuardRequest, GuardRequestState,
+    GuardedOp, approval_is_signed, approval_message, guarded_changes,
+};
 pub use holds::{Hold, Immutability, PointHold, check_settings_change};
 pub use host_intake::{HostObject, JobPacks};
 pub use replica::Replica;
@@ -163,6 +168,9 @@ pub struct VaultSettings {
     /// Soft delete that can be neither shortened nor turned off.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub soft_delete_always_on: bool,
+    /// The guard whose approval critical operations need (`guard.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<GuardBinding>,
 }
 
 /// Limits for talking to a vault's store.
@@ -222,6 +230,7 @@ impl CreateOptions {
             replicate_during_backup: None,
             immutability: Immutability::Disabled,
             soft_delete_always_on: false,
+            guard: None,
         };
         Self { settings, kdf: KdfParams::TESTING, chunker: ChunkerParams::DEFAULT, hostname: "h".into() }
     }
@@ -366,6 +375,7 @@ impl Vault {
                     replicate_during_backup: None,
                     immutability: Immutability::Disabled,
                     soft_delete_always_on: false,
+                    guard: None,
                 })),
                 slot,
                 damage,
@@ -566,18 +576,52 @@ impl Vault {
     /// `Invalid` for a change [`check_settings_change`] refuses (nothing
     /// is written); a store error; `Busy` when others keep changing them.
     pub fn change_settings(&self, change: impl Fn(&mut VaultSettings)) -> Result<()> {
-        let opened = (*self.settings()).clone();
-        let written = self.catalog_update(SETTINGS_KIND, &SETTINGS_ID, |current: Option<VaultSettings>| {
-            let old = current.unwrap_or_else(|| opened.clone());
+        self.change_settings_by("this process", Timestamp::now(), change).map(|_| ())
+    }
+
+    /// [`Vault::change_settings`] by `by` at `now`: on a vault bound to a
+    /// guard, a change [`guarded_changes`] names goes through only with
+    /// the guard's approval of exactly that change (`guard.rs`).
+    ///
+    /// # Errors
+    /// As [`Vault::change_settings`]; `NeedsApproval`.
+    pub fn change_settings_by(
+        &self,
+        by: &str,
+        now: Timestamp,
+        change: impl Fn(&mut VaultSettings),
+    ) -> Result<GuardOutcome> {
+        self.refresh_settings()?;
+        let current = (*self.settings()).clone();
+        let mut proposed = current.clone();
+        change(&mut proposed);
+        check_settings_change(&current, &proposed)?;
+        let guarded = guarded_changes(&current, &proposed);
+        let mut outcome = GuardOutcome::NotGuarded;
+        if !guarded.is_empty() && current.guard.is_some() {
+            let op = GuardedOp::new("change settings", format!("vault {}", current.name), guarded.join("; "));
+            outcome = self.guard_authorize(&op, by, now)?;
+        }
+        let opened = current.clone();
+        let written = self.catalog_update(SETTINGS_KIND, &SETTINGS_ID, |stored: Option<VaultSettings>| {
+            let old = stored.unwrap_or_else(|| opened.clone());
             let mut settings = old.clone();
             change(&mut settings);
             // what protects points is weakened only as its rules allow
             check_settings_change(&old, &settings)?;
+            // and what the guard approved is what is written
+            let now_guarded = guarded_changes(&old, &settings);
+            if !now_guarded.is_empty() && old.guard.is_some() && (now_guarded != guarded || opened.guard != old.guard) {
+                return Err(VaultError::Busy(format!(
+                    "the settings of vault {} changed while this change was authorized; run it again",
+                    old.name
+                )));
+            }
             Ok(Some(settings))
         })?;
         if let Some(settings) = written {
             *self.settings.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(settings);
         }
-        Ok(())
+        Ok(outcome)
     }
 }

@@ -128,7 +128,7 @@ pub fn run(ctx: &Ctx, cmd: PolicyCmd) -> Result<Outcome> {
                     plan.deleted.len()
                 );
             }
-            apply_policy_update(&vault, &plan)?;
+            apply_policy_update(&vault, &plan, &ctx.by(), ctx.clock()?.as_ref())?;
             if ctx.json() {
                 ctx.print_json(&plan)?;
             } else {

@@ -165,7 +165,7 @@ fn update(ctx: &Ctx, args: UpdateArgs) -> Result<Outcome> {
         ..VaultUpdate::default()
     }
     .with_waits(store_retry_max_wait.as_deref(), replication_lag_alert.as_deref())?;
-    update_vault(&vault, &update, ctx.clock()?.now())?;
+    update_vault(&vault, &update, &ctx.by(), ctx.clock()?.as_ref())?;
     if let Some(redundancy) = redundancy {
         let full_copy = boveda_service::change_redundancy(&mut vault, &redundancy, secondary.as_deref())
             .map_err(|e| anyhow::anyhow!("--redundancy: {e}"))?;

@@ -22,6 +22,7 @@ mod fleet_grants;
 mod fleet_limits;
 mod fleet_silence;
 mod fleet_vms;
+mod guard;
 mod immutable;
 mod live_vms;
 mod lost_data;
