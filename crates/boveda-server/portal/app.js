@@ -151,8 +151,11 @@ async function logout() {
 }
 
 function vaultNav(vault, current) {
-  const links = [["", "Dashboard"], ["/items", "Items"], ["/configure", "Configure backup"], ["/jobs", "Jobs"],
-    ["/alerts", "Alerts"], ["/policies", "Policies"], ["/servers", "Protected servers"], ["/imports", "Import jobs"]];
+  const mine = state.vaults.find((v) => v.name === vault);
+  const guard = mine && mine.role === "SecurityAdmin";
+  const links = guard ? [["/security", "Security"]] : [["", "Dashboard"], ["/items", "Items"], ["/configure", "Configure backup"], ["/jobs", "Jobs"],
+    ["/alerts", "Alerts"], ["/policies", "Policies"], ["/servers", "Protected servers"], ["/imports", "Import jobs"],
+    ["/security", "Security"]];
   document.getElementById("nav").replaceChildren(...links.map(([p, label]) =>
     h("a", { href: "#/v/" + enc(vault) + p, "aria-current": current === p ? "page" : undefined }, label)));
   document.getElementById("logout").hidden = false;
@@ -498,6 +501,10 @@ async function route() {
     }
     if (parts[0] !== "v" || !parts[1]) return await vaultsPage();
     const [, vault, section, name, sub, point] = parts;
+    if (section === "security") return await securityPage(vault);
+    // the guard's token sees its requests, nothing else of the vault
+    const mine = state.vaults.find((v) => v.name === vault);
+    if (mine && mine.role === "SecurityAdmin") return await securityPage(vault);
     if (!section) return await dashboardPage(vault);
     if (section === "items" && name && sub === "restore" && point) return await restorePage(vault, name, point);
     if (section === "items" && name) return await itemPage(vault, name);

@@ -13,6 +13,7 @@ use crate::AppState;
 const INDEX: &str = include_str!("../portal/index.html");
 const SCRIPT: &str = include_str!("../portal/app.js");
 const CONFIGURE: &str = include_str!("../portal/configure.js");
+const SECURITY: &str = include_str!("../portal/security.js");
 const STYLE: &str = include_str!("../portal/app.css");
 
 /// Only the server's own assets and API; never framed.
@@ -37,5 +38,6 @@ pub fn router(_app: AppState) -> Router<AppState> {
         .route("/", get(|| async { asset("text/html; charset=utf-8", INDEX) }))
         .route("/portal/app.js", get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }))
         .route("/portal/configure.js", get(|| async { asset("text/javascript; charset=utf-8", CONFIGURE) }))
+        .route("/portal/security.js", get(|| async { asset("text/javascript; charset=utf-8", SECURITY) }))
         .route("/portal/app.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }))
 }

@@ -67,14 +67,16 @@ impl GuardedOp {
         }
     }
 
-    /// BLAKE3 of the operation's fields, hex: what an approval signs.
+    /// SHA-256 of the operation's fields, each after its length (8 bytes,
+    /// little-endian), hex: what an approval signs. SHA-256 so that a
+    /// browser works it out with WebCrypto from what it shows.
     pub fn digest(&self) -> String {
-        let mut h = blake3::Hasher::new();
+        let mut bytes = Vec::new();
         for part in [&self.action, &self.target, &self.detail] {
-            h.update(&(part.len() as u64).to_le_bytes());
-            h.update(part.as_bytes());
+            bytes.extend_from_slice(&(part.len() as u64).to_le_bytes());
+            bytes.extend_from_slice(part.as_bytes());
         }
-        h.finalize().to_hex().to_string()
+        hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes))
     }
 }
 

@@ -11,8 +11,9 @@ job's progress bar reach Completed, browses the point, restores a file and
 compares its bytes, makes a backup fail and sees the alert; adds a
 protected server (its credentials registering a real `boveda host
 register`), configures backup on it through its real agent, backs it up
-and restores onto it, and unregisters it; checks phone width and the
-keyboard alone.
+and restores onto it, and unregisters it; binds a guard on the Security
+page, and its SecurityAdmin approves a request with the guard's passphrase
+signed in the browser; checks phone width and the keyboard alone.
 """
 
 import os
@@ -30,6 +31,7 @@ BIN = os.environ["BOVEDA_BIN"]
 SHOTS = Path(os.environ.get("BOVEDA_SHOTS") or tempfile.mkdtemp(prefix="boveda-shots-"))
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 TIMEOUT = 60_000
+GUARD_PASS = "the guard's own long passphrase"
 
 
 def run(env, *args):
@@ -99,6 +101,10 @@ def main():
 
     run(env, "vault", "create", "first", "--store", str(work / "first"), "--insecure-fast-kdf")
     token = run(env, "--vault", "first", "token", "create", "--role", "Contributor", "--description", "portal test").strip()
+    # the guard: its own passphrase and a SecurityAdmin token
+    (work / "guard.id").write_text(run(dict(env, BOVEDA_GUARD_PASSPHRASE=GUARD_PASS), "guard", "create").strip())
+    (work / "sec.token").write_text(
+        run(env, "--vault", "first", "token", "create", "--role", "SecurityAdmin", "--description", "the guard").strip())
     proc, base = start_server(env, work)
     try:
         with sync_playwright() as p:
@@ -202,6 +208,57 @@ def on_a_registered_server(page, V, work, host_env):
     finally:
         agent.terminate()
         agent.wait(timeout=30)
+
+
+def guarded(page, browser, base, work):
+    """The Security page: a Contributor binds a guard and makes the vault
+    immutable; disabling it waits for the guard, who logs in with a
+    SecurityAdmin token (seeing nothing else), approves in the browser with
+    the guard's passphrase (a wrong one refused), and the change goes
+    through once."""
+    F = base + "/#/v/first"
+    visit(page, F + "/security")
+    expect(page.locator("#guard-bound")).to_contain_text("No guard")
+    page.get_by_label("The guard's identity").fill((work / "guard.id").read_text())
+    page.get_by_label("Its name").fill("sec-team")
+    page.get_by_role("button", name="Bind the guard").click()
+    expect(page.locator("#guard-bound")).to_contain_text("Bound to guard sec-team")
+    page.get_by_label("Immutability (no point").select_option("enabled")
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator("#toast")).to_contain_text("Settings saved")
+    visit(page, F + "/security")
+    page.get_by_label("Immutability (no point").select_option("disabled")
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator("#approval-needed")).to_contain_text("needs the approval of guard sec-team")
+    shot(page, "security-request")
+
+    guard = browser.new_context(viewport={"width": 1280, "height": 900}, ignore_https_errors=True).new_page()
+    guard.set_default_timeout(TIMEOUT)
+    guard.goto(base + "/")
+    guard.get_by_label("Access token").fill((work / "sec.token").read_text().strip())
+    guard.keyboard.press("Enter")
+    guard.get_by_role("link", name="first").click()
+    expect(guard.get_by_role("heading", name="Security")).to_be_visible()
+    # nothing else of the vault: one link in the navigation
+    expect(guard.locator("#nav a")).to_have_count(1)
+    row = guard.get_by_role("row", name=re.compile("Pending"))
+    expect(row).to_contain_text("immutability enabled to disabled")
+    row.get_by_label("Guard passphrase").fill("not the guard's passphrase")
+    row.get_by_role("button", name="Approve").click()
+    expect(guard.locator("#security-out")).to_contain_text("wrong passphrase for guard sec-team")
+    row.get_by_label("Guard passphrase").fill(GUARD_PASS)
+    row.get_by_role("button", name="Approve").click()
+    expect(guard.get_by_role("row", name=re.compile("Approved"))).to_be_visible()
+    shot(guard, "security-approved")
+    guard.context.close()
+
+    visit(page, F + "/security")
+    page.get_by_label("Immutability (no point").select_option("disabled")
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator("#toast")).to_contain_text("Settings saved")
+    visit(page, F + "/security")
+    expect(page.get_by_label("Immutability (no point")).to_have_value("disabled")
+    expect(page.get_by_role("row", name=re.compile("Used"))).to_be_visible()
 
 
 def flows(page, browser, base, work, docs, vms, payload, token, errors):
@@ -345,6 +402,8 @@ def flows(page, browser, base, work, docs, vms, payload, token, errors):
             expect(page.get_by_role("row", name=re.compile("web9"))).to_contain_text("Unregistered")
             out = register("web10")
             assert out.returncode != 0 and "used already" in out.stderr, out.stderr
+
+            guarded(page, browser, base, work)
 
             # phone width: nothing wider than the screen
             phone = page.context.new_page()
