@@ -213,6 +213,7 @@ pub fn backup_disk_to(
     let w = writer.stats();
     stats.bytes_read = bytes_read.into_inner();
     stats.bytes_new = w.bytes_new;
+    stats.bytes_new_incompressible = w.bytes_new_incompressible;
     stats.bytes_stored = w.bytes_stored;
     stats.chunks_new = w.chunks_new;
     stats.packs_written = w.packs_written;

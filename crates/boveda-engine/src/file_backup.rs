@@ -97,6 +97,11 @@ struct Ctx<'a> {
     bytes: AtomicU64,
     bytes_read: AtomicU64,
     unchanged: AtomicU64,
+    /// Files new at their path, read again, gone from a folder (against
+    /// the parent point; what a point's suspicion compares).
+    added: AtomicU64,
+    changed: AtomicU64,
+    removed: AtomicU64,
 }
 
 #[derive(Default)]
@@ -193,6 +198,9 @@ pub fn backup_files_to(
         bytes: AtomicU64::new(0),
         bytes_read: AtomicU64::new(0),
         unchanged: AtomicU64::new(0),
+        added: AtomicU64::new(0),
+        changed: AtomicU64::new(0),
+        removed: AtomicU64::new(0),
     };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
@@ -221,6 +229,10 @@ pub fn backup_files_to(
         bytes_stored: w.bytes_stored,
         chunks_new: w.chunks_new,
         packs_written: w.packs_written,
+        bytes_new_incompressible: w.bytes_new_incompressible,
+        files_added: ctx.added.into_inner(),
+        files_changed: ctx.changed.into_inner(),
+        files_removed: ctx.removed.into_inner(),
     };
     let warnings = ctx.warnings.into_inner().unwrap_or_default();
     Ok(FileBackupOutcome { tree, stats, warnings })
@@ -308,6 +320,15 @@ impl Ctx<'_> {
             }
         };
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        if let Some(parent) = &parent {
+            let gone = parent
+                .nodes
+                .iter()
+                .filter(|n| n.kind == NodeKind::File)
+                .filter(|n| names.binary_search_by(|x| x.as_bytes().cmp(&n.name)).is_err())
+                .count();
+            self.removed.fetch_add(gone as u64, Ordering::Relaxed);
+        }
         let nodes: Vec<Option<Node>> = names
             .into_par_iter()
             .map(|name| {
@@ -364,6 +385,9 @@ impl Ctx<'_> {
                     self.unchanged.fetch_add(1, Ordering::Relaxed);
                     self.progress.file_done(path, node.size, true);
                 } else {
+                    let was_file = old.is_some_and(|o| o.kind == NodeKind::File);
+                    let counter = if was_file { &self.changed } else { &self.added };
+                    counter.fetch_add(1, Ordering::Relaxed);
                     match self.read_file(path, &mut node) {
                         Ok(()) => self.progress.file_done(path, node.size, false),
                         Err(ReadFail::Io(e)) => {

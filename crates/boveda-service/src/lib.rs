@@ -36,6 +36,7 @@ mod vault;
 
 pub use fleet::add_item;
 pub use protection::backups::backup_job;
+pub use protection::suspicion::{PointReview, Verdict, review as review_point, reviews as point_reviews};
 pub use reports::overview::{ItemOverview, item_overview};
 pub use runtime::job::JobEnv;
 

@@ -495,6 +495,12 @@ pub struct PointSummary {
     /// for other vaults.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub on_secondary: Option<Option<bool>>,
+    /// A point that looked like an attack, and its review.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suspicious: Option<crate::protection::suspicion::PointReview>,
+    /// The suspicious point whose review holds this one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_for_review_of: Option<boveda_vault::PointId>,
 }
 
 /// An item's points, oldest first, each with its expiry (by the item's
@@ -528,11 +534,15 @@ pub fn list_points(
     } else {
         None
     };
+    let reviews = crate::protection::suspicion::reviews(vault)?;
+    let holds = vault.point_holds()?;
     let list = points
         .into_iter()
         .zip(expiries)
         .enumerate()
         .map(|(i, (point, e))| PointSummary {
+            suspicious: reviews.iter().find(|r| r.point == point.id).cloned(),
+            held_for_review_of: holds.iter().find(|h| h.point == point.id).and_then(|h| h.review_of),
             point,
             expires: e.expires,
             kept_by: e.kept_by,

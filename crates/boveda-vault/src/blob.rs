@@ -31,6 +31,9 @@ impl BlobKind {
     }
 }
 
+/// What sealing adds to a chunk's stored bytes: nonce, mode byte, tag.
+pub const BLOB_OVERHEAD: usize = NONCE_LEN + 1 + TAG_LEN;
+
 const MODE_RAW: u8 = 0;
 const MODE_ZSTD: u8 = 1;
 

@@ -115,8 +115,18 @@ const PACK_SLACK: usize = 5 << 20;
 pub struct WriterStats {
     pub chunks_new: u64,
     pub bytes_new: u64,
+    /// Of `bytes_new`, data that did not compress (see [`incompressible`]).
+    pub bytes_new_incompressible: u64,
     pub bytes_stored: u64,
     pub packs_written: u64,
+}
+
+/// Whether a chunk of `plain` bytes sealed into `sealed` bytes did not
+/// compress: stored at 97% or more of its size (encrypted or already
+/// compressed data; what a point's suspicion looks at).
+pub fn incompressible(plain: usize, sealed: usize) -> bool {
+    let payload = sealed.saturating_sub(crate::blob::BLOB_OVERHEAD);
+    plain > 0 && payload * 100 >= plain * 97
 }
 
 /// Pack buffers kept for reuse once uploaded: allocating a fresh 16 MiB
@@ -149,6 +159,7 @@ pub struct BlobWriter<'a> {
     tree: Mutex<PackBuilder>,
     chunks_new: AtomicU64,
     bytes_new: AtomicU64,
+    bytes_new_incompressible: AtomicU64,
     uploads: Arc<UploadState>,
     uploader: Mutex<Uploader>,
 }
@@ -247,6 +258,7 @@ impl<'a> BlobWriter<'a> {
             tree: Mutex::new(PackBuilder::with_buffer(BlobKind::Tree, envelope, Vec::new())),
             chunks_new: AtomicU64::new(0),
             bytes_new: AtomicU64::new(0),
+            bytes_new_incompressible: AtomicU64::new(0),
             uploads,
             uploader: Mutex::new(Uploader { sender, threads }),
         }
@@ -274,6 +286,9 @@ impl<'a> BlobWriter<'a> {
         let sealed = encode_blob(self.keys.sealer(), plaintext, self.target.compression_level);
         self.chunks_new.fetch_add(1, Ordering::Relaxed);
         self.bytes_new.fetch_add(plaintext.len() as u64, Ordering::Relaxed);
+        if kind == BlobKind::Data && incompressible(plaintext.len(), sealed.len()) {
+            self.bytes_new_incompressible.fetch_add(plaintext.len() as u64, Ordering::Relaxed);
+        }
         let (lock, limit) = match kind {
             BlobKind::Data => (&self.data, self.target.pack_size),
             BlobKind::Tree => (&self.tree, TREE_PACK_SIZE),
@@ -362,6 +377,7 @@ impl<'a> BlobWriter<'a> {
         WriterStats {
             chunks_new: self.chunks_new.load(Ordering::Relaxed),
             bytes_new: self.bytes_new.load(Ordering::Relaxed),
+            bytes_new_incompressible: self.bytes_new_incompressible.load(Ordering::Relaxed),
             bytes_stored: self.uploads.bytes_stored.load(Ordering::Relaxed),
             packs_written: self.uploads.packs_written.load(Ordering::Relaxed),
         }

@@ -44,6 +44,19 @@ pub struct PointStats {
     pub bytes_stored: u64,
     pub chunks_new: u64,
     pub packs_written: u64,
+    /// Of `bytes_new`, those that did not compress (stored at 97% or more
+    /// of their size: encrypted or already compressed data).
+    #[serde(default)]
+    pub bytes_new_incompressible: u64,
+    /// Files the parent point did not have at their path.
+    #[serde(default)]
+    pub files_added: u64,
+    /// Files the parent point had at their path that were read again.
+    #[serde(default)]
+    pub files_changed: u64,
+    /// Files the parent point had in a folder this point has, gone from it.
+    #[serde(default)]
+    pub files_removed: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use crate::args_points::{ImageFormat, PointCmd, RestoreArgs};
+
 #[derive(Parser)]
 #[command(name = "boveda", version, about = "Encrypted, deduplicating backup vaults of recovery points")]
 pub struct Cli {
@@ -462,61 +464,6 @@ pub enum ProtectionCmd {
         #[arg(long)]
         retain_until: Option<String>,
     },
-}
-
-#[derive(Subcommand)]
-pub enum PointCmd {
-    /// An item's recovery points.
-    List {
-        item: String,
-        /// Those in a geo-redundant vault's secondary store.
-        #[arg(long)]
-        from_secondary: bool,
-    },
-    /// One recovery point in full.
-    Show { item: String, point: String },
-    /// Browse a recovery point's files.
-    Ls {
-        item: String,
-        point: String,
-        #[arg(default_value = "/")]
-        path: String,
-    },
-}
-
-#[derive(Args)]
-pub struct RestoreArgs {
-    pub item: String,
-    /// A point id (prefix) or `latest`.
-    #[arg(long, default_value = "latest")]
-    pub point: String,
-    /// File items: the folder to restore into (paths are recreated below
-    /// it). Disk items: the image file or block device to write. VM items:
-    /// the folder for the disks and the new definition.
-    #[arg(long, required_unless_present = "serve_nbd")]
-    pub target: Option<PathBuf>,
-    /// Only these paths of the point (repeatable; file items).
-    #[arg(long = "path")]
-    pub paths: Vec<String>,
-    /// For disk and VM items: the image format of the restored disks.
-    #[arg(long, value_enum, default_value = "raw")]
-    pub format: ImageFormat,
-    /// Restore from a geo-redundant vault's secondary store (cross-region
-    /// restore, when the primary is unreachable).
-    #[arg(long)]
-    pub from_secondary: bool,
-    /// Instant restore of disk and VM items: instead of writing the disks,
-    /// export them read-only over NBD on this UNIX socket (each under its
-    /// name: `disk`, `vda`, ...) until interrupted; a VM boots from them
-    /// at once through a qcow2 overlay.
-    #[arg(long, value_name = "SOCKET", conflicts_with_all = ["target", "paths", "format"])]
-    pub serve_nbd: Option<PathBuf>,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ImageFormat {
-    Raw,
-    Qcow2,
 }
 
 #[derive(Subcommand)]

@@ -3,6 +3,7 @@
 
 mod args;
 mod args_guard;
+mod args_points;
 mod commands;
 mod output;
 mod passphrase;

@@ -193,7 +193,12 @@ impl HostJob<'_> {
             };
             vault.save_point(&point)?;
             crate::policies::holds::hold_new_point(vault, point.item_id, point.id, point.time)?;
-            let done = JobDone { warnings: point.warnings.clone(), details: vec![], point: Some(point.id) };
+            // the signals are what the host reports of its own backup
+            let details = crate::protection::suspicion::judge(vault, item, &point, point.time)?
+                .map(|why| format!("{}{why}", crate::protection::suspicion::SUSPICIOUS))
+                .into_iter()
+                .collect();
+            let done = JobDone { warnings: point.warnings.clone(), details, point: Some(point.id) };
             Ok((point, done))
         })
     }

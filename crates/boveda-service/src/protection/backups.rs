@@ -61,8 +61,11 @@ pub fn backup_job(
         ctx.set_phase("backing up");
         let req = request(env, &ctx.cancel, retain_until, scheduled_for);
         let point = backup_now(vault, item, &req, ctx)?;
-        let details =
+        let mut details: Vec<String> =
             point.freeze_ms.map(|ms| format!("the guest's file systems were frozen for {ms} ms")).into_iter().collect();
+        if let Some(why) = crate::protection::suspicion::judge(vault, item, &point, env.clock.now())? {
+            details.push(format!("{}{why}", crate::protection::suspicion::SUSPICIOUS));
+        }
         let done = JobDone { warnings: point.warnings.clone(), details, point: Some(point.id) };
         Ok((point, done))
     })

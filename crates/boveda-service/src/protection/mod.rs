@@ -2,6 +2,7 @@
 //! protection (enable, stop, delete data, undelete, resume), each a job.
 
 pub(crate) mod backups;
+pub mod suspicion;
 
 use std::sync::atomic::AtomicBool;
 

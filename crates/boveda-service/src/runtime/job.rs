@@ -21,6 +21,10 @@ use crate::error::{Result, ServiceError, ServiceErrorKind};
 use crate::items::Item;
 pub use crate::model::job_record::{Job, JobProgress, JobState, Operation};
 use crate::runtime::alert::{Severity, raise_alert};
+
+/// How a backup job's details mark a suspicious point
+/// (`crate::protection::suspicion`, which imports this room).
+pub const SUSPICIOUS: &str = "suspicious point: ";
 use crate::runtime::clock::Clock;
 
 const JOBS: &str = "jobs";
@@ -302,13 +306,18 @@ fn settle<T>(job: &mut Job, result: Result<(T, JobDone)>) -> Result<T> {
     }
 }
 
-/// A failed backup or restore raises a critical alert; deleted backup data
-/// a warning. An alert that cannot be stored is reported by the job itself.
+/// A failed backup or restore raises a critical alert, and so does a
+/// backup whose point looks like an attack; deleted backup data a warning. An alert that cannot be stored is reported by the job itself.
 fn raise_job_alert(vault: &Vault, job: &Job, start: Timestamp) {
     let alert = match (job.operation, job.state) {
         (Operation::Backup | Operation::Restore, JobState::Failed) => {
             Some((Severity::Critical, job.error.clone().unwrap_or_default()))
         }
+        (Operation::Backup, JobState::Completed | JobState::CompletedWithWarnings) => job
+            .details
+            .iter()
+            .find_map(|d| d.strip_prefix(SUSPICIOUS))
+            .map(|why| (Severity::Critical, format!("the backup looks like an attack (ransomware?): {why}"))),
         (Operation::DeleteBackupData, JobState::Completed | JobState::CompletedWithWarnings) => {
             Some((Severity::Warning, "backup data was deleted (soft delete: recoverable until purged)".to_string()))
         }

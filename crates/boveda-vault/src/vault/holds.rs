@@ -67,11 +67,16 @@ pub struct PointHold {
     /// always binding.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub soft_delete_until: Option<Timestamp>,
+    /// The suspicious point whose review keeps this one (the last point
+    /// before a backup that looked like an attack): binding until an
+    /// admin reviews it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review_of: Option<PointId>,
 }
 
 impl PointHold {
     fn new(point: PointId) -> PointHold {
-        PointHold { point, retention_until: None, soft_delete_until: None }
+        PointHold { point, retention_until: None, soft_delete_until: None, review_of: None }
     }
 }
 
@@ -169,13 +174,53 @@ impl Vault {
         Ok(())
     }
 
-    /// Why `point` may not be deleted at `now`, if it may not: its
-    /// soft-delete window, or (while the vault is immutable) its retention.
+    /// Holds `point` until the suspicious point `suspicious` is reviewed.
+    ///
+    /// # Errors
+    /// A store error.
+    pub fn hold_for_review(&self, point: &PointId, suspicious: &PointId) -> Result<()> {
+        self.catalog_update(HOLDS_KIND, &RecordId(point.0), |held: Option<PointHold>| {
+            let mut hold = held.unwrap_or(PointHold::new(*point));
+            hold.review_of = Some(*suspicious);
+            Ok(Some(hold))
+        })?;
+        Ok(())
+    }
+
+    /// Ends the hold that the review of `suspicious` put on `point` (the
+    /// review is done); other holds stay.
+    ///
+    /// # Errors
+    /// A store error.
+    pub fn release_review_hold(&self, point: &PointId, suspicious: &PointId) -> Result<()> {
+        if self.point_hold(point)?.is_none_or(|h| h.review_of != Some(*suspicious)) {
+            return Ok(());
+        }
+        self.catalog_update(HOLDS_KIND, &RecordId(point.0), |held: Option<PointHold>| {
+            let mut hold = held.unwrap_or(PointHold::new(*point));
+            if hold.review_of == Some(*suspicious) {
+                hold.review_of = None;
+            }
+            Ok(Some(hold))
+        })?;
+        Ok(())
+    }
+
+    /// Why `point` may not be deleted at `now`, if it may not: a review it
+    /// waits for, its soft-delete window, or (while the vault is
+    /// immutable) its retention.
     ///
     /// # Errors
     /// A store error.
     pub fn point_held(&self, point: &PointId, now: Timestamp) -> Result<Option<String>> {
         let Some(hold) = self.point_hold(point)? else { return Ok(None) };
+        if let Some(suspicious) = hold.review_of {
+            return Ok(Some(format!(
+                "point {} is held until suspicious point {} is reviewed (boveda recoverypoint review)",
+                point.short(),
+                suspicious.short()
+            )));
+        }
         if let Some(until) = hold.soft_delete_until.filter(|u| *u > now) {
             return Ok(Some(format!(
                 "point {} is held until {until} by soft delete (its item's deleted data stays recoverable until then)",

@@ -1,7 +1,9 @@
 //! `recoverypoint` (list, show, browse points) and `mount`.
 
 use anyhow::Result;
-use boveda_service::{PointEntry, browse_point, find_item, find_point, list_points, show_point};
+use boveda_service::{
+    PointEntry, Verdict, browse_point, find_item, find_point, list_points, point_reviews, review_point, show_point,
+};
 use jiff::Timestamp;
 
 use super::Ctx;
@@ -27,6 +29,26 @@ pub(super) fn mode_string(e: &PointEntry) -> String {
         s.push(if bits & 1 != 0 { 'x' } else { '-' });
     }
     s
+}
+
+fn status(s: &boveda_service::PointSummary) -> String {
+    let p = &s.point;
+    let mut text = if p.warnings.is_empty() {
+        "Completed".into()
+    } else {
+        format!("CompletedWithWarnings ({})", p.warnings.len())
+    };
+    if let Some(r) = &s.suspicious {
+        text.push_str(match r.verdict {
+            None => ", SUSPICIOUS (review it)",
+            Some(Verdict::Clean) => ", suspicious, reviewed clean",
+            Some(Verdict::Confirmed) => ", suspicious, confirmed attack",
+        });
+    }
+    if let Some(of) = s.held_for_review_of {
+        text.push_str(&format!(", held until {} is reviewed", of.short()));
+    }
+    text
 }
 
 pub fn points(ctx: &Ctx, cmd: PointCmd) -> Result<Outcome> {
@@ -58,11 +80,7 @@ pub fn points(ctx: &Ctx, cmd: PointCmd) -> Result<Outcome> {
                         p.stats.files.to_string(),
                         opt_time(s.expires),
                         s.kept_by.clone(),
-                        if p.warnings.is_empty() {
-                            "Completed".into()
-                        } else {
-                            format!("CompletedWithWarnings ({})", p.warnings.len())
-                        },
+                        status(s),
                     ];
                     if let Some(on) = s.on_secondary {
                         row.push(match on {
@@ -107,6 +125,11 @@ pub fn points(ctx: &Ctx, cmd: PointCmd) -> Result<Outcome> {
                         "added to vault".into(),
                         format!("{} ({} new chunks, {} packs)", size(s.bytes_stored), s.chunks_new, s.packs_written),
                     ],
+                    vec![
+                        "files added / changed / removed".into(),
+                        format!("{} / {} / {}", s.files_added, s.files_changed, s.files_removed),
+                    ],
+                    vec!["new, did not compress".into(), size(s.bytes_new_incompressible)],
                 ];
                 if let Some(ms) = p.freeze_ms {
                     rows.push(vec!["guest frozen".into(), format!("{ms} ms")]);
@@ -117,6 +140,7 @@ pub fn points(ctx: &Ctx, cmd: PointCmd) -> Result<Outcome> {
                 print_table(&["FIELD", "VALUE"], &rows);
             }
         }
+        PointCmd::Review { item, point, clean, confirm: _ } => review(ctx, &vault, &item, point.as_deref(), clean)?,
         PointCmd::Ls { item, point, path } => {
             let item = find_item(&vault, &item)?;
             let p = find_point(&vault, &item, &point)?;
@@ -141,6 +165,42 @@ pub fn points(ctx: &Ctx, cmd: PointCmd) -> Result<Outcome> {
         }
     }
     Ok(Outcome::Ok)
+}
+
+fn review(ctx: &Ctx, vault: &boveda_service::Vault, item: &str, point: Option<&str>, clean: bool) -> Result<()> {
+    let item = find_item(vault, item)?;
+    let Some(point) = point else {
+        let mine: Vec<_> = point_reviews(vault)?.into_iter().filter(|r| r.item == item.id).collect();
+        if ctx.json() {
+            ctx.print_json(&mine)?;
+            return Ok(());
+        }
+        let rows: Vec<_> = mine
+            .iter()
+            .map(|r| {
+                let verdict = r.verdict.map_or("waiting for review".to_string(), |v| format!("{v:?}"));
+                vec![r.point.short(), time(r.flagged), verdict, r.reasons.join("; ")]
+            })
+            .collect();
+        print_table(&["POINT", "FLAGGED", "REVIEW", "WHAT JUMPED"], &rows);
+        return Ok(());
+    };
+    let verdict = if clean { Verdict::Clean } else { Verdict::Confirmed };
+    let clock = ctx.clock()?;
+    let r = review_point(vault, &item, point, verdict, &ctx.by(), clock.as_ref())?;
+    let p = &r;
+    match (verdict, r.held) {
+        (Verdict::Clean, Some(held)) => {
+            println!("point {} reviewed clean: point {} is no longer held for it", p.point.short(), held.short())
+        }
+        (_, Some(held)) => println!(
+            "point {} confirmed as an attack: point {} before it stays held; restore from it",
+            p.point.short(),
+            held.short()
+        ),
+        (_, None) => println!("point {} reviewed", p.point.short()),
+    }
+    Ok(())
 }
 
 pub fn mount(ctx: &Ctx, item: &str, point: Option<&str>, dir: &std::path::Path) -> Result<Outcome> {

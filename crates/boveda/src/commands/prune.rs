@@ -44,6 +44,9 @@ pub fn prune(ctx: &Ctx, dry_run: bool, margin: &str) -> Result<Outcome> {
     if !rows.is_empty() {
         print_table(&["ITEM", "POINT", "TIME", "EXPIRED", "RULE"], &rows);
     }
+    for why in &plan.held {
+        println!("kept, expired but held: {why}");
+    }
     for i in &plan.purged_items {
         println!("{verb} item {i} (soft-delete window over)");
     }

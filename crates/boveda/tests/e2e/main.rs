@@ -35,5 +35,6 @@ mod regression;
 mod replication;
 mod serve;
 mod stores;
+mod suspicion;
 mod vms;
 mod warnings;
