@@ -64,6 +64,9 @@ start() {
   echo "export AZURE_STORAGE_CONNECTION_STRING='DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=$key;BlobEndpoint=http://127.0.0.1:$az_port/devstoreaccount1;'"
   echo "export AWS_ACCESS_KEY_ID=boveda-test AWS_SECRET_ACCESS_KEY=boveda-test AWS_REGION=us-east-1"
   echo "export AWS_ENDPOINT_URL=http://127.0.0.1:$s3_port"
+  # boto3 (moto's own dependency): what tests attack a locked bucket with,
+  # holding the bucket's credentials
+  echo "export BOVEDA_TEST_S3_PYTHON=$TOOLS/moto/bin/python"
 }
 
 # Stops a server by PID and waits until it is gone (at most 10 s, then

@@ -132,11 +132,25 @@ pub fn open_backend(url: &str, create_container: bool) -> Result<Arc<dyn Store>,
         }
         StoreUrl::S3 { bucket, prefix } => {
             if create_container {
-                crate::container::create_s3_bucket(bucket)?;
+                crate::container::create_s3_bucket(bucket, false)?;
             }
             Arc::new(crate::s3::open(bucket, prefix, &location)?)
         }
     })
+}
+
+/// Creates the bucket of an `s3://` URL with Object Lock enabled (an
+/// existing bucket of ours is left as it is: its lock is checked when the
+/// vault is created).
+///
+/// # Errors
+/// `Unsupported` for a URL other than S3; the service's refusal.
+pub fn create_locked_bucket(url: &str) -> Result<(), StoreError> {
+    match StoreUrl::parse(url)? {
+        StoreUrl::S3 { bucket, .. } => crate::container::create_s3_bucket(&bucket, true),
+        _ => Err(StoreError::new(crate::StoreErrorKind::Unsupported, "create", url)
+            .with_source("object lock is S3's (an Azure or local vault cannot use it)")),
+    }
 }
 
 /// The faults `BOVEDA_STORE_FAULTS` asks for, if any.

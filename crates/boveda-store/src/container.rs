@@ -63,11 +63,12 @@ pub(crate) fn create_azure_container(container: &str) -> Result<(), StoreError> 
     })
 }
 
-/// Creates an S3 bucket (an existing one of ours is left as it is).
+/// Creates an S3 bucket (an existing one of ours is left as it is), with
+/// Object Lock enabled when `lock` (which also turns versioning on).
 ///
 /// # Errors
 /// `PermissionDenied` or `Other` with the service's answer.
-pub(crate) fn create_s3_bucket(bucket: &str) -> Result<(), StoreError> {
+pub(crate) fn create_s3_bucket(bucket: &str, lock: bool) -> Result<(), StoreError> {
     use reqsign_aws_v4::{RequestSigner, StaticCredentialProvider};
     let access = crate::s3::access_from_env()?;
     let what = format!("bucket {bucket}");
@@ -88,7 +89,9 @@ pub(crate) fn create_s3_bucket(bucket: &str) -> Result<(), StoreError> {
             access.region
         )
     };
-    put_signed(&what, &url, &[("x-amz-content-sha256", "UNSIGNED-PAYLOAD")], &body, async |parts| {
-        signer.sign(parts, None).await.map_err(|e| e.to_string())
-    })
+    let mut headers = vec![("x-amz-content-sha256", "UNSIGNED-PAYLOAD")];
+    if lock {
+        headers.push(("x-amz-bucket-object-lock-enabled", "true"));
+    }
+    put_signed(&what, &url, &headers, &body, async |parts| signer.sign(parts, None).await.map_err(|e| e.to_string()))
 }

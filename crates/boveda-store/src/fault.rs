@@ -206,6 +206,18 @@ impl Store for FaultStore {
         })?;
         failed.map_or(Ok(()), Err)
     }
+    fn lock_object(&self, name: &str, lock: &crate::ObjectLock) -> Result<bool, StoreError> {
+        self.inner.lock_object(name, lock)
+    }
+
+    fn object_lock(&self, name: &str) -> Result<Option<crate::ObjectLock>, StoreError> {
+        self.inner.object_lock(name)
+    }
+
+    fn can_lock(&self) -> Result<bool, StoreError> {
+        self.inner.can_lock()
+    }
+
     fn grant_create(&self, name: &str, len: u64, ttl: Duration) -> Result<Option<CreateGrant>, StoreError> {
         self.inner.grant_create(name, len, ttl)
     }

@@ -41,7 +41,7 @@ fn failed(name: &str, why: impl std::fmt::Display) -> StoreError {
     StoreError::new(StoreErrorKind::Other, "grant", name).with_source(why.to_string())
 }
 
-fn key_of(prefix: &str, name: &str) -> String {
+pub(crate) fn key_of(prefix: &str, name: &str) -> String {
     if prefix.is_empty() { name.to_string() } else { format!("{prefix}/{name}") }
 }
 
@@ -139,7 +139,7 @@ fn delete_azure_blob_with_snapshots(url: &str, account: &str, key: &str, name: &
 
 /// Percent-encodes each segment of an object's path (names are checked,
 /// but a vault's prefix may hold spaces or other letters).
-fn encode_path(path: &str) -> String {
+pub(crate) fn encode_path(path: &str) -> String {
     const SEGMENT: &percent_encoding::AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
     path.split('/').map(|seg| utf8_percent_encode(seg, SEGMENT).to_string()).collect::<Vec<_>>().join("/")
 }

@@ -36,6 +36,7 @@ mod fault;
 mod grant;
 mod local_store;
 mod metrics;
+mod object_lock;
 mod opendal_store;
 mod replicating;
 mod replication;
@@ -45,13 +46,14 @@ mod s3;
 mod store;
 
 pub use builder::{
-    FAULTS_ENV, StoreOptions, StoreUrl, faults_from_env, faults_from_var, layer, open_backend, open_store,
-    open_store_with,
+    FAULTS_ENV, StoreOptions, StoreUrl, create_locked_bucket, faults_from_env, faults_from_var, layer, open_backend,
+    open_store, open_store_with,
 };
 pub use error::{StoreError, StoreErrorKind};
 pub use fault::{FaultPlan, FaultStore};
 pub use local_store::LocalStore;
 pub use metrics::{MetricsSnapshot, MetricsStore, StoreMetrics, process_metrics};
+pub use object_lock::{LockMode, ObjectLock};
 pub use replicating::{PENDING, PendingMarker, ReplicatingStore, mark_pending};
 pub use replication::{PassReport, ReplicationLag, Replicator};
 pub use retry::{RetryPolicy, RetryStore, process_retries};

@@ -216,6 +216,29 @@ impl Store for OpendalStore {
         Capabilities { conditional_replace: self.conditional_replace, parallel_requests: 8, remote: true }
     }
 
+    fn lock_object(&self, name: &str, lock: &crate::ObjectLock) -> Result<bool, StoreError> {
+        check_name("lock", name)?;
+        match &self.granter {
+            Some(g @ Granter::S3 { .. }) => g.lock(name, lock).map(|()| true),
+            _ => Ok(false),
+        }
+    }
+
+    fn object_lock(&self, name: &str) -> Result<Option<crate::ObjectLock>, StoreError> {
+        check_name("lock", name)?;
+        match &self.granter {
+            Some(g @ Granter::S3 { .. }) => g.lock_of(name),
+            _ => Ok(None),
+        }
+    }
+
+    fn can_lock(&self) -> Result<bool, StoreError> {
+        match &self.granter {
+            Some(g @ Granter::S3 { .. }) => g.lock_enabled(),
+            _ => Ok(false),
+        }
+    }
+
     fn grant_create(&self, name: &str, len: u64, ttl: Duration) -> Result<Option<CreateGrant>, StoreError> {
         self.granter.as_ref().map(|g| g.grant(name, len, ttl)).transpose()
     }

@@ -40,6 +40,18 @@ impl Store for RoutedStore {
         self.main.capabilities()
     }
 
+    fn lock_object(&self, name: &str, lock: &crate::ObjectLock) -> Result<bool, StoreError> {
+        self.route(name).lock_object(name, lock)
+    }
+
+    fn object_lock(&self, name: &str) -> Result<Option<crate::ObjectLock>, StoreError> {
+        self.route(name).object_lock(name)
+    }
+
+    fn can_lock(&self) -> Result<bool, StoreError> {
+        self.main.can_lock()
+    }
+
     fn get(&self, name: &str) -> Result<Vec<u8>, StoreError> {
         self.route(name).get(name)
     }

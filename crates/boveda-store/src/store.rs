@@ -183,6 +183,36 @@ pub trait Store: Send + Sync {
         Ok(None)
     }
 
+    /// Locks `name` in the store itself until `lock.until` (S3 Object
+    /// Lock); `false` from a store that cannot lock. Extending a lock
+    /// rewrites no data.
+    ///
+    /// # Errors
+    /// The service's refusal (a bucket without Object Lock, an earlier date
+    /// in compliance mode).
+    fn lock_object(&self, name: &str, lock: &crate::ObjectLock) -> Result<bool, StoreError> {
+        let _ = (name, lock);
+        Ok(false)
+    }
+
+    /// `name`'s lock in the store itself, if it has one.
+    ///
+    /// # Errors
+    /// A store error.
+    fn object_lock(&self, name: &str) -> Result<Option<crate::ObjectLock>, StoreError> {
+        let _ = name;
+        Ok(None)
+    }
+
+    /// Whether this store can lock objects (an S3 bucket with Object Lock
+    /// enabled).
+    ///
+    /// # Errors
+    /// A store error.
+    fn can_lock(&self) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+
     /// Writes a new object; never replaces one (create-only).
     ///
     /// # Errors
