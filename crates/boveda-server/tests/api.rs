@@ -400,6 +400,8 @@ fn vaults_created_at_once_are_all_registered() {
                     compression_level: 3,
                     kdf: boveda_service::KdfParams::TESTING,
                     create_container: false,
+                    object_lock: None,
+                    lock_margin_days: None,
                 };
                 boveda_service::create_vault(&req, common::PASS).expect("created");
             });

@@ -153,6 +153,22 @@ pub fn create_locked_bucket(url: &str) -> Result<(), StoreError> {
     }
 }
 
+/// Sets the default retention of the bucket of an `s3://` URL: every
+/// object version written is locked `days` days in `mode` by the store.
+///
+/// # Errors
+/// `Unsupported` for a URL other than S3; the service's refusal (a bucket
+/// without Object Lock).
+pub fn set_bucket_lock(url: &str, mode: crate::LockMode, days: u32) -> Result<(), StoreError> {
+    match StoreUrl::parse(url)? {
+        StoreUrl::S3 { bucket, prefix } => {
+            let access = crate::s3::access_from_env()?;
+            crate::s3::granter(&access, &bucket, &prefix).set_default_retention(mode, days)
+        }
+        _ => Err(StoreError::new(crate::StoreErrorKind::Unsupported, "lock", url)),
+    }
+}
+
 /// The faults `BOVEDA_STORE_FAULTS` asks for, if any.
 ///
 /// # Errors

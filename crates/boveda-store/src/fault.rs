@@ -206,11 +206,15 @@ impl Store for FaultStore {
         })?;
         failed.map_or(Ok(()), Err)
     }
-    fn lock_object(&self, name: &str, lock: &crate::ObjectLock) -> Result<bool, StoreError> {
+    fn delete_version(&self, name: &str) -> Result<(), StoreError> {
+        self.inner.delete_version(name)
+    }
+
+    fn lock_object(&self, name: &str, lock: &crate::store::ObjectLock) -> Result<bool, StoreError> {
         self.inner.lock_object(name, lock)
     }
 
-    fn object_lock(&self, name: &str) -> Result<Option<crate::ObjectLock>, StoreError> {
+    fn object_lock(&self, name: &str) -> Result<Option<crate::store::ObjectLock>, StoreError> {
         self.inner.object_lock(name)
     }
 

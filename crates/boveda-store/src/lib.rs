@@ -47,15 +47,16 @@ mod store;
 
 pub use builder::{
     FAULTS_ENV, StoreOptions, StoreUrl, create_locked_bucket, faults_from_env, faults_from_var, layer, open_backend,
-    open_store, open_store_with,
+    open_store, open_store_with, set_bucket_lock,
 };
 pub use error::{StoreError, StoreErrorKind};
 pub use fault::{FaultPlan, FaultStore};
 pub use local_store::LocalStore;
 pub use metrics::{MetricsSnapshot, MetricsStore, StoreMetrics, process_metrics};
-pub use object_lock::{LockMode, ObjectLock};
 pub use replicating::{PENDING, PendingMarker, ReplicatingStore, mark_pending};
 pub use replication::{PassReport, ReplicationLag, Replicator};
 pub use retry::{RetryPolicy, RetryStore, process_retries};
 pub use routed::RoutedStore;
-pub use store::{AbandonedUpload, Capabilities, CreateGrant, LIST_PAGE, ObjectInfo, PutMode, Store};
+pub use store::{
+    AbandonedUpload, Capabilities, CreateGrant, LIST_PAGE, LockMode, ObjectInfo, ObjectLock, PutMode, Store,
+};

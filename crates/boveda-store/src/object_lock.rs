@@ -8,43 +8,8 @@
 use std::time::{Duration, SystemTime};
 
 use crate::grant::{Granter, S3Signing, encode_path, key_of};
+use crate::store::{LockMode, ObjectLock};
 use crate::{StoreError, StoreErrorKind};
-
-/// Who may lift a lock before its date.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LockMode {
-    /// Nobody, not even the account's root.
-    Compliance,
-    /// A credential with `s3:BypassGovernanceRetention`.
-    Governance,
-}
-
-impl LockMode {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            LockMode::Compliance => "COMPLIANCE",
-            LockMode::Governance => "GOVERNANCE",
-        }
-    }
-
-    /// # Errors
-    /// `InvalidName` for another word.
-    pub fn parse(text: &str) -> Result<LockMode, StoreError> {
-        match text.to_ascii_lowercase().as_str() {
-            "compliance" => Ok(LockMode::Compliance),
-            "governance" => Ok(LockMode::Governance),
-            _ => Err(StoreError::new(StoreErrorKind::InvalidName, "lock", text)
-                .with_source("an object lock mode is compliance or governance")),
-        }
-    }
-}
-
-/// An object's lock: its mode and the time it holds until.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ObjectLock {
-    pub mode: LockMode,
-    pub until: SystemTime,
-}
 
 fn failed(op: &'static str, name: &str, why: impl std::fmt::Display) -> StoreError {
     StoreError::new(StoreErrorKind::Other, op, name).with_source(why.to_string())
@@ -149,6 +114,59 @@ impl Granter {
         let mode = LockMode::parse(&mode)?;
         let until = parse_rfc3339(&until).ok_or_else(|| failed("lock", name, format!("a lock date {until:?}")))?;
         Ok(Some(ObjectLock { mode, until }))
+    }
+
+    /// Deletes `name`'s current version itself, not only hiding it behind a
+    /// delete marker as a plain delete does in a versioned bucket: the
+    /// store refuses it while the version is locked.
+    ///
+    /// # Errors
+    /// `PermissionDenied` for a locked version; `Unsupported` for a store
+    /// other than S3; the service's answer.
+    pub(crate) fn delete_current_version(&self, name: &str) -> Result<(), StoreError> {
+        let Some((access, url)) = self.s3_url(name, "") else {
+            return Err(StoreError::new(StoreErrorKind::Unsupported, "delete", name));
+        };
+        let head = match send(access, http::Method::HEAD, &url, &[], Vec::new(), "delete", name) {
+            Ok(r) => r,
+            Err(e) if e.kind() == StoreErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let version = head.headers().get("x-amz-version-id").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let target = match version.filter(|v| v != "null") {
+            Some(v) => {
+                let v = percent_encoding::utf8_percent_encode(&v, percent_encoding::NON_ALPHANUMERIC).to_string();
+                format!("{url}?versionId={v}")
+            }
+            None => url,
+        };
+        match send(access, http::Method::DELETE, &target, &[("content-length", "0".into())], Vec::new(), "delete", name)
+        {
+            Err(e) if e.kind() == StoreErrorKind::NotFound => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
+    /// Sets the bucket's default retention: every object version written
+    /// from then on is locked `days` days in `mode` by the store itself.
+    ///
+    /// # Errors
+    /// `Unsupported` for a store other than S3; the service's answer (a
+    /// bucket without Object Lock).
+    pub(crate) fn set_default_retention(&self, mode: LockMode, days: u32) -> Result<(), StoreError> {
+        let Some((access, url)) = self.s3_url("", "?object-lock") else {
+            return Err(StoreError::new(StoreErrorKind::Unsupported, "lock", "bucket"));
+        };
+        let body = format!(
+            "<ObjectLockConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><ObjectLockEnabled>Enabled</ObjectLockEnabled><Rule><DefaultRetention><Mode>{}</Mode><Days>{days}</Days></DefaultRetention></Rule></ObjectLockConfiguration>",
+            mode.as_str()
+        )
+        .into_bytes();
+        use base64::Engine as _;
+        use md5::Digest as _;
+        let md5 = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(&body));
+        let headers = [("content-md5", md5), ("content-length", body.len().to_string())];
+        send(access, http::Method::PUT, &url, &headers, body, "lock", "bucket").map(|_| ())
     }
 
     /// Whether the bucket has Object Lock enabled.

@@ -216,7 +216,7 @@ impl Store for OpendalStore {
         Capabilities { conditional_replace: self.conditional_replace, parallel_requests: 8, remote: true }
     }
 
-    fn lock_object(&self, name: &str, lock: &crate::ObjectLock) -> Result<bool, StoreError> {
+    fn lock_object(&self, name: &str, lock: &crate::store::ObjectLock) -> Result<bool, StoreError> {
         check_name("lock", name)?;
         match &self.granter {
             Some(g @ Granter::S3 { .. }) => g.lock(name, lock).map(|()| true),
@@ -224,11 +224,19 @@ impl Store for OpendalStore {
         }
     }
 
-    fn object_lock(&self, name: &str) -> Result<Option<crate::ObjectLock>, StoreError> {
+    fn object_lock(&self, name: &str) -> Result<Option<crate::store::ObjectLock>, StoreError> {
         check_name("lock", name)?;
         match &self.granter {
             Some(g @ Granter::S3 { .. }) => g.lock_of(name),
             _ => Ok(None),
+        }
+    }
+
+    fn delete_version(&self, name: &str) -> Result<(), StoreError> {
+        check_name("delete", name)?;
+        match &self.granter {
+            Some(g @ Granter::S3 { .. }) => g.delete_current_version(name),
+            _ => self.delete(name),
         }
     }
 

@@ -282,16 +282,20 @@ impl Store for ReplicatingStore {
 
     // locks are the primary's (a secondary in another locked bucket
     // locks its copies when the pass that carries them runs)
-    fn lock_object(&self, name: &str, lock: &crate::ObjectLock) -> Result<bool, StoreError> {
+    fn lock_object(&self, name: &str, lock: &crate::store::ObjectLock) -> Result<bool, StoreError> {
         self.primary.lock_object(name, lock)
     }
 
-    fn object_lock(&self, name: &str) -> Result<Option<crate::ObjectLock>, StoreError> {
+    fn object_lock(&self, name: &str) -> Result<Option<crate::store::ObjectLock>, StoreError> {
         self.primary.object_lock(name)
     }
 
     fn can_lock(&self) -> Result<bool, StoreError> {
         self.primary.can_lock()
+    }
+
+    fn delete_version(&self, name: &str) -> Result<(), StoreError> {
+        self.primary.delete_version(name)
     }
 
     fn capabilities(&self) -> Capabilities {

@@ -40,16 +40,20 @@ impl Store for RoutedStore {
         self.main.capabilities()
     }
 
-    fn lock_object(&self, name: &str, lock: &crate::ObjectLock) -> Result<bool, StoreError> {
+    fn lock_object(&self, name: &str, lock: &crate::store::ObjectLock) -> Result<bool, StoreError> {
         self.route(name).lock_object(name, lock)
     }
 
-    fn object_lock(&self, name: &str) -> Result<Option<crate::ObjectLock>, StoreError> {
+    fn object_lock(&self, name: &str) -> Result<Option<crate::store::ObjectLock>, StoreError> {
         self.route(name).object_lock(name)
     }
 
     fn can_lock(&self) -> Result<bool, StoreError> {
         self.main.can_lock()
+    }
+
+    fn delete_version(&self, name: &str) -> Result<(), StoreError> {
+        self.route(name).delete_version(name)
     }
 
     fn get(&self, name: &str) -> Result<Vec<u8>, StoreError> {

@@ -49,13 +49,17 @@ pub(crate) fn access_from_env() -> Result<S3Access, StoreError> {
 /// wrong credentials, `Other` for an unreachable endpoint.
 pub(crate) fn open(bucket: &str, prefix: &str, url: &str) -> Result<OpendalStore, StoreError> {
     let access = access_from_env()?;
-    let store = build(&access, bucket, prefix, url)?;
+    // a bucket with Object Lock takes no upload without Content-MD5 (its
+    // default retention locks every version written): one question when
+    // opening, and the MD5 only where it is needed
+    let locked = granter(&access, bucket, prefix).lock_enabled().unwrap_or(false);
+    let store = build_with(&access, bucket, prefix, url, locked)?;
     let endpoint = access.endpoint.as_deref().unwrap_or("AWS");
     store.check(&format!("bucket {bucket} at {endpoint}"))?;
     Ok(store)
 }
 
-pub(crate) fn build(access: &S3Access, bucket: &str, prefix: &str, url: &str) -> Result<OpendalStore, StoreError> {
+fn build_with(access: &S3Access, bucket: &str, prefix: &str, url: &str, md5: bool) -> Result<OpendalStore, StoreError> {
     let mut builder = opendal::services::S3::default()
         .bucket(bucket)
         .root(&format!("/{prefix}"))
@@ -70,12 +74,15 @@ pub(crate) fn build(access: &S3Access, bucket: &str, prefix: &str, url: &str) ->
     if let Some(token) = &access.token {
         builder = builder.session_token(token);
     }
+    if md5 {
+        builder = builder.checksum_algorithm("md5");
+    }
     let op = Operator::new(builder).map_err(|e| map_err("open", url, e))?;
     Ok(OpendalStore::new(op, url.to_string(), true).with_granter(Some(granter(access, bucket, prefix))))
 }
 
 /// What signs create-only grants for this bucket (docs/FLEET.md).
-fn granter(access: &S3Access, bucket: &str, prefix: &str) -> Granter {
+pub(crate) fn granter(access: &S3Access, bucket: &str, prefix: &str) -> Granter {
     let signing = S3Signing {
         endpoint: access.endpoint.clone(),
         region: access.region.clone(),

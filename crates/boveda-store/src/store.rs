@@ -190,7 +190,7 @@ pub trait Store: Send + Sync {
     /// # Errors
     /// The service's refusal (a bucket without Object Lock, an earlier date
     /// in compliance mode).
-    fn lock_object(&self, name: &str, lock: &crate::ObjectLock) -> Result<bool, StoreError> {
+    fn lock_object(&self, name: &str, lock: &ObjectLock) -> Result<bool, StoreError> {
         let _ = (name, lock);
         Ok(false)
     }
@@ -199,9 +199,19 @@ pub trait Store: Send + Sync {
     ///
     /// # Errors
     /// A store error.
-    fn object_lock(&self, name: &str) -> Result<Option<crate::ObjectLock>, StoreError> {
+    fn object_lock(&self, name: &str) -> Result<Option<ObjectLock>, StoreError> {
         let _ = name;
         Ok(None)
+    }
+
+    /// Deletes `name` itself: in a versioned bucket, its current version
+    /// (which the store refuses while it is locked), not a delete marker
+    /// over it; elsewhere as [`Store::delete`].
+    ///
+    /// # Errors
+    /// `PermissionDenied` for a locked object; a store error.
+    fn delete_version(&self, name: &str) -> Result<(), StoreError> {
+        self.delete(name)
     }
 
     /// Whether this store can lock objects (an S3 bucket with Object Lock
@@ -263,4 +273,40 @@ pub(crate) fn check_name(operation: &'static str, name: &str) -> Result<(), Stor
 /// Checks a listing prefix: empty, or a valid name.
 pub(crate) fn check_prefix(prefix: &str) -> Result<(), StoreError> {
     if prefix.is_empty() { Ok(()) } else { check_name("list", prefix) }
+}
+
+/// Who may lift a lock before its date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    /// Nobody, not even the account's root.
+    Compliance,
+    /// A credential with `s3:BypassGovernanceRetention`.
+    Governance,
+}
+
+impl LockMode {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            LockMode::Compliance => "COMPLIANCE",
+            LockMode::Governance => "GOVERNANCE",
+        }
+    }
+
+    /// # Errors
+    /// `InvalidName` for another word.
+    pub fn parse(text: &str) -> Result<LockMode, StoreError> {
+        match text.to_ascii_lowercase().as_str() {
+            "compliance" => Ok(LockMode::Compliance),
+            "governance" => Ok(LockMode::Governance),
+            _ => Err(StoreError::new(StoreErrorKind::InvalidName, "lock", text)
+                .with_source("an object lock mode is compliance or governance")),
+        }
+    }
+}
+
+/// An object's lock: its mode and the time it holds until.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectLock {
+    pub mode: LockMode,
+    pub until: SystemTime,
 }

@@ -71,6 +71,14 @@ fn a_locked_object_survives_the_buckets_own_credentials() {
     let off = lock.until.duration_since(later).unwrap_or_else(|e| e.duration());
     assert!(off < Duration::from_secs(2), "locked until {:?}, asked {later:?}", lock.until);
 
+    // boveda's own delete of the version itself is refused too
+    let refused = store.delete_version(name).expect_err("a locked version deleted");
+    assert_eq!(refused.kind(), boveda_store::StoreErrorKind::PermissionDenied, "{refused}");
+    // an unlocked object's version really goes (no marker left over it)
+    store.put("packs/data/cd/cdef", b"garbage", PutMode::Create).expect("put");
+    store.delete_version("packs/data/cd/cdef").expect("delete the version");
+    assert!(store.stat("packs/data/cd/cdef").is_err());
+
     let said = attack(&bucket, &format!("vault/{name}"));
     assert_eq!(said["versions"].as_array().map(Vec::len), Some(1), "extending rewrote nothing: {said}");
     assert_eq!(said["deleted"].as_array().map(Vec::len), Some(0), "the locked version was deleted: {said}");

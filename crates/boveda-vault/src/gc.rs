@@ -368,6 +368,70 @@ pub fn referenced_chunks(vault: &Vault, points: &[RecoveryPoint]) -> Result<Hash
     first.map_or(Ok(seen), Err)
 }
 
+/// Until when each pack and point manifest is needed by the points given
+/// with their expiry (`None`: no end known): what Object Lock must cover
+/// (`vault/locks.rs`). Points are walked latest expiry first and every
+/// tree once, so a chunk takes the expiry of the longest-kept point that
+/// uses it.
+///
+/// # Errors
+/// A missing or damaged tree, named.
+pub fn needed_until(
+    vault: &Vault,
+    points: &[(RecoveryPoint, Option<Timestamp>)],
+) -> Result<HashMap<String, Option<Timestamp>>> {
+    let index = vault.load_index()?;
+    let mut order: Vec<&(RecoveryPoint, Option<Timestamp>)> = points.iter().collect();
+    // no end first, then the latest
+    order.sort_by(|a, b| match (a.1, b.1) {
+        (None, None) => std::cmp::Ordering::Equal,
+        (None, Some(_)) => std::cmp::Ordering::Less,
+        (Some(_), None) => std::cmp::Ordering::Greater,
+        (Some(x), Some(y)) => y.cmp(&x),
+    });
+    let mut out: HashMap<String, Option<Timestamp>> = HashMap::new();
+    let mut seen: HashSet<ChunkId> = HashSet::new();
+    let later = |a: Option<Timestamp>, b: Option<Timestamp>| match (a, b) {
+        (None, _) | (_, None) => None,
+        (Some(x), Some(y)) => Some(x.max(y)),
+    };
+    for (point, until) in order {
+        out.insert(crate::point::point_name(&point.id), *until);
+        let mut first_seen = Vec::new();
+        let mut stack = vec![point.tree];
+        while let Some(id) = stack.pop() {
+            if !seen.insert(id) {
+                continue;
+            }
+            first_seen.push(id);
+            let tree = vault.load_tree(&index, &id)?;
+            for node in &tree.nodes {
+                match node.kind {
+                    NodeKind::Dir => stack.extend(node.subtree.iter().filter(|s| !seen.contains(*s))),
+                    NodeKind::File => {
+                        for piece in &node.content {
+                            if let Piece::Data { id, .. } = piece
+                                && seen.insert(*id)
+                            {
+                                first_seen.push(*id);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for chunk in first_seen {
+            if let Some(at) = index.get(&chunk) {
+                let name = pack_name(at.kind, &at.pack);
+                let slot = out.entry(name).or_insert(*until);
+                *slot = later(*slot, *until);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Inputs of a plan.
 pub struct GcRequest<'a> {
     pub now: Timestamp,
@@ -414,12 +478,19 @@ pub fn plan(vault: &Vault, req: &GcRequest<'_>) -> Result<GcPlan> {
         }
     }
 
-    // Sweep: marks whose margin has passed and that no running writer predates.
+    // Sweep: marks whose margin has passed and that no running writer
+    // predates, and (on a vault with Object Lock) whose packs the store
+    // no longer locks.
+    let locked = vault.locked_packs(req.now)?;
     let mut swept_or_kept: HashSet<PackId> = HashSet::new();
     for (rid, d) in &records {
         let due = d.marked_at + req.margin;
+        let lock = d.packs.iter().filter_map(|p| locked.get(p)).max();
+        // (a pack the store no longer has needs no waiting)
         let reason = if due > req.now {
             Some(format!("safety margin until {due}"))
+        } else if let Some(until) = lock {
+            Some(format!("locked in the store (Object Lock) until {until}"))
         } else {
             let writers_until = d.marked_at + req.margin.max(MIN_WRITER_SLACK);
             req.oldest_running_writer

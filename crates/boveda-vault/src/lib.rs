@@ -63,7 +63,7 @@ pub use error::{Result, VaultError, VaultErrorKind};
 pub use gc::{
     DEFAULT_SAFETY_MARGIN, Deletion, GcPlan, GcRequest, LostPack, MIN_WRITER_SLACK, PlannedPack, WaitingMark,
     abandoned_uploads, consolidate_index, deletions, execute as gc_execute, forget_lost, marked_packs, missing_packs,
-    plan as gc_plan, referenced_chunks, referenced_chunks_lenient, write_index,
+    needed_until, plan as gc_plan, referenced_chunks, referenced_chunks_lenient, write_index,
 };
 pub use host_keys::{HostKeys, HostSession, SealedBy};
 pub use ids::{ChunkId, PackId, PointId, RecordId};
@@ -78,6 +78,7 @@ pub use store_side::{Added, StoreSide};
 pub use tree::{Node, NodeKind, Piece, Tree, is_safe_name};
 pub use vault::{
     APPROVAL_DEFAULT, APPROVAL_MAX, CreateOptions, DamageLog, GuardApproval, GuardBinding, GuardOutcome, GuardRequest,
-    GuardRequestState, GuardedOp, Hold, HostObject, Immutability, JobPacks, PointHold, Replica, StoreSettings, Vault,
-    VaultConfig, VaultSettings, approval_is_signed, approval_message, check_settings_change, guarded_changes,
+    GuardRequestState, GuardedOp, Hold, HostObject, Immutability, JobPacks, LockReport, ObjectLockSettings, PointHold,
+    Replica, StoreSettings, Vault, VaultConfig, VaultSettings, approval_is_signed, approval_message,
+    check_settings_change, guarded_changes,
 };

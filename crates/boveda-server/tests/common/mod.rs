@@ -65,6 +65,8 @@ pub fn fixture_with(tune: impl FnOnce(&mut ServerConfig)) -> Fixture {
         compression_level: 3,
         kdf: KdfParams::TESTING,
         create_container: false,
+        object_lock: None,
+        lock_margin_days: None,
     };
     let vault = Arc::new(boveda_service::create_vault(&req, PASS).expect("vault"));
     let docs = dir.path().join("docs");

@@ -193,6 +193,7 @@ impl HostJob<'_> {
             };
             vault.save_point(&point)?;
             crate::policies::holds::hold_new_point(vault, point.item_id, point.id, point.time)?;
+            crate::policies::locks::lock_new_point(vault, point.item_id, point.id, point.time)?;
             // the signals are what the host reports of its own backup
             let details = crate::protection::suspicion::judge(vault, item, &point, point.time)?
                 .map(|why| format!("{}{why}", crate::protection::suspicion::SUSPICIOUS))

@@ -3,6 +3,7 @@
 //! what it changes for the points of the items a policy protects.
 
 pub mod holds;
+pub mod locks;
 pub(crate) mod retention;
 
 use boveda_vault::Vault;

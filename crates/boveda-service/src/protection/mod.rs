@@ -145,6 +145,7 @@ pub fn backup_now(
     };
     vault.save_point(&point)?;
     crate::policies::holds::hold_new_point(vault, item.id, point.id, req.now)?;
+    crate::policies::locks::lock_new_point(vault, item.id, point.id, req.now)?;
     Ok(point)
 }
 

@@ -4,7 +4,7 @@
 //! did not compress, and how many files were added, read again and
 //! removed (`boveda_vault::PointStats`). A point whose share of existing
 //! files changed or removed jumps far beyond the item's own history, with
-//! new data that no longer compresses (or with most files rewritten), is
+//! much new data that does not compress (or with most files rewritten), is
 //! **suspicious**: it is recorded for review, the last point before it is
 //! held (retention and prune keep it) until an admin reviews, and its job
 //! raises a Critical alert naming what jumped.
@@ -28,10 +28,10 @@ const REWRITTEN_FLOOR: f64 = 0.2;
 const REWRITTEN_JUMP: f64 = 3.0;
 /// Rewritten past this share is suspicious whatever the data looks like.
 const REWRITTEN_ALONE: f64 = 0.5;
-/// New data that did not compress: at least this share, and this much
-/// above the history's median.
+/// New data that did not compress: at least this share...
 const INCOMPRESSIBLE_FLOOR: f64 = 0.75;
-const INCOMPRESSIBLE_JUMP: f64 = 0.25;
+/// ...of new data that is at least this share of the item.
+const NEW_FLOOR: f64 = 0.1;
 
 /// What an admin said of a suspicious point.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,8 +96,7 @@ pub fn jumps(now: &Signals, history: &[Signals], compressing: bool) -> Option<Ve
     usual.sort_by(f64::total_cmp);
     let median = usual.get(usual.len() / 2).copied().unwrap_or(0.0);
     let rewritten = now.rewritten >= REWRITTEN_FLOOR && now.rewritten >= REWRITTEN_JUMP * most;
-    let incompressible =
-        compressing && now.incompressible >= INCOMPRESSIBLE_FLOOR && now.incompressible >= median + INCOMPRESSIBLE_JUMP;
+    let incompressible = compressing && now.incompressible >= INCOMPRESSIBLE_FLOOR && now.new >= NEW_FLOOR;
     if !(rewritten && (incompressible || now.rewritten >= REWRITTEN_ALONE)) {
         return None;
     }
@@ -247,6 +246,11 @@ mod tests {
         // without compression, only a rewrite of most files counts
         assert!(jumps(&s(0.33, 1.0), &usual, false).is_none());
         assert!(jumps(&s(0.6, 1.0), &usual, false).is_some());
+        // little new data (tags edited in media files): no jump
+        assert!(jumps(&Signals { rewritten: 0.33, incompressible: 0.99, new: 0.01 }, &usual, true).is_none());
+        // an item whose new data never compressed: the rewrite still jumps
+        let media: Vec<Signals> = (0..30).map(|_| s(0.02, 0.95)).collect();
+        assert!(jumps(&s(0.33, 0.99), &media, true).is_some());
         // an item that always rewrites much: a third is no jump
         let busy: Vec<Signals> = (0..5).map(|_| s(0.3, 0.9)).collect();
         assert!(jumps(&s(0.33, 0.99), &busy, true).is_none());

@@ -36,6 +36,13 @@ pub struct NewVault {
     /// Create the store's container or bucket when it is missing.
     #[serde(default)]
     pub create_container: bool,
+    /// S3 Object Lock on every pack and manifest: `compliance` or
+    /// `governance` (docs/SECURITY.md).
+    #[serde(default)]
+    pub object_lock: Option<String>,
+    /// Days every lock holds past the retention it covers (default 7).
+    #[serde(default)]
+    pub lock_margin_days: Option<u32>,
 }
 
 impl NewVault {
@@ -97,8 +104,35 @@ pub fn create_vault(req: &NewVault, passphrase: &[u8]) -> Result<Vault> {
         )));
     }
     let store_url = normalize_store(&req.store)?;
-    let opts = StoreOptions { create_container: req.create_container, ..StoreOptions::default() };
+    let object_lock = req
+        .object_lock
+        .as_deref()
+        .map(|mode| boveda_vault::ObjectLockSettings::new(mode, req.lock_margin_days.unwrap_or(7)))
+        .transpose()
+        .map_err(|e| ServiceError::field_error("object_lock", e.to_string()))?;
+    if object_lock.is_some() && req.create_container {
+        boveda_store::create_locked_bucket(&store_url)
+            .map_err(|e| ServiceError::field_error("object_lock", e.to_string()))?;
+    }
+    let create_container = req.create_container && object_lock.is_none();
+    let opts = StoreOptions { create_container, ..StoreOptions::default() };
     let store = open_store_with(&store_url, &opts).map_err(boveda_vault::VaultError::from)?;
+    if let Some(lock) = &object_lock {
+        if !store.can_lock().map_err(boveda_vault::VaultError::from)? {
+            return Err(ServiceError::field_error(
+                "object_lock",
+                format!(
+                    "{} has no S3 Object Lock: create the bucket with Object Lock enabled (or let boveda create it: --create-container)",
+                    store.location()
+                ),
+            ));
+        }
+        // every object version written from now on is locked a margin by
+        // the store itself; prune extends what the vault still needs
+        let mode = boveda_store::LockMode::parse(&lock.mode).map_err(boveda_vault::VaultError::from)?;
+        boveda_store::set_bucket_lock(&store_url, mode, lock.margin_days)
+            .map_err(|e| ServiceError::field_error("object_lock", e.to_string()))?;
+    }
     let secondary = match &req.secondary {
         Some(url) => {
             let url = normalize_store(url)?;
@@ -128,6 +162,7 @@ pub fn create_vault(req: &NewVault, passphrase: &[u8]) -> Result<Vault> {
         replicate_during_backup: None,
         immutability: boveda_vault::Immutability::Disabled,
         soft_delete_always_on: false,
+        object_lock,
         guard: None,
     };
     let opts = CreateOptions { settings, kdf: req.kdf, chunker: ChunkerParams::DEFAULT, hostname: hostname() };
@@ -455,6 +490,9 @@ pub struct VaultSummary {
     /// `disabled`, `enabled` or `locked`.
     pub immutability: String,
     pub soft_delete_always_on: bool,
+    /// S3 Object Lock: its mode and margin, when the vault has it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object_lock: Option<String>,
     pub webhook: Option<String>,
     /// Tries of a failing store call, the longest wait between them, and
     /// requests at once, as in effect (the vault's settings, else defaults).
@@ -507,6 +545,7 @@ pub fn summarize(vault: &Vault) -> Result<VaultSummary> {
         soft_delete_days: s.soft_delete_days,
         immutability: s.immutability.as_str().into(),
         soft_delete_always_on: s.soft_delete_always_on,
+        object_lock: s.object_lock.as_ref().map(|l| format!("{}, {} day(s) past retention", l.mode, l.margin_days)),
         webhook: control.webhook,
         store_retries: retry_policy(&s.store).attempts,
         store_retry_max_wait_secs: retry_policy(&s.store).max_delay.as_secs(),

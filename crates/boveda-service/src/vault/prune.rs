@@ -75,8 +75,14 @@ pub fn plan_prune(vault: &Vault, now: Timestamp, margin: SignedDuration) -> Resu
     let mut held = Vec::new();
     let mut kept_items = std::collections::HashSet::new();
     let mut deletable = Vec::new();
+    // and a manifest the store still locks (Object Lock) waits for its date
+    let locks = vault.store_locks(now)?;
     for e in expired {
-        match vault.point_held(&e.point, now)? {
+        let locked = locks
+            .get(&boveda_vault::point_name(&e.point))
+            .filter(|t| **t > now)
+            .map(|t| format!("point {}'s manifest is locked in the store (Object Lock) until {t}", e.point.short()));
+        match locked.map_or_else(|| vault.point_held(&e.point, now), |why| Ok(Some(why)))? {
             Some(why) => {
                 held.push(why);
                 kept_items.insert(e.item.clone());
@@ -178,7 +184,11 @@ fn prune_holding_lease(
         ctx.set_phase("reclaiming space");
         gc_execute(vault, &plan.packs, now)?;
         plan.catalog_revisions_deleted = vault.catalog_compact(Timestamp::now() - margin)?;
-        let details = vec![
+        // what the kept points need stays locked in the store past their
+        // retention; the rest lapses
+        ctx.set_phase("extending locks");
+        let locks = crate::policies::locks::extend_locks(vault, now)?;
+        let mut details = vec![
             format!("{} expired point(s) deleted, {} kept", plan.expired.len(), plan.points_kept),
             format!("{} item(s) purged after their soft-delete window", plan.purged_items.len()),
             format!("{} expired point(s) held and kept", plan.held.len()),
@@ -196,6 +206,13 @@ fn prune_holding_lease(
                 plan.packs.abandoned_bytes()
             ),
         ];
+        if vault.settings().object_lock.is_some() {
+            details.push(format!(
+                "{} object lock(s) extended{}",
+                locks.extended,
+                locks.until.map(|t| format!(", until {t} at most")).unwrap_or_default()
+            ));
+        }
         let mut warnings: Vec<String> = lease.took_over().map(str::to_string).into_iter().collect();
         warnings.extend(plan.held.iter().take(5).cloned());
         if !lost.is_empty() {

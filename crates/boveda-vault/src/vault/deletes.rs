@@ -53,8 +53,26 @@ impl Vault {
                 return Err(VaultError::Invalid(format!("point {} is not deleted: {held}", point.short())));
             }
         }
-        self.store.delete(name)?;
-        Ok(())
+        // on a vault with Object Lock, the version itself: a plain delete
+        // in its versioned bucket would only hide it behind a marker
+        let deleted = if self.settings().object_lock.is_some() {
+            self.store.delete_version(name)
+        } else {
+            self.store.delete(name)
+        };
+        match deleted {
+            // the store's own lock (S3 Object Lock) refuses it, whatever
+            // boveda's clock says
+            Err(e)
+                if e.kind() == boveda_store::StoreErrorKind::PermissionDenied
+                    && self.settings().object_lock.is_some() =>
+            {
+                Err(VaultError::Busy(format!(
+                    "the store refuses to delete {name}: it is locked in the store (Object Lock) and its lock has not lapsed"
+                )))
+            }
+            other => Ok(other?),
+        }
     }
 
     /// Discards an upload a killed writer left unfinished (never an object).

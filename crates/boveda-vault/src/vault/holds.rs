@@ -105,6 +105,9 @@ pub fn check_settings_change(old: &VaultSettings, new: &VaultSettings) -> Result
             old.name
         ));
     }
+    if old.object_lock != new.object_lock {
+        return refuse(format!("vault {}'s object lock is set when the vault is created and never changes", old.name));
+    }
     let immutable = old.immutability != Immutability::Disabled;
     let by = if old.soft_delete_always_on {
         "soft delete is always-on".to_string()

@@ -11,6 +11,7 @@ mod guard;
 mod holds;
 mod host_intake;
 mod keys;
+mod locks;
 mod points;
 mod replica;
 
@@ -21,6 +22,7 @@ pub use guard::{
 };
 pub use holds::{Hold, Immutability, PointHold, check_settings_change};
 pub use host_intake::{HostObject, JobPacks};
+pub use locks::{LockReport, ObjectLockSettings};
 pub use replica::Replica;
 
 use std::collections::HashMap;
@@ -168,6 +170,9 @@ pub struct VaultSettings {
     /// Soft delete that can be neither shortened nor turned off.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub soft_delete_always_on: bool,
+    /// S3 Object Lock on every pack and point manifest (`locks.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_lock: Option<ObjectLockSettings>,
     /// The guard whose approval critical operations need (`guard.rs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guard: Option<GuardBinding>,
@@ -230,6 +235,7 @@ impl CreateOptions {
             replicate_during_backup: None,
             immutability: Immutability::Disabled,
             soft_delete_always_on: false,
+            object_lock: None,
             guard: None,
         };
         Self { settings, kdf: KdfParams::TESTING, chunker: ChunkerParams::DEFAULT, hostname: "h".into() }
@@ -375,6 +381,7 @@ impl Vault {
                     replicate_during_backup: None,
                     immutability: Immutability::Disabled,
                     soft_delete_always_on: false,
+                    object_lock: None,
                     guard: None,
                 })),
                 slot,

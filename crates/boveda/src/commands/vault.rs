@@ -38,6 +38,8 @@ fn create(ctx: &Ctx, a: CreateArgs) -> Result<Outcome> {
         compression_level: a.compression,
         kdf: kdf(a.insecure_fast_kdf),
         create_container: a.create_container,
+        object_lock: a.object_lock,
+        lock_margin_days: a.lock_margin_days,
     };
     let vault = create_vault(&req, &pass)?;
     if ctx.json() {
@@ -102,6 +104,7 @@ fn show(ctx: &Ctx) -> Result<Outcome> {
                 format!("{} days{}", s.soft_delete_days, if s.soft_delete_always_on { ", always-on" } else { "" }),
             ],
             vec!["immutability".into(), s.immutability.clone()],
+            vec!["object lock".into(), s.object_lock.clone().unwrap_or_else(|| "none".into())],
             vec!["alerts webhook".into(), s.webhook.clone().unwrap_or_else(|| "-".into())],
             vec![
                 "store retries".into(),

@@ -27,6 +27,7 @@ mod immutable;
 mod live_vms;
 mod lost_data;
 mod mount;
+mod object_lock;
 mod offline;
 mod policies;
 mod portal;

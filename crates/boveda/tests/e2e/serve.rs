@@ -35,7 +35,7 @@ fn tokens_are_shown_once_listed_without_secrets_and_revoked() {
     assert!(again.contains("already revoked"), "{again}");
     // bad input names the flag
     let err = env.fails(&["--vault", "test-vault", "token", "create", "--role", "Owner"]);
-    assert!(err.contains("--role") && err.contains("Reader, Operator or Contributor"), "{err}");
+    assert!(err.contains("--role") && err.contains("Reader, Operator, Contributor or SecurityAdmin"), "{err}");
     let err = env.fails(&["--vault", "test-vault", "token", "create", "--role", "Reader", "--item", "nope"]);
     assert!(err.contains("--item"), "{err}");
     let err = env.fails(&["--vault", "test-vault", "token", "create", "--role", "Reader", "--expires", "2001-01-01"]);
