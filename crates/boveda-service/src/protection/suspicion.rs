@@ -26,6 +26,9 @@ const HISTORY: usize = 30;
 const REWRITTEN_FLOOR: f64 = 0.2;
 /// ...and this many times the largest of the history is a jump.
 const REWRITTEN_JUMP: f64 = 3.0;
+/// Fewer files changed or removed than this is never a jump: an item of a
+/// handful of files rewrites all of them in an ordinary day.
+const REWRITTEN_MIN_FILES: u64 = 10;
 /// Rewritten past this share is suspicious whatever the data looks like.
 const REWRITTEN_ALONE: f64 = 0.5;
 /// New data that did not compress: at least this share...
@@ -63,6 +66,8 @@ pub struct PointReview {
 pub struct Signals {
     /// Files the point before had that were read again or are gone.
     pub rewritten: f64,
+    /// How many those are.
+    pub rewritten_files: u64,
     /// Of the new data, what did not compress.
     pub incompressible: f64,
     /// New data against the item's size.
@@ -78,6 +83,7 @@ pub fn signals(point: &RecoveryPoint, before: &RecoveryPoint) -> Signals {
     let s = &point.stats;
     Signals {
         rewritten: share(s.files_changed + s.files_removed, before.stats.files).min(1.0),
+        rewritten_files: s.files_changed + s.files_removed,
         incompressible: share(s.bytes_new_incompressible, s.bytes_new),
         new: share(s.bytes_new, s.bytes.max(before.stats.bytes)),
     }
@@ -95,7 +101,9 @@ pub fn jumps(now: &Signals, history: &[Signals], compressing: bool) -> Option<Ve
     let mut usual: Vec<f64> = history.iter().map(|s| s.incompressible).collect();
     usual.sort_by(f64::total_cmp);
     let median = usual.get(usual.len() / 2).copied().unwrap_or(0.0);
-    let rewritten = now.rewritten >= REWRITTEN_FLOOR && now.rewritten >= REWRITTEN_JUMP * most;
+    let rewritten = now.rewritten_files >= REWRITTEN_MIN_FILES
+        && now.rewritten >= REWRITTEN_FLOOR
+        && now.rewritten >= REWRITTEN_JUMP * most;
     let incompressible = compressing && now.incompressible >= INCOMPRESSIBLE_FLOOR && now.new >= NEW_FLOOR;
     if !(rewritten && (incompressible || now.rewritten >= REWRITTEN_ALONE)) {
         return None;
@@ -234,7 +242,7 @@ mod tests {
     use super::*;
 
     fn s(rewritten: f64, incompressible: f64) -> Signals {
-        Signals { rewritten, incompressible, new: 0.1 }
+        Signals { rewritten, rewritten_files: 1000, incompressible, new: 0.1 }
     }
 
     #[test]
@@ -247,7 +255,15 @@ mod tests {
         assert!(jumps(&s(0.33, 1.0), &usual, false).is_none());
         assert!(jumps(&s(0.6, 1.0), &usual, false).is_some());
         // little new data (tags edited in media files): no jump
-        assert!(jumps(&Signals { rewritten: 0.33, incompressible: 0.99, new: 0.01 }, &usual, true).is_none());
+        assert!(
+            jumps(&Signals { rewritten: 0.33, rewritten_files: 1000, incompressible: 0.99, new: 0.01 }, &usual, true)
+                .is_none()
+        );
+        // a handful of files, all rewritten: an ordinary day of a small item
+        assert!(
+            jumps(&Signals { rewritten: 1.0, rewritten_files: 3, incompressible: 1.0, new: 1.0 }, &usual, true)
+                .is_none()
+        );
         // an item whose new data never compressed: the rewrite still jumps
         let media: Vec<Signals> = (0..30).map(|_| s(0.02, 0.95)).collect();
         assert!(jumps(&s(0.33, 0.99), &media, true).is_some());

@@ -172,9 +172,19 @@ fn prune_holding_lease(
         // ours, for long enough, before anything is deleted
         vault.renew_prune_lease(lease, Timestamp::now() + LEASE_LENGTH)?;
         ctx.set_phase("deleting expired points");
-        for e in &plan.expired {
+        let mut deleted = Vec::new();
+        for e in std::mem::take(&mut plan.expired) {
+            // held since it was planned (a backup flagged the point after
+            // it as suspicious, a soft delete): kept, and said so
+            if let Some(why) = vault.point_held(&e.point, now)? {
+                plan.held.push(why);
+                plan.points_kept += 1;
+                continue;
+            }
             vault.delete_point(&e.point, now)?;
+            deleted.push(e);
         }
+        plan.expired = deleted;
         let items = list_items(vault)?;
         for name in &plan.purged_items {
             if let Some(item) = items.iter().find(|i| &i.name == name) {
