@@ -6,6 +6,7 @@
 #[macro_use]
 mod common;
 
+mod attacks;
 mod backup_restore;
 mod bad_input;
 mod concurrency;
