@@ -220,7 +220,8 @@ impl Store for OpendalStore {
         check_name("lock", name)?;
         match &self.granter {
             Some(g @ Granter::S3 { .. }) => g.lock(name, lock).map(|()| true),
-            _ => Ok(false),
+            Some(g @ Granter::Azure { .. }) => g.lock_azure(name, lock).map(|()| true),
+            None => Ok(false),
         }
     }
 

@@ -100,3 +100,24 @@ fn a_bucket_without_object_lock_says_so() {
     let until = SystemTime::now() + Duration::from_secs(60);
     assert!(!local.lock_object("x", &ObjectLock { mode: LockMode::Governance, until }).expect("no lock"));
 }
+
+/// Azure Blob's version-level immutability, as far as the emulator goes:
+/// Azurite answers the request with 501 (Not Implemented), so boveda's
+/// request is shown to reach it and be refused as unsupported, and
+/// nothing about Azure's enforcement is tested here.
+#[test]
+fn azurite_does_not_implement_immutability_policies() {
+    assert!(
+        std::env::var_os("BOVEDA_TEST_AZURITE").is_some(),
+        "BOVEDA_TEST_AZURITE is not set: run the tests through scripts/test.sh"
+    );
+    let url = format!("azblob://{}/vault", unique("imm"));
+    let store =
+        open_store_with(&url, &StoreOptions { create_container: true, ..StoreOptions::default() }).expect("open");
+    store.put("packs/data/ab/abcd", b"bytes", PutMode::Create).expect("put");
+    let until = SystemTime::now() + Duration::from_secs(3600);
+    let err =
+        store.lock_object("packs/data/ab/abcd", &ObjectLock { mode: LockMode::Compliance, until }).expect_err("locked");
+    assert_eq!(err.kind(), boveda_store::StoreErrorKind::Unsupported, "{err}");
+    assert!(err.to_string().contains("501"), "{err}");
+}
