@@ -167,6 +167,13 @@ pub fn create_vault(req: &NewVault, passphrase: &[u8]) -> Result<Vault> {
     };
     let opts = CreateOptions { settings, kdf: req.kdf, chunker: ChunkerParams::DEFAULT, hostname: hostname() };
     let mut vault = Vault::create(store, passphrase, opts)?;
+    // a local folder: its owner's alone (no other user reads, adds or
+    // deletes anything in it; docs/SECURITY.md)
+    if let Ok(boveda_store::StoreUrl::Local(path)) = boveda_store::StoreUrl::parse(&store_url) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| ServiceError::Io { path: path.clone(), source: e })?;
+    }
     crate::policies::create_policy(&vault, &crate::model::policy::Policy::default_policy())?;
     registry.add(KnownVault {
         name: req.name.clone(),

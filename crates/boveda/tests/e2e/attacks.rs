@@ -240,3 +240,39 @@ fn a_policy_edited_to_keep_one_day_on_an_immutable_vault_deletes_nothing() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     f.intact();
 }
+
+/// A local folder vault is its owner's alone: another user (a real
+/// process, `nobody`) can neither read nor delete any of it.
+#[test]
+fn another_user_of_the_machine_cannot_touch_a_local_vault() {
+    use std::os::unix::fs::PermissionsExt;
+    // a parent every user may pass through, as /srv would be
+    let open = std::path::PathBuf::from(format!("/tmp/{}", crate::common::unique("boveda-open")));
+    std::fs::create_dir_all(&open).expect("mkdir");
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let env = Env::new();
+    let store = open.join("vault");
+    env.ok(&["vault", "create", "local", "--store", store.to_str().expect("utf8"), "--insecure-fast-kdf"]);
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    std::fs::write(src.join("a.txt"), b"the owner's\n").expect("write");
+    env.ok(&["--vault", "local", "item", "add", "files", "docs", "--path", src.to_str().expect("utf8")]);
+    env.ok(&["--vault", "local", "protection", "backup-now", "docs"]);
+    let mode = std::fs::metadata(&store).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "the vault's folder is {mode:o}");
+    if crate::common::is_root() {
+        let as_nobody = |cmd: &str| {
+            std::process::Command::new("runuser")
+                .args(["-u", "nobody", "--", "sh", "-c", cmd])
+                .output()
+                .expect("runuser")
+        };
+        let vault = store.to_str().expect("utf8");
+        assert!(!as_nobody(&format!("ls {vault}")).status.success(), "nobody listed the vault");
+        assert!(!as_nobody(&format!("cat {vault}/config")).status.success(), "nobody read the config");
+        let _ = as_nobody(&format!("rm -rf {vault}/packs {vault}/points {vault}/config"));
+        assert!(store.join("config").exists() && store.join("packs").exists(), "nobody deleted the vault");
+    }
+    env.ok(&["--vault", "local", "vault", "check", "--read-data"]);
+    std::fs::remove_dir_all(&open).ok();
+}
