@@ -86,7 +86,8 @@ pub fn document(specs: &[RouteSpec], public: &[(&str, &str)]) -> Value {
                 "Error": object(&["code", "message"], json!({"code": string, "message": string, "field": string, "remedy": {"type": "object"}})),
                 "NewVault": object(&["name", "store"], json!({"name": string, "store": string, "location": string,
                     "redundancy": {"enum": ["lrs", "grs"]}, "secondary": string, "pack_size_mib": {"type": "integer"},
-                    "compression_level": {"type": "integer"}, "create_container": {"type": "boolean"}})),
+                    "compression_level": {"type": "integer"}, "create_container": {"type": "boolean"},
+                    "object_lock": {"enum": ["compliance", "governance"]}, "lock_margin_days": {"type": "integer"}})),
                 "NewItem": {"oneOf": [
                     object(&["kind", "name", "paths"], json!({"kind": {"const": "files"}, "name": string, "paths": strings, "excludes": strings, "host": string})),
                     object(&["kind", "name", "path"], json!({"kind": {"const": "disk"}, "name": string, "path": string, "host": string})),
