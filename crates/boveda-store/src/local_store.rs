@@ -17,12 +17,17 @@ pub struct LocalStore {
     /// is gone (moved away, its disk unmounted) is never made again: writes
     /// fail instead of starting a stray copy in its place.
     existed: bool,
+    /// Every object written is given the immutable attribute at once, as an
+    /// S3 bucket's default retention locks every version: a vault whose
+    /// `config` has it (one made with `--object-lock`; docs/SECURITY.md).
+    lock_on_write: bool,
 }
 
 impl LocalStore {
     pub fn new(root: PathBuf) -> Self {
         let existed = root.is_dir();
-        Self { root, existed }
+        let lock_on_write = immutable(&root.join("config")).unwrap_or(false);
+        Self { root, existed, lock_on_write }
     }
 
     pub fn root(&self) -> &Path {
@@ -197,6 +202,10 @@ impl Store for LocalStore {
                 }
                 self.write_through_temp(&dest, data, rename_noreplace)
                     .map_err(|e| StoreError::from_io("write", name, e))?;
+                // (the prune lease is replaced in place: never locked)
+                if self.lock_on_write && !name.starts_with("locks/") {
+                    set_immutable(&dest, true).map_err(|e| StoreError::from_io("lock", name, e))?;
+                }
                 self.stat(name)
             }
             PutMode::ReplaceIfMatch(etag) => self.replace_if_match(name, &dest, data, &etag),
@@ -225,7 +234,45 @@ impl Store for LocalStore {
 
     fn delete(&self, name: &str) -> Result<(), StoreError> {
         check_name("delete", name)?;
-        remove_if_present(&self.path(name)).map_err(|e| StoreError::from_io("delete", name, e))
+        let path = self.path(name);
+        match remove_if_present(&path) {
+            // boveda's own lock (the immutable attribute): boveda deletes
+            // only what its records say lapsed, so it lifts it first
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied && immutable(&path).unwrap_or(false) => {
+                set_immutable(&path, false).and_then(|()| remove_if_present(&path))
+            }
+            other => other,
+        }
+        .map_err(|e| StoreError::from_io("delete", name, e))
+    }
+
+    fn delete_version(&self, name: &str) -> Result<(), StoreError> {
+        self.delete(name)
+    }
+
+    /// The file system's immutable attribute (`chattr +i`): no process can
+    /// delete, replace or change the file until it is lifted, which needs
+    /// CAP_LINUX_IMMUTABLE (root). The date is boveda's to keep (the
+    /// vault's records): the file system holds the attribute until lifted.
+    fn lock_object(&self, name: &str, _lock: &crate::store::ObjectLock) -> Result<bool, StoreError> {
+        check_name("lock", name)?;
+        set_immutable(&self.path(name), true).map_err(|e| StoreError::from_io("lock", name, e))?;
+        Ok(true)
+    }
+
+    fn can_lock(&self) -> Result<bool, StoreError> {
+        // a new vault's folder is made by its first write: made here first
+        if !self.existed && !self.root.is_dir() {
+            fs::create_dir_all(&self.root).map_err(|e| StoreError::from_io("lock", "", e))?;
+        }
+        let probe = self.root.join(format!("{TEMP_PREFIX}lock-probe-{}", std::process::id()));
+        let tried = (|| {
+            File::create(&probe)?;
+            set_immutable(&probe, true)?;
+            set_immutable(&probe, false)
+        })();
+        let _ = fs::remove_file(&probe);
+        Ok(tried.is_ok())
     }
 
     fn abandoned_uploads(&self, before: std::time::SystemTime) -> Result<Vec<AbandonedUpload>, StoreError> {
@@ -248,6 +295,23 @@ impl Store for LocalStore {
         }
         remove_if_present(&self.path(&upload.name)).map_err(|e| StoreError::from_io("discard", &upload.name, e))
     }
+}
+
+/// Whether `path` has the immutable attribute.
+fn immutable(path: &Path) -> io::Result<bool> {
+    let f = File::open(path)?;
+    Ok(rustix::fs::ioctl_getflags(&f)?.contains(rustix::fs::IFlags::IMMUTABLE))
+}
+
+/// Sets or lifts `path`'s immutable attribute.
+fn set_immutable(path: &Path, on: bool) -> io::Result<()> {
+    let f = File::open(path)?;
+    let flags = rustix::fs::ioctl_getflags(&f)?;
+    let wanted = if on { flags | rustix::fs::IFlags::IMMUTABLE } else { flags - rustix::fs::IFlags::IMMUTABLE };
+    if wanted != flags {
+        rustix::fs::ioctl_setflags(&f, wanted)?;
+    }
+    Ok(())
 }
 
 fn remove_if_present(path: &Path) -> io::Result<()> {

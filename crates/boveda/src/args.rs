@@ -346,8 +346,9 @@ pub struct CreateArgs {
     /// Use minimal key-derivation cost (tests only: weakens the passphrase).
     #[arg(long, hide = true)]
     pub insecure_fast_kdf: bool,
-    /// S3 only: lock every pack and point manifest in the bucket itself
-    /// past its retention (S3 Object Lock; docs/SECURITY.md).
+    /// Lock what the vault needs in the store itself past its retention:
+    /// S3 Object Lock, or a local folder's immutable attribute (root, ext4/
+    /// XFS/Btrfs); docs/SECURITY.md.
     #[arg(long, value_parser = ["compliance", "governance"])]
     pub object_lock: Option<String>,
     /// Days each lock holds past the retention it covers (default 7).

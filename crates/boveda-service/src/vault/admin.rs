@@ -104,34 +104,12 @@ pub fn create_vault(req: &NewVault, passphrase: &[u8]) -> Result<Vault> {
         )));
     }
     let store_url = normalize_store(&req.store)?;
-    let object_lock = req
-        .object_lock
-        .as_deref()
-        .map(|mode| boveda_vault::ObjectLockSettings::new(mode, req.lock_margin_days.unwrap_or(7)))
-        .transpose()
-        .map_err(|e| ServiceError::field_error("object_lock", e.to_string()))?;
-    if object_lock.is_some() && req.create_container {
-        boveda_store::create_locked_bucket(&store_url)
-            .map_err(|e| ServiceError::field_error("object_lock", e.to_string()))?;
-    }
+    let object_lock = object_lock_of(req, &store_url)?;
     let create_container = req.create_container && object_lock.is_none();
     let opts = StoreOptions { create_container, ..StoreOptions::default() };
     let store = open_store_with(&store_url, &opts).map_err(boveda_vault::VaultError::from)?;
     if let Some(lock) = &object_lock {
-        if !store.can_lock().map_err(boveda_vault::VaultError::from)? {
-            return Err(ServiceError::field_error(
-                "object_lock",
-                format!(
-                    "{} has no S3 Object Lock: create the bucket with Object Lock enabled (or let boveda create it: --create-container)",
-                    store.location()
-                ),
-            ));
-        }
-        // every object version written from now on is locked a margin by
-        // the store itself; prune extends what the vault still needs
-        let mode = boveda_store::LockMode::parse(&lock.mode).map_err(boveda_vault::VaultError::from)?;
-        boveda_store::set_bucket_lock(&store_url, mode, lock.margin_days)
-            .map_err(|e| ServiceError::field_error("object_lock", e.to_string()))?;
+        check_store_locks(&*store, &store_url, lock)?;
     }
     let secondary = match &req.secondary {
         Some(url) => {
@@ -175,6 +153,7 @@ pub fn create_vault(req: &NewVault, passphrase: &[u8]) -> Result<Vault> {
             .map_err(|e| ServiceError::Io { path: path.clone(), source: e })?;
     }
     crate::policies::create_policy(&vault, &crate::model::policy::Policy::default_policy())?;
+    lock_local_vault(&vault, &store_url)?;
     registry.add(KnownVault {
         name: req.name.clone(),
         store: store_url,
@@ -637,4 +616,66 @@ pub fn vaults_to_serve(named: &[String], current: Option<&str>) -> Result<Vec<St
         ));
     }
     Ok(chosen)
+}
+
+/// The Object Lock a new vault asks for; its bucket created with Object
+/// Lock when boveda creates the bucket.
+fn object_lock_of(req: &NewVault, store_url: &str) -> Result<Option<boveda_vault::ObjectLockSettings>> {
+    let object_lock = req
+        .object_lock
+        .as_deref()
+        .map(|mode| boveda_vault::ObjectLockSettings::new(mode, req.lock_margin_days.unwrap_or(7)))
+        .transpose()
+        .map_err(|e| ServiceError::field_error("object_lock", e.to_string()))?;
+    if object_lock.is_some() && req.create_container && store_url.starts_with("s3://") {
+        boveda_store::create_locked_bucket(store_url)
+            .map_err(|e| ServiceError::field_error("object_lock", e.to_string()))?;
+    }
+    Ok(object_lock)
+}
+
+/// Refuses a store that cannot lock; on S3, sets the bucket's default
+/// retention, so that every object version written from now on is locked
+/// a margin by the store itself (prune extends what the vault needs).
+fn check_store_locks(
+    store: &dyn boveda_store::Store,
+    store_url: &str,
+    lock: &boveda_vault::ObjectLockSettings,
+) -> Result<()> {
+    let s3 = store_url.starts_with("s3://");
+    if !store.can_lock().map_err(boveda_vault::VaultError::from)? {
+        let why = if s3 {
+            "has no S3 Object Lock: create the bucket with Object Lock enabled (or let boveda create it: --create-container)"
+        } else {
+            "cannot lock objects: on S3, a bucket with Object Lock; on a local folder, a file system with the immutable attribute (ext4, XFS, Btrfs) and root (CAP_LINUX_IMMUTABLE)"
+        };
+        return Err(ServiceError::field_error("object_lock", format!("{} {why}", store.location())));
+    }
+    if s3 {
+        let mode = boveda_store::LockMode::parse(&lock.mode).map_err(boveda_vault::VaultError::from)?;
+        boveda_store::set_bucket_lock(store_url, mode, lock.margin_days)
+            .map_err(|e| ServiceError::field_error("object_lock", e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// A local folder with locks: what the new vault holds is locked now, and
+/// every process that opens it after locks what it writes (its `config`
+/// is immutable); on S3 the bucket's default retention does both.
+fn lock_local_vault(vault: &Vault, store_url: &str) -> Result<()> {
+    let Some(lock) = vault.settings().object_lock.clone() else { return Ok(()) };
+    if store_url.starts_with("s3://") {
+        return Ok(());
+    }
+    let lock = boveda_store::ObjectLock {
+        mode: boveda_store::LockMode::parse(&lock.mode).map_err(boveda_vault::VaultError::from)?,
+        until: std::time::SystemTime::from(jiff::Timestamp::now() + lock.margin()),
+    };
+    let store = vault.store().clone();
+    for o in store.list("").map_err(boveda_vault::VaultError::from)? {
+        if !o.name.starts_with("locks/") {
+            store.lock_object(&o.name, &lock).map_err(boveda_vault::VaultError::from)?;
+        }
+    }
+    Ok(())
 }

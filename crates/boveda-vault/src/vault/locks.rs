@@ -72,6 +72,13 @@ pub struct LockReport {
 }
 
 impl Vault {
+    /// Whether the store locks every version written for the margin by
+    /// itself (an S3 bucket's default retention, which `vault create` set):
+    /// then an object boveda never locked is still locked from its write.
+    fn locks_on_write(&self) -> bool {
+        self.store.location().starts_with("s3://")
+    }
+
     /// The date each object boveda locked holds until, by name.
     ///
     /// # Errors
@@ -96,7 +103,7 @@ impl Vault {
     pub fn store_locks(&self, now: Timestamp) -> Result<HashMap<String, Timestamp>> {
         let Some(settings) = self.settings().object_lock.clone() else { return Ok(HashMap::new()) };
         let mut out = self.recorded_locks()?;
-        for folder in ["packs", "points"] {
+        for folder in ["packs", "points"].into_iter().filter(|_| self.locks_on_write()) {
             for o in self.store.list(folder)? {
                 if let Some(t) = o.modified.and_then(|m| Timestamp::try_from(m).ok()) {
                     let slot = out.entry(o.name).or_insert(t + settings.margin());
@@ -182,6 +189,10 @@ impl Vault {
         let mut by_date: HashMap<Timestamp, Vec<String>> = HashMap::new();
         let mut live: HashSet<String> = HashSet::new();
         for o in self.store.list("")? {
+            // the prune lease is replaced in place, never locked
+            if o.name.starts_with("locks/") {
+                continue;
+            }
             let data = o.name.starts_with("packs/") || o.name.starts_with("points/");
             let need = match needed.get(&o.name) {
                 Some(need) => *need,
@@ -189,7 +200,11 @@ impl Vault {
                 None => None,
             };
             live.insert(o.name.clone());
-            let written = o.modified.and_then(|m| Timestamp::try_from(m).ok()).map(|t| t + margin);
+            let written = o
+                .modified
+                .filter(|_| self.locks_on_write())
+                .and_then(|m| Timestamp::try_from(m).ok())
+                .map(|t| t + margin);
             let have = recorded.get(&o.name).copied().max(written).unwrap_or(now);
             let lapsing = have < now + margin / 2;
             let short = need.is_some_and(|t| have < t + margin);

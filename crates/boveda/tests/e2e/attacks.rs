@@ -276,3 +276,55 @@ fn another_user_of_the_machine_cannot_touch_a_local_vault() {
     env.ok(&["--vault", "local", "vault", "check", "--read-data"]);
     std::fs::remove_dir_all(&open).ok();
 }
+
+/// A local folder vault with its files locked by the file system's
+/// immutable attribute: root's own `rm -rf` (a real process) deletes
+/// nothing of it. Without root, boveda says it cannot lock there.
+#[test]
+fn root_cannot_rm_a_local_vault_whose_files_are_immutable() {
+    let env = Env::new();
+    let store = env.path("locked");
+    let create = |extra: &[&str]| {
+        let mut args = vec!["vault", "create", "lv", "--store", store.to_str().expect("utf8"), "--insecure-fast-kdf"];
+        args.extend_from_slice(extra);
+        env.run(&args)
+    };
+    let made = create(&["--object-lock", "compliance", "--lock-margin-days", "1"]);
+    if !crate::common::is_root() {
+        assert!(!made.status.success(), "locked without root");
+        assert!(String::from_utf8_lossy(&made.stderr).contains("CAP_LINUX_IMMUTABLE"));
+        return;
+    }
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    std::fs::write(src.join("a.bin"), crate::common::noise(5, 200_000)).expect("write");
+    env.ok(&["--vault", "lv", "item", "add", "files", "docs", "--path", src.to_str().expect("utf8")]);
+    let until = (jiff::Zoned::now().date() + jiff::Span::new().days(3)).to_string();
+    env.ok(&["--vault", "lv", "protection", "backup-now", "docs", "--retain-until", &until]);
+    let files = crate::common::walk_files(&store);
+    for folder in ["packs/", "points/", "keys/", "config"] {
+        let file = files
+            .iter()
+            .find(|f| f.strip_prefix(&store).is_ok_and(|r| r.to_string_lossy().starts_with(folder)))
+            .expect("a file");
+        let out = std::process::Command::new("lsattr").arg("-d").arg(file).output().expect("lsattr");
+        let flags = String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or("").to_string();
+        assert!(flags.contains('i'), "{} is not immutable: {flags}", file.display());
+    }
+    let rm = std::process::Command::new("rm").arg("-rf").arg(&store).output().expect("rm");
+    assert!(!rm.status.success(), "root's rm -rf succeeded");
+    assert!(store.join("config").exists());
+    env.ok(&["--vault", "lv", "vault", "check", "--read-data"]);
+    let target = env.path("restored");
+    env.ok(&["--vault", "lv", "restore", "docs", "--target", target.to_str().expect("utf8")]);
+    let restored = target.join(src.strip_prefix("/").expect("absolute")).join("a.bin");
+    assert_eq!(std::fs::read(restored).expect("restored"), crate::common::noise(5, 200_000));
+    // boveda itself keeps working on it: another backup, a prune
+    std::fs::write(src.join("b.txt"), b"more").expect("write");
+    env.ok(&["--vault", "lv", "protection", "backup-now", "docs", "--retain-until", &until]);
+    env.ok(&["--vault", "lv", "prune", "--safety-margin", "0s"]);
+    env.ok(&["--vault", "lv", "vault", "check"]);
+    // the test's own cleanup lifts the attribute
+    let _ = std::process::Command::new("chattr").arg("-R").arg("-i").arg(&store).output();
+}
