@@ -109,6 +109,12 @@ fn an_object_locked_vault_survives_the_buckets_own_credentials_and_a_clock_set_a
     let restored = target.join(src.strip_prefix("/").expect("absolute"));
     assert_eq!(std::fs::read(restored.join("sub/b.bin")).expect("restored"), noise(7, 3 << 20));
 
+    // just past the point's retention, within its margin: prune waits for
+    // the lock and says so
+    let past = (jiff::Zoned::now().date() + jiff::Span::new().days(4)).to_string() + "T06:00:00Z";
+    let plan = env.cmd(&["prune", "--dry-run"]).env("BOVEDA_FAKE_NOW", &past).output().expect("dry run");
+    let said = String::from_utf8_lossy(&plan.stdout);
+    assert!(said.contains("locked in the store (Object Lock) until"), "{said}");
     // a clock set ahead past the point's retention: the store still locks it
     let ahead = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * 10)).to_string();
     let pruned = env.cmd(&["prune", "--safety-margin", "0s"]).env("BOVEDA_FAKE_NOW", &ahead).output().expect("prune");
