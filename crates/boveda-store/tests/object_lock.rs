@@ -95,10 +95,29 @@ fn a_bucket_without_object_lock_says_so() {
     let store =
         open_store_with(&url, &StoreOptions { create_container: true, ..StoreOptions::default() }).expect("open");
     assert!(!store.can_lock().expect("ask"));
-    let local = boveda_store::LocalStore::new(tempfile::tempdir().expect("dir").keep());
-    assert!(!local.can_lock().expect("ask"));
+}
+
+/// A local folder locks with the file system's immutable attribute: as
+/// root on a file system that has it, a locked file cannot be deleted by
+/// another process (root's own `rm` included) until boveda lifts it;
+/// without root, the folder says it cannot lock.
+#[test]
+fn a_local_folder_locks_with_the_immutable_attribute_only_as_root() {
+    let dir = tempfile::tempdir().expect("dir");
+    let local = boveda_store::LocalStore::new(dir.path().join("vault"));
+    let root = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false);
+    assert_eq!(local.can_lock().expect("ask"), root);
+    if !root {
+        return;
+    }
+    local.put("packs/data/ab/abcd", b"locked bytes", PutMode::Create).expect("put");
     let until = SystemTime::now() + Duration::from_secs(60);
-    assert!(!local.lock_object("x", &ObjectLock { mode: LockMode::Governance, until }).expect("no lock"));
+    assert!(local.lock_object("packs/data/ab/abcd", &ObjectLock { mode: LockMode::Compliance, until }).expect("lock"));
+    let path = dir.path().join("vault/packs/data/ab/abcd");
+    let rm = std::process::Command::new("rm").arg("-f").arg(&path).output().expect("rm");
+    assert!(!rm.status.success() && path.exists(), "root's rm deleted a locked file");
+    local.delete_version("packs/data/ab/abcd").expect("boveda lifts its own lock to delete");
+    assert!(!path.exists());
 }
 
 /// Azure Blob's version-level immutability, as far as the emulator goes:
