@@ -111,17 +111,45 @@ impl Granter {
 /// # Errors
 /// `PermissionDenied` or `Other` with the service's answer.
 fn delete_azure_blob_with_snapshots(url: &str, account: &str, key: &str, name: &str) -> Result<(), StoreError> {
+    let headers = [("x-ms-delete-snapshots", "include".to_string())];
+    let status = send_azure(http::Method::DELETE, url, account, key, &headers, "delete", name)?;
+    match status {
+        200..=299 | 404 => Ok(()),
+        401 | 403 => Err(StoreError::new(StoreErrorKind::PermissionDenied, "delete", name)),
+        status => {
+            Err(StoreError::new(StoreErrorKind::Other, "delete", name)
+                .with_source(format!("the store answered {status}")))
+        }
+    }
+}
+
+/// One request to Azure Blob Storage signed with the account's shared
+/// key (no body); the status it was answered with.
+///
+/// # Errors
+/// `Other` when it cannot be signed or sent.
+pub(crate) fn send_azure(
+    method: http::Method,
+    url: &str,
+    account: &str,
+    key: &str,
+    headers: &[(&str, String)],
+    op: &'static str,
+    name: &str,
+) -> Result<u16, StoreError> {
     use reqsign_azure_storage::{RequestSigner, StaticCredentialProvider};
-    let failed = |why: String| StoreError::new(StoreErrorKind::Other, "delete", name).with_source(why);
+    let failed = |why: String| StoreError::new(StoreErrorKind::Other, op, name).with_source(why);
     let provider = StaticCredentialProvider::new_shared_key(account, key);
     let signer = reqsign_core::Signer::new(reqsign_core::Context::new(), provider, RequestSigner::new());
-    let request = http::Request::delete(url)
+    let mut builder = http::Request::builder()
+        .method(method)
+        .uri(url)
         .header("x-ms-version", "2022-11-02")
-        .header("x-ms-delete-snapshots", "include")
-        .header("content-length", "0")
-        .body(())
-        .map_err(|e| failed(e.to_string()))?;
-    let (mut parts, ()) = request.into_parts();
+        .header("content-length", "0");
+    for (k, v) in headers {
+        builder = builder.header(*k, v.as_str());
+    }
+    let (mut parts, ()) = builder.body(()).map_err(|e| failed(e.to_string()))?.into_parts();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| failed(e.to_string()))?;
     rt.block_on(signer.sign(&mut parts, None)).map_err(|e| failed(e.to_string()))?;
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -130,11 +158,7 @@ fn delete_azure_blob_with_snapshots(url: &str, account: &str, key: &str, name: &
         .build()
         .into();
     let response = agent.run(http::Request::from_parts(parts, ())).map_err(|e| failed(e.to_string()))?;
-    match response.status().as_u16() {
-        200..=299 | 404 => Ok(()),
-        401 | 403 => Err(StoreError::new(StoreErrorKind::PermissionDenied, "delete", name)),
-        status => Err(failed(format!("the store answered {status}"))),
-    }
+    Ok(response.status().as_u16())
 }
 
 /// Percent-encodes each segment of an object's path (names are checked,

@@ -157,7 +157,6 @@ impl Granter {
     /// `Unsupported` from a service that does not implement it (Azurite);
     /// the service's answer.
     pub(crate) fn lock_azure(&self, name: &str, lock: &ObjectLock) -> Result<(), StoreError> {
-        use reqsign_azure_storage::{RequestSigner, StaticCredentialProvider};
         let Granter::Azure { endpoint, account, key, container, prefix } = self else {
             return Err(StoreError::new(StoreErrorKind::Unsupported, "lock", name));
         };
@@ -170,26 +169,9 @@ impl Granter {
         let until = jiff::Timestamp::try_from(lock.until)
             .map(|t| t.strftime("%a, %d %b %Y %H:%M:%S GMT").to_string())
             .map_err(|e| failed("lock", name, e))?;
-        let provider = StaticCredentialProvider::new_shared_key(account, key);
-        let signer = reqsign_core::Signer::new(reqsign_core::Context::new(), provider, RequestSigner::new());
-        let request = http::Request::put(&url)
-            .header("x-ms-version", "2021-12-02")
-            .header("x-ms-immutability-policy-until-date", until)
-            .header("x-ms-immutability-policy-mode", mode)
-            .header("content-length", "0")
-            .body(())
-            .map_err(|e| failed("lock", name, e))?;
-        let (mut parts, ()) = request.into_parts();
-        let rt =
-            tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| failed("lock", name, e))?;
-        rt.block_on(signer.sign(&mut parts, None)).map_err(|e| failed("lock", name, e))?;
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .into();
-        let response = agent.run(http::Request::from_parts(parts, ())).map_err(|e| failed("lock", name, e))?;
-        match response.status().as_u16() {
+        let headers =
+            [("x-ms-immutability-policy-until-date", until), ("x-ms-immutability-policy-mode", mode.to_string())];
+        match crate::grant::send_azure(http::Method::PUT, &url, account, key, &headers, "lock", name)? {
             200..=299 => Ok(()),
             501 => Err(StoreError::new(StoreErrorKind::Unsupported, "lock", name)
                 .with_source("the service does not implement immutability policies (501)")),

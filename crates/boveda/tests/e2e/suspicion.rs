@@ -11,20 +11,10 @@ use serde_json::Value;
 
 use crate::common::{Env, noise};
 
-fn run(env: &Env, now: &str, args: &[&str]) -> std::process::Output {
-    env.cmd(args).env("BOVEDA_FAKE_NOW", now).output().expect("run")
-}
-
-fn ok(env: &Env, now: &str, args: &[&str]) -> String {
-    let out = run(env, now, args);
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn json(env: &Env, now: &str, args: &[&str]) -> Value {
     let mut all = vec!["--output", "json"];
     all.extend_from_slice(args);
-    serde_json::from_str(&ok(env, now, &all)).expect("json")
+    serde_json::from_str(&env.ok_at(now, &all)).expect("json")
 }
 
 /// Text the way source files are: compressible.
@@ -95,11 +85,11 @@ fn a_backup_that_encrypts_a_third_of_the_files_is_flagged_and_the_point_before_i
     let files = make_tree(&src);
     env.ok(&["item", "add", "files", "docs", "--path", src.to_str().expect("utf8")]);
     let day1 = "2026-03-01T10:00:00Z";
-    ok(&env, day1, &["protection", "backup-now", "docs", "--retain-until", "2026-03-03"]);
+    env.ok_at(day1, &["protection", "backup-now", "docs", "--retain-until", "2026-03-03"]);
     let mut some = files.clone();
     ordinary_change(&src, &mut some, 1);
     let day2 = "2026-03-02T10:00:00Z";
-    ok(&env, day2, &["protection", "backup-now", "docs", "--retain-until", "2026-03-03"]);
+    env.ok_at(day2, &["protection", "backup-now", "docs", "--retain-until", "2026-03-03"]);
     assert!(flagged(&env, day2).is_empty(), "an ordinary change flagged");
     let before: Vec<(std::path::PathBuf, Vec<u8>)> =
         some.iter().step_by(3).map(|f| (f.clone(), std::fs::read(f).expect("read"))).collect();
@@ -109,7 +99,7 @@ fn a_backup_that_encrypts_a_third_of_the_files_is_flagged_and_the_point_before_i
         std::fs::write(f, noise(1_000_000 + i as u64, body.len())).expect("encrypt");
     }
     let attack = "2026-03-02T11:00:00Z";
-    let out = ok(&env, attack, &["protection", "backup-now", "docs", "--retain-until", "2026-03-03"]);
+    let out = env.ok_at(attack, &["protection", "backup-now", "docs", "--retain-until", "2026-03-03"]);
     let flags = flagged(&env, attack);
     assert_eq!(flags.len(), 1, "{out}");
     let reasons = flags[0]["reasons"].to_string();
@@ -121,21 +111,21 @@ fn a_backup_that_encrypts_a_third_of_the_files_is_flagged_and_the_point_before_i
     let ids: Vec<String> = points.as_array().expect("points").iter().map(|p| p["point"]["id"].to_string()).collect();
     assert_eq!(ids.len(), 3);
     assert_eq!(points[1]["held_for_review_of"].to_string(), ids[2], "the point before the attack is held");
-    let listed = ok(&env, attack, &["recoverypoint", "list", "docs"]);
+    let listed = env.ok_at(attack, &["recoverypoint", "list", "docs"]);
     assert!(listed.contains("SUSPICIOUS (review it)") && listed.contains("held until"), "{listed}");
 
     // past every point's retention: prune keeps the held one, says why
     let later = "2026-03-10T10:00:00Z";
-    let plan = ok(&env, later, &["prune", "--dry-run", "--safety-margin", "0s"]);
+    let plan = env.ok_at(later, &["prune", "--dry-run", "--safety-margin", "0s"]);
     assert!(plan.contains("reviewed"), "{plan}");
-    ok(&env, later, &["prune", "--safety-margin", "0s"]);
+    env.ok_at(later, &["prune", "--safety-margin", "0s"]);
     let left = json(&env, later, &["recoverypoint", "list", "docs"]);
     let left_ids: Vec<String> = left.as_array().expect("points").iter().map(|p| p["point"]["id"].to_string()).collect();
     assert_eq!(left_ids, [ids[1].clone()], "only the held point is kept");
     // and it restores the files as they were before the attack
     let target = env.path("restored");
     let point = ids[1].trim_matches('"').to_string();
-    ok(&env, later, &["restore", "docs", "--point", &point, "--target", target.to_str().expect("utf8")]);
+    env.ok_at(later, &["restore", "docs", "--point", &point, "--target", target.to_str().expect("utf8")]);
     for (f, body) in &before {
         let restored = target.join(f.strip_prefix("/").expect("absolute"));
         assert_eq!(&std::fs::read(&restored).expect("restored"), body, "{}", f.display());
@@ -143,12 +133,12 @@ fn a_backup_that_encrypts_a_third_of_the_files_is_flagged_and_the_point_before_i
 
     // reviewed: an attack keeps it; "clean" lets it go
     let suspicious = ids[2].trim_matches('"').to_string();
-    ok(&env, later, &["recoverypoint", "review", "docs", "--point", &suspicious, "--confirm"]);
-    ok(&env, later, &["prune", "--safety-margin", "0s"]);
+    env.ok_at(later, &["recoverypoint", "review", "docs", "--point", &suspicious, "--confirm"]);
+    env.ok_at(later, &["prune", "--safety-margin", "0s"]);
     assert_eq!(json(&env, later, &["recoverypoint", "list", "docs"]).as_array().map(Vec::len), Some(1));
-    let out = ok(&env, later, &["recoverypoint", "review", "docs", "--point", &suspicious, "--clean"]);
+    let out = env.ok_at(later, &["recoverypoint", "review", "docs", "--point", &suspicious, "--clean"]);
     assert!(out.contains("no longer held"), "{out}");
-    ok(&env, later, &["prune", "--safety-margin", "0s"]);
+    env.ok_at(later, &["prune", "--safety-margin", "0s"]);
     assert_eq!(json(&env, later, &["recoverypoint", "list", "docs"]).as_array().map(Vec::len), Some(0));
 }
 
@@ -159,11 +149,11 @@ fn thirty_rounds_of_ordinary_change_and_a_large_addition_are_never_flagged() {
     let src = env.path("src");
     let mut files = make_tree(&src);
     env.ok(&["item", "add", "files", "docs", "--path", src.to_str().expect("utf8")]);
-    ok(&env, "2026-03-01T00:00:00Z", &["protection", "backup-now", "docs"]);
+    env.ok_at("2026-03-01T00:00:00Z", &["protection", "backup-now", "docs"]);
     for round in 1..=30u64 {
         ordinary_change(&src, &mut files, round);
         let now = format!("2026-03-{:02}T{:02}:00:00Z", 1 + round / 24, round % 24);
-        ok(&env, &now, &["protection", "backup-now", "docs"]);
+        env.ok_at(&now, &["protection", "backup-now", "docs"]);
     }
     // a new folder of 2000 compressible files
     for i in 0..2000u64 {
@@ -172,7 +162,7 @@ fn thirty_rounds_of_ordinary_change_and_a_large_addition_are_never_flagged() {
         std::fs::write(dir.join(format!("n{i}.txt")), text(50_000 + i, 3000)).expect("write");
     }
     let now = "2026-03-03T00:00:00Z";
-    ok(&env, now, &["protection", "backup-now", "docs"]);
+    env.ok_at(now, &["protection", "backup-now", "docs"]);
     assert!(flagged(&env, now).is_empty(), "{:?}", flagged(&env, now));
     let alerts = json(&env, now, &["alert", "list"]);
     assert_eq!(alerts.as_array().map(Vec::len), Some(0), "{alerts}");

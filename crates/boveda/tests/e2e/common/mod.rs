@@ -111,6 +111,25 @@ impl Env {
         c
     }
 
+    /// A command whose clock reads `now` (`BOVEDA_FAKE_NOW`).
+    pub fn run_at(&self, now: &str, args: &[&str]) -> Output {
+        self.cmd(args).env("BOVEDA_FAKE_NOW", now).output().expect("run boveda")
+    }
+
+    /// [`Env::run_at`] that must succeed; its stdout.
+    pub fn ok_at(&self, now: &str, args: &[&str]) -> String {
+        let out = self.run_at(now, args);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// [`Env::run_at`] that must fail; its stderr.
+    pub fn fails_at(&self, now: &str, args: &[&str]) -> String {
+        let out = self.run_at(now, args);
+        assert!(!out.status.success(), "{args:?} succeeded: {}", String::from_utf8_lossy(&out.stdout));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
     pub fn run(&self, args: &[&str]) -> Output {
         self.cmd(args).output().expect("run boveda")
     }
