@@ -118,6 +118,7 @@ pub fn backup_disk_to(
     // every disk is opened before any is read
     let sources: Vec<(String, Opened)> =
         opts.disks.iter().map(|(name, src)| Ok((name.clone(), Opened::open(src)?))).collect::<Result<_>>()?;
+    progress.expected(sources.len() as u64, sources.iter().map(|(_, s)| s.data_bytes()).sum());
     let mut warnings = Vec::new();
     let parent = match opts.parent_tree.map(|id| dest.parents.load_tree(&id)) {
         Some(Ok(tree)) => Some(tree),
@@ -346,6 +347,15 @@ impl Opened {
             Opened::Image(image) => image.size,
             Opened::Live(live) => live.size,
         }
+    }
+
+    /// The most a backup reads of the disk: its allocated windows.
+    fn data_bytes(&self) -> u64 {
+        let (extents, size) = match self {
+            Opened::Image(image) => (&image.extents, image.size),
+            Opened::Live(live) => (&live.extents, live.size),
+        };
+        data_windows(extents).iter().map(|w| DISK_CHUNK.min(size.saturating_sub(w * DISK_CHUNK))).sum()
     }
 }
 

@@ -3,6 +3,9 @@ use std::path::Path;
 /// What a backup tells its observer (a progress bar, a job record, a test).
 /// Every method has an empty default.
 pub trait BackupProgress: Sync {
+    /// The backup knows what it will read at most: `files` (disks) of
+    /// `bytes` in all.
+    fn expected(&self, _files: u64, _bytes: u64) {}
     /// A changed file is about to be read.
     fn file_started(&self, _path: &Path) {}
     /// A file is done; `reused` when its content came from the parent point.

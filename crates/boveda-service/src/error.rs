@@ -49,6 +49,8 @@ pub enum Remedy {
     ListItems,
     /// Look the id up among the vault's jobs.
     ListJobs,
+    /// Look the id up among the vault's alerts.
+    ListAlerts,
     /// Look the name up among the vault's policies.
     ListPolicies,
     /// Look the id up among the vault's access tokens.

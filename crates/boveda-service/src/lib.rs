@@ -37,8 +37,9 @@ mod vault;
 pub use fleet::add_item;
 pub use protection::backups::backup_job;
 pub use protection::suspicion::{PointReview, Verdict, review as review_point, reviews as point_reviews};
-pub use reports::overview::{ItemOverview, item_overview};
+pub use reports::overview::{Health, ItemOverview, item_overview};
 pub use runtime::job::JobEnv;
+pub use runtime::live::{live_progress, with_live_progress};
 
 pub use runtime::host::{hostname, retry_policy};
 
@@ -47,7 +48,7 @@ pub use access::{
     create_token, list_tokens, revoke_token,
 };
 pub use agent::{AgentOptions, AgentReport, run_agent};
-pub use runtime::alert::{Alert, Severity, list_alerts, retry_alerts};
+pub use runtime::alert::{Acknowledgement, Alert, AlertState, Severity, acknowledge_alert, list_alerts, retry_alerts};
 // the data the service's functions take and return, so that a front end
 // (the CLI, the server) needs this crate alone
 pub use agent::background::{
@@ -94,7 +95,8 @@ pub use protection::{
     resume_protection, undelete_protection,
 };
 pub use recovery::{
-    PointEntry, PointSummary, RestoreReport, RestoreRequest, VmRestore, browse, browse_disk, browse_point, find_point,
+    PointEntry, PointSummary, RestoreReport, RestoreRequest, VmRestore, browse, browse_disk, browse_point, download_point,
+    find_point,
     list_item_points, list_points, mount, restore, restore_disk_files, restore_disk_image, restore_failure,
     restore_job, restore_vm, serve_point_disks, show_point,
 };

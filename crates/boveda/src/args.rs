@@ -273,6 +273,12 @@ pub enum AlertCmd {
         #[arg(long)]
         retry: bool,
     },
+    /// Acknowledge an alert: seen, being dealt with (it stays listed; a
+    /// failed backup's alert resolves by itself when a backup succeeds).
+    Ack {
+        /// The alert's id, or the start of it.
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]

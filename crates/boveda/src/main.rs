@@ -125,6 +125,7 @@ fn command(remedy: &Remedy) -> String {
     match remedy {
         Remedy::ListItems => "see `boveda item list`".into(),
         Remedy::ListJobs => "see `boveda job list`".into(),
+        Remedy::ListAlerts => "see `boveda alert list`".into(),
         Remedy::ListPolicies => "see `boveda policy list`".into(),
         Remedy::ListTokens => "see `boveda token list`".into(),
         Remedy::AskGuard { request } => format!("give the guard the code of `boveda guard show {request}`"),

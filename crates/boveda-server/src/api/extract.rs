@@ -90,3 +90,19 @@ pub(super) fn json_bytes(body: axum::body::Bytes) -> Response {
 pub(super) fn param(params: &BTreeMap<String, String>, name: &str) -> String {
     params.get(name).cloned().unwrap_or_default()
 }
+
+/// A blocking writer into a streamed response body.
+pub(super) struct ToBody(pub tokio::sync::mpsc::Sender<Result<axum::body::Bytes, std::io::Error>>);
+
+impl std::io::Write for ToBody {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(Ok(axum::body::Bytes::copy_from_slice(buf)))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client hung up"))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

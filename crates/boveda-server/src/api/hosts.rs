@@ -25,7 +25,7 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::{AppState, Served, blocking};
 
-use super::extract::{Body, now, param};
+use super::extract::{Body, ToBody, now, param};
 
 pub(super) async fn hosts(
     State(app): State<AppState>,
@@ -331,21 +331,6 @@ pub(super) async fn host_report(
 
 /// A writer that hands what it is given to a response body, a chunk at a
 /// time (from a blocking thread).
-struct ToBody(tokio::sync::mpsc::Sender<Result<axum::body::Bytes, std::io::Error>>);
-
-impl std::io::Write for ToBody {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .blocking_send(Ok(axum::body::Bytes::copy_from_slice(buf)))
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the host hung up"))?;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// `GET host/jobs/{job}/archive`: the point a restore job was granted, as
 /// a tar stream, once.
 pub(super) async fn host_archive(

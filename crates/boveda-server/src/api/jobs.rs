@@ -38,10 +38,13 @@ pub(super) async fn jobs(Extension(caller): Extension<Caller>, Q(q): Q<JobQuery>
         svc::JobFilter::parse(q.state.as_deref(), q.operation.as_deref(), q.item.as_deref(), q.since.as_deref())?;
     let all = caller.served()?.jobs_entry().await?;
     let unfiltered = q.state.is_none() && q.operation.is_none() && q.item.is_none() && q.since.is_none();
-    if unfiltered && !caller.token.is_scoped() {
+    let live = all.value.iter().any(|j| j.state.is_running() && svc::live_progress(&j.id).is_some());
+    if unfiltered && !caller.token.is_scoped() && !live {
         return Ok(json_bytes(all.json.clone()));
     }
-    let shown: Vec<&svc::Job> = all.value.iter().filter(|j| filter.matches(j) && sees_job(&caller.token, j)).collect();
+    let mut shown: Vec<svc::Job> =
+        all.value.iter().filter(|j| filter.matches(j) && sees_job(&caller.token, j)).cloned().collect();
+    svc::with_live_progress(&mut shown);
     Ok(Json(shown).into_response())
 }
 
@@ -49,7 +52,8 @@ pub(super) async fn visible_job(caller: &Caller, served: &Served, id: &str) -> A
     let vault = served.vault.clone();
     let id = id.to_string();
     let asked = id.clone();
-    let job = blocking(move || svc::find_job(&vault, &id)).await?;
+    let mut job = blocking(move || svc::find_job(&vault, &id)).await?;
+    svc::with_live_progress(std::slice::from_mut(&mut job));
     if !sees_job(&caller.token, &job) {
         // as absent as a job that does not exist
         return Err(ApiError::from(svc::ServiceError::refused(
@@ -152,7 +156,8 @@ pub(super) async fn job_events(
             }
             let id = last.as_ref().map(|j| j.id)?;
             let all = served.jobs().await.ok()?;
-            let current = all.iter().find(|j| j.id == id).cloned()?;
+            let mut current = all.iter().find(|j| j.id == id).cloned()?;
+            svc::with_live_progress(std::slice::from_mut(&mut current));
             if last.as_ref() != Some(&current) {
                 job = Some(current);
             }

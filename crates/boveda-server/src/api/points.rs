@@ -1,9 +1,11 @@
-//! Handlers of recovery points: listing, browsing and restoring.
+//! Handlers of recovery points: listing, browsing, restoring (and where a
+//! restore may write), and downloading.
 
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use boveda_service as svc;
 use serde::{Deserialize, Serialize};
@@ -12,7 +14,7 @@ use crate::auth::Caller;
 use crate::error::ApiResult;
 use crate::{AppState, blocking};
 
-use super::extract::{Body, Q, now};
+use super::extract::{Body, Q, ToBody, now};
 
 #[derive(Serialize)]
 pub(super) struct Points {
@@ -84,4 +86,105 @@ pub(super) async fn restore(
     };
     served.changed();
     Ok((StatusCode::ACCEPTED, Json(job)))
+}
+
+/// Where a restore of an item may write.
+#[derive(Serialize)]
+pub(super) struct RestoreOptions {
+    /// The registered host the item is on (its agent restores there, into
+    /// the folders it allows); none: this server.
+    host: Option<String>,
+    /// The folders this server restores into (`serve --restore-root`);
+    /// empty for an item on a host.
+    roots: Vec<std::path::PathBuf>,
+    /// What the target names: `folder` (files, a VM's disks and
+    /// definition) or `image file` (a disk).
+    target: &'static str,
+}
+
+pub(super) async fn restore_options(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<RestoreOptions>> {
+    let served = caller.served()?.clone();
+    let item = caller.item()?.clone();
+    let host = match item.host {
+        Some(_) => {
+            let items = served.items(now(&app)).await?;
+            Some(items.value.iter().find(|o| o.item.id == item.id).and_then(|o| o.host.clone()).unwrap_or_default())
+        }
+        None => None,
+    };
+    let target = if matches!(item.source, svc::ItemSource::Disk { .. }) { "image file" } else { "folder" };
+    let roots = if host.is_some() { Vec::new() } else { app.config.restore_roots.clone() };
+    Ok(Json(RestoreOptions { host, roots, target }))
+}
+
+/// Writes that say when the first byte was written: what fails before it
+/// is an error status, not a cut archive.
+struct FirstByte<W> {
+    out: W,
+    first: Option<tokio::sync::oneshot::Sender<Result<(), svc::ServiceError>>>,
+}
+
+impl<W: std::io::Write> std::io::Write for FirstByte<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if !buf.is_empty()
+            && let Some(f) = self.first.take()
+        {
+            let _ = f.send(Ok(()));
+        }
+        self.out.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// `GET .../points/{point}/download?path=/a&path=/b`: the chosen files
+/// and folders of a point (all of it without `path`) as a tar stream.
+pub(super) async fn download(
+    Extension(caller): Extension<Caller>,
+    Path(params): Path<BTreeMap<String, String>>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> ApiResult<Response> {
+    let (vault, item) = (caller.served()?.vault.clone(), caller.item()?.clone());
+    let selector = params.get("point").cloned().unwrap_or_default();
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
+        .map_err(|e| crate::error::ApiError::invalid(Some("path".into()), format!("the query does not parse: {e}")))?;
+    let paths: Vec<String> = pairs.into_iter().filter(|(k, _)| k == "path").map(|(_, v)| v).collect();
+    let name = item.name.clone();
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel();
+    tokio::task::spawn_blocking(move || {
+        let mut out = FirstByte { out: std::io::BufWriter::with_capacity(256 << 10, ToBody(tx.clone())), first: Some(first_tx) };
+        let result = svc::download_point(&vault, &item, &selector, &paths, &mut out)
+            .and_then(|_| std::io::Write::flush(&mut out).map_err(|e| svc::ServiceError::Internal(e.to_string())));
+        if let Err(e) = result {
+            match out.first.take() {
+                Some(f) => {
+                    let _ = f.send(Err(e));
+                }
+                None => {
+                    let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+                }
+            }
+        } else if let Some(f) = out.first.take() {
+            // an empty archive still has its end blocks; a point with nothing
+            let _ = f.send(Ok(()));
+        }
+    });
+    match first_rx.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e.into()),
+        Err(_) => return Err(crate::error::ApiError::internal("the download ended before it began")),
+    }
+    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|chunk| (chunk, rx)) });
+    let disposition = format!("attachment; filename=\"{name}.tar\"");
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-tar".to_string()), (header::CONTENT_DISPOSITION, disposition)],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response())
 }

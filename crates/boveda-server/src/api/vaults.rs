@@ -75,15 +75,47 @@ pub(super) async fn dashboard(Extension(caller): Extension<Caller>) -> ApiResult
     Ok(Json(caller.served()?.dashboard().await?))
 }
 
+/// Whether a token may see an alert: scoped tokens, only their items'.
+fn sees_alert(token: &svc::AccessToken, a: &svc::Alert) -> bool {
+    !token.is_scoped()
+        || a.item.as_deref().is_some_and(|n| token.items.iter().any(|m| m.name.eq_ignore_ascii_case(n)))
+}
+
 pub(super) async fn alerts(Extension(caller): Extension<Caller>) -> ApiResult<Json<Vec<svc::Alert>>> {
     let vault = caller.served()?.vault.clone();
     let all = blocking(move || svc::list_alerts(&vault)).await?;
-    let token = &caller.token;
-    let names: Vec<&str> = token.items.iter().map(|i| i.name.as_str()).collect();
-    let visible = |a: &svc::Alert| {
-        !token.is_scoped() || a.item.as_deref().is_some_and(|n| names.iter().any(|m| m.eq_ignore_ascii_case(n)))
+    Ok(Json(all.into_iter().filter(|a| sees_alert(&caller.token, a)).collect()))
+}
+
+/// Acknowledges an alert the token sees (one it does not see is as absent
+/// as one that does not exist).
+pub(super) async fn acknowledge_alert(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    axum::extract::Path(params): axum::extract::Path<std::collections::BTreeMap<String, String>>,
+) -> ApiResult<Json<svc::Alert>> {
+    let vault = caller.served()?.vault.clone();
+    let id = super::extract::param(&params, "alert");
+    let all = {
+        let vault = vault.clone();
+        blocking(move || svc::list_alerts(&vault)).await?
     };
-    Ok(Json(all.into_iter().filter(visible).collect()))
+    let absent = || {
+        ApiError::from(svc::ServiceError::refused(
+            svc::ServiceErrorKind::NotFound,
+            format!("no alert with id {id:?} in this vault"),
+            svc::Remedy::ListAlerts,
+        ))
+    };
+    let found: Vec<&svc::Alert> = all.iter().filter(|a| !id.is_empty() && a.id.to_hex().starts_with(&id)).collect();
+    let [one] = found.as_slice() else { return Err(absent()) };
+    if !sees_alert(&caller.token, one) {
+        return Err(absent());
+    }
+    let (full, by, now) = (one.id.to_hex(), caller.token.by(), app.config.jobs.clock.now());
+    let alert = blocking(move || svc::acknowledge_alert(&vault, &full, &by, now)).await?;
+    caller.served()?.changed();
+    Ok(Json(alert))
 }
 
 pub(super) async fn usage(Extension(caller): Extension<Caller>) -> ApiResult<Response> {

@@ -153,6 +153,14 @@ pub struct JobProgress {
     /// What the job expects to process, when it knows.
     pub bytes_total: Option<u64>,
     pub files_total: Option<u64>,
+    /// Bytes of the files done so far, read or taken unchanged from the
+    /// previous point (a backup's counterpart of `bytes_total`).
+    #[serde(default)]
+    pub bytes_done: u64,
+    /// The totals are the previous point's (a file tree's backup cannot
+    /// know its own before it has walked it); at the end, the real ones.
+    #[serde(default)]
+    pub totals_estimated: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -59,8 +59,10 @@ pub fn backup_job(
     let observers = Observers { backup: Some(progress), restore: None };
     run_job(vault, env.clock, &spec, observers, |ctx| {
         ctx.set_phase("backing up");
+        expect_like_last(vault, item, ctx);
         let req = request(env, &ctx.cancel, retain_until, scheduled_for);
         let point = backup_now(vault, item, &req, ctx)?;
+        ctx.finished_backup(&point.stats);
         let mut details: Vec<String> =
             point.freeze_ms.map(|ms| format!("the guest's file systems were frozen for {ms} ms")).into_iter().collect();
         if let Some(why) = crate::protection::suspicion::judge(vault, item, &point, env.clock.now())? {
@@ -69,6 +71,17 @@ pub fn backup_job(
         let done = JobDone { warnings: point.warnings.clone(), details, point: Some(point.id) };
         Ok((point, done))
     })
+}
+
+/// A backup's totals until it knows its own: those of the item's
+/// previous point (none before the first; a listing that fails is no
+/// reason to stop a backup).
+fn expect_like_last(vault: &Vault, item: &Item, ctx: &crate::runtime::job::JobCtx<'_>) {
+    if let Ok(mut points) = vault.list_item_points(&item.id)
+        && let Some(last) = points.pop()
+    {
+        ctx.estimate(last.stats.files, last.stats.bytes);
+    }
 }
 
 /// The item's offline seed: its first full backup, written to the staging
@@ -104,6 +117,7 @@ pub fn seed_backup(
         let seeding = vault.with_store(routed);
         let req = request(env, &ctx.cancel, retain_until, scheduled_for);
         let point = backup_now(&seeding, item, &req, ctx)?;
+        ctx.finished_backup(&point.stats);
         ctx.set_phase("journaling the staged objects");
         let mut objects = Vec::new();
         for folder in SEED_FOLDERS {

@@ -20,6 +20,12 @@ pub struct Dashboard {
     /// point yet are counted as "initial backup pending" too.
     pub items_by_state: BTreeMap<String, usize>,
     pub initial_backup_pending: usize,
+    /// Items by health (`Healthy`, `Warning`, `Critical`, `Pending`): a
+    /// failed last backup makes an item `Critical` whatever its
+    /// protection state.
+    pub items_by_health: BTreeMap<String, usize>,
+    /// Alerts neither resolved nor acknowledged, whenever raised.
+    pub active_alerts: usize,
     /// Jobs started in the last 24 hours, by state.
     pub jobs_last_24h: BTreeMap<String, usize>,
     /// Alerts raised in the last 24 hours.
@@ -90,10 +96,16 @@ pub fn dashboard_with(vault: &Vault, used: &crate::reports::usage::Usage, now: T
         }
         days.push(DayStats { date, stored_bytes, jobs: by_state });
     }
+    let mut items_by_health = BTreeMap::new();
+    for o in crate::reports::overview::item_overview(vault, now)? {
+        *items_by_health.entry(o.health.as_str().to_string()).or_insert(0) += 1;
+    }
     Ok(Dashboard {
         vault: vault.settings().name.clone(),
         items_by_state,
         initial_backup_pending,
+        items_by_health,
+        active_alerts: alerts.iter().filter(|a| a.state == crate::runtime::alert::AlertState::Active).count(),
         jobs_last_24h,
         alerts_last_24h: alerts.iter().filter(|a| a.time >= day_ago).count(),
         stored_bytes: used.stored_bytes,

@@ -9,6 +9,7 @@ use crate::error::Result;
 use crate::items::{Item, ProtectionState, list_items};
 use crate::offline::{ImportState, list_import_jobs, seeding_status};
 use crate::policies::list_policies;
+use crate::runtime::job::{Job, JobState};
 
 /// An item as the item list shows it: its protection state (with
 /// "Warning (initial backup pending)" and an offline seed's progress), its
@@ -26,7 +27,48 @@ pub struct ItemOverview {
     pub recovery_points: usize,
     /// The registered host it is on (none: the server's own machine).
     pub host: Option<String>,
+    /// How it is doing, from its last finished backup (Azure's item
+    /// health): `Healthy`, `Warning`, `Critical` or `Pending` (no
+    /// backup has finished yet).
+    pub health: Health,
+    /// Why, when it is not healthy: the last backup's error or warning.
+    pub health_reason: Option<String>,
     pub item: Item,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Health {
+    Healthy,
+    Warning,
+    Critical,
+    Pending,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Healthy => "Healthy",
+            Health::Warning => "Warning",
+            Health::Critical => "Critical",
+            Health::Pending => "Pending",
+        }
+    }
+}
+
+/// An item's health from its last finished backup job and its last point.
+fn health(last_done: Option<&Job>, last_point: Option<&boveda_vault::RecoveryPoint>) -> (Health, Option<String>) {
+    match (last_done, last_point) {
+        (Some(j), _) if j.state == JobState::Failed => {
+            (Health::Critical, Some(format!("the last backup failed: {}", j.error.clone().unwrap_or_default())))
+        }
+        (Some(j), _) if j.state == JobState::Cancelled => (Health::Warning, Some("the last backup was stopped".into())),
+        (Some(j), _) if j.state == JobState::CompletedWithWarnings => {
+            (Health::Warning, Some(j.warnings.first().cloned().unwrap_or_else(|| "the last backup had warnings".into())))
+        }
+        (_, Some(p)) if !p.warnings.is_empty() && last_done.is_none() => (Health::Warning, p.warnings.first().cloned()),
+        (_, Some(_)) => (Health::Healthy, None),
+        (_, None) => (Health::Pending, Some("initial backup pending".into())),
+    }
 }
 
 /// Every item of the vault as the item list shows it, at `now`.
@@ -60,10 +102,13 @@ pub fn item_overview(vault: &Vault, now: jiff::Timestamp) -> Result<Vec<ItemOver
                 (None, Some(_)) => "Completed".into(),
                 (None, None) => "-".into(),
             };
+            let last_done = jobs.iter().rev().find(|j| j.item_id == Some(i.id) && !j.state.is_running());
+            let (health, health_reason) = health(last_done, last_point);
             let protection = match (i.protection.state, last_point) {
                 (state, _) if seeding.is_some() => {
                     format!("{} - {}", state.as_str(), seeding.clone().unwrap_or_default())
                 }
+                (state, None) if health == Health::Critical => format!("{} - Critical (last backup failed)", state.as_str()),
                 (ProtectionState::NotProtected | ProtectionState::Protected, None) => {
                     format!("{} - Warning (initial backup pending)", i.protection.state.as_str())
                 }
@@ -83,6 +128,8 @@ pub fn item_overview(vault: &Vault, now: jiff::Timestamp) -> Result<Vec<ItemOver
                 next_backup: next,
                 recovery_points: points.iter().filter(|p| p.item_id == i.id).count(),
                 host: i.host.and_then(|h| hosts.iter().find(|o| o.id == h)).map(|o| o.name.clone()),
+                health,
+                health_reason,
                 item: i,
             }
         })

@@ -12,7 +12,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::model::job_record::{Job, Operation};
+use crate::model::job_record::{Job, JobState, Operation};
 use crate::runtime::control::vault_control;
 
 const ALERTS: &str = "alerts";
@@ -38,6 +38,45 @@ pub struct Alert {
     pub delivered: bool,
     pub attempts: u32,
     pub last_error: Option<String>,
+    /// Who acknowledged it, and when: seen, being dealt with.
+    #[serde(default)]
+    pub acknowledged: Option<Acknowledgement>,
+    /// Where it stands now, from the jobs that came after it (not stored:
+    /// worked out whenever alerts are listed).
+    #[serde(default)]
+    pub state: AlertState,
+    /// When a later job of the same item and operation succeeded.
+    #[serde(default)]
+    pub resolved: Option<Timestamp>,
+    /// What to do about it, in one sentence.
+    #[serde(default)]
+    pub action: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Acknowledgement {
+    pub time: Timestamp,
+    pub by: String,
+}
+
+/// An alert is active until a later job of its item and operation
+/// succeeds (resolved) or someone acknowledges it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AlertState {
+    #[default]
+    Active,
+    Acknowledged,
+    Resolved,
+}
+
+impl AlertState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertState::Active => "Active",
+            AlertState::Acknowledged => "Acknowledged",
+            AlertState::Resolved => "Resolved",
+        }
+    }
 }
 
 /// Records an alert for a job and tries the webhook once.
@@ -57,7 +96,12 @@ pub fn raise_alert(vault: &Vault, job: &Job, severity: Severity, reason: &str, t
         delivered: webhook.is_none(),
         attempts: 0,
         last_error: None,
+        acknowledged: None,
+        state: AlertState::Active,
+        resolved: None,
+        action: String::new(),
     };
+    alert.action = action_for(&alert);
     vault.catalog_put(ALERTS, &alert.id, Some(&alert))?;
     if let Some(url) = webhook {
         deliver(vault, &url, &mut alert)?;
@@ -72,7 +116,75 @@ pub fn raise_alert(vault: &Vault, job: &Job, severity: Severity, reason: &str, t
 pub fn list_alerts(vault: &Vault) -> Result<Vec<Alert>> {
     let mut all: Vec<Alert> = vault.catalog_list::<Alert>(ALERTS)?.into_iter().map(|(_, a)| a).collect();
     all.sort_by(|a, b| b.time.cmp(&a.time).then(a.id.cmp(&b.id)));
+    let jobs = crate::runtime::job::list_jobs(vault, &crate::runtime::job::JobFilter::default())?;
+    for a in &mut all {
+        settle_state(a, &jobs);
+    }
     Ok(all)
+}
+
+/// An alert's state from the jobs after it: a failed backup or restore is
+/// resolved by the next one of its item that succeeds.
+fn settle_state(alert: &mut Alert, jobs: &[Job]) {
+    alert.action = action_for(alert);
+    let resolves = matches!(alert.operation, Operation::Backup | Operation::Restore)
+        && !alert.reason.starts_with("the backup looks like an attack");
+    alert.resolved = jobs
+        .iter()
+        .filter(|j| resolves && j.operation == alert.operation && j.item.is_some() && j.item == alert.item)
+        .filter(|j| j.start > alert.time && matches!(j.state, JobState::Completed | JobState::CompletedWithWarnings))
+        .filter_map(|j| j.end)
+        .min();
+    alert.state = match (&alert.resolved, &alert.acknowledged) {
+        (Some(_), _) => AlertState::Resolved,
+        (None, Some(_)) => AlertState::Acknowledged,
+        (None, None) => AlertState::Active,
+    };
+}
+
+/// What to do about an alert, in one sentence.
+fn action_for(alert: &Alert) -> String {
+    let item = alert.item.as_deref().unwrap_or("the item");
+    match alert.operation {
+        _ if alert.reason.starts_with("the backup looks like an attack") => format!(
+            "Check {item}'s machine for ransomware before trusting its new data; the point before is held: \
+             review it (`boveda recoverypoint review {item}`)"
+        ),
+        Operation::Backup => format!(
+            "Fix what the reason names (a path, a disk, the store), then run Backup now for {item}; \
+             the alert resolves when a backup succeeds"
+        ),
+        Operation::Restore => {
+            "Fix what the reason names (the target folder, its space, its permissions) and restore again".to_string()
+        }
+        Operation::DeleteBackupData => format!(
+            "If nobody meant to delete {item}'s data, undelete it before its soft-delete window ends"
+        ),
+        _ => "Read the job's details; acknowledge the alert once it is dealt with".to_string(),
+    }
+}
+
+/// Marks alert `id` (or the only one whose id starts so) acknowledged by
+/// `by` at `now`.
+///
+/// # Errors
+/// `NotFound` for no such alert; a store error.
+pub fn acknowledge_alert(vault: &Vault, id: &str, by: &str, now: Timestamp) -> Result<Alert> {
+    let all: Vec<Alert> = vault.catalog_list::<Alert>(ALERTS)?.into_iter().map(|(_, a)| a).collect();
+    let found: Vec<&Alert> = all.iter().filter(|a| !id.is_empty() && a.id.to_hex().starts_with(id)).collect();
+    let [one] = found.as_slice() else {
+        return Err(crate::error::ServiceError::refused(
+            crate::error::ServiceErrorKind::NotFound,
+            format!("no single alert with id {id:?} in this vault"),
+            crate::error::Remedy::ListAlerts,
+        ));
+    };
+    let mut alert = (*one).clone();
+    alert.acknowledged = Some(Acknowledgement { time: now, by: by.to_string() });
+    vault.catalog_put(ALERTS, &alert.id, Some(&alert))?;
+    let jobs = crate::runtime::job::list_jobs(vault, &crate::runtime::job::JobFilter::default())?;
+    settle_state(&mut alert, &jobs);
+    Ok(alert)
 }
 
 /// Posts every undelivered alert to the webhook again; returns how many

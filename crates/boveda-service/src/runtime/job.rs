@@ -30,6 +30,10 @@ use crate::runtime::clock::Clock;
 const JOBS: &str = "jobs";
 const STOPS: &str = "job-stops";
 
+/// How often a running job's progress is published to its own process
+/// (`runtime::live`).
+const LIVE_TICK: Duration = Duration::from_secs(1);
+
 /// The heartbeat interval of jobs run from the command line.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
 
@@ -66,6 +70,8 @@ pub struct JobCtx<'a> {
     bytes_written: AtomicU64,
     bytes_total: AtomicU64,
     files_total: AtomicU64,
+    bytes_done: AtomicU64,
+    estimated: AtomicBool,
     phase: Mutex<String>,
     backup_inner: Option<&'a dyn BackupProgress>,
     restore_inner: Option<&'a dyn RestoreProgress>,
@@ -80,6 +86,8 @@ impl<'a> JobCtx<'a> {
             bytes_written: AtomicU64::new(0),
             bytes_total: AtomicU64::new(u64::MAX),
             files_total: AtomicU64::new(u64::MAX),
+            bytes_done: AtomicU64::new(0),
+            estimated: AtomicBool::new(false),
             phase: Mutex::new(String::new()),
             backup_inner,
             restore_inner,
@@ -89,6 +97,32 @@ impl<'a> JobCtx<'a> {
     pub fn set_phase(&self, phase: &str) {
         if let Ok(mut p) = self.phase.lock() {
             *p = phase.to_string();
+        }
+    }
+
+    /// Totals taken from the item's previous point, until the backup
+    /// knows better.
+    pub fn estimate(&self, files: u64, bytes: u64) {
+        self.files_total.store(files, Ordering::Relaxed);
+        self.bytes_total.store(bytes, Ordering::Relaxed);
+        self.estimated.store(true, Ordering::Relaxed);
+    }
+
+    /// A backup's real totals, from its point.
+    pub fn finished_backup(&self, stats: &boveda_vault::PointStats) {
+        self.files.store(stats.files, Ordering::Relaxed);
+        self.files_total.store(stats.files, Ordering::Relaxed);
+        self.bytes_done.store(stats.bytes, Ordering::Relaxed);
+        self.bytes_total.store(stats.bytes, Ordering::Relaxed);
+        self.bytes_written.store(stats.bytes_stored, Ordering::Relaxed);
+        self.estimated.store(false, Ordering::Relaxed);
+    }
+
+    /// A restore that completed restored every file it planned.
+    fn finished_restore(&self) {
+        let total = self.files_total.load(Ordering::Relaxed);
+        if total != u64::MAX {
+            self.files.store(total, Ordering::Relaxed);
         }
     }
 
@@ -105,11 +139,21 @@ impl<'a> JobCtx<'a> {
             bytes_written: self.bytes_written.load(Ordering::Relaxed),
             bytes_total: opt(self.bytes_total.load(Ordering::Relaxed)),
             files_total: opt(self.files_total.load(Ordering::Relaxed)),
+            bytes_done: self.bytes_done.load(Ordering::Relaxed),
+            totals_estimated: self.estimated.load(Ordering::Relaxed),
         }
     }
 }
 
 impl BackupProgress for JobCtx<'_> {
+    fn expected(&self, files: u64, bytes: u64) {
+        self.files_total.store(files, Ordering::Relaxed);
+        self.bytes_total.store(bytes, Ordering::Relaxed);
+        self.estimated.store(false, Ordering::Relaxed);
+        if let Some(i) = self.backup_inner {
+            i.expected(files, bytes);
+        }
+    }
     fn file_started(&self, path: &std::path::Path) {
         if let Some(i) = self.backup_inner {
             i.file_started(path);
@@ -117,6 +161,7 @@ impl BackupProgress for JobCtx<'_> {
     }
     fn file_done(&self, path: &std::path::Path, size: u64, reused: bool) {
         self.files.fetch_add(1, Ordering::Relaxed);
+        self.bytes_done.fetch_add(size, Ordering::Relaxed);
         if let Some(i) = self.backup_inner {
             i.file_done(path, size, reused);
         }
@@ -223,6 +268,10 @@ pub fn run_job<T>(
         result
     });
 
+    if spec.operation == Operation::Restore && result.is_ok() {
+        ctx.finished_restore();
+    }
+    crate::runtime::live::forget(&job.id);
     job.progress = ctx.snapshot();
     job.end = Some(start + SignedDuration::try_from(wall_start.elapsed()).unwrap_or_default());
     job.heartbeat = Timestamp::now();
@@ -344,16 +393,22 @@ impl Heartbeat<'_> {
     fn run(&self, finished: &(Mutex<bool>, Condvar)) {
         let (lock, cv) = finished;
         let Ok(mut done) = lock.lock() else { return };
+        let tick = self.every.min(LIVE_TICK);
+        let mut last_beat = std::time::Instant::now();
         loop {
             // the flag is tested before every wait: a body that ended
             // before this thread first waited must not cost a heartbeat
-            let next = cv.wait_timeout_while(done, self.every, |done| !*done);
+            let next = cv.wait_timeout_while(done, tick, |done| !*done);
             let Ok((guard, _)) = next else { return };
             done = guard;
             if *done {
                 return;
             }
-            self.beat();
+            crate::runtime::live::publish(self.job.id, self.ctx.snapshot());
+            if last_beat.elapsed() + tick / 2 >= self.every {
+                last_beat = std::time::Instant::now();
+                self.beat();
+            }
         }
     }
 

@@ -1,5 +1,5 @@
 //! What every feature runs on: the clock, job records and `run_job`,
-//! alerts, the vault's control-plane settings (`control`: webhook, lag
+//! the live progress of this process's jobs (`live`), alerts, the vault's control-plane settings (`control`: webhook, lag
 //! threshold, shipping address), this host's facts (`host`) and the user's
 //! registry of vaults.
 
@@ -8,4 +8,5 @@ pub(crate) mod clock;
 pub(crate) mod control;
 pub(crate) mod host;
 pub(crate) mod job;
+pub(crate) mod live;
 pub(crate) mod registry;

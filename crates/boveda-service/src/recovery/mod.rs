@@ -1,5 +1,8 @@
 //! Listing, browsing and restoring recovery points.
 
+mod download;
+pub use download::download_point;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
@@ -404,7 +407,7 @@ pub fn restore_job(
         let report = restore_report(vault, item, point, req, jctx)?;
         let done = crate::runtime::job::JobDone {
             warnings: report.warnings.clone(),
-            details: vec![format!("restored point {}", point.id.short())],
+            details: restore_details(item, point, &report, &req.paths),
             point: Some(point.id),
         };
         if report.errors.is_empty() {
@@ -415,6 +418,37 @@ pub fn restore_job(
         Err(ServiceError::Invalid(why))
     })?;
     Ok((job, partial.into_inner().map_or(result, Ok)))
+}
+
+/// What a restore wrote and where, for its job: the point by its time,
+/// the target, the counts, and the paths picked.
+fn restore_details(item: &Item, point: &RecoveryPoint, report: &RestoreReport, picked: &[String]) -> Vec<String> {
+    let target = report.target.display();
+    let what = match &item.source {
+        ItemSource::Files { .. } => format!(
+            "restored the point of {} into {target}: {} files, {} folders, {} bytes",
+            point.time.round(jiff::Unit::Second).unwrap_or(point.time),
+            report.files,
+            report.dirs,
+            report.bytes_written
+        ),
+        ItemSource::Disk { .. } if report.paths.is_empty() => format!(
+            "restored the disk of the point of {} as the image file {target} ({} bytes written)",
+            point.time.round(jiff::Unit::Second).unwrap_or(point.time),
+            report.bytes_written
+        ),
+        _ => format!(
+            "restored the point of {} into {target}: {} disks, {} bytes written",
+            point.time.round(jiff::Unit::Second).unwrap_or(point.time),
+            report.files,
+            report.bytes_written
+        ),
+    };
+    let mut out = vec![what];
+    if !picked.is_empty() {
+        out.push(format!("paths picked: {}", picked.join(", ")));
+    }
+    out
 }
 
 /// One line for a restore that left files out.
