@@ -68,12 +68,12 @@ pub use error::{Remedy, Result, ServiceError, ServiceErrorKind};
 pub use items::consistency::{ConsistencyConfig, MAX_SCRIPT_TIMEOUT_SECS, ScriptResult, run_script};
 pub use items::{
     DiscoveredVm, Item, ItemSource, NewItem, Protection, ProtectionState, add_disk_item, add_files_item, add_vm_item,
-    discover_vms, find_item, list_items, save_item, update_item,
+    check_new_item, discover_vms, find_item, list_items, save_item, update_item,
 };
 pub use model::names::{ITEM_NAME_RULE, VAULT_NAME_RULE, validate_item_name, validate_vault_name};
 pub use model::policy::{
-    DEFAULT_POLICY, DaySpec, Frequency, MonthlyRule, Policy, PolicyPatch, Retention, Schedule, Weekday, WeeklyRule,
-    YearlyRule, parse_weekday,
+    DEFAULT_POLICY, DaySpec, Frequency, HOURLY_INTERVALS, HourlyWindow, MonthlyRule, Policy, PolicyPatch, Retention,
+    Schedule, Weekday, WeeklyRule, YearlyRule, parse_weekday,
 };
 pub use model::schedule::{latest_slot, next_slot};
 pub use model::time_input::{
@@ -95,10 +95,9 @@ pub use protection::{
     resume_protection, undelete_protection,
 };
 pub use recovery::{
-    PointEntry, PointSummary, RestoreReport, RestoreRequest, VmRestore, browse, browse_disk, browse_point, download_point,
-    find_point,
-    list_item_points, list_points, mount, restore, restore_disk_files, restore_disk_image, restore_failure,
-    restore_job, restore_vm, serve_point_disks, show_point,
+    PointEntry, PointSummary, RestoreReport, RestoreRequest, VmRestore, browse, browse_disk, browse_point,
+    download_point, find_point, list_item_points, list_points, mount, restore, restore_disk_files, restore_disk_image,
+    restore_failure, restore_job, restore_vm, serve_point_disks, show_point,
 };
 pub use replication::{
     PassOutcome, PassRecord, ReplicationStatus, ReplicationSummary, change_redundancy, finish_replication,

@@ -23,8 +23,13 @@ fn at(local: &str) -> Timestamp {
 fn policy(frequency: Frequency, days: Vec<Weekday>, times: &[&str], retention: Retention) -> Policy {
     let mut p = Policy::default_policy();
     p.name = "p".into();
-    p.schedule =
-        Schedule { frequency, days, times: times.iter().map(|t| t.to_string()).collect(), time_zone: ZONE.into() };
+    p.schedule = Schedule {
+        frequency,
+        days,
+        times: times.iter().map(|t| t.to_string()).collect(),
+        time_zone: ZONE.into(),
+        window: None,
+    };
     p.retention = retention;
     p.validate().expect("valid policy");
     p

@@ -40,6 +40,7 @@ fn daily_policy(vault: &Vault, name: &str, times: &[&str], retention: Retention)
         days: vec![],
         times: times.iter().map(|t| t.to_string()).collect(),
         time_zone: ZONE.into(),
+        window: None,
     };
     p.retention = retention;
     create_policy(vault, &p).expect("create policy");

@@ -504,9 +504,19 @@ pub enum PolicyCmd {
 #[derive(Args)]
 pub struct PolicyArgs {
     pub name: String,
-    /// daily (the default) or weekly.
-    #[arg(long, value_parser = ["daily", "weekly"])]
+    /// daily (the default), weekly, or hourly (Azure's "Enhanced": every
+    /// --every-hours within a daily window).
+    #[arg(long, value_parser = ["daily", "weekly", "hourly"])]
     pub schedule: Option<String>,
+    /// (hourly) Every 4, 6, 8 or 12 hours.
+    #[arg(long)]
+    pub every_hours: Option<u32>,
+    /// (hourly) The window's start, HH:MM (default 00:00).
+    #[arg(long)]
+    pub window_start: Option<String>,
+    /// (hourly) The window's length in hours (default 24).
+    #[arg(long)]
+    pub window_hours: Option<u32>,
     /// Days of a weekly schedule (repeatable): mon, tue, ...
     #[arg(long = "day")]
     pub days: Vec<String>,

@@ -23,16 +23,30 @@ pub(super) async fn items(State(app): State<AppState>, Extension(caller): Extens
     Ok(Json(mine).into_response())
 }
 
+#[derive(Deserialize, Default)]
+pub(super) struct DryRun {
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// Adds an item; with `?dry_run=true` only checks it (name free, paths
+/// absolute and, on this server, existing) and answers 200 `{"ok": true}`.
 pub(super) async fn add_item(
     State(_): State<AppState>,
     Extension(caller): Extension<Caller>,
+    Q(q): Q<DryRun>,
     Body(req): Body<svc::NewItem>,
-) -> ApiResult<(StatusCode, Json<svc::Item>)> {
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
     let served = caller.served()?.clone();
     let vault = served.vault.clone();
+    if q.dry_run {
+        blocking(move || svc::check_new_item(&vault, &req)).await?;
+        return Ok(Json(serde_json::json!({ "ok": true })).into_response());
+    }
     let item = blocking(move || svc::add_item(&vault, &req)).await?;
     served.changed();
-    Ok((StatusCode::CREATED, Json(item)))
+    Ok((StatusCode::CREATED, Json(item)).into_response())
 }
 
 #[derive(Deserialize)]

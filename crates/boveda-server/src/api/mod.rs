@@ -66,7 +66,15 @@ fn table() -> Vec<Route> {
         route(post.clone(), "/api/v1/vaults", Manage, Vault, "Create a vault", Some("NewVault"), create_vault),
         route(get.clone(), V, Read, Vault, "A vault's summary", None, show_vault),
         route(get.clone(), "/api/v1/vaults/{vault}/items", Read, Any, "Items with protection state", None, items),
-        route(post.clone(), "/api/v1/vaults/{vault}/items", Manage, Vault, "Add an item", Some("NewItem"), add_item),
+        route(
+            post.clone(),
+            "/api/v1/vaults/{vault}/items",
+            Manage,
+            Vault,
+            "Add an item (?dry_run=true checks it only)",
+            Some("NewItem"),
+            add_item,
+        ),
         route(get.clone(), "/api/v1/vaults/{vault}/discover", Manage, Vault, "VMs defined in a folder", None, discover),
         route(get.clone(), "/api/v1/vaults/{vault}/items/{item}", Read, Item, "One item", None, item),
         route(

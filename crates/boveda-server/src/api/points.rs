@@ -158,7 +158,8 @@ pub(super) async fn download(
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     let (first_tx, first_rx) = tokio::sync::oneshot::channel();
     tokio::task::spawn_blocking(move || {
-        let mut out = FirstByte { out: std::io::BufWriter::with_capacity(256 << 10, ToBody(tx.clone())), first: Some(first_tx) };
+        let mut out =
+            FirstByte { out: std::io::BufWriter::with_capacity(256 << 10, ToBody(tx.clone())), first: Some(first_tx) };
         let result = svc::download_point(&vault, &item, &selector, &paths, &mut out)
             .and_then(|_| std::io::Write::flush(&mut out).map_err(|e| svc::ServiceError::Internal(e.to_string())));
         if let Err(e) = result {

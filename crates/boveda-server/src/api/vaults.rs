@@ -77,8 +77,7 @@ pub(super) async fn dashboard(Extension(caller): Extension<Caller>) -> ApiResult
 
 /// Whether a token may see an alert: scoped tokens, only their items'.
 fn sees_alert(token: &svc::AccessToken, a: &svc::Alert) -> bool {
-    !token.is_scoped()
-        || a.item.as_deref().is_some_and(|n| token.items.iter().any(|m| m.name.eq_ignore_ascii_case(n)))
+    !token.is_scoped() || a.item.as_deref().is_some_and(|n| token.items.iter().any(|m| m.name.eq_ignore_ascii_case(n)))
 }
 
 pub(super) async fn alerts(Extension(caller): Extension<Caller>) -> ApiResult<Json<Vec<svc::Alert>>> {

@@ -436,6 +436,51 @@ impl NewItem {
 ///
 /// # Errors
 /// As [`add_files_item`], [`add_disk_item`], [`add_vm_item`].
+/// Checks a new item as adding it would, without adding it: its name (valid,
+/// free) and, for an item of this machine, that its paths are absolute and
+/// exist, its excludes parse and its image opens. The configure-backup
+/// wizard asks this when its items step is left.
+///
+/// # Errors
+/// As adding the item would fail.
+pub fn check_new_item(vault: &Vault, req: &NewItem) -> Result<()> {
+    let (name, host) = match req {
+        NewItem::Files { name, host, .. } | NewItem::Disk { name, host, .. } | NewItem::Vm { name, host, .. } => {
+            (name, host)
+        }
+    };
+    check_new_name(vault, name).map_err(|e| ServiceError::field_error("name", e))?;
+    let must_be_absolute = |p: &Path| {
+        if p.is_absolute() {
+            Ok(())
+        } else {
+            Err(ServiceError::field_error("paths", format!("{} is not an absolute path", p.display())))
+        }
+    };
+    match req {
+        NewItem::Files { paths, excludes, .. } => {
+            if paths.is_empty() {
+                return Err(ServiceError::field_error("paths", "a files item needs at least one path"));
+            }
+            boveda_engine::Excludes::new(excludes).map_err(|e| ServiceError::field_error("excludes", e))?;
+            for p in paths {
+                must_be_absolute(p)?;
+                if host.is_none() {
+                    absolute(p).map_err(|e| ServiceError::field_error("paths", e))?;
+                }
+            }
+        }
+        NewItem::Disk { path, .. } => {
+            must_be_absolute(path)?;
+            if host.is_none() {
+                boveda_engine::DiskImage::open(path).map_err(|e| ServiceError::field_error("paths", e))?;
+            }
+        }
+        NewItem::Vm { definition, .. } => must_be_absolute(definition)?,
+    }
+    Ok(())
+}
+
 pub(crate) fn add_local_item(vault: &Vault, req: &NewItem) -> Result<Item> {
     match req {
         NewItem::Files { name, paths, excludes, .. } => add_files_item(vault, name, paths, excludes),

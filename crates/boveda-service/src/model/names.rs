@@ -24,9 +24,26 @@ pub fn validate_item_name(name: &str) -> Result<()> {
     if ok { Ok(()) } else { Err(ServiceError::Invalid(format!("invalid item name {name:?}: {ITEM_NAME_RULE}"))) }
 }
 
+pub const POLICY_NAME_RULE: &str = "a policy name has 1 to 100 characters, begins with a letter or digit, and holds only letters, digits, hyphens, underscores and dots";
+
+/// Policy names follow the item names' rule, and say they are a policy's.
+///
+/// # Errors
+/// `Invalid` quoting the rule.
+pub fn validate_policy_name(name: &str) -> Result<()> {
+    validate_item_name(name)
+        .map_err(|_| ServiceError::Invalid(format!("invalid policy name {name:?}: {POLICY_NAME_RULE}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bad_policy_name_is_called_a_policy_name_not_an_item_name() {
+        let err = validate_policy_name("bad name").expect_err("space").to_string();
+        assert!(err.contains("invalid policy name") && !err.contains("item"), "{err}");
+    }
 
     #[test]
     fn vault_names_follow_azure_rules() {

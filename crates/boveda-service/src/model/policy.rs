@@ -11,7 +11,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, ServiceError};
-use crate::model::names::validate_item_name;
+use crate::model::names::validate_policy_name;
 
 /// The policy every vault starts with: daily at 02:00, kept 30 days.
 pub const DEFAULT_POLICY: &str = "DefaultPolicy";
@@ -39,6 +39,60 @@ pub enum Weekday {
 pub enum Frequency {
     Daily,
     Weekly,
+    /// Azure's "Enhanced" policy: every 4, 6, 8 or 12 hours within a daily
+    /// window ([`HourlyWindow`]), every day.
+    Hourly,
+}
+
+/// The window of an hourly schedule: from `start`, every `every_hours`
+/// for `hours` (the last slot starts before the window ends). Its slots
+/// are also written out as the schedule's `times`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HourlyWindow {
+    pub every_hours: u32,
+    /// `HH:MM`, in the schedule's zone.
+    pub start: String,
+    pub hours: u32,
+}
+
+/// The intervals of an hourly schedule, as Azure's enhanced policy.
+pub const HOURLY_INTERVALS: [u32; 4] = [4, 6, 8, 12];
+
+impl HourlyWindow {
+    /// The times of day the window's slots fall at, in order (a window
+    /// that passes midnight wraps to the next day's early hours).
+    ///
+    /// # Errors
+    /// `Field` for an interval, start or length out of range.
+    pub fn times(&self) -> Result<Vec<String>> {
+        if !HOURLY_INTERVALS.contains(&self.every_hours) {
+            return Err(field(
+                "schedule.window.every_hours",
+                format!("must be 4, 6, 8 or 12, not {}", self.every_hours),
+            ));
+        }
+        if !(self.every_hours..=24).contains(&self.hours) {
+            return Err(field(
+                "schedule.window.hours",
+                format!(
+                    "a window of every {} hours lasts {} to 24 hours, not {}",
+                    self.every_hours, self.every_hours, self.hours
+                ),
+            ));
+        }
+        let start: jiff::civil::Time =
+            self.start.parse().ok().filter(|_| self.start.len() == 5).ok_or_else(|| {
+                field("schedule.window.start", format!("{:?} is not a time of day as HH:MM", self.start))
+            })?;
+        let first = u32::from(start.hour().unsigned_abs()) * 60 + u32::from(start.minute().unsigned_abs());
+        let mut times: Vec<String> = (0..self.hours.div_ceil(self.every_hours))
+            .map(|k| (first + k * self.every_hours * 60) % (24 * 60))
+            .map(|m| format!("{:02}:{:02}", m / 60, m % 60))
+            .collect();
+        times.sort();
+        times.dedup();
+        Ok(times)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +105,9 @@ pub struct Schedule {
     pub times: Vec<String>,
     /// An IANA time zone, such as `Europe/Madrid`.
     pub time_zone: String,
+    /// An hourly schedule's window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<HourlyWindow>,
 }
 
 /// Which day of a month (or of a year's month) keeps a point: `1` to `28`,
@@ -147,7 +204,7 @@ impl Policy {
     /// # Errors
     /// `Invalid` with the field and the rule.
     pub fn validate(&self) -> Result<()> {
-        validate_item_name(&self.name).map_err(|e| field("name", e))?;
+        validate_policy_name(&self.name).map_err(|e| field("name", e))?;
         let s = &self.schedule;
         if s.times.is_empty() {
             return Err(field("schedule.times", "a schedule needs at least one time of day"));
@@ -160,7 +217,28 @@ impl Policy {
         }
         jiff::tz::TimeZone::get(&s.time_zone)
             .map_err(|_| field("schedule.time_zone", format!("{:?} is not a known time zone", s.time_zone)))?;
+        match (s.frequency, &s.window) {
+            (Frequency::Hourly, None) => {
+                return Err(field(
+                    "schedule.window",
+                    "an hourly schedule needs its window: every N hours from a start",
+                ));
+            }
+            (Frequency::Hourly, Some(w)) if w.times()? != s.times => {
+                return Err(field("schedule.times", "an hourly schedule's times are its window's"));
+            }
+            (Frequency::Daily | Frequency::Weekly, Some(_)) => {
+                return Err(field("schedule.window", "a window is for an hourly schedule"));
+            }
+            _ => {}
+        }
         match s.frequency {
+            Frequency::Hourly if !s.days.is_empty() => {
+                return Err(field(
+                    "schedule.days",
+                    "an hourly schedule runs every day; days are for a weekly schedule",
+                ));
+            }
             Frequency::Weekly if s.days.is_empty() => {
                 return Err(field("schedule.days", "a weekly schedule needs at least one day"));
             }
@@ -214,6 +292,7 @@ impl Policy {
                 days: Vec::new(),
                 times: vec!["02:00".into()],
                 time_zone: jiff::tz::TimeZone::system().iana_name().unwrap_or("UTC").to_string(),
+                window: None,
             },
             retention: Retention { daily_days: Some(30), ..Retention::default() },
             created: Timestamp::now(),
@@ -231,6 +310,12 @@ pub struct PolicyPatch {
     pub days: Vec<Weekday>,
     pub times: Vec<String>,
     pub time_zone: Option<String>,
+    /// An hourly schedule: every 4, 6, 8 or 12 hours...
+    pub every_hours: Option<u32>,
+    /// ...from this time (`HH:MM`)...
+    pub window_start: Option<String>,
+    /// ...for this many hours.
+    pub window_hours: Option<u32>,
     pub daily_keep: Option<u32>,
     pub weekly_keep: Option<u32>,
     pub weekly_on: Vec<Weekday>,
@@ -272,6 +357,22 @@ impl Policy {
             _ => a.times,
         };
         let time_zone = a.time_zone.or_else(|| base_schedule.as_ref().map(|s| s.time_zone.clone()));
+        let base_window = base_schedule.as_ref().and_then(|s| s.window.clone());
+        let (window, times) = if frequency == Frequency::Hourly {
+            let every_hours = a.every_hours.or(base_window.as_ref().map(|w| w.every_hours));
+            let every_hours = every_hours
+                .ok_or_else(|| field("schedule.window.every_hours", "an hourly schedule needs every how many hours"))?;
+            let start =
+                a.window_start.or(base_window.as_ref().map(|w| w.start.clone())).unwrap_or_else(|| "00:00".into());
+            let hours = a.window_hours.or(base_window.as_ref().map(|w| w.hours)).unwrap_or(24);
+            let window = HourlyWindow { every_hours, start, hours };
+            let times = window.times()?;
+            (Some(window), times)
+        } else if a.every_hours.is_some() || a.window_start.is_some() || a.window_hours.is_some() {
+            return Err(field("schedule.window", "a window is for an hourly schedule"));
+        } else {
+            (None, times)
+        };
         let base_r = base.map(|b| b.retention.clone()).unwrap_or_default();
         let dropped = |rule: &str| a.drop_rules.iter().any(|r| r == rule);
         let orphan = [
@@ -341,7 +442,13 @@ impl Policy {
         Ok(Policy {
             id: base.map_or_else(RecordId::random, |b| b.id),
             name: a.name,
-            schedule: Schedule { frequency, days, times, time_zone: time_zone.unwrap_or(fresh.schedule.time_zone) },
+            schedule: Schedule {
+                frequency,
+                days,
+                times,
+                time_zone: time_zone.unwrap_or(fresh.schedule.time_zone),
+                window,
+            },
             retention: Retention { daily_days, weekly, monthly, yearly },
             created: base.map_or_else(Timestamp::now, |b| b.created),
         })
@@ -368,6 +475,37 @@ mod tests {
 
     fn err(p: &Policy) -> String {
         p.validate().expect_err("invalid").to_string()
+    }
+
+    #[test]
+    fn an_hourly_policy_takes_its_slots_from_its_window() {
+        let patch = |every, start: &str, hours| PolicyPatch {
+            name: "enhanced".into(),
+            frequency: Some(Frequency::Hourly),
+            every_hours: Some(every),
+            window_start: Some(start.into()),
+            window_hours: Some(hours),
+            daily_keep: Some(7),
+            ..PolicyPatch::default()
+        };
+        let p = Policy::patched(None, patch(4, "08:00", 12)).expect("hourly");
+        p.validate().expect("valid");
+        assert_eq!(p.schedule.times, ["08:00", "12:00", "16:00"], "the last slot starts before the window ends");
+        let night = Policy::patched(None, patch(6, "20:30", 24)).expect("wraps");
+        assert_eq!(night.schedule.times, ["02:30", "08:30", "14:30", "20:30"]);
+        let bad = Policy::patched(None, patch(5, "08:00", 12)).expect_err("5 h").to_string();
+        assert!(bad.contains("4, 6, 8 or 12"), "{bad}");
+        let short = Policy::patched(None, patch(8, "08:00", 4)).expect_err("window shorter than the interval");
+        assert!(short.to_string().contains("8 to 24 hours"), "{short}");
+        // an update keeps the window and changes only what it gives
+        let wider = Policy::patched(
+            Some(&p),
+            PolicyPatch { name: "enhanced".into(), window_hours: Some(24), ..PolicyPatch::default() },
+        )
+        .expect("update");
+        assert_eq!(wider.schedule.times.len(), 6);
+        let daily = PolicyPatch { name: "d".into(), every_hours: Some(4), ..PolicyPatch::default() };
+        assert!(Policy::patched(None, daily).is_err(), "a window on a daily schedule is refused");
     }
 
     #[test]

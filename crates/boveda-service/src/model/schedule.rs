@@ -34,7 +34,7 @@ fn times(policy: &Policy) -> Vec<Time> {
 /// The slots of one local date, in order.
 fn slots_on(policy: &Policy, tz: &TimeZone, times: &[Time], date: Date) -> Vec<Timestamp> {
     let runs = match policy.schedule.frequency {
-        Frequency::Daily => true,
+        Frequency::Daily | Frequency::Hourly => true,
         Frequency::Weekly => policy.schedule.days.contains(&weekday_of(date)),
     };
     if !runs {
@@ -99,6 +99,30 @@ mod tests {
             latest_slot(&p, ts("2026-11-21T10:00:00Z"), ts("2026-01-01T00:00:00Z")),
             Some(ts("2026-11-18T13:30:00Z"))
         );
+    }
+
+    #[test]
+    fn hourly_slots_come_every_n_hours_within_the_window_every_day() {
+        let patch = crate::model::policy::PolicyPatch {
+            name: "enhanced".into(),
+            frequency: Some(Frequency::Hourly),
+            time_zone: Some("Europe/Madrid".into()),
+            every_hours: Some(4),
+            window_start: Some("08:00".into()),
+            window_hours: Some(12),
+            daily_keep: Some(7),
+            ..Default::default()
+        };
+        let p = Policy::patched(None, patch).expect("hourly");
+        let mut at = ts("2026-11-21T00:00:00Z");
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            at = next_slot(&p, at).expect("a slot");
+            seen.push(at);
+        }
+        // Madrid is UTC+1: 08:00, 12:00 and 16:00 local, then the next day
+        let want = ["2026-11-21T07:00:00Z", "2026-11-21T11:00:00Z", "2026-11-21T15:00:00Z", "2026-11-22T07:00:00Z"];
+        assert_eq!(seen, want.map(ts));
     }
 
     #[test]

@@ -20,7 +20,13 @@ use crate::items::{Item, ItemSource};
 /// `NotFound` for no such point; `Invalid` for a path the point does not
 /// hold or a path with a NUL byte (before any byte is written); the
 /// vault's and `out`'s errors.
-pub fn download_point(vault: &Vault, item: &Item, selector: &str, paths: &[String], out: impl Write) -> Result<TarStats> {
+pub fn download_point(
+    vault: &Vault,
+    item: &Item,
+    selector: &str,
+    paths: &[String],
+    out: impl Write,
+) -> Result<TarStats> {
     for p in paths {
         if p.as_bytes().contains(&0) {
             return Err(ServiceError::field_error("path", "a path cannot hold a NUL byte"));

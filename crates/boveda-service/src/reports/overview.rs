@@ -62,9 +62,10 @@ fn health(last_done: Option<&Job>, last_point: Option<&boveda_vault::RecoveryPoi
             (Health::Critical, Some(format!("the last backup failed: {}", j.error.clone().unwrap_or_default())))
         }
         (Some(j), _) if j.state == JobState::Cancelled => (Health::Warning, Some("the last backup was stopped".into())),
-        (Some(j), _) if j.state == JobState::CompletedWithWarnings => {
-            (Health::Warning, Some(j.warnings.first().cloned().unwrap_or_else(|| "the last backup had warnings".into())))
-        }
+        (Some(j), _) if j.state == JobState::CompletedWithWarnings => (
+            Health::Warning,
+            Some(j.warnings.first().cloned().unwrap_or_else(|| "the last backup had warnings".into())),
+        ),
         (_, Some(p)) if !p.warnings.is_empty() && last_done.is_none() => (Health::Warning, p.warnings.first().cloned()),
         (_, Some(_)) => (Health::Healthy, None),
         (_, None) => (Health::Pending, Some("initial backup pending".into())),
@@ -108,7 +109,9 @@ pub fn item_overview(vault: &Vault, now: jiff::Timestamp) -> Result<Vec<ItemOver
                 (state, _) if seeding.is_some() => {
                     format!("{} - {}", state.as_str(), seeding.clone().unwrap_or_default())
                 }
-                (state, None) if health == Health::Critical => format!("{} - Critical (last backup failed)", state.as_str()),
+                (state, None) if health == Health::Critical => {
+                    format!("{} - Critical (last backup failed)", state.as_str())
+                }
                 (ProtectionState::NotProtected | ProtectionState::Protected, None) => {
                     format!("{} - Warning (initial backup pending)", i.protection.state.as_str())
                 }

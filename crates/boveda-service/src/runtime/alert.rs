@@ -157,9 +157,9 @@ fn action_for(alert: &Alert) -> String {
         Operation::Restore => {
             "Fix what the reason names (the target folder, its space, its permissions) and restore again".to_string()
         }
-        Operation::DeleteBackupData => format!(
-            "If nobody meant to delete {item}'s data, undelete it before its soft-delete window ends"
-        ),
+        Operation::DeleteBackupData => {
+            format!("If nobody meant to delete {item}'s data, undelete it before its soft-delete window ends")
+        }
         _ => "Read the job's details; acknowledge the alert once it is dealt with".to_string(),
     }
 }

@@ -17,10 +17,17 @@ fn weekday(s: &str) -> Result<Weekday> {
 fn build(a: PolicyArgs, base: Option<&Policy>) -> Result<Policy> {
     let patch = PolicyPatch {
         name: a.name,
-        frequency: a.schedule.map(|s| if s == "weekly" { Frequency::Weekly } else { Frequency::Daily }),
+        frequency: a.schedule.map(|s| match s.as_str() {
+            "weekly" => Frequency::Weekly,
+            "hourly" => Frequency::Hourly,
+            _ => Frequency::Daily,
+        }),
         days: a.days.iter().map(|d| weekday(d)).collect::<Result<Vec<_>>>()?,
         times: a.times,
         time_zone: a.time_zone,
+        every_hours: a.every_hours,
+        window_start: a.window_start,
+        window_hours: a.window_hours,
         daily_keep: a.daily_keep,
         weekly_keep: a.weekly_keep,
         weekly_on: a.weekly_on.iter().map(|d| weekday(d)).collect::<Result<Vec<_>>>()?,
@@ -39,6 +46,17 @@ fn describe(p: &Policy) -> (String, String) {
     let when = match s.frequency {
         Frequency::Daily => format!("daily at {} ({})", s.times.join(", "), s.time_zone),
         Frequency::Weekly => format!("weekly on {:?} at {} ({})", s.days, s.times.join(", "), s.time_zone),
+        Frequency::Hourly => match &s.window {
+            Some(w) => format!(
+                "every {} hours from {} for {} hours: {} ({})",
+                w.every_hours,
+                w.start,
+                w.hours,
+                s.times.join(", "),
+                s.time_zone
+            ),
+            None => format!("hourly at {} ({})", s.times.join(", "), s.time_zone),
+        },
     };
     let r = &p.retention;
     let mut keep = Vec::new();
