@@ -1,9 +1,12 @@
 // boveda's portal: a client of the same JSON API the CLI's server offers.
 // Pages are built with DOM calls (never from HTML strings), so nothing a
-// vault holds can run as script. Routes live in the URL's hash.
+// vault holds can run as script. Routes live in the URL's hash. This file
+// holds the helpers every page uses, the session and the routes; the pages
+// are in vault.js, items.js, jobs.js, policies.js, configure.js and
+// security.js, loaded before it.
 "use strict";
 
-const state = { csrf: sessionStorage.getItem("csrf") || "", vaults: [], streams: [] };
+const state = { csrf: sessionStorage.getItem("csrf") || "", vaults: [], streams: [], timers: [] };
 
 // --- small helpers -------------------------------------------------------
 
@@ -48,33 +51,88 @@ async function api(method, path, body) {
 
 const enc = encodeURIComponent;
 const V = (vault) => "/vaults/" + enc(vault);
+const link = (vault, rest) => "#/v/" + enc(vault) + (rest || "");
 
 function bytes(n) {
   if (n === null || n === undefined) return "-";
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  const units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
   let i = 0;
   while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
-  return (i ? n.toFixed(1) : n) + " " + units[i];
+  return (i ? n.toFixed(n < 10 ? 2 : 1) : n) + " " + units[i];
 }
 
-function when(t) {
+// the browser's zone, shown beside every time the browser formats
+const ZONE = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
+
+// a time in the browser's zone, the zone named ("5 Dec 2026, 21:30 CET")
+function when(t, zone) {
   if (!t) return "-";
   const d = new Date(t);
-  return isNaN(d) ? t : d.toLocaleString();
+  if (isNaN(d)) return String(t);
+  return d.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short", timeZone: zone || ZONE, timeZoneName: "short" });
 }
 
-function stateCell(s) { return h("span", { class: "state-" + s }, s); }
+// a time as a <time> element, its exact instant in the tooltip
+function timeEl(t, zone) {
+  if (!t) return "-";
+  return h("time", { datetime: t, title: t + " (UTC)" }, when(t, zone));
+}
+
+function duration(secs) {
+  if (secs === null || secs === undefined || isNaN(secs)) return "-";
+  secs = Math.max(0, Math.round(secs));
+  if (secs < 60) return secs + " s";
+  const m = Math.floor(secs / 60), s = secs % 60;
+  if (m < 60) return m + " min " + (s ? s + " s" : "");
+  return Math.floor(m / 60) + " h " + (m % 60) + " min";
+}
+
+function jobSeconds(j) {
+  const end = j.end ? new Date(j.end) : new Date();
+  return (end - new Date(j.start)) / 1000;
+}
+
+// words for the API's names: "InProgress" -> "In progress"
+const WORDS = { InProgress: "In progress", CompletedWithWarnings: "Completed with warnings", ConfigureBackup: "Configure backup",
+  DisableBackup: "Stop protection", DeleteBackupData: "Delete backup data", Undelete: "Undelete backup data",
+  UpdateKeys: "Passphrase change", HostContact: "Host contact", OfflineSeed: "Offline seed", GuardRequest: "Guard request",
+  GuardApproval: "Guard approval", GuardUse: "Guard use", NotProtected: "Not protected", "not-protected": "Not protected",
+  "protection-stopped": "Protection stopped", "soft-deleted": "Soft deleted" };
+function words(s) {
+  if (s === null || s === undefined) return "-";
+  if (WORDS[s]) return WORDS[s];
+  const spaced = String(s).replace(/([a-z])([A-Z])/g, "$1 $2").replace(/-/g, " ");
+  return spaced.charAt(0).toUpperCase() + spaced.slice(1).toLowerCase();
+}
+
+function stateCell(s) { return h("span", { class: "state state-" + s }, words(s)); }
+
+function healthCell(o) {
+  const reason = o.health_reason ? " — " + o.health_reason : "";
+  return h("span", { class: "health health-" + o.health, title: o.health_reason || "" }, o.health, h("span", { class: "muted" }, reason));
+}
+
+// what a job is, in words: "Backup of docs, 5 Dec 2026, 21:30 CET"
+function jobTitle(j) {
+  return words(j.operation) + (j.item ? " of " + j.item : "") + ", " + when(j.start);
+}
 
 function toast(msg) {
   const t = document.getElementById("toast");
   t.textContent = msg;
   t.classList.add("show");
-  setTimeout(() => t.classList.remove("show"), 3500);
+  setTimeout(() => t.classList.remove("show"), 4000);
 }
 
-function errorBox(e) {
-  const field = e.body && e.body.field ? " (" + e.body.field + ")" : "";
-  return h("p", { class: "error", role: "alert" }, (e.message || String(e)) + field);
+// an error in words: the field it names is marked on the form, not
+// appended to the message
+function errorBox(e, form) {
+  const field = e.body && e.body.field;
+  if (field && form) {
+    const input = form.querySelector(`[data-field="${field}"]`) || form.querySelector(`[data-field="${field.split(".")[0]}"]`);
+    if (input) { input.setAttribute("aria-invalid", "true"); input.focus(); }
+  }
+  return h("p", { class: "error", role: "alert" }, e.message || String(e));
 }
 
 function page(title, ...content) {
@@ -84,27 +142,107 @@ function page(title, ...content) {
   main.focus({ preventScroll: true });
 }
 
-function table(headers, rows, narrow) {
+// a table; `empty` is what an empty one says instead (with its next step)
+function table(headers, rows, narrow, empty) {
   const hide = (i) => (narrow || []).includes(i) ? "hide-narrow" : undefined;
-  return h("div", { class: "scroll" }, h("table", {},
+  if (!rows.length) return h("div", { class: "empty" }, empty || "Nothing here yet.");
+  return h("div", { class: "scroll", tabindex: 0, role: "region", "aria-label": "Table, scrolls sideways" }, h("table", {},
     h("thead", {}, h("tr", {}, headers.map((x, i) => h("th", { scope: "col", class: hide(i) }, x)))),
-    h("tbody", {}, rows.length ? rows.map((r) => h("tr", {}, r.map((c, i) => h("td", { class: hide(i) }, c))))
-      : h("tr", {}, h("td", { colspan: headers.length, class: "muted" }, "Nothing yet.")))));
+    h("tbody", {}, rows.map((r) => h("tr", {}, r.map((c, i) => h("td", { class: hide(i) }, c)))))));
 }
 
 function closeStreams() {
   for (const s of state.streams) s.close();
   state.streams = [];
+  for (const t of state.timers) clearInterval(t);
+  state.timers = [];
 }
 
-function progressBar(job) {
-  const p = job.progress || {};
-  const running = job.state === "Queued" || job.state === "InProgress" || job.state === "Cancelling";
-  const attrs = { "aria-label": "Progress of job " + job.id.slice(0, 8) };
-  if (!running) { attrs.max = 1; attrs.value = 1; }
-  else if (p.bytes_total) { attrs.max = p.bytes_total; attrs.value = Math.min(p.bytes_read, p.bytes_total); }
-  const label = running ? bytes(p.bytes_read) + (p.bytes_total ? " of " + bytes(p.bytes_total) : "") : job.state;
-  return h("span", { class: "progress", "data-job": job.id }, h("progress", attrs), " ", h("span", {}, label));
+// the role of this token on a vault, and what it may do there
+function roleOf(vault) {
+  const mine = state.vaults.find((v) => v.name === vault);
+  return mine ? mine.role : "Reader";
+}
+const RANK = { SecurityAdmin: 0, Reader: 1, Operator: 2, Contributor: 3 };
+// `need`: "Operate" (back up, restore, stop jobs) or "Manage" (everything else)
+function can(vault, need) {
+  const r = RANK[roleOf(vault)] || 0;
+  return need === "Operate" ? r >= 2 : need === "Manage" ? r >= 3 : r >= 1;
+}
+function noRight(vault, what) {
+  return h("p", { class: "muted no-right" }, "Your role (" + roleOf(vault) + ") cannot " + what + ".");
+}
+
+// a list that keeps itself current: `render` runs now and every `secs`
+// while the page is shown; the page says when it was read
+function keepFresh(into, render, secs) {
+  const stamp = h("p", { class: "muted fresh", "aria-live": "off" });
+  const run = async () => {
+    try {
+      await render();
+      stamp.textContent = "Updated " + new Date().toLocaleTimeString(undefined, { timeZoneName: "short" }) + "; refreshes every " + secs + " s.";
+    } catch (e) {
+      if (e.status !== 401) stamp.textContent = "Could not refresh: " + e.message;
+    }
+  };
+  into.append(stamp);
+  state.timers.push(setInterval(run, secs * 1000));
+  return run();
+}
+
+// --- job progress ----------------------------------------------------------
+
+const running = (j) => j.state === "Queued" || j.state === "InProgress" || j.state === "Cancelling";
+
+// how far a job is, 0..1, when its totals say (null: unknown)
+function fraction(j) {
+  const p = j.progress || {};
+  if (!running(j)) return 1;
+  if (p.bytes_total) return Math.min(0.99, Math.max(p.bytes_done || 0, p.bytes_read || 0, p.bytes_written || 0) / p.bytes_total);
+  if (p.files_total) return Math.min(0.99, p.files / p.files_total);
+  return null;
+}
+
+// seconds left, from the rate so far
+function eta(j) {
+  const f = fraction(j);
+  const secs = jobSeconds(j);
+  if (f === null || f <= 0.01 || secs < 2) return null;
+  return secs * (1 - f) / f;
+}
+
+function progressBar(j) {
+  const f = fraction(j);
+  const attrs = { "aria-label": "Progress of " + jobTitle(j), class: "bar-" + j.state };
+  if (f !== null) { attrs.max = 1; attrs.value = f.toFixed(3); }
+  let label;
+  if (!running(j)) label = words(j.state);
+  else if (f === null) label = bytes(j.progress.bytes_read) + " read";
+  else {
+    const left = eta(j);
+    label = Math.floor(f * 100) + "%" + (j.progress.totals_estimated ? " (estimated)" : "") + (left !== null ? ", about " + duration(left) + " left" : "");
+  }
+  return h("span", { class: "progress", "data-job": j.id }, h("progress", attrs), " ", h("span", {}, label));
+}
+
+// what a job has done, in lines: phase, files and bytes against totals
+function progressLines(j) {
+  const p = j.progress || {};
+  const of = (n, total, fmt) => fmt(n) + (total !== null && total !== undefined ? " of " + (p.totals_estimated && running(j) ? "about " : "") + fmt(total) : "");
+  const num = (n) => String(n);
+  const rows = [["Phase", p.phase || (running(j) ? "starting" : "-")], ["Files", of(p.files, p.files_total, num)]];
+  if (j.operation === "Backup" || j.operation === "OfflineSeed") {
+    rows.push(["Data processed", of(p.bytes_done || p.bytes_read, p.bytes_total, bytes)]);
+    rows.push(["Read from the source", bytes(p.bytes_read)]);
+    rows.push(["Stored in the vault (new, compressed)", running(j) ? "known at the end" : bytes(p.bytes_written)]);
+  } else if (j.operation === "Restore") {
+    rows.push(["Written", of(p.bytes_written, p.bytes_total, bytes)]);
+  } else {
+    rows.push(["Read", bytes(p.bytes_read)], ["Written", bytes(p.bytes_written)]);
+  }
+  if (running(j) && eta(j) !== null) rows.push(["Time left", "about " + duration(eta(j))]);
+  rows.push(["Duration", duration(jobSeconds(j)) + (running(j) ? " so far" : "")]);
+  return rows;
 }
 
 // follows a running job over Server-Sent Events, calling `update(job)`
@@ -115,6 +253,45 @@ function follow(vault, id, update) {
   es.addEventListener("end", (ev) => { on(ev); es.close(); });
   es.onerror = () => es.close();
   state.streams.push(es);
+}
+
+// --- charts ----------------------------------------------------------------
+
+const SVG = "http://www.w3.org/2000/svg";
+function svgEl(tag, attrs, text) {
+  const el = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+  if (text !== undefined) el.textContent = text;
+  return el;
+}
+
+// a bar chart with a scale: `series(d)` gives [[value, class], ...]
+// stacked; `fmt` writes values with their unit
+function barChart(days, series, fmt, label, legend) {
+  const w = 640, hgt = 160, left = 70, bottom = 26, top = 10;
+  const total = (d) => series(d).reduce((a, [v]) => a + v, 0);
+  const max = Math.max(1, ...days.map(total));
+  const bw = (w - left) / days.length;
+  const svg = svgEl("svg", { viewBox: `0 0 ${w} ${hgt + bottom + top}`, class: "chart", role: "img", "aria-label": label });
+  for (const f of [0, 0.5, 1]) {
+    const y = top + hgt - f * hgt;
+    svg.append(svgEl("line", { x1: left, x2: w, y1: y, y2: y, class: "grid" }));
+    svg.append(svgEl("text", { x: left - 6, y: y + 4, "text-anchor": "end", class: "axis" }, fmt(max * f)));
+  }
+  days.forEach((d, i) => {
+    let base = 0;
+    for (const [v, c] of series(d)) {
+      const bh = (v / max) * hgt;
+      const r = svgEl("rect", { x: left + i * bw + 1, y: top + hgt - bh - (base / max) * hgt, width: Math.max(1, bw - 2), height: bh, class: c });
+      r.append(svgEl("title", {}, d.date + ": " + fmt(v)));
+      svg.append(r);
+      base += v;
+    }
+    if (i % 7 === 0 || i === days.length - 1) {
+      svg.append(svgEl("text", { x: left + i * bw + bw / 2, y: top + hgt + 18, "text-anchor": "middle", class: "axis" }, d.date.slice(5)));
+    }
+  });
+  return h("figure", { class: "chart" }, svg, h("figcaption", { class: "muted" }, legend));
 }
 
 // --- session ---------------------------------------------------------------
@@ -129,7 +306,7 @@ function showLogin(message) {
     const r = await fetch("/api/v1/login", { method: "POST", headers: { "content-type": "application/json" },
       body: JSON.stringify({ token: input.value.trim() }), credentials: "same-origin" });
     const data = await r.json().catch(() => ({}));
-    if (!r.ok) { form.replaceChildren(...form.children); form.prepend(errorBox(new ApiError(r.status, data))); return; }
+    if (!r.ok) { form.querySelectorAll(".error").forEach((e) => e.remove()); form.prepend(errorBox(new ApiError(r.status, data))); return; }
     state.csrf = data.csrf;
     sessionStorage.setItem("csrf", data.csrf);
     state.vaults = data.vaults;
@@ -137,7 +314,7 @@ function showLogin(message) {
     route();
   } },
     h("label", { for: "token" }, "Access token", input),
-    h("p", { class: "muted" }, "A token from `boveda token create`; the portal keeps a session cookie, never the token."),
+    h("p", { class: "muted" }, "A token from `boveda token create` (or Vault properties → Access tokens); the portal keeps a session cookie, never the token."),
     h("div", { class: "actions" }, h("button", { type: "submit" }, "Log in")));
   page("Log in", message ? h("p", { class: "error" }, message) : "", form);
   input.focus();
@@ -151,346 +328,24 @@ async function logout() {
 }
 
 function vaultNav(vault, current) {
-  const mine = state.vaults.find((v) => v.name === vault);
-  const guard = mine && mine.role === "SecurityAdmin";
-  const links = guard ? [["/security", "Security"]] : [["", "Dashboard"], ["/items", "Items"], ["/configure", "Configure backup"], ["/jobs", "Jobs"],
-    ["/alerts", "Alerts"], ["/policies", "Policies"], ["/servers", "Protected servers"], ["/imports", "Import jobs"],
-    ["/security", "Security"]];
-  document.getElementById("nav").replaceChildren(...links.map(([p, label]) =>
-    h("a", { href: "#/v/" + enc(vault) + p, "aria-current": current === p ? "page" : undefined }, label)));
+  const guard = roleOf(vault) === "SecurityAdmin";
+  const links = guard ? [["/security", "Security"]] : [["", "Dashboard"], ["/items", "Items"], ["/configure", "Configure backup"],
+    ["/jobs", "Jobs"], ["/alerts", "Alerts"], ["/reports", "Reports"], ["/policies", "Policies"], ["/servers", "Protected servers"],
+    ["/imports", "Import jobs"], ["/properties", "Properties"], ["/security", "Security"]];
+  document.getElementById("nav").replaceChildren(
+    h("a", { href: "#/center", class: "center-link" }, "Backup center"),
+    h("span", { class: "vault-name" }, vault + ":"),
+    ...links.map(([p, label]) => h("a", { href: link(vault, p), "aria-current": current === p ? "page" : undefined }, label)));
   document.getElementById("logout").hidden = false;
-}
-
-// --- pages -----------------------------------------------------------------
-
-async function vaultsPage() {
-  document.getElementById("nav").replaceChildren();
-  document.getElementById("logout").hidden = false;
-  const list = await api("GET", "/vaults");
-  state.vaults = list;
-  const name = h("input", { name: "name", required: true, pattern: "[A-Za-z][A-Za-z0-9-]{1,49}", id: "vault-name" });
-  const store = h("input", { name: "store", required: true, id: "vault-store", placeholder: "/srv/backups/vault1" });
-  const redundancy = h("select", { name: "redundancy", id: "vault-redundancy" },
-    h("option", { value: "lrs" }, "Locally redundant (lrs)"), h("option", { value: "grs" }, "Geo-redundant (grs)"));
-  const secondary = h("input", { name: "secondary", id: "vault-secondary", placeholder: "only for grs" });
-  const out = h("div");
-  const form = h("form", { onsubmit: async (ev) => {
-    ev.preventDefault();
-    const body = { name: name.value, store: store.value, redundancy: redundancy.value };
-    if (secondary.value) body.secondary = secondary.value;
-    try {
-      await api("POST", "/vaults", body);
-      location.hash = "#/v/" + enc(name.value);
-    } catch (e) { out.replaceChildren(errorBox(e)); }
-  } },
-    h("label", { for: "vault-name" }, "Name (letters, digits and hyphens, 2-50, starting with a letter)", name),
-    h("label", { for: "vault-store" }, "Store: a folder, s3://bucket/prefix or azblob://container/prefix", store),
-    h("label", { for: "vault-redundancy" }, "Storage replication (chosen before anything is protected)", redundancy),
-    h("label", { for: "vault-secondary" }, "Secondary store", secondary),
-    out, h("div", { class: "actions" }, h("button", { type: "submit" }, "Create vault")));
-  page("Vaults",
-    table(["Vault", "Your role", "Items you see"], list.map((v) => [
-      h("a", { href: "#/v/" + enc(v.name) }, v.name), v.role, v.items.length ? v.items.join(", ") : "all"])),
-    h("h2", {}, "Create a vault"), form);
-}
-
-function barChart(days, value, cls, label) {
-  const w = 600, hgt = 140, pad = 18;
-  const max = Math.max(1, ...days.map(value));
-  const bw = (w - pad) / days.length;
-  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
-  svg.setAttribute("viewBox", `0 0 ${w} ${hgt + pad}`);
-  svg.setAttribute("class", "chart");
-  svg.setAttribute("role", "img");
-  svg.setAttribute("aria-label", label);
-  days.forEach((d, i) => {
-    for (const [v, c, base] of cls(d, value)) {
-      const r = document.createElementNS(svg.namespaceURI, "rect");
-      const bh = (v / max) * hgt;
-      r.setAttribute("x", pad + i * bw + 1);
-      r.setAttribute("y", hgt - bh - (base / max) * hgt);
-      r.setAttribute("width", Math.max(1, bw - 2));
-      r.setAttribute("height", bh);
-      r.setAttribute("class", c);
-      const t = document.createElementNS(svg.namespaceURI, "title");
-      t.textContent = d.date + ": " + v;
-      r.append(t);
-      svg.append(r);
-    }
-    if (i % 5 === 0) {
-      const t = document.createElementNS(svg.namespaceURI, "text");
-      t.setAttribute("x", pad + i * bw);
-      t.setAttribute("y", hgt + pad - 4);
-      t.textContent = d.date.slice(5);
-      svg.append(t);
-    }
-  });
-  return svg;
-}
-
-async function dashboardPage(vault) {
-  vaultNav(vault, "");
-  const d = await api("GET", V(vault) + "/dashboard");
-  const list = (obj) => h("ul", {}, Object.entries(obj).map(([k, v]) => h("li", {}, k + ": " + v)));
-  const jobsPerDay = (day) => Object.values(day.jobs).reduce((a, b) => a + b, 0);
-  page("Vault " + vault,
-    h("div", { class: "tiles" },
-      h("div", { class: "tile", id: "tile-items" }, h("div", {}, "Items by protection state"), list(d.items_by_state),
-        d.initial_backup_pending ? h("p", { class: "state-CompletedWithWarnings" }, d.initial_backup_pending + " with initial backup pending") : ""),
-      h("div", { class: "tile", id: "tile-jobs" }, h("div", {}, "Jobs, last 24 h"), list(d.jobs_last_24h)),
-      h("div", { class: "tile", id: "tile-alerts" }, h("div", {}, "Alerts, last 24 h"),
-        h("a", { class: "big", href: "#/v/" + enc(vault) + "/alerts" }, String(d.alerts_last_24h))),
-      h("div", { class: "tile", id: "tile-storage" }, h("div", {}, "Stored"), h("div", { class: "big" }, bytes(d.stored_bytes)),
-        h("div", {}, "about " + d.monthly_cost.toFixed(2) + " " + d.currency + " a month"))),
-    h("h2", {}, "Stored bytes, last 30 days"),
-    barChart(d.days, (x) => x.stored_bytes, (x, f) => [[f(x), "bytes", 0]], "Stored bytes per day"),
-    h("h2", {}, "Jobs per day, last 30 days"),
-    barChart(d.days, jobsPerDay, (x) => {
-      const bad = (x.jobs.Failed || 0) + (x.jobs.Cancelled || 0);
-      const ok = jobsPerDay(x) - bad;
-      return [[ok, "ok", 0], [bad, "bad", ok]];
-    }, "Jobs per day, failed in red"));
-}
-
-async function itemsPage(vault) {
-  vaultNav(vault, "/items");
-  const items = await api("GET", V(vault) + "/items");
-  page("Items",
-    h("p", {}, h("a", { href: "#/v/" + enc(vault) + "/configure" }, "Configure backup for more items")),
-    table(["Item", "On", "Kind", "Protection", "Policy", "Last backup", "Next backup", "Points"], items.map((i) => [
-      h("a", { href: "#/v/" + enc(vault) + "/items/" + enc(i.name) }, i.name), i.host || "this server", i.kind, i.protection,
-      i.policy || "-", h("span", {}, stateCell(i.last_backup_status), " ", when(i.last_backup)), when(i.next_backup),
-      String(i.recovery_points)]),
-    [1, 2, 4, 6]));
-}
-
-function inDays(n) {
-  const d = new Date(Date.now() + n * 86400000);
-  return d.toISOString().slice(0, 10);
-}
-
-async function itemPage(vault, name) {
-  vaultNav(vault, "/items");
-  const base = V(vault) + "/items/" + enc(name);
-  const [item, pts] = await Promise.all([api("GET", base), api("GET", base + "/points")]);
-  const until = h("input", { type: "date", id: "retain-until", min: inDays(1), value: inDays(30), required: true });
-  const out = h("div");
-  const form = h("form", { onsubmit: async (ev) => {
-    ev.preventDefault();
-    try {
-      const job = await api("POST", base + "/backup", { retain_until: until.value });
-      location.hash = "#/v/" + enc(vault) + "/jobs/" + job.id;
-    } catch (e) { out.replaceChildren(errorBox(e)); }
-  } },
-    h("label", { for: "retain-until" }, "Keep this recovery point until", until), out,
-    h("div", { class: "actions" }, h("button", { type: "submit", id: "backup-now" }, "Backup now")));
-  const protect = item.item.protection.state;
-  page("Item " + item.name,
-    h("div", { class: "tiles" },
-      h("div", { class: "tile" }, h("div", {}, "On"), h("div", { id: "item-host" }, item.host || "this server")),
-      h("div", { class: "tile" }, h("div", {}, "Protection"), h("div", { id: "protection" }, item.protection)),
-      h("div", { class: "tile" }, h("div", {}, "Policy"), h("div", {}, item.policy || "-")),
-      h("div", { class: "tile" }, h("div", {}, "Last backup"), h("div", {}, stateCell(item.last_backup_status), " ", when(item.last_backup))),
-      h("div", { class: "tile" }, h("div", {}, "Next backup"), h("div", {}, when(item.next_backup)))),
-    h("h2", {}, "Back up now"), form,
-    protect === "not-protected" ? h("p", {}, h("a", { href: "#/v/" + enc(vault) + "/configure?item=" + enc(name) }, "Protect it with a policy")) : "",
-    h("h2", {}, "Recovery points"),
-    table(["Time", "Consistency", "Expires", "Kept by", "Size", ""], pts.points.slice().reverse().map((p) => [
-      when(p.point.time), p.point.consistency, p.expires ? when(p.expires) : "never", p.kept_by, bytes(p.point.stats.bytes),
-      h("a", { href: "#/v/" + enc(vault) + "/items/" + enc(name) + "/restore/" + p.point.id }, "Restore")]), [3, 4]));
-}
-
-async function restorePage(vault, name, point) {
-  vaultNav(vault, "/items");
-  const base = V(vault) + "/items/" + enc(name);
-  const picked = new Set();
-  const listing = h("div", { id: "browse" });
-  const here = h("p", { class: "muted" });
-  async function show(path) {
-    here.textContent = "Inside the point: " + path;
-    try {
-      const entries = await api("GET", base + "/points/" + enc(point) + "/browse?path=" + enc(path));
-      const up = path !== "/" ? h("button", { type: "button", class: "secondary", onclick: () => show(path.replace(/\/[^/]+\/?$/, "") || "/") }, "Up") : "";
-      listing.replaceChildren(up, table(["", "Name", "Kind", "Size"], entries.map((e) => {
-        const full = (path === "/" ? "" : path.replace(/\/$/, "")) + "/" + e.name;
-        const box = h("input", { type: "checkbox", "aria-label": "Restore " + full, checked: picked.has(full),
-          onchange: (ev) => { if (ev.target.checked) picked.add(full); else picked.delete(full); } });
-        const nameCell = e.kind === "Dir"
-          ? h("button", { type: "button", class: "secondary", onclick: () => show(full) }, e.name + "/")
-          : e.name;
-        return [box, nameCell, e.kind, bytes(e.size)];
-      })));
-    } catch (e) { listing.replaceChildren(errorBox(e)); }
-  }
-  const whole = h("input", { type: "radio", name: "what", value: "whole", checked: true, id: "what-whole" });
-  const some = h("input", { type: "radio", name: "what", value: "some", id: "what-some",
-    onchange: () => show("/") });
-  const target = h("input", { id: "restore-target", required: true, placeholder: "a folder the server restores to" });
-  const out = h("div");
-  const form = h("form", { onsubmit: async (ev) => {
-    ev.preventDefault();
-    const body = { point, target: target.value, paths: some.checked ? [...picked] : [] };
-    if (some.checked && !picked.size) { out.replaceChildren(h("p", { class: "error" }, "Pick at least one file or folder.")); return; }
-    try {
-      const job = await api("POST", base + "/restore", body);
-      location.hash = "#/v/" + enc(vault) + "/jobs/" + job.id;
-    } catch (e) { out.replaceChildren(errorBox(e)); }
-  } },
-    h("fieldset", {}, h("legend", {}, "What to restore"),
-      h("label", { class: "inline", for: "what-whole" }, whole, "The whole item"),
-      h("label", { class: "inline", for: "what-some" }, some, "Files and folders I pick")),
-    here, listing,
-    h("label", { for: "restore-target" }, "Restore into (paths are recreated below it)", target),
-    out, h("div", { class: "actions" }, h("button", { type: "submit", id: "restore-start" }, "Restore")));
-  page("Restore " + name + " from point " + point.slice(0, 8), form);
-}
-
-async function jobsPage(vault) {
-  vaultNav(vault, "/jobs");
-  const jobs = (await api("GET", V(vault) + "/jobs")).reverse();
-  const rows = jobs.slice(0, 200).map((j) => {
-    const running = j.state === "InProgress" || j.state === "Queued";
-    const stop = running ? h("button", { type: "button", class: "danger", onclick: async () => {
-      try { await api("POST", V(vault) + "/jobs/" + j.id + "/stop"); toast("Stop requested"); } catch (e) { toast(e.message); }
-    } }, "Stop") : "";
-    return [h("a", { href: "#/v/" + enc(vault) + "/jobs/" + j.id }, j.id.slice(0, 8)), j.operation, j.item || "-",
-      stateCell(j.state), when(j.start), progressBar(j), stop];
-  });
-  page("Jobs", table(["Job", "Operation", "Item", "State", "Started", "Progress", ""], rows, [4]));
-  for (const j of jobs.filter((j) => j.state === "InProgress" || j.state === "Queued")) {
-    follow(vault, j.id, (job, end) => {
-      const bar = document.querySelector(`[data-job="${job.id}"]`);
-      if (bar) bar.replaceWith(progressBar(job));
-      if (end) jobsPage(vault);
-    });
-  }
-}
-
-async function jobPage(vault, id) {
-  vaultNav(vault, "/jobs");
-  const job = await api("GET", V(vault) + "/jobs/" + enc(id));
-  const body = h("div");
-  const render = (j) => {
-    const running = j.state === "InProgress" || j.state === "Queued";
-    body.replaceChildren(
-      h("p", {}, "State: ", h("strong", { id: "job-state" }, stateCell(j.state))),
-      h("p", {}, progressBar(j)),
-      running ? h("button", { type: "button", class: "danger", onclick: async () => {
-        try { await api("POST", V(vault) + "/jobs/" + j.id + "/stop"); toast("Stop requested"); } catch (e) { toast(e.message); }
-      } }, "Stop") : "",
-      table(["", ""], [["Operation", j.operation], ["Item", j.item || "-"], ["Started", when(j.start)], ["Ended", when(j.end)],
-        ["Phase", j.progress.phase || "-"], ["Files", String(j.progress.files)], ["Bytes read", bytes(j.progress.bytes_read)],
-        ["Bytes written", bytes(j.progress.bytes_written)], ["Error", j.error || "-"],
-        ["Warnings", j.warnings.join("; ") || "-"], ["Details", j.details.join("; ") || "-"]]),
-      j.item ? h("p", {}, h("a", { href: "#/v/" + enc(vault) + "/items/" + enc(j.item) }, "Item " + j.item)) : "");
-  };
-  render(job);
-  page(job.operation + " job " + id.slice(0, 8), body);
-  if (job.state === "Queued" || job.state === "InProgress" || job.state === "Cancelling") follow(vault, id, (j) => render(j));
-}
-
-async function alertsPage(vault) {
-  vaultNav(vault, "/alerts");
-  const alerts = (await api("GET", V(vault) + "/alerts")).reverse();
-  page("Alerts", table(["Time", "Severity", "Item", "Operation", "Reason", "Job"], alerts.map((a) => [
-    when(a.time), a.severity, a.item || "-", a.operation, a.reason,
-    h("a", { href: "#/v/" + enc(vault) + "/jobs/" + a.job }, a.job.slice(0, 8))]), [3]));
-}
-
-function policyForm(onDone) {
-  const name = h("input", { id: "policy-name", required: true });
-  const time = h("input", { id: "policy-time", type: "time", value: "02:00", required: true });
-  const daily = h("input", { id: "policy-daily", type: "number", min: 1, max: 9999, value: 30 });
-  const weekly = h("input", { id: "policy-weekly", type: "number", min: 0, max: 5163, value: 0 });
-  const monthly = h("input", { id: "policy-monthly", type: "number", min: 0, max: 1188, value: 0 });
-  const yearly = h("input", { id: "policy-yearly", type: "number", min: 0, max: 99, value: 0 });
-  const out = h("div");
-  return h("form", { onsubmit: async (ev) => {
-    ev.preventDefault();
-    const body = { name: name.value, times: [time.value], daily_keep: Number(daily.value) };
-    if (Number(weekly.value)) { body.weekly_keep = Number(weekly.value); body.weekly_on = ["sunday"]; }
-    if (Number(monthly.value)) { body.monthly_keep = Number(monthly.value); body.monthly_on = "last"; }
-    if (Number(yearly.value)) { body.yearly_keep = Number(yearly.value); body.yearly_month = 12; body.yearly_on = "last"; }
-    try { const p = await onDone(body); out.replaceChildren(h("p", {}, "Created policy " + p.name)); } catch (e) { out.replaceChildren(errorBox(e)); }
-  } },
-    h("label", { for: "policy-name" }, "Policy name", name),
-    h("label", { for: "policy-time" }, "Daily backup at", time),
-    h("fieldset", {}, h("legend", {}, "Keep"),
-      h("label", { for: "policy-daily" }, "Daily points, days", daily),
-      h("label", { for: "policy-weekly" }, "Weekly points (Sunday), weeks (0: none)", weekly),
-      h("label", { for: "policy-monthly" }, "Monthly points (last day), months (0: none)", monthly),
-      h("label", { for: "policy-yearly" }, "Yearly points (31 December), years (0: none)", yearly)),
-    out, h("div", { class: "actions" }, h("button", { type: "submit" }, "Create policy")));
-}
-
-function describePolicy(p) {
-  const r = p.retention, parts = [];
-  if (r.daily_days) parts.push("daily " + r.daily_days + " d");
-  if (r.weekly) parts.push("weekly " + r.weekly.weeks + " w");
-  if (r.monthly) parts.push("monthly " + r.monthly.months + " m");
-  if (r.yearly) parts.push("yearly " + r.yearly.years + " y");
-  return p.schedule.frequency + " at " + p.schedule.times.join(", ") + "; keep " + parts.join(", ");
-}
-
-async function policiesPage(vault) {
-  vaultNav(vault, "/policies");
-  const list = await api("GET", V(vault) + "/policies");
-  page("Policies", table(["Policy", "Schedule and retention"], list.map((p) => [p.name, describePolicy(p)])),
-    h("h2", {}, "Create a policy"),
-    policyForm(async (body) => { const p = await api("POST", V(vault) + "/policies", body); policiesPage(vault); return p; }));
-}
-
-async function importsPage(vault) {
-  vaultNav(vault, "/imports");
-  const jobs = await api("GET", V(vault) + "/imports");
-  page("Import jobs", table(["Import job", "State", "Estimated", "Drives", "Carrier", "Deadline"], jobs.map((j) => [
-    j.name, j.state, bytes(j.estimated_bytes), (j.drives || []).map((d) => d.id + " (" + d.state + ")").join(", ") || "-",
-    j.carrier ? j.carrier + (j.tracking ? " " + j.tracking : "") : "-", when(j.deadline)])));
-}
-
-// registered hosts: list, add (single-use credentials), unregister
-async function serversPage(vault) {
-  vaultNav(vault, "/servers");
-  const hosts = await api("GET", V(vault) + "/hosts");
-  const out = h("div", { id: "credentials" });
-  const address = h("input", { id: "server-address", value: location.origin.replace(/^http:/, "https:"), required: true });
-  const hours = h("input", { id: "server-hours", type: "number", min: 1, max: 720, value: 48 });
-  const add = h("form", { onsubmit: async (ev) => {
-    ev.preventDefault();
-    try {
-      const creds = await api("POST", V(vault) + "/hosts", { server: address.value, expires_hours: Number(hours.value) });
-      const text = JSON.stringify(creds, null, 2);
-      const file = URL.createObjectURL(new Blob([text + "\n"], { type: "application/json" }));
-      out.replaceChildren(
-        h("p", {}, "Credentials for one server, valid until " + when(creds.expires) + " (" + creds.expires + "), shown this once. " +
-          "Copy them to the server and run, as root: boveda host register --credentials host.creds"),
-        h("pre", { id: "credentials-text", tabindex: 0 }, text),
-        h("p", {}, h("a", { href: file, download: "host.creds" }, "Download host.creds")));
-    } catch (e) { out.replaceChildren(errorBox(e)); }
-  } },
-    h("label", { for: "server-address" }, "Address servers reach this vault's server at", address),
-    h("label", { for: "server-hours" }, "Valid for, hours", hours),
-    h("div", { class: "actions" }, h("button", { type: "submit", id: "add-server" }, "Add a server")));
-  const unregister = (name) => async (ev) => {
-    if (!confirm("Unregister " + name + "? Its backups stop at once; its recovery points are kept.")) return;
-    ev.target.disabled = true;
-    try { await api("DELETE", V(vault) + "/hosts/" + enc(name)); toast("Unregistered " + name); await serversPage(vault); }
-    catch (e) { out.replaceChildren(errorBox(e)); ev.target.disabled = false; }
-  };
-  const rows = hosts.map((o) => [o.name, o.state, o.os, o.version, when(o.registered) , when(o.last_contact),
-    o.items.length ? o.items.map((i) => h("a", { href: "#/v/" + enc(vault) + "/items/" + enc(i) }, i)) : "-",
-    o.unregistered ? "-" : h("button", { type: "button", class: "secondary", onclick: unregister(o.name) }, "Unregister")]);
-  page("Protected servers",
-    hosts.length ? table(["Name", "State", "OS", "boveda", "Registered", "Last contact", "Items", ""], rows, [2, 3, 4])
-      : h("p", {}, "No server is registered with this vault yet."),
-    h("h2", {}, "Add a server"), add, out);
 }
 
 // --- routing ---------------------------------------------------------------
 
 async function route() {
   closeStreams();
-  const parts = location.hash.replace(/^#\/?/, "").split("?")[0].split("/").filter(Boolean).map(decodeURIComponent);
+  const [path, query] = location.hash.replace(/^#\/?/, "").split("?");
+  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  const params = new URLSearchParams(query || "");
   try {
     if (!state.csrf) {
       const s = await fetch("/api/v1/session", { credentials: "same-origin" });
@@ -499,26 +354,29 @@ async function route() {
       state.csrf = data.csrf;
       sessionStorage.setItem("csrf", data.csrf);
     }
+    if (!state.vaults.length) state.vaults = await api("GET", "/vaults");
+    if (parts[0] === "center") return await centerPage();
     if (parts[0] !== "v" || !parts[1]) return await vaultsPage();
     const [, vault, section, name, sub, point] = parts;
     if (section === "security") return await securityPage(vault);
     // the guard's token sees its requests, nothing else of the vault
-    const mine = state.vaults.find((v) => v.name === vault);
-    if (mine && mine.role === "SecurityAdmin") return await securityPage(vault);
+    if (roleOf(vault) === "SecurityAdmin") return await securityPage(vault);
     if (!section) return await dashboardPage(vault);
     if (section === "items" && name && sub === "restore" && point) return await restorePage(vault, name, point);
     if (section === "items" && name) return await itemPage(vault, name);
     if (section === "items") return await itemsPage(vault);
-    if (section === "configure") return await configurePage(vault);
+    if (section === "configure") return await configurePage(vault, params);
     if (section === "jobs" && name) return await jobPage(vault, name);
-    if (section === "jobs") return await jobsPage(vault);
+    if (section === "jobs") return await jobsPage(vault, params);
     if (section === "alerts") return await alertsPage(vault);
-    if (section === "policies") return await policiesPage(vault);
+    if (section === "reports") return await reportsPage(vault, params);
+    if (section === "policies") return await policiesPage(vault, name);
     if (section === "imports") return await importsPage(vault);
     if (section === "servers") return await serversPage(vault);
-    page("Not found", h("p", {}, "No such page."));
+    if (section === "properties") return await propertiesPage(vault);
+    page("Not found", h("p", {}, "No such page. ", h("a", { href: link(vault) }, "Go to the vault's dashboard.")));
   } catch (e) {
-    if (e.status !== 401) page("Error", errorBox(e));
+    if (e.status !== 401) page("Something went wrong", errorBox(e), h("p", {}, h("a", { href: "#/" }, "Back to the vaults")));
   }
 }
 

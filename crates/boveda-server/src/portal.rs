@@ -11,10 +11,17 @@ use axum::routing::get;
 use crate::AppState;
 
 const INDEX: &str = include_str!("../portal/index.html");
-const SCRIPT: &str = include_str!("../portal/app.js");
-const CONFIGURE: &str = include_str!("../portal/configure.js");
-const SECURITY: &str = include_str!("../portal/security.js");
 const STYLE: &str = include_str!("../portal/app.css");
+/// The scripts, by name: app.js's helpers and routes, and the pages.
+const SCRIPTS: [(&str, &str); 7] = [
+    ("app.js", include_str!("../portal/app.js")),
+    ("vault.js", include_str!("../portal/vault.js")),
+    ("items.js", include_str!("../portal/items.js")),
+    ("jobs.js", include_str!("../portal/jobs.js")),
+    ("policies.js", include_str!("../portal/policies.js")),
+    ("configure.js", include_str!("../portal/configure.js")),
+    ("security.js", include_str!("../portal/security.js")),
+];
 
 /// Only the server's own assets and API; never framed.
 const POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
@@ -34,10 +41,14 @@ fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
 }
 
 pub fn router(_app: AppState) -> Router<AppState> {
-    Router::new()
+    let mut router = Router::new()
         .route("/", get(|| async { asset("text/html; charset=utf-8", INDEX) }))
-        .route("/portal/app.js", get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }))
-        .route("/portal/configure.js", get(|| async { asset("text/javascript; charset=utf-8", CONFIGURE) }))
-        .route("/portal/security.js", get(|| async { asset("text/javascript; charset=utf-8", SECURITY) }))
-        .route("/portal/app.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }))
+        .route("/portal/app.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }));
+    for (name, body) in SCRIPTS {
+        router = router.route(
+            &format!("/portal/{name}"),
+            get(move || async move { asset("text/javascript; charset=utf-8", body) }),
+        );
+    }
+    router
 }

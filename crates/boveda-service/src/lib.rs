@@ -91,8 +91,8 @@ pub use policies::{
     list_policies, plan_policy_update, update_policy,
 };
 pub use protection::{
-    BackupRequest, DEFAULT_AD_HOC_RETENTION_DAYS, VM_DEFINITION, backup_now, disable_protection, enable_protection,
-    resume_protection, undelete_protection,
+    BackupRequest, DEFAULT_AD_HOC_RETENTION_DAYS, VM_DEFINITION, backup_now, change_item_policy, disable_protection,
+    enable_protection, resume_protection, undelete_protection,
 };
 pub use recovery::{
     PointEntry, PointSummary, RestoreReport, RestoreRequest, VmRestore, browse, browse_disk, browse_point,
@@ -103,6 +103,7 @@ pub use replication::{
     PassOutcome, PassRecord, ReplicationStatus, ReplicationSummary, change_redundancy, finish_replication,
     open_secondary, points_on_secondary, replicate, replication_job, replication_status, replication_summary,
 };
+pub use reports::backups::{BackupReport, DayDuration, ItemReport, REPORT_PERIODS, backup_report};
 pub use reports::dashboard::{
     DASHBOARD_DAYS, Dashboard, DayStats, VaultMetrics, dashboard, dashboard_with, vault_metrics,
 };

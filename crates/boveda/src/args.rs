@@ -72,6 +72,19 @@ pub enum Command {
         #[arg(long)]
         prices: Option<PathBuf>,
     },
+    /// Backup report per item: backups, success rate, durations, stored growth.
+    Report {
+        /// The period: 7, 30 or 90 days.
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+        /// Write CSV (for a spreadsheet) instead of a table.
+        #[arg(long)]
+        csv: bool,
+    },
+    /// The Backup center: every vault given (default: all this user's
+    /// configuration knows), their items' health, jobs of the last 24 hours
+    /// and active alerts. One passphrase opens them all.
+    Center { vaults: Vec<String> },
     /// Run the scheduler: back up items when their policies say, apply retention.
     Agent(AgentArgs),
     /// Serve the API, the portal, metrics and the scheduler (docs/SERVER.md).
@@ -465,6 +478,13 @@ pub enum ProtectionCmd {
     },
     /// Bring soft-deleted backup data back (protection stays stopped).
     Undelete { item: String },
+    /// Protect a protected item with another policy (a retention made
+    /// shorter: refused by an immutable vault, the guard's on a guarded one).
+    ChangePolicy {
+        item: String,
+        #[arg(long)]
+        policy: String,
+    },
     /// Protect a stopped item again.
     Resume {
         item: String,

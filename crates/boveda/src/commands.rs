@@ -194,6 +194,8 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<Outcome> {
         Command::Offline(cmd) => offline::run(ctx, cmd),
         Command::Prune { dry_run, safety_margin } => prune::prune(ctx, dry_run, &safety_margin),
         Command::Usage { prices } => usage::usage(ctx, prices.as_deref()),
+        Command::Report { days, csv } => usage::report(ctx, days, csv),
+        Command::Center { vaults } => usage::center(ctx, &vaults),
         Command::Agent(args) => agent::agent(ctx, args),
         Command::Serve(args) => serve::serve(ctx, args),
         Command::Token(cmd) => serve::token(ctx, cmd),

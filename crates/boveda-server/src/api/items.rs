@@ -90,6 +90,23 @@ pub(super) async fn enable(
     Ok(Json(done))
 }
 
+/// Changes a protected item's policy (a shorter retention: as changing
+/// the policy's own).
+pub(super) async fn change_policy(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Body(req): Body<PolicyChoice>,
+) -> ApiResult<Json<svc::Item>> {
+    let (vault, item) = (caller.served()?.vault.clone(), caller.item()?.clone());
+    let by = caller.token.by();
+    let done = blocking(move || {
+        super::extract::with_env_by(&app, by, |env| svc::change_item_policy(&vault, env, &item, &req.policy))
+    })
+    .await?;
+    caller.served()?.changed();
+    Ok(Json(done))
+}
+
 #[derive(Deserialize)]
 pub(super) struct DisableQuery {
     #[serde(default)]

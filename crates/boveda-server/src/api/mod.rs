@@ -64,6 +64,15 @@ fn table() -> Vec<Route> {
     let mut routes = vec![
         route(get.clone(), "/api/v1/vaults", SeeGuard, Any, "The vaults this token may see", None, list_vaults),
         route(post.clone(), "/api/v1/vaults", Manage, Vault, "Create a vault", Some("NewVault"), create_vault),
+        route(
+            get.clone(),
+            "/api/v1/center",
+            Read,
+            Any,
+            "The Backup center: items, recent jobs and alerts of every vault the token sees",
+            None,
+            center,
+        ),
         route(get.clone(), V, Read, Vault, "A vault's summary", None, show_vault),
         route(get.clone(), "/api/v1/vaults/{vault}/items", Read, Any, "Items with protection state", None, items),
         route(
@@ -94,6 +103,15 @@ fn table() -> Vec<Route> {
             "Stop protecting an item (?delete_data=true soft-deletes its points)",
             None,
             disable,
+        ),
+        route(
+            Method::PUT,
+            "/api/v1/vaults/{vault}/items/{item}/protection",
+            Manage,
+            Item,
+            "Change a protected item's policy",
+            Some("PolicyChoice"),
+            change_policy,
         ),
         route(
             post.clone(),
@@ -250,6 +268,15 @@ fn vault_table() -> Vec<Route> {
             acknowledge_alert,
         ),
         route(get.clone(), "/api/v1/vaults/{vault}/usage", Read, Vault, "Stored bytes and estimated cost", None, usage),
+        route(
+            get.clone(),
+            "/api/v1/vaults/{vault}/reports",
+            Read,
+            Any,
+            "Backup report per item (?days=7|30|90, ?format=csv)",
+            None,
+            report,
+        ),
         route(get.clone(), "/api/v1/vaults/{vault}/imports", Read, Vault, "Offline seeding import jobs", None, imports),
         route(get.clone(), "/api/v1/vaults/{vault}/tokens", Manage, Vault, "Access tokens", None, tokens),
         route(

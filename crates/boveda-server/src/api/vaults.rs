@@ -125,3 +125,112 @@ pub(super) async fn imports(Extension(caller): Extension<Caller>) -> ApiResult<J
     let vault = caller.served()?.vault.clone();
     Ok(Json(blocking(move || svc::list_import_jobs(&**vault.store())).await?))
 }
+
+/// One vault's row in the Backup center.
+#[derive(serde::Serialize)]
+pub(super) struct InVault<T> {
+    vault: String,
+    #[serde(flatten)]
+    row: T,
+}
+
+/// Every vault the token sees, in one view: their items, the jobs of the
+/// last 24 hours and the alerts still active or of the last 7 days.
+#[derive(serde::Serialize)]
+pub(super) struct Center {
+    vaults: Vec<String>,
+    items: Vec<InVault<svc::ItemOverview>>,
+    jobs: Vec<InVault<svc::Job>>,
+    alerts: Vec<InVault<svc::Alert>>,
+    /// Vaults that could not be read now, with why; the rest is shown.
+    unreadable: Vec<String>,
+}
+
+pub(super) async fn center(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<Center>> {
+    let now = app.config.jobs.clock.now();
+    let day_ago = now - jiff::SignedDuration::from_hours(24);
+    let week_ago = now - jiff::SignedDuration::from_hours(24 * 7);
+    let mut center =
+        Center { vaults: Vec::new(), items: Vec::new(), jobs: Vec::new(), alerts: Vec::new(), unreadable: Vec::new() };
+    for (served, token) in &caller.grants {
+        if token.role == svc::Role::SecurityAdmin {
+            continue; // the guard's token sees its requests only
+        }
+        let name = served.name();
+        let read = async {
+            let items = served.items(now).await?;
+            let jobs = served.jobs().await?;
+            let vault = served.vault.clone();
+            let alerts = blocking(move || svc::list_alerts(&vault)).await?;
+            Ok::<_, ApiError>((items, jobs, alerts))
+        };
+        match read.await {
+            Ok((items, jobs, alerts)) => {
+                let items = items.value.iter().filter(|o| token.sees_item(&o.item.id)).cloned();
+                center.items.extend(items.map(|row| InVault { vault: name.clone(), row }));
+                let mut recent: Vec<svc::Job> =
+                    jobs.iter().filter(|j| j.start >= day_ago && super::jobs::sees_job(token, j)).cloned().collect();
+                svc::with_live_progress(&mut recent);
+                center.jobs.extend(recent.into_iter().map(|row| InVault { vault: name.clone(), row }));
+                center.alerts.extend(
+                    alerts
+                        .into_iter()
+                        .filter(|a| sees_alert(token, a))
+                        .filter(|a| a.state == svc::AlertState::Active || a.time >= week_ago)
+                        .map(|row| InVault { vault: name.clone(), row }),
+                );
+                center.vaults.push(name);
+            }
+            Err(e) => center.unreadable.push(format!("{name}: {}", e.message)),
+        }
+    }
+    center.jobs.sort_by_key(|j| std::cmp::Reverse(j.row.start));
+    center.alerts.sort_by_key(|a| std::cmp::Reverse(a.row.time));
+    Ok(Json(center))
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct ReportQuery {
+    #[serde(default = "thirty")]
+    days: u32,
+    /// `csv` for a CSV file; JSON otherwise.
+    #[serde(default)]
+    format: Option<String>,
+}
+
+fn thirty() -> u32 {
+    30
+}
+
+/// The backup report of the last 7, 30 or 90 days (of the items the token
+/// sees), as JSON or CSV.
+pub(super) async fn report(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    super::extract::Q(q): super::extract::Q<ReportQuery>,
+) -> ApiResult<Response> {
+    use axum::response::IntoResponse;
+    let vault = caller.served()?.vault.clone();
+    let now = app.config.jobs.clock.now();
+    let mut report = blocking(move || svc::backup_report(&vault, q.days, now)).await?;
+    let token = &caller.token;
+    report.items.retain(|i| !token.is_scoped() || token.items.iter().any(|m| m.name.eq_ignore_ascii_case(&i.item)));
+    match q.format.as_deref() {
+        Some("csv") => {
+            let name = format!("attachment; filename=\"boveda-{}-{}d.csv\"", caller.served()?.name(), report.days);
+            Ok((
+                [
+                    (axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+                    (axum::http::header::CONTENT_DISPOSITION, name),
+                ],
+                report.to_csv(),
+            )
+                .into_response())
+        }
+        None | Some("json") => Ok(Json(report).into_response()),
+        Some(other) => Err(ApiError::invalid(Some("format".into()), format!("{other:?} is not json or csv"))),
+    }
+}

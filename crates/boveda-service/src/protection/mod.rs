@@ -280,6 +280,64 @@ fn protect(vault: &Vault, env: &JobEnv<'_>, item: &Item, policy: &Policy, detail
     })
 }
 
+/// `protection change-policy`: a protected item takes another policy (a
+/// `ConfigureBackup` job); its points fall under the new retention at
+/// once. A change that makes any point expire sooner is refused by an
+/// immutable vault and needs the guard's approval on a guarded one, as a
+/// policy's own shortened retention does.
+///
+/// # Errors
+/// `Conflict` unless the item is protected, or for the policy it has, or
+/// (immutable vault) for a shorter retention; `NeedsApproval` for the
+/// guard; `NotFound` for the policy.
+pub fn change_item_policy(vault: &Vault, env: &JobEnv<'_>, item: &Item, policy: &str) -> Result<Item> {
+    let new = find_policy(vault, policy)?;
+    if item.protection.state != ProtectionState::Protected {
+        return Err(ServiceError::Conflict(format!(
+            "item {} is not protected ({}): protect or resume it with a policy",
+            item.name,
+            item.protection.state.as_str()
+        )));
+    }
+    let policies = list_policies(vault)?;
+    let old = policies.iter().find(|p| Some(p.id) == item.protection.policy);
+    if old.is_some_and(|p| p.id == new.id) {
+        return Err(ServiceError::Conflict(format!("item {} is protected by policy {} already", item.name, new.name)));
+    }
+    let points = vault.list_item_points(&item.id)?;
+    let refs: Vec<&RecoveryPoint> = points.iter().collect();
+    let now = env.clock.now();
+    let before = crate::policies::retention::evaluate(item, old, &refs, now);
+    let after = crate::policies::retention::evaluate(item, Some(&new), &refs, now);
+    let sooner = before.iter().zip(&after).filter(|(b, a)| match (b.expires, a.expires) {
+        (Some(b), Some(a)) => a < b,
+        (None, Some(_)) => true,
+        _ => false,
+    });
+    let sooner: Vec<String> = sooner.map(|(_, a)| a.point.short()).collect();
+    if !sooner.is_empty() {
+        if !vault.settings().immutability.is_disabled() {
+            return Err(ServiceError::Conflict(format!(
+                "item {} keeps policy {}: the vault is immutable and policy {} would make {} point(s) expire sooner ({})",
+                item.name,
+                old.map_or("-", |p| p.name.as_str()),
+                new.name,
+                sooner.len(),
+                sooner.join(", ")
+            )));
+        }
+        let op = boveda_vault::GuardedOp::new(
+            "reduce retention",
+            format!("item {}", item.name),
+            format!("policy {} to {}", old.map_or("-", |p| p.name.as_str()), new.name),
+        );
+        crate::guard::authorize(vault, &op, &env.by, env.clock)?;
+    }
+    let detail = format!("policy changed from {} to {}", old.map_or("-", |p| p.name.as_str()), new.name);
+    let id = new.id;
+    simple_job(vault, env, Operation::ConfigureBackup, item, detail, move |i| i.protection.policy = Some(id))
+}
+
 /// `protection resume`: protects a stopped item again (a
 /// `ConfigureBackup` job); its points fall under the policy's retention.
 ///

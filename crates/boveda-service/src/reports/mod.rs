@@ -1,5 +1,7 @@
-//! Read models: the item list (`overview`), the dashboard and usage.
+//! Read models: the item list (`overview`), the dashboard, usage and
+//! backup reports (`backups`).
 
+pub(crate) mod backups;
 pub(crate) mod dashboard;
 pub(crate) mod overview;
 pub(crate) mod usage;

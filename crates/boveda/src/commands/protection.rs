@@ -26,6 +26,13 @@ pub fn protection(ctx: &Ctx, cmd: ProtectionCmd) -> Result<Outcome> {
             let item = find_item(&vault, &item)?;
             (enable_protection(&vault, &env, &item, &policy)?, format!("protected with policy {policy}"))
         }
+        ProtectionCmd::ChangePolicy { item, policy } => {
+            let item = find_item(&vault, &item)?;
+            (
+                boveda_service::change_item_policy(&vault, &env, &item, &policy)?,
+                format!("now protected with policy {policy}"),
+            )
+        }
         ProtectionCmd::Resume { item, policy } => {
             let item = find_item(&vault, &item)?;
             (resume_protection(&vault, &env, &item, &policy)?, format!("protection resumed with policy {policy}"))
