@@ -25,6 +25,10 @@ const REPORT_TTL: Duration = Duration::from_secs(10);
 /// A listing as it was read at one time, and as JSON.
 pub(crate) struct Entry<T> {
     at: Instant,
+    /// How many of this process's jobs had ended when it was read: one
+    /// ending since makes it stale at once (an item must not read
+    /// InProgress after its job failed).
+    ended: u64,
     pub value: Arc<T>,
     /// The whole listing as the API returns it, serialized once.
     pub json: axum::body::Bytes,
@@ -40,16 +44,26 @@ pub(crate) struct Shared<T> {
     refreshing: Arc<std::sync::atomic::AtomicBool>,
     /// Raised by each change, so that a read begun before it is not kept.
     generation: Arc<AtomicU64>,
+    /// Read again at once when a job of this process ended since (jobs,
+    /// items); the usage report waits for its time.
+    follows_jobs: bool,
 }
 
 impl<T: serde::Serialize + Send + Sync + 'static> Shared<T> {
-    fn new() -> Self {
+    fn new(follows_jobs: bool) -> Self {
         Shared {
             slot: Arc::default(),
             loading: tokio::sync::Mutex::new(()),
             refreshing: Arc::default(),
             generation: Arc::default(),
+            follows_jobs,
         }
+    }
+
+    /// Whether `entry` may still be given: not when it follows jobs and
+    /// one ended after it was read.
+    fn usable(&self, entry: &Entry<T>) -> bool {
+        !self.follows_jobs || entry.ended == boveda_service::jobs_ended()
     }
 
     fn current(&self) -> Option<Arc<Entry<T>>> {
@@ -57,9 +71,10 @@ impl<T: serde::Serialize + Send + Sync + 'static> Shared<T> {
     }
 
     fn read(load: impl FnOnce() -> Result<T, ServiceError>) -> Result<Entry<T>, ServiceError> {
+        let ended = boveda_service::jobs_ended();
         let value = load()?;
         let json = serde_json::to_vec(&value).map_err(|e| ServiceError::Internal(e.to_string()))?;
-        Ok(Entry { at: Instant::now(), value: Arc::new(value), json: json.into() })
+        Ok(Entry { at: Instant::now(), ended, value: Arc::new(value), json: json.into() })
     }
 
     async fn get(
@@ -68,14 +83,14 @@ impl<T: serde::Serialize + Send + Sync + 'static> Shared<T> {
         load: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
     ) -> ApiResult<Arc<Entry<T>>> {
         use std::sync::atomic::Ordering::SeqCst;
-        if let Some(entry) = self.current() {
+        if let Some(entry) = self.current().filter(|e| self.usable(e)) {
             if entry.at.elapsed() >= ttl && !self.refreshing.swap(true, SeqCst) {
                 self.renew(load);
             }
             return Ok(entry);
         }
         let _one_reader = self.loading.lock().await;
-        if let Some(entry) = self.current() {
+        if let Some(entry) = self.current().filter(|e| self.usable(e)) {
             return Ok(entry);
         }
         let started = self.generation.load(SeqCst);
@@ -151,9 +166,9 @@ impl Served {
             clock,
             tokens: Mutex::new(None),
             tokens_refreshing: std::sync::atomic::AtomicBool::new(false),
-            jobs: Shared::new(),
-            items: Shared::new(),
-            usage: Shared::new(),
+            jobs: Shared::new(true),
+            items: Shared::new(true),
+            usage: Shared::new(false),
             dashboards: tokio::sync::Semaphore::new(4),
             hosts: Mutex::new(None),
             contacts: Mutex::default(),

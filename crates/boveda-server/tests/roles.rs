@@ -49,6 +49,7 @@ use Scoped::{No, OwnItem, Yes};
 const MATRIX: &[(&str, &str, Needs, Scoped)] = &[
     ("GET", "/api/v1/vaults", AnyRole, Yes),
     ("POST", "/api/v1/vaults", At(Contributor), No),
+    ("GET", "/api/v1/center", At(Reader), Yes),
     ("GET", "/api/v1/vaults/{vault}", At(Reader), No),
     ("PATCH", "/api/v1/vaults/{vault}/settings", At(Contributor), No),
     ("GET", "/api/v1/vaults/{vault}/dashboard", At(Reader), No),
@@ -58,6 +59,7 @@ const MATRIX: &[(&str, &str, Needs, Scoped)] = &[
     ("GET", "/api/v1/vaults/{vault}/items/{item}", At(Reader), OwnItem),
     ("POST", "/api/v1/vaults/{vault}/items/{item}/protection", At(Contributor), OwnItem),
     ("DELETE", "/api/v1/vaults/{vault}/items/{item}/protection", At(Contributor), OwnItem),
+    ("PUT", "/api/v1/vaults/{vault}/items/{item}/protection", At(Contributor), OwnItem),
     ("POST", "/api/v1/vaults/{vault}/items/{item}/protection/resume", At(Contributor), OwnItem),
     ("POST", "/api/v1/vaults/{vault}/items/{item}/protection/undelete", At(Contributor), OwnItem),
     ("POST", "/api/v1/vaults/{vault}/items/{item}/backup", At(Operator), OwnItem),
@@ -65,6 +67,8 @@ const MATRIX: &[(&str, &str, Needs, Scoped)] = &[
     ("GET", "/api/v1/vaults/{vault}/items/{item}/points/{point}", At(Reader), OwnItem),
     ("GET", "/api/v1/vaults/{vault}/items/{item}/points/{point}/browse", At(Reader), OwnItem),
     ("POST", "/api/v1/vaults/{vault}/items/{item}/restore", At(Operator), OwnItem),
+    ("GET", "/api/v1/vaults/{vault}/items/{item}/restore", At(Operator), OwnItem),
+    ("GET", "/api/v1/vaults/{vault}/items/{item}/points/{point}/download", At(Operator), OwnItem),
     ("GET", "/api/v1/vaults/{vault}/policies", At(Reader), Yes),
     ("POST", "/api/v1/vaults/{vault}/policies", At(Contributor), No),
     ("GET", "/api/v1/vaults/{vault}/policies/{policy}", At(Reader), Yes),
@@ -75,6 +79,12 @@ const MATRIX: &[(&str, &str, Needs, Scoped)] = &[
     ("POST", "/api/v1/vaults/{vault}/jobs/{job}/stop", At(Operator), Yes),
     ("GET", "/api/v1/vaults/{vault}/jobs/{job}/events", At(Reader), Yes),
     ("GET", "/api/v1/vaults/{vault}/alerts", At(Reader), Yes),
+    ("POST", "/api/v1/vaults/{vault}/alerts/{alert}/acknowledge", At(Operator), Yes),
+    ("GET", "/api/v1/vaults/{vault}/reports", At(Reader), Yes),
+    ("GET", "/api/v1/vaults/{vault}/notifications/email", At(Contributor), No),
+    ("PUT", "/api/v1/vaults/{vault}/notifications/email", At(Contributor), No),
+    ("DELETE", "/api/v1/vaults/{vault}/notifications/email", At(Contributor), No),
+    ("POST", "/api/v1/vaults/{vault}/notifications/email/test", At(Contributor), No),
     ("GET", "/api/v1/vaults/{vault}/usage", At(Reader), No),
     ("GET", "/api/v1/vaults/{vault}/imports", At(Reader), No),
     ("GET", "/api/v1/vaults/{vault}/tokens", At(Contributor), No),
@@ -114,6 +124,7 @@ fn concrete(path: &str, item: &str) -> String {
         .replace("{host}", "no-such-host")
         .replace("{token}", "ffffffff")
         .replace("{request}", "ffffffff")
+        .replace("{alert}", "ffffffff")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

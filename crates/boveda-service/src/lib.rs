@@ -39,7 +39,7 @@ pub use protection::backups::backup_job;
 pub use protection::suspicion::{PointReview, Verdict, review as review_point, reviews as point_reviews};
 pub use reports::overview::{Health, ItemOverview, item_overview};
 pub use runtime::job::JobEnv;
-pub use runtime::live::{live_progress, with_live_progress};
+pub use runtime::live::{jobs_ended, live_progress, with_live_progress};
 
 pub use runtime::host::{hostname, retry_policy};
 
@@ -110,6 +110,9 @@ pub use reports::dashboard::{
 pub use reports::usage::{ItemUsage, PriceTable, Usage, instance_band, usage};
 pub use runtime::clock::{Clock, FakeClock, SystemClock, clock_from_env};
 pub use runtime::control::{VaultControl, vault_control};
+pub use runtime::email::{
+    EmailSecurity, EmailSettings, EmailView, clear_email_settings, email_settings, send_test_email, set_email_settings,
+};
 pub use runtime::job::{
     DEFAULT_HEARTBEAT, Job, JobCtx, JobDone, JobFilter, JobProgress, JobSpec, JobState, Observers, Operation, find_job,
     list_jobs, run_job, stop_job, wait_job,

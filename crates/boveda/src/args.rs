@@ -325,6 +325,9 @@ pub enum VaultCmd {
     /// A geo-redundant vault's copy in its secondary store.
     #[command(subcommand)]
     Replication(ReplicationCmd),
+    /// Alerts by e-mail: the vault's SMTP settings.
+    #[command(subcommand)]
+    Email(crate::args_email::EmailCmd),
 }
 
 #[derive(Subcommand)]

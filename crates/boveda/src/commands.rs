@@ -2,6 +2,7 @@
 
 mod agent;
 mod alerts;
+mod email;
 mod guard;
 mod host;
 mod item;

@@ -2,6 +2,7 @@
 //! call, print. Exit codes: 0 success, 1 failure, 3 completed with warnings.
 
 mod args;
+mod args_email;
 mod args_guard;
 mod args_points;
 mod commands;

@@ -11,6 +11,7 @@ mod guard;
 mod hosts;
 mod items;
 mod jobs;
+mod notifications;
 mod points;
 mod policies;
 mod vaults;
@@ -32,6 +33,7 @@ use access::*;
 use hosts::*;
 use items::*;
 use jobs::*;
+use notifications::*;
 use points::*;
 use policies::*;
 use vaults::*;
@@ -60,7 +62,7 @@ const V: &str = "/api/v1/vaults/{vault}";
 fn table() -> Vec<Route> {
     use Permission::{Manage, Operate, Read, SeeGuard};
     use Scope::{Any, Item, Vault};
-    let (get, post, patch, delete) = (Method::GET, Method::POST, Method::PATCH, Method::DELETE);
+    let (get, post) = (Method::GET, Method::POST);
     let mut routes = vec![
         route(get.clone(), "/api/v1/vaults", SeeGuard, Any, "The vaults this token may see", None, list_vaults),
         route(post.clone(), "/api/v1/vaults", Manage, Vault, "Create a vault", Some("NewVault"), create_vault),
@@ -86,51 +88,6 @@ fn table() -> Vec<Route> {
         ),
         route(get.clone(), "/api/v1/vaults/{vault}/discover", Manage, Vault, "VMs defined in a folder", None, discover),
         route(get.clone(), "/api/v1/vaults/{vault}/items/{item}", Read, Item, "One item", None, item),
-        route(
-            post.clone(),
-            "/api/v1/vaults/{vault}/items/{item}/protection",
-            Manage,
-            Item,
-            "Protect an item with a policy",
-            Some("PolicyChoice"),
-            enable,
-        ),
-        route(
-            delete.clone(),
-            "/api/v1/vaults/{vault}/items/{item}/protection",
-            Manage,
-            Item,
-            "Stop protecting an item (?delete_data=true soft-deletes its points)",
-            None,
-            disable,
-        ),
-        route(
-            Method::PUT,
-            "/api/v1/vaults/{vault}/items/{item}/protection",
-            Manage,
-            Item,
-            "Change a protected item's policy",
-            Some("PolicyChoice"),
-            change_policy,
-        ),
-        route(
-            post.clone(),
-            "/api/v1/vaults/{vault}/items/{item}/protection/resume",
-            Manage,
-            Item,
-            "Resume protection",
-            Some("PolicyChoice"),
-            resume,
-        ),
-        route(
-            post.clone(),
-            "/api/v1/vaults/{vault}/items/{item}/protection/undelete",
-            Manage,
-            Item,
-            "Undelete soft-deleted backup data",
-            None,
-            undelete,
-        ),
         route(
             post.clone(),
             "/api/v1/vaults/{vault}/items/{item}/backup",
@@ -186,37 +143,11 @@ fn table() -> Vec<Route> {
             Some("RestoreTarget"),
             restore,
         ),
-        route(get.clone(), "/api/v1/vaults/{vault}/policies", Read, Any, "Policies", None, policies),
-        route(
-            post.clone(),
-            "/api/v1/vaults/{vault}/policies",
-            Manage,
-            Vault,
-            "Create a policy",
-            Some("PolicyPatch"),
-            create_policy,
-        ),
-        route(get.clone(), "/api/v1/vaults/{vault}/policies/{policy}", Read, Any, "One policy", None, policy),
-        route(
-            patch,
-            "/api/v1/vaults/{vault}/policies/{policy}",
-            Manage,
-            Vault,
-            "Change a policy (?dry_run=true plans only)",
-            Some("PolicyPatch"),
-            update_policy,
-        ),
-        route(
-            delete.clone(),
-            "/api/v1/vaults/{vault}/policies/{policy}",
-            Manage,
-            Vault,
-            "Delete an unused policy",
-            None,
-            delete_policy,
-        ),
     ];
+    routes.extend(protection_table());
+    routes.extend(policy_table());
     routes.extend(vault_table());
+    routes.extend(notification_table());
     routes.extend(guard::guard_table());
     routes
 }
@@ -317,6 +248,144 @@ fn vault_table() -> Vec<Route> {
             "What a registered host has in one of its folders, and its VMs (asked of its agent)",
             Some("DiscoverOrder"),
             discover_on_host,
+        ),
+    ]
+}
+
+/// The routes of an item's protection: enable, change, stop, resume,
+/// undelete.
+fn protection_table() -> Vec<Route> {
+    use Permission::Manage;
+    use Scope::Item;
+    let (post, delete) = (Method::POST, Method::DELETE);
+    vec![
+        route(
+            post.clone(),
+            "/api/v1/vaults/{vault}/items/{item}/protection",
+            Manage,
+            Item,
+            "Protect an item with a policy",
+            Some("PolicyChoice"),
+            enable,
+        ),
+        route(
+            delete.clone(),
+            "/api/v1/vaults/{vault}/items/{item}/protection",
+            Manage,
+            Item,
+            "Stop protecting an item (?delete_data=true soft-deletes its points)",
+            None,
+            disable,
+        ),
+        route(
+            Method::PUT,
+            "/api/v1/vaults/{vault}/items/{item}/protection",
+            Manage,
+            Item,
+            "Change a protected item's policy",
+            Some("PolicyChoice"),
+            change_policy,
+        ),
+        route(
+            post.clone(),
+            "/api/v1/vaults/{vault}/items/{item}/protection/resume",
+            Manage,
+            Item,
+            "Resume protection",
+            Some("PolicyChoice"),
+            resume,
+        ),
+        route(
+            post.clone(),
+            "/api/v1/vaults/{vault}/items/{item}/protection/undelete",
+            Manage,
+            Item,
+            "Undelete soft-deleted backup data",
+            None,
+            undelete,
+        ),
+    ]
+}
+
+/// The routes of policies.
+fn policy_table() -> Vec<Route> {
+    use Permission::{Manage, Read};
+    use Scope::{Any, Vault};
+    let (get, post, patch, delete) = (Method::GET, Method::POST, Method::PATCH, Method::DELETE);
+    vec![
+        route(get.clone(), "/api/v1/vaults/{vault}/policies", Read, Any, "Policies", None, policies),
+        route(
+            post.clone(),
+            "/api/v1/vaults/{vault}/policies",
+            Manage,
+            Vault,
+            "Create a policy",
+            Some("PolicyPatch"),
+            create_policy,
+        ),
+        route(get.clone(), "/api/v1/vaults/{vault}/policies/{policy}", Read, Any, "One policy", None, policy),
+        route(
+            patch,
+            "/api/v1/vaults/{vault}/policies/{policy}",
+            Manage,
+            Vault,
+            "Change a policy (?dry_run=true plans only)",
+            Some("PolicyPatch"),
+            update_policy,
+        ),
+        route(
+            delete.clone(),
+            "/api/v1/vaults/{vault}/policies/{policy}",
+            Manage,
+            Vault,
+            "Delete an unused policy",
+            None,
+            delete_policy,
+        ),
+    ]
+}
+
+/// The routes of a vault's notifications.
+fn notification_table() -> Vec<Route> {
+    use Permission::Manage;
+    use Scope::Vault;
+    let (get, post, delete) = (Method::GET, Method::POST, Method::DELETE);
+    vec![
+        route(
+            get.clone(),
+            "/api/v1/vaults/{vault}/notifications/email",
+            Manage,
+            Vault,
+            "E-mail settings for alerts (never the password)",
+            None,
+            email,
+        ),
+        route(
+            Method::PUT,
+            "/api/v1/vaults/{vault}/notifications/email",
+            Manage,
+            Vault,
+            "Send alerts by e-mail (a password left out is kept)",
+            Some("EmailSettings"),
+            set_email,
+        ),
+        route(
+            delete.clone(),
+            "/api/v1/vaults/{vault}/notifications/email",
+            Manage,
+            Vault,
+            "Stop e-mails",
+            None,
+            clear_email,
+        ),
+        route(
+            post.clone(),
+            "/api/v1/vaults/{vault}/notifications/email/test",
+            Manage,
+            Vault,
+            "Send a test e-mail",
+            None,
+            test_email,
         ),
     ]
 }

@@ -113,6 +113,7 @@ pub struct Reply {
     pub headers: axum::http::HeaderMap,
     pub body: Value,
     pub text: String,
+    pub bytes: Vec<u8>,
 }
 
 impl Fixture {
@@ -205,5 +206,5 @@ async fn send_router(router: &Router, req: Request<Body>) -> Reply {
     let bytes = response.into_body().collect().await.expect("body").to_bytes();
     let text = String::from_utf8_lossy(&bytes).to_string();
     let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    Reply { status, headers, body, text }
+    Reply { status, headers, body, text, bytes: bytes.to_vec() }
 }

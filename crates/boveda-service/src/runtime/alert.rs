@@ -51,6 +51,17 @@ pub struct Alert {
     /// What to do about it, in one sentence.
     #[serde(default)]
     pub action: String,
+    /// Its e-mail, when the vault sent e-mail as it was raised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<EmailOutcome>,
+}
+
+/// Whether an alert's e-mail went out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailOutcome {
+    pub sent: bool,
+    pub attempts: u32,
+    pub last_error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,7 +95,8 @@ impl AlertState {
 /// # Errors
 /// A store error writing the alert.
 pub fn raise_alert(vault: &Vault, job: &Job, severity: Severity, reason: &str, time: Timestamp) -> Result<Alert> {
-    let webhook = vault_control(vault)?.webhook;
+    let control = vault_control(vault)?;
+    let webhook = control.webhook;
     let mut alert = Alert {
         id: RecordId::random(),
         severity,
@@ -100,11 +112,15 @@ pub fn raise_alert(vault: &Vault, job: &Job, severity: Severity, reason: &str, t
         state: AlertState::Active,
         resolved: None,
         action: String::new(),
+        email: control.email.as_ref().map(|_| EmailOutcome { sent: false, attempts: 0, last_error: None }),
     };
     alert.action = action_for(&alert);
     vault.catalog_put(ALERTS, &alert.id, Some(&alert))?;
     if let Some(url) = webhook {
         deliver(vault, &url, &mut alert)?;
+    }
+    if let Some(settings) = &control.email {
+        mail(vault, settings, &mut alert)?;
     }
     Ok(alert)
 }
@@ -193,15 +209,38 @@ pub fn acknowledge_alert(vault: &Vault, id: &str, by: &str, now: Timestamp) -> R
 /// # Errors
 /// A store error.
 pub fn retry_alerts(vault: &Vault) -> Result<usize> {
-    let Some(url) = vault_control(vault)?.webhook else {
-        return Ok(0);
-    };
+    let control = vault_control(vault)?;
     let mut delivered = 0;
-    for mut alert in list_alerts(vault)?.into_iter().filter(|a| !a.delivered) {
-        deliver(vault, &url, &mut alert)?;
-        delivered += usize::from(alert.delivered);
+    for mut alert in list_alerts(vault)? {
+        if let Some(url) = control.webhook.as_deref().filter(|_| !alert.delivered) {
+            deliver(vault, url, &mut alert)?;
+            delivered += usize::from(alert.delivered);
+        }
+        if let Some(settings) = &control.email
+            && alert.email.as_ref().is_some_and(|e| !e.sent)
+        {
+            mail(vault, settings, &mut alert)?;
+            delivered += usize::from(alert.email.as_ref().is_some_and(|e| e.sent));
+        }
     }
     Ok(delivered)
+}
+
+/// Sends an alert's e-mail and records how it went.
+fn mail(vault: &Vault, settings: &crate::runtime::email::EmailSettings, alert: &mut Alert) -> Result<()> {
+    let (subject, body) = crate::runtime::email::alert_message(&vault.settings().name, alert);
+    let outcome = settings.send(&subject, &body);
+    let e = alert.email.get_or_insert(EmailOutcome { sent: false, attempts: 0, last_error: None });
+    e.attempts += 1;
+    match outcome {
+        Ok(()) => {
+            e.sent = true;
+            e.last_error = None;
+        }
+        Err(why) => e.last_error = Some(why),
+    }
+    vault.catalog_put(ALERTS, &alert.id, Some(&*alert))?;
+    Ok(())
 }
 
 fn deliver(vault: &Vault, url: &str, alert: &mut Alert) -> Result<()> {

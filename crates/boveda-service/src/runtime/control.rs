@@ -30,6 +30,9 @@ pub struct VaultControl {
     /// Where the drives of offline seeding are shipped (shown by diskprep).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shipping_address: Option<String>,
+    /// Where alerts are sent by e-mail, if anywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<crate::runtime::email::EmailSettings>,
 }
 
 impl VaultControl {
@@ -48,6 +51,7 @@ impl VaultControl {
             webhook: s.webhook.clone(),
             replication_lag_alert_mins: s.replication_lag_alert_mins,
             shipping_address: s.shipping_address.clone(),
+            email: None,
         }
     }
 }

@@ -279,7 +279,12 @@ pub fn run_job<T>(
     if let Some(why) = &unrecorded {
         warn(&mut job, format!("this job is not recorded in the vault: its record could not be written ({why})"));
     }
-    let name = match vault.catalog_put(JOBS, &job.id, Some(&job)) {
+    // a listing read from now on, before the last record is written, is
+    // stale: so is one read from then until the count moves again
+    crate::runtime::live::ended();
+    let last = vault.catalog_put(JOBS, &job.id, Some(&job));
+    crate::runtime::live::ended();
+    let name = match last {
         Ok(name) => name,
         Err(e) if reads_only => {
             if unrecorded.is_none() {

@@ -8,6 +8,7 @@
 //! seen standing still at zero.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex};
 
 use boveda_vault::RecordId;
@@ -15,6 +16,9 @@ use boveda_vault::RecordId;
 use crate::model::job_record::{Job, JobProgress};
 
 static LIVE: LazyLock<Mutex<HashMap<RecordId, JobProgress>>> = LazyLock::new(Mutex::default);
+/// How many jobs of this process have ended: a listing read before the
+/// last one ended is stale.
+static ENDED: AtomicU64 = AtomicU64::new(0);
 
 /// Records `progress` as job `id`'s latest.
 pub(crate) fn publish(id: RecordId, progress: JobProgress) {
@@ -23,11 +27,21 @@ pub(crate) fn publish(id: RecordId, progress: JobProgress) {
     }
 }
 
-/// Job `id` ended: its record says the rest.
+/// Job `id` is ending: its record says the rest.
 pub(crate) fn forget(id: &RecordId) {
     if let Ok(mut live) = LIVE.lock() {
         live.remove(id);
     }
+}
+
+/// Job `id`'s last record is written.
+pub(crate) fn ended() {
+    ENDED.fetch_add(1, Ordering::SeqCst);
+}
+
+/// How many jobs of this process have ended so far.
+pub fn jobs_ended() -> u64 {
+    ENDED.load(Ordering::SeqCst)
 }
 
 /// The latest progress of job `id`, when this process runs it.

@@ -6,6 +6,7 @@
 pub(crate) mod alert;
 pub(crate) mod clock;
 pub(crate) mod control;
+pub(crate) mod email;
 pub(crate) mod host;
 pub(crate) mod job;
 pub(crate) mod live;

@@ -22,6 +22,7 @@ pub fn run(ctx: &Ctx, cmd: VaultCmd) -> Result<Outcome> {
         VaultCmd::Repair { read_data } => repair(ctx, read_data),
         VaultCmd::Key(k) => key(ctx, k),
         VaultCmd::Replication(r) => replication(ctx, r),
+        VaultCmd::Email(cmd) => super::email::email(ctx, cmd),
     }
 }
 

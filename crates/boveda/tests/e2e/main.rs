@@ -16,6 +16,7 @@ mod crash;
 mod damage;
 mod disk_files;
 mod disks;
+mod email;
 mod flaky_store;
 mod fleet;
 mod fleet_discover;

@@ -1,0 +1,246 @@
+//! Alerts by e-mail: a vault's SMTP settings (kept in its control record,
+//! sealed like every record, so the password is stored encrypted) and one
+//! message per alert saying what happened and what to do.
+//!
+//! The connection is STARTTLS or TLS from the start, the server's
+//! certificate checked against the public roots or a private CA given with
+//! the settings; a connection without TLS is allowed only to this machine
+//! (a local relay), so that neither the password nor an alert crosses a
+//! network in the clear. A message that cannot be sent is recorded on the
+//! alert and sent again with the webhook's retries.
+
+use std::time::Duration;
+
+use lettre::message::Mailbox;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::{Message, SmtpTransport, Transport};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, ServiceError};
+use crate::runtime::alert::Alert;
+
+const SEND_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How the connection to the SMTP server is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EmailSecurity {
+    /// Plain at first, then TLS before anything else is said (port 587).
+    #[default]
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Tls,
+    /// No TLS: only to a relay on this machine.
+    None,
+}
+
+/// A vault's SMTP settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailSettings {
+    pub server: String,
+    pub port: u16,
+    #[serde(default)]
+    pub security: EmailSecurity,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    pub from: String,
+    pub to: Vec<String>,
+    /// A private CA's certificate (PEM) the server's certificate may chain
+    /// to, besides the public roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_certificate: Option<String>,
+}
+
+/// The settings as a client sees them: the password never leaves.
+#[derive(Debug, Clone, Serialize)]
+pub struct EmailView {
+    pub server: String,
+    pub port: u16,
+    pub security: EmailSecurity,
+    pub username: Option<String>,
+    pub password_set: bool,
+    pub from: String,
+    pub to: Vec<String>,
+    pub ca_certificate: Option<String>,
+}
+
+impl From<&EmailSettings> for EmailView {
+    fn from(s: &EmailSettings) -> Self {
+        EmailView {
+            server: s.server.clone(),
+            port: s.port,
+            security: s.security,
+            username: s.username.clone(),
+            password_set: s.password.is_some(),
+            from: s.from.clone(),
+            to: s.to.clone(),
+            ca_certificate: s.ca_certificate.clone(),
+        }
+    }
+}
+
+fn field(name: &'static str, why: impl std::fmt::Display) -> ServiceError {
+    ServiceError::field_error(name, why)
+}
+
+fn mailbox(name: &'static str, s: &str) -> Result<Mailbox> {
+    s.parse().map_err(|e| field(name, format!("{s:?} is not an e-mail address ({e})")))
+}
+
+/// Whether `server` names this machine.
+fn is_loopback(server: &str) -> bool {
+    let bare = server.trim_start_matches('[').trim_end_matches(']');
+    bare.eq_ignore_ascii_case("localhost") || bare.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+impl EmailSettings {
+    /// Checks every field, naming the first at fault.
+    ///
+    /// # Errors
+    /// `Invalid` with the field.
+    pub fn validate(&self) -> Result<()> {
+        let host_ok = !self.server.is_empty()
+            && self.server.len() <= 253
+            && self.server.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+        if !host_ok {
+            return Err(field("server", format!("{:?} is not a host name or address", self.server)));
+        }
+        if self.port == 0 {
+            return Err(field("port", "a port is 1 to 65535"));
+        }
+        if self.security == EmailSecurity::None && !is_loopback(&self.server) {
+            return Err(field(
+                "security",
+                "without TLS, alerts and the password would cross the network in the clear: use STARTTLS or TLS, or a relay on this machine",
+            ));
+        }
+        if self.password.is_some() && self.username.is_none() {
+            return Err(field("username", "a password needs the user name it belongs to"));
+        }
+        mailbox("from", &self.from)?;
+        if self.to.is_empty() {
+            return Err(field("to", "give at least one recipient"));
+        }
+        for t in &self.to {
+            mailbox("to", t)?;
+        }
+        if let Some(pem) = &self.ca_certificate {
+            Certificate::from_pem(pem.as_bytes())
+                .map_err(|e| field("ca_certificate", format!("not a PEM certificate: {e}")))?;
+        }
+        Ok(())
+    }
+
+    fn transport(&self) -> std::result::Result<SmtpTransport, String> {
+        let params = || -> std::result::Result<TlsParameters, String> {
+            let mut b = TlsParameters::builder(self.server.clone());
+            if let Some(pem) = &self.ca_certificate {
+                b = b.add_root_certificate(Certificate::from_pem(pem.as_bytes()).map_err(|e| e.to_string())?);
+            }
+            b.build_rustls().map_err(|e| e.to_string())
+        };
+        let tls = match self.security {
+            EmailSecurity::Starttls => Tls::Required(params()?),
+            EmailSecurity::Tls => Tls::Wrapper(params()?),
+            EmailSecurity::None => Tls::None,
+        };
+        let mut t = SmtpTransport::builder_dangerous(&self.server).port(self.port).tls(tls).timeout(Some(SEND_TIMEOUT));
+        if let Some(user) = &self.username {
+            t = t.credentials(Credentials::new(user.clone(), self.password.clone().unwrap_or_default()));
+        }
+        Ok(t.build())
+    }
+
+    /// Sends one message to every recipient.
+    ///
+    /// # Errors
+    /// What the server or the connection said, in one line.
+    pub fn send(&self, subject: &str, body: &str) -> std::result::Result<(), String> {
+        let from: Mailbox = self.from.parse().map_err(|e| format!("from: {e}"))?;
+        let mut m = Message::builder().from(from).subject(subject);
+        for t in &self.to {
+            m = m.to(t.parse().map_err(|e| format!("to {t}: {e}"))?);
+        }
+        let message = m.body(body.to_string()).map_err(|e| e.to_string())?;
+        let transport = self.transport()?;
+        transport.send(&message).map(|_| ()).map_err(|e| format!("e-mail via {}:{}: {e}", self.server, self.port))
+    }
+}
+
+/// An alert as a message: the subject names the severity, what failed and
+/// the vault; the body what happened and what to do.
+pub(crate) fn alert_message(vault: &str, alert: &Alert) -> (String, String) {
+    let item = alert.item.as_deref().map(|i| format!(" of {i}")).unwrap_or_default();
+    let subject = format!("[boveda] {:?}: {}{item} (vault {vault})", alert.severity, alert.operation.as_str());
+    let body = format!(
+        "What happened: {}\n\nWhat to do: {}\n\nVault: {vault}\nItem: {}\nOperation: {}\nTime: {} (UTC)\nJob: {}\nAlert: {}\n\n\
+         Acknowledge it in the portal (Alerts) or with `boveda alert ack {}`.\n",
+        alert.reason,
+        alert.action,
+        alert.item.as_deref().unwrap_or("-"),
+        alert.operation.as_str(),
+        alert.time,
+        alert.job,
+        alert.id,
+        alert.id.short()
+    );
+    (subject, body)
+}
+
+/// The vault's e-mail settings as a client sees them, if any.
+///
+/// # Errors
+/// A store error or a damaged record.
+pub fn email_settings(vault: &boveda_vault::Vault) -> Result<Option<EmailView>> {
+    Ok(crate::runtime::control::vault_control(vault)?.email.as_ref().map(EmailView::from))
+}
+
+/// Sets the vault's e-mail settings; a password left out keeps the one
+/// stored for the same server and user.
+///
+/// # Errors
+/// `Invalid` naming the field at fault; a store error.
+pub fn set_email_settings(vault: &boveda_vault::Vault, mut new: EmailSettings) -> Result<EmailView> {
+    if new.password.is_none()
+        && let Some(old) = crate::runtime::control::vault_control(vault)?.email
+        && old.server == new.server
+        && old.username == new.username
+    {
+        new.password = old.password;
+    }
+    new.validate()?;
+    let written = crate::runtime::control::change_control(vault, |c| c.email = Some(new.clone()))?;
+    Ok(written.email.as_ref().map(EmailView::from).unwrap_or_else(|| EmailView::from(&new)))
+}
+
+/// Stops e-mails.
+///
+/// # Errors
+/// A store error.
+pub fn clear_email_settings(vault: &boveda_vault::Vault) -> Result<()> {
+    crate::runtime::control::change_control(vault, |c| c.email = None)?;
+    Ok(())
+}
+
+/// Sends a test message with the vault's settings; the recipients.
+///
+/// # Errors
+/// `Conflict` without settings; `Invalid` with what the server said.
+pub fn send_test_email(vault: &boveda_vault::Vault) -> Result<Vec<String>> {
+    let Some(settings) = crate::runtime::control::vault_control(vault)?.email else {
+        return Err(ServiceError::Conflict("this vault sends no e-mail: set its SMTP settings first".into()));
+    };
+    let name = vault.settings().name.clone();
+    settings
+        .send(
+            &format!("[boveda] Test message (vault {name})"),
+            &format!(
+                "This is a test of vault {name}'s e-mail notifications: alerts come like this, one message each.\n"
+            ),
+        )
+        .map_err(ServiceError::Invalid)?;
+    Ok(settings.to.clone())
+}
