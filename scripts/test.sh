@@ -70,12 +70,18 @@ cleanup() {
 }
 trap cleanup EXIT
 eval "$(scripts/stores.sh start "$state")"
-# Playwright for the portal test, once, in target/test-tools
+# Playwright for the portal test and aiosmtpd (the SMTP server of the
+# e-mail tests), once, in target/test-tools; axe-core (from npm) for the
+# portal's accessibility check
 tools=${BOVEDA_TOOLS_DIR:-$PWD/target/test-tools}
-if [ ! -x "$tools/playwright/bin/python" ] || ! "$tools/playwright/bin/python" -c 'import playwright' 2>/dev/null; then
-  python3 -m venv "$tools/playwright"
-  "$tools/playwright/bin/pip" install --quiet "playwright==1.65.2" >&2
+if [ ! -x "$tools/playwright/bin/python" ] || ! "$tools/playwright/bin/python" -c 'import playwright, aiosmtpd' 2>/dev/null; then
+  [ -x "$tools/playwright/bin/python" ] || python3 -m venv "$tools/playwright"
+  "$tools/playwright/bin/pip" install --quiet "playwright==1.65.2" "aiosmtpd==1.4.6" >&2
+fi
+if [ ! -f "$tools/axe/node_modules/axe-core/axe.min.js" ]; then
+  npm install --silent --no-audit --no-fund --prefix "$tools/axe" axe-core@4.14.1 >&2
 fi
 export BOVEDA_TEST_PLAYWRIGHT="$tools/playwright/bin/python" CHROMIUM=$(command -v chromium)
+export BOVEDA_TEST_AXE="$tools/axe/node_modules/axe-core/axe.min.js"
 scripts/libvirt.sh start "$state"
 cargo test --workspace "$@"

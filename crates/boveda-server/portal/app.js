@@ -18,7 +18,7 @@ function h(tag, attrs, ...children) {
     else if (k === "text") el.textContent = v;
     else el.setAttribute(k, v === true ? "" : v);
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === null || c === undefined || c === false) continue;
     el.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
@@ -69,7 +69,8 @@ function when(t, zone) {
   if (!t) return "-";
   const d = new Date(t);
   if (isNaN(d)) return String(t);
-  return d.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short", timeZone: zone || ZONE, timeZoneName: "short" });
+  return d.toLocaleString(undefined, { year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit",
+    timeZone: zone || ZONE, timeZoneName: "short" });
 }
 
 // a time as a <time> element, its exact instant in the tooltip
@@ -137,7 +138,7 @@ function errorBox(e, form) {
 
 function page(title, ...content) {
   const main = document.getElementById("main");
-  main.replaceChildren(h("h1", {}, title), ...content);
+  main.replaceChildren(h("h1", {}, title), ...content.flat(Infinity).filter((c) => c !== "" && c !== null && c !== undefined && c !== false));
   document.title = title + " · boveda";
   main.focus({ preventScroll: true });
 }
@@ -185,7 +186,8 @@ function keepFresh(into, render, secs) {
       if (e.status !== 401) stamp.textContent = "Could not refresh: " + e.message;
     }
   };
-  into.append(stamp);
+  // beside the list, not in it: the list is drawn afresh each time
+  if (into.parentNode) into.before(stamp); else into.append(stamp);
   state.timers.push(setInterval(run, secs * 1000));
   return run();
 }
@@ -216,7 +218,7 @@ function progressBar(j) {
   const attrs = { "aria-label": "Progress of " + jobTitle(j), class: "bar-" + j.state };
   if (f !== null) { attrs.max = 1; attrs.value = f.toFixed(3); }
   let label;
-  if (!running(j)) label = words(j.state);
+  if (!running(j)) label = "";
   else if (f === null) label = bytes(j.progress.bytes_read) + " read";
   else {
     const left = eta(j);
@@ -230,7 +232,8 @@ function progressLines(j) {
   const p = j.progress || {};
   const of = (n, total, fmt) => fmt(n) + (total !== null && total !== undefined ? " of " + (p.totals_estimated && running(j) ? "about " : "") + fmt(total) : "");
   const num = (n) => String(n);
-  const rows = [["Phase", p.phase || (running(j) ? "starting" : "-")], ["Files", of(p.files, p.files_total, num)]];
+  const rows = running(j) ? [["Phase", p.phase || "starting"]] : [];
+  rows.push(["Files", of(p.files, p.files_total, num)]);
   if (j.operation === "Backup" || j.operation === "OfflineSeed") {
     rows.push(["Data processed", of(p.bytes_done || p.bytes_read, p.bytes_total, bytes)]);
     rows.push(["Read from the source", bytes(p.bytes_read)]);
@@ -265,12 +268,23 @@ function svgEl(tag, attrs, text) {
   return el;
 }
 
+// a round number at or above `v` (1, 2 or 5 times a power of ten; for
+// bytes, of the unit the value is written in), so the scale reads well
+function niceCeil(v, inBytes) {
+  let unit = 1;
+  if (inBytes) while (v / unit >= 1024) unit *= 1024;
+  const x = v / unit;
+  const p = Math.pow(10, Math.floor(Math.log10(x)));
+  const m = x / p;
+  return (m <= 1 ? 1 : m <= 2 ? 2 : m <= 5 ? 5 : 10) * p * unit;
+}
+
 // a bar chart with a scale: `series(d)` gives [[value, class], ...]
 // stacked; `fmt` writes values with their unit
 function barChart(days, series, fmt, label, legend) {
   const w = 640, hgt = 160, left = 70, bottom = 26, top = 10;
   const total = (d) => series(d).reduce((a, [v]) => a + v, 0);
-  const max = Math.max(1, ...days.map(total));
+  const max = niceCeil(Math.max(1, ...days.map(total)), fmt === bytes);
   const bw = (w - left) / days.length;
   const svg = svgEl("svg", { viewBox: `0 0 ${w} ${hgt + bottom + top}`, class: "chart", role: "img", "aria-label": label });
   for (const f of [0, 0.5, 1]) {
@@ -287,7 +301,8 @@ function barChart(days, series, fmt, label, legend) {
       svg.append(r);
       base += v;
     }
-    if (i % 7 === 0 || i === days.length - 1) {
+    const last = days.length - 1;
+    if ((i % 7 === 0 && last - i >= 4) || i === last) {
       svg.append(svgEl("text", { x: left + i * bw + bw / 2, y: top + hgt + 18, "text-anchor": "middle", class: "axis" }, d.date.slice(5)));
     }
   });

@@ -98,7 +98,10 @@ async function itemPage(vault, name) {
   } },
     h("label", { for: "retain-until" }, "Keep this recovery point until (the end of that day)", until),
     h("div", { class: "actions" }, h("button", { type: "submit", id: "backup-now" }, "Backup now")));
-  const usage = await api("GET", V(vault) + "/usage").then((u) => u.items.find((i) => i.item === item.name)).catch(() => null);
+  const usage = await api("GET", V(vault) + "/usage").then((u) => {
+    const mine = u.items.find((i) => i.item === item.name);
+    return mine ? { ...mine, currency: u.prices.currency } : null;
+  }).catch(() => null);
   const next = item.next_backup
     ? [timeEl(item.next_backup), policy && policy.schedule.time_zone !== ZONE ? h("div", { class: "muted" }, when(item.next_backup, policy.schedule.time_zone) + " in the policy's zone") : ""]
     : "-";
@@ -111,7 +114,7 @@ async function itemPage(vault, name) {
   });
   page("Item " + item.name,
     item.health !== "Healthy" ? h("p", { class: "banner health-" + item.health, role: "status", id: "health" },
-      h("strong", {}, item.health + ": "), item.health_reason || "",
+      h("strong", {}, item.health + ": "), (item.health_reason || "").replace(/\.?$/, "."),
       item.health === "Critical" ? " Fix the cause, then Backup now; the item turns healthy when a backup succeeds." : "")
       : h("p", { class: "banner health-Healthy", id: "health" }, h("strong", {}, "Healthy: "), "the last backup succeeded."),
     h("div", { class: "tiles" },
@@ -123,7 +126,7 @@ async function itemPage(vault, name) {
       h("div", { class: "tile" }, h("div", {}, "Last backup"), h("div", {}, stateCell(item.last_backup_status), " ", timeEl(item.last_backup))),
       h("div", { class: "tile" }, h("div", {}, "Next backup"), h("div", {}, next)),
       usage ? h("div", { class: "tile" }, h("div", {}, "Stored"), h("div", { id: "item-stored" }, bytes(usage.stored_bytes)),
-        h("div", { class: "muted" }, "about " + usage.monthly_cost.toFixed(2) + " a month")) : ""),
+        h("div", { class: "muted" }, "about " + usage.monthly_cost.toFixed(2) + " " + usage.currency + " a month")) : ""),
     h("h2", {}, "Back up now"), can(vault, "Operate") ? form : noRight(vault, "back up"),
     h("h2", {}, "Protection"), can(vault, "Manage") ? protectionActions(vault, item, policies, out) : noRight(vault, "change protection"),
     out,
@@ -142,7 +145,9 @@ async function restorePage(vault, name, point) {
   const listing = h("div", { id: "browse" });
   const here = h("p", { class: "muted" });
   const out = h("div");
-  const downloadLink = h("a", { id: "download", class: "button secondary", href: "#", "aria-disabled": "true" }, "Download the picked files (.tar)");
+  const downloadLink = h("a", { id: "download", class: "button secondary", href: "#", "aria-disabled": "true",
+    onclick: (ev) => { if (downloadLink.getAttribute("aria-disabled") === "true") { ev.preventDefault(); out.replaceChildren(h("p", { class: "error", role: "alert" }, "Choose Files and folders I pick, then pick what to download.")); } } },
+  "Download the picked files (.tar)");
   const refreshDownload = () => {
     const q = [...picked].map((x) => "path=" + enc(x)).join("&");
     const url = "/api/v1" + base + "/points/" + enc(point) + "/download" + (q ? "?" + q : "");

@@ -148,7 +148,20 @@ async function propertiesPage(vault) {
     h("h2", {}, "Notifications"), manage ? "" : noRight(vault, "change notifications"), webhookForm,
     await emailSection(vault, manage),
     out,
-    h("h2", {}, "Access tokens"), manage ? await tokensSection(vault) : noRight(vault, "see or create access tokens"));
+    h("h2", {}, "Access tokens"), manage ? await tokensSection(vault) : noRight(vault, "see or create access tokens"),
+    await pricesSection(vault));
+}
+
+// the price table the cost estimates use
+async function pricesSection(vault) {
+  const u = await api("GET", V(vault) + "/usage").catch(() => null);
+  if (!u) return "";
+  const p = u.prices;
+  return h("section", { id: "prices" }, h("h2", {}, "Prices"),
+    table(["", "A month, " + p.currency], [["A protected instance up to 50 GB", String(p.small_instance)],
+      ["A protected instance over 50 GB, per started 500 GB", String(p.instance_per_500_gb)],
+      ["A GB stored, locally redundant", String(p.lrs_per_gb)], ["A GB stored, geo-redundant", String(p.grs_per_gb)]]),
+    h("p", { class: "muted" }, "Change them in prices.json in boveda's configuration folder on the server (docs/SERVER.md)."));
 }
 
 async function emailSection(vault, manage) {
@@ -165,11 +178,14 @@ async function emailSection(vault, manage) {
   const [pass, passL] = f("smtp-password", cur.password_set ? "Password (kept; type to change)" : "Password", { type: "password", autocomplete: "new-password" });
   const [from, fromL] = f("smtp-from", "From", { value: cur.from || "", placeholder: "boveda@example.com" });
   const [to, toL] = f("smtp-to", "Recipients, comma-separated", { value: (cur.to || []).join(", "), placeholder: "ops@example.com" });
+  const ca = h("textarea", { id: "smtp-ca", rows: 3, "data-field": "ca_certificate", placeholder: "-----BEGIN CERTIFICATE-----" }, cur.ca_certificate || "");
+  const caL = h("label", { for: "smtp-ca" }, "Private CA certificate (PEM; only when the server's certificate is not from a public CA)", ca);
   const out = h("div", { id: "email-out" });
   const body = () => {
     const b = { server: server.value, port: Number(port.value), security: security.value, username: user.value || null, from: from.value,
       to: to.value.split(",").map((x) => x.trim()).filter(Boolean) };
     if (pass.value) b.password = pass.value;
+    if (ca.value.trim()) b.ca_certificate = ca.value.trim() + "\n";
     return b;
   };
   const form = h("form", { onsubmit: async (ev) => {
@@ -178,7 +194,7 @@ async function emailSection(vault, manage) {
     catch (e) { out.replaceChildren(errorBox(e, form)); }
   } },
     h("p", { class: "muted" }, "Each alert is sent as one message saying what happened and what to do."),
-    serverL, portL, h("label", { for: "smtp-security" }, "Connection security", security), userL, passL, fromL, toL, out,
+    serverL, portL, h("label", { for: "smtp-security" }, "Connection security", security), userL, passL, fromL, toL, caL, out,
     h("div", { class: "actions" },
       h("button", { type: "submit", disabled: !manage }, "Save e-mail settings"),
       h("button", { type: "button", class: "secondary", disabled: !manage, onclick: async () => {

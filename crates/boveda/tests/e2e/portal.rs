@@ -1,11 +1,12 @@
 //! The web portal in a real headless Chromium against a real `boveda
-//! serve`: the Playwright script `tests/portal/portal.py` drives it
-//! (logging in, creating a vault, configuring backup of a folder and a VM,
-//! backing up now, following the job, restoring a file and comparing its
-//! bytes, a failed backup's alert, phone width, the keyboard).
+//! serve`: the Playwright script `tests/portal/portal.py` drives one
+//! scenario per task (its docstring lists them), checks every page with
+//! axe-core and at phone width, and saves screenshots (BOVEDA_SHOTS:
+//! `docs/screenshots` to refresh the docs' pictures).
 //!
-//! Needs BOVEDA_TEST_PLAYWRIGHT: a Python with Playwright installed
-//! (scripts/test.sh sets one up and installs Debian's Chromium).
+//! Needs BOVEDA_TEST_PLAYWRIGHT (a Python with Playwright and aiosmtpd) and
+//! BOVEDA_TEST_AXE (axe-core's axe.min.js): scripts/test.sh sets both up
+//! and installs Debian's Chromium.
 
 use std::process::Command;
 
