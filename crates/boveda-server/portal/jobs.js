@@ -14,28 +14,29 @@ function jobFilters(vault, params, items, apply) {
       options.map(([v, l]) => h("option", { value: v, selected: v === value }, l)));
     return [s, h("label", { for: id }, label, s)];
   };
-  const hosts = [...new Set(items.map((i) => i.host || ""))];
   const [op, opL] = select("filter-operation", "Operation", OPERATIONS.map((o) => [o, words(o)]), params.get("operation") || "");
   const [st, stL] = select("filter-state", "State", STATES.map((s) => [s, words(s)]), params.get("state") || "");
   const [it, itL] = select("filter-item", "Item", items.map((i) => [i.name, i.name]), params.get("item") || "");
-  const [on, onL] = select("filter-host", "On", hosts.map((x) => [x || "-", x || "this server"]), params.get("host") || "");
+  const wantedHost = params.get("host") || "";
+  const [on, onL] = select("filter-host", "Ran on", wantedHost ? [[wantedHost, wantedHost]] : [], wantedHost);
+  // the machines seen in the jobs: this server and registered hosts
+  const setHosts = (hosts) => {
+    const keep = on.value;
+    on.replaceChildren(h("option", { value: "" }, "any"), hosts.map((x) => h("option", { value: x, selected: x === keep }, x)));
+  };
   const since = h("input", { type: "date", id: "filter-since", value: params.get("since") || "", onchange: apply });
   const until = h("input", { type: "date", id: "filter-until", value: params.get("until") || "", onchange: apply });
   const values = () => ({ operation: op.value, state: st.value, item: it.value, host: on.value, since: since.value, until: until.value });
   const form = h("form", { class: "filters", onsubmit: (ev) => { ev.preventDefault(); apply(); } },
     opL, stL, itL, onL, h("label", { for: "filter-since" }, "From", since), h("label", { for: "filter-until" }, "To (inclusive)", until));
-  return [form, values];
+  return [form, values, setHosts];
 }
 
-function matches(j, f, items) {
+function matches(j, f) {
   if (f.operation && j.operation !== f.operation) return false;
   if (f.state && j.state !== f.state) return false;
   if (f.item && j.item !== f.item) return false;
-  if (f.host) {
-    const item = items.find((i) => i.name === j.item);
-    const on = item ? (item.host || "-") : "-";
-    if (on !== f.host) return false;
-  }
+  if (f.host && j.host !== f.host) return false;
   const day = new Date(j.start);
   if (f.since && day < new Date(f.since + "T00:00:00")) return false;
   if (f.until && day >= new Date(new Date(f.until + "T00:00:00").getTime() + 86400000)) return false;
@@ -51,25 +52,26 @@ async function jobsPage(vault, params) {
     history.replaceState(null, "", link(vault, "/jobs" + (q.toString() ? "?" + q : "")));
     void draw();
   };
-  const [filters, values] = jobFilters(vault, params, items, apply);
+  const [filters, values, setHosts] = jobFilters(vault, params, items, apply);
   let all = [];
   const draw = async () => {
     const f = values();
-    const jobs = all.filter((j) => matches(j, f, items));
+    const jobs = all.filter((j) => matches(j, f));
     const stop = (j) => running(j) && can(vault, "Operate") ? h("button", { type: "button", class: "danger", onclick: async () => {
       try { await api("POST", V(vault) + "/jobs/" + j.id + "/stop"); toast("Stop requested"); } catch (e) { toast(e.message); }
     } }, "Stop") : "";
     const pointOf = (j) => j.point && j.item ? h("a", { href: link(vault, "/items/" + enc(j.item) + "/restore/" + j.point) }, "point") : "";
     body.replaceChildren(
       h("p", { class: "muted", id: "jobs-count" }, jobs.length + " of " + all.length + " jobs" + (jobs.length > 200 ? "; the newest 200 are shown" : "") + "."),
-      table(["Job", "State", "Progress", "Started", "Duration", "", ""], jobs.slice(0, 200).map((j) => [
+      table(["Job", "State", "Progress", "Started", "Duration", "Ran on", "", ""], jobs.slice(0, 200).map((j) => [
         h("a", { href: link(vault, "/jobs/" + j.id) }, jobTitle(j)), stateCell(j.state), progressBar(j), timeEl(j.start),
-        duration(jobSeconds(j)), pointOf(j), stop(j)]), [3, 5],
+        duration(jobSeconds(j)), j.host, pointOf(j), stop(j)]), [3, 5, 6],
         all.length ? "No job matches these filters." : h("p", {}, "No job yet. Jobs appear when something is backed up, restored or changed.")));
   };
   page("Jobs", filters, body);
   await keepFresh(body, async () => {
     all = (await api("GET", V(vault) + "/jobs")).reverse();
+    setHosts([...new Set(all.map((j) => j.host))].sort());
     await draw();
   }, 5);
 }

@@ -99,17 +99,30 @@ async fn a_failed_backup_turns_its_item_critical_and_its_alert_resolves_when_a_b
     }
     let list = f.call("GET", "/api/v1/vaults/{vault}/items", Some(&r), None).await;
     let docs_row = list.body.as_array().expect("items").iter().find(|i| i["name"] == "docs").expect("docs").clone();
-    assert_eq!((docs_row["last_backup_status"].as_str(), docs_row["health"].as_str()), (Some("Failed"), Some("Critical")), "{}", list.text);
+    assert_eq!(
+        (docs_row["last_backup_status"].as_str(), docs_row["health"].as_str()),
+        (Some("Failed"), Some("Critical")),
+        "{}",
+        list.text
+    );
     let item = f.call("GET", "/api/v1/vaults/{vault}/items/docs", Some(&r), None).await;
     assert_eq!(item.body["health"], "Critical", "{}", item.text);
-    assert!(item.body["health_reason"].as_str().unwrap_or_default().contains("the last backup failed"), "{}", item.text);
+    assert!(
+        item.body["health_reason"].as_str().unwrap_or_default().contains("the last backup failed"),
+        "{}",
+        item.text
+    );
     let dash = f.call("GET", "/api/v1/vaults/{vault}/dashboard", Some(&r), None).await;
     assert_eq!(dash.body["items_by_health"]["Critical"], 1, "{}", dash.text);
     assert_eq!(dash.body["active_alerts"], 2, "{}", dash.text);
     let alerts = f.call("GET", "/api/v1/vaults/{vault}/alerts", Some(&r), None).await;
     let list = alerts.body.as_array().expect("alerts").clone();
     assert!(list.iter().all(|a| a["state"] == "Active"), "{}", alerts.text);
-    assert!(list[0]["action"].as_str().unwrap_or_default().contains("Backup now"), "an alert says what to do: {}", alerts.text);
+    assert!(
+        list[0]["action"].as_str().unwrap_or_default().contains("Backup now"),
+        "an alert says what to do: {}",
+        alerts.text
+    );
 
     // one acknowledged (by an Operator; a Reader may not)
     let id = list[0]["id"].as_str().expect("id");
@@ -128,7 +141,11 @@ async fn a_failed_backup_turns_its_item_critical_and_its_alert_resolves_when_a_b
     std::fs::rename(f.dir.path().join("docs-away"), &docs).expect("back");
     assert_eq!(backup(&f, "docs").await["state"], "Completed");
     let alerts = f.call("GET", "/api/v1/vaults/{vault}/alerts", Some(&r), None).await;
-    assert!(alerts.body.as_array().expect("alerts").iter().all(|a| a["state"] == "Resolved" && a["resolved"].is_string()), "{}", alerts.text);
+    assert!(
+        alerts.body.as_array().expect("alerts").iter().all(|a| a["state"] == "Resolved" && a["resolved"].is_string()),
+        "{}",
+        alerts.text
+    );
     let item = f.call("GET", "/api/v1/vaults/{vault}/items/docs", Some(&r), None).await;
     assert_eq!(item.body["health"], "Healthy", "{}", item.text);
     let dash = f.call("GET", "/api/v1/vaults/{vault}/dashboard", Some(&r), None).await;
@@ -174,14 +191,23 @@ async fn a_download_streams_the_picked_files_of_a_point_byte_for_byte() {
     let all = f.call("GET", "/api/v1/vaults/{vault}/items/docs/points/latest/download", Some(&o), None).await;
     assert_eq!(untar(&all.bytes).len(), 2, "both files");
     // a path not in the point: a clear refusal, before any byte
-    let missing = f.call("GET", "/api/v1/vaults/{vault}/items/docs/points/latest/download?path=%2Fno%2Fsuch", Some(&o), None).await;
+    let missing = f
+        .call("GET", "/api/v1/vaults/{vault}/items/docs/points/latest/download?path=%2Fno%2Fsuch", Some(&o), None)
+        .await;
     assert_eq!(missing.status, StatusCode::BAD_REQUEST, "{}", missing.text);
-    assert!(missing.body["message"].as_str().unwrap_or_default().contains("/no/such is not in the point"), "{}", missing.text);
+    assert!(
+        missing.body["message"].as_str().unwrap_or_default().contains("/no/such is not in the point"),
+        "{}",
+        missing.text
+    );
     // a Reader may see points, not take their data away; a scoped token
     // sees its own item only
-    let reader = f.call("GET", "/api/v1/vaults/{vault}/items/docs/points/latest/download", Some(f.token("Reader")), None).await;
+    let reader =
+        f.call("GET", "/api/v1/vaults/{vault}/items/docs/points/latest/download", Some(f.token("Reader")), None).await;
     assert_eq!(reader.status, StatusCode::FORBIDDEN);
-    let scoped = f.call("GET", "/api/v1/vaults/{vault}/items/other/points/latest/download", Some(f.token("Operator/docs")), None).await;
+    let scoped = f
+        .call("GET", "/api/v1/vaults/{vault}/items/other/points/latest/download", Some(f.token("Operator/docs")), None)
+        .await;
     assert_eq!(scoped.status, StatusCode::NOT_FOUND);
 }
 
@@ -203,7 +229,10 @@ async fn a_restore_says_where_it_may_write_and_what_it_wrote() {
     let job = f.wait_job(r.body["id"].as_str().expect("id"), &o).await;
     assert_eq!(job["state"], "Completed", "{job}");
     let details = job["details"][0].as_str().unwrap_or_default();
-    assert!(details.contains(&target.display().to_string()) && details.contains("2 files"), "the job names its target: {job}");
+    assert!(
+        details.contains(&target.display().to_string()) && details.contains("2 files"),
+        "the job names its target: {job}"
+    );
     // the regression: a finished restore showed "Files 0"
     assert_eq!(job["progress"]["files"], 2, "{job}");
 }
@@ -218,8 +247,12 @@ async fn reports_count_backups_per_item_and_export_csv() {
     let r = f.token("Reader").to_string();
     let rep = f.call("GET", "/api/v1/vaults/{vault}/reports?days=7", Some(&r), None).await;
     assert_eq!(rep.status, StatusCode::OK, "{}", rep.text);
-    let docs_row = rep.body["items"].as_array().expect("items").iter().find(|i| i["item"] == "docs").expect("docs").clone();
-    assert_eq!((docs_row["backups"].as_u64(), docs_row["succeeded"].as_u64(), docs_row["failed"].as_u64()), (Some(2), Some(1), Some(1)));
+    let docs_row =
+        rep.body["items"].as_array().expect("items").iter().find(|i| i["item"] == "docs").expect("docs").clone();
+    assert_eq!(
+        (docs_row["backups"].as_u64(), docs_row["succeeded"].as_u64(), docs_row["failed"].as_u64()),
+        (Some(2), Some(1), Some(1))
+    );
     assert_eq!(docs_row["success_rate"], 0.5);
     assert!(docs_row["stored_added_bytes"].as_u64().unwrap_or(0) > 0, "{docs_row}");
     let csv = f.call("GET", "/api/v1/vaults/{vault}/reports?days=7&format=csv", Some(&r), None).await;
@@ -246,7 +279,8 @@ async fn the_backup_center_shows_what_each_token_sees_and_nothing_else() {
     assert_eq!(all.body["items"][0]["vault"], f.name.as_str());
     assert!(!all.body["jobs"].as_array().expect("jobs").is_empty());
     let scoped = f.call("GET", "/api/v1/center", Some(f.token("Reader/docs")), None).await;
-    let names: Vec<&str> = scoped.body["items"].as_array().expect("items").iter().filter_map(|i| i["name"].as_str()).collect();
+    let names: Vec<&str> =
+        scoped.body["items"].as_array().expect("items").iter().filter_map(|i| i["name"].as_str()).collect();
     assert_eq!(names, ["docs"], "{}", scoped.text);
     let guard = f.call("GET", "/api/v1/center", Some(f.token("SecurityAdmin")), None).await;
     assert_eq!(guard.status, StatusCode::FORBIDDEN, "the guard's token sees its requests only");
@@ -260,17 +294,29 @@ async fn an_item_changes_policy_and_is_checked_before_it_is_added() {
     let made = f.call("POST", "/api/v1/vaults/{vault}/policies", Some(&c), Some(p)).await;
     assert_eq!(made.status, StatusCode::CREATED, "{}", made.text);
     assert_eq!(made.body["schedule"]["times"], json!(["06:00", "12:00", "18:00"]));
-    let on = f.call("POST", "/api/v1/vaults/{vault}/items/docs/protection", Some(&c), Some(json!({"policy": "DefaultPolicy"}))).await;
+    let on = f
+        .call(
+            "POST",
+            "/api/v1/vaults/{vault}/items/docs/protection",
+            Some(&c),
+            Some(json!({"policy": "DefaultPolicy"})),
+        )
+        .await;
     assert_eq!(on.status, StatusCode::OK, "{}", on.text);
-    let changed = f.call("PUT", "/api/v1/vaults/{vault}/items/docs/protection", Some(&c), Some(json!({"policy": "hourly"}))).await;
+    let changed = f
+        .call("PUT", "/api/v1/vaults/{vault}/items/docs/protection", Some(&c), Some(json!({"policy": "hourly"})))
+        .await;
     assert_eq!(changed.status, StatusCode::OK, "{}", changed.text);
     let item = f.call("GET", "/api/v1/vaults/{vault}/items/docs", Some(&c), None).await;
     assert_eq!(item.body["policy"], "hourly", "{}", item.text);
-    let again = f.call("PUT", "/api/v1/vaults/{vault}/items/docs/protection", Some(&c), Some(json!({"policy": "hourly"}))).await;
+    let again = f
+        .call("PUT", "/api/v1/vaults/{vault}/items/docs/protection", Some(&c), Some(json!({"policy": "hourly"})))
+        .await;
     assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.text);
 
     // the wizard's check: nothing is added, a wrong path is named
-    let missing = json!({"kind": "files", "name": "new-item", "paths": [f.dir.path().join("nope").display().to_string()]});
+    let missing =
+        json!({"kind": "files", "name": "new-item", "paths": [f.dir.path().join("nope").display().to_string()]});
     let r = f.call("POST", "/api/v1/vaults/{vault}/items?dry_run=true", Some(&c), Some(missing)).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
     assert_eq!(r.body["field"], "paths", "{}", r.text);
@@ -280,7 +326,8 @@ async fn an_item_changes_policy_and_is_checked_before_it_is_added() {
     let taken = json!({"kind": "files", "name": "docs", "paths": [f.dir.path().display().to_string()]});
     let r = f.call("POST", "/api/v1/vaults/{vault}/items?dry_run=true", Some(&c), Some(taken)).await;
     assert_eq!(r.body["field"], "name", "{}", r.text);
-    let good = json!({"kind": "files", "name": "new-item", "paths": [f.dir.path().join("other").display().to_string()]});
+    let good =
+        json!({"kind": "files", "name": "new-item", "paths": [f.dir.path().join("other").display().to_string()]});
     let r = f.call("POST", "/api/v1/vaults/{vault}/items?dry_run=true", Some(&c), Some(good)).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let items = f.call("GET", "/api/v1/vaults/{vault}/items", Some(&c), None).await;

@@ -48,14 +48,15 @@ pub use access::{
     create_token, list_tokens, revoke_token,
 };
 pub use agent::{AgentOptions, AgentReport, run_agent};
-pub use runtime::alert::{Acknowledgement, Alert, AlertState, Severity, acknowledge_alert, list_alerts, retry_alerts};
+pub use reports::alerts::{acknowledge_alert, list_alerts};
+pub use runtime::alert::{Acknowledgement, Alert, AlertState, EmailOutcome, Severity, retry_alerts};
 // the data the service's functions take and return, so that a front end
 // (the CLI, the server) needs this crate alone
 pub use agent::background::{
     BackgroundEnv, DEFAULT_JOBS_PER_VAULT, JobSlots, RestoreTarget, SlotGuard, check_restore_target, start_backup,
     start_restore,
 };
-pub use boveda_engine::{BackupProgress, DiskEntry, DiskOutputFormat, RestoreOutcome, RestoreProgress};
+pub use boveda_engine::{BackupProgress, DiskEntry, DiskOutputFormat, RestoreOutcome, RestoreProgress, TarStats};
 pub use boveda_store::{
     MetricsSnapshot, StoreError, process_metrics as store_requests, process_retries as store_retries,
 };
@@ -109,13 +110,13 @@ pub use reports::dashboard::{
 };
 pub use reports::usage::{ItemUsage, PriceTable, Usage, instance_band, usage};
 pub use runtime::clock::{Clock, FakeClock, SystemClock, clock_from_env};
-pub use runtime::control::{VaultControl, vault_control};
-pub use runtime::email::{
-    EmailSecurity, EmailSettings, EmailView, clear_email_settings, email_settings, send_test_email, set_email_settings,
+pub use runtime::control::{
+    VaultControl, clear_email_settings, email_settings, send_test_email, set_email_settings, vault_control,
 };
+pub use runtime::email::{EmailSecurity, EmailSettings, EmailView};
 pub use runtime::job::{
-    DEFAULT_HEARTBEAT, Job, JobCtx, JobDone, JobFilter, JobProgress, JobSpec, JobState, Observers, Operation, find_job,
-    list_jobs, run_job, stop_job, wait_job,
+    DEFAULT_HEARTBEAT, Job, JobCtx, JobDone, JobFilter, JobProgress, JobQuery, JobSpec, JobState, Observers, Operation,
+    find_job, list_jobs, run_job, stop_job, wait_job,
 };
 pub use runtime::registry::{KnownVault, Registry, cache_dir, config_dir};
 pub use vault::admin::{

@@ -269,6 +269,12 @@ pub enum JobCmd {
         /// Jobs started at or after this time (YYYY-MM-DD or RFC 3339).
         #[arg(long)]
         since: Option<String>,
+        /// Jobs started at or before this time (a date: its end).
+        #[arg(long)]
+        until: Option<String>,
+        /// Jobs run by this machine (a registered host's name, or this one's).
+        #[arg(long)]
+        host: Option<String>,
     },
     /// One job in full, with its progress.
     Show { id: String },

@@ -55,8 +55,13 @@ pub struct RestoreArgs {
     /// File items: the folder to restore into (paths are recreated below
     /// it). Disk items: the image file or block device to write. VM items:
     /// the folder for the disks and the new definition.
-    #[arg(long, required_unless_present = "serve_nbd")]
+    #[arg(long, required_unless_present_any = ["serve_nbd", "tar"])]
     pub target: Option<PathBuf>,
+    /// Instead of restoring, write the point (or its --path picks, of a
+    /// file item) as a tar archive to this file; `-` for standard output
+    /// (what the portal's Download gives).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["target", "format", "serve_nbd"])]
+    pub tar: Option<PathBuf>,
     /// Only these paths of the point (repeatable; file items).
     #[arg(long = "path")]
     pub paths: Vec<String>,

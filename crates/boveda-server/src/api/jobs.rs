@@ -12,7 +12,6 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use boveda_service as svc;
-use serde::Deserialize;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
@@ -20,24 +19,15 @@ use crate::{AppState, Served, blocking};
 
 use super::extract::{Q, json_bytes, param};
 
-#[derive(Deserialize, Default)]
-pub(super) struct JobQuery {
-    state: Option<String>,
-    operation: Option<String>,
-    item: Option<String>,
-    since: Option<String>,
-}
-
 /// Whether a token may see a job: scoped tokens, only their items' jobs.
 pub(super) fn sees_job(token: &svc::AccessToken, job: &svc::Job) -> bool {
     !token.is_scoped() || job.item_id.is_some_and(|id| token.sees_item(&id))
 }
 
-pub(super) async fn jobs(Extension(caller): Extension<Caller>, Q(q): Q<JobQuery>) -> ApiResult<Response> {
-    let filter =
-        svc::JobFilter::parse(q.state.as_deref(), q.operation.as_deref(), q.item.as_deref(), q.since.as_deref())?;
+pub(super) async fn jobs(Extension(caller): Extension<Caller>, Q(q): Q<svc::JobQuery>) -> ApiResult<Response> {
+    let filter = svc::JobFilter::parse(&q)?;
     let all = caller.served()?.jobs_entry().await?;
-    let unfiltered = q.state.is_none() && q.operation.is_none() && q.item.is_none() && q.since.is_none();
+    let unfiltered = q.is_empty();
     let live = all.value.iter().any(|j| j.state.is_running() && svc::live_progress(&j.id).is_some());
     if unfiltered && !caller.token.is_scoped() && !live {
         return Ok(json_bytes(all.json.clone()));

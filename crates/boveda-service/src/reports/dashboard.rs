@@ -69,7 +69,7 @@ pub fn dashboard_with(vault: &Vault, used: &crate::reports::usage::Usage, now: T
     let items = crate::items::list_items(vault)?;
     let points = vault.list_points()?;
     let jobs = list_jobs(vault, &JobFilter::default())?;
-    let alerts = crate::runtime::alert::list_alerts(vault)?;
+    let alerts = crate::reports::alerts::list_alerts(vault)?;
     let day_ago = now - SignedDuration::from_hours(24);
 
     let mut items_by_state = BTreeMap::new();

@@ -1,6 +1,7 @@
-//! Read models: the item list (`overview`), the dashboard, usage and
-//! backup reports (`backups`).
+//! Read models: the item list (`overview`), alerts with their state,
+//! the dashboard, usage and backup reports (`backups`).
 
+pub(crate) mod alerts;
 pub(crate) mod backups;
 pub(crate) mod dashboard;
 pub(crate) mod overview;

@@ -125,23 +125,20 @@ pub fn raise_alert(vault: &Vault, job: &Job, severity: Severity, reason: &str, t
     Ok(alert)
 }
 
-/// Every alert, newest first.
+/// Every alert as stored, newest first (their states not yet worked out:
+/// `reports::alerts::list_alerts` does).
 ///
 /// # Errors
 /// A store error or a damaged record.
-pub fn list_alerts(vault: &Vault) -> Result<Vec<Alert>> {
+pub(crate) fn stored_alerts(vault: &Vault) -> Result<Vec<Alert>> {
     let mut all: Vec<Alert> = vault.catalog_list::<Alert>(ALERTS)?.into_iter().map(|(_, a)| a).collect();
     all.sort_by(|a, b| b.time.cmp(&a.time).then(a.id.cmp(&b.id)));
-    let jobs = crate::runtime::job::list_jobs(vault, &crate::runtime::job::JobFilter::default())?;
-    for a in &mut all {
-        settle_state(a, &jobs);
-    }
     Ok(all)
 }
 
 /// An alert's state from the jobs after it: a failed backup or restore is
 /// resolved by the next one of its item that succeeds.
-fn settle_state(alert: &mut Alert, jobs: &[Job]) {
+pub(crate) fn settle_state(alert: &mut Alert, jobs: &[Job]) {
     alert.action = action_for(alert);
     let resolves = matches!(alert.operation, Operation::Backup | Operation::Restore)
         && !alert.reason.starts_with("the backup looks like an attack");
@@ -181,11 +178,11 @@ fn action_for(alert: &Alert) -> String {
 }
 
 /// Marks alert `id` (or the only one whose id starts so) acknowledged by
-/// `by` at `now`.
+/// `by` at `now`; its state is worked out by the caller.
 ///
 /// # Errors
 /// `NotFound` for no such alert; a store error.
-pub fn acknowledge_alert(vault: &Vault, id: &str, by: &str, now: Timestamp) -> Result<Alert> {
+pub(crate) fn acknowledge(vault: &Vault, id: &str, by: &str, now: Timestamp) -> Result<Alert> {
     let all: Vec<Alert> = vault.catalog_list::<Alert>(ALERTS)?.into_iter().map(|(_, a)| a).collect();
     let found: Vec<&Alert> = all.iter().filter(|a| !id.is_empty() && a.id.to_hex().starts_with(id)).collect();
     let [one] = found.as_slice() else {
@@ -198,8 +195,6 @@ pub fn acknowledge_alert(vault: &Vault, id: &str, by: &str, now: Timestamp) -> R
     let mut alert = (*one).clone();
     alert.acknowledged = Some(Acknowledgement { time: now, by: by.to_string() });
     vault.catalog_put(ALERTS, &alert.id, Some(&alert))?;
-    let jobs = crate::runtime::job::list_jobs(vault, &crate::runtime::job::JobFilter::default())?;
-    settle_state(&mut alert, &jobs);
     Ok(alert)
 }
 
@@ -211,7 +206,7 @@ pub fn acknowledge_alert(vault: &Vault, id: &str, by: &str, now: Timestamp) -> R
 pub fn retry_alerts(vault: &Vault) -> Result<usize> {
     let control = vault_control(vault)?;
     let mut delivered = 0;
-    for mut alert in list_alerts(vault)? {
+    for mut alert in stored_alerts(vault)? {
         if let Some(url) = control.webhook.as_deref().filter(|_| !alert.delivered) {
             deliver(vault, url, &mut alert)?;
             delivered += usize::from(alert.delivered);
@@ -228,7 +223,7 @@ pub fn retry_alerts(vault: &Vault) -> Result<usize> {
 
 /// Sends an alert's e-mail and records how it went.
 fn mail(vault: &Vault, settings: &crate::runtime::email::EmailSettings, alert: &mut Alert) -> Result<()> {
-    let (subject, body) = crate::runtime::email::alert_message(&vault.settings().name, alert);
+    let (subject, body) = alert_message(&vault.settings().name, alert);
     let outcome = settings.send(&subject, &body);
     let e = alert.email.get_or_insert(EmailOutcome { sent: false, attempts: 0, last_error: None });
     e.attempts += 1;
@@ -265,4 +260,24 @@ fn post_json(url: &str, alert: &Alert) -> std::result::Result<(), String> {
         .send(&body[..])
         .map(|_| ())
         .map_err(|e| format!("webhook {url}: {e}"))
+}
+
+/// An alert as a message: the subject names the severity, what failed and
+/// the vault; the body what happened and what to do.
+fn alert_message(vault: &str, alert: &Alert) -> (String, String) {
+    let item = alert.item.as_deref().map(|i| format!(" of {i}")).unwrap_or_default();
+    let subject = format!("[boveda] {:?}: {}{item} (vault {vault})", alert.severity, alert.operation.as_str());
+    let body = format!(
+        "What happened: {}\n\nWhat to do: {}\n\nVault: {vault}\nItem: {}\nOperation: {}\nTime: {} (UTC)\nJob: {}\nAlert: {}\n\n\
+         Acknowledge it in the portal (Alerts) or with `boveda alert ack {}`.\n",
+        alert.reason,
+        alert.action,
+        alert.item.as_deref().unwrap_or("-"),
+        alert.operation.as_str(),
+        alert.time,
+        alert.job,
+        alert.id,
+        alert.id.short()
+    );
+    (subject, body)
 }

@@ -12,7 +12,8 @@
 use boveda_vault::{RecordId, Vault};
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
+use crate::error::{Result, ServiceError};
+use crate::runtime::email::{EmailSettings, EmailView};
 
 const CONTROL: &str = "control";
 const CONTROL_ID: RecordId = RecordId([0; 16]);
@@ -32,7 +33,7 @@ pub struct VaultControl {
     pub shipping_address: Option<String>,
     /// Where alerts are sent by e-mail, if anywhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub email: Option<crate::runtime::email::EmailSettings>,
+    pub email: Option<EmailSettings>,
 }
 
 impl VaultControl {
@@ -85,4 +86,59 @@ pub(crate) fn change_control(vault: &Vault, change: impl Fn(&mut VaultControl)) 
         })?;
     }
     Ok(written.unwrap_or_default())
+}
+
+/// The vault's e-mail settings as a client sees them, if any.
+///
+/// # Errors
+/// A store error or a damaged record.
+pub fn email_settings(vault: &Vault) -> Result<Option<EmailView>> {
+    Ok(vault_control(vault)?.email.as_ref().map(EmailView::from))
+}
+
+/// Sets the vault's e-mail settings; a password left out keeps the one
+/// stored for the same server and user.
+///
+/// # Errors
+/// `Invalid` naming the field at fault; a store error.
+pub fn set_email_settings(vault: &Vault, mut new: EmailSettings) -> Result<EmailView> {
+    if new.password.is_none()
+        && let Some(old) = vault_control(vault)?.email
+        && old.server == new.server
+        && old.username == new.username
+    {
+        new.password = old.password;
+    }
+    new.validate()?;
+    let written = change_control(vault, |c| c.email = Some(new.clone()))?;
+    Ok(written.email.as_ref().map(EmailView::from).unwrap_or_else(|| EmailView::from(&new)))
+}
+
+/// Stops e-mails.
+///
+/// # Errors
+/// A store error.
+pub fn clear_email_settings(vault: &Vault) -> Result<()> {
+    change_control(vault, |c| c.email = None)?;
+    Ok(())
+}
+
+/// Sends a test message with the vault's settings; the recipients.
+///
+/// # Errors
+/// `Conflict` without settings; `Invalid` with what the server said.
+pub fn send_test_email(vault: &Vault) -> Result<Vec<String>> {
+    let Some(settings) = vault_control(vault)?.email else {
+        return Err(ServiceError::Conflict("this vault sends no e-mail: set its SMTP settings first".into()));
+    };
+    let name = vault.settings().name.clone();
+    settings
+        .send(
+            &format!("[boveda] Test message (vault {name})"),
+            &format!(
+                "This is a test of vault {name}'s e-mail notifications: alerts come like this, one message each.\n"
+            ),
+        )
+        .map_err(ServiceError::Invalid)?;
+    Ok(settings.to.clone())
 }

@@ -18,7 +18,6 @@ use lettre::{Message, SmtpTransport, Transport};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, ServiceError};
-use crate::runtime::alert::Alert;
 
 const SEND_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -168,79 +167,4 @@ impl EmailSettings {
         let transport = self.transport()?;
         transport.send(&message).map(|_| ()).map_err(|e| format!("e-mail via {}:{}: {e}", self.server, self.port))
     }
-}
-
-/// An alert as a message: the subject names the severity, what failed and
-/// the vault; the body what happened and what to do.
-pub(crate) fn alert_message(vault: &str, alert: &Alert) -> (String, String) {
-    let item = alert.item.as_deref().map(|i| format!(" of {i}")).unwrap_or_default();
-    let subject = format!("[boveda] {:?}: {}{item} (vault {vault})", alert.severity, alert.operation.as_str());
-    let body = format!(
-        "What happened: {}\n\nWhat to do: {}\n\nVault: {vault}\nItem: {}\nOperation: {}\nTime: {} (UTC)\nJob: {}\nAlert: {}\n\n\
-         Acknowledge it in the portal (Alerts) or with `boveda alert ack {}`.\n",
-        alert.reason,
-        alert.action,
-        alert.item.as_deref().unwrap_or("-"),
-        alert.operation.as_str(),
-        alert.time,
-        alert.job,
-        alert.id,
-        alert.id.short()
-    );
-    (subject, body)
-}
-
-/// The vault's e-mail settings as a client sees them, if any.
-///
-/// # Errors
-/// A store error or a damaged record.
-pub fn email_settings(vault: &boveda_vault::Vault) -> Result<Option<EmailView>> {
-    Ok(crate::runtime::control::vault_control(vault)?.email.as_ref().map(EmailView::from))
-}
-
-/// Sets the vault's e-mail settings; a password left out keeps the one
-/// stored for the same server and user.
-///
-/// # Errors
-/// `Invalid` naming the field at fault; a store error.
-pub fn set_email_settings(vault: &boveda_vault::Vault, mut new: EmailSettings) -> Result<EmailView> {
-    if new.password.is_none()
-        && let Some(old) = crate::runtime::control::vault_control(vault)?.email
-        && old.server == new.server
-        && old.username == new.username
-    {
-        new.password = old.password;
-    }
-    new.validate()?;
-    let written = crate::runtime::control::change_control(vault, |c| c.email = Some(new.clone()))?;
-    Ok(written.email.as_ref().map(EmailView::from).unwrap_or_else(|| EmailView::from(&new)))
-}
-
-/// Stops e-mails.
-///
-/// # Errors
-/// A store error.
-pub fn clear_email_settings(vault: &boveda_vault::Vault) -> Result<()> {
-    crate::runtime::control::change_control(vault, |c| c.email = None)?;
-    Ok(())
-}
-
-/// Sends a test message with the vault's settings; the recipients.
-///
-/// # Errors
-/// `Conflict` without settings; `Invalid` with what the server said.
-pub fn send_test_email(vault: &boveda_vault::Vault) -> Result<Vec<String>> {
-    let Some(settings) = crate::runtime::control::vault_control(vault)?.email else {
-        return Err(ServiceError::Conflict("this vault sends no e-mail: set its SMTP settings first".into()));
-    };
-    let name = vault.settings().name.clone();
-    settings
-        .send(
-            &format!("[boveda] Test message (vault {name})"),
-            &format!(
-                "This is a test of vault {name}'s e-mail notifications: alerts come like this, one message each.\n"
-            ),
-        )
-        .map_err(ServiceError::Invalid)?;
-    Ok(settings.to.clone())
 }

@@ -496,6 +496,29 @@ pub struct JobFilter {
     pub operation: Option<Operation>,
     pub item: Option<String>,
     pub since: Option<Timestamp>,
+    /// Jobs started at or before this time.
+    pub until: Option<Timestamp>,
+    /// The machine that ran the job: this one's host name, or a
+    /// registered host's name.
+    pub host: Option<String>,
+}
+
+/// A job filter as a client writes it (`JobFilter::parse`).
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct JobQuery {
+    pub state: Option<String>,
+    pub operation: Option<String>,
+    pub item: Option<String>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub host: Option<String>,
+}
+
+impl JobQuery {
+    pub fn is_empty(&self) -> bool {
+        let JobQuery { state, operation, item, since, until, host } = self;
+        [state, operation, item, since, until, host].iter().all(|f| f.is_none())
+    }
 }
 
 impl JobFilter {
@@ -504,34 +527,29 @@ impl JobFilter {
             && self.operation.is_none_or(|o| j.operation == o)
             && self.item.as_ref().is_none_or(|i| j.item.as_ref().is_some_and(|n| n.eq_ignore_ascii_case(i)))
             && self.since.is_none_or(|t| j.start >= t)
+            && self.until.is_none_or(|t| j.start <= t)
+            && self.host.as_ref().is_none_or(|h| j.host.eq_ignore_ascii_case(h))
     }
 
     /// A filter as a client writes it: names of a state and an operation,
-    /// an item's name, a time (`parse_time`'s forms).
+    /// an item's name, times (`parse_time`'s forms; a date alone is the
+    /// start of that day for `since`, its end for `until`), a host name.
     ///
     /// # Errors
     /// `Field` naming the one that does not parse.
-    pub fn parse(
-        state: Option<&str>,
-        operation: Option<&str>,
-        item: Option<&str>,
-        since: Option<&str>,
-    ) -> Result<JobFilter> {
+    pub fn parse(q: &JobQuery) -> Result<JobFilter> {
+        use crate::model::time_input::{DayBound, parse_time};
         let field = |name| move |e: ServiceError| ServiceError::field_error(name, e);
+        let time = |t: &Option<String>, bound, name| {
+            t.as_deref().map(|t| parse_time(t, &jiff::tz::TimeZone::system(), bound)).transpose().map_err(field(name))
+        };
         Ok(JobFilter {
-            state: state.map(JobState::parse).transpose().map_err(field("state"))?,
-            operation: operation.map(Operation::parse).transpose().map_err(field("operation"))?,
-            item: item.map(str::to_string),
-            since: since
-                .map(|t| {
-                    crate::model::time_input::parse_time(
-                        t,
-                        &jiff::tz::TimeZone::system(),
-                        crate::model::time_input::DayBound::Start,
-                    )
-                })
-                .transpose()
-                .map_err(field("since"))?,
+            state: q.state.as_deref().map(JobState::parse).transpose().map_err(field("state"))?,
+            operation: q.operation.as_deref().map(Operation::parse).transpose().map_err(field("operation"))?,
+            item: q.item.clone(),
+            since: time(&q.since, DayBound::Start, "since")?,
+            until: time(&q.until, DayBound::End, "until")?,
+            host: q.host.clone(),
         })
     }
 }

@@ -92,7 +92,7 @@ pub fn cross_reference(vault: &Vault, report: &mut CheckReport) -> Result<()> {
     // alerts are written after their job's last record: a job an alert
     // names is listed above unless its record was lost
     let mut job_ids: std::collections::HashSet<_> = jobs.iter().map(|j| j.id).collect();
-    let alerts = crate::runtime::alert::list_alerts(vault)?;
+    let alerts = crate::runtime::alert::stored_alerts(vault)?;
     if alerts.iter().any(|a| !job_ids.contains(&a.job)) {
         // a job begun and ended between the two listings: listed again
         job_ids.extend(

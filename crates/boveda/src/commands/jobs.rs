@@ -3,10 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use boveda_service::{
-    DayBound, Job, JobFilter, JobState, Operation, find_job, hostname, list_jobs, parse_time, stop_job, wait_job,
-};
-use jiff::tz::TimeZone;
+use boveda_service::{Job, JobFilter, JobState, find_job, hostname, list_jobs, stop_job, wait_job};
 
 use super::Ctx;
 use crate::Outcome;
@@ -83,13 +80,9 @@ fn print_job(j: &Job) {
 pub fn job(ctx: &Ctx, cmd: JobCmd) -> Result<Outcome> {
     let vault = ctx.open()?;
     match cmd {
-        JobCmd::List { status, operation, item, since } => {
-            let filter = JobFilter {
-                state: status.as_deref().map(JobState::parse).transpose()?,
-                operation: operation.as_deref().map(Operation::parse).transpose()?,
-                item,
-                since: since.as_deref().map(|t| parse_time(t, &TimeZone::system(), DayBound::Start)).transpose()?,
-            };
+        JobCmd::List { status, operation, item, since, until, host } => {
+            let filter =
+                JobFilter::parse(&boveda_service::JobQuery { state: status, operation, item, since, until, host })?;
             let jobs = list_jobs(&vault, &filter)?;
             if ctx.json() {
                 ctx.print_json(&jobs)?;

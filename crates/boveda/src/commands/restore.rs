@@ -15,6 +15,29 @@ pub fn restore(ctx: &Ctx, args: RestoreArgs) -> Result<Outcome> {
     if let Some(socket) = &args.serve_nbd {
         return serve_nbd(ctx, &vault, &item, &point, socket);
     }
+    if let Some(file) = &args.tar {
+        let id = point.id.to_hex();
+        let stats = if file.as_os_str() == "-" {
+            let out = std::io::BufWriter::new(std::io::stdout().lock());
+            boveda_service::download_point(&vault, &item, &id, &args.paths, out)?
+        } else {
+            // written whole or not at all: a partial file then renamed
+            let part = file.with_extension("tar.part");
+            let write = || -> Result<boveda_service::TarStats> {
+                let out = std::fs::File::create(&part).with_context(|| format!("creating {}", part.display()))?;
+                let mut out = std::io::BufWriter::new(out);
+                let stats = boveda_service::download_point(&vault, &item, &id, &args.paths, &mut out)?;
+                std::io::Write::flush(&mut out).with_context(|| format!("writing {}", part.display()))?;
+                std::fs::rename(&part, file).with_context(|| format!("naming {}", file.display()))?;
+                Ok(stats)
+            };
+            write().inspect_err(|_| {
+                let _ = std::fs::remove_file(&part);
+            })?
+        };
+        eprintln!("{} files, {} folders, {} in the archive", stats.files, stats.dirs, size(stats.bytes));
+        return Ok(Outcome::Ok);
+    }
     let clock = ctx.clock()?;
     let env = ctx.job_env(clock.as_ref());
     let Some(target) = args.target else { bail!("a restore needs --target (or --serve-nbd SOCKET)") };

@@ -36,30 +36,54 @@ impl Drop for Smtp {
 fn smtp(env: &Env) -> Smtp {
     let python = std::env::var_os("BOVEDA_TEST_PLAYWRIGHT")
         .expect("BOVEDA_TEST_PLAYWRIGHT is not set: run the tests with scripts/test.sh, which installs aiosmtpd");
-    let (ca, cert, key, out) = (env.path("smtp-ca.pem"), env.path("smtp-cert.pem"), env.path("smtp-key.pem"), env.path("mail"));
+    let (ca, cert, key, out) =
+        (env.path("smtp-ca.pem"), env.path("smtp-cert.pem"), env.path("smtp-key.pem"), env.path("mail"));
     // a private CA, and the server's certificate for 127.0.0.1 signed by it
     let ext = env.path("smtp-ext.cnf");
-    std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n").expect("ext");
+    std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n")
+        .expect("ext");
     let p = |s: &Path| s.to_str().expect("utf8").to_string();
     let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
     let steps: Vec<Vec<String>> = vec![
-        [&["req", "-x509"][..], &ec, &["-days", "1", "-subj", "/CN=boveda test CA", "-addext", "basicConstraints=critical,CA:TRUE"]]
-            .concat()
-            .iter()
-            .map(|s| s.to_string())
-            .chain(["-addext".into(), "keyUsage=critical,keyCertSign".into(), "-keyout".into(), p(&env.path("smtp-ca.key")), "-out".into(), p(&ca)])
-            .collect(),
+        [
+            &["req", "-x509"][..],
+            &ec,
+            &["-days", "1", "-subj", "/CN=boveda test CA", "-addext", "basicConstraints=critical,CA:TRUE"],
+        ]
+        .concat()
+        .iter()
+        .map(|s| s.to_string())
+        .chain([
+            "-addext".into(),
+            "keyUsage=critical,keyCertSign".into(),
+            "-keyout".into(),
+            p(&env.path("smtp-ca.key")),
+            "-out".into(),
+            p(&ca),
+        ])
+        .collect(),
         [&["req"][..], &ec, &["-subj", "/CN=127.0.0.1"]]
             .concat()
             .iter()
             .map(|s| s.to_string())
             .chain(["-keyout".into(), p(&key), "-out".into(), p(&env.path("smtp.csr"))])
             .collect(),
-        ["x509", "-req", "-days", "1", "-in", &p(&env.path("smtp.csr")), "-CA", &p(&ca), "-CAkey", &p(&env.path("smtp-ca.key"))]
-            .iter()
-            .map(|s| s.to_string())
-            .chain(["-CAcreateserial".into(), "-extfile".into(), p(&ext), "-out".into(), p(&cert)])
-            .collect(),
+        [
+            "x509",
+            "-req",
+            "-days",
+            "1",
+            "-in",
+            &p(&env.path("smtp.csr")),
+            "-CA",
+            &p(&ca),
+            "-CAkey",
+            &p(&env.path("smtp-ca.key")),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(["-CAcreateserial".into(), "-extfile".into(), p(&ext), "-out".into(), p(&cert)])
+        .collect(),
     ];
     for args in steps {
         let made = Command::new("openssl").args(&args).output().expect("openssl");
@@ -135,7 +159,11 @@ fn alerts_arrive_by_email_one_message_each_saying_what_to_do() {
         .output()
         .expect("run");
     assert!(!clear.status.success());
-    assert!(String::from_utf8_lossy(&clear.stderr).contains("in the clear"), "{}", String::from_utf8_lossy(&clear.stderr));
+    assert!(
+        String::from_utf8_lossy(&clear.stderr).contains("in the clear"),
+        "{}",
+        String::from_utf8_lossy(&clear.stderr)
+    );
     assert!(env.ok(&["vault", "email", "show"]).contains("no e-mail"));
 
     // the right password: the test message arrives, over STARTTLS
@@ -164,7 +192,8 @@ fn alerts_arrive_by_email_one_message_each_saying_what_to_do() {
     let out = set(&env, &s, "not the password");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     env.expect(1, &["protection", "backup-now", "docs"]);
-    let alerts: serde_json::Value = serde_json::from_str(&env.ok(&["--output", "json", "alert", "list"])).expect("json");
+    let alerts: serde_json::Value =
+        serde_json::from_str(&env.ok(&["--output", "json", "alert", "list"])).expect("json");
     let newest = &alerts[0];
     assert_eq!(newest["email"]["sent"], false, "{newest}");
     assert!(newest["email"]["last_error"].as_str().unwrap_or_default().contains("127.0.0.1"), "{newest}");
@@ -175,7 +204,8 @@ fn alerts_arrive_by_email_one_message_each_saying_what_to_do() {
     env.ok(&["alert", "list", "--retry"]);
     let got = messages(&s, 3);
     assert_eq!(got.len(), 3, "the unsent alert, sent on retry (and only it)");
-    let alerts: serde_json::Value = serde_json::from_str(&env.ok(&["--output", "json", "alert", "list"])).expect("json");
+    let alerts: serde_json::Value =
+        serde_json::from_str(&env.ok(&["--output", "json", "alert", "list"])).expect("json");
     assert_eq!(alerts[0]["email"]["sent"], true, "{}", alerts[0]);
 
     // and off

@@ -9,6 +9,7 @@ mod common;
 mod attacks;
 mod backup_restore;
 mod bad_input;
+mod cli_tasks;
 mod concurrency;
 mod consistency;
 mod control_plane;

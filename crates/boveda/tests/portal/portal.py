@@ -625,6 +625,12 @@ class Test:
         expect(page.get_by_role("row", name=re.compile("web9"))).to_contain_text("Online")
         self.checks.look(page, "servers", self.phone)
         self.on_a_registered_server(register_env("web9"))
+        # the jobs web9 ran, by the machine that ran them
+        visit(page, V + "/jobs")
+        page.get_by_label("Ran on").select_option("web9")
+        expect(page.locator("#jobs-count")).to_contain_text("2 of")
+        for text in page.locator("tbody tr").all_inner_texts():
+            assert "web9-data" in text, text
         visit(page, V + "/servers")
         row = page.get_by_role("row", name=re.compile("^web9 "))
         expect(row.get_by_role("link", name="web9-data")).to_be_visible()
