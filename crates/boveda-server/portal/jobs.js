@@ -22,7 +22,7 @@ function jobFilters(vault, params, items, apply) {
   // the machines seen in the jobs: this server and registered hosts
   const setHosts = (hosts) => {
     const keep = on.value;
-    on.replaceChildren(h("option", { value: "" }, "any"), hosts.map((x) => h("option", { value: x, selected: x === keep }, x)));
+    on.replaceChildren(h("option", { value: "" }, "any"), ...hosts.map((x) => h("option", { value: x, selected: x === keep }, x)));
   };
   const since = h("input", { type: "date", id: "filter-since", value: params.get("since") || "", onchange: apply });
   const until = h("input", { type: "date", id: "filter-until", value: params.get("until") || "", onchange: apply });

@@ -122,7 +122,9 @@ impl HostJob<'_> {
         check_can_back_up(item)?;
         let now = env.clock.now();
         let retain_until = point_retention(self.retain_until, self.scheduled_for, now)?;
-        let spec = env.spec(Operation::Backup, item, self.scheduled_for);
+        let mut spec = env.spec(Operation::Backup, item, self.scheduled_for);
+        // the job ran on the host: its record says so (the jobs' "ran on")
+        spec.hostname = host.name.clone();
         run_job(vault, env.clock, &spec, Observers::default(), |ctx| {
             ctx.set_phase(&format!("running on host {}", host.name));
             let mut last = HostProgress::default();

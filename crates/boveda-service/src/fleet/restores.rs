@@ -86,7 +86,8 @@ pub(crate) fn run_restore_job(
     reports: &crossbeam_channel::Receiver<HostReport>,
     silence: Duration,
 ) -> Result<(Job, Result<String>)> {
-    let spec = env.spec(Operation::Restore, item, None);
+    let mut spec = env.spec(Operation::Restore, item, None);
+    spec.hostname = host.name.clone();
     run_job(vault, env.clock, &spec, Observers::default(), |ctx| {
         let short = &grant.point[..grant.point.len().min(8)];
         ctx.set_phase(&format!("restoring point {short} on host {} into {}", host.name, grant.target.display()));

@@ -308,7 +308,7 @@ class Test:
         expect(review).to_contain_text(str(docs))
         expect(review).to_contain_text("leaving out *.tmp")
         expect(review).to_contain_text("daily at 01:30")
-        self.checks.look(page, "configure-review")
+        self.checks.look(page, "configure-backup", self.phone)
         # the steps reached are links back
         expect(page.get_by_role("link", name="3. Policy")).to_be_visible()
         page.get_by_role("button", name="Enable backup").click()
