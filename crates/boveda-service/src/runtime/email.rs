@@ -34,8 +34,8 @@ pub enum EmailSecurity {
     None,
 }
 
-/// A vault's SMTP settings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A vault's SMTP settings (their `Debug` never shows the password).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EmailSettings {
     pub server: String,
     pub port: u16,
@@ -51,6 +51,20 @@ pub struct EmailSettings {
     /// to, besides the public roots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_certificate: Option<String>,
+}
+
+impl std::fmt::Debug for EmailSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmailSettings")
+            .field("server", &self.server)
+            .field("port", &self.port)
+            .field("security", &self.security)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "(set)"))
+            .field("from", &self.from)
+            .field("to", &self.to)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The settings as a client sees them: the password never leaves.
@@ -166,5 +180,51 @@ impl EmailSettings {
         let message = m.body(body.to_string()).map_err(|e| e.to_string())?;
         let transport = self.transport()?;
         transport.send(&message).map(|_| ()).map_err(|e| format!("e-mail via {}:{}: {e}", self.server, self.port))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> EmailSettings {
+        EmailSettings {
+            server: "smtp.example.com".into(),
+            port: 587,
+            security: EmailSecurity::Starttls,
+            username: Some("boveda".into()),
+            password: Some("hunter2-secret".into()),
+            from: "boveda@example.com".into(),
+            to: vec!["ops@example.com".into()],
+            ca_certificate: None,
+        }
+    }
+
+    #[test]
+    fn the_password_is_never_shown() {
+        let s = settings();
+        assert!(!format!("{s:?}").contains("hunter2"));
+        let view = serde_json::to_string(&EmailView::from(&s)).expect("json");
+        assert!(!view.contains("hunter2") && view.contains("\"password_set\":true"), "{view}");
+    }
+
+    #[test]
+    fn clear_text_is_only_for_this_machine_and_fields_are_named() {
+        let mut s = settings();
+        s.security = EmailSecurity::None;
+        let err = s.validate().expect_err("clear text elsewhere");
+        assert_eq!(err.field(), Some("security"));
+        for local in ["127.0.0.1", "localhost", "::1", "[::1]"] {
+            s.server = local.into();
+            s.validate().expect(local);
+        }
+        let mut s = settings();
+        s.to = vec!["not an address".into()];
+        assert_eq!(s.validate().expect_err("bad to").field(), Some("to"));
+        s.to.clear();
+        assert_eq!(s.validate().expect_err("no one").field(), Some("to"));
+        let mut s = settings();
+        s.server = "smtp.example.com\r\nRCPT TO:<x@evil>".into();
+        assert_eq!(s.validate().expect_err("injection").field(), Some("server"));
     }
 }
