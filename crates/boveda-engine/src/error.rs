@@ -13,7 +13,7 @@ pub enum EngineError {
     SourceNotAbsolute(PathBuf),
     #[error("source path {} is a symlink that cannot be followed: {reason}", path.display())]
     SourceLink { path: PathBuf, reason: String },
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {}", path.display(), boveda_store::io_in_words(source))]
     Io { path: PathBuf, source: std::io::Error },
     #[error("invalid exclude pattern {pattern:?}: {reason}")]
     Exclude { pattern: String, reason: String },

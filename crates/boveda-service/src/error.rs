@@ -14,7 +14,7 @@ pub enum ServiceError {
     Engine(#[from] EngineError),
     /// A file the control plane reads or writes itself (a staging folder,
     /// a drive, a configuration file), with what the system said.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {}", path.display(), boveda_store::io_in_words(source))]
     Io { path: PathBuf, source: std::io::Error },
     /// A store the control plane reaches itself (a secondary store, a
     /// vault's store before it is opened), with what the store said.

@@ -154,3 +154,47 @@ impl std::error::Error for StoreError {
         self.source.as_ref().map(|e| e.as_ref() as _)
     }
 }
+
+/// An I/O error as a user reads it: the common kinds in words ("permission
+/// denied", "no space left on the device"), others as the system said them
+/// without its error number.
+pub fn io_in_words(e: &std::io::Error) -> String {
+    use std::io::ErrorKind as K;
+    let words = match e.kind() {
+        K::NotFound => "does not exist",
+        K::PermissionDenied => "permission denied (the user boveda runs as may not do this)",
+        K::StorageFull => "no space left on the device",
+        K::ReadOnlyFilesystem => "the file system is read-only",
+        K::AlreadyExists => "already exists",
+        K::NotADirectory => "is not a folder (something on the way is a file)",
+        K::IsADirectory => "is a folder",
+        K::DirectoryNotEmpty => "is a folder that is not empty",
+        K::QuotaExceeded => "the disk quota is exceeded",
+        K::FileTooLarge => "the file is too large for the file system",
+        K::Interrupted | K::TimedOut => "timed out or was interrupted",
+        _ => "",
+    };
+    if !words.is_empty() {
+        return words.to_string();
+    }
+    let said = e.to_string();
+    match said.rfind(" (os error ") {
+        Some(at) if said.ends_with(')') => said[..at].to_string(),
+        _ => said,
+    }
+}
+
+#[cfg(test)]
+mod words_tests {
+    use super::io_in_words;
+
+    #[test]
+    fn io_errors_are_words_without_error_numbers() {
+        let denied = std::io::Error::from_raw_os_error(13);
+        assert_eq!(io_in_words(&denied), "permission denied (the user boveda runs as may not do this)");
+        let full = std::io::Error::from_raw_os_error(28);
+        assert_eq!(io_in_words(&full), "no space left on the device");
+        let other = std::io::Error::from_raw_os_error(71); // EPROTO
+        assert!(!io_in_words(&other).contains("os error"), "{}", io_in_words(&other));
+    }
+}

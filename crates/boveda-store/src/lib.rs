@@ -49,7 +49,7 @@ pub use builder::{
     FAULTS_ENV, StoreOptions, StoreUrl, create_locked_bucket, faults_from_env, faults_from_var, layer, open_backend,
     open_store, open_store_with, set_bucket_lock,
 };
-pub use error::{StoreError, StoreErrorKind};
+pub use error::{StoreError, StoreErrorKind, io_in_words};
 pub use fault::{FaultPlan, FaultStore};
 pub use local_store::LocalStore;
 pub use metrics::{MetricsSnapshot, MetricsStore, StoreMetrics, process_metrics};

@@ -167,7 +167,7 @@ impl FileSink<'_> {
                     w.extend(warnings);
                 }
             }
-            Err(e) => self.fail(&(i, 0), format!("cannot move into place: {e}")),
+            Err(e) => self.fail(&(i, 0), format!("cannot move into place: {}", boveda_store::io_in_words(&e))),
         }
     }
 
@@ -210,7 +210,7 @@ impl FileSink<'_> {
             create_temp(dir.as_fd(), &self.temps[i], how, size)
         });
         if let Err(e) = &made {
-            self.fail(&(i, 0), format!("cannot create: {e}"));
+            self.fail(&(i, 0), format!("cannot create: {}", boveda_store::io_in_words(e)));
         }
         made
     }
@@ -253,7 +253,7 @@ impl ChunkSink<(usize, u64)> for FileSink<'_> {
                     self.written.fetch_add(plain.len() as u64, Ordering::Relaxed);
                     self.progress.bytes_written(plain.len() as u64);
                 }
-                Err(e) => self.fail(&(i, at), format!("cannot write: {e}")),
+                Err(e) => self.fail(&(i, at), format!("cannot write: {}", boveda_store::io_in_words(&e))),
             }
         }
         if self.states[i].remaining.fetch_sub(1, Ordering::AcqRel) == 1 {

@@ -152,7 +152,7 @@ fn restore_into_a_full_disk_prints_a_line_per_file() {
     assert!(err.lines().count() <= 12, "a bounded report, not a line per file:\n{err}");
     let last = err.lines().last().unwrap_or_default();
     assert!(last.contains("of 1500 file(s) were not restored"), "{last}");
-    assert!(last.contains("No space left on device"), "{last}");
+    assert!(last.contains("no space left on the device"), "the reason in words: {last}");
     // what is at its path is complete: every restored file equals its source
     let restored = mnt.join("out").join(src.strip_prefix("/").expect("abs")).join("d");
     let mut complete = 0;
