@@ -139,11 +139,21 @@ impl DiskImage {
     /// `Disk` naming the path: missing, unreadable, or an unsupported or
     /// damaged qcow2.
     pub fn open(path: &Path) -> Result<Self> {
-        let file = File::open(path).map_err(|e| match e.kind() {
+        // opened without blocking: a FIFO (or a device that waits) named as
+        // a disk must be refused, not wait forever for a writer
+        let file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new().read(true).custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32).open(path)
+        }
+        .map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => invalid(path, "does not exist"),
-            _ => invalid(path, format!("cannot be read: {e}")),
+            _ => invalid(path, format!("cannot be read: {}", boveda_store::io_in_words(&e))),
         })?;
         let meta = file.metadata().map_err(|e| EngineError::io(path, e))?;
+        if !(meta.is_file() || meta.file_type().is_block_device()) {
+            return Err(invalid(path, "is neither a disk image file nor a block device"));
+        }
+        rustix::fs::fcntl_setfl(&file, rustix::fs::OFlags::empty()).map_err(|e| EngineError::io(path, e.into()))?;
         refuse_if_in_use(path, &file, &meta)?;
         let (format, size, extents) = if meta.file_type().is_block_device() {
             let size =

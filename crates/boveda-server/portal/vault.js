@@ -175,7 +175,7 @@ async function emailSection(vault, manage) {
   const security = h("select", { id: "smtp-security", "data-field": "security" }, ["starttls", "tls", "none"].map((v) =>
     h("option", { value: v, selected: (cur.security || "starttls") === v }, { starttls: "STARTTLS (port 587)", tls: "TLS from the start (port 465)", none: "None (a relay on this machine only)" }[v])));
   const [user, userL] = f("smtp-username", "User name (empty: no login)", { value: cur.username || "", autocomplete: "off" });
-  const [pass, passL] = f("smtp-password", cur.password_set ? "Password (kept; type to change)" : "Password", { type: "password", autocomplete: "new-password" });
+  const [pass, passL] = f("smtp-password", cur.password_set ? "Password (kept while server, port, security, user and CA stay the same; type to change)" : "Password", { type: "password", autocomplete: "new-password" });
   const [from, fromL] = f("smtp-from", "From", { value: cur.from || "", placeholder: "boveda@example.com" });
   const [to, toL] = f("smtp-to", "Recipients, comma-separated", { value: (cur.to || []).join(", "), placeholder: "ops@example.com" });
   const ca = h("textarea", { id: "smtp-ca", rows: 3, "data-field": "ca_certificate", placeholder: "-----BEGIN CERTIFICATE-----" }, cur.ca_certificate || "");

@@ -69,6 +69,12 @@ pub struct ServerConfig {
     pub max_streams: usize,
     /// Event streams one token may hold open at once.
     pub max_streams_per_token: usize,
+    /// Downloads of a point's files streaming at once, over all clients,
+    /// and per token (each holds a thread while it streams).
+    pub max_downloads: usize,
+    pub max_downloads_per_token: usize,
+    /// How long one download may stream at most.
+    pub download_limit: Duration,
     /// How long a portal session lasts.
     pub session_life: Duration,
     /// Connections, per address and in all, and their time limits; `None`:
@@ -103,6 +109,9 @@ impl ServerConfig {
             stream_limit: Duration::from_secs(3600),
             max_streams: 256,
             max_streams_per_token: 16,
+            max_downloads: 8,
+            max_downloads_per_token: 2,
+            download_limit: Duration::from_secs(6 * 3600),
             connection_limits: None,
             session_life: Duration::from_secs(8 * 3600),
             tls_fingerprint: None,
@@ -140,6 +149,8 @@ pub struct App {
     failures: Mutex<HashMap<String, auth::Failures>>,
     /// Event streams open, by the token that opened them.
     pub(crate) streams_by_token: Mutex<HashMap<boveda_service::RecordId, usize>>,
+    /// Downloads streaming, in all and by the token that asked.
+    pub(crate) downloads: Mutex<(usize, HashMap<boveda_service::RecordId, usize>)>,
     pub counters: Counters,
     on_new_vault: Option<VaultHook>,
     /// Set when the server shuts down: event streams end.
@@ -159,6 +170,7 @@ impl App {
             sessions: Mutex::default(),
             failures: Mutex::default(),
             streams_by_token: Mutex::default(),
+            downloads: Mutex::default(),
             counters: Counters::default(),
             on_new_vault,
             closing: std::sync::atomic::AtomicBool::new(false),

@@ -333,3 +333,107 @@ async fn an_item_changes_policy_and_is_checked_before_it_is_added() {
     let items = f.call("GET", "/api/v1/vaults/{vault}/items", Some(&c), None).await;
     assert_eq!(items.body.as_array().map(Vec::len), Some(2), "a dry run adds nothing");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downloads_are_few_at_once_per_token_and_a_repeated_path_is_taken_once() {
+    use tower::ServiceExt;
+    let f = common::fixture_with(|c| c.max_downloads_per_token = 1);
+    // larger than what the stream buffers, so a download not read holds on
+    std::fs::write(f.dir.path().join("docs/big.bin"), random_bytes(24 << 20)).expect("write");
+    assert_eq!(backup(&f, "docs").await["state"], "Completed");
+    let o = f.token("Operator").to_string();
+    let url = f.path("/api/v1/vaults/{vault}/items/docs/points/latest/download");
+    let held = f
+        .router
+        .clone()
+        .oneshot(
+            axum::http::Request::builder()
+                .uri(&url)
+                .header("authorization", format!("Bearer {o}"))
+                .body(axum::body::Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("answer");
+    assert_eq!(held.status(), StatusCode::OK);
+    let second = f.call("GET", "/api/v1/vaults/{vault}/items/docs/points/latest/download", Some(&o), None).await;
+    assert_eq!(second.status, StatusCode::TOO_MANY_REQUESTS, "{}", second.text);
+    assert!(second.headers.contains_key("retry-after"));
+    // another token is not held up by this one's
+    let c = f.token("Contributor").to_string();
+    let other = f.call("GET", "/api/v1/vaults/{vault}/items/docs/points/latest/download", Some(&c), None).await;
+    assert_eq!(other.status, StatusCode::OK);
+    drop(held);
+    let mut again = StatusCode::TOO_MANY_REQUESTS;
+    for _ in 0..100 {
+        let url = "/api/v1/vaults/{vault}/items/docs/points/latest/download?path=%2Fnone";
+        again = f.call("GET", url, Some(&o), None).await.status;
+        if again != StatusCode::TOO_MANY_REQUESTS {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(again, StatusCode::BAD_REQUEST, "the place is given back when the download is dropped");
+    // the same path five times: one copy in the archive
+    let a = f.dir.path().join("docs/a.txt").display().to_string().replace('/', "%2F");
+    let url = format!(
+        "/api/v1/vaults/{{vault}}/items/docs/points/latest/download?{}",
+        vec![format!("path={a}"); 5].join("&")
+    );
+    let r = f.call("GET", &url, Some(&o), None).await;
+    assert_eq!(untar(&r.bytes).len(), 1);
+    assert!(r.bytes.len() < 16 << 10, "{} bytes for one small file", r.bytes.len());
+}
+
+/// `len` random bytes (they do not compress: the archive stays large).
+fn random_bytes(len: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    std::fs::File::open("/dev/urandom").expect("urandom").take(len).read_to_end(&mut out).expect("read");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_named_as_a_disk_is_refused_at_once_not_waited_on() {
+    let f = common::fixture();
+    let fifo = f.dir.path().join("pipe");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    let c = f.token("Contributor").to_string();
+    let body = json!({"kind": "disk", "name": "pipe", "path": fifo.display().to_string()});
+    let r = tokio::time::timeout(
+        Duration::from_secs(10),
+        f.call("POST", "/api/v1/vaults/{vault}/items?dry_run=true", Some(&c), Some(body)),
+    )
+    .await
+    .expect("answered at once, not after a writer came");
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert!(r.text.contains("neither a disk image file nor a block device"), "{}", r.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn why_an_alert_was_not_delivered_is_for_contributors() {
+    let f = common::fixture();
+    let c = f.token("Contributor").to_string();
+    let hook = json!({"webhook": "http://127.0.0.1:9/hook"});
+    let set = f.call("PATCH", "/api/v1/vaults/{vault}/settings", Some(&c), Some(hook)).await;
+    assert_eq!(set.status, StatusCode::OK, "{}", set.text);
+    std::fs::rename(f.dir.path().join("docs"), f.dir.path().join("away")).expect("move");
+    assert_eq!(backup(&f, "docs").await["state"], "Failed");
+    // the alert is written after the job's last record, once its webhook was tried
+    let mut by_contributor = f.call("GET", "/api/v1/vaults/{vault}/alerts", Some(&c), None).await;
+    for _ in 0..100 {
+        if by_contributor.body[0]["attempts"].as_u64().unwrap_or(0) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        by_contributor = f.call("GET", "/api/v1/vaults/{vault}/alerts", Some(&c), None).await;
+    }
+    assert!(
+        by_contributor.body[0]["last_error"].as_str().unwrap_or_default().contains("127.0.0.1:9"),
+        "{}",
+        by_contributor.text
+    );
+    let by_reader = f.call("GET", "/api/v1/vaults/{vault}/alerts", Some(f.token("Reader")), None).await;
+    assert!(!by_reader.text.contains("127.0.0.1:9"), "{}", by_reader.text);
+    assert!(by_reader.body[0]["last_error"].as_str().unwrap_or_default().contains("a Contributor sees why"));
+}

@@ -134,7 +134,11 @@ pub(super) async fn resume(
     Body(req): Body<PolicyChoice>,
 ) -> ApiResult<Json<svc::Item>> {
     let (vault, item) = (caller.served()?.vault.clone(), caller.item()?.clone());
-    let done = blocking(move || with_env(&app, |env| svc::resume_protection(&vault, env, &item, &req.policy))).await?;
+    let by = caller.token.by();
+    let done = blocking(move || {
+        super::extract::with_env_by(&app, by, |env| svc::resume_protection(&vault, env, &item, &req.policy))
+    })
+    .await?;
     caller.served()?.changed();
     Ok(Json(done))
 }

@@ -142,9 +142,73 @@ impl<W: std::io::Write> std::io::Write for FirstByte<W> {
     }
 }
 
+/// A download's place among those streaming: given back when dropped.
+struct DownloadSlot(AppState, svc::RecordId);
+
+impl DownloadSlot {
+    /// A place for `token`'s download, or 429 when the server's or the
+    /// token's are taken (each download holds a thread while it streams).
+    fn take(app: &AppState, token: svc::RecordId) -> ApiResult<DownloadSlot> {
+        let Ok(mut d) = app.downloads.lock() else {
+            return Err(crate::error::ApiError::internal("the download table is unusable"));
+        };
+        let mine = d.1.get(&token).copied().unwrap_or(0);
+        if d.0 >= app.config.max_downloads || mine >= app.config.max_downloads_per_token {
+            let mut e = crate::error::ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                format!(
+                    "{} downloads stream at once ({} per token): wait for one to end",
+                    app.config.max_downloads, app.config.max_downloads_per_token
+                ),
+            );
+            e.retry_after = Some(10);
+            return Err(e);
+        }
+        d.0 += 1;
+        *d.1.entry(token).or_default() += 1;
+        Ok(DownloadSlot(app.clone(), token))
+    }
+}
+
+impl Drop for DownloadSlot {
+    fn drop(&mut self) {
+        if let Ok(mut d) = self.0.downloads.lock() {
+            d.0 = d.0.saturating_sub(1);
+            if let Some(n) = d.1.get_mut(&self.1) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    d.1.remove(&self.1);
+                }
+            }
+        }
+    }
+}
+
+/// Writes until a deadline: a download read too slowly ends there.
+struct Until<W> {
+    out: W,
+    deadline: std::time::Instant,
+}
+
+impl<W: std::io::Write> std::io::Write for Until<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if std::time::Instant::now() > self.deadline {
+            return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the download ran past its time limit"));
+        }
+        self.out.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
 /// `GET .../points/{point}/download?path=/a&path=/b`: the chosen files
-/// and folders of a point (all of it without `path`) as a tar stream.
+/// and folders of a point (all of it without `path`) as a tar stream, a
+/// few at once per server and per token, each for a limited time.
 pub(super) async fn download(
+    State(app): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(params): Path<BTreeMap<String, String>>,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
@@ -155,11 +219,14 @@ pub(super) async fn download(
         .map_err(|e| crate::error::ApiError::invalid(Some("path".into()), format!("the query does not parse: {e}")))?;
     let paths: Vec<String> = pairs.into_iter().filter(|(k, _)| k == "path").map(|(_, v)| v).collect();
     let name = item.name.clone();
+    let slot = DownloadSlot::take(&app, caller.token.id)?;
+    let deadline = std::time::Instant::now() + app.config.download_limit;
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     let (first_tx, first_rx) = tokio::sync::oneshot::channel();
     tokio::task::spawn_blocking(move || {
-        let mut out =
-            FirstByte { out: std::io::BufWriter::with_capacity(256 << 10, ToBody(tx.clone())), first: Some(first_tx) };
+        let _slot = slot; // held while the archive streams
+        let body = Until { out: ToBody(tx.clone()), deadline };
+        let mut out = FirstByte { out: std::io::BufWriter::with_capacity(256 << 10, body), first: Some(first_tx) };
         let result = svc::download_point(&vault, &item, &selector, &paths, &mut out)
             .and_then(|_| std::io::Write::flush(&mut out).map_err(|e| svc::ServiceError::Internal(e.to_string())));
         if let Err(e) = result {

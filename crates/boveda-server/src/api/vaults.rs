@@ -83,7 +83,20 @@ fn sees_alert(token: &svc::AccessToken, a: &svc::Alert) -> bool {
 pub(super) async fn alerts(Extension(caller): Extension<Caller>) -> ApiResult<Json<Vec<svc::Alert>>> {
     let vault = caller.served()?.vault.clone();
     let all = blocking(move || svc::list_alerts(&vault)).await?;
-    Ok(Json(all.into_iter().filter(|a| sees_alert(&caller.token, a)).collect()))
+    let mut shown: Vec<svc::Alert> = all.into_iter().filter(|a| sees_alert(&caller.token, a)).collect();
+    // why a webhook or mail failed names servers and ports: for those who
+    // may change them
+    if caller.token.role < svc::Role::Contributor {
+        for a in &mut shown {
+            if a.last_error.is_some() {
+                a.last_error = Some("not delivered to the webhook (a Contributor sees why)".into());
+            }
+            if let Some(e) = a.email.as_mut().filter(|e| e.last_error.is_some()) {
+                e.last_error = Some("not sent (a Contributor sees why)".into());
+            }
+        }
+    }
+    Ok(Json(shown))
 }
 
 /// Acknowledges an alert the token sees (one it does not see is as absent

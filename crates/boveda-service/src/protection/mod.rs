@@ -304,38 +304,63 @@ pub fn change_item_policy(vault: &Vault, env: &JobEnv<'_>, item: &Item, policy: 
     if old.is_some_and(|p| p.id == new.id) {
         return Err(ServiceError::Conflict(format!("item {} is protected by policy {} already", item.name, new.name)));
     }
-    let points = vault.list_item_points(&item.id)?;
-    let refs: Vec<&RecoveryPoint> = points.iter().collect();
-    let now = env.clock.now();
-    let before = crate::policies::retention::evaluate(item, old, &refs, now);
-    let after = crate::policies::retention::evaluate(item, Some(&new), &refs, now);
-    let sooner = before.iter().zip(&after).filter(|(b, a)| match (b.expires, a.expires) {
-        (Some(b), Some(a)) => a < b,
-        (None, Some(_)) => true,
-        _ => false,
-    });
-    let sooner: Vec<String> = sooner.map(|(_, a)| a.point.short()).collect();
-    if !sooner.is_empty() {
-        if !vault.settings().immutability.is_disabled() {
-            return Err(ServiceError::Conflict(format!(
-                "item {} keeps policy {}: the vault is immutable and policy {} would make {} point(s) expire sooner ({})",
-                item.name,
-                old.map_or("-", |p| p.name.as_str()),
-                new.name,
-                sooner.len(),
-                sooner.join(", ")
-            )));
-        }
-        let op = boveda_vault::GuardedOp::new(
-            "reduce retention",
-            format!("item {}", item.name),
-            format!("policy {} to {}", old.map_or("-", |p| p.name.as_str()), new.name),
-        );
-        crate::guard::authorize(vault, &op, &env.by, env.clock)?;
-    }
+    refuse_sooner_expiry(vault, env, item, old, &new)?;
     let detail = format!("policy changed from {} to {}", old.map_or("-", |p| p.name.as_str()), new.name);
     let id = new.id;
     simple_job(vault, env, Operation::ConfigureBackup, item, detail, move |i| i.protection.policy = Some(id))
+}
+
+/// Refuses (immutable vault) or asks the guard about (guarded vault) a
+/// policy that would make any of `item`'s points expire sooner than under
+/// `old`, the policy it is protected by (or was, when stopped).
+///
+/// # Errors
+/// `Conflict` on an immutable vault; `NeedsApproval` for the guard.
+fn refuse_sooner_expiry(
+    vault: &Vault,
+    env: &JobEnv<'_>,
+    item: &Item,
+    old: Option<&Policy>,
+    new: &Policy,
+) -> Result<()> {
+    // judged as protected: a stopped item's points never expire, and
+    // resuming it must not shorten what its old policy kept
+    let mut protected = item.clone();
+    protected.protection.state = ProtectionState::Protected;
+    let points = vault.list_item_points(&item.id)?;
+    let refs: Vec<&RecoveryPoint> = points.iter().collect();
+    let now = env.clock.now();
+    let before = crate::policies::retention::evaluate(&protected, old, &refs, now);
+    let after = crate::policies::retention::evaluate(&protected, Some(new), &refs, now);
+    let sooner: Vec<String> = before
+        .iter()
+        .zip(&after)
+        .filter(|(b, a)| match (b.expires, a.expires) {
+            (Some(b), Some(a)) => a < b,
+            (None, Some(_)) => true,
+            _ => false,
+        })
+        .map(|(_, a)| a.point.short())
+        .collect();
+    if sooner.is_empty() {
+        return Ok(());
+    }
+    let old_name = old.map_or("-", |p| p.name.as_str());
+    if !vault.settings().immutability.is_disabled() {
+        return Err(ServiceError::Conflict(format!(
+            "item {} keeps policy {old_name}: the vault is immutable and policy {} would make {} point(s) expire sooner ({})",
+            item.name,
+            new.name,
+            sooner.len(),
+            sooner.join(", ")
+        )));
+    }
+    let op = boveda_vault::GuardedOp::new(
+        "reduce retention",
+        format!("item {}", item.name),
+        format!("policy {old_name} to {}", new.name),
+    );
+    crate::guard::authorize(vault, &op, &env.by, env.clock)
 }
 
 /// `protection resume`: protects a stopped item again (a
@@ -352,6 +377,12 @@ pub fn resume_protection(vault: &Vault, env: &JobEnv<'_>, item: &Item, policy: &
             item.name,
             item.protection.state.as_str()
         )));
+    }
+    // resumed with a shorter policy than the one it was stopped under: as a
+    // change of policy (stopping and resuming must not get round the guard)
+    let old = list_policies(vault)?.into_iter().find(|p| Some(p.id) == item.protection.policy);
+    if old.as_ref().is_none_or(|o| o.id != policy.id) {
+        refuse_sooner_expiry(vault, env, item, old.as_ref(), &policy)?;
     }
     protect(vault, env, item, &policy, format!("protection resumed with policy {}", policy.name))
 }

@@ -38,10 +38,13 @@ pub fn download_point(
             "only a file tree's files can be picked for a download; a disk or VM downloads whole (its files: Restore)",
         ));
     }
+    // each path once, and none below another picked: an archive no larger
+    // than the point (repeats would multiply what is streamed)
+    let paths = distinct_tops(paths);
     let point = super::find_point(vault, item, selector)?;
     // every path is looked up before the first byte, so a wrong one is a
     // clear refusal, not an archive cut short
-    for p in paths {
+    for p in &paths {
         let trimmed = p.trim_end_matches('/');
         let (parent, name) = trimmed.rsplit_once('/').unwrap_or(("", trimmed));
         let parent = if parent.is_empty() { "/" } else { parent };
@@ -53,5 +56,33 @@ pub fn download_point(
         }
     }
     let index = vault.load_index()?;
-    Ok(boveda_engine::write_point_tar(vault, &index, &point.tree, paths, out)?)
+    Ok(boveda_engine::write_point_tar(vault, &index, &point.tree, &paths, out)?)
+}
+
+/// `paths` without repeats and without any below another of them.
+fn distinct_tops(paths: &[String]) -> Vec<String> {
+    let mut sorted: Vec<String> =
+        paths.iter().map(|p| if p.len() > 1 { p.trim_end_matches('/').to_string() } else { p.clone() }).collect();
+    sorted.sort_by_key(|p| p.len());
+    let mut kept: Vec<String> = Vec::new();
+    for p in sorted {
+        let below = |k: &String| p == *k || k == "/" || p.starts_with(&format!("{k}/"));
+        if !kept.iter().any(below) {
+            kept.push(p);
+        }
+    }
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::distinct_tops;
+
+    #[test]
+    fn repeated_and_nested_paths_are_taken_once() {
+        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(distinct_tops(&v(&["/a/b", "/a/b", "/a/b/"])), v(&["/a/b"]));
+        assert_eq!(distinct_tops(&v(&["/a/b/c", "/a", "/ab"])), v(&["/a", "/ab"]));
+        assert_eq!(distinct_tops(&v(&["/x", "/"])), v(&["/"]));
+    }
 }

@@ -97,15 +97,19 @@ pub fn email_settings(vault: &Vault) -> Result<Option<EmailView>> {
 }
 
 /// Sets the vault's e-mail settings; a password left out keeps the one
-/// stored for the same server and user.
+/// stored only when nothing else of the connection changed (server, port,
+/// security, user, CA).
 ///
 /// # Errors
 /// `Invalid` naming the field at fault; a store error.
 pub fn set_email_settings(vault: &Vault, mut new: EmailSettings) -> Result<EmailView> {
+    // the stored password goes only where it went before: to the same
+    // server, port, security and CA, as the same user (else whoever may
+    // change the settings could send it to a server of theirs)
     if new.password.is_none()
         && let Some(old) = vault_control(vault)?.email
-        && old.server == new.server
-        && old.username == new.username
+        && (&old.server, old.port, old.security, &old.username, &old.ca_certificate)
+            == (&new.server, new.port, new.security, &new.username, &new.ca_certificate)
     {
         new.password = old.password;
     }

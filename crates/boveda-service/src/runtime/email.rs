@@ -130,6 +130,16 @@ impl EmailSettings {
                 "without TLS, alerts and the password would cross the network in the clear: use STARTTLS or TLS, or a relay on this machine",
             ));
         }
+        let plain = |name: &'static str, v: &str| {
+            if v.chars().any(char::is_control) { Err(field(name, "holds a control character")) } else { Ok(()) }
+        };
+        if let Some(u) = &self.username {
+            plain("username", u)?;
+        }
+        plain("from", &self.from)?;
+        for t in &self.to {
+            plain("to", t)?;
+        }
         if self.password.is_some() && self.username.is_none() {
             return Err(field("username", "a password needs the user name it belongs to"));
         }

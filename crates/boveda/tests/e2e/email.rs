@@ -171,6 +171,22 @@ fn alerts_arrive_by_email_one_message_each_saying_what_to_do() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let shown = env.ok(&["--output", "json", "vault", "email", "show"]);
     assert!(shown.contains("\"password_set\": true") && !shown.contains("smtp secret"), "never read back: {shown}");
+    // the regression: settings pointed at another server (here another
+    // port) kept the stored password, so whoever may change them could have
+    // it sent to a server of theirs
+    let other = (s.port + 1).to_string();
+    let moved = env
+        .cmd(&["vault", "email", "set", "--server", "127.0.0.1", "--port", &other, "--username", "alerts"])
+        .args(["--from", "boveda@example.com", "--to", "ops@example.com", "--ca-file"])
+        .arg(&s.cert)
+        .env_remove("BOVEDA_SMTP_PASSWORD")
+        .output()
+        .expect("run");
+    assert!(moved.status.success(), "{}", String::from_utf8_lossy(&moved.stderr));
+    let shown = env.ok(&["--output", "json", "vault", "email", "show"]);
+    assert!(shown.contains("\"password_set\": false"), "the password stays with its server: {shown}");
+    let out = set(&env, &s, "smtp secret");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     env.ok(&["vault", "email", "test"]);
     let got = messages(&s, 1);
     assert_eq!(got.len(), 1);

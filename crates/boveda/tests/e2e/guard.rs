@@ -160,3 +160,39 @@ fn a_guarded_vault_runs_critical_operations_only_with_the_guards_approval() {
     ok(&env, later, &["guard", "unbind"]);
     ok(&env, later, &["vault", "update", "--soft-delete-days", "14"]);
 }
+
+/// The regression: changing an item to a shorter policy asked the guard,
+/// but stopping its protection and resuming it with that policy did not,
+/// and the next prune deleted points the guard was meant to protect.
+#[test]
+fn stopping_and_resuming_with_a_shorter_policy_needs_the_guard_as_changing_it_does() {
+    let env = Env::new();
+    env.create_vault();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    std::fs::write(src.join("a.txt"), b"kept a year\n").expect("write");
+    env.ok(&["item", "add", "files", "docs", "--path", src.to_str().expect("utf8")]);
+    let now = "2026-03-01T10:00:00Z";
+    ok(&env, now, &["policy", "create", "year", "--time", "02:00", "--time-zone", "UTC", "--daily-keep", "365"]);
+    ok(&env, now, &["policy", "create", "short", "--time", "02:00", "--time-zone", "UTC", "--daily-keep", "1"]);
+    ok(&env, now, &["protection", "enable", "docs", "--policy", "year"]);
+    // the agent, its clock running from now: the slots of two nights
+    ok(&env, now, &["agent", "--until", "2026-03-03T03:00:00Z"]);
+    let guard = ok(&env, now, &["guard", "create"]).trim().to_string();
+    ok(&env, now, &["guard", "bind", &guard, "--name", "sec-team"]);
+
+    let direct = fails(&env, now, &["protection", "change-policy", "docs", "--policy", "short"]);
+    request_of(&direct);
+    // round the side: stop, then resume with the short policy
+    ok(&env, now, &["protection", "disable", "docs"]);
+    let resumed = fails(&env, now, &["protection", "resume", "docs", "--policy", "short"]);
+    assert!(resumed.contains("reduce retention") || resumed.contains("needs the approval"), "{resumed}");
+    request_of(&resumed);
+    // resuming with the policy it had needs nothing; its points are kept
+    ok(&env, now, &["protection", "resume", "docs", "--policy", "year"]);
+    ok(&env, "2026-03-20T10:00:00Z", &["prune", "--safety-margin", "0s"]);
+    let points: Value =
+        serde_json::from_str(&ok(&env, "2026-03-20T10:00:00Z", &["--output", "json", "recoverypoint", "list", "docs"]))
+            .expect("points");
+    assert_eq!(points.as_array().map(Vec::len), Some(2), "{points}");
+}
