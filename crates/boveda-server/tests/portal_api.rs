@@ -235,6 +235,14 @@ async fn a_restore_says_where_it_may_write_and_what_it_wrote() {
     );
     // the regression: a finished restore showed "Files 0"
     assert_eq!(job["progress"]["files"], 2, "{job}");
+
+    // a disk's target is an image file, not a folder (a disk restored into
+    // a field labelled as a folder wrote a file named `disk-whole`)
+    let image = f.dir.path().join("disk.img");
+    std::fs::write(&image, vec![7u8; 1 << 20]).expect("image");
+    svc::add_disk_item(&f.vault, "disk1", &image, None).expect("disk item");
+    let opts = f.call("GET", "/api/v1/vaults/{vault}/items/disk1/restore", Some(&o), None).await;
+    assert_eq!(opts.body["target"], "image file", "{}", opts.text);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

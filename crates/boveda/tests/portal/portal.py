@@ -775,8 +775,10 @@ class Test:
             self.checks.look(page, name, self.phone)
         visit(page, self.base + "/#/")
         self.checks.look(page, "vaults", self.phone)
-        # charts have a scale, with units
+        # charts have a scale, with units; the cost is explained, per item
         visit(page, V)
+        expect(page.locator("#cost")).to_contain_text("The cost is an estimate")
+        expect(page.locator("#cost").get_by_role("row", name=re.compile("^docs"))).to_contain_text("USD")
         expect(page.locator("svg.chart text.axis").first).to_be_visible()
         expect(page.locator("figure.chart").first).to_contain_text("Bytes the points kept")
         labels = page.locator("svg.chart").first.locator("text.axis").all_text_contents()
