@@ -108,7 +108,10 @@ async function itemPage(vault, name) {
   const rows = pts.points.slice().reverse().map((p) => {
     const t = p.point.time;
     const restore = can(vault, "Operate") ? h("a", { href: link(vault, "/items/" + enc(name) + "/restore/" + p.point.id), "aria-label": "Restore the point of " + when(t) }, "Restore") : "";
-    return [timeEl(t), words(p.point.consistency), p.expires ? timeEl(p.expires) : "never", p.kept_by +
+    // one expiry per row, in the browser's zone: the rule's own wording
+    // ("ad-hoc until <UTC time>") would repeat it in another zone
+    const keptBy = p.kept_by.replace(/^ad-hoc until .*/, "ad-hoc (Backup now, kept until the date chosen)");
+    return [timeEl(t), words(p.point.consistency), p.expires ? timeEl(p.expires) : "never", keptBy +
       (p.suspicious ? " (suspicious: held for review)" : "") + (p.held_for_review_of ? " (held for review)" : ""),
     bytes(p.point.stats.bytes), restore];
   });

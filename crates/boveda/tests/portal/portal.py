@@ -359,7 +359,10 @@ class Test:
         expect(page.locator("#protection")).to_have_text("Protected")
         expect(page.locator("#health")).to_contain_text("Healthy")
         expect(page.get_by_role("link", name=re.compile("^Restore"))).to_have_count(1)
-        expect(page.get_by_role("cell", name=re.compile("^ad-hoc until"))).to_be_visible()
+        # one expiry per row, with its zone (the regression: two times in two zones)
+        row = page.locator("tbody tr").first
+        expect(row.get_by_role("cell", name=re.compile("^ad-hoc"))).to_be_visible()
+        assert len(re.findall(r"\b(UTC|GMT|[A-Z]{3,4})\b", row.inner_text())) == 2, row.inner_text()
         page.get_by_role("link", name=re.compile("^Restore")).first.click()
         # the folders the server restores into are shown before anything
         expect(page.locator("#restore-roots-note")).to_contain_text(str(work / "restores"))
