@@ -70,7 +70,8 @@ fn restore_of_many_small_files_in_one_folder_fails_with_too_many_open_files() {
 
 #[test]
 fn restore_of_hundreds_of_thousands_of_small_files_at_the_default_open_file_limit() {
-    let env = Env::new();
+    // two copies of 200,000 files of a block each, the vault and its cache
+    let env = Env::for_many_files(3 << 30);
     let src = env.path("src");
     let n = 200_000;
     small_files(&src.join("many"), n);

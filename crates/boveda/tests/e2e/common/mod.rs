@@ -68,6 +68,30 @@ impl Env {
         Env { dir, vault, store }
     }
 
+    /// A test environment for hundreds of thousands of small files: on the
+    /// memory file system `/dev/shm` when it has room, since each small file
+    /// takes a whole block of a disk and a CI machine's disk may be nearly full.
+    pub fn for_many_files(bytes_needed: u64) -> Self {
+        let shm = Path::new("/dev/shm");
+        if free_bytes(shm).is_some_and(|free| free >= bytes_needed) {
+            let dir = tempfile::Builder::new().prefix("boveda-e2e").tempdir_in(shm).expect("tempdir in /dev/shm");
+            let vault = dir.path().join("vault");
+            let store = vault.display().to_string();
+            return Env { dir, vault, store };
+        }
+        let env = Env::new();
+        if let Some(free) = free_bytes(env.dir.path()) {
+            assert!(
+                free >= bytes_needed,
+                "this test needs {} MiB free in {} (or in /dev/shm); it has {} MiB",
+                bytes_needed >> 20,
+                env.dir.path().display(),
+                free >> 20
+            );
+        }
+        env
+    }
+
     /// A test environment whose vault will live in the given kind of store.
     pub fn on(kind: StoreKind) -> Self {
         let mut env = Env::new();
@@ -547,4 +571,15 @@ pub fn store_objects(env: &Env, folder: &str) -> usize {
         Err(e) if e.kind() == boveda_store::StoreErrorKind::NotFound => 0,
         Err(e) => panic!("listing {folder}: {e}"),
     }
+}
+
+/// Bytes free for an unprivileged writer in the file system holding `dir`.
+pub fn free_bytes(dir: &Path) -> Option<u64> {
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid C string and `st` a writable statvfs.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
