@@ -5,7 +5,11 @@
 #
 #   scripts/test-guest.sh OUT
 #
-# OUT gets `vmlinuz` and `initrd.img`. The guest loads the virtio modules,
+# OUT gets `vmlinuz` and `initrd.img`, and two disks that boot by
+# themselves (BIOS, syslinux on a FAT file system, the kernel and initramfs
+# on it): `boot.img`, and `boot-noagent.img` whose guest runs no agent (its
+# kernel command line says `boveda.noagent`); both need syslinux, mtools and
+# dosfstools. The guest loads the virtio modules,
 # mounts its first disk (ext4) at /data, writes /data/greeting without
 # syncing it (so only a file-system freeze puts it on the disk), starts the
 # guest agent on the virtio-serial port org.qemu.guest_agent.0, and prints
@@ -14,7 +18,13 @@ set -euo pipefail
 out=$1
 mkdir -p "$out/debs"
 out=$(cd "$out" && pwd)
-if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.img" ]; then
+# the build's version: a guest built by an older script is built again
+version=2
+# tests build it at once from several threads: one builds, the others wait
+exec 9>"$out/.lock"
+flock 9
+if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.img" ] && [ -s "$out/boot-noagent.img" ] \
+  && [ "$(cat "$out/version" 2>/dev/null)" = "$version" ]; then
   exit 0
 fi
 
@@ -66,7 +76,11 @@ port=
 for p in /sys/class/virtio-ports/*; do
   [ "\$(cat \$p/name 2>/dev/null)" = org.qemu.guest_agent.0 ] && port=/dev/\$(basename \$p)
 done
-[ -n "\$port" ] && qemu-ga -m virtio-serial -p "\$port" -t /run &
+if grep -q boveda.noagent /proc/cmdline; then
+  echo "boveda-guest: no guest agent"
+elif [ -n "\$port" ]; then
+  qemu-ga -m virtio-serial -p "\$port" -t /run &
+fi
 echo boveda-guest-ready
 while true; do sleep 3600; done
 EOF
@@ -74,3 +88,23 @@ chmod +x "$root/init"
 (cd "$root" && find . | "$root/bin/busybox" cpio -o -H newc 2>/dev/null | gzip -1 > "$out/initrd.img.tmp")
 mv "$out/vmlinuz.tmp" "$out/vmlinuz"
 mv "$out/initrd.img.tmp" "$out/initrd.img"
+
+# the disks that boot: a FAT file system on the whole disk (no partition
+# table), syslinux in its boot sector, the kernel and initramfs as files
+boot_disk() {
+  local img=$1 append=$2
+  rm -f "$img.tmp"
+  truncate -s 64M "$img.tmp"
+  mkfs.vfat -n BOVEDA "$img.tmp" >/dev/null
+  printf '%s\n' 'SERIAL 0 115200' 'DEFAULT linux' 'PROMPT 0' 'TIMEOUT 0' 'LABEL linux' \
+    '  KERNEL vmlinuz' "  APPEND initrd=initrd.img console=ttyS0 panic=-1 $append" > "$work/syslinux.cfg"
+  # the kernel first: a test finds it by its bytes and damages it
+  mcopy -i "$img.tmp" "$out/vmlinuz" ::vmlinuz
+  mcopy -i "$img.tmp" "$out/initrd.img" ::initrd.img
+  mcopy -i "$img.tmp" "$work/syslinux.cfg" ::syslinux.cfg
+  syslinux --install "$img.tmp"
+  mv "$img.tmp" "$img"
+}
+boot_disk "$out/boot.img" ""
+boot_disk "$out/boot-noagent.img" "boveda.noagent"
+echo "$version" > "$out/version"

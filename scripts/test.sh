@@ -39,6 +39,12 @@ command -v curl >/dev/null || missing+=(curl)
 # The portal test drives Debian's Chromium with Playwright (from PyPI,
 # in a venv below; Playwright's own browser download is not used).
 command -v chromium >/dev/null || missing+=(chromium)
+# The test guest's disks that boot by themselves (scripts/test-guest.sh):
+# syslinux in a FAT file system that mtools writes and mkfs.vfat makes.
+command -v syslinux >/dev/null || missing+=(syslinux syslinux-common)
+command -v mcopy >/dev/null || missing+=(mtools)
+command -v mkfs.vfat >/dev/null || missing+=(dosfstools)
+command -v flock >/dev/null || missing+=(util-linux)
 # script (bsdutils) gives a test a real terminal.
 command -v script >/dev/null || missing+=(bsdutils)
 if [ ${#missing[@]} -gt 0 ] || [ -n "$qemu_system" ]; then

@@ -124,6 +124,52 @@ impl GuestAgent {
     }
 }
 
+impl GuestAgent {
+    /// `guest-ping`: the agent runs and answers.
+    ///
+    /// # Errors
+    /// `TimedOut`, or the agent's refusal.
+    pub fn ping(&mut self) -> io::Result<()> {
+        self.execute("guest-ping").map(|_| ())
+    }
+
+    /// Runs `argv` in the guest (`guest-exec`) and waits up to `limit`
+    /// for it to end: its exit status and what it printed (stdout then
+    /// stderr, the first 2 KiB, lossy text).
+    ///
+    /// # Errors
+    /// An empty `argv`; `TimedOut`; the agent's refusal (no such program).
+    pub fn exec(&mut self, argv: &[String], limit: Duration) -> io::Result<(i64, String)> {
+        use base64::Engine as _;
+        let (path, args) =
+            argv.split_first().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "an empty command"))?;
+        self.send("guest-exec", json!({"path": path, "arg": args, "capture-output": true}))?;
+        let pid = self.answer("guest-exec")?["pid"]
+            .as_i64()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "guest-exec gave no pid"))?;
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            self.send("guest-exec-status", json!({"pid": pid}))?;
+            let status = self.answer("guest-exec-status")?;
+            if status["exited"].as_bool() == Some(true) {
+                let mut out = Vec::new();
+                for stream in ["out-data", "err-data"] {
+                    if let Some(b) = status[stream].as_str() {
+                        out.extend(base64::engine::general_purpose::STANDARD.decode(b).unwrap_or_default());
+                    }
+                }
+                out.truncate(2048);
+                let code = status["exitcode"].as_i64().unwrap_or(-1);
+                return Ok((code, String::from_utf8_lossy(&out).trim().to_string()));
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, format!("{path} did not end in time")));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
 /// A few bits that differ between two sessions of one process.
 fn rand_low() -> u32 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos() & 0xf_ffff)

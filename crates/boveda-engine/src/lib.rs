@@ -18,6 +18,7 @@
 //!   journals, locks, sealed objects placed whole or not at all).
 
 pub mod beneath;
+pub mod boot_check;
 mod chunk_fetch;
 mod disk_backup;
 mod disk_files;
@@ -55,7 +56,7 @@ pub use file_backup::{
 };
 pub use file_restore::{RestoreOptions, RestoreOutcome, restore_files};
 pub use host_cache::HostCache;
-pub use libvirt_domain::{Domain, DomainDisk, GUEST_AGENT_CHANNEL};
+pub use libvirt_domain::{Domain, DomainDisk, GUEST_AGENT_CHANNEL, Hardware};
 pub use nbd_server::serve_point_disks;
 pub use point_mount::{MountedPoint, mount_points};
 pub use point_path::{list_point_path, split_point_path};

@@ -12,6 +12,8 @@ pub struct DomainDisk {
     /// The guest device, such as `vda`.
     pub target: String,
     pub path: PathBuf,
+    /// The bus the guest sees it on (`virtio`, `sata`, `ide`, `scsi`).
+    pub bus: String,
     /// Where the path sits in the XML text, to rewrite it on restore.
     source_range: Range<usize>,
     /// Where the disk's format is said (`<driver type='...'>`), to say the
@@ -41,9 +43,57 @@ pub struct Domain {
     /// The host side of the guest agent's channel (`<channel type='unix'>`
     /// to `org.qemu.guest_agent.0`), when the definition has one.
     pub guest_agent: Option<PathBuf>,
+    /// What the VM runs on: CPUs, memory, machine and a kernel booted
+    /// directly, for booting a copy of it (`crate::boot_check`).
+    pub hardware: Hardware,
     xml: String,
     name_range: Range<usize>,
     uuid_range: Option<Range<usize>>,
+}
+
+/// The virtual hardware a definition gives its VM.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hardware {
+    /// `<vcpu>`.
+    pub cpus: Option<u32>,
+    /// `<memory>`, in MiB.
+    pub memory_mib: Option<u64>,
+    /// The `machine` of `<os><type>` (`pc`, `q35`, `pc-i440fx-7.2`, ...).
+    pub machine: Option<String>,
+    /// A kernel booted directly (`<os><kernel>`), its initrd and command line.
+    pub kernel: Option<PathBuf>,
+    pub initrd: Option<PathBuf>,
+    pub cmdline: Option<String>,
+}
+
+/// `<memory unit='...'>N</memory>` in MiB (libvirt's default unit is KiB).
+fn memory_mib(n: roxmltree::Node<'_, '_>) -> Option<u64> {
+    let value: u64 = n.text()?.trim().parse().ok()?;
+    let bytes = match n.attribute("unit").unwrap_or("KiB") {
+        "b" | "bytes" => value,
+        "KB" => value * 1000,
+        "k" | "KiB" => value << 10,
+        "MB" => value * 1_000_000,
+        "M" | "MiB" => value << 20,
+        "GB" => value * 1_000_000_000,
+        "G" | "GiB" => value << 30,
+        "T" | "TiB" => value << 40,
+        _ => return None,
+    };
+    Some(bytes >> 20)
+}
+
+fn hardware(root: roxmltree::Node<'_, '_>) -> Hardware {
+    let os = child(root, "os");
+    let os_text = |tag: &str| os.and_then(|o| child(o, tag)).and_then(|n| n.text()).map(|t| t.trim().to_string());
+    Hardware {
+        cpus: child(root, "vcpu").and_then(|n| n.text()).and_then(|t| t.trim().parse().ok()),
+        memory_mib: child(root, "memory").and_then(memory_mib),
+        machine: os.and_then(|o| child(o, "type")).and_then(|t| t.attribute("machine")).map(str::to_string),
+        kernel: os_text("kernel").map(PathBuf::from),
+        initrd: os_text("initrd").map(PathBuf::from),
+        cmdline: os_text("cmdline"),
+    }
 }
 
 /// The XML namespace of libvirt's QEMU pass-through elements.
@@ -67,7 +117,7 @@ impl Domain {
     /// # Errors
     /// `Domain` for XML that does not parse or is not a libvirt domain.
     pub fn parse(file: &Path, xml: String) -> Result<Self> {
-        let (name, name_range, uuid_range, disks, guest_agent, qmp) = {
+        let (name, name_range, uuid_range, disks, guest_agent, qmp, hardware) = {
             let doc = roxmltree::Document::parse(&xml).map_err(|e| malformed(file, e))?;
             let root = doc.root_element();
             if root.tag_name().name() != "domain" {
@@ -101,9 +151,11 @@ impl Domain {
                         },
                         None => FormatAt::Element(source.range().start),
                     };
+                    let bus = child(disk, "target").and_then(|t| t.attribute("bus")).unwrap_or("virtio");
                     disks.push(DomainDisk {
                         target: target.to_string(),
                         path: PathBuf::from(a.value()),
+                        bus: bus.to_string(),
                         source_range: a.range_value(),
                         format_at,
                     });
@@ -128,7 +180,7 @@ impl Domain {
                 .windows(2)
                 .find(|w| w[0] == "-qmp" && w[1].starts_with("unix:"))
                 .map(|w| PathBuf::from(w[1]["unix:".len()..].split(',').next().unwrap_or_default()));
-            (name, text.range(), uuid_range, disks, guest_agent, qmp)
+            (name, text.range(), uuid_range, disks, guest_agent, qmp, hardware(root))
         };
         if name.is_empty() {
             return Err(malformed(file, "empty <name>"));
@@ -136,7 +188,7 @@ impl Domain {
         if disks.iter().any(|d| !crate::disk_backup::is_safe_disk_name(&d.target)) {
             return Err(malformed(file, "a disk target is not a plain device name"));
         }
-        Ok(Self { name, disks, qmp, guest_agent, xml, name_range, uuid_range })
+        Ok(Self { name, disks, qmp, guest_agent, hardware, xml, name_range, uuid_range })
     }
 
     /// Reads and parses a definition file.

@@ -56,6 +56,7 @@ pub use agent::background::{
     BackgroundEnv, DEFAULT_JOBS_PER_VAULT, JobSlots, RestoreTarget, SlotGuard, check_restore_target, start_backup,
     start_restore,
 };
+pub use boveda_engine::boot_check::{BootLimits, BootOutcome, Probe, ProbeResult};
 pub use boveda_engine::{BackupProgress, DiskEntry, DiskOutputFormat, RestoreOutcome, RestoreProgress, TarStats};
 pub use boveda_store::{
     MetricsSnapshot, StoreError, process_metrics as store_requests, process_retries as store_retries,
@@ -94,6 +95,11 @@ pub use policies::{
 pub use protection::{
     BackupRequest, DEFAULT_AD_HOC_RETENTION_DAYS, VM_DEFINITION, backup_now, change_item_policy, disable_protection,
     enable_protection, resume_protection, undelete_protection,
+};
+pub use recovery::drill::DrillOutcome;
+pub use recovery::verify::{
+    PointVerification, VerificationKind, VerifySettings, VerifyTask, last_verification, save_verify_settings,
+    verification_of, verifications, verify_many, verify_point_job,
 };
 pub use recovery::{
     PointEntry, PointSummary, RestoreReport, RestoreRequest, VmRestore, browse, browse_disk, browse_point,

@@ -49,6 +49,7 @@ fn item(policy: &Policy) -> Item {
             ..Protection::default()
         },
         host: None,
+        verify: None,
     }
 }
 

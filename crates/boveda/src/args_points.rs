@@ -29,6 +29,11 @@ pub enum PointCmd {
         #[arg(default_value = "/")]
         path: String,
     },
+    /// Prove points: a VM's boots in an isolated QEMU until its guest
+    /// agent (or console marker) answers; a file or disk item's restores
+    /// to a scratch folder and every byte is compared. The result is
+    /// recorded on the point; a failure raises an alert.
+    Verify(crate::args_verify::VerifyArgs),
     /// Review a point flagged suspicious (a backup that looked like an
     /// attack): --clean ends the hold on the point before it, --confirm
     /// keeps it (restore from it). Without a verdict: the suspicious points.

@@ -17,6 +17,7 @@ mod serve;
 mod signals;
 mod usage;
 mod vault;
+mod verify;
 
 use anyhow::Result;
 use std::sync::{Arc, Mutex};

@@ -106,6 +106,9 @@ pub struct Item {
     /// item of the machine that opens the vault itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<RecordId>,
+    /// How its points are verified (`boveda recoverypoint verify --save`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<crate::model::verify_settings::VerifySettings>,
 }
 
 /// Writes an item's new revision.
@@ -231,6 +234,7 @@ fn save_new_with(
         consistency,
         protection: Protection::default(),
         host: None,
+        verify: None,
     };
     save_item(vault, &item)?;
     Ok(item)

@@ -43,10 +43,13 @@ pub enum Operation {
     GuardApproval,
     /// An approved operation that went through (the approval used).
     GuardUse,
+    /// A point proven: a VM's booted in an isolated QEMU, a file or disk
+    /// item's restored to scratch and compared (docs/VMS.md, OPERATIONS.md).
+    VerifyPoint,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 16] = [
+    pub const ALL: [Operation; 17] = [
         Operation::ConfigureBackup,
         Operation::Backup,
         Operation::Restore,
@@ -63,6 +66,7 @@ impl Operation {
         Operation::GuardRequest,
         Operation::GuardApproval,
         Operation::GuardUse,
+        Operation::VerifyPoint,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -83,6 +87,7 @@ impl Operation {
             Operation::GuardRequest => "GuardRequest",
             Operation::GuardApproval => "GuardApproval",
             Operation::GuardUse => "GuardUse",
+            Operation::VerifyPoint => "VerifyPoint",
         }
     }
 

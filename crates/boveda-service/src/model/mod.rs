@@ -7,3 +7,4 @@ pub(crate) mod names;
 pub(crate) mod policy;
 pub(crate) mod schedule;
 pub(crate) mod time_input;
+pub(crate) mod verify_settings;

@@ -1,6 +1,8 @@
 //! Listing, browsing and restoring recovery points.
 
 mod download;
+pub mod drill;
+pub mod verify;
 pub use download::download_point;
 
 use std::path::{Path, PathBuf};
@@ -535,6 +537,9 @@ pub struct PointSummary {
     /// The suspicious point whose review holds this one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub held_for_review_of: Option<boveda_vault::PointId>,
+    /// Its latest verification (booted, or restored and compared).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verification: Option<verify::PointVerification>,
 }
 
 /// An item's points, oldest first, each with its expiry (by the item's
@@ -570,6 +575,7 @@ pub fn list_points(
     };
     let reviews = crate::protection::suspicion::reviews(vault)?;
     let holds = vault.point_holds()?;
+    let verified = verify::verifications(vault)?;
     let list = points
         .into_iter()
         .zip(expiries)
@@ -577,6 +583,7 @@ pub fn list_points(
         .map(|(i, (point, e))| PointSummary {
             suspicious: reviews.iter().find(|r| r.point == point.id).cloned(),
             held_for_review_of: holds.iter().find(|h| h.point == point.id).and_then(|h| h.review_of),
+            verification: verified.iter().find(|v| v.point == point.id).cloned(),
             point,
             expires: e.expires,
             kept_by: e.kept_by,

@@ -140,7 +140,7 @@ pub(crate) fn stored_alerts(vault: &Vault) -> Result<Vec<Alert>> {
 /// resolved by the next one of its item that succeeds.
 pub(crate) fn settle_state(alert: &mut Alert, jobs: &[Job]) {
     alert.action = action_for(alert);
-    let resolves = matches!(alert.operation, Operation::Backup | Operation::Restore)
+    let resolves = matches!(alert.operation, Operation::Backup | Operation::Restore | Operation::VerifyPoint)
         && !alert.reason.starts_with("the backup looks like an attack");
     alert.resolved = jobs
         .iter()
@@ -170,6 +170,10 @@ fn action_for(alert: &Alert) -> String {
         Operation::Restore => {
             "Fix what the reason names (the target folder, its space, its permissions) and restore again".to_string()
         }
+        Operation::VerifyPoint => format!(
+            "Read the console lines in the verification (`boveda recoverypoint show {item} POINT`): a point that \
+             does not boot or restore is no backup; fix the machine, back it up, and verify the new point"
+        ),
         Operation::DeleteBackupData => {
             format!("If nobody meant to delete {item}'s data, undelete it before its soft-delete window ends")
         }

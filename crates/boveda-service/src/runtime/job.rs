@@ -364,7 +364,7 @@ fn settle<T>(job: &mut Job, result: Result<(T, JobDone)>) -> Result<T> {
 /// backup whose point looks like an attack; deleted backup data a warning. An alert that cannot be stored is reported by the job itself.
 fn raise_job_alert(vault: &Vault, job: &Job, start: Timestamp) {
     let alert = match (job.operation, job.state) {
-        (Operation::Backup | Operation::Restore, JobState::Failed) => {
+        (Operation::Backup | Operation::Restore | Operation::VerifyPoint, JobState::Failed) => {
             Some((Severity::Critical, job.error.clone().unwrap_or_default()))
         }
         (Operation::Backup, JobState::Completed | JobState::CompletedWithWarnings) => job

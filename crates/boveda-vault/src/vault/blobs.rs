@@ -296,6 +296,20 @@ impl Vault {
         self.decode_blob_at(&r, id, &sealed)
     }
 
+    /// Whether `plaintext` is chunk `id`: its keyed hash under the key of
+    /// whoever wrote the chunk (this vault or a host), as a restore drill
+    /// checks the bytes it restored, without reading the chunk again.
+    ///
+    /// # Errors
+    /// `MissingChunk` when no index lists it; `Damaged` for a writer's key
+    /// that cannot be worked out.
+    pub fn chunk_matches(&self, index: &ChunkIndex, id: &ChunkId, plaintext: &[u8]) -> Result<bool> {
+        let r = index.get(id).ok_or(VaultError::MissingChunk { chunk: *id })?;
+        let key =
+            self.key.blob_key(r.sealed_by.as_ref()).map_err(|e| VaultError::damaged(pack_name(r.kind, &r.pack), e))?;
+        Ok(key.chunk_id(plaintext) == *id)
+    }
+
     /// Decodes a blob whose sealed bytes the caller read from its pack.
     ///
     /// # Errors

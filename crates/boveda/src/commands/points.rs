@@ -52,6 +52,9 @@ fn status(s: &boveda_service::PointSummary) -> String {
 }
 
 pub fn points(ctx: &Ctx, cmd: PointCmd) -> Result<Outcome> {
+    if let PointCmd::Verify(args) = cmd {
+        return super::verify::verify(ctx, args);
+    }
     let cmd_from_secondary = matches!(cmd, PointCmd::List { from_secondary: true, .. });
     let vault = ctx.open_copy(cmd_from_secondary)?;
     match cmd {
@@ -140,6 +143,7 @@ pub fn points(ctx: &Ctx, cmd: PointCmd) -> Result<Outcome> {
                 print_table(&["FIELD", "VALUE"], &rows);
             }
         }
+        PointCmd::Verify(_) => unreachable!("handled above"),
         PointCmd::Review { item, point, clean, confirm: _ } => review(ctx, &vault, &item, point.as_deref(), clean)?,
         PointCmd::Ls { item, point, path } => {
             let item = find_item(&vault, &item)?;

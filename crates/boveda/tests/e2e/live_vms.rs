@@ -28,7 +28,7 @@ pub(super) struct QemuVm {
 
 /// The test guest's kernel and initramfs (scripts/test-guest.sh, built
 /// once from Debian's packages).
-fn test_guest() -> PathBuf {
+pub(crate) fn test_guest() -> PathBuf {
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-tools/guest");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/test-guest.sh");
     sh(Command::new("bash").arg(script).arg(&out));

@@ -40,5 +40,6 @@ mod replication;
 mod serve;
 mod stores;
 mod suspicion;
+mod verify;
 mod vms;
 mod warnings;

@@ -1,0 +1,256 @@
+//! Restore drills: a file or disk item's point restored (all of it, or a
+//! sample of its files) into a scratch folder, every restored byte
+//! compared with the point's chunk hashes, the time the restore took
+//! recorded as the measured recovery time, and the scratch folder removed.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use boveda_engine::{DISK_NODE, DiskOutputFormat, NoProgress};
+use boveda_vault::{ChunkIndex, Node, NodeKind, Piece, RecoveryPoint, Vault};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, ServiceError};
+use crate::items::{Item, ItemSource};
+
+/// What a drill measured and found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DrillOutcome {
+    /// Files (or 1 disk) restored and compared.
+    pub files: u64,
+    pub bytes: u64,
+    /// The measured recovery time: seconds the restore took.
+    pub restore_seconds: f64,
+    pub bytes_per_second: f64,
+    /// The share of the point's files restored, when sampled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_percent: Option<u8>,
+    /// How long restoring the whole point takes at the throughput
+    /// measured (the restore time itself, when nothing was sampled).
+    pub full_restore_seconds: f64,
+    /// Chunks whose restored bytes were hashed and compared.
+    pub chunks_compared: u64,
+    /// What differs from the point (the first 20), by path.
+    pub mismatches: Vec<String>,
+}
+
+/// A file of the point: its path in the point and its node.
+struct PointFile {
+    path: String,
+    node: Node,
+}
+
+fn walk(
+    vault: &Vault,
+    index: &ChunkIndex,
+    tree: &boveda_vault::ChunkId,
+    at: &str,
+    out: &mut Vec<PointFile>,
+) -> Result<()> {
+    for node in vault.load_tree(index, tree)?.nodes {
+        let name = String::from_utf8_lossy(&node.name).into_owned();
+        let path = format!("{at}/{name}");
+        match node.kind {
+            NodeKind::Dir => {
+                if let Some(sub) = node.subtree {
+                    walk(vault, index, &sub, &path, out)?;
+                }
+            }
+            NodeKind::File => out.push(PointFile { path, node }),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Whether a path is in a sample of `percent`%: by a hash of the path, so
+/// that the same point samples the same files, and other paths next time
+/// only when the point differs.
+fn sampled(path: &str, percent: u8, seed: &[u8]) -> bool {
+    let mut h = blake3::Hasher::new();
+    h.update(seed).update(path.as_bytes());
+    let b = h.finalize();
+    u16::from_le_bytes([b.as_bytes()[0], b.as_bytes()[1]]) % 100 < u16::from(percent)
+}
+
+/// A scratch folder of the drill's own, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn scratch_in(dir: &Path) -> Result<Scratch> {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = dir.join(format!("boveda-drill-{}-{n}", std::process::id()));
+    std::fs::create_dir(&path)
+        .map_err(|e| ServiceError::Invalid(format!("cannot make the scratch folder {}: {e}", path.display())))?;
+    Ok(Scratch(path))
+}
+
+/// Compares a restored file with its node's pieces: each chunk's bytes
+/// hashed under its writer's key, holes read as zeros, nothing after.
+fn compare_file(
+    vault: &Vault,
+    index: &ChunkIndex,
+    file: &Path,
+    node: &Node,
+    chunks: &mut u64,
+) -> Result<Option<String>> {
+    let f = match std::fs::File::open(file) {
+        Ok(f) => f,
+        Err(e) => return Ok(Some(format!("not restored: {e}"))),
+    };
+    let mut r = std::io::BufReader::with_capacity(1 << 20, f);
+    let mut at = 0u64;
+    let mut buf = Vec::new();
+    let mut hole = vec![0u8; 1 << 20];
+    for piece in &node.content {
+        let want = piece.len();
+        match piece {
+            Piece::Data { id, len } => {
+                buf.resize(*len as usize, 0);
+                if r.read_exact(&mut buf).is_err() {
+                    return Ok(Some(format!("ends before byte {}, the point has {} bytes", at + want, node.size)));
+                }
+                *chunks += 1;
+                if !vault.chunk_matches(index, id, &buf)? {
+                    return Ok(Some(format!("bytes {at}..{} differ from the point's chunk {}", at + want, id.short())));
+                }
+            }
+            Piece::Hole { len } => {
+                let mut left = *len;
+                while left > 0 {
+                    let n = left.min(hole.len() as u64) as usize;
+                    if r.read_exact(&mut hole[..n]).is_err() {
+                        return Ok(Some(format!("ends in the hole at byte {at} of the point")));
+                    }
+                    if hole[..n].iter().any(|&b| b != 0) {
+                        return Ok(Some(format!("bytes in the hole at {at} are not zero")));
+                    }
+                    left -= n as u64;
+                }
+            }
+        }
+        at += want;
+    }
+    let mut extra = [0u8; 1];
+    if r.read(&mut extra).unwrap_or(0) != 0 {
+        return Ok(Some(format!("is longer than the point's {} bytes", node.size)));
+    }
+    Ok(None)
+}
+
+/// Runs a drill of `point` of `item` in a new folder inside `scratch_dir`
+/// (removed after, whatever happens).
+///
+/// # Errors
+/// `Invalid` for a VM item (its points are boot-verified) or a scratch
+/// folder that cannot be made; the restore's and the vault's errors.
+pub fn drill(
+    vault: &Vault,
+    item: &Item,
+    point: &RecoveryPoint,
+    sample_percent: Option<u8>,
+    scratch_dir: &Path,
+    phase: &dyn Fn(&str),
+) -> Result<DrillOutcome> {
+    let index = vault.load_index()?;
+    let scratch = scratch_in(scratch_dir)?;
+    let mut files = Vec::new();
+    walk(vault, &index, &point.tree, "", &mut files)?;
+    let total_bytes: u64 = files.iter().map(|f| f.node.size).sum();
+    let picked: Vec<&PointFile> = match (&item.source, sample_percent) {
+        (ItemSource::Files { .. }, Some(p)) if p < 100 => {
+            let seed = point.id.0;
+            let mut s: Vec<&PointFile> = files.iter().filter(|f| sampled(&f.path, p, &seed)).collect();
+            if s.is_empty()
+                && let Some(first) = files.first()
+            {
+                s.push(first);
+            }
+            s
+        }
+        _ => files.iter().collect(),
+    };
+    let sample = match (&item.source, sample_percent) {
+        (ItemSource::Files { .. }, Some(p)) if p < 100 => Some(p),
+        _ => None,
+    };
+    phase("restore");
+    let started = std::time::Instant::now();
+    let bytes = match &item.source {
+        ItemSource::Files { .. } => {
+            let paths = if sample.is_some() { picked.iter().map(|f| f.path.clone()).collect() } else { Vec::new() };
+            let o = super::restore(vault, point, scratch.0.clone(), None, paths, None, &NoProgress)?;
+            if !o.errors.is_empty() {
+                return Err(ServiceError::Invalid(format!(
+                    "the restore left {} file(s) out: {}",
+                    o.errors.len(),
+                    o.errors.first().cloned().unwrap_or_default()
+                )));
+            }
+            picked.iter().map(|f| f.node.size).sum::<u64>()
+        }
+        ItemSource::Disk { .. } => {
+            let image = scratch.0.join("disk.img");
+            super::restore_disk_image(vault, point, image, None, DiskOutputFormat::Raw, None, &NoProgress)?;
+            total_bytes
+        }
+        ItemSource::Vm { .. } => {
+            return Err(ServiceError::Invalid(format!(
+                "item {} is a VM: its points are verified by booting them, not by a restore drill",
+                item.name
+            )));
+        }
+    };
+    let restore_seconds = started.elapsed().as_secs_f64();
+    phase("compare");
+    let mut chunks = 0;
+    let mut mismatches = Vec::new();
+    for f in &picked {
+        let on_disk = match &item.source {
+            ItemSource::Disk { .. } if f.path == format!("/{DISK_NODE}") => scratch.0.join("disk.img"),
+            ItemSource::Disk { .. } => continue,
+            _ => scratch.0.join(f.path.trim_start_matches('/')),
+        };
+        if let Some(why) = compare_file(vault, &index, &on_disk, &f.node, &mut chunks)?
+            && mismatches.len() < 20
+        {
+            mismatches.push(format!("{}: {why}", f.path));
+        }
+    }
+    let bytes_per_second = if restore_seconds > 0.0 { bytes as f64 / restore_seconds } else { 0.0 };
+    let full_restore_seconds = match sample {
+        Some(_) if bytes_per_second > 0.0 => total_bytes as f64 / bytes_per_second,
+        _ => restore_seconds,
+    };
+    Ok(DrillOutcome {
+        files: picked.len() as u64,
+        bytes,
+        restore_seconds,
+        bytes_per_second,
+        sample_percent: sample,
+        full_restore_seconds,
+        chunks_compared: chunks,
+        mismatches,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sample_is_about_its_share_and_the_same_each_time() {
+        let paths: Vec<String> = (0..10_000).map(|i| format!("/data/f{i}")).collect();
+        let n = paths.iter().filter(|p| sampled(p, 10, b"seed")).count();
+        assert!((800..1200).contains(&n), "{n}");
+        let again = paths.iter().filter(|p| sampled(p, 10, b"seed")).count();
+        assert_eq!(n, again);
+        assert_eq!(paths.iter().filter(|p| sampled(p, 100, b"seed")).count(), 10_000);
+    }
+}
