@@ -163,6 +163,9 @@ fn qemu_command(
     };
     let mut c = Command::new("qemu-system-x86_64");
     c.args(["-name", "boveda-verify", "-nodefaults", "-no-user-config", "-display", "none"])
+        // a guest that escapes into QEMU finds it unable to gain
+        // privileges, start programs or change its limits (seccomp)
+        .args(["-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"])
         .args(["-machine", machine, "-accel", spec.accel])
         .args(["-m", &memory_mib.to_string(), "-smp", &cpus.to_string()]);
     if spec.accel == "kvm" {

@@ -5,6 +5,7 @@ mod args;
 mod args_email;
 mod args_guard;
 mod args_points;
+mod args_policy;
 mod args_verify;
 mod commands;
 mod output;

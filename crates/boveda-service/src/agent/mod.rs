@@ -278,10 +278,36 @@ fn after_backups(
         Err(e) => log(&format!("{}: prune could not start: {e}", v.settings().name)),
     }
     replicate(v, env.clock, log);
+    verify_due(v, env, log);
     if let Err(e) = retry_alerts(v) {
         log(&format!("{}: alerts: {e}", v.settings().name));
     }
 }
+
+/// The verifications the items' policies make due (the newest point,
+/// every N days), at once within the default memory budget.
+fn verify_due(v: &Vault, env: &JobEnv<'_>, log: &(dyn Fn(&str) + Sync)) {
+    let name = &v.settings().name;
+    let due = match crate::recovery::verify::due_verifications(v, env.clock.now()) {
+        Ok(d) => d,
+        Err(e) => return log(&format!("{name}: verifications not planned: {e}")),
+    };
+    let tasks: Vec<_> = due
+        .iter()
+        .map(|(item, settings)| crate::recovery::verify::VerifyTask { item, point: None, settings: settings.clone() })
+        .collect();
+    for (t, r) in tasks.iter().zip(crate::recovery::verify::verify_many(v, env, &tasks, VERIFY_BUDGET_MIB)) {
+        match r {
+            Ok((job, _)) => {
+                log(&format!("{name}: verify {}: {} {}", t.item.name, job.state.as_str(), job.details.join("; ")))
+            }
+            Err(e) => log(&format!("{name}: verify {} could not start: {e}", t.item.name)),
+        }
+    }
+}
+
+/// The memory the verifications a policy schedules may use at once, MiB.
+const VERIFY_BUDGET_MIB: u64 = 4096;
 
 /// One of the agent's backup workers: takes due backups from the queue,
 /// runs each as a job, and says how it ended.

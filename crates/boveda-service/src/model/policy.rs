@@ -149,6 +149,11 @@ pub struct Policy {
     pub schedule: Schedule,
     pub retention: Retention,
     pub created: Timestamp,
+    /// Verify the newest point of each item every this many days (a VM's
+    /// booted, a file or disk item's restored and compared), right after
+    /// a backup made it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_every_days: Option<u32>,
 }
 
 fn field(name: &'static str, why: impl std::fmt::Display) -> ServiceError {
@@ -296,6 +301,7 @@ impl Policy {
             },
             retention: Retention { daily_days: Some(30), ..Retention::default() },
             created: Timestamp::now(),
+            verify_every_days: None,
         }
     }
 }
@@ -327,6 +333,8 @@ pub struct PolicyPatch {
     /// On an update: the retention rules to remove (`daily`, `weekly`,
     /// `monthly`, `yearly`).
     pub drop_rules: Vec<String>,
+    /// Verify the newest point every this many days; 0 stops it.
+    pub verify_every_days: Option<u32>,
 }
 
 impl Policy {
@@ -451,6 +459,12 @@ impl Policy {
             },
             retention: Retention { daily_days, weekly, monthly, yearly },
             created: base.map_or_else(Timestamp::now, |b| b.created),
+            verify_every_days: match a.verify_every_days {
+                Some(0) => None,
+                Some(n) if n > 366 => return Err(field("verify_every_days", "verify at least once a year (1 to 366)")),
+                Some(n) => Some(n),
+                None => base.and_then(|b| b.verify_every_days),
+            },
         })
     }
 }

@@ -100,6 +100,7 @@ pub fn last_verification(vault: &Vault, item: &RecordId) -> Result<Option<PointV
 /// Boots a VM point as `settings` say and waits for its guest.
 fn boot(
     vault: &Vault,
+    item: &Item,
     point: &RecoveryPoint,
     settings: &VerifySettings,
     phase: &dyn Fn(&str),
@@ -109,6 +110,15 @@ fn boot(
     let xml = String::from_utf8(xml)
         .map_err(|_| ServiceError::Invalid("the stored domain definition is not UTF-8".into()))?;
     let domain = Domain::parse(std::path::Path::new(VM_DEFINITION), xml)?;
+    // a kernel booted directly is a file of this machine the definition
+    // names: a registered host's definition could name any file here
+    if item.host.is_some() && (domain.hardware.kernel.is_some() || domain.hardware.initrd.is_some()) {
+        return Err(ServiceError::Invalid(format!(
+            "item {}'s definition boots a kernel file of its host directly: only VMs that boot from their disks \
+             are verified for registered hosts",
+            item.name
+        )));
+    }
     let tmp = std::env::temp_dir();
     boot_check::remove_leftovers(&tmp);
     let work = WorkDir::new(&tmp)?;
@@ -191,7 +201,7 @@ pub fn verify_point_job(
         let before = boveda_store::process_metrics().bytes_read;
         if let ItemSource::Vm { .. } = item.source {
             v.kind = VerificationKind::Boot;
-            let (outcome, read, disks) = boot(vault, &point, settings, &phase)?;
+            let (outcome, read, disks) = boot(vault, item, &point, settings, &phase)?;
             v.passed = outcome.verified;
             v.reason.clone_from(&outcome.reason);
             v.bytes_read = Some(read);
@@ -317,4 +327,34 @@ pub fn verify_many(
 pub fn save_verify_settings(vault: &Vault, item: &Item, settings: &VerifySettings) -> Result<Item> {
     settings.check()?;
     crate::items::update_item(vault, &item.id, |i| i.verify = Some(settings.clone()))
+}
+
+/// The items of `vault` whose policy verifies points every N days and
+/// whose newest point is due: not verified, and no point of the item
+/// verified in the last N days. Each with its saved settings.
+///
+/// # Errors
+/// A store error.
+pub fn due_verifications(vault: &Vault, now: Timestamp) -> Result<Vec<(Item, VerifySettings)>> {
+    let policies = crate::policies::list_policies(vault)?;
+    let done = verifications(vault)?;
+    let mut due = Vec::new();
+    for item in crate::items::list_items(vault)? {
+        if item.protection.state != crate::items::ProtectionState::Protected {
+            continue;
+        }
+        let Some(days) =
+            policies.iter().find(|p| Some(p.id) == item.protection.policy).and_then(|p| p.verify_every_days)
+        else {
+            continue;
+        };
+        let Some(newest) = vault.list_item_points(&item.id)?.into_iter().max_by_key(|p| p.time) else { continue };
+        let since = now - jiff::SignedDuration::from_hours(24 * i64::from(days));
+        let recent = done.iter().any(|v| v.item == item.id && (v.point == newest.id || v.verified_at > since));
+        if !recent {
+            let settings = item.verify.clone().unwrap_or_default();
+            due.push((item, settings));
+        }
+    }
+    Ok(due)
 }

@@ -37,6 +37,7 @@ fn build(a: PolicyArgs, base: Option<&Policy>) -> Result<Policy> {
         yearly_month: a.yearly_month,
         yearly_on: a.yearly_on,
         drop_rules: a.drop_rule,
+        verify_every_days: a.verify_every_days,
     };
     Ok(Policy::patched(base, patch)?)
 }
@@ -71,6 +72,9 @@ fn describe(p: &Policy) -> (String, String) {
     }
     if let Some(y) = &r.yearly {
         keep.push(format!("yearly (month {}, {}) {} years", y.month, y.on.0, y.years));
+    }
+    if let Some(n) = p.verify_every_days {
+        keep.push(format!("newest point verified every {n} day(s)"));
     }
     (when, keep.join("; "))
 }

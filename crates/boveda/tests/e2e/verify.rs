@@ -291,3 +291,31 @@ fn a_disk_items_drill_restores_the_image_and_compares_it() {
     assert_eq!(v["passed"], true, "{v}");
     assert_eq!(v["drill"]["bytes"], 6 << 20, "{v}");
 }
+
+/// A policy that verifies every 3 days: over 10 days of daily backups the
+/// agent drills the newest point right after its backup, once in 3 days.
+#[test]
+fn a_policy_verifies_the_newest_point_every_n_days() {
+    let env = new_env();
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    fs::write(src.join("a.bin"), noise(1, 100_000)).expect("write");
+    env.ok(&["item", "add", "files", "docs", "--path", s(&src)]);
+    env.ok(&["policy", "create", "daily", "--time", "02:00", "--time-zone", "UTC", "--daily-keep", "30"]);
+    env.ok(&["policy", "update", "daily", "--verify-every-days", "3"]);
+    let fake = |t: &str, args: &[&str]| env.cmd(args).env("BOVEDA_FAKE_NOW", t).env("TMPDIR", env.path("tmp")).output();
+    let out = fake("2026-01-01T00:00:00Z", &["protection", "enable", "docs", "--policy", "daily"]).expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = fake("2026-01-01T00:00:00Z", &["agent", "--until", "2026-01-10T12:00:00Z"]).expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let jobs = json(&env, &["job", "list", "--operation", "VerifyPoint"]);
+    let jobs = jobs.as_array().expect("jobs");
+    // days 1, 4, 7 and 10
+    assert_eq!(jobs.len(), 4, "{jobs:?}");
+    assert!(jobs.iter().all(|j| j["state"] == "Completed"), "{jobs:?}");
+    let points = json(&env, &["recoverypoint", "list", "docs"]);
+    let verified = points.as_array().expect("points").iter().filter(|p| p["verification"]["passed"] == true).count();
+    assert_eq!(verified, 4, "{points}");
+    let policy = json(&env, &["policy", "show", "daily"]);
+    assert_eq!(policy["verify_every_days"], 3);
+}
