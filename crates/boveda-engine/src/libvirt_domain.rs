@@ -14,6 +14,8 @@ pub struct DomainDisk {
     pub path: PathBuf,
     /// The bus the guest sees it on (`virtio`, `sata`, `ide`, `scsi`).
     pub bus: String,
+    /// The image format the definition says (`<driver type=...>`).
+    pub format: Option<String>,
     /// Where the path sits in the XML text, to rewrite it on restore.
     source_range: Range<usize>,
     /// Where the disk's format is said (`<driver type='...'>`), to say the
@@ -49,6 +51,9 @@ pub struct Domain {
     xml: String,
     name_range: Range<usize>,
     uuid_range: Option<Range<usize>>,
+    /// Each `<mac .../>` of the network interfaces: dropped in a copy, so
+    /// that libvirt gives it new addresses.
+    mac_ranges: Vec<Range<usize>>,
 }
 
 /// The virtual hardware a definition gives its VM.
@@ -117,7 +122,7 @@ impl Domain {
     /// # Errors
     /// `Domain` for XML that does not parse or is not a libvirt domain.
     pub fn parse(file: &Path, xml: String) -> Result<Self> {
-        let (name, name_range, uuid_range, disks, guest_agent, qmp, hardware) = {
+        let (name, name_range, uuid_range, disks, guest_agent, qmp, hardware, mac_ranges) = {
             let doc = roxmltree::Document::parse(&xml).map_err(|e| malformed(file, e))?;
             let root = doc.root_element();
             if root.tag_name().name() != "domain" {
@@ -152,10 +157,12 @@ impl Domain {
                         None => FormatAt::Element(source.range().start),
                     };
                     let bus = child(disk, "target").and_then(|t| t.attribute("bus")).unwrap_or("virtio");
+                    let format = child(disk, "driver").and_then(|d| d.attribute("type")).map(str::to_string);
                     disks.push(DomainDisk {
                         target: target.to_string(),
                         path: PathBuf::from(a.value()),
                         bus: bus.to_string(),
+                        format,
                         source_range: a.range_value(),
                         format_at,
                     });
@@ -180,7 +187,13 @@ impl Domain {
                 .windows(2)
                 .find(|w| w[0] == "-qmp" && w[1].starts_with("unix:"))
                 .map(|w| PathBuf::from(w[1]["unix:".len()..].split(',').next().unwrap_or_default()));
-            (name, text.range(), uuid_range, disks, guest_agent, qmp, hardware(root))
+            let macs = child(root, "devices")
+                .into_iter()
+                .flat_map(|d| d.children().filter(|c| c.has_tag_name("interface")))
+                .filter_map(|i| child(i, "mac"))
+                .map(|m| m.range())
+                .collect();
+            (name, text.range(), uuid_range, disks, guest_agent, qmp, hardware(root), macs)
         };
         if name.is_empty() {
             return Err(malformed(file, "empty <name>"));
@@ -188,7 +201,7 @@ impl Domain {
         if disks.iter().any(|d| !crate::disk_backup::is_safe_disk_name(&d.target)) {
             return Err(malformed(file, "a disk target is not a plain device name"));
         }
-        Ok(Self { name, disks, qmp, guest_agent, hardware, xml, name_range, uuid_range })
+        Ok(Self { name, disks, qmp, guest_agent, hardware, xml, name_range, uuid_range, mac_ranges })
     }
 
     /// Reads and parses a definition file.
@@ -205,8 +218,9 @@ impl Domain {
         &self.xml
     }
 
-    /// The definition of a new domain: another name, no UUID (libvirt makes
-    /// one), and each disk's source replaced by its restored path.
+    /// The definition of a new domain: another name, no UUID and no MAC
+    /// addresses (libvirt makes new ones, so the copy can run beside the
+    /// original), and each disk's source replaced by its restored path.
     /// Each restored disk is named with its real `format` (`raw`, `qcow2`)
     /// in its `<driver type=...>`, whatever the original disk's was.
     pub fn rewritten(&self, new_name: &str, new_paths: &[(String, PathBuf)], format: &str) -> String {
@@ -214,6 +228,7 @@ impl Domain {
         if let Some(u) = &self.uuid_range {
             edits.push((u.clone(), String::new()));
         }
+        edits.extend(self.mac_ranges.iter().map(|m| (m.clone(), String::new())));
         for d in &self.disks {
             if let Some((_, p)) = new_paths.iter().find(|(t, _)| *t == d.target) {
                 edits.push((d.source_range.clone(), xml_escape(&p.display().to_string())));
@@ -285,6 +300,23 @@ mod tests {
         assert_eq!(new.matches("type='raw'").count(), 2, "{new}");
         let again = Domain::parse(Path::new("new.xml"), new).expect("parse");
         assert_eq!(again.disks.len(), 2);
+    }
+
+    #[test]
+    fn a_copy_drops_its_mac_addresses_and_reads_cpus_memory_and_kernel() {
+        let xml = XML.replace(
+            "  <devices>",
+            "  <vcpu>4</vcpu>\n  <memory unit='GiB'>2</memory>\n  <os><type machine='q35'>hvm</type><kernel>/boot/k</kernel></os>\n  <devices>\n    <interface type='network'><mac address='52:54:00:12:34:56'/><source network='default'/></interface>",
+        );
+        let d = Domain::parse(Path::new("web.xml"), xml).expect("parse");
+        assert_eq!(d.hardware.cpus, Some(4));
+        assert_eq!(d.hardware.memory_mib, Some(2048));
+        assert_eq!(d.hardware.machine.as_deref(), Some("q35"));
+        assert_eq!(d.hardware.kernel, Some(PathBuf::from("/boot/k")));
+        assert_eq!(d.disks[0].format.as_deref(), Some("qcow2"));
+        let new = d.rewritten("copy", &[], "raw");
+        assert!(!new.contains("52:54:00:12:34:56") && new.contains("<source network='default'/>"), "{new}");
+        Domain::parse(Path::new("copy.xml"), new).expect("parse the copy");
     }
 
     #[test]

@@ -97,7 +97,7 @@ function jobSeconds(j) {
 const WORDS = { InProgress: "In progress", CompletedWithWarnings: "Completed with warnings", ConfigureBackup: "Configure backup",
   DisableBackup: "Stop protection", DeleteBackupData: "Delete backup data", Undelete: "Undelete backup data",
   UpdateKeys: "Passphrase change", HostContact: "Host contact", OfflineSeed: "Offline seed", GuardRequest: "Guard request",
-  GuardApproval: "Guard approval", GuardUse: "Guard use", NotProtected: "Not protected", "not-protected": "Not protected",
+  GuardApproval: "Guard approval", GuardUse: "Guard use", VerifyPoint: "Verification", Verify: "Vault check", NotProtected: "Not protected", "not-protected": "Not protected",
   "protection-stopped": "Protection stopped", "soft-deleted": "Soft deleted" };
 function words(s) {
   if (s === null || s === undefined) return "-";

@@ -82,6 +82,36 @@ function protectionActions(vault, item, policies, out) {
   return forms;
 }
 
+// a point's verification in words: "booted in 8 s" / "a full restore
+// takes 2 min" / "FAILED: why"
+function verifiedText(v) {
+  if (!v) return "-";
+  if (!v.passed) return "Failed: " + (v.reason || "see the job");
+  if (v.boot) return "Booted: the " + v.boot.answered_by + " answered after " + duration(v.boot.seconds_to_answer);
+  if (v.drill) return "Restored and compared; a full restore takes about " + duration(v.drill.full_restore_seconds);
+  return "Verified";
+}
+
+function verifyTile(item) {
+  const v = item.last_verification;
+  return h("div", { class: "tile wide" }, h("div", {}, "Last verified"), h("div", { id: "item-verified" },
+    v ? [h("span", { class: "state state-" + (v.passed ? "Completed" : "Failed") }, v.passed ? "Passed" : "Failed"), " ", timeEl(v.verified_at),
+      h("div", { class: "muted" }, verifiedText(v))]
+      : [h("span", {}, "Never"), h("div", { class: "muted" }, "Verify now proves a point: " +
+        (item.item.source.type === "vm" ? "the VM boots from the vault." : "its files restore, byte for byte, and how long that takes."))]));
+}
+
+function verifyForm(vault, base, out) {
+  return h("form", { onsubmit: async (ev) => {
+    ev.preventDefault();
+    try {
+      const job = await api("POST", base + "/verify", {});
+      location.hash = link(vault, "/jobs/" + job.id);
+    } catch (e) { out.replaceChildren(errorBox(e)); }
+  } }, h("p", { class: "muted" }, "Boots a VM's newest point in an isolated VM with no network, or restores a file or disk item's to a scratch folder and compares every byte; the result is kept on the point."),
+  h("div", { class: "actions" }, h("button", { type: "submit", id: "verify-now" }, "Verify now")));
+}
+
 async function itemPage(vault, name) {
   vaultNav(vault, "/items");
   const base = V(vault) + "/items/" + enc(name);
@@ -113,7 +143,7 @@ async function itemPage(vault, name) {
     const keptBy = p.kept_by.replace(/^ad-hoc until .*/, "ad-hoc (Backup now, kept until the date chosen)");
     return [timeEl(t), words(p.point.consistency), p.expires ? timeEl(p.expires) : "never", keptBy +
       (p.suspicious ? " (suspicious: held for review)" : "") + (p.held_for_review_of ? " (held for review)" : ""),
-    bytes(p.point.stats.bytes), restore];
+    bytes(p.point.stats.bytes), h("span", { class: "verified" }, p.verification ? [words(p.verification.passed ? "Passed" : "Failed"), " ", timeEl(p.verification.verified_at), h("div", { class: "muted" }, verifiedText(p.verification))] : "-"), restore];
   });
   page("Item " + item.name,
     item.health !== "Healthy" ? h("p", { class: "banner health-" + item.health, role: "status", id: "health" },
@@ -129,13 +159,15 @@ async function itemPage(vault, name) {
       h("div", { class: "tile" }, h("div", {}, "Last backup"), h("div", {}, stateCell(item.last_backup_status), " ", timeEl(item.last_backup))),
       h("div", { class: "tile" }, h("div", {}, "Next backup"), h("div", {}, next)),
       usage ? h("div", { class: "tile" }, h("div", {}, "Stored"), h("div", { id: "item-stored" }, bytes(usage.stored_bytes)),
-        h("div", { class: "muted" }, "about " + usage.monthly_cost.toFixed(2) + " " + usage.currency + " a month")) : ""),
+        h("div", { class: "muted" }, "about " + usage.monthly_cost.toFixed(2) + " " + usage.currency + " a month")) : "",
+      verifyTile(item)),
     h("h2", {}, "Back up now"), can(vault, "Operate") ? form : noRight(vault, "back up"),
+    h("h2", {}, "Verify"), can(vault, "Operate") ? verifyForm(vault, base, out) : noRight(vault, "verify points"),
     h("h2", {}, "Protection"), can(vault, "Manage") ? protectionActions(vault, item, policies, out) : noRight(vault, "change protection"),
     out,
     h("h2", {}, "Recovery points"),
     pts.note ? h("p", { class: "muted" }, pts.note) : "",
-    table(["Time", "Consistency", "Expires", "Kept by", "Size", ""], rows, [1, 3, 4],
+    table(["Time", "Consistency", "Expires", "Kept by", "Size", "Verified", ""], rows, [1, 3, 4],
       h("p", {}, "No recovery point yet. " + (item.next_backup ? "The first one is taken at " + when(item.next_backup) + ", or now with Backup now." : "Take one with Backup now."))));
 }
 

@@ -4,7 +4,7 @@
 "use strict";
 
 const OPERATIONS = ["Backup", "Restore", "ConfigureBackup", "DisableBackup", "DeleteBackupData", "Undelete", "Prune", "Verify",
-  "Replication", "OfflineSeed", "UpdateKeys", "Repair", "HostContact", "GuardRequest", "GuardApproval", "GuardUse"];
+  "Replication", "OfflineSeed", "UpdateKeys", "Repair", "HostContact", "GuardRequest", "GuardApproval", "GuardUse", "VerifyPoint"];
 const STATES = ["Queued", "InProgress", "Cancelling", "Completed", "CompletedWithWarnings", "Failed", "Cancelled"];
 
 // the jobs page's filters, kept in the URL so Back and a shared link keep them

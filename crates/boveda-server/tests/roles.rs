@@ -68,6 +68,7 @@ const MATRIX: &[(&str, &str, Needs, Scoped)] = &[
     ("GET", "/api/v1/vaults/{vault}/items/{item}/points/{point}/browse", At(Reader), OwnItem),
     ("POST", "/api/v1/vaults/{vault}/items/{item}/restore", At(Operator), OwnItem),
     ("GET", "/api/v1/vaults/{vault}/items/{item}/restore", At(Operator), OwnItem),
+    ("POST", "/api/v1/vaults/{vault}/items/{item}/verify", At(Operator), OwnItem),
     ("GET", "/api/v1/vaults/{vault}/items/{item}/points/{point}/download", At(Operator), OwnItem),
     ("GET", "/api/v1/vaults/{vault}/policies", At(Reader), Yes),
     ("POST", "/api/v1/vaults/{vault}/policies", At(Contributor), No),

@@ -53,8 +53,8 @@ pub use runtime::alert::{Acknowledgement, Alert, AlertState, EmailOutcome, Sever
 // the data the service's functions take and return, so that a front end
 // (the CLI, the server) needs this crate alone
 pub use agent::background::{
-    BackgroundEnv, DEFAULT_JOBS_PER_VAULT, JobSlots, RestoreTarget, SlotGuard, check_restore_target, start_backup,
-    start_restore,
+    BackgroundEnv, DEFAULT_JOBS_PER_VAULT, JobSlots, RestoreTarget, SlotGuard, VerifyNow, check_restore_target,
+    start_backup, start_restore, start_verify,
 };
 pub use boveda_engine::boot_check::{BootLimits, BootOutcome, Probe, ProbeResult};
 pub use boveda_engine::{BackupProgress, DiskEntry, DiskOutputFormat, RestoreOutcome, RestoreProgress, TarStats};
@@ -101,6 +101,7 @@ pub use recovery::verify::{
     PointVerification, VerificationKind, VerifySettings, VerifyTask, last_verification, save_verify_settings,
     verification_of, verifications, verify_many, verify_point_job,
 };
+pub use recovery::vm_restore::{SafetyCopy, VmTarget, list_safety_copies, remove_safety_copy};
 pub use recovery::{
     PointEntry, PointSummary, RestoreReport, RestoreRequest, VmRestore, browse, browse_disk, browse_point,
     download_point, find_point, list_item_points, list_points, mount, restore, restore_disk_files, restore_disk_image,

@@ -34,6 +34,12 @@ pub enum PointCmd {
     /// to a scratch folder and every byte is compared. The result is
     /// recorded on the point; a failure raises an alert.
     Verify(crate::args_verify::VerifyArgs),
+    /// The disks replaces kept beside (`restore --replace-disks`), or
+    /// --remove one of them.
+    SafetyCopies {
+        #[arg(long, value_name = "PATH")]
+        remove: Option<PathBuf>,
+    },
     /// Review a point flagged suspicious (a backup that looked like an
     /// attack): --clean ends the hold on the point before it, --confirm
     /// keeps it (restore from it). Without a verdict: the suspicious points.
@@ -60,8 +66,23 @@ pub struct RestoreArgs {
     /// File items: the folder to restore into (paths are recreated below
     /// it). Disk items: the image file or block device to write. VM items:
     /// the folder for the disks and the new definition.
-    #[arg(long, required_unless_present_any = ["serve_nbd", "tar"])]
+    #[arg(long, required_unless_present_any = ["serve_nbd", "tar", "replace_disks"])]
     pub target: Option<PathBuf>,
+    /// VM items: restore as a new VM defined in libvirt under this name
+    /// (new UUID and MAC addresses), its disks in --target.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["replace_disks", "paths", "serve_nbd", "tar"])]
+    pub as_new_vm: Option<String>,
+    /// With --as-new-vm: start the new VM.
+    #[arg(long, requires = "as_new_vm")]
+    pub start: bool,
+    /// VM items: replace the disks of the existing VM with the point's,
+    /// keeping its current disks beside as safety copies and its
+    /// definition; the VM must be shut off, or --confirm NAME shuts it off.
+    #[arg(long, conflicts_with_all = ["target", "paths", "serve_nbd", "tar"])]
+    pub replace_disks: bool,
+    /// With --replace-disks: the VM's name, to shut it off if it runs.
+    #[arg(long, value_name = "NAME", requires = "replace_disks")]
+    pub confirm: Option<String>,
     /// Instead of restoring, write the point (or its --path picks, of a
     /// file item) as a tar archive to this file; `-` for standard output
     /// (what the portal's Download gives).

@@ -143,6 +143,15 @@ fn table() -> Vec<Route> {
             Some("RestoreTarget"),
             restore,
         ),
+        route(
+            post.clone(),
+            "/api/v1/vaults/{vault}/items/{item}/verify",
+            Operate,
+            Item,
+            "Verify a point now (a VM's booted, files and disks restored to scratch and compared; a job)",
+            Some("VerifyNow"),
+            verify,
+        ),
     ];
     routes.extend(protection_table());
     routes.extend(policy_table());

@@ -88,6 +88,20 @@ pub(super) async fn restore(
     Ok((StatusCode::ACCEPTED, Json(job)))
 }
 
+/// Verifies a point of the item now, with its saved settings.
+pub(super) async fn verify(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Body(req): Body<svc::VerifyNow>,
+) -> ApiResult<(StatusCode, Json<svc::Job>)> {
+    let served = caller.served()?.clone();
+    let (vault, item) = (served.vault.clone(), caller.item()?.clone());
+    let env = app.config.jobs.clone();
+    let job = blocking(move || svc::start_verify(vault, &env, item, req)).await?;
+    served.changed();
+    Ok((StatusCode::ACCEPTED, Json(job)))
+}
+
 /// Where a restore of an item may write.
 #[derive(Serialize)]
 pub(super) struct RestoreOptions {

@@ -261,6 +261,11 @@ pub struct RestoreTarget {
     /// Disk and VM items: `raw` (default) or `qcow2`.
     #[serde(default)]
     pub format: Option<String>,
+    /// VM items: into the target folder (default), as a new VM defined in
+    /// libvirt, or replacing the existing VM's disks (each inside a
+    /// folder this server restores to).
+    #[serde(default)]
+    pub vm: crate::recovery::vm_restore::VmTarget,
 }
 
 /// Whether `target` lies inside one of `roots`, judged on the real paths
@@ -360,8 +365,41 @@ pub fn start_restore(
         }
         _ => e,
     })?;
-    let req = RestoreRequest { target: req.target, paths: req.paths, format, within: Some(within) };
+    let req = RestoreRequest { target: req.target, paths: req.paths, format, vm: req.vm, within: Some(within) };
     let waiting =
         Waiting { vault: vault.clone(), operation: Operation::Restore, item: Some((item.name.clone(), item.id)) };
     start(env, "restore", waiting, move |env| restore_job(&vault, env, &item, &point, &req, None))
+}
+
+/// What a "verify now" asks for.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyNow {
+    /// The point's id, a unique prefix of it, or none: the newest.
+    #[serde(default)]
+    pub point: Option<String>,
+    /// File items: restore this share of the files (1 to 100).
+    #[serde(default)]
+    pub sample_percent: Option<u8>,
+}
+
+/// A verification in the background, with the item's saved settings: the
+/// `VerifyPoint` job, once recorded.
+///
+/// # Errors
+/// `Field` for an unknown point (`point`) or a sample out of range.
+pub fn start_verify(vault: Arc<Vault>, env: &BackgroundEnv, item: Item, req: VerifyNow) -> Result<Job> {
+    let mut settings = item.verify.clone().unwrap_or_default();
+    if req.sample_percent.is_some() {
+        settings.sample_percent = req.sample_percent;
+    }
+    settings.check()?;
+    if let Some(p) = &req.point {
+        find_point(&vault, &item, p).map_err(|e| ServiceError::field_error("point", e))?;
+    }
+    let waiting =
+        Waiting { vault: vault.clone(), operation: Operation::VerifyPoint, item: Some((item.name.clone(), item.id)) };
+    start(env, "verify", waiting, move |env| {
+        crate::recovery::verify::verify_point_job(&vault, env, &item, req.point.as_deref(), &settings)
+    })
 }

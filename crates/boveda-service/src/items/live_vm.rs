@@ -227,7 +227,7 @@ struct GuestFreeze {
 }
 
 /// Runs `virsh ARGS` for at most `limit`; its output, or why it failed.
-fn virsh(args: &[&str], limit: Duration) -> std::result::Result<String, String> {
+pub(crate) fn virsh(args: &[&str], limit: Duration) -> std::result::Result<String, String> {
     let mut child = std::process::Command::new("virsh")
         .args(args)
         .stdout(std::process::Stdio::piped())

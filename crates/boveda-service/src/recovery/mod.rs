@@ -3,6 +3,7 @@
 mod download;
 pub mod drill;
 pub mod verify;
+pub mod vm_restore;
 pub use download::download_point;
 
 use std::path::{Path, PathBuf};
@@ -106,10 +107,17 @@ pub fn restore_disk_image(
 #[derive(Debug, Clone, Serialize)]
 pub struct VmRestore {
     pub domain: String,
-    pub definition: PathBuf,
+    /// The definition written (none when the disks of the existing VM
+    /// were replaced: its definition is kept).
+    pub definition: Option<PathBuf>,
     pub disks: Vec<(String, PathBuf)>,
     #[serde(skip)]
     pub outcome: RestoreOutcome,
+    /// Defined in libvirt (a new VM).
+    pub defined: bool,
+    pub started: bool,
+    /// The disks a replace kept beside (`boveda recoverypoint safety-copies`).
+    pub safety_copies: Vec<PathBuf>,
 }
 
 /// Restores a VM point as a new VM in `target_dir`: every disk as an image
@@ -127,6 +135,24 @@ pub fn restore_vm(
     cancel: Option<&AtomicBool>,
     progress: &dyn RestoreProgress,
 ) -> Result<VmRestore> {
+    restore_vm_as(vault, point, target_dir, within, format, None, cancel, progress)
+}
+
+/// [`restore_vm`] under the name `name` (none: `<domain>-restored`).
+///
+/// # Errors
+/// As [`restore_vm`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn restore_vm_as(
+    vault: &Vault,
+    point: &RecoveryPoint,
+    target_dir: PathBuf,
+    within: Option<&Path>,
+    format: DiskOutputFormat,
+    name: Option<&str>,
+    cancel: Option<&AtomicBool>,
+    progress: &dyn RestoreProgress,
+) -> Result<VmRestore> {
     let index = vault.load_index()?;
     let xml = boveda_engine::read_point_file(vault, &index, &point.tree, VM_DEFINITION)?;
     let xml = String::from_utf8(xml)
@@ -134,7 +160,7 @@ pub fn restore_vm(
     let domain = Domain::parse(std::path::Path::new(VM_DEFINITION), xml)?;
     let held = Beneath::open(&target_dir, within)
         .map_err(|e| ServiceError::Invalid(format!("cannot create {}: {e}", target_dir.display())))?;
-    let new_name = format!("{}-restored", domain.name);
+    let new_name = name.map_or_else(|| format!("{}-restored", domain.name), str::to_string);
     let ext = if format == DiskOutputFormat::Qcow2 { "qcow2" } else { "img" };
     let mut outcome = RestoreOutcome::default();
     let mut disks = Vec::new();
@@ -154,7 +180,15 @@ pub fn restore_vm(
     write_new_file(&held, &format!("{new_name}.xml"), domain.rewritten(&new_name, &disks, format.as_str()).as_bytes())
         .map_err(|e| ServiceError::Invalid(format!("cannot write {}: {e}", definition.display())))?;
     outcome.other += 1;
-    Ok(VmRestore { domain: new_name, definition, disks, outcome })
+    Ok(VmRestore {
+        domain: new_name,
+        definition: Some(definition),
+        disks,
+        outcome,
+        defined: false,
+        started: false,
+        safety_copies: Vec::new(),
+    })
 }
 
 /// Writes `bytes` as the new file `name` in the held folder: a new inode
@@ -348,6 +382,8 @@ pub struct RestoreRequest {
     pub paths: Vec<String>,
     /// Disk and VM items: the format of the restored disks.
     pub format: DiskOutputFormat,
+    /// VM items: a folder, a new VM or the existing VM's disks.
+    pub vm: vm_restore::VmTarget,
     /// The folder `target` must stay inside (a server's restore root):
     /// everything from it down is then made without following a symbolic
     /// link, whatever other processes do meanwhile. `None` (the CLI): the
@@ -487,8 +523,18 @@ fn restore_report(
             RestoreOutcome::default()
         }
         ItemSource::Vm { .. } => {
-            let restored =
-                restore_vm(vault, point, req.target.clone(), req.within.as_deref(), req.format, cancel, jctx)?;
+            let restored = match &req.vm {
+                vm_restore::VmTarget::Disks => {
+                    restore_vm(vault, point, req.target.clone(), req.within.as_deref(), req.format, cancel, jctx)?
+                }
+                vm_restore::VmTarget::NewVm { name, start } => {
+                    vm_restore::new_vm(vault, point, req, (name, *start), cancel, jctx)?
+                }
+                vm_restore::VmTarget::ReplaceDisks { confirm } => {
+                    let now = jiff::Timestamp::now();
+                    vm_restore::replace_disks(vault, item, point, req, confirm.as_deref(), now, cancel, jctx)?
+                }
+            };
             let out = restored.outcome.clone();
             vm = Some(restored);
             out

@@ -33,6 +33,9 @@ pub struct ItemOverview {
     pub health: Health,
     /// Why, when it is not healthy: the last backup's error or warning.
     pub health_reason: Option<String>,
+    /// The newest verification of any of its points: when, whether it
+    /// passed, how long a full restore (or a boot) takes.
+    pub last_verification: Option<crate::recovery::verify::PointVerification>,
     pub item: Item,
 }
 
@@ -87,6 +90,7 @@ pub fn item_overview(vault: &Vault, now: jiff::Timestamp) -> Result<Vec<ItemOver
     let jobs = crate::runtime::job::list_jobs(vault, &filter)?;
     let imports = list_import_jobs(&**vault.store())?;
     let hosts = crate::fleet::list_hosts(vault)?;
+    let verified = crate::recovery::verify::verifications(vault)?;
     Ok(items
         .into_iter()
         .map(|i| {
@@ -133,6 +137,7 @@ pub fn item_overview(vault: &Vault, now: jiff::Timestamp) -> Result<Vec<ItemOver
                 host: i.host.and_then(|h| hosts.iter().find(|o| o.id == h)).map(|o| o.name.clone()),
                 health,
                 health_reason,
+                last_verification: verified.iter().find(|v| v.item == i.id).cloned(),
                 item: i,
             }
         })

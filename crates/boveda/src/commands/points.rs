@@ -143,7 +143,8 @@ pub fn points(ctx: &Ctx, cmd: PointCmd) -> Result<Outcome> {
                 print_table(&["FIELD", "VALUE"], &rows);
             }
         }
-        PointCmd::Verify(_) => unreachable!("handled above"),
+        PointCmd::Verify(_) => {}
+        PointCmd::SafetyCopies { remove } => safety_copies(ctx, &vault, remove.as_deref())?,
         PointCmd::Review { item, point, clean, confirm: _ } => review(ctx, &vault, &item, point.as_deref(), clean)?,
         PointCmd::Ls { item, point, path } => {
             let item = find_item(&vault, &item)?;
@@ -204,6 +205,24 @@ fn review(ctx: &Ctx, vault: &boveda_service::Vault, item: &str, point: Option<&s
         ),
         (_, None) => println!("point {} reviewed", p.point.short()),
     }
+    Ok(())
+}
+
+fn safety_copies(ctx: &Ctx, vault: &boveda_service::Vault, remove: Option<&std::path::Path>) -> Result<()> {
+    if let Some(path) = remove {
+        let c = boveda_service::remove_safety_copy(vault, path)?;
+        println!("removed {}, the disk {} of VM {} had before a replace", c.path.display(), c.disk, c.domain);
+        return Ok(());
+    }
+    let all = boveda_service::list_safety_copies(vault)?;
+    if ctx.json() {
+        return ctx.print_json(&all);
+    }
+    let rows: Vec<_> = all
+        .iter()
+        .map(|c| vec![c.domain.clone(), c.disk.clone(), c.path.display().to_string(), time(c.made), c.point.short()])
+        .collect();
+    print_table(&["VM", "DISK", "SAFETY COPY", "MADE", "REPLACED BY POINT"], &rows);
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 //! `restore`: files, disks and VMs from a point, or a point served over NBD.
 
 use anyhow::{Context, Result, bail};
-use boveda_service::{DiskOutputFormat, RestoreReport, RestoreRequest, find_item, find_point};
+use boveda_service::{DiskOutputFormat, RestoreReport, RestoreRequest, VmTarget, find_item, find_point};
 
 use super::Ctx;
 use crate::Outcome;
@@ -40,12 +40,24 @@ pub fn restore(ctx: &Ctx, args: RestoreArgs) -> Result<Outcome> {
     }
     let clock = ctx.clock()?;
     let env = ctx.job_env(clock.as_ref());
-    let Some(target) = args.target else { bail!("a restore needs --target (or --serve-nbd SOCKET)") };
+    let vm = match (&args.as_new_vm, args.replace_disks) {
+        (Some(name), _) => VmTarget::NewVm { name: name.clone(), start: args.start },
+        (None, true) => VmTarget::ReplaceDisks { confirm: args.confirm.clone() },
+        (None, false) => VmTarget::Disks,
+    };
+    if vm != VmTarget::Disks && !matches!(item.source, boveda_service::ItemSource::Vm { .. }) {
+        bail!("--as-new-vm and --replace-disks are for VM items; {} is not one", item.name);
+    }
+    let target = match (args.target, &vm) {
+        (Some(t), _) => t,
+        (None, VmTarget::ReplaceDisks { .. }) => std::path::PathBuf::new(),
+        (None, _) => bail!("a restore needs --target (or --serve-nbd SOCKET)"),
+    };
     let format = match args.format {
         ImageFormat::Raw => DiskOutputFormat::Raw,
         ImageFormat::Qcow2 => DiskOutputFormat::Qcow2,
     };
-    let req = RestoreRequest { target, paths: args.paths, format, within: None };
+    let req = RestoreRequest { target, paths: args.paths, format, vm, within: None };
     let bar = RestoreBar::new();
     let (job, result) = boveda_service::restore_job(&vault, &env, &item, &point, &req, Some(&bar))?;
     bar.finish();
@@ -77,7 +89,23 @@ pub(super) fn print_restore(r: &RestoreReport) {
         for (dev, p) in &vm.disks {
             println!("disk {dev}: {}", p.display());
         }
-        println!("new VM {} defined in {} (define it with `virsh define`)", vm.domain, vm.definition.display());
+        match (&vm.definition, vm.defined) {
+            (Some(d), false) => {
+                println!("new VM {} defined in {} (define it with `virsh define`)", vm.domain, d.display())
+            }
+            (Some(d), true) => println!(
+                "new VM {} defined in libvirt from {}{}",
+                vm.domain,
+                d.display(),
+                if vm.started { ", and started" } else { " (not started)" }
+            ),
+            (None, _) => {
+                println!("the disks of VM {} are the point's now; its definition is kept", vm.domain);
+                for c in &vm.safety_copies {
+                    println!("safety copy of the disk before: {}", c.display());
+                }
+            }
+        }
     } else if !r.paths.is_empty() {
         println!("restored {} path(s) of point {point} of item {} into {}", r.paths.len(), r.item, r.target.display());
     } else {

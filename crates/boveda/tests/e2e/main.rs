@@ -41,5 +41,6 @@ mod serve;
 mod stores;
 mod suspicion;
 mod verify;
+mod vm_restore;
 mod vms;
 mod warnings;

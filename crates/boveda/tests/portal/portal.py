@@ -237,6 +237,7 @@ class Test:
         self.the_wizard_checks_each_step_and_keeps_entries()
         self.backup_now_shows_honest_progress()
         self.restore_says_where_and_downloads_compare()
+        self.verify_now_proves_a_point()
         self.policies_are_created_changed_and_deleted()
         self.an_item_changes_policy_stops_resumes_deletes_and_undeletes()
         self.email_settings_and_a_test_message()
@@ -399,6 +400,20 @@ class Test:
         expect(page.get_by_label("Restore into")).to_have_attribute("aria-invalid", "true")
         assert not (work / "elsewhere").exists()
 
+    def verify_now_proves_a_point(self):
+        page, V = self.page, self.V
+        visit(page, V + "/items/docs")
+        expect(page.locator("#item-verified")).to_contain_text("Never")
+        page.get_by_role("button", name="Verify now").click()
+        expect(page.locator("#job-state")).to_have_text("Completed", timeout=TIMEOUT)
+        expect(page.locator("h1")).to_contain_text("Verification of docs")
+        expect(page.locator("#job-details")).to_contain_text("a full restore takes about")
+        visit(page, V + "/items/docs")
+        expect(page.locator("#item-verified")).to_contain_text("Passed")
+        expect(page.locator("#item-verified")).to_contain_text("a full restore takes about")
+        expect(page.locator("tbody tr").first.locator(".verified")).to_contain_text("Passed")
+        self.checks.look(page, "item-verified", self.phone)
+
     def policies_are_created_changed_and_deleted(self):
         page, V = self.page, self.V
         visit(page, V + "/policies")
@@ -509,6 +524,8 @@ class Test:
         expect(reader.get_by_role("button", name="Backup now")).to_have_count(0)
         expect(reader.locator("main")).to_contain_text("Your role (Reader) cannot back up")
         expect(reader.get_by_role("link", name=re.compile("^Restore"))).to_have_count(0)
+        expect(reader.get_by_role("button", name="Verify now")).to_have_count(0)
+        expect(reader.locator("main")).to_contain_text("Your role (Reader) cannot verify points")
         visit(reader, V + "/configure")
         expect(reader.locator("main")).to_contain_text("Your role (Reader) cannot configure backup")
         visit(reader, V + "/policies")

@@ -1,0 +1,106 @@
+//! Azure's restore options for a VM point, with a VM libvirt defines and
+//! runs (scripts/libvirt.sh starts libvirtd for the tests): a new VM
+//! (defined, started, its own UUID), refused when the name is taken, and
+//! the disks of the existing VM replaced with safety copies kept.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::common::{self, Env};
+use crate::live_vms::test_guest;
+
+fn virsh(args: &[&str]) -> String {
+    let out = Command::new("virsh").args(args).output().expect("virsh");
+    assert!(out.status.success(), "virsh {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Domains undefined (and their copies) when the test ends.
+struct Undefine(Vec<String>);
+
+impl Drop for Undefine {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = Command::new("virsh").args(["destroy", n]).output();
+            let _ = Command::new("virsh").args(["undefine", n]).output();
+        }
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf8")
+}
+
+#[test]
+fn a_vm_point_restores_as_a_new_vm_or_over_the_disks_of_the_vm_with_safety_copies() {
+    let env = Env::new();
+    env.create_vault();
+    let name = common::unique("boveda-vmr");
+    let _cleanup = Undefine(vec![name.clone(), format!("{name}-copy")]);
+    let disk = env.path("vda.img");
+    let out = Command::new("cp").arg("--sparse=always").arg(test_guest().join("boot.img")).arg(&disk).output();
+    assert!(out.expect("cp").status.success());
+    let xml = env.path("vm.xml");
+    fs::write(
+        &xml,
+        format!(
+            "<domain type='qemu'>\n  <name>{name}</name>\n  <memory unit='MiB'>256</memory>\n  <vcpu>1</vcpu>\n  \
+             <os><type arch='x86_64' machine='pc'>hvm</type></os>\n  <devices>\n    \
+             <emulator>/usr/bin/qemu-system-x86_64</emulator>\n    <disk type='file' device='disk'>\n      \
+             <driver name='qemu' type='raw'/>\n      <source file='{}'/>\n      <target dev='vda' bus='virtio'/>\n    \
+             </disk>\n    <serial type='file'><source path='{}'/></serial>\n  </devices>\n</domain>\n",
+            disk.display(),
+            env.path("console.log").display()
+        ),
+    )
+    .expect("write");
+    virsh(&["define", s(&xml)]);
+    env.ok(&["item", "add", "vm", "web", "--domain-xml", s(&xml)]);
+    env.backup("web", 0);
+    let backed_up = fs::read(&disk).expect("read");
+    // the VM's disk changes after the point
+    let mut changed = backed_up.clone();
+    changed[40 << 20..41 << 20].fill(0x5a);
+    fs::write(&disk, &changed).expect("write");
+
+    // a new VM: defined in libvirt, its own UUID, started
+    let dir = env.path("copies");
+    let copy = format!("{name}-copy");
+    env.ok(&["restore", "web", "--as-new-vm", &copy, "--target", s(&dir), "--start"]);
+    assert_eq!(virsh(&["domstate", &copy]), "running");
+    assert_ne!(virsh(&["domuuid", &copy]), virsh(&["domuuid", &name]));
+    let copy_xml = virsh(&["dumpxml", &copy]);
+    let copy_disk = dir.join(format!("{copy}-vda.img"));
+    assert!(copy_xml.contains(s(&copy_disk)), "{copy_xml}");
+    assert!(fs::read(&copy_disk).expect("read") == backed_up, "the new VM's disk is the point's");
+    // the name is taken now: refused in one line, nothing written
+    let err = env.fails(&["restore", "web", "--as-new-vm", &copy, "--target", s(&env.path("again"))]);
+    assert!(err.contains(&format!("a VM named {copy} already exists")), "{err}");
+    assert!(!env.path("again").exists());
+
+    // replace the disks of the VM, shut off: the point's bytes in place,
+    // the disk before kept beside, the definition kept
+    let before = virsh(&["dumpxml", &name]);
+    env.ok(&["restore", "web", "--replace-disks"]);
+    assert!(fs::read(&disk).expect("read") == backed_up, "the VM's disk is the point's");
+    let copies: serde_json::Value =
+        serde_json::from_str(&env.ok(&["--output", "json", "recoverypoint", "safety-copies"])).expect("json");
+    let safety = copies[0]["path"].as_str().expect("a safety copy").to_string();
+    assert!(safety.starts_with(s(&disk)) && safety.contains(".boveda-safety-"), "{safety}");
+    assert!(fs::read(&safety).expect("read") == changed, "the safety copy holds the disk before");
+    assert_eq!(virsh(&["dumpxml", &name]), before, "the definition is kept");
+    env.ok(&["recoverypoint", "safety-copies", "--remove", &safety]);
+    assert!(!Path::new(&safety).exists());
+
+    // a running VM is replaced only when the name is confirmed
+    virsh(&["start", &name]);
+    let err = env.fails(&["restore", "web", "--replace-disks"]);
+    assert!(err.contains(&format!("VM {name} is running")) && err.contains("confirm"), "{err}");
+    let started = Instant::now();
+    env.ok(&["restore", "web", "--replace-disks", "--confirm", &name]);
+    assert_eq!(virsh(&["domstate", &name]), "shut off");
+    assert!(started.elapsed() < Duration::from_secs(120));
+    assert!(fs::read(&disk).expect("read") == backed_up);
+}
