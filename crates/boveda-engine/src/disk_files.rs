@@ -61,6 +61,29 @@ fn is_ext(file: &File, offset: u64) -> bool {
     file.read_exact_at(&mut magic, offset + EXT_MAGIC_OFFSET).is_ok() && magic == [0x53, 0xEF]
 }
 
+/// The file system (or volume) at `offset`, by its signature, for saying
+/// what file-level restore cannot read.
+fn other_file_system(file: &File, offset: u64) -> Option<&'static str> {
+    let at = |pos: u64, sig: &[u8]| {
+        let mut b = vec![0u8; sig.len()];
+        file.read_exact_at(&mut b, offset + pos).is_ok() && b == sig
+    };
+    [
+        (0, &b"XFSB"[..], "XFS"),
+        (0x10040, b"_BHRfS_M", "Btrfs"),
+        (3, b"NTFS    ", "NTFS"),
+        (3, b"EXFAT   ", "exFAT"),
+        (0x52, b"FAT32   ", "FAT"),
+        (0x36, b"FAT1", "FAT"),
+        (0x218, b"LVM2 001", "LVM"),
+        (0, b"LUKS\xba\xbe", "LUKS (encrypted)"),
+        (4086, b"SWAPSPACE2", "swap"),
+    ]
+    .iter()
+    .find(|(pos, sig, _)| at(*pos, sig))
+    .map(|(_, _, name)| *name)
+}
+
 /// Offsets of the partitions an MBR or GPT lists; `[0]` without a table.
 fn partition_offsets(file: &File) -> Vec<u64> {
     let mut mbr = [0u8; 512];
@@ -122,10 +145,13 @@ pub fn materialize_disk(vault: &Vault, index: &ChunkIndex, root: &ChunkId, disk:
     let file = File::open(&m.image).map_err(|e| EngineError::io(&m.image, e))?;
     let offsets = partition_offsets(&file);
     m.offset = offsets.iter().copied().find(|&o| is_ext(&file, o)).ok_or_else(|| {
+        let found: Vec<&str> = offsets.iter().filter_map(|&o| other_file_system(&file, o)).collect();
+        let holds = if found.is_empty() { "no file system boveda knows".to_string() } else { found.join(", ") };
         unsupported(
             disk,
             format!(
-                "holds no ext2/3/4 file system ({} partition(s) looked at); file-level restore supports only ext2, ext3 and ext4",
+                "holds {holds} ({} partition(s) looked at): file recovery reads ext2, ext3 and ext4 only, not XFS, \
+                 Btrfs, NTFS, FAT, LVM or LUKS; restore the disk and mount it instead",
                 offsets.len()
             ),
         )

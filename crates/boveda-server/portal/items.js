@@ -84,11 +84,13 @@ function protectionActions(vault, item, policies, out) {
 
 // a point's verification in words: "booted in 8 s" / "a full restore
 // takes 2 min" / "FAILED: why"
+function about(secs) { return secs < 1 ? "under a second" : duration(secs); }
+
 function verifiedText(v) {
   if (!v) return "-";
   if (!v.passed) return "Failed: " + (v.reason || "see the job");
-  if (v.boot) return "Booted: the " + v.boot.answered_by + " answered after " + duration(v.boot.seconds_to_answer);
-  if (v.drill) return "Restored and compared; a full restore takes about " + duration(v.drill.full_restore_seconds);
+  if (v.boot) return "Booted: the " + v.boot.answered_by + " answered after " + about(v.boot.seconds_to_answer);
+  if (v.drill) return "Restored and compared; a full restore takes " + about(v.drill.full_restore_seconds);
   return "Verified";
 }
 
@@ -218,10 +220,36 @@ async function restorePage(vault, name, point) {
         h("datalist", { id: "restore-roots" }, where.roots.map((r) => h("option", { value: r + "/" }))))
       : h("p", { class: "error", id: "restore-roots-note" }, "This server restores nowhere: it was started without --restore-root. Download files instead, or ask its admin.");
   const format = h("select", { id: "restore-format", "data-field": "format" }, h("option", { value: "raw" }, "raw"), h("option", { value: "qcow2" }, "qcow2"));
+  // a VM: Azure's three options
+  const isVm = item.item.source.type === "vm";
+  const vmName = h("input", { id: "vm-name", "data-field": "name", value: name + "-restored" });
+  const vmStart = h("input", { type: "checkbox", id: "vm-start" });
+  const vmConfirm = h("input", { id: "vm-confirm", "data-field": "confirm", placeholder: "only if it runs" });
+  const vmAs = h("select", { id: "vm-as", "data-field": "as", onchange: () => showVmAs() },
+    h("option", { value: "disks" }, "Restore the disks and a definition into a folder"),
+    h("option", { value: "new_vm" }, "Create a new VM (defined in libvirt on the server)"),
+    h("option", { value: "replace_disks" }, "Replace the disks of the existing VM"));
+  const vmNew = h("div", { id: "vm-new", hidden: true }, h("label", { for: "vm-name" }, "Name of the new VM (new UUID and MAC addresses)", vmName),
+    h("label", { class: "inline", for: "vm-start" }, vmStart, "Start it once defined"));
+  const vmReplace = h("div", { id: "vm-replace", hidden: true }, h("p", { class: "muted" },
+    "The VM's current disks are kept beside as safety copies; its definition is kept. A running VM is shut off only if you type its name."),
+    h("label", { for: "vm-confirm" }, "Type the VM's name to shut it off if it runs", vmConfirm));
+  const targetLabel = h("label", { for: "restore-target" }, imageFile ? "Restore into (the image file to write; picked files: a folder)" : "Restore into (a folder; paths are recreated below it)", target);
+  function showVmAs() {
+    vmNew.hidden = vmAs.value !== "new_vm";
+    vmReplace.hidden = vmAs.value !== "replace_disks";
+    targetLabel.hidden = vmAs.value === "replace_disks";
+    target.required = vmAs.value !== "replace_disks";
+  }
   const form = h("form", { onsubmit: async (ev) => {
     ev.preventDefault();
     const body = { point, target: target.value, paths: some.checked ? [...picked] : [] };
     if (!files && !body.paths.length) body.format = format.value;
+    if (isVm && !body.paths.length && vmAs.value === "new_vm") body.vm = { as: "new_vm", name: vmName.value, start: vmStart.checked };
+    if (isVm && !body.paths.length && vmAs.value === "replace_disks") {
+      body.vm = { as: "replace_disks", confirm: vmConfirm.value || null };
+      body.target = where.roots[0] || "/";
+    }
     if (some.checked && !picked.size) { out.replaceChildren(h("p", { class: "error", role: "alert" }, "Pick at least one file or folder.")); return; }
     try {
       const job = await api("POST", base + "/restore", body);
@@ -233,7 +261,8 @@ async function restorePage(vault, name, point) {
       h("label", { class: "inline", for: "what-some" }, some, "Files and folders I pick")),
     here, listing,
     roots,
-    h("label", { for: "restore-target" }, imageFile ? "Restore into (the image file to write; picked files: a folder)" : "Restore into (a folder; paths are recreated below it)", target),
+    isVm ? h("label", { for: "vm-as" }, "Restore the VM as", vmAs) : "", isVm ? vmNew : "", isVm ? vmReplace : "",
+    targetLabel,
     !files ? h("label", { for: "restore-format" }, "Disk format", format) : "",
     out, h("div", { class: "actions" }, h("button", { type: "submit", id: "restore-start" }, "Restore"), downloadLink));
   refreshDownload();

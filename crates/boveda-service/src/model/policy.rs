@@ -337,6 +337,16 @@ pub struct PolicyPatch {
     pub verify_every_days: Option<u32>,
 }
 
+/// How often a patched policy verifies: 0 stops it, none keeps the base's.
+fn verify_days(given: Option<u32>, base: Option<&Policy>) -> Result<Option<u32>> {
+    match given {
+        Some(0) => Ok(None),
+        Some(n) if n > 366 => Err(field("verify_every_days", "verify at least once a year (1 to 366)")),
+        Some(n) => Ok(Some(n)),
+        None => Ok(base.and_then(|b| b.verify_every_days)),
+    }
+}
+
 impl Policy {
     /// The policy `patch` makes: a new one (`base` is `None`), or `base`
     /// with the fields the patch gives. Checked as [`Policy::validate`]
@@ -459,12 +469,7 @@ impl Policy {
             },
             retention: Retention { daily_days, weekly, monthly, yearly },
             created: base.map_or_else(Timestamp::now, |b| b.created),
-            verify_every_days: match a.verify_every_days {
-                Some(0) => None,
-                Some(n) if n > 366 => return Err(field("verify_every_days", "verify at least once a year (1 to 366)")),
-                Some(n) => Some(n),
-                None => base.and_then(|b| b.verify_every_days),
-            },
+            verify_every_days: verify_days(a.verify_every_days, base)?,
         })
     }
 }

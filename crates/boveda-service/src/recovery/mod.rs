@@ -11,8 +11,8 @@ use std::sync::atomic::AtomicBool;
 
 use boveda_engine::beneath::Beneath;
 use boveda_engine::{
-    DISK_NODE, DiskEntry, DiskOutputFormat, DiskRestoreRequest, Domain, RestoreOptions, RestoreOutcome,
-    RestoreProgress, list_point_path, restore_files,
+    DISK_NODE, DiskEntry, DiskOutputFormat, DiskRestoreRequest, RestoreOptions, RestoreOutcome, RestoreProgress,
+    list_point_path, restore_files,
 };
 use boveda_vault::{Node, RecoveryPoint, Vault};
 use serde::Serialize;
@@ -103,110 +103,7 @@ pub fn restore_disk_image(
     Ok(boveda_engine::restore_disk(vault, &index, &point.tree, &req, progress)?)
 }
 
-/// What restoring a VM wrote.
-#[derive(Debug, Clone, Serialize)]
-pub struct VmRestore {
-    pub domain: String,
-    /// The definition written (none when the disks of the existing VM
-    /// were replaced: its definition is kept).
-    pub definition: Option<PathBuf>,
-    pub disks: Vec<(String, PathBuf)>,
-    #[serde(skip)]
-    pub outcome: RestoreOutcome,
-    /// Defined in libvirt (a new VM).
-    pub defined: bool,
-    pub started: bool,
-    /// The disks a replace kept beside (`boveda recoverypoint safety-copies`).
-    pub safety_copies: Vec<PathBuf>,
-}
-
-/// Restores a VM point as a new VM in `target_dir`: every disk as an image
-/// file and a definition named `<domain>-restored` whose disks point at
-/// them. The original VM and its disks are not touched.
-///
-/// # Errors
-/// `Invalid` for a point without a definition; target and qemu-img errors.
-pub fn restore_vm(
-    vault: &Vault,
-    point: &RecoveryPoint,
-    target_dir: PathBuf,
-    within: Option<&Path>,
-    format: DiskOutputFormat,
-    cancel: Option<&AtomicBool>,
-    progress: &dyn RestoreProgress,
-) -> Result<VmRestore> {
-    restore_vm_as(vault, point, target_dir, within, format, None, cancel, progress)
-}
-
-/// [`restore_vm`] under the name `name` (none: `<domain>-restored`).
-///
-/// # Errors
-/// As [`restore_vm`].
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn restore_vm_as(
-    vault: &Vault,
-    point: &RecoveryPoint,
-    target_dir: PathBuf,
-    within: Option<&Path>,
-    format: DiskOutputFormat,
-    name: Option<&str>,
-    cancel: Option<&AtomicBool>,
-    progress: &dyn RestoreProgress,
-) -> Result<VmRestore> {
-    let index = vault.load_index()?;
-    let xml = boveda_engine::read_point_file(vault, &index, &point.tree, VM_DEFINITION)?;
-    let xml = String::from_utf8(xml)
-        .map_err(|_| ServiceError::Invalid("the stored domain definition is not UTF-8".into()))?;
-    let domain = Domain::parse(std::path::Path::new(VM_DEFINITION), xml)?;
-    let held = Beneath::open(&target_dir, within)
-        .map_err(|e| ServiceError::Invalid(format!("cannot create {}: {e}", target_dir.display())))?;
-    let new_name = name.map_or_else(|| format!("{}-restored", domain.name), str::to_string);
-    let ext = if format == DiskOutputFormat::Qcow2 { "qcow2" } else { "img" };
-    let mut outcome = RestoreOutcome::default();
-    let mut disks = Vec::new();
-    for d in &domain.disks {
-        let file = format!("{new_name}-{}.{ext}", d.target);
-        let path = target_dir.join(&file);
-        let via = held.proc_path(&file);
-        // the names are boveda's own: a link there is never followed
-        let req = DiskRestoreRequest { disk: &d.target, target: &via, format, cancel, no_follow: true };
-        let o = boveda_engine::restore_disk(vault, &index, &point.tree, &req, progress)?;
-        outcome.files += o.files;
-        outcome.bytes_written += o.bytes_written;
-        outcome.errors.extend(o.errors);
-        disks.push((d.target.clone(), path));
-    }
-    let definition = target_dir.join(format!("{new_name}.xml"));
-    write_new_file(&held, &format!("{new_name}.xml"), domain.rewritten(&new_name, &disks, format.as_str()).as_bytes())
-        .map_err(|e| ServiceError::Invalid(format!("cannot write {}: {e}", definition.display())))?;
-    outcome.other += 1;
-    Ok(VmRestore {
-        domain: new_name,
-        definition: Some(definition),
-        disks,
-        outcome,
-        defined: false,
-        started: false,
-        safety_copies: Vec::new(),
-    })
-}
-
-/// Writes `bytes` as the new file `name` in the held folder: a new inode
-/// under a temporary name, renamed over whatever was there.
-fn write_new_file(dir: &Beneath, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let temp = format!(".boveda-restore-{name}");
-    let fd = dir.fd();
-    boveda_engine::beneath::clear_at(fd, std::ffi::OsStr::new(&temp))?;
-    let flags = rustix::fs::OFlags::WRONLY
-        | rustix::fs::OFlags::CREATE
-        | rustix::fs::OFlags::EXCL
-        | rustix::fs::OFlags::NOFOLLOW
-        | rustix::fs::OFlags::CLOEXEC;
-    let file = rustix::fs::openat(fd, temp.as_str(), flags, rustix::fs::Mode::from_raw_mode(0o644))?;
-    std::fs::File::from(file).write_all(bytes)?;
-    Ok(rustix::fs::renameat(fd, temp.as_str(), fd, name)?)
-}
+pub use vm_restore::{VmRestore, restore_vm};
 
 /// Restores a point (or chosen paths of it) into `target` (inside
 /// `within`, when given: see [`RestoreRequest::within`]).
@@ -531,8 +428,7 @@ fn restore_report(
                     vm_restore::new_vm(vault, point, req, (name, *start), cancel, jctx)?
                 }
                 vm_restore::VmTarget::ReplaceDisks { confirm } => {
-                    let now = jiff::Timestamp::now();
-                    vm_restore::replace_disks(vault, item, point, req, confirm.as_deref(), now, cancel, jctx)?
+                    vm_restore::replace_disks(vault, item, point, req, confirm.as_deref(), cancel, jctx)?
                 }
             };
             let out = restored.outcome.clone();

@@ -5,14 +5,15 @@
 //! disks kept beside as named safety copies, its definition kept).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
+use boveda_engine::beneath::Beneath;
 use boveda_engine::{DiskOutputFormat, DiskRestoreRequest, Domain, RestoreOutcome, RestoreProgress, read_point_file};
 use boveda_vault::{PointId, RecordId, RecoveryPoint, Vault};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::VmRestore;
 use crate::error::{Result, ServiceError};
 use crate::items::Item;
 use crate::items::live_vm::virsh;
@@ -104,7 +105,7 @@ pub(super) fn new_vm(
             format!("a VM named {name} already exists in libvirt: choose another name"),
         ));
     }
-    let mut restored = super::restore_vm_as(
+    let mut restored = restore_vm_as(
         vault,
         point,
         req.target.clone(),
@@ -156,7 +157,6 @@ pub(super) fn replace_disks(
     point: &RecoveryPoint,
     req: &super::RestoreRequest,
     confirm: Option<&str>,
-    now: Timestamp,
     cancel: Option<&std::sync::atomic::AtomicBool>,
     progress: &dyn RestoreProgress,
 ) -> Result<VmRestore> {
@@ -239,7 +239,7 @@ pub(super) fn replace_disks(
             disk: target.clone(),
             original: path.clone(),
             path: safety,
-            made: now,
+            made: Timestamp::now(),
             point: point.id,
         };
         vault.catalog_put(SAFETY_COPIES, &copy.id, Some(&copy))?;
@@ -285,4 +285,109 @@ pub fn remove_safety_copy(vault: &Vault, path: &Path) -> Result<SafetyCopy> {
         .map_err(|e| ServiceError::Invalid(format!("cannot remove {}: {e}", copy.path.display())))?;
     vault.catalog_put::<SafetyCopy>(SAFETY_COPIES, &copy.id, None)?;
     Ok(copy)
+}
+
+/// What restoring a VM wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct VmRestore {
+    pub domain: String,
+    /// The definition written (none when the disks of the existing VM
+    /// were replaced: its definition is kept).
+    pub definition: Option<PathBuf>,
+    pub disks: Vec<(String, PathBuf)>,
+    #[serde(skip)]
+    pub outcome: RestoreOutcome,
+    /// Defined in libvirt (a new VM).
+    pub defined: bool,
+    pub started: bool,
+    /// The disks a replace kept beside (`boveda recoverypoint safety-copies`).
+    pub safety_copies: Vec<PathBuf>,
+}
+
+/// Restores a VM point as a new VM in `target_dir`: every disk as an image
+/// file and a definition named `<domain>-restored` whose disks point at
+/// them. The original VM and its disks are not touched.
+///
+/// # Errors
+/// `Invalid` for a point without a definition; target and qemu-img errors.
+pub fn restore_vm(
+    vault: &Vault,
+    point: &RecoveryPoint,
+    target_dir: PathBuf,
+    within: Option<&Path>,
+    format: DiskOutputFormat,
+    cancel: Option<&AtomicBool>,
+    progress: &dyn RestoreProgress,
+) -> Result<VmRestore> {
+    restore_vm_as(vault, point, target_dir, within, format, None, cancel, progress)
+}
+
+/// [`restore_vm`] under the name `name` (none: `<domain>-restored`).
+///
+/// # Errors
+/// As [`restore_vm`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn restore_vm_as(
+    vault: &Vault,
+    point: &RecoveryPoint,
+    target_dir: PathBuf,
+    within: Option<&Path>,
+    format: DiskOutputFormat,
+    name: Option<&str>,
+    cancel: Option<&AtomicBool>,
+    progress: &dyn RestoreProgress,
+) -> Result<VmRestore> {
+    let index = vault.load_index()?;
+    let xml = boveda_engine::read_point_file(vault, &index, &point.tree, VM_DEFINITION)?;
+    let xml = String::from_utf8(xml)
+        .map_err(|_| ServiceError::Invalid("the stored domain definition is not UTF-8".into()))?;
+    let domain = Domain::parse(std::path::Path::new(VM_DEFINITION), xml)?;
+    let held = Beneath::open(&target_dir, within)
+        .map_err(|e| ServiceError::Invalid(format!("cannot create {}: {e}", target_dir.display())))?;
+    let new_name = name.map_or_else(|| format!("{}-restored", domain.name), str::to_string);
+    let ext = if format == DiskOutputFormat::Qcow2 { "qcow2" } else { "img" };
+    let mut outcome = RestoreOutcome::default();
+    let mut disks = Vec::new();
+    for d in &domain.disks {
+        let file = format!("{new_name}-{}.{ext}", d.target);
+        let path = target_dir.join(&file);
+        let via = held.proc_path(&file);
+        // the names are boveda's own: a link there is never followed
+        let req = DiskRestoreRequest { disk: &d.target, target: &via, format, cancel, no_follow: true };
+        let o = boveda_engine::restore_disk(vault, &index, &point.tree, &req, progress)?;
+        outcome.files += o.files;
+        outcome.bytes_written += o.bytes_written;
+        outcome.errors.extend(o.errors);
+        disks.push((d.target.clone(), path));
+    }
+    let definition = target_dir.join(format!("{new_name}.xml"));
+    write_new_file(&held, &format!("{new_name}.xml"), domain.rewritten(&new_name, &disks, format.as_str()).as_bytes())
+        .map_err(|e| ServiceError::Invalid(format!("cannot write {}: {e}", definition.display())))?;
+    outcome.other += 1;
+    Ok(VmRestore {
+        domain: new_name,
+        definition: Some(definition),
+        disks,
+        outcome,
+        defined: false,
+        started: false,
+        safety_copies: Vec::new(),
+    })
+}
+
+/// Writes `bytes` as the new file `name` in the held folder: a new inode
+/// under a temporary name, renamed over whatever was there.
+fn write_new_file(dir: &Beneath, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let temp = format!(".boveda-restore-{name}");
+    let fd = dir.fd();
+    boveda_engine::beneath::clear_at(fd, std::ffi::OsStr::new(&temp))?;
+    let flags = rustix::fs::OFlags::WRONLY
+        | rustix::fs::OFlags::CREATE
+        | rustix::fs::OFlags::EXCL
+        | rustix::fs::OFlags::NOFOLLOW
+        | rustix::fs::OFlags::CLOEXEC;
+    let file = rustix::fs::openat(fd, temp.as_str(), flags, rustix::fs::Mode::from_raw_mode(0o644))?;
+    std::fs::File::from(file).write_all(bytes)?;
+    Ok(rustix::fs::renameat(fd, temp.as_str(), fd, name)?)
 }

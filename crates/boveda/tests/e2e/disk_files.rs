@@ -111,7 +111,25 @@ fn a_disk_without_ext_is_refused_by_name() {
     env.ok(&["item", "add", "disk", "d", "--path", img.to_str().expect("utf8")]);
     env.backup("d", 0);
     let err = env.fails(&["recoverypoint", "ls", "d", "latest", "/"]);
-    assert!(err.contains("no ext2/3/4 file system") && err.contains("supports only ext2, ext3 and ext4"), "{err}");
+    assert!(
+        err.contains("holds no file system boveda knows") && err.contains("reads ext2, ext3 and ext4 only"),
+        "{err}"
+    );
     let err = env.fails(&["restore", "d", "--path", "/x", "--target", env.path("o").to_str().expect("utf8")]);
-    assert!(err.contains("no ext2/3/4 file system"), "{err}");
+    assert!(err.contains("reads ext2, ext3 and ext4 only"), "{err}");
+}
+
+/// A disk whose file system boveda does not read is named in the one line.
+#[test]
+fn a_disk_of_another_file_system_is_named() {
+    let env = Env::new();
+    let img = env.path("fat.img");
+    fs::File::create(&img).expect("create").set_len(16 << 20).expect("size");
+    let out = std::process::Command::new("mkfs.vfat").arg(&img).output().expect("mkfs.vfat (dosfstools)");
+    assert!(out.status.success());
+    env.create_vault();
+    env.ok(&["item", "add", "disk", "d", "--path", img.to_str().expect("utf8")]);
+    env.backup("d", 0);
+    let err = env.fails(&["recoverypoint", "ls", "d", "latest", "/"]);
+    assert!(err.contains("holds FAT (1 partition(s) looked at)") && err.contains("not XFS"), "{err}");
 }
