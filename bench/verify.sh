@@ -2,10 +2,11 @@
 # Proving points, measured in one run:
 #  1. boot verification of a VM point (the test guest's disk that boots by
 #     itself: BIOS, syslinux, Debian's kernel, an initramfs with the guest
-#     agent) from a local folder vault, ROUNDS times: the seconds until the
-#     guest agent answered, the whole command, and the bytes read from the
-#     vault against the disk's size; under TCG (software emulation) unless
-#     ACCEL=kvm;
+#     agent, 13 MiB of data on a 64 MiB disk, and a second disk of 256 MiB
+#     of random data the boot never reads) from a local folder vault,
+#     ROUNDS times: the seconds until the guest agent answered, the whole
+#     command, and the bytes read from the vault against the disks' size;
+#     under TCG (software emulation) unless ACCEL=kvm;
 #  2. four verifications at once against one alone;
 #  3. a restore drill of the corpus tree (every chunk compared) beside
 #     restic's `restore --verify` (it reads every restored file back and
@@ -30,12 +31,17 @@ rm -rf "$work/config" "$work/cache" "$work/vault" "$work/vms" "$work/restic" "$w
 mkdir -p "$work/vms" "$work/tmp"
 export TMPDIR=$work/tmp
 $boveda vault create bench --store "$work/vault" >/dev/null
+# vm1 has a second disk of 256 MiB of data its boot never reads
+head -c $((256 << 20)) /dev/urandom > "$work/vms/data.img"
 for n in 1 2 3 4; do
   cp --sparse=always "$guest/boot.img" "$work/vms/vm$n.img"
+  extra=
+  [ "$n" = 1 ] && extra="<disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='$work/vms/data.img'/><target dev='vdb' bus='virtio'/></disk>"
   cat > "$work/vms/vm$n.xml" <<XML
 <domain type='kvm'><name>vm$n</name><memory unit='MiB'>256</memory><vcpu>1</vcpu>
 <os><type arch='x86_64' machine='pc'>hvm</type></os><devices>
 <disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='$work/vms/vm$n.img'/><target dev='vda' bus='virtio'/></disk>
+$extra
 </devices></domain>
 XML
   $boveda item add vm "vm$n" --domain-xml "$work/vms/vm$n.xml" >/dev/null

@@ -19,7 +19,7 @@ out=$1
 mkdir -p "$out/debs"
 out=$(cd "$out" && pwd)
 # the build's version: a guest built by an older script is built again
-version=2
+version=3
 # tests build it at once from several threads: one builds, the others wait
 exec 9>"$out/.lock"
 flock 9
@@ -51,7 +51,7 @@ for lib in $(ldd "$work/x/usr/sbin/qemu-ga" | awk '/=>/ {print $3} /ld-linux/ {p
 done
 kver=$(ls "$work/x/lib/modules")
 mods="virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk virtio_console
-  crc16 mbcache jbd2 crc32c_generic ext4"
+  crc16 mbcache jbd2 crc32c_generic ext4 failover net_failover virtio_net"
 for m in $mods; do
   f=$(find "$work/x/lib/modules/$kver" -name "$m.ko*" | head -1)
   [ -n "$f" ] || { echo "scripts/test-guest.sh: no module $m in $kernel_pkg" >&2; exit 2; }
@@ -80,6 +80,13 @@ if grep -q boveda.noagent /proc/cmdline; then
   echo "boveda-guest: no guest agent"
 elif [ -n "\$port" ]; then
   qemu-ga -m virtio-serial -p "\$port" -t /run &
+fi
+# with a network card (QEMU's user-mode network): its usual address, and
+# a TCP service on port 8080 for the tests' port probe
+if [ -e /sys/class/net/eth0 ]; then
+  ip link set lo up
+  ip addr add 10.0.2.15/24 dev eth0 && ip link set eth0 up
+  (while true; do echo boveda-guest-service | nc -l -p 8080; done) &
 fi
 echo boveda-guest-ready
 while true; do sleep 3600; done

@@ -392,9 +392,10 @@ fn run_probe(
             let addr = std::net::SocketAddr::from(([127, 0, 0, 1], hp));
             loop {
                 // QEMU's forward accepts first and closes when the guest
-                // refuses: a read that is not reset means the guest took it
+                // refuses: a byte, or a connection still open after 2 s,
+                // means the guest took it
                 if let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
-                    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
                     let mut b = [0u8; 1];
                     match s.read(&mut b) {
                         Ok(0) => {}

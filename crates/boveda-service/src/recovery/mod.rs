@@ -380,6 +380,18 @@ fn restore_details(item: &Item, point: &RecoveryPoint, report: &RestoreReport, p
         ),
     };
     let mut out = vec![what];
+    if let Some(vm) = &report.vm {
+        if vm.defined {
+            out.push(format!(
+                "new VM {} defined in libvirt{}",
+                vm.domain,
+                if vm.started { " and started" } else { "" }
+            ));
+        }
+        for c in &vm.safety_copies {
+            out.push(format!("the disks of VM {} replaced; the disk before kept as {}", vm.domain, c.display()));
+        }
+    }
     if !picked.is_empty() {
         out.push(format!("paths picked: {}", picked.join(", ")));
     }

@@ -60,6 +60,22 @@ fn a_vm_on_a_registered_host_is_backed_up_there_live_while_it_runs_and_from_its_
     let vdb = fs::read(out.join("web-restored-vdb.img")).expect("read");
     assert!(vdb[2 * MIB as usize..3 * MIB as usize].iter().all(|&b| b == 0x33), "the write is on the disk");
     assert!(out.join("domain.xml").exists() || fs::read_dir(&out).expect("dir").count() >= 2);
+    // a host taken over names a file of the server as its VM's kernel:
+    // the server's verification refuses to boot it
+    let def = fs::read_to_string(&vm.xml).expect("read");
+    let def = def.replacen(
+        "<devices>",
+        "<os><type arch='x86_64'>hvm</type><kernel>/etc/shadow</kernel></os>\n  <devices>",
+        1,
+    );
+    fs::write(&vm.xml, def).expect("write");
+    backup_json(&env, "web1", "web", 0);
+    let out = env
+        .cmd(&["--vault", "test-vault", "recoverypoint", "verify", "web", "--accel", "tcg", "--time-limit", "5"])
+        .output()
+        .expect("verify");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("boots a kernel file of its host directly"), "{err}");
     admin(&env, &["vault", "check", "--read-data"]);
     drop(server);
 }

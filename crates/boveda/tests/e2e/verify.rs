@@ -319,3 +319,23 @@ fn a_policy_verifies_the_newest_point_every_n_days() {
     let policy = json(&env, &["policy", "show", "daily"]);
     assert_eq!(policy["verify_every_days"], 3);
 }
+
+/// A port probe: the guest gets a user-mode network that reaches nothing
+/// outside, with only the probed port forwarded in; a port nothing
+/// listens on fails the point, named.
+#[test]
+fn a_port_probe_passes_when_the_guest_serves_it_and_fails_when_not() {
+    let env = new_env();
+    vm_item(&env, "web", "boot.img");
+    env.backup("web", 0);
+    let out = verify(&env, &["web", "--probe-port", "8080"]);
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+    let v = &verified(&out)[0];
+    assert_eq!(v["boot"]["probe"]["passed"], true, "{v}");
+    assert_eq!(v["boot"]["probe"]["probe"], "TCP port 8080");
+    let out = verify(&env, &["web", "--probe-port", "8081", "--time-limit", "30"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v = &verified(&out)[0];
+    assert_eq!(v["passed"], false);
+    assert!(v["reason"].as_str().is_some_and(|r| r.contains("port 8081 did not accept")), "{v}");
+}

@@ -238,6 +238,7 @@ class Test:
         self.backup_now_shows_honest_progress()
         self.restore_says_where_and_downloads_compare()
         self.verify_now_proves_a_point()
+        self.a_vm_restores_as_a_new_vm()
         self.policies_are_created_changed_and_deleted()
         self.an_item_changes_policy_stops_resumes_deletes_and_undeletes()
         self.email_settings_and_a_test_message()
@@ -413,6 +414,32 @@ class Test:
         expect(page.locator("#item-verified")).to_contain_text("a full restore takes under a second")
         expect(page.locator("tbody tr").first.locator(".verified")).to_contain_text("Passed")
         self.checks.look(page, "item-verified", self.phone)
+
+    def a_vm_restores_as_a_new_vm(self):
+        page, V, work = self.page, self.V, self.work
+        name = "web01-portal-%d" % os.getpid()
+        try:
+            visit(page, V + "/items/web01")
+            page.get_by_role("button", name="Backup now").click()
+            expect(page.locator("#job-state")).to_have_text("Completed", timeout=TIMEOUT)
+            visit(page, V + "/items/web01")
+            page.get_by_role("link", name=re.compile("^Restore")).first.click()
+            # replacing the disks hides the target: they go where the VM has them
+            page.get_by_label("Restore the VM as").select_option("replace_disks")
+            expect(page.get_by_label("Restore into")).to_be_hidden()
+            expect(page.get_by_label("Type the VM's name")).to_be_visible()
+            page.get_by_label("Restore the VM as").select_option("new_vm")
+            page.get_by_label("Name of the new VM").fill(name)
+            page.get_by_label("Restore into").fill(str(work / "restores" / "vm"))
+            self.checks.look(page, "restore-vm", self.phone)
+            page.get_by_role("button", name="Restore", exact=True).click()
+            expect(page.locator("#job-state")).to_have_text("Completed", timeout=TIMEOUT)
+            expect(page.locator("#job-details")).to_contain_text("new VM " + name + " defined in libvirt")
+            uuid = subprocess.run(["virsh", "domuuid", name], capture_output=True, text=True, check=True).stdout.strip()
+            assert len(uuid) == 36, uuid
+            assert (work / "restores" / "vm" / (name + "-vda.img")).exists()
+        finally:
+            subprocess.run(["virsh", "undefine", name], capture_output=True)
 
     def policies_are_created_changed_and_deleted(self):
         page, V = self.page, self.V
