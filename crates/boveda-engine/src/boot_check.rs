@@ -12,7 +12,8 @@
 //! QEMU is killed with its parent (`PR_SET_PDEATHSIG`): a boveda killed
 //! with `kill -9` mid-verify leaves no QEMU running.
 
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -181,15 +182,19 @@ fn qemu_command(
             c.args(["-nic", "none"]);
         }
     }
-    c.arg("-serial").arg(format!("file:{}", console.display()));
-    c.arg("-chardev").arg(format!("socket,id=qga0,path={},server=on,wait=off", agent.display()));
+    // the console through a socket boveda reads, keeping its last 64 KiB
+    // (a file would grow as long as the guest prints); QEMU waits for
+    // boveda to connect before it starts the guest, so nothing is lost
+    c.arg("-chardev").arg(format!("socket,id=ser0,path={},server=on,wait=on", opt(&console.display().to_string())));
+    c.args(["-serial", "chardev:ser0"]);
+    c.arg("-chardev").arg(format!("socket,id=qga0,path={},server=on,wait=off", opt(&agent.display().to_string())));
     c.args(["-device", "virtio-serial", "-device", "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0"]);
     for d in &spec.domain.disks {
         let iface = if d.bus == "virtio" { "virtio" } else { "ide" };
         c.arg("-drive").arg(format!(
             "file=nbd+unix:///{}?socket={},format=raw,if={iface},snapshot=on,cache=unsafe",
             d.target,
-            spec.nbd_socket.display()
+            opt(&spec.nbd_socket.display().to_string())
         ));
     }
     if let Some(k) = &hw.kernel {
@@ -203,15 +208,16 @@ fn qemu_command(
     }
     // QEMU's temporary overlays (snapshot=on) go to TMPDIR, unlinked at once
     c.env("TMPDIR", spec.work).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    let parent = std::process::id();
     // SAFETY: prctl and getppid are async-signal-safe; nothing else runs
     // between fork and exec.
     unsafe {
-        c.pre_exec(|| {
+        c.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                 return Err(io::Error::last_os_error());
             }
             // the parent died before the line above: do not outlive it
-            if libc::getppid() == 1 {
+            if u32::try_from(libc::getppid()).ok() != Some(parent) {
                 return Err(io::Error::other("boveda ended"));
             }
             Ok(())
@@ -220,16 +226,58 @@ fn qemu_command(
     c
 }
 
-/// The serial console read so far (lossy text).
-fn console_text(path: &Path) -> String {
-    let mut text = Vec::new();
-    if let Ok(mut f) = std::fs::File::open(path) {
-        let len = f.metadata().map_or(0, |m| m.len());
-        // the last 64 KiB hold what a failure needs and any marker just printed
-        let _ = f.seek(SeekFrom::Start(len.saturating_sub(64 << 10)));
-        let _ = f.read_to_end(&mut text);
+/// A value inside a QEMU option list: its commas doubled (QEMU's escape).
+fn opt(s: &str) -> String {
+    s.replace(',', ",,")
+}
+
+/// A disk's name as it may stand in an NBD export's URL: letters and
+/// digits only (`vda`, `sdb`, `hdc`).
+fn plain_disk_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 16 && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
+/// The serial console as the guest prints it: its last 64 KiB, and
+/// whether the marker was seen.
+#[derive(Default)]
+struct Console {
+    text: std::sync::Mutex<Vec<u8>>,
+    marker_seen: std::sync::atomic::AtomicBool,
+}
+
+const CONSOLE_KEPT: usize = 64 << 10;
+
+impl Console {
+    fn read_from(&self, mut stream: UnixStream, marker: Option<&str>) {
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = stream.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            let mut text = self.text.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            text.extend_from_slice(&buf[..n]);
+            if let Some(m) = marker
+                && text.windows(m.len()).any(|w| w == m.as_bytes())
+            {
+                self.marker_seen.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            if text.len() > 2 * CONSOLE_KEPT {
+                let cut = text.len() - CONSOLE_KEPT;
+                text.drain(..cut);
+            }
+        }
     }
-    String::from_utf8_lossy(&text).into_owned()
+
+    fn text(&self) -> String {
+        let text = self.text.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        String::from_utf8_lossy(&text[text.len().saturating_sub(CONSOLE_KEPT)..]).into_owned()
+    }
+}
+
+/// Text a guest wrote, safe to show: control characters (terminal escape
+/// sequences among them) dropped but new lines and tabs.
+fn printable(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control() || *c == '\n' || *c == '\t').collect()
 }
 
 /// The console's last `n` non-empty lines, control characters removed.
@@ -261,9 +309,15 @@ fn stderr_of(q: &mut Qemu) -> String {
 /// cannot be used.
 pub fn boot_check(spec: &BootSpec<'_>) -> Result<BootOutcome> {
     let hw = &spec.domain.hardware;
+    if let Some(d) = spec.domain.disks.iter().find(|d| !plain_disk_name(&d.target)) {
+        return Err(EngineError::Domain {
+            path: PathBuf::from(&spec.domain.name),
+            reason: format!("disk {:?}: only disks named with letters and digits (vda, sdb) are booted", d.target),
+        });
+    }
     let cpus = hw.cpus.unwrap_or(1).clamp(1, spec.limits.max_cpus.max(1));
     let memory_mib = hw.memory_mib.unwrap_or(512).clamp(64, spec.limits.max_memory_mib.max(64));
-    let console = spec.work.join("console.log");
+    let console = spec.work.join("console.sock");
     let agent_socket = spec.work.join("agent.sock");
     let outcome = BootOutcome {
         verified: false,
@@ -291,7 +345,7 @@ fn free_port() -> io::Result<u16> {
 fn boot_and_wait(
     spec: &BootSpec<'_>,
     mut command: Command,
-    console: &Path,
+    console_socket: &Path,
     agent_socket: &Path,
     host_port: Option<u16>,
     mut outcome: BootOutcome,
@@ -302,58 +356,76 @@ fn boot_and_wait(
         EngineError::io(Path::new("qemu-system-x86_64"), io::Error::new(e.kind(), format!("cannot start QEMU: {e}")))
     })?;
     let mut qemu = Qemu(child);
-    let mut agent = None;
-    loop {
-        if let Ok(Some(status)) = qemu.0.try_wait() {
-            let err = stderr_of(&mut qemu);
-            outcome.reason = Some(format!("QEMU ended ({status}) before the guest answered: {}", last_line(&err)));
-            break;
-        }
-        if let Some(m) = spec.marker
-            && console_text(console).contains(m)
-        {
-            outcome.answered_by = Some("console marker".into());
-            break;
-        }
-        if agent_socket.exists()
-            && let Ok(mut a) = GuestAgent::connect(agent_socket, Duration::from_secs(1))
-            && a.ping().is_ok()
-        {
-            outcome.answered_by = Some("guest agent".into());
-            agent = Some(a);
-            break;
-        }
-        if Instant::now() >= deadline {
-            outcome.reason = Some(match spec.marker {
-                Some(m) => format!(
-                    "neither the guest agent nor the console marker {m:?} answered within {} s",
-                    spec.limits.time_limit_secs
-                ),
-                None => format!("the guest agent did not answer within {} s", spec.limits.time_limit_secs),
-            });
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    if outcome.answered_by.is_some() {
-        outcome.seconds_to_answer = Some(started.elapsed().as_secs_f64());
-        outcome.verified = true;
-        if let Some(probe) = spec.probe {
-            let result = run_probe(probe, agent.as_mut(), agent_socket, host_port, deadline);
-            if !result.passed {
-                outcome.verified = false;
-                outcome.reason = Some(format!(
-                    "the guest is up, but the probe {} failed: {}",
-                    result.probe,
-                    last_line(&result.output)
-                ));
+    let console = Console::default();
+    std::thread::scope(|s| {
+        // QEMU waits for this connection before it starts the guest
+        let mut stream = None;
+        while stream.is_none() && Instant::now() < deadline && matches!(qemu.0.try_wait(), Ok(None)) {
+            stream = UnixStream::connect(console_socket).ok();
+            if stream.is_none() {
+                std::thread::sleep(Duration::from_millis(20));
             }
-            outcome.probe = Some(result);
         }
-    }
+        if let Some(stream) = stream {
+            let console = &console;
+            let marker = spec.marker.filter(|m| !m.is_empty());
+            s.spawn(move || console.read_from(stream, marker));
+        }
+        let mut agent = None;
+        loop {
+            if let Ok(Some(status)) = qemu.0.try_wait() {
+                let err = stderr_of(&mut qemu);
+                outcome.reason = Some(format!("QEMU ended ({status}) before the guest answered: {}", last_line(&err)));
+                break;
+            }
+            if console.marker_seen.load(std::sync::atomic::Ordering::Relaxed) {
+                outcome.answered_by = Some("console marker".into());
+                break;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if agent_socket.exists()
+                && let Ok(mut a) = GuestAgent::connect(agent_socket, left.min(Duration::from_secs(1)))
+                && a.ping().is_ok()
+            {
+                outcome.answered_by = Some("guest agent".into());
+                agent = Some(a);
+                break;
+            }
+            if Instant::now() >= deadline {
+                outcome.reason = Some(match spec.marker {
+                    Some(m) => format!(
+                        "neither the guest agent nor the console marker {m:?} answered within {} s",
+                        spec.limits.time_limit_secs
+                    ),
+                    None => format!("the guest agent did not answer within {} s", spec.limits.time_limit_secs),
+                });
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        if outcome.answered_by.is_some() {
+            outcome.seconds_to_answer = Some(started.elapsed().as_secs_f64());
+            outcome.verified = true;
+            if let Some(probe) = spec.probe {
+                let result = run_probe(probe, agent.as_mut(), agent_socket, host_port, deadline);
+                if !result.passed {
+                    outcome.verified = false;
+                    outcome.reason = Some(format!(
+                        "the guest is up, but the probe {} failed: {}",
+                        result.probe,
+                        last_line(&result.output)
+                    ));
+                }
+                outcome.probe = Some(result);
+            }
+        }
+        drop(agent);
+        // killed: the console's reader sees the end of its stream
+        let _ = qemu.0.kill();
+        let _ = qemu.0.wait();
+    });
     drop(qemu);
-    let text = console_text(console);
-    outcome.console_tail = tail_lines(&text, if outcome.verified { 5 } else { 25 });
+    outcome.console_tail = tail_lines(&console.text(), if outcome.verified { 5 } else { 25 });
     Ok(outcome)
 }
 
@@ -382,8 +454,8 @@ fn run_probe(
             };
             let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(10));
             match agent.exec(argv, left) {
-                Ok((0, out)) => ProbeResult { probe: name.clone(), passed: true, output: out },
-                Ok((code, out)) => fail(format!("exit status {code}: {out}")),
+                Ok((0, out)) => ProbeResult { probe: name.clone(), passed: true, output: printable(&out) },
+                Ok((code, out)) => fail(format!("exit status {code}: {}", printable(&out))),
                 Err(e) => fail(e.to_string()),
             }
         }
@@ -391,23 +463,22 @@ fn run_probe(
             let Some(hp) = host_port else { return fail("no port forwarded".into()) };
             let addr = std::net::SocketAddr::from(([127, 0, 0, 1], hp));
             loop {
-                // QEMU's forward accepts first and closes when the guest
-                // refuses: a byte, or a connection still open after 2 s,
-                // means the guest took it
+                // QEMU's forward accepts at once, whether or not the guest
+                // does: the service must answer something (a banner, or a
+                // reply to an empty line) to count as up
                 if let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
-                    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-                    let mut b = [0u8; 1];
-                    match s.read(&mut b) {
-                        Ok(0) => {}
-                        Ok(_) => return ProbeResult { probe: name, passed: true, output: "answered".into() },
-                        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                            return ProbeResult { probe: name, passed: true, output: "accepted".into() };
-                        }
-                        Err(_) => {}
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                    let _ = s.write_all(b"\r\n");
+                    let mut b = [0u8; 64];
+                    if let Ok(n) = s.read(&mut b)
+                        && n > 0
+                    {
+                        let said = printable(&String::from_utf8_lossy(&b[..n]));
+                        return ProbeResult { probe: name, passed: true, output: said.trim().to_string() };
                     }
                 }
                 if Instant::now() >= deadline {
-                    return fail(format!("port {port} did not accept a connection in time"));
+                    return fail(format!("port {port} did not accept a connection and answer in time"));
                 }
                 std::thread::sleep(Duration::from_millis(500));
             }
@@ -454,6 +525,16 @@ mod tests {
         let text = "SeaBIOS\r\nBooting from Hard Disk...\r\n\x1b[2Jboot: \r\n\r\nKernel panic - not syncing\n";
         assert_eq!(tail_lines(text, 2), vec!["[2Jboot:", "Kernel panic - not syncing"]);
         assert_eq!(tail_lines("", 5), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_disk_name_or_path_cannot_add_options_to_qemu() {
+        assert!(plain_disk_name("vda") && plain_disk_name("sdb1"));
+        for bad in ["vda,file=/etc/shadow", "vda?socket=/x", "", "VDA", "vda#", "../vda"] {
+            assert!(!plain_disk_name(bad), "{bad}");
+        }
+        assert_eq!(opt("/tmp/a,b/nbd.sock"), "/tmp/a,,b/nbd.sock");
+        assert_eq!(printable("ok\x1b[2J\x07done\n"), "ok[2Jdone\n");
     }
 
     #[test]

@@ -145,7 +145,11 @@ pub fn materialize_disk(vault: &Vault, index: &ChunkIndex, root: &ChunkId, disk:
     let file = File::open(&m.image).map_err(|e| EngineError::io(&m.image, e))?;
     let offsets = partition_offsets(&file);
     m.offset = offsets.iter().copied().find(|&o| is_ext(&file, o)).ok_or_else(|| {
-        let found: Vec<&str> = offsets.iter().filter_map(|&o| other_file_system(&file, o)).collect();
+        // a FAT or NTFS volume on a whole disk ends its first sector as an
+        // MBR does: the disk's start is looked at too
+        let mut found: Vec<&str> =
+            std::iter::once(0).chain(offsets.iter().copied()).filter_map(|o| other_file_system(&file, o)).collect();
+        found.dedup();
         let holds = if found.is_empty() { "no file system boveda knows".to_string() } else { found.join(", ") };
         unsupported(
             disk,

@@ -42,10 +42,14 @@ impl GuestAgent {
         let mut agent = Self { writer, reader: BufReader::new(stream) };
         let id = u64::from(std::process::id()) << 20 | u64::from(rand_low());
         agent.send("guest-sync-delimited", json!({"id": id}))?;
-        // skip what came before the delimiter, and answers to older syncs
-        loop {
+        // skip what came before the delimiter, and answers to older syncs;
+        // a guest that streams without end gets nowhere (1 MiB, 64 answers)
+        for _ in 0..64 {
             let mut skipped = Vec::new();
-            agent.reader.read_until(0xff, &mut skipped).map_err(|e| no_answer("guest-sync-delimited", e))?;
+            (&mut agent.reader)
+                .take(1 << 20)
+                .read_until(0xff, &mut skipped)
+                .map_err(|e| no_answer("guest-sync-delimited", e))?;
             if skipped.last() != Some(&0xff) {
                 return Err(no_answer("guest-sync-delimited", io::ErrorKind::UnexpectedEof.into()));
             }
@@ -53,6 +57,7 @@ impl GuestAgent {
                 return Ok(agent);
             }
         }
+        Err(io::Error::new(io::ErrorKind::InvalidData, "the guest agent never answered the sync"))
     }
 
     /// Sets how long each later command may take.
@@ -72,7 +77,8 @@ impl GuestAgent {
     /// The next answer's `return`, or its error as `Other`.
     fn answer(&mut self, command: &str) -> io::Result<Value> {
         let mut line = String::new();
-        loop {
+        // at most 256 lines that are not the answer (events, noise)
+        for _ in 0..256 {
             line.clear();
             let n = (&mut self.reader).take(1 << 20).read_line(&mut line).map_err(|e| no_answer(command, e))?;
             if n == 0 {
@@ -91,6 +97,7 @@ impl GuestAgent {
                 return Err(io::Error::other(format!("the guest agent refused {command}: {desc}")));
             }
         }
+        Err(io::Error::new(io::ErrorKind::InvalidData, format!("the guest agent did not answer {command}")))
     }
 
     fn execute(&mut self, command: &str) -> io::Result<Value> {

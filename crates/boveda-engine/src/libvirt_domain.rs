@@ -48,6 +48,8 @@ pub struct Domain {
     /// What the VM runs on: CPUs, memory, machine and a kernel booted
     /// directly, for booting a copy of it (`crate::boot_check`).
     pub hardware: Hardware,
+    /// `<uuid>`, when the definition gives one.
+    pub uuid: Option<String>,
     xml: String,
     name_range: Range<usize>,
     uuid_range: Option<Range<usize>>,
@@ -74,18 +76,18 @@ pub struct Hardware {
 /// `<memory unit='...'>N</memory>` in MiB (libvirt's default unit is KiB).
 fn memory_mib(n: roxmltree::Node<'_, '_>) -> Option<u64> {
     let value: u64 = n.text()?.trim().parse().ok()?;
-    let bytes = match n.attribute("unit").unwrap_or("KiB") {
-        "b" | "bytes" => value,
-        "KB" => value * 1000,
-        "k" | "KiB" => value << 10,
-        "MB" => value * 1_000_000,
-        "M" | "MiB" => value << 20,
-        "GB" => value * 1_000_000_000,
-        "G" | "GiB" => value << 30,
-        "T" | "TiB" => value << 40,
+    let per: u64 = match n.attribute("unit").unwrap_or("KiB") {
+        "b" | "bytes" => 1,
+        "KB" => 1000,
+        "k" | "KiB" => 1 << 10,
+        "MB" => 1_000_000,
+        "M" | "MiB" => 1 << 20,
+        "GB" => 1_000_000_000,
+        "G" | "GiB" => 1 << 30,
+        "T" | "TiB" => 1 << 40,
         _ => return None,
     };
-    Some(bytes >> 20)
+    Some(value.saturating_mul(per) >> 20)
 }
 
 fn hardware(root: roxmltree::Node<'_, '_>) -> Hardware {
@@ -122,7 +124,7 @@ impl Domain {
     /// # Errors
     /// `Domain` for XML that does not parse or is not a libvirt domain.
     pub fn parse(file: &Path, xml: String) -> Result<Self> {
-        let (name, name_range, uuid_range, disks, guest_agent, qmp, hardware, mac_ranges) = {
+        let (name, name_range, uuid_range, uuid, disks, guest_agent, qmp, hardware, mac_ranges) = {
             let doc = roxmltree::Document::parse(&xml).map_err(|e| malformed(file, e))?;
             let root = doc.root_element();
             if root.tag_name().name() != "domain" {
@@ -133,6 +135,7 @@ impl Domain {
                 name_node.first_child().filter(|t| t.is_text()).ok_or_else(|| malformed(file, "empty <name>"))?;
             let name = text.text().unwrap_or_default().trim().to_string();
             let uuid_range = child(root, "uuid").map(|u| u.range());
+            let uuid = child(root, "uuid").and_then(|u| u.text()).map(|t| t.trim().to_lowercase());
             let mut disks = Vec::new();
             if let Some(devices) = child(root, "devices") {
                 for disk in devices.children().filter(|c| c.has_tag_name("disk")) {
@@ -193,7 +196,7 @@ impl Domain {
                 .filter_map(|i| child(i, "mac"))
                 .map(|m| m.range())
                 .collect();
-            (name, text.range(), uuid_range, disks, guest_agent, qmp, hardware(root), macs)
+            (name, text.range(), uuid_range, uuid, disks, guest_agent, qmp, hardware(root), macs)
         };
         if name.is_empty() {
             return Err(malformed(file, "empty <name>"));
@@ -201,7 +204,7 @@ impl Domain {
         if disks.iter().any(|d| !crate::disk_backup::is_safe_disk_name(&d.target)) {
             return Err(malformed(file, "a disk target is not a plain device name"));
         }
-        Ok(Self { name, disks, qmp, guest_agent, hardware, xml, name_range, uuid_range, mac_ranges })
+        Ok(Self { name, disks, qmp, guest_agent, hardware, uuid, xml, name_range, uuid_range, mac_ranges })
     }
 
     /// Reads and parses a definition file.

@@ -41,11 +41,17 @@ impl VerifySettings {
     /// `Invalid` naming the setting.
     pub fn check(&self) -> Result<()> {
         let l = &self.limits;
-        if l.max_cpus == 0 || l.max_memory_mib < 64 || l.time_limit_secs == 0 {
+        if !(1..=64).contains(&l.max_cpus)
+            || !(64..=1 << 20).contains(&l.max_memory_mib)
+            || !(1..=86_400).contains(&l.time_limit_secs)
+        {
             return Err(ServiceError::field_error(
                 "limits",
-                "give at least 1 CPU, 64 MiB of memory and 1 second to answer",
+                "give 1 to 64 CPUs, 64 MiB to 1 TiB of memory and 1 second to a day to answer",
             ));
+        }
+        if self.marker.as_deref().is_some_and(|m| m.is_empty() || m.len() > 256) {
+            return Err(ServiceError::field_error("marker", "a console marker is 1 to 256 characters"));
         }
         if let Some(a) = &self.accel
             && a != "kvm"

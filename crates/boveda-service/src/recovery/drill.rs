@@ -36,7 +36,10 @@ pub struct DrillOutcome {
 
 /// A file of the point: its path in the point and its node.
 struct PointFile {
+    /// For messages and for picking paths to restore (lossy text).
     path: String,
+    /// The path's bytes, as the file system has it.
+    raw: Vec<u8>,
     node: Node,
 }
 
@@ -44,33 +47,56 @@ fn walk(
     vault: &Vault,
     index: &ChunkIndex,
     tree: &boveda_vault::ChunkId,
-    at: &str,
+    at: &[u8],
     out: &mut Vec<PointFile>,
 ) -> Result<()> {
     for node in vault.load_tree(index, tree)?.nodes {
-        let name = String::from_utf8_lossy(&node.name).into_owned();
-        let path = format!("{at}/{name}");
+        let mut raw = at.to_vec();
+        raw.push(b'/');
+        raw.extend_from_slice(&node.name);
         match node.kind {
             NodeKind::Dir => {
                 if let Some(sub) = node.subtree {
-                    walk(vault, index, &sub, &path, out)?;
+                    walk(vault, index, &sub, &raw, out)?;
                 }
             }
-            NodeKind::File => out.push(PointFile { path, node }),
+            NodeKind::File => {
+                out.push(PointFile { path: String::from_utf8_lossy(&raw).into_owned(), raw, node });
+            }
             _ => {}
         }
     }
     Ok(())
 }
 
-/// Whether a path is in a sample of `percent`%: by a hash of the path, so
-/// that the same point samples the same files, and other paths next time
-/// only when the point differs.
-fn sampled(path: &str, percent: u8, seed: &[u8]) -> bool {
+/// A path's place in a sample: a hash of the path under the point's id, so
+/// that the same point samples the same files.
+fn rank(path: &str, seed: &[u8]) -> [u8; 8] {
     let mut h = blake3::Hasher::new();
     h.update(seed).update(path.as_bytes());
-    let b = h.finalize();
-    u16::from_le_bytes([b.as_bytes()[0], b.as_bytes()[1]]) % 100 < u16::from(percent)
+    let mut out = [0u8; 8];
+    out.copy_from_slice(&h.finalize().as_bytes()[..8]);
+    out
+}
+
+/// About `percent`% of `files`, stratified by size (files of each size
+/// class, sizes within a factor of 4, sampled alike, at least one of each
+/// class): the sample holds about that share of the files and of the
+/// bytes, so its restore time scales to the whole point's.
+fn sample<'a>(files: &'a [PointFile], percent: u8, seed: &[u8]) -> Vec<&'a PointFile> {
+    let mut classes: std::collections::BTreeMap<u32, Vec<&PointFile>> = std::collections::BTreeMap::new();
+    // restored by path: names that are not UTF-8 are left to full drills
+    for f in files.iter().filter(|f| f.raw == f.path.as_bytes()) {
+        classes.entry((64 - f.node.size.leading_zeros()) / 2).or_default().push(f);
+    }
+    let mut out = Vec::new();
+    for (_, mut class) in classes {
+        class.sort_by_key(|f| rank(&f.path, seed));
+        let take = (class.len() * usize::from(percent)).div_ceil(100);
+        out.extend(class.into_iter().take(take));
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    out
 }
 
 /// A scratch folder of the drill's own, removed when dropped.
@@ -86,7 +112,9 @@ fn scratch_in(dir: &Path) -> Result<Scratch> {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let path = dir.join(format!("boveda-drill-{}-{n}", std::process::id()));
-    std::fs::create_dir(&path)
+    // only its owner reads what the drill restores
+    std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+        .create(&path)
         .map_err(|e| ServiceError::Invalid(format!("cannot make the scratch folder {}: {e}", path.display())))?;
     Ok(Scratch(path))
 }
@@ -161,19 +189,10 @@ pub fn drill(
     let index = vault.load_index()?;
     let scratch = scratch_in(scratch_dir)?;
     let mut files = Vec::new();
-    walk(vault, &index, &point.tree, "", &mut files)?;
+    walk(vault, &index, &point.tree, b"", &mut files)?;
     let total_bytes: u64 = files.iter().map(|f| f.node.size).sum();
     let picked: Vec<&PointFile> = match (&item.source, sample_percent) {
-        (ItemSource::Files { .. }, Some(p)) if p < 100 => {
-            let seed = point.id.0;
-            let mut s: Vec<&PointFile> = files.iter().filter(|f| sampled(&f.path, p, &seed)).collect();
-            if s.is_empty()
-                && let Some(first) = files.first()
-            {
-                s.push(first);
-            }
-            s
-        }
+        (ItemSource::Files { .. }, Some(p)) if p < 100 => sample(&files, p, &point.id.0),
         _ => files.iter().collect(),
     };
     let sample = match (&item.source, sample_percent) {
@@ -215,7 +234,10 @@ pub fn drill(
         let on_disk = match &item.source {
             ItemSource::Disk { .. } if f.path == format!("/{DISK_NODE}") => scratch.0.join("disk.img"),
             ItemSource::Disk { .. } => continue,
-            _ => scratch.0.join(f.path.trim_start_matches('/')),
+            _ => {
+                use std::os::unix::ffi::OsStrExt;
+                scratch.0.join(std::ffi::OsStr::from_bytes(f.raw.strip_prefix(b"/").unwrap_or(&f.raw)))
+            }
         };
         if let Some(why) = compare_file(vault, &index, &on_disk, &f.node, &mut chunks)?
             && mismatches.len() < 20
@@ -245,12 +267,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_sample_is_about_its_share_and_the_same_each_time() {
-        let paths: Vec<String> = (0..10_000).map(|i| format!("/data/f{i}")).collect();
-        let n = paths.iter().filter(|p| sampled(p, 10, b"seed")).count();
-        assert!((800..1200).contains(&n), "{n}");
-        let again = paths.iter().filter(|p| sampled(p, 10, b"seed")).count();
-        assert_eq!(n, again);
-        assert_eq!(paths.iter().filter(|p| sampled(p, 100, b"seed")).count(), 10_000);
+    fn a_sample_is_about_its_share_of_files_and_bytes_and_the_same_each_time() {
+        let file = |i: u64| {
+            let mut node = Node::new(format!("f{i}").into_bytes(), NodeKind::File);
+            // many small files, a few large ones
+            node.size = if i.is_multiple_of(100) { 50 << 20 } else { 1000 + i };
+            PointFile { path: format!("/data/f{i}"), raw: format!("/data/f{i}").into_bytes(), node }
+        };
+        let files: Vec<PointFile> = (0..10_000).map(file).collect();
+        let picked = sample(&files, 10, b"seed");
+        assert!((950..1100).contains(&picked.len()), "{}", picked.len());
+        let total: u64 = files.iter().map(|f| f.node.size).sum();
+        let share = picked.iter().map(|f| f.node.size).sum::<u64>() as f64 / total as f64;
+        assert!((0.09..0.12).contains(&share), "bytes {share}");
+        let again: Vec<&str> = sample(&files, 10, b"seed").iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(picked.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), again);
+        assert_eq!(sample(&files, 100, b"seed").len(), 10_000);
+        assert_eq!(sample(&files[..1], 1, b"seed").len(), 1, "at least one");
     }
 }

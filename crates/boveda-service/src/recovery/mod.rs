@@ -437,7 +437,7 @@ fn restore_report(
                     restore_vm(vault, point, req.target.clone(), req.within.as_deref(), req.format, cancel, jctx)?
                 }
                 vm_restore::VmTarget::NewVm { name, start } => {
-                    vm_restore::new_vm(vault, point, req, (name, *start), cancel, jctx)?
+                    vm_restore::new_vm(vault, item, point, req, (name, *start), cancel, jctx)?
                 }
                 vm_restore::VmTarget::ReplaceDisks { confirm } => {
                     vm_restore::replace_disks(vault, item, point, req, confirm.as_deref(), cancel, jctx)?

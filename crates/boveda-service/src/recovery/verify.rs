@@ -199,26 +199,36 @@ pub fn verify_point_job(
             job: None,
         };
         let before = boveda_store::process_metrics().bytes_read;
-        if let ItemSource::Vm { .. } = item.source {
+        let proven = if let ItemSource::Vm { .. } = item.source {
             v.kind = VerificationKind::Boot;
-            let (outcome, read, disks) = boot(vault, item, &point, settings, &phase)?;
-            v.passed = outcome.verified;
-            v.reason.clone_from(&outcome.reason);
-            v.bytes_read = Some(read);
-            v.disk_bytes = Some(disks);
-            v.boot = Some(outcome);
+            boot(vault, item, &point, settings, &phase).map(|(outcome, read, disks)| {
+                v.passed = outcome.verified;
+                v.reason.clone_from(&outcome.reason);
+                v.bytes_read = Some(read);
+                v.disk_bytes = Some(disks);
+                v.boot = Some(outcome);
+            })
         } else {
             let scratch = settings.scratch.clone().unwrap_or_else(std::env::temp_dir);
-            let outcome = drill(vault, item, &point, settings.sample_percent, &scratch, &phase)?;
-            v.passed = outcome.mismatches.is_empty();
-            if let Some(first) = outcome.mismatches.first() {
-                v.reason = Some(format!("{} file(s) differ from the point, first: {first}", outcome.mismatches.len()));
-            }
-            v.bytes_read = Some(boveda_store::process_metrics().bytes_read.saturating_sub(before));
-            v.disk_bytes = Some(point.stats.bytes);
-            v.drill = Some(outcome);
-        }
+            drill(vault, item, &point, settings.sample_percent, &scratch, &phase).map(|outcome| {
+                v.passed = outcome.mismatches.is_empty();
+                if let Some(first) = outcome.mismatches.first() {
+                    v.reason = Some(format!("file(s) differ from the point, first: {first}"));
+                }
+                v.bytes_read = Some(boveda_store::process_metrics().bytes_read.saturating_sub(before));
+                v.disk_bytes = Some(point.stats.bytes);
+                v.drill = Some(outcome);
+            })
+        };
         v.seconds = started.elapsed().as_secs_f64();
+        // a verification that could not finish (a damaged object, QEMU
+        // missing) is a failed one, recorded as such
+        if let Err(e) = proven {
+            v.passed = false;
+            v.reason = Some(e.to_string());
+            *recorded.borrow_mut() = Some(v);
+            return Err(e);
+        }
         let details = details(&point, &v);
         let passed = v.passed;
         let reason = v.reason.clone().unwrap_or_default();
@@ -274,6 +284,34 @@ fn details(point: &RecoveryPoint, v: &PointVerification) -> Vec<String> {
     out
 }
 
+/// Memory reserved from a budget, given back when dropped (also when
+/// the verification holding it panics).
+struct Reserved<'a> {
+    used: &'a Mutex<u64>,
+    freed: &'a Condvar,
+    mib: u64,
+}
+
+impl<'a> Reserved<'a> {
+    /// Waits until `mib` fit in `budget` (or nothing else runs).
+    fn take(used: &'a Mutex<u64>, freed: &'a Condvar, mib: u64, budget: u64) -> Self {
+        let mut u = used.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        while *u > 0 && u.saturating_add(mib) > budget {
+            u = freed.wait(u).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        *u = u.saturating_add(mib);
+        Self { used, freed, mib }
+    }
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        let mut u = self.used.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *u = u.saturating_sub(self.mib);
+        self.freed.notify_all();
+    }
+}
+
 /// One verification to run with others.
 pub struct VerifyTask<'a> {
     pub item: &'a Item,
@@ -299,17 +337,8 @@ pub fn verify_many(
                 let (used, freed) = (&used, &freed);
                 s.spawn(move || {
                     let need = memory_mib(&t.settings, t.item);
-                    {
-                        let mut u = used.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                        while *u > 0 && *u + need > budget_mib {
-                            u = freed.wait(u).unwrap_or_else(std::sync::PoisonError::into_inner);
-                        }
-                        *u += need;
-                    }
-                    let r = verify_point_job(vault, env, t.item, t.point, &t.settings);
-                    *used.lock().unwrap_or_else(std::sync::PoisonError::into_inner) -= need;
-                    freed.notify_all();
-                    r
+                    let _held = Reserved::take(used, freed, need, budget_mib);
+                    verify_point_job(vault, env, t.item, t.point, &t.settings)
                 })
             })
             .collect();

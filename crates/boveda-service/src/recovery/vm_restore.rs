@@ -73,9 +73,9 @@ fn libvirt(args: &[&str]) -> Result<String> {
 
 /// A libvirt domain name: 1 to 64 letters, digits, `-`, `_` and `.`.
 fn check_vm_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && !name.starts_with('.')
+    // begins with a letter or digit: never taken for one of virsh's options
+    let ok = name.len() <= 64
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
         && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
     if ok {
         Ok(())
@@ -92,12 +92,14 @@ fn check_vm_name(name: &str) -> Result<()> {
 /// refusal; the restore's errors.
 pub(super) fn new_vm(
     vault: &Vault,
+    item: &Item,
     point: &RecoveryPoint,
     req: &super::RestoreRequest,
     (name, start): (&str, bool),
     cancel: Option<&std::sync::atomic::AtomicBool>,
     progress: &dyn RestoreProgress,
 ) -> Result<VmRestore> {
+    refuse_host_item(item)?;
     check_vm_name(name)?;
     if libvirt(&["dominfo", name]).is_ok() {
         return Err(ServiceError::field_error(
@@ -125,6 +127,20 @@ pub(super) fn new_vm(
         restored.started = true;
     }
     Ok(restored)
+}
+
+/// A registered host's definition is the host's to write: defined or
+/// acted on in this machine's libvirt, it could name any device or file
+/// here. Its points restore as disks, onto the host, or as files.
+fn refuse_host_item(item: &Item) -> Result<()> {
+    match item.host {
+        Some(_) => Err(ServiceError::Invalid(format!(
+            "item {} is a registered host's VM: it is not defined or replaced in this machine's libvirt; restore its \
+             disks into a folder",
+            item.name
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Shuts the VM off: asked politely for 30 s, then powered off.
@@ -160,15 +176,22 @@ pub(super) fn replace_disks(
     cancel: Option<&std::sync::atomic::AtomicBool>,
     progress: &dyn RestoreProgress,
 ) -> Result<VmRestore> {
+    refuse_host_item(item)?;
     let stored = stored_domain(vault, point)?;
     let name = stored.name.clone();
-    let xml = libvirt(&["dumpxml", &name]).map_err(|e| {
+    check_vm_name(&name)?;
+    let xml = libvirt(&["dumpxml", "--domain", &name]).map_err(|e| {
         ServiceError::Invalid(format!(
             "VM {name} is not defined in libvirt ({e}): restore its disks into a folder, or as a new VM"
         ))
     })?;
     let current = Domain::parse(Path::new(&name), xml)?;
-    let state = libvirt(&["domstate", &name])?;
+    if stored.uuid.is_some() && current.uuid != stored.uuid {
+        return Err(ServiceError::Invalid(format!(
+            "the VM named {name} in libvirt is another VM than the point's (its UUID differs): restore as a new VM"
+        )));
+    }
+    let state = libvirt(&["domstate", "--domain", &name])?;
     if state.trim() != "shut off" {
         if confirm != Some(name.as_str()) {
             return Err(ServiceError::field_error(
@@ -191,6 +214,13 @@ pub(super) fn replace_disks(
                 cur.path.display()
             )));
         }
+        if !matches!(cur.format.as_deref(), None | Some("raw" | "qcow2")) {
+            return Err(ServiceError::Invalid(format!(
+                "disk {} of {name} is {}: only raw and qcow2 disks are replaced",
+                d.target,
+                cur.format.as_deref().unwrap_or_default()
+            )));
+        }
         if let Some(root) = &req.within {
             let inside =
                 cur.path.canonicalize().ok().zip(root.canonicalize().ok()).is_some_and(|(p, r)| p.starts_with(r));
@@ -203,35 +233,9 @@ pub(super) fn replace_disks(
         }
         plan.push((d.target.clone(), cur.path.clone(), cur.format.clone()));
     }
-    let stamp = point.time.strftime("%Y%m%dT%H%M%SZ").to_string();
-    let index = vault.load_index()?;
-    let mut outcome = RestoreOutcome::default();
+    let (done, outcome) = swap_disks(vault, point, plan, cancel, progress)?;
     let mut disks = Vec::new();
-    for (target, path, format) in plan {
-        let safety = PathBuf::from(format!("{}.boveda-safety-{stamp}", path.display()));
-        if safety.exists() {
-            return Err(ServiceError::Invalid(format!(
-                "{} exists: a replace from this point was made before; remove that safety copy first",
-                safety.display()
-            )));
-        }
-        std::fs::rename(&path, &safety).map_err(|e| {
-            ServiceError::Invalid(format!("cannot keep {} as {}: {e}", path.display(), safety.display()))
-        })?;
-        let fmt = if format.as_deref() == Some("qcow2") { DiskOutputFormat::Qcow2 } else { DiskOutputFormat::Raw };
-        let r = DiskRestoreRequest { disk: &target, target: &path, format: fmt, cancel, no_follow: true };
-        match boveda_engine::restore_disk(vault, &index, &point.tree, &r, progress) {
-            Ok(o) => {
-                outcome.files += o.files;
-                outcome.bytes_written += o.bytes_written;
-                outcome.errors.extend(o.errors);
-            }
-            Err(e) => {
-                let _ = std::fs::remove_file(&path);
-                let _ = std::fs::rename(&safety, &path);
-                return Err(e.into());
-            }
-        }
+    for (target, path, safety) in done {
         let copy = SafetyCopy {
             id: RecordId::random(),
             item: item.name.clone(),
@@ -254,6 +258,64 @@ pub(super) fn replace_disks(
         started: false,
         safety_copies: list_safety_copies(vault)?.into_iter().filter(|c| c.point == point.id).map(|c| c.path).collect(),
     })
+}
+
+/// Each planned disk renamed beside itself (its safety copy) and the
+/// point's disk written in its place: all of them, or, on a failure, none
+/// (those done are put back). The disks done, with their safety copies.
+fn swap_disks(
+    vault: &Vault,
+    point: &RecoveryPoint,
+    plan: Vec<(String, PathBuf, Option<String>)>,
+    cancel: Option<&AtomicBool>,
+    progress: &dyn RestoreProgress,
+) -> Result<(Vec<(String, PathBuf, PathBuf)>, RestoreOutcome)> {
+    let stamp = point.time.strftime("%Y%m%dT%H%M%SZ").to_string();
+    let safety_of = |path: &Path| PathBuf::from(format!("{}.boveda-safety-{stamp}", path.display()));
+    if let Some((_, path, _)) = plan.iter().find(|(_, path, _)| safety_of(path).exists()) {
+        return Err(ServiceError::Invalid(format!(
+            "{} exists: a replace from this point was made before; remove that safety copy first",
+            safety_of(path).display()
+        )));
+    }
+    let index = vault.load_index()?;
+    let mut outcome = RestoreOutcome::default();
+    let mut done: Vec<(String, PathBuf, PathBuf)> = Vec::new();
+    // every disk or none: a failure puts back the disks replaced before it
+    let undo = |done: &[(String, PathBuf, PathBuf)]| {
+        for (_, path, safety) in done {
+            let _ = std::fs::remove_file(path);
+            let _ = std::fs::rename(safety, path);
+        }
+    };
+    for (target, path, format) in plan {
+        let safety = safety_of(&path);
+        if let Err(e) = std::fs::rename(&path, &safety) {
+            undo(&done);
+            return Err(ServiceError::Invalid(format!("cannot keep {} as {}: {e}", path.display(), safety.display())));
+        }
+        done.push((target.clone(), path.clone(), safety));
+        let fmt = if format.as_deref() == Some("qcow2") { DiskOutputFormat::Qcow2 } else { DiskOutputFormat::Raw };
+        let r = DiskRestoreRequest { disk: &target, target: &path, format: fmt, cancel, no_follow: true };
+        match boveda_engine::restore_disk(vault, &index, &point.tree, &r, progress) {
+            Ok(o) if o.errors.is_empty() => {
+                outcome.files += o.files;
+                outcome.bytes_written += o.bytes_written;
+            }
+            Ok(o) => {
+                undo(&done);
+                return Err(ServiceError::Invalid(format!(
+                    "disk {target} could not be restored ({}); the VM's disks are as they were",
+                    o.errors.join("; ")
+                )));
+            }
+            Err(e) => {
+                undo(&done);
+                return Err(e.into());
+            }
+        }
+    }
+    Ok((done, outcome))
 }
 
 /// The safety copies replaces left that are still there, oldest first.

@@ -45,6 +45,11 @@ fn settings_for(base: Option<VerifySettings>, a: &VerifyArgs) -> Result<VerifySe
     Ok(s)
 }
 
+/// Text from a guest or a file name, safe for a terminal.
+fn printable(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control() || *c == '\n' || *c == '\t').collect()
+}
+
 fn print(v: &PointVerification) {
     let point = v.point.short();
     let what = if v.passed { "verified" } else { "FAILED verification" };
@@ -84,15 +89,15 @@ fn print(v: &PointVerification) {
         );
         println!("  a full restore takes about {:.1} s", d.full_restore_seconds);
         for m in &d.mismatches {
-            println!("  differs: {m}");
+            println!("  differs: {}", printable(m));
         }
     }
     if let Some(r) = &v.reason {
-        println!("  why: {r}");
+        println!("  why: {}", printable(r));
         if let Some(b) = &v.boot {
             println!("  the console's last lines:");
             for l in &b.console_tail {
-                println!("    {l}");
+                println!("    {}", printable(l));
             }
         }
     }
@@ -126,7 +131,8 @@ pub fn verify(ctx: &Ctx, args: VerifyArgs) -> Result<Outcome> {
         match r {
             Ok((job, Ok(v))) => {
                 if !v.passed {
-                    failed.push(format!("{} (job {})", item.name, job.id.short()));
+                    let why = v.reason.as_deref().unwrap_or("see the job");
+                    failed.push(format!("{} (job {}): {}", item.name, job.id.short(), printable(why)));
                 }
                 shown.push(v);
             }

@@ -270,6 +270,12 @@ fn a_restore_drill_compares_every_byte_and_records_the_recovery_time() {
     let err = String::from_utf8_lossy(&out.stderr);
     let name = pack.file_name().expect("name").to_string_lossy();
     assert!(err.contains(&name[..16]), "names the damaged pack: {err}");
+    // recorded on the point as failed, with the reason
+    let v = &verified(&out)[0];
+    assert_eq!(v["passed"], false, "{v}");
+    assert!(v["reason"].as_str().is_some_and(|r| r.contains(&name[..16])), "{v}");
+    let points = json(&env, &["recoverypoint", "list", "docs"]);
+    assert_eq!(points[0]["verification"]["passed"], false, "the last drill shown: {points}");
     let alerts = json(&env, &["alert", "list"]);
     assert!(alerts.as_array().expect("alerts").iter().any(|a| a["operation"] == "VerifyPoint"), "{alerts}");
     assert!(fs::read_dir(&scratch).expect("scratch").next().is_none(), "scratch removed after a failure too");
