@@ -260,6 +260,9 @@ pub(super) fn replace_disks(
     })
 }
 
+/// A disk replaced: its name in the guest, its path, its safety copy.
+type Swapped = (String, PathBuf, PathBuf);
+
 /// Each planned disk renamed beside itself (its safety copy) and the
 /// point's disk written in its place: all of them, or, on a failure, none
 /// (those done are put back). The disks done, with their safety copies.
@@ -269,7 +272,7 @@ fn swap_disks(
     plan: Vec<(String, PathBuf, Option<String>)>,
     cancel: Option<&AtomicBool>,
     progress: &dyn RestoreProgress,
-) -> Result<(Vec<(String, PathBuf, PathBuf)>, RestoreOutcome)> {
+) -> Result<(Vec<Swapped>, RestoreOutcome)> {
     let stamp = point.time.strftime("%Y%m%dT%H%M%SZ").to_string();
     let safety_of = |path: &Path| PathBuf::from(format!("{}.boveda-safety-{stamp}", path.display()));
     if let Some((_, path, _)) = plan.iter().find(|(_, path, _)| safety_of(path).exists()) {
@@ -280,9 +283,9 @@ fn swap_disks(
     }
     let index = vault.load_index()?;
     let mut outcome = RestoreOutcome::default();
-    let mut done: Vec<(String, PathBuf, PathBuf)> = Vec::new();
+    let mut done: Vec<Swapped> = Vec::new();
     // every disk or none: a failure puts back the disks replaced before it
-    let undo = |done: &[(String, PathBuf, PathBuf)]| {
+    let undo = |done: &[Swapped]| {
         for (_, path, safety) in done {
             let _ = std::fs::remove_file(path);
             let _ = std::fs::rename(safety, path);
