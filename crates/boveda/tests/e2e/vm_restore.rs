@@ -36,9 +36,23 @@ fn s(p: &Path) -> &str {
 #[test]
 fn a_vm_point_restores_as_a_new_vm_or_over_the_disks_of_the_vm_with_safety_copies() {
     let env = Env::new();
-    env.create_vault();
+    // geo-redundant: the last restore reads the secondary (cross-region)
+    let secondary = env.path("secondary");
+    let store = env.store.clone();
+    env.ok(&[
+        "vault",
+        "create",
+        "test-vault",
+        "--store",
+        &store,
+        "--redundancy",
+        "grs",
+        "--secondary",
+        s(&secondary),
+        "--insecure-fast-kdf",
+    ]);
     let name = common::unique("boveda-vmr");
-    let _cleanup = Undefine(vec![name.clone(), format!("{name}-copy")]);
+    let _cleanup = Undefine(vec![name.clone(), format!("{name}-copy"), format!("{name}-dr")]);
     let disk = env.path("vda.img");
     let out = Command::new("cp").arg("--sparse=always").arg(test_guest().join("boot.img")).arg(&disk).output();
     assert!(out.expect("cp").status.success());
@@ -103,4 +117,13 @@ fn a_vm_point_restores_as_a_new_vm_or_over_the_disks_of_the_vm_with_safety_copie
     assert_eq!(virsh(&["domstate", &name]), "shut off");
     assert!(started.elapsed() < Duration::from_secs(120));
     assert!(fs::read(&disk).expect("read") == backed_up);
+
+    // cross-region: with the primary gone, a new VM from the secondary
+    let away = env.path("primary-away");
+    fs::rename(&env.vault, &away).expect("hide the primary");
+    let dr = format!("{name}-dr");
+    env.ok(&["restore", "web", "--from-secondary", "--as-new-vm", &dr, "--target", s(&env.path("dr"))]);
+    fs::rename(&away, &env.vault).expect("put the primary back");
+    assert_eq!(virsh(&["domstate", &dr]), "shut off", "defined, not started");
+    assert!(fs::read(env.path("dr").join(format!("{dr}-vda.img"))).expect("read") == backed_up);
 }
