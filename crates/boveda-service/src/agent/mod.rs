@@ -157,6 +157,7 @@ pub fn run_agent<V: Borrow<Vault> + Sync>(
     let (done_tx, done_rx) = crossbeam_channel::unbounded::<Done>();
     let env = JobEnv::new(clock, opts.heartbeat, opts.hostname.clone());
 
+    let verifying: Vec<AtomicBool> = vaults.iter().map(|_| AtomicBool::new(false)).collect();
     let result = std::thread::scope(|s| -> Result<()> {
         for _ in 0..opts.max_jobs.max(1) {
             let worker = Worker { vaults, env: &env, active: &active, peak: &peak, log };
@@ -208,7 +209,21 @@ pub fn run_agent<V: Borrow<Vault> + Sync>(
                 handle(d, &mut running, &mut dirty, &mut report);
             }
             for vi in std::mem::take(&mut dirty) {
-                after_backups(vaults[vi].borrow(), &env, opts, &mut report, log);
+                let v = vaults[vi].borrow();
+                after_backups(v, &env, opts, &mut report, log);
+                // the verifications the policies make due run beside the
+                // scheduler (one batch per vault at a time), so backups due
+                // meanwhile are not held up; under a simulated clock, in
+                // turn, so that runs repeat
+                if env.clock.is_simulated() {
+                    verify_due(v, &env, log);
+                } else if !verifying[vi].swap(true, Ordering::AcqRel) {
+                    let (env, flag) = (&env, &verifying[vi]);
+                    s.spawn(move || {
+                        verify_due(v, env, log);
+                        flag.store(false, Ordering::Release);
+                    });
+                }
             }
             if clock.is_simulated() {
                 match next_wake {
@@ -278,7 +293,6 @@ fn after_backups(
         Err(e) => log(&format!("{}: prune could not start: {e}", v.settings().name)),
     }
     replicate(v, env.clock, log);
-    verify_due(v, env, log);
     if let Err(e) = retry_alerts(v) {
         log(&format!("{}: alerts: {e}", v.settings().name));
     }
