@@ -276,7 +276,8 @@ impl Console {
 
 /// Text a guest wrote, safe to show: control characters (terminal escape
 /// sequences among them) dropped but new lines and tabs.
-fn printable(s: &str) -> String {
+#[must_use]
+pub fn printable(s: &str) -> String {
     s.chars().filter(|c| !c.is_control() || *c == '\n' || *c == '\t').collect()
 }
 

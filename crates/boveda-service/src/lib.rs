@@ -56,7 +56,7 @@ pub use agent::background::{
     BackgroundEnv, DEFAULT_JOBS_PER_VAULT, JobSlots, RestoreTarget, SlotGuard, VerifyNow, check_restore_target,
     start_backup, start_restore, start_verify,
 };
-pub use boveda_engine::boot_check::{BootLimits, BootOutcome, Probe, ProbeResult};
+pub use boveda_engine::boot_check::{BootLimits, BootOutcome, Probe, ProbeResult, printable};
 pub use boveda_engine::{BackupProgress, DiskEntry, DiskOutputFormat, RestoreOutcome, RestoreProgress, TarStats};
 pub use boveda_store::{
     MetricsSnapshot, StoreError, process_metrics as store_requests, process_retries as store_retries,

@@ -7,6 +7,7 @@ use super::Ctx;
 use crate::Outcome;
 use crate::args_verify::{Accel, VerifyArgs};
 use crate::output::size;
+use boveda_service::printable;
 
 fn settings_for(base: Option<VerifySettings>, a: &VerifyArgs) -> Result<VerifySettings> {
     let mut s = base.unwrap_or_default();
@@ -43,11 +44,6 @@ fn settings_for(base: Option<VerifySettings>, a: &VerifyArgs) -> Result<VerifySe
         s.scratch = Some(d.clone());
     }
     Ok(s)
-}
-
-/// Text from a guest or a file name, safe for a terminal.
-fn printable(s: &str) -> String {
-    s.chars().filter(|c| !c.is_control() || *c == '\n' || *c == '\t').collect()
 }
 
 fn print(v: &PointVerification) {
