@@ -192,6 +192,13 @@ function keepFresh(into, render, secs) {
   return run();
 }
 
+// for a page that does not refresh itself (it holds forms being filled
+// in): when it was read, and a way to read it again
+function readAt() {
+  return h("p", { class: "muted fresh" }, "Read " + new Date().toLocaleTimeString(undefined, { timeZoneName: "short" }) + ". ",
+    h("button", { type: "button", class: "link", onclick: () => route() }, "Read again"));
+}
+
 // --- job progress ----------------------------------------------------------
 
 const running = (j) => j.state === "Queued" || j.state === "InProgress" || j.state === "Cancelling";

@@ -40,7 +40,7 @@ function protectionActions(vault, item, policies, out) {
   const base = V(vault) + "/items/" + enc(item.name);
   const st = item.item.protection.state;
   const act = async (method, path, body, done) => {
-    try { await api(method, base + path, body); toast(done); await itemPage(vault, item.name); }
+    try { await api(method, base + path, body); toast(done); await route(); }
     catch (e) { out.replaceChildren(errorBox(e)); }
   };
   const choose = (id) => h("select", { id }, policies.map((p) => h("option", { value: p.name, selected: p.name === item.policy }, p.name + " — " + describePolicy(p))));
@@ -114,26 +114,16 @@ function verifyForm(vault, base, out) {
   h("div", { class: "actions" }, h("button", { type: "submit", id: "verify-now" }, "Verify now")));
 }
 
-async function itemPage(vault, name) {
-  vaultNav(vault, "/items");
+// what an item's page shows that changes by itself: health, tiles and
+// recovery points (redrawn every 10 s; the forms below stay as typed)
+async function itemState(vault, name, status, points) {
   const base = V(vault) + "/items/" + enc(name);
-  const [item, pts, policies] = await Promise.all([api("GET", base), api("GET", base + "/points"), api("GET", V(vault) + "/policies")]);
+  const [item, pts, policies, usage] = await Promise.all([api("GET", base), api("GET", base + "/points"), api("GET", V(vault) + "/policies"),
+    api("GET", V(vault) + "/usage").then((u) => {
+      const mine = u.items.find((i) => i.item === name);
+      return mine ? { ...mine, currency: u.prices.currency } : null;
+    }).catch(() => null)]);
   const policy = policies.find((p) => p.name === item.policy);
-  const out = h("div", { id: "item-out" });
-  const until = h("input", { type: "date", id: "retain-until", min: inDays(1), value: inDays(30), required: true, "data-field": "retain_until" });
-  const form = h("form", { onsubmit: async (ev) => {
-    ev.preventDefault();
-    try {
-      const job = await api("POST", base + "/backup", { retain_until: until.value });
-      location.hash = link(vault, "/jobs/" + job.id);
-    } catch (e) { out.replaceChildren(errorBox(e, form)); }
-  } },
-    h("label", { for: "retain-until" }, "Keep this recovery point until (the end of that day)", until),
-    h("div", { class: "actions" }, h("button", { type: "submit", id: "backup-now" }, "Backup now")));
-  const usage = await api("GET", V(vault) + "/usage").then((u) => {
-    const mine = u.items.find((i) => i.item === item.name);
-    return mine ? { ...mine, currency: u.prices.currency } : null;
-  }).catch(() => null);
   const next = item.next_backup
     ? [timeEl(item.next_backup), policy && policy.schedule.time_zone !== ZONE ? h("div", { class: "muted" }, when(item.next_backup, policy.schedule.time_zone) + " in the policy's zone") : ""]
     : "-";
@@ -147,7 +137,7 @@ async function itemPage(vault, name) {
       (p.suspicious ? " (suspicious: held for review)" : "") + (p.held_for_review_of ? " (held for review)" : ""),
     bytes(p.point.stats.bytes), h("span", { class: "verified" }, p.verification ? [words(p.verification.passed ? "Passed" : "Failed"), " ", timeEl(p.verification.verified_at), h("div", { class: "muted" }, verifiedText(p.verification))] : "-"), restore];
   });
-  page("Item " + item.name,
+  status.replaceChildren(
     item.health !== "Healthy" ? h("p", { class: "banner health-" + item.health, role: "status", id: "health" },
       h("strong", {}, item.health + ": "), (item.health_reason || "").replace(/\.?$/, "."),
       item.health === "Critical" ? " Fix the cause, then Backup now; the item turns healthy when a backup succeeds." : "")
@@ -158,19 +148,41 @@ async function itemPage(vault, name) {
       h("div", { class: "tile" }, h("div", {}, "Protection"), h("div", { id: "protection" }, item.protection)),
       h("div", { class: "tile" }, h("div", {}, "Policy"), h("div", { id: "item-policy" },
         policy ? [h("a", { href: link(vault, "/policies/" + enc(policy.name)) }, policy.name), h("div", { class: "muted" }, describePolicy(policy))] : "-")),
-      h("div", { class: "tile" }, h("div", {}, "Last backup"), h("div", {}, stateCell(item.last_backup_status), " ", timeEl(item.last_backup))),
+      h("div", { class: "tile" }, h("div", {}, "Last backup"), h("div", { id: "item-last-backup" }, stateCell(item.last_backup_status), " ", timeEl(item.last_backup))),
       h("div", { class: "tile" }, h("div", {}, "Next backup"), h("div", {}, next)),
       usage ? h("div", { class: "tile" }, h("div", {}, "Stored"), h("div", { id: "item-stored" }, bytes(usage.stored_bytes)),
         h("div", { class: "muted" }, "about " + usage.monthly_cost.toFixed(2) + " " + usage.currency + " a month")) : "",
-      verifyTile(item)),
+      verifyTile(item)));
+  points.replaceChildren(
+    pts.note ? h("p", { class: "muted" }, pts.note) : "",
+    table(["Time", "Consistency", "Expires", "Kept by", "Size", "Verified", ""], rows, [1, 3, 4],
+      h("p", {}, "No recovery point yet. " + (item.next_backup ? "The first one is taken at " + when(item.next_backup) + ", or now with Backup now." : "Take one with Backup now."))));
+}
+
+async function itemPage(vault, name) {
+  vaultNav(vault, "/items");
+  const base = V(vault) + "/items/" + enc(name);
+  const [item, policies] = await Promise.all([api("GET", base), api("GET", V(vault) + "/policies")]);
+  const out = h("div", { id: "item-out" });
+  const until = h("input", { type: "date", id: "retain-until", min: inDays(1), value: inDays(30), required: true, "data-field": "retain_until" });
+  const form = h("form", { onsubmit: async (ev) => {
+    ev.preventDefault();
+    try {
+      const job = await api("POST", base + "/backup", { retain_until: until.value });
+      location.hash = link(vault, "/jobs/" + job.id);
+    } catch (e) { out.replaceChildren(errorBox(e, form)); }
+  } },
+    h("label", { for: "retain-until" }, "Keep this recovery point until (the end of that day)", until),
+    h("div", { class: "actions" }, h("button", { type: "submit", id: "backup-now" }, "Backup now")));
+  const status = h("div", { id: "item-status" });
+  const points = h("div", { id: "item-points" });
+  page("Item " + item.name, status,
     h("h2", {}, "Back up now"), can(vault, "Operate") ? form : noRight(vault, "back up"),
     h("h2", {}, "Verify"), can(vault, "Operate") ? verifyForm(vault, base, out) : noRight(vault, "verify points"),
     h("h2", {}, "Protection"), can(vault, "Manage") ? protectionActions(vault, item, policies, out) : noRight(vault, "change protection"),
     out,
-    h("h2", {}, "Recovery points"),
-    pts.note ? h("p", { class: "muted" }, pts.note) : "",
-    table(["Time", "Consistency", "Expires", "Kept by", "Size", "Verified", ""], rows, [1, 3, 4],
-      h("p", {}, "No recovery point yet. " + (item.next_backup ? "The first one is taken at " + when(item.next_backup) + ", or now with Backup now." : "Take one with Backup now."))));
+    h("h2", {}, "Recovery points"), points);
+  await keepFresh(status, () => itemState(vault, name, status, points), 10);
 }
 
 async function restorePage(vault, name, point) {

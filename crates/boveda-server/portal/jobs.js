@@ -60,7 +60,12 @@ async function jobsPage(vault, params) {
     const stop = (j) => running(j) && can(vault, "Operate") ? h("button", { type: "button", class: "danger", onclick: async () => {
       try { await api("POST", V(vault) + "/jobs/" + j.id + "/stop"); toast("Stop requested"); } catch (e) { toast(e.message); }
     } }, "Stop") : "";
-    const pointOf = (j) => j.point && j.item ? h("a", { href: link(vault, "/items/" + enc(j.item) + "/restore/" + j.point) }, "point") : "";
+    const pointOf = (j) => {
+      if (!j.point || !j.item) return "";
+      const text = j.operation === "Backup" ? "Restore from it" : "Its point";
+      return h("a", { href: link(vault, "/items/" + enc(j.item) + "/restore/" + j.point),
+        "aria-label": text + ": the point " + jobTitle(j) + (j.operation === "Backup" ? " made" : " used") }, text);
+    };
     body.replaceChildren(
       h("p", { class: "muted", id: "jobs-count" }, jobs.length + " of " + all.length + " jobs" + (jobs.length > 200 ? "; the newest 200 are shown" : "") + "."),
       table(["Job", "State", "Progress", "Started", "Duration", "Ran on", "", ""], jobs.slice(0, 200).map((j) => [
@@ -110,7 +115,7 @@ async function alertsPage(vault) {
   await keepFresh(body, async () => {
     const alerts = await api("GET", V(vault) + "/alerts");
     const ack = (a) => a.state === "Active" && can(vault, "Operate") ? h("button", { type: "button", class: "secondary", onclick: async () => {
-      try { await api("POST", V(vault) + "/alerts/" + a.id + "/acknowledge"); toast("Alert acknowledged"); await alertsPage(vault); } catch (e) { toast(e.message); }
+      try { await api("POST", V(vault) + "/alerts/" + a.id + "/acknowledge"); toast("Alert acknowledged"); await route(); } catch (e) { toast(e.message); }
     } }, "Acknowledge") : "";
     body.replaceChildren(table(["Time", "State", "Severity", "Item", "What happened", "What to do", ""], alerts.map((a) => [
       timeEl(a.time), h("span", { class: "alert-" + a.state }, a.state + (a.resolved ? " " + when(a.resolved) : a.acknowledged ? " by " + a.acknowledged.by : "")),
@@ -137,7 +142,7 @@ async function reportsPage(vault, params) {
     svg.append(svgEl("polyline", { points: line.join(" "), class: "spark" }));
     return h("span", {}, svg, " up to " + duration(max));
   };
-  page("Backup reports",
+  page("Backup reports", readAt(),
     h("form", { class: "filters" }, h("label", { for: "report-days" }, "Period", choose),
       h("p", {}, h("a", { id: "report-csv", href: "/api/v1" + V(vault) + "/reports?days=" + days + "&format=csv", download: "boveda-" + vault + "-" + days + "d.csv" }, "Export as CSV"))),
     h("p", { class: "muted" }, "From " + when(r.from) + " to " + when(r.to) + ". Stored growth: what the backups of the period added to the store (compressed, new data), for the points kept now."),

@@ -126,7 +126,7 @@ async function policiesPage(vault, name) {
       try { await api("DELETE", V(vault) + "/policies/" + enc(p.name)); toast("Policy " + p.name + " deleted"); location.hash = link(vault, "/policies"); }
       catch (e) { out.replaceChildren(errorBox(e)); }
     } }, "Delete policy");
-    page("Policy " + p.name,
+    page("Policy " + p.name, readAt(),
       h("p", {}, describePolicy(p)),
       h("p", {}, "Protects: ", users(p).length ? users(p).map((i, k) => [k ? ", " : "", h("a", { href: link(vault, "/items/" + enc(i)) }, i)]) : "no item"),
       manage ? [h("h2", {}, "Change it"),
@@ -136,11 +136,11 @@ async function policiesPage(vault, name) {
         : noRight(vault, "change policies"));
     return;
   }
-  page("Policies",
+  page("Policies", readAt(),
     table(["Policy", "Schedule and retention", "Protects"], list.map((p) => [
       h("a", { href: link(vault, "/policies/" + enc(p.name)) }, p.name), describePolicy(p), users(p).join(", ") || "-"]), [2],
       "No policy yet."),
     h("h2", {}, "Create a policy"),
-    manage ? policyForm(vault, null, async (body) => { const p = await api("POST", V(vault) + "/policies", body); toast("Created policy " + p.name); await policiesPage(vault); })
+    manage ? policyForm(vault, null, async (body) => { const p = await api("POST", V(vault) + "/policies", body); toast("Created policy " + p.name); await route(); })
       : noRight(vault, "create policies"));
 }

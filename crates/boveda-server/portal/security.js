@@ -73,7 +73,7 @@ function settingsForm(vault, summary, out) {
       if (typed !== vault) return;
       body.confirm = typed;
     }
-    try { await api("PATCH", V(vault) + "/settings", body); toast("Settings saved"); await securityPage(vault); }
+    try { await api("PATCH", V(vault) + "/settings", body); toast("Settings saved"); await route(); }
     catch (e) { out.replaceChildren(requestBox(vault, e)); }
   } },
     h("label", { for: "immutability" }, "Immutability (no point deleted before its retention ends)", immutability),
@@ -106,7 +106,7 @@ function approveForm(vault, view, r, out) {
       if (button && button.value === "reject") await go("/reject");
       else await go("/approve", await signApproval(view, r, pass.value, Number(hours.value)));
       toast(button && button.value === "reject" ? "Rejected" : "Approved");
-      await securityPage(vault);
+      await route();
     } catch (e) { out.replaceChildren(errorBox(e)); if (button) button.disabled = false; }
   } }, pass, " for ", hours, " h ",
     h("button", { type: "submit", value: "approve", id: "approve-" + r.id.slice(0, 8) }, "Approve"), " ",
@@ -138,7 +138,7 @@ async function securityPage(vault) {
     const name = h("input", { id: "guard-name", required: true });
     parts.push(h("form", { onsubmit: async (ev) => {
       ev.preventDefault();
-      try { await api("PUT", V(vault) + "/guard", { guard: identity.value.trim(), name: name.value }); await securityPage(vault); }
+      try { await api("PUT", V(vault) + "/guard", { guard: identity.value.trim(), name: name.value }); await route(); }
       catch (e) { out.replaceChildren(errorBox(e)); }
     } },
       h("label", { for: "guard-identity" }, "The guard's identity (from `boveda guard create`, run by the guard)", identity),
@@ -146,17 +146,19 @@ async function securityPage(vault) {
       h("div", { class: "actions" }, h("button", { type: "submit", id: "bind-guard" }, "Bind the guard"))));
   } else if (role === "Contributor") {
     parts.push(h("button", { type: "button", class: "secondary", id: "unbind-guard", onclick: async () => {
-      try { await api("DELETE", V(vault) + "/guard"); await securityPage(vault); } catch (e) { out.replaceChildren(requestBox(vault, e)); }
+      try { await api("DELETE", V(vault) + "/guard"); await route(); } catch (e) { out.replaceChildren(requestBox(vault, e)); }
     } }, "Unbind the guard"));
   }
   const rows = view.requests.map((r) => [r.id.slice(0, 8), stateCell(r.state), r.description, r.requested_by, when(r.requested),
     r.state === "Pending" && role === "SecurityAdmin" ? approveForm(vault, view, r, out)
       : r.approval ? "approved by " + r.approval.approved_by + ", until " + when(r.approval.expires) : "-"]);
-  parts.push(h("h3", {}, "Requests"), table(["Request", "State", "Operation", "Asked by", "When", ""], rows, [3, 4]));
+  parts.push(h("h3", {}, "Requests"), table(["Request", "State", "Operation", "Asked by", "When", ""], rows, [3, 4],
+    h("p", { id: "no-requests" }, g ? "No request yet. One appears here when someone asks for a change the guard must approve (such as disabling immutability); " +
+      "the guard approves it with its passphrase." : "No request: requests need a guard bound to the vault.")));
   if (role === "SecurityAdmin") {
     parts.push(h("p", { class: "muted" }, "Approving here signs in this browser with the key your passphrase derives; " +
       "the page comes from the vault's server. To trust nothing of it, approve with `boveda guard approve CODE` on your " +
       "own machine (the code: `boveda guard show`)."));
   }
-  page("Security", out, ...parts);
+  page("Security", readAt(), out, ...parts);
 }

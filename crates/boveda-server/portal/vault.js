@@ -131,22 +131,23 @@ async function propertiesPage(vault) {
   const s = await api("GET", V(vault));
   const out = h("div", { id: "properties-out" });
   const save = async (body, form) => {
-    try { await api("PATCH", V(vault) + "/settings", body); toast("Settings saved"); await propertiesPage(vault); }
+    try { await api("PATCH", V(vault) + "/settings", body); toast("Settings saved"); await route(); }
     catch (e) { out.replaceChildren(errorBox(e, form)); }
   };
   const webhook = h("input", { id: "webhook", type: "url", value: s.webhook || "", placeholder: "https://alerts.example/hook", "data-field": "webhook" });
   const webhookForm = h("form", { onsubmit: (ev) => { ev.preventDefault(); save({ webhook: webhook.value || null }, webhookForm); } },
     h("label", { for: "webhook" }, "Webhook: alerts are POSTed to it as JSON (empty: none)", webhook),
     h("div", { class: "actions" }, h("button", { type: "submit", disabled: !manage }, "Save webhook")));
-  page("Vault properties",
+  page("Vault properties", readAt(),
     table(["", ""], [["Store", s.store], ["Storage replication", s.redundancy === "grs" ? "Geo-redundant (grs), secondary " + (s.secondary || "-") : "Locally redundant (lrs)"],
       ["Soft delete", s.soft_delete_days + " days" + (s.soft_delete_always_on ? ", always on" : "")],
       ["Immutability", words(s.immutability) + (s.object_lock ? "; store lock " + s.object_lock : "")],
       ["Items", String(s.items)], ["Recovery points", String(s.recovery_points)], ["Stored", bytes(s.stored_bytes)],
       ["Created", timeEl(s.created)]]),
     h("p", {}, "Soft delete, immutability and the guard are changed on the ", h("a", { href: link(vault, "/security") }, "Security"), " page."),
-    h("h2", {}, "Notifications"), manage ? "" : noRight(vault, "change notifications"), webhookForm,
-    await emailSection(vault, manage),
+    h("h2", {}, "Notifications"),
+    manage ? [webhookForm, await emailSection(vault, manage)]
+      : [h("p", { id: "webhook-state" }, "Webhook: " + (s.webhook ? "set" : "none") + "."), noRight(vault, "see or change the webhook and e-mail settings")],
     out,
     h("h2", {}, "Access tokens"), manage ? await tokensSection(vault) : noRight(vault, "see or create access tokens"),
     await pricesSection(vault));
@@ -202,7 +203,7 @@ async function emailSection(vault, manage) {
         catch (e) { out.replaceChildren(errorBox(e, form)); }
       } }, "Send a test message"),
       cur.server ? h("button", { type: "button", class: "secondary", disabled: !manage, onclick: async () => {
-        try { await api("DELETE", V(vault) + "/notifications/email"); toast("E-mail notifications off"); await propertiesPage(vault); }
+        try { await api("DELETE", V(vault) + "/notifications/email"); toast("E-mail notifications off"); await route(); }
         catch (e) { out.replaceChildren(errorBox(e, form)); }
       } }, "Stop e-mails") : ""));
   return h("section", {}, h("h3", {}, "E-mail"), form);
@@ -280,13 +281,13 @@ async function serversPage(vault) {
   const unregister = (name) => async (ev) => {
     if (!confirm("Unregister " + name + "? Its backups stop at once; its recovery points are kept.")) return;
     ev.target.disabled = true;
-    try { await api("DELETE", V(vault) + "/hosts/" + enc(name)); toast("Unregistered " + name); await serversPage(vault); }
+    try { await api("DELETE", V(vault) + "/hosts/" + enc(name)); toast("Unregistered " + name); await route(); }
     catch (e) { out.replaceChildren(errorBox(e)); ev.target.disabled = false; }
   };
   const rows = hosts.map((o) => [o.name, words(o.state), o.os, o.version, timeEl(o.registered), timeEl(o.last_contact),
     o.items.length ? o.items.map((i) => h("a", { href: link(vault, "/items/" + enc(i)) }, i)) : "-",
     o.unregistered || !manage ? "-" : h("button", { type: "button", class: "secondary", onclick: unregister(o.name) }, "Unregister")]);
-  page("Protected servers",
+  page("Protected servers", readAt(),
     table(["Name", "State", "OS", "boveda", "Registered", "Last contact", "Items", ""], rows, [2, 3, 4],
       h("p", {}, "No server is registered with this vault yet." + (manage ? " Add one below: it gets single-use credentials." : ""))),
     h("h2", {}, "Add a server"), manage ? [add, out] : noRight(vault, "add servers"));

@@ -23,13 +23,33 @@ async fn backup(f: &common::Fixture, item: &str) -> serde_json::Value {
     f.wait_job(r.body["id"].as_str().expect("id"), &c).await
 }
 
+/// The first running job, as a Reader sees it through the API, once its
+/// progress is `ready` (polled for up to 15 s); none if it never was.
+async fn running_job(f: &common::Fixture, ready: impl Fn(&serde_json::Value) -> bool) -> Option<serde_json::Value> {
+    let r = f.token("Reader").to_string();
+    for _ in 0..150 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let jobs = f.call("GET", "/api/v1/vaults/{vault}/jobs?state=InProgress", Some(&r), None).await;
+        if let Some(j) = jobs.body.as_array().and_then(|a| a.first()).cloned()
+            && ready(&j["progress"])
+        {
+            return Some(j);
+        }
+    }
+    None
+}
+
 /// A backup observer that takes its time over every file, so that a test
 /// sees the job while it runs.
 struct Slow;
 
 impl svc::BackupProgress for Slow {
     fn file_done(&self, _path: &std::path::Path, _size: u64, _reused: bool) {
-        std::thread::sleep(Duration::from_millis(250));
+        // one file at a time whatever the walk's threads: the run lasts
+        // about 5 s, several of the job's once-a-second progress reports
+        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _turn = ONE_AT_A_TIME.lock();
+        std::thread::sleep(Duration::from_millis(400));
     }
 }
 
@@ -59,18 +79,7 @@ async fn a_running_backup_shows_live_progress_against_its_totals_and_ends_with_t
         let env = svc::JobEnv::new(clock.as_ref(), Duration::from_secs(60), "test".into());
         svc::backup_job(&vault, &env, &item, None, None, &Slow).expect("job").0
     });
-    let r = f.token("Reader").to_string();
-    let mut seen = None;
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let jobs = f.call("GET", "/api/v1/vaults/{vault}/jobs?state=InProgress", Some(&r), None).await;
-        if let Some(j) = jobs.body.as_array().and_then(|a| a.first()).cloned()
-            && j["progress"]["files"].as_u64().unwrap_or(0) >= 2
-        {
-            seen = Some(j);
-            break;
-        }
-    }
+    let seen = running_job(&f, |p| p["files"].as_u64().unwrap_or(0) >= 2).await;
     let done = tokio::task::spawn_blocking(move || worker.join().expect("worker")).await.expect("join");
     let seen = seen.expect("the running job showed files done before it ended");
     let p = &seen["progress"];
@@ -80,6 +89,58 @@ async fn a_running_backup_shows_live_progress_against_its_totals_and_ends_with_t
     assert!(p["bytes_done"].as_u64().unwrap_or(0) > 0, "{seen}");
     assert!(done.progress.bytes_written > 0 && !done.progress.totals_estimated, "{:?}", done.progress);
     assert_eq!(done.progress.files_total, Some(done.progress.files));
+}
+
+/// A disk backup observer that takes its time over every read.
+struct SlowReads;
+
+impl svc::BackupProgress for SlowReads {
+    fn bytes_read(&self, _n: u64) {
+        std::thread::sleep(Duration::from_millis(1000));
+    }
+}
+
+/// The report's case: a large disk backup showed "0 B, Files 0, Phase -"
+/// for its whole run. A disk's totals are known from the start: its
+/// allocated bytes, not its size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_disk_backup_shows_its_allocated_bytes_as_the_total_from_the_start() {
+    let f = common::fixture();
+    let image = f.dir.path().join("disk.raw");
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut file = std::fs::File::create(&image).expect("image");
+        file.set_len(64 << 20).expect("size");
+        for at in [0u64, 20 << 20, 40 << 20] {
+            file.seek(SeekFrom::Start(at)).expect("seek");
+            let block: Vec<u8> = (0..(1u32 << 20)).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+            file.write_all(&block).expect("write");
+        }
+    }
+    svc::add_disk_item(&f.vault, "disk", &image, None).expect("disk item");
+    let vault = f.vault.clone();
+    let clock = f.clock.clone();
+    let worker = std::thread::spawn(move || {
+        let item = svc::find_item(&vault, "disk").expect("item");
+        let env = svc::JobEnv::new(clock.as_ref(), Duration::from_secs(60), "test".into());
+        svc::backup_job(&vault, &env, &item, None, None, &SlowReads).expect("job").0
+    });
+    let seen = running_job(&f, |p| p["bytes_read"].as_u64().unwrap_or(0) > 0).await;
+    let done = tokio::task::spawn_blocking(move || worker.join().expect("worker")).await.expect("join");
+    let seen = seen.expect("the running disk backup showed bytes read before it ended");
+    let p = &seen["progress"];
+    assert_eq!(p["phase"], "backing up", "{seen}");
+    assert_eq!(p["files_total"], 1, "{seen}");
+    assert_eq!(p["totals_estimated"], false, "a disk knows its totals: {seen}");
+    assert_eq!(p["bytes_total"], 3u64 << 20, "the allocated bytes, not the 64 MiB size: {seen}");
+    assert_eq!(
+        (seen["state"].as_str(), p["files"].as_u64()),
+        (Some("InProgress"), Some(0)),
+        "seen while it ran: {seen}"
+    );
+    assert_eq!((done.progress.files, done.progress.files_total), (1, Some(1)), "{:?}", done.progress);
+    assert_eq!(done.progress.bytes_read, 3 << 20, "{:?}", done.progress);
+    assert!(done.progress.bytes_written > 0, "{:?}", done.progress);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,6 +211,39 @@ async fn a_failed_backup_turns_its_item_critical_and_its_alert_resolves_when_a_b
     assert_eq!(item.body["health"], "Healthy", "{}", item.text);
     let dash = f.call("GET", "/api/v1/vaults/{vault}/dashboard", Some(&r), None).await;
     assert_eq!(dash.body["active_alerts"], 0, "{}", dash.text);
+}
+
+/// The report's exact case: a new item whose first two backups fail has
+/// no point at all; it read "Protected - Warning (initial backup pending)"
+/// and the dashboard counted it healthy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_item_whose_first_backups_fail_is_critical_before_it_has_any_point() {
+    let f = common::fixture();
+    let r = f.token("Reader").to_string();
+    let other = f.dir.path().join("other");
+    std::fs::rename(&other, f.dir.path().join("other-away")).expect("move");
+    for _ in 0..2 {
+        assert_eq!(backup(&f, "other").await["state"], "Failed");
+    }
+    let item = f.call("GET", "/api/v1/vaults/{vault}/items/other", Some(&r), None).await;
+    assert_eq!(item.body["recovery_points"], 0, "{}", item.text);
+    assert_eq!(item.body["health"], "Critical", "{}", item.text);
+    let protection = item.body["protection"].as_str().unwrap_or_default();
+    assert!(
+        protection.contains("Critical (last backup failed)") && !protection.contains("initial backup pending"),
+        "{}",
+        item.text
+    );
+    assert!(item.body["health_reason"].as_str().unwrap_or_default().contains("does not exist"), "{}", item.text);
+    let list = f.call("GET", "/api/v1/vaults/{vault}/items", Some(&r), None).await;
+    let row = list.body.as_array().expect("items").iter().find(|i| i["name"] == "other").expect("other").clone();
+    assert_eq!(row["health"], "Critical", "{}", list.text);
+    let dash = f.call("GET", "/api/v1/vaults/{vault}/dashboard", Some(&r), None).await;
+    assert_eq!(dash.body["items_by_health"]["Critical"], 1, "{}", dash.text);
+    assert!(dash.body["items_by_health"].get("Healthy").is_none_or(|n| n != 2), "{}", dash.text);
+    let alerts = f.call("GET", "/api/v1/vaults/{vault}/alerts", Some(&r), None).await;
+    let active: Vec<_> = alerts.body.as_array().expect("alerts").iter().filter(|a| a["state"] == "Active").collect();
+    assert_eq!(active.len(), 2, "one per failed backup, each with its state: {}", alerts.text);
 }
 
 /// The files of a tar archive: path → bytes.
@@ -444,4 +538,24 @@ async fn why_an_alert_was_not_delivered_is_for_contributors() {
     let by_reader = f.call("GET", "/api/v1/vaults/{vault}/alerts", Some(f.token("Reader")), None).await;
     assert!(!by_reader.text.contains("127.0.0.1:9"), "{}", by_reader.text);
     assert!(by_reader.body[0]["last_error"].as_str().unwrap_or_default().contains("a Contributor sees why"));
+}
+
+/// The regression: the portal cleared a vault's webhook by saving an empty
+/// field (`"webhook": null`), which was read as "leave it as it is".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_is_cleared_by_null_and_kept_when_left_out() {
+    let f = common::fixture();
+    let c = f.token("Contributor").to_string();
+    let webhook = |body: serde_json::Value| {
+        let c = c.clone();
+        let f = &f;
+        async move {
+            let r = f.call("PATCH", "/api/v1/vaults/{vault}/settings", Some(&c), Some(body)).await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+            f.call("GET", "/api/v1/vaults/{vault}", Some(&c), None).await.body["webhook"].clone()
+        }
+    };
+    assert_eq!(webhook(json!({"webhook": "https://alerts.example/hook"})).await, "https://alerts.example/hook");
+    assert_eq!(webhook(json!({"soft_delete_days": 20})).await, "https://alerts.example/hook", "left out: kept");
+    assert!(webhook(json!({"webhook": null})).await.is_null(), "null: no webhook");
 }

@@ -6,8 +6,8 @@
 mod common;
 
 use boveda_service::{
-    DaySpec, Frequency, Item, ItemSource, MonthlyRule, Policy, Protection, ProtectionState, Retention, Schedule,
-    Weekday, WeeklyRule, evaluate_retention, next_slot,
+    DaySpec, Frequency, HourlyWindow, Item, ItemSource, MonthlyRule, Policy, Protection, ProtectionState, Retention,
+    Schedule, Weekday, WeeklyRule, evaluate_retention, next_slot,
 };
 use boveda_vault::{ChunkId, Consistency, PointId, RecordId, RecoveryPoint};
 use jiff::Timestamp;
@@ -215,4 +215,45 @@ fn the_newest_point_of_a_protected_item_never_expires() {
     let e = evaluate_retention(&deleted, Some(&p), &[&old, &only], later);
     assert!(e.iter().all(|e| e.expires == deleted.protection.purge_after && !e.is_expired(later)));
     assert!(e.iter().all(|e| e.is_expired(at("2026-03-15T00:00"))));
+}
+
+#[test]
+fn an_enhanced_policy_keeps_every_point_daily_and_the_first_of_the_day_for_longer_rules() {
+    // Azure's enhanced policy: every 6 hours from 06:00 for 18 hours, three
+    // points a day; daily keeps all of them, the longer rules one a day
+    let mut p = policy(
+        Frequency::Daily,
+        vec![],
+        &["06:00"],
+        Retention {
+            daily_days: Some(3),
+            weekly: Some(WeeklyRule { days: vec![Weekday::Sunday], weeks: 2 }),
+            monthly: Some(MonthlyRule { on: DaySpec("1".into()), months: 2 }),
+            yearly: None,
+        },
+    );
+    let window = HourlyWindow { every_hours: 6, start: "06:00".into(), hours: 18 };
+    p.schedule = Schedule {
+        frequency: Frequency::Hourly,
+        days: vec![],
+        times: window.times().expect("times"),
+        time_zone: ZONE.into(),
+        window: Some(window),
+    };
+    p.validate().expect("valid policy");
+    assert_eq!(p.schedule.times, ["06:00", "12:00", "18:00"]);
+    let s = simulate(&p);
+    // Now is Sunday 2027-01-10 18:00: every point of Jan 8, 9 and 10; the
+    // first point of Sunday Jan 3 (two weeks reach past now), and of Dec 1
+    // and Jan 1 (two months); never the 12:00 or 18:00 point of those days
+    let mut expected = vec!["2026-12-01 06:00".to_string(), "2027-01-01 06:00".into(), "2027-01-03 06:00".into()];
+    for d in ["08", "09", "10"] {
+        for t in ["06:00", "12:00", "18:00"] {
+            expected.push(format!("2027-01-{d} {t}"));
+        }
+    }
+    assert_eq!(dates(&s), expected);
+    assert_eq!(rule_of(&s, "2027-01-03 06:00"), "weekly of 2026-W53");
+    assert_eq!(rule_of(&s, "2027-01-01 06:00"), "monthly of 2027-01");
+    assert_eq!(rule_of(&s, "2027-01-09 18:00"), "daily of 2027-01-09");
 }

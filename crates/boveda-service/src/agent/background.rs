@@ -244,7 +244,37 @@ pub fn start_backup(vault: Arc<Vault>, env: &BackgroundEnv, item: Item, retain_u
         .map_err(|e: ServiceError| ServiceError::field_error("retain_until", e))?;
     let waiting =
         Waiting { vault: vault.clone(), operation: Operation::Backup, item: Some((item.name.clone(), item.id)) };
-    start(env, "backup", waiting, move |env| backup_job(&vault, env, &item, retain_until, None, &NoProgress))
+    start(env, "backup", waiting, move |env| {
+        let pace = TestPace::for_item(&item.name);
+        let progress: &dyn boveda_engine::BackupProgress = match &pace {
+            Some(pace) => pace,
+            None => &NoProgress,
+        };
+        backup_job(&vault, env, &item, retain_until, None, progress)
+    })
+}
+
+/// A test hook: `BOVEDA_TEST_BACKUP_PACE=ITEM:MS` makes each file of
+/// `ITEM`'s backups started here take at least `MS` milliseconds, so a
+/// browser test can watch a backup while it runs (others are untouched).
+struct TestPace(std::time::Duration);
+
+impl TestPace {
+    fn for_item(item: &str) -> Option<TestPace> {
+        let value = std::env::var("BOVEDA_TEST_BACKUP_PACE").ok()?;
+        let (name, ms) = value.split_once(':')?;
+        (name == item).then_some(())?;
+        Some(TestPace(std::time::Duration::from_millis(ms.parse().ok()?)))
+    }
+}
+
+impl boveda_engine::BackupProgress for TestPace {
+    fn file_done(&self, _path: &std::path::Path, _size: u64, _reused: bool) {
+        // one file at a time, however many threads the walk has
+        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _turn = ONE_AT_A_TIME.lock();
+        std::thread::sleep(self.0);
+    }
 }
 
 /// A restore as a client asks for it.

@@ -280,11 +280,23 @@ fn open_copy_at(url: &str, passphrase: &[u8]) -> Result<Vault> {
     Ok(vault)
 }
 
+/// A field that is present, `null` included (`Some(None)`); serde's own
+/// reading of `Option<Option<_>>` takes `null` for a field left out.
+fn present<'de, D, T>(d: D) -> std::result::Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    <Option<T> as serde::Deserialize>::deserialize(d).map(Some)
+}
+
 /// Changes to a vault's settings; `None` leaves a setting as it is.
 #[derive(Debug, Default, Clone, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct VaultUpdate {
-    /// `Some(None)` stops posting alerts.
+    /// `Some(None)` stops posting alerts: `"webhook": null` in JSON (a
+    /// field left out leaves it as it is).
+    #[serde(deserialize_with = "present")]
     pub webhook: Option<Option<String>>,
     pub soft_delete_days: Option<u32>,
     pub store_retries: Option<u32>,
@@ -292,7 +304,9 @@ pub struct VaultUpdate {
     pub parallel_requests: Option<u32>,
     /// Minutes a geo-redundant vault's secondary may lag before an alert.
     pub replication_lag_alert_mins: Option<u32>,
-    /// Where drives of offline seeding are shipped; `Some(None)` removes it.
+    /// Where drives of offline seeding are shipped; `Some(None)` (`null`)
+    /// removes it.
+    #[serde(deserialize_with = "present")]
     pub shipping_address: Option<Option<String>>,
     /// Copy packs to the secondary while a backup writes them.
     pub replicate_during_backup: Option<bool>,

@@ -98,10 +98,11 @@ pub fn job(ctx: &Ctx, cmd: JobCmd) -> Result<Outcome> {
                             time(j.start),
                             duration(j),
                             progress(j),
+                            j.point.map_or_else(|| "-".into(), |p| p.short()),
                         ]
                     })
                     .collect();
-                print_table(&["ID", "OPERATION", "ITEM", "STATUS", "START", "DURATION", "PROGRESS"], &rows);
+                print_table(&["ID", "OPERATION", "ITEM", "STATUS", "START", "DURATION", "PROGRESS", "POINT"], &rows);
             }
             Ok(Outcome::Ok)
         }

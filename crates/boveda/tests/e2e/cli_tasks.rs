@@ -109,6 +109,25 @@ fn the_portals_tasks_work_from_the_command_line() {
     assert_eq!(json(&env, &["job", "list", "--until", "2000-01-01"]), serde_json::json!([]));
     let failed = json(&env, &["job", "list", "--status", "Failed", "--until", "2999-12-31"]);
     assert_eq!(failed.as_array().map(Vec::len), Some(2));
+    // the point a backup made, in the job list
+    let done = json(&env, &["job", "list", "--operation", "Backup", "--status", "Completed"]);
+    let point = done[0]["point"].as_str().expect("a completed backup names its point").to_string();
+    let table = env.ok(&["job", "list", "--operation", "Backup"]);
+    assert!(table.lines().next().is_some_and(|h| h.contains("DURATION") && h.contains("POINT")), "{table}");
+    assert!(table.contains(&point[..8]), "{table}");
+
+    // an item whose first backups fail, with no point at all, is Critical
+    // (it read "initial backup pending")
+    let fresh = env.path("fresh");
+    std::fs::create_dir_all(&fresh).expect("mkdir");
+    env.ok(&["item", "add", "files", "fresh", "--path", fresh.to_str().expect("utf8")]);
+    std::fs::remove_dir(&fresh).expect("rmdir");
+    env.expect(1, &["protection", "backup-now", "fresh"]);
+    env.expect(1, &["protection", "backup-now", "fresh"]);
+    let items = json(&env, &["item", "list"]);
+    let row = items.as_array().expect("items").iter().find(|i| i["name"] == "fresh").expect("fresh").clone();
+    assert_eq!((row["health"].as_str(), row["recovery_points"].as_u64()), (Some("Critical"), Some(0)), "{row}");
+    assert!(!row["protection"].as_str().unwrap_or_default().contains("pending"), "{row}");
 
     // the report as CSV, and the Backup center over two vaults
     let csv = env.ok(&["report", "--days", "7", "--csv"]);
@@ -116,6 +135,15 @@ fn the_portals_tasks_work_from_the_command_line() {
     assert!(csv.lines().any(|l| l.starts_with("docs,4,2,2,0,0.500,")), "{csv}");
     let second = env.path("second");
     env.ok(&["vault", "create", "second", "--store", second.to_str().expect("utf8"), "--insecure-fast-kdf"]);
+    let elsewhere = env.path("elsewhere");
+    std::fs::create_dir_all(&elsewhere).expect("mkdir");
+    std::fs::write(elsewhere.join("e.txt"), b"in the second vault").expect("write");
+    env.ok(&["--vault", "second", "item", "add", "files", "etc2", "--path", elsewhere.to_str().expect("utf8")]);
+    env.ok(&["--vault", "second", "protection", "backup-now", "etc2"]);
     let center = env.ok(&["center", "test-vault", "second"]);
-    assert!(center.contains("test-vault") && center.contains("docs") && center.contains("Healthy"), "{center}");
+    let row =
+        |vault: &str, item: &str| center.lines().find(|l| l.starts_with(vault) && l.contains(item)).map(str::to_string);
+    assert!(row("test-vault", "docs").is_some_and(|l| l.contains("Healthy")), "{center}");
+    assert!(row("test-vault", "fresh").is_some_and(|l| l.contains("Critical")), "{center}");
+    assert!(row("second", "etc2").is_some_and(|l| l.contains("Healthy")), "{center}");
 }

@@ -10,14 +10,17 @@ One scenario per task a user does, each asserting what the page shows and
 what happened on disk: logging in with the keyboard; creating a vault; the
 configure-backup wizard checking each step, keeping entries across Back and
 Forward and reviewing before it enables; backing up now and following the
-job's progress to its real totals; restoring a file (and being refused
-outside the allowed folders) and downloading files, compared byte for byte;
+job's progress to its real totals; a backup watched while it runs (phase,
+files of the previous point's total, a percentage and the time left);
+restoring a file (and being refused outside the allowed folders) and
+downloading files, compared byte for byte; a disk restored as an image file;
 policies created (hourly too), changed after seeing what the change does,
 deleted; an item's policy changed, its protection stopped, resumed, its
 data deleted and undeleted; e-mail settings, a test message and an alert
-received by a real SMTP server; a token made for a Reader, whose view has
-no button it may not use, then revoked; a failed backup turning the item
-and the dashboard red, its alert acknowledged, then resolved by a backup
+received by a real SMTP server; the webhook set and cleared; a token made
+for one item with an expiry, and one for a Reader, whose view has no
+button or form it may not use, then revoked; a failed backup turning the
+open item page red by itself, then the dashboard, its alert acknowledged, then resolved by a backup
 that succeeds; jobs filtered, and a new job appearing without a reload;
 reports and their CSV; the Backup center; a protected server added,
 configured through its agent, backed up and restored onto, unregistered;
@@ -143,14 +146,33 @@ class Checks:
         self.axe(page, name)
         self.shot(page, name)
         if phone is not None:
+            # the same tab state (the wizard keeps its entries in the tab's
+            # session storage): the phone shows the same step, not step 1
+            stored = page.evaluate("JSON.stringify(Object.assign({}, sessionStorage))")
             phone.goto(page.url)
+            phone.evaluate("(s) => { for (const [k, v] of Object.entries(JSON.parse(s))) sessionStorage.setItem(k, v); }", stored)
             phone.reload()
-            expect(phone.locator("h1")).to_be_visible()
+            expect(phone.locator("h1")).to_have_text(page.locator("h1").inner_text())
             phone.wait_for_timeout(700)
-            width = phone.evaluate("document.documentElement.scrollWidth")
-            assert width <= PHONE["width"], f"{name} is {width} px wide at phone width"
+            self.fits(phone, name)
             self.axe(phone, name + " (phone)")
             self.shot(phone, name + "-phone")
+
+    @staticmethod
+    def fits(pg, name):
+        width = pg.evaluate("document.documentElement.scrollWidth")
+        assert width <= PHONE["width"], f"{name} is {width} px wide at phone width"
+
+    def narrow(self, pg, name):
+        """A page as it is (another browser context's: a Reader's, the
+        guard's) at 390 px too, then back at its own width."""
+        before = pg.viewport_size
+        pg.set_viewport_size(PHONE)
+        pg.wait_for_timeout(700)
+        self.fits(pg, name)
+        self.axe(pg, name + " (phone)")
+        self.shot(pg, name + "-phone")
+        pg.set_viewport_size(before)
 
 
 def visit(page, url):
@@ -190,6 +212,22 @@ def main():
     (work / "guard.id").write_text(run(dict(env, BOVEDA_GUARD_PASSPHRASE=GUARD_PASS), "guard", "create").strip())
     (work / "sec.token").write_text(
         run(env, "--vault", "first", "token", "create", "--role", "SecurityAdmin", "--description", "the guard").strip())
+    # the vault "first" protects things too: a folder whose backups started
+    # by the server are paced (BOVEDA_TEST_BACKUP_PACE), to watch one run,
+    # and a disk image, to restore as an image file
+    paced = work / "paced"
+    paced.mkdir()
+    for i in range(20):
+        (paced / f"f{i:02}.txt").write_text(f"paced file {i}\n" * 100)
+    image = work / "img.raw"
+    with open(image, "wb") as f:
+        f.truncate(16 << 20)
+        f.seek(4 << 20)
+        f.write(bytes((i * 131) % 256 for i in range(1 << 20)))
+    for args in (["item", "add", "files", "paced", "--path", str(paced)], ["protection", "backup-now", "paced"],
+                 ["item", "add", "disk", "img", "--path", str(image)], ["protection", "backup-now", "img"]):
+        run(env, "--vault", "first", *args)
+    env["BOVEDA_TEST_BACKUP_PACE"] = "paced:400"
     proc, base = start_server(env, work)
     smtp, smtp_port = start_smtp(work)
     checks = Checks()
@@ -236,7 +274,9 @@ class Test:
         self.login_and_create_a_vault()
         self.the_wizard_checks_each_step_and_keeps_entries()
         self.backup_now_shows_honest_progress()
+        self.a_running_backup_shows_how_far_it_is()
         self.restore_says_where_and_downloads_compare()
+        self.a_disk_restores_as_an_image_file()
         self.verify_now_proves_a_point()
         self.a_vm_restores_as_a_new_vm()
         self.policies_are_created_changed_and_deleted()
@@ -250,6 +290,12 @@ class Test:
         self.guarded()
         self.every_page_at_both_widths()
 
+    def saved(self, button, then):
+        """Clicks a settings form's button, sees it saved, opens `then`."""
+        self.page.get_by_role("button", name=button, exact=True).click()
+        expect(self.page.locator("#toast")).to_contain_text("Settings saved")
+        visit(self.page, then)
+
     # --- scenarios ------------------------------------------------------
 
     def login_and_create_a_vault(self):
@@ -257,6 +303,9 @@ class Test:
         page.goto(self.base + "/")
         expect(page.get_by_role("heading", name="Log in")).to_be_visible()
         self.checks.look(page, "login")
+        self.phone.goto(self.base + "/")
+        expect(self.phone.get_by_role("heading", name="Log in")).to_be_visible()
+        self.checks.narrow(self.phone, "login")
         page.keyboard.type(self.token)  # the token field has the focus
         page.keyboard.press("Enter")
         expect(page.get_by_role("heading", name="Vaults")).to_be_visible()
@@ -278,8 +327,10 @@ class Test:
         visit(page, V + "/configure")
         expect(page.get_by_label("Back up what is on")).to_have_value("")
         page.get_by_role("button", name="Next").click()
+        self.checks.axe(page, "configure (goal)")
         page.get_by_label("Files and folders").check()
         page.get_by_role("button", name="Next").click()
+        self.checks.axe(page, "configure (policy)")
         page.get_by_label("Policy name").fill("nightly")
         page.get_by_label("Backup at").fill("01:30")
         page.get_by_label("Every point, days").fill("14")
@@ -304,6 +355,7 @@ class Test:
         expect(page.get_by_label("Folders and files")).to_have_value(str(docs))
         expect(page.get_by_label("Leave out")).to_have_value("*.tmp")
         self.checks.look(page, "configure-items", self.phone)
+        expect(self.phone.get_by_label("Folders and files")).to_have_value(str(docs))
         page.get_by_role("button", name="Next").click()
         # the review: paths, excludes, schedule
         review = page.locator("main")
@@ -311,11 +363,16 @@ class Test:
         expect(review).to_contain_text("leaving out *.tmp")
         expect(review).to_contain_text("daily at 01:30")
         self.checks.look(page, "configure-backup", self.phone)
+        expect(self.phone.locator("main")).to_contain_text("leaving out *.tmp")
         # the steps reached are links back
         expect(page.get_by_role("link", name="3. Policy")).to_be_visible()
         page.get_by_role("button", name="Enable backup").click()
         expect(page.locator("#enable-result")).to_contain_text("Protected - Warning (initial backup pending)")
-        expect(page.get_by_role("button", name="Enable backup")).to_be_disabled()
+        enable = page.get_by_role("button", name="Enable backup")
+        expect(enable).to_be_disabled()
+        # and looks it (it looked enabled): not the accent colour
+        look = enable.evaluate("(b) => getComputedStyle(b).backgroundColor + ' ' + getComputedStyle(b).cursor")
+        assert look == "rgb(228, 233, 238) not-allowed", look
 
         # a VM found by discovery
         visit(page, V + "/configure")
@@ -355,12 +412,42 @@ class Test:
         expect(page.locator("progress").first).to_have_attribute("value", "1.000")
         self.checks.look(page, "job", self.phone)
 
+    def a_running_backup_shows_how_far_it_is(self):
+        """A backup watched while it runs (the regression: "0 B, Files 0,
+        Phase -" and an indeterminate bar until it jumped to Completed):
+        its phase, files against the previous point's totals, a percentage
+        and the time left, then the real totals. The server paces this
+        item's files (400 ms each), so the run takes about 8 s."""
+        page = self.page
+        F = self.base + "/#/v/first"
+        visit(page, F + "/items/paced")
+        page.get_by_role("button", name="Backup now").click()
+        expect(page.locator("#job-state")).to_have_text("In progress")
+        details = page.locator("#job-details")
+        expect(details.get_by_role("row", name=re.compile("^Phase"))).to_contain_text("backing up")
+        # files done against the totals the last point had, while it runs
+        expect(details.get_by_role("row", name=re.compile("^Files"))).to_contain_text(re.compile(r"^Files\s*[1-9][0-9]? of about 20"))
+        label = page.locator(".progress span").first
+        expect(label).to_have_text(re.compile(r"^[0-9]{1,2}% \(estimated\), about [0-9]+ s left$"))
+        value = float(page.locator("progress").first.get_attribute("value"))
+        assert 0 < value < 1, value
+        expect(details.get_by_role("row", name=re.compile("^Time left"))).to_contain_text("about")
+        self.checks.shot(page, "job-running")
+        expect(page.locator("#job-state")).to_have_text("Completed", timeout=TIMEOUT)
+        expect(details.get_by_role("row", name=re.compile("^Files"))).to_contain_text("20 of 20")
+        expect(page.locator("progress").first).to_have_attribute("value", "1.000")
+
     def restore_says_where_and_downloads_compare(self):
         page, V, docs, work = self.page, self.V, self.docs, self.work
         visit(page, V + "/items/docs")
         expect(page.locator("#protection")).to_have_text("Protected")
         expect(page.locator("#health")).to_contain_text("Healthy")
         expect(page.get_by_role("link", name=re.compile("^Restore"))).to_have_count(1)
+        visit(self.phone, V + "/items/docs")
+        restore = self.phone.get_by_role("link", name=re.compile("^Restore"))
+        expect(restore).to_have_text("Restore")
+        box = restore.bounding_box()
+        assert box and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], f"Restore is cut at phone width: {box}"
         # one expiry per row, with its zone (the regression: two times in two zones)
         row = page.locator("tbody tr").first
         expect(row.get_by_role("cell", name=re.compile("^ad-hoc"))).to_be_visible()
@@ -400,6 +487,24 @@ class Test:
         expect(page.get_by_role("alert")).not_to_contain_text("(target)")
         expect(page.get_by_label("Restore into")).to_have_attribute("aria-invalid", "true")
         assert not (work / "elsewhere").exists()
+
+    def a_disk_restores_as_an_image_file(self):
+        """A disk's restore target is the image file to write (the
+        regression: a field labelled as a folder made a file `disk-whole`
+        in it); the file written holds the disk's bytes."""
+        page, work = self.page, self.work
+        F = self.base + "/#/v/first"
+        visit(page, F + "/items/img")
+        page.get_by_role("link", name=re.compile("^Restore")).first.click()
+        target = page.get_by_label("Restore into (the image file to write")
+        expect(target).to_have_value(str(work / "restores" / "img.img"))
+        target.fill(str(work / "restores" / "img-restored.raw"))
+        page.get_by_role("button", name="Restore", exact=True).click()
+        expect(page.locator("#job-state")).to_have_text("Completed", timeout=TIMEOUT)
+        expect(page.locator("#job-details")).to_contain_text("as the image file " + str(work / "restores" / "img-restored.raw"))
+        restored = work / "restores" / "img-restored.raw"
+        assert restored.is_file(), list((work / "restores").rglob("*"))
+        assert restored.read_bytes() == (work / "img.raw").read_bytes(), "the restored image differs from the disk"
 
     def verify_now_proves_a_point(self):
         page, V = self.page, self.V
@@ -456,7 +561,14 @@ class Test:
         row = page.get_by_role("row", name=re.compile("^enhanced"))
         expect(row).to_contain_text("every 6 h from 06:00 for 18 h (06:00, 12:00, 18:00)")
         expect(row).to_contain_text("Europe/Madrid")
-        # a bad name is called a policy name
+        # a bad name is called a policy name (the browser's own check taken
+        # away, so the server's answer shows)
+        page.get_by_label("Policy name").evaluate("(i) => i.removeAttribute('pattern')")
+        page.get_by_label("Policy name").fill("bad name")
+        page.get_by_role("button", name="Create policy").click()
+        expect(page.get_by_role("alert")).to_contain_text("invalid policy name")
+        expect(page.get_by_role("alert")).not_to_contain_text("item name")
+        expect(page.get_by_label("Policy name")).to_have_attribute("aria-invalid", "true")
         page.get_by_label("Policy name").fill("spare")
         page.get_by_role("button", name="Create policy").click()
         expect(page.get_by_role("row", name=re.compile("^spare"))).to_be_visible()
@@ -467,7 +579,7 @@ class Test:
         page.get_by_label("Every point, days").fill("7")
         page.get_by_role("button", name="Review the change").click()
         expect(page.locator("#policy-plan-result")).to_contain_text(re.compile("point"))
-        self.checks.look(page, "policy-change")
+        self.checks.look(page, "policy-change", self.phone)
         page.get_by_role("button", name="Apply the change").click()
         expect(page.get_by_role("row", name=re.compile("^nightly"))).to_contain_text("every point 7 days")
         # deleted; one that protects items cannot be
@@ -509,6 +621,16 @@ class Test:
         page, V = self.page, self.V
         visit(page, V + "/properties")
         expect(page.locator("main")).to_contain_text("Locally redundant (lrs)")
+        expect(page.locator("#prices")).to_contain_text("A GB stored, locally redundant")
+        expect(page.locator("#prices")).to_contain_text("A protected instance up to 50 GB")
+        expect(page.locator(".fresh")).to_contain_text("Read ")
+        # a webhook saved, read back, and taken away again
+        page.get_by_label("Webhook").fill("https://alerts.example/hook")
+        self.saved("Save webhook", V + "/properties")
+        expect(page.get_by_label("Webhook")).to_have_value("https://alerts.example/hook")
+        page.get_by_label("Webhook").fill("")
+        self.saved("Save webhook", V + "/properties")
+        expect(page.get_by_label("Webhook")).to_have_value("")
         page.get_by_label("SMTP server").fill("127.0.0.1")
         page.locator("#smtp-port").fill(str(self.smtp_port))
         page.get_by_label("Connection security").select_option("starttls")
@@ -535,6 +657,20 @@ class Test:
     def a_reader_sees_no_button_it_may_not_use(self):
         page, V = self.page, self.V
         visit(page, V + "/properties")
+        # a token for one item, that expires
+        page.get_by_label("Role (Reader sees").select_option("Operator")
+        page.get_by_label("Only these items").fill("docs")
+        expires = time.strftime("%Y-%m-%d", time.localtime(time.time() + 10 * 86400))
+        page.get_by_label("Expires at the end of").fill(expires)
+        page.get_by_label("What it is for").fill("docs operator")
+        page.get_by_role("button", name="Create token").click()
+        assert page.locator("#token-secret").inner_text().strip().startswith("bvd_")
+        row = page.get_by_role("row", name=re.compile("docs operator"))
+        expect(row).to_contain_text("Operator")
+        expect(row).to_contain_text(re.compile(r"Operator\s*docs\s*docs operator"))
+        expect(row).not_to_contain_text("never")
+        expect(row).to_contain_text("Valid")
+        visit(page, V + "/properties")
         page.get_by_label("Role (Reader sees").select_option("Reader")
         page.get_by_label("What it is for").fill("auditor")
         page.get_by_role("button", name="Create token").click()
@@ -558,6 +694,13 @@ class Test:
         visit(reader, V + "/policies")
         expect(reader.get_by_role("button", name="Create policy")).to_have_count(0)
         self.checks.look(reader, "reader-policies")
+        self.checks.narrow(reader, "reader-policies")
+        # properties: no form it may not use, nothing that looks switched off
+        visit(reader, V + "/properties")
+        expect(reader.get_by_role("button", name="Save webhook")).to_have_count(0)
+        expect(reader.get_by_role("button", name="Save e-mail settings")).to_have_count(0)
+        expect(reader.locator("main")).to_contain_text("Your role (Reader) cannot see or change the webhook and e-mail settings")
+        self.checks.look(reader, "reader-properties")
         # revoked: the reader's next request is refused
         visit(page, V + "/properties")
         page.once("dialog", lambda d: d.accept())
@@ -571,7 +714,19 @@ class Test:
     def a_failure_turns_red_then_green(self):
         page, V, docs, work = self.page, self.V, self.docs, self.work
         docs.rename(work / "docs-moved")
-        for _ in range(2):
+        # the item's page open while a backup fails elsewhere: it turns red
+        # by itself (it refreshes every 10 s and says when it read)
+        visit(page, V + "/items/docs")
+        expect(page.locator("#health")).to_contain_text("Healthy")
+        expect(page.locator(".fresh")).to_contain_text("Updated")
+        other = page.context.new_page()
+        visit(other, V + "/items/docs")
+        other.get_by_role("button", name="Backup now").click()
+        expect(other.locator("#job-state")).to_have_text("Failed", timeout=TIMEOUT)
+        other.close()
+        expect(page.locator("#health")).to_contain_text("Critical", timeout=15_000)
+        expect(page.locator("#item-last-backup")).to_contain_text("Failed")
+        for _ in range(1):
             visit(page, V + "/items/docs")
             page.get_by_role("button", name="Backup now").click()
             expect(page.locator("#job-state")).to_have_text("Failed", timeout=TIMEOUT)
@@ -624,6 +779,29 @@ class Test:
         assert "operation=Backup" in page.url and "state=Failed" in page.url, page.url
         expect(page.get_by_role("link", name=re.compile("^Backup of docs"))).to_have_count(2)
         self.checks.look(page, "jobs-filtered")
+        # by item, and by a time range: none started tomorrow or later
+        page.get_by_label("State").select_option("Completed")
+        page.get_by_label("Item").select_option("web01")
+        assert "item=web01" in page.url, page.url
+        rows = page.locator("tbody tr")
+        expect(rows.first).to_contain_text("Backup of web01")
+        for text in rows.all_inner_texts():
+            assert "web01" in text, text
+        # each row its duration, and the point a backup made, restorable
+        expect(rows.first.get_by_role("cell", name=re.compile(r"^[0-9]+ s$")).first).to_be_visible()
+        rows.first.get_by_role("link", name=re.compile("^Restore from it: the point Backup of web01")).click()
+        expect(page.locator("h1")).to_contain_text("Restore web01 from the point of")
+        visit(page, V + "/jobs?item=web01&state=Completed")
+        expect(page.get_by_label("Item")).to_have_value("web01")
+        tomorrow = time.strftime("%Y-%m-%d", time.localtime(time.time() + 86400))
+        page.locator("#filter-since").fill(tomorrow)
+        expect(page.locator("main")).to_contain_text("No job matches these filters.")
+        page.locator("#filter-since").fill(time.strftime("%Y-%m-%d"))
+        page.locator("#filter-until").fill(time.strftime("%Y-%m-%d"))
+        expect(page.get_by_role("link", name=re.compile("^Backup of web01"))).to_have_count(1)
+        visit(page, V + "/jobs")
+        page.get_by_label("Operation").select_option("Backup")
+        page.get_by_label("State").select_option("Failed")
         # a new job shows without a reload
         page.get_by_label("State").select_option("")
         before = page.locator("tbody tr").count()
@@ -635,13 +813,27 @@ class Test:
         expect(page.locator("tbody tr")).to_have_count(before + 1, timeout=15_000)
         expect(page.locator(".fresh")).to_contain_text("Updated")
         self.checks.look(page, "jobs", self.phone)
+        # at phone width the State and Progress columns stay on the screen
+        for name in ("State", "Progress"):
+            box = self.phone.get_by_role("columnheader", name=name).bounding_box()
+            assert box and box["x"] + box["width"] <= PHONE["width"], f"{name} is off the screen at phone width: {box}"
 
     def reports_and_the_backup_center(self):
         page, V = self.page, self.V
         visit(page, V + "/reports")
         row = page.get_by_role("row", name=re.compile("^docs"))
         expect(row).to_contain_text("%")
+        # the duration trend drawn, the stored growth in bytes
+        expect(row.locator("svg.spark")).to_have_count(1)
+        expect(row.locator("svg.spark")).to_have_attribute("aria-label", re.compile("^Duration per day, longest"))
+        expect(row).to_contain_text(re.compile(r"[0-9.]+ (B|KiB|MiB)\s*[0-9.]+ (B|KiB|MiB)$"))
         self.checks.look(page, "reports", self.phone)
+        for days in ("7", "90"):
+            page.get_by_label("Period").select_option(days)
+            expect(page).to_have_url(re.compile("days=" + days))
+            expect(page.locator("main")).to_contain_text(re.compile("From .* to "))
+            expect(page.get_by_role("row", name=re.compile("^docs"))).to_contain_text("%")
+            expect(page.get_by_role("link", name="Export as CSV")).to_have_attribute("href", re.compile("days=" + days + "&format=csv"))
         with page.expect_download() as got:
             page.get_by_role("link", name="Export as CSV").click()
         csv = Path(got.value.path()).read_text()
@@ -650,6 +842,9 @@ class Test:
         visit(page, self.base + "/#/center")
         expect(page.get_by_role("heading", name="Backup center")).to_be_visible()
         expect(page.get_by_role("row", name=re.compile("^portal docs"))).to_be_visible()
+        # every vault the token sees: the other vault's items too
+        expect(page.get_by_role("row", name=re.compile("^first paced"))).to_contain_text("Healthy")
+        expect(page.get_by_role("row", name=re.compile("^first img"))).to_be_visible()
         self.checks.look(page, "center", self.phone)
 
     def protected_servers(self):
@@ -772,6 +967,12 @@ class Test:
         F = self.base + "/#/v/first"
         visit(page, F + "/security")
         expect(page.locator("#guard-bound")).to_contain_text("No guard")
+        expect(page.locator("#no-requests")).to_contain_text("requests need a guard")
+        # soft delete made longer: no approval needed, shown in the properties
+        page.get_by_label("Soft delete, days").fill("21")
+        self.saved("Save", F + "/properties")
+        expect(page.get_by_role("row", name=re.compile("^Soft delete"))).to_contain_text("21 days")
+        visit(page, F + "/security")
         page.get_by_label("The guard's identity").fill((work / "guard.id").read_text())
         page.get_by_label("Its name").fill("sec-team")
         page.get_by_role("button", name="Bind the guard").click()
@@ -803,6 +1004,7 @@ class Test:
         row.get_by_role("button", name="Approve").click()
         expect(guard.get_by_role("row", name=re.compile("Approved"))).to_be_visible()
         self.checks.look(guard, "security-approved")
+        self.checks.narrow(guard, "security-approved")
         guard.context.close()
 
         visit(page, F + "/security")
@@ -830,6 +1032,10 @@ class Test:
         expect(page.locator("figure.chart").first).to_contain_text("Bytes the points kept")
         labels = page.locator("svg.chart").first.locator("text.axis").all_text_contents()
         assert any(re.search(r"(B|KiB|MiB)$", t) for t in labels), labels
+        # chart labels readable at phone width (they were about 5 px)
+        visit(self.phone, V)
+        heights = self.phone.locator("svg.chart text.axis").evaluate_all("(ts) => ts.map((t) => t.getBoundingClientRect().height)")
+        assert heights and min(heights) >= 11, f"chart labels at phone width: {heights}"
         # times say their zone
         visit(page, V + "/items/docs")
         assert re.search(r"\b(UTC|GMT|[A-Z]{3,4})\b", page.locator("time").first.inner_text()), page.locator("time").first.inner_text()
