@@ -228,29 +228,52 @@ struct GuestFreeze {
 
 /// Runs `virsh ARGS` for at most `limit`; its output, or why it failed.
 pub(crate) fn virsh(args: &[&str], limit: Duration) -> std::result::Result<String, String> {
-    let mut child = std::process::Command::new("virsh")
+    run_bounded("virsh", args, limit).map_err(|e| e.replace("cannot run virsh", "cannot run virsh (libvirt-clients)"))
+}
+
+/// What a command may print that is kept (a domain's XML is far less).
+const OUTPUT_KEPT: u64 = 16 << 20;
+
+/// Runs `program ARGS` for at most `limit`, reading what it prints while it
+/// runs (output over a pipe's buffer would otherwise stall it until the
+/// limit); its standard output, or why it failed.
+fn run_bounded(program: &str, args: &[&str], limit: Duration) -> std::result::Result<String, String> {
+    use std::io::Read;
+    let mut child = std::process::Command::new(program)
         .args(args)
+        .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot run virsh (libvirt-clients): {e}"))?;
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut kept = Vec::new();
+            if let Some(pipe) = pipe {
+                let _ = pipe.take(OUTPUT_KEPT).read_to_end(&mut kept);
+            }
+            kept
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
     let deadline = Instant::now() + limit;
-    loop {
+    let status = loop {
         match child.try_wait() {
-            Ok(Some(_)) => break,
+            Ok(Some(status)) => break status,
             Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
             _ => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("virsh {} did not end within {} s", args.join(" "), limit.as_secs()));
+                return Err(format!("{program} {} did not end within {} s", args.join(" "), limit.as_secs()));
             }
         }
-    }
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (out, err) = (stdout.join().unwrap_or_default(), stderr.join().unwrap_or_default());
+    if status.success() {
+        Ok(String::from_utf8_lossy(&out).into_owned())
     } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().trim_start_matches("error: ").replace('\n', "; "))
+        Err(String::from_utf8_lossy(&err).trim().trim_start_matches("error: ").replace('\n', "; "))
     }
 }
 
@@ -426,4 +449,25 @@ pub(crate) fn back_up_snapshot(
         freeze_ms: quiesced.stall.map(|d| d.as_millis() as u64),
     };
     Ok((outcome, state))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The regression: output over a pipe's buffer (a huge `virsh dumpxml`)
+    /// stalled the command until its time limit.
+    #[test]
+    fn output_over_a_pipe_buffer_is_read_without_waiting_for_the_limit() {
+        let started = Instant::now();
+        let out = run_bounded("sh", &["-c", "head -c 300000 /dev/zero | tr '\\0' x"], Duration::from_secs(60))
+            .expect("the command ends");
+        assert_eq!(out.len(), 300_000);
+        assert!(out.bytes().all(|b| b == b'x'));
+        assert!(started.elapsed() < Duration::from_secs(30), "it waited for the limit: {:?}", started.elapsed());
+        let failed = run_bounded("sh", &["-c", "echo 'error: no domain' >&2; exit 1"], Duration::from_secs(20));
+        assert_eq!(failed, Err("no domain".to_string()));
+        let slow = run_bounded("sleep", &["5"], Duration::from_millis(300));
+        assert!(slow.is_err_and(|e| e.contains("did not end within")));
+    }
 }

@@ -172,6 +172,30 @@ fn compare_file(
     Ok(None)
 }
 
+/// Refuses, before anything is written, a scratch folder whose file
+/// system has less room than the data of the files to restore (holes take
+/// none): a drill that fills a disk would fail on whichever file came last
+/// and leave others short of room meanwhile.
+fn check_room(scratch: &Path, picked: &[&PointFile]) -> Result<()> {
+    let needed: u64 = picked
+        .iter()
+        .flat_map(|f| &f.node.content)
+        .map(|p| match p {
+            Piece::Data { len, .. } => u64::from(*len),
+            Piece::Hole { .. } => 0,
+        })
+        .sum();
+    let free = boveda_engine::drive_files::free_space(scratch)?;
+    if needed > free {
+        return Err(ServiceError::Invalid(format!(
+            "the scratch folder {} has {free} bytes free; the drill restores {needed} bytes of data: \
+             choose another with --scratch, or a smaller --sample",
+            scratch.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Runs a drill of `point` of `item` in a new folder inside `scratch_dir`
 /// (removed after, whatever happens).
 ///
@@ -199,6 +223,9 @@ pub fn drill(
         (ItemSource::Files { .. }, Some(p)) if p < 100 => Some(p),
         _ => None,
     };
+    if matches!(item.source, ItemSource::Files { .. }) {
+        check_room(&scratch.0, &picked)?;
+    }
     phase("restore");
     let started = std::time::Instant::now();
     let bytes = match &item.source {

@@ -281,6 +281,42 @@ fn a_restore_drill_compares_every_byte_and_records_the_recovery_time() {
     assert!(fs::read_dir(&scratch).expect("scratch").next().is_none(), "scratch removed after a failure too");
 }
 
+/// A drill whose scratch folder has less room than the data it would
+/// restore is refused before it writes anything, saying how much each is
+/// (it failed on whichever file filled the disk); the refusal is recorded.
+#[test]
+fn a_drill_into_a_scratch_folder_too_small_is_refused_before_it_writes() {
+    if !common::is_root() {
+        eprintln!(
+            "a_drill_into_a_scratch_folder_too_small_is_refused_before_it_writes needs root to mount a small tmpfs; CI runs it as root"
+        );
+        return;
+    }
+    let env = new_env();
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    fs::write(src.join("big.bin"), noise(11, 3 << 20)).expect("write");
+    // a hole takes no room: 64 MiB apparent, nothing to write
+    fs::File::create(src.join("sparse.img")).expect("create").set_len(64 << 20).expect("hole");
+    env.ok(&["item", "add", "files", "docs", "--path", s(&src)]);
+    env.backup("docs", 0);
+    let small = env.path("small");
+    let _disk = common::Tmpfs::mount(&small, "2m");
+    let out = verify(&env, &["docs", "--scratch", s(&small)]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bytes free; the drill restores 3145728 bytes of data"), "{err}");
+    assert!(fs::read_dir(&small).expect("scratch").next().is_none(), "nothing written");
+    let v = &verified(&out)[0];
+    assert_eq!(v["passed"], false, "{v}");
+    // with room for the data it runs: the 64 MiB sparse file takes none
+    let big = env.path("big");
+    let _room = common::Tmpfs::mount(&big, "8m");
+    let out = verify(&env, &["docs", "--scratch", s(&big)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(verified(&out)[0]["drill"]["files"], 2);
+}
+
 /// A disk item's drill restores its image and compares it.
 #[test]
 fn a_disk_items_drill_restores_the_image_and_compares_it() {
