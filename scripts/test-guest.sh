@@ -6,10 +6,11 @@
 #   scripts/test-guest.sh OUT
 #
 # OUT gets `vmlinuz` and `initrd.img`, and two disks that boot by
-# themselves (BIOS, syslinux on a FAT file system, the kernel and initramfs
-# on it): `boot.img`, and `boot-noagent.img` whose guest runs no agent (its
-# kernel command line says `boveda.noagent`); both need syslinux, mtools and
-# dosfstools. The guest loads the virtio modules,
+# themselves, by BIOS (syslinux) and by UEFI (systemd-boot at the
+# removable-media path EFI/BOOT/BOOTX64.EFI), from a FAT file system that
+# holds the kernel and initramfs: `boot.img`, and `boot-noagent.img` whose
+# guest runs no agent (its kernel command line says `boveda.noagent`); both
+# need syslinux, mtools, dosfstools and systemd-boot-efi. The guest loads the virtio modules,
 # mounts its first disk (ext4) at /data, writes /data/greeting without
 # syncing it (so only a file-system freeze puts it on the disk), starts the
 # guest agent on the virtio-serial port org.qemu.guest_agent.0, and prints
@@ -19,7 +20,7 @@ out=$1
 mkdir -p "$out/debs"
 out=$(cd "$out" && pwd)
 # the build's version: a guest built by an older script is built again
-version=3
+version=4
 # tests build it at once from several threads: one builds, the others wait
 exec 9>"$out/.lock"
 flock 9
@@ -110,6 +111,15 @@ boot_disk() {
   mcopy -i "$img.tmp" "$out/initrd.img" ::initrd.img
   mcopy -i "$img.tmp" "$work/syslinux.cfg" ::syslinux.cfg
   syslinux --install "$img.tmp"
+  # UEFI: systemd-boot where firmware looks without boot entries, and the
+  # same kernel, initramfs and command line
+  printf '%s\n' 'default boveda.conf' 'timeout 0' > "$work/loader.conf"
+  printf '%s\n' 'title boveda test guest' 'linux /vmlinuz' 'initrd /initrd.img' \
+    "options console=ttyS0 panic=-1 $append" > "$work/boveda.conf"
+  mmd -i "$img.tmp" ::EFI ::EFI/BOOT ::loader ::loader/entries
+  mcopy -i "$img.tmp" /usr/lib/systemd/boot/efi/systemd-bootx64.efi ::EFI/BOOT/BOOTX64.EFI
+  mcopy -i "$img.tmp" "$work/loader.conf" ::loader/loader.conf
+  mcopy -i "$img.tmp" "$work/boveda.conf" ::loader/entries/boveda.conf
   mv "$img.tmp" "$img"
 }
 boot_disk "$out/boot.img" ""

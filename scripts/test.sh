@@ -44,6 +44,10 @@ command -v chromium >/dev/null || missing+=(chromium)
 command -v syslinux >/dev/null || missing+=(syslinux syslinux-common)
 command -v mcopy >/dev/null || missing+=(mtools)
 command -v mkfs.vfat >/dev/null || missing+=(dosfstools)
+# ...and by UEFI: systemd-boot on the same disk, OVMF the firmware QEMU
+# boots a UEFI guest's verification with
+[ -f /usr/lib/systemd/boot/efi/systemd-bootx64.efi ] || missing+=(systemd-boot-efi)
+[ -f /usr/share/OVMF/OVMF_CODE_4M.fd ] || [ -f /usr/share/OVMF/OVMF_CODE.fd ] || missing+=(ovmf)
 command -v flock >/dev/null || missing+=(util-linux)
 # script (bsdutils) gives a test a real terminal.
 command -v script >/dev/null || missing+=(bsdutils)

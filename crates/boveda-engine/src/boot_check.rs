@@ -335,8 +335,39 @@ pub fn boot_check(spec: &BootSpec<'_>) -> Result<BootOutcome> {
         Some(Probe::Port(port)) => Some((free_port().map_err(|e| EngineError::io(spec.work, e))?, *port)),
         _ => None,
     };
-    let command = qemu_command(spec, (cpus, memory_mib), &console, &agent_socket, forward);
+    let firmware = if hw.uefi { Some(uefi_firmware(spec)?) } else { None };
+    let mut command = qemu_command(spec, (cpus, memory_mib), &console, &agent_socket, forward);
+    if let Some((code, vars)) = &firmware {
+        command
+            .arg("-drive")
+            .arg(format!("if=pflash,format=raw,unit=0,readonly=on,file={}", opt(&code.display().to_string())));
+        command.arg("-drive").arg(format!("if=pflash,format=raw,unit=1,file={}", opt(&vars.display().to_string())));
+    }
     boot_and_wait(spec, command, &console, &agent_socket, forward.map(|f| f.0), outcome)
+}
+
+/// OVMF, the UEFI firmware a UEFI guest boots with here: its code and the
+/// template of its variables (Debian's package `ovmf`), 4 MiB builds first.
+const OVMF: [(&str, &str); 2] = [
+    ("/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"),
+    ("/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd"),
+];
+
+/// This machine's UEFI firmware for a UEFI guest, with fresh variables in
+/// the work folder: the definition's own loader and NVRAM paths are never
+/// opened (a registered host writes definitions), and the guest's NVRAM is
+/// not in the point, so it boots by its removable-media path
+/// (`\EFI\BOOT\BOOTX64.EFI`).
+fn uefi_firmware(spec: &BootSpec<'_>) -> Result<(PathBuf, PathBuf)> {
+    let Some((code, vars)) = OVMF.iter().find(|(c, v)| Path::new(c).is_file() && Path::new(v).is_file()) else {
+        return Err(EngineError::Domain {
+            path: PathBuf::from(&spec.domain.name),
+            reason: "the VM boots by UEFI and this machine has no OVMF firmware (Debian's package ovmf)".into(),
+        });
+    };
+    let copy = spec.work.join("uefi-vars.fd");
+    std::fs::copy(vars, &copy).map_err(|e| EngineError::io(&copy, e))?;
+    Ok((PathBuf::from(code), copy))
 }
 
 fn free_port() -> io::Result<u16> {

@@ -71,6 +71,10 @@ pub struct Hardware {
     pub kernel: Option<PathBuf>,
     pub initrd: Option<PathBuf>,
     pub cmdline: Option<String>,
+    /// The VM boots by UEFI: `<os firmware='efi'>`, or a `<loader>` of type
+    /// `pflash` (the loader's path itself is not kept: a verification
+    /// boots this machine's own firmware).
+    pub uefi: bool,
 }
 
 /// `<memory unit='...'>N</memory>` in MiB (libvirt's default unit is KiB).
@@ -100,6 +104,10 @@ fn hardware(root: roxmltree::Node<'_, '_>) -> Hardware {
         kernel: os_text("kernel").map(PathBuf::from),
         initrd: os_text("initrd").map(PathBuf::from),
         cmdline: os_text("cmdline"),
+        uefi: os.is_some_and(|o| {
+            o.attribute("firmware") == Some("efi")
+                || child(o, "loader").is_some_and(|l| l.attribute("type") == Some("pflash"))
+        }),
     }
 }
 
@@ -316,10 +324,28 @@ mod tests {
         assert_eq!(d.hardware.memory_mib, Some(2048));
         assert_eq!(d.hardware.machine.as_deref(), Some("q35"));
         assert_eq!(d.hardware.kernel, Some(PathBuf::from("/boot/k")));
+        assert!(!d.hardware.uefi, "BIOS unless the definition says otherwise");
         assert_eq!(d.disks[0].format.as_deref(), Some("qcow2"));
         let new = d.rewritten("copy", &[], "raw");
         assert!(!new.contains("52:54:00:12:34:56") && new.contains("<source network='default'/>"), "{new}");
         Domain::parse(Path::new("copy.xml"), new).expect("parse the copy");
+    }
+
+    #[test]
+    fn a_uefi_vm_is_known_by_its_firmware_or_its_pflash_loader() {
+        for os in [
+            "<os firmware='efi'><type machine='q35'>hvm</type></os>",
+            "<os><type>hvm</type><loader readonly='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE_4M.fd</loader><nvram>/var/lib/libvirt/qemu/nvram/web_VARS.fd</nvram></os>",
+        ] {
+            let d = Domain::parse(Path::new("web.xml"), XML.replace("  <devices>", &format!("  {os}\n  <devices>")))
+                .expect("parse");
+            assert!(d.hardware.uefi, "{os}");
+        }
+        let rom = XML.replace(
+            "  <devices>",
+            "  <os><type>hvm</type><loader type='rom'>/usr/share/seabios/bios.bin</loader></os>\n  <devices>",
+        );
+        assert!(!Domain::parse(Path::new("web.xml"), rom).expect("parse").hardware.uefi);
     }
 
     #[test]

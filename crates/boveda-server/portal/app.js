@@ -6,7 +6,9 @@
 // security.js, loaded before it.
 "use strict";
 
-const state = { csrf: sessionStorage.getItem("csrf") || "", vaults: [], streams: [], timers: [] };
+// `shown` counts the pages routed to: a page whose data arrives after the
+// user moved on draws nothing and keeps no timer
+const state = { csrf: sessionStorage.getItem("csrf") || "", vaults: [], streams: [], timers: [], shown: 0 };
 
 // --- small helpers -------------------------------------------------------
 
@@ -177,8 +179,10 @@ function noRight(vault, what) {
 // a list that keeps itself current: `render` runs now and every `secs`
 // while the page is shown; the page says when it was read
 function keepFresh(into, render, secs) {
+  const shown = state.shown;
   const stamp = h("p", { class: "muted fresh", "aria-live": "off" });
   const run = async () => {
+    if (shown !== state.shown) return;
     try {
       await render();
       stamp.textContent = "Updated " + new Date().toLocaleTimeString(undefined, { timeZoneName: "short" }) + "; refreshes every " + secs + " s.";
@@ -188,7 +192,7 @@ function keepFresh(into, render, secs) {
   };
   // beside the list, not in it: the list is drawn afresh each time
   if (into.parentNode) into.before(stamp); else into.append(stamp);
-  state.timers.push(setInterval(run, secs * 1000));
+  if (shown === state.shown) state.timers.push(setInterval(run, secs * 1000));
   return run();
 }
 
@@ -365,6 +369,7 @@ function vaultNav(vault, current) {
 
 async function route() {
   closeStreams();
+  state.shown++;
   const [path, query] = location.hash.replace(/^#\/?/, "").split("?");
   const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
   const params = new URLSearchParams(query || "");

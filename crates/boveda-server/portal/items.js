@@ -123,6 +123,12 @@ async function itemState(vault, name, status, points) {
       const mine = u.items.find((i) => i.item === name);
       return mine ? { ...mine, currency: u.prices.currency } : null;
     }).catch(() => null)]);
+  // redrawn only when something changed, and not under the user's hands
+  // (a focused link or a table scrolled sideways stays as it is)
+  const seen = JSON.stringify([item, pts, policies, usage]);
+  if (status.dataset.seen === seen) return;
+  if (status.dataset.seen && (status.contains(document.activeElement) || points.contains(document.activeElement))) return;
+  status.dataset.seen = seen;
   const policy = policies.find((p) => p.name === item.policy);
   const next = item.next_backup
     ? [timeEl(item.next_backup), policy && policy.schedule.time_zone !== ZONE ? h("div", { class: "muted" }, when(item.next_backup, policy.schedule.time_zone) + " in the policy's zone") : ""]
@@ -153,16 +159,22 @@ async function itemState(vault, name, status, points) {
       usage ? h("div", { class: "tile" }, h("div", {}, "Stored"), h("div", { id: "item-stored" }, bytes(usage.stored_bytes)),
         h("div", { class: "muted" }, "about " + usage.monthly_cost.toFixed(2) + " " + usage.currency + " a month")) : "",
       verifyTile(item)));
+  const scrolled = points.querySelector(".scroll");
+  const left = scrolled ? scrolled.scrollLeft : 0;
   points.replaceChildren(
     pts.note ? h("p", { class: "muted" }, pts.note) : "",
     table(["Time", "Consistency", "Expires", "Kept by", "Size", "Verified", ""], rows, [1, 3, 4],
       h("p", {}, "No recovery point yet. " + (item.next_backup ? "The first one is taken at " + when(item.next_backup) + ", or now with Backup now." : "Take one with Backup now."))));
+  const again = points.querySelector(".scroll");
+  if (again) again.scrollLeft = left;
 }
 
 async function itemPage(vault, name) {
   vaultNav(vault, "/items");
+  const shown = state.shown;
   const base = V(vault) + "/items/" + enc(name);
   const [item, policies] = await Promise.all([api("GET", base), api("GET", V(vault) + "/policies")]);
+  if (shown !== state.shown) return;
   const out = h("div", { id: "item-out" });
   const until = h("input", { type: "date", id: "retain-until", min: inDays(1), value: inDays(30), required: true, "data-field": "retain_until" });
   const form = h("form", { onsubmit: async (ev) => {

@@ -49,7 +49,13 @@ pub(super) async fn create_vault(
 
 pub(super) async fn show_vault(Extension(caller): Extension<Caller>) -> ApiResult<Json<svc::VaultSummary>> {
     let vault = caller.served()?.vault.clone();
-    Ok(Json(blocking(move || svc::summarize(&vault)).await?))
+    let mut summary = blocking(move || svc::summarize(&vault)).await?;
+    // a webhook's URL often carries its secret: only for those who may
+    // change it; others learn that one is set
+    if caller.token.role < svc::Role::Contributor {
+        summary.webhook = summary.webhook.map(|_| "(set; a Contributor sees it)".into());
+    }
+    Ok(Json(summary))
 }
 
 /// `PATCH /vaults/{vault}/settings`: changes what `vault update` changes

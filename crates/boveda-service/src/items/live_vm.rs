@@ -234,46 +234,83 @@ pub(crate) fn virsh(args: &[&str], limit: Duration) -> std::result::Result<Strin
 /// What a command may print that is kept (a domain's XML is far less).
 const OUTPUT_KEPT: u64 = 16 << 20;
 
-/// Runs `program ARGS` for at most `limit`, reading what it prints while it
-/// runs (output over a pipe's buffer would otherwise stall it until the
-/// limit); its standard output, or why it failed.
+/// What a reader of a child's pipe found: which pipe, what it kept, and
+/// whether more came than it keeps.
+type Drained = (u8, Vec<u8>, bool);
+
+/// Runs `program ARGS` for at most `limit`, its output included: what it
+/// prints is read while it runs (output over a pipe's buffer would stall
+/// it), and a pipe that something it started holds open ends the wait at
+/// the limit too, with the whole process group killed. Its standard
+/// output, or why it failed.
 fn run_bounded(program: &str, args: &[&str], limit: Duration) -> std::result::Result<String, String> {
     use std::io::Read;
+    use std::os::unix::process::CommandExt;
     let mut child = std::process::Command::new(program)
         .args(args)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
+        // its own process group: a kill reaches what it started
+        .process_group(0)
         .spawn()
         .map_err(|e| format!("cannot run {program}: {e}"))?;
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut kept = Vec::new();
-            if let Some(pipe) = pipe {
-                let _ = pipe.take(OUTPUT_KEPT).read_to_end(&mut kept);
-            }
-            kept
-        })
+    let group = rustix::process::Pid::from_child(&child);
+    let kill = |child: &mut std::process::Child| {
+        let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        let _ = child.kill();
+        let _ = child.wait();
     };
-    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let (tx, rx) = std::sync::mpsc::channel::<Drained>();
+    let pipes: [(u8, Option<Box<dyn Read + Send>>); 2] = [
+        (0, child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>)),
+        (1, child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>)),
+    ];
+    for (which, pipe) in pipes {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let (mut kept, mut more) = (Vec::new(), false);
+            if let Some(mut pipe) = pipe {
+                let _ = (&mut pipe).take(OUTPUT_KEPT).read_to_end(&mut kept);
+                // the rest is read and dropped: a closed pipe would end the
+                // command with SIGPIPE, its output cut without a word
+                more = std::io::copy(&mut pipe, &mut std::io::sink()).is_ok_and(|n| n > 0);
+            }
+            let _ = tx.send((which, kept, more));
+        });
+    }
+    drop(tx);
     let deadline = Instant::now() + limit;
+    let late = || format!("{program} {} did not end within {} s", args.join(" "), limit.as_secs());
+    let (mut out, mut err, mut cut) = (Vec::new(), Vec::new(), false);
+    for _ in 0..2 {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok((0, kept, more)) => (out, cut) = (kept, cut || more),
+            Ok((_, kept, _)) => err = kept,
+            Err(_) => {
+                kill(&mut child);
+                return Err(late());
+            }
+        }
+    }
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
             _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("{program} {} did not end within {} s", args.join(" "), limit.as_secs()));
+                kill(&mut child);
+                return Err(late());
             }
         }
     };
-    let (out, err) = (stdout.join().unwrap_or_default(), stderr.join().unwrap_or_default());
+    if cut {
+        return Err(format!("{program} {} printed more than {OUTPUT_KEPT} bytes", args.join(" ")));
+    }
     if status.success() {
         Ok(String::from_utf8_lossy(&out).into_owned())
     } else {
-        Err(String::from_utf8_lossy(&err).trim().trim_start_matches("error: ").replace('\n', "; "))
+        let said = String::from_utf8_lossy(&err).trim().trim_start_matches("error: ").replace('\n', "; ");
+        Err(if said.is_empty() { format!("{program} {} failed ({status})", args.join(" ")) } else { said })
     }
 }
 
@@ -469,5 +506,15 @@ mod tests {
         assert_eq!(failed, Err("no domain".to_string()));
         let slow = run_bounded("sleep", &["5"], Duration::from_millis(300));
         assert!(slow.is_err_and(|e| e.contains("did not end within")));
+        // a child it started holds the pipes open after it exits: the wait
+        // still ends at the limit, and the child is killed with its group
+        let started = Instant::now();
+        let held = run_bounded("sh", &["-c", "sleep 30 & echo started"], Duration::from_secs(1));
+        assert!(held.is_err_and(|e| e.contains("did not end within")));
+        assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+        let huge = run_bounded("sh", &["-c", "head -c 17000000 /dev/zero"], Duration::from_secs(60));
+        assert!(huge.is_err_and(|e| e.contains("printed more than 16777216 bytes")), "not cut off in silence");
+        let silent = run_bounded("sh", &["-c", "exit 3"], Duration::from_secs(20));
+        assert!(silent.is_err_and(|e| e.contains("failed") && e.contains('3')));
     }
 }

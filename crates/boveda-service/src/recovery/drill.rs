@@ -173,24 +173,44 @@ fn compare_file(
 }
 
 /// Refuses, before anything is written, a scratch folder whose file
-/// system has less room than the data of the files to restore (holes take
-/// none): a drill that fills a disk would fail on whichever file came last
-/// and leave others short of room meanwhile.
+/// system has less room than the files to restore take (their data, each
+/// rounded up to whole blocks; holes take none) or fewer free inodes than
+/// files: a drill that fills a disk would fail on whichever file came last,
+/// a fine point recorded as failed. Drills running at once into the same
+/// file system each see its room as it is when they start.
 fn check_room(scratch: &Path, picked: &[&PointFile]) -> Result<()> {
+    let fs = rustix::fs::statvfs(scratch).map_err(|e| ServiceError::io(scratch, e.into()))?;
+    let block = fs.f_frsize.max(512);
     let needed: u64 = picked
         .iter()
-        .flat_map(|f| &f.node.content)
-        .map(|p| match p {
-            Piece::Data { len, .. } => u64::from(*len),
-            Piece::Hole { .. } => 0,
+        .map(|f| {
+            let data: u64 = f
+                .node
+                .content
+                .iter()
+                .map(|p| match p {
+                    Piece::Data { len, .. } => u64::from(*len),
+                    Piece::Hole { .. } => 0,
+                })
+                .sum();
+            data.div_ceil(block) * block
         })
         .sum();
-    let free = boveda_engine::drive_files::free_space(scratch)?;
+    let free = fs.f_bavail.saturating_mul(fs.f_frsize);
+    let place = scratch.display();
     if needed > free {
         return Err(ServiceError::Invalid(format!(
-            "the scratch folder {} has {free} bytes free; the drill restores {needed} bytes of data: \
-             choose another with --scratch, or a smaller --sample",
-            scratch.display()
+            "the scratch folder {place} has {free} bytes free; the drill restores {needed} bytes of data: \
+             verify into a larger scratch folder, or a smaller sample"
+        )));
+    }
+    // some file systems count no inodes (f_files 0): nothing to check there
+    let files = picked.len() as u64;
+    if fs.f_files > 0 && files > fs.f_favail {
+        return Err(ServiceError::Invalid(format!(
+            "the scratch folder {place} has room for {} more files; the drill restores {files}: \
+             verify into a larger scratch folder, or a smaller sample",
+            fs.f_favail
         )));
     }
     Ok(())

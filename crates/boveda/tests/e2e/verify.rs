@@ -24,6 +24,11 @@ fn json(env: &Env, args: &[&str]) -> serde_json::Value {
 /// A VM item `name` whose one disk is a copy of the test guest's `disk`
 /// (`boot.img` or `boot-noagent.img`); the copy's path.
 fn vm_item(env: &Env, name: &str, disk: &str) -> PathBuf {
+    vm_item_os(env, name, disk, "<os><type arch='x86_64' machine='pc'>hvm</type></os>")
+}
+
+/// As [`vm_item`], with the definition's `<os>` element.
+fn vm_item_os(env: &Env, name: &str, disk: &str, os: &str) -> PathBuf {
     let image = env.path(&format!("{name}.img"));
     let out = Command::new("cp").arg("--sparse=always").arg(test_guest().join(disk)).arg(&image).output().expect("cp");
     assert!(out.status.success());
@@ -32,7 +37,7 @@ fn vm_item(env: &Env, name: &str, disk: &str) -> PathBuf {
         &xml,
         format!(
             "<domain type='kvm'>\n  <name>{name}</name>\n  <memory unit='MiB'>256</memory>\n  <vcpu>1</vcpu>\n  \
-             <os><type arch='x86_64' machine='pc'>hvm</type></os>\n  <devices>\n    \
+             {os}\n  <devices>\n    \
              <disk type='file' device='disk'>\n      <driver name='qemu' type='raw'/>\n      \
              <source file='{}'/>\n      <target dev='vda' bus='virtio'/>\n    </disk>\n  </devices>\n</domain>\n",
             image.display()
@@ -96,6 +101,34 @@ fn a_vm_point_boots_from_the_vault_and_its_guest_agent_and_probe_answer() {
     let jobs = json(&env, &["job", "list", "--operation", "VerifyPoint"]);
     assert_eq!(jobs[0]["state"], "Completed", "{jobs}");
     assert!(fs::read_dir(env.path("tmp")).expect("tmp").next().is_none(), "the work folder is removed");
+}
+
+/// A UEFI VM boots with this machine's own firmware (OVMF) and fresh
+/// variables, by its removable-media path: the definition's loader and
+/// NVRAM paths are never opened (here they name /etc/shadow and
+/// /etc/passwd, as a hostile host's definition could).
+#[test]
+fn a_uefi_vm_point_boots_with_this_machines_firmware_not_its_definitions_paths() {
+    let env = new_env();
+    vm_item_os(
+        &env,
+        "efi",
+        "boot.img",
+        "<os><type arch='x86_64' machine='q35'>hvm</type>\
+         <loader readonly='yes' type='pflash'>/etc/shadow</loader><nvram>/etc/passwd</nvram></os>",
+    );
+    env.backup("efi", 0);
+    // the guest's kernel sees UEFI's tables only when UEFI booted it
+    let out =
+        verify(&env, &["efi", "--time-limit", "300", "--probe-command", "/bin/busybox test -d /sys/firmware/efi"]);
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+    let v = &verified(&out)[0];
+    assert_eq!((v["passed"].as_bool(), v["boot"]["answered_by"].as_str()), (Some(true), Some("guest agent")), "{v}");
+    assert_eq!(v["boot"]["probe"]["passed"], true, "booted by UEFI: {v}");
+    assert!(
+        fs::read_dir(env.path("tmp")).expect("tmp").next().is_none(),
+        "the work folder, and its variables, removed"
+    );
 }
 
 /// A point whose kernel was damaged on the disk does not boot: the
@@ -298,6 +331,10 @@ fn a_drill_into_a_scratch_folder_too_small_is_refused_before_it_writes() {
     fs::write(src.join("big.bin"), noise(11, 3 << 20)).expect("write");
     // a hole takes no room: 64 MiB apparent, nothing to write
     fs::File::create(src.join("sparse.img")).expect("create").set_len(64 << 20).expect("hole");
+    // a small file takes a whole block (4 KiB on tmpfs)
+    for i in 0..20 {
+        fs::write(src.join(format!("s{i:02}")), b"small").expect("write");
+    }
     env.ok(&["item", "add", "files", "docs", "--path", s(&src)]);
     env.backup("docs", 0);
     let small = env.path("small");
@@ -305,7 +342,7 @@ fn a_drill_into_a_scratch_folder_too_small_is_refused_before_it_writes() {
     let out = verify(&env, &["docs", "--scratch", s(&small)]);
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bytes free; the drill restores 3145728 bytes of data"), "{err}");
+    assert!(err.contains("bytes free; the drill restores 3227648 bytes of data"), "3 MiB and 20 blocks: {err}");
     assert!(fs::read_dir(&small).expect("scratch").next().is_none(), "nothing written");
     let v = &verified(&out)[0];
     assert_eq!(v["passed"], false, "{v}");
@@ -314,7 +351,14 @@ fn a_drill_into_a_scratch_folder_too_small_is_refused_before_it_writes() {
     let _room = common::Tmpfs::mount(&big, "8m");
     let out = verify(&env, &["docs", "--scratch", s(&big)]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(verified(&out)[0]["drill"]["files"], 2);
+    assert_eq!(verified(&out)[0]["drill"]["files"], 22);
+    // room for the bytes, not for as many files
+    let few = env.path("few");
+    let _inodes = common::Tmpfs::mount(&few, "8m,nr_inodes=10");
+    let out = verify(&env, &["docs", "--scratch", s(&few)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("more files; the drill restores 22"), "{err}");
+    assert!(fs::read_dir(&few).expect("scratch").next().is_none(), "nothing written");
 }
 
 /// A disk item's drill restores its image and compares it.

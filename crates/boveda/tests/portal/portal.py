@@ -789,15 +789,20 @@ class Test:
             assert "web01" in text, text
         # each row its duration, and the point a backup made, restorable
         expect(rows.first.get_by_role("cell", name=re.compile(r"^[0-9]+ s$")).first).to_be_visible()
+        # the day it started, and the next, in the browser's zone (the
+        # filters' own), from the job itself: a run may cross midnight
+        started = rows.first.locator("time").first.get_attribute("datetime")
+        local_day = """(a) => { const d = new Date(a[0]); d.setDate(d.getDate() + a[1]);
+            return d.getFullYear() + '-' + String(d.getMonth() + 1).padStart(2, '0') + '-' + String(d.getDate()).padStart(2, '0'); }"""
+        day, next_day = page.evaluate(local_day, [started, 0]), page.evaluate(local_day, [started, 1])
         rows.first.get_by_role("link", name=re.compile("^Restore from it: the point Backup of web01")).click()
         expect(page.locator("h1")).to_contain_text("Restore web01 from the point of")
         visit(page, V + "/jobs?item=web01&state=Completed")
         expect(page.get_by_label("Item")).to_have_value("web01")
-        tomorrow = time.strftime("%Y-%m-%d", time.localtime(time.time() + 86400))
-        page.locator("#filter-since").fill(tomorrow)
+        page.locator("#filter-since").fill(next_day)
         expect(page.locator("main")).to_contain_text("No job matches these filters.")
-        page.locator("#filter-since").fill(time.strftime("%Y-%m-%d"))
-        page.locator("#filter-until").fill(time.strftime("%Y-%m-%d"))
+        page.locator("#filter-since").fill(day)
+        page.locator("#filter-until").fill(day)
         expect(page.get_by_role("link", name=re.compile("^Backup of web01"))).to_have_count(1)
         visit(page, V + "/jobs")
         page.get_by_label("Operation").select_option("Backup")
