@@ -85,7 +85,8 @@ fn exports_of(vault: &Vault, index: &ChunkIndex, tree: &ChunkId, except: &[&str]
 /// Serves the disks of the point with root tree `tree` (all files of its
 /// root but `except`) on the UNIX socket `socket` until `stop` is set;
 /// `ready` is called once the socket accepts connections. The export
-/// named `""` is the first disk.
+/// named `""` is the first disk. Returns the bytes of sealed chunks it
+/// read from the store for its clients.
 ///
 /// # Errors
 /// `Io` when the socket cannot be made (its folder is missing, or another
@@ -97,7 +98,7 @@ pub fn serve_point_disks(
     socket: &Path,
     stop: &AtomicBool,
     ready: impl FnOnce(&[(String, u64)]),
-) -> Result<()> {
+) -> Result<u64> {
     let index = vault.load_index()?;
     let exports = exports_of(vault, &index, tree, except)?;
     let listener = bind(socket).map_err(|e| EngineError::io(socket, e))?;
@@ -129,7 +130,8 @@ pub fn serve_point_disks(
         Ok(())
     });
     let _ = std::fs::remove_file(socket);
-    result.map_err(|e| EngineError::io(socket, e))
+    result.map_err(|e| EngineError::io(socket, e))?;
+    Ok(server.cache.fetched())
 }
 
 /// Listens on `socket`, replacing a socket file nobody serves on any more.

@@ -2,6 +2,7 @@
 //! chunks a read covers (the last few are cached) and reading holes as
 //! zeros: what `boveda mount` and the NBD export of a point's disks serve.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use boveda_vault::{ChunkId, ChunkIndex, Node, Piece, Vault, VaultError};
@@ -15,6 +16,8 @@ const CACHED_CHUNKS: usize = 8;
 #[derive(Default)]
 pub struct ChunkCache {
     chunks: Mutex<Vec<(ChunkId, Arc<Vec<u8>>)>>,
+    /// Bytes of sealed chunks read from the store so far.
+    fetched: AtomicU64,
 }
 
 impl ChunkCache {
@@ -29,6 +32,9 @@ impl ChunkCache {
             return Ok(data.clone());
         }
         let data = Arc::new(vault.read_blob(index, id)?);
+        if let Some(r) = index.get(id) {
+            self.fetched.fetch_add(u64::from(r.length), Ordering::Relaxed);
+        }
         if let Ok(mut cache) = self.chunks.lock() {
             if cache.len() >= CACHED_CHUNKS {
                 cache.remove(0);
@@ -36,6 +42,11 @@ impl ChunkCache {
             cache.push((*id, data.clone()));
         }
         Ok(data)
+    }
+
+    /// Bytes of sealed chunks this cache read from the store.
+    pub fn fetched(&self) -> u64 {
+        self.fetched.load(Ordering::Relaxed)
     }
 }
 

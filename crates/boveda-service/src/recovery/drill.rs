@@ -32,6 +32,11 @@ pub struct DrillOutcome {
     pub chunks_compared: u64,
     /// What differs from the point (the first 20), by path.
     pub mismatches: Vec<String>,
+    /// Bytes of sealed chunks the restore read from the store (each chunk
+    /// once): the verification's `bytes_read`, its own however many run
+    /// at once.
+    #[serde(skip)]
+    pub stored_bytes: u64,
 }
 
 /// A file of the point: its path in the point and its node.
@@ -297,7 +302,17 @@ pub fn drill(
         Some(_) if bytes_per_second > 0.0 => total_bytes as f64 / bytes_per_second,
         _ => restore_seconds,
     };
+    let chunks_read: std::collections::HashSet<_> = picked
+        .iter()
+        .flat_map(|f| &f.node.content)
+        .filter_map(|p| match p {
+            Piece::Data { id, .. } => Some(*id),
+            Piece::Hole { .. } => None,
+        })
+        .collect();
+    let stored_bytes = chunks_read.iter().filter_map(|id| index.get(id)).map(|r| u64::from(r.length)).sum();
     Ok(DrillOutcome {
+        stored_bytes,
         files: picked.len() as u64,
         bytes,
         restore_seconds,

@@ -263,7 +263,8 @@ pub fn serve_point_disks(
             item.name
         )));
     }
-    Ok(boveda_engine::serve_point_disks(vault, &point.tree, &[VM_DEFINITION], socket, stop, ready)?)
+    boveda_engine::serve_point_disks(vault, &point.tree, &[VM_DEFINITION], socket, stop, ready)?;
+    Ok(())
 }
 
 /// What a restore writes, whatever the item's kind.

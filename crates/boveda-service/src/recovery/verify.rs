@@ -143,7 +143,6 @@ fn boot(
             }
         };
         phase("boot");
-        let before = boveda_store::process_metrics().bytes_read;
         let spec = BootSpec {
             domain: &domain,
             nbd_socket: &socket,
@@ -154,9 +153,13 @@ fn boot(
             accel: &accel,
         };
         let outcome = boot_check::boot_check(&spec);
-        let read = boveda_store::process_metrics().bytes_read.saturating_sub(before);
         stop.store(true, Ordering::Relaxed);
-        let _ = server.join();
+        // what this boot's disks read from the store (others running at
+        // once in this process count their own)
+        let read = match server.join() {
+            Ok(Ok(read)) => read,
+            _ => 0,
+        };
         Ok((outcome?, read, disk_bytes))
     })
 }
@@ -198,7 +201,6 @@ pub fn verify_point_job(
             disk_bytes: None,
             job: None,
         };
-        let before = boveda_store::process_metrics().bytes_read;
         let proven = if let ItemSource::Vm { .. } = item.source {
             v.kind = VerificationKind::Boot;
             boot(vault, item, &point, settings, &phase).map(|(outcome, read, disks)| {
@@ -215,7 +217,7 @@ pub fn verify_point_job(
                 if let Some(first) = outcome.mismatches.first() {
                     v.reason = Some(format!("file(s) differ from the point, first: {first}"));
                 }
-                v.bytes_read = Some(boveda_store::process_metrics().bytes_read.saturating_sub(before));
+                v.bytes_read = Some(outcome.stored_bytes);
                 v.disk_bytes = Some(point.stats.bytes);
                 v.drill = Some(outcome);
             })

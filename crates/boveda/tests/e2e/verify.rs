@@ -202,6 +202,13 @@ fn two_vm_points_are_verified_at_once() {
     let (a, b) = (span(&jobs[0]), span(&jobs[1]));
     assert!(a.0 < b.1 && b.0 < a.1, "the two verifications overlap: {jobs}");
     eprintln!("two verifications at once: {:.1} s", started.elapsed().as_secs_f64());
+    // each counts what its own boot read, not the other's too: about what
+    // one boot alone reads (counted for the process, each was about twice)
+    let alone = verified(&verify(&env, &["web", "--max-memory-mib", "256"]))[0]["bytes_read"].as_u64().expect("read");
+    for v in &both {
+        let read = v["bytes_read"].as_u64().expect("read");
+        assert!(read * 4 <= alone * 5, "{} read {read} bytes at once, {alone} alone", v["item_name"]);
+    }
 }
 
 fn qemu_of(dir: &Path) -> Vec<u32> {
