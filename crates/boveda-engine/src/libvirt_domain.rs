@@ -56,6 +56,9 @@ pub struct Domain {
     /// Each `<mac .../>` of the network interfaces: dropped in a copy, so
     /// that libvirt gives it new addresses.
     mac_ranges: Vec<Range<usize>>,
+    /// A UEFI VM's `<nvram>` element and its `template`: a copy gets its
+    /// own variables (the original's file would be shared).
+    nvram: Option<(Range<usize>, Option<String>)>,
 }
 
 /// The virtual hardware a definition gives its VM.
@@ -132,7 +135,7 @@ impl Domain {
     /// # Errors
     /// `Domain` for XML that does not parse or is not a libvirt domain.
     pub fn parse(file: &Path, xml: String) -> Result<Self> {
-        let (name, name_range, uuid_range, uuid, disks, guest_agent, qmp, hardware, mac_ranges) = {
+        let (name, name_range, uuid_range, uuid, disks, guest_agent, qmp, hardware, mac_ranges, nvram) = {
             let doc = roxmltree::Document::parse(&xml).map_err(|e| malformed(file, e))?;
             let root = doc.root_element();
             if root.tag_name().name() != "domain" {
@@ -204,7 +207,10 @@ impl Domain {
                 .filter_map(|i| child(i, "mac"))
                 .map(|m| m.range())
                 .collect();
-            (name, text.range(), uuid_range, uuid, disks, guest_agent, qmp, hardware(root), macs)
+            let nvram = child(root, "os")
+                .and_then(|o| child(o, "nvram"))
+                .map(|n| (n.range(), n.attribute("template").map(str::to_string)));
+            (name, text.range(), uuid_range, uuid, disks, guest_agent, qmp, hardware(root), macs, nvram)
         };
         if name.is_empty() {
             return Err(malformed(file, "empty <name>"));
@@ -212,7 +218,7 @@ impl Domain {
         if disks.iter().any(|d| !crate::disk_backup::is_safe_disk_name(&d.target)) {
             return Err(malformed(file, "a disk target is not a plain device name"));
         }
-        Ok(Self { name, disks, qmp, guest_agent, hardware, uuid, xml, name_range, uuid_range, mac_ranges })
+        Ok(Self { name, disks, qmp, guest_agent, hardware, uuid, xml, name_range, uuid_range, mac_ranges, nvram })
     }
 
     /// Reads and parses a definition file.
@@ -231,7 +237,9 @@ impl Domain {
 
     /// The definition of a new domain: another name, no UUID and no MAC
     /// addresses (libvirt makes new ones, so the copy can run beside the
-    /// original), and each disk's source replaced by its restored path.
+    /// original), a UEFI VM's NVRAM file not named (libvirt makes the
+    /// copy's own from the template, rather than sharing the original's),
+    /// and each disk's source replaced by its restored path.
     /// Each restored disk is named with its real `format` (`raw`, `qcow2`)
     /// in its `<driver type=...>`, whatever the original disk's was.
     pub fn rewritten(&self, new_name: &str, new_paths: &[(String, PathBuf)], format: &str) -> String {
@@ -240,6 +248,10 @@ impl Domain {
             edits.push((u.clone(), String::new()));
         }
         edits.extend(self.mac_ranges.iter().map(|m| (m.clone(), String::new())));
+        if let Some((at, template)) = &self.nvram {
+            let own = template.as_ref().map(|t| format!("<nvram template='{}'/>", xml_escape(t))).unwrap_or_default();
+            edits.push((at.clone(), own));
+        }
         for d in &self.disks {
             if let Some((_, p)) = new_paths.iter().find(|(t, _)| *t == d.target) {
                 edits.push((d.source_range.clone(), xml_escape(&p.display().to_string())));
@@ -341,6 +353,18 @@ mod tests {
                 .expect("parse");
             assert!(d.hardware.uefi, "{os}");
         }
+        // a copy does not share the original's variables
+        let d = Domain::parse(
+            Path::new("web.xml"),
+            XML.replace("  <devices>", "  <os firmware='efi'><type>hvm</type><nvram template='/usr/share/OVMF/OVMF_VARS_4M.fd'>/var/lib/libvirt/qemu/nvram/web_VARS.fd</nvram></os>\n  <devices>"),
+        )
+        .expect("parse");
+        let copy = d.rewritten("copy", &[], "raw");
+        assert!(
+            !copy.contains("web_VARS.fd") && copy.contains("<nvram template='/usr/share/OVMF/OVMF_VARS_4M.fd'/>"),
+            "{copy}"
+        );
+        assert!(Domain::parse(Path::new("copy.xml"), copy).expect("parse the copy").hardware.uefi);
         let rom = XML.replace(
             "  <devices>",
             "  <os><type>hvm</type><loader type='rom'>/usr/share/seabios/bios.bin</loader></os>\n  <devices>",

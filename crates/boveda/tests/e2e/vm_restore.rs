@@ -33,6 +33,72 @@ fn s(p: &Path) -> &str {
     p.to_str().expect("utf8")
 }
 
+/// A UEFI VM restored as a new VM gets variables of its own: the original
+/// definition's `<nvram>` file is not shared by the copy (libvirt makes the
+/// copy's from the template), and the copy boots by UEFI under libvirt.
+#[test]
+fn a_uefi_vm_restored_as_a_new_vm_does_not_share_its_nvram() {
+    let env = Env::new();
+    env.create_vault();
+    let name = common::unique("boveda-efi");
+    let copy = format!("{name}-copy");
+    let _cleanup = UndefineUefi(vec![name.clone(), copy.clone()]);
+    let nvram = env.path("web_VARS.fd");
+    let os = format!(
+        "<os><type arch='x86_64' machine='pc'>hvm</type>\
+         <loader readonly='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE_4M.fd</loader>\
+         <nvram template='/usr/share/OVMF/OVMF_VARS_4M.fd'>{}</nvram></os>\n  <features><acpi/></features>",
+        nvram.display()
+    );
+    define_test_vm(&env, &name, &os);
+    let dir = env.path("copies");
+    env.ok(&["restore", "web", "--as-new-vm", &copy, "--target", s(&dir), "--start"]);
+    assert_eq!(virsh(&["domstate", &copy]), "running");
+    let copy_xml = virsh(&["dumpxml", &copy]);
+    assert!(copy_xml.contains("<nvram"), "{copy_xml}");
+    assert!(!copy_xml.contains(s(&nvram)), "the copy has variables of its own: {copy_xml}");
+    assert!(virsh(&["dumpxml", &name]).contains(s(&nvram)), "the original keeps its own");
+}
+
+/// The test guest's disk copied for a VM `name` that libvirt defines with
+/// the `<os>` (and features) given, protected as item `web` and backed up
+/// once; the disk's path.
+fn define_test_vm(env: &Env, name: &str, os: &str) -> std::path::PathBuf {
+    let disk = env.path("vda.img");
+    let out = Command::new("cp").arg("--sparse=always").arg(test_guest().join("boot.img")).arg(&disk).output();
+    assert!(out.expect("cp").status.success());
+    let xml = env.path("vm.xml");
+    fs::write(
+        &xml,
+        format!(
+            "<domain type='qemu'>\n  <name>{name}</name>\n  <memory unit='MiB'>256</memory>\n  <vcpu>1</vcpu>\n  \
+             {os}\n  <devices>\n    \
+             <emulator>/usr/bin/qemu-system-x86_64</emulator>\n    <disk type='file' device='disk'>\n      \
+             <driver name='qemu' type='raw'/>\n      <source file='{}'/>\n      <target dev='vda' bus='virtio'/>\n    \
+             </disk>\n    <serial type='file'><source path='{}'/></serial>\n  </devices>\n</domain>\n",
+            disk.display(),
+            env.path("console.log").display()
+        ),
+    )
+    .expect("write");
+    virsh(&["define", s(&xml)]);
+    env.ok(&["item", "add", "vm", "web", "--domain-xml", s(&xml)]);
+    env.backup("web", 0);
+    disk
+}
+
+/// UEFI domains undefined with their variables when the test ends.
+struct UndefineUefi(Vec<String>);
+
+impl Drop for UndefineUefi {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = Command::new("virsh").args(["destroy", n]).output();
+            let _ = Command::new("virsh").args(["undefine", "--nvram", n]).output();
+        }
+    }
+}
+
 #[test]
 fn a_vm_point_restores_as_a_new_vm_or_over_the_disks_of_the_vm_with_safety_copies() {
     let env = Env::new();
@@ -53,26 +119,7 @@ fn a_vm_point_restores_as_a_new_vm_or_over_the_disks_of_the_vm_with_safety_copie
     ]);
     let name = common::unique("boveda-vmr");
     let _cleanup = Undefine(vec![name.clone(), format!("{name}-copy"), format!("{name}-dr")]);
-    let disk = env.path("vda.img");
-    let out = Command::new("cp").arg("--sparse=always").arg(test_guest().join("boot.img")).arg(&disk).output();
-    assert!(out.expect("cp").status.success());
-    let xml = env.path("vm.xml");
-    fs::write(
-        &xml,
-        format!(
-            "<domain type='qemu'>\n  <name>{name}</name>\n  <memory unit='MiB'>256</memory>\n  <vcpu>1</vcpu>\n  \
-             <os><type arch='x86_64' machine='pc'>hvm</type></os>\n  <devices>\n    \
-             <emulator>/usr/bin/qemu-system-x86_64</emulator>\n    <disk type='file' device='disk'>\n      \
-             <driver name='qemu' type='raw'/>\n      <source file='{}'/>\n      <target dev='vda' bus='virtio'/>\n    \
-             </disk>\n    <serial type='file'><source path='{}'/></serial>\n  </devices>\n</domain>\n",
-            disk.display(),
-            env.path("console.log").display()
-        ),
-    )
-    .expect("write");
-    virsh(&["define", s(&xml)]);
-    env.ok(&["item", "add", "vm", "web", "--domain-xml", s(&xml)]);
-    env.backup("web", 0);
+    let disk = define_test_vm(&env, &name, "<os><type arch='x86_64' machine='pc'>hvm</type></os>");
     let backed_up = fs::read(&disk).expect("read");
     // the VM's disk changes after the point
     let mut changed = backed_up.clone();
