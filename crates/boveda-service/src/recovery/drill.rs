@@ -3,6 +3,7 @@
 //! compared with the point's chunk hashes, the time the restore took
 //! recorded as the measured recovery time, and the scratch folder removed.
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -177,48 +178,90 @@ fn compare_file(
     Ok(None)
 }
 
-/// Refuses, before anything is written, a scratch folder whose file
-/// system has less room than the files to restore take (their data, each
-/// rounded up to whole blocks; holes take none) or fewer free inodes than
-/// files: a drill that fills a disk would fail on whichever file came last,
-/// a fine point recorded as failed. Drills running at once into the same
-/// file system each see its room as it is when they start.
-fn check_room(scratch: &Path, picked: &[&PointFile]) -> Result<()> {
-    let fs = rustix::fs::statvfs(scratch).map_err(|e| ServiceError::io(scratch, e.into()))?;
-    let block = fs.f_frsize.max(512);
-    let needed: u64 = picked
+/// The room the drills of this process running now hold, per file system
+/// (by device): bytes and files; and a signal when one ends.
+static HELD: std::sync::LazyLock<(std::sync::Mutex<HashMap<u64, (u64, u64)>>, std::sync::Condvar)> =
+    std::sync::LazyLock::new(Default::default);
+
+/// A drill's hold on room in its scratch file system, given back when
+/// dropped.
+struct Held {
+    dev: u64,
+    bytes: u64,
+    files: u64,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let (lock, ended) = &*HELD;
+        if let Ok(mut held) = lock.lock() {
+            if let Some(h) = held.get_mut(&self.dev) {
+                h.0 = h.0.saturating_sub(self.bytes);
+                h.1 = h.1.saturating_sub(self.files);
+                if *h == (0, 0) {
+                    held.remove(&self.dev);
+                }
+            }
+            ended.notify_all();
+        }
+    }
+}
+
+/// Holds room in the scratch folder's file system for the files to
+/// restore (their data, each rounded up to whole blocks; holes take none;
+/// and an inode each) before anything is written: a drill that fills a
+/// disk would fail on whichever file came last, a fine point recorded as
+/// failed. Drills running at once into one file system each hold their
+/// room: one that does not fit beside them waits for them to end; one
+/// that does not fit alone is refused.
+fn hold_room(scratch: &Path, picked: &[&PointFile]) -> Result<Held> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(scratch).map_err(|e| ServiceError::io(scratch, e))?.dev();
+    let (lock, ended) = &*HELD;
+    let poisoned = |_| ServiceError::Invalid("a drill failed while it held room in its scratch folder".into());
+    let mut held = lock.lock().map_err(poisoned)?;
+    loop {
+        let fs = rustix::fs::statvfs(scratch).map_err(|e| ServiceError::io(scratch, e.into()))?;
+        let block = fs.f_frsize.max(512);
+        let needed: u64 = picked.iter().map(|f| data_bytes(&f.node).div_ceil(block) * block).sum();
+        let files = picked.len() as u64;
+        let free = fs.f_bavail.saturating_mul(fs.f_frsize);
+        let (others, other_files) = held.get(&dev).copied().unwrap_or((0, 0));
+        // some file systems count no inodes (f_files 0): nothing to hold there
+        let inodes_fit = fs.f_files == 0 || files + other_files <= fs.f_favail;
+        if needed + others <= free && inodes_fit {
+            let h = held.entry(dev).or_default();
+            *h = (h.0 + needed, h.1 + files);
+            return Ok(Held { dev, bytes: needed, files });
+        }
+        if (others, other_files) == (0, 0) {
+            let place = scratch.display();
+            return Err(ServiceError::Invalid(if needed > free {
+                format!(
+                    "the scratch folder {place} has {free} bytes free; the drill restores {needed} bytes of data: \
+                     verify into a larger scratch folder, or a smaller sample"
+                )
+            } else {
+                format!(
+                    "the scratch folder {place} has room for {} more files; the drill restores {files}: \
+                     verify into a larger scratch folder, or a smaller sample",
+                    fs.f_favail
+                )
+            }));
+        }
+        held = ended.wait(held).map_err(poisoned)?;
+    }
+}
+
+/// The bytes of a file's data (its holes take no room).
+fn data_bytes(node: &Node) -> u64 {
+    node.content
         .iter()
-        .map(|f| {
-            let data: u64 = f
-                .node
-                .content
-                .iter()
-                .map(|p| match p {
-                    Piece::Data { len, .. } => u64::from(*len),
-                    Piece::Hole { .. } => 0,
-                })
-                .sum();
-            data.div_ceil(block) * block
+        .map(|p| match p {
+            Piece::Data { len, .. } => u64::from(*len),
+            Piece::Hole { .. } => 0,
         })
-        .sum();
-    let free = fs.f_bavail.saturating_mul(fs.f_frsize);
-    let place = scratch.display();
-    if needed > free {
-        return Err(ServiceError::Invalid(format!(
-            "the scratch folder {place} has {free} bytes free; the drill restores {needed} bytes of data: \
-             verify into a larger scratch folder, or a smaller sample"
-        )));
-    }
-    // some file systems count no inodes (f_files 0): nothing to check there
-    let files = picked.len() as u64;
-    if fs.f_files > 0 && files > fs.f_favail {
-        return Err(ServiceError::Invalid(format!(
-            "the scratch folder {place} has room for {} more files; the drill restores {files}: \
-             verify into a larger scratch folder, or a smaller sample",
-            fs.f_favail
-        )));
-    }
-    Ok(())
+        .sum()
 }
 
 /// Runs a drill of `point` of `item` in a new folder inside `scratch_dir`
@@ -236,7 +279,6 @@ pub fn drill(
     phase: &dyn Fn(&str),
 ) -> Result<DrillOutcome> {
     let index = vault.load_index()?;
-    let scratch = scratch_in(scratch_dir)?;
     let mut files = Vec::new();
     walk(vault, &index, &point.tree, b"", &mut files)?;
     let total_bytes: u64 = files.iter().map(|f| f.node.size).sum();
@@ -248,9 +290,12 @@ pub fn drill(
         (ItemSource::Files { .. }, Some(p)) if p < 100 => Some(p),
         _ => None,
     };
-    if matches!(item.source, ItemSource::Files { .. }) {
-        check_room(&scratch.0, &picked)?;
-    }
+    // the room is held until the scratch folder is gone (dropped after it)
+    let _room = match item.source {
+        ItemSource::Files { .. } => Some(hold_room(scratch_dir, &picked)?),
+        _ => None,
+    };
+    let scratch = scratch_in(scratch_dir)?;
     phase("restore");
     let started = std::time::Instant::now();
     let bytes = match &item.source {

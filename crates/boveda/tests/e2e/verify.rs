@@ -366,6 +366,18 @@ fn a_drill_into_a_scratch_folder_too_small_is_refused_before_it_writes() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("more files; the drill restores 22"), "{err}");
     assert!(fs::read_dir(&few).expect("scratch").next().is_none(), "nothing written");
+    // two drills at once into a file system with room for one at a time:
+    // the second waits for the first instead of filling the disk
+    let other = env.path("other");
+    fs::create_dir_all(&other).expect("mkdir");
+    fs::write(other.join("more.bin"), noise(12, 3 << 20)).expect("write");
+    env.ok(&["item", "add", "files", "more", "--path", s(&other)]);
+    env.backup("more", 0);
+    let five = env.path("five");
+    let _five = common::Tmpfs::mount(&five, "5m");
+    let out = verify(&env, &["docs", "more", "--scratch", s(&five)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(verified(&out).iter().all(|v| v["passed"] == true));
 }
 
 /// A disk item's drill restores its image and compares it.
