@@ -178,10 +178,12 @@ fn compare_file(
     Ok(None)
 }
 
-/// The room the drills of this process running now hold, per file system
-/// (by device): bytes and files; and a signal when one ends.
-static HELD: std::sync::LazyLock<(std::sync::Mutex<HashMap<u64, (u64, u64)>>, std::sync::Condvar)> =
-    std::sync::LazyLock::new(Default::default);
+/// Bytes and files held, by file system (device).
+type HeldRoom = std::sync::Mutex<HashMap<u64, (u64, u64)>>;
+
+/// The room the drills of this process running now hold, per file system;
+/// and a signal when one ends.
+static HELD: std::sync::LazyLock<(HeldRoom, std::sync::Condvar)> = std::sync::LazyLock::new(Default::default);
 
 /// A drill's hold on room in its scratch file system, given back when
 /// dropped.
