@@ -24,10 +24,10 @@ async fn backup(f: &common::Fixture, item: &str) -> serde_json::Value {
 }
 
 /// The first running job, as a Reader sees it through the API, once its
-/// progress is `ready` (polled for up to 15 s); none if it never was.
+/// progress is `ready` (polled for up to 30 s); none if it never was.
 async fn running_job(f: &common::Fixture, ready: impl Fn(&serde_json::Value) -> bool) -> Option<serde_json::Value> {
     let r = f.token("Reader").to_string();
-    for _ in 0..150 {
+    for _ in 0..300 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let jobs = f.call("GET", "/api/v1/vaults/{vault}/jobs?state=InProgress", Some(&r), None).await;
         if let Some(j) = jobs.body.as_array().and_then(|a| a.first()).cloned()
@@ -46,10 +46,11 @@ struct Slow;
 impl svc::BackupProgress for Slow {
     fn file_done(&self, _path: &std::path::Path, _size: u64, _reused: bool) {
         // one file at a time whatever the walk's threads: the run lasts
-        // about 5 s, several of the job's once-a-second progress reports
+        // about 12 s, many of the job's once-a-second progress reports,
+        // and longer than a loaded machine takes to list the new job
         static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let _turn = ONE_AT_A_TIME.lock();
-        std::thread::sleep(Duration::from_millis(400));
+        std::thread::sleep(Duration::from_millis(1000));
     }
 }
 
@@ -79,7 +80,7 @@ async fn a_running_backup_shows_live_progress_against_its_totals_and_ends_with_t
         let env = svc::JobEnv::new(clock.as_ref(), Duration::from_secs(60), "test".into());
         svc::backup_job(&vault, &env, &item, None, None, &Slow).expect("job").0
     });
-    let seen = running_job(&f, |p| p["files"].as_u64().unwrap_or(0) >= 2).await;
+    let seen = running_job(&f, |p| p["files"].as_u64().is_some_and(|n| n >= 2)).await;
     let done = tokio::task::spawn_blocking(move || worker.join().expect("worker")).await.expect("join");
     let seen = seen.expect("the running job showed files done before it ended");
     let p = &seen["progress"];
