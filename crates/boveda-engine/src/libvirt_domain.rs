@@ -56,10 +56,14 @@ pub struct Domain {
     /// Each `<mac .../>` of the network interfaces: dropped in a copy, so
     /// that libvirt gives it new addresses.
     mac_ranges: Vec<Range<usize>>,
-    /// A UEFI VM's `<nvram>` element and its `template`: a copy gets its
-    /// own variables (the original's file would be shared).
-    nvram: Option<(Range<usize>, Option<String>)>,
+    /// A UEFI VM's `<nvram>` element and its attributes but `type` (the
+    /// template, its format...): a copy gets its own variables (the
+    /// original's file would be shared).
+    nvram: Option<(Range<usize>, Attributes)>,
 }
+
+/// An element's attributes, by name and value.
+type Attributes = Vec<(String, String)>;
 
 /// The virtual hardware a definition gives its VM.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -207,9 +211,14 @@ impl Domain {
                 .filter_map(|i| child(i, "mac"))
                 .map(|m| m.range())
                 .collect();
-            let nvram = child(root, "os")
-                .and_then(|o| child(o, "nvram"))
-                .map(|n| (n.range(), n.attribute("template").map(str::to_string)));
+            let nvram = child(root, "os").and_then(|o| child(o, "nvram")).map(|n| {
+                let kept = n
+                    .attributes()
+                    .filter(|a| a.name() != "type" && a.namespace().is_none())
+                    .map(|a| (a.name().to_string(), a.value().to_string()))
+                    .collect();
+                (n.range(), kept)
+            });
             (name, text.range(), uuid_range, uuid, disks, guest_agent, qmp, hardware(root), macs, nvram)
         };
         if name.is_empty() {
@@ -248,8 +257,15 @@ impl Domain {
             edits.push((u.clone(), String::new()));
         }
         edits.extend(self.mac_ranges.iter().map(|m| (m.clone(), String::new())));
-        if let Some((at, template)) = &self.nvram {
-            let own = template.as_ref().map(|t| format!("<nvram template='{}'/>", xml_escape(t))).unwrap_or_default();
+        if let Some((at, kept)) = &self.nvram {
+            // the element without its file (text or <source>): libvirt
+            // makes the copy's own, from the template
+            let own = if kept.is_empty() {
+                String::new()
+            } else {
+                let attrs: String = kept.iter().map(|(k, v)| format!(" {k}='{}'", xml_escape(v))).collect();
+                format!("<nvram{attrs}/>")
+            };
             edits.push((at.clone(), own));
         }
         for d in &self.disks {
@@ -356,12 +372,13 @@ mod tests {
         // a copy does not share the original's variables
         let d = Domain::parse(
             Path::new("web.xml"),
-            XML.replace("  <devices>", "  <os firmware='efi'><type>hvm</type><nvram template='/usr/share/OVMF/OVMF_VARS_4M.fd'>/var/lib/libvirt/qemu/nvram/web_VARS.fd</nvram></os>\n  <devices>"),
+            XML.replace("  <devices>", "  <os firmware='efi'><type>hvm</type><nvram template='/usr/share/OVMF/OVMF_VARS_4M.fd' format='raw'>/var/lib/libvirt/qemu/nvram/web_VARS.fd</nvram></os>\n  <devices>"),
         )
         .expect("parse");
         let copy = d.rewritten("copy", &[], "raw");
         assert!(
-            !copy.contains("web_VARS.fd") && copy.contains("<nvram template='/usr/share/OVMF/OVMF_VARS_4M.fd'/>"),
+            !copy.contains("web_VARS.fd")
+                && copy.contains("<nvram template='/usr/share/OVMF/OVMF_VARS_4M.fd' format='raw'/>"),
             "{copy}"
         );
         assert!(Domain::parse(Path::new("copy.xml"), copy).expect("parse the copy").hardware.uefi);

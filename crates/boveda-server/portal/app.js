@@ -192,7 +192,7 @@ function keepFresh(into, render, secs) {
   };
   // beside the list, not in it: the list is drawn afresh each time
   if (into.parentNode) into.before(stamp); else into.append(stamp);
-  if (shown === state.shown) state.timers.push(setInterval(run, secs * 1000));
+  state.timers.push(setInterval(run, secs * 1000));
   return run();
 }
 

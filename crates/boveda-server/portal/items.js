@@ -128,7 +128,6 @@ async function itemState(vault, name, status, points) {
   const seen = JSON.stringify([item, pts, policies, usage]);
   if (status.dataset.seen === seen) return;
   if (status.dataset.seen && (status.contains(document.activeElement) || points.contains(document.activeElement))) return;
-  status.dataset.seen = seen;
   const policy = policies.find((p) => p.name === item.policy);
   const next = item.next_backup
     ? [timeEl(item.next_backup), policy && policy.schedule.time_zone !== ZONE ? h("div", { class: "muted" }, when(item.next_backup, policy.schedule.time_zone) + " in the policy's zone") : ""]
@@ -167,6 +166,8 @@ async function itemState(vault, name, status, points) {
       h("p", {}, "No recovery point yet. " + (item.next_backup ? "The first one is taken at " + when(item.next_backup) + ", or now with Backup now." : "Take one with Backup now."))));
   const again = points.querySelector(".scroll");
   if (again) again.scrollLeft = left;
+  // marked drawn only once it was: a draw that failed is tried again
+  status.dataset.seen = seen;
 }
 
 async function itemPage(vault, name) {
@@ -199,8 +200,10 @@ async function itemPage(vault, name) {
 
 async function restorePage(vault, name, point) {
   vaultNav(vault, "/items");
+  const shown = state.shown;
   const base = V(vault) + "/items/" + enc(name);
   const [p, where, item] = await Promise.all([api("GET", base + "/points/" + enc(point)), api("GET", base + "/restore"), api("GET", base)]);
+  if (shown !== state.shown) return;
   const files = item.item.source.type === "files";
   const picked = new Set();
   const listing = h("div", { id: "browse" });

@@ -83,7 +83,10 @@ async function jobsPage(vault, params) {
 
 async function jobPage(vault, id) {
   vaultNav(vault, "/jobs");
+  const shown = state.shown;
   const job = await api("GET", V(vault) + "/jobs/" + enc(id));
+  // the user moved on meanwhile: nothing drawn, nothing followed
+  if (shown !== state.shown) return;
   const body = h("div");
   const render = (j) => {
     document.querySelector("h1").textContent = jobTitle(j);

@@ -178,8 +178,19 @@ fn compare_file(
     Ok(None)
 }
 
-/// Bytes and files held, by file system (device).
-type HeldRoom = std::sync::Mutex<HashMap<u64, (u64, u64)>>;
+/// What the running drills of this process hold in one file system, and
+/// what it had free when the first of them took its hold.
+#[derive(Debug, Clone, Copy)]
+struct Room {
+    bytes: u64,
+    files: u64,
+    free: u64,
+    /// Free inodes then; `None` where the file system counts none.
+    inodes: Option<u64>,
+}
+
+/// Holds by file system (device).
+type HeldRoom = std::sync::Mutex<HashMap<u64, Room>>;
 
 /// The room the drills of this process running now hold, per file system;
 /// and a signal when one ends.
@@ -196,16 +207,15 @@ struct Held {
 impl Drop for Held {
     fn drop(&mut self) {
         let (lock, ended) = &*HELD;
-        if let Ok(mut held) = lock.lock() {
-            if let Some(h) = held.get_mut(&self.dev) {
-                h.0 = h.0.saturating_sub(self.bytes);
-                h.1 = h.1.saturating_sub(self.files);
-                if *h == (0, 0) {
-                    held.remove(&self.dev);
-                }
+        let mut held = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(r) = held.get_mut(&self.dev) {
+            r.bytes = r.bytes.saturating_sub(self.bytes);
+            r.files = r.files.saturating_sub(self.files);
+            if (r.bytes, r.files) == (0, 0) {
+                held.remove(&self.dev);
             }
-            ended.notify_all();
         }
+        ended.notify_all();
     }
 }
 
@@ -213,45 +223,54 @@ impl Drop for Held {
 /// restore (their data, each rounded up to whole blocks; holes take none;
 /// and an inode each) before anything is written: a drill that fills a
 /// disk would fail on whichever file came last, a fine point recorded as
-/// failed. Drills running at once into one file system each hold their
-/// room: one that does not fit beside them waits for them to end; one
-/// that does not fit alone is refused.
-fn hold_room(scratch: &Path, picked: &[&PointFile]) -> Result<Held> {
+/// failed. Drills running at once into one file system share what it had
+/// free when the first of them began: one that does not fit beside the
+/// others waits for them (its phase says so); one that could not fit even
+/// once they are done is refused at once.
+fn hold_room(scratch: &Path, picked: &[&PointFile], phase: &dyn Fn(&str)) -> Result<Held> {
     use std::os::unix::fs::MetadataExt;
     let dev = std::fs::metadata(scratch).map_err(|e| ServiceError::io(scratch, e))?.dev();
     let (lock, ended) = &*HELD;
-    let poisoned = |_| ServiceError::Invalid("a drill failed while it held room in its scratch folder".into());
-    let mut held = lock.lock().map_err(poisoned)?;
+    let place = scratch.display();
+    let files = picked.len() as u64;
     loop {
+        // read outside the lock: a slow file system stalls only its drills
         let fs = rustix::fs::statvfs(scratch).map_err(|e| ServiceError::io(scratch, e.into()))?;
         let block = fs.f_frsize.max(512);
         let needed: u64 = picked.iter().map(|f| data_bytes(&f.node).div_ceil(block) * block).sum();
-        let files = picked.len() as u64;
         let free = fs.f_bavail.saturating_mul(fs.f_frsize);
-        let (others, other_files) = held.get(&dev).copied().unwrap_or((0, 0));
         // some file systems count no inodes (f_files 0): nothing to hold there
-        let inodes_fit = fs.f_files == 0 || files + other_files <= fs.f_favail;
-        if needed + others <= free && inodes_fit {
-            let h = held.entry(dev).or_default();
-            *h = (h.0 + needed, h.1 + files);
+        let inodes = (fs.f_files > 0).then_some(fs.f_favail);
+        let mut held = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = held.get(&dev).copied();
+        let (others, other_files) = now.map_or((0, 0), |r| (r.bytes, r.files));
+        if needed > free + others {
+            return Err(ServiceError::Invalid(format!(
+                "the scratch folder {place} has {} bytes free; the drill restores {needed} bytes of data: \
+                 verify into a larger scratch folder, or a smaller sample",
+                free + others
+            )));
+        }
+        if let Some(i) = inodes
+            && files > i + other_files
+        {
+            return Err(ServiceError::Invalid(format!(
+                "the scratch folder {place} has room for {} more files; the drill restores {files}: \
+                 verify into a larger scratch folder, or a smaller sample",
+                i + other_files
+            )));
+        }
+        let room = now.unwrap_or(Room { bytes: 0, files: 0, free, inodes });
+        if needed + room.bytes <= room.free && room.inodes.is_none_or(|i| files + room.files <= i) {
+            held.insert(dev, Room { bytes: room.bytes + needed, files: room.files + files, ..room });
             return Ok(Held { dev, bytes: needed, files });
         }
-        if (others, other_files) == (0, 0) {
-            let place = scratch.display();
-            return Err(ServiceError::Invalid(if needed > free {
-                format!(
-                    "the scratch folder {place} has {free} bytes free; the drill restores {needed} bytes of data: \
-                     verify into a larger scratch folder, or a smaller sample"
-                )
-            } else {
-                format!(
-                    "the scratch folder {place} has room for {} more files; the drill restores {files}: \
-                     verify into a larger scratch folder, or a smaller sample",
-                    fs.f_favail
-                )
-            }));
-        }
-        held = ended.wait(held).map_err(poisoned)?;
+        phase("waiting for room in the scratch folder");
+        drop(
+            ended
+                .wait_timeout(held, std::time::Duration::from_secs(5))
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
     }
 }
 
@@ -294,8 +313,8 @@ pub fn drill(
     };
     // the room is held until the scratch folder is gone (dropped after it)
     let _room = match item.source {
-        ItemSource::Files { .. } => Some(hold_room(scratch_dir, &picked)?),
-        _ => None,
+        ItemSource::Files { .. } | ItemSource::Disk { .. } => Some(hold_room(scratch_dir, &picked, phase)?),
+        ItemSource::Vm { .. } => None,
     };
     let scratch = scratch_in(scratch_dir)?;
     phase("restore");

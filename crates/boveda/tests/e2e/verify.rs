@@ -378,6 +378,15 @@ fn a_drill_into_a_scratch_folder_too_small_is_refused_before_it_writes() {
     let out = verify(&env, &["docs", "more", "--scratch", s(&five)]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(verified(&out).iter().all(|v| v["passed"] == true));
+    // they did run at once (the second waiting inside its job)
+    let jobs = json(&env, &["job", "list", "--operation", "VerifyPoint"]);
+    let span = |j: &serde_json::Value| {
+        let t = |k: &str| j[k].as_str().expect("time").parse::<jiff::Timestamp>().expect("ts");
+        (t("start"), t("end"))
+    };
+    let all = jobs.as_array().expect("jobs");
+    let (a, b) = (span(&all[all.len() - 2]), span(&all[all.len() - 1]));
+    assert!(a.0 < b.1 && b.0 < a.1, "the two drills overlap: {jobs}");
 }
 
 /// A disk item's drill restores its image and compares it.

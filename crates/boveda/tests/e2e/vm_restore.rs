@@ -58,6 +58,15 @@ fn a_uefi_vm_restored_as_a_new_vm_does_not_share_its_nvram() {
     assert!(copy_xml.contains("<nvram"), "{copy_xml}");
     assert!(!copy_xml.contains(s(&nvram)), "the copy has variables of its own: {copy_xml}");
     assert!(virsh(&["dumpxml", &name]).contains(s(&nvram)), "the original keeps its own");
+    // and it booted by UEFI: its kernel names the firmware on the console
+    let console = env.path("console.log");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut seen = String::new();
+    while Instant::now() < deadline && !seen.contains("boveda-guest-ready") {
+        std::thread::sleep(Duration::from_millis(500));
+        seen = String::from_utf8_lossy(&fs::read(&console).unwrap_or_default()).into_owned();
+    }
+    assert!(seen.contains("boveda-guest-ready") && seen.contains("EDK II"), "{seen}");
 }
 
 /// The test guest's disk copied for a VM `name` that libvirt defines with
