@@ -45,13 +45,33 @@ struct Slow;
 
 impl svc::BackupProgress for Slow {
     fn file_done(&self, _path: &std::path::Path, _size: u64, _reused: bool) {
-        // one file at a time whatever the walk's threads: the run lasts
-        // about 12 s, many of the job's once-a-second progress reports,
-        // and longer than a loaded machine takes to list the new job
-        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _turn = ONE_AT_A_TIME.lock();
-        std::thread::sleep(Duration::from_millis(1000));
+        // 12 files: the run lasts about 12 s, many of the job's
+        // once-a-second progress reports, and longer than a loaded machine
+        // takes to list the new job
+        a_second_at_a_time();
     }
+}
+
+/// A second's pause, one at a time whatever the backup's threads.
+fn a_second_at_a_time() {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock();
+    std::thread::sleep(Duration::from_millis(1000));
+}
+
+/// Backs `item` up as a job of this process (not through the API, with a
+/// heartbeat far longer than the run), observed by `progress`, in a thread.
+fn backup_in_thread(
+    f: &common::Fixture,
+    item: &'static str,
+    progress: impl svc::BackupProgress + Send + 'static,
+) -> std::thread::JoinHandle<svc::Job> {
+    let (vault, clock) = (f.vault.clone(), f.clock.clone());
+    std::thread::spawn(move || {
+        let item = svc::find_item(&vault, item).expect("item");
+        let env = svc::JobEnv::new(clock.as_ref(), Duration::from_secs(60), "test".into());
+        svc::backup_job(&vault, &env, &item, None, None, &progress).expect("job").0
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,13 +93,7 @@ async fn a_running_backup_shows_live_progress_against_its_totals_and_ends_with_t
 
     // a second backup, slowed, with a heartbeat far longer than the run:
     // what the API shows while it runs comes from the live progress
-    let vault = f.vault.clone();
-    let clock = f.clock.clone();
-    let worker = std::thread::spawn(move || {
-        let item = svc::find_item(&vault, "docs").expect("item");
-        let env = svc::JobEnv::new(clock.as_ref(), Duration::from_secs(60), "test".into());
-        svc::backup_job(&vault, &env, &item, None, None, &Slow).expect("job").0
-    });
+    let worker = backup_in_thread(&f, "docs", Slow);
     let seen = running_job(&f, |p| p["files"].as_u64().is_some_and(|n| n >= 2)).await;
     let done = tokio::task::spawn_blocking(move || worker.join().expect("worker")).await.expect("join");
     let seen = seen.expect("the running job showed files done before it ended");
@@ -97,10 +111,7 @@ struct SlowReads;
 
 impl svc::BackupProgress for SlowReads {
     fn bytes_read(&self, _n: u64) {
-        // one read at a time whatever the reader's threads
-        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _turn = ONE_AT_A_TIME.lock();
-        std::thread::sleep(Duration::from_millis(1000));
+        a_second_at_a_time();
     }
 }
 
@@ -122,13 +133,7 @@ async fn a_running_disk_backup_shows_its_allocated_bytes_as_the_total_from_the_s
         }
     }
     svc::add_disk_item(&f.vault, "disk", &image, None).expect("disk item");
-    let vault = f.vault.clone();
-    let clock = f.clock.clone();
-    let worker = std::thread::spawn(move || {
-        let item = svc::find_item(&vault, "disk").expect("item");
-        let env = svc::JobEnv::new(clock.as_ref(), Duration::from_secs(60), "test".into());
-        svc::backup_job(&vault, &env, &item, None, None, &SlowReads).expect("job").0
-    });
+    let worker = backup_in_thread(&f, "disk", SlowReads);
     let seen = running_job(&f, |p| p["bytes_read"].as_u64().unwrap_or(0) > 0).await;
     let done = tokio::task::spawn_blocking(move || worker.join().expect("worker")).await.expect("join");
     let seen = seen.expect("the running disk backup showed bytes read before it ended");
