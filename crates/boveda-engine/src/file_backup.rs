@@ -202,12 +202,7 @@ pub fn backup_files_to(
         changed: AtomicU64::new(0),
         removed: AtomicU64::new(0),
     };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
-        .stack_size(32 << 20)
-        .build()
-        .map_err(|e| EngineError::io("thread pool", io::Error::other(e)))?;
-    let tree = pool.install(|| {
+    let tree = crate::workers::in_own_pool("backup", || {
         let parent = opts.parent_tree.and_then(|id| ctx.load_parent(&id));
         let tree = if trie.selected {
             ctx.backup_dir(Path::new("/"), parent)?
@@ -216,7 +211,7 @@ pub fn backup_files_to(
         };
         ctx.writer.flush()?;
         Ok::<_, EngineError>(tree)
-    })?;
+    })??;
     let w = ctx.writer.stats();
     let stats = PointStats {
         files: ctx.files.into_inner(),

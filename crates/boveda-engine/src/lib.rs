@@ -42,6 +42,7 @@ mod point_reader;
 mod point_tar;
 mod progress;
 pub mod qmp;
+mod workers;
 
 pub use disk_backup::{
     DISK_CHUNK, DISK_NODE, DiskBackupOptions, DiskSource, LiveSource, backup_disk, backup_disk_to, is_safe_disk_name,
@@ -62,3 +63,4 @@ pub use point_mount::{MountedPoint, mount_points};
 pub use point_path::{list_point_path, split_point_path};
 pub use point_tar::{TarStats, Unpacked, unpack_tar, write_point_tar};
 pub use progress::{BackupProgress, NoProgress, RestoreProgress};
+pub use workers::in_own_pool;

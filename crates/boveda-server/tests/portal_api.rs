@@ -115,24 +115,91 @@ impl svc::BackupProgress for SlowReads {
     }
 }
 
+/// Adds item `disk`: a 64 MiB raw image with 3 MiB written, at 0, 20
+/// and 40 MiB.
+fn sparse_disk_item(f: &common::Fixture) {
+    use std::io::{Seek, SeekFrom, Write};
+    let image = f.dir.path().join("disk.raw");
+    let mut file = std::fs::File::create(&image).expect("image");
+    file.set_len(64 << 20).expect("size");
+    for at in [0u64, 20 << 20, 40 << 20] {
+        file.seek(SeekFrom::Start(at)).expect("seek");
+        let block: Vec<u8> = (0..(1u32 << 20)).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        file.write_all(&block).expect("write");
+    }
+    svc::add_disk_item(&f.vault, "disk", &image, None).expect("disk item");
+}
+
+/// A disk backup observer whose reads wait at a gate until the test
+/// opens it; counts the reads waiting.
+#[derive(Clone, Default)]
+struct Gate(std::sync::Arc<(std::sync::Mutex<(bool, usize)>, std::sync::Condvar)>);
+
+impl Gate {
+    fn open(&self) {
+        let (lock, cv) = &*self.0;
+        lock.lock().expect("gate").0 = true;
+        cv.notify_all();
+    }
+
+    /// Waits (up to 30 s) until `n` reads wait at the gate.
+    fn wait_for(&self, n: usize) -> bool {
+        let (lock, cv) = &*self.0;
+        let guard = lock.lock().expect("gate");
+        let (guard, _) =
+            cv.wait_timeout_while(guard, Duration::from_secs(30), |(_, waiting)| *waiting < n).expect("gate");
+        guard.1 >= n
+    }
+}
+
+impl svc::BackupProgress for Gate {
+    fn bytes_read(&self, _n: u64) {
+        let (lock, cv) = &*self.0;
+        let mut guard = lock.lock().expect("gate");
+        guard.1 += 1;
+        cv.notify_all();
+        let _open = cv.wait_while(guard, |(open, _)| !*open).expect("gate");
+    }
+}
+
+/// The CI failure's cause: a disk backup reads its windows on the
+/// process's shared worker threads, and a worker takes work from outside
+/// only when it has none of its own left, so the catalog listing a
+/// request needs waited for the whole backup (a GET of a job took 6.4 s
+/// behind an 8 GiB backup through `boveda serve`, minutes behind a large
+/// disk). A job now runs in a pool of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_is_not_held_up_behind_a_running_disk_backup() {
+    let f = common::fixture();
+    sparse_disk_item(&f);
+    let gate = Gate::default();
+    let worker = backup_in_thread(&f, "disk", gate.clone());
+    let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+    // every worker thread of the backup is busy (waits at the gate)
+    assert!(gate.wait_for(cores.min(12)), "the backup's reads did not all start");
+    let r = f.token("Reader").to_string();
+    let answer = tokio::time::timeout(
+        Duration::from_secs(30),
+        f.call("GET", "/api/v1/vaults/{vault}/jobs?state=InProgress", Some(&r), None),
+    )
+    .await;
+    gate.open();
+    let done = tokio::task::spawn_blocking(move || worker.join().expect("worker")).await.expect("join");
+    let answer = answer.expect("the job list answered while the disk backup ran");
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    assert_eq!(answer.body[0]["item"], "disk", "{}", answer.text);
+    assert_eq!(answer.body[0]["state"], "InProgress", "{}", answer.text);
+    assert_eq!(done.state, svc::JobState::Completed, "{done:?}");
+    assert_eq!(done.progress.bytes_read, 3 << 20, "{:?}", done.progress);
+}
+
 /// The report's case: a large disk backup showed "0 B, Files 0, Phase -"
 /// for its whole run. A disk's totals are known from the start: its
 /// allocated bytes, not its size.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_disk_backup_shows_its_allocated_bytes_as_the_total_from_the_start() {
     let f = common::fixture();
-    let image = f.dir.path().join("disk.raw");
-    {
-        use std::io::{Seek, SeekFrom, Write};
-        let mut file = std::fs::File::create(&image).expect("image");
-        file.set_len(64 << 20).expect("size");
-        for at in [0u64, 20 << 20, 40 << 20] {
-            file.seek(SeekFrom::Start(at)).expect("seek");
-            let block: Vec<u8> = (0..(1u32 << 20)).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
-            file.write_all(&block).expect("write");
-        }
-    }
-    svc::add_disk_item(&f.vault, "disk", &image, None).expect("disk item");
+    sparse_disk_item(&f);
     let worker = backup_in_thread(&f, "disk", SlowReads);
     let seen = running_job(&f, |p| p["bytes_read"].as_u64().unwrap_or(0) > 0).await;
     let done = tokio::task::spawn_blocking(move || worker.join().expect("worker")).await.expect("join");

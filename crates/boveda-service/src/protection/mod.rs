@@ -62,7 +62,7 @@ pub fn backup_now(
     let index = vault.load_index_without(&boveda_vault::marked_packs(vault)?)?;
     let clock_start = std::time::Instant::now();
     let parent_tree = parent.as_ref().map(|p| p.tree);
-    let live_state = std::cell::RefCell::new(None::<crate::items::live_vm::LiveOutcome>);
+    let live_state = std::sync::Mutex::new(None::<crate::items::live_vm::LiveOutcome>);
     // a VM that runs (a monitor listens, or libvirt runs it), and its
     // definition as it is now
     let running_vm = match &item.source {
@@ -96,7 +96,7 @@ pub fn backup_now(
                 let previous = parent.as_ref().and_then(|p| p.live_bitmap.as_deref());
                 let live = LiveRun { vm, domain, domain_xml, previous, parent_tree };
                 let (outcome, sources, state) = live.backup(vault, &index, item, req, progress)?;
-                *live_state.borrow_mut() = Some(state);
+                *live_state.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(state);
                 (outcome, sources)
             }
             ItemSource::Vm { domain_xml, .. } => {
@@ -123,7 +123,7 @@ pub fn backup_now(
     };
     let ((mut outcome, sources), consistency, script_warnings) = with_consistency(cfg, run)?;
     outcome.warnings.extend(script_warnings);
-    let live = live_state.into_inner();
+    let live = live_state.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
     let point = RecoveryPoint {
         id: vault.new_point_id(&item.id),
         item_id: item.id,
@@ -224,7 +224,7 @@ fn simple_job(
     operation: Operation,
     item: &Item,
     detail: String,
-    change: impl Fn(&mut Item),
+    change: impl Fn(&mut Item) + Sync,
 ) -> Result<Item> {
     let (_, updated) = run_job(vault, env.clock, &env.spec(operation, item, None), Observers::default(), |_| {
         let updated = update_item(vault, &item.id, &change)?;

@@ -338,7 +338,7 @@ pub fn restore_job(
 ) -> Result<(crate::runtime::job::Job, Result<RestoreReport>)> {
     let spec = env.spec(crate::runtime::job::Operation::Restore, item, None);
     let observers = crate::runtime::job::Observers { backup: None, restore: progress };
-    let partial = std::cell::RefCell::new(None);
+    let partial = std::sync::Mutex::new(None);
     let (job, result) = crate::runtime::job::run_job(vault, env.clock, &spec, observers, |jctx| {
         let report = restore_report(vault, item, point, req, jctx)?;
         let done = crate::runtime::job::JobDone {
@@ -350,10 +350,10 @@ pub fn restore_job(
             return Ok((report, done));
         }
         let why = restore_failure(&report);
-        *partial.borrow_mut() = Some(report);
+        *partial.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(report);
         Err(ServiceError::Invalid(why))
     })?;
-    Ok((job, partial.into_inner().map_or(result, Ok)))
+    Ok((job, partial.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner).map_or(result, Ok)))
 }
 
 /// What a restore wrote and where, for its job: the point by its time,

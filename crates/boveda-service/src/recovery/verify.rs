@@ -181,7 +181,7 @@ pub fn verify_point_job(
 ) -> Result<(Job, Result<PointVerification>)> {
     settings.check()?;
     let spec = env.spec(Operation::VerifyPoint, item, None);
-    let recorded = std::cell::RefCell::new(None);
+    let recorded = std::sync::Mutex::new(None);
     let (job, result) = run_job(vault, env.clock, &spec, Observers::default(), |jctx| {
         let point = find_point(vault, item, selector.unwrap_or("latest"))?;
         let started = std::time::Instant::now();
@@ -228,13 +228,13 @@ pub fn verify_point_job(
         if let Err(e) = proven {
             v.passed = false;
             v.reason = Some(e.to_string());
-            *recorded.borrow_mut() = Some(v);
+            *recorded.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(v);
             return Err(e);
         }
         let details = details(&point, &v);
         let passed = v.passed;
         let reason = v.reason.clone().unwrap_or_default();
-        *recorded.borrow_mut() = Some(v.clone());
+        *recorded.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(v.clone());
         if passed {
             Ok((v, JobDone { details, point: Some(point.id), ..JobDone::default() }))
         } else {
@@ -242,7 +242,7 @@ pub fn verify_point_job(
         }
     })?;
     // recorded once its job is known, whether it passed or not
-    let recorded = recorded.into_inner().map(|mut v| {
+    let recorded = recorded.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner).map(|mut v| {
         v.job = Some(job.id);
         v
     });

@@ -219,12 +219,12 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 ///
 /// # Errors
 /// A store error writing the first record (the body does not run then).
-pub fn run_job<T>(
+pub fn run_job<T: Send>(
     vault: &Vault,
     clock: &dyn Clock,
     spec: &JobSpec<'_>,
     observers: Observers<'_>,
-    body: impl FnOnce(&JobCtx<'_>) -> Result<(T, JobDone)>,
+    body: impl FnOnce(&JobCtx<'_>) -> Result<(T, JobDone)> + Send,
 ) -> Result<(Job, Result<T>)> {
     let start = clock.now();
     let wall_start = std::time::Instant::now();
@@ -257,8 +257,13 @@ pub fn run_job<T>(
         }
         // the heartbeat is told to stop however the body ends: a panic is
         // caught and recorded as the job's failure, never left beating
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&ctx)))
-            .unwrap_or_else(|panic| Err(ServiceError::Internal(panic_message(panic.as_ref()))));
+        // in a pool of its own: the process's shared pool stays free for
+        // the reads that answer a server's requests meanwhile
+        let ctx = &ctx;
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            boveda_engine::in_own_pool("job", || body(ctx)).map_err(ServiceError::from).and_then(|r| r)
+        }))
+        .unwrap_or_else(|panic| Err(ServiceError::Internal(panic_message(panic.as_ref()))));
         let (lock, cv) = &finished;
         match lock.lock() {
             Ok(mut done) => *done = true,

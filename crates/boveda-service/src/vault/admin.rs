@@ -600,7 +600,7 @@ pub fn remove_key_job(
 fn key_job(
     env: &crate::runtime::job::JobEnv<'_>,
     vault: &Vault,
-    body: impl FnOnce(&crate::runtime::job::JobCtx<'_>) -> Result<(RecordId, String)>,
+    body: impl FnOnce(&crate::runtime::job::JobCtx<'_>) -> Result<(RecordId, String)> + Send,
 ) -> Result<(crate::runtime::job::Job, Result<RecordId>)> {
     let spec = env.vault_spec(crate::runtime::job::Operation::UpdateKeys);
     crate::runtime::job::run_job(vault, env.clock, &spec, crate::runtime::job::Observers::default(), |jctx| {
