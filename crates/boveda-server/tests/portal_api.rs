@@ -46,8 +46,7 @@ struct Slow;
 impl svc::BackupProgress for Slow {
     fn file_done(&self, _path: &std::path::Path, _size: u64, _reused: bool) {
         // 12 files: the run lasts about 12 s, many of the job's
-        // once-a-second progress reports, and longer than a loaded machine
-        // takes to list the new job
+        // once-a-second progress reports
         a_second_at_a_time();
     }
 }
