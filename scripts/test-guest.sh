@@ -15,16 +15,22 @@
 # syncing it (so only a file-system freeze puts it on the disk), starts the
 # guest agent on the virtio-serial port org.qemu.guest_agent.0, and prints
 # "boveda-guest-ready" on its serial console.
+#
+# `boot-entry.img` is `boot.img` whose UEFI loader is not at the
+# removable-media path but at EFI/boveda/loader.efi, so that UEFI boots it
+# only by a boot entry; `boot-entry-vars.fd` is OVMF's 4 MiB variable
+# template with that entry (made by virt-fw-vars, from PyPI's
+# virt-firmware, installed in OUT/../virt-firmware).
 set -euo pipefail
 out=$1
 mkdir -p "$out/debs"
 out=$(cd "$out" && pwd)
 # the build's version: a guest built by an older script is built again
-version=4
+version=5
 # tests build it at once from several threads: one builds, the others wait
 exec 9>"$out/.lock"
 flock 9
-if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.img" ] && [ -s "$out/boot-noagent.img" ] \
+if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.img" ] && [ -s "$out/boot-noagent.img" ] && [ -s "$out/boot-entry-vars.fd" ] \
   && [ "$(cat "$out/version" 2>/dev/null)" = "$version" ]; then
   exit 0
 fi
@@ -124,4 +130,19 @@ boot_disk() {
 }
 boot_disk "$out/boot.img" ""
 boot_disk "$out/boot-noagent.img" "boveda.noagent"
+
+# a UEFI guest that boots only by its boot entry
+cp --sparse=always "$out/boot.img" "$out/boot-entry.img.tmp"
+mmd -i "$out/boot-entry.img.tmp" ::EFI/boveda
+mcopy -i "$out/boot-entry.img.tmp" /usr/lib/systemd/boot/efi/systemd-bootx64.efi ::EFI/boveda/loader.efi
+mdel -i "$out/boot-entry.img.tmp" ::EFI/BOOT/BOOTX64.EFI
+mv "$out/boot-entry.img.tmp" "$out/boot-entry.img"
+fw=$(dirname "$out")/virt-firmware
+if ! "$fw/bin/virt-fw-vars" --help >/dev/null 2>&1; then
+  python3 -m venv "$fw"
+  "$fw/bin/pip" install --quiet "virt-firmware==26.10" >&2
+fi
+"$fw/bin/virt-fw-vars" --loglevel warning --input /usr/share/OVMF/OVMF_VARS_4M.fd --output "$out/boot-entry-vars.fd.tmp" \
+  --append-boot-filepath '\EFI\boveda\loader.efi'
+mv "$out/boot-entry-vars.fd.tmp" "$out/boot-entry-vars.fd"
 echo "$version" > "$out/version"

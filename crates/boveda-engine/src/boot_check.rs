@@ -82,6 +82,9 @@ pub struct BootSpec<'a> {
     pub probe: Option<&'a Probe>,
     /// `kvm` when `/dev/kvm` can be used, else `tcg`; or forced.
     pub accel: &'a str,
+    /// A UEFI VM's variables as its point holds them (boot entries, boot
+    /// order); none: fresh ones.
+    pub nvram: Option<&'a [u8]>,
 }
 
 /// How a probe went.
@@ -109,6 +112,9 @@ pub struct BootOutcome {
     pub accelerator: String,
     pub cpus: u32,
     pub memory_mib: u64,
+    /// A UEFI guest's variables: `the point's`, or `fresh` and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firmware_vars: Option<String>,
 }
 
 /// The accelerator QEMU can use here: `kvm` when `/dev/kvm` opens for
@@ -320,7 +326,7 @@ pub fn boot_check(spec: &BootSpec<'_>) -> Result<BootOutcome> {
     let memory_mib = hw.memory_mib.unwrap_or(512).clamp(64, spec.limits.max_memory_mib.max(64));
     let console = spec.work.join("console.sock");
     let agent_socket = spec.work.join("agent.sock");
-    let outcome = BootOutcome {
+    let mut outcome = BootOutcome {
         verified: false,
         answered_by: None,
         seconds_to_answer: None,
@@ -330,12 +336,19 @@ pub fn boot_check(spec: &BootSpec<'_>) -> Result<BootOutcome> {
         accelerator: spec.accel.to_string(),
         cpus,
         memory_mib,
+        firmware_vars: None,
     };
     let forward = match spec.probe {
         Some(Probe::Port(port)) => Some((free_port().map_err(|e| EngineError::io(spec.work, e))?, *port)),
         _ => None,
     };
-    let firmware = if hw.uefi { Some(uefi_firmware(spec)?) } else { None };
+    let firmware = if hw.uefi {
+        let (code, vars, whose) = uefi_firmware(spec)?;
+        outcome.firmware_vars = Some(whose);
+        Some((code, vars))
+    } else {
+        None
+    };
     let mut command = qemu_command(spec, (cpus, memory_mib), &console, &agent_socket, forward);
     if let Some((code, vars)) = &firmware {
         command
@@ -353,21 +366,41 @@ const OVMF: [(&str, &str); 2] = [
     ("/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd"),
 ];
 
-/// This machine's UEFI firmware for a UEFI guest, with fresh variables in
-/// the work folder: the definition's own loader and NVRAM paths are never
-/// opened (a registered host writes definitions), and the guest's NVRAM is
-/// not in the point, so it boots by its removable-media path
-/// (`\EFI\BOOT\BOOTX64.EFI`).
-fn uefi_firmware(spec: &BootSpec<'_>) -> Result<(PathBuf, PathBuf)> {
-    let Some((code, vars)) = OVMF.iter().find(|(c, v)| Path::new(c).is_file() && Path::new(v).is_file()) else {
+/// This machine's UEFI firmware for a UEFI guest, with its variables in
+/// the work folder: the point's own (its boot entries) when it holds a
+/// variable store that fits a firmware build here (same size as its
+/// template), else fresh ones, and the guest boots by its removable-media
+/// path (`\EFI\BOOT\BOOTX64.EFI`). The definition's own loader and NVRAM
+/// paths are never opened: a registered host writes definitions. Returns
+/// the code, the variables' copy, and whose variables they are.
+fn uefi_firmware(spec: &BootSpec<'_>) -> Result<(PathBuf, PathBuf, String)> {
+    let present: Vec<(&str, &str)> =
+        OVMF.iter().copied().filter(|(c, v)| Path::new(c).is_file() && Path::new(v).is_file()).collect();
+    let Some(&(code, vars)) = present.first() else {
         return Err(EngineError::Domain {
             path: PathBuf::from(&spec.domain.name),
             reason: "the VM boots by UEFI and this machine has no OVMF firmware (Debian's package ovmf)".into(),
         });
     };
     let copy = spec.work.join("uefi-vars.fd");
-    std::fs::copy(vars, &copy).map_err(|e| EngineError::io(&copy, e))?;
-    Ok((PathBuf::from(code), copy))
+    let fits = |n: usize| present.iter().find(|(_, v)| std::fs::metadata(v).is_ok_and(|m| m.len() == n as u64));
+    match spec.nvram {
+        Some(own)
+            if crate::is_firmware_vars(own)
+                && let Some(&(code, _)) = fits(own.len()) =>
+        {
+            std::fs::write(&copy, own).map_err(|e| EngineError::io(&copy, e))?;
+            Ok((PathBuf::from(code), copy, "the point's".into()))
+        }
+        theirs => {
+            std::fs::copy(vars, &copy).map_err(|e| EngineError::io(&copy, e))?;
+            let why = match theirs {
+                None => "fresh: the point holds none".to_string(),
+                Some(own) => format!("fresh: the point's ({} bytes) fit no UEFI firmware here", own.len()),
+            };
+            Ok((PathBuf::from(code), copy, why))
+        }
+    }
 }
 
 fn free_port() -> io::Result<u16> {

@@ -314,18 +314,32 @@ fn fill_raw(
     })
 }
 
-/// Reads a small file kept in a disk point (a VM's definition).
+/// Reads a small file kept in a disk point (a VM's definition, its UEFI
+/// variables) of at most `max` bytes: the tree says how large it is, and
+/// a registered host writes the trees of its points.
 ///
 /// # Errors
-/// `NotInPoint` when the point has no such file; vault errors.
-pub fn read_point_file(vault: &Vault, index: &ChunkIndex, root: &ChunkId, name: &str) -> Result<Vec<u8>> {
+/// `NotInPoint` when the point has no such file; `Domain` when it is
+/// larger than `max`; vault errors.
+pub fn read_point_file(vault: &Vault, index: &ChunkIndex, root: &ChunkId, name: &str, max: u64) -> Result<Vec<u8>> {
     let tree = vault.load_tree(index, root)?;
     let node = tree.find(name.as_bytes()).ok_or_else(|| EngineError::NotInPoint(name.to_string()))?;
+    let too_large = || EngineError::Domain {
+        path: PathBuf::from(name),
+        reason: format!("{} bytes in the point, more than the {max} such a file may have", node.size),
+    };
+    if node.size > max {
+        return Err(too_large());
+    }
     let mut out = Vec::with_capacity(node.size as usize);
     for piece in &node.content {
         match piece {
             Piece::Data { id, .. } => out.extend(vault.read_blob(index, id)?),
-            Piece::Hole { len } => out.resize(out.len() + *len as usize, 0),
+            Piece::Hole { len } if out.len() as u64 + *len <= max => out.resize(out.len() + *len as usize, 0),
+            Piece::Hole { .. } => return Err(too_large()),
+        }
+        if out.len() as u64 > max {
+            return Err(too_large());
         }
     }
     Ok(out)

@@ -57,7 +57,7 @@ pub use file_backup::{
 };
 pub use file_restore::{RestoreOptions, RestoreOutcome, restore_files};
 pub use host_cache::HostCache;
-pub use libvirt_domain::{Domain, DomainDisk, GUEST_AGENT_CHANNEL, Hardware};
+pub use libvirt_domain::{Domain, DomainDisk, GUEST_AGENT_CHANNEL, Hardware, MAX_FIRMWARE_VARS, is_firmware_vars};
 pub use nbd_server::serve_point_disks;
 pub use point_mount::{MountedPoint, mount_points};
 pub use point_path::{list_point_path, split_point_path};

@@ -60,6 +60,22 @@ pub struct Domain {
     /// template, its format...): a copy gets its own variables (the
     /// original's file would be shared).
     nvram: Option<(Range<usize>, Attributes)>,
+    /// The file holding a UEFI VM's variables (boot entries, boot order),
+    /// as `<nvram>` names it: its text, or its `<source file=...>`.
+    pub nvram_file: Option<PathBuf>,
+}
+
+/// The largest UEFI variable store read from a VM (OVMF's are 128 KiB
+/// and 528 KiB; AAVMF's 64 MiB).
+pub const MAX_FIRMWARE_VARS: u64 = 64 << 20;
+
+/// Whether `bytes` look like a UEFI variable store: a firmware volume
+/// (its header's `_FVH` signature at byte 40) of a plausible size. A file
+/// that is not one is not kept with a VM's point, and a point's is used
+/// to boot only when it is one.
+#[must_use]
+pub fn is_firmware_vars(bytes: &[u8]) -> bool {
+    (4096..=MAX_FIRMWARE_VARS as usize).contains(&bytes.len()) && bytes.get(40..44) == Some(b"_FVH".as_slice())
 }
 
 /// An element's attributes, by name and value.
@@ -211,7 +227,8 @@ impl Domain {
                 .filter_map(|i| child(i, "mac"))
                 .map(|m| m.range())
                 .collect();
-            let nvram = child(root, "os").and_then(|o| child(o, "nvram")).map(|n| {
+            let nvram_node = child(root, "os").and_then(|o| child(o, "nvram"));
+            let nvram = nvram_node.map(|n| {
                 let kept = n
                     .attributes()
                     .filter(|a| a.name() != "type" && a.namespace().is_none())
@@ -219,15 +236,33 @@ impl Domain {
                     .collect();
                 (n.range(), kept)
             });
-            (name, text.range(), uuid_range, uuid, disks, guest_agent, qmp, hardware(root), macs, nvram)
+            let nvram_file = nvram_node.and_then(|n| {
+                let named = child(n, "source").and_then(|s| s.attribute("file")).or_else(|| n.text());
+                named.map(str::trim).filter(|t| !t.is_empty()).map(PathBuf::from)
+            });
+            (name, text.range(), uuid_range, uuid, disks, guest_agent, qmp, hardware(root), macs, (nvram, nvram_file))
         };
+        let (nvram, nvram_file) = nvram;
         if name.is_empty() {
             return Err(malformed(file, "empty <name>"));
         }
         if disks.iter().any(|d| !crate::disk_backup::is_safe_disk_name(&d.target)) {
             return Err(malformed(file, "a disk target is not a plain device name"));
         }
-        Ok(Self { name, disks, qmp, guest_agent, hardware, uuid, xml, name_range, uuid_range, mac_ranges, nvram })
+        Ok(Self {
+            name,
+            disks,
+            qmp,
+            guest_agent,
+            hardware,
+            uuid,
+            xml,
+            name_range,
+            uuid_range,
+            mac_ranges,
+            nvram,
+            nvram_file,
+        })
     }
 
     /// Reads and parses a definition file.
@@ -246,25 +281,33 @@ impl Domain {
 
     /// The definition of a new domain: another name, no UUID and no MAC
     /// addresses (libvirt makes new ones, so the copy can run beside the
-    /// original), a UEFI VM's NVRAM file not named (libvirt makes the
+    /// original), a UEFI VM's NVRAM file `nvram` (the copy's own, restored
+    /// from the point) or, without one, none named (libvirt makes the
     /// copy's own from the template, rather than sharing the original's),
     /// and each disk's source replaced by its restored path.
     /// Each restored disk is named with its real `format` (`raw`, `qcow2`)
     /// in its `<driver type=...>`, whatever the original disk's was.
-    pub fn rewritten(&self, new_name: &str, new_paths: &[(String, PathBuf)], format: &str) -> String {
+    pub fn rewritten(
+        &self,
+        new_name: &str,
+        new_paths: &[(String, PathBuf)],
+        format: &str,
+        nvram: Option<&Path>,
+    ) -> String {
         let mut edits: Vec<(Range<usize>, String)> = vec![(self.name_range.clone(), xml_escape(new_name))];
         if let Some(u) = &self.uuid_range {
             edits.push((u.clone(), String::new()));
         }
         edits.extend(self.mac_ranges.iter().map(|m| (m.clone(), String::new())));
         if let Some((at, kept)) = &self.nvram {
-            // the element without its file (text or <source>): libvirt
-            // makes the copy's own, from the template
-            let own = if kept.is_empty() {
-                String::new()
-            } else {
-                let attrs: String = kept.iter().map(|(k, v)| format!(" {k}='{}'", xml_escape(v))).collect();
-                format!("<nvram{attrs}/>")
+            // the element with the copy's own file, or without a file
+            // (text or <source>): libvirt makes the copy's own from the
+            // template
+            let attrs: String = kept.iter().map(|(k, v)| format!(" {k}='{}'", xml_escape(v))).collect();
+            let own = match nvram {
+                Some(file) => format!("<nvram{attrs}>{}</nvram>", xml_escape(&file.display().to_string())),
+                None if kept.is_empty() => String::new(),
+                None => format!("<nvram{attrs}/>"),
             };
             edits.push((at.clone(), own));
         }
@@ -326,6 +369,7 @@ mod tests {
             "web-restored",
             &[("vda".into(), PathBuf::from("/r/web-vda.img")), ("vdb".into(), PathBuf::from("/r/web-vdb.img"))],
             "raw",
+            None,
         );
         let again = Domain::parse(Path::new("new.xml"), new.clone()).expect("parse rewritten");
         assert_eq!(again.name, "web-restored");
@@ -354,7 +398,7 @@ mod tests {
         assert_eq!(d.hardware.kernel, Some(PathBuf::from("/boot/k")));
         assert!(!d.hardware.uefi, "BIOS unless the definition says otherwise");
         assert_eq!(d.disks[0].format.as_deref(), Some("qcow2"));
-        let new = d.rewritten("copy", &[], "raw");
+        let new = d.rewritten("copy", &[], "raw", None);
         assert!(!new.contains("52:54:00:12:34:56") && new.contains("<source network='default'/>"), "{new}");
         Domain::parse(Path::new("copy.xml"), new).expect("parse the copy");
     }
@@ -375,13 +419,30 @@ mod tests {
             XML.replace("  <devices>", "  <os firmware='efi'><type>hvm</type><nvram template='/usr/share/OVMF/OVMF_VARS_4M.fd' format='raw'>/var/lib/libvirt/qemu/nvram/web_VARS.fd</nvram></os>\n  <devices>"),
         )
         .expect("parse");
-        let copy = d.rewritten("copy", &[], "raw");
+        let copy = d.rewritten("copy", &[], "raw", None);
         assert!(
             !copy.contains("web_VARS.fd")
                 && copy.contains("<nvram template='/usr/share/OVMF/OVMF_VARS_4M.fd' format='raw'/>"),
             "{copy}"
         );
         assert!(Domain::parse(Path::new("copy.xml"), copy).expect("parse the copy").hardware.uefi);
+        assert_eq!(d.nvram_file, Some(PathBuf::from("/var/lib/libvirt/qemu/nvram/web_VARS.fd")));
+        // a copy with the point's variables restored names its own file
+        let copy = d.rewritten("copy", &[], "raw", Some(Path::new("/r/copy_VARS.fd")));
+        assert!(
+            copy.contains("<nvram template='/usr/share/OVMF/OVMF_VARS_4M.fd' format='raw'>/r/copy_VARS.fd</nvram>"),
+            "{copy}"
+        );
+        let again = Domain::parse(Path::new("copy.xml"), copy).expect("parse the copy");
+        assert_eq!(again.nvram_file, Some(PathBuf::from("/r/copy_VARS.fd")));
+        // libvirt's newer form names the file in <source>
+        let d = Domain::parse(
+            Path::new("web.xml"),
+            XML.replace("  <devices>", "  <os firmware='efi'><type>hvm</type><nvram type='file'><source file='/v/web_VARS.fd'/></nvram></os>\n  <devices>"),
+        )
+        .expect("parse");
+        assert_eq!(d.nvram_file, Some(PathBuf::from("/v/web_VARS.fd")));
+        assert!(!d.rewritten("copy", &[], "raw", None).contains("web_VARS"));
         let rom = XML.replace(
             "  <devices>",
             "  <os><type>hvm</type><loader type='rom'>/usr/share/seabios/bios.bin</loader></os>\n  <devices>",
@@ -390,10 +451,20 @@ mod tests {
     }
 
     #[test]
+    fn a_firmware_variable_store_is_known_by_its_volume_header() {
+        let mut vars = vec![0xffu8; 540_672];
+        assert!(!is_firmware_vars(&vars), "no header");
+        vars[40..44].copy_from_slice(b"_FVH");
+        assert!(is_firmware_vars(&vars));
+        assert!(!is_firmware_vars(&vars[..1024]), "too small to be one");
+        assert!(!is_firmware_vars(b"root:x:0:0:root:/root:/bin/bash\n"), "a file a definition could name");
+    }
+
+    #[test]
     fn a_restored_disk_is_named_with_its_real_format() {
         let xml = XML.replace("<driver name='qemu' type='qcow2'/>", "<driver name='qemu' cache='none'/>");
         let d = Domain::parse(Path::new("web.xml"), xml).expect("parse");
-        let new = d.rewritten("w", &[("vda".into(), PathBuf::from("/r/vda.qcow2"))], "qcow2");
+        let new = d.rewritten("w", &[("vda".into(), PathBuf::from("/r/vda.qcow2"))], "qcow2", None);
         assert!(new.contains("<driver type='qcow2' name='qemu' cache='none'/>"), "{new}");
         assert!(!new.contains("/r/vdb"), "only restored disks change: {new}");
     }

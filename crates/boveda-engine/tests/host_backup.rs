@@ -248,3 +248,36 @@ fn find_data(vault: &Vault, tree: &boveda_vault::Tree) -> Option<ChunkId> {
     }
     None
 }
+
+/// A host writes the trees of its points, sizes included. A file kept
+/// beside a VM's disks (its definition, its UEFI variables) that claims a
+/// terabyte is refused by its size, never given that much memory: the
+/// server read such a file whole into a buffer of the size the tree gave,
+/// and an allocation that large ends the process.
+#[test]
+fn a_hosts_point_whose_kept_file_claims_a_terabyte_is_refused_not_allocated() {
+    use boveda_vault::{BlobKind, Node, NodeKind, Piece, Tree};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (vault, _id, host) = vault_and_host(dir.path());
+    let written = |size: u64, hole: u64| {
+        let mut node = Node::new(b"domain.xml".to_vec(), NodeKind::File);
+        node.size = size;
+        node.content = vec![Piece::Hole { len: hole }];
+        let target = WriterTarget { store: host.store.clone(), compression_level: 1, pack_size: 1 << 20, parallel: 1 };
+        let known = HashSet::new();
+        let writer = BlobWriter::for_host(host.keys.clone(), host.keys.new_session().expect("session"), target, &known);
+        let tree = writer.add(BlobKind::Tree, &Tree::new(vec![node]).encode().expect("encode")).expect("add");
+        writer.flush().expect("flush");
+        tree
+    };
+    let read = |tree: &ChunkId| {
+        let index = vault.load_index().expect("index");
+        boveda_engine::read_point_file(&vault, &index, tree, "domain.xml", 16 << 20)
+    };
+    let err = read(&written(1 << 40, 1 << 40)).expect_err("a terabyte");
+    assert!(err.to_string().contains("1099511627776 bytes in the point, more than the 16777216"), "{err}");
+    // a size that lies low: what is read is counted as it comes
+    let err = read(&written(10, 1 << 40)).expect_err("a terabyte said to be 10 bytes");
+    assert!(err.to_string().contains("more than the 16777216"), "{err}");
+    assert_eq!(read(&written(5, 5)).expect("within its bound"), vec![0; 5]);
+}

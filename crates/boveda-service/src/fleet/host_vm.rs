@@ -18,7 +18,6 @@ use boveda_vault::{ChunkId, RecordId};
 use crate::error::{Result, ServiceError};
 use crate::fleet::protocol::LiveClaim;
 use crate::items::live_vm::{back_up_snapshot, find_running, start_quiesced};
-use crate::protection::VM_DEFINITION;
 
 /// A VM item's sources on the host.
 pub(crate) struct HostVm<'a> {
@@ -42,23 +41,25 @@ impl HostVm<'_> {
         progress: &dyn BackupProgress,
     ) -> Result<(FileBackupOutcome, Option<LiveClaim>)> {
         let domain = Domain::load(self.definition)?;
-        let definition = vec![(VM_DEFINITION.to_string(), domain.xml().as_bytes().to_vec())];
+        let (files, warnings) = crate::protection::vm_files(&domain);
         let Some(vm) = find_running(self.qmp, self.guest_agent, &domain) else {
             let disks = crate::items::domain_disks(&domain, self.definition)?;
             let opts = DiskBackupOptions {
                 disks: disks.into_iter().map(|(name, path)| (name, DiskSource::Image(path))).collect(),
-                extra_files: definition,
+                extra_files: files,
                 parent_tree,
                 cancel: Some(cancel),
             };
-            return Ok((backup_disk_to(dest, &opts, progress)?, None));
+            let mut outcome = backup_disk_to(dest, &opts, progress)?;
+            outcome.warnings.extend(warnings);
+            return Ok((outcome, None));
         };
         // the item's scripts run on the server's own machine only: a
         // host's VM is quiesced through its guest agent
         let quiesced = start_quiesced(&vm, &domain, previous, None)?;
-        let (outcome, live) = back_up_snapshot(quiesced, definition, parent_tree, Some(cancel), |opts| {
-            backup_disk_to(dest, opts, progress)
-        })?;
+        let (mut outcome, live) =
+            back_up_snapshot(quiesced, files, parent_tree, Some(cancel), |opts| backup_disk_to(dest, opts, progress))?;
+        outcome.warnings.extend(warnings);
         Ok((outcome, Some(live)))
     }
 }

@@ -26,6 +26,56 @@ use crate::runtime::job::{JobDone, JobEnv, Observers, Operation, run_job};
 /// The name of a VM's definition inside its points.
 pub const VM_DEFINITION: &str = "domain.xml";
 
+/// The name of a UEFI VM's variables (its NVRAM: boot entries, boot order)
+/// inside its points.
+pub const VM_NVRAM: &str = "nvram.fd";
+
+/// What a VM's points hold beside its disks.
+pub const VM_FILES: [&str; 2] = [VM_DEFINITION, VM_NVRAM];
+
+/// The files a VM's point holds beside its disks: its definition, and a
+/// UEFI VM's variables when the definition names a file that holds a
+/// variable store; warnings for variables named and not kept (a restore
+/// or verification of the point starts with fresh ones).
+pub(crate) fn vm_files(domain: &Domain) -> (Vec<(String, Vec<u8>)>, Vec<String>) {
+    let mut files = vec![(VM_DEFINITION.to_string(), domain.xml().as_bytes().to_vec())];
+    let mut warnings = Vec::new();
+    if let Some(path) = &domain.nvram_file {
+        match read_firmware_vars(path) {
+            Ok(bytes) => files.push((VM_NVRAM.to_string(), bytes)),
+            Err(why) => warnings.push(format!(
+                "the VM's UEFI variables {} are not kept ({why}): a restore or verification of this point starts \
+                 with fresh ones",
+                path.display()
+            )),
+        }
+    }
+    (files, warnings)
+}
+
+/// A UEFI variable store's bytes: a regular file (never waited on, never
+/// through a link) of at most [`boveda_engine::MAX_FIRMWARE_VARS`] that is
+/// one.
+fn read_firmware_vars(path: &std::path::Path) -> std::result::Result<Vec<u8>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32 | rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    let mut bytes = Vec::new();
+    file.take(boveda_engine::MAX_FIRMWARE_VARS + 1).read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+    if !boveda_engine::is_firmware_vars(&bytes) {
+        return Err("not a UEFI variable store".into());
+    }
+    Ok(bytes)
+}
+
 /// How long an ad-hoc point is kept when no date is given.
 pub const DEFAULT_AD_HOC_RETENTION_DAYS: i64 = 30;
 
@@ -104,13 +154,16 @@ pub fn backup_now(
                 let domain = Domain::load(domain_xml)?;
                 let disks = domain_disks(&domain, domain_xml)?;
                 let sources = disks.iter().map(|(_, p)| p.clone()).chain([domain_xml.clone()]).collect();
+                let (extra_files, warnings) = vm_files(&domain);
                 let opts = DiskBackupOptions {
                     disks: disks.into_iter().map(|(name, path)| (name, DiskSource::Image(path))).collect(),
-                    extra_files: vec![(VM_DEFINITION.to_string(), domain.xml().as_bytes().to_vec())],
+                    extra_files,
                     parent_tree,
                     cancel: req.cancel,
                 };
-                (backup_disk(vault, &index, &opts, progress)?, sources)
+                let mut outcome = backup_disk(vault, &index, &opts, progress)?;
+                outcome.warnings.extend(warnings);
+                (outcome, sources)
             }
         })
     };
@@ -193,11 +246,12 @@ impl LiveRun<'_> {
         let (vm, domain) = (self.vm, self.domain);
         let quiesced = crate::items::live_vm::start_quiesced(vm, domain, self.previous, item.consistency.as_ref())?;
         let sources = domain.disks.iter().map(|d| d.path.clone()).chain([self.domain_xml.clone()]).collect();
-        let definition = vec![(VM_DEFINITION.to_string(), domain.xml().as_bytes().to_vec())];
-        let (outcome, state) =
-            crate::items::live_vm::back_up_snapshot(quiesced, definition, self.parent_tree, req.cancel, |opts| {
+        let (files, warnings) = vm_files(domain);
+        let (mut outcome, state) =
+            crate::items::live_vm::back_up_snapshot(quiesced, files, self.parent_tree, req.cancel, |opts| {
                 backup_disk(vault, index, opts, progress)
             })?;
+        outcome.warnings.extend(warnings);
         Ok((outcome, sources, state))
     }
 }

@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::error::{Result, ServiceError};
 use crate::items::{Item, ItemSource};
-use crate::protection::VM_DEFINITION;
+use crate::protection::VM_FILES;
 
 /// An item's points, oldest first.
 ///
@@ -142,6 +142,12 @@ fn disk_and_path(item: &Item, path: &str) -> Result<(String, String)> {
     }
 }
 
+/// Whether a VM point's root entry `name` is one of its files (its
+/// definition, its UEFI variables) rather than a disk.
+fn is_vm_file(name: &[u8]) -> bool {
+    VM_FILES.iter().any(|f| f.as_bytes() == name)
+}
+
 /// Lists files inside the ext2/3/4 file system of a disk or VM point.
 /// For a VM, `/` lists its disks.
 ///
@@ -158,11 +164,11 @@ pub fn browse_disk(vault: &Vault, item: &Item, point: &RecoveryPoint, path: &str
             .iter()
             .map(|n| DiskEntry {
                 name: n.name_lossy(),
-                mode: if n.name == VM_DEFINITION.as_bytes() { 0o100644 } else { 0o040755 },
+                mode: if is_vm_file(&n.name) { 0o100644 } else { 0o040755 },
                 uid: 0,
                 gid: 0,
                 size: n.size,
-                is_dir: n.name != VM_DEFINITION.as_bytes(),
+                is_dir: !is_vm_file(&n.name),
             })
             .collect());
     }
@@ -263,7 +269,7 @@ pub fn serve_point_disks(
             item.name
         )));
     }
-    boveda_engine::serve_point_disks(vault, &point.tree, &[VM_DEFINITION], socket, stop, ready)?;
+    boveda_engine::serve_point_disks(vault, &point.tree, &VM_FILES, socket, stop, ready)?;
     Ok(())
 }
 

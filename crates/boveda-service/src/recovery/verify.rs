@@ -10,7 +10,6 @@ use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 use boveda_engine::boot_check::{self, BootOutcome, BootSpec, WorkDir};
-use boveda_engine::{Domain, read_point_file};
 use boveda_vault::{PointId, RecordId, RecoveryPoint, Vault};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -20,7 +19,7 @@ use super::find_point;
 use crate::error::{Result, ServiceError};
 use crate::items::{Item, ItemSource};
 pub use crate::model::verify_settings::VerifySettings;
-use crate::protection::VM_DEFINITION;
+use crate::protection::VM_FILES;
 use crate::runtime::job::{Job, JobDone, JobEnv, Observers, Operation, run_job};
 
 const VERIFICATIONS: &str = "point-verifications";
@@ -106,10 +105,7 @@ fn boot(
     phase: &dyn Fn(&str),
 ) -> Result<(BootOutcome, u64, u64)> {
     let index = vault.load_index()?;
-    let xml = read_point_file(vault, &index, &point.tree, VM_DEFINITION)?;
-    let xml = String::from_utf8(xml)
-        .map_err(|_| ServiceError::Invalid("the stored domain definition is not UTF-8".into()))?;
-    let domain = Domain::parse(std::path::Path::new(VM_DEFINITION), xml)?;
+    let (domain, nvram) = super::vm_restore::stored_vm(vault, &index, point)?;
     // a kernel booted directly is a file of this machine the definition
     // names: a registered host's definition could name any file here
     if item.host.is_some() && (domain.hardware.kernel.is_some() || domain.hardware.initrd.is_some()) {
@@ -128,7 +124,7 @@ fn boot(
     let accel = settings.accel.clone().unwrap_or_else(|| boot_check::default_accelerator().to_string());
     std::thread::scope(|s| {
         let server = s.spawn(|| {
-            boveda_engine::serve_point_disks(vault, &point.tree, &[VM_DEFINITION], &socket, &stop, |disks| {
+            boveda_engine::serve_point_disks(vault, &point.tree, &VM_FILES, &socket, &stop, |disks| {
                 let _ = tx.send(disks.iter().map(|(_, size)| *size).sum::<u64>());
             })
         });
@@ -151,6 +147,7 @@ fn boot(
             marker: settings.marker.as_deref(),
             probe: settings.probe.as_ref(),
             accel: &accel,
+            nvram: nvram.as_deref(),
         };
         let outcome = boot_check::boot_check(&spec);
         stop.store(true, Ordering::Relaxed);

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Result, ServiceError};
 use crate::items::Item;
 use crate::items::live_vm::virsh;
-use crate::protection::VM_DEFINITION;
+use crate::protection::{VM_DEFINITION, VM_NVRAM};
 
 const SAFETY_COPIES: &str = "safety-copies";
 const VIRSH_LIMIT: Duration = Duration::from_secs(60);
@@ -59,12 +59,30 @@ pub struct SafetyCopy {
     pub point: PointId,
 }
 
-fn stored_domain(vault: &Vault, point: &RecoveryPoint) -> Result<Domain> {
-    let index = vault.load_index()?;
-    let xml = read_point_file(vault, &index, &point.tree, VM_DEFINITION)?;
+/// The most a VM's stored definition may hold.
+const MAX_DEFINITION: u64 = 16 << 20;
+
+/// A VM's definition as its point holds it, and its UEFI variables when
+/// the point holds them.
+pub(super) fn stored_vm(
+    vault: &Vault,
+    index: &boveda_vault::ChunkIndex,
+    point: &RecoveryPoint,
+) -> Result<(Domain, Option<Vec<u8>>)> {
+    let xml = read_point_file(vault, index, &point.tree, VM_DEFINITION, MAX_DEFINITION)?;
     let xml = String::from_utf8(xml)
         .map_err(|_| ServiceError::Invalid("the stored domain definition is not UTF-8".into()))?;
-    Ok(Domain::parse(Path::new(VM_DEFINITION), xml)?)
+    let domain = Domain::parse(Path::new(VM_DEFINITION), xml)?;
+    let nvram = match read_point_file(vault, index, &point.tree, VM_NVRAM, boveda_engine::MAX_FIRMWARE_VARS) {
+        Ok(bytes) => Some(bytes),
+        Err(boveda_engine::EngineError::NotInPoint(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    Ok((domain, nvram))
+}
+
+fn stored_domain(vault: &Vault, point: &RecoveryPoint) -> Result<Domain> {
+    Ok(stored_vm(vault, &vault.load_index()?, point)?.0)
 }
 
 fn libvirt(args: &[&str]) -> Result<String> {
@@ -403,10 +421,7 @@ pub(crate) fn restore_vm_as(
     progress: &dyn RestoreProgress,
 ) -> Result<VmRestore> {
     let index = vault.load_index()?;
-    let xml = boveda_engine::read_point_file(vault, &index, &point.tree, VM_DEFINITION)?;
-    let xml = String::from_utf8(xml)
-        .map_err(|_| ServiceError::Invalid("the stored domain definition is not UTF-8".into()))?;
-    let domain = Domain::parse(std::path::Path::new(VM_DEFINITION), xml)?;
+    let (domain, nvram) = stored_vm(vault, &index, point)?;
     let held = Beneath::open(&target_dir, within)
         .map_err(|e| ServiceError::Invalid(format!("cannot create {}: {e}", target_dir.display())))?;
     let new_name = name.map_or_else(|| format!("{}-restored", domain.name), str::to_string);
@@ -425,8 +440,23 @@ pub(crate) fn restore_vm_as(
         outcome.errors.extend(o.errors);
         disks.push((d.target.clone(), path));
     }
+    // the VM's own UEFI variables (its boot entries), in a file of the
+    // copy's own
+    let vars = match nvram.filter(|v| domain.hardware.uefi && boveda_engine::is_firmware_vars(v)) {
+        Some(v) => {
+            let file = format!("{new_name}_VARS.fd");
+            let path = target_dir.join(&file);
+            write_new_file(&held, &file, &v)
+                .map_err(|e| ServiceError::Invalid(format!("cannot write {}: {e}", path.display())))?;
+            outcome.other += 1;
+            outcome.bytes_written += v.len() as u64;
+            Some(path)
+        }
+        None => None,
+    };
     let definition = target_dir.join(format!("{new_name}.xml"));
-    write_new_file(&held, &format!("{new_name}.xml"), domain.rewritten(&new_name, &disks, format.as_str()).as_bytes())
+    let xml = domain.rewritten(&new_name, &disks, format.as_str(), vars.as_deref());
+    write_new_file(&held, &format!("{new_name}.xml"), xml.as_bytes())
         .map_err(|e| ServiceError::Invalid(format!("cannot write {}: {e}", definition.display())))?;
     outcome.other += 1;
     Ok(VmRestore {

@@ -117,7 +117,13 @@ fn a_uefi_vm_point_boots_with_this_machines_firmware_not_its_definitions_paths()
         "<os><type arch='x86_64' machine='q35'>hvm</type>\
          <loader readonly='yes' type='pflash'>/etc/shadow</loader><nvram>/etc/passwd</nvram></os>",
     );
-    env.backup("efi", 0);
+    // the file the definition names as its variables is not one: it is
+    // not kept in the point, and the backup warns
+    let point = env.backup("efi", 3);
+    assert!(
+        point["warnings"].to_string().contains("UEFI variables /etc/passwd are not kept (not a UEFI variable store)"),
+        "{point}"
+    );
     // the guest's kernel sees UEFI's tables only when UEFI booted it
     let out =
         verify(&env, &["efi", "--time-limit", "300", "--probe-command", "/bin/busybox test -d /sys/firmware/efi"]);
@@ -125,9 +131,45 @@ fn a_uefi_vm_point_boots_with_this_machines_firmware_not_its_definitions_paths()
     let v = &verified(&out)[0];
     assert_eq!((v["passed"].as_bool(), v["boot"]["answered_by"].as_str()), (Some(true), Some("guest agent")), "{v}");
     assert_eq!(v["boot"]["probe"]["passed"], true, "booted by UEFI: {v}");
+    assert_eq!(v["boot"]["firmware_vars"], "fresh: the point holds none", "{v}");
     assert!(
         fs::read_dir(env.path("tmp")).expect("tmp").next().is_none(),
         "the work folder, and its variables, removed"
+    );
+}
+
+/// A UEFI guest whose loader is found only by a boot entry in its
+/// variables (none at the removable-media path, as many installed systems
+/// are) boots from a point that keeps its variables, even once the file
+/// they came from is gone; the same disk in a point without them does not
+/// boot.
+#[test]
+fn a_uefi_vm_that_boots_only_by_its_boot_entry_is_verified_with_the_variables_its_point_keeps() {
+    let env = new_env();
+    let vars = env.path("entry_VARS.fd");
+    fs::copy(test_guest().join("boot-entry-vars.fd"), &vars).expect("variables");
+    let os = |nvram: &str| format!("<os firmware='efi'><type arch='x86_64' machine='q35'>hvm</type>{nvram}</os>");
+    vm_item_os(&env, "entry", "boot-entry.img", &os(&format!("<nvram>{}</nvram>", vars.display())));
+    assert_eq!(env.backup("entry", 0)["warnings"], serde_json::json!([]));
+    // a verification boots with what the point keeps, never the file
+    fs::write(&vars, b"changed since").expect("overwrite");
+    let probe = "/bin/busybox test -d /sys/firmware/efi";
+    let out = verify(&env, &["entry", "--time-limit", "300", "--probe-command", probe]);
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+    let v = &verified(&out)[0];
+    assert_eq!((v["passed"].as_bool(), v["boot"]["firmware_vars"].as_str()), (Some(true), Some("the point's")), "{v}");
+    assert_eq!(v["boot"]["probe"]["passed"], true, "booted by UEFI: {v}");
+
+    // the control: without the variables, UEFI finds nothing to boot
+    vm_item_os(&env, "fresh", "boot-entry.img", &os(""));
+    env.backup("fresh", 0);
+    let out = verify(&env, &["fresh", "--time-limit", "40"]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let v = &verified(&out)[0];
+    assert_eq!(
+        (v["passed"].as_bool(), v["boot"]["firmware_vars"].as_str()),
+        (Some(false), Some("fresh: the point holds none")),
+        "{v}"
     );
 }
 

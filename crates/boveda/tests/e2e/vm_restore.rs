@@ -33,32 +33,40 @@ fn s(p: &Path) -> &str {
     p.to_str().expect("utf8")
 }
 
-/// A UEFI VM restored as a new VM gets variables of its own: the original
-/// definition's `<nvram>` file is not shared by the copy (libvirt makes the
-/// copy's from the template), and the copy boots by UEFI under libvirt.
+/// A UEFI VM restored as a new VM gets variables of its own, restored
+/// from its point: the copy names a file of its own beside its disks (the
+/// original's is not shared) that holds the original's boot entries, and
+/// boots by them under libvirt (its loader is found only by its entry).
 #[test]
-fn a_uefi_vm_restored_as_a_new_vm_does_not_share_its_nvram() {
+fn a_uefi_vm_restored_as_a_new_vm_boots_by_its_own_copy_of_the_variables() {
     let env = Env::new();
     env.create_vault();
     let name = common::unique("boveda-efi");
     let copy = format!("{name}-copy");
     let _cleanup = UndefineUefi(vec![name.clone(), copy.clone()]);
     let nvram = env.path("web_VARS.fd");
+    let entry = fs::read(test_guest().join("boot-entry-vars.fd")).expect("variables");
+    fs::write(&nvram, &entry).expect("write");
     let os = format!(
         "<os><type arch='x86_64' machine='pc'>hvm</type>\
          <loader readonly='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE_4M.fd</loader>\
          <nvram template='/usr/share/OVMF/OVMF_VARS_4M.fd'>{}</nvram></os>\n  <features><acpi/></features>",
         nvram.display()
     );
-    define_test_vm(&env, &name, &os);
+    define_test_vm(&env, &name, "boot-entry.img", &os);
     let dir = env.path("copies");
-    env.ok(&["restore", "web", "--as-new-vm", &copy, "--target", s(&dir), "--start"]);
+    env.ok(&["restore", "web", "--as-new-vm", &copy, "--target", s(&dir)]);
+    let own = dir.join(format!("{copy}_VARS.fd"));
+    assert!(fs::read(&own).expect("the copy's variables") == entry, "the point's variables, byte for byte");
+    virsh(&["start", &copy]);
     assert_eq!(virsh(&["domstate", &copy]), "running");
     let copy_xml = virsh(&["dumpxml", &copy]);
-    assert!(copy_xml.contains("<nvram"), "{copy_xml}");
+    assert!(copy_xml.contains(&format!(">{}</nvram>", own.display())), "{copy_xml}");
     assert!(!copy_xml.contains(s(&nvram)), "the copy has variables of its own: {copy_xml}");
     assert!(virsh(&["dumpxml", &name]).contains(s(&nvram)), "the original keeps its own");
-    // and it booted by UEFI: its kernel names the firmware on the console
+    assert!(fs::read(&nvram).expect("original's") == entry, "and they are untouched");
+    // it booted by UEFI, by its boot entry: the firmware names itself on
+    // the console, then the guest
     let console = env.path("console.log");
     let deadline = Instant::now() + Duration::from_secs(180);
     let mut seen = String::new();
@@ -69,12 +77,12 @@ fn a_uefi_vm_restored_as_a_new_vm_does_not_share_its_nvram() {
     assert!(seen.contains("boveda-guest-ready") && seen.contains("EDK II"), "{seen}");
 }
 
-/// The test guest's disk copied for a VM `name` that libvirt defines with
-/// the `<os>` (and features) given, protected as item `web` and backed up
-/// once; the disk's path.
-fn define_test_vm(env: &Env, name: &str, os: &str) -> std::path::PathBuf {
+/// The test guest's disk `image` copied for a VM `name` that libvirt
+/// defines with the `<os>` (and features) given, protected as item `web`
+/// and backed up once; the disk's path.
+fn define_test_vm(env: &Env, name: &str, image: &str, os: &str) -> std::path::PathBuf {
     let disk = env.path("vda.img");
-    let out = Command::new("cp").arg("--sparse=always").arg(test_guest().join("boot.img")).arg(&disk).output();
+    let out = Command::new("cp").arg("--sparse=always").arg(test_guest().join(image)).arg(&disk).output();
     assert!(out.expect("cp").status.success());
     let xml = env.path("vm.xml");
     fs::write(
@@ -128,7 +136,7 @@ fn a_vm_point_restores_as_a_new_vm_or_over_the_disks_of_the_vm_with_safety_copie
     ]);
     let name = common::unique("boveda-vmr");
     let _cleanup = Undefine(vec![name.clone(), format!("{name}-copy"), format!("{name}-dr")]);
-    let disk = define_test_vm(&env, &name, "<os><type arch='x86_64' machine='pc'>hvm</type></os>");
+    let disk = define_test_vm(&env, &name, "boot.img", "<os><type arch='x86_64' machine='pc'>hvm</type></os>");
     let backed_up = fs::read(&disk).expect("read");
     // the VM's disk changes after the point
     let mut changed = backed_up.clone();
