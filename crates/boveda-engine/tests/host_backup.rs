@@ -186,7 +186,7 @@ fn a_hosts_disk_image_backups_restore_and_the_second_reads_only_what_changed() {
 /// (a restore onto that host would hand them to it), nor missing ones.
 #[test]
 fn a_hosts_point_may_name_only_chunks_that_host_wrote() {
-    use boveda_vault::{BlobKind, Node, NodeKind, Piece, Tree};
+    use boveda_vault::{Node, NodeKind, Piece};
     let dir = tempfile::tempdir().expect("tempdir");
     let (vault, id, host) = vault_and_host(dir.path());
     let src = dir.path().join("src");
@@ -217,12 +217,7 @@ fn a_hosts_point_may_name_only_chunks_that_host_wrote() {
     let forged = |piece: Piece| {
         let mut node = Node::new(b"stolen".to_vec(), NodeKind::File);
         node.content = vec![piece];
-        let target = WriterTarget { store: host.store.clone(), compression_level: 1, pack_size: 1 << 20, parallel: 1 };
-        let known = HashSet::new();
-        let writer = BlobWriter::for_host(host.keys.clone(), host.keys.new_session().expect("session"), target, &known);
-        let tree = writer.add(BlobKind::Tree, &Tree::new(vec![node]).encode().expect("encode")).expect("add");
-        writer.flush().expect("flush");
-        tree
+        host_tree(&host, node)
     };
     let err = vault.check_host_tree(&id, &forged(Piece::Data { id: secret_chunk, len: 30_000 })).expect_err("stolen");
     assert!(err.to_string().contains(&secret_chunk.to_string()), "{err}");
@@ -256,19 +251,14 @@ fn find_data(vault: &Vault, tree: &boveda_vault::Tree) -> Option<ChunkId> {
 /// and an allocation that large ends the process.
 #[test]
 fn a_hosts_point_whose_kept_file_claims_a_terabyte_is_refused_not_allocated() {
-    use boveda_vault::{BlobKind, Node, NodeKind, Piece, Tree};
+    use boveda_vault::{Node, NodeKind, Piece};
     let dir = tempfile::tempdir().expect("tempdir");
     let (vault, _id, host) = vault_and_host(dir.path());
     let written = |size: u64, hole: u64| {
         let mut node = Node::new(b"domain.xml".to_vec(), NodeKind::File);
         node.size = size;
         node.content = vec![Piece::Hole { len: hole }];
-        let target = WriterTarget { store: host.store.clone(), compression_level: 1, pack_size: 1 << 20, parallel: 1 };
-        let known = HashSet::new();
-        let writer = BlobWriter::for_host(host.keys.clone(), host.keys.new_session().expect("session"), target, &known);
-        let tree = writer.add(BlobKind::Tree, &Tree::new(vec![node]).encode().expect("encode")).expect("add");
-        writer.flush().expect("flush");
-        tree
+        host_tree(&host, node)
     };
     let read = |tree: &ChunkId| {
         let index = vault.load_index().expect("index");
@@ -280,4 +270,16 @@ fn a_hosts_point_whose_kept_file_claims_a_terabyte_is_refused_not_allocated() {
     let err = read(&written(10, 1 << 40)).expect_err("a terabyte said to be 10 bytes");
     assert!(err.to_string().contains("more than the 16777216"), "{err}");
     assert_eq!(read(&written(5, 5)).expect("within its bound"), vec![0; 5]);
+}
+
+/// A root tree of the one `node`, written by `host` as it writes its
+/// points' trees (so with whatever it says).
+fn host_tree(host: &Host, node: boveda_vault::Node) -> ChunkId {
+    let target = WriterTarget { store: host.store.clone(), compression_level: 1, pack_size: 1 << 20, parallel: 1 };
+    let known = HashSet::new();
+    let writer = BlobWriter::for_host(host.keys.clone(), host.keys.new_session().expect("session"), target, &known);
+    let tree = boveda_vault::Tree::new(vec![node]).encode().expect("encode");
+    let id = writer.add(boveda_vault::BlobKind::Tree, &tree).expect("add");
+    writer.flush().expect("flush");
+    id
 }
