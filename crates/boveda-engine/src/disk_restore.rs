@@ -334,7 +334,15 @@ pub fn read_point_file(vault: &Vault, index: &ChunkIndex, root: &ChunkId, name: 
     let mut out = Vec::with_capacity(node.size as usize);
     for piece in &node.content {
         match piece {
-            Piece::Data { id, .. } => out.extend(vault.read_blob(index, id)?),
+            Piece::Data { id, len } => {
+                // what it decodes to, and what is read of it, as the index
+                // says (a host writes its index objects too)
+                let stored = index.get(id).map_or(0, |r| u64::from(r.raw_len).max(u64::from(r.length)));
+                if out.len() as u64 + u64::from(*len).max(stored) > max {
+                    return Err(too_large());
+                }
+                out.extend(vault.read_blob(index, id)?);
+            }
             Piece::Hole { len } if out.len() as u64 + *len <= max => out.resize(out.len() + *len as usize, 0),
             Piece::Hole { .. } => return Err(too_large()),
         }

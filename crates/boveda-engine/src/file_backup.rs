@@ -211,7 +211,7 @@ pub fn backup_files_to(
         };
         ctx.writer.flush()?;
         Ok::<_, EngineError>(tree)
-    })??;
+    })?;
     let w = ctx.writer.stats();
     let stats = PointStats {
         files: ctx.files.into_inner(),

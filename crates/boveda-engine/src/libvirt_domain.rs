@@ -246,6 +246,10 @@ impl Domain {
         if name.is_empty() {
             return Err(malformed(file, "empty <name>"));
         }
+        // libvirt takes no such name, and a restore names files after it
+        if name.contains(['/', '\0']) || name == "." || name == ".." {
+            return Err(malformed(file, "<name> is not a name libvirt takes"));
+        }
         if disks.iter().any(|d| !crate::disk_backup::is_safe_disk_name(&d.target)) {
             return Err(malformed(file, "a disk target is not a plain device name"));
         }
@@ -448,6 +452,15 @@ mod tests {
             "  <os><type>hvm</type><loader type='rom'>/usr/share/seabios/bios.bin</loader></os>\n  <devices>",
         );
         assert!(!Domain::parse(Path::new("web.xml"), rom).expect("parse").hardware.uefi);
+    }
+
+    #[test]
+    fn a_name_that_leads_elsewhere_is_not_a_domain_name() {
+        for name in ["../../x", "a/b", ".."] {
+            let xml = XML.replace("<name>web</name>", &format!("<name>{name}</name>"));
+            let err = Domain::parse(Path::new("web.xml"), xml).expect_err(name);
+            assert!(err.to_string().contains("not a name libvirt takes"), "{err}");
+        }
     }
 
     #[test]

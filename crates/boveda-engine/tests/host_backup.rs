@@ -270,6 +270,18 @@ fn a_hosts_point_whose_kept_file_claims_a_terabyte_is_refused_not_allocated() {
     let err = read(&written(10, 1 << 40)).expect_err("a terabyte said to be 10 bytes");
     assert!(err.to_string().contains("more than the 16777216"), "{err}");
     assert_eq!(read(&written(5, 5)).expect("within its bound"), vec![0; 5]);
+    // a chunk of 20 MiB (of zeros: a few KiB stored) named as 10 bytes: its
+    // size in the index is checked before it is decoded
+    let target = WriterTarget { store: host.store.clone(), compression_level: 1, pack_size: 1 << 20, parallel: 1 };
+    let known = HashSet::new();
+    let writer = BlobWriter::for_host(host.keys.clone(), host.keys.new_session().expect("session"), target, &known);
+    let zeros = writer.add(boveda_vault::BlobKind::Data, &vec![0u8; 20 << 20]).expect("add");
+    writer.flush().expect("flush");
+    let mut node = Node::new(b"domain.xml".to_vec(), NodeKind::File);
+    node.size = 10;
+    node.content = vec![Piece::Data { id: zeros, len: 10 }];
+    let err = read(&host_tree(&host, node)).expect_err("20 MiB said to be 10 bytes");
+    assert!(err.to_string().contains("more than the 16777216"), "{err}");
 }
 
 /// A root tree of the one `node`, written by `host` as it writes its

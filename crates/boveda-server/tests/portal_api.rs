@@ -114,16 +114,16 @@ impl svc::BackupProgress for SlowReads {
     }
 }
 
-/// Adds item `disk`: a 64 MiB raw image with 3 MiB written, at 0, 20
-/// and 40 MiB.
-fn sparse_disk_item(f: &common::Fixture) {
+/// Adds item `disk`: a 64 MiB raw image with `mib` MiB written, a MiB at
+/// 0, 20 and 40 MiB, the rest from 41 MiB on.
+fn sparse_disk_item(f: &common::Fixture, mib: u64) {
     use std::io::{Seek, SeekFrom, Write};
     let image = f.dir.path().join("disk.raw");
     let mut file = std::fs::File::create(&image).expect("image");
     file.set_len(64 << 20).expect("size");
-    for at in [0u64, 20 << 20, 40 << 20] {
-        file.seek(SeekFrom::Start(at)).expect("seek");
-        let block: Vec<u8> = (0..(1u32 << 20)).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let block: Vec<u8> = (0..(1u32 << 20)).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    for at in [0u64, 20, 40].into_iter().chain(41..).take(mib as usize) {
+        file.seek(SeekFrom::Start(at << 20)).expect("seek");
         file.write_all(&block).expect("write");
     }
     svc::add_disk_item(&f.vault, "disk", &image, None).expect("disk item");
@@ -170,12 +170,15 @@ impl svc::BackupProgress for Gate {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_is_not_held_up_behind_a_running_disk_backup() {
     let f = common::fixture();
-    sparse_disk_item(&f);
+    // more windows of 256 KiB than the shared pool has threads (one per
+    // core), so that without a pool of its own the backup takes them all
+    let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get) as u64;
+    let mib = (cores / 4 + 1).clamp(3, 20);
+    sparse_disk_item(&f, mib);
     let gate = Gate::default();
     let worker = backup_in_thread(&f, "disk", gate.clone());
-    let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
     // every worker thread of the backup is busy (waits at the gate)
-    assert!(gate.wait_for(cores.min(12)), "the backup's reads did not all start");
+    assert!(gate.wait_for(cores.min(mib * 4) as usize), "the backup's reads did not all start");
     let r = f.token("Reader").to_string();
     let answer = tokio::time::timeout(
         Duration::from_secs(30),
@@ -189,7 +192,7 @@ async fn a_request_is_not_held_up_behind_a_running_disk_backup() {
     assert_eq!(answer.body[0]["item"], "disk", "{}", answer.text);
     assert_eq!(answer.body[0]["state"], "InProgress", "{}", answer.text);
     assert_eq!(done.state, svc::JobState::Completed, "{done:?}");
-    assert_eq!(done.progress.bytes_read, 3 << 20, "{:?}", done.progress);
+    assert_eq!(done.progress.bytes_read, mib << 20, "{:?}", done.progress);
 }
 
 /// The report's case: a large disk backup showed "0 B, Files 0, Phase -"
@@ -198,7 +201,7 @@ async fn a_request_is_not_held_up_behind_a_running_disk_backup() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_disk_backup_shows_its_allocated_bytes_as_the_total_from_the_start() {
     let f = common::fixture();
-    sparse_disk_item(&f);
+    sparse_disk_item(&f, 3);
     let worker = backup_in_thread(&f, "disk", SlowReads);
     let seen = running_job(&f, |p| p["bytes_read"].as_u64().unwrap_or(0) > 0).await;
     let done = tokio::task::spawn_blocking(move || worker.join().expect("worker")).await.expect("join");

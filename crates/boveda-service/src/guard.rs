@@ -289,6 +289,7 @@ fn job(vault: &Vault, clock: &dyn Clock, by: &str, operation: Operation, detail:
         hostname: by.to_string(),
         started: None,
         id: None,
+        workers: false,
     };
     let (_, result) = run_job(vault, clock, &spec, Observers::default(), |_| {
         Ok(((), JobDone { details: vec![detail], ..JobDone::default() }))

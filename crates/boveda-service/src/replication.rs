@@ -366,6 +366,7 @@ fn replication_spec() -> JobSpec<'static> {
         hostname: crate::runtime::host::hostname(),
         started: None,
         id: None,
+        workers: true,
     }
 }
 

@@ -19,6 +19,8 @@ fn spec(heartbeat: Duration) -> JobSpec<'static> {
         hostname: "h".into(),
         started: None,
         id: None,
+        // in a pool of its own, as a job that works on data runs
+        workers: true,
     }
 }
 

@@ -123,8 +123,10 @@ impl HostJob<'_> {
         let now = env.clock.now();
         let retain_until = point_retention(self.retain_until, self.scheduled_for, now)?;
         let mut spec = env.spec(Operation::Backup, item, self.scheduled_for);
-        // the job ran on the host: its record says so (the jobs' "ran on")
+        // the job ran on the host: its record says so (the jobs' "ran on");
+        // this process only waits for its reports
         spec.hostname = host.name.clone();
+        spec.workers = false;
         run_job(vault, env.clock, &spec, Observers::default(), |ctx| {
             ctx.set_phase(&format!("running on host {}", host.name));
             let mut last = HostProgress::default();

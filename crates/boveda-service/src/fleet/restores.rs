@@ -87,7 +87,9 @@ pub(crate) fn run_restore_job(
     silence: Duration,
 ) -> Result<(Job, Result<String>)> {
     let mut spec = env.spec(Operation::Restore, item, None);
+    // the host restores; this process only waits for its reports
     spec.hostname = host.name.clone();
+    spec.workers = false;
     run_job(vault, env.clock, &spec, Observers::default(), |ctx| {
         let short = &grant.point[..grant.point.len().min(8)];
         ctx.set_phase(&format!("restoring point {short} on host {} into {}", host.name, grant.target.display()));

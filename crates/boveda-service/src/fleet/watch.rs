@@ -69,6 +69,7 @@ fn alert(vault: &Vault, clock: &dyn Clock, host: &Host, reason: &str) -> Result<
         hostname: host.name.clone(),
         started: None,
         id: None,
+        workers: false,
     };
     let (job, _) = run_job(vault, clock, &spec, Observers::default(), |_| {
         Err::<((), JobDone), _>(ServiceError::Conflict(reason.to_string()))

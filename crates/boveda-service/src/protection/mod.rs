@@ -59,6 +59,12 @@ pub(crate) fn vm_files(domain: &Domain) -> (Vec<(String, Vec<u8>)>, Vec<String>)
 fn read_firmware_vars(path: &std::path::Path) -> std::result::Result<Vec<u8>, String> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
+    // what the path names, before it is opened: opening a device can do
+    // something (a watchdog starts counting)
+    let named = std::fs::symlink_metadata(path).map_err(|e| e.to_string())?;
+    if !named.is_file() {
+        return Err("not a regular file".into());
+    }
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32 | rustix::fs::OFlags::NOFOLLOW.bits() as i32)

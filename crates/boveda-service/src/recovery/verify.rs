@@ -105,7 +105,7 @@ fn boot(
     phase: &dyn Fn(&str),
 ) -> Result<(BootOutcome, u64, u64)> {
     let index = vault.load_index()?;
-    let (domain, nvram) = super::vm_restore::stored_vm(vault, &index, point)?;
+    let (domain, nvram, unread) = super::vm_restore::stored_vm(vault, &index, point)?;
     // a kernel booted directly is a file of this machine the definition
     // names: a registered host's definition could name any file here
     if item.host.is_some() && (domain.hardware.kernel.is_some() || domain.hardware.initrd.is_some()) {
@@ -149,7 +149,12 @@ fn boot(
             accel: &accel,
             nvram: nvram.as_deref(),
         };
-        let outcome = boot_check::boot_check(&spec);
+        let outcome = boot_check::boot_check(&spec).map(|mut o| {
+            if let (Some(why), Some(_)) = (&unread, &o.firmware_vars) {
+                o.firmware_vars = Some(format!("fresh: {why}"));
+            }
+            o
+        });
         stop.store(true, Ordering::Relaxed);
         // what this boot's disks read from the store (others running at
         // once in this process count their own)

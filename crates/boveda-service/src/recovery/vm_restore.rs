@@ -62,23 +62,23 @@ pub struct SafetyCopy {
 /// The most a VM's stored definition may hold.
 const MAX_DEFINITION: u64 = 16 << 20;
 
-/// A VM's definition as its point holds it, and its UEFI variables when
-/// the point holds them.
+/// A VM's definition as its point holds it, its UEFI variables when the
+/// point holds them, and why they could not be read when they could not
+/// (the VM's disks are restored or booted all the same).
 pub(super) fn stored_vm(
     vault: &Vault,
     index: &boveda_vault::ChunkIndex,
     point: &RecoveryPoint,
-) -> Result<(Domain, Option<Vec<u8>>)> {
+) -> Result<(Domain, Option<Vec<u8>>, Option<String>)> {
     let xml = read_point_file(vault, index, &point.tree, VM_DEFINITION, MAX_DEFINITION)?;
     let xml = String::from_utf8(xml)
         .map_err(|_| ServiceError::Invalid("the stored domain definition is not UTF-8".into()))?;
     let domain = Domain::parse(Path::new(VM_DEFINITION), xml)?;
-    let nvram = match read_point_file(vault, index, &point.tree, VM_NVRAM, boveda_engine::MAX_FIRMWARE_VARS) {
-        Ok(bytes) => Some(bytes),
-        Err(boveda_engine::EngineError::NotInPoint(_)) => None,
-        Err(e) => return Err(e.into()),
-    };
-    Ok((domain, nvram))
+    Ok(match read_point_file(vault, index, &point.tree, VM_NVRAM, boveda_engine::MAX_FIRMWARE_VARS) {
+        Ok(bytes) => (domain, Some(bytes), None),
+        Err(boveda_engine::EngineError::NotInPoint(_)) => (domain, None, None),
+        Err(e) => (domain, None, Some(format!("the point's UEFI variables could not be read: {e}"))),
+    })
 }
 
 fn stored_domain(vault: &Vault, point: &RecoveryPoint) -> Result<Domain> {
@@ -421,12 +421,26 @@ pub(crate) fn restore_vm_as(
     progress: &dyn RestoreProgress,
 ) -> Result<VmRestore> {
     let index = vault.load_index()?;
-    let (domain, nvram) = stored_vm(vault, &index, point)?;
+    let (domain, nvram, unread) = stored_vm(vault, &index, point)?;
     let held = Beneath::open(&target_dir, within)
         .map_err(|e| ServiceError::Invalid(format!("cannot create {}: {e}", target_dir.display())))?;
-    let new_name = name.map_or_else(|| format!("{}-restored", domain.name), str::to_string);
-    let ext = if format == DiskOutputFormat::Qcow2 { "qcow2" } else { "img" };
     let mut outcome = RestoreOutcome::default();
+    outcome.warnings.extend(unread);
+    // files are named after it: a name from the point is checked (a
+    // registered host writes its definitions), the item's taken instead
+    let new_name = match name {
+        Some(n) => n.to_string(),
+        None if check_vm_name(&domain.name).is_ok() => format!("{}-restored", domain.name),
+        None => {
+            outcome.warnings.push(format!(
+                "the stored definition's name {:?} is not a VM name: the restored VM is named after the item",
+                domain.name
+            ));
+            format!("{}-restored", point.item_name)
+        }
+    };
+    check_vm_name(&new_name)?;
+    let ext = if format == DiskOutputFormat::Qcow2 { "qcow2" } else { "img" };
     let mut disks = Vec::new();
     for d in &domain.disks {
         let file = format!("{new_name}-{}.{ext}", d.target);

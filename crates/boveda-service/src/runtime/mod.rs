@@ -9,5 +9,6 @@ pub(crate) mod control;
 pub(crate) mod email;
 pub(crate) mod host;
 pub(crate) mod job;
+pub(crate) mod job_ctx;
 pub(crate) mod live;
 pub(crate) mod registry;

@@ -160,10 +160,11 @@ fn a_uefi_vm_that_boots_only_by_its_boot_entry_is_verified_with_the_variables_it
     assert_eq!((v["passed"].as_bool(), v["boot"]["firmware_vars"].as_str()), (Some(true), Some("the point's")), "{v}");
     assert_eq!(v["boot"]["probe"]["passed"], true, "booted by UEFI: {v}");
 
-    // the control: without the variables, UEFI finds nothing to boot
+    // the control: without the variables, UEFI finds nothing to boot on
+    // the disk (its console says so, not only a time limit that ran out)
     vm_item_os(&env, "fresh", "boot-entry.img", &os(""));
     env.backup("fresh", 0);
-    let out = verify(&env, &["fresh", "--time-limit", "40"]);
+    let out = verify(&env, &["fresh", "--time-limit", "60"]);
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
     let v = &verified(&out)[0];
     assert_eq!(
@@ -171,6 +172,8 @@ fn a_uefi_vm_that_boots_only_by_its_boot_entry_is_verified_with_the_variables_it
         (Some(false), Some("fresh: the point holds none")),
         "{v}"
     );
+    let tail = v["boot"]["console_tail"].to_string();
+    assert!(tail.contains("BdsDxe: failed to load Boot0001") && tail.contains("Not Found"), "{tail}");
 }
 
 /// A point whose kernel was damaged on the disk does not boot: the

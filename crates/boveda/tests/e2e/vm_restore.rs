@@ -191,3 +191,42 @@ fn a_vm_point_restores_as_a_new_vm_or_over_the_disks_of_the_vm_with_safety_copie
     assert_eq!(virsh(&["domstate", &dr]), "shut off", "defined, not started");
     assert!(fs::read(env.path("dr").join(format!("{dr}-vda.img"))).expect("read") == backed_up);
 }
+
+/// Restored files are named after the VM's stored name. One that is not a
+/// VM name (a space) gives files named after the item, and the restore
+/// says so; one that would lead out of the target folder (`../../x`, as a
+/// registered host could write) is not taken as a definition at all.
+#[test]
+fn a_vm_whose_stored_name_is_not_a_vm_name_is_restored_under_its_items_name() {
+    let env = Env::new();
+    env.create_vault();
+    let disk = env.path("vda.img");
+    fs::write(&disk, common::noise(7, 1 << 20)).expect("disk");
+    let definition = |name: &str| {
+        let xml = env.path("vm.xml");
+        fs::write(
+            &xml,
+            format!(
+                "<domain type='kvm'>\n  <name>{name}</name>\n  <devices>\n    <disk type='file' device='disk'>\n      \
+                 <source file='{}'/>\n      <target dev='vda' bus='virtio'/>\n    </disk>\n  </devices>\n</domain>\n",
+                disk.display()
+            ),
+        )
+        .expect("write");
+        xml
+    };
+    let err = env.fails(&["item", "add", "vm", "away", "--domain-xml", s(&definition("../../x"))]);
+    assert!(err.contains("<name> is not a name libvirt takes"), "{err}");
+    env.ok(&["item", "add", "vm", "web", "--domain-xml", s(&definition("web site"))]);
+    env.backup("web", 0);
+    let dir = env.path("out");
+    let out = env.run(&["restore", "web", "--target", s(&dir)]);
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(3), "completed with a warning: {said}");
+    assert!(said.contains("is not a VM name: the restored VM is named after the item"), "{said}");
+    assert!(fs::read(dir.join("web-restored-vda.img")).expect("disk") == fs::read(&disk).expect("source"));
+    let xml = fs::read_to_string(dir.join("web-restored.xml")).expect("definition");
+    assert!(xml.contains("<name>web-restored</name>"), "{xml}");
+    let names: Vec<_> = fs::read_dir(&dir).expect("dir").map(|e| e.expect("entry").file_name()).collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+}
