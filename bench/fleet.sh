@@ -24,12 +24,7 @@ hosts=${2:-50}
 mib=${3:-16}
 kind=${4:-folder}
 
-cargo build --release -q -p boveda
-bin=$PWD/target/release/boveda
-rm -rf "$work"
-mkdir -p "$work"
-export BOVEDA_CONFIG_DIR=$work/config BOVEDA_CACHE_DIR=$work/cache BOVEDA_PASSWORD=bench
-unset BOVEDA_VAULT BOVEDA_PASSWORD_FILE
+. bench/own_vault.sh
 case $kind in
   folder) store=$work/vault ;;
   s3)

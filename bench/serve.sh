@@ -20,13 +20,9 @@ counts=("$@")
 [ ${#counts[@]} -gt 0 ] || counts=(20 200)
 
 command -v wrk >/dev/null || { apt-get install -y -qq wrk >/dev/null || { echo "bench/serve.sh: install wrk" >&2; exit 2; }; }
-cargo build --release -q -p boveda
-bin=$PWD/target/release/boveda
-
-rm -rf "$work"
+. bench/own_vault.sh
 mkdir -p "$work/src"
-export BOVEDA_CONFIG_DIR=$work/config BOVEDA_CACHE_DIR=$work/cache BOVEDA_PASSWORD=bench BOVEDA_JOB_HEARTBEAT_MS=1000
-unset BOVEDA_VAULT BOVEDA_PASSWORD_FILE
+export BOVEDA_JOB_HEARTBEAT_MS=1000
 "$bin" vault create bench --store "$work/vault" >/dev/null
 for i in $(seq 1 40); do
   mkdir -p "$work/src/f$i"

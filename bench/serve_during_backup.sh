@@ -12,13 +12,7 @@ cd "$(dirname "$0")/.."
 
 work=${1:-/tmp/boveda-serve-backup}
 gib=${2:-8}
-cargo build --release -q -p boveda
-bin=$PWD/target/release/boveda
-
-rm -rf "$work"
-mkdir -p "$work"
-export BOVEDA_CONFIG_DIR=$work/config BOVEDA_CACHE_DIR=$work/cache BOVEDA_PASSWORD=bench
-unset BOVEDA_VAULT BOVEDA_PASSWORD_FILE
+. bench/own_vault.sh
 "$bin" vault create bench --store "$work/vault" >/dev/null
 head -c "${gib}G" /dev/urandom >"$work/disk.img"
 "$bin" --vault bench item add disk img --path "$work/disk.img" >/dev/null
